@@ -1,0 +1,233 @@
+"""Expert policies acting on proprioceptive states: loading, acting, and the state environment they act in.
+
+Two checkpoint formats are supported, both as released with the paper:
+
+- PPO (CleanRL style, `cleanrl_ppo.py`): a folder with `config.pt` (a plain dict: domain, task, hidden_dim and the
+  PPO hyperparameters) and `checkpoint.pt` (a state dict: `obs_rms.mean/var/count`, `actor_mean.0/2/4`,
+  `critic.0/2/4`, `actor_logstd`). Greedy action = actor mean of the normalised state, clipped to [-1, 1].
+- SAC (stable-baselines3, `sb3_sac.py`): the zip written by `SAC.save`, loaded with `SAC.load`; greedy action =
+  `predict(deterministic=True)`.
+
+Both act on the dm_control observation dict flattened with its keys in alphabetical order (`flatten_state`), which
+is also what `src.envs.make_env` reports as `info["state"]`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+
+# Normalisation of the PPO observation running statistics (as in CleanRL / gymnasium's NormalizeObservation).
+OBS_NORM_EPS = 1e-8
+OBS_NORM_CLIP = 10.0
+PPO_CONFIG_NAME = "config.pt"
+PPO_CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def flatten_state(observation: dict[str, Any], dtype: np.dtype = np.float32) -> np.ndarray:
+    """dm_control observation dict -> flat vector, keys in alphabetical order. [S]"""
+    return np.concatenate([np.asarray(observation[k], dtype=dtype).ravel() for k in sorted(observation)])
+
+
+class DMCStateEnv(gym.Env):
+    """A dm_control suite task as a gymnasium env over flattened proprioceptive states (no rendering).
+
+    Used to train experts. Episodes end only by the suite's time limit (1000 steps): `truncated=True`.
+    `reset(seed=s)` reloads the task with that seed, so an episode is reproducible from its seed.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, domain_name: str, task_name: str, seed: int | None = None, dtype: np.dtype = np.float32):
+        from dm_control import suite
+
+        self._suite = suite
+        self.domain_name, self.task_name, self._dtype = domain_name, task_name, dtype
+        self._env = suite.load(domain_name, task_name, task_kwargs={"random": seed})
+        obs_size = sum(int(np.prod(spec.shape)) for spec in self._env.observation_spec().values())
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_size,), dtype=dtype)
+        action_spec = self._env.action_spec()
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=action_spec.shape, dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._env = self._suite.load(self.domain_name, self.task_name, task_kwargs={"random": seed})
+        time_step = self._env.reset()
+        return flatten_state(time_step.observation, self._dtype), {}
+
+    def step(self, action):
+        time_step = self._env.step(np.clip(action, -1.0, 1.0))
+        obs = flatten_state(time_step.observation, self._dtype)
+        terminated = time_step.last() and time_step.discount == 0.0
+        truncated = time_step.last() and not terminated
+        return obs, float(time_step.reward or 0.0), terminated, truncated, {}
+
+
+class Expert:
+    """A greedy policy over proprioceptive states. `act`: [N, obs_dim] -> [N, action_dim] float32 in [-1, 1]."""
+
+    def __init__(self, name: str, obs_dim: int, action_dim: int, domain_name: str | None, task_name: str | None):
+        self.name = name  # the checkpoint it was loaded from, for messages
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.domain_name = domain_name  # None where the checkpoint does not say (SB3 zip)
+        self.task_name = task_name
+
+    def act(self, states: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def check_fits(self, obs_dim: int, action_dim: int, env_name: str) -> None:
+        """Raise a clear error when the environment's state or action size differs from the checkpoint's."""
+        if (obs_dim, action_dim) != (self.obs_dim, self.action_dim):
+            raise ValueError(
+                f"Checkpoint {self.name} expects states of size {self.obs_dim} and actions of size "
+                f"{self.action_dim}, but {env_name} has states of size {obs_dim} and actions of size {action_dim}."
+            )
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean / variance of observations (parallel algorithm), stored as buffers `mean`, `var`, `count`."""
+
+    def __init__(self, shape: tuple[int, ...], epsilon: float = 1e-4):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("var", torch.ones(shape))
+        self.register_buffer("count", torch.tensor(epsilon))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        # x: [B, S]
+        batch_mean, batch_var, batch_count = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        m2 = self.var * self.count + batch_var * batch_count + delta.square() * self.count * batch_count / total
+        self.mean.add_(delta * batch_count / total)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / torch.sqrt(self.var + OBS_NORM_EPS)).clamp(-OBS_NORM_CLIP, OBS_NORM_CLIP)
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """Linear-Tanh-Linear-Tanh-Linear: the layout of the released `actor_mean` and `critic` (indices 0, 2, 4)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim),
+        nn.Tanh(),
+        nn.Linear(hidden_dim, hidden_dim),
+        nn.Tanh(),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+class PPOExpert(Expert):
+    """Actor of a CleanRL-style PPO checkpoint: clip(actor_mean(normalise(state)), -1, 1)."""
+
+    def __init__(self, folder: Path, checkpoint_name: str = PPO_CHECKPOINT_NAME, device: str = "cpu"):
+        config_path, checkpoint_path = folder / PPO_CONFIG_NAME, folder / checkpoint_name
+        for path in (config_path, checkpoint_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"PPO checkpoint folder {folder} has no file {path.name}.")
+        config = torch.load(config_path, map_location=device, weights_only=True)
+        state_dict = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        required = ["obs_rms.mean", "obs_rms.var"] + [
+            f"actor_mean.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")
+        ]
+        for key in required:
+            if key not in state_dict:
+                raise KeyError(f"PPO checkpoint {checkpoint_path} has no key {key!r}; found {sorted(state_dict)}.")
+        hidden_dim, obs_dim = state_dict["actor_mean.0.weight"].shape
+        action_dim = state_dict["actor_mean.4.weight"].shape[0]
+        super().__init__(str(checkpoint_path), obs_dim, action_dim, config.get("domain"), config.get("task"))
+        self.config = config
+        self.device = torch.device(device)
+        self.obs_rms = RunningMeanStd((obs_dim,))
+        self.obs_rms.mean.copy_(state_dict["obs_rms.mean"])
+        self.obs_rms.var.copy_(state_dict["obs_rms.var"])
+        self.actor_mean = mlp(obs_dim, hidden_dim, action_dim)
+        self.actor_mean.load_state_dict(
+            {k[len("actor_mean.") :]: v for k, v in state_dict.items() if k.startswith("actor_mean.")}
+        )
+        self.obs_rms.to(self.device).eval()
+        self.actor_mean.to(self.device).eval()
+
+    @torch.no_grad()
+    def act(self, states: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(states, dtype=np.float32), device=self.device)  # [N, S]
+        return self.actor_mean(self.obs_rms(x)).clamp(-1.0, 1.0).cpu().numpy()  # [N, A]
+
+
+class SACExpert(Expert):
+    """stable-baselines3 SAC policy, greedy (`predict(deterministic=True)`)."""
+
+    def __init__(self, zip_path: Path, device: str = "cpu"):
+        from stable_baselines3 import SAC
+
+        # The released zip's pickled lr_schedule does not load across Python versions; SB3 rebuilds it from
+        # `learning_rate` on load, so a placeholder is enough (and it is never used for acting).
+        self.model = SAC.load(str(zip_path), device=device, custom_objects={"lr_schedule": _constant_zero})
+        obs_space, action_space = self.model.observation_space, self.model.action_space
+        if len(obs_space.shape) != 1 or len(action_space.shape) != 1:
+            raise ValueError(
+                f"SAC checkpoint {zip_path} has observation space {obs_space} and action space {action_space}; "
+                "expected flat vectors of proprioceptive states and actions."
+            )
+        super().__init__(str(zip_path), obs_space.shape[0], action_space.shape[0], None, None)
+        self._obs_dtype = obs_space.dtype
+
+    def act(self, states: np.ndarray) -> np.ndarray:
+        actions, _ = self.model.predict(np.asarray(states, dtype=self._obs_dtype), deterministic=True)
+        return np.clip(actions, -1.0, 1.0).astype(np.float32)
+
+
+def _constant_zero(_progress: float) -> float:
+    return 0.0
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A resolved checkpoint: its kind ("ppo" or "sac") and the file or folder to load."""
+
+    kind: str
+    path: Path
+    checkpoint_name: str = PPO_CHECKPOINT_NAME
+
+
+def resolve_checkpoint(checkpoint_path: str | os.PathLike, checkpoint_name: str = PPO_CHECKPOINT_NAME) -> CheckpointRef:
+    """Detect the checkpoint format without loading it; raise FileNotFoundError naming what is missing.
+
+    A folder with `config.pt` is a PPO checkpoint; a `.zip` file (the suffix may be left out, as
+    stable-baselines3 allows) is an SB3 SAC checkpoint.
+    """
+    path = Path(checkpoint_path)
+    if path.is_dir():
+        if not (path / PPO_CONFIG_NAME).is_file() or not (path / checkpoint_name).is_file():
+            raise FileNotFoundError(
+                f"Checkpoint folder {path} must hold {PPO_CONFIG_NAME} and {checkpoint_name} (a PPO checkpoint)."
+            )
+        return CheckpointRef("ppo", path, checkpoint_name)
+    for candidate in (path, path.with_name(path.name + ".zip")):
+        if candidate.is_file() and candidate.suffix == ".zip":
+            return CheckpointRef("sac", candidate)
+    raise FileNotFoundError(
+        f"No checkpoint at {path}: expected a PPO folder with {PPO_CONFIG_NAME} and {checkpoint_name}, "
+        "or a stable-baselines3 SAC .zip file."
+    )
+
+
+def load_expert(
+    checkpoint_path: str | os.PathLike, checkpoint_name: str = PPO_CHECKPOINT_NAME, device: str = "cpu"
+) -> Expert:
+    """Load a PPO checkpoint folder or an SB3 SAC zip (format detected) as a greedy `Expert`."""
+    ref = resolve_checkpoint(checkpoint_path, checkpoint_name)
+    if ref.kind == "ppo":
+        return PPOExpert(ref.path, ref.checkpoint_name, device)
+    return SACExpert(ref.path, device)
