@@ -1,0 +1,309 @@
+"""HDF5 datasets in the released layout and whole-batch sampling by tensor indexing.
+
+Layout (REFERENCE-FACTS section 1): root groups "0", "1", ... each with `obs` uint8 [T, H, W, 3],
+`actions` float32 [T, A], `states` float32 [T, S] and attribute `traj_return`; root attributes describe the
+environment. Frames are stored ONCE, as single uint8 frames of all trajectories concatenated ([N, H, W, 3]),
+on the GPU when they fit and in pinned host memory otherwise. A batch is a set of global frame indices;
+frame stacks (oldest first, padded with the first frame of the trajectory) and future observations are
+gathered with one indexing operation each, never with a per-sample `__getitem__` + collate.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+# Root attributes the methods need to rebuild the evaluation environment and to check shapes.
+REQUIRED_ROOT_ATTRS = ("domain_name", "task_name", "difficulty", "dynamic", "img_hw")
+
+
+class DatasetError(ValueError):
+    """A dataset file does not have the layout or the content that was expected."""
+
+
+def _trajectory_keys(f: h5py.File, path: str) -> list[str]:
+    keys = [k for k in f.keys() if k.isdigit()]
+    if not keys:
+        raise DatasetError(f"{path}: no trajectory groups ('0', '1', ...) found; root keys are {list(f.keys())[:10]}")
+    return sorted(keys, key=int)
+
+
+@dataclass
+class TrajectoryData:
+    """All trajectories of one HDF5 file, concatenated along time.
+
+    frames: uint8 [N, H, W, 3] on `frames.device` (GPU, or pinned / plain host memory);
+    actions: float32 [N, A] and states: float32 [N, S] on `device` (None when not loaded);
+    start_of: int64 [N], the global index of the first frame of each frame's trajectory (on the index device);
+    traj_starts / traj_lens: int64 [num_traj] (host).
+    """
+
+    path: str
+    frames: torch.Tensor
+    actions: torch.Tensor | None
+    states: torch.Tensor | None
+    start_of: torch.Tensor
+    traj_starts: torch.Tensor
+    traj_lens: torch.Tensor
+    attrs: dict
+    device: torch.device
+    _pinned: list = field(default_factory=list, repr=False)
+    _events: list = field(default_factory=list, repr=False)
+    _next_buffer: int = field(default=0, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return self.frames.shape[0]
+
+    @property
+    def num_trajectories(self) -> int:
+        return len(self.traj_lens)
+
+    @property
+    def img_hw(self) -> int:
+        return self.frames.shape[1]
+
+    @property
+    def act_dim(self) -> int:
+        return self.actions.shape[1]
+
+    @property
+    def state_dim(self) -> int:
+        return self.states.shape[1]
+
+    @property
+    def index_device(self) -> torch.device:
+        """Device of the index tensors: where the frames live."""
+        return self.frames.device
+
+    def valid_indices(self, offset: int) -> torch.Tensor:
+        """Global indices of every t with t + offset <= T - 1 in its trajectory. int64 [M] on index_device."""
+        idx = [
+            torch.arange(s, s + n - offset)
+            for s, n in zip(self.traj_starts.tolist(), self.traj_lens.tolist(), strict=True)
+        ]
+        return torch.cat(idx).to(self.index_device)
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """frames[idx] for idx of any shape, delivered on `device`: uint8 [*idx.shape, H, W, 3]."""
+        if self.frames.device == self.device or not self.frames.is_pinned():
+            return self.frames[idx].to(self.device)
+        # Host frames, GPU compute: gather into one of two pinned buffers and copy asynchronously; a buffer is
+        # reused only after its previous copy has finished.
+        flat = idx.reshape(-1)
+        n = flat.numel()
+        slot = self._next_buffer
+        self._next_buffer = 1 - slot
+        if len(self._pinned) < 2:
+            self._pinned = [None, None]
+            self._events = [None, None]
+        buf = self._pinned[slot]
+        if buf is None or buf.shape[0] < n:
+            buf = torch.empty((n, *self.frames.shape[1:]), dtype=torch.uint8, pin_memory=True)
+            self._pinned[slot] = buf
+        if self._events[slot] is not None:
+            self._events[slot].synchronize()
+        torch.index_select(self.frames, 0, flat, out=buf[:n])
+        out = buf[:n].to(self.device, non_blocking=True)
+        self._events[slot] = torch.cuda.Event()
+        self._events[slot].record()
+        return out.reshape(*idx.shape, *self.frames.shape[1:])
+
+    def stack_indices(self, idx: torch.Tensor, frame_stack: int, extra: int = 0) -> torch.Tensor:
+        """[B] -> [B, frame_stack + extra]: indices idx - k + 1 .. idx + extra, the past ones clamped to the
+        trajectory's first frame (padding with the first frame, as the environment's frame stack does)."""
+        rel = torch.arange(-frame_stack + 1, extra + 1, device=idx.device)
+        return torch.maximum(idx[:, None] + rel, self.start_of[idx][:, None])
+
+    def obs(self, idx: torch.Tensor, frame_stack: int) -> torch.Tensor:
+        """Stacked observations at global indices idx: uint8 [B, 3k, H, W], oldest frame first."""
+        return to_channels_first(self._gather(self.stack_indices(idx, frame_stack)))
+
+    def batch(
+        self, idx: torch.Tensor, frame_stack: int, future_offset: int = 0, next_obs: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """A training batch at global indices idx (all with t + future_offset <= T - 1).
+
+        Returns uint8 `obs` [B, 3k, H, W] (o_t); with next_obs, `next_obs` (o_{t+1}); with future_offset K > 0,
+        `future_obs` (o_{t+k}, k uniform in 1..K for each sample) and `offsets` [B]; `actions` [B, A] and
+        `states` [B, S] at t when loaded.
+        """
+        out = {}
+        window = self._gather(self.stack_indices(idx, frame_stack, extra=int(next_obs)))  # [B, k(+1), H, W, 3]
+        out["obs"] = to_channels_first(window[:, :frame_stack])
+        if next_obs:
+            out["next_obs"] = to_channels_first(window[:, 1:])
+        if future_offset > 0:
+            k = torch.randint(1, future_offset + 1, idx.shape, device=idx.device)
+            out["future_obs"] = self.obs(idx + k, frame_stack)
+            out["offsets"] = k.to(self.device)
+        dev_idx = idx.to(self.device, non_blocking=True)
+        if self.actions is not None:
+            out["actions"] = self.actions[dev_idx]
+        if self.states is not None:
+            out["states"] = self.states[dev_idx]
+        return out
+
+    def epoch(self, valid: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+        """Shuffled batches of indices from `valid`, without replacement. Drops the last partial batch unless the
+        data holds less than one batch."""
+        perm = valid[torch.randperm(len(valid), device=valid.device)]
+        num_batches = max(1, len(valid) // batch_size)
+        for i in range(num_batches):
+            yield perm[i * batch_size : (i + 1) * batch_size]
+
+    def sample(self, valid: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """batch_size indices drawn uniformly from `valid`, with replacement."""
+        return valid[torch.randint(0, len(valid), (batch_size,), device=valid.device)]
+
+
+def to_channels_first(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, k, H, W, 3] -> [B, 3k, H, W]: frames concatenated on channels, oldest first."""
+    b, k, h, w, c = frames.shape
+    return frames.permute(0, 1, 4, 2, 3).reshape(b, k * c, h, w)
+
+
+def normalize_obs(obs: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [-1, 1]: (x / 255 - 0.5) * 2."""
+    return obs.float().div_(255.0).sub_(0.5).mul_(2.0)
+
+
+def env_obs_to_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Environment observations uint8 [N, H, W, 3k] (channel-last, oldest first) -> uint8 [N, 3k, H, W]."""
+    return torch.as_tensor(obs, device=device).permute(0, 3, 1, 2).contiguous()
+
+
+def read_root_attrs(path: str) -> dict:
+    """Root attributes of a dataset file as plain Python values; checks the required ones are present."""
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"dataset file not found: {path}") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+    missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
+    if missing:
+        raise DatasetError(f"{path}: root attribute(s) {missing} missing; expected {list(REQUIRED_ROOT_ATTRS)}")
+    return attrs
+
+
+def _plain(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def _choose_frames_device(nbytes: int, device: torch.device, frames_device: str) -> tuple[torch.device, bool]:
+    """(device for the frames, pin host memory?). 'auto' puts them on the GPU when they fit with headroom."""
+    if frames_device == "auto":
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            headroom = 16 * 2**30  # activations, models and optimizer states of the paper's configs
+            if nbytes < free - headroom:
+                return device, False
+            return torch.device("cpu"), True
+        return torch.device("cpu"), False
+    if frames_device == "pinned":
+        return torch.device("cpu"), device.type == "cuda"
+    return torch.device(frames_device), False
+
+
+def load_dataset(
+    path: str,
+    device: str | torch.device = "cpu",
+    frame_stack: int = 3,
+    min_offset: int = 1,
+    load_actions: bool = True,
+    load_states: bool = True,
+    max_trajectories: int | None = None,
+    frames_device: str = "auto",
+    desc: str | None = None,
+) -> TrajectoryData:
+    """Reads a dataset file into one TrajectoryData.
+
+    frames_device: "auto" (GPU if the frames fit, else pinned host memory), "cpu", "pinned", or a device name.
+    Every trajectory must hold at least frame_stack + min_offset steps (the largest offset the caller samples).
+    """
+    device = torch.device(device)
+    attrs = read_root_attrs(path)
+    with h5py.File(path, "r") as f:
+        keys = _trajectory_keys(f, path)[:max_trajectories]
+        needed = ["obs"] + (["actions"] if load_actions else []) + (["states"] if load_states else [])
+        lens = []
+        for k in keys:
+            for name in needed:
+                if name not in f[k]:
+                    raise DatasetError(f"{path}: group '{k}' has no '{name}' dataset (it has {list(f[k].keys())})")
+            n = f[k]["obs"].shape[0]
+            if n < frame_stack + min_offset:
+                raise DatasetError(
+                    f"{path}: trajectory '{k}' has {n} steps; at least frame_stack + offset = "
+                    f"{frame_stack} + {min_offset} = {frame_stack + min_offset} are needed"
+                )
+            for name in needed[1:]:
+                if f[k][name].shape[0] != n:
+                    raise DatasetError(f"{path}: group '{k}': '{name}' has {f[k][name].shape[0]} steps, obs has {n}")
+            lens.append(n)
+        first = f[keys[0]]["obs"]
+        if first.ndim != 4 or first.shape[-1] != 3 or first.dtype != np.uint8:
+            raise DatasetError(f"{path}: 'obs' must be uint8 [T, H, W, 3], got {first.dtype} {first.shape}")
+        hw = first.shape[1:]
+        if hw[0] != int(attrs["img_hw"]):
+            raise DatasetError(f"{path}: frames are {hw[0]} px but root attribute img_hw is {attrs['img_hw']}")
+        total = int(sum(lens))
+        fdev, pin = _choose_frames_device(total * int(np.prod(hw)), device, frames_device)
+        frames = torch.empty((total, *hw), dtype=torch.uint8, pin_memory=pin) if fdev.type == "cpu" else None
+        staging = None if frames is not None else torch.empty((max(lens), *hw), dtype=torch.uint8, pin_memory=True)
+        if frames is None:
+            frames = torch.empty((total, *hw), dtype=torch.uint8, device=fdev)
+        actions, states = [], []
+        start = 0
+        for k, n in zip(tqdm(keys, desc=desc or f"loading {path}", leave=False), lens, strict=True):
+            g = f[k]
+            if g["obs"].shape[1:] != hw:
+                raise DatasetError(f"{path}: group '{k}' frames are {g['obs'].shape[1:]}, the first group's {hw}")
+            if staging is None:
+                g["obs"].read_direct(frames[start : start + n].numpy())
+            else:
+                g["obs"].read_direct(staging[:n].numpy())
+                frames[start : start + n].copy_(staging[:n], non_blocking=False)
+            if load_actions:
+                actions.append(np.asarray(g["actions"], dtype=np.float32))
+            if load_states:
+                states.append(np.asarray(g["states"], dtype=np.float32))
+            start += n
+    lens_t = torch.tensor(lens, dtype=torch.int64)
+    starts = torch.cumsum(lens_t, 0) - lens_t
+    start_of = torch.repeat_interleave(starts, lens_t).to(fdev)
+    return TrajectoryData(
+        path=path,
+        frames=frames,
+        actions=torch.from_numpy(np.concatenate(actions)).to(device) if load_actions else None,
+        states=torch.from_numpy(np.concatenate(states)).to(device) if load_states else None,
+        start_of=start_of,
+        traj_starts=starts,
+        traj_lens=lens_t,
+        attrs=attrs,
+        device=device,
+    )
+
+
+def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str = "labeled") -> None:
+    """The labeled / evaluation set must have the unlabeled set's image size and action size."""
+    if other.img_hw != reference.img_hw:
+        raise DatasetError(
+            f"{what} set {other.path} has {other.img_hw} px frames but {reference.path} has {reference.img_hw} px"
+        )
+    if other.actions is not None and reference.actions is not None and other.act_dim != reference.act_dim:
+        raise DatasetError(
+            f"{what} set {other.path} has action size {other.act_dim} but {reference.path} has {reference.act_dim}"
+        )

@@ -1,0 +1,83 @@
+"""Evaluation rollouts in the (vectorized) DCS environment and normalised scores (REFERENCE-FACTS 11)."""
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from src.data import env_obs_to_tensor
+from src.envs import env_kwargs_from_attrs, make_vec_env
+
+# Returns of BC trained on the full labeled dataset (paper, Table 3): the normalising constants.
+NORMALIZING_RETURNS = {
+    "cheetah-run": {"distractors": 823.0, "vanilla": 840.0},
+    "walker-run": {"distractors": 749.0, "vanilla": 735.0},
+    "hopper-hop": {"distractors": 253.0, "vanilla": 300.0},
+    "humanoid-walk": {"distractors": 428.0, "vanilla": 601.0},
+}
+
+
+def normalized_score(attrs: dict, mean_return: float) -> float | None:
+    """mean_return / the BC-on-full-data return of the dataset's environment (None for other environments)."""
+    env = f"{attrs['domain_name']}-{attrs['task_name']}"
+    if env not in NORMALIZING_RETURNS:
+        return None
+    setting = "vanilla" if attrs["difficulty"] == "vanilla" else "distractors"
+    return mean_return / NORMALIZING_RETURNS[env][setting]
+
+
+def eval_env_kwargs(
+    attrs: dict,
+    backgrounds_path: str | None,
+    split: str = "train",
+    max_episode_steps: int = 1000,
+    frame_stack: int = 3,
+) -> dict:
+    """make_env arguments for the evaluation environment of a dataset (built from its root attributes)."""
+    return env_kwargs_from_attrs(
+        attrs,
+        backgrounds_path=backgrounds_path,
+        split=split,
+        max_episode_steps=max_episode_steps,
+        frame_stack=frame_stack,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    env_kwargs: dict,
+    num_episodes: int,
+    seed: int,
+    num_envs: int = 1,
+    device: torch.device | str = "cpu",
+    desc: str = "eval",
+) -> dict:
+    """Runs num_episodes episodes (episode i seeded with seed + i) with up to num_envs worker processes.
+
+    policy: uint8 observations [N, 3k, H, W] on `device` -> actions [N, A] (any float dtype, any device).
+    Returns {"returns": [...], "mean": float, "std": float}.
+    """
+    device = torch.device(device)
+    num_envs = max(1, min(num_envs, num_episodes))
+    envs = make_vec_env(env_kwargs, num_envs=num_envs, seed=seed, asynchronous=num_envs > 1)
+    returns = []
+    try:
+        bar = tqdm(total=num_episodes, desc=desc, leave=False)
+        for first in range(0, num_episodes, num_envs):
+            n = min(num_envs, num_episodes - first)
+            obs, _ = envs.reset(seed=[seed + first + i for i in range(num_envs)])
+            ep_return = np.zeros(num_envs)
+            done = np.zeros(num_envs, dtype=bool)
+            while not done[:n].all():
+                actions = policy(env_obs_to_tensor(obs, device)).float().cpu().numpy()
+                obs, reward, terminated, truncated, _ = envs.step(actions)
+                ep_return += np.where(done, 0.0, reward)
+                done |= terminated | truncated
+            returns.extend(ep_return[:n].tolist())
+            bar.update(n)
+        bar.close()
+    finally:
+        envs.close()
+    return {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns))}

@@ -1,0 +1,244 @@
+"""Small helpers every method script uses identically: seeding, devices and precision, optimizers and
+learning-rate schedules, EMA targets, run directories, atomic checkpoints and results, wandb, NaN guard."""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyrallis
+import torch
+import torch.nn as nn
+
+# ---------------------------------------------------------------- seeding, devices, precision
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def setup_backends(device: torch.device) -> None:
+    """TF32 allowed and cudnn benchmark on, as in the reference runs on H100."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, plain fp32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------- optimisation
+
+
+def make_optimizer(
+    model: nn.Module | list[nn.Parameter], kind: str, lr: float, weight_decay: float | None = None
+) -> torch.optim.Optimizer:
+    """Adam or AdamW; parameters with fewer than 2 dimensions (biases, norms) are never weight-decayed."""
+    params = list(model.parameters()) if isinstance(model, nn.Module) else list(model)
+    wd = weight_decay or 0.0
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": wd},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    if kind == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, total_updates: int, warmup_updates: int, kind: str = "linear"
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over warmup_updates, then decay to 0 at the last update: linear (as the released code) or
+    cosine (as the paper's text)."""
+    if kind not in ("linear", "cosine", "constant"):
+        raise ValueError(f"unknown lr schedule {kind!r}; expected 'linear', 'cosine' or 'constant'")
+    total = max(1, total_updates)
+    warmup = min(max(0, warmup_updates), total - 1) if total > 1 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * source, for every parameter and floating buffer."""
+    tp = [p for p in target.parameters()]
+    sp = [p for p in source.parameters()]
+    torch._foreach_lerp_(tp, sp, tau)
+    for tb, sb in zip(target.buffers(), source.buffers(), strict=True):
+        if tb.dtype.is_floating_point:
+            tb.lerp_(sb, tau)
+
+
+class NanGuard:
+    """Tracks, without a host sync, the first update whose loss was not finite; `check` raises (at log steps)."""
+
+    def __init__(self, stage: str, device: torch.device):
+        self.stage = stage
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def check(self, last_good: Path | None = None) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            where = f"; the last good checkpoint is {last_good}" if last_good and last_good.exists() else ""
+            raise FloatingPointError(f"{self.stage}: the loss became NaN or infinite at update {step}{where}")
+
+
+def infinite_epochs(data, valid: torch.Tensor, batch_size: int):
+    """Batches of indices, epoch after epoch (a fresh permutation each epoch)."""
+    while True:
+        yield from data.epoch(valid, batch_size)
+
+
+# ---------------------------------------------------------------- files: run directory, checkpoints, results
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Writes JSON atomically (temporary file + rename): an interrupted write leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+        tmp = f.name
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.generic | torch.Tensor):
+        return o.item()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """torch.save atomically: an interrupted save never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict | None:
+    """The checkpoint's state dict, or None if the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def prepare_run_dir(run_dir: str | Path, config) -> Path:
+    """Creates the run directory and writes the full config (config.yaml, config.json) into it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "config.yaml", "w") as f:
+        pyrallis.dump(config, f)
+    write_json(run_dir / "config.json", dataclasses.asdict(config))
+    return run_dir
+
+
+class Results:
+    """results.json of a run: config, per-stage metrics and wall time; rewritten atomically after every stage."""
+
+    def __init__(self, run_dir: Path, config):
+        self.path = run_dir / "results.partial.json"
+        self.final_path = run_dir / "results.json"
+        self.data = {"config": dataclasses.asdict(config), "stages": {}, "metrics": {}}
+        if self.path.exists():
+            previous = json.loads(self.path.read_text())
+            self.data["stages"] = previous.get("stages", {})
+            self.data["metrics"] = previous.get("metrics", {})
+
+    def stage(self, name: str, seconds: float, metrics: dict, skipped: bool = False) -> None:
+        entry = {"seconds": seconds, "skipped": skipped, **metrics}
+        if skipped and name in self.data["stages"]:
+            entry = {**self.data["stages"][name], "skipped": True}
+        self.data["stages"][name] = entry
+        write_json(self.path, self.data)
+
+    def finish(self, metrics: dict) -> dict:
+        self.data["metrics"].update(metrics)
+        self.data["total_seconds"] = sum(s.get("seconds", 0.0) for s in self.data["stages"].values())
+        write_json(self.final_path, self.data)
+        self.path.unlink(missing_ok=True)
+        return self.data
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
+
+
+# ---------------------------------------------------------------- logging
+
+
+def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: Path):
+    """wandb run in mode online / offline / disabled, its files under the run directory."""
+    import wandb
+
+    if mode not in ("online", "offline", "disabled"):
+        raise ValueError(f"wandb mode {mode!r}; expected 'online', 'offline' or 'disabled'")
+    return wandb.init(
+        project=project,
+        group=group,
+        name=name,
+        mode=mode,
+        dir=str(run_dir),
+        config=dataclasses.asdict(config),
+        reinit="finish_previous",
+    )
