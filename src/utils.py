@@ -179,6 +179,43 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore_stage(
+    path: Path, objects: dict, load_from: str | None = None, device: torch.device | str = "cpu"
+) -> tuple[int, bool]:
+    """Restores a stage from its checkpoint. Returns (first update to run, whether the stage is finished).
+
+    objects: name -> anything with state_dict / load_state_dict (modules, optimizers, schedulers).
+    load_from: a finished checkpoint of this stage from another run (e.g. one LAM reused for every label
+    budget): its modules are loaded and the stage is skipped. Otherwise the run's own checkpoint `path`, if
+    present, is resumed (or skipped if it is finished).
+    """
+    if load_from:
+        state = load_checkpoint(load_from, device)
+        if state is None:
+            raise FileNotFoundError(f"checkpoint to load the stage from not found: {load_from}")
+        if not state.get("done", False):
+            raise ValueError(f"{load_from} is the checkpoint of an unfinished stage (update {state.get('step')})")
+        for name, obj in objects.items():
+            if isinstance(obj, nn.Module):
+                obj.load_state_dict(state["objects"][name])
+        return state["step"], True
+    state = load_checkpoint(path, device)
+    if state is None:
+        return 0, False
+    for name, obj in objects.items():
+        obj.load_state_dict(state["objects"][name])
+    if not state["done"]:
+        set_rng_state(state["rng"])
+    return state["step"], state["done"]
+
+
+def save_stage(path: Path, objects: dict, step: int, done: bool) -> None:
+    """Atomic stage checkpoint: the objects' state dicts, the update count, RNG states and whether it finished."""
+    state = {"objects": {k: v.state_dict() for k, v in objects.items()}, "step": step, "done": done}
+    state["rng"] = rng_state()
+    save_checkpoint(path, state)
+
+
 def prepare_run_dir(run_dir: str | Path, config) -> Path:
     """Creates the run directory and writes the full config (config.yaml, config.json) into it."""
     run_dir = Path(run_dir)
