@@ -10,6 +10,7 @@ gathered with one indexing operation each, never with a per-sample `__getitem__`
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -217,6 +218,9 @@ def _choose_frames_device(nbytes: int, device: torch.device, frames_device: str)
     return torch.device(frames_device), False
 
 
+_CACHE: dict[tuple, "TrajectoryData"] = {}
+
+
 def load_dataset(
     path: str,
     device: str | torch.device = "cpu",
@@ -228,12 +232,26 @@ def load_dataset(
     frames_device: str = "auto",
     desc: str | None = None,
 ) -> TrajectoryData:
-    """Reads a dataset file into one TrajectoryData.
+    """Reads a dataset file into one TrajectoryData, or returns the one already read by this process.
 
     frames_device: "auto" (GPU if the frames fit, else pinned host memory), "cpu", "pinned", or a device name.
     Every trajectory must hold at least frame_stack + min_offset steps (the largest offset the caller samples).
+    A file is read once per process (stages that share a path share its frames): a later call with the same
+    path, device and trajectory limit reuses the first, provided it loaded at least the arrays now asked for.
     """
     device = torch.device(device)
+    key = (str(Path(path).resolve()), str(device), max_trajectories)
+    cached = _CACHE.get(key)
+    if cached is not None and (cached.actions is not None or not load_actions):
+        if cached.states is not None or not load_states:
+            short = int(cached.traj_lens.min())
+            if short < frame_stack + min_offset:
+                i = int(cached.traj_lens.argmin())
+                raise DatasetError(
+                    f"{path}: trajectory '{i}' has {short} steps; at least frame_stack + offset = "
+                    f"{frame_stack} + {min_offset} = {frame_stack + min_offset} are needed"
+                )
+            return cached
     attrs = read_root_attrs(path)
     with h5py.File(path, "r") as f:
         keys = _trajectory_keys(f, path)[:max_trajectories]
@@ -284,7 +302,7 @@ def load_dataset(
     lens_t = torch.tensor(lens, dtype=torch.int64)
     starts = torch.cumsum(lens_t, 0) - lens_t
     start_of = torch.repeat_interleave(starts, lens_t).to(fdev)
-    return TrajectoryData(
+    data = TrajectoryData(
         path=path,
         frames=frames,
         actions=torch.from_numpy(np.concatenate(actions)).to(device) if load_actions else None,
@@ -295,6 +313,8 @@ def load_dataset(
         attrs=attrs,
         device=device,
     )
+    _CACHE[key] = data
+    return data
 
 
 def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str = "labeled") -> None:

@@ -7,7 +7,6 @@ import torch
 from tqdm.auto import tqdm
 
 from src.data import env_obs_to_tensor
-from src.envs import env_kwargs_from_attrs, make_vec_env
 
 # Returns of BC trained on the full labeled dataset (paper, Table 3): the normalising constants.
 NORMALIZING_RETURNS = {
@@ -18,10 +17,10 @@ NORMALIZING_RETURNS = {
 }
 
 
-def normalized_score(attrs: dict, mean_return: float) -> float | None:
+def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
     """mean_return / the BC-on-full-data return of the dataset's environment (None for other environments)."""
     env = f"{attrs['domain_name']}-{attrs['task_name']}"
-    if env not in NORMALIZING_RETURNS:
+    if mean_return is None or env not in NORMALIZING_RETURNS:
         return None
     setting = "vanilla" if attrs["difficulty"] == "vanilla" else "distractors"
     return mean_return / NORMALIZING_RETURNS[env][setting]
@@ -35,6 +34,8 @@ def eval_env_kwargs(
     frame_stack: int = 3,
 ) -> dict:
     """make_env arguments for the evaluation environment of a dataset (built from its root attributes)."""
+    from src.envs import env_kwargs_from_attrs  # dm_control is imported only where environments are used
+
     return env_kwargs_from_attrs(
         attrs,
         backgrounds_path=backgrounds_path,
@@ -59,6 +60,10 @@ def evaluate(
     policy: uint8 observations [N, 3k, H, W] on `device` -> actions [N, A] (any float dtype, any device).
     Returns {"returns": [...], "mean": float, "std": float}.
     """
+    if num_episodes <= 0:
+        return {"returns": [], "mean": None, "std": None}
+    from src.envs import make_vec_env
+
     device = torch.device(device)
     num_envs = max(1, min(num_envs, num_episodes))
     envs = make_vec_env(env_kwargs, num_envs=num_envs, seed=seed, asynchronous=num_envs > 1)

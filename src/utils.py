@@ -10,11 +10,34 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pyrallis
 import torch
 import torch.nn as nn
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Fields every method script has at the top level of its config (CLI: --seed, --run_dir, ...)."""
+
+    project: str = "laom"  # wandb project
+    group: str = "default"  # wandb group
+    name: str = "run"  # run name (wandb and default run directory)
+    run_dir: Optional[str] = None  # where checkpoints, config and results.json go; default runs/<name>-seed<seed>
+    seed: int = 0  # global seed (data order, initialisation, augmentations)
+    device: str = "auto"  # "auto" (cuda if available), "cuda", "cpu"
+    frames_device: str = "auto"  # where frames live: "auto" (GPU if they fit, else pinned host), "cpu", "pinned"
+    wandb_mode: str = "offline"  # online / offline / disabled
+    log_every: int = 100  # updates between logged metrics (the only host syncs of a training loop)
+    checkpoint_every: int = 2000  # updates between resumable stage checkpoints
+    eval_num_envs: int = 5  # parallel evaluation environments (worker processes)
+    eval_max_episode_steps: int = 1000  # episode length of evaluation rollouts (1000 in the paper)
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / f"{self.name}-seed{self.seed}"
+
 
 # ---------------------------------------------------------------- seeding, devices, precision
 
@@ -67,21 +90,29 @@ def make_optimizer(
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, total_updates: int, warmup_updates: int, kind: str = "linear"
+    optimizer: torch.optim.Optimizer,
+    total_updates: int,
+    warmup_updates: int,
+    kind: str = "linear",
+    cooldown_ratio: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over warmup_updates, then decay to 0 at the last update: linear (as the released code) or
-    cosine (as the paper's text)."""
+    """Linear warm-up over warmup_updates, then decay to 0 at the last update: "linear" (the released code),
+    "cosine" (the paper's text) or "constant" (no decay). cooldown_ratio > 0 holds the learning rate after
+    warm-up and decays it (with `kind`) over that final fraction of the updates only."""
     if kind not in ("linear", "cosine", "constant"):
         raise ValueError(f"unknown lr schedule {kind!r}; expected 'linear', 'cosine' or 'constant'")
+    if not 0.0 <= cooldown_ratio <= 1.0:
+        raise ValueError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
     total = max(1, total_updates)
-    warmup = min(max(0, warmup_updates), total - 1) if total > 1 else 0
+    warmup = min(max(0, warmup_updates), total - 1)
+    decay_start = max(warmup, int(round(total * (1.0 - cooldown_ratio)))) if cooldown_ratio > 0 else warmup
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        if kind == "constant":
+        if kind == "constant" or step < decay_start:
             return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
+        progress = (step - decay_start) / max(1, total - decay_start)
         if kind == "linear":
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))

@@ -1,0 +1,178 @@
+"""Behaviour cloning from pixels (paper, Appendix E and F, Tables 9 and 10).
+
+One stage: an Actor (ResNet encoder, scale 32 -> mean pool -> ReLU6 -> Linear) regresses the true actions of
+the given dataset with MSE, then is evaluated in the DCS environment rebuilt from the dataset's attributes.
+Two uses, one script:
+- the BC baseline of each label budget: `--bc.data_path=<labeled-1000xN.hdf5> --bc.total_updates=10000`
+  (configs/bc.yaml);
+- BC on the full dataset with all actions revealed, whose returns normalise every score:
+  `--bc.data_path=<full.hdf5> --bc.num_epochs=10` (configs/bc-full.yaml).
+
+    python -m train_bc --config_path configs/bc.yaml --bc.data_path data/example-data.hdf5
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pyrallis
+import torch
+import torch.nn.functional as F
+from tqdm.auto import trange
+
+from src.augs import Augmenter
+from src.data import load_dataset, normalize_obs
+from src.evaluation import eval_env_kwargs, evaluate, normalized_score
+from src.nn import Actor
+from src.utils import (
+    NanGuard,
+    Results,
+    RunConfig,
+    Stopwatch,
+    autocast,
+    get_device,
+    infinite_epochs,
+    init_wandb,
+    make_optimizer,
+    make_scheduler,
+    prepare_run_dir,
+    restore_stage,
+    save_stage,
+    set_seed,
+    setup_backends,
+)
+
+
+@dataclass
+class BCConfig:
+    data_path: str = "data/example-data.hdf5"  # HDF5 dataset with true actions (labeled subset or full set)
+    max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
+    num_epochs: int = 10  # passes over the data (ignored when total_updates is set)
+    total_updates: Optional[int] = None  # number of updates; overrides num_epochs (the baseline uses 10000)
+    batch_size: int = 512  # samples per update
+    learning_rate: float = 1e-4  # peak AdamW learning rate
+    weight_decay: Optional[float] = 0.0  # AdamW weight decay (never on biases / norms)
+    warmup_epochs: float = 0.0  # linear warm-up length, in epochs
+    lr_schedule: str = "linear"  # decay after warm-up: linear (released code), cosine (paper text), constant
+    cooldown_ratio: float = 0.0  # >0: hold the lr, decay over this final fraction of updates only
+    grad_norm: Optional[float] = None  # gradient-norm clipping (None: off)
+    frame_stack: int = 3  # stacked frames per observation
+    encoder_scale: int = 32  # channel multiplier of the ResNet encoder
+    encoder_deep: bool = False  # 5 encoder blocks instead of 3
+    encoder_num_res_blocks: int = 2  # residual units per encoder block
+    dropout: float = 0.0  # dropout inside the residual units
+    use_aug: bool = False  # random per-image augmentations of the observations
+    eval_episodes: int = 25  # evaluation episodes (seeds eval_seed + i)
+    eval_seed: int = 0  # seed of the first evaluation episode
+    dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
+    dcs_backgrounds_split: str = "train"  # background videos of the evaluation environment (train / val)
+    checkpoint_path: Optional[str] = None  # a finished bc.pt of another run: skip training, evaluate it
+
+
+@dataclass
+class Config(RunConfig):
+    name: str = "bc"
+    bc: BCConfig = field(default_factory=BCConfig)
+
+
+def train_bc(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[Actor, dict]:
+    c = cfg.bc
+    data = load_dataset(
+        c.data_path,
+        device,
+        c.frame_stack,
+        min_offset=0,
+        load_states=False,
+        max_trajectories=c.max_trajectories,
+        frames_device=cfg.frames_device,
+    )
+    valid = data.valid_indices(0)
+    actor = Actor(3 * c.frame_stack, data.act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
+    actor = actor.to(device)
+    optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
+    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    total = c.total_updates or c.num_epochs * batches_per_epoch
+    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule, c.cooldown_ratio)
+    objects = {"actor": actor, "optim": optim, "sched": sched}
+    ckpt = run_dir / "bc.pt"
+    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    aug = Augmenter() if c.use_aug else None
+    guard = NanGuard("bc", device)
+    if not done:
+        batches = infinite_epochs(data, valid, c.batch_size)
+        clock = Stopwatch()
+        for step in trange(start, total, desc="bc", initial=start, total=total):
+            batch = data.batch(next(batches), c.frame_stack)
+            obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
+            if aug is not None:
+                obs = aug(obs)
+            with autocast(device):
+                pred, _ = actor(obs)
+            loss = F.mse_loss(pred.float(), batch["actions"])
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
+            optim.step()
+            sched.step()
+            guard.update(loss, step)
+            if (step + 1) % cfg.log_every == 0:
+                guard.check(ckpt)
+                wandb_run.log(
+                    {
+                        "bc/mse_loss": loss.item(),
+                        "bc/learning_rate": sched.get_last_lr()[0],
+                        "bc/samples_per_s": cfg.log_every * c.batch_size / clock(),
+                        "bc/step": step + 1,
+                    }
+                )
+                clock = Stopwatch()
+            if (step + 1) % cfg.checkpoint_every == 0:
+                guard.check(ckpt)
+                save_stage(ckpt, objects, step + 1, done=False)
+        guard.check(ckpt)
+        save_stage(ckpt, objects, total, done=True)
+
+    actor.eval()
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            return actor(normalize_obs(obs))[0]
+
+    env_kwargs = (
+        eval_env_kwargs(
+            data.attrs, c.dcs_backgrounds_path, c.dcs_backgrounds_split, cfg.eval_max_episode_steps, c.frame_stack
+        )
+        if c.eval_episodes > 0
+        else {}
+    )
+    ev = evaluate(policy, env_kwargs, c.eval_episodes, c.eval_seed, cfg.eval_num_envs, device, desc="bc eval")
+    metrics = {
+        "bc/eval_returns_mean": ev["mean"],
+        "bc/eval_returns_std": ev["std"],
+        "bc/normalized_score": normalized_score(data.attrs, ev["mean"]),
+        "bc/updates": total,
+    }
+    wandb_run.log(metrics)
+    return actor, {**metrics, "bc/eval_returns": ev["returns"]}
+
+
+@pyrallis.wrap()
+def train(cfg: Config) -> dict:
+    device = get_device(cfg.device)
+    setup_backends(device)
+    set_seed(cfg.seed)
+    run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
+    wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
+    results = Results(run_dir, cfg)
+
+    clock = Stopwatch()
+    _, metrics = train_bc(cfg, run_dir, device, wandb_run)
+    results.stage("bc", clock(), metrics)
+
+    out = results.finish({k: v for k, v in metrics.items() if not isinstance(v, list)})
+    wandb_run.finish()
+    return out
+
+
+if __name__ == "__main__":
+    train()
