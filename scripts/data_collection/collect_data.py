@@ -1,0 +1,422 @@
+"""Collect an expert dataset: the expert acts on proprioceptive states while the DCS renders the distracted frames.
+
+Writes the released HDF5 layout (REFERENCE-FACTS section 1): root groups "0", "1", ... in order, each with
+`obs` uint8 [T, H, W, 3] (obs[t] is the frame seen before actions[t]), `actions` float32 [T, A], `states` float32
+[T, S], `rewards` float32 [T] and attributes `traj_return`, `seed` (the episode seed) and `complete` (written last);
+root attributes `domain_name`, `task_name`, `difficulty`, `dynamic`, `img_hw`, `split`, `dataset_return`, plus
+`background_source` ("builtin" / "davis"), `dcs_backgrounds_path`, `seed`, `max_episode_steps`, `expert_checkpoint`,
+`package_versions` (JSON).
+
+    python -m scripts.data_collection.collect_data \\
+        --checkpoint_path="scripts/data_collection/checkpoints/hopper-hop-expert" \\
+        --checkpoint_name="checkpoint.pt" \\
+        --dcs_backgrounds_path="DAVIS/JPEGImages/480p" \\
+        --save_path="data/hopper-hop-test.hdf5" \\
+        --num_trajectories=5 \\
+        --dcs_difficulty="scale_easy_video_hard" \\
+        --dcs_backgrounds_split="train" \\
+        --dcs_img_hw=64 \\
+        --seed=0 \\
+        --cuda=False
+
+`--dcs_backgrounds_path=builtin` uses the DCS port's built-in procedural videos (no DAVIS download). The checkpoint
+format is detected: a PPO folder (config.pt + checkpoint.pt) or a stable-baselines3 SAC zip (which does not record its
+task: pass --domain_name/--task_name, or use collect_data_sb3.py, whose default is humanoid-walk).
+
+The embedded example dataset data/example-data.hdf5 was made with (paths relative to the repository root):
+
+    python -m scripts.data_collection.collect_data --checkpoint_path=../shared/experts/cheetah-run-expert \\
+        --dcs_backgrounds_path=builtin --save_path=data/example-data.hdf5 --num_trajectories=16 \\
+        --max_episode_steps=100 --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=train \\
+        --dcs_img_hw=64 --seed=0 --compression=gzip --num_workers=2
+
+Seeds: trajectory i is recorded from the episode seed `episode_seed(seed, i)` (physics and distractors), so the file
+does not depend on --num_workers, and a trajectory can be replayed from its group attribute `seed`.
+
+Interruption and resume: each trajectory group is written whole, marked `complete` last, and flushed; Ctrl-C or
+SIGTERM during a write waits for the write to finish. Running the same command again resumes: when the output file
+exists, its root attributes in IDENTITY_ATTRS must equal the command's (else an error, unless --overwrite, which
+starts a new file); groups without `complete` (a trailing group cut short) are deleted, `dataset_return` is
+recomputed, and trajectories continue from the first missing index. A file that already holds --num_trajectories
+complete trajectories is reported as complete (exit 0); one that holds more is an error. --num_workers,
+--compression and --cuda do not change the content and are not compared.
+"""
+
+import contextlib
+import importlib.metadata
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+import pyrallis
+import torch
+from tqdm.auto import tqdm
+
+from scripts.data_collection.experts import Expert, load_expert, resolve_checkpoint
+
+BUILTIN_BACKGROUNDS = "builtin"
+COMPRESSIONS = ("none", "gzip", "lzf")
+COMPLETE_ATTR = "complete"  # group attribute written last: the group holds a whole trajectory
+OBS_CHUNK_STEPS = 32  # HDF5 chunk length (steps) of compressed `obs`
+# Root attributes that identify what a file contains; an existing file is resumed only when all of them match.
+IDENTITY_ATTRS = (
+    "domain_name",
+    "task_name",
+    "difficulty",
+    "dynamic",
+    "img_hw",
+    "split",
+    "background_source",
+    "dcs_backgrounds_path",
+    "seed",
+    "max_episode_steps",
+    "expert_checkpoint",
+)
+VERSIONED_PACKAGES = ("numpy", "torch", "mujoco", "dm_control", "gymnasium", "h5py", "stable_baselines3")
+
+
+@dataclass
+class Config:
+    checkpoint_path: str = ""  # PPO checkpoint folder or SB3 SAC zip (".zip" may be left out)
+    checkpoint_name: str = "checkpoint.pt"  # state-dict file inside a PPO checkpoint folder
+    dcs_backgrounds_path: str = BUILTIN_BACKGROUNDS  # DAVIS-layout folder <root>/<video>/<frame>.jpg, or "builtin"
+    save_path: str = "data/dataset.hdf5"  # output HDF5 file
+    num_trajectories: int = 5  # trajectories in the file
+    dcs_difficulty: str = "scale_easy_video_hard"  # DCS difficulty (src/dcs/constants.py)
+    dcs_backgrounds_split: str = "train"  # DAVIS split of the background videos: "train" or "val"
+    dcs_img_hw: int = 64  # rendered frame height = width, pixels
+    seed: int = 0  # base seed; trajectory i uses episode_seed(seed, i)
+    cuda: bool = False  # run the expert on CUDA when available
+    num_workers: int = 1  # worker processes, each collecting whole trajectories
+    max_episode_steps: int = 1000  # steps per trajectory (fewer if the episode ends earlier)
+    dynamic: bool = True  # distractors change during the episode
+    overwrite: bool = False  # replace an existing output file instead of resuming it
+    compression: str = "none"  # HDF5 compression of the datasets: none, gzip or lzf
+    domain_name: Optional[str] = None  # dm_control domain; default: from the checkpoint
+    task_name: Optional[str] = None  # dm_control task; default: from the checkpoint
+
+
+@dataclass
+class Trajectory:
+    obs: np.ndarray  # uint8 [T, H, W, 3]
+    actions: np.ndarray  # float32 [T, A]
+    states: np.ndarray  # float32 [T, S]
+    rewards: np.ndarray  # float32 [T]
+    traj_return: float  # sum of rewards (float64)
+    seed: int  # episode seed
+    seconds: float  # wall time of the rollout (physics, expert, rendering)
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """Seed of episode `index` of a dataset with base `seed` (independent streams per index)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def collect_trajectory(env, expert: Expert, seed: int, max_steps: int) -> Trajectory:
+    """One greedy episode; the expert sees info["state"], the env returns the rendered frame [H, W, 3]."""
+    start = time.perf_counter()
+    obs, info = env.reset(seed=seed)
+    frames, states, actions, rewards = [], [], [], []
+    for _ in range(max_steps):
+        frames.append(obs)
+        states.append(info["state"])
+        action = expert.act(info["state"][None])[0].astype(np.float32)  # [A]: stored == executed
+        obs, reward, terminated, truncated, info = env.step(action)
+        actions.append(action)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    return Trajectory(
+        obs=np.stack(frames).astype(np.uint8),
+        actions=np.stack(actions).astype(np.float32),
+        states=np.stack(states).astype(np.float32),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        traj_return=float(np.sum(np.asarray(rewards, dtype=np.float64))),
+        seed=seed,
+        seconds=time.perf_counter() - start,
+    )
+
+
+# ------------------------------------------------------------------ configuration checks (before any output)
+
+
+def _known_difficulties() -> tuple[str, ...]:
+    from src.dcs import constants
+
+    return tuple(constants.DIFFICULTIES)
+
+
+def env_kwargs(config: Config, domain_name: str, task_name: str) -> dict:
+    """Arguments of src.envs.make_env for recording: single frames (frame_stack=1), episodes seeded at reset."""
+    return dict(
+        domain_name=domain_name,
+        task_name=task_name,
+        difficulty=config.dcs_difficulty,
+        dynamic=config.dynamic,
+        img_hw=config.dcs_img_hw,
+        backgrounds_path=config.dcs_backgrounds_path,
+        backgrounds_split=config.dcs_backgrounds_split,
+        frame_stack=1,
+        max_episode_steps=config.max_episode_steps,
+    )
+
+
+def check_config(config: Config) -> None:
+    """Errors a user can act on, raised before anything is loaded or written."""
+    if not config.checkpoint_path:
+        raise ValueError("--checkpoint_path is required (a PPO checkpoint folder or an SB3 SAC zip).")
+    if config.compression not in COMPRESSIONS:
+        raise ValueError(f"--compression={config.compression!r}: expected one of {COMPRESSIONS}.")
+    for name in ("num_trajectories", "num_workers", "max_episode_steps", "dcs_img_hw"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name}={getattr(config, name)}: expected a positive integer.")
+    if config.seed < 0:
+        raise ValueError(f"--seed={config.seed}: expected a non-negative integer.")
+    difficulties = _known_difficulties()
+    if config.dcs_difficulty not in difficulties:
+        raise ValueError(f"--dcs_difficulty={config.dcs_difficulty!r}: expected one of {difficulties}.")
+    if config.dcs_backgrounds_path != BUILTIN_BACKGROUNDS and not Path(config.dcs_backgrounds_path).is_dir():
+        raise FileNotFoundError(
+            f"--dcs_backgrounds_path={config.dcs_backgrounds_path!r}: no such folder "
+            f"(expected a DAVIS-layout folder <root>/<video>/<frame>.jpg, or {BUILTIN_BACKGROUNDS!r})."
+        )
+    resolve_checkpoint(config.checkpoint_path, config.checkpoint_name)
+
+
+def root_attrs(config: Config, domain_name: str, task_name: str) -> dict:
+    builtin = config.dcs_backgrounds_path == BUILTIN_BACKGROUNDS
+    return {
+        "domain_name": domain_name,
+        "task_name": task_name,
+        "difficulty": config.dcs_difficulty,
+        "dynamic": bool(config.dynamic),
+        "img_hw": int(config.dcs_img_hw),
+        "split": config.dcs_backgrounds_split,
+        "background_source": "builtin" if builtin else "davis",
+        "dcs_backgrounds_path": config.dcs_backgrounds_path
+        if builtin
+        else os.path.normpath(config.dcs_backgrounds_path),
+        "seed": int(config.seed),
+        "max_episode_steps": int(config.max_episode_steps),
+        "expert_checkpoint": os.path.normpath(config.checkpoint_path),
+    }
+
+
+def package_versions() -> str:
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return json.dumps(versions, sort_keys=True)
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ------------------------------------------------------------------ HDF5 output
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Ctrl-C / SIGTERM received inside the block take effect (KeyboardInterrupt) only when it ends."""
+    received = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            raise KeyboardInterrupt
+
+
+def complete_groups(f: h5py.File) -> list[str]:
+    """Names of the leading run of complete trajectory groups "0", "1", ..., "k-1"."""
+    names = []
+    while str(len(names)) in f and f[str(len(names))].attrs.get(COMPLETE_ATTR, False):
+        names.append(str(len(names)))
+    return names
+
+
+def prepare_output(path: Path, attrs: dict, num_trajectories: int, overwrite: bool) -> int | None:
+    """Check an existing output file against the command; return the number of complete trajectories in it
+    (0 for a new file), or None when the file already holds all of them. Writes nothing."""
+    if not path.exists() or overwrite:
+        return 0
+    try:
+        with h5py.File(path, "r") as f:
+            existing = {k: _plain(v) for k, v in f.attrs.items()}
+            num_complete = len(complete_groups(f))
+    except OSError as e:
+        raise RuntimeError(f"Output {path} exists but is not a readable HDF5 file ({e}); use --overwrite.") from None
+    differing = {k: (existing.get(k), v) for k, v in attrs.items() if existing.get(k) != v}
+    if differing:
+        details = "; ".join(f"{k}: file has {a!r}, command gives {b!r}" for k, (a, b) in differing.items())
+        raise FileExistsError(
+            f"Output {path} exists and was made by a different command ({details}). "
+            "Use --overwrite to replace it, or another --save_path."
+        )
+    if num_complete > num_trajectories:
+        raise FileExistsError(
+            f"Output {path} already holds {num_complete} trajectories, more than --num_trajectories="
+            f"{num_trajectories}. Use --overwrite to replace it, or another --save_path."
+        )
+    if num_complete == num_trajectories:
+        return None
+    return num_complete
+
+
+def open_output(path: Path, attrs: dict, overwrite: bool) -> tuple[h5py.File, list[float]]:
+    """Open (new, overwritten or resumed) output; drop incomplete trailing groups. Returns (file, kept returns)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite or not path.exists():
+        f = h5py.File(path, "w")
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["package_versions"] = package_versions()
+        f.attrs["dataset_return"] = float("nan")
+        f.flush()
+        return f, []
+    f = h5py.File(path, "a")
+    keep = complete_groups(f)
+    for name in [k for k in f.keys() if k not in keep]:
+        del f[name]
+    returns = [float(f[k].attrs["traj_return"]) for k in keep]
+    f.attrs["dataset_return"] = float(np.mean(returns)) if returns else float("nan")
+    f.flush()
+    return f, returns
+
+
+def write_trajectory(f: h5py.File, index: int, traj: Trajectory, returns: list[float], compression: str) -> None:
+    """Write group `index` whole, mark it complete, update dataset_return, flush."""
+    kwargs = {} if compression == "none" else {"compression": compression}
+    obs_chunks = (min(OBS_CHUNK_STEPS, len(traj.obs)), *traj.obs.shape[1:]) if kwargs else None
+    with signals_deferred():
+        group = f.create_group(str(index))
+        group.create_dataset("obs", data=traj.obs, chunks=obs_chunks, **kwargs)
+        group.create_dataset("actions", data=traj.actions, **kwargs)
+        group.create_dataset("states", data=traj.states, **kwargs)
+        group.create_dataset("rewards", data=traj.rewards, **kwargs)
+        group.attrs["traj_return"] = traj.traj_return
+        group.attrs["seed"] = traj.seed
+        group.attrs[COMPLETE_ATTR] = True
+        returns.append(traj.traj_return)
+        f.attrs["dataset_return"] = float(np.mean(returns))
+        f.flush()
+
+
+# ------------------------------------------------------------------ workers
+
+_WORKER: dict = {}
+
+
+def _init_worker(kwargs: dict, checkpoint_path: str, checkpoint_name: str, device: str) -> None:
+    from src.envs import make_env
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops the pool
+    torch.set_num_threads(1)  # same arithmetic in every worker and in the main process
+    try:
+        _WORKER["env"] = make_env(**kwargs)
+        _WORKER["expert"] = load_expert(checkpoint_path, checkpoint_name, device)
+    except Exception as e:  # a failing initializer would make the pool respawn workers forever: report it per job
+        _WORKER["error"] = e
+
+
+def _collect_in_worker(job: tuple[int, int, int]) -> tuple[int, Trajectory]:
+    if "error" in _WORKER:
+        raise _WORKER["error"]
+    index, seed, max_steps = job
+    return index, collect_trajectory(_WORKER["env"], _WORKER["expert"], seed, max_steps)
+
+
+# ------------------------------------------------------------------ main
+
+
+def collect(config: Config) -> Path:
+    """Validate everything, then record the missing trajectories of `config.save_path` in index order."""
+    from src.envs import make_env
+
+    check_config(config)
+    device = "cuda" if config.cuda and torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(1)
+    expert = load_expert(config.checkpoint_path, config.checkpoint_name, device)
+    domain_name, task_name = config.domain_name or expert.domain_name, config.task_name or expert.task_name
+    if domain_name is None or task_name is None:
+        raise ValueError(f"Checkpoint {expert.name} does not record its task: pass --domain_name and --task_name.")
+    kwargs = env_kwargs(config, domain_name, task_name)
+    env = make_env(**kwargs)  # raises on unknown difficulty, missing videos of the split, ...
+    _, info = env.reset(seed=episode_seed(config.seed, 0))
+    expert.check_fits(len(info["state"]), env.action_space.shape[0], f"{domain_name}-{task_name}")
+
+    path = Path(config.save_path)
+    attrs = root_attrs(config, domain_name, task_name)
+    start = prepare_output(path, attrs, config.num_trajectories, config.overwrite)
+    if start is None:
+        print(f"{path} is already complete ({config.num_trajectories} trajectories); nothing to do.")
+        return path
+    if start:
+        print(f"Resuming {path}: {start} complete trajectories found.")
+
+    jobs = [(i, episode_seed(config.seed, i), config.max_episode_steps) for i in range(start, config.num_trajectories)]
+    seconds, frames, begin = 0.0, 0, time.perf_counter()
+    f, returns = open_output(path, attrs, config.overwrite)
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        with f, tqdm(total=config.num_trajectories, initial=start, desc="trajectories") as bar:
+            if config.num_workers == 1:
+                results = ((i, collect_trajectory(env, expert, s, n)) for i, s, n in jobs)
+                pool = None
+            else:
+                env.close()
+                pool = mp.get_context("spawn").Pool(
+                    config.num_workers,
+                    initializer=_init_worker,
+                    initargs=(kwargs, config.checkpoint_path, config.checkpoint_name, device),
+                )
+                results = pool.imap(_collect_in_worker, jobs)  # in order of `jobs`
+            try:
+                for index, traj in results:
+                    write_trajectory(f, index, traj, returns, config.compression)
+                    seconds, frames = seconds + traj.seconds, frames + len(traj.obs)
+                    bar.update(1)
+                    bar.set_postfix(traj_return=f"{traj.traj_return:.1f}")
+            except KeyboardInterrupt:
+                print(f"\nInterrupted: {len(returns)} complete trajectories in {path}; run the same command to resume.")
+                raise
+            finally:
+                if pool is not None:
+                    pool.terminate()
+                    pool.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    wall = time.perf_counter() - begin
+    print(
+        f"Saved {path}: {config.num_trajectories} trajectories ({len(jobs)} new, {frames} frames in {wall:.1f} s), "
+        f"dataset_return {np.mean(returns):.2f} (std {np.std(returns):.2f}), "
+        f"{frames / seconds:.1f} frames/s per worker, {1000 * seconds / frames:.2f} ms per frame "
+        "(physics + expert + rendering)"
+    )
+    return path
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    collect(pyrallis.parse(config_class=Config))

@@ -1,0 +1,33 @@
+"""Collect a dataset with a stable-baselines3 SAC expert (the paper's humanoid-walk expert).
+
+The same collector as collect_data.py (see there for the layout, seeds and resume); only the defaults differ:
+an SB3 zip does not record its task, so it defaults to humanoid-walk.
+
+    python -m scripts.data_collection.collect_data_sb3 \\
+        --checkpoint_path="scripts/data_collection/checkpoints/sac-humanoid-walk" \\
+        --dcs_backgrounds_path="DAVIS/JPEGImages/480p" \\
+        --save_path="data/humanoid-walk-test.hdf5" \\
+        --num_trajectories=10 \\
+        --dcs_difficulty="scale_easy_video_hard" \\
+        --dcs_backgrounds_split="train" \\
+        --dcs_img_hw=64 \\
+        --seed=0 \\
+        --cuda=False
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pyrallis
+
+from scripts.data_collection.collect_data import Config, collect
+
+
+@dataclass
+class SACConfig(Config):
+    domain_name: Optional[str] = "humanoid"  # dm_control domain of the SAC expert
+    task_name: Optional[str] = "walk"  # dm_control task of the SAC expert
+
+
+if __name__ == "__main__":
+    collect(pyrallis.parse(config_class=SACConfig))

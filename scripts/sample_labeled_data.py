@@ -1,0 +1,128 @@
+"""Sample a labeled subset: N whole trajectories, without replacement, from a full dataset.
+
+Copies the root attributes and each sampled group's datasets and attributes; the new groups are renumbered
+"0" .. "N-1" in increasing original index, each with the attribute `original_traj_idx`. `dataset_return` is
+recomputed over the sampled trajectories (the source's is kept as `source_dataset_return`). Frames are copied
+`chunk_size` steps at a time, so memory stays bounded for any trajectory length. The output is written to a
+temporary file next to `save_path` and renamed when complete: an error leaves no output.
+
+    python -m scripts.sample_labeled_data \\
+        --data_path="path/to/full/dataset" \\
+        --save_path="path/to/full/dataset-labeled-1000x$num_traj.hdf5" \\
+        --chunk_size=1000 \\
+        --num_trajectories=$num_traj
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyrallis
+from tqdm.auto import tqdm
+
+from src.data import REQUIRED_ROOT_ATTRS
+
+REQUIRED_DATASETS = ("obs", "actions", "states")
+REQUIRED_GROUP_ATTRS = ("traj_return",)
+
+
+@dataclass
+class Config:
+    data_path: str = ""  # full dataset (HDF5, released layout)
+    save_path: str = ""  # output HDF5 file
+    chunk_size: int = 1000  # steps copied at a time
+    num_trajectories: int = 2  # trajectories to sample
+    seed: int = 0  # seed of the sampling
+    overwrite: bool = False  # replace an existing save_path
+
+
+def trajectory_names(f: h5py.File, path: str) -> list[str]:
+    """The trajectory groups "0" .. "n-1", checked for the datasets and attributes a labeled subset needs."""
+    for key in REQUIRED_ROOT_ATTRS:
+        if key not in f.attrs:
+            raise KeyError(f"{path}: root attribute '{key}' missing (it has {list(f.attrs)}).")
+    names = sorted((k for k in f.keys() if k.isdigit()), key=int)
+    if not names:
+        raise ValueError(f"{path}: no trajectory groups ('0', '1', ...); root keys are {list(f.keys())[:10]}.")
+    if names != [str(i) for i in range(len(names))]:
+        raise ValueError(f"{path}: trajectory groups are not numbered 0..{len(names) - 1}: {names[:10]} ...")
+    for name in names:
+        group = f[name]
+        for key in REQUIRED_DATASETS:
+            if key not in group:
+                raise KeyError(f"{path}: group '{name}' has no dataset '{key}' (it has {list(group.keys())}).")
+        for key in REQUIRED_GROUP_ATTRS:
+            if key not in group.attrs:
+                raise KeyError(f"{path}: group '{name}' has no attribute '{key}' (it has {list(group.attrs)}).")
+    return names
+
+
+def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size: int) -> None:
+    """Copy one dataset along its first axis, chunk_size rows at a time, keeping dtype and compression."""
+    dst = dst_group.create_dataset(
+        name,
+        shape=src.shape,
+        dtype=src.dtype,
+        chunks=src.chunks,
+        compression=src.compression,
+        compression_opts=src.compression_opts,
+    )
+    if src.ndim == 0:
+        dst[()] = src[()]
+        return
+    for start in range(0, src.shape[0], chunk_size):
+        dst[start : start + chunk_size] = src[start : start + chunk_size]
+
+
+def sample_labeled(config: Config) -> Path:
+    data_path, save_path = Path(config.data_path), Path(config.save_path)
+    if not data_path.is_file():
+        raise FileNotFoundError(f"--data_path={config.data_path!r}: no such file.")
+    if not config.save_path:
+        raise ValueError("--save_path is required.")
+    if save_path.exists() and not config.overwrite:
+        raise FileExistsError(f"--save_path={config.save_path!r} exists; use --overwrite to replace it.")
+    if config.chunk_size < 1 or config.num_trajectories < 1:
+        raise ValueError("--chunk_size and --num_trajectories must be positive integers.")
+
+    tmp_path = save_path.with_name(save_path.name + ".tmp")
+    with h5py.File(data_path, "r") as src:
+        names = trajectory_names(src, str(data_path))
+        if config.num_trajectories > len(names):
+            raise ValueError(
+                f"--num_trajectories={config.num_trajectories} but {data_path} holds only {len(names)} trajectories."
+            )
+        rng = np.random.default_rng(config.seed)
+        chosen = np.sort(rng.choice(len(names), size=config.num_trajectories, replace=False))
+        save_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with h5py.File(tmp_path, "w") as dst:
+                for key, value in src.attrs.items():
+                    dst.attrs[key] = value
+                returns = []
+                for new_idx, old_idx in enumerate(tqdm(chosen, desc="trajectories")):
+                    src_group, dst_group = src[str(old_idx)], dst.create_group(str(new_idx))
+                    for name, item in src_group.items():
+                        if isinstance(item, h5py.Dataset):
+                            copy_dataset(item, dst_group, name, config.chunk_size)
+                    for key, value in src_group.attrs.items():
+                        dst_group.attrs[key] = value
+                    dst_group.attrs["original_traj_idx"] = int(old_idx)
+                    returns.append(float(src_group.attrs["traj_return"]))
+                if "dataset_return" in src.attrs:
+                    dst.attrs["source_dataset_return"] = src.attrs["dataset_return"]
+                dst.attrs["dataset_return"] = float(np.mean(returns))
+                dst.attrs["source_num_trajectories"] = len(names)
+                dst.attrs["sample_seed"] = int(config.seed)
+            os.replace(tmp_path, save_path)
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
+    print(f"Saved {save_path}: {len(chosen)} of {len(names)} trajectories of {data_path}, indices {chosen.tolist()}")
+    return save_path
+
+
+if __name__ == "__main__":
+    sample_labeled(pyrallis.parse(config_class=Config))
