@@ -15,6 +15,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -50,9 +51,9 @@ class Config:
     ent_coef: float = 0.0  # entropy bonus
     vf_coef: float = 0.5  # value loss weight
     max_grad_norm: float = 0.5  # gradient norm clipping
-    target_kl: float | None = None  # stop the epoch loop early above this approximate KL
+    target_kl: Optional[float] = None  # stop the epoch loop early above this approximate KL
     checkpoint_every: int = 1  # write the checkpoint every this many iterations (and at the end)
-    checkpoint_path: str | None = None  # output folder; default checkpoints/<domain>-<task>-expert
+    checkpoint_path: Optional[str] = None  # output folder; default checkpoints/<domain>-<task>-expert
     async_envs: bool = False  # step the envs in subprocesses (gymnasium AsyncVectorEnv)
     seed: int = 1  # seed of envs, torch and numpy
     cuda: bool = True  # use CUDA when available
