@@ -1,0 +1,106 @@
+"""Augmentations, schedules, EMA, NaN guard and atomic files."""
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from src.augs import AUGMENTATIONS, Augmenter
+from src.nn import ActionMLP
+from src.utils import NanGuard, make_optimizer, make_scheduler, restore_stage, save_stage, soft_update, write_json
+
+
+def test_identity_leaves_images_unchanged():
+    x = torch.randn(8, 9, 64, 64)
+    assert torch.allclose(Augmenter(names=("identity",))(x), x, atol=1e-5)
+
+
+def test_shift_moves_whole_pixels():
+    torch.manual_seed(0)
+    x = torch.randn(6, 9, 64, 64)
+    aug = Augmenter(names=("shift",))
+    torch.manual_seed(1)
+    m = aug.matrices(6, 64, "cpu")
+    torch.manual_seed(1)
+    y = aug(x)
+    for i in range(6):
+        dx, dy = (round(v) for v in (m[i, :2, 2] * 32).tolist())
+        ref = torch.roll(x[i], shifts=(-dy, -dx), dims=(1, 2))
+        assert torch.allclose(y[i, :, 8:56, 8:56], ref[:, 8:56, 8:56], atol=1e-5)
+
+
+def test_each_image_gets_its_own_transform_and_channels_share_it():
+    torch.manual_seed(0)
+    frame = torch.randn(1, 3, 64, 64)
+    x = frame.repeat(64, 3, 1, 1)  # 64 identical images, each a stack of 3 identical frames
+    y = Augmenter()(x)
+    assert y.shape == x.shape
+    distinct = {tuple(y[i, 0, ::16, ::16].flatten().round(decimals=3).tolist()) for i in range(64)}
+    assert len(distinct) > 10  # different random transforms per image
+    assert torch.allclose(y[:, 0:3], y[:, 3:6]) and torch.allclose(y[:, 3:6], y[:, 6:9])
+
+
+def test_unknown_augmentation_is_rejected():
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        Augmenter(names=("flip",))
+    assert len(AUGMENTATIONS) == 8
+
+
+def test_linear_warmup_then_decay_to_zero():
+    opt = make_optimizer(nn.Linear(2, 2), "adam", 1.0)
+    sched = make_scheduler(opt, total_updates=10, warmup_updates=4, kind="linear")
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[4] == pytest.approx(1.0) and lrs[-1] == pytest.approx(1 / 6)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False))
+    cos = make_scheduler(make_optimizer(nn.Linear(2, 2), "adamw", 1.0), 10, 0, kind="cosine")
+    assert cos.get_last_lr()[0] == pytest.approx(1.0)
+
+
+def test_weight_decay_skips_vectors():
+    opt = make_optimizer(ActionMLP(4, 2), "adamw", 1e-3, 0.1)
+    decayed, plain = opt.param_groups
+    assert all(p.ndim == 2 for p in decayed["params"]) and decayed["weight_decay"] == 0.1
+    assert all(p.ndim == 1 for p in plain["params"]) and plain["weight_decay"] == 0.0
+
+
+def test_soft_update_moves_target_by_tau():
+    src, tgt = nn.Linear(3, 3), nn.Linear(3, 3)
+    before = tgt.weight.detach().clone()
+    soft_update(tgt, src, 0.25)
+    assert torch.allclose(tgt.weight, 0.75 * before + 0.25 * src.weight)
+
+
+def test_nan_guard_names_first_bad_update(tmp_path):
+    guard = NanGuard("lam", torch.device("cpu"))
+    for step, v in enumerate([1.0, 2.0, float("nan"), float("inf")]):
+        guard.update(torch.tensor(v), step)
+    ckpt = tmp_path / "lam.pt"
+    ckpt.write_bytes(b"x")
+    with pytest.raises(FloatingPointError, match=r"lam: the loss became NaN or infinite at update 2; .*lam.pt"):
+        guard.check(ckpt)
+
+
+def test_stage_checkpoint_resume_and_skip(tmp_path):
+    model = nn.Linear(2, 2)
+    opt = make_optimizer(model, "adam", 1e-3)
+    save_stage(tmp_path / "s.pt", {"model": model, "optim": opt}, step=7, done=False)
+    other = nn.Linear(2, 2)
+    step, done = restore_stage(tmp_path / "s.pt", {"model": other, "optim": make_optimizer(other, "adam", 1e-3)})
+    assert (step, done) == (7, False) and torch.equal(other.weight, model.weight)
+    assert restore_stage(tmp_path / "none.pt", {"model": other}) == (0, False)
+    with pytest.raises(ValueError, match="unfinished stage"):
+        restore_stage(tmp_path / "x.pt", {"model": other}, load_from=str(tmp_path / "s.pt"))
+    save_stage(tmp_path / "done.pt", {"model": model}, step=9, done=True)
+    assert restore_stage(tmp_path / "x.pt", {"model": other}, load_from=str(tmp_path / "done.pt")) == (9, True)
+
+
+def test_write_json_is_atomic(tmp_path):
+    write_json(tmp_path / "r.json", {"a": 1})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
