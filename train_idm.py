@@ -1,0 +1,360 @@
+"""IDM baseline (paper Appendix E and F, Table 8; REFERENCE-FACTS 8).
+
+Two stages, one script:
+1. An inverse dynamics model predicts the true action a_t from (o_t, o_{t+1}), trained on the few labeled
+   trajectories only. One ResNet encoder (scale 12) embeds both observations (one batch of 2B); the head is the
+   multi-layer MLP with re-fed inputs of LAOM's latent IDM, with A outputs. Its action MSE on an evaluation set
+   with novel distractors (paper Fig. 9a) is reported when `idm.eval_data_path` is given.
+2. An Actor (scale 32, A outputs) is cloned on the full dataset, relabeled on the fly by the frozen IDM, then
+   evaluated in the DCS environment.
+
+    python -m train_idm --config_path configs/idm.yaml \\
+        --idm.data_path=<labeled-1000xN.hdf5> --bc.data_path=<full.hdf5>
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pyrallis
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import trange
+
+from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs
+from src.evaluation import eval_env_kwargs, evaluate, normalized_score
+from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
+from src.utils import (
+    NanGuard,
+    Results,
+    RunConfig,
+    Stopwatch,
+    autocast,
+    get_device,
+    infinite_epochs,
+    init_wandb,
+    make_optimizer,
+    make_scheduler,
+    prepare_run_dir,
+    restore_stage,
+    save_stage,
+    set_seed,
+    setup_backends,
+)
+
+
+@dataclass
+class IDMConfig:
+    data_path: str = "data/example-data.hdf5"  # labeled trajectories (labeled-1000xN subset)
+    max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
+    eval_data_path: Optional[str] = None  # evaluation set (novel distractors) for the action MSE (None: skip)
+    eval_every: int = 1000  # updates between action-MSE evaluations on eval_data_path (and at the end)
+    total_updates: int = 10000  # number of updates
+    batch_size: int = 512  # samples per update
+    learning_rate: float = 1e-4  # peak Adam learning rate
+    weight_decay: Optional[float] = None  # weight decay (never on biases / norms)
+    warmup_epochs: float = 3.0  # linear warm-up length, in epochs of the labeled data
+    lr_schedule: str = "linear"  # decay after warm-up: linear (released code), cosine (paper text), constant
+    grad_norm: Optional[float] = None  # gradient-norm clipping (None: off)
+    frame_stack: int = 3  # stacked frames per observation
+    future_obs_offset: int = 1  # the IDM sees o_{t+k}, k uniform in 1..offset (1: consecutive frames)
+    encoder_scale: int = 12  # channel multiplier of the ResNet encoder
+    encoder_deep: bool = False  # 5 encoder blocks instead of 3
+    encoder_num_res_blocks: int = 2  # residual units per encoder block
+    encoder_dropout: float = 0.0  # dropout inside the encoder's residual units
+    act_head_dim: int = 1024  # hidden size of the action head
+    act_head_dropout: float = 0.0  # dropout inside the action head's MLP blocks
+    use_aug: bool = False  # not supported (kept for the paper's config names); must be False
+    checkpoint_path: Optional[str] = None  # a finished idm.pt of another run: skip this stage, reuse its IDM
+
+
+@dataclass
+class BCConfig:
+    data_path: str = "data/example-data.hdf5"  # dataset to clone, relabeled by the IDM (the full set)
+    max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
+    num_epochs: int = 10  # passes over the data
+    batch_size: int = 512  # samples per update
+    learning_rate: float = 1e-4  # peak AdamW learning rate
+    weight_decay: Optional[float] = None  # AdamW weight decay (never on biases / norms)
+    warmup_epochs: float = 0.0  # linear warm-up length, in epochs
+    lr_schedule: str = "linear"  # decay after warm-up: linear (released code), cosine (paper text), constant
+    grad_norm: Optional[float] = None  # gradient-norm clipping (None: off)
+    frame_stack: int = 3  # stacked frames per observation (must match the IDM's)
+    encoder_scale: int = 32  # channel multiplier of the actor's encoder
+    encoder_deep: bool = False  # 5 encoder blocks instead of 3
+    encoder_num_res_blocks: int = 2  # residual units per encoder block
+    dropout: float = 0.0  # dropout inside the residual units
+    use_aug: bool = False  # not supported (kept for the paper's config names); must be False
+    eval_episodes: int = 25  # evaluation episodes (seeds eval_seed + i)
+    eval_seed: int = 0  # seed of the first evaluation episode
+    dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
+    dcs_backgrounds_split: str = "train"  # background videos of the evaluation environment (train / val)
+    checkpoint_path: Optional[str] = None  # a finished bc.pt of another run: skip training, evaluate it
+
+
+@dataclass
+class Config(RunConfig):
+    name: str = "idm"
+    idm: IDMConfig = field(default_factory=IDMConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+
+
+class IDM(nn.Module):
+    """(o_t, o_{t+1}) -> a_t. Shared encoder on both (one batch of 2B) -> flatten -> e_t, e_t1 [B, D];
+    ReFedMLP head on [e_t, e_t1] with the same inputs re-fed at every layer -> [B, A]."""
+
+    def __init__(
+        self,
+        frame_stack: int,
+        act_dim: int,
+        scale: int,
+        deep: bool = False,
+        num_res_blocks: int = 2,
+        encoder_dropout: float = 0.0,
+        head_dim: int = 1024,
+        head_dropout: float = 0.0,
+        img_hw: int = 64,
+    ):
+        super().__init__()
+        self.encoder = ResNetEncoder(3 * frame_stack, scale, deep, num_res_blocks, encoder_dropout)
+        d = self.encoder.out_dim(img_hw)
+        self.head = ReFedMLP(2 * d, 2 * d, head_dim, act_dim, num_layers=3, dropout=head_dropout)
+        self.apply(weight_init)
+
+    def forward(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        e = self.encoder(torch.cat([obs, next_obs], dim=0)).flatten(1)  # [2B, 3k, H, W] -> [2B, D]
+        x = torch.cat(e.chunk(2, dim=0), dim=1)  # [B, 2D]
+        return self.head(x, x)
+
+
+def build_idm(c: IDMConfig, act_dim: int, img_hw: int = 64) -> IDM:
+    """The IDM of the stage-1 config (192,258,965 parameters at the paper's config for A = 21, 64 px)."""
+    return IDM(
+        c.frame_stack,
+        act_dim,
+        c.encoder_scale,
+        c.encoder_deep,
+        c.encoder_num_res_blocks,
+        c.encoder_dropout,
+        c.act_head_dim,
+        c.act_head_dropout,
+        img_hw,
+    )
+
+
+def build_models(cfg: Config, act_dim: int, state_dim: Optional[int] = None, img_hw: int = 64) -> dict[str, nn.Module]:
+    """Every network the method trains, from the config alone (no data): idm, actor."""
+    b = cfg.bc
+    return {
+        "idm": build_idm(cfg.idm, act_dim, img_hw),
+        "actor": Actor(3 * b.frame_stack, act_dim, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks),
+    }
+
+
+@torch.no_grad()
+def eval_action_mse(idm: IDM, data: TrajectoryData, frame_stack: int, batch_size: int, device: torch.device) -> float:
+    """Mean squared error of the IDM's actions over every transition (o_t, o_{t+1}) of `data`."""
+    was_training = idm.training
+    idm.eval()
+    valid = data.valid_indices(1)
+    total = torch.zeros((), device=device)
+    for idx in valid.split(batch_size):
+        batch = data.batch(idx, frame_stack, next_obs=True)
+        with autocast(device):
+            pred = idm(normalize_obs(batch["obs"]), normalize_obs(batch["next_obs"]))
+        total += F.mse_loss(pred.float(), batch["actions"], reduction="sum")
+    idm.train(was_training)
+    return total.item() / (len(valid) * data.act_dim)
+
+
+# ---------------------------------------------------------------- stage 1: inverse dynamics model
+
+
+def train_idm(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[IDM, dict]:
+    c = cfg.idm
+    if c.use_aug:
+        raise ValueError("idm.use_aug=True is not supported (the paper's config uses False)")
+    data = load_dataset(
+        c.data_path,
+        device,
+        c.frame_stack,
+        min_offset=c.future_obs_offset,
+        load_states=False,
+        max_trajectories=c.max_trajectories,
+        frames_device=cfg.frames_device,
+    )
+    eval_data = None
+    if c.eval_data_path:
+        eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False)
+        check_compatible(data, eval_data, "evaluation")
+    valid = data.valid_indices(c.future_obs_offset)
+    idm = build_idm(c, data.act_dim, data.img_hw).to(device)
+    optim = make_optimizer(idm, "adam", c.learning_rate, c.weight_decay)
+    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    total = c.total_updates
+    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
+    objects = {"idm": idm, "optim": optim, "sched": sched}
+    ckpt = run_dir / "idm.pt"
+    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    guard = NanGuard("idm", device)
+    if not done:
+        batches = infinite_epochs(data, valid, c.batch_size)
+        clock = Stopwatch()
+        for step in trange(start, total, desc="idm", initial=start, total=total):
+            batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
+            obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]
+            future_obs = normalize_obs(batch["future_obs"])  # o_{t+1} (offset 1)
+            with autocast(device):
+                pred = idm(obs, future_obs)
+            loss = F.mse_loss(pred.float(), batch["actions"])
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(idm.parameters(), c.grad_norm)
+            optim.step()
+            sched.step()
+            guard.update(loss, step)
+            if (step + 1) % cfg.log_every == 0:
+                guard.check(ckpt)
+                wandb_run.log(
+                    {
+                        "idm/mse_loss": loss.item(),
+                        "idm/learning_rate": sched.get_last_lr()[0],
+                        "idm/samples_per_s": cfg.log_every * c.batch_size / clock(),
+                        "idm/step": step + 1,
+                    }
+                )
+                clock = Stopwatch()
+            if eval_data is not None and (step + 1) % c.eval_every == 0 and step + 1 < total:
+                mse = eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)
+                wandb_run.log({"idm/eval_action_mse": mse, "idm/step": step + 1})
+            if (step + 1) % cfg.checkpoint_every == 0:
+                guard.check(ckpt)
+                save_stage(ckpt, objects, step + 1, done=False)
+        guard.check(ckpt)
+        save_stage(ckpt, objects, total, done=True)
+
+    idm.eval()
+    metrics = {"idm/updates": total}
+    if eval_data is not None:
+        metrics["idm/eval_action_mse"] = eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)
+    wandb_run.log(metrics)
+    return idm, metrics
+
+
+# ---------------------------------------------------------------- stage 2: behaviour cloning on IDM labels
+
+
+def train_bc(cfg: Config, idm: IDM, run_dir, device: torch.device, wandb_run) -> tuple[Actor, dict]:
+    c = cfg.bc
+    if c.use_aug:
+        raise ValueError("bc.use_aug=True is not supported (the paper's config uses False)")
+    if c.frame_stack != cfg.idm.frame_stack:
+        raise ValueError(f"bc.frame_stack={c.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
+    data = load_dataset(
+        c.data_path,
+        device,
+        c.frame_stack,
+        min_offset=1,
+        load_states=False,
+        max_trajectories=c.max_trajectories,
+        frames_device=cfg.frames_device,
+    )
+    valid = data.valid_indices(1)
+    actor = Actor(3 * c.frame_stack, data.act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
+    actor = actor.to(device)
+    optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
+    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    total = c.num_epochs * batches_per_epoch
+    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
+    objects = {"actor": actor, "optim": optim, "sched": sched}
+    ckpt = run_dir / "bc.pt"
+    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    guard = NanGuard("bc", device)
+    idm.eval()
+    if not done:
+        batches = infinite_epochs(data, valid, c.batch_size)
+        clock = Stopwatch()
+        for step in trange(start, total, desc="bc", initial=start, total=total):
+            batch = data.batch(next(batches), c.frame_stack, next_obs=True)
+            obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
+            with torch.no_grad(), autocast(device):
+                target = idm(obs, normalize_obs(batch["next_obs"])).float()  # IDM labels [B, A]
+            with autocast(device):
+                pred, _ = actor(obs)
+            loss = F.mse_loss(pred.float(), target)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
+            optim.step()
+            sched.step()
+            guard.update(loss, step)
+            if (step + 1) % cfg.log_every == 0:
+                guard.check(ckpt)
+                wandb_run.log(
+                    {
+                        "bc/mse_loss": loss.item(),
+                        "bc/idm_label_mse": F.mse_loss(target, batch["actions"]).item(),  # vs the true actions
+                        "bc/true_action_mse": F.mse_loss(pred.float(), batch["actions"]).item(),
+                        "bc/learning_rate": sched.get_last_lr()[0],
+                        "bc/samples_per_s": cfg.log_every * c.batch_size / clock(),
+                        "bc/step": step + 1,
+                    }
+                )
+                clock = Stopwatch()
+            if (step + 1) % cfg.checkpoint_every == 0:
+                guard.check(ckpt)
+                save_stage(ckpt, objects, step + 1, done=False)
+        guard.check(ckpt)
+        save_stage(ckpt, objects, total, done=True)
+
+    actor.eval()
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            return actor(normalize_obs(obs))[0]
+
+    env_kwargs = (
+        eval_env_kwargs(
+            data.attrs, c.dcs_backgrounds_path, c.dcs_backgrounds_split, cfg.eval_max_episode_steps, c.frame_stack
+        )
+        if c.eval_episodes > 0
+        else {}
+    )
+    ev = evaluate(policy, env_kwargs, c.eval_episodes, c.eval_seed, cfg.eval_num_envs, device, desc="bc eval")
+    metrics = {
+        "bc/eval_returns_mean": ev["mean"],
+        "bc/eval_returns_std": ev["std"],
+        "bc/normalized_score": normalized_score(data.attrs, ev["mean"]),
+        "bc/updates": total,
+    }
+    wandb_run.log(metrics)
+    return actor, {**metrics, "bc/eval_returns": ev["returns"]}
+
+
+@pyrallis.wrap()
+def train(cfg: Config) -> dict:
+    device = get_device(cfg.device)
+    setup_backends(device)
+    set_seed(cfg.seed)
+    run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
+    wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
+    results = Results(run_dir, cfg)
+
+    clock = Stopwatch()
+    idm, idm_metrics = train_idm(cfg, run_dir, device, wandb_run)
+    results.stage("idm", clock(), idm_metrics)
+
+    clock = Stopwatch()
+    _, bc_metrics = train_bc(cfg, idm, run_dir, device, wandb_run)
+    results.stage("bc", clock(), bc_metrics)
+
+    metrics = {**idm_metrics, **bc_metrics}
+    out = results.finish({k: v for k, v in metrics.items() if not isinstance(v, list)})
+    wandb_run.finish()
+    return out
+
+
+if __name__ == "__main__":
+    train()
