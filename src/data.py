@@ -2,7 +2,8 @@
 
 Layout (REFERENCE-FACTS section 1): root groups "0", "1", ... each with `obs` uint8 [T, H, W, 3],
 `actions` float32 [T, A], `states` float32 [T, S] and attribute `traj_return`; root attributes describe the
-environment. Frames are stored ONCE, as single uint8 frames of all trajectories concatenated ([N, H, W, 3]),
+environment. Frames are stored ONCE, as single uint8 frames of all trajectories concatenated, channels first
+([N, 3, H, W], so that a gathered stack [B, k, 3, H, W] is a [B, 3k, H, W] observation without a copy),
 on the GPU when they fit and in pinned host memory otherwise. A batch is a set of global frame indices;
 frame stacks (oldest first, padded with the first frame of the trajectory) and future observations are
 gathered with one indexing operation each, never with a per-sample `__getitem__` + collate.
@@ -36,7 +37,7 @@ def _trajectory_keys(f: h5py.File, path: str) -> list[str]:
 class TrajectoryData:
     """All trajectories of one HDF5 file, concatenated along time.
 
-    frames: uint8 [N, H, W, 3] on `frames.device` (GPU, or pinned / plain host memory);
+    frames: uint8 [N, 3, H, W] on `frames.device` (GPU, or pinned / plain host memory);
     actions: float32 [N, A] and states: float32 [N, S] on `device` (None when not loaded);
     start_of: int64 [N], the global index of the first frame of each frame's trajectory (on the index device);
     traj_starts / traj_lens: int64 [num_traj] (host).
@@ -65,7 +66,7 @@ class TrajectoryData:
 
     @property
     def img_hw(self) -> int:
-        return self.frames.shape[1]
+        return self.frames.shape[2]
 
     @property
     def act_dim(self) -> int:
@@ -89,9 +90,10 @@ class TrajectoryData:
         return torch.cat(idx).to(self.index_device)
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
-        """frames[idx] for idx of any shape, delivered on `device`: uint8 [*idx.shape, H, W, 3]."""
+        """frames[idx] for idx of any shape, delivered on `device`: uint8 [*idx.shape, 3, H, W]."""
         if self.frames.device == self.device or not self.frames.is_pinned():
-            return self.frames[idx].to(self.device)
+            flat = torch.index_select(self.frames, 0, idx.reshape(-1))  # faster than frames[idx] on CPU
+            return flat.view(*idx.shape, *self.frames.shape[1:]).to(self.device)
         # Host frames, GPU compute: gather into one of two pinned buffers and copy asynchronously; a buffer is
         # reused only after its previous copy has finished.
         flat = idx.reshape(-1)
@@ -121,7 +123,7 @@ class TrajectoryData:
 
     def obs(self, idx: torch.Tensor, frame_stack: int) -> torch.Tensor:
         """Stacked observations at global indices idx: uint8 [B, 3k, H, W], oldest frame first."""
-        return to_channels_first(self._gather(self.stack_indices(idx, frame_stack)))
+        return stack_channels(self._gather(self.stack_indices(idx, frame_stack)))
 
     def batch(
         self, idx: torch.Tensor, frame_stack: int, future_offset: int = 0, next_obs: bool = False
@@ -133,10 +135,10 @@ class TrajectoryData:
         `states` [B, S] at t when loaded.
         """
         out = {}
-        window = self._gather(self.stack_indices(idx, frame_stack, extra=int(next_obs)))  # [B, k(+1), H, W, 3]
-        out["obs"] = to_channels_first(window[:, :frame_stack])
+        window = self._gather(self.stack_indices(idx, frame_stack, extra=int(next_obs)))  # [B, k(+1), 3, H, W]
+        out["obs"] = stack_channels(window[:, :frame_stack])  # views of the gathered window, no copy
         if next_obs:
-            out["next_obs"] = to_channels_first(window[:, 1:])
+            out["next_obs"] = stack_channels(window[:, 1:])
         if future_offset > 0:
             k = torch.randint(1, future_offset + 1, idx.shape, device=idx.device)
             out["future_obs"] = self.obs(idx + k, frame_stack)
@@ -161,10 +163,10 @@ class TrajectoryData:
         return valid[torch.randint(0, len(valid), (batch_size,), device=valid.device)]
 
 
-def to_channels_first(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, k, H, W, 3] -> [B, 3k, H, W]: frames concatenated on channels, oldest first."""
-    b, k, h, w, c = frames.shape
-    return frames.permute(0, 1, 4, 2, 3).reshape(b, k * c, h, w)
+def stack_channels(frames: torch.Tensor) -> torch.Tensor:
+    """[B, k, 3, H, W] -> [B, 3k, H, W]: frames concatenated on channels, oldest first (a view)."""
+    b, k, c, h, w = frames.shape
+    return frames.view(b, k * c, h, w) if frames.is_contiguous() else frames.reshape(b, k * c, h, w)
 
 
 def normalize_obs(obs: torch.Tensor) -> torch.Tensor:
@@ -278,22 +280,18 @@ def load_dataset(
         if hw[0] != int(attrs["img_hw"]):
             raise DatasetError(f"{path}: frames are {hw[0]} px but root attribute img_hw is {attrs['img_hw']}")
         total = int(sum(lens))
+        chw = (3, hw[0], hw[1])
         fdev, pin = _choose_frames_device(total * int(np.prod(hw)), device, frames_device)
-        frames = torch.empty((total, *hw), dtype=torch.uint8, pin_memory=pin) if fdev.type == "cpu" else None
-        staging = None if frames is not None else torch.empty((max(lens), *hw), dtype=torch.uint8, pin_memory=True)
-        if frames is None:
-            frames = torch.empty((total, *hw), dtype=torch.uint8, device=fdev)
+        frames = torch.empty((total, *chw), dtype=torch.uint8, pin_memory=pin, device=fdev)
+        staging = torch.empty((max(lens), *hw), dtype=torch.uint8, pin_memory=fdev.type == "cuda")
         actions, states = [], []
         start = 0
         for k, n in zip(tqdm(keys, desc=desc or f"loading {path}", leave=False), lens, strict=True):
             g = f[k]
             if g["obs"].shape[1:] != hw:
                 raise DatasetError(f"{path}: group '{k}' frames are {g['obs'].shape[1:]}, the first group's {hw}")
-            if staging is None:
-                g["obs"].read_direct(frames[start : start + n].numpy())
-            else:
-                g["obs"].read_direct(staging[:n].numpy())
-                frames[start : start + n].copy_(staging[:n], non_blocking=False)
+            g["obs"].read_direct(staging[:n].numpy())
+            frames[start : start + n].copy_(staging[:n].permute(0, 3, 1, 2))  # [T, H, W, 3] -> [T, 3, H, W]
             if load_actions:
                 actions.append(np.asarray(g["actions"], dtype=np.float32))
             if load_states:

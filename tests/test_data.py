@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.data import DatasetError, check_compatible, load_dataset, normalize_obs, to_channels_first
+from src.data import DatasetError, check_compatible, load_dataset, normalize_obs, stack_channels
 
 ATTRS = dict(domain_name="cheetah", task_name="run", difficulty="vanilla", dynamic=False, img_hw=8, split="train")
 
@@ -90,7 +90,7 @@ def test_normalize_and_channel_layout():
     x = torch.tensor([0, 255, 51], dtype=torch.uint8)
     assert torch.allclose(normalize_obs(x), torch.tensor([-1.0, 1.0, (51 / 255 - 0.5) * 2]))
     frames = torch.arange(2 * 3 * 2 * 2 * 3, dtype=torch.uint8).reshape(2, 3, 2, 2, 3)  # [B, k, H, W, 3]
-    stacked = to_channels_first(frames)
+    stacked = stack_channels(frames.permute(0, 1, 4, 2, 3))  # stored channels first: [B, k, 3, H, W]
     # the environment's channel-last stack [H, W, 3k] concatenates frames oldest first: same order
     env_layout = torch.cat([frames[:, j] for j in range(3)], dim=-1)  # [B, H, W, 9]
     assert torch.equal(stacked, env_layout.permute(0, 3, 1, 2))
