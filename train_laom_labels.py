@@ -1,0 +1,625 @@
+"""LAOM + supervision: latent action learning with a few action labels (paper, Sections 5, Appendix D-F, Table 7).
+
+LAOM (train_laom.py) with one addition in stage 1: a Linear(Z -> A) head on the latent action, trained on a
+small labeled set at every update. Each update draws a batch of the full dataset (the LAOM loss: the latent
+FDM predicts the target embedding of o_{t+1}) and a labeled batch (drawn with replacement), whose latent
+actions must linearly predict the true actions: loss = MSE_LAOM + labeled_loss_coef * MSE(head(z), a_t).
+The labels reshape the latent space so that it keeps the action and ignores the distractors.
+1. `lapo` — the supervised latent action model, with linear probes alongside and, each epoch, the head's MSE on
+   an evaluation set with novel distractors (paper, Figure 9a).
+2. `bc` — latent behaviour cloning of the frozen LAM's latent actions on the full dataset.
+3. `decoder` — an MLP decodes the frozen actor's latent actions, trained on the same labeled trajectories as
+   stage 1 (one LAM per label budget), then evaluated in the DCS environment.
+
+    python -m train_laom_labels --config_path configs/laom-labels.yaml \
+        --lapo.data_path=<full.hdf5> --lapo.labeled_data_path=<labeled-1000xN.hdf5> \
+        --lapo.eval_data_path=<eval.hdf5> --bc.data_path=<full.hdf5> \
+        --bc.dcs_backgrounds_path=DAVIS/JPEGImages/480p --decoder.dcs_backgrounds_path=DAVIS/JPEGImages/480p
+"""
+
+import copy
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pyrallis
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import trange
+
+from src.augs import Augmenter
+from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs
+from src.evaluation import eval_env_kwargs, evaluate, normalized_score
+from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, weight_init
+from src.utils import (
+    NanGuard,
+    Results,
+    RunConfig,
+    Stopwatch,
+    autocast,
+    get_device,
+    infinite_epochs,
+    init_wandb,
+    make_optimizer,
+    make_scheduler,
+    prepare_run_dir,
+    restore_stage,
+    save_stage,
+    set_seed,
+    setup_backends,
+    soft_update,
+)
+
+
+@dataclass
+class LAOMLabelsConfig:
+    data_path: str = "data/example-data.hdf5"  # HDF5 dataset of the latent action model (the full, "unlabeled" set)
+    labeled_data_path: str = "data/example-data.hdf5"  # HDF5 labeled trajectories (labeled-1000xN): the supervision
+    eval_data_path: Optional[str] = None  # set with novel distractors: the head's action MSE on it every epoch
+    max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
+    labeled_batch_size: int = 128  # labeled samples per update (drawn with replacement)
+    labeled_loss_coef: float = 0.01  # weight of the labeled MSE (the paper: 0.01, 0.001 for cheetah-run)
+    num_epochs: int = 10  # passes over the data
+    batch_size: int = 512  # samples per update
+    learning_rate: float = 1e-4  # peak Adam learning rate (the probes use it too, constant)
+    weight_decay: Optional[float] = 0.0  # weight decay (never on biases / norms; None: none)
+    warmup_epochs: float = 3  # linear warm-up length, in epochs
+    lr_schedule: str = "linear"  # decay after warm-up: linear (released code), cosine (paper text), constant
+    grad_norm: Optional[float] = None  # gradient-norm clipping of the LAM (None: off)
+    frame_stack: int = 3  # stacked frames per observation
+    future_obs_offset: int = 10  # K: o_{t+k} with k uniform in 1..K is the IDM's second input
+    encoder_scale: int = 6  # channel multiplier of the ResNet encoder
+    encoder_deep: bool = False  # 5 encoder blocks instead of 3
+    encoder_num_res_blocks: int = 2  # residual units per encoder block
+    encoder_dropout: float = 0.0  # dropout inside the encoder's residual units
+    encoder_norm_out: bool = False  # LayerNorm without affine parameters on the flattened embedding
+    act_head_dim: int = 1024  # hidden size H of the latent IDM
+    act_head_dropout: float = 0.0  # dropout in the latent IDM's MLP blocks
+    obs_head_dim: int = 1024  # hidden size H of the latent FDM
+    obs_head_dropout: float = 0.0  # dropout in the latent FDM's MLP blocks
+    latent_action_dim: int = 8192  # Z: size of the latent action
+    use_ema_target: bool = True  # target = EMA encoder (released code); False: stop-grad online encoder (paper text)
+    target_tau: float = 0.001  # EMA rate of the target encoder
+    target_update_every: int = 1  # optimizer steps between EMA updates of the target encoder
+    use_aug: bool = True  # random per-image augmentation of o_t, o_{t+k}, o_{t+1} (labeled: o_t, o_{t+k})
+    final_probe_batches: int = 10  # batches averaged for the final probe MSEs written to results.json
+    checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
+
+
+@dataclass
+class LatentBCConfig:
+    data_path: str = "data/example-data.hdf5"  # HDF5 dataset of latent BC (the full set; its actions train only
+    # the debug head)
+    max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
+    num_epochs: int = 10  # passes over the data
+    batch_size: int = 512  # samples per update
+    learning_rate: float = 1e-4  # peak AdamW learning rate (the debug head uses it too)
+    weight_decay: Optional[float] = None  # AdamW weight decay (never on biases / norms; None: none)
+    warmup_epochs: float = 0.0  # linear warm-up length, in epochs
+    lr_schedule: str = "linear"  # decay after warm-up: linear (released code), cosine (paper text), constant
+    frame_stack: int = 3  # stacked frames per observation (must equal lapo.frame_stack)
+    encoder_scale: int = 32  # channel multiplier of the actor's ResNet encoder
+    encoder_deep: bool = False  # 5 encoder blocks instead of 3
+    encoder_num_res_blocks: int = 2  # residual units per encoder block
+    dropout: float = 0.0  # dropout inside the actor's residual units
+    use_aug: bool = False  # random per-image augmentation of the actor's input (the LAM labels never are)
+    eval_episodes: int = 25  # evaluation episodes of actor + debug head (a diagnostic, not a paper number)
+    eval_seed: int = 0  # seed of the first evaluation episode
+    dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
+    dcs_backgrounds_split: str = "train"  # background videos of the evaluation environment (train / val)
+    checkpoint_path: Optional[str] = None  # a finished latent_bc.pt of another run: skip this stage, reuse it
+
+
+@dataclass
+class DecoderConfig:
+    data_path: Optional[str] = None  # HDF5 labeled trajectories (None: lapo.labeled_data_path, the same labels)
+    max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
+    total_updates: int = 2500  # about this many updates: epochs = total_updates // batches per epoch (>= 1)
+    batch_size: int = 512  # samples per update
+    hidden_dim: int = 256  # hidden size of the decoder MLP
+    learning_rate: float = 3e-4  # peak AdamW learning rate
+    weight_decay: Optional[float] = 0.0  # AdamW weight decay (never on biases / norms; None: none)
+    warmup_epochs: float = 0.0  # linear warm-up length, in epochs
+    lr_schedule: str = "linear"  # decay after warm-up: linear (released code), cosine (paper text), constant
+    use_aug: bool = False  # random per-image augmentation of the actor's input
+    eval_episodes: int = 25  # evaluation episodes (seeds eval_seed + i)
+    eval_seed: int = 0  # seed of the first evaluation episode
+    dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
+    dcs_backgrounds_split: str = "train"  # background videos of the evaluation environment (train / val)
+    checkpoint_path: Optional[str] = None  # a finished decoder.pt of another run: skip training, evaluate it
+
+
+@dataclass
+class Config(RunConfig):
+    name: str = "laom-labels"
+    lapo: LAOMLabelsConfig = field(default_factory=LAOMLabelsConfig)
+    bc: LatentBCConfig = field(default_factory=LatentBCConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+# ---------------------------------------------------------------- networks
+
+
+class LAOMLabels(nn.Module):
+    """Shared encoder + latent IDM + latent FDM + Linear(Z -> A) action head (REFERENCE-FACTS 4, supervised
+    variant). The EMA target encoder lives outside."""
+
+    def __init__(self, c: LAOMLabelsConfig, act_dim: int, img_hw: int = 64):
+        super().__init__()
+        self.encoder = ResNetEncoder(
+            3 * c.frame_stack, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.encoder_dropout
+        )
+        emb_dim = self.encoder.out_dim(img_hw)  # D = last channels * 8 * 8 at 64 px
+        self.emb_dim, self.latent_dim = emb_dim, c.latent_action_dim
+        self.norm_out = nn.LayerNorm(emb_dim, elementwise_affine=False) if c.encoder_norm_out else nn.Identity()
+        # Latent IDM: [e_t, e_tk] re-fed at every layer -> z.
+        self.idm = ReFedMLP(2 * emb_dim, 2 * emb_dim, c.act_head_dim, c.latent_action_dim, 3, c.act_head_dropout)
+        # Latent FDM: [sg(e_t), z] -> h, then z re-fed at every layer -> predicted embedding of o_{t+1}.
+        z_dim = c.latent_action_dim
+        self.fdm = ReFedMLP(emb_dim + z_dim, z_dim, c.obs_head_dim, emb_dim, 3, c.obs_head_dropout)
+        # The supervision: true actions must be a linear function of the latent action.
+        self.action_head = nn.Linear(z_dim, act_dim)
+        self.apply(weight_init)
+
+    def encode(self, obs: torch.Tensor, encoder: Optional[nn.Module] = None) -> torch.Tensor:
+        """[N, 3k, H, W] -> [N, D] (flattened, optionally normalised); `encoder` replaces the online one."""
+        return self.norm_out((encoder or self.encoder)(obs).flatten(1))
+
+    def latent_action(self, obs: torch.Tensor, future_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(o_t, o_{t+k}) [B, 3k, H, W] each -> (z [B, Z], e_t [B, D]); the encoder sees both as one batch of 2B."""
+        e_t, e_tk = self.encode(torch.cat([obs, future_obs])).chunk(2)
+        x = torch.cat([e_t, e_tk], dim=-1)  # [B, 2D]
+        return self.idm(x, x), e_t
+
+    def predict_next(self, e_t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(e_t [B, D], z [B, Z]) -> predicted embedding of o_{t+1} [B, D]; no gradient flows into e_t."""
+        return self.fdm(torch.cat([e_t.detach(), z], dim=-1), z)
+
+    @torch.no_grad()
+    def label(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """Latent action of consecutive frames (o_t, o_{t+1}): the targets of latent BC. [B, Z]."""
+        return self.latent_action(obs, next_obs)[0]
+
+
+class Probes(nn.Module):
+    """Linear probes on detached inputs: latent -> true action, embedding -> state, embedding -> true action."""
+
+    def __init__(self, latent_dim: int, emb_dim: int, act_dim: int, state_dim: int):
+        super().__init__()
+        self.action = nn.Linear(latent_dim, act_dim)
+        self.state = nn.Linear(emb_dim, state_dim)
+        self.obs_action = nn.Linear(emb_dim, act_dim)
+        self.apply(weight_init)
+
+    def forward(self, z, e_t, actions, states) -> dict[str, torch.Tensor]:
+        """MSE of each probe, in fp32, with no gradient into z or e_t."""
+        z, e_t = z.detach().float(), e_t.detach().float()
+        return {
+            "action_probe_mse_loss": F.mse_loss(self.action(z), actions),
+            "state_probe_mse_loss": F.mse_loss(self.state(e_t), states),
+            "obs_action_probe_mse_loss": F.mse_loss(self.obs_action(e_t), actions),
+        }
+
+
+def build_lam(c: LAOMLabelsConfig, act_dim: int, img_hw: int = 64) -> LAOMLabels:
+    """The latent action model alone (encoder + latent IDM + latent FDM + action head), the module of the paper's
+    Table 4 count."""
+    return LAOMLabels(c, act_dim, img_hw)
+
+
+def build_models(cfg: Config, act_dim: int, state_dim: int, img_hw: int = 64) -> dict[str, nn.Module]:
+    """Every network of the three stages, freshly initialised on the current default device."""
+    lam = build_lam(cfg.lapo, act_dim, img_hw)
+    z = cfg.lapo.latent_action_dim
+    b = cfg.bc
+    return {
+        "lam": lam,
+        "probes": Probes(z, lam.emb_dim, act_dim, state_dim),
+        "actor": Actor(3 * b.frame_stack, z, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks, b.dropout),
+        "debug_head": ActionMLP(z, act_dim, 256, activation=nn.ReLU),
+        "decoder": ActionMLP(z, act_dim, cfg.decoder.hidden_dim),
+    }
+
+
+# ---------------------------------------------------------------- stage 1: latent action model
+
+
+def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter]):
+    """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] (each image augmented independently) + the batch."""
+    b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
+    imgs = normalize_obs(torch.cat([b["obs"], b["future_obs"], b["next_obs"]]))  # [3B, 3k, H, W]
+    if aug is not None:
+        imgs = aug(imgs)  # every image its own random transform
+    obs, future_obs, next_obs = imgs.chunk(3)
+    return obs, future_obs, next_obs, b
+
+
+@torch.no_grad()
+def final_probe_mse(
+    lam: LAOMLabels, probes: Probes, data, valid, c: LAOMLabelsConfig, aug, device, num_batches: int
+) -> dict:
+    """Probe MSEs averaged over `num_batches` fresh batches, drawn and augmented as in training (no update)."""
+    lam.eval()
+    sums = None
+    for _ in range(num_batches):
+        obs, future_obs, _, b = stage1_batch(data, data.sample(valid, c.batch_size), c, aug)
+        with autocast(device):
+            z, e_t = lam.latent_action(obs, future_obs)
+        losses = probes(z, e_t, b["actions"], b["states"])
+        sums = losses if sums is None else {k: sums[k] + v for k, v in losses.items()}
+    return {f"lapo/final_{k.removesuffix('_loss')}": (v / num_batches).item() for k, v in sums.items()}
+
+
+@torch.no_grad()
+def eval_action_mse(lam: LAOMLabels, data: TrajectoryData, c: LAOMLabelsConfig, device) -> torch.Tensor:
+    """MSE of the action head over every consecutive pair (o_t, o_{t+1}) of a dataset, no augmentation (a tensor:
+    no host sync here). The paper's Figure 9a number on the evaluation set with novel distractors."""
+    was_training = lam.training
+    lam.eval()
+    valid = data.valid_indices(1)
+    total = torch.zeros((), device=device)
+    for idx in valid.split(c.batch_size):
+        b = data.batch(idx, c.frame_stack, next_obs=True)
+        with autocast(device):
+            z, _ = lam.latent_action(normalize_obs(b["obs"]), normalize_obs(b["next_obs"]))
+            pred = lam.action_head(z)  # [B, A]
+        total += F.mse_loss(pred.float(), b["actions"], reduction="sum") / b["actions"].shape[1]
+    lam.train(was_training)
+    return total / len(valid)
+
+
+def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LAOMLabels, dict]:
+    c = cfg.lapo
+    data = load_dataset(
+        c.data_path,
+        device,
+        c.frame_stack,
+        min_offset=c.future_obs_offset,
+        max_trajectories=c.max_trajectories,
+        frames_device=cfg.frames_device,
+    )
+    valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
+    labeled = load_dataset(
+        c.labeled_data_path,
+        device,
+        c.frame_stack,
+        min_offset=c.future_obs_offset,
+        load_states=False,
+        frames_device=cfg.frames_device,
+    )
+    check_compatible(data, labeled, "labeled")
+    labeled_valid = labeled.valid_indices(c.future_obs_offset)
+    eval_data = None
+    if c.eval_data_path:
+        eval_data = load_dataset(
+            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
+        )
+        check_compatible(data, eval_data, "evaluation")
+
+    lam = build_lam(c, data.act_dim, data.img_hw).to(device)
+    # Target of the FDM: an EMA copy of the encoder made at initialisation (released code), or the online encoder
+    # under stop-grad (paper text).
+    target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False) if c.use_ema_target else None
+    probes = Probes(c.latent_action_dim, lam.emb_dim, data.act_dim, data.state_dim).to(device)
+    optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
+    # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
+    probe_optim = make_optimizer(probes, "adam", c.learning_rate)
+    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    total = c.num_epochs * batches_per_epoch
+    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
+    objects = {"lam": lam, "probes": probes, "optim": optim, "probe_optim": probe_optim, "sched": sched}
+    if target_encoder is not None:
+        objects["target_encoder"] = target_encoder
+    ckpt = run_dir / "lam.pt"
+    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    aug = Augmenter() if c.use_aug else None
+    guard = NanGuard("lapo", device)
+    trained = 0 if done else total - start
+    eval_mse = None
+    if not done:
+        lam.train()
+        if target_encoder is not None:
+            target_encoder.eval()
+        batches = infinite_epochs(data, valid, c.batch_size)
+        clock = Stopwatch()
+        for step in trange(start, total, desc="lapo", initial=start, total=total):
+            obs, future_obs, next_obs, b = stage1_batch(data, next(batches), c, aug)
+            lb = labeled.batch(labeled.sample(labeled_valid, c.labeled_batch_size), c.frame_stack, c.future_obs_offset)
+            labeled_imgs = normalize_obs(torch.cat([lb["obs"], lb["future_obs"]]))  # [2L, 3k, H, W]
+            if aug is not None:
+                labeled_imgs = aug(labeled_imgs)
+            labeled_obs, labeled_future_obs = labeled_imgs.chunk(2)
+            n = obs.shape[0]
+            with autocast(device):
+                # Unlabeled and labeled pairs through the LAM as one batch: encoder on 2(B + L), IDM on B + L.
+                z_all, e_t_all = lam.latent_action(
+                    torch.cat([obs, labeled_obs]), torch.cat([future_obs, labeled_future_obs])
+                )
+                z, e_t, labeled_z = z_all[:n], e_t_all[:n], z_all[n:]  # [B, Z], [B, D], [L, Z]
+                pred = lam.predict_next(e_t, z)  # [B, D]
+                labeled_pred = lam.action_head(labeled_z)  # [L, A]
+                with torch.no_grad():
+                    target = lam.encode(next_obs, target_encoder)  # [B, D], embedding of o_{t+1}
+            mse_loss = F.mse_loss(pred.float(), target.float())
+            labeled_loss = F.mse_loss(labeled_pred.float(), lb["actions"])
+            loss = mse_loss + c.labeled_loss_coef * labeled_loss
+            probe_losses = probes(z, e_t, b["actions"], b["states"])
+
+            optim.zero_grad(set_to_none=True)
+            probe_optim.zero_grad(set_to_none=True)
+            (loss + sum(probe_losses.values())).backward()  # the probes' inputs are detached
+            if c.grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(lam.parameters(), c.grad_norm)
+            optim.step()
+            probe_optim.step()
+            sched.step()
+            if target_encoder is not None and (step + 1) % c.target_update_every == 0:
+                soft_update(target_encoder, lam.encoder, c.target_tau)
+            guard.update(loss, step)
+
+            if (step + 1) % cfg.log_every == 0:
+                guard.check(ckpt)
+                wandb_run.log(
+                    {
+                        "lapo/loss": loss.item(),
+                        "lapo/mse_loss": mse_loss.item(),
+                        "lapo/labeled_mse_loss": labeled_loss.item(),
+                        **{f"lapo/{k}": v.item() for k, v in probe_losses.items()},
+                        "lapo/learning_rate": sched.get_last_lr()[0],
+                        "lapo/samples_per_s": cfg.log_every * (c.batch_size + c.labeled_batch_size) / clock(),
+                        "lapo/epoch": (step + 1) / batches_per_epoch,
+                        "lapo/step": step + 1,
+                    }
+                )
+                clock = Stopwatch()
+            if eval_data is not None and (step + 1) % batches_per_epoch == 0:
+                eval_mse = eval_action_mse(lam, eval_data, c, device).item()
+                wandb_run.log({"lapo/eval_action_mse": eval_mse, "lapo/epoch": (step + 1) / batches_per_epoch})
+            if (step + 1) % cfg.checkpoint_every == 0:
+                guard.check(ckpt)
+                save_stage(ckpt, objects, step + 1, done=False)
+        guard.check(ckpt)
+        save_stage(ckpt, objects, total, done=True)
+
+    # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
+    metrics = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
+    if eval_data is not None:
+        if eval_mse is None:  # stage restored finished: measure the final model once
+            eval_mse = eval_action_mse(lam, eval_data, c, device).item()
+        metrics["lapo/eval_action_mse"] = eval_mse
+    metrics.update({"lapo/updates": total, "lapo/trained_updates": trained})
+    wandb_run.log(metrics)
+    lam.eval().requires_grad_(False)
+    return lam, metrics
+
+
+# ---------------------------------------------------------------- stage 2: latent behaviour cloning
+
+
+def train_latent_bc(cfg: Config, lam: LAOMLabels, run_dir, device: torch.device, wandb_run) -> tuple[Actor, dict]:
+    c = cfg.bc
+    data = load_dataset(
+        c.data_path,
+        device,
+        c.frame_stack,
+        min_offset=1,
+        load_states=False,
+        max_trajectories=c.max_trajectories,
+        frames_device=cfg.frames_device,
+    )
+    valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
+    z_dim = cfg.lapo.latent_action_dim
+    actor = Actor(3 * c.frame_stack, z_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
+    actor = actor.to(device)
+    debug_head = ActionMLP(z_dim, data.act_dim, 256, activation=nn.ReLU).to(device)
+    optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
+    debug_optim = make_optimizer(debug_head, "adamw", c.learning_rate)
+    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    total = c.num_epochs * batches_per_epoch
+    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
+    objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "debug_optim": debug_optim, "sched": sched}
+    ckpt = run_dir / "latent_bc.pt"
+    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    aug = Augmenter() if c.use_aug else None
+    guard = NanGuard("bc", device)
+    trained = 0 if done else total - start
+    if not done:
+        actor.train()
+        batches = infinite_epochs(data, valid, c.batch_size)
+        clock = Stopwatch()
+        for step in trange(start, total, desc="latent bc", initial=start, total=total):
+            b = data.batch(next(batches), c.frame_stack, next_obs=True)
+            obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
+            with autocast(device):
+                target = lam.label(obs, next_obs)  # [B, Z], frozen LAM, no augmentation
+                pred, _ = actor(aug(obs) if aug is not None else obs)  # [B, Z]
+                act_pred = debug_head(pred.detach())  # [B, A]
+            loss = F.mse_loss(pred.float(), target.float())
+            debug_loss = F.mse_loss(act_pred.float(), b["actions"])
+
+            optim.zero_grad(set_to_none=True)
+            debug_optim.zero_grad(set_to_none=True)
+            (loss + debug_loss).backward()
+            optim.step()
+            debug_optim.step()
+            sched.step()
+            guard.update(loss, step)
+
+            if (step + 1) % cfg.log_every == 0:
+                guard.check(ckpt)
+                wandb_run.log(
+                    {
+                        "bc/mse_loss": loss.item(),
+                        "bc/debug_action_mse_loss": debug_loss.item(),
+                        "bc/learning_rate": sched.get_last_lr()[0],
+                        "bc/samples_per_s": cfg.log_every * c.batch_size / clock(),
+                        "bc/epoch": (step + 1) / batches_per_epoch,
+                        "bc/step": step + 1,
+                    }
+                )
+                clock = Stopwatch()
+            if (step + 1) % cfg.checkpoint_every == 0:
+                guard.check(ckpt)
+                save_stage(ckpt, objects, step + 1, done=False)
+        guard.check(ckpt)
+        save_stage(ckpt, objects, total, done=True)
+
+    actor.eval().requires_grad_(False)
+    debug_head.eval()
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            return debug_head(actor(normalize_obs(obs))[0])
+
+    ev = run_evaluation(cfg, c, data.attrs, policy, device, "latent bc eval")
+    metrics = {
+        "bc/eval_returns_mean": ev["mean"],
+        "bc/eval_returns_std": ev["std"],
+        "bc/updates": total,
+        "bc/trained_updates": trained,
+    }
+    wandb_run.log(metrics)
+    return actor, {**metrics, "bc/eval_returns": ev["returns"]}
+
+
+def run_evaluation(cfg: Config, c, attrs: dict, policy, device: torch.device, desc: str) -> dict:
+    """Rollouts of `policy` in the environment of a dataset (c: a stage config with eval_* / dcs_* fields)."""
+    env_kwargs = (
+        eval_env_kwargs(
+            attrs, c.dcs_backgrounds_path, c.dcs_backgrounds_split, cfg.eval_max_episode_steps, cfg.bc.frame_stack
+        )
+        if c.eval_episodes > 0
+        else {}
+    )
+    return evaluate(policy, env_kwargs, c.eval_episodes, c.eval_seed, cfg.eval_num_envs, device, desc=desc)
+
+
+# ---------------------------------------------------------------- stage 3: action decoder
+
+
+def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wandb_run) -> tuple[ActionMLP, dict]:
+    c = cfg.decoder
+    frame_stack = cfg.bc.frame_stack
+    reference = load_dataset(
+        cfg.bc.data_path,
+        device,
+        frame_stack,
+        min_offset=1,
+        load_states=False,
+        max_trajectories=cfg.bc.max_trajectories,
+        frames_device=cfg.frames_device,
+    )  # cached
+    data = load_dataset(
+        c.data_path,
+        device,
+        frame_stack,
+        min_offset=0,
+        load_states=False,
+        max_trajectories=c.max_trajectories,
+        frames_device=cfg.frames_device,
+    )
+    check_compatible(reference, data, "decoder (labeled)")
+    valid = data.valid_indices(0)
+    decoder = ActionMLP(cfg.lapo.latent_action_dim, data.act_dim, c.hidden_dim).to(device)
+    optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
+    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
+    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
+    objects = {"decoder": decoder, "optim": optim, "sched": sched}
+    ckpt = run_dir / "decoder.pt"
+    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    aug = Augmenter() if c.use_aug else None
+    guard = NanGuard("decoder", device)
+    trained = 0 if done else total - start
+    if not done:
+        decoder.train()
+        batches = infinite_epochs(data, valid, c.batch_size)
+        clock = Stopwatch()
+        for step in trange(start, total, desc="decoder", initial=start, total=total):
+            b = data.batch(next(batches), frame_stack)
+            obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
+            if aug is not None:
+                obs = aug(obs)
+            with autocast(device):
+                with torch.no_grad():
+                    z, _ = actor(obs)  # [B, Z], frozen actor
+                pred = decoder(z)  # [B, A]
+            loss = F.mse_loss(pred.float(), b["actions"])
+
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            sched.step()
+            guard.update(loss, step)
+
+            if (step + 1) % cfg.log_every == 0:
+                guard.check(ckpt)
+                wandb_run.log(
+                    {
+                        "decoder/mse_loss": loss.item(),
+                        "decoder/learning_rate": sched.get_last_lr()[0],
+                        "decoder/samples_per_s": cfg.log_every * c.batch_size / clock(),
+                        "decoder/step": step + 1,
+                    }
+                )
+                clock = Stopwatch()
+            if (step + 1) % cfg.checkpoint_every == 0:
+                guard.check(ckpt)
+                save_stage(ckpt, objects, step + 1, done=False)
+        guard.check(ckpt)
+        save_stage(ckpt, objects, total, done=True)
+
+    decoder.eval()
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            return decoder(actor(normalize_obs(obs))[0])
+
+    ev = run_evaluation(cfg, c, data.attrs, policy, device, "decoder eval")
+    metrics = {
+        "decoder/eval_returns_mean": ev["mean"],
+        "decoder/eval_returns_std": ev["std"],
+        "decoder/normalized_score": normalized_score(data.attrs, ev["mean"]),
+        "decoder/updates": total,
+        "decoder/trained_updates": trained,
+    }
+    wandb_run.log(metrics)
+    return decoder, {**metrics, "decoder/eval_returns": ev["returns"]}
+
+
+@pyrallis.wrap()
+def train(cfg: Config) -> dict:
+    if cfg.lapo.frame_stack != cfg.bc.frame_stack:
+        raise ValueError(
+            f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
+            "the LAM labels the actor's observations, so they must be equal"
+        )
+    if cfg.decoder.data_path is None:
+        cfg.decoder.data_path = cfg.lapo.labeled_data_path  # the decoder learns from the LAM's labels
+    device = get_device(cfg.device)
+    setup_backends(device)
+    set_seed(cfg.seed)
+    run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
+    wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
+    results = Results(run_dir, cfg)
+
+    clock = Stopwatch()
+    lam, lam_metrics = train_lam(cfg, run_dir, device, wandb_run)
+    results.stage("lapo", clock(), lam_metrics, skipped=lam_metrics["lapo/trained_updates"] == 0)
+
+    clock = Stopwatch()
+    actor, bc_metrics = train_latent_bc(cfg, lam, run_dir, device, wandb_run)
+    results.stage("bc", clock(), bc_metrics, skipped=bc_metrics["bc/trained_updates"] == 0)
+
+    clock = Stopwatch()
+    _, dec_metrics = train_decoder(cfg, actor, run_dir, device, wandb_run)
+    results.stage("decoder", clock(), dec_metrics, skipped=dec_metrics["decoder/trained_updates"] == 0)
+
+    metrics = {**lam_metrics, **bc_metrics, **dec_metrics}
+    out = results.finish({k: v for k, v in metrics.items() if not isinstance(v, list)})
+    wandb_run.finish()
+    return out
+
+
+if __name__ == "__main__":
+    train()
