@@ -168,10 +168,78 @@ def main(cfg: BenchConfig) -> dict:
     return out
 
 
+# method -> (stage-1 function, config section, config file)
+STAGE1 = {
+    "lapo": ("train_lam", "lapo", "configs/lapo.yaml"),
+    "laom": ("train_lam", "lapo", "configs/laom.yaml"),
+    "laom_labels": ("train_lam", "lapo", "configs/laom-labels.yaml"),
+    "idm": ("train_idm", "idm", "configs/idm.yaml"),
+    "bc": ("train_bc", "bc", "configs/bc.yaml"),
+}
+# Networks small enough for a CPU benchmark (the paper's with --paper_scale).
+CPU_SCALE = {
+    "lapo": ["--lapo.encoder_scale=1", "--lapo.latent_action_dim=128"],
+    "laom": [
+        "--lapo.encoder_scale=1",
+        "--lapo.latent_action_dim=128",
+        "--lapo.act_head_dim=128",
+        "--lapo.obs_head_dim=128",
+    ],
+    "idm": ["--idm.encoder_scale=1", "--idm.act_head_dim=128"],
+    "bc": ["--bc.encoder_scale=2"],
+}
+CPU_SCALE["laom_labels"] = CPU_SCALE["laom"]
+
+
+def write_update_data(path: str, num_batches: int, batch_size: int, cfg: BenchConfig) -> None:
+    """num_batches trajectories of batch_size + K steps: one epoch of a trajectory prefix = that many updates."""
+    sized = BenchConfig(
+        num_trajectories=num_batches, trajectory_length=batch_size + cfg.future_obs_offset, img_hw=cfg.img_hw
+    )
+    write_synthetic(path, sized)
+
+
 def bench_update(method: str, path: str, cfg: BenchConfig, device: torch.device) -> float:
-    """Stage-1 samples/s of a method script, from two short runs of its stage-1 function (fixed costs cancel)."""
+    """Stage-1 samples/s of a method script: its own stage-1 function run for N1 and N2 updates on synthetic
+    data (one epoch over N trajectories of batch_size + K steps); the difference cancels model construction,
+    data loading and checkpoint writing."""
+    import wandb
+
+    fn_name, section, config_path = STAGE1[method]
     module = importlib.import_module(f"train_{method}")
-    raise NotImplementedError(module)
+    batch = cfg.update_batch_size or (512 if device.type == "cuda" else 64)
+    n1, n2 = 2, 2 + cfg.update_steps
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = os.path.join(tmp, "updates.hdf5")
+        write_update_data(data_path, n2, batch, cfg)
+        for n in (n1, n2, n1, n2):  # first pair warms up (caches, cudnn autotuning)
+            args = [
+                f"--{section}.data_path={data_path}",
+                f"--{section}.max_trajectories={n}",
+                f"--{section}.batch_size={batch}",
+                f"--run_dir={tmp}/run{len(times)}",
+                "--wandb_mode=disabled",
+                f"--device={device}",
+                "--log_every=1000000",
+                "--checkpoint_every=1000000",
+            ]
+            args += [f"--{section}.num_epochs=1"] if section == "lapo" else [f"--{section}.total_updates={n}"]
+            if method == "laom_labels":
+                args += [f"--lapo.labeled_data_path={data_path}", "--lapo.labeled_batch_size=" + str(batch // 4)]
+            if section == "bc":
+                args += ["--bc.eval_episodes=0"]
+            if not cfg.paper_scale:
+                args += CPU_SCALE[method]
+            run_cfg = pyrallis.parse(config_class=module.Config, config_path=config_path, args=args)
+            run = wandb.init(mode="disabled")
+            sync(device)
+            start = time.perf_counter()
+            getattr(module, fn_name)(run_cfg, Path(run_cfg.run_dir), device, run)
+            sync(device)
+            times.append(time.perf_counter() - start)
+            run.finish()
+    return (n2 - n1) * batch / max(1e-9, times[3] - times[2])
 
 
 if __name__ == "__main__":
