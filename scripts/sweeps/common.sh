@@ -1,0 +1,230 @@
+# Shared machinery of the sweep scripts (sourced, not run): settings from environment variables, the job list,
+# the parallel runner (one log per run, skip when results.json exists, failures reported at the end).
+#
+# Settings (environment variables; defaults in brackets):
+#   ENVS        environments                      [cheetah-run walker-run hopper-hop humanoid-walk]
+#   BUDGETS     labeled trajectories per budget   [2 4 8 16 32 64 128]
+#   SEEDS       seeds                             [0 1 2]
+#   DATA_DIR    datasets                          [data]
+#   RUNS_DIR    run directories                   [runs]
+#   CONFIG_DIR  folder of the method configs      [configs]  (configs/example: the tiny example configs)
+#   CONFIG      YAML config of the method (wins over CONFIG_DIR)  [$CONFIG_DIR/<lapo|laom|laom-labels|idm|bc|bc-full>.yaml]
+#   PARALLEL    runs at once                      [number of GPUS, else 1]
+#   GPUS        GPU ids, e.g. "0 1 2 3": run i gets CUDA_VISIBLE_DEVICES of its worker, round robin  [none]
+#   EXTRA_ARGS  appended to every command (word-split; they win over the sweep's own arguments),
+#               e.g. "--wandb_mode=online --device=cuda"  []
+#   DCS_BACKGROUNDS  DAVIS folder (or "builtin") of the evaluation environments   [as recorded in the dataset]
+#   PYTHON      interpreter                       [python]
+#   DRY_RUN=1   print the commands (and which runs would be skipped), run nothing
+#
+# Data naming convention (scripts/make_labeled_sets.sh writes it):
+#   $DATA_DIR/<env>.hdf5                   the full dataset (5000 trajectories, "unlabeled")
+#   $DATA_DIR/<env>-labeled-1000x<N>.hdf5  N whole labeled trajectories sampled from it
+#   $DATA_DIR/<env>-eval.hdf5              evaluation set recorded with the validation (novel) videos
+# Run layout: $RUNS_DIR/<method>/<env>/budget<N>/seed<S> (bc_full: $RUNS_DIR/bc_full/<env>/full/seed<S>), each with
+# config.yaml, results.json, stage checkpoints and train.log (stdout and stderr of the run).
+
+ENVS=${ENVS:-"cheetah-run walker-run hopper-hop humanoid-walk"}
+BUDGETS=${BUDGETS:-"2 4 8 16 32 64 128"}
+SEEDS=${SEEDS:-"0 1 2"}
+DATA_DIR=${DATA_DIR:-data}
+CONFIG_DIR=${CONFIG_DIR:-configs}
+RUNS_DIR=${RUNS_DIR:-runs}
+GPUS=${GPUS:-}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+DCS_BACKGROUNDS=${DCS_BACKGROUNDS:-}
+PYTHON=${PYTHON:-python}
+DRY_RUN=${DRY_RUN:-0}
+if [[ -n "$GPUS" ]]; then
+    read -r -a _GPU_LIST <<<"$GPUS"
+    PARALLEL=${PARALLEL:-${#_GPU_LIST[@]}}
+else
+    _GPU_LIST=()
+    PARALLEL=${PARALLEL:-1}
+fi
+# On CPU, N runs at once share the cores instead of each starting one thread per core.
+if [[ -z "$GPUS" && "$PARALLEL" -gt 1 && -z "${OMP_NUM_THREADS:-}" ]]; then
+    _cores=$(nproc 2>/dev/null || echo 1)
+    export OMP_NUM_THREADS=$((_cores / PARALLEL > 0 ? _cores / PARALLEL : 1))
+fi
+
+# Must be run from the repository root (python -m train_<method> finds the scripts there).
+if [[ ! -f train_bc.py ]]; then
+    echo "error: run the sweeps from the repository root (no train_bc.py in $PWD)" >&2
+    exit 2
+fi
+
+_SWEEP_TMP=$(mktemp -d "${TMPDIR:-/tmp}/sweep.XXXXXX")
+trap 'rm -rf "$_SWEEP_TMP"' EXIT
+_MISSING_DATA=()
+
+full_data() { echo "$DATA_DIR/$1.hdf5"; }
+labeled_data() { echo "$DATA_DIR/$1-labeled-1000x$2.hdf5"; }
+eval_data() { echo "$DATA_DIR/$1-eval.hdf5"; }
+run_dir() { echo "$RUNS_DIR/$1/$2/budget$3/seed$4"; }  # method env budget seed
+
+# Records a dataset the sweep needs; a missing one stops the sweep before anything runs (DRY_RUN only warns).
+need_data() {
+    local path
+    for path in "$@"; do
+        [[ -f "$path" ]] || _MISSING_DATA+=("$path")
+    done
+}
+
+# The evaluation set of an environment if it exists (the novel-distractor metrics need it), else a warning and "".
+eval_data_if_exists() {
+    local path
+    path=$(eval_data "$1")
+    if [[ -f "$path" ]]; then
+        echo "$path"
+    else
+        echo "warning: $path not found; $1 runs will not report the novel-distractor action MSE" >&2
+    fi
+}
+
+# add_job PHASE RUN_DIR REQUIRES COMMAND...
+#   Phase 1 runs before phase 2 (phase-2 runs reuse stage checkpoints of phase-1 runs). REQUIRES: a file that must
+#   exist before the run starts (a checkpoint it reuses), or "" for none. The run directory, seed and name are
+#   appended to the command.
+add_job() {
+    local phase=$1 dir=$2 requires=$3
+    shift 3
+    local name=${dir#"$RUNS_DIR"/}
+    name=${name//\//-}
+    local cmd
+    cmd="$(printf '%q ' "$@")--run_dir=$(printf '%q' "$dir") --name=$(printf '%q' "$name") $EXTRA_ARGS"
+    printf '%s\t%s\t%s\n' "$dir" "${requires:--}" "$cmd" >>"$_SWEEP_TMP/phase$phase"
+}
+
+_next_job() {  # prints the next job number of the queue file $1, or fails when the queue is empty
+    local queue=$1 n total
+    total=$(wc -l <"$queue")
+    n=$(
+        exec 9>"$queue.lock"
+        flock 9
+        n=$(cat "$queue.next" 2>/dev/null || echo 1)
+        echo $((n + 1)) >"$queue.next"
+        echo "$n"
+    )
+    [[ "$n" -le "$total" ]] && echo "$n"
+}
+
+_run_one() {  # worker line gpu
+    local worker=$1 line=$2 gpu=$3 dir requires cmd
+    IFS=$'\t' read -r dir requires cmd <<<"$line"
+    if [[ -f "$dir/results.json" ]]; then
+        echo "[skip]   $dir (results.json exists)"
+        echo "$dir" >>"$_SWEEP_TMP/skipped"
+        return 0
+    fi
+    local prefix=""
+    [[ -n "$gpu" ]] && prefix="CUDA_VISIBLE_DEVICES=$gpu "
+    if [[ "$DRY_RUN" == 1 ]]; then
+        echo "[dry-run] ${prefix}$cmd"
+        return 0
+    fi
+    if [[ "$requires" != "-" && ! -f "$requires" ]]; then
+        echo "[FAILED] $dir: needs $requires, which its base run did not produce"
+        printf '%s\t%s\n' "$dir" "missing $requires" >>"$_SWEEP_TMP/failed"
+        return 0
+    fi
+    mkdir -p "$dir"
+    local log="$dir/train.log" start=$SECONDS
+    echo "[start]  $dir ${prefix:+($prefix)}(log: $log)"
+    if (
+        [[ -n "$gpu" ]] && export CUDA_VISIBLE_DEVICES=$gpu
+        echo "# $(date '+%F %T') worker $worker: ${prefix}$cmd"
+        eval "$cmd"
+    ) >"$log" 2>&1; then
+        echo "[done]   $dir in $((SECONDS - start)) s"
+        printf '%s\t%s\n' "$dir" "$((SECONDS - start))" >>"$_SWEEP_TMP/done"
+    else
+        echo "[FAILED] $dir after $((SECONDS - start)) s (exit $?); log: $log"
+        printf '%s\t%s\n' "$dir" "$log" >>"$_SWEEP_TMP/failed"
+    fi
+}
+
+_worker() {  # worker queue
+    local worker=$1 queue=$2 gpu="" n
+    if [[ ${#_GPU_LIST[@]} -gt 0 ]]; then
+        gpu=${_GPU_LIST[$((worker % ${#_GPU_LIST[@]}))]}
+    fi
+    while n=$(_next_job "$queue"); do
+        _run_one "$worker" "$(sed -n "${n}p" "$queue")" "$gpu"
+    done
+}
+
+# Runs every job added with add_job, phase by phase, PARALLEL at once; reports failures; exits non-zero if any.
+run_sweep() {
+    local label=$1 phase w start=$SECONDS
+    if [[ ${#_MISSING_DATA[@]} -gt 0 ]]; then
+        local unique
+        unique=$(printf '%s\n' "${_MISSING_DATA[@]}" | sort -u)
+        if [[ "$DRY_RUN" == 1 ]]; then
+            echo "warning: missing datasets (a real run would stop here):" >&2
+            echo "$unique" | sed 's/^/  /' >&2
+        else
+            echo "error: missing datasets; make them first (scripts/make_labeled_sets.sh ENV):" >&2
+            echo "$unique" | sed 's/^/  /' >&2
+            exit 2
+        fi
+    fi
+    local total=0
+    for phase in 1 2; do
+        [[ -f "$_SWEEP_TMP/phase$phase" ]] && total=$((total + $(wc -l <"$_SWEEP_TMP/phase$phase")))
+    done
+    echo "== $label: $total runs, $PARALLEL at once${GPUS:+ on GPUs $GPUS}, runs under $RUNS_DIR"
+    touch "$_SWEEP_TMP/failed" "$_SWEEP_TMP/done" "$_SWEEP_TMP/skipped"
+    for phase in 1 2; do
+        [[ -f "$_SWEEP_TMP/phase$phase" ]] || continue
+        for ((w = 0; w < PARALLEL; w++)); do
+            _worker "$w" "$_SWEEP_TMP/phase$phase" &
+        done
+        wait
+    done
+    local ndone nskip nfail
+    ndone=$(wc -l <"$_SWEEP_TMP/done")
+    nskip=$(wc -l <"$_SWEEP_TMP/skipped")
+    nfail=$(wc -l <"$_SWEEP_TMP/failed")
+    echo "== $label: $ndone finished, $nskip skipped (already done), $nfail failed, $((SECONDS - start)) s"
+    if [[ "$nfail" -gt 0 ]]; then
+        echo "Failed runs (run directory, log or reason):" >&2
+        sed 's/^/  /' "$_SWEEP_TMP/failed" >&2
+        return 1
+    fi
+}
+
+# LAPO and LAOM: the LAM and the latent BC never see labels, so they are trained once per (env, seed), by the run of
+# the first budget, and every other budget reuses both (--lapo.checkpoint_path, --bc.checkpoint_path): only its
+# decoder is trained (paper, Appendix E). The reusing runs skip the latent BC's diagnostic evaluation.
+sweep_reused_lam() {  # method module config
+    local method=$1 module=$2 config=$3 env seed budget base ev full
+    local budgets
+    read -r -a budgets <<<"$BUDGETS"
+    for env in $ENVS; do
+        full=$(full_data "$env")
+        need_data "$full"
+        for budget in "${budgets[@]}"; do need_data "$(labeled_data "$env" "$budget")"; done
+        ev=""
+        [[ "$method" == laom ]] && ev=$(eval_data_if_exists "$env")
+        for seed in $SEEDS; do
+            base=$(run_dir "$method" "$env" "${budgets[0]}" "$seed")
+            for budget in "${budgets[@]}"; do
+                local dir phase=1 requires="" reuse=()
+                dir=$(run_dir "$method" "$env" "$budget" "$seed")
+                if [[ "$budget" != "${budgets[0]}" ]]; then
+                    phase=2
+                    requires="$base/latent_bc.pt"
+                    reuse=(--lapo.checkpoint_path="$base/lam.pt" --bc.checkpoint_path="$base/latent_bc.pt"
+                        --bc.eval_episodes=0)
+                fi
+                # shellcheck disable=SC2086  # PYTHON may hold several words
+                add_job "$phase" "$dir" "$requires" $PYTHON -m "$module" --config_path="$config" --seed="$seed" \
+                    --lapo.data_path="$full" ${ev:+"--lapo.eval_data_path=$ev"} --bc.data_path="$full" \
+                    --decoder.data_path="$(labeled_data "$env" "$budget")" \
+                    ${DCS_BACKGROUNDS:+"--bc.dcs_backgrounds_path=$DCS_BACKGROUNDS"} \
+                    ${DCS_BACKGROUNDS:+"--decoder.dcs_backgrounds_path=$DCS_BACKGROUNDS"} "${reuse[@]}"
+            done
+        done
+    done
+}
