@@ -16,6 +16,7 @@ from typing import Optional
 
 import pyrallis
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import trange
 
@@ -74,6 +75,14 @@ class Config(RunConfig):
     bc: BCConfig = field(default_factory=BCConfig)
 
 
+def build_models(cfg: Config, act_dim: int, state_dim: Optional[int] = None, img_hw: int = 64) -> dict[str, nn.Module]:
+    """Every network the method trains, from the config alone (no data): the actor."""
+    c = cfg.bc
+    return {
+        "actor": Actor(3 * c.frame_stack, act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
+    }
+
+
 def train_bc(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[Actor, dict]:
     c = cfg.bc
     data = load_dataset(
@@ -86,8 +95,7 @@ def train_bc(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[Act
         frames_device=cfg.frames_device,
     )
     valid = data.valid_indices(0)
-    actor = Actor(3 * c.frame_stack, data.act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
-    actor = actor.to(device)
+    actor = build_models(cfg, data.act_dim, img_hw=data.img_hw)["actor"].to(device)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     batches_per_epoch = max(1, len(valid) // c.batch_size)
     total = c.total_updates or c.num_epochs * batches_per_epoch
