@@ -197,6 +197,7 @@ def train_idm(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[ID
     ckpt = run_dir / "idm.pt"
     start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
     guard = NanGuard("idm", device)
+    trained = 0 if done else total - start
     if not done:
         batches = infinite_epochs(data, valid, c.batch_size)
         clock = Stopwatch()
@@ -234,11 +235,11 @@ def train_idm(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[ID
         guard.check(ckpt)
         save_stage(ckpt, objects, total, done=True)
 
-    idm.eval()
-    metrics = {"idm/updates": total}
+    metrics = {"idm/updates": total, "idm/trained_updates": trained}
     if eval_data is not None:
         metrics["idm/eval_action_mse"] = eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)
     wandb_run.log(metrics)
+    idm.eval().requires_grad_(False)
     return idm, metrics
 
 
@@ -271,7 +272,7 @@ def train_bc(cfg: Config, idm: IDM, run_dir, device: torch.device, wandb_run) ->
     ckpt = run_dir / "bc.pt"
     start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
     guard = NanGuard("bc", device)
-    idm.eval()
+    trained = 0 if done else total - start
     if not done:
         batches = infinite_epochs(data, valid, c.batch_size)
         clock = Stopwatch()
@@ -328,6 +329,7 @@ def train_bc(cfg: Config, idm: IDM, run_dir, device: torch.device, wandb_run) ->
         "bc/eval_returns_std": ev["std"],
         "bc/normalized_score": normalized_score(data.attrs, ev["mean"]),
         "bc/updates": total,
+        "bc/trained_updates": trained,
     }
     wandb_run.log(metrics)
     return actor, {**metrics, "bc/eval_returns": ev["returns"]}
@@ -344,11 +346,11 @@ def train(cfg: Config) -> dict:
 
     clock = Stopwatch()
     idm, idm_metrics = train_idm(cfg, run_dir, device, wandb_run)
-    results.stage("idm", clock(), idm_metrics)
+    results.stage("idm", clock(), idm_metrics, skipped=idm_metrics["idm/trained_updates"] == 0)
 
     clock = Stopwatch()
     _, bc_metrics = train_bc(cfg, idm, run_dir, device, wandb_run)
-    results.stage("bc", clock(), bc_metrics)
+    results.stage("bc", clock(), bc_metrics, skipped=bc_metrics["bc/trained_updates"] == 0)
 
     metrics = {**idm_metrics, **bc_metrics}
     out = results.finish({k: v for k, v in metrics.items() if not isinstance(v, list)})

@@ -1,17 +1,22 @@
-"""LAPO, as run in the paper (Schmidt & Jiang 2024; paper Appendix F, Table 5; REFERENCE-FACTS 5-7).
+"""LAPO, as run in the paper (Schmidt & Jiang 2024; paper Appendix D-F, Table 5; REFERENCE-FACTS 5-7).
 
-Three stages, one script:
-1. Latent action model on the unlabeled dataset. The latent IDM sees o_t and o_{t+k} stacked on channels and
-   outputs a continuous latent action z (8192); the FDM sees o_t and z and reconstructs the pixels of o_{t+1}
-   (MSE in [-1, 1]). No augmentation, no quantization (FSQ is an option: the ablation of paper Fig. 5 / 12c).
-   A linear probe z -> true action (trained on detached z) measures latent action quality.
-2. Latent behaviour cloning: an Actor (scale 32) regresses the frozen LAM's labels z(o_t, o_{t+1}) on the full
-   dataset; a small debug MLP maps its output to true actions for a diagnostic evaluation.
-3. Action decoder: the Actor frozen, an MLP maps its latent actions to true actions, trained on the labeled
-   trajectories only, then evaluated in the DCS environment.
+Three stages, one file:
+1. `lapo` — the latent action model. The latent IDM sees o_t and o_{t+k} (k uniform in 1..K) stacked on channels
+   and outputs a continuous latent action z; the FDM sees o_t and z and reconstructs all pixels of o_{t+1}.
+   Loss: MSE in [-1, 1] pixel space. No augmentation, no quantization (FSQ is an option: the ablation of paper
+   Fig. 5 / 12c). A linear probe z -> true action (the paper's quality metric) is trained on detached z.
+2. `bc` — latent behaviour cloning: an Actor regresses the frozen LAM's latent action of (o_t, o_{t+1}) on the
+   full dataset; a small debug head maps the actor's output to true actions so the actor can be evaluated.
+3. `decoder` — the actor is frozen; an MLP decodes its latent actions into true actions, trained on the
+   labeled trajectories only, then the actor + decoder are evaluated in the DCS environment.
+Stages 2 and 3 are the same as in train_laom.py.
 
-    python -m train_lapo --config_path configs/lapo.yaml \\
-        --lapo.data_path=<full.hdf5> --bc.data_path=<full.hdf5> --decoder.data_path=<labeled-1000xN.hdf5>
+    python -m train_lapo --config_path configs/lapo.yaml \
+        --lapo.data_path=<full.hdf5> --bc.data_path=<full.hdf5> --decoder.data_path=<labeled-1000xN.hdf5> \
+        --bc.dcs_backgrounds_path=DAVIS/JPEGImages/480p --decoder.dcs_backgrounds_path=DAVIS/JPEGImages/480p
+
+One LAM and latent BC serve every label budget: reuse them with `--lapo.checkpoint_path=<run>/lam.pt
+--bc.checkpoint_path=<run>/latent_bc.pt` and only the decoder is trained.
 """
 
 from dataclasses import dataclass, field
@@ -23,7 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import trange
 
-from src.data import load_dataset, normalize_obs
+from src.augs import Augmenter
+from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs
 from src.evaluation import eval_env_kwargs, evaluate, normalized_score
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
 from src.utils import (
@@ -48,6 +54,7 @@ from src.utils import (
 @dataclass
 class LAPOConfig:
     data_path: str = "data/example-data.hdf5"  # unlabeled HDF5 dataset (true actions used by the probe only)
+    eval_data_path: Optional[str] = None  # optional set with novel distractors: final action-probe MSE on it
     max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
     num_epochs: int = 10  # passes over the data
     batch_size: int = 512  # samples per update
@@ -64,46 +71,46 @@ class LAPOConfig:
     encoder_num_res_blocks: int = 2  # residual units per encoder / decoder block
     quantize: bool = False  # FSQ on the latent action (ablation; off in the paper's final experiments)
     fsq_levels: int = 8  # FSQ levels per latent dimension (used when quantize)
-    probe_eval_batches: int = 8  # batches averaged for the final action-probe MSE in results.json
+    final_probe_batches: int = 10  # batches averaged for the final action-probe MSE written to results.json
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
 
 @dataclass
-class BCConfig:
-    data_path: str = "data/example-data.hdf5"  # dataset to clone (the full unlabeled set; actions: debug head)
+class LatentBCConfig:
+    data_path: str = "data/example-data.hdf5"  # HDF5 dataset of latent BC (the full set; its actions train only
+    # the debug head)
     max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
     num_epochs: int = 10  # passes over the data
     batch_size: int = 512  # samples per update
     learning_rate: float = 1e-4  # peak AdamW learning rate (the debug head uses it too)
-    weight_decay: Optional[float] = None  # AdamW weight decay (never on biases / norms)
+    weight_decay: Optional[float] = None  # AdamW weight decay (never on biases / norms; None: none)
     warmup_epochs: float = 0.0  # linear warm-up length, in epochs
     lr_schedule: str = "linear"  # decay after warm-up: linear (released code), cosine (paper text), constant
-    grad_norm: Optional[float] = None  # gradient-norm clipping (None: off)
-    frame_stack: int = 3  # stacked frames per observation (must match the LAM's)
-    encoder_scale: int = 32  # channel multiplier of the actor's encoder
+    frame_stack: int = 3  # stacked frames per observation (must equal lapo.frame_stack)
+    encoder_scale: int = 32  # channel multiplier of the actor's ResNet encoder
     encoder_deep: bool = False  # 5 encoder blocks instead of 3
     encoder_num_res_blocks: int = 2  # residual units per encoder block
-    dropout: float = 0.0  # dropout inside the residual units
-    use_aug: bool = False  # not supported for latent BC (kept for the paper's config names); must be False
-    eval_episodes: int = 5  # diagnostic evaluation episodes of actor + debug head (seeds eval_seed + i)
+    dropout: float = 0.0  # dropout inside the actor's residual units
+    use_aug: bool = False  # random per-image augmentation of the actor's input (the LAM labels never are)
+    eval_episodes: int = 25  # evaluation episodes of actor + debug head (a diagnostic, not a paper number)
     eval_seed: int = 0  # seed of the first evaluation episode
     dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
     dcs_backgrounds_split: str = "train"  # background videos of the evaluation environment (train / val)
-    checkpoint_path: Optional[str] = None  # a finished latent_bc.pt of another run: skip this stage
+    checkpoint_path: Optional[str] = None  # a finished latent_bc.pt of another run: skip this stage, reuse it
 
 
 @dataclass
 class DecoderConfig:
-    data_path: str = "data/example-data.hdf5"  # labeled trajectories (labeled-1000xN subset)
+    data_path: str = "data/example-data.hdf5"  # HDF5 labeled trajectories (e.g. labeled-1000xN), the only labels
     max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
-    total_updates: int = 2500  # about this many updates: epochs = total_updates // batches per epoch
+    total_updates: int = 2500  # about this many updates: epochs = total_updates // batches per epoch (>= 1)
     batch_size: int = 512  # samples per update
     hidden_dim: int = 256  # hidden size of the decoder MLP
     learning_rate: float = 3e-4  # peak AdamW learning rate
-    weight_decay: Optional[float] = None  # AdamW weight decay (never on biases / norms)
+    weight_decay: Optional[float] = None  # AdamW weight decay (never on biases / norms; None: none)
     warmup_epochs: float = 0.0  # linear warm-up length, in epochs
     lr_schedule: str = "linear"  # decay after warm-up: linear (released code), cosine (paper text), constant
-    use_aug: bool = False  # not supported for the decoder (kept for the paper's config names); must be False
+    use_aug: bool = False  # random per-image augmentation of the actor's input
     eval_episodes: int = 25  # evaluation episodes (seeds eval_seed + i)
     eval_seed: int = 0  # seed of the first evaluation episode
     dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
@@ -115,7 +122,7 @@ class DecoderConfig:
 class Config(RunConfig):
     name: str = "lapo"
     lapo: LAPOConfig = field(default_factory=LAPOConfig)
-    bc: BCConfig = field(default_factory=BCConfig)
+    bc: LatentBCConfig = field(default_factory=LatentBCConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 
@@ -207,8 +214,9 @@ class LAPO(nn.Module):
         return self.fdm(obs, z), z
 
 
-def build_lam(c: LAPOConfig, img_hw: int = 64) -> LAPO:
-    """The latent action model of the stage-1 config (211,847,849 parameters at the paper's config, 64 px)."""
+def build_lam(c: LAPOConfig, act_dim: int, img_hw: int = 64) -> LAPO:
+    """The latent action model alone (latent IDM + FDM), the module of the paper's Table 4 count: 211,847,849
+    parameters at the paper's config, 64 px. act_dim is unused (every LAM builder has the same signature)."""
     fsq = c.fsq_levels if c.quantize else None
     return LAPO(
         c.frame_stack, c.latent_action_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, img_hw, fsq
@@ -216,17 +224,50 @@ def build_lam(c: LAPOConfig, img_hw: int = 64) -> LAPO:
 
 
 def build_models(cfg: Config, act_dim: int, state_dim: Optional[int] = None, img_hw: int = 64) -> dict[str, nn.Module]:
-    """Every network the method trains, from the config alone (no data): lam (IDM + FDM), actor, decoder."""
-    latent_dim = cfg.lapo.latent_action_dim
+    """Every network of the three stages, freshly initialised on the current default device. state_dim is unused
+    (LAPO has no state probe; kept so every script's builder has the same signature)."""
+    z = cfg.lapo.latent_action_dim
     b = cfg.bc
     return {
-        "lam": build_lam(cfg.lapo, img_hw),
-        "actor": Actor(3 * b.frame_stack, latent_dim, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks),
-        "decoder": ActionMLP(latent_dim, act_dim, cfg.decoder.hidden_dim),
+        "lam": build_lam(cfg.lapo, act_dim, img_hw),
+        "probe": nn.Linear(z, act_dim),
+        "actor": Actor(3 * b.frame_stack, z, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks, b.dropout),
+        "debug_head": ActionMLP(z, act_dim, 256, activation=nn.ReLU),
+        "decoder": ActionMLP(z, act_dim, cfg.decoder.hidden_dim),
     }
 
 
 # ---------------------------------------------------------------- stage 1: latent action model
+
+
+@torch.no_grad()
+def final_probe_mse(
+    lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device, num_batches: int
+) -> float:
+    """Action-probe MSE averaged over `num_batches` fresh batches, drawn as in training (no update)."""
+    lam.eval()
+    total = torch.zeros((), device=device)
+    for _ in range(num_batches):
+        b = data.batch(data.sample(valid, c.batch_size), c.frame_stack, future_offset=c.future_obs_offset)
+        with autocast(device):
+            z = lam.label(normalize_obs(b["obs"]), normalize_obs(b["future_obs"]))  # [B, Z]
+            pred = probe(z)  # [B, A]
+        total += F.mse_loss(pred.float(), b["actions"])
+    return total.item() / max(1, num_batches)
+
+
+@torch.no_grad()
+def eval_action_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, c: LAPOConfig, device) -> float:
+    """Action-probe MSE over every consecutive pair (o_t, o_{t+1}) of a dataset."""
+    lam.eval()
+    valid = data.valid_indices(1)
+    total = torch.zeros((), device=device)
+    for idx in valid.split(c.batch_size):
+        b = data.batch(idx, c.frame_stack, next_obs=True)
+        with autocast(device):
+            z = lam.label(normalize_obs(b["obs"]), normalize_obs(b["next_obs"]))  # [B, Z]
+        total += F.mse_loss(probe(z.float()), b["actions"], reduction="sum") / b["actions"].shape[1]
+    return (total / len(valid)).item()
 
 
 def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LAPO, dict]:
@@ -241,7 +282,7 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
         frames_device=cfg.frames_device,
     )
     valid = data.valid_indices(c.future_obs_offset)
-    lam = build_lam(c, data.img_hw).to(device)
+    lam = build_lam(c, data.act_dim, data.img_hw).to(device)
     probe = nn.Linear(c.latent_action_dim, data.act_dim).to(device)  # latent action -> true action
     probe.apply(weight_init)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
@@ -253,6 +294,7 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
     ckpt = run_dir / "lam.pt"
     start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
     guard = NanGuard("lapo", device)
+    trained = 0 if done else total - start
     if not done:
         batches = infinite_epochs(data, valid, c.batch_size)
         clock = Stopwatch()
@@ -288,6 +330,7 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
                         "lapo/latent_action_std": latent_action.float().std(0).mean().item(),
                         "lapo/learning_rate": sched.get_last_lr()[0],
                         "lapo/samples_per_s": cfg.log_every * c.batch_size / clock(),
+                        "lapo/epoch": (step + 1) / batches_per_epoch,
                         "lapo/step": step + 1,
                     }
                 )
@@ -298,29 +341,28 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
         guard.check(ckpt)
         save_stage(ckpt, objects, total, done=True)
 
-    lam.eval()
-    probe.eval()
-    probe_mse = torch.zeros((), device=device)
-    with torch.no_grad():
-        for _ in range(c.probe_eval_batches):
-            batch = data.batch(data.sample(valid, c.batch_size), c.frame_stack, future_offset=c.future_obs_offset)
-            with autocast(device):
-                pred_action = probe(lam.label(normalize_obs(batch["obs"]), normalize_obs(batch["future_obs"])))
-            probe_mse += F.mse_loss(pred_action.float(), batch["actions"])
-    metrics = {"lapo/action_probe_mse": probe_mse.item() / max(1, c.probe_eval_batches), "lapo/updates": total}
+    # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
+    metrics = {
+        "lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device, c.final_probe_batches),
+        "lapo/updates": total,
+        "lapo/trained_updates": trained,
+    }
+    if c.eval_data_path:
+        eval_data = load_dataset(
+            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
+        )
+        check_compatible(data, eval_data, "evaluation")
+        metrics["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
     wandb_run.log(metrics)
+    lam.eval().requires_grad_(False)
     return lam, metrics
 
 
 # ---------------------------------------------------------------- stage 2: latent behaviour cloning
 
 
-def train_latent_bc(cfg: Config, lam: nn.Module, run_dir, device: torch.device, wandb_run) -> tuple[Actor, dict]:
+def train_latent_bc(cfg: Config, lam: LAPO, run_dir, device: torch.device, wandb_run) -> tuple[Actor, dict]:
     c = cfg.bc
-    if c.use_aug:
-        raise ValueError("bc.use_aug=True is not supported by latent BC (the paper's configs use False)")
-    if c.frame_stack != cfg.lapo.frame_stack:
-        raise ValueError(f"bc.frame_stack={c.frame_stack} must equal lapo.frame_stack={cfg.lapo.frame_stack}")
     data = load_dataset(
         c.data_path,
         device,
@@ -330,11 +372,11 @@ def train_latent_bc(cfg: Config, lam: nn.Module, run_dir, device: torch.device, 
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
     )
-    valid = data.valid_indices(1)
-    latent_dim = cfg.lapo.latent_action_dim
-    actor = Actor(3 * c.frame_stack, latent_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
+    valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
+    z_dim = cfg.lapo.latent_action_dim
+    actor = Actor(3 * c.frame_stack, z_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
     actor = actor.to(device)
-    debug_head = ActionMLP(latent_dim, data.act_dim, activation=nn.ReLU).to(device)  # diagnostic: z -> action
+    debug_head = ActionMLP(z_dim, data.act_dim, 256, activation=nn.ReLU).to(device)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     debug_optim = make_optimizer(debug_head, "adamw", c.learning_rate)
     batches_per_epoch = max(1, len(valid) // c.batch_size)
@@ -343,33 +385,30 @@ def train_latent_bc(cfg: Config, lam: nn.Module, run_dir, device: torch.device, 
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "debug_optim": debug_optim, "sched": sched}
     ckpt = run_dir / "latent_bc.pt"
     start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    aug = Augmenter() if c.use_aug else None
     guard = NanGuard("bc", device)
-    lam.eval()
+    trained = 0 if done else total - start
     if not done:
+        actor.train()
         batches = infinite_epochs(data, valid, c.batch_size)
         clock = Stopwatch()
         for step in trange(start, total, desc="latent bc", initial=start, total=total):
-            batch = data.batch(next(batches), c.frame_stack, next_obs=True)
-            obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
-            with torch.no_grad(), autocast(device):
-                target = lam.label(obs, normalize_obs(batch["next_obs"])).float()  # [B, Z]
+            b = data.batch(next(batches), c.frame_stack, next_obs=True)
+            obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
             with autocast(device):
-                pred, _ = actor(obs)
-            loss = F.mse_loss(pred.float(), target)
+                target = lam.label(obs, next_obs)  # [B, Z], frozen LAM, no augmentation
+                pred, _ = actor(aug(obs) if aug is not None else obs)  # [B, Z]
+                act_pred = debug_head(pred.detach())  # [B, A]
+            loss = F.mse_loss(pred.float(), target.float())
+            debug_loss = F.mse_loss(act_pred.float(), b["actions"])
+
             optim.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
+            debug_optim.zero_grad(set_to_none=True)
+            (loss + debug_loss).backward()
             optim.step()
+            debug_optim.step()
             sched.step()
             guard.update(loss, step)
-
-            with autocast(device):
-                pred_action = debug_head(pred.detach())
-            debug_loss = F.mse_loss(pred_action.float(), batch["actions"])
-            debug_optim.zero_grad(set_to_none=True)
-            debug_loss.backward()
-            debug_optim.step()
 
             if (step + 1) % cfg.log_every == 0:
                 guard.check(ckpt)
@@ -379,6 +418,7 @@ def train_latent_bc(cfg: Config, lam: nn.Module, run_dir, device: torch.device, 
                         "bc/debug_action_mse_loss": debug_loss.item(),
                         "bc/learning_rate": sched.get_last_lr()[0],
                         "bc/samples_per_s": cfg.log_every * c.batch_size / clock(),
+                        "bc/epoch": (step + 1) / batches_per_epoch,
                         "bc/step": step + 1,
                     }
                 )
@@ -389,29 +429,34 @@ def train_latent_bc(cfg: Config, lam: nn.Module, run_dir, device: torch.device, 
         guard.check(ckpt)
         save_stage(ckpt, objects, total, done=True)
 
-    actor.eval()
+    actor.eval().requires_grad_(False)
     debug_head.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
         with autocast(device):
             return debug_head(actor(normalize_obs(obs))[0])
 
+    ev = run_evaluation(cfg, c, data.attrs, policy, device, "latent bc eval")
+    metrics = {
+        "bc/eval_returns_mean": ev["mean"],
+        "bc/eval_returns_std": ev["std"],
+        "bc/updates": total,
+        "bc/trained_updates": trained,
+    }
+    wandb_run.log(metrics)
+    return actor, {**metrics, "bc/eval_returns": ev["returns"]}
+
+
+def run_evaluation(cfg: Config, c, attrs: dict, policy, device: torch.device, desc: str) -> dict:
+    """Rollouts of `policy` in the environment of a dataset (c: a stage config with eval_* / dcs_* fields)."""
     env_kwargs = (
         eval_env_kwargs(
-            data.attrs, c.dcs_backgrounds_path, c.dcs_backgrounds_split, cfg.eval_max_episode_steps, c.frame_stack
+            attrs, c.dcs_backgrounds_path, c.dcs_backgrounds_split, cfg.eval_max_episode_steps, cfg.bc.frame_stack
         )
         if c.eval_episodes > 0
         else {}
     )
-    ev = evaluate(policy, env_kwargs, c.eval_episodes, c.eval_seed, cfg.eval_num_envs, device, desc="latent bc eval")
-    metrics = {
-        "bc/eval_returns_mean": ev["mean"],
-        "bc/eval_returns_std": ev["std"],
-        "bc/normalized_score": normalized_score(data.attrs, ev["mean"]),
-        "bc/updates": total,
-    }
-    wandb_run.log(metrics)
-    return actor, {**metrics, "bc/eval_returns": ev["returns"]}
+    return evaluate(policy, env_kwargs, c.eval_episodes, c.eval_seed, cfg.eval_num_envs, device, desc=desc)
 
 
 # ---------------------------------------------------------------- stage 3: action decoder
@@ -419,18 +464,26 @@ def train_latent_bc(cfg: Config, lam: nn.Module, run_dir, device: torch.device, 
 
 def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wandb_run) -> tuple[ActionMLP, dict]:
     c = cfg.decoder
-    if c.use_aug:
-        raise ValueError("decoder.use_aug=True is not supported (the paper's configs use False)")
-    fs = cfg.bc.frame_stack
+    frame_stack = cfg.bc.frame_stack
+    reference = load_dataset(
+        cfg.bc.data_path,
+        device,
+        frame_stack,
+        min_offset=1,
+        load_states=False,
+        max_trajectories=cfg.bc.max_trajectories,
+        frames_device=cfg.frames_device,
+    )  # cached
     data = load_dataset(
         c.data_path,
         device,
-        fs,
+        frame_stack,
         min_offset=0,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
     )
+    check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(0)
     decoder = ActionMLP(cfg.lapo.latent_action_dim, data.act_dim, c.hidden_dim).to(device)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
@@ -440,23 +493,30 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
     ckpt = run_dir / "decoder.pt"
     start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    aug = Augmenter() if c.use_aug else None
     guard = NanGuard("decoder", device)
-    actor.eval()
+    trained = 0 if done else total - start
     if not done:
+        decoder.train()
         batches = infinite_epochs(data, valid, c.batch_size)
         clock = Stopwatch()
         for step in trange(start, total, desc="decoder", initial=start, total=total):
-            batch = data.batch(next(batches), fs)
-            with torch.no_grad(), autocast(device):
-                latent_action = actor(normalize_obs(batch["obs"]))[0].float()  # [B, Z], the actor frozen
+            b = data.batch(next(batches), frame_stack)
+            obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
+            if aug is not None:
+                obs = aug(obs)
             with autocast(device):
-                pred = decoder(latent_action)
-            loss = F.mse_loss(pred.float(), batch["actions"])
+                with torch.no_grad():
+                    z, _ = actor(obs)  # [B, Z], frozen actor
+                pred = decoder(z)  # [B, A]
+            loss = F.mse_loss(pred.float(), b["actions"])
+
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
             sched.step()
             guard.update(loss, step)
+
             if (step + 1) % cfg.log_every == 0:
                 guard.check(ckpt)
                 wandb_run.log(
@@ -480,17 +540,13 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
         with autocast(device):
             return decoder(actor(normalize_obs(obs))[0])
 
-    env_kwargs = (
-        eval_env_kwargs(data.attrs, c.dcs_backgrounds_path, c.dcs_backgrounds_split, cfg.eval_max_episode_steps, fs)
-        if c.eval_episodes > 0
-        else {}
-    )
-    ev = evaluate(policy, env_kwargs, c.eval_episodes, c.eval_seed, cfg.eval_num_envs, device, desc="decoder eval")
+    ev = run_evaluation(cfg, c, data.attrs, policy, device, "decoder eval")
     metrics = {
         "decoder/eval_returns_mean": ev["mean"],
         "decoder/eval_returns_std": ev["std"],
         "decoder/normalized_score": normalized_score(data.attrs, ev["mean"]),
         "decoder/updates": total,
+        "decoder/trained_updates": trained,
     }
     wandb_run.log(metrics)
     return decoder, {**metrics, "decoder/eval_returns": ev["returns"]}
@@ -498,6 +554,11 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
 
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
+    if cfg.lapo.frame_stack != cfg.bc.frame_stack:
+        raise ValueError(
+            f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
+            "the LAM labels the actor's observations, so they must be equal"
+        )
     device = get_device(cfg.device)
     setup_backends(device)
     set_seed(cfg.seed)
@@ -507,18 +568,17 @@ def train(cfg: Config) -> dict:
 
     clock = Stopwatch()
     lam, lam_metrics = train_lam(cfg, run_dir, device, wandb_run)
-    results.stage("lapo", clock(), lam_metrics)
+    results.stage("lapo", clock(), lam_metrics, skipped=lam_metrics["lapo/trained_updates"] == 0)
 
     clock = Stopwatch()
     actor, bc_metrics = train_latent_bc(cfg, lam, run_dir, device, wandb_run)
-    results.stage("bc", clock(), bc_metrics)
-    del lam
+    results.stage("bc", clock(), bc_metrics, skipped=bc_metrics["bc/trained_updates"] == 0)
 
     clock = Stopwatch()
-    _, decoder_metrics = train_decoder(cfg, actor, run_dir, device, wandb_run)
-    results.stage("decoder", clock(), decoder_metrics)
+    _, dec_metrics = train_decoder(cfg, actor, run_dir, device, wandb_run)
+    results.stage("decoder", clock(), dec_metrics, skipped=dec_metrics["decoder/trained_updates"] == 0)
 
-    metrics = {**lam_metrics, **bc_metrics, **decoder_metrics}
+    metrics = {**lam_metrics, **bc_metrics, **dec_metrics}
     out = results.finish({k: v for k, v in metrics.items() if not isinstance(v, list)})
     wandb_run.finish()
     return out
