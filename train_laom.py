@@ -158,7 +158,7 @@ class LAOM(nn.Module):
 
     def encode(self, obs: torch.Tensor, encoder: Optional[nn.Module] = None) -> torch.Tensor:
         """[N, 3k, H, W] -> [N, D] (flattened, optionally normalised); `encoder` replaces the online one."""
-        return self.norm_out((encoder or self.encoder)(obs).flatten(1))
+        return self.norm_out((self.encoder if encoder is None else encoder)(obs).flatten(1))
 
     def latent_action(self, obs: torch.Tensor, future_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(o_t, o_{t+k}) [B, 3k, H, W] each -> (z [B, Z], e_t [B, D]); the encoder sees both as one batch of 2B."""

@@ -1,4 +1,4 @@
-"""LAOM + supervision: latent action learning with a few action labels (paper, Sections 5, Appendix D-F, Table 7).
+"""LAOM + supervision: latent action learning with a few action labels (paper, Section 5, Appendix D-F, Table 7).
 
 LAOM (train_laom.py) with one addition in stage 1: a Linear(Z -> A) head on the latent action, trained on a
 small labeled set at every update. Each update draws a batch of the full dataset (the LAOM loss: the latent
@@ -163,7 +163,7 @@ class LAOMLabels(nn.Module):
 
     def encode(self, obs: torch.Tensor, encoder: Optional[nn.Module] = None) -> torch.Tensor:
         """[N, 3k, H, W] -> [N, D] (flattened, optionally normalised); `encoder` replaces the online one."""
-        return self.norm_out((encoder or self.encoder)(obs).flatten(1))
+        return self.norm_out((self.encoder if encoder is None else encoder)(obs).flatten(1))
 
     def latent_action(self, obs: torch.Tensor, future_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(o_t, o_{t+k}) [B, 3k, H, W] each -> (z [B, Z], e_t [B, D]); the encoder sees both as one batch of 2B."""
