@@ -1,0 +1,208 @@
+"""Leave-one-out cross-embodied dataset (paper, Fig. 10): trajectories of every environment except the target.
+
+For the target cheetah-run, the paper samples 1666 trajectories from each of the other three environments (about 5k
+in all) and pre-trains the LAM (and latent BC) on the mixture; the target's own labeled trajectories then train the
+decoder (or supervise LAOM). This script writes the mixture in the released layout (REFERENCE-FACTS section 1):
+
+    python -m scripts.make_cross_embodied --target_env=cheetah-run --data_dir=data
+    # -> data/cheetah-run-mixed.hdf5 from data/walker-run.hdf5, data/hopper-hop.hdf5, data/humanoid-walk.hdf5
+    python -m scripts.make_cross_embodied --target_env=cheetah-run --sources=a.hdf5,b.hdf5 --counts=3,2 \\
+        --save_path=/tmp/mixed.hdf5
+
+Environments differ in action and state sizes. They are handled explicitly: `actions` [T, A] and `states` [T, S]
+are zero-padded on the last axis to the largest A and S of the sources; each group records `source_env`,
+`source_file`, `original_traj_idx`, `act_dim` and `state_dim` (the unpadded sizes) next to the source's own
+attributes. Root attributes: the sources' `difficulty`, `dynamic`, `img_hw`, `split`; `domain_name` / `task_name`
+of the TARGET environment (so that an evaluation built from this file builds the target environment); `mixed`
+= True; `sources` (JSON: file, env, trajectories, act_dim, state_dim of each source); `act_dim_max`,
+`state_dim_max`; `dataset_return` (mean traj_return, across environments: not a meaningful score); `sample_seed`.
+Frames must share img_hw (an error names the two files otherwise). Trajectories are sampled without replacement
+(seeded) from each source, sorted, and written source after source, `chunk_size` steps at a time (bounded memory),
+to a temporary file renamed at the end: an interrupted run leaves no output. An existing output is never replaced
+without --overwrite.
+"""
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+import pyrallis
+from tqdm.auto import tqdm
+
+ENVS = ("cheetah-run", "walker-run", "hopper-hop", "humanoid-walk")  # the paper's four environments
+PADDED = ("actions", "states")  # datasets zero-padded to the largest size of the sources
+SHARED_ROOT_ATTRS = ("difficulty", "dynamic", "split")  # expected equal across sources (a warning otherwise)
+
+
+@dataclass
+class Config:
+    target_env: str = "cheetah-run"  # the left-out environment, "<domain>-<task>": root domain_name / task_name
+    data_dir: str = "data"  # where <env>.hdf5 of the default sources are
+    sources: Optional[str] = None  # comma-separated source files (default: <data_dir>/<env>.hdf5, env in ENVS - target)
+    num_per_source: int = 1666  # trajectories sampled from each source (paper: 1666 x 3 ~ 5k)
+    counts: Optional[str] = None  # comma-separated trajectories per source, overriding num_per_source
+    save_path: Optional[str] = None  # output (default: <data_dir>/<target_env>-mixed.hdf5)
+    seed: int = 0  # seed of the sampling
+    chunk_size: int = 1000  # steps copied at a time
+    overwrite: bool = False  # replace an existing save_path
+
+
+def _env_of(f: h5py.File, path: Path) -> str:
+    try:
+        return f"{_str(f.attrs['domain_name'])}-{_str(f.attrs['task_name'])}"
+    except KeyError:
+        raise KeyError(f"{path}: root attributes domain_name / task_name missing (it has {list(f.attrs)})") from None
+
+
+def _str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _trajectories(f: h5py.File, path: Path) -> list[str]:
+    names = sorted((k for k in f.keys() if k.isdigit()), key=int)
+    if not names:
+        raise ValueError(f"{path}: no trajectory groups ('0', '1', ...); root keys are {list(f.keys())[:10]}")
+    return names
+
+
+def _copy(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size: int, width: int | None = None) -> None:
+    """Copies src along its first axis, chunk_size rows at a time; width: zero-pad the last axis to this size."""
+    shape = src.shape if width is None else (*src.shape[:-1], width)
+    dst = dst_group.create_dataset(
+        name, shape=shape, dtype=src.dtype, compression=src.compression, compression_opts=src.compression_opts
+    )
+    if src.ndim == 0:
+        dst[()] = src[()]
+        return
+    for start in range(0, src.shape[0], chunk_size):
+        block = src[start : start + chunk_size]
+        if width is not None and block.shape[-1] < width:
+            pad = [(0, 0)] * (block.ndim - 1) + [(0, width - block.shape[-1])]
+            block = np.pad(block, pad)
+        dst[start : start + chunk_size] = block
+
+
+def source_paths(cfg: Config) -> list[Path]:
+    if cfg.sources:
+        return [Path(p.strip()) for p in cfg.sources.split(",") if p.strip()]
+    if cfg.target_env not in ENVS:
+        raise ValueError(f"--target_env={cfg.target_env!r} is not one of {ENVS}: pass --sources explicitly")
+    return [Path(cfg.data_dir) / f"{env}.hdf5" for env in ENVS if env != cfg.target_env]
+
+
+def make_cross_embodied(cfg: Config) -> Path:
+    """Writes the mixed dataset; returns its path."""
+    if "-" not in cfg.target_env:
+        raise ValueError(f"--target_env={cfg.target_env!r}: expected '<domain>-<task>', e.g. cheetah-run")
+    paths = source_paths(cfg)
+    save_path = Path(cfg.save_path or Path(cfg.data_dir) / f"{cfg.target_env}-mixed.hdf5")
+    counts = [int(c) for c in cfg.counts.split(",")] if cfg.counts else [cfg.num_per_source] * len(paths)
+    if len(counts) != len(paths):
+        raise ValueError(f"--counts has {len(counts)} values for {len(paths)} sources ({[str(p) for p in paths]})")
+    if any(c < 1 for c in counts) or cfg.chunk_size < 1:
+        raise ValueError(f"trajectory counts {counts} and --chunk_size={cfg.chunk_size} must be positive")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"source dataset {p} not found")
+        if p.resolve() == save_path.resolve():
+            raise ValueError(f"--save_path={save_path} is also a source")
+    if save_path.exists() and not cfg.overwrite:
+        raise FileExistsError(f"--save_path={save_path} exists; pass --overwrite to replace it")
+
+    files = [h5py.File(p, "r") for p in paths]
+    tmp_path = save_path.with_name(save_path.name + ".tmp")
+    try:
+        # Check everything before writing anything.
+        rng = np.random.default_rng(cfg.seed)
+        plan, infos, hw = [], [], None  # plan: (file index, trajectory name), in output order
+        for i, (f, p, count) in enumerate(zip(files, paths, counts, strict=True)):
+            names = _trajectories(f, p)
+            if count > len(names):
+                raise ValueError(f"{p} holds {len(names)} trajectories, {count} requested (--counts/--num_per_source)")
+            first = f[names[0]]
+            for key in ("obs", *PADDED):
+                if key not in first:
+                    raise KeyError(f"{p}: group '{names[0]}' has no '{key}' dataset (it has {list(first.keys())})")
+            img_hw = int(f.attrs["img_hw"]) if "img_hw" in f.attrs else int(first["obs"].shape[1])
+            if hw is None:
+                hw = (img_hw, paths[0])
+            elif img_hw != hw[0]:
+                raise ValueError(f"img_hw differs: {hw[1]} has {hw[0]} px frames, {p} has {img_hw} px; resample first")
+            for key in SHARED_ROOT_ATTRS:
+                if key in f.attrs and key in files[0].attrs and _str(f.attrs[key]) != _str(files[0].attrs[key]):
+                    warnings.warn(
+                        f"{key} differs: {paths[0]} {files[0].attrs[key]!r}, {p} {f.attrs[key]!r}", stacklevel=2
+                    )
+            chosen = np.sort(rng.choice(len(names), size=count, replace=False))
+            plan += [(i, names[j]) for j in chosen]
+            infos.append(
+                {
+                    "file": p.name,
+                    "env": _env_of(f, p),
+                    "trajectories": count,
+                    "act_dim": int(first["actions"].shape[-1]),
+                    "state_dim": int(first["states"].shape[-1]),
+                }
+            )
+        dims = {"actions": max(x["act_dim"] for x in infos), "states": max(x["state_dim"] for x in infos)}
+
+        save_path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(tmp_path, "w") as dst:
+            returns = []
+            for new_idx, (i, name) in enumerate(tqdm(plan, desc=f"mixing -> {save_path.name}", unit="traj")):
+                src, info = files[i][name], infos[i]
+                g = dst.create_group(str(new_idx))
+                for key, item in src.items():
+                    if not isinstance(item, h5py.Dataset):
+                        continue
+                    if item.ndim and item.shape[0] != src["obs"].shape[0] or (key == "obs" and item.shape[1] != hw[0]):
+                        raise ValueError(f"{paths[i]}: group '{name}' dataset '{key}' has shape {item.shape}")
+                    _copy(item, g, key, cfg.chunk_size, dims[key] if key in PADDED else None)
+                for key, value in src.attrs.items():
+                    g.attrs[key] = value
+                g.attrs.update(
+                    {
+                        "source_env": info["env"],
+                        "source_file": info["file"],
+                        "original_traj_idx": int(name),
+                        "act_dim": int(src["actions"].shape[-1]),
+                        "state_dim": int(src["states"].shape[-1]),
+                    }
+                )
+                returns.append(float(src.attrs.get("traj_return", np.nan)))
+            domain, task = cfg.target_env.split("-", 1)
+            for key in SHARED_ROOT_ATTRS:
+                if key in files[0].attrs:
+                    dst.attrs[key] = files[0].attrs[key]
+            dst.attrs.update(
+                {
+                    "domain_name": domain,
+                    "task_name": task,
+                    "img_hw": hw[0],
+                    "mixed": True,
+                    "sources": json.dumps(infos),
+                    "act_dim_max": dims["actions"],
+                    "state_dim_max": dims["states"],
+                    "dataset_return": float(np.nanmean(returns)),
+                    "sample_seed": cfg.seed,
+                }
+            )
+        os.replace(tmp_path, save_path)
+    finally:
+        for f in files:
+            f.close()
+        if tmp_path.exists():
+            tmp_path.unlink()
+    print(
+        f"Saved {save_path}: {len(plan)} trajectories, " + ", ".join(f"{x['trajectories']} {x['env']}" for x in infos)
+    )
+    return save_path
+
+
+if __name__ == "__main__":
+    make_cross_embodied(pyrallis.parse(config_class=Config))

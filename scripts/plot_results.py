@@ -1,0 +1,580 @@
+"""Tables and figures of a sweep, from the results.json files under a runs directory (no wandb needed).
+
+    python -m scripts.plot_results --runs_dir runs --out docs/results
+
+Writes to --out: results.md (tables), scores.csv (normalised score per method / env / budget and the average over
+environments), probes.csv, novel_distractors.csv, summary.json (all of it, plus what is missing), and the figures
+scores.png (paper Fig. 1 / 8: normalised score vs label budget, one panel per environment and their average),
+probe_mse.png (Fig. 5 / 6: linear-probe MSE of latent actions to true actions, bars with std over seeds) and
+novel_distractors.png (Fig. 9a: action MSE on the evaluation set with novel distractors, IDM vs LAOM+supervision).
+A second sweep under a subfolder (e.g. runs/cross_embodied/<method>/...) is a separate "suite": its files get the
+suffix -<suite>.
+
+How a run is identified, explicitly:
+- method, suite: from the run directory layout of scripts/sweeps, <suite...>/<method>/<env>/budget<N>|full/seed<S>,
+  when the path below --runs_dir has that form with a known method; otherwise from the config sections
+  (idm -> idm; lapo with labeled_data_path -> laom_labels; lapo with quantize -> lapo; other lapo -> laom;
+  bc only -> bc, or bc_full when its data file is not a labeled subset).
+- env and budget: from the name of the labeled data file of the run (<env>-labeled-1000x<N>.hdf5: decoder.data_path,
+  lapo.labeled_data_path, idm.data_path or bc.data_path), bc_full from its full set (<env>.hdf5, budget "full");
+  where a name does not follow the convention, from the directory layout; else the run is reported and left out.
+- seed: the config's `seed`.
+Statistics: mean and population std (ddof=0) over seeds. Average over environments: the mean of the per-environment
+means; its std is the std over seeds of the per-seed average over environments, using the seeds present in every
+environment. The score is the run's own normalised score (return / BC-on-full-data return of paper Table 3, see
+src/evaluation.py NORMALIZING_RETURNS); for a run that recorded only a return it is computed here from the same
+constants (--setting distractors|vanilla).
+"""
+
+import csv
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyrallis
+
+from src.evaluation import NORMALIZING_RETURNS
+
+METHODS = ("lapo", "laom", "laom_labels", "idm", "bc", "bc_full")
+LABELS = {
+    "lapo": "LAPO",
+    "laom": "LAOM",
+    "laom_labels": "LAOM+supervision",
+    "idm": "IDM",
+    "bc": "BC",
+    "bc_full": "BC (full data)",
+}
+COLORS = {
+    "lapo": "tab:blue",
+    "laom": "tab:orange",
+    "laom_labels": "tab:red",
+    "idm": "tab:green",
+    "bc": "tab:purple",
+    "bc_full": "black",
+}
+LATENT = ("lapo", "laom", "laom_labels")
+SHARED_LAM = ("lapo", "laom")  # one LAM per (env, seed), reused by every budget
+# Final metrics of each method (the keys its script writes into results.json "metrics").
+SCORE_KEY = {m: "decoder/normalized_score" if m in LATENT else "bc/normalized_score" for m in METHODS}
+RETURN_KEY = {m: "decoder/eval_returns_mean" if m in LATENT else "bc/eval_returns_mean" for m in METHODS}
+PROBE_KEYS = {  # column -> results.json key
+    "action_probe_mse": "lapo/final_action_probe_mse",
+    "obs_action_probe_mse": "lapo/final_obs_action_probe_mse",
+    "state_probe_mse": "lapo/final_state_probe_mse",
+    "eval_action_probe_mse": "lapo/eval_action_probe_mse",
+}
+NOVEL_KEY = {"idm": "idm/eval_action_mse", "laom_labels": "lapo/eval_action_mse"}  # novel-distractor action MSE
+LABELED_RE = re.compile(r"^(?P<env>.+)-labeled-1000x(?P<budget>\d+)\.hdf5$")
+FULL_RE = re.compile(r"^(?P<env>[A-Za-z_]+-[A-Za-z_]+)\.hdf5$")
+BUDGET_DIR_RE = re.compile(r"^budget(?P<budget>\d+)$")
+SEED_DIR_RE = re.compile(r"^seed(?P<seed>\d+)$")
+FULL = "full"  # budget of bc_full
+AVERAGE = "average"  # env of the rows averaged over environments
+
+
+@dataclass
+class Config:
+    runs_dir: str = "runs"  # folder searched (recursively) for results.json
+    out: str = "runs/results"  # output folder of the tables, CSVs, summary.json and figures
+    setting: str = "distractors"  # Table 3 column for runs that recorded no normalised score: distractors / vanilla
+
+
+@dataclass
+class Run:
+    path: Path  # results.json
+    suite: str  # "" for the main sweep, else the folder prefix (e.g. "cross_embodied")
+    method: str
+    env: str
+    budget: int | str  # number of labeled trajectories, or "full"
+    seed: int
+    metrics: dict
+    lam_trained: bool  # the run trained its own LAM (not reused from another run)
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+def _layout(rel: Path) -> dict | None:
+    """suite / method / env / budget / seed from <suite...>/<method>/<env>/budget<N>|full/seed<S>, else None."""
+    parts = rel.parent.parts
+    if len(parts) < 4 or parts[-4] not in METHODS or not SEED_DIR_RE.match(parts[-1]):
+        return None
+    b = BUDGET_DIR_RE.match(parts[-2])
+    if not b and parts[-2] != FULL:
+        return None
+    return {
+        "suite": "/".join(parts[:-4]),
+        "method": parts[-4],
+        "env": parts[-3],
+        "budget": int(b["budget"]) if b else FULL,
+        "seed": int(SEED_DIR_RE.match(parts[-1])["seed"]),
+    }
+
+
+def method_from_config(config: dict) -> str:
+    """The method of a run from its config sections (see the module docstring)."""
+    if "idm" in config:
+        return "idm"
+    lam = config.get("lapo")
+    if isinstance(lam, dict):
+        if "labeled_data_path" in lam:
+            return "laom_labels"
+        return "lapo" if "quantize" in lam else "laom"
+    data = Path(str(config.get("bc", {}).get("data_path", ""))).name
+    return "bc" if LABELED_RE.match(data) else "bc_full"
+
+
+def labeled_path(method: str, config: dict) -> str | None:
+    """The data file whose name carries env and budget: the labeled trajectories (bc_full: the full set)."""
+    if method in LATENT:
+        path = config.get("decoder", {}).get("data_path")
+        return path or config.get("lapo", {}).get("labeled_data_path")
+    section = "idm" if method == "idm" else "bc"
+    return config.get(section, {}).get("data_path")
+
+
+def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str | None]:
+    """A Run from one results.json, or (None, why it was left out)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return None, f"{path}: unreadable ({e})"
+    config, metrics = data.get("config", {}), dict(data.get("metrics", {}))
+    layout = _layout(path.relative_to(runs_dir))
+    method = layout["method"] if layout else method_from_config(config)
+    name = Path(str(labeled_path(method, config) or "")).name
+    m = LABELED_RE.match(name) if method != "bc_full" else FULL_RE.match(name)
+    if m:
+        env, budget = m["env"], int(m["budget"]) if method != "bc_full" else FULL
+    elif layout:
+        env, budget = layout["env"], layout["budget"]
+    else:
+        return None, f"{path}: {method} run whose data file {name!r} does not name env and budget, outside the layout"
+    if layout and (layout["env"], layout["budget"]) != (env, budget):
+        print(f"warning: {path}: the directory says {layout['env']}/{layout['budget']}, the data {env}/{budget}")
+    score_key = SCORE_KEY[method]
+    if metrics.get(score_key) is None and metrics.get(RETURN_KEY[method]) is not None and env in NORMALIZING_RETURNS:
+        metrics[score_key] = metrics[RETURN_KEY[method]] / NORMALIZING_RETURNS[env][setting]
+    lam_stage = data.get("stages", {}).get("lapo", {})
+    run = Run(
+        path=path,
+        suite=layout["suite"] if layout else "",
+        method=method,
+        env=env,
+        budget=budget,
+        seed=int(config.get("seed", layout["seed"] if layout else 0)),
+        metrics=metrics,
+        lam_trained=not lam_stage.get("skipped", False) and not config.get("lapo", {}).get("checkpoint_path"),
+    )
+    return run, None
+
+
+def collect_runs(runs_dir: str | Path, setting: str = "distractors") -> tuple[list[Run], list[str], list[str]]:
+    """(runs, problems: results.json left out, unfinished: run folders without results.json)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"--runs_dir={runs_dir}: no such folder")
+    runs, problems, seen = [], [], {}
+    for path in sorted(runs_dir.rglob("results.json")):
+        run, problem = read_run(path, runs_dir, setting)
+        if problem:
+            problems.append(problem)
+            continue
+        key = (run.suite, run.method, run.env, run.budget, run.seed)
+        if key in seen:
+            problems.append(f"{path}: duplicate of {seen[key]} ({'/'.join(map(str, key))}); left out")
+            continue
+        seen[key] = path
+        runs.append(run)
+    unfinished = sorted(
+        str(p.parent)
+        for p in runs_dir.rglob("config.json")
+        if not (p.parent / "results.json").exists() and "wandb" not in p.parts
+    )
+    return runs, problems, unfinished
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def mean_std(values) -> tuple[float, float]:
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std())
+
+
+def _budget_key(b) -> tuple:
+    """Sort order of budgets: numbers ascending, then "full" (and "-")."""
+    return (0, b, "") if isinstance(b, int) else (1, 0, str(b))
+
+
+def aggregate(runs: list[Run], value, budget_of=lambda r: r.budget) -> list[dict]:
+    """Rows {suite, method, env, budget, mean, std, n, seeds} of value(run) (None: left out) over seeds, plus
+    rows with env "average" (see the module docstring)."""
+    groups = defaultdict(dict)  # (suite, method, budget) -> env -> seed -> value
+    for r in runs:
+        v = value(r)
+        if v is not None and math.isfinite(v):
+            groups[(r.suite, r.method, budget_of(r))].setdefault(r.env, {})[r.seed] = float(v)
+    rows = []
+    for (suite, method, budget), per_env in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]), _budget_key(kv[0][2]))
+    ):
+        env_means = []
+        for env in sorted(per_env):
+            seeds = per_env[env]
+            mean, std = mean_std(seeds.values())
+            env_means.append(mean)
+            row = {"suite": suite, "method": method, "env": env, "budget": budget, "mean": mean, "std": std}
+            rows.append({**row, "n": len(seeds), "seeds": sorted(seeds)})
+        common = sorted(set.intersection(*(set(s) for s in per_env.values())))
+        per_seed = [np.mean([per_env[e][s] for e in per_env]) for s in common]
+        std = mean_std(per_seed)[1] if per_seed else math.nan
+        rows.append(
+            {
+                "suite": suite,
+                "method": method,
+                "env": AVERAGE,
+                "budget": budget,
+                "mean": float(np.mean(env_means)),
+                "std": std,
+                "n": len(common),
+                "seeds": common,
+                "envs": sorted(per_env),
+            }
+        )
+    return rows
+
+
+def find_missing(runs: list[Run]) -> list[dict]:
+    """Per suite: every (method, env, budget) that lacks some of the suite's seeds, envs or budgets."""
+    missing = []
+    for suite in sorted({r.suite for r in runs}):
+        rs = [r for r in runs if r.suite == suite]
+        seeds, envs = sorted({r.seed for r in rs}), sorted({r.env for r in rs})
+        budgets = sorted({r.budget for r in rs if r.budget != FULL})
+        for method in [m for m in METHODS if any(r.method == m for r in rs)]:
+            have = {(r.env, r.budget, r.seed) for r in rs if r.method == method}
+            for env in envs:
+                for budget in [FULL] if method == "bc_full" else budgets:
+                    lack = [s for s in seeds if (env, budget, s) not in have]
+                    if lack:
+                        missing.append(
+                            {"suite": suite, "method": method, "env": env, "budget": budget, "missing_seeds": lack}
+                        )
+    return missing
+
+
+def summarize(runs: list[Run]) -> dict:
+    """Every table of the report as lists of rows."""
+    scores = aggregate(runs, lambda r: r.metrics.get(SCORE_KEY[r.method]))
+    returns = aggregate(runs, lambda r: r.metrics.get(RETURN_KEY[r.method]))
+    ret = {(x["suite"], x["method"], x["env"], x["budget"]): x for x in returns}
+    for row in scores:
+        other = ret.get((row["suite"], row["method"], row["env"], row["budget"]), {})
+        row["return_mean"], row["return_std"] = other.get("mean", math.nan), other.get("std", math.nan)
+    # Probes: LAPO / LAOM train one LAM per (env, seed), reused by every budget: one entry ("-"), from the run
+    # that trained it. LAOM+supervision trains one LAM per budget.
+    lam_runs = [r for r in runs if r.method in LATENT and (r.method not in SHARED_LAM or r.lam_trained)]
+    probes = {}
+    for column, key in PROBE_KEYS.items():
+        probes[column] = aggregate(
+            lam_runs, lambda r, key=key: r.metrics.get(key), lambda r: "-" if r.method in SHARED_LAM else r.budget
+        )
+    novel = aggregate(
+        [r for r in runs if r.method in NOVEL_KEY], lambda r: r.metrics.get(NOVEL_KEY[r.method]), lambda r: r.budget
+    )
+    return {"scores": scores, "probes": probes, "novel_distractors": novel, "missing": find_missing(runs)}
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _fmt(mean: float, std: float, n: int, digits: int = 2) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    s = f"{mean:.{digits}f}"
+    if math.isfinite(std) and n > 1:
+        s += f" ± {std:.{digits}f}"
+    return f"{s} ({n})"
+
+
+def _cell(row: dict | None, num_envs: int) -> str:
+    """A score cell; an average over fewer environments than the suite has says over how many."""
+    if row is None:
+        return ""
+    s = _fmt(row["mean"], row["std"], row["n"])
+    if "envs" in row and len(row["envs"]) < num_envs:
+        s += f" [{len(row['envs'])}/{num_envs} envs]"
+    return s
+
+
+def _suffix(suite: str) -> str:
+    return "" if not suite else "-" + suite.replace("/", "-")
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for row in rows:
+            w.writerow(
+                [" ".join(map(str, row[c])) if isinstance(row.get(c), list) else row.get(c, "") for c in columns]
+            )
+
+
+def markdown(summary: dict, runs_dir: str, num_runs: int, problems: list[str], unfinished: list[str]) -> str:
+    consts = ", ".join(f"{e} {v['distractors']:g}" for e, v in NORMALIZING_RETURNS.items())
+    lines = [
+        "# Results",
+        "",
+        f"From {num_runs} results.json under `{runs_dir}` (scripts/plot_results.py). Normalised score = return / "
+        f"return of BC on the full labeled dataset (paper Table 3, with distractors: {consts}). Cells: mean ± std "
+        "over seeds (population std) and, in brackets, the number of seeds. `average`: mean over environments of the "
+        "per-environment means; its std is over seeds of the per-seed average (seeds present in every environment); "
+        "[k/n envs]: an average over only k of the n environments.",
+    ]
+    scores = summary["scores"]
+    for suite in sorted({r["suite"] for r in scores}):
+        rows = [r for r in scores if r["suite"] == suite]
+        budgets = sorted({r["budget"] for r in rows}, key=_budget_key)
+        num_envs = len({r["env"] for r in rows if r["env"] != AVERAGE})
+        title = f" ({suite})" if suite else ""
+        lines += ["", f"## Normalised score{title}", ""]
+        for env in sorted({r["env"] for r in rows if r["env"] != AVERAGE}) + [AVERAGE]:
+            cells = {(r["method"], r["budget"]): r for r in rows if r["env"] == env}
+            if not cells:
+                continue
+            header = ["budget (labeled trajectories)"] + [str(b) for b in budgets]
+            lines += [f"### {env}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for method in [m for m in METHODS if any(k[0] == m for k in cells)]:
+                vals = [cells.get((method, b)) for b in budgets]
+                lines.append("| " + " | ".join([LABELS[method]] + [_cell(v, num_envs) for v in vals]) + " |")
+            lines.append("")
+    probe_rows = summary["probes"]["action_probe_mse"]
+    if probe_rows:
+        lines += ["## Linear-probe MSE, latent action -> true action (Fig. 5 / 6)", ""]
+        lines += [
+            "LAPO and LAOM train one LAM per (env, seed) for every budget (budget `-`); LAOM+supervision one per "
+            "budget. `obs -> action`: probe from the observation embedding; `novel`: the action probe on the "
+            "evaluation set with novel distractors.",
+            "",
+        ]
+        lines += ["| suite | method | budget | env | latent -> action | obs -> action | obs -> state | novel |"]
+        lines += ["|---|---|---|---|---|---|---|---|"]
+        other = {c: {_rkey(r): r for r in summary["probes"][c]} for c in PROBE_KEYS}
+        for r in probe_rows:
+            cells = [other[c].get(_rkey(r)) for c in PROBE_KEYS]
+            fmt = [_fmt(c["mean"], c["std"], c["n"], 4) if c else "–" for c in cells]
+            lines.append(
+                f"| {r['suite'] or 'main'} | {LABELS[r['method']]} | {r['budget']} | {r['env']} | "
+                + " | ".join(fmt)
+                + " |"
+            )
+        lines.append("")
+    novel = summary["novel_distractors"]
+    if novel:
+        lines += ["## Action MSE on novel distractors (Fig. 9a): IDM vs LAOM+supervision", ""]
+        lines += ["| suite | env | budget | IDM | LAOM+supervision |", "|---|---|---|---|---|"]
+        cells = {_rkey(r): r for r in novel}
+        keys = sorted({(r["suite"], r["env"], r["budget"]) for r in novel}, key=lambda k: (k[0], k[1] == AVERAGE, k))
+        for suite, env, budget in keys:
+            vals = [cells.get((suite, m, env, budget)) for m in ("idm", "laom_labels")]
+            fmt = [_fmt(v["mean"], v["std"], v["n"], 4) if v else "–" for v in vals]
+            lines.append(f"| {suite or 'main'} | {env} | {budget} | " + " | ".join(fmt) + " |")
+        lines.append("")
+    if summary["missing"] or problems or unfinished:
+        lines += ["## Missing or left out", ""]
+        for m in summary["missing"]:
+            where = f"{m['suite']}/" if m["suite"] else ""
+            lines.append(f"- {where}{m['method']} {m['env']} budget {m['budget']}: no seeds {m['missing_seeds']}")
+        lines += [f"- left out: {p}" for p in problems]
+        lines += [f"- unfinished (no results.json): {u}" for u in unfinished]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _no_nan(obj):
+    """NaN -> None, so that summary.json is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
+def _rkey(r: dict) -> tuple:
+    return (r["suite"], r["method"], r["env"], r["budget"])
+
+
+def plot_scores(rows: list[dict], path: Path) -> None:
+    """Fig. 1 / 8: normalised score vs budget (log2 axis), one panel per environment plus the average."""
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r["env"] for r in rows if r["env"] != AVERAGE}) + [AVERAGE]
+    budgets = sorted({r["budget"] for r in rows if r["budget"] != FULL})
+    fig, axes = plt.subplots(1, len(envs), figsize=(3.6 * len(envs), 3.3), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for method in METHODS:
+            pts = [r for r in rows if r["env"] == env and r["method"] == method]
+            if method == "bc_full":
+                for r in pts:
+                    ax.axhline(r["mean"], color=COLORS[method], ls="--", lw=1, label=LABELS[method])
+                continue
+            pts = sorted((r for r in pts if math.isfinite(r["mean"])), key=lambda r: r["budget"])
+            if not pts:
+                continue
+            x = np.array([r["budget"] for r in pts], dtype=float)
+            y = np.array([r["mean"] for r in pts])
+            s = np.nan_to_num(np.array([r["std"] for r in pts]))
+            ax.plot(x, y, marker="o", ms=3, color=COLORS[method], label=LABELS[method])
+            ax.fill_between(x, y - s, y + s, color=COLORS[method], alpha=0.15, lw=0)
+        ax.set_xscale("log", base=2)
+        if budgets:
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.set_title("average over environments" if env == AVERAGE else env, fontsize=10)
+        ax.set_xlabel("labeled trajectories")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("normalised score")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_bars(rows: list[dict], path: Path, ylabel: str, title: str) -> None:
+    """Fig. 5 / 6: one bar per (method, budget) with std over seeds, one panel per environment plus the average."""
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r["env"] for r in rows if r["env"] != AVERAGE}) + [AVERAGE]
+    bars = sorted({(r["method"], r["budget"]) for r in rows}, key=lambda k: (METHODS.index(k[0]), _budget_key(k[1])))
+    fig, axes = plt.subplots(1, len(envs), figsize=(max(3.0, 0.5 * len(bars) + 1.5) * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        cells = {(r["method"], r["budget"]): r for r in rows if r["env"] == env}
+        for i, key in enumerate(bars):
+            r = cells.get(key)
+            if r is None or not math.isfinite(r["mean"]):
+                continue
+            err = r["std"] if math.isfinite(r["std"]) else 0.0
+            ax.bar(i, r["mean"], yerr=err, color=COLORS[key[0]], capsize=3)
+        names = [LABELS[m] + ("" if b == "-" else f"\n{b} traj.") for m, b in bars]
+        ax.set_xticks(range(len(bars)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_title("average over environments" if env == AVERAGE else env, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_novel(rows: list[dict], path: Path) -> None:
+    """Fig. 9a: action MSE on novel distractors vs budget, IDM and LAOM+supervision."""
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r["env"] for r in rows if r["env"] != AVERAGE}) + [AVERAGE]
+    fig, axes = plt.subplots(1, len(envs), figsize=(3.6 * len(envs), 3.3), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for method in ("idm", "laom_labels"):
+            pts = sorted(
+                (r for r in rows if r["env"] == env and r["method"] == method and math.isfinite(r["mean"])),
+                key=lambda r: r["budget"],
+            )
+            if not pts:
+                continue
+            x = np.array([r["budget"] for r in pts], dtype=float)
+            y = np.array([r["mean"] for r in pts])
+            s = np.nan_to_num(np.array([r["std"] for r in pts]))
+            ax.plot(x, y, marker="o", ms=3, color=COLORS[method], label=LABELS[method])
+            ax.fill_between(x, y - s, y + s, color=COLORS[method], alpha=0.15, lw=0)
+            ax.set_xticks(x, [str(int(b)) for b in x])
+        ax.set_xscale("log", base=2)
+        ax.set_title("average over environments" if env == AVERAGE else env, fontsize=10)
+        ax.set_xlabel("labeled trajectories")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("action MSE, novel distractors")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(runs_dir: str | Path, out: str | Path, setting: str = "distractors") -> dict:
+    """Reads every run under runs_dir and writes the tables, CSVs, summary.json and figures to out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    if setting not in ("distractors", "vanilla"):
+        raise ValueError(f"--setting={setting!r}; expected 'distractors' or 'vanilla'")
+    runs, problems, unfinished = collect_runs(runs_dir, setting)
+    if not runs:
+        raise FileNotFoundError(f"no usable results.json under {runs_dir}" + "".join(f"\n  {p}" for p in problems))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(runs)
+    summary.update(
+        runs_dir=str(runs_dir),
+        num_runs=len(runs),
+        left_out=problems,
+        unfinished=unfinished,
+        runs=[
+            {"path": str(r.path), **{k: getattr(r, k) for k in ("suite", "method", "env", "budget", "seed")}}
+            for r in runs
+        ],
+    )
+    score_cols = ["suite", "method", "env", "budget", "mean", "std", "n", "seeds", "return_mean", "return_std"]
+    _write_csv(out / "scores.csv", summary["scores"], score_cols)
+    probe_rows = []
+    for column, rows in summary["probes"].items():
+        probe_rows += [{**r, "metric": column} for r in rows]
+    _write_csv(
+        out / "probes.csv", probe_rows, ["suite", "method", "env", "budget", "metric", "mean", "std", "n", "seeds"]
+    )
+    _write_csv(out / "novel_distractors.csv", summary["novel_distractors"], score_cols[:8])
+    (out / "results.md").write_text(markdown(summary, str(runs_dir), len(runs), problems, unfinished))
+    (out / "summary.json").write_text(json.dumps(_no_nan(summary), indent=2, default=str))
+    figures = []
+    for suite in sorted({r.suite for r in runs}):
+        sfx = _suffix(suite)
+        rows = [r for r in summary["scores"] if r["suite"] == suite and math.isfinite(r["mean"])]
+        if rows:
+            plot_scores(rows, out / f"scores{sfx}.png")
+            figures.append(f"scores{sfx}.png")
+        rows = [r for r in summary["probes"]["action_probe_mse"] if r["suite"] == suite]
+        if rows:
+            plot_bars(rows, out / f"probe_mse{sfx}.png", "linear-probe MSE", "latent action -> true action probe")
+            figures.append(f"probe_mse{sfx}.png")
+        rows = [r for r in summary["novel_distractors"] if r["suite"] == suite]
+        if rows:
+            plot_novel(rows, out / f"novel_distractors{sfx}.png")
+            figures.append(f"novel_distractors{sfx}.png")
+    print(
+        f"{len(runs)} runs from {runs_dir} -> {out}: results.md, scores.csv, probes.csv, novel_distractors.csv, "
+        f"summary.json, {', '.join(figures)}"
+    )
+    for m in summary["missing"]:
+        where = f"{m['suite']}/" if m["suite"] else ""
+        print(f"missing: {where}{m['method']} {m['env']} budget {m['budget']}: seeds {m['missing_seeds']}")
+    for p in problems:
+        print(f"left out: {p}")
+    for u in unfinished:
+        print(f"unfinished (no results.json): {u}")
+    return summary
+
+
+if __name__ == "__main__":
+    cfg = pyrallis.parse(config_class=Config)
+    write_report(cfg.runs_dir, cfg.out, cfg.setting)
