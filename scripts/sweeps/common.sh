@@ -205,8 +205,7 @@ sweep_reused_lam() {  # method module config
         full=$(full_data "$env")
         need_data "$full"
         for budget in "${budgets[@]}"; do need_data "$(labeled_data "$env" "$budget")"; done
-        ev=""
-        [[ "$method" == laom ]] && ev=$(eval_data_if_exists "$env")
+        ev=$(eval_data_if_exists "$env")  # the LAM's action-probe MSE on novel distractors
         for seed in $SEEDS; do
             base=$(run_dir "$method" "$env" "${budgets[0]}" "$seed")
             for budget in "${budgets[@]}"; do

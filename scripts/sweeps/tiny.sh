@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A tiny sweep of every method on a laptop CPU (about 10-15 minutes on 2 cores), from the embedded example dataset:
+# 1 environment (cheetah-run) x 2 budgets (2 and 4 labeled trajectories) x 2 seeds, the example configs
+# (configs/example/), then the tables and figures. It exercises the whole workflow; its numbers mean nothing.
+#   bash scripts/sweeps/tiny.sh                     # -> runs/tiny/runs, tables and figures in runs/tiny/results
+#   OUT=docs/tiny-sweep bash scripts/sweeps/tiny.sh  # how docs/tiny-sweep was made
+#
+# Data, written to $TINY_DIR/data in the sweeps' naming convention (scripts/sweeps/common.sh):
+#   cheetah-run.hdf5                  a copy of data/example-data.hdf5 (16 trajectories of 100 steps)
+#   cheetah-run-labeled-1000x<N>.hdf5 N trajectories sampled from it (scripts/sample_labeled_data.py)
+#   cheetah-run-eval.hdf5             with EXPERT=<cheetah-run expert checkpoint>: 2 short trajectories recorded with
+#                                     the validation split of the built-in videos (novel distractors); without it, a
+#                                     stand-in: 2 trajectories sampled from the example data (training videos), so the
+#                                     "novel distractor" numbers of the tiny sweep are not novel.
+# bc_full uses configs/example/bc.yaml on the whole example dataset. Settings: TINY_DIR [runs/tiny], OUT
+# [$TINY_DIR/results], BUDGETS ["2 4"], SEEDS ["0 1"], PARALLEL [2], METHODS [all], EXPERT, PYTHON [python].
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+TINY_DIR=${TINY_DIR:-runs/tiny}
+OUT=${OUT:-$TINY_DIR/results}
+PYTHON=${PYTHON:-python}
+EXAMPLE=data/example-data.hdf5
+export ENVS=cheetah-run BUDGETS=${BUDGETS:-"2 4"} SEEDS=${SEEDS:-"0 1"} PARALLEL=${PARALLEL:-2} PYTHON
+export DATA_DIR=$TINY_DIR/data RUNS_DIR=$TINY_DIR/runs CONFIG_DIR=configs/example
+METHODS=${METHODS:-"bc_full bc idm lapo laom laom_labels"}
+start=$SECONDS
+
+set -e
+if [[ ! -f "$EXAMPLE" ]]; then
+    echo "error: $EXAMPLE not found (it is part of the repository)" >&2
+    exit 2
+fi
+mkdir -p "$DATA_DIR"
+[[ -f "$DATA_DIR/cheetah-run.hdf5" ]] || cp "$EXAMPLE" "$DATA_DIR/cheetah-run.hdf5"
+for n in $BUDGETS; do
+    out="$DATA_DIR/cheetah-run-labeled-1000x$n.hdf5"
+    # shellcheck disable=SC2086  # PYTHON may hold several words
+    [[ -f "$out" ]] || $PYTHON -m scripts.sample_labeled_data --data_path="$DATA_DIR/cheetah-run.hdf5" \
+        --save_path="$out" --chunk_size=100 --num_trajectories="$n" --seed=0
+done
+eval_set="$DATA_DIR/cheetah-run-eval.hdf5"
+if [[ ! -f "$eval_set" ]]; then
+    if [[ -n "${EXPERT:-}" ]]; then
+        # shellcheck disable=SC2086
+        $PYTHON -m scripts.data_collection.collect_data --checkpoint_path="$EXPERT" --dcs_backgrounds_path=builtin \
+            --save_path="$eval_set" --num_trajectories=2 --max_episode_steps=100 \
+            --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=val --dcs_img_hw=64 --seed=100
+    else
+        echo "note: no EXPERT given; $eval_set is a stand-in sampled from the example data (training videos)"
+        # shellcheck disable=SC2086
+        $PYTHON -m scripts.sample_labeled_data --data_path="$DATA_DIR/cheetah-run.hdf5" --save_path="$eval_set" \
+            --chunk_size=100 --num_trajectories=2 --seed=1
+    fi
+fi
+echo "data ready in $((SECONDS - start)) s"
+set +e
+
+status=0
+for method in $METHODS; do
+    t=$SECONDS
+    if [[ "$method" == bc_full ]]; then
+        CONFIG=configs/example/bc.yaml bash scripts/sweeps/bc_full.sh || status=1
+    else
+        bash "scripts/sweeps/$method.sh" || status=1
+    fi
+    echo "== $method: $((SECONDS - t)) s"
+done
+$PYTHON -m scripts.plot_results --runs_dir "$RUNS_DIR" --out "$OUT" || status=1
+echo "tiny sweep: $((SECONDS - start)) s in all; tables and figures in $OUT"
+exit $status
