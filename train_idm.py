@@ -185,7 +185,9 @@ def train_idm(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[ID
     )
     eval_data = None
     if c.eval_data_path:
-        eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False)
+        eval_data = load_dataset(
+            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
+        )
         check_compatible(data, eval_data, "evaluation")
     valid = data.valid_indices(c.future_obs_offset)
     idm = build_idm(c, data.act_dim, data.img_hw).to(device)

@@ -19,6 +19,7 @@ One LAM and latent BC serve every label budget: reuse them with `--lapo.checkpoi
 --bc.checkpoint_path=<run>/latent_bc.pt` and only the decoder is trained.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -139,7 +140,7 @@ class FSQ(nn.Module):
             raise ValueError(f"fsq_levels must be >= 2, got {levels}")
         self.half = (levels - 1) * (1 + 1e-3) / 2  # bound slightly above (L - 1) / 2: the end levels are reached
         self.offset = 0.5 if levels % 2 == 0 else 0.0  # even levels: integers -L/2 .. L/2 - 1
-        self.shift = float(torch.atanh(torch.tensor(self.offset / self.half)))
+        self.shift = math.atanh(self.offset / self.half)  # z = 0 maps to the level 0
         self.scale = levels // 2
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
