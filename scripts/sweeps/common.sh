@@ -15,6 +15,7 @@
 #               e.g. "--wandb_mode=online --device=cuda"  []
 #   DCS_BACKGROUNDS  DAVIS folder (or "builtin") of the evaluation environments   [as recorded in the dataset]
 #   PYTHON      interpreter                       [python]
+#   RUN_NAME_PREFIX  prefix of the run names (wandb); a run is named <method>-<env>-budget<N>-seed<S>  []
 #   DRY_RUN=1   print the commands (and which runs would be skipped), run nothing
 #
 # Data naming convention (scripts/make_labeled_sets.sh writes it):
@@ -59,6 +60,11 @@ trap 'rm -rf "$_SWEEP_TMP"' EXIT
 _MISSING_DATA=()
 
 full_data() { echo "$DATA_DIR/$1.hdf5"; }
+# Data of the latent-action-model stage: the full set, or with CROSS_EMBODIED=1 the leave-one-out mixture of the
+# other environments (scripts/make_cross_embodied.py; scripts/sweeps/cross_embodied.sh).
+lam_data() {
+    if [[ "${CROSS_EMBODIED:-0}" == 1 ]]; then echo "$DATA_DIR/$1-mixed.hdf5"; else full_data "$1"; fi
+}
 labeled_data() { echo "$DATA_DIR/$1-labeled-1000x$2.hdf5"; }
 eval_data() { echo "$DATA_DIR/$1-eval.hdf5"; }
 run_dir() { echo "$RUNS_DIR/$1/$2/budget$3/seed$4"; }  # method env budget seed
@@ -74,6 +80,8 @@ need_data() {
 # The evaluation set of an environment if it exists (the novel-distractor metrics need it), else a warning and "".
 eval_data_if_exists() {
     local path
+    # The scripts require the evaluation set to have the LAM data's action size, which a mixture does not have.
+    [[ "${CROSS_EMBODIED:-0}" == 1 ]] && return 0
     path=$(eval_data "$1")
     if [[ -f "$path" ]]; then
         echo "$path"
@@ -90,7 +98,7 @@ add_job() {
     local phase=$1 dir=$2 requires=$3
     shift 3
     local name=${dir#"$RUNS_DIR"/}
-    name=${name//\//-}
+    name=${RUN_NAME_PREFIX:-}${name//\//-}
     local cmd
     cmd="$(printf '%q ' "$@")--run_dir=$(printf '%q' "$dir") --name=$(printf '%q' "$name") $EXTRA_ARGS"
     printf '%s\t%s\t%s\n' "$dir" "${requires:--}" "$cmd" >>"$_SWEEP_TMP/phase$phase"
@@ -198,12 +206,13 @@ run_sweep() {
 # the first budget, and every other budget reuses both (--lapo.checkpoint_path, --bc.checkpoint_path): only its
 # decoder is trained (paper, Appendix E). The reusing runs skip the latent BC's diagnostic evaluation.
 sweep_reused_lam() {  # method module config
-    local method=$1 module=$2 config=$3 env seed budget base ev full
+    local method=$1 module=$2 config=$3 env seed budget base ev full lam
     local budgets
     read -r -a budgets <<<"$BUDGETS"
     for env in $ENVS; do
         full=$(full_data "$env")
-        need_data "$full"
+        lam=$(lam_data "$env")
+        need_data "$full" "$lam"
         for budget in "${budgets[@]}"; do need_data "$(labeled_data "$env" "$budget")"; done
         ev=$(eval_data_if_exists "$env")  # the LAM's action-probe MSE on novel distractors
         for seed in $SEEDS; do
@@ -219,7 +228,7 @@ sweep_reused_lam() {  # method module config
                 fi
                 # shellcheck disable=SC2086  # PYTHON may hold several words
                 add_job "$phase" "$dir" "$requires" $PYTHON -m "$module" --config_path="$config" --seed="$seed" \
-                    --lapo.data_path="$full" ${ev:+"--lapo.eval_data_path=$ev"} --bc.data_path="$full" \
+                    --lapo.data_path="$lam" ${ev:+"--lapo.eval_data_path=$ev"} --bc.data_path="$full" \
                     --decoder.data_path="$(labeled_data "$env" "$budget")" \
                     ${DCS_BACKGROUNDS:+"--bc.dcs_backgrounds_path=$DCS_BACKGROUNDS"} \
                     ${DCS_BACKGROUNDS:+"--decoder.dcs_backgrounds_path=$DCS_BACKGROUNDS"} "${reuse[@]}"

@@ -9,7 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 CONFIG=${CONFIG:-$CONFIG_DIR/laom-labels.yaml}
 for env in $ENVS; do
     full=$(full_data "$env")
-    need_data "$full"
+    lam=$(lam_data "$env")
+    need_data "$full" "$lam"
     ev=$(eval_data_if_exists "$env")
     coef=${LABELED_LOSS_COEF:-}
     [[ -z "$coef" && "$env" == cheetah-run ]] && coef=0.001
@@ -19,7 +20,7 @@ for env in $ENVS; do
         for seed in $SEEDS; do
             # shellcheck disable=SC2086  # PYTHON may hold several words
             add_job 1 "$(run_dir laom_labels "$env" "$budget" "$seed")" "" $PYTHON -m train_laom_labels \
-                --config_path="$CONFIG" --seed="$seed" --lapo.data_path="$full" --lapo.labeled_data_path="$labeled" \
+                --config_path="$CONFIG" --seed="$seed" --lapo.data_path="$lam" --lapo.labeled_data_path="$labeled" \
                 ${ev:+"--lapo.eval_data_path=$ev"} ${coef:+"--lapo.labeled_loss_coef=$coef"} \
                 --bc.data_path="$full" --decoder.data_path="$labeled" \
                 ${DCS_BACKGROUNDS:+"--bc.dcs_backgrounds_path=$DCS_BACKGROUNDS"} \

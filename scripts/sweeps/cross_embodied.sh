@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Cross-embodied pre-training (paper, Fig. 10): for each target environment, the latent action model is trained on
+# the leave-one-out mixture of the OTHER environments ($DATA_DIR/<env>-mixed.hdf5, made first by
+#   python -m scripts.make_cross_embodied --target_env=<env> --data_dir=$DATA_DIR
+# if missing), while latent BC and the decoder (and LAOM's supervision) use the target's own data: the full set
+# and the labeled trajectories of each budget. Same settings as every sweep (scripts/sweeps/common.sh); runs go to
+# $RUNS_DIR/cross_embodied/<method>/<env>/budget<N>/seed<S> (a separate "suite" for scripts/plot_results.py; the
+# BC baseline of the main sweep is its reference). METHODS [laom laom_labels] (lapo works too).
+# The novel-distractor evaluation sets are not used here (their action size differs from the mixture's).
+#   bash scripts/sweeps/cross_embodied.sh
+set -uo pipefail
+here=$(dirname "${BASH_SOURCE[0]}")
+export CROSS_EMBODIED=1 RUN_NAME_PREFIX=cross_embodied-
+export RUNS_DIR="${RUNS_DIR:-runs}/cross_embodied"
+DATA_DIR=${DATA_DIR:-data}
+status=0
+if [[ "${DRY_RUN:-0}" != 1 ]]; then
+    for env in ${ENVS:-cheetah-run walker-run hopper-hop humanoid-walk}; do
+        if [[ ! -f "$DATA_DIR/$env-mixed.hdf5" ]]; then
+            ${PYTHON:-python} -m scripts.make_cross_embodied --target_env="$env" --data_dir="$DATA_DIR" || status=1
+        fi
+    done
+fi
+for method in ${METHODS:-laom laom_labels}; do
+    bash "$here/$method.sh" || status=1
+done
+exit $status
