@@ -193,6 +193,10 @@ def test_unknown_config_field_is_an_error(data_path, tmp_path, monkeypatch):
         run(train_laom, [*laom_args(data_path, tmp_path / "r"), "--lapo.not_a_field=1"], monkeypatch)
     with pytest.raises(SystemExit):
         run(train_laom_labels, [*tiny_args(data_path, tmp_path / "r"), "--decoder.bogus=1"], monkeypatch)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lapo:\n  latent_action_dim: 64\n  not_a_field: 1\n")
+    with pytest.raises(Exception, match="not_a_field"):
+        run(train_laom, [f"--config_path={bad}", *laom_args(data_path, tmp_path / "r")], monkeypatch)
 
 
 # ---------------------------------------------------------------- LAOM + supervision
