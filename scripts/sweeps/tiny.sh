@@ -19,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 TINY_DIR=${TINY_DIR:-runs/tiny}
 OUT=${OUT:-$TINY_DIR/results}
 PYTHON=${PYTHON:-python}
-EXAMPLE=data/example-data.hdf5
+EXAMPLE=${EXAMPLE:-data/example-data.hdf5}  # the source of the tiny data
 export ENVS=cheetah-run BUDGETS=${BUDGETS:-"2 4"} SEEDS=${SEEDS:-"0 1"} PARALLEL=${PARALLEL:-2} PYTHON
 export DATA_DIR=$TINY_DIR/data RUNS_DIR=$TINY_DIR/runs CONFIG_DIR=configs/example
 METHODS=${METHODS:-"bc_full bc idm lapo laom laom_labels"}
