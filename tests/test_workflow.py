@@ -245,3 +245,17 @@ def test_cross_embodied(tmp_path):
     too_many = MixConfig(target_env="cheetah-run", sources=str(a), counts="5", save_path=str(tmp_path / "x.hdf5"))
     with pytest.raises(ValueError, match="holds 4 trajectories, 5 requested"):
         make_cross_embodied(too_many)
+
+
+def test_cross_embodied_sweep_trains_the_lam_on_the_mixture(tmp_path):
+    _touch_data(tmp_path)
+    (tmp_path / "data" / "cheetah-run-mixed.hdf5").touch()
+    res = _sweep("cross_embodied.sh", tmp_path, DRY_RUN="1", SEEDS="0")
+    assert res.returncode == 0, res.stderr
+    commands = [line for line in res.stdout.splitlines() if line.startswith("[dry-run]")]
+    assert len(commands) == 4  # laom and laom_labels, 2 budgets
+    data = tmp_path / "data"
+    for c in commands:
+        assert f"--lapo.data_path={data}/cheetah-run-mixed.hdf5 " in c and "--lapo.eval_data_path=null" in c
+        assert f"--bc.data_path={data}/cheetah-run.hdf5 " in c
+        assert f"--run_dir={tmp_path}/runs/cross_embodied/" in c

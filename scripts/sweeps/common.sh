@@ -215,6 +215,7 @@ sweep_reused_lam() {  # method module config
         need_data "$full" "$lam"
         for budget in "${budgets[@]}"; do need_data "$(labeled_data "$env" "$budget")"; done
         ev=$(eval_data_if_exists "$env")  # the LAM's action-probe MSE on novel distractors
+        [[ "${CROSS_EMBODIED:-0}" == 1 ]] && ev=null  # none, whatever the config says
         for seed in $SEEDS; do
             base=$(run_dir "$method" "$env" "${budgets[0]}" "$seed")
             for budget in "${budgets[@]}"; do

@@ -12,6 +12,7 @@ for env in $ENVS; do
     lam=$(lam_data "$env")
     need_data "$full" "$lam"
     ev=$(eval_data_if_exists "$env")
+    [[ "${CROSS_EMBODIED:-0}" == 1 ]] && ev=null  # none, whatever the config says
     coef=${LABELED_LOSS_COEF:-}
     [[ -z "$coef" && "$env" == cheetah-run ]] && coef=0.001
     for budget in $BUDGETS; do
