@@ -48,6 +48,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,9 @@ def _plain(value):
 @contextlib.contextmanager
 def signals_deferred():
     """Ctrl-C / SIGTERM received inside the block take effect (KeyboardInterrupt) only when it ends."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set in the main thread
+        yield
+        return
     received = []
     previous = {
         sig: signal.signal(sig, lambda signum, frame: received.append(signum))
@@ -375,7 +379,8 @@ def collect(config: Config) -> Path:
     jobs = [(i, episode_seed(config.seed, i), config.max_episode_steps) for i in range(start, config.num_trajectories)]
     seconds, frames, begin = 0.0, 0, time.perf_counter()
     f, returns = open_output(path, attrs, config.overwrite)
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
     try:
         with f, tqdm(total=config.num_trajectories, initial=start, desc="trajectories") as bar:
             if config.num_workers == 1:
@@ -403,7 +408,8 @@ def collect(config: Config) -> Path:
                     pool.terminate()
                     pool.join()
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     wall = time.perf_counter() - begin
     print(
         f"Saved {path}: {config.num_trajectories} trajectories ({len(jobs)} new, {frames} frames in {wall:.1f} s), "
