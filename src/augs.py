@@ -50,7 +50,7 @@ def _perspective(b: int, distortion: float, device) -> torch.Tensor:
     rows_u = torch.stack([x, y, ones, zeros, zeros, zeros, -u * x, -u * y], dim=-1)
     rows_v = torch.stack([zeros, zeros, zeros, x, y, ones, -v * x, -v * y], dim=-1)
     a = torch.cat([rows_u, rows_v], dim=1)  # [B, 8, 8]
-    h = torch.linalg.solve(a, torch.cat([u, v], dim=1))  # [B, 8]
+    h = torch.linalg.solve_ex(a, torch.cat([u, v], dim=1))[0]  # [B, 8]; solve_ex: no error-check host sync
     return torch.cat([h, torch.ones(b, 1, device=device)], dim=1).reshape(b, 3, 3)
 
 
