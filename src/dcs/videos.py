@@ -1,0 +1,143 @@
+"""Background videos: a DAVIS-2017 folder, or built-in procedurally generated videos (no download needed).
+
+DAVIS layout: `<root>/<video name>/<frame>.jpg` with the DAVIS-2017 train / val video names.
+Built-in videos: each a deterministic function of (split, index): drifting multi-octave noise fields mapped
+through a random colour palette ("clouds", "water", "foliage" looking textures) with soft-edged coloured shapes
+moving across them. Train and val videos come from disjoint seeds, so val videos are novel distractors.
+Decoded / generated videos are cached per process (least recently used first out, bounded in bytes).
+"""
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from src.dcs.constants import BUILTIN, VIDEO_SPLITS
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+BUILTIN_FRAMES = 60  # frames per built-in video
+BUILTIN_SIZE = 160  # side of a built-in frame in pixels (resized to the skybox like DAVIS frames)
+BUILTIN_VERSION = 1  # bump when the generator changes: recorded in datasets as background_source builtin-v1
+CACHE_BYTES = int(os.environ.get("DCS_VIDEO_CACHE_BYTES", 2 * 2**30))
+
+_cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+
+
+def split_videos(split: str) -> tuple[str, ...]:
+    if split not in VIDEO_SPLITS:
+        raise ValueError(f"unknown background split {split!r}; valid: {sorted(VIDEO_SPLITS)}")
+    return VIDEO_SPLITS[split]
+
+
+def select_videos(split: str, num_videos: int | None) -> tuple[str, ...]:
+    """The first num_videos videos of the split (None: all)."""
+    names = split_videos(split)
+    return names if num_videos is None else names[:num_videos]
+
+
+def check_davis_folder(root: str, names: tuple[str, ...]) -> None:
+    """Clear errors for a missing folder, videos of the split missing in it, or video folders without frames."""
+    path = Path(root)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"background folder {root!r} does not exist; expected a DAVIS-2017 folder <root>/<video>/<frame>.jpg "
+            f"(e.g. DAVIS/JPEGImages/480p) or '{BUILTIN}' for the built-in videos"
+        )
+    missing = [n for n in names if not (path / n).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"background folder {root!r} lacks {len(missing)} video(s) of the split: {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}"
+        )
+    for n in names:
+        if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in (path / n).iterdir()):
+            raise FileNotFoundError(f"background video folder {str(path / n)!r} has no frames (.jpg / .png)")
+
+
+def _cached(key: tuple, make) -> np.ndarray:
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    video = make()
+    _cache[key] = video
+    while sum(v.nbytes for v in _cache.values()) > CACHE_BYTES and len(_cache) > 1:
+        _cache.popitem(last=False)
+    return video
+
+
+def load_video(source: str, split: str, name: str) -> np.ndarray:
+    """uint8 [F, H, W, 3] frames of one video: from a DAVIS folder, or built-in when source is 'builtin'."""
+    if source == BUILTIN:
+        index = split_videos(split).index(name)
+        return _cached((BUILTIN, split, index), lambda: builtin_video(split, index))
+    folder = Path(source) / name
+    return _cached((str(folder.resolve()),), lambda: _read_folder(folder))
+
+
+def _read_folder(folder: Path) -> np.ndarray:
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"background video folder {str(folder)!r} has no frames (.jpg / .png)")
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+
+
+# ---------------------------------------------------------------- built-in procedural videos
+
+
+def _periodic_noise(rng: np.random.Generator, cells: int, size: int) -> np.ndarray:
+    """Smooth noise of period `size` in both axes: a random cells x cells grid, tiled, upsampled bicubically."""
+    grid = rng.random((cells, cells), dtype=np.float32)
+    tiled = np.tile(grid, (3, 3))
+    big = Image.fromarray(tiled).resize((3 * size, 3 * size), Image.BICUBIC)
+    return np.asarray(big)[size : 2 * size, size : 2 * size]
+
+
+def builtin_video(split: str, index: int, num_frames: int = BUILTIN_FRAMES, size: int = BUILTIN_SIZE) -> np.ndarray:
+    """uint8 [num_frames, size, size, 3]: a deterministic natural-looking video for (split, index)."""
+    split_id = list(VIDEO_SPLITS).index(split)
+    rng = np.random.default_rng([BUILTIN_VERSION, split_id, index])
+    t = np.arange(num_frames)
+    # drifting multi-octave noise: each octave moves with its own velocity (pixels per frame)
+    field = np.zeros((num_frames, size, size), np.float32)
+    for octave, cells in enumerate((3, 6, 12, 24)):
+        noise = _periodic_noise(rng, cells, size)
+        vel = rng.uniform(-2.5, 2.5, size=2) * (1 + 0.5 * octave)
+        dy = np.round(t * vel[0]).astype(int) % size
+        dx = np.round(t * vel[1]).astype(int) % size
+        rows = (np.arange(size)[None, :] + dy[:, None]) % size  # [F, size]
+        cols = (np.arange(size)[None, :] + dx[:, None]) % size
+        field += 0.55**octave * noise[rows[:, :, None], cols[:, None, :]]
+    field = (field - field.min()) / max(1e-6, float(field.max() - field.min()))
+    # colour palette: 4 random colours along the noise value
+    stops = np.sort(rng.random(4, dtype=np.float32))
+    stops[0], stops[-1] = 0.0, 1.0
+    colours = rng.random((4, 3), dtype=np.float32)
+    frames = np.stack([np.interp(field, stops, colours[:, c]) for c in range(3)], axis=-1)  # [F, S, S, 3]
+    # moving soft-edged shapes that bounce off the borders
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for _ in range(rng.integers(2, 6)):
+        radius = rng.uniform(0.06, 0.2) * size
+        pos = rng.uniform(radius, size - radius, size=2)
+        vel = rng.uniform(-3.0, 3.0, size=2)
+        path = np.abs((pos[None] + t[:, None] * vel[None] - radius) % (2 * (size - 2 * radius)))
+        centre = radius + np.minimum(path, 2 * (size - 2 * radius) - path)  # [F, 2], reflected at the borders
+        dist = np.hypot(yy[None] - centre[:, 0, None, None], xx[None] - centre[:, 1, None, None])
+        mask = np.clip((radius - dist) / (0.25 * radius), 0.0, 1.0)[..., None]  # [F, S, S, 1]
+        frames = frames * (1 - mask) + mask * rng.random(3, dtype=np.float32)
+    return (frames * 255).astype(np.uint8)
+
+
+def write_builtin_as_davis(
+    root: str, split: str = "train", num_videos: int | None = None, num_frames: int | None = None
+) -> list[str]:
+    """Writes built-in videos as a DAVIS-layout folder (<root>/<DAVIS name>/00000.jpg ...). Returns the names."""
+    names = select_videos(split, num_videos)
+    for name in names:
+        video = load_video(BUILTIN, split, name)[:num_frames]
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(video):
+            Image.fromarray(frame).save(folder / f"{i:05d}.jpg", quality=95)
+    return list(names)

@@ -1,0 +1,150 @@
+"""Gymnasium environments of the Distracting Control Suite, as the datasets see them (REFERENCE-FACTS 2, 11).
+
+`make_env` builds the DCS task, wraps it with shimmy's dm_control compatibility layer and returns pixels only:
+uint8 [H, W, 3k] with the k last frames concatenated on channels, oldest first (the data loader's order), padded
+with the first frame at reset. Actions are clipped to [-1, 1]. `info["state"]` carries the proprioceptive state
+(dict keys in alphabetical order, float32), which experts act on and collectors store. `reset(seed=s)` reseeds
+physics and every distraction: the episode is reproducible from s.
+"""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from collections import deque  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from shimmy.dm_control_compatibility import DmControlCompatibilityV0  # noqa: E402
+
+from src.dcs import constants as C  # noqa: E402
+from src.dcs.suite import load  # noqa: E402
+
+
+def flatten_state(obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """dm_control observation dict -> float32 vector, keys in alphabetical order."""
+    return np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(-1) for k in sorted(obs)])
+
+
+class PixelEnv(gym.Wrapper):
+    """Pixels-only, frame-stacked, action-clipping view of a shimmy-wrapped DCS environment."""
+
+    def __init__(self, env: DmControlCompatibilityV0, dcs_env, img_hw: int, frame_stack: int, max_episode_steps: int):
+        super().__init__(env)
+        self.dcs_env, self.img_hw, self.frame_stack, self.max_episode_steps = (
+            dcs_env,
+            img_hw,
+            frame_stack,
+            max_episode_steps,
+        )
+        self.observation_space = gym.spaces.Box(0, 255, (img_hw, img_hw, 3 * frame_stack), np.uint8)
+        low, high = env.action_space.low, env.action_space.high
+        low, high = np.maximum(low, -1.0).astype(np.float32), np.minimum(high, 1.0).astype(np.float32)
+        self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
+        self.frames: deque = deque(maxlen=frame_stack)
+        self.steps = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate(self.frames, axis=-1)
+
+    def reset(self, *, seed: int | None = None, options=None):
+        if seed is not None:
+            self.dcs_env.seed(seed)
+        state, info = self.env.reset(seed=seed, options=options)
+        frame = self.env.render()
+        self.frames.clear()
+        self.frames.extend([frame] * self.frame_stack)  # padded with the first frame
+        self.steps = 0
+        return self._obs(), {**info, "state": flatten_state(state)}
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float64), self.action_space.low, self.action_space.high)
+        state, reward, terminated, truncated, info = self.env.step(action)
+        self.frames.append(self.env.render())
+        self.steps += 1
+        truncated = bool(truncated) or self.steps >= self.max_episode_steps
+        return self._obs(), float(reward), bool(terminated), truncated, {**info, "state": flatten_state(state)}
+
+
+def make_env(
+    domain_name: str,
+    task_name: str,
+    difficulty: str = "scale_easy_video_hard",
+    dynamic: bool = True,
+    img_hw: int = 64,
+    backgrounds_path: str | None = C.BUILTIN,
+    backgrounds_split: str = "train",
+    frame_stack: int = 3,
+    max_episode_steps: int = 1000,
+    seed: int | None = None,
+    camera_id: int | None = None,
+) -> PixelEnv:
+    """A DCS gymnasium environment: observations uint8 [img_hw, img_hw, 3 * frame_stack], actions in [-1, 1].
+
+    backgrounds_path: a DAVIS-2017 folder or "builtin" (procedural videos; also None). max_episode_steps: episode
+    length (the suite's own limit is 1000 steps). seed: the first episode's seed (reset(seed=s) reseeds).
+    """
+    cam = C.RENDER_CAMERA_ID.get(domain_name, 0) if camera_id is None else camera_id
+    dcs_env = load(
+        domain_name,
+        task_name,
+        difficulty=difficulty,
+        dynamic=dynamic,
+        background_dataset_path=backgrounds_path,
+        background_dataset_videos=backgrounds_split,
+        camera_id=cam,
+        seed=seed,
+    )
+    render_kwargs = {"height": img_hw, "width": img_hw, "camera_id": cam}
+    env = DmControlCompatibilityV0(dcs_env, render_mode="rgb_array", render_kwargs=render_kwargs)
+    return PixelEnv(env, dcs_env, img_hw, frame_stack, max_episode_steps)
+
+
+def env_kwargs_from_attrs(
+    attrs: Mapping, backgrounds_path: str | None = None, split: str | None = None, **overrides
+) -> dict:
+    """make_env arguments that rebuild a dataset's environment from its root attributes.
+
+    Datasets recorded with the built-in videos (root attribute background_source = "builtin") rebuild them;
+    DAVIS datasets (background_source "davis", or absent as in the paper's released files) need the DAVIS
+    folder as backgrounds_path unless the difficulty is vanilla. split: the background videos (default: train).
+    """
+    missing = [k for k in ("domain_name", "task_name", "difficulty", "dynamic", "img_hw") if k not in attrs]
+    if missing:
+        raise KeyError(f"dataset root attribute(s) {missing} missing: cannot rebuild its environment")
+    source = attrs.get("background_source", "davis")
+    if isinstance(source, bytes):
+        source = source.decode()
+    difficulty = str(attrs["difficulty"])
+    if backgrounds_path is None:
+        if source == C.BUILTIN:
+            backgrounds_path = C.BUILTIN
+        elif C.DIFFICULTIES.get(difficulty, (0, 0))[1] != 0:
+            raise ValueError(
+                f"the dataset was recorded with DAVIS backgrounds (difficulty {difficulty}): pass the DAVIS folder "
+                "(e.g. --bc.dcs_backgrounds_path=DAVIS/JPEGImages/480p) to rebuild its evaluation environment"
+            )
+    kwargs = dict(
+        domain_name=str(attrs["domain_name"]),
+        task_name=str(attrs["task_name"]),
+        difficulty=difficulty,
+        dynamic=bool(attrs["dynamic"]),
+        img_hw=int(attrs["img_hw"]),
+        backgrounds_path=backgrounds_path,
+        backgrounds_split=split or "train",
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def _make_thunk(env_kwargs: dict, seed: int):
+    return lambda: make_env(**env_kwargs, seed=seed)
+
+
+def make_vec_env(env_kwargs: dict, num_envs: int, seed: int, asynchronous: bool = True) -> gym.vector.VectorEnv:
+    """num_envs copies of make_env(**env_kwargs); worker processes (spawned, EGL-safe) when asynchronous."""
+    fns = [_make_thunk(env_kwargs, seed + i) for i in range(num_envs)]
+    if asynchronous and num_envs > 1:
+        return gym.vector.AsyncVectorEnv(fns, context="spawn")
+    return gym.vector.SyncVectorEnv(fns)
