@@ -26,7 +26,7 @@ task: pass --domain_name/--task_name, or use collect_data_sb3.py, whose default 
 The embedded example dataset data/example-data.hdf5 was made with (paths relative to the repository root):
 
     python -m scripts.data_collection.collect_data --checkpoint_path=../shared/experts/cheetah-run-expert \\
-        --dcs_backgrounds_path=builtin --save_path=data/example-data.hdf5 --num_trajectories=16 \\
+        --dcs_backgrounds_path=builtin --save_path=data/example-data.hdf5 --num_trajectories=14 \\
         --max_episode_steps=100 --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=train \\
         --dcs_img_hw=64 --seed=0 --compression=gzip --num_workers=2
 

@@ -19,7 +19,7 @@ from src.dcs.constants import BUILTIN, VIDEO_SPLITS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BUILTIN_FRAMES = 60  # frames per built-in video
 BUILTIN_SIZE = 160  # side of a built-in frame in pixels (resized to the skybox like DAVIS frames)
-BUILTIN_VERSION = 1  # bump when the generator changes: recorded in datasets as background_source builtin-v1
+BUILTIN_VERSION = 1  # bump when the generator changes (it seeds every built-in video)
 CACHE_BYTES = int(os.environ.get("DCS_VIDEO_CACHE_BYTES", 2 * 2**30))
 
 _cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
