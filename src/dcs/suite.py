@@ -99,10 +99,8 @@ class CameraDistraction:
     def __init__(self, physics, camera_id: int, scale: float, dynamic: bool, upper_quadrant: bool = True):
         self.cam, self.scale, self.upper = camera_id, scale, upper_quadrant
         model = physics.model
-        self.tracking = model.cam_mode[camera_id] in (
-            mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM,
-            mujoco.mjtCamLight.mjCAMLIGHT_TRACK,
-        )
+        tracking_modes = (int(mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM), int(mujoco.mjtCamLight.mjCAMLIGHT_TRACK))
+        self.tracking = int(model.cam_mode[camera_id]) in tracking_modes
         self.body = model.cam_bodyid[camera_id]
         self.vel_std = C.CAMERA_VEL_STD * scale if dynamic else 0.0
         self.max_vel = C.CAMERA_MAX_VEL * scale if dynamic else 0.0
