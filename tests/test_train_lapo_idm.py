@@ -165,12 +165,16 @@ def test_lapo_all_stages_then_skip_by_checkpoint(data_path, tmp_path, monkeypatc
     for ckpt in ("lam.pt", "latent_bc.pt", "decoder.pt"):
         assert torch.load(run1 / ckpt, weights_only=False)["done"]
 
-    run2 = tmp_path / "run2"
-    run(train_lapo, lapo_args(data_path, run2, f"--lapo.checkpoint_path={run1 / 'lam.pt'}"), monkeypatch)
+    run2 = tmp_path / "run2"  # another label budget: reuse the LAM and the latent BC, train only the decoder
+    reuse = [f"--lapo.checkpoint_path={run1 / 'lam.pt'}", f"--bc.checkpoint_path={run1 / 'latent_bc.pt'}"]
+    run(
+        train_lapo, lapo_args(data_path, run2, *reuse, "--bc.eval_episodes=0", "--decoder.eval_episodes=0"), monkeypatch
+    )
     res2 = read_results(run2)
     assert res2["stages"]["lapo"]["skipped"] and res2["metrics"]["lapo/trained_updates"] == 0
-    assert not (run2 / "lam.pt").exists()  # stage 1 was not trained again
-    assert res2["metrics"]["bc/trained_updates"] > 0
+    assert res2["stages"]["bc"]["skipped"] and res2["metrics"]["bc/trained_updates"] == 0
+    assert not (run2 / "lam.pt").exists() and not (run2 / "latent_bc.pt").exists()  # not trained again
+    assert res2["metrics"]["decoder/trained_updates"] > 0 and (run2 / "decoder.pt").exists()
 
 
 def test_idm_all_stages_then_resume_skips_finished_stages(data_path, tmp_path, monkeypatch):
