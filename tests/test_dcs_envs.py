@@ -77,6 +77,20 @@ def test_camera_moves_and_colours_drift_only_when_dynamic():
     assert not np.allclose(colours[0], plain.physics.model.mat_rgba[:, :3])  # randomised at reset, even static
 
 
+def test_camera_angle_walks_continuously_around_a_start_at_pi():
+    # humanoid's camera starts at a horizontal angle of pi, where arctan2 wraps: the walk must not jump
+    env = make_env("humanoid", "walk", "hard", dynamic=True, frame_stack=1)
+    env.reset(seed=0)
+    cam = env.dcs_env._distractions[1]
+    assert abs(abs(cam.start[1]) - np.pi) < 1e-6
+    angles = [cam.pos[1]]
+    for _ in range(150):
+        cam.step(env.dcs_env.physics)  # the camera walk alone (no physics step, no rendering)
+        angles.append(cam.pos[1])
+    steps = np.abs(np.diff(angles))
+    assert steps.max() < 0.1 and np.ptp(angles) > 0.05
+
+
 def test_frame_stack_padding_channel_order_clipping_truncation_and_state():
     env = make_env("walker", "walk", "vanilla", dynamic=False, frame_stack=3, max_episode_steps=4)
     obs, info = env.reset(seed=0)

@@ -144,7 +144,9 @@ class CameraDistraction:
             if speed > limit:
                 vel *= limit / speed
             old = _to_cartesian(self.pos)
-            self.pos = np.clip(_to_spherical(old + vel), self.low, self.high)
+            new = _to_spherical(old + vel)
+            new[1] = self.start[1] + (new[1] - self.start[1] + np.pi) % (2 * np.pi) - np.pi  # angle near the start
+            self.pos = np.clip(new, self.low, self.high)
             self.vel = _to_cartesian(self.pos) - old
         if self.max_roll_vel > 0:
             roll_vel = np.clip(
