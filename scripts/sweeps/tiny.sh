@@ -6,7 +6,7 @@
 #   OUT=docs/tiny-sweep bash scripts/sweeps/tiny.sh  # how docs/tiny-sweep was made
 #
 # Data, written to $TINY_DIR/data in the sweeps' naming convention (scripts/sweeps/common.sh):
-#   cheetah-run.hdf5                  a copy of data/example-data.hdf5 (16 trajectories of 100 steps)
+#   cheetah-run.hdf5                  a copy of data/example-data.hdf5 (14 trajectories of 100 steps)
 #   cheetah-run-labeled-1000x<N>.hdf5 N trajectories sampled from it (scripts/sample_labeled_data.py)
 #   cheetah-run-eval.hdf5             with EXPERT=<cheetah-run expert checkpoint>: 2 short trajectories recorded with
 #                                     the validation split of the built-in videos (novel distractors); without it, a
