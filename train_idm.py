@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import trange
 
 from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs
-from src.evaluation import eval_env_kwargs, evaluate, normalized_score
+from src.evaluation import evaluate_for_dataset, normalized_score
 from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
 from src.utils import (
     NanGuard,
@@ -318,14 +318,7 @@ def train_bc(cfg: Config, idm: IDM, run_dir, device: torch.device, wandb_run) ->
         with autocast(device):
             return actor(normalize_obs(obs))[0]
 
-    env_kwargs = (
-        eval_env_kwargs(
-            data.attrs, c.dcs_backgrounds_path, c.dcs_backgrounds_split, cfg.eval_max_episode_steps, c.frame_stack
-        )
-        if c.eval_episodes > 0
-        else {}
-    )
-    ev = evaluate(policy, env_kwargs, c.eval_episodes, c.eval_seed, cfg.eval_num_envs, device, desc="bc eval")
+    ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc eval")
     metrics = {
         "bc/eval_returns_mean": ev["mean"],
         "bc/eval_returns_std": ev["std"],

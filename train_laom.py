@@ -31,7 +31,7 @@ from tqdm.auto import trange
 
 from src.augs import Augmenter
 from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs
-from src.evaluation import eval_env_kwargs, evaluate, normalized_score
+from src.evaluation import evaluate_for_dataset, normalized_score
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, weight_init
 from src.utils import (
     NanGuard,
@@ -428,7 +428,7 @@ def train_latent_bc(cfg: Config, lam: LAOM, run_dir, device: torch.device, wandb
         with autocast(device):
             return debug_head(actor(normalize_obs(obs))[0])
 
-    ev = run_evaluation(cfg, c, data.attrs, policy, device, "latent bc eval")
+    ev = evaluate_for_dataset(policy, data.attrs, c, cfg, cfg.bc.frame_stack, device, "latent bc eval")
     metrics = {
         "bc/eval_returns_mean": ev["mean"],
         "bc/eval_returns_std": ev["std"],
@@ -437,18 +437,6 @@ def train_latent_bc(cfg: Config, lam: LAOM, run_dir, device: torch.device, wandb
     }
     wandb_run.log(metrics)
     return actor, {**metrics, "bc/eval_returns": ev["returns"]}
-
-
-def run_evaluation(cfg: Config, c, attrs: dict, policy, device: torch.device, desc: str) -> dict:
-    """Rollouts of `policy` in the environment of a dataset (c: a stage config with eval_* / dcs_* fields)."""
-    env_kwargs = (
-        eval_env_kwargs(
-            attrs, c.dcs_backgrounds_path, c.dcs_backgrounds_split, cfg.eval_max_episode_steps, cfg.bc.frame_stack
-        )
-        if c.eval_episodes > 0
-        else {}
-    )
-    return evaluate(policy, env_kwargs, c.eval_episodes, c.eval_seed, cfg.eval_num_envs, device, desc=desc)
 
 
 # ---------------------------------------------------------------- stage 3: action decoder
@@ -532,7 +520,7 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
         with autocast(device):
             return decoder(actor(normalize_obs(obs))[0])
 
-    ev = run_evaluation(cfg, c, data.attrs, policy, device, "decoder eval")
+    ev = evaluate_for_dataset(policy, data.attrs, c, cfg, cfg.bc.frame_stack, device, "decoder eval")
     metrics = {
         "decoder/eval_returns_mean": ev["mean"],
         "decoder/eval_returns_std": ev["std"],

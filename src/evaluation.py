@@ -45,6 +45,28 @@ def eval_env_kwargs(
     )
 
 
+def evaluate_for_dataset(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    attrs: dict,
+    stage,
+    run,
+    frame_stack: int,
+    device: torch.device | str,
+    desc: str = "eval",
+) -> dict:
+    """Rollouts of `policy` in the environment a dataset was recorded in (rebuilt from its root attributes).
+
+    stage: a stage config with eval_episodes, eval_seed, dcs_backgrounds_path, dcs_backgrounds_split;
+    run: the run config with eval_num_envs, eval_max_episode_steps. No episodes: no environment is built.
+    """
+    env_kwargs = {}
+    if stage.eval_episodes > 0:
+        env_kwargs = eval_env_kwargs(
+            attrs, stage.dcs_backgrounds_path, stage.dcs_backgrounds_split, run.eval_max_episode_steps, frame_stack
+        )
+    return evaluate(policy, env_kwargs, stage.eval_episodes, stage.eval_seed, run.eval_num_envs, device, desc)
+
+
 @torch.no_grad()
 def evaluate(
     policy: Callable[[torch.Tensor], torch.Tensor],
