@@ -50,6 +50,7 @@ from src.utils import (
     set_seed,
     setup_backends,
     soft_update,
+    stage_metrics,
 )
 
 
@@ -336,14 +337,18 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
         guard.check(ckpt)
         save_stage(ckpt, objects, total, done=True)
 
-    # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-    metrics = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
-    if c.eval_data_path:
-        eval_data = load_dataset(
-            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-        )
-        check_compatible(data, eval_data, "evaluation")
-        metrics["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
+    def probe_metrics() -> dict:
+        # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
+        out = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
+        if c.eval_data_path:
+            eval_data = load_dataset(
+                c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
+            )
+            check_compatible(data, eval_data, "evaluation")
+            out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
+        return out
+
+    metrics = stage_metrics(ckpt, c.checkpoint_path, probe_metrics)  # a reused LAM: its run's metrics, no data read
     metrics.update({"lapo/updates": total, "lapo/trained_updates": trained})
     wandb_run.log(metrics)
     lam.eval().requires_grad_(False)

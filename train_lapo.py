@@ -49,6 +49,7 @@ from src.utils import (
     save_stage,
     set_seed,
     setup_backends,
+    stage_metrics,
 )
 
 
@@ -342,18 +343,21 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
         guard.check(ckpt)
         save_stage(ckpt, objects, total, done=True)
 
-    # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-    metrics = {
-        "lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device, c.final_probe_batches),
-        "lapo/updates": total,
-        "lapo/trained_updates": trained,
-    }
-    if c.eval_data_path:
-        eval_data = load_dataset(
-            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-        )
-        check_compatible(data, eval_data, "evaluation")
-        metrics["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
+    def probe_metrics() -> dict:
+        # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
+        out = {
+            "lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device, c.final_probe_batches)
+        }
+        if c.eval_data_path:
+            eval_data = load_dataset(
+                c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
+            )
+            check_compatible(data, eval_data, "evaluation")
+            out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
+        return out
+
+    metrics = stage_metrics(ckpt, c.checkpoint_path, probe_metrics)  # a reused LAM: its run's metrics, no data read
+    metrics.update({"lapo/updates": total, "lapo/trained_updates": trained})
     wandb_run.log(metrics)
     lam.eval().requires_grad_(False)
     return lam, metrics

@@ -9,7 +9,7 @@ frame stacks (oldest first, padded with the first frame of the trajectory) and f
 gathered with one indexing operation each, never with a per-sample `__getitem__` + collate.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,14 +37,17 @@ def _trajectory_keys(f: h5py.File, path: str) -> list[str]:
 class TrajectoryData:
     """All trajectories of one HDF5 file, concatenated along time.
 
-    frames: uint8 [N, 3, H, W] on `frames.device` (GPU, or pinned / plain host memory);
+    frames: uint8 [N, 3, H, W] on `frames_device` (GPU, or pinned / plain host memory), read from the file on
+        first use: a stage that is skipped (its checkpoint reused) never reads the frames;
     actions: float32 [N, A] and states: float32 [N, S] on `device` (None when not loaded);
     start_of: int64 [N], the global index of the first frame of each frame's trajectory (on the index device);
     traj_starts / traj_lens: int64 [num_traj] (host).
     """
 
     path: str
-    frames: torch.Tensor
+    frames_shape: tuple[int, ...]
+    frames_device: torch.device
+    _read_frames: Callable[[], torch.Tensor] = field(repr=False)
     actions: torch.Tensor | None
     states: torch.Tensor | None
     start_of: torch.Tensor
@@ -55,10 +58,17 @@ class TrajectoryData:
     _pinned: list = field(default_factory=list, repr=False)
     _events: list = field(default_factory=list, repr=False)
     _next_buffer: int = field(default=0, repr=False)
+    _frames: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def frames(self) -> torch.Tensor:
+        if self._frames is None:
+            self._frames = self._read_frames()
+        return self._frames
 
     @property
     def num_frames(self) -> int:
-        return self.frames.shape[0]
+        return self.frames_shape[0]
 
     @property
     def num_trajectories(self) -> int:
@@ -66,7 +76,7 @@ class TrajectoryData:
 
     @property
     def img_hw(self) -> int:
-        return self.frames.shape[2]
+        return self.frames_shape[2]
 
     @property
     def act_dim(self) -> int:
@@ -79,7 +89,7 @@ class TrajectoryData:
     @property
     def index_device(self) -> torch.device:
         """Device of the index tensors: where the frames live."""
-        return self.frames.device
+        return self.frames_device
 
     def valid_indices(self, offset: int) -> torch.Tensor:
         """Global indices of every t with t + offset <= T - 1 in its trajectory. int64 [M] on index_device."""
@@ -234,7 +244,8 @@ def load_dataset(
     frames_device: str = "auto",
     desc: str | None = None,
 ) -> TrajectoryData:
-    """Reads a dataset file into one TrajectoryData, or returns the one already read by this process.
+    """Reads a dataset file into one TrajectoryData (frames on first use), or returns the one already read by
+    this process.
 
     frames_device: "auto" (GPU if the frames fit, else pinned host memory), "cpu", "pinned", or a device name.
     Every trajectory must hold at least frame_stack + min_offset steps (the largest offset the caller samples).
@@ -279,30 +290,34 @@ def load_dataset(
         hw = first.shape[1:]
         if hw[0] != int(attrs["img_hw"]):
             raise DatasetError(f"{path}: frames are {hw[0]} px but root attribute img_hw is {attrs['img_hw']}")
-        total = int(sum(lens))
-        chw = (3, hw[0], hw[1])
-        fdev, pin = _choose_frames_device(total * int(np.prod(hw)), device, frames_device)
+        for k in keys[1:]:
+            if f[k]["obs"].shape[1:] != hw:
+                raise DatasetError(f"{path}: group '{k}' frames are {f[k]['obs'].shape[1:]}, the first group's {hw}")
+        actions = [np.asarray(f[k]["actions"], dtype=np.float32) for k in keys] if load_actions else None
+        states = [np.asarray(f[k]["states"], dtype=np.float32) for k in keys] if load_states else None
+    total = int(sum(lens))
+    chw = (3, hw[0], hw[1])
+    fdev, pin = _choose_frames_device(total * int(np.prod(hw)), device, frames_device)
+
+    def read_frames() -> torch.Tensor:
         frames = torch.empty((total, *chw), dtype=torch.uint8, pin_memory=pin, device=fdev)
         staging = torch.empty((max(lens), *hw), dtype=torch.uint8, pin_memory=fdev.type == "cuda")
-        actions, states = [], []
         start = 0
-        for k, n in zip(tqdm(keys, desc=desc or f"loading {path}", leave=False), lens, strict=True):
-            g = f[k]
-            if g["obs"].shape[1:] != hw:
-                raise DatasetError(f"{path}: group '{k}' frames are {g['obs'].shape[1:]}, the first group's {hw}")
-            g["obs"].read_direct(staging[:n].numpy())
-            frames[start : start + n].copy_(staging[:n].permute(0, 3, 1, 2))  # [T, H, W, 3] -> [T, 3, H, W]
-            if load_actions:
-                actions.append(np.asarray(g["actions"], dtype=np.float32))
-            if load_states:
-                states.append(np.asarray(g["states"], dtype=np.float32))
-            start += n
+        with h5py.File(path, "r") as f:
+            for k, n in zip(tqdm(keys, desc=desc or f"loading {path}", leave=False), lens, strict=True):
+                f[k]["obs"].read_direct(staging[:n].numpy())
+                frames[start : start + n].copy_(staging[:n].permute(0, 3, 1, 2))  # [T, H, W, 3] -> [T, 3, H, W]
+                start += n
+        return frames
+
     lens_t = torch.tensor(lens, dtype=torch.int64)
     starts = torch.cumsum(lens_t, 0) - lens_t
     start_of = torch.repeat_interleave(starts, lens_t).to(fdev)
     data = TrajectoryData(
         path=path,
-        frames=frames,
+        frames_shape=(total, *chw),
+        frames_device=fdev,
+        _read_frames=read_frames,
         actions=torch.from_numpy(np.concatenate(actions)).to(device) if load_actions else None,
         states=torch.from_numpy(np.concatenate(states)).to(device) if load_states else None,
         start_of=start_of,

@@ -247,6 +247,19 @@ def save_stage(path: Path, objects: dict, step: int, done: bool) -> None:
     save_checkpoint(path, state)
 
 
+def stage_metrics(ckpt: Path, load_from: str | None, compute) -> dict:
+    """Final metrics of a stage, kept beside its checkpoint (`<ckpt>.metrics.json`). A stage reused from another
+    run's checkpoint (load_from) takes the metrics that run computed, without reading its data again; otherwise
+    `compute()` gives them and they are written beside `ckpt`."""
+    if load_from:
+        saved = Path(load_from).with_suffix(".metrics.json")
+        if saved.exists():
+            return json.loads(saved.read_text())
+    metrics = compute()
+    write_json(Path(ckpt).with_suffix(".metrics.json"), metrics)
+    return metrics
+
+
 def prepare_run_dir(run_dir: str | Path, config) -> Path:
     """Creates the run directory and writes the full config (config.yaml, config.json) into it."""
     run_dir = Path(run_dir)

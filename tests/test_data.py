@@ -78,6 +78,14 @@ def test_actions_and_states_align_with_frames(tmp_path):
     assert frame_ids(batch["obs"]) == [[1, 2, 3], [100, 101, 102]]
 
 
+def test_frames_are_read_on_first_use_only(tmp_path):
+    data = load_dataset(write_file(tmp_path / "d.hdf5", [6, 7]), frame_stack=3, min_offset=1)
+    assert data._frames is None  # metadata, actions and states only: a skipped stage reads no frames
+    assert data.num_frames == 13 and data.img_hw == 8 and len(data.valid_indices(1)) == 11
+    assert data.batch(torch.tensor([7]), 3)["actions"].tolist() == [[1.0, 1.0]]
+    assert data._frames is not None and data.frames.shape == (13, 3, 8, 8)
+
+
 def test_epoch_covers_every_valid_index_once(tmp_path):
     data = load_dataset(write_file(tmp_path / "d.hdf5", [8, 9]), frame_stack=3, min_offset=1)
     valid = data.valid_indices(1)

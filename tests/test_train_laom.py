@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import src.data
 import train_laom
 import train_laom_labels
 from src.data import DatasetError
@@ -167,6 +168,27 @@ def test_laom_skips_stages_loaded_from_another_run(laom_run, data_path, tmp_path
     assert m["bc/trained_updates"] > 0 and m["decoder/trained_updates"] > 0
     # The reused LAM gives the same probe as the run that trained it (same weights, same metric).
     assert np.isfinite(m["lapo/final_action_probe_mse"])
+
+
+def test_reused_stages_read_no_frames_of_the_full_dataset(laom_run, data_path, tmp_path, monkeypatch):
+    # A budget run of the sweep: LAM and latent BC from the base run, only the decoder trains, on a labeled file.
+    labeled = write_dataset(tmp_path / "labeled.hdf5", num_traj=2, steps=40)
+    args = [
+        *tiny_args(data_path, tmp_path / "budget"),
+        f"--decoder.data_path={labeled}",
+        f"--lapo.checkpoint_path={laom_run / 'lam.pt'}",
+        f"--bc.checkpoint_path={laom_run / 'latent_bc.pt'}",
+        "--bc.eval_episodes=0",
+        "--decoder.eval_episodes=0",
+    ]
+    monkeypatch.setattr(src.data, "_CACHE", {})
+    run(train_laom, args, monkeypatch)
+    full = [d for d in src.data._CACHE.values() if d.path == data_path]
+    assert full and all(d._frames is None for d in full)  # metadata only: the frames were never read
+    m = results(tmp_path / "budget")["metrics"]
+    assert m["lapo/trained_updates"] == m["bc/trained_updates"] == 0 and m["decoder/trained_updates"] > 0
+    base = results(laom_run)["metrics"]
+    assert m["lapo/final_action_probe_mse"] == base["lapo/final_action_probe_mse"]  # the base run's metric
 
 
 def test_laom_resumes_an_interrupted_stage(laom_run, data_path, tmp_path, monkeypatch):
