@@ -53,8 +53,9 @@ class BCConfig:
     learning_rate: float = 1e-4  # peak AdamW learning rate
     weight_decay: Optional[float] = 0.0  # AdamW weight decay (never on biases / norms)
     warmup_epochs: float = 0.0  # linear warm-up length, in epochs
-    lr_schedule: str = "linear"  # decay after warm-up: linear (released code), cosine (paper text), constant
-    cooldown_ratio: float = 0.0  # >0: hold the lr, decay over this final fraction of updates only
+    lr_schedule: str = "cooldown"  # after warm-up: cooldown (released BC: constant, then 1 - sqrt decay over the
+    # last cooldown_ratio of updates), linear, cosine, constant (src/utils.py: make_scheduler)
+    cooldown_ratio: float = 0.0  # fraction of the updates in the final decay (0, the paper's: constant lr)
     grad_norm: Optional[float] = None  # gradient-norm clipping (None: off)
     frame_stack: int = 3  # stacked frames per observation
     encoder_scale: int = 32  # channel multiplier of the ResNet encoder
@@ -143,8 +144,7 @@ def train_bc(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[Act
     actor.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
-            return actor(normalize_obs(obs))[0]
+        return actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
 
     ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc eval")
     metrics = {
@@ -160,7 +160,7 @@ def train_bc(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[Act
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     device = get_device(cfg.device)
-    setup_backends(device)
+    setup_backends(device, cfg.precision)
     set_seed(cfg.seed)
     run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
     wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)

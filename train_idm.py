@@ -153,7 +153,9 @@ def build_models(cfg: Config, act_dim: int, state_dim: Optional[int] = None, img
 
 @torch.no_grad()
 def eval_action_mse(idm: IDM, data: TrajectoryData, frame_stack: int, batch_size: int, device: torch.device) -> float:
-    """Mean squared error of the IDM's actions over every transition (o_t, o_{t+1}) of `data`."""
+    """Action MSE of the IDM over every transition (o_t, o_{t+1}) of `data`: squared errors SUMMED over the action
+    dimensions, averaged over samples, as the released code reports it (paper, Fig. 9a compares it with LAOM +
+    supervision's, computed the same way)."""
     was_training = idm.training
     idm.eval()
     valid = data.valid_indices(1)
@@ -164,7 +166,7 @@ def eval_action_mse(idm: IDM, data: TrajectoryData, frame_stack: int, batch_size
             pred = idm(normalize_obs(batch["obs"]), normalize_obs(batch["next_obs"]))
         total += F.mse_loss(pred.float(), batch["actions"], reduction="sum")
     idm.train(was_training)
-    return total.item() / (len(valid) * data.act_dim)
+    return total.item() / len(valid)
 
 
 # ---------------------------------------------------------------- stage 1: inverse dynamics model
@@ -281,8 +283,8 @@ def train_bc(cfg: Config, idm: IDM, run_dir, device: torch.device, wandb_run) ->
         for step in trange(start, total, desc="bc", initial=start, total=total):
             batch = data.batch(next(batches), c.frame_stack, next_obs=True)
             obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
-            with torch.no_grad(), autocast(device):
-                target = idm(obs, normalize_obs(batch["next_obs"])).float()  # IDM labels [B, A]
+            with torch.no_grad():  # IDM labels [B, A] in fp32 (outside autocast), like the LAM labels of latent BC
+                target = idm(obs, normalize_obs(batch["next_obs"])).float()
             with autocast(device):
                 pred, _ = actor(obs)
             loss = F.mse_loss(pred.float(), target)
@@ -315,8 +317,7 @@ def train_bc(cfg: Config, idm: IDM, run_dir, device: torch.device, wandb_run) ->
     actor.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
-            return actor(normalize_obs(obs))[0]
+        return actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
 
     ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc eval")
     metrics = {
@@ -333,7 +334,7 @@ def train_bc(cfg: Config, idm: IDM, run_dir, device: torch.device, wandb_run) ->
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     device = get_device(cfg.device)
-    setup_backends(device)
+    setup_backends(device, cfg.precision)
     set_seed(cfg.seed)
     run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
     wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)

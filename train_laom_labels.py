@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import trange
 
 from src.augs import Augmenter
-from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs
+from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset, normalized_score
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, weight_init
 from src.utils import (
@@ -82,6 +82,7 @@ class LAOMLabelsConfig:
     target_tau: float = 0.001  # EMA rate of the target encoder
     target_update_every: int = 1  # optimizer steps between EMA updates of the target encoder
     use_aug: bool = True  # random per-image augmentation of o_t, o_{t+k}, o_{t+1} (labeled: o_t, o_{t+k})
+    cosine_loss: bool = False  # temporal consistency by cosine similarity instead of MSE (the paper uses MSE)
     final_probe_batches: int = 10  # batches averaged for the final probe MSEs written to results.json
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
@@ -188,8 +189,7 @@ class Probes(nn.Module):
         super().__init__()
         self.action = nn.Linear(latent_dim, act_dim)
         self.state = nn.Linear(emb_dim, state_dim)
-        self.obs_action = nn.Linear(emb_dim, act_dim)
-        self.apply(weight_init)
+        self.obs_action = nn.Linear(emb_dim, act_dim)  # PyTorch's default init (not orthogonal), as released
 
     def forward(self, z, e_t, actions, states) -> dict[str, torch.Tensor]:
         """MSE of each probe, in fp32, with no gradient into z or e_t."""
@@ -224,6 +224,15 @@ def build_models(cfg: Config, act_dim: int, state_dim: int, img_hw: int = 64) ->
 # ---------------------------------------------------------------- stage 1: latent action model
 
 
+def temporal_consistency_loss(pred: torch.Tensor, target: torch.Tensor, cosine: bool) -> torch.Tensor:
+    """The latent FDM's loss against the target embedding of o_{t+1}, [B, D] each: MSE (the paper), or
+    1 - cosine similarity averaged over the batch (`cosine_loss`, an option of the released configs)."""
+    pred, target = pred.float(), target.float()
+    if cosine:
+        return 1.0 - F.cosine_similarity(pred, target, dim=-1).mean()
+    return F.mse_loss(pred, target)
+
+
 def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter]):
     """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] (each image augmented independently) + the batch."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
@@ -252,8 +261,10 @@ def final_probe_mse(
 
 @torch.no_grad()
 def eval_action_mse(lam: LAOMLabels, data: TrajectoryData, c: LAOMLabelsConfig, device) -> torch.Tensor:
-    """MSE of the action head over every consecutive pair (o_t, o_{t+1}) of a dataset, no augmentation (a tensor:
-    no host sync here). The paper's Figure 9a number on the evaluation set with novel distractors."""
+    """Action MSE of the head over every consecutive pair (o_t, o_{t+1}) of a dataset, no augmentation (a tensor:
+    no host sync here): squared errors SUMMED over the action dimensions, averaged over samples, as the released
+    code reports it (A times the per-element mean). The paper's Figure 9a number on the evaluation set with novel
+    distractors; train_idm.py reports the IDM's the same way."""
     was_training = lam.training
     lam.eval()
     valid = data.valid_indices(1)
@@ -263,7 +274,7 @@ def eval_action_mse(lam: LAOMLabels, data: TrajectoryData, c: LAOMLabelsConfig, 
         with autocast(device):
             z, _ = lam.latent_action(normalize_obs(b["obs"]), normalize_obs(b["next_obs"]))
             pred = lam.action_head(z)  # [B, A]
-        total += F.mse_loss(pred.float(), b["actions"], reduction="sum") / b["actions"].shape[1]
+        total += F.mse_loss(pred.float(), b["actions"], reduction="sum")
     lam.train(was_training)
     return total / len(valid)
 
@@ -340,7 +351,7 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
                 labeled_pred = lam.action_head(labeled_z)  # [L, A]
                 with torch.no_grad():
                     target = lam.encode(next_obs, target_encoder)  # [B, D], embedding of o_{t+1}
-            mse_loss = F.mse_loss(pred.float(), target.float())
+            mse_loss = temporal_consistency_loss(pred, target, c.cosine_loss)
             labeled_loss = F.mse_loss(labeled_pred.float(), lb["actions"])
             loss = mse_loss + c.labeled_loss_coef * labeled_loss
             probe_losses = probes(z, e_t, b["actions"], b["states"])
@@ -430,8 +441,8 @@ def train_latent_bc(cfg: Config, lam: LAOMLabels, run_dir, device: torch.device,
         for step in trange(start, total, desc="latent bc", initial=start, total=total):
             b = data.batch(next(batches), c.frame_stack, next_obs=True)
             obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
+            target = lam.label(obs, next_obs)  # [B, Z]: frozen LAM, no augmentation, fp32 (outside autocast)
             with autocast(device):
-                target = lam.label(obs, next_obs)  # [B, Z], frozen LAM, no augmentation
                 pred, _ = actor(aug(obs) if aug is not None else obs)  # [B, Z]
                 act_pred = debug_head(pred.detach())  # [B, A]
             loss = F.mse_loss(pred.float(), target.float())
@@ -468,8 +479,7 @@ def train_latent_bc(cfg: Config, lam: LAOMLabels, run_dir, device: torch.device,
     debug_head.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
-            return debug_head(actor(normalize_obs(obs))[0])
+        return debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
 
     ev = evaluate_for_dataset(policy, data.attrs, c, cfg, cfg.bc.frame_stack, device, "latent bc eval")
     metrics = {
@@ -501,16 +511,16 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
         c.data_path,
         device,
         frame_stack,
-        min_offset=0,
+        min_offset=1,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
     )
     check_compatible(reference, data, "decoder (labeled)")
-    valid = data.valid_indices(0)
+    valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     decoder = ActionMLP(cfg.lapo.latent_action_dim, data.act_dim, c.hidden_dim).to(device)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
-    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    batches_per_epoch = num_batches(len(valid), c.batch_size, drop_last=False)  # the last partial batch is kept
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
@@ -521,7 +531,7 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
     trained = 0 if done else total - start
     if not done:
         decoder.train()
-        batches = infinite_epochs(data, valid, c.batch_size)
+        batches = infinite_epochs(data, valid, c.batch_size, drop_last=False)
         clock = Stopwatch()
         for step in trange(start, total, desc="decoder", initial=start, total=total):
             b = data.batch(next(batches), frame_stack)
@@ -560,8 +570,7 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
     decoder.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
-            return decoder(actor(normalize_obs(obs))[0])
+        return decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
 
     ev = evaluate_for_dataset(policy, data.attrs, c, cfg, cfg.bc.frame_stack, device, "decoder eval")
     metrics = {
@@ -585,7 +594,7 @@ def train(cfg: Config) -> dict:
     if cfg.decoder.data_path is None:
         cfg.decoder.data_path = cfg.lapo.labeled_data_path  # the decoder learns from the LAM's labels
     device = get_device(cfg.device)
-    setup_backends(device)
+    setup_backends(device, cfg.precision)
     set_seed(cfg.seed)
     run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
     wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)

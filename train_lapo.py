@@ -3,8 +3,9 @@
 Three stages, one file:
 1. `lapo` — the latent action model. The latent IDM sees o_t and o_{t+k} (k uniform in 1..K) stacked on channels
    and outputs a continuous latent action z; the FDM sees o_t and z and reconstructs all pixels of o_{t+1}.
-   Loss: MSE in [-1, 1] pixel space. No augmentation, no quantization (FSQ is an option: the ablation of paper
-   Fig. 5 / 12c). A linear probe z -> true action (the paper's quality metric) is trained on detached z.
+   Loss: MSE in [-1, 1] pixel space. No augmentation, no quantization (`--lapo.quantize=fsq` / `vq` is the
+   ablation of paper Fig. 5 / 12c). A linear probe z -> true action (the paper's quality metric) is trained on
+   detached z.
 2. `bc` — latent behaviour cloning: an Actor regresses the frozen LAM's latent action of (o_t, o_{t+1}) on the
    full dataset; a small debug head maps the actor's output to true actions so the actor can be evaluated.
 3. `decoder` — the actor is frozen; an MLP decodes its latent actions into true actions, trained on the
@@ -19,7 +20,6 @@ One LAM and latent BC serve every label budget: reuse them with `--lapo.checkpoi
 --bc.checkpoint_path=<run>/latent_bc.pt` and only the decoder is trained.
 """
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import trange
 
 from src.augs import Augmenter
-from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs
+from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset, normalized_score
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
 from src.utils import (
@@ -71,8 +71,13 @@ class LAPOConfig:
     encoder_scale: int = 6  # channel multiplier of the IDM and FDM encoders (and of the FDM decoder)
     encoder_deep: bool = False  # 5 encoder blocks instead of 3
     encoder_num_res_blocks: int = 2  # residual units per encoder / decoder block
-    quantize: bool = False  # FSQ on the latent action (ablation; off in the paper's final experiments)
-    fsq_levels: int = 8  # FSQ levels per latent dimension (used when quantize)
+    quantize: str = "none"  # latent quantization (Fig. 5 ablation): none (the paper's runs), fsq, vq
+    fsq_levels: list[int] = field(default_factory=lambda: [2, 2, 4])  # FSQ levels of each group of len(levels)
+    vq_codebook_size: int = 64  # VQ: codes per codebook
+    vq_num_codebooks: int = 2  # VQ: codebooks (heads), each quantizing its own share of every token
+    vq_code_dim: int = 16  # VQ: the latent is split into tokens of this size (Z / vq_code_dim tokens)
+    vq_commitment_weight: float = 1.0  # VQ: weight of the commitment loss added to the reconstruction loss
+    vq_decay: float = 0.8  # VQ: EMA decay of the codebooks
     final_probe_batches: int = 10  # batches averaged for the final action-probe MSE written to results.json
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
@@ -131,23 +136,56 @@ class Config(RunConfig):
 # ---------------------------------------------------------------- stage 1 networks
 
 
-class FSQ(nn.Module):
-    """Finite scalar quantization (Mentzer et al. 2023): each dimension is bounded with tanh to `levels` values
-    and rounded with a straight-through estimator; the output is rescaled to [-1, 1]."""
+QUANTIZERS = ("none", "fsq", "vq")
 
-    def __init__(self, levels: int):
+
+class Quantizer(nn.Module):
+    """Optional quantization of the latent action (the ablation of paper Fig. 5 / 12c), from the
+    vector-quantize-pytorch library. forward: z [B, Z] -> (quantized z [B, Z], auxiliary loss (0 for FSQ)).
+
+    fsq: the latent is cut into groups of len(levels) values, [B, Z] -> [B, Z / n, n], each group quantized by
+      finite scalar quantization with those levels (the paper's FSQ ablation: levels (2, 2, 4), groups of 3).
+    vq: vector quantization as in the original LAPO: the latent is cut into tokens of code_dim values, each
+      quantized by num_codebooks codebooks of codebook_size codes (EMA codebooks, commitment loss).
+    """
+
+    def __init__(self, c: "LAPOConfig"):
         super().__init__()
-        if levels < 2:
-            raise ValueError(f"fsq_levels must be >= 2, got {levels}")
-        self.half = (levels - 1) * (1 + 1e-3) / 2  # bound slightly above (L - 1) / 2: the end levels are reached
-        self.offset = 0.5 if levels % 2 == 0 else 0.0  # even levels: integers -L/2 .. L/2 - 1
-        self.shift = math.atanh(self.offset / self.half)  # z = 0 maps to the level 0
-        self.scale = levels // 2
+        from vector_quantize_pytorch import FSQ, VectorQuantize
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        bounded = torch.tanh(z + self.shift) * self.half - self.offset
-        rounded = bounded + (torch.round(bounded) - bounded).detach()  # straight-through gradient
-        return rounded / self.scale
+        self.kind, z = c.quantize, c.latent_action_dim
+        if self.kind == "fsq":
+            self.group = len(c.fsq_levels)
+            if z % self.group != 0:
+                raise ValueError(
+                    f"lapo.latent_action_dim={z} is not a multiple of len(lapo.fsq_levels)={self.group} "
+                    f"(fsq_levels={list(c.fsq_levels)}): FSQ quantizes the latent in groups of that size"
+                )
+            self.fsq = FSQ(levels=list(c.fsq_levels))
+        elif self.kind == "vq":
+            self.group = c.vq_code_dim
+            if z % self.group != 0 or self.group % c.vq_num_codebooks != 0:
+                raise ValueError(
+                    f"lapo.latent_action_dim={z} must be a multiple of lapo.vq_code_dim={self.group}, itself a "
+                    f"multiple of lapo.vq_num_codebooks={c.vq_num_codebooks}"
+                )
+            self.vq = VectorQuantize(
+                dim=self.group,
+                codebook_size=c.vq_codebook_size,
+                heads=c.vq_num_codebooks,
+                separate_codebook_per_head=True,
+                decay=c.vq_decay,
+                commitment_weight=c.vq_commitment_weight,
+            )
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = z.shape[0]
+        tokens = z.float().reshape(b, -1, self.group)  # [B, Z] -> [B, Z / n, n]
+        if self.kind == "fsq":
+            quantized, _ = self.fsq(tokens)
+            return quantized.reshape(b, -1), z.new_zeros((), dtype=torch.float32)
+        quantized, _, aux_loss = self.vq(tokens)
+        return quantized.reshape(b, -1), aux_loss.sum()
 
 
 class LatentIDM(nn.Module):
@@ -200,29 +238,38 @@ class LAPO(nn.Module):
         deep: bool = False,
         num_res_blocks: int = 2,
         img_hw: int = 64,
-        fsq_levels: Optional[int] = None,
     ):
         super().__init__()
         self.idm = LatentIDM(frame_stack, latent_dim, scale, deep, num_res_blocks, img_hw)
         self.fdm = LatentFDM(frame_stack, latent_dim, scale, deep, num_res_blocks, img_hw)
-        self.quantizer = FSQ(fsq_levels) if fsq_levels is not None else nn.Identity()
         self.apply(weight_init)
+        self.quantizer: Optional[Quantizer] = None  # set by build_lam for the quantization ablation
+
+    def latent_action(self, obs: torch.Tensor, future_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z [B, Z], quantizer loss): z quantized when a quantizer is set."""
+        z = self.idm(obs, future_obs)
+        if self.quantizer is None:
+            return z, z.new_zeros((), dtype=torch.float32)
+        return self.quantizer(z)
 
     def label(self, obs: torch.Tensor, future_obs: torch.Tensor) -> torch.Tensor:
-        return self.quantizer(self.idm(obs, future_obs))
+        return self.latent_action(obs, future_obs)[0]
 
-    def forward(self, obs: torch.Tensor, future_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.label(obs, future_obs)
-        return self.fdm(obs, z), z
+    def forward(self, obs: torch.Tensor, future_obs: torch.Tensor):
+        """(o_t, o_{t+k}) -> (reconstruction of o_{t+1}, z, quantizer loss)."""
+        z, quant_loss = self.latent_action(obs, future_obs)
+        return self.fdm(obs, z), z, quant_loss
 
 
 def build_lam(c: LAPOConfig, act_dim: int, img_hw: int = 64) -> LAPO:
     """The latent action model alone (latent IDM + FDM), the module of the paper's Table 4 count: 211,847,849
     parameters at the paper's config, 64 px. act_dim is unused (every LAM builder has the same signature)."""
-    fsq = c.fsq_levels if c.quantize else None
-    return LAPO(
-        c.frame_stack, c.latent_action_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, img_hw, fsq
-    )
+    if c.quantize not in QUANTIZERS:
+        raise ValueError(f"lapo.quantize={c.quantize!r} is not a quantizer; valid: {list(QUANTIZERS)}")
+    lam = LAPO(c.frame_stack, c.latent_action_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, img_hw)
+    if c.quantize != "none":
+        lam.quantizer = Quantizer(c)  # the library's own initialisation (codebooks), not the orthogonal one
+    return lam
 
 
 def build_models(cfg: Config, act_dim: int, state_dim: Optional[int] = None, img_hw: int = 64) -> dict[str, nn.Module]:
@@ -286,7 +333,6 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
     valid = data.valid_indices(c.future_obs_offset)
     lam = build_lam(c, data.act_dim, data.img_hw).to(device)
     probe = nn.Linear(c.latent_action_dim, data.act_dim).to(device)  # latent action -> true action
-    probe.apply(weight_init)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     probe_optim = make_optimizer(probe, "adam", c.learning_rate)
     batches_per_epoch = max(1, len(valid) // c.batch_size)
@@ -306,8 +352,9 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
             future_obs = normalize_obs(batch["future_obs"])  # o_{t+k}
             next_obs = normalize_obs(batch["next_obs"])  # o_{t+1}, the reconstruction target
             with autocast(device):
-                pred_next_obs, latent_action = lam(obs, future_obs)
-            loss = F.mse_loss(pred_next_obs.float(), next_obs)
+                pred_next_obs, latent_action, quant_loss = lam(obs, future_obs)
+            mse_loss = F.mse_loss(pred_next_obs.float(), next_obs)
+            loss = mse_loss + quant_loss  # quant_loss: VQ's commitment loss, 0 without VQ
             optim.zero_grad(set_to_none=True)
             loss.backward()
             if c.grad_norm is not None:
@@ -327,7 +374,8 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
                 guard.check(ckpt)
                 wandb_run.log(
                     {
-                        "lapo/mse_loss": loss.item(),
+                        "lapo/mse_loss": mse_loss.item(),
+                        "lapo/quantizer_loss": quant_loss.item(),
                         "lapo/action_probe_mse_loss": probe_loss.item(),
                         "lapo/latent_action_std": latent_action.float().std(0).mean().item(),
                         "lapo/learning_rate": sched.get_last_lr()[0],
@@ -400,8 +448,8 @@ def train_latent_bc(cfg: Config, lam: LAPO, run_dir, device: torch.device, wandb
         for step in trange(start, total, desc="latent bc", initial=start, total=total):
             b = data.batch(next(batches), c.frame_stack, next_obs=True)
             obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
+            target = lam.label(obs, next_obs)  # [B, Z]: frozen LAM, no augmentation, fp32 (outside autocast)
             with autocast(device):
-                target = lam.label(obs, next_obs)  # [B, Z], frozen LAM, no augmentation
                 pred, _ = actor(aug(obs) if aug is not None else obs)  # [B, Z]
                 act_pred = debug_head(pred.detach())  # [B, A]
             loss = F.mse_loss(pred.float(), target.float())
@@ -438,8 +486,7 @@ def train_latent_bc(cfg: Config, lam: LAPO, run_dir, device: torch.device, wandb
     debug_head.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
-            return debug_head(actor(normalize_obs(obs))[0])
+        return debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
 
     ev = evaluate_for_dataset(policy, data.attrs, c, cfg, cfg.bc.frame_stack, device, "latent bc eval")
     metrics = {
@@ -471,16 +518,16 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
         c.data_path,
         device,
         frame_stack,
-        min_offset=0,
+        min_offset=1,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
     )
     check_compatible(reference, data, "decoder (labeled)")
-    valid = data.valid_indices(0)
+    valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     decoder = ActionMLP(cfg.lapo.latent_action_dim, data.act_dim, c.hidden_dim).to(device)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
-    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    batches_per_epoch = num_batches(len(valid), c.batch_size, drop_last=False)  # the last partial batch is kept
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
@@ -491,7 +538,7 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
     trained = 0 if done else total - start
     if not done:
         decoder.train()
-        batches = infinite_epochs(data, valid, c.batch_size)
+        batches = infinite_epochs(data, valid, c.batch_size, drop_last=False)
         clock = Stopwatch()
         for step in trange(start, total, desc="decoder", initial=start, total=total):
             b = data.batch(next(batches), frame_stack)
@@ -530,8 +577,7 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
     decoder.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
-            return decoder(actor(normalize_obs(obs))[0])
+        return decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
 
     ev = evaluate_for_dataset(policy, data.attrs, c, cfg, cfg.bc.frame_stack, device, "decoder eval")
     metrics = {
@@ -553,7 +599,7 @@ def train(cfg: Config) -> dict:
             "the LAM labels the actor's observations, so they must be equal"
         )
     device = get_device(cfg.device)
-    setup_backends(device)
+    setup_backends(device, cfg.precision)
     set_seed(cfg.seed)
     run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
     wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)

@@ -9,6 +9,7 @@ frame stacks (oldest first, padded with the first frame of the trajectory) and f
 gathered with one indexing operation each, never with a per-sample `__getitem__` + collate.
 """
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,17 +161,23 @@ class TrajectoryData:
             out["states"] = self.states[dev_idx]
         return out
 
-    def epoch(self, valid: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-        """Shuffled batches of indices from `valid`, without replacement. Drops the last partial batch unless the
-        data holds less than one batch."""
+    def epoch(self, valid: torch.Tensor, batch_size: int, drop_last: bool = True) -> Iterator[torch.Tensor]:
+        """Shuffled batches of indices from `valid`, without replacement. drop_last: the last partial batch is
+        dropped (unless the data holds less than one batch); otherwise it is the epoch's last, smaller batch."""
         perm = valid[torch.randperm(len(valid), device=valid.device)]
-        num_batches = max(1, len(valid) // batch_size)
-        for i in range(num_batches):
+        for i in range(num_batches(len(valid), batch_size, drop_last)):
             yield perm[i * batch_size : (i + 1) * batch_size]
 
     def sample(self, valid: torch.Tensor, batch_size: int) -> torch.Tensor:
         """batch_size indices drawn uniformly from `valid`, with replacement."""
         return valid[torch.randint(0, len(valid), (batch_size,), device=valid.device)]
+
+
+def num_batches(num_samples: int, batch_size: int, drop_last: bool = True) -> int:
+    """Batches of one epoch: floor(N / B) when the last partial batch is dropped, ceil(N / B) when kept (>= 1)."""
+    if drop_last:
+        return max(1, num_samples // batch_size)
+    return max(1, -(-num_samples // batch_size))
 
 
 def stack_channels(frames: torch.Tensor) -> torch.Tensor:
@@ -203,6 +210,26 @@ def read_root_attrs(path: str) -> dict:
     if missing:
         raise DatasetError(f"{path}: root attribute(s) {missing} missing; expected {list(REQUIRED_ROOT_ATTRS)}")
     return attrs
+
+
+def clipped_actions_warning(path: str, attrs: dict) -> str | None:
+    """The warning for a file whose actions were clipped to [-1, 1] by this project's earlier collector, or None.
+
+    The paper's datasets store the expert's raw actions (docs/FAITHFULNESS.md, "raw actions"). Files of this
+    project's collector carry `background_source`; from collector_version 2 on they store raw actions and say so
+    (`actions_clipped` False). A file with `background_source` but without `collector_version`, or with
+    `actions_clipped` True, holds clipped actions.
+    """
+    old_collector = "background_source" in attrs and "collector_version" not in attrs
+    if not (old_collector or bool(attrs.get("actions_clipped", False))):
+        return None
+    return (
+        f"{path}: its actions were clipped to [-1, 1] by the earlier collector (no collector_version attribute), "
+        "while the paper's datasets store the expert's raw actions (about 89% of cheetah-run entries lie outside "
+        "[-1, 1]). Action targets (decoder, IDM, BC, the supervised head) and every action MSE are then on another "
+        "scale than the paper's; evaluation returns are not affected. Re-collect it with the current collector to "
+        "match the paper."
+    )
 
 
 def _plain(v):
@@ -266,6 +293,9 @@ def load_dataset(
                 )
             return cached
     attrs = read_root_attrs(path)
+    message = clipped_actions_warning(path, attrs) if load_actions else None
+    if message:
+        warnings.warn(message, stacklevel=2)
     with h5py.File(path, "r") as f:
         keys = _trajectory_keys(f, path)[:max_trajectories]
         needed = ["obs"] + (["actions"] if load_actions else []) + (["states"] if load_states else [])

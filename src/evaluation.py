@@ -1,4 +1,4 @@
-"""Evaluation rollouts in the (vectorized) DCS environment and normalised scores (REFERENCE-FACTS 11)."""
+"""Evaluation rollouts in the (vectorized) DCS environment and normalised scores (paper, Table 3)."""
 
 from collections.abc import Callable
 
@@ -79,7 +79,8 @@ def evaluate(
 ) -> dict:
     """Runs num_episodes episodes (episode i seeded with seed + i) with up to num_envs worker processes.
 
-    policy: uint8 observations [N, 3k, H, W] on `device` -> actions [N, A] (any float dtype, any device).
+    policy: uint8 observations [N, 3k, H, W] on `device` -> actions [N, A] (any float dtype, any device); it runs
+    with autocast disabled (fp32), as the released code evaluates.
     Returns {"returns": [...], "mean": float, "std": float}.
     """
     if num_episodes <= 0:
@@ -98,7 +99,8 @@ def evaluate(
             ep_return = np.zeros(num_envs)
             done = np.zeros(num_envs, dtype=bool)
             while not done[:n].all():
-                actions = policy(env_obs_to_tensor(obs, device)).float().cpu().numpy()
+                with torch.autocast(device.type, enabled=False):  # rollouts in fp32, as released
+                    actions = policy(env_obs_to_tensor(obs, device)).float().cpu().numpy()
                 obs, reward, terminated, truncated, _ = envs.step(actions)
                 ep_return += np.where(done, 0.0, reward)
                 done |= terminated | truncated

@@ -1,4 +1,4 @@
-"""Network building blocks shared by every method (REFERENCE-FACTS sections 3, 4, 6, 7).
+"""Network building blocks shared by every method (paper, Appendix D-F; docs/FAITHFULNESS.md).
 
 The IMPALA-style ResNet encoder of LAPO (stride-2 conv + residual units), the decoder blocks of the LAPO
 forward model, the transformer-like MLP block with re-fed inputs used by the LAOM / IDM heads, the latent BC
@@ -161,7 +161,8 @@ class Actor(nn.Module):
 
 class ActionMLP(nn.Module):
     """Two-hidden-layer MLP from latent actions to true actions: Linear(Z -> 256), act, Linear(256 -> 256), act,
-    Linear(256 -> A). The stage-3 action decoder uses ReLU6; the latent-BC diagnostic head uses ReLU."""
+    Linear(256 -> A). The stage-3 action decoder uses ReLU6; the latent-BC diagnostic head uses ReLU. Unlike the
+    encoders and heads, it keeps PyTorch's default initialisation."""
 
     def __init__(self, latent_dim: int, act_dim: int, hidden_dim: int = 256, activation: type[nn.Module] = nn.ReLU6):
         super().__init__()
@@ -171,8 +172,7 @@ class ActionMLP(nn.Module):
             nn.Linear(hidden_dim, hidden_dim),
             activation(),
             nn.Linear(hidden_dim, act_dim),
-        )
-        self.apply(weight_init)
+        )  # PyTorch's default initialisation, as released (docs/FAITHFULNESS.md)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)

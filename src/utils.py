@@ -34,6 +34,7 @@ class RunConfig:
     checkpoint_every: int = 2000  # updates between resumable stage checkpoints
     eval_num_envs: int = 5  # parallel evaluation environments (worker processes)
     eval_max_episode_steps: int = 1000  # episode length of evaluation rollouts (1000 in the paper)
+    precision: str = "auto"  # training autocast: "auto" (bf16 on CUDA, as the paper; fp32 on CPU), "bf16", "fp32"
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / f"{self.name}-seed{self.seed}"
@@ -54,8 +55,18 @@ def get_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def setup_backends(device: torch.device) -> None:
-    """TF32 allowed and cudnn benchmark on, as in the reference runs on H100."""
+PRECISIONS = ("auto", "bf16", "fp32")
+_precision = {"bf16": None}  # set by setup_backends: whether autocast() turns bf16 on (None: decide per device)
+
+
+def setup_backends(device: torch.device, precision: str = "auto") -> None:
+    """TF32 allowed and cudnn benchmark on, as in the reference runs on H100; the precision of autocast().
+
+    precision: "auto" (bf16 autocast on CUDA, as the paper's runs; fp32 on CPU), "bf16" (bf16 autocast on any
+    device), "fp32" (no autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
+    _precision["bf16"] = None if precision == "auto" else precision == "bf16"
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -63,9 +74,13 @@ def setup_backends(device: torch.device) -> None:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA, plain fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast for training steps (see setup_backends). Stage-2 LAM labels and evaluation rollouts never run
+    under it (fp32, as released)."""
+    bf16 = _precision["bf16"]
+    if bf16 is None:
+        bf16 = device.type == "cuda"
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -89,6 +104,9 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
 
 
+LR_SCHEDULES = ("linear", "cosine", "constant", "cooldown")
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer,
     total_updates: int,
@@ -96,26 +114,36 @@ def make_scheduler(
     kind: str = "linear",
     cooldown_ratio: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over warmup_updates, then decay to 0 at the last update: "linear" (the released code),
-    "cosine" (the paper's text) or "constant" (no decay). cooldown_ratio > 0 holds the learning rate after
-    warm-up and decays it (with `kind`) over that final fraction of the updates only."""
-    if kind not in ("linear", "cosine", "constant"):
-        raise ValueError(f"unknown lr schedule {kind!r}; expected 'linear', 'cosine' or 'constant'")
+    """Linear warm-up over warmup_updates, then:
+    - "linear": linear decay to 0 at the last update (the released code's LAM, latent BC, decoder and IDM);
+    - "cosine": cosine decay to 0 (the paper's text);
+    - "constant": no decay;
+    - "cooldown": constant, then over the last cooldown_ratio of the updates a decay of 1 - sqrt(progress through
+      the cooldown) (the released BC baseline; its cooldown_ratio 0 means constant after warm-up).
+    For "linear" and "cosine", cooldown_ratio > 0 holds the rate after warm-up and decays over that final
+    fraction only."""
+    if kind not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {kind!r}; valid: {list(LR_SCHEDULES)}")
     if not 0.0 <= cooldown_ratio <= 1.0:
         raise ValueError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
     total = max(1, total_updates)
     warmup = min(max(0, warmup_updates), total - 1)
-    decay_start = max(warmup, int(round(total * (1.0 - cooldown_ratio)))) if cooldown_ratio > 0 else warmup
+    if cooldown_ratio > 0:
+        decay_start = max(warmup, int(round(total * (1.0 - cooldown_ratio))))
+    else:
+        decay_start = total if kind == "cooldown" else warmup
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         if kind == "constant" or step < decay_start:
             return 1.0
-        progress = (step - decay_start) / max(1, total - decay_start)
+        progress = min(1.0, (step - decay_start) / max(1, total - decay_start))
         if kind == "linear":
             return max(0.0, 1.0 - progress)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if kind == "cooldown":
+            return 1.0 - math.sqrt(progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -149,10 +177,10 @@ class NanGuard:
             raise FloatingPointError(f"{self.stage}: the loss became NaN or infinite at update {step}{where}")
 
 
-def infinite_epochs(data, valid: torch.Tensor, batch_size: int):
-    """Batches of indices, epoch after epoch (a fresh permutation each epoch)."""
+def infinite_epochs(data, valid: torch.Tensor, batch_size: int, drop_last: bool = True):
+    """Batches of indices, epoch after epoch (a fresh permutation each epoch; see TrajectoryData.epoch)."""
     while True:
-        yield from data.epoch(valid, batch_size)
+        yield from data.epoch(valid, batch_size, drop_last)
 
 
 # ---------------------------------------------------------------- files: run directory, checkpoints, results

@@ -102,7 +102,7 @@ def test_paper_yaml_configs_match_defaults_and_readme_command_lines_parse():
         6,
         8192,
         3,
-        False,
+        "none",
     )
     assert cfg.decoder.dcs_backgrounds_path == "DAVIS/JPEGImages/480p"
     assert (cfg.decoder.total_updates, cfg.decoder.learning_rate, cfg.bc.encoder_scale) == (2500, 3e-4, 32)
@@ -118,33 +118,44 @@ def test_paper_yaml_configs_match_defaults_and_readme_command_lines_parse():
         pyrallis.parse(module.Config, config_path=str(REPO / f"configs/example/{name}.yaml"), args=[])
 
 
-@pytest.mark.parametrize("levels", [2, 5, 8])
-def test_fsq_bounds_to_levels_with_straight_through_gradient(levels):
-    fsq = train_lapo.FSQ(levels)
-    z = torch.randn(64, 16).requires_grad_(True)
-    q = fsq(z)
-    assert q.shape == z.shape
-    assert q.abs().max() <= 1.0
-    assert len(torch.unique(q.detach())) <= levels
-    assert len(torch.unique(fsq(torch.linspace(-10, 10, 1001)))) == levels  # every level is reachable
-    codes = q.detach() * fsq.scale
-    assert torch.allclose(codes, codes.round(), atol=1e-5)  # integer codes
-    q.sum().backward()
-    # straight through: the gradient is that of the bounding function, as if rounding were the identity
-    zz = z.detach().requires_grad_(True)
-    ((torch.tanh(zz + fsq.shift) * fsq.half - fsq.offset) / fsq.scale).sum().backward()
-    assert torch.allclose(z.grad, zz.grad) and (z.grad > 0).all()
-
-
-def test_lapo_quantized_labels_lie_on_the_grid():
-    cfg = train_lapo.LAPOConfig(latent_action_dim=16, encoder_scale=1, quantize=True, fsq_levels=5)
+def test_fsq_quantizes_groups_of_three_with_levels_2_2_4():
+    """The Fig. 5 ablation as released: [B, Z] -> [B, Z / 3, 3], each group on the FSQ grid of levels (2, 2, 4)."""
+    cfg = train_lapo.LAPOConfig(latent_action_dim=24, encoder_scale=1, quantize="fsq")
+    assert list(cfg.fsq_levels) == [2, 2, 4]
     lam = train_lapo.build_lam(cfg, act_dim=6, img_hw=64)
-    obs, future = torch.rand(4, 9, 64, 64) * 2 - 1, torch.rand(4, 9, 64, 64) * 2 - 1
-    pred, z = lam(obs, future)
-    assert pred.shape == (4, 9, 64, 64) and pred.abs().max() <= 1.0
-    assert z.shape == (4, 16) and torch.allclose(z * 2, (z * 2).round(), atol=1e-5)
+    obs, future = torch.rand(8, 9, 64, 64) * 2 - 1, torch.rand(8, 9, 64, 64) * 2 - 1
+    pred, z, quant_loss = lam(obs, future)
+    assert pred.shape == (8, 9, 64, 64) and z.shape == (8, 24) and float(quant_loss) == 0.0
+    groups = z.detach().reshape(8, 8, 3)
+    # levels 2 -> {-1, 0}; levels 4 -> {-1, -0.5, 0, 0.5} (FSQ's grid, rescaled by levels // 2)
+    assert set(groups[..., 0].unique().tolist()) <= {-1.0, 0.0} and set(groups[..., 1].unique().tolist()) <= {-1.0, 0.0}
+    assert set(groups[..., 2].unique().tolist()) <= {-1.0, -0.5, 0.0, 0.5}
+    # every code of a group is reachable: feed the quantizer directly with a wide range
+    codes = lam.quantizer(torch.linspace(-6, 6, 3 * 200).reshape(200, 3).repeat(1, 8))[0].reshape(-1, 3)
+    assert [len(codes[:, i].unique()) for i in range(3)] == [2, 2, 4]
     pred.pow(2).mean().backward()
-    assert lam.idm.encoder.blocks[0].conv.weight.grad.abs().sum() > 0  # gradient reaches the IDM through FSQ
+    assert lam.idm.encoder.blocks[0].conv.weight.grad.abs().sum() > 0  # straight-through gradient reaches the IDM
+
+
+def test_vq_quantizes_to_codebook_entries_with_commitment_loss():
+    cfg = train_lapo.LAPOConfig(latent_action_dim=32, encoder_scale=1, quantize="vq")
+    lam = train_lapo.build_lam(cfg, act_dim=6, img_hw=64)
+    obs, future = torch.rand(8, 9, 64, 64) * 2 - 1, torch.rand(8, 9, 64, 64) * 2 - 1
+    pred, z, quant_loss = lam(obs, future)
+    assert z.shape == (8, 32) and float(quant_loss) > 0
+    # tokens of 16 values, 2 codebooks (heads) of 64 codes each quantizing 8 values of a token
+    distinct = {tuple(t) for t in z.detach().reshape(-1, 8).tolist()}
+    assert len(distinct) <= 2 * 64
+    (pred.pow(2).mean() + quant_loss).backward()
+    assert lam.idm.encoder.blocks[0].conv.weight.grad.abs().sum() > 0
+
+
+def test_quantizer_choice_and_sizes_are_checked():
+    with pytest.raises(ValueError, match=r"valid: \['none', 'fsq', 'vq'\]"):
+        train_lapo.build_lam(train_lapo.LAPOConfig(latent_action_dim=24, encoder_scale=1, quantize="True"), 6)
+    with pytest.raises(ValueError, match="latent_action_dim=8192 is not a multiple of len"):
+        train_lapo.build_lam(train_lapo.LAPOConfig(encoder_scale=1, quantize="fsq"), 6)
+    assert train_lapo.build_lam(train_lapo.LAPOConfig(latent_action_dim=24, encoder_scale=1), 6).quantizer is None
 
 
 # ---------------------------------------------------------------- end to end

@@ -1,11 +1,13 @@
 """Collect an expert dataset: the expert acts on proprioceptive states while the DCS renders the distracted frames.
 
-Writes the released HDF5 layout (REFERENCE-FACTS section 1): root groups "0", "1", ... in order, each with
-`obs` uint8 [T, H, W, 3] (obs[t] is the frame seen before actions[t]), `actions` float32 [T, A], `states` float32
-[T, S], `rewards` float32 [T] and attributes `traj_return`, `seed` (the episode seed) and `complete` (written last);
-root attributes `domain_name`, `task_name`, `difficulty`, `dynamic`, `img_hw`, `split`, `dataset_return`, plus
-`background_source` ("builtin" / "davis"), `dcs_backgrounds_path`, `seed`, `max_episode_steps`, `expert_checkpoint`,
-`package_versions` (JSON).
+Writes the released HDF5 layout (docs/FAITHFULNESS.md, "data"): root groups "0", "1", ... in order, each with
+`obs` uint8 [T, H, W, 3] (obs[t] is the frame seen before actions[t]), `actions` float32 [T, A] (the expert's raw,
+unclipped action: the PPO actor mean or the SAC policy's action; the environment clips what it executes),
+`states` float32 [T, S], `rewards` float32 [T] and attributes `traj_return`, `seed` (the episode seed) and
+`complete` (written last); root attributes `domain_name`, `task_name`, `difficulty`, `dynamic`, `img_hw`, `split`,
+`dataset_return`, plus `background_source` ("builtin" / "davis"), `dcs_backgrounds_path`, `seed`,
+`max_episode_steps`, `expert_checkpoint`, `package_versions` (JSON), `collector_version` (2: raw actions) and
+`actions_clipped` (False).
 
     python -m scripts.data_collection.collect_data \\
         --checkpoint_path="scripts/data_collection/checkpoints/hopper-hop-expert" \\
@@ -79,7 +81,11 @@ IDENTITY_ATTRS = (
     "seed",
     "max_episode_steps",
     "expert_checkpoint",
+    "collector_version",
 )
+# Version 2 stores the expert's raw actions (the paper's datasets). Files of version 1 (no attribute) hold actions
+# clipped to [-1, 1]; src/data.py warns when it reads one.
+COLLECTOR_VERSION = 2
 VERSIONED_PACKAGES = ("numpy", "torch", "mujoco", "dm_control", "gymnasium", "h5py", "stable_baselines3")
 
 
@@ -128,7 +134,9 @@ def collect_trajectory(env, expert: Expert, seed: int, max_steps: int) -> Trajec
     for _ in range(max_steps):
         frames.append(obs)
         states.append(info["state"])
-        action = expert.act(info["state"][None])[0].astype(np.float32)  # [A]: stored == executed
+        # The expert's raw action is stored (as in the paper's datasets: outside [-1, 1] for PPO experts); the
+        # environment clips what it executes.
+        action = expert.act(info["state"][None])[0].astype(np.float32)  # [A]
         obs, reward, terminated, truncated, info = env.step(action)
         actions.append(action)
         rewards.append(reward)
@@ -207,6 +215,8 @@ def root_attrs(config: Config, domain_name: str, task_name: str) -> dict:
         "seed": int(config.seed),
         "max_episode_steps": int(config.max_episode_steps),
         "expert_checkpoint": os.path.normpath(config.checkpoint_path),
+        "collector_version": COLLECTOR_VERSION,
+        "actions_clipped": False,  # actions are the expert's raw outputs, as in the released datasets
     }
 
 
@@ -271,6 +281,8 @@ def prepare_output(path: Path, attrs: dict, num_trajectories: int, overwrite: bo
     differing = {k: (existing.get(k), v) for k, v in attrs.items() if existing.get(k) != v}
     if differing:
         details = "; ".join(f"{k}: file has {a!r}, command gives {b!r}" for k, (a, b) in differing.items())
+        if "collector_version" in differing:
+            details += " (a file without collector_version was written by the earlier collector, which clipped actions)"
         raise FileExistsError(
             f"Output {path} exists and was made by a different command ({details}). "
             "Use --overwrite to replace it, or another --save_path."

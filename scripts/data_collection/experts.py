@@ -4,7 +4,8 @@ Two checkpoint formats are supported, both as released with the paper:
 
 - PPO (CleanRL style, `cleanrl_ppo.py`): a folder with `config.pt` (a plain dict: domain, task, hidden_dim and the
   PPO hyperparameters) and `checkpoint.pt` (a state dict: `obs_rms.mean/var/count`, `actor_mean.0/2/4`,
-  `critic.0/2/4`, `actor_logstd`). Greedy action = actor mean of the normalised state, clipped to [-1, 1].
+  `critic.0/2/4`, `actor_logstd`). Greedy action = actor mean of the normalised state, NOT clipped: the
+  collector stores this raw action (as the paper's datasets do) and the environment clips what it executes.
 - SAC (stable-baselines3, `sb3_sac.py`): the zip written by `SAC.save`, loaded with `SAC.load`; greedy action =
   `predict(deterministic=True)`.
 
@@ -129,7 +130,7 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 
 
 class PPOExpert(Expert):
-    """Actor of a CleanRL-style PPO checkpoint: clip(actor_mean(normalise(state)), -1, 1)."""
+    """Actor of a CleanRL-style PPO checkpoint: actor_mean(normalise(state)), the raw (unclipped) mean."""
 
     def __init__(self, folder: Path, checkpoint_name: str = PPO_CHECKPOINT_NAME, device: str = "cpu"):
         config_path, checkpoint_path = folder / PPO_CONFIG_NAME, folder / checkpoint_name
@@ -162,7 +163,7 @@ class PPOExpert(Expert):
     @torch.no_grad()
     def act(self, states: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(np.asarray(states, dtype=np.float32), device=self.device)  # [N, S]
-        return self.actor_mean(self.obs_rms(x)).clamp(-1.0, 1.0).cpu().numpy()  # [N, A]
+        return self.actor_mean(self.obs_rms(x)).cpu().numpy()  # [N, A], raw: the environment clips what it executes
 
 
 class SACExpert(Expert):
@@ -185,7 +186,7 @@ class SACExpert(Expert):
 
     def act(self, states: np.ndarray) -> np.ndarray:
         actions, _ = self.model.predict(np.asarray(states, dtype=self._obs_dtype), deterministic=True)
-        return np.clip(actions, -1.0, 1.0).astype(np.float32)
+        return np.asarray(actions, dtype=np.float32)  # the policy's action as it gives it (no extra clipping)
 
 
 def _constant_zero(_progress: float) -> float:
