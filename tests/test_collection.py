@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from scripts.data_collection.collect_data import COMPLETE_ATTR, Config, collect, episode_seed
 from scripts.sample_labeled_data import Config as SampleConfig
@@ -97,6 +98,35 @@ def test_layout_and_exact_replay(dataset):
             np.testing.assert_array_equal(g["rewards"][()], np.asarray(rewards, dtype=np.float32))
             assert float(g.attrs["traj_return"]) == pytest.approx(sum(rewards))
         assert len({f[k]["obs"][0].tobytes() for k in f}) == 3  # distinct episodes
+
+
+def released_actor_mean(checkpoint: Path, states: np.ndarray) -> np.ndarray:
+    """The released PPO actor's mean action, computed here from its state dict with numpy (no clipping)."""
+    sd = {k: v.double().numpy() for k, v in torch.load(checkpoint, map_location="cpu", weights_only=True).items()}
+    x = np.clip((states - sd["obs_rms.mean"]) / np.sqrt(sd["obs_rms.var"] + 1e-8), -10.0, 10.0)
+    for i in (0, 2):
+        x = np.tanh(x @ sd[f"actor_mean.{i}.weight"].T + sd[f"actor_mean.{i}.bias"])
+    return x @ sd["actor_mean.4.weight"].T + sd["actor_mean.4.bias"]
+
+
+def test_stored_actions_are_the_raw_actor_mean(dataset, expert_path):
+    """The paper's datasets store the expert's raw action; the environment clips what it executes."""
+    with h5py.File(dataset, "r") as f:
+        assert int(f.attrs["collector_version"]) == 2 and not bool(f.attrs["actions_clipped"])
+        states = np.concatenate([f[k]["states"][()] for k in f])
+        actions = np.concatenate([f[k]["actions"][()] for k in f])
+    np.testing.assert_allclose(actions, released_actor_mean(expert_path / "checkpoint.pt", states), atol=1e-4)
+    outside = (np.abs(actions) > 1.0).mean()
+    assert outside > 0.5, outside  # cheetah-run: most entries lie outside [-1, 1] (about 89% over whole episodes)
+
+
+def test_resuming_a_file_of_the_clipping_collector_is_refused(dataset, expert_path, tmp_path):
+    path = tmp_path / "old.hdf5"
+    shutil.copy(dataset, path)
+    with h5py.File(path, "a") as f:
+        del f.attrs["collector_version"], f.attrs["actions_clipped"]
+    with pytest.raises(FileExistsError, match="earlier collector, which clipped actions"):
+        collect(make_config(expert_path, path, num_trajectories=4))
 
 
 def test_same_command_gives_same_file_for_any_num_workers(dataset, expert_path, tmp_path):

@@ -1,11 +1,13 @@
 """Frame stacking, offsets and validation of the HDF5 data path on hand-made files."""
 
+import warnings
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from src.data import DatasetError, check_compatible, load_dataset, normalize_obs, stack_channels
+from src.data import DatasetError, check_compatible, load_dataset, normalize_obs, num_batches, stack_channels
 
 ATTRS = dict(domain_name="cheetah", task_name="run", difficulty="vanilla", dynamic=False, img_hw=8, split="train")
 
@@ -131,3 +133,29 @@ def test_incompatible_labeled_set_is_named(tmp_path):
     small = load_dataset(write_file(tmp_path / "big.hdf5", [6], img_hw=16, attrs=attrs), min_offset=0)
     with pytest.raises(DatasetError, match="16 px frames"):
         check_compatible(full, small)
+
+
+def test_file_of_the_clipping_collector_is_read_with_a_warning(tmp_path):
+    """Files of the earlier collector (background_source, no collector_version) hold clipped actions."""
+    old = write_file(tmp_path / "old.hdf5", [8], attrs={**ATTRS, "background_source": "builtin"})
+    with pytest.warns(UserWarning, match=r"old\.hdf5: its actions were clipped to \[-1, 1\] by the earlier collector"):
+        load_dataset(old, frame_stack=3, min_offset=1)
+    flagged = write_file(tmp_path / "flagged.hdf5", [8], attrs={**ATTRS, "actions_clipped": True})
+    with pytest.warns(UserWarning, match="flagged.hdf5"):
+        load_dataset(flagged, frame_stack=3, min_offset=1)
+    new = {**ATTRS, "background_source": "builtin", "collector_version": 2, "actions_clipped": False}
+    released = ATTRS  # the paper's files carry neither attribute: raw actions
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(write_file(tmp_path / "new.hdf5", [8], attrs=new), frame_stack=3, min_offset=1)
+        load_dataset(write_file(tmp_path / "released.hdf5", [8], attrs=released), frame_stack=3, min_offset=1)
+        load_dataset(old, frame_stack=3, min_offset=1, load_actions=False)  # no actions read: nothing to warn
+
+
+def test_epoch_keeps_the_last_partial_batch_when_asked(tmp_path):
+    data = load_dataset(write_file(tmp_path / "d.hdf5", [8, 9]), frame_stack=3, min_offset=1)
+    valid = data.valid_indices(1)  # 7 + 8 = 15 transitions
+    batches = list(data.epoch(valid, 4, drop_last=False))
+    assert [len(b) for b in batches] == [4, 4, 4, 3] and num_batches(15, 4, drop_last=False) == 4
+    assert sorted(torch.cat(batches).tolist()) == sorted(valid.tolist())
+    assert [len(b) for b in data.epoch(valid, 4)] == [4, 4, 4] and num_batches(15, 4) == 3

