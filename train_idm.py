@@ -1,4 +1,4 @@
-"""IDM baseline (paper Appendix E and F, Table 8; REFERENCE-FACTS 8).
+"""IDM baseline (paper Appendix E and F, Table 8; docs/FAITHFULNESS.md).
 
 Two stages, one script:
 1. An inverse dynamics model predicts the true action a_t from (o_t, o_{t+1}), trained on the few labeled

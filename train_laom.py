@@ -141,7 +141,7 @@ class Config(RunConfig):
 
 
 class LAOM(nn.Module):
-    """Shared encoder + latent IDM + latent FDM (REFERENCE-FACTS 4). The EMA target encoder lives outside."""
+    """Shared encoder + latent IDM + latent FDM (docs/FAITHFULNESS.md). The EMA target encoder lives outside."""
 
     def __init__(self, c: LAOMConfig, img_hw: int = 64):
         super().__init__()
@@ -230,12 +230,13 @@ def temporal_consistency_loss(pred: torch.Tensor, target: torch.Tensor, cosine: 
 
 
 def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMConfig, aug: Optional[Augmenter]):
-    """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] (each image augmented independently) + the batch."""
+    """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] + the batch. With augmentation, each of the three
+    goes through its own call of the augmenter, as released: a call draws one rotation and one perspective for all
+    of its images (and a shift per image), so the three observations of a sample are transformed differently."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
-    imgs = normalize_obs(torch.cat([b["obs"], b["future_obs"], b["next_obs"]]))  # [3B, 3k, H, W]
+    obs, future_obs, next_obs = (normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs"))
     if aug is not None:
-        imgs = aug(imgs)  # every image its own random transform
-    obs, future_obs, next_obs = imgs.chunk(3)
+        obs, future_obs, next_obs = aug(obs), aug(future_obs), aug(next_obs)
     return obs, future_obs, next_obs, b
 
 

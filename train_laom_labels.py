@@ -142,7 +142,7 @@ class Config(RunConfig):
 
 
 class LAOMLabels(nn.Module):
-    """Shared encoder + latent IDM + latent FDM + Linear(Z -> A) action head (REFERENCE-FACTS 4, supervised
+    """Shared encoder + latent IDM + latent FDM + Linear(Z -> A) action head (docs/FAITHFULNESS.md, supervised
     variant). The EMA target encoder lives outside."""
 
     def __init__(self, c: LAOMLabelsConfig, act_dim: int, img_hw: int = 64):
@@ -234,12 +234,13 @@ def temporal_consistency_loss(pred: torch.Tensor, target: torch.Tensor, cosine: 
 
 
 def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter]):
-    """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] (each image augmented independently) + the batch."""
+    """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] + the batch. With augmentation, each of the three
+    goes through its own call of the augmenter, as released: a call draws one rotation and one perspective for all
+    of its images (and a shift per image), so the three observations of a sample are transformed differently."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
-    imgs = normalize_obs(torch.cat([b["obs"], b["future_obs"], b["next_obs"]]))  # [3B, 3k, H, W]
+    obs, future_obs, next_obs = (normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs"))
     if aug is not None:
-        imgs = aug(imgs)  # every image its own random transform
-    obs, future_obs, next_obs = imgs.chunk(3)
+        obs, future_obs, next_obs = aug(obs), aug(future_obs), aug(next_obs)
     return obs, future_obs, next_obs, b
 
 
@@ -336,10 +337,9 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
         for step in trange(start, total, desc="lapo", initial=start, total=total):
             obs, future_obs, next_obs, b = stage1_batch(data, next(batches), c, aug)
             lb = labeled.batch(labeled.sample(labeled_valid, c.labeled_batch_size), c.frame_stack, c.future_obs_offset)
-            labeled_imgs = normalize_obs(torch.cat([lb["obs"], lb["future_obs"]]))  # [2L, 3k, H, W]
-            if aug is not None:
-                labeled_imgs = aug(labeled_imgs)
-            labeled_obs, labeled_future_obs = labeled_imgs.chunk(2)
+            labeled_obs, labeled_future_obs = normalize_obs(lb["obs"]), normalize_obs(lb["future_obs"])  # [L, 3k, H, W]
+            if aug is not None:  # one call each, as for the unlabeled batch
+                labeled_obs, labeled_future_obs = aug(labeled_obs), aug(labeled_future_obs)
             n = obs.shape[0]
             with autocast(device):
                 # Unlabeled and labeled pairs through the LAM as one batch: encoder on 2(B + L), IDM on B + L.

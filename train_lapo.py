@@ -1,4 +1,4 @@
-"""LAPO, as run in the paper (Schmidt & Jiang 2024; paper Appendix D-F, Table 5; REFERENCE-FACTS 5-7).
+"""LAPO, as run in the paper (Schmidt & Jiang 2024; paper Appendix D-F, Table 5; docs/FAITHFULNESS.md).
 
 Three stages, one file:
 1. `lapo` — the latent action model. The latent IDM sees o_t and o_{t+k} (k uniform in 1..K) stacked on channels

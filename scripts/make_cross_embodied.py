@@ -2,7 +2,7 @@
 
 For the target cheetah-run, the paper samples 1666 trajectories from each of the other three environments (about 5k
 in all) and pre-trains the LAM (and latent BC) on the mixture; the target's own labeled trajectories then train the
-decoder (or supervise LAOM). This script writes the mixture in the released layout (REFERENCE-FACTS section 1):
+decoder (or supervise LAOM). This script writes the mixture in the released layout (docs/FAITHFULNESS.md, "data"):
 
     python -m scripts.make_cross_embodied --target_env=cheetah-run --data_dir=data
     # -> data/cheetah-run-mixed.hdf5 from data/walker-run.hdf5, data/hopper-hop.hdf5, data/humanoid-walk.hdf5

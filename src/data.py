@@ -1,6 +1,6 @@
 """HDF5 datasets in the released layout and whole-batch sampling by tensor indexing.
 
-Layout (REFERENCE-FACTS section 1): root groups "0", "1", ... each with `obs` uint8 [T, H, W, 3],
+Layout (docs/FAITHFULNESS.md, "data"): root groups "0", "1", ... each with `obs` uint8 [T, H, W, 3],
 `actions` float32 [T, A], `states` float32 [T, S] and attribute `traj_return`; root attributes describe the
 environment. Frames are stored ONCE, as single uint8 frames of all trajectories concatenated, channels first
 ([N, 3, H, W], so that a gathered stack [B, k, 3, H, W] is a [B, 3k, H, W] observation without a copy),

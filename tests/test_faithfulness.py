@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import src.augs
 import src.nn
 import train_bc
 import train_idm
@@ -86,9 +87,14 @@ def instrumented_run(tmp_path_factory):
     the decoder is given."""
     tmp = tmp_path_factory.mktemp("faithful")
     data = write_dataset(tmp / "tiny.hdf5")
-    record = {"labels": [], "heads": [], "epochs": []}
+    record = {"labels": [], "heads": [], "epochs": [], "aug_calls": []}
     original_label, original_head = train_laom_labels.LAOMLabels.label, src.nn.ActionMLP.forward
     original_epochs = train_laom_labels.infinite_epochs
+    original_aug = src.augs.Augmenter.__call__
+
+    def aug(self, images):
+        record["aug_calls"].append(images.shape[0])
+        return original_aug(self, images)
 
     def label(self, obs, next_obs):
         z = original_label(self, obs, next_obs)
@@ -139,6 +145,7 @@ def instrumented_run(tmp_path_factory):
         mp.setattr(train_laom_labels.LAOMLabels, "label", label)
         mp.setattr(src.nn.ActionMLP, "forward", head)
         mp.setattr(train_laom_labels, "infinite_epochs", epochs)
+        mp.setattr(src.augs.Augmenter, "__call__", aug)
         mp.setattr(sys, "argv", ["train_laom_labels", *args])
         results = train_laom_labels.train()
     setup_backends(torch.device("cpu"), "auto")  # the precision is process-wide: back to the default
@@ -150,6 +157,15 @@ def test_stage2_lam_labels_are_fp32_outside_autocast(instrumented_run):
     assert labels and all(enabled is False and dtype == torch.float32 for enabled, dtype in labels)
     # the training forwards of the heads did run under bf16 autocast: the instrument sees it
     assert any(training and enabled for training, enabled, _ in instrumented_run["record"]["heads"])
+
+
+def test_stage1_augments_each_observation_in_its_own_call(instrumented_run):
+    """o_t, o_{t+k}, o_{t+1} (batch 16) and the labeled o_t, o_{t+k} (8) each go through one augmenter call per
+    update: a call shares its rotation / perspective parameters, so one call over all of them would not do."""
+    calls = instrumented_run["record"]["aug_calls"]
+    updates = instrumented_run["results"]["stages"]["lapo"]["lapo/updates"]
+    final = instrumented_run["results"]["config"]["lapo"]["final_probe_batches"]
+    assert calls == [16, 16, 16, 8, 8] * updates + [16, 16, 16] * final
 
 
 def test_evaluation_policy_runs_in_fp32():
