@@ -1,13 +1,30 @@
-"""Image augmentations of LAOM stage 1, on whatever device the batch is on.
+"""Image augmentations of LAOM stage 1 (one of LAOM's changes to LAPO, paper Sec. 4), as in the released code.
 
-Every image of a batch gets its own transform, drawn uniformly from: identity, shift, rotate, perspective,
-shift-rotate, rotate-shift, rotate-perspective, perspective-rotate (the composition "a-b" applies a, then b).
-All of them are projective maps of the image plane, so each image's transform is one 3 x 3 matrix and the
-whole batch is resampled by a single `grid_sample` call: no per-image Python, no host round trip.
-The frames of one stacked observation share their image's transform.
+Every image of a call picks one of 8 choices uniformly at random: identity, shift, rotate, perspective, shift-rotate,
+rotate-shift, rotate-perspective, perspective-rotate ("a-b" applies a first, then b). The released code runs each
+choice on its subset of the batch with torchvision transforms applied to the batch tensor, so per call:
+
+* shift: replicate-pad by `shift_pad`, crop back at an integer offset 0..2*pad per axis drawn per image;
+* rotate: edge-pad by `rotate_pad`, `torchvision.transforms.RandomRotation(90, bilinear)` (one angle, uniform in
+  [-90, 90) degrees, about the centre, fill 0), centre-crop back;
+* perspective: edge-pad by `perspective_pad`, `torchvision.transforms.RandomPerspective(0.5, p=1)` (one set of
+  corner moves from its `get_params` rule, bilinear, fill 0), centre-crop back.
+
+Rotation angles and perspective corners are drawn once per call and per choice: all images that picked "rotate"
+share one angle, those that picked "shift-rotate" share another one (each composite holds its own transform
+objects in the release). Shifts are drawn per image.
+
+Here each op is one `grid_sample` of the unpadded image at per-image coordinates: sampling the replicate-padded
+image equals sampling the image with border clamping, and torchvision's fill-0 rule (`_apply_grid_transform`:
+zeros padding of the image and of a ones mask m, then img * m + (1 - m) * 0) equals border sampling times m^2, where
+m is the bilinear weight that falls inside the padded image (computed in closed form). The two ops of a composite
+stay two resamplings (as in the release: the second op pads the first one's 64 px output). The whole batch goes
+through two such stages (first op, second op; "none" keeps the image), so there is no per-image Python and no host
+round trip. The frames stacked on the channel axis of an image share its transform.
 """
 
-import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,79 +40,204 @@ AUGMENTATIONS = (
     "perspective-rotate",
 )
 
+NONE, SHIFT, ROTATE, PERSPECTIVE = range(4)
+_OP = {"identity": NONE, "shift": SHIFT, "rotate": ROTATE, "perspective": PERSPECTIVE}
+# (first op, second op) of each choice, in AUGMENTATIONS order
+_STAGES = [([_OP[a] for a in name.split("-")] + [NONE])[:2] for name in AUGMENTATIONS]
 
-def _translation(b: int, max_px: int, hw: int, device) -> torch.Tensor:
-    """[B, 3, 3] sampling maps of whole-pixel shifts in -max_px..max_px (normalised coordinates, 2/hw a pixel)."""
-    m = torch.eye(3, device=device).repeat(b, 1, 1)
-    m[:, :2, 2] = torch.randint(-max_px, max_px + 1, (b, 2), device=device).float() * (2.0 / hw)
+# Pads (shift, rotate, perspective) of the release, by image size. The release sets the shift and rotate pads per
+# resolution (64 px: 14 and 17; 128 / 256 px: 28 and 28) and leaves the perspective pad at its default of 30.
+RELEASE_PADS = {64: (14, 17, 30), 128: (28, 28, 30), 256: (28, 28, 30)}
+
+
+def release_pads(size: int) -> tuple:
+    """(shift, rotate, perspective) pads in pixels for square images of `size` px.
+
+    64 / 128 / 256 px: the release's values. Other sizes (the release refuses them): the 64 px pads scaled in
+    proportion to the size, so every op moves the image by the same fraction of it as at 64 px.
+    """
+    if size in RELEASE_PADS:
+        return RELEASE_PADS[size]
+    return tuple(max(1, round(p * size / 64)) for p in RELEASE_PADS[64])
+
+
+def perspective_endpoints(n: int, width: int, height: int, distortion: float, device=None) -> torch.Tensor:
+    """[n, 4, 2] integer end points (x, y) of the corners topleft, topright, botright, botleft: n independent draws of
+    `torchvision.transforms.RandomPerspective.get_params(width, height, distortion)`. Each corner moves inwards by a
+    uniform integer 0..int(distortion * (width // 2)) in x and 0..int(distortion * (height // 2)) in y; the start
+    points are the corners [0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]."""
+    dx, dy = int(distortion * (width // 2)), int(distortion * (height // 2))
+    x_lo = torch.randint(0, dx + 1, (n, 4), device=device)  # topleft / botleft x: randint(0, dx + 1)
+    x_hi = torch.randint(width - dx - 1, width, (n, 4), device=device)  # topright / botright x
+    y_lo = torch.randint(0, dy + 1, (n, 4), device=device)  # topleft / topright y
+    y_hi = torch.randint(height - dy - 1, height, (n, 4), device=device)  # botright / botleft y
+    corner = torch.arange(4, device=device)  # topleft, topright, botright, botleft
+    left, top = (corner == 0) | (corner == 3), corner < 2
+    return torch.stack([torch.where(left, x_lo, x_hi), torch.where(top, y_lo, y_hi)], dim=-1)
+
+
+def _translate(t: torch.Tensor) -> torch.Tensor:
+    """[..., 3, 3] translations by t[..., 0] in x and t[..., 1] in y."""
+    m = torch.zeros(*t.shape[:-1], 3, 3, dtype=t.dtype, device=t.device)
+    m[..., 0, 0] = m[..., 1, 1] = m[..., 2, 2] = 1
+    m[..., :2, 2] = t
     return m
 
 
-def _rotation(b: int, max_degrees: float, device) -> torch.Tensor:
-    """[B, 3, 3] rotations about the image centre by an angle uniform in +-max_degrees."""
-    a = (torch.rand(b, device=device) * 2 - 1) * math.radians(max_degrees)
-    m = torch.eye(3, device=device).repeat(b, 1, 1)
-    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
-    return m
-
-
-def _perspective(b: int, distortion: float, device) -> torch.Tensor:
-    """[B, 3, 3] homographies that move each image corner inwards/outwards by up to `distortion` of the half-size
-    (solved from the four corner correspondences)."""
-    src = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=device).expand(b, 4, 2)
-    dst = src + (torch.rand(b, 4, 2, device=device) * 2 - 1) * distortion
-    x, y = src[..., 0], src[..., 1]
-    u, v = dst[..., 0], dst[..., 1]
+def _perspective_coeffs(endpoints: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """[N, 3, 3] homographies mapping end points to start points in pixel coordinates, solved in float64 and rounded
+    to float32 as torchvision's `_get_perspective_coeffs` does. solve_ex: no error-check host sync."""
+    p = endpoints.double()
+    x, y = p[..., 0], p[..., 1]
+    corner = torch.arange(4, device=p.device)  # start points [0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]
+    sx = ((corner == 1) | (corner == 2)).double().mul(width - 1).expand_as(x)
+    sy = (corner >= 2).double().mul(height - 1).expand_as(x)
     zeros, ones = torch.zeros_like(x), torch.ones_like(x)
-    rows_u = torch.stack([x, y, ones, zeros, zeros, zeros, -u * x, -u * y], dim=-1)
-    rows_v = torch.stack([zeros, zeros, zeros, x, y, ones, -v * x, -v * y], dim=-1)
-    a = torch.cat([rows_u, rows_v], dim=1)  # [B, 8, 8]
-    h = torch.linalg.solve_ex(a, torch.cat([u, v], dim=1))[0]  # [B, 8]; solve_ex: no error-check host sync
-    return torch.cat([h, torch.ones(b, 1, device=device)], dim=1).reshape(b, 3, 3)
+    rows_x = torch.stack([x, y, ones, zeros, zeros, zeros, -sx * x, -sx * y], dim=-1)  # [N, 4, 8]
+    rows_y = torch.stack([zeros, zeros, zeros, x, y, ones, -sy * x, -sy * y], dim=-1)
+    a = torch.stack([rows_x, rows_y], dim=2).reshape(-1, 8, 8)
+    b = torch.stack([sx, sy], dim=-1).reshape(-1, 8)
+    coeffs = torch.linalg.solve_ex(a, b)[0].float()
+    return torch.cat([coeffs, torch.ones_like(coeffs[:, :1])], dim=1).reshape(-1, 3, 3)
+
+
+@dataclass
+class AugParams:
+    """Parameters of one augmenter call over N images split into K chunks (K separate release calls).
+
+    choice: [N] index into AUGMENTATIONS; chunk: [N] the image's chunk; shift: [N, 2] crop offsets (x, y) in
+    0..2 * shift_pad, per image; angle: [K, 8] degrees and endpoints: [K, 8, 4, 2] perspective end points in the
+    perspective-padded image, one per chunk and choice (only the choices with that op use them)."""
+
+    choice: torch.Tensor
+    chunk: torch.Tensor
+    shift: torch.Tensor
+    angle: torch.Tensor
+    endpoints: torch.Tensor
 
 
 class Augmenter:
-    """Random per-image projective augmentations. Call on float images [B, C, H, W] (returns the same shape).
+    """The release's random augmentations. `aug(images)` on float images [B, C, H, W] (square, in [-1, 1]) returns
+    the same shape, dtype and device; `aug(images, chunks=k)` augments k equal consecutive parts of the batch as k
+    separate calls (each its own angles and perspective corners), as the release does for o_t, o_{t+k}, o_{t+1}.
 
-    shift_px: largest shift in pixels; rotate_degrees: largest rotation; perspective: largest corner
-    displacement as a fraction of the half-size. Pixels sampled from outside the image repeat the border.
+    names: the choices drawn from (uniformly), a subset of AUGMENTATIONS. rotate_degrees: angles uniform in
+    [-rotate_degrees, rotate_degrees). perspective_distortion: RandomPerspective's distortion_scale. *_pad: pads in
+    pixels; None takes `release_pads(image size)`.
     """
 
-    def __init__(self, shift_px: int = 4, rotate_degrees: float = 10.0, perspective: float = 0.2, names=AUGMENTATIONS):
+    def __init__(
+        self,
+        names=AUGMENTATIONS,
+        rotate_degrees: float = 90.0,
+        perspective_distortion: float = 0.5,
+        shift_pad: Optional[int] = None,
+        rotate_pad: Optional[int] = None,
+        perspective_pad: Optional[int] = None,
+    ):
+        names = tuple(names)
         unknown = [n for n in names if n not in AUGMENTATIONS]
-        if unknown:
-            raise ValueError(f"unknown augmentation(s) {unknown}; valid: {list(AUGMENTATIONS)}")
-        self.shift_px, self.rotate_degrees, self.perspective = shift_px, rotate_degrees, perspective
-        self.names = tuple(names)
+        if unknown or not names:
+            raise ValueError(f"unknown augmentation(s) {unknown or names}; valid: {list(AUGMENTATIONS)}")
+        self.names = names
+        self.rotate_degrees, self.perspective_distortion = rotate_degrees, perspective_distortion
+        self.pad_overrides = (shift_pad, rotate_pad, perspective_pad)
+        self._tables = {}  # per-device constant tables: no host-to-device copy per call
 
-    def matrices(self, b: int, hw: int, device) -> torch.Tensor:
-        """[B, 3, 3] sampling maps (output coordinates -> input coordinates), one random choice per image."""
-        eye = torch.eye(3, device=device).expand(b, 3, 3)
-        s = _translation(b, self.shift_px, hw, device)
-        r = _rotation(b, self.rotate_degrees, device)
-        p = _perspective(b, self.perspective, device)
-        # The image after applying a then b samples the input at G_a(G_b(x)): sampling map G_a @ G_b.
-        options = {
-            "identity": eye,
-            "shift": s,
-            "rotate": r,
-            "perspective": p,
-            "shift-rotate": s @ r,
-            "rotate-shift": r @ s,
-            "rotate-perspective": r @ p,
-            "perspective-rotate": p @ r,
-        }
-        stacked = torch.stack([options[n] for n in self.names])  # [n_options, B, 3, 3]
-        choice = torch.randint(0, len(self.names), (b,), device=device)
-        return stacked[choice, torch.arange(b, device=device)]
+    def pads(self, size: int) -> tuple:
+        """(shift, rotate, perspective) pads used for `size` px images."""
+        return tuple(o if o is not None else p for o, p in zip(self.pad_overrides, release_pads(size), strict=True))
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = images.shape
-        m = self.matrices(b, h, images.device)
-        ys = (torch.arange(h, device=images.device, dtype=torch.float32) * 2 + 1) / h - 1
-        xs = (torch.arange(w, device=images.device, dtype=torch.float32) * 2 + 1) / w - 1
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        base = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)  # [1, HW, 3]
-        pts = base @ m.transpose(1, 2)  # [B, HW, 3]
-        grid = (pts[..., :2] / pts[..., 2:]).reshape(b, h, w, 2)
-        return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    def _table(self, device) -> dict:
+        key = str(device)
+        if key not in self._tables:
+            self._tables[key] = {
+                "names": torch.tensor([AUGMENTATIONS.index(n) for n in self.names], device=device),
+                "stages": torch.tensor(_STAGES, device=device),  # [8, 2]
+            }
+        return self._tables[key]
+
+    def sample_params(self, n: int, size: int, device=None, chunks: int = 1) -> AugParams:
+        """Draw the parameters of `chunks` calls over n images (n divisible by chunks)."""
+        if n % chunks:
+            raise ValueError(f"batch of {n} images does not split into {chunks} equal chunks")
+        shift_pad, _, persp_pad = self.pads(size)
+        choice = self._table(device)["names"][torch.randint(len(self.names), (n,), device=device)]
+        chunk = torch.arange(n, device=device) // max(n // chunks, 1)
+        # one angle / one corner set per call and per choice (each choice holds its own transforms in the release)
+        deg, padded, k = self.rotate_degrees, size + 2 * persp_pad, chunks * len(AUGMENTATIONS)
+        corners = perspective_endpoints(k, padded, padded, self.perspective_distortion, device)
+        return AugParams(
+            choice=choice,
+            chunk=chunk,
+            shift=torch.randint(0, 2 * shift_pad + 1, (n, 2), device=device),
+            angle=torch.empty(chunks, len(AUGMENTATIONS), device=device).uniform_(-deg, deg),
+            endpoints=corners.reshape(chunks, len(AUGMENTATIONS), 4, 2),
+        )
+
+    def op_maps(self, params: AugParams, size: int) -> torch.Tensor:
+        """[4, N, 3, 3] per-image maps of the ops (none, shift, rotate, perspective) from output pixel coordinates to
+        input pixel coordinates of the unpadded image (pixel k's centre at k)."""
+        shift_pad, _, persp_pad = self.pads(size)
+        device = params.shift.device
+        shift = _translate(params.shift.float() - shift_pad)  # crop at offset s of the padded image
+        # torchvision rotate: an output offset X from the image centre samples the input at R X, R = [[c, -s], [s, c]]
+        a = torch.deg2rad(params.angle.float().reshape(-1))
+        rot = torch.zeros(len(a), 3, 3, device=device)
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = a.cos(), -a.sin(), a.sin(), a.cos(), 1
+        centre = torch.full((2,), (size - 1) / 2, device=device)
+        rot = _translate(centre) @ rot @ _translate(-centre)
+        # torchvision perspective: the homography is applied to pixel centres at k + 0.5 and its output is read the
+        # same way (PIL's convention), in the padded image; the centre crop starts at the pad
+        padded = size + 2 * persp_pad
+        h = _perspective_coeffs(params.endpoints.reshape(-1, 4, 2), padded, padded)
+        to_padded = torch.full((2,), persp_pad + 0.5, device=device)
+        persp = _translate(-to_padded) @ h @ _translate(to_padded)
+        per_call = params.chunk * len(AUGMENTATIONS) + params.choice  # row of the [K * 8] parameter tables
+        eye = torch.eye(3, device=device).expand_as(shift)
+        return torch.stack([eye, shift, rot[per_call], persp[per_call]])
+
+    def apply(self, images: torch.Tensor, params: AugParams) -> torch.Tensor:
+        """Augment images [N, C, S, S] with given parameters: first ops, then second ops (see the module doc)."""
+        n, _, s, w = images.shape
+        if s != w:
+            raise ValueError(f"square images expected (as in the release), got {s} x {w}")
+        x = images if images.dtype in (torch.float32, torch.float64) else images.float()
+        maps = self.op_maps(params, s).to(x.dtype)  # [4 ops, N, 3, 3]
+        shift_pad, rotate_pad, persp_pad = self.pads(s)
+        stages = self._table(x.device)["stages"][params.choice]  # [N, 2] ops
+        idx = torch.arange(n, device=x.device)
+        for stage in range(2):
+            op = stages[:, stage]
+            pad = (op == SHIFT) * shift_pad + (op == ROTATE) * rotate_pad + (op == PERSPECTIVE) * persp_pad
+            x = _warp(x, maps[op, idx], pad.to(x.dtype))  # op "none": identity map, pad 0
+        if s & (s - 1):  # the identity resampling is exact for power-of-two sizes only: keep unchanged images exact
+            x = torch.where((stages == NONE).all(1)[:, None, None, None], images.to(x.dtype), x)
+        return x.to(images.dtype)
+
+    def __call__(self, images: torch.Tensor, chunks: int = 1) -> torch.Tensor:
+        params = self.sample_params(images.shape[0], images.shape[-1], images.device, chunks)
+        return self.apply(images, params)
+
+
+def _warp(x: torch.Tensor, maps: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Resample images x [N, C, S, S]: output pixel p takes the bilinear value at maps[i] @ p of the image
+    replicate-padded by pad[i], with torchvision's fill 0 outside that padded image."""
+    n, _, s, _ = x.shape
+    # fold grid_sample's normalisation (align_corners=False: pixel k at (2k + 1) / s - 1) into the maps
+    m = torch.cat([maps[:, :2] * (2 / s) + maps[:, 2:] * (1 / s - 1), maps[:, 2:]], dim=1)  # [N, 3, 3]
+    k = torch.arange(s, dtype=x.dtype, device=x.device)
+    grid = torch.empty(n, s, s, 2, dtype=x.dtype, device=x.device)
+    # each row of the map is separable in the output pixel (x, y): an outer sum of an x term and a y term
+    rows = [(m[:, r, :1] * k)[:, None, :] + (m[:, r, 1:2] * k + m[:, r, 2:])[:, :, None] for r in range(3)]
+    torch.div(rows[0], rows[2], out=grid[..., 0])
+    torch.div(rows[1], rows[2], out=grid[..., 1])
+    grid.clamp_(-8.0, 8.0)  # finite where a homography sends a pixel far away (the mask is 0 there)
+    # Bilinear weight that falls inside the padded image (pixels -pad..s - 1 + pad) per axis, i.e. torchvision's
+    # ones-mask channel: min(u + pad + 1, s + pad - u) clamped to [0, 1], in pixels u; |g| * s / 2 = |u - (s - 1) / 2|.
+    # torchvision outputs (image sampled with zeros outside) * mask + (1 - mask) * fill 0 = border sampling * mask^2.
+    reach = (pad + (s + 1) / 2)[:, None, None]
+    mask = grid[..., 0].abs().mul_(-s / 2).add_(reach).clamp_(0, 1)
+    mask.mul_(grid[..., 1].abs().mul_(-s / 2).add_(reach).clamp_(0, 1)).square_()
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.mul_(mask[:, None])

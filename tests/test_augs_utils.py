@@ -1,4 +1,4 @@
-"""Augmentations, schedules, EMA, NaN guard and atomic files."""
+"""Schedules, EMA, NaN guard and atomic files (the augmentations: tests/test_augs.py)."""
 
 import json
 
@@ -6,45 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from src.augs import AUGMENTATIONS, Augmenter
 from src.nn import ActionMLP
 from src.utils import NanGuard, make_optimizer, make_scheduler, restore_stage, save_stage, soft_update, write_json
-
-
-def test_identity_leaves_images_unchanged():
-    x = torch.randn(8, 9, 64, 64)
-    assert torch.allclose(Augmenter(names=("identity",))(x), x, atol=1e-5)
-
-
-def test_shift_moves_whole_pixels():
-    torch.manual_seed(0)
-    x = torch.randn(6, 9, 64, 64)
-    aug = Augmenter(names=("shift",))
-    torch.manual_seed(1)
-    m = aug.matrices(6, 64, "cpu")
-    torch.manual_seed(1)
-    y = aug(x)
-    for i in range(6):
-        dx, dy = (round(v) for v in (m[i, :2, 2] * 32).tolist())
-        ref = torch.roll(x[i], shifts=(-dy, -dx), dims=(1, 2))
-        assert torch.allclose(y[i, :, 8:56, 8:56], ref[:, 8:56, 8:56], atol=1e-5)
-
-
-def test_each_image_gets_its_own_transform_and_channels_share_it():
-    torch.manual_seed(0)
-    frame = torch.randn(1, 3, 64, 64)
-    x = frame.repeat(64, 3, 1, 1)  # 64 identical images, each a stack of 3 identical frames
-    y = Augmenter()(x)
-    assert y.shape == x.shape
-    distinct = {tuple(y[i, 0, ::16, ::16].flatten().round(decimals=3).tolist()) for i in range(64)}
-    assert len(distinct) > 10  # different random transforms per image
-    assert torch.allclose(y[:, 0:3], y[:, 3:6]) and torch.allclose(y[:, 3:6], y[:, 6:9])
-
-
-def test_unknown_augmentation_is_rejected():
-    with pytest.raises(ValueError, match="unknown augmentation"):
-        Augmenter(names=("flip",))
-    assert len(AUGMENTATIONS) == 8
 
 
 def test_linear_warmup_then_decay_to_zero():
