@@ -10,6 +10,14 @@ for both paths and is part of the update). The naive path is what a
 straightforward implementation does: a torch Dataset whose __getitem__ builds one sample's frame stacks from
 the same in-memory arrays with numpy, and a DataLoader that collates them. The last line of the table is
 `data pipeline speedup vs per-sample loader: <N>x`. Results also go to --out (JSON).
+
+DCS rows: rendered frames/s of cheetah-run at scale_easy_video_hard, dynamic, 64 px, episodes of --dcs_steps steps
+with their resets, for collection (the DCS env stepped and rendered) and evaluation (through src.envs.make_env), on
+the built-in videos and on a DAVIS-sized folder (854x480 jpgs). Each next to "the release's way": every frame of
+the chosen video read and resized at each reset, no cache (the port resizes a frame on first use and keeps the
+resized frames of recent videos; same pixels).
+
+    python -m scripts.benchmark --only_dcs=true       # the DCS rows only
 """
 
 import importlib
@@ -24,9 +32,15 @@ import h5py
 import numpy as np
 import pyrallis
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from src.data import load_dataset
+from src.dcs import constants as dcs_constants
+from src.dcs import load as load_dcs
+from src.dcs import videos as dcs_videos
+from src.dcs.suite import BackgroundDistraction
+from src.envs import make_env
 from src.utils import get_device, infinite_epochs, set_seed, write_json
 
 
@@ -48,6 +62,11 @@ class BenchConfig:
     device: str = "auto"
     seed: int = 0
     out: str = "runs/benchmark.json"  # results JSON
+    dcs: bool = True  # also measure the DCS's rendered frames/s, the port's way and the release's way
+    only_dcs: bool = False  # measure the DCS only
+    dcs_episodes: int = 4  # episodes per DCS measurement (each with its reset)
+    dcs_steps: int = 100  # steps per DCS episode
+    dcs_davis_frames: int = 80  # frames per video of the DAVIS-sized (854x480) folder; 0 skips it
 
 
 def write_synthetic(path: str, cfg: BenchConfig, act_dim: int = 6, state_dim: int = 17) -> None:
@@ -140,31 +159,109 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def write_davis_sized(root: str, num_frames: int) -> None:
+    """A DAVIS-layout folder of the train videos with DAVIS 480p-sized frames (854 x 480 jpgs). The videos share
+    their files (hard links): each is still read and decoded from its own folder."""
+    video = dcs_videos.builtin_video("train", 0, num_frames=num_frames)
+    first = Path(root) / dcs_constants.DAVIS17_TRAINING_VIDEOS[0]
+    first.mkdir(parents=True)
+    for i, frame in enumerate(video):
+        Image.fromarray(frame).resize((854, 480), Image.BICUBIC).save(first / f"{i:05d}.jpg", quality=90)
+    for name in dcs_constants.DAVIS17_TRAINING_VIDEOS[1:]:
+        (Path(root) / name).mkdir()
+        for f in first.iterdir():
+            os.link(f, Path(root) / name / f.name)
+
+
+def release_way(dcs_env) -> None:
+    """The release's way (benchmark only): every frame of the chosen video read and resized at each reset."""
+    for d in dcs_env._distractions:
+        if isinstance(d, BackgroundDistraction):
+            d.cache_resized = False
+
+
+def bench_dcs(backgrounds: str, evaluation: bool, release: bool, cfg: BenchConfig) -> tuple[float, float]:
+    """Rendered 64 px frames/s of cheetah-run (scale_easy_video_hard, dynamic), resets included, caches cold; and
+    the mean seconds of a reset (with its first frame)."""
+    dcs_videos._cache.clear()
+    dcs_videos._skybox_cache.clear()
+    kwargs = dict(difficulty="scale_easy_video_hard", dynamic=True, seed=cfg.seed)
+    if evaluation:
+        env = make_env("cheetah", "run", backgrounds_path=backgrounds, img_hw=64, **kwargs)
+        dcs_env = env.dcs_env
+    else:
+        env = dcs_env = load_dcs("cheetah", "run", background_dataset_path=backgrounds, **kwargs)
+    if release:
+        release_way(dcs_env)
+    rng = np.random.default_rng(cfg.seed)
+    total = resets = 0.0
+    for episode in range(cfg.dcs_episodes):
+        start = time.perf_counter()
+        if evaluation:
+            env.reset(seed=cfg.seed + episode)
+        else:
+            env.seed(cfg.seed + episode)
+            env.reset()
+            env.physics.render(64, 64, camera_id=0)
+        resets += time.perf_counter() - start
+        for _ in range(cfg.dcs_steps):
+            env.step(rng.uniform(-1, 1, 6))
+            if not evaluation:  # make_env renders in step
+                env.physics.render(64, 64, camera_id=0)
+        total += time.perf_counter() - start
+    return cfg.dcs_episodes * (cfg.dcs_steps + 1) / total, resets / cfg.dcs_episodes
+
+
+def dcs_rows(cfg: BenchConfig) -> list[tuple[str, float, float]]:
+    """(what, frames/s, seconds per reset) of each DCS measurement."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = [("built-in 160 px, 60 frames", dcs_constants.BUILTIN)]
+        if cfg.dcs_davis_frames > 0:
+            write_davis_sized(os.path.join(tmp, "davis"), cfg.dcs_davis_frames)
+            sources.append((f"DAVIS-sized 854x480, {cfg.dcs_davis_frames} frames", os.path.join(tmp, "davis")))
+        for source_name, backgrounds in sources:
+            for evaluation in (False, True):
+                for release in (False, True):
+                    what = "evaluation (make_env)" if evaluation else "collection (DCS env)"
+                    way = "release's way" if release else "port"
+                    fps, reset_s = bench_dcs(backgrounds, evaluation, release, cfg)
+                    rows.append((f"DCS {what}, {source_name}: {way}", fps, reset_s))
+                    print(f"{rows[-1][0]:<80} {fps:>8.1f} {1000 * reset_s:>9.0f}", flush=True)
+    return rows
+
+
 @pyrallis.wrap()
 def main(cfg: BenchConfig) -> dict:
     set_seed(cfg.seed)
     device = get_device(cfg.device)
-    tmp = tempfile.TemporaryDirectory()
-    path = cfg.data_path
-    if path is None:
-        path = os.path.join(tmp.name, "synthetic.hdf5")
-        write_synthetic(path, cfg)
-    rows = []
-    fast = bench_fast(path, cfg, device)
-    naive = bench_naive(path, cfg, device)
-    rows.append(("data pipeline: batched tensor indexing", fast))
-    rows.append((f"data pipeline: per-sample DataLoader (num_workers={cfg.naive_num_workers})", naive))
-    for method in cfg.methods:
-        rows.append((f"{method}: stage-1 update", bench_update(method, path, cfg, device)))
-    speedup = fast / naive
-    print(f"\ndevice: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
-    print(f"{'what':<60} {'samples/s':>12}")
-    for name, value in rows:
-        print(f"{name:<60} {value:>12.1f}")
-    print(f"data pipeline speedup vs per-sample loader: {speedup:.1f}x")
-    out = {"device": str(device), "rows": dict(rows), "data_pipeline_speedup": speedup, "config": cfg.__dict__}
+    out = {"device": str(device), "config": cfg.__dict__}
+    if not cfg.only_dcs:
+        tmp = tempfile.TemporaryDirectory()
+        path = cfg.data_path
+        if path is None:
+            path = os.path.join(tmp.name, "synthetic.hdf5")
+            write_synthetic(path, cfg)
+        rows = []
+        fast = bench_fast(path, cfg, device)
+        naive = bench_naive(path, cfg, device)
+        rows.append(("data pipeline: batched tensor indexing", fast))
+        rows.append((f"data pipeline: per-sample DataLoader (num_workers={cfg.naive_num_workers})", naive))
+        for method in cfg.methods:
+            rows.append((f"{method}: stage-1 update", bench_update(method, path, cfg, device)))
+        speedup = fast / naive
+        print(f"\ndevice: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
+        print(f"{'what':<60} {'samples/s':>12}")
+        for name, value in rows:
+            print(f"{name:<60} {value:>12.1f}")
+        print(f"data pipeline speedup vs per-sample loader: {speedup:.1f}x")
+        out.update(rows=dict(rows), data_pipeline_speedup=speedup)
+        tmp.cleanup()
+    if cfg.dcs or cfg.only_dcs:
+        print(f"\nDCS, {cfg.dcs_episodes} episodes x {cfg.dcs_steps} steps, resets included (CPU, EGL)")
+        print(f"{'what':<80} {'frames/s':>8} {'reset ms':>9}")
+        out["dcs_rows"] = {what: {"frames_per_s": fps, "reset_s": r} for what, fps, r in dcs_rows(cfg)}
     write_json(Path(cfg.out), out)
-    tmp.cleanup()
     return out
 
 

@@ -1,4 +1,4 @@
-"""Gymnasium environments of the Distracting Control Suite, as the datasets see them (REFERENCE-FACTS 2, 11).
+"""Gymnasium environments of the Distracting Control Suite, as the datasets see them (docs/FAITHFULNESS.md).
 
 `make_env` builds the DCS task, wraps it with shimmy's dm_control compatibility layer and returns pixels only:
 uint8 [H, W, 3k] with the k last frames concatenated on channels, oldest first (the data loader's order), padded
@@ -79,11 +79,13 @@ def make_env(
     max_episode_steps: int = 1000,
     seed: int | None = None,
     camera_id: int | None = None,
+    camera_mode: str = "release",
 ) -> PixelEnv:
     """A DCS gymnasium environment: observations uint8 [img_hw, img_hw, 3 * frame_stack], actions in [-1, 1].
 
     backgrounds_path: a DAVIS-2017 folder or "builtin" (procedural videos; also None). max_episode_steps: episode
     length (the suite's own limit is 1000 steps). seed: the first episode's seed (reset(seed=s) reseeds).
+    camera_mode: "release" (as the paper's datasets) or "corrected" (see src.dcs.suite.CameraDistraction).
     """
     cam = C.RENDER_CAMERA_ID.get(domain_name, 0) if camera_id is None else camera_id
     dcs_env = load(
@@ -94,6 +96,7 @@ def make_env(
         background_dataset_path=backgrounds_path,
         background_dataset_videos=backgrounds_split,
         camera_id=cam,
+        camera_mode=camera_mode,
         seed=seed,
     )
     render_kwargs = {"height": img_hw, "width": img_hw, "camera_id": cam}

@@ -77,9 +77,9 @@ def test_camera_moves_and_colours_drift_only_when_dynamic():
     assert not np.allclose(colours[0], plain.physics.model.mat_rgba[:, :3])  # randomised at reset, even static
 
 
-def test_camera_angle_walks_continuously_around_a_start_at_pi():
+def test_corrected_camera_angle_walks_continuously_around_a_start_at_pi():
     # humanoid's camera starts at a horizontal angle of pi, where arctan2 wraps: crossing it must not jump
-    env = make_env("humanoid", "walk", "hard", dynamic=True, frame_stack=1)
+    env = make_env("humanoid", "walk", "hard", dynamic=True, frame_stack=1, camera_mode="corrected")
     env.reset(seed=0)
     cam = env.dcs_env._distractions[1]
     assert abs(abs(cam.start[1]) - np.pi) < 1e-6

@@ -1,4 +1,4 @@
-"""Settings of the Distracting Control Suite (Stone et al. 2021) as used by the paper (REFERENCE-FACTS 12).
+"""Settings of the Distracting Control Suite (Stone et al. 2021) as used by the paper (docs/FAITHFULNESS.md).
 
 The single source of truth for difficulties, video lists and per-domain settings.
 """
@@ -53,10 +53,16 @@ RENDER_CAMERA_ID = {"quadruped": 2}  # others: camera 0
 # Skybox texture side: every video frame is resized to SKYBOX_SIZE x SKYBOX_SIZE and shown on all skybox faces.
 SKYBOX_SIZE = 800
 
-# Camera distraction (multiplied by the difficulty's scale; velocities only when dynamic).
+# Camera distraction (multiplied by the difficulty's scale; velocities only when dynamic). Angles move +- pi/2 * scale
+# around the start, the radius from (1 - 0.5 * scale) to (1 + 1.5 * scale) times the start radius.
+CAMERA_ZOOM_IN = 0.5
+CAMERA_ZOOM_OUT = 1.5
 CAMERA_VEL_STD = 0.1
 CAMERA_MAX_VEL = 0.4
 CAMERA_ROLL_STD = 3.141592653589793 / 300
 CAMERA_MAX_ROLL_VEL = 3.141592653589793 / 50
+# Camera modes: "release" clamps the angles to the upper quadrant as the released code does (humanoid's camera ends
+# up pinned on the far side of the body); "corrected" keeps every camera's angles around its start.
+CAMERA_MODES = ("release", "corrected")
 # Colour distraction: max_delta = scale; per-step std = COLOR_STEP_STD * scale when dynamic.
 COLOR_STEP_STD = 0.03

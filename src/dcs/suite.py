@@ -1,9 +1,11 @@
 """Distracting Control Suite: dm_control tasks with background-video, camera and colour distractions.
 
-A numpy / PIL port written for this project (no tensorflow). The settings follow REFERENCE-FACTS 12. Unlike the
-original release, every random source (physics initialisation, video choice and playback, camera and colour
-random walks) is drawn from generators derived from one episode seed: `env.seed(s); env.reset()` gives the same
-frames for the same s, whatever happened before.
+A numpy / PIL port written for this project (no tensorflow) that behaves as the released reference code that made
+the paper's datasets (docs/FAITHFULNESS.md): difficulties, ranges and random walks, the camera's look-at point and
+upper-quadrant clamp, the bicubic pre-resized video frames and their bounce. One deliberate difference: every
+random source (physics initialisation, video choice and playback, camera and colour random walks) is drawn from
+generators derived from one episode seed, so `env.seed(s); env.reset()` gives the same frames for the same s,
+whatever happened before (the release leaves some sources unseeded).
 """
 
 import os
@@ -14,17 +16,33 @@ import dm_env  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from dm_control import suite  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from src.dcs import constants as C  # noqa: E402
-from src.dcs.videos import check_davis_folder, load_video, select_videos  # noqa: E402
+from src.dcs.videos import check_davis_folder, select_videos, skybox_frames  # noqa: E402
 
 
 class BackgroundDistraction:
-    """Writes a video frame into the skybox texture every step (all faces show it) and re-uploads the texture."""
+    """A video in the skybox texture (all faces show it), as the release plays it (docs/FAITHFULNESS.md).
 
-    def __init__(self, physics, source: str, split: str, names: tuple[str, ...], dynamic: bool, ground_alpha: float):
+    On reset: a random video of the list (static: one random frame of it), a random start frame and direction, the
+    frames resized to the texture (bicubic). Each step (dynamic only) the index moves by one and bounces: moving
+    forward past the last frame it is clamped back to the last frame, which is therefore shown twice, and turns;
+    moving backward it turns on reaching frame 0, shown once. The current frame is written into the texture and
+    uploaded. cache_resized=False is the release's way, for benchmarks: every frame read and resized at each reset.
+    """
+
+    def __init__(
+        self,
+        physics,
+        source: str,
+        split: str,
+        names: tuple[str, ...],
+        dynamic: bool,
+        ground_alpha: float,
+        cache_resized: bool = True,
+    ):
         self.source, self.split, self.names, self.dynamic = source, split, names, dynamic
+        self.cache_resized = cache_resized
         model = physics.model
         self.tex_id = model.name2id("skybox", "texture")
         side = C.SKYBOX_SIZE
@@ -35,56 +53,74 @@ class BackgroundDistraction:
         grid = model.name2id("grid", "material")
         if grid >= 0:
             model.mat_rgba[grid, 3] = ground_alpha
-        self.video = None
+        self.frames = None
         self.index = self.direction = 0
-        self._shown = None
 
     def reset(self, physics, rng: np.random.Generator) -> None:
         name = self.names[rng.integers(len(self.names))]
-        self.video = load_video(self.source, self.split, name)
-        self.index = int(rng.integers(len(self.video)))
-        self.direction = int(rng.choice([-1, 1]))
-        self._shown = None
+        # static backgrounds use one frame: resized on first use (the release's way only matters when dynamic)
+        cache = self.cache_resized or not self.dynamic
+        frames = skybox_frames(self.source, self.split, name, C.SKYBOX_SIZE, cache=cache)
+        if self.dynamic:
+            self.frames = frames
+            self.index = int(rng.integers(len(frames)))
+            self.direction = int(rng.choice([-1, 1]))
+        else:  # one random frame of the video
+            self.frames = [frames[int(rng.integers(len(frames)))]]
+            self.index, self.direction = 0, 0
         self._apply(physics)
 
     def step(self, physics) -> None:
-        if self.dynamic and len(self.video) > 1:
-            nxt = self.index + self.direction
-            if not 0 <= nxt < len(self.video):  # bounce at both ends
-                self.direction = -self.direction
-                nxt = self.index + self.direction
-            self.index = nxt
+        if not self.dynamic:
+            return
+        self.index += self.direction
+        if self.index <= 0:
+            self.index, self.direction = 0, 1
+        if self.index >= len(self.frames):
+            self.index, self.direction = len(self.frames) - 1, -1
         self._apply(physics)
 
     def _apply(self, physics) -> None:
-        key = (id(self.video), self.index)
-        if key == self._shown:
-            return
-        frame = Image.fromarray(self.video[self.index]).resize((C.SKYBOX_SIZE, C.SKYBOX_SIZE), Image.BILINEAR)
-        n = C.SKYBOX_SIZE * C.SKYBOX_SIZE * 3
-        physics.model.tex_data[self.adr : self.adr + n] = np.asarray(frame).reshape(-1)
+        frame = self.frames[self.index]  # [SKYBOX_SIZE, SKYBOX_SIZE, 3]
+        physics.model.tex_data[self.adr : self.adr + frame.size] = frame.reshape(-1)
         contexts = physics.contexts  # the renderer's GL context exists after the first render
         with contexts.gl.make_current() as ctx:
             ctx.call(mujoco.mjr_uploadTexture, physics.model.ptr, contexts.mujoco.ptr, self.tex_id)
-        self._shown = key
 
 
-def _look_at(pos: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
-    """Camera frame (3 x 3, columns: right, up, backward) looking from pos at target, then rolled."""
+def _look_at_no_roll(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Camera frame (3 x 3, columns: right, up, backward) looking from pos at target, its right axis horizontal."""
     forward = target - pos
-    forward /= np.linalg.norm(forward)
+    forward = forward / np.linalg.norm(forward)
     right = np.cross(forward, [0.0, 0.0, 1.0])
     norm = np.linalg.norm(right)
     right = right / norm if norm > 1e-8 else np.array([1.0, 0.0, 0.0])
     up = np.cross(right, forward)
-    c, s = np.cos(roll), np.sin(roll)
-    right, up = c * right + s * up, -s * right + c * up
     return np.stack([right, up, -forward], axis=1)
 
 
+def _look_at_shortest(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Camera frame looking from pos at target by the shortest rotation of the default view (-z): no jumps near
+    the pole, some roll. The release uses it for reacher, seen from above; its axis is divided by |axis| + 1e-4."""
+    forward = target - pos
+    forward = forward / np.linalg.norm(forward)
+    down = np.array([0.0, 0.0, -1.0])
+    axis = np.cross(down, forward)
+    sin, cos = np.linalg.norm(axis), float(np.dot(forward, down))
+    axis = axis / (sin + 1e-4)
+    skew = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    return cos * np.eye(3) + sin * skew + (1 - cos) * np.outer(axis, axis)  # Rodrigues' rotation formula
+
+
+def _roll(xmat: np.ndarray, roll: float) -> np.ndarray:
+    """The camera frame rotated by roll around its viewing axis."""
+    c, s = np.cos(roll), np.sin(roll)
+    return xmat @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 def _to_spherical(v: np.ndarray) -> np.ndarray:
-    r = np.linalg.norm(v)
-    return np.array([r, np.arctan2(v[1], v[0]), np.arccos(np.clip(v[2] / r, -1.0, 1.0))])
+    """(x, y, z) -> (radius, horizontal angle atan2(y, x) in (-pi, pi], vertical angle from +z in [0, pi])."""
+    return np.array([np.linalg.norm(v), np.arctan2(v[1], v[0]), np.arctan2(np.hypot(v[0], v[1]), v[2])])
 
 
 def _to_cartesian(s: np.ndarray) -> np.ndarray:
@@ -92,75 +128,98 @@ def _to_cartesian(s: np.ndarray) -> np.ndarray:
     return r * np.array([np.sin(phi) * np.cos(theta), np.sin(phi) * np.sin(theta), np.cos(phi)])
 
 
-class CameraDistraction:
-    """Random camera position (spherical coordinates around the look-at point) and roll, random-walking when
-    dynamic. Tracking cameras orbit the centre of mass they track; fixed cameras their initial look-at point."""
+def look_at_point(physics, camera_id: int) -> np.ndarray:
+    """The point a camera looks at, as the release defines it (docs/FAITHFULNESS.md): on the camera's viewing axis
+    (-z of its frame), as far from the camera as the centre of mass of body 1's subtree (the agent). The camera
+    pose is MuJoCo's own for the current physics state, not a distracted pose written earlier."""
+    mujoco.mj_camlight(physics.model.ptr, physics.data.ptr)
+    data = physics.data
+    pos = data.cam_xpos[camera_id].copy()
+    distance = np.linalg.norm(pos - data.subtree_com[1])
+    return pos - distance * data.cam_xmat[camera_id].reshape(3, 3)[:, 2]
 
-    def __init__(self, physics, camera_id: int, scale: float, dynamic: bool, upper_quadrant: bool = True):
-        self.cam, self.scale, self.upper = camera_id, scale, upper_quadrant
+
+class CameraDistraction:
+    """Random camera position in spherical coordinates and roll, random-walking when dynamic (docs/FAITHFULNESS.md).
+
+    Tracking cameras: the position is held around the agent (centre of mass of body 1's subtree) and the camera
+    looks at its look-at point of the current step. Fixed cameras look at their initial look-at point; the release
+    holds their position around the world origin, the corrected mode around that look-at point.
+    Ranges: angles +- pi/2 * scale around the start, restricted to the upper quadrant (except reacher); radius
+    (1 - 0.5 * scale) to (1 + 1.5 * scale) times the start radius; roll +- pi/2 * scale. camera_mode "release"
+    restricts as the released code does, clamping the horizontal angle to [-pi, 0] and the vertical one to
+    [0, pi/2] after adding the ranges: a camera starting at horizontal angle pi (humanoid) is pinned at 0, the far
+    side of the body. "corrected" only caps the vertical angle at pi/2 and keeps the horizontal angle continuous
+    around its start.
+    """
+
+    def __init__(
+        self, physics, camera_id: int, scale: float, dynamic: bool, upper_quadrant: bool = True, mode: str = "release"
+    ):
+        if mode not in C.CAMERA_MODES:
+            raise ValueError(f"unknown camera mode {mode!r}; valid: {list(C.CAMERA_MODES)}")
+        self.cam, self.scale, self.upper, self.mode = camera_id, scale, upper_quadrant, mode
         model = physics.model
         tracking_modes = (int(mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM), int(mujoco.mjtCamLight.mjCAMLIGHT_TRACK))
         self.tracking = int(model.cam_mode[camera_id]) in tracking_modes
-        self.body = model.cam_bodyid[camera_id]
         self.vel_std = C.CAMERA_VEL_STD * scale if dynamic else 0.0
         self.max_vel = C.CAMERA_MAX_VEL * scale if dynamic else 0.0
         self.roll_std = C.CAMERA_ROLL_STD * scale if dynamic else 0.0
         self.max_roll_vel = C.CAMERA_MAX_ROLL_VEL * scale if dynamic else 0.0
 
-    def _target(self, physics) -> np.ndarray:
+    def _centre(self, physics) -> np.ndarray:
+        """The point the spherical coordinates are held around."""
         if self.tracking:
-            return physics.data.subtree_com[self.body].copy()
-        return self.fixed_target
+            return physics.data.subtree_com[1].copy()
+        return self.fixed_target if self.mode == "corrected" else np.zeros(3)
 
     def reset(self, physics, rng: np.random.Generator) -> None:
-        data = physics.data
-        cam_pos = data.cam_xpos[self.cam].copy()
-        forward = -data.cam_xmat[self.cam].reshape(3, 3)[:, 2]
-        centre = data.subtree_com[self.body if self.tracking else 0]
-        if not self.tracking:  # the point on the viewing axis closest to the model's centre of mass
-            self.fixed_target = cam_pos + forward * max(0.1, float(np.dot(centre - cam_pos, forward)))
-        self.start = _to_spherical(cam_pos - self._target(physics))
-        r0, theta0, phi0 = self.start
+        self.fixed_target = look_at_point(physics, self.cam)  # used by fixed cameras only
+        self.start = _to_spherical(physics.data.cam_xpos[self.cam] - self._centre(physics))
+        r0, h0, v0 = self.start
         half = np.pi / 2 * self.scale
-        phi_hi = min(phi0 + half, np.pi / 2) if self.upper else phi0 + half
-        self.low = np.array([(1 - 0.5 * self.scale) * r0, theta0 - half, max(phi0 - half, 1e-3)])
-        self.high = np.array([(1 + 1.5 * self.scale) * r0, theta0 + half, max(phi_hi, 1e-3)])
+        low = np.array([(1 - C.CAMERA_ZOOM_IN * self.scale) * r0, h0 - half, v0 - half])
+        high = np.array([(1 + C.CAMERA_ZOOM_OUT * self.scale) * r0, h0 + half, v0 + half])
+        if self.mode == "release" and self.upper:  # clamped after adding the ranges: low > high is possible
+            low[1], high[1] = max(low[1], -np.pi), min(high[1], 0.0)
+            low[2], high[2] = max(low[2], 0.0), min(high[2], np.pi / 2)
+        elif self.mode == "corrected":
+            high[2] = min(high[2], np.pi / 2) if self.upper else high[2]
+            low[2], high[2] = max(low[2], 1e-3), max(high[2], 1e-3)
+        self.low, self.high = low, high
         self.roll_range = half
-        self.vel_scale = r0 / 4.0
-        self.pos = rng.uniform(self.low, self.high)
+        self.vel_scale = r0 / 4.0  # the random walk's steps scale with the start radius
+        # uniform in [low, high] (as numpy's legacy uniform, also when low > high; the first step clamps it)
+        self.pos = low + (high - low) * rng.random(3)
         self.roll = rng.uniform(-self.roll_range, self.roll_range)
         direction = rng.normal(size=3)
-        direction /= max(1e-8, np.linalg.norm(direction))
-        self.vel = direction * rng.uniform(0, self.max_vel) * self.vel_scale
+        self.vel = direction / np.linalg.norm(direction) * rng.uniform(0.0, self.max_vel)  # not radius-scaled
         self.roll_vel = rng.uniform(-self.max_roll_vel, self.max_roll_vel)
         self.rng = rng
-        self._apply(physics)
+        self.step(physics)  # the first frame is already one step of the walk away
 
     def step(self, physics) -> None:
-        if self.max_vel > 0:
-            vel = self.vel + self.rng.normal(scale=self.vel_std * self.vel_scale, size=3)
-            speed = np.linalg.norm(vel)
-            limit = self.max_vel * self.vel_scale
-            if speed > limit:
-                vel *= limit / speed
-            old = _to_cartesian(self.pos)
-            new = _to_spherical(old + vel)
-            new[1] = self.start[1] + (new[1] - self.start[1] + np.pi) % (2 * np.pi) - np.pi  # angle near the start
-            self.pos = np.clip(new, self.low, self.high)
-            self.vel = _to_cartesian(self.pos) - old
-        if self.max_roll_vel > 0:
-            roll_vel = np.clip(
-                self.roll_vel + self.rng.normal(scale=self.roll_std), -self.max_roll_vel, self.max_roll_vel
-            )
-            new_roll = np.clip(self.roll + roll_vel, -self.roll_range, self.roll_range)
-            self.roll_vel, self.roll = new_roll - self.roll, new_roll
+        vel = self.vel + self.rng.normal(size=3) * self.vel_std * self.vel_scale
+        speed, limit = np.linalg.norm(vel), self.max_vel * self.vel_scale
+        if speed > limit:
+            vel = vel * (limit / speed)
+        roll_vel = np.clip(self.roll_vel + self.rng.normal() * self.roll_std, -self.max_roll_vel, self.max_roll_vel)
+        old = _to_cartesian(self.pos)
+        new = _to_spherical(old + vel)
+        if self.mode == "corrected":  # the horizontal angle continuous around its start (no jump where atan2 wraps)
+            new[1] = self.start[1] + (new[1] - self.start[1] + np.pi) % (2 * np.pi) - np.pi
+        self.pos = np.minimum(np.maximum(new, self.low), self.high)  # as np.clip: the upper bound wins if low > high
+        self.vel = _to_cartesian(self.pos) - old  # the velocity becomes the clipped move
+        new_roll = np.clip(self.roll + roll_vel, -self.roll_range, self.roll_range)
+        self.roll_vel, self.roll = new_roll - self.roll, new_roll
         self._apply(physics)
 
     def _apply(self, physics) -> None:
-        target = self._target(physics)
-        pos = target + _to_cartesian(self.pos)
+        target = look_at_point(physics, self.cam) if self.tracking else self.fixed_target
+        pos = self._centre(physics) + _to_cartesian(self.pos)
+        look_at = _look_at_no_roll if self.upper else _look_at_shortest
         physics.data.cam_xpos[self.cam] = pos
-        physics.data.cam_xmat[self.cam] = _look_at(pos, target, self.roll).reshape(-1)
+        physics.data.cam_xmat[self.cam] = _roll(look_at(pos, target), self.roll).reshape(-1)
 
 
 class ColorDistraction:
@@ -215,6 +274,10 @@ class DistractingEnvironment(dm_env.Environment):
 
     def step(self, action):
         timestep = self._env.step(action)
+        if timestep.first():  # dm_control reset itself (a step after the last one): new distractions, as the release
+            for d, rng in zip(self._distractions, self._rngs, strict=True):
+                d.reset(self._env.physics, rng)
+            return timestep
         for d in self._distractions:
             d.step(self._env.physics)
         return timestep
@@ -248,6 +311,7 @@ def load(
     background_dataset_path: str | None = None,
     background_dataset_videos: str = "train",
     camera_id: int | None = None,
+    camera_mode: str = "release",
     task_kwargs: dict | None = None,
     environment_kwargs: dict | None = None,
     seed: int | None = None,
@@ -257,7 +321,9 @@ def load(
     difficulty: one of constants.DIFFICULTIES (None = vanilla). dynamic: distractions move every step.
     background_dataset_path: a DAVIS-2017 folder, or "builtin" (also None) for the built-in videos.
     background_dataset_videos: "train" or "val" (the novel videos). camera_id: the camera the camera distraction
-    moves (default: the domain's render camera). seed: the first episode's seed (see DistractingEnvironment).
+    moves (default: the domain's render camera). camera_mode: "release" (the released code's upper-quadrant clamp,
+    which pins humanoid's camera on the far side of the body) or "corrected" (angles around every camera's start);
+    see CameraDistraction. seed: the first episode's seed (see DistractingEnvironment).
     """
     if domain_name not in C.SUPPORTED_TASKS or task_name not in C.SUPPORTED_TASKS[domain_name]:
         valid = ", ".join(f"{d}-{t}" for d, ts in C.SUPPORTED_TASKS.items() for t in ts)
@@ -265,6 +331,8 @@ def load(
     difficulty = difficulty or "vanilla"
     if difficulty not in C.DIFFICULTIES:
         raise ValueError(f"unknown DCS difficulty {difficulty!r}; valid: {list(C.DIFFICULTIES)}")
+    if camera_mode not in C.CAMERA_MODES:
+        raise ValueError(f"unknown DCS camera mode {camera_mode!r}; valid: {list(C.CAMERA_MODES)}")
     scale, num_videos = C.DIFFICULTIES[difficulty]
     source = background_dataset_path or C.BUILTIN
     names = select_videos(background_dataset_videos, num_videos) if num_videos != 0 else ()
@@ -278,6 +346,7 @@ def load(
         distractions.append(BackgroundDistraction(physics, source, background_dataset_videos, names, dynamic, alpha))
     if scale > 0:
         cam = C.RENDER_CAMERA_ID.get(domain_name, 0) if camera_id is None else camera_id
-        distractions.append(CameraDistraction(physics, cam, scale, dynamic, upper_quadrant=domain_name != "reacher"))
+        upper = domain_name != "reacher"
+        distractions.append(CameraDistraction(physics, cam, scale, dynamic, upper_quadrant=upper, mode=camera_mode))
         distractions.append(ColorDistraction(physics, scale, dynamic))
     return DistractingEnvironment(env, distractions, seed)

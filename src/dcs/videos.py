@@ -4,7 +4,9 @@ DAVIS layout: `<root>/<video name>/<frame>.jpg` with the DAVIS-2017 train / val 
 Built-in videos: each a deterministic function of (split, index): drifting multi-octave noise fields mapped
 through a random colour palette ("clouds", "water", "foliage" looking textures) with soft-edged coloured shapes
 moving across them. Train and val videos come from disjoint seeds, so val videos are novel distractors.
-Decoded / generated videos are cached per process (least recently used first out, bounded in bytes).
+Decoded / generated videos are cached per process (least recently used first out, bounded in bytes), and so are
+their frames resized to the skybox texture (`skybox_frames`): a video shown again skips both the decoding and the
+resizing, with the same pixels.
 """
 
 import os
@@ -20,9 +22,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BUILTIN_FRAMES = 60  # frames per built-in video
 BUILTIN_SIZE = 160  # side of a built-in frame in pixels (resized to the skybox like DAVIS frames)
 BUILTIN_VERSION = 1  # bump when the generator changes (it seeds every built-in video)
-CACHE_BYTES = int(os.environ.get("DCS_VIDEO_CACHE_BYTES", 2 * 2**30))
+CACHE_BYTES = int(os.environ.get("DCS_VIDEO_CACHE_BYTES", 2 * 2**30))  # decoded / generated videos
+SKYBOX_CACHE_BYTES = int(os.environ.get("DCS_SKYBOX_CACHE_BYTES", 2**30))  # frames resized to the skybox
 
 _cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_skybox_cache: "OrderedDict[tuple, SkyboxFrames]" = OrderedDict()
 
 
 def split_videos(split: str) -> tuple[str, ...]:
@@ -67,13 +71,21 @@ def _cached(key: tuple, make) -> np.ndarray:
     return video
 
 
-def load_video(source: str, split: str, name: str) -> np.ndarray:
-    """uint8 [F, H, W, 3] frames of one video: from a DAVIS folder, or built-in when source is 'builtin'."""
+def video_key(source: str, split: str, name: str) -> tuple:
+    """What identifies a video's frames: (builtin, split, index) or the resolved DAVIS folder."""
     if source == BUILTIN:
-        index = split_videos(split).index(name)
-        return _cached((BUILTIN, split, index), lambda: builtin_video(split, index))
+        return (BUILTIN, split, split_videos(split).index(name))
+    return (str((Path(source) / name).resolve()),)
+
+
+def load_video(source: str, split: str, name: str, cache: bool = True) -> np.ndarray:
+    """uint8 [F, H, W, 3] frames of one video: from a DAVIS folder, or built-in when source is 'builtin'.
+    cache=False reads a DAVIS folder again (built-in videos are always cached: generating them is not reading)."""
+    key = video_key(source, split, name)
+    if source == BUILTIN:
+        return _cached(key, lambda: builtin_video(split, key[2]))
     folder = Path(source) / name
-    return _cached((str(folder.resolve()),), lambda: _read_folder(folder))
+    return _cached(key, lambda: _read_folder(folder)) if cache else _read_folder(folder)
 
 
 def _read_folder(folder: Path) -> np.ndarray:
@@ -81,6 +93,59 @@ def _read_folder(folder: Path) -> np.ndarray:
     if not files:
         raise FileNotFoundError(f"background video folder {str(folder)!r} has no frames (.jpg / .png)")
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+
+
+# ---------------------------------------------------------------- frames resized to the skybox texture
+
+
+def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> [size, size, 3] with PIL's default `Image.resize` resampling (bicubic), as the release
+    resizes its video frames (docs/FAITHFULNESS.md)."""
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
+
+
+class SkyboxFrames:
+    """The frames of one video resized to the skybox texture, each resized once: on first use, or all at once
+    with `resize_all()` (the release resizes every frame at reset). Either way frame i is `resize_frame(video[i])`."""
+
+    def __init__(self, video: np.ndarray, size: int):
+        self.video, self.size = video, size
+        self.frames: list[np.ndarray | None] = [None] * len(video)
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.frames[i] is None:
+            self.frames[i] = resize_frame(self.video[i], self.size)
+        return self.frames[i]
+
+    def resize_all(self) -> "SkyboxFrames":
+        for i in range(len(self)):
+            self[i]
+        return self
+
+    @property
+    def max_nbytes(self) -> int:
+        """Bytes once every frame is resized (what the cache budgets for)."""
+        return len(self) * self.size * self.size * 3
+
+
+def skybox_frames(source: str, split: str, name: str, size: int, cache: bool = True) -> SkyboxFrames:
+    """A video's frames resized to size x size. cache=True: kept across resets in a least-recently-used cache
+    (bounded by DCS_SKYBOX_CACHE_BYTES, frames resized on first use). cache=False: the release's way, every frame
+    read and resized now, nothing kept."""
+    if not cache:
+        return SkyboxFrames(load_video(source, split, name, cache=False), size).resize_all()
+    key = (*video_key(source, split, name), size)
+    if key in _skybox_cache:
+        _skybox_cache.move_to_end(key)
+        return _skybox_cache[key]
+    frames = SkyboxFrames(load_video(source, split, name), size)
+    _skybox_cache[key] = frames
+    while sum(f.max_nbytes for f in _skybox_cache.values()) > SKYBOX_CACHE_BYTES and len(_skybox_cache) > 1:
+        _skybox_cache.popitem(last=False)
+    return frames
 
 
 # ---------------------------------------------------------------- built-in procedural videos
