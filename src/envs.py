@@ -136,6 +136,7 @@ def env_kwargs_from_attrs(
         img_hw=int(attrs["img_hw"]),
         backgrounds_path=backgrounds_path,
         backgrounds_split=split or "train",
+        camera_mode=str(attrs.get("dcs_camera_mode", "release")),  # the paper's files: the release's camera
     )
     kwargs.update(overrides)
     return kwargs

@@ -113,6 +113,7 @@ def test_stored_actions_are_the_raw_actor_mean(dataset, expert_path):
     """The paper's datasets store the expert's raw action; the environment clips what it executes."""
     with h5py.File(dataset, "r") as f:
         assert int(f.attrs["collector_version"]) == 2 and not bool(f.attrs["actions_clipped"])
+        assert f.attrs["dcs_camera_mode"] == "release"
         states = np.concatenate([f[k]["states"][()] for k in f])
         actions = np.concatenate([f[k]["actions"][()] for k in f])
     np.testing.assert_allclose(actions, released_actor_mean(expert_path / "checkpoint.pt", states), atol=1e-4)
@@ -168,6 +169,7 @@ def bad_input_cases(expert_path: Path, tmp_path: Path) -> dict:
         "unknown difficulty": (dict(dcs_difficulty="extreme"), "extreme"),
         "checkpoint does not fit": (dict(domain_name="walker", task_name="run"), r"17.*24"),
         "missing checkpoint": (dict(checkpoint_path=str(tmp_path / "no-expert")), "no-expert"),
+        "unknown camera mode": (dict(dcs_camera_mode="sideways"), r"sideways.*\('release', 'corrected'\)"),
     }
 
 
@@ -179,6 +181,7 @@ def bad_input_cases(expert_path: Path, tmp_path: Path) -> dict:
         "unknown difficulty",
         "checkpoint does not fit",
         "missing checkpoint",
+        "unknown camera mode",
     ],
 )
 def test_bad_inputs_fail_before_writing(case, expert_path, tmp_path):

@@ -142,6 +142,9 @@ def test_env_from_dataset_attributes():
         env_kwargs_from_attrs(attrs)  # the paper's released files: DAVIS, the folder must be given
     kwargs = env_kwargs_from_attrs({**attrs, "background_source": "builtin"}, split="val", max_episode_steps=3)
     assert kwargs["backgrounds_path"] == "builtin" and kwargs["backgrounds_split"] == "val"
+    assert kwargs["camera_mode"] == "release"  # files without the attribute (the paper's): the release's camera
+    corrected = {**attrs, "background_source": "builtin", "dcs_camera_mode": "corrected"}
+    assert env_kwargs_from_attrs(corrected)["camera_mode"] == "corrected"
     with pytest.raises(KeyError, match="img_hw"):
         env_kwargs_from_attrs({k: v for k, v in attrs.items() if k != "img_hw"})
 

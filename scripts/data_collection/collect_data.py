@@ -6,8 +6,8 @@ unclipped action: the PPO actor mean or the SAC policy's action; the environment
 `states` float32 [T, S], `rewards` float32 [T] and attributes `traj_return`, `seed` (the episode seed) and
 `complete` (written last); root attributes `domain_name`, `task_name`, `difficulty`, `dynamic`, `img_hw`, `split`,
 `dataset_return`, plus `background_source` ("builtin" / "davis"), `dcs_backgrounds_path`, `seed`,
-`max_episode_steps`, `expert_checkpoint`, `package_versions` (JSON), `collector_version` (2: raw actions) and
-`actions_clipped` (False).
+`max_episode_steps`, `expert_checkpoint`, `package_versions` (JSON), `collector_version` (2: raw actions),
+`actions_clipped` (False) and `dcs_camera_mode` ("release" unless --dcs_camera_mode=corrected).
 
     python -m scripts.data_collection.collect_data \\
         --checkpoint_path="scripts/data_collection/checkpoints/hopper-hop-expert" \\
@@ -82,6 +82,7 @@ IDENTITY_ATTRS = (
     "max_episode_steps",
     "expert_checkpoint",
     "collector_version",
+    "dcs_camera_mode",
 )
 # Version 2 stores the expert's raw actions (the paper's datasets). Files of version 1 (no attribute) hold actions
 # clipped to [-1, 1]; src/data.py warns when it reads one.
@@ -104,6 +105,7 @@ class Config:
     num_workers: int = 1  # worker processes, each collecting whole trajectories
     max_episode_steps: int = 1000  # steps per trajectory (fewer if the episode ends earlier)
     dynamic: bool = True  # distractors change during the episode
+    dcs_camera_mode: str = "release"  # DCS camera: "release" (the paper's data) or "corrected" (docs/FAITHFULNESS.md)
     overwrite: bool = False  # replace an existing output file instead of resuming it
     compression: str = "none"  # HDF5 compression of the datasets: none, gzip or lzf
     domain_name: Optional[str] = None  # dm_control domain; default: from the checkpoint
@@ -174,6 +176,7 @@ def env_kwargs(config: Config, domain_name: str, task_name: str) -> dict:
         backgrounds_split=config.dcs_backgrounds_split,
         frame_stack=1,
         max_episode_steps=config.max_episode_steps,
+        camera_mode=config.dcs_camera_mode,
     )
 
 
@@ -188,6 +191,10 @@ def check_config(config: Config) -> None:
             raise ValueError(f"--{name}={getattr(config, name)}: expected a positive integer.")
     if config.seed < 0:
         raise ValueError(f"--seed={config.seed}: expected a non-negative integer.")
+    from src.dcs.constants import CAMERA_MODES
+
+    if config.dcs_camera_mode not in CAMERA_MODES:
+        raise ValueError(f"--dcs_camera_mode={config.dcs_camera_mode!r}: expected one of {CAMERA_MODES}.")
     difficulties = _known_difficulties()
     if config.dcs_difficulty not in difficulties:
         raise ValueError(f"--dcs_difficulty={config.dcs_difficulty!r}: expected one of {difficulties}.")
@@ -216,6 +223,7 @@ def root_attrs(config: Config, domain_name: str, task_name: str) -> dict:
         "max_episode_steps": int(config.max_episode_steps),
         "expert_checkpoint": os.path.normpath(config.checkpoint_path),
         "collector_version": COLLECTOR_VERSION,
+        "dcs_camera_mode": config.dcs_camera_mode,
         "actions_clipped": False,  # actions are the expert's raw outputs, as in the released datasets
     }
 
