@@ -67,6 +67,7 @@ class BenchConfig:
     dcs_episodes: int = 4  # episodes per DCS measurement (each with its reset)
     dcs_steps: int = 100  # steps per DCS episode
     dcs_davis_frames: int = 80  # frames per video of the DAVIS-sized (854x480) folder; 0 skips it
+    dcs_workers: int = 2  # worker processes of the parallel rows (collect_data --num_workers, eval_num_envs); 0 skips
 
 
 def write_synthetic(path: str, cfg: BenchConfig, act_dim: int = 6, state_dim: int = 17) -> None:
@@ -212,6 +213,31 @@ def bench_dcs(backgrounds: str, evaluation: bool, release: bool, cfg: BenchConfi
     return cfg.dcs_episodes * (cfg.dcs_steps + 1) / total, resets / cfg.dcs_episodes
 
 
+def bench_dcs_workers(backgrounds: str, cfg: BenchConfig) -> float:
+    """Rendered frames/s of cfg.dcs_workers environments in worker processes (src.envs.make_vec_env, as the
+    evaluation with eval_num_envs and the collector with --num_workers run them), resets included; the release
+    steps one environment in one process."""
+    from src.envs import make_vec_env
+
+    kwargs = dict(domain_name="cheetah", task_name="run", difficulty="scale_easy_video_hard", dynamic=True)
+    kwargs |= dict(img_hw=64, backgrounds_path=backgrounds, max_episode_steps=cfg.dcs_steps + 1)
+    n = cfg.dcs_workers
+    envs = make_vec_env(kwargs, num_envs=n, seed=cfg.seed, asynchronous=True)
+    rng = np.random.default_rng(cfg.seed)
+    try:
+        envs.reset(seed=[cfg.seed + 1000 + i for i in range(n)])  # worker start-up is not part of the rate
+        start = time.perf_counter()
+        for episode in range(0, cfg.dcs_episodes, n):
+            envs.reset(seed=[cfg.seed + episode + i for i in range(n)])
+            for _ in range(cfg.dcs_steps):
+                envs.step(rng.uniform(-1, 1, (n, 6)))
+        elapsed = time.perf_counter() - start
+    finally:
+        envs.close()
+    episodes = len(range(0, cfg.dcs_episodes, n)) * n
+    return episodes * (cfg.dcs_steps + 1) / elapsed
+
+
 def dcs_rows(cfg: BenchConfig) -> list[tuple[str, float, float]]:
     """(what, frames/s, seconds per reset) of each DCS measurement."""
     rows = []
@@ -228,6 +254,10 @@ def dcs_rows(cfg: BenchConfig) -> list[tuple[str, float, float]]:
                     fps, reset_s = bench_dcs(backgrounds, evaluation, release, cfg)
                     rows.append((f"DCS {what}, {source_name}: {way}", fps, reset_s))
                     print(f"{rows[-1][0]:<80} {fps:>8.1f} {1000 * reset_s:>9.0f}", flush=True)
+            if cfg.dcs_workers > 0:
+                fps = bench_dcs_workers(backgrounds, cfg)
+                rows.append((f"DCS {cfg.dcs_workers} worker processes, {source_name}: port", fps, float("nan")))
+                print(f"{rows[-1][0]:<80} {fps:>8.1f} {'':>9}", flush=True)
     return rows
 
 

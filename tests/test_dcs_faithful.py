@@ -12,7 +12,7 @@ from PIL import Image
 
 from src.dcs import constants as C
 from src.dcs import load, videos
-from src.dcs.suite import BackgroundDistraction, CameraDistraction, _to_cartesian
+from src.dcs.suite import BackgroundDistraction, CameraDistraction, _to_cartesian, texture_bytes
 from src.envs import make_env
 
 ZERO = np.zeros(6)
@@ -135,7 +135,7 @@ def test_fixed_camera_orbits_the_world_origin_and_looks_at_its_initial_look_at_p
 
 def texture(env, bg: BackgroundDistraction) -> np.ndarray:
     n = C.SKYBOX_SIZE * C.SKYBOX_SIZE * 3
-    return env.physics.model.tex_data[bg.adr : bg.adr + n].reshape(C.SKYBOX_SIZE, C.SKYBOX_SIZE, 3)
+    return texture_bytes(env.physics.model)[bg.adr : bg.adr + n].reshape(C.SKYBOX_SIZE, C.SKYBOX_SIZE, 3)
 
 
 def test_background_bounces_as_released_with_bicubic_frames_resized_once_per_reset(monkeypatch):

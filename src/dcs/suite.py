@@ -82,10 +82,16 @@ class BackgroundDistraction:
 
     def _apply(self, physics) -> None:
         frame = self.frames[self.index]  # [SKYBOX_SIZE, SKYBOX_SIZE, 3]
-        physics.model.tex_data[self.adr : self.adr + frame.size] = frame.reshape(-1)
+        texture_bytes(physics.model)[self.adr : self.adr + frame.size] = frame.reshape(-1)
         contexts = physics.contexts  # the renderer's GL context exists after the first render
         with contexts.gl.make_current() as ctx:
             ctx.call(mujoco.mjr_uploadTexture, physics.model.ptr, contexts.mujoco.ptr, self.tex_id)
+
+
+def texture_bytes(model) -> np.ndarray:
+    """The model's texture bytes: MjModel.tex_data, called tex_rgb in MuJoCo 3.2.0 (the release's pin, see
+    requirements-reference.txt)."""
+    return model.tex_data if hasattr(model, "tex_data") else model.tex_rgb
 
 
 def _look_at_no_roll(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
