@@ -165,7 +165,10 @@ def bad_input_cases(expert_path: Path, tmp_path: Path) -> dict:
     write_builtin_as_davis(davis, split="train", num_videos=2, num_frames=3)
     return {
         "missing background folder": (dict(dcs_backgrounds_path=str(tmp_path / "no-such-folder")), "no-such-folder"),
-        "missing videos of the split": (dict(dcs_backgrounds_path=str(davis), dcs_backgrounds_split="val"), ""),
+        "missing videos of the split": (
+            dict(dcs_backgrounds_path=str(davis), dcs_backgrounds_split="val"),
+            r"lacks 30 video\(s\) of the split",
+        ),
         "unknown difficulty": (dict(dcs_difficulty="extreme"), "extreme"),
         "checkpoint does not fit": (dict(domain_name="walker", task_name="run"), r"17.*24"),
         "missing checkpoint": (dict(checkpoint_path=str(tmp_path / "no-expert")), "no-expert"),
