@@ -18,6 +18,7 @@ the chosen video read and resized at each reset, no cache (the port resizes a fr
 resized frames of recent videos; same pixels).
 
     python -m scripts.benchmark --only_dcs=true       # the DCS rows only
+    python -m scripts.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
 """
 
 import importlib
@@ -64,6 +65,10 @@ class BenchConfig:
     out: str = "runs/benchmark.json"  # results JSON
     dcs: bool = True  # also measure the DCS's rendered frames/s, the port's way and the release's way
     only_dcs: bool = False  # measure the DCS only
+    dcs_way: str = "both"  # "port", "release" (the release's way only) or "both"; one way per process suits
+    # whole-process timing side by side
+    dcs_sources: str = "both"  # "builtin", "davis" (the DAVIS-sized folder) or "both"
+    dcs_modes: str = "both"  # "collection", "evaluation" or "both"
     dcs_episodes: int = 4  # episodes per DCS measurement (each with its reset)
     dcs_steps: int = 100  # steps per DCS episode
     dcs_davis_frames: int = 80  # frames per video of the DAVIS-sized (854x480) folder; 0 skips it
@@ -242,19 +247,19 @@ def dcs_rows(cfg: BenchConfig) -> list[tuple[str, float, float]]:
     """(what, frames/s, seconds per reset) of each DCS measurement."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sources = [("built-in 160 px, 60 frames", dcs_constants.BUILTIN)]
-        if cfg.dcs_davis_frames > 0:
+        sources = [("built-in 160 px, 60 frames", dcs_constants.BUILTIN)] if cfg.dcs_sources != "davis" else []
+        if cfg.dcs_davis_frames > 0 and cfg.dcs_sources != "builtin":
             write_davis_sized(os.path.join(tmp, "davis"), cfg.dcs_davis_frames)
             sources.append((f"DAVIS-sized 854x480, {cfg.dcs_davis_frames} frames", os.path.join(tmp, "davis")))
         for source_name, backgrounds in sources:
-            for evaluation in (False, True):
-                for release in (False, True):
+            for evaluation in {"collection": (False,), "evaluation": (True,)}.get(cfg.dcs_modes, (False, True)):
+                for release in {"port": (False,), "release": (True,)}.get(cfg.dcs_way, (False, True)):
                     what = "evaluation (make_env)" if evaluation else "collection (DCS env)"
                     way = "release's way" if release else "port"
                     fps, reset_s = bench_dcs(backgrounds, evaluation, release, cfg)
                     rows.append((f"DCS {what}, {source_name}: {way}", fps, reset_s))
                     print(f"{rows[-1][0]:<80} {fps:>8.1f} {1000 * reset_s:>9.0f}", flush=True)
-            if cfg.dcs_workers > 0:
+            if cfg.dcs_workers > 0 and cfg.dcs_way != "release":
                 fps = bench_dcs_workers(backgrounds, cfg)
                 rows.append((f"DCS {cfg.dcs_workers} worker processes, {source_name}: port", fps, float("nan")))
                 print(f"{rows[-1][0]:<80} {fps:>8.1f} {'':>9}", flush=True)
