@@ -42,11 +42,9 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-TASKS = ("cheetah-run", "walker-run", "hopper-hop", "humanoid-walk")
 VARIANTS = ("plain", "distracted")
 DIFF_BINS = (0, 1, 2, 3, 5, 10, 20, 50, 256)  # histogram of per-value |a - b| (uint8 channels): [lo, hi)
 ROLLOUT_FRAME_STEPS = (0, 1, 10, 100, 250, 500, 1000)
-SKYBOX_SIDE = 800
 
 # Compiled model fields that decide what the renderer draws (missing fields are skipped: they differ by version).
 MODEL_FIELDS = (
@@ -79,12 +77,9 @@ VIS_FIELDS = (
 
 
 def render_camera(domain: str) -> int:
-    try:
-        from src.dcs.constants import RENDER_CAMERA_ID
+    from src.dcs.constants import RENDER_CAMERA_ID  # only the rendering side needs the project (and dm_control)
 
-        return RENDER_CAMERA_ID.get(domain, 0)
-    except ImportError:  # the script copied elsewhere: the project's rule
-        return {"quadruped": 2}.get(domain, 0)
+    return RENDER_CAMERA_ID.get(domain, 0)
 
 
 def versions() -> dict:
@@ -204,7 +199,9 @@ class Distractions:
     def __init__(self, physics, cam: int, seed: int):
         import mujoco
 
-        self.mujoco = mujoco
+        from src.dcs.constants import SKYBOX_SIZE  # the side of the port's skybox texture
+
+        self.mujoco, self.side = mujoco, SKYBOX_SIZE
         model = physics.model
         self.cam = cam
         self.body = int(model.cam_bodyid[cam])
@@ -220,11 +217,12 @@ class Distractions:
         model.mat_rgba[:, :3] = self.rgb
         if self.grid >= 0:
             model.mat_rgba[self.grid, 3] = 0.3
-        if self.tex_id >= 0 and model.tex_width[self.tex_id] == SKYBOX_SIDE:
-            model.tex_height[self.tex_id] = SKYBOX_SIDE
-            y, x = np.mgrid[0:SKYBOX_SIDE, 0:SKYBOX_SIDE]
+        side = self.side
+        if self.tex_id >= 0 and model.tex_width[self.tex_id] == side:
+            model.tex_height[self.tex_id] = side
+            y, x = np.mgrid[0:side, 0:side]
             checker = ((x // 40 + y // 40) % 2) * 255
-            pattern = np.stack([x * 255 // SKYBOX_SIDE, y * 255 // SKYBOX_SIDE, checker], axis=-1).astype(np.uint8)
+            pattern = np.stack([x * 255 // side, y * 255 // side, checker], axis=-1).astype(np.uint8)
             adr = int(model.tex_adr[self.tex_id])
             tex_data(model)[adr : adr + pattern.size] = pattern.reshape(-1)
             physics.render(8, 8)  # the GL context exists after the first render
@@ -330,8 +328,10 @@ def render_task(task: str, args, ref) -> dict:
 
 
 def cmd_render(args) -> None:
+    from src.dcs.constants import PAPER_ENVS
+
     ref = np.load(args.states) if args.states else None
-    tasks = args.tasks
+    tasks = args.tasks or list(PAPER_ENVS)
     if ref is not None:
         meta_ref = json.loads(str(ref["meta"]))
         tasks = [t for t in tasks if t in meta_ref["tasks"]]
@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("render", help="render fixed states under this install")
     r.add_argument("--out", required=True)
     r.add_argument("--states", help="an .npz written by `render` under another install: render ITS states")
-    r.add_argument("--tasks", nargs="+", default=list(TASKS))
+    r.add_argument("--tasks", nargs="+", help="<domain>-<task> names (default: the paper's four, PAPER_ENVS)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--num_states", type=int, default=10)
     r.add_argument("--stride", type=int, default=20, help="control steps between two rendered states")

@@ -34,7 +34,8 @@ import numpy as np
 import pyrallis
 from tqdm.auto import tqdm
 
-ENVS = ("cheetah-run", "walker-run", "hopper-hop", "humanoid-walk")  # the paper's four environments
+from src.dcs.constants import PAPER_ENVS
+
 PADDED = ("actions", "states")  # datasets zero-padded to the largest size of the sources
 SHARED_ROOT_ATTRS = ("difficulty", "dynamic", "split")  # expected equal across sources (a warning otherwise)
 
@@ -43,7 +44,7 @@ SHARED_ROOT_ATTRS = ("difficulty", "dynamic", "split")  # expected equal across 
 class Config:
     target_env: str = "cheetah-run"  # the left-out environment, "<domain>-<task>": root domain_name / task_name
     data_dir: str = "data"  # where <env>.hdf5 of the default sources are
-    sources: Optional[str] = None  # comma-separated source files (default: <data_dir>/<env>.hdf5, env in ENVS - target)
+    sources: Optional[str] = None  # comma-separated files (default: <data_dir>/<env>.hdf5, env in PAPER_ENVS - target)
     num_per_source: int = 1666  # trajectories sampled from each source (paper: 1666 x 3 ~ 5k)
     counts: Optional[str] = None  # comma-separated trajectories per source, overriding num_per_source
     save_path: Optional[str] = None  # output (default: <data_dir>/<target_env>-mixed.hdf5)
@@ -90,9 +91,9 @@ def _copy(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size: int, 
 def source_paths(cfg: Config) -> list[Path]:
     if cfg.sources:
         return [Path(p.strip()) for p in cfg.sources.split(",") if p.strip()]
-    if cfg.target_env not in ENVS:
-        raise ValueError(f"--target_env={cfg.target_env!r} is not one of {ENVS}: pass --sources explicitly")
-    return [Path(cfg.data_dir) / f"{env}.hdf5" for env in ENVS if env != cfg.target_env]
+    if cfg.target_env not in PAPER_ENVS:
+        raise ValueError(f"--target_env={cfg.target_env!r} is not one of {PAPER_ENVS}: pass --sources explicitly")
+    return [Path(cfg.data_dir) / f"{env}.hdf5" for env in PAPER_ENVS if env != cfg.target_env]
 
 
 def make_cross_embodied(cfg: Config) -> Path:

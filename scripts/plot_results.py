@@ -22,8 +22,8 @@ How a run is identified, explicitly:
 Statistics: mean and population std (ddof=0) over seeds. Average over environments: the mean of the per-environment
 means; its std is the std over seeds of the per-seed average over environments, using the seeds present in every
 environment. The score is the run's own normalised score (return / BC-on-full-data return of paper Table 3, see
-src/evaluation.py NORMALIZING_RETURNS); for a run that recorded only a return it is computed here from the same
-constants (--setting distractors|vanilla).
+src/evaluation.py NORMALIZING_RETURNS); for a run that recorded only a return it is computed here by the same function,
+src.evaluation.normalized_score (--setting distractors|vanilla picks the Table 3 column).
 """
 
 import csv
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pyrallis
 
-from src.evaluation import NORMALIZING_RETURNS
+from src.evaluation import NORMALIZING_RETURNS, normalized_score
 
 METHODS = ("lapo", "laom", "laom_labels", "idm", "bc", "bc_full")
 LABELS = {
@@ -137,6 +137,12 @@ def labeled_path(method: str, config: dict) -> str | None:
     return config.get(section, {}).get("data_path")
 
 
+def score_attrs(env: str, setting: str) -> dict:
+    """The dataset attributes src.evaluation.normalized_score reads, for a run known by its env and --setting."""
+    domain, task = env.split("-", 1) if "-" in env else (env, "")
+    return {"domain_name": domain, "task_name": task, "difficulty": "vanilla" if setting == "vanilla" else setting}
+
+
 def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str | None]:
     """A Run from one results.json, or (None, why it was left out)."""
     try:
@@ -157,8 +163,8 @@ def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str 
     if layout and (layout["env"], layout["budget"]) != (env, budget):
         print(f"warning: {path}: the directory says {layout['env']}/{layout['budget']}, the data {env}/{budget}")
     score_key = SCORE_KEY[method]
-    if metrics.get(score_key) is None and metrics.get(RETURN_KEY[method]) is not None and env in NORMALIZING_RETURNS:
-        metrics[score_key] = metrics[RETURN_KEY[method]] / NORMALIZING_RETURNS[env][setting]
+    if metrics.get(score_key) is None:
+        metrics[score_key] = normalized_score(score_attrs(env, setting), metrics.get(RETURN_KEY[method]))
     lam_stage = data.get("stages", {}).get("lapo", {})
     run = Run(
         path=path,
@@ -414,6 +420,19 @@ def _rkey(r: dict) -> tuple:
     return (r["suite"], r["method"], r["env"], r["budget"])
 
 
+def _line_with_band(ax, rows: list[dict], method: str) -> np.ndarray:
+    """Mean vs budget of one method with a +-std band (rows with a finite mean, in budget order); returns the x."""
+    pts = sorted((r for r in rows if math.isfinite(r["mean"])), key=lambda r: r["budget"])
+    x = np.array([r["budget"] for r in pts], dtype=float)
+    if not pts:
+        return x
+    y = np.array([r["mean"] for r in pts])
+    s = np.nan_to_num(np.array([r["std"] for r in pts]))
+    ax.plot(x, y, marker="o", ms=3, color=COLORS[method], label=LABELS[method])
+    ax.fill_between(x, y - s, y + s, color=COLORS[method], alpha=0.15, lw=0)
+    return x
+
+
 def plot_scores(rows: list[dict], path: Path) -> None:
     """Fig. 1 / 8: normalised score vs budget (log2 axis), one panel per environment plus the average."""
     import matplotlib.pyplot as plt
@@ -428,14 +447,7 @@ def plot_scores(rows: list[dict], path: Path) -> None:
                 for r in pts:
                     ax.axhline(r["mean"], color=COLORS[method], ls="--", lw=1, label=LABELS[method])
                 continue
-            pts = sorted((r for r in pts if math.isfinite(r["mean"])), key=lambda r: r["budget"])
-            if not pts:
-                continue
-            x = np.array([r["budget"] for r in pts], dtype=float)
-            y = np.array([r["mean"] for r in pts])
-            s = np.nan_to_num(np.array([r["std"] for r in pts]))
-            ax.plot(x, y, marker="o", ms=3, color=COLORS[method], label=LABELS[method])
-            ax.fill_between(x, y - s, y + s, color=COLORS[method], alpha=0.15, lw=0)
+            _line_with_band(ax, pts, method)
         ax.set_xscale("log", base=2)
         if budgets:
             ax.set_xticks(budgets, [str(b) for b in budgets])
@@ -489,18 +501,9 @@ def plot_novel(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(envs), figsize=(3.6 * len(envs), 3.3), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
         for method in ("idm", "laom_labels"):
-            pts = sorted(
-                (r for r in rows if r["env"] == env and r["method"] == method and math.isfinite(r["mean"])),
-                key=lambda r: r["budget"],
-            )
-            if not pts:
-                continue
-            x = np.array([r["budget"] for r in pts], dtype=float)
-            y = np.array([r["mean"] for r in pts])
-            s = np.nan_to_num(np.array([r["std"] for r in pts]))
-            ax.plot(x, y, marker="o", ms=3, color=COLORS[method], label=LABELS[method])
-            ax.fill_between(x, y - s, y + s, color=COLORS[method], alpha=0.15, lw=0)
-            ax.set_xticks(x, [str(int(b)) for b in x])
+            x = _line_with_band(ax, [r for r in rows if r["env"] == env and r["method"] == method], method)
+            if len(x):
+                ax.set_xticks(x, [str(int(b)) for b in x])
         ax.set_xscale("log", base=2)
         ax.set_title("average over environments" if env == AVERAGE else env, fontsize=10)
         ax.set_xlabel("labeled trajectories")

@@ -22,9 +22,13 @@ from src.dcs import constants as C  # noqa: E402
 from src.dcs.suite import load  # noqa: E402
 
 
-def flatten_state(obs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """dm_control observation dict -> float32 vector, keys in alphabetical order."""
-    return np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(-1) for k in sorted(obs)])
+def flatten_state(obs: Mapping[str, np.ndarray], dtype: np.dtype = np.float32) -> np.ndarray:
+    """dm_control observation dict -> flat vector [S] of `dtype`, keys in alphabetical order.
+
+    The one state flattening of the project: `info["state"]` below (float32, what collectors store and experts act
+    on) and the expert trainers' DMCStateEnv (scripts/data_collection/experts.py; SAC trains on float64).
+    """
+    return np.concatenate([np.asarray(obs[k], dtype=dtype).reshape(-1) for k in sorted(obs)])
 
 
 class PixelEnv(gym.Wrapper):

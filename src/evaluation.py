@@ -8,7 +8,9 @@ from tqdm.auto import tqdm
 
 from src.data import env_obs_to_tensor
 
-# Returns of BC trained on the full labeled dataset (paper, Table 3): the normalising constants.
+# Returns of BC trained on the full labeled dataset (paper, Table 3): the normalising constants. One row per
+# environment of src.dcs.constants.PAPER_ENVS, in its order (not imported here: src.dcs loads dm_control and its
+# renderer; tests/test_consolidation.py checks the two agree).
 NORMALIZING_RETURNS = {
     "cheetah-run": {"distractors": 823.0, "vanilla": 840.0},
     "walker-run": {"distractors": 749.0, "vanilla": 735.0},
@@ -18,7 +20,11 @@ NORMALIZING_RETURNS = {
 
 
 def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
-    """mean_return / the BC-on-full-data return of the dataset's environment (None for other environments)."""
+    """mean_return / the BC-on-full-data return of the dataset's environment and setting (None for other environments).
+
+    attrs: a dataset's root attributes domain_name, task_name and difficulty ("vanilla": the column without
+    distractors; any other: with). The one normalisation of the project: the method scripts and plot_results use it.
+    """
     env = f"{attrs['domain_name']}-{attrs['task_name']}"
     if mean_return is None or env not in NORMALIZING_RETURNS:
         return None

@@ -9,8 +9,8 @@ Two checkpoint formats are supported, both as released with the paper:
 - SAC (stable-baselines3, `sb3_sac.py`): the zip written by `SAC.save`, loaded with `SAC.load`; greedy action =
   `predict(deterministic=True)`.
 
-Both act on the dm_control observation dict flattened with its keys in alphabetical order (`flatten_state`), which
-is also what `src.envs.make_env` reports as `info["state"]`.
+Both act on the dm_control observation dict flattened with its keys in alphabetical order (`src.envs.flatten_state`),
+which is also what `src.envs.make_env` reports as `info["state"]`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -30,11 +29,6 @@ OBS_NORM_EPS = 1e-8
 OBS_NORM_CLIP = 10.0
 PPO_CONFIG_NAME = "config.pt"
 PPO_CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def flatten_state(observation: dict[str, Any], dtype: np.dtype = np.float32) -> np.ndarray:
-    """dm_control observation dict -> flat vector, keys in alphabetical order. [S]"""
-    return np.concatenate([np.asarray(observation[k], dtype=dtype).ravel() for k in sorted(observation)])
 
 
 class DMCStateEnv(gym.Env):
@@ -62,14 +56,21 @@ class DMCStateEnv(gym.Env):
         if seed is not None:
             self._env = self._suite.load(self.domain_name, self.task_name, task_kwargs={"random": seed})
         time_step = self._env.reset()
-        return flatten_state(time_step.observation, self._dtype), {}
+        return self._state(time_step), {}
 
     def step(self, action):
         time_step = self._env.step(np.clip(action, -1.0, 1.0))
-        obs = flatten_state(time_step.observation, self._dtype)
+        obs = self._state(time_step)
         terminated = time_step.last() and time_step.discount == 0.0
         truncated = time_step.last() and not terminated
         return obs, float(time_step.reward or 0.0), terminated, truncated, {}
+
+    def _state(self, time_step) -> np.ndarray:
+        # Imported here, after __init__ imported dm_control: src.envs sets MUJOCO_GL=egl for the pixel environments
+        # when unset, and these state-only environments must keep working where dm_control finds no EGL.
+        from src.envs import flatten_state
+
+        return flatten_state(time_step.observation, self._dtype)
 
 
 class Expert:

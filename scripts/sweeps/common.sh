@@ -25,6 +25,7 @@
 # Run layout: $RUNS_DIR/<method>/<env>/budget<N>/seed<S> (bc_full: $RUNS_DIR/bc_full/<env>/full/seed<S>), each with
 # config.yaml, results.json, stage checkpoints and train.log (stdout and stderr of the run).
 
+# The default ENVS is src/dcs/constants.py PAPER_ENVS (tests/test_consolidation.py checks that they agree).
 ENVS=${ENVS:-"cheetah-run walker-run hopper-hop humanoid-walk"}
 BUDGETS=${BUDGETS:-"2 4 8 16 32 64 128"}
 SEEDS=${SEEDS:-"0 1 2"}

@@ -15,7 +15,7 @@ export RUNS_DIR="${RUNS_DIR:-runs}/cross_embodied"
 DATA_DIR=${DATA_DIR:-data}
 status=0
 if [[ "${DRY_RUN:-0}" != 1 ]]; then
-    for env in ${ENVS:-cheetah-run walker-run hopper-hop humanoid-walk}; do
+    for env in ${ENVS:-cheetah-run walker-run hopper-hop humanoid-walk}; do  # PAPER_ENVS, as common.sh
         if [[ ! -f "$DATA_DIR/$env-mixed.hdf5" ]]; then
             ${PYTHON:-python} -m scripts.make_cross_embodied --target_env="$env" --data_dir="$DATA_DIR" || status=1
         fi

@@ -37,6 +37,11 @@ BUILTIN = "builtin"
 DEFAULT_GROUND_PLANE_ALPHA = 0.3
 GROUND_PLANE_ALPHA = {"cheetah": 1.0, "walker": 1.0, "hopper": 1.0, "reacher": 0.0}
 
+# The paper's four environments ("<domain>-<task>"), in its order (Table 3, Fig. 1 / 8): the one list for every script
+# (cross-embodied mixtures, render comparisons, sweep defaults). src/evaluation.py NORMALIZING_RETURNS has a row for
+# each, and the sweeps' default ENVS equal it (tests/test_consolidation.py checks both).
+PAPER_ENVS = ("cheetah-run", "walker-run", "hopper-hop", "humanoid-walk")
+
 # Domains and tasks the port supports, and the camera of each domain's 64 px frames.
 SUPPORTED_TASKS = {
     "cheetah": ("run",),
