@@ -30,7 +30,7 @@ DAVIS17_VALIDATION_VIDEOS = (
 )  # fmt: skip
 VIDEO_SPLITS = {"train": DAVIS17_TRAINING_VIDEOS, "val": DAVIS17_VALIDATION_VIDEOS}
 
-# Background source names accepted besides a DAVIS folder: procedurally generated videos (src/dcs/builtin.py).
+# Background source names accepted besides a DAVIS folder: procedurally generated videos (src/dcs/videos.py).
 BUILTIN = "builtin"
 
 # Alpha of the ground plane drawn over the background video.
