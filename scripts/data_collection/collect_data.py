@@ -42,14 +42,37 @@ starts a new file); groups without `complete` (a trailing group cut short) are d
 recomputed, and trajectories continue from the first missing index. A file that already holds --num_trajectories
 complete trajectories is reported as complete (exit 0); one that holds more is an error. --num_workers,
 --compression and --cuda do not change the content and are not compared.
+
+One writer per file: before the output is read or written, the collector takes an exclusive advisory lock (flock)
+on the sidecar `<save_path>.lock` and holds it until it exits (the worker processes never touch the output; the
+main process writes it). A second collector on the same file, with or without --overwrite, is refused with a message
+naming the holder (pid, host, start time, command line, recorded in the lock file). The kernel releases the lock when
+its holder exits, even on SIGKILL, so a stale lock file never blocks; the file is removed at a normal exit. An output
+that another program holds open for writing (HDF5's own file lock) is refused as well.
+
+--overwrite writes the new file next to the old one, as `<save_path>.partial`, and replaces the old file (os.replace,
+after fsync) only when all trajectories are written; until then the old file is untouched. An interrupted overwrite
+is not resumable: Ctrl-C / SIGTERM / an error removes the partial file, and one left by a kill is removed by the next
+collector of that output (under the lock, so it cannot belong to a running collector).
+
+Disk full: before a trajectory group is written, its disk space is reserved (posix_fallocate; the unused rest is
+given back when the file is closed), so a full disk stops the collector before the group is started, with a one-line
+error naming the file and the number of whole trajectories it keeps; running the same command after freeing space
+resumes. Where the reservation cannot help (copy-on-write filesystems), a write that fails for lack of space deletes
+the half-written group before the error.
 """
 
 import contextlib
+import errno
+import fcntl
 import importlib.metadata
 import json
 import multiprocessing as mp
 import os
+import shlex
 import signal
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +91,10 @@ BUILTIN_BACKGROUNDS = "builtin"
 COMPRESSIONS = ("none", "gzip", "lzf")
 COMPLETE_ATTR = "complete"  # group attribute written last: the group holds a whole trajectory
 OBS_CHUNK_STEPS = 32  # HDF5 chunk length (steps) of compressed `obs`
+LOCK_SUFFIX = ".lock"  # <save_path>.lock: the advisory lock of the output's writer
+PARTIAL_SUFFIX = ".partial"  # <save_path>.partial: the new file of an --overwrite run, until it replaces the old one
+RESERVE_MARGIN = 64 * 1024  # bytes reserved per trajectory beyond its arrays (HDF5 metadata, compression overhead)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # Root attributes that identify what a file contains; an existing file is resumed only when all of them match.
 IDENTITY_ATTRS = (
     "domain_name",
@@ -106,7 +133,7 @@ class Config:
     max_episode_steps: int = 1000  # steps per trajectory (fewer if the episode ends earlier)
     dynamic: bool = True  # distractors change during the episode
     dcs_camera_mode: str = "release"  # DCS camera: "release" (the paper's data) or "corrected" (docs/FAITHFULNESS.md)
-    overwrite: bool = False  # replace an existing output file instead of resuming it
+    overwrite: bool = False  # replace an existing output file (by a new one, swapped in when complete), not resume it
     compression: str = "none"  # HDF5 compression of the datasets: none, gzip or lzf
     domain_name: Optional[str] = None  # dm_control domain; default: from the checkpoint
     task_name: Optional[str] = None  # dm_control task; default: from the checkpoint
@@ -244,6 +271,96 @@ def _plain(value):
     return value
 
 
+# ------------------------------------------------------------------ one writer per output file
+
+
+class CollectionError(RuntimeError):
+    """An error the command line reports in one line, without a traceback."""
+
+
+class OutputInUseError(CollectionError):
+    """Another process is writing the output file."""
+
+
+class DiskFullError(CollectionError):
+    """The disk filled up; the output keeps only whole trajectories."""
+
+
+def sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _lock_holder(fd: int, lock_path: Path) -> str:
+    """The holder of a lock file, as recorded by `output_lock` (it writes the record right after locking)."""
+    for _ in range(20):
+        try:
+            holder = json.loads(os.pread(fd, 1 << 16, 0).decode())
+            return f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}: {holder['command']}"
+        except (ValueError, KeyError, TypeError, OSError):
+            time.sleep(0.05)
+    return f"a process that has not recorded its pid in {lock_path}"
+
+
+@contextlib.contextmanager
+def output_lock(path: Path):
+    """Hold an exclusive advisory lock (flock) on `<path>.lock` for the block, or raise OutputInUseError.
+
+    Correctness comes from flock, which the kernel releases when the holder exits (even on SIGKILL), not from the
+    file's existence: a stale lock file is simply locked again. The file records its holder for the refusal message
+    and is removed, still locked, when the block ends."""
+    lock_path = sibling(path, LOCK_SUFFIX)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the worker processes
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd, lock_path)
+            os.close(fd)
+            raise OutputInUseError(
+                f"Output {path} is being written by another collector ({holder}; lock {lock_path}). "
+                "Wait for it to finish or stop it, or choose another --save_path."
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # A holder that exited between our open and flock removed the file we locked: lock the current one instead.
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(lock_path)):
+                break
+        os.close(fd)
+    try:
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
+        }
+        with contextlib.suppress(OSError):  # a full disk must not stop the lock: the record only serves messages
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        yield lock_path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def refuse_if_open_for_writing(path: Path) -> None:
+    """Raise OutputInUseError when another program holds `path` open for writing (HDF5's own file lock)."""
+    if not path.exists():
+        return
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except BlockingIOError as e:
+        raise OutputInUseError(
+            f"Output {path} is open for writing by another program (HDF5 file lock: {e}). "
+            "Wait for it to close the file, or choose another --save_path."
+        ) from None
+    except OSError:
+        pass  # unreadable: checked by the caller
+
+
 # ------------------------------------------------------------------ HDF5 output
 
 
@@ -267,6 +384,14 @@ def signals_deferred():
             raise KeyboardInterrupt
 
 
+def is_disk_full(e: BaseException) -> bool:
+    """h5py raises OSError (with errno) when raw data cannot be written, RuntimeError ("errno = 28" in the text)
+    when a metadata flush cannot."""
+    if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+        return True
+    return isinstance(e, (OSError, RuntimeError)) and any(f"errno = {code}," in str(e) for code in DISK_FULL_ERRNOS)
+
+
 def complete_groups(f: h5py.File) -> list[str]:
     """Names of the leading run of complete trajectory groups "0", "1", ..., "k-1"."""
     names = []
@@ -275,11 +400,18 @@ def complete_groups(f: h5py.File) -> list[str]:
     return names
 
 
-def prepare_output(path: Path, attrs: dict, num_trajectories: int, overwrite: bool) -> int | None:
+def count_complete(path: Path) -> int:
+    """Complete trajectories of a closed output file, read back from disk."""
+    with h5py.File(path, "r") as f:
+        return len(complete_groups(f))
+
+
+def prepare_output(path: Path, attrs: dict, num_trajectories: int) -> int | None:
     """Check an existing output file against the command; return the number of complete trajectories in it
     (0 for a new file), or None when the file already holds all of them. Writes nothing."""
-    if not path.exists() or overwrite:
+    if not path.exists():
         return 0
+    refuse_if_open_for_writing(path)
     try:
         with h5py.File(path, "r") as f:
             existing = {k: _plain(v) for k, v in f.attrs.items()}
@@ -305,10 +437,10 @@ def prepare_output(path: Path, attrs: dict, num_trajectories: int, overwrite: bo
     return num_complete
 
 
-def open_output(path: Path, attrs: dict, overwrite: bool) -> tuple[h5py.File, list[float]]:
-    """Open (new, overwritten or resumed) output; drop incomplete trailing groups. Returns (file, kept returns)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite or not path.exists():
+def open_output(path: Path, attrs: dict) -> tuple[h5py.File, list[float]]:
+    """Open a new output, or resume an existing one (incomplete trailing groups dropped). Returns (file, kept
+    returns)."""
+    if not path.exists():
         f = h5py.File(path, "w")
         for key, value in attrs.items():
             f.attrs[key] = value
@@ -326,22 +458,81 @@ def open_output(path: Path, attrs: dict, overwrite: bool) -> tuple[h5py.File, li
     return f, returns
 
 
+def reserve_space(path: str, start: int, nbytes: int) -> None:
+    """Allocate bytes [start, start + nbytes) of the file on disk before HDF5 writes there, so that a full disk shows
+    up here (OSError ENOSPC, nothing written yet) instead of halfway through a group. Best effort: filesystems that
+    cannot preallocate are written without a reservation."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, start, nbytes)
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise
+    finally:
+        os.close(fd)
+
+
 def write_trajectory(f: h5py.File, index: int, traj: Trajectory, returns: list[float], compression: str) -> None:
-    """Write group `index` whole, mark it complete, update dataset_return, flush."""
+    """Write group `index` whole, mark it complete, update dataset_return, flush. On failure the group is deleted
+    before the error propagates, so the file keeps only whole trajectories."""
     kwargs = {} if compression == "none" else {"compression": compression}
     obs_chunks = (min(OBS_CHUNK_STEPS, len(traj.obs)), *traj.obs.shape[1:]) if kwargs else None
+    nbytes = sum(a.nbytes for a in (traj.obs, traj.actions, traj.states, traj.rewards))
     with signals_deferred():
-        group = f.create_group(str(index))
-        group.create_dataset("obs", data=traj.obs, chunks=obs_chunks, **kwargs)
-        group.create_dataset("actions", data=traj.actions, **kwargs)
-        group.create_dataset("states", data=traj.states, **kwargs)
-        group.create_dataset("rewards", data=traj.rewards, **kwargs)
-        group.attrs["traj_return"] = traj.traj_return
-        group.attrs["seed"] = traj.seed
-        group.attrs[COMPLETE_ATTR] = True
+        # HDF5 appends at its end of file (get_filesize); the reservation covers the group and its metadata.
+        reserve_space(f.filename, f.id.get_filesize(), nbytes + nbytes // 64 + RESERVE_MARGIN)
+        try:
+            group = f.create_group(str(index))
+            group.create_dataset("obs", data=traj.obs, chunks=obs_chunks, **kwargs)
+            group.create_dataset("actions", data=traj.actions, **kwargs)
+            group.create_dataset("states", data=traj.states, **kwargs)
+            group.create_dataset("rewards", data=traj.rewards, **kwargs)
+            group.attrs["traj_return"] = traj.traj_return
+            group.attrs["seed"] = traj.seed
+            group.attrs[COMPLETE_ATTR] = True
+            f.attrs["dataset_return"] = float(np.mean([*returns, traj.traj_return]))
+            f.flush()
+        except Exception:
+            group = None  # noqa: F841 (release the group's HDF5 id before deleting it)
+            with contextlib.suppress(Exception):
+                if str(index) in f:
+                    del f[str(index)]
+                f.attrs["dataset_return"] = float(np.mean(returns)) if returns else float("nan")
+                f.flush()
+            raise
         returns.append(traj.traj_return)
-        f.attrs["dataset_return"] = float(np.mean(returns))
-        f.flush()
+
+
+def close_output(f: h5py.File) -> None:
+    """Flush and close, then give back the disk space reserved beyond HDF5's end of file (reserve_space)."""
+    path = f.filename
+    f.flush()
+    size = f.id.get_filesize()  # max(end of allocated space, end of written data): nothing of the file lies beyond
+    f.close()
+    if os.path.getsize(path) > size:
+        os.truncate(path, size)
+
+
+def abandon_output(f: h5py.File, discard: bool) -> None:
+    """Close an output after a failure (best effort: the file keeps the groups it had flushed); `discard` removes it
+    (the partial file of an --overwrite run)."""
+    path = f.filename
+    try:
+        close_output(f)
+    except Exception:
+        with contextlib.suppress(Exception):
+            f.close()
+    if discard:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------ workers
@@ -372,10 +563,37 @@ def _collect_in_worker(job: tuple[int, int, int]) -> tuple[int, Trajectory]:
 
 
 def collect(config: Config) -> Path:
-    """Validate everything, then record the missing trajectories of `config.save_path` in index order."""
+    """Validate everything, then record the missing trajectories of `config.save_path` in index order, holding the
+    output's lock throughout."""
+    check_config(config)
+    path = Path(config.save_path)
+    target = Path(os.path.realpath(path))  # the lock and the partial file live next to the real file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(target):
+        _collect_locked(config, path, target)
+    return path
+
+
+def _disk_full_message(path: Path, write_path: Path, index: int, overwrite: bool) -> str:
+    if overwrite:
+        return (
+            f"no space left on device while writing {write_path}, the new {path} (trajectory {index}); {path} is "
+            "unchanged and the incomplete new file was removed; free space (the new file is written next to the "
+            "old one) and run the same command again"
+        )
+    try:
+        kept = f"the file keeps its {count_complete(write_path)} whole trajectories"
+    except Exception as e:  # say so rather than claim what was not checked
+        kept = f"the file could not be read back ({e})"
+    return (
+        f"no space left on device while writing {path} (trajectory {index}); {kept}; "
+        "free space and run the same command to resume"
+    )
+
+
+def _collect_locked(config: Config, path: Path, target: Path) -> None:
     from src.envs import make_env
 
-    check_config(config)
     device = "cuda" if config.cuda and torch.cuda.is_available() else "cpu"
     torch.set_num_threads(1)
     expert = load_expert(config.checkpoint_path, config.checkpoint_name, device)
@@ -387,25 +605,41 @@ def collect(config: Config) -> Path:
     _, info = env.reset(seed=episode_seed(config.seed, 0))
     expert.check_fits(len(info["state"]), env.action_space.shape[0], f"{domain_name}-{task_name}")
 
-    path = Path(config.save_path)
     attrs = root_attrs(config, domain_name, task_name)
-    start = prepare_output(path, attrs, config.num_trajectories, config.overwrite)
-    if start is None:
-        print(f"{path} is already complete ({config.num_trajectories} trajectories); nothing to do.")
-        return path
-    if start:
-        print(f"Resuming {path}: {start} complete trajectories found.")
+    partial = sibling(target, PARTIAL_SUFFIX)
+    if partial.exists():  # we hold the lock: no running collector owns it
+        partial.unlink()
+        print(f"Removed {partial}, left by an interrupted --overwrite run.")
+    if config.overwrite:
+        refuse_if_open_for_writing(target)
+        start, write_path = 0, partial
+    else:
+        start, write_path = prepare_output(target, attrs, config.num_trajectories), target
+        if start is None:
+            print(f"{path} is already complete ({config.num_trajectories} trajectories); nothing to do.")
+            return
+        if start:
+            print(f"Resuming {path}: {start} complete trajectories found.")
 
     jobs = [(i, episode_seed(config.seed, i), config.max_episode_steps) for i in range(start, config.num_trajectories)]
     seconds, frames, begin = 0.0, 0, time.perf_counter()
-    f, returns = open_output(path, attrs, config.overwrite)
+    created = not write_path.exists()
+    try:
+        f, returns = open_output(write_path, attrs)
+    except Exception as e:
+        if created:
+            with contextlib.suppress(FileNotFoundError):
+                write_path.unlink()
+        if is_disk_full(e):
+            raise DiskFullError(f"no space left on device while opening {write_path}; {e}") from None
+        raise
     main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
+    pool = None
     try:
-        with f, tqdm(total=config.num_trajectories, initial=start, desc="trajectories") as bar:
+        with tqdm(total=config.num_trajectories, initial=start, desc="trajectories") as bar:
             if config.num_workers == 1:
                 results = ((i, collect_trajectory(env, expert, s, n)) for i, s, n in jobs)
-                pool = None
             else:
                 env.close()
                 pool = mp.get_context("spawn").Pool(
@@ -414,22 +648,38 @@ def collect(config: Config) -> Path:
                     initargs=(kwargs, config.checkpoint_path, config.checkpoint_name, device),
                 )
                 results = pool.imap(_collect_in_worker, jobs)  # in order of `jobs`
-            try:
-                for index, traj in results:
-                    write_trajectory(f, index, traj, returns, config.compression)
-                    seconds, frames = seconds + traj.seconds, frames + len(traj.obs)
-                    bar.update(1)
-                    bar.set_postfix(traj_return=f"{traj.traj_return:.1f}")
-            except KeyboardInterrupt:
+            for index, traj in results:
+                write_trajectory(f, index, traj, returns, config.compression)
+                seconds, frames = seconds + traj.seconds, frames + len(traj.obs)
+                bar.update(1)
+                bar.set_postfix(traj_return=f"{traj.traj_return:.1f}")
+        close_output(f)
+    except BaseException as e:
+        abandon_output(f, discard=config.overwrite)
+        if isinstance(e, KeyboardInterrupt):
+            if config.overwrite:
+                print(f"\nInterrupted: {path} is unchanged; the incomplete new file was removed.")
+            else:
                 print(f"\nInterrupted: {len(returns)} complete trajectories in {path}; run the same command to resume.")
-                raise
-            finally:
-                if pool is not None:
-                    pool.terminate()
-                    pool.join()
+        elif is_disk_full(e):
+            raise DiskFullError(_disk_full_message(path, write_path, len(returns), config.overwrite)) from None
+        raise
     finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
         if main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
+
+    if config.overwrite:  # the new file is complete: make it durable, then let it replace the old one
+        fsync_path(write_path)
+        os.replace(write_path, target)
+        fsync_path(target.parent)
+    num_complete = count_complete(target)  # report what the file on disk holds, not what was meant to be written
+    if num_complete != config.num_trajectories:
+        raise CollectionError(
+            f"{path} holds {num_complete} complete trajectories after writing, expected {config.num_trajectories}."
+        )
     wall = time.perf_counter() - begin
     print(
         f"Saved {path}: {config.num_trajectories} trajectories ({len(jobs)} new, {frames} frames in {wall:.1f} s), "
@@ -437,12 +687,27 @@ def collect(config: Config) -> Path:
         f"{frames / seconds:.1f} frames/s per worker, {1000 * seconds / frames:.2f} ms per frame "
         "(physics + expert + rendering)"
     )
-    return path
 
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def main(config_class: type = Config) -> None:
+    """Command line: errors in CollectionError (output in use, disk full) are reported in one line, exit status 1."""
+    config = pyrallis.parse(config_class=config_class)
+    try:
+        collect(config)
+    except DiskFullError as e:
+        # After a write that failed for lack of space, HDF5 may keep ids it could not close; its clean-up at
+        # interpreter exit would try to write them again (and can crash). The file is closed and checked: leave now.
+        print(f"error: {e}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    except CollectionError as e:
+        sys.exit(f"error: {e}")
+
+
 if __name__ == "__main__":
-    collect(pyrallis.parse(config_class=Config))
+    main(Config)

@@ -1,7 +1,8 @@
 """Collect a dataset with a stable-baselines3 SAC expert (the paper's humanoid-walk expert).
 
-The same collector as collect_data.py (see there for the layout, seeds and resume); only the defaults differ:
-an SB3 zip does not record its task, so it defaults to humanoid-walk.
+The same collector as collect_data.py (see there for the layout, seeds, resume, the output lock, --overwrite and a
+full disk; this file adds no code path of its own); only the defaults differ: an SB3 zip does not record its task, so
+it defaults to humanoid-walk.
 
     python -m scripts.data_collection.collect_data_sb3 \\
         --checkpoint_path="scripts/data_collection/checkpoints/sac-humanoid-walk" \\
@@ -18,9 +19,7 @@ an SB3 zip does not record its task, so it defaults to humanoid-walk.
 from dataclasses import dataclass
 from typing import Optional
 
-import pyrallis
-
-from scripts.data_collection.collect_data import Config, collect
+from scripts.data_collection.collect_data import Config, main
 
 
 @dataclass
@@ -30,4 +29,4 @@ class SACConfig(Config):
 
 
 if __name__ == "__main__":
-    collect(pyrallis.parse(config_class=SACConfig))
+    main(SACConfig)
