@@ -1,6 +1,6 @@
 """Tables and figures of a sweep, from the results.json files under a runs directory (no wandb needed).
 
-    python -m scripts.plot_results --runs_dir runs --out docs/results
+    python -m scripts.plot_results --runs_dir runs    # --out runs/results (the default: git-ignored, not the sources)
 
 Writes to --out: results.md (tables), scores.csv (normalised score per method / env / budget and the average over
 environments), probes.csv, novel_distractors.csv, summary.json (all of it, plus what is missing), and the figures
@@ -15,18 +15,27 @@ How a run is identified, explicitly:
   when the path below --runs_dir has that form with a known method; otherwise from the config sections
   (idm -> idm; lapo with labeled_data_path -> laom_labels; lapo with quantize -> lapo; other lapo -> laom;
   bc only -> bc, or bc_full when its data file is not a labeled subset).
-- env and budget: from the name of the labeled data file of the run (<env>-labeled-1000x<N>.hdf5: decoder.data_path,
-  lapo.labeled_data_path, idm.data_path or bc.data_path), bc_full from its full set (<env>.hdf5, budget "full");
-  where a name does not follow the convention, from the directory layout; else the run is reported and left out.
+- the run's data file: the labeled trajectories (decoder.data_path, else lapo.labeled_data_path; idm.data_path;
+  bc.data_path), for bc_full its full set. A relative path is read from the current directory, else from the
+  repository root (where the runs were launched).
+- env: the data file's root attributes domain_name-task_name when the file is at hand (what the run trained and was
+  evaluated on); else its name (<env>-labeled-1000x<N>.hdf5; bc_full: <env>.hdf5); else the directory layout.
+- budget: bc_full "full"; else the file name's N; else the layout's budget<N>; else the number of trajectories in
+  the file at hand, at most the stage's max_trajectories. So the example runs (python -m train_<method>
+  --config_path configs/example/<method>.yaml, all on data/example-data.hdf5) count as cheetah-run, budget 14
+  (example-bc: bc_full, as it trains on every trajectory of its file). A run none of these places is reported and
+  left out.
 - seed: the config's `seed`.
 Statistics: mean and population std (ddof=0) over seeds. Average over environments: the mean of the per-environment
 means; its std is the std over seeds of the per-seed average over environments, using the seeds present in every
 environment. The score is the run's own normalised score (return / BC-on-full-data return of paper Table 3, see
 src/evaluation.py NORMALIZING_RETURNS); for a run that recorded only a return it is computed here by the same function,
-src.evaluation.normalized_score (--setting distractors|vanilla picks the Table 3 column).
+src.evaluation.normalized_score, from the data file's attributes (when the file is not at hand, --setting
+distractors|vanilla picks the Table 3 column).
 """
 
 import csv
+import functools
 import json
 import math
 import re
@@ -34,6 +43,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pyrallis
 
@@ -72,6 +82,7 @@ LABELED_RE = re.compile(r"^(?P<env>.+)-labeled-1000x(?P<budget>\d+)\.hdf5$")
 FULL_RE = re.compile(r"^(?P<env>[A-Za-z_]+-[A-Za-z_]+)\.hdf5$")
 BUDGET_DIR_RE = re.compile(r"^budget(?P<budget>\d+)$")
 SEED_DIR_RE = re.compile(r"^seed(?P<seed>\d+)$")
+ROOT = Path(__file__).resolve().parents[1]  # the repository root, where runs are launched
 FULL = "full"  # budget of bc_full
 AVERAGE = "average"  # env of the rows averaged over environments
 
@@ -128,13 +139,33 @@ def method_from_config(config: dict) -> str:
     return "bc" if LABELED_RE.match(data) else "bc_full"
 
 
-def labeled_path(method: str, config: dict) -> str | None:
-    """The data file whose name carries env and budget: the labeled trajectories (bc_full: the full set)."""
+def labeled_data(method: str, config: dict) -> tuple[str | None, int | None]:
+    """The run's labeled trajectories (bc_full: its full set): (data file, max_trajectories of the stage reading it)."""
     if method in LATENT:
-        path = config.get("decoder", {}).get("data_path")
-        return path or config.get("lapo", {}).get("labeled_data_path")
-    section = "idm" if method == "idm" else "bc"
-    return config.get(section, {}).get("data_path")
+        decoder = config.get("decoder", {})
+        if decoder.get("data_path"):
+            return decoder["data_path"], decoder.get("max_trajectories")
+        return config.get("lapo", {}).get("labeled_data_path"), None  # LAOM+supervision: all of it supervises
+    section = config.get("idm" if method == "idm" else "bc", {})
+    return section.get("data_path"), section.get("max_trajectories")
+
+
+@functools.cache
+def data_file_info(path: str | None) -> tuple[dict, int] | None:
+    """(root attributes, number of trajectories) of a data file, or None when it is not at hand (see the module
+    docstring for where a relative path is looked for)."""
+    if not path:
+        return None
+    candidates = [Path(path)] if Path(path).is_absolute() else [Path.cwd() / path, ROOT / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                with h5py.File(candidate, "r") as f:
+                    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in f.attrs.items()}
+                    return attrs, sum(1 for k in f.keys() if k.isdigit())
+            except OSError:
+                return None
+    return None
 
 
 def score_attrs(env: str, setting: str) -> dict:
@@ -152,19 +183,41 @@ def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str 
     config, metrics = data.get("config", {}), dict(data.get("metrics", {}))
     layout = _layout(path.relative_to(runs_dir))
     method = layout["method"] if layout else method_from_config(config)
-    name = Path(str(labeled_path(method, config) or "")).name
-    m = LABELED_RE.match(name) if method != "bc_full" else FULL_RE.match(name)
-    if m:
-        env, budget = m["env"], int(m["budget"]) if method != "bc_full" else FULL
-    elif layout:
-        env, budget = layout["env"], layout["budget"]
+    data_path, max_trajectories = labeled_data(method, config)
+    name = Path(str(data_path or "")).name
+    named = (FULL_RE if method == "bc_full" else LABELED_RE).match(name)
+    info = data_file_info(data_path)
+    attrs = info[0] if info and {"domain_name", "task_name"} <= set(info[0]) else None
+    if attrs:
+        env = f"{attrs['domain_name']}-{attrs['task_name']}"
+    elif named:
+        env = named["env"]
     else:
-        return None, f"{path}: {method} run whose data file {name!r} does not name env and budget, outside the layout"
+        env = layout["env"] if layout else None
+    if method == "bc_full":
+        budget = FULL
+    elif named:
+        budget = int(named["budget"])
+    elif layout:
+        budget = layout["budget"]
+    elif info:
+        budget = info[1] if max_trajectories is None else min(info[1], max_trajectories)
+    else:
+        budget = None
+    if env is None or budget is None:
+        return None, (
+            f"{path}: {method} run left out: env and budget are said neither by its data file {data_path!r} (not "
+            "found from here), nor by its name (<env>-labeled-1000x<N>.hdf5), nor by the run directory "
+            "(<method>/<env>/budget<N>/seed<S>)"
+        )
+    if attrs and named and method != "bc_full" and named["env"] != env:  # any name fits bc_full's <env>.hdf5
+        print(f"warning: {path}: the data file {name} is named for {named['env']}, its attributes say {env}")
     if layout and (layout["env"], layout["budget"]) != (env, budget):
         print(f"warning: {path}: the directory says {layout['env']}/{layout['budget']}, the data {env}/{budget}")
     score_key = SCORE_KEY[method]
     if metrics.get(score_key) is None:
-        metrics[score_key] = normalized_score(score_attrs(env, setting), metrics.get(RETURN_KEY[method]))
+        score_from = attrs if attrs and "difficulty" in attrs else score_attrs(env, setting)
+        metrics[score_key] = normalized_score(score_from, metrics.get(RETURN_KEY[method]))
     lam_stage = data.get("stages", {}).get("lapo", {})
     run = Run(
         path=path,
@@ -185,6 +238,7 @@ def collect_runs(runs_dir: str | Path, setting: str = "distractors") -> tuple[li
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"--runs_dir={runs_dir}: no such folder")
     runs, problems, seen = [], [], {}
+    data_file_info.cache_clear()  # data files may have changed since an earlier report in this process
     for path in sorted(runs_dir.rglob("results.json")):
         run, problem = read_run(path, runs_dir, setting)
         if problem:

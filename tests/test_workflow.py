@@ -192,6 +192,64 @@ def test_report_cli(tmp_path):
     assert math.isclose(float(row["mean"]), 0.25) and row["budget"] == "8"
 
 
+def _example_run(runs: Path, name: str, config: dict, metrics: dict) -> None:
+    """A run as `python -m train_<method> --config_path configs/example/<method>.yaml` leaves it: runs/<name>-seed0,
+    outside the sweep layout, on data/example-data.hdf5 (relative to where it was launched)."""
+    d = runs / f"{name}-seed0"
+    d.mkdir(parents=True)
+    results = {"config": {"seed": 0, **config}, "stages": {}, "metrics": metrics}
+    (d / "results.json").write_text(json.dumps(results))
+
+
+def test_report_counts_the_example_runs(tmp_path, monkeypatch):
+    """The five example runs name neither env nor budget: env from the data file's attributes, budget from its
+    trajectory count (at most the stage's max_trajectories), bc on every trajectory of its file = bc_full."""
+    monkeypatch.chdir(tmp_path)  # the runs were launched here: their relative data paths are read from here
+    (tmp_path / "data").mkdir()
+    _source(tmp_path / "data" / "example-data.hdf5", "cheetah", "run", 5, act_dim=6, state_dim=17)
+    data = "data/example-data.hdf5"
+    decoder = {"data_path": data, "max_trajectories": None}
+    runs = tmp_path / "runs"
+    score = {"decoder/normalized_score": 0.5, "decoder/eval_returns_mean": 411.5}
+    _example_run(runs, "example-bc", {"bc": {"data_path": data}}, {"bc/eval_returns_mean": 823.0})
+    idm = {"idm": {"data_path": data}, "bc": {"data_path": data}}
+    _example_run(runs, "example-idm", idm, {"bc/normalized_score": 0.25, "idm/eval_action_mse": 0.3})
+    lapo = {"lapo": {"data_path": data, "quantize": None}, "bc": {"data_path": data}, "decoder": decoder}
+    _example_run(runs, "example-lapo", lapo, score)
+    capped = {**decoder, "max_trajectories": 3}
+    _example_run(runs, "example-laom", {"lapo": {"data_path": data}, "bc": {}, "decoder": capped}, score)
+    labels = {"lapo": {"data_path": data, "labeled_data_path": data}, "bc": {}, "decoder": {"data_path": None}}
+    _example_run(runs, "example-laom-labels", labels, score)
+    _example_run(runs, "elsewhere-idm", {"idm": {"data_path": "/nowhere/mine.hdf5"}}, {"bc/normalized_score": 0.1})
+
+    summary = write_report("runs", "out")
+
+    found = {r["method"]: (r["env"], r["budget"]) for r in summary["runs"]}
+    assert found == {
+        "bc_full": ("cheetah-run", "full"),
+        "idm": ("cheetah-run", 5),
+        "lapo": ("cheetah-run", 5),
+        "laom": ("cheetah-run", 3),
+        "laom_labels": ("cheetah-run", 5),
+    }
+    (left_out,) = summary["left_out"]  # the run whose data file is not at hand and whose name says nothing
+    assert "elsewhere-idm" in left_out and "/nowhere/mine.hdf5" in left_out
+    rows = {(r["method"], r["env"]): r for r in csv.DictReader(open(tmp_path / "out" / "scores.csv"))}
+    assert float(rows[("bc_full", "cheetah-run")]["mean"]) == pytest.approx(1.0)  # 823 / 823 from the file's attrs
+    assert float(rows[("laom", "cheetah-run")]["mean"]) == pytest.approx(0.5)
+
+
+def test_report_writes_outside_the_source_tree_by_default(tmp_path):
+    _write_run(tmp_path / "runs", "bc", "walker-run", 8, 0, {"bc/normalized_score": 0.25})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [sys.executable, "-m", "scripts.plot_results"], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
+    assert (tmp_path / "runs" / "results" / "scores.csv").is_file()  # default --runs_dir runs, --out runs/results
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/results/scores.csv"], cwd=ROOT)
+    assert ignored.returncode == 0  # in a checkout, the report lands in the git-ignored runs/
+
+
 # ---------------------------------------------------------------- cross-embodied datasets
 
 
