@@ -18,29 +18,13 @@ import pyrallis
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import trange
 
 from src.augs import Augmenter
-from src.data import load_dataset, normalize_obs
+from src.data import Shapes, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset, normalized_score
 from src.nn import Actor
-from src.utils import (
-    NanGuard,
-    Results,
-    RunConfig,
-    Stopwatch,
-    autocast,
-    get_device,
-    infinite_epochs,
-    init_wandb,
-    make_optimizer,
-    make_scheduler,
-    prepare_run_dir,
-    restore_stage,
-    save_stage,
-    set_seed,
-    setup_backends,
-)
+from src.stage import Stage
+from src.utils import Run, RunConfig, autocast, infinite_epochs, main, make_optimizer, make_scheduler, start_run
 
 
 @dataclass
@@ -76,19 +60,21 @@ class Config(RunConfig):
     bc: BCConfig = field(default_factory=BCConfig)
 
 
-def build_models(cfg: Config, act_dim: int, state_dim: Optional[int] = None, img_hw: int = 64) -> dict[str, nn.Module]:
-    """Every network the method trains, from the config alone (no data): the actor."""
+def build_models(cfg: Config, shapes: Shapes) -> dict[str, nn.Module]:
+    """Every network the method trains (the actor), freshly initialised: what the stage trains and
+    scripts/count_params.py counts."""
     c = cfg.bc
-    return {
-        "actor": Actor(3 * c.frame_stack, act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
-    }
+    actor = Actor(
+        3 * c.frame_stack, shapes.act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout
+    )
+    return {"actor": actor}
 
 
-def train_bc(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[Actor, dict]:
-    c = cfg.bc
+def train_bc(run: Run) -> Actor:
+    cfg, c = run.cfg, run.cfg.bc
     data = load_dataset(
         c.data_path,
-        device,
+        run.device,
         c.frame_stack,
         min_offset=0,
         load_states=False,
@@ -96,84 +82,57 @@ def train_bc(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[Act
         frames_device=cfg.frames_device,
     )
     valid = data.valid_indices(0)
-    actor = build_models(cfg, data.act_dim, img_hw=data.img_hw)["actor"].to(device)
+    actor = build_models(cfg, data.shapes)["actor"].to(run.device)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     batches_per_epoch = max(1, len(valid) // c.batch_size)
-    total = c.total_updates or c.num_epochs * batches_per_epoch
+    total = c.total_updates if c.total_updates is not None else c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule, c.cooldown_ratio)
     objects = {"actor": actor, "optim": optim, "sched": sched}
-    ckpt = run_dir / "bc.pt"
-    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    guard = NanGuard("bc", device)
-    if not done:
-        batches = infinite_epochs(data, valid, c.batch_size)
-        clock = Stopwatch()
-        for step in trange(start, total, desc="bc", initial=start, total=total):
-            batch = data.batch(next(batches), c.frame_stack)
-            obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
-            if aug is not None:
-                obs = aug(obs)
-            with autocast(device):
-                pred, _ = actor(obs)
-            loss = F.mse_loss(pred.float(), batch["actions"])
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
-            optim.step()
-            sched.step()
-            guard.update(loss, step)
-            if (step + 1) % cfg.log_every == 0:
-                guard.check(ckpt)
-                wandb_run.log(
-                    {
-                        "bc/mse_loss": loss.item(),
-                        "bc/learning_rate": sched.get_last_lr()[0],
-                        "bc/samples_per_s": cfg.log_every * c.batch_size / clock(),
-                        "bc/step": step + 1,
-                    }
-                )
-                clock = Stopwatch()
-            if (step + 1) % cfg.checkpoint_every == 0:
-                guard.check(ckpt)
-                save_stage(ckpt, objects, step + 1, done=False)
-        guard.check(ckpt)
-        save_stage(ckpt, objects, total, done=True)
+    batches = infinite_epochs(data, valid, c.batch_size)
+    for step in stage.updates():
+        batch = data.batch(next(batches), c.frame_stack)
+        obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
+        if aug is not None:
+            obs = aug(obs)
+        with autocast(run.device):
+            pred, _ = actor(obs)
+        loss = F.mse_loss(pred.float(), batch["actions"])
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
+        optim.step()
+        sched.step()
+        stage.log(step, loss, mse_loss=loss)
 
     actor.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
 
-    ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc eval")
-    metrics = {
-        "bc/eval_returns_mean": ev["mean"],
-        "bc/eval_returns_std": ev["std"],
-        "bc/normalized_score": normalized_score(data.attrs, ev["mean"]),
-        "bc/updates": total,
-    }
-    wandb_run.log(metrics)
-    return actor, {**metrics, "bc/eval_returns": ev["returns"]}
+    def evaluation() -> dict:
+        ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, run.device, "bc eval")
+        return {
+            "bc/eval_returns_mean": ev["mean"],
+            "bc/eval_returns_std": ev["std"],
+            "bc/normalized_score": normalized_score(data.attrs, ev["mean"]),
+            "bc/eval_returns": ev["returns"],
+        }
+
+    stage.final_metrics(evaluation)
+    return actor
 
 
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
-    device = get_device(cfg.device)
-    setup_backends(device, cfg.precision)
-    set_seed(cfg.seed)
-    run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
-    wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
-    results = Results(run_dir, cfg)
-
-    clock = Stopwatch()
-    _, metrics = train_bc(cfg, run_dir, device, wandb_run)
-    results.stage("bc", clock(), metrics)
-
-    out = results.finish({k: v for k, v in metrics.items() if not isinstance(v, list)})
-    wandb_run.finish()
+    run = start_run(cfg)
+    train_bc(run)
+    out = run.results.finish()
+    run.wandb.finish()
     return out
 
 
 if __name__ == "__main__":
-    train()
+    main(train)

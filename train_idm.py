@@ -19,28 +19,12 @@ import pyrallis
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import trange
 
-from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs
+from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset, normalized_score
 from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
-from src.utils import (
-    NanGuard,
-    Results,
-    RunConfig,
-    Stopwatch,
-    autocast,
-    get_device,
-    infinite_epochs,
-    init_wandb,
-    make_optimizer,
-    make_scheduler,
-    prepare_run_dir,
-    restore_stage,
-    save_stage,
-    set_seed,
-    setup_backends,
-)
+from src.stage import Stage
+from src.utils import Run, RunConfig, autocast, infinite_epochs, main, make_optimizer, make_scheduler, start_run
 
 
 @dataclass
@@ -142,13 +126,17 @@ def build_idm(c: IDMConfig, act_dim: int, img_hw: int = 64) -> IDM:
     )
 
 
-def build_models(cfg: Config, act_dim: int, state_dim: Optional[int] = None, img_hw: int = 64) -> dict[str, nn.Module]:
-    """Every network the method trains, from the config alone (no data): idm, actor."""
+def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
+    """The networks of the two stages (all, or those named: "idm", "actor"), freshly initialised: what the stages
+    train and scripts/count_params.py counts."""
     b = cfg.bc
-    return {
-        "idm": build_idm(cfg.idm, act_dim, img_hw),
-        "actor": Actor(3 * b.frame_stack, act_dim, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks),
+    builders = {
+        "idm": lambda: build_idm(cfg.idm, shapes.act_dim, shapes.img_hw),
+        "actor": lambda: Actor(
+            3 * b.frame_stack, shapes.act_dim, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks, b.dropout
+        ),
     }
+    return {name: builders[name]() for name in names or builders}
 
 
 @torch.no_grad()
@@ -172,8 +160,8 @@ def eval_action_mse(idm: IDM, data: TrajectoryData, frame_stack: int, batch_size
 # ---------------------------------------------------------------- stage 1: inverse dynamics model
 
 
-def train_idm(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[IDM, dict]:
-    c = cfg.idm
+def train_idm(run: Run) -> IDM:
+    cfg, c, device = run.cfg, run.cfg.idm, run.device
     if c.use_aug:
         raise ValueError("idm.use_aug=True is not supported (the paper's config uses False)")
     data = load_dataset(
@@ -192,66 +180,47 @@ def train_idm(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[ID
         )
         check_compatible(data, eval_data, "evaluation")
     valid = data.valid_indices(c.future_obs_offset)
-    idm = build_idm(c, data.act_dim, data.img_hw).to(device)
+    idm = build_models(cfg, data.shapes, "idm")["idm"].to(device)
     optim = make_optimizer(idm, "adam", c.learning_rate, c.weight_decay)
     batches_per_epoch = max(1, len(valid) // c.batch_size)
     total = c.total_updates
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"idm": idm, "optim": optim, "sched": sched}
-    ckpt = run_dir / "idm.pt"
-    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
-    guard = NanGuard("idm", device)
-    trained = 0 if done else total - start
-    if not done:
-        batches = infinite_epochs(data, valid, c.batch_size)
-        clock = Stopwatch()
-        for step in trange(start, total, desc="idm", initial=start, total=total):
-            batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
-            obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]
-            future_obs = normalize_obs(batch["future_obs"])  # o_{t+1} (offset 1)
-            with autocast(device):
-                pred = idm(obs, future_obs)
-            loss = F.mse_loss(pred.float(), batch["actions"])
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(idm.parameters(), c.grad_norm)
-            optim.step()
-            sched.step()
-            guard.update(loss, step)
-            if (step + 1) % cfg.log_every == 0:
-                guard.check(ckpt)
-                wandb_run.log(
-                    {
-                        "idm/mse_loss": loss.item(),
-                        "idm/learning_rate": sched.get_last_lr()[0],
-                        "idm/samples_per_s": cfg.log_every * c.batch_size / clock(),
-                        "idm/step": step + 1,
-                    }
-                )
-                clock = Stopwatch()
-            if eval_data is not None and (step + 1) % c.eval_every == 0 and step + 1 < total:
-                mse = eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)
-                wandb_run.log({"idm/eval_action_mse": mse, "idm/step": step + 1})
-            if (step + 1) % cfg.checkpoint_every == 0:
-                guard.check(ckpt)
-                save_stage(ckpt, objects, step + 1, done=False)
-        guard.check(ckpt)
-        save_stage(ckpt, objects, total, done=True)
+    stage = Stage("idm", "idm.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size)
+    for step in stage.updates():
+        batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
+        obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]
+        future_obs = normalize_obs(batch["future_obs"])  # o_{t+1} (offset 1)
+        with autocast(device):
+            pred = idm(obs, future_obs)
+        loss = F.mse_loss(pred.float(), batch["actions"])
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(idm.parameters(), c.grad_norm)
+        optim.step()
+        sched.step()
+        stage.log(step, loss, mse_loss=loss)
+        if eval_data is not None and stage.every(c.eval_every, step) and step + 1 < total:
+            mse = eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)
+            run.wandb.log({"idm/eval_action_mse": mse, "idm/step": step + 1})
 
-    metrics = {"idm/updates": total, "idm/trained_updates": trained}
-    if eval_data is not None:
-        metrics["idm/eval_action_mse"] = eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)
-    wandb_run.log(metrics)
+    def evaluation() -> dict:
+        if eval_data is None:
+            return {}
+        return {"idm/eval_action_mse": eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)}
+
+    stage.final_metrics(evaluation)
     idm.eval().requires_grad_(False)
-    return idm, metrics
+    return idm
 
 
 # ---------------------------------------------------------------- stage 2: behaviour cloning on IDM labels
 
 
-def train_bc(cfg: Config, idm: IDM, run_dir, device: torch.device, wandb_run) -> tuple[Actor, dict]:
-    c = cfg.bc
+def train_bc(run: Run, idm: IDM) -> Actor:
+    cfg, c, device = run.cfg, run.cfg.bc, run.device
     if c.use_aug:
         raise ValueError("bc.use_aug=True is not supported (the paper's config uses False)")
     if c.frame_stack != cfg.idm.frame_stack:
@@ -266,93 +235,62 @@ def train_bc(cfg: Config, idm: IDM, run_dir, device: torch.device, wandb_run) ->
         frames_device=cfg.frames_device,
     )
     valid = data.valid_indices(1)
-    actor = Actor(3 * c.frame_stack, data.act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
-    actor = actor.to(device)
+    actor = build_models(cfg, data.shapes, "actor")["actor"].to(device)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     batches_per_epoch = max(1, len(valid) // c.batch_size)
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "optim": optim, "sched": sched}
-    ckpt = run_dir / "bc.pt"
-    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
-    guard = NanGuard("bc", device)
-    trained = 0 if done else total - start
-    if not done:
-        batches = infinite_epochs(data, valid, c.batch_size)
-        clock = Stopwatch()
-        for step in trange(start, total, desc="bc", initial=start, total=total):
-            batch = data.batch(next(batches), c.frame_stack, next_obs=True)
-            obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
-            with torch.no_grad():  # IDM labels [B, A] in fp32 (outside autocast), like the LAM labels of latent BC
-                target = idm(obs, normalize_obs(batch["next_obs"])).float()
-            with autocast(device):
-                pred, _ = actor(obs)
-            loss = F.mse_loss(pred.float(), target)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
-            optim.step()
-            sched.step()
-            guard.update(loss, step)
-            if (step + 1) % cfg.log_every == 0:
-                guard.check(ckpt)
-                wandb_run.log(
-                    {
-                        "bc/mse_loss": loss.item(),
-                        "bc/idm_label_mse": F.mse_loss(target, batch["actions"]).item(),  # vs the true actions
-                        "bc/true_action_mse": F.mse_loss(pred.float(), batch["actions"]).item(),
-                        "bc/learning_rate": sched.get_last_lr()[0],
-                        "bc/samples_per_s": cfg.log_every * c.batch_size / clock(),
-                        "bc/step": step + 1,
-                    }
-                )
-                clock = Stopwatch()
-            if (step + 1) % cfg.checkpoint_every == 0:
-                guard.check(ckpt)
-                save_stage(ckpt, objects, step + 1, done=False)
-        guard.check(ckpt)
-        save_stage(ckpt, objects, total, done=True)
+    stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size)
+    for step in stage.updates():
+        batch = data.batch(next(batches), c.frame_stack, next_obs=True)
+        obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
+        with torch.no_grad():  # IDM labels [B, A] in fp32 (outside autocast), like the LAM labels of latent BC
+            target = idm(obs, normalize_obs(batch["next_obs"])).float()
+        with autocast(device):
+            pred, _ = actor(obs)
+        loss = F.mse_loss(pred.float(), target)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
+        optim.step()
+        sched.step()
+        true_mse = F.mse_loss(pred.detach().float(), batch["actions"])
+        stage.log(
+            step, loss, mse_loss=loss, idm_label_mse=F.mse_loss(target, batch["actions"]), true_action_mse=true_mse
+        )
 
     actor.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
 
-    ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc eval")
-    metrics = {
-        "bc/eval_returns_mean": ev["mean"],
-        "bc/eval_returns_std": ev["std"],
-        "bc/normalized_score": normalized_score(data.attrs, ev["mean"]),
-        "bc/updates": total,
-        "bc/trained_updates": trained,
-    }
-    wandb_run.log(metrics)
-    return actor, {**metrics, "bc/eval_returns": ev["returns"]}
+    def evaluation() -> dict:
+        ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc eval")
+        return {
+            "bc/eval_returns_mean": ev["mean"],
+            "bc/eval_returns_std": ev["std"],
+            "bc/normalized_score": normalized_score(data.attrs, ev["mean"]),
+            "bc/eval_returns": ev["returns"],
+        }
+
+    stage.final_metrics(evaluation)
+    return actor
 
 
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
-    device = get_device(cfg.device)
-    setup_backends(device, cfg.precision)
-    set_seed(cfg.seed)
-    run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
-    wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
-    results = Results(run_dir, cfg)
-
-    clock = Stopwatch()
-    idm, idm_metrics = train_idm(cfg, run_dir, device, wandb_run)
-    results.stage("idm", clock(), idm_metrics, skipped=idm_metrics["idm/trained_updates"] == 0)
-
-    clock = Stopwatch()
-    _, bc_metrics = train_bc(cfg, idm, run_dir, device, wandb_run)
-    results.stage("bc", clock(), bc_metrics, skipped=bc_metrics["bc/trained_updates"] == 0)
-
-    metrics = {**idm_metrics, **bc_metrics}
-    out = results.finish({k: v for k, v in metrics.items() if not isinstance(v, list)})
-    wandb_run.finish()
+    if cfg.bc.frame_stack != cfg.idm.frame_stack:
+        raise ValueError(f"bc.frame_stack={cfg.bc.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
+    run = start_run(cfg)
+    idm = train_idm(run)
+    train_bc(run, idm)
+    out = run.results.finish()
+    run.wandb.finish()
     return out
 
 
 if __name__ == "__main__":
-    train()
+    main(train)

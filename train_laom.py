@@ -27,30 +27,22 @@ import pyrallis
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import trange
 
 from src.augs import Augmenter
-from src.data import TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
+from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset, normalized_score
-from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, weight_init
+from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
+from src.stage import Stage
 from src.utils import (
-    NanGuard,
-    Results,
+    Run,
     RunConfig,
-    Stopwatch,
     autocast,
-    get_device,
     infinite_epochs,
-    init_wandb,
+    main,
     make_optimizer,
     make_scheduler,
-    prepare_run_dir,
-    restore_stage,
-    save_stage,
-    set_seed,
-    setup_backends,
     soft_update,
-    stage_metrics,
+    start_run,
 )
 
 
@@ -197,24 +189,21 @@ class Probes(nn.Module):
         }
 
 
-def build_lam(c: LAOMConfig, act_dim: int, img_hw: int = 64) -> LAOM:
-    """The latent action model alone (encoder + latent IDM + latent FDM), the module of the paper's Table 4
-    count. act_dim is unused by LAOM (kept so every LAM builder has the same signature)."""
-    return LAOM(c, img_hw)
-
-
-def build_models(cfg: Config, act_dim: int, state_dim: int, img_hw: int = 64) -> dict[str, nn.Module]:
-    """Every network of the three stages, freshly initialised on the current default device."""
-    lam = build_lam(cfg.lapo, act_dim, img_hw)
-    z = cfg.lapo.latent_action_dim
-    b = cfg.bc
-    return {
-        "lam": lam,
-        "probes": Probes(z, lam.emb_dim, act_dim, state_dim),
-        "actor": Actor(3 * b.frame_stack, z, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks, b.dropout),
-        "debug_head": ActionMLP(z, act_dim, 256, activation=nn.ReLU),
-        "decoder": ActionMLP(z, act_dim, cfg.decoder.hidden_dim),
+def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
+    """The networks of the three stages (all, or those named), freshly initialised: what the stages train and
+    scripts/count_params.py counts ("lam" is the module of the paper's Table 4)."""
+    c, b, a = cfg.lapo, cfg.bc, shapes.act_dim
+    z, emb_dim = c.latent_action_dim, encoder_out_dim(c.encoder_scale, c.encoder_deep, shapes.img_hw)
+    builders = {
+        "lam": lambda: LAOM(cfg.lapo, shapes.img_hw),
+        "probes": lambda: Probes(z, emb_dim, a, shapes.state_dim),
+        "actor": lambda: Actor(
+            3 * b.frame_stack, z, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks, b.dropout
+        ),
+        "debug_head": lambda: ActionMLP(z, a, 256, activation=nn.ReLU),
+        "decoder": lambda: ActionMLP(z, a, cfg.decoder.hidden_dim),
     }
+    return {name: builders[name]() for name in names or builders}
 
 
 # ---------------------------------------------------------------- stage 1: latent action model
@@ -268,8 +257,8 @@ def eval_action_probe_mse(lam: LAOM, probes: Probes, data: TrajectoryData, c: LA
     return (total / len(valid)).item()
 
 
-def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LAOM, dict]:
-    c = cfg.lapo
+def train_lam(run: Run) -> LAOM:
+    cfg, c, device = run.cfg, run.cfg.lapo, run.device
     data = load_dataset(
         c.data_path,
         device,
@@ -279,73 +268,44 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
         frames_device=cfg.frames_device,
     )
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
-    lam = build_lam(c, data.act_dim, data.img_hw).to(device)
+    models = build_models(cfg, data.shapes, "lam", "probes")
+    lam, probes = models["lam"].to(device), models["probes"].to(device)
     target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False)  # EMA copy made at initialisation
-    probes = Probes(c.latent_action_dim, lam.emb_dim, data.act_dim, data.state_dim).to(device)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
     probe_optim = make_optimizer(probes, "adam", c.learning_rate)
     batches_per_epoch = max(1, len(valid) // c.batch_size)
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {
-        "lam": lam,
-        "target_encoder": target_encoder,
-        "probes": probes,
-        "optim": optim,
-        "probe_optim": probe_optim,
-        "sched": sched,
-    }
-    ckpt = run_dir / "lam.pt"
-    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    objects = {"lam": lam, "target_encoder": target_encoder, "probes": probes}
+    objects |= {"optim": optim, "probe_optim": probe_optim, "sched": sched}
+    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True, batch_size=c.batch_size)
+    stage.updates_per_epoch = batches_per_epoch
     aug = Augmenter() if c.use_aug else None
-    guard = NanGuard("lapo", device)
-    trained = 0 if done else total - start
-    if not done:
-        lam.train()
-        target_encoder.eval()
-        batches = infinite_epochs(data, valid, c.batch_size)
-        clock = Stopwatch()
-        for step in trange(start, total, desc="lapo", initial=start, total=total):
-            obs, future_obs, next_obs, b = stage1_batch(data, next(batches), c, aug)
-            with autocast(device):
-                z, e_t = lam.latent_action(obs, future_obs)  # [B, Z], [B, D]
-                pred = lam.predict_next(e_t, z)  # [B, D]
-                with torch.no_grad():
-                    target = lam.encode(next_obs, target_encoder)  # [B, D], EMA encoder of o_{t+1}
-            loss = temporal_consistency_loss(pred, target, c.cosine_loss)
-            probe_losses = probes(z, e_t, b["actions"], b["states"])
+    lam.train()
+    target_encoder.eval()
+    batches = infinite_epochs(data, valid, c.batch_size)
+    for step in stage.updates():
+        obs, future_obs, next_obs, b = stage1_batch(data, next(batches), c, aug)
+        with autocast(device):
+            z, e_t = lam.latent_action(obs, future_obs)  # [B, Z], [B, D]
+            pred = lam.predict_next(e_t, z)  # [B, D]
+            with torch.no_grad():
+                target = lam.encode(next_obs, target_encoder)  # [B, D], EMA encoder of o_{t+1}
+        loss = temporal_consistency_loss(pred, target, c.cosine_loss)
+        probe_losses = probes(z, e_t, b["actions"], b["states"])
 
-            optim.zero_grad(set_to_none=True)
-            probe_optim.zero_grad(set_to_none=True)
-            (loss + sum(probe_losses.values())).backward()  # the probes' inputs are detached
-            if c.grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(lam.parameters(), c.grad_norm)
-            optim.step()
-            probe_optim.step()
-            sched.step()
-            if (step + 1) % c.target_update_every == 0:
-                soft_update(target_encoder, lam.encoder, c.target_tau)
-            guard.update(loss, step)
-
-            if (step + 1) % cfg.log_every == 0:
-                guard.check(ckpt)
-                wandb_run.log(
-                    {
-                        "lapo/mse_loss": loss.item(),
-                        **{f"lapo/{k}": v.item() for k, v in probe_losses.items()},
-                        "lapo/learning_rate": sched.get_last_lr()[0],
-                        "lapo/samples_per_s": cfg.log_every * c.batch_size / clock(),
-                        "lapo/epoch": (step + 1) / batches_per_epoch,
-                        "lapo/step": step + 1,
-                    }
-                )
-                clock = Stopwatch()
-            if (step + 1) % cfg.checkpoint_every == 0:
-                guard.check(ckpt)
-                save_stage(ckpt, objects, step + 1, done=False)
-        guard.check(ckpt)
-        save_stage(ckpt, objects, total, done=True)
+        optim.zero_grad(set_to_none=True)
+        probe_optim.zero_grad(set_to_none=True)
+        (loss + sum(probe_losses.values())).backward()  # the probes' inputs are detached
+        if c.grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(lam.parameters(), c.grad_norm)
+        optim.step()
+        probe_optim.step()
+        sched.step()
+        if stage.every(c.target_update_every, step):
+            soft_update(target_encoder, lam.encoder, c.target_tau)
+        stage.log(step, loss, mse_loss=loss, **probe_losses)
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
@@ -358,18 +318,16 @@ def train_lam(cfg: Config, run_dir, device: torch.device, wandb_run) -> tuple[LA
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
         return out
 
-    metrics = stage_metrics(ckpt, c.checkpoint_path, probe_metrics)  # a reused LAM: its run's metrics, no data read
-    metrics.update({"lapo/updates": total, "lapo/trained_updates": trained})
-    wandb_run.log(metrics)
+    stage.final_metrics(probe_metrics)  # a reused LAM: its run's metrics, no data read
     lam.eval().requires_grad_(False)
-    return lam, metrics
+    return lam
 
 
 # ---------------------------------------------------------------- stage 2: latent behaviour cloning
 
 
-def train_latent_bc(cfg: Config, lam: LAOM, run_dir, device: torch.device, wandb_run) -> tuple[Actor, dict]:
-    c = cfg.bc
+def train_latent_bc(run: Run, lam: LAOM) -> Actor:
+    cfg, c, device = run.cfg, run.cfg.bc, run.device
     data = load_dataset(
         c.data_path,
         device,
@@ -380,61 +338,34 @@ def train_latent_bc(cfg: Config, lam: LAOM, run_dir, device: torch.device, wandb
         frames_device=cfg.frames_device,
     )
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
-    z_dim = cfg.lapo.latent_action_dim
-    actor = Actor(3 * c.frame_stack, z_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout)
-    actor = actor.to(device)
-    debug_head = ActionMLP(z_dim, data.act_dim, 256, activation=nn.ReLU).to(device)
+    models = build_models(cfg, data.shapes, "actor", "debug_head")
+    actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     debug_optim = make_optimizer(debug_head, "adamw", c.learning_rate)
     batches_per_epoch = max(1, len(valid) // c.batch_size)
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "debug_optim": debug_optim, "sched": sched}
-    ckpt = run_dir / "latent_bc.pt"
-    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
+    stage.updates_per_epoch = batches_per_epoch
     aug = Augmenter() if c.use_aug else None
-    guard = NanGuard("bc", device)
-    trained = 0 if done else total - start
-    if not done:
-        actor.train()
-        batches = infinite_epochs(data, valid, c.batch_size)
-        clock = Stopwatch()
-        for step in trange(start, total, desc="latent bc", initial=start, total=total):
-            b = data.batch(next(batches), c.frame_stack, next_obs=True)
-            obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
-            target = lam.label(obs, next_obs)  # [B, Z]: frozen LAM, no augmentation, fp32 (outside autocast)
-            with autocast(device):
-                pred, _ = actor(aug(obs) if aug is not None else obs)  # [B, Z]
-                act_pred = debug_head(pred.detach())  # [B, A]
-            loss = F.mse_loss(pred.float(), target.float())
-            debug_loss = F.mse_loss(act_pred.float(), b["actions"])
-
-            optim.zero_grad(set_to_none=True)
-            debug_optim.zero_grad(set_to_none=True)
-            (loss + debug_loss).backward()
-            optim.step()
-            debug_optim.step()
-            sched.step()
-            guard.update(loss, step)
-
-            if (step + 1) % cfg.log_every == 0:
-                guard.check(ckpt)
-                wandb_run.log(
-                    {
-                        "bc/mse_loss": loss.item(),
-                        "bc/debug_action_mse_loss": debug_loss.item(),
-                        "bc/learning_rate": sched.get_last_lr()[0],
-                        "bc/samples_per_s": cfg.log_every * c.batch_size / clock(),
-                        "bc/epoch": (step + 1) / batches_per_epoch,
-                        "bc/step": step + 1,
-                    }
-                )
-                clock = Stopwatch()
-            if (step + 1) % cfg.checkpoint_every == 0:
-                guard.check(ckpt)
-                save_stage(ckpt, objects, step + 1, done=False)
-        guard.check(ckpt)
-        save_stage(ckpt, objects, total, done=True)
+    batches = infinite_epochs(data, valid, c.batch_size)
+    for step in stage.updates():
+        b = data.batch(next(batches), c.frame_stack, next_obs=True)
+        obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
+        target = lam.label(obs, next_obs)  # [B, Z]: frozen LAM, no augmentation, fp32 (outside autocast)
+        with autocast(device):
+            pred, _ = actor(aug(obs) if aug is not None else obs)  # [B, Z]
+            act_pred = debug_head(pred.detach())  # [B, A]
+        loss = F.mse_loss(pred.float(), target.float())
+        debug_loss = F.mse_loss(act_pred.float(), b["actions"])
+        optim.zero_grad(set_to_none=True)
+        debug_optim.zero_grad(set_to_none=True)
+        (loss + debug_loss).backward()
+        optim.step()
+        debug_optim.step()
+        sched.step()
+        stage.log(step, loss, mse_loss=loss, debug_action_mse_loss=debug_loss)
 
     actor.eval().requires_grad_(False)
     debug_head.eval()
@@ -442,22 +373,19 @@ def train_latent_bc(cfg: Config, lam: LAOM, run_dir, device: torch.device, wandb
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
 
-    ev = evaluate_for_dataset(policy, data.attrs, c, cfg, cfg.bc.frame_stack, device, "latent bc eval")
-    metrics = {
-        "bc/eval_returns_mean": ev["mean"],
-        "bc/eval_returns_std": ev["std"],
-        "bc/updates": total,
-        "bc/trained_updates": trained,
-    }
-    wandb_run.log(metrics)
-    return actor, {**metrics, "bc/eval_returns": ev["returns"]}
+    def evaluation() -> dict:
+        ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "latent bc eval")
+        return {"bc/eval_returns_mean": ev["mean"], "bc/eval_returns_std": ev["std"], "bc/eval_returns": ev["returns"]}
+
+    stage.final_metrics(evaluation)
+    return actor
 
 
 # ---------------------------------------------------------------- stage 3: action decoder
 
 
-def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wandb_run) -> tuple[ActionMLP, dict]:
-    c = cfg.decoder
+def train_decoder(run: Run, actor: Actor) -> ActionMLP:
+    cfg, c, device = run.cfg, run.cfg.decoder, run.device
     frame_stack = cfg.bc.frame_stack
     reference = load_dataset(
         cfg.bc.data_path,
@@ -479,70 +407,47 @@ def train_decoder(cfg: Config, actor: Actor, run_dir, device: torch.device, wand
     )
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
-    decoder = ActionMLP(cfg.lapo.latent_action_dim, data.act_dim, c.hidden_dim).to(device)
+    decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
     batches_per_epoch = num_batches(len(valid), c.batch_size, drop_last=False)  # the last partial batch is kept
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    ckpt = run_dir / "decoder.pt"
-    start, done = restore_stage(ckpt, objects, c.checkpoint_path, device)
+    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    guard = NanGuard("decoder", device)
-    trained = 0 if done else total - start
-    if not done:
-        decoder.train()
-        batches = infinite_epochs(data, valid, c.batch_size, drop_last=False)
-        clock = Stopwatch()
-        for step in trange(start, total, desc="decoder", initial=start, total=total):
-            b = data.batch(next(batches), frame_stack)
-            obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
-            if aug is not None:
-                obs = aug(obs)
-            with autocast(device):
-                with torch.no_grad():
-                    z, _ = actor(obs)  # [B, Z], frozen actor
-                pred = decoder(z)  # [B, A]
-            loss = F.mse_loss(pred.float(), b["actions"])
-
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            sched.step()
-            guard.update(loss, step)
-
-            if (step + 1) % cfg.log_every == 0:
-                guard.check(ckpt)
-                wandb_run.log(
-                    {
-                        "decoder/mse_loss": loss.item(),
-                        "decoder/learning_rate": sched.get_last_lr()[0],
-                        "decoder/samples_per_s": cfg.log_every * c.batch_size / clock(),
-                        "decoder/step": step + 1,
-                    }
-                )
-                clock = Stopwatch()
-            if (step + 1) % cfg.checkpoint_every == 0:
-                guard.check(ckpt)
-                save_stage(ckpt, objects, step + 1, done=False)
-        guard.check(ckpt)
-        save_stage(ckpt, objects, total, done=True)
+    batches = infinite_epochs(data, valid, c.batch_size, drop_last=False)
+    for step in stage.updates():
+        b = data.batch(next(batches), frame_stack)
+        obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
+        if aug is not None:
+            obs = aug(obs)
+        with autocast(device):
+            with torch.no_grad():
+                z, _ = actor(obs)  # [B, Z], frozen actor
+            pred = decoder(z)  # [B, A]
+        loss = F.mse_loss(pred.float(), b["actions"])
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        stage.log(step, loss, mse_loss=loss)
 
     decoder.eval()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
 
-    ev = evaluate_for_dataset(policy, data.attrs, c, cfg, cfg.bc.frame_stack, device, "decoder eval")
-    metrics = {
-        "decoder/eval_returns_mean": ev["mean"],
-        "decoder/eval_returns_std": ev["std"],
-        "decoder/normalized_score": normalized_score(data.attrs, ev["mean"]),
-        "decoder/updates": total,
-        "decoder/trained_updates": trained,
-    }
-    wandb_run.log(metrics)
-    return decoder, {**metrics, "decoder/eval_returns": ev["returns"]}
+    def evaluation() -> dict:
+        ev = evaluate_for_dataset(policy, data.attrs, c, cfg, frame_stack, device, "decoder eval")
+        return {
+            "decoder/eval_returns_mean": ev["mean"],
+            "decoder/eval_returns_std": ev["std"],
+            "decoder/normalized_score": normalized_score(data.attrs, ev["mean"]),
+            "decoder/eval_returns": ev["returns"],
+        }
+
+    stage.final_metrics(evaluation)
+    return decoder
 
 
 @pyrallis.wrap()
@@ -552,30 +457,14 @@ def train(cfg: Config) -> dict:
             f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
             "the LAM labels the actor's observations, so they must be equal"
         )
-    device = get_device(cfg.device)
-    setup_backends(device, cfg.precision)
-    set_seed(cfg.seed)
-    run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
-    wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
-    results = Results(run_dir, cfg)
-
-    clock = Stopwatch()
-    lam, lam_metrics = train_lam(cfg, run_dir, device, wandb_run)
-    results.stage("lapo", clock(), lam_metrics, skipped=lam_metrics["lapo/trained_updates"] == 0)
-
-    clock = Stopwatch()
-    actor, bc_metrics = train_latent_bc(cfg, lam, run_dir, device, wandb_run)
-    results.stage("bc", clock(), bc_metrics, skipped=bc_metrics["bc/trained_updates"] == 0)
-
-    clock = Stopwatch()
-    _, dec_metrics = train_decoder(cfg, actor, run_dir, device, wandb_run)
-    results.stage("decoder", clock(), dec_metrics, skipped=dec_metrics["decoder/trained_updates"] == 0)
-
-    metrics = {**lam_metrics, **bc_metrics, **dec_metrics}
-    out = results.finish({k: v for k, v in metrics.items() if not isinstance(v, list)})
-    wandb_run.finish()
+    run = start_run(cfg)
+    lam = train_lam(run)
+    actor = train_latent_bc(run, lam)
+    train_decoder(run, actor)
+    out = run.results.finish()
+    run.wandb.finish()
     return out
 
 
 if __name__ == "__main__":
-    train()
+    main(train)

@@ -16,6 +16,7 @@ import json
 import pyrallis
 import torch
 
+from src.data import Shapes
 from src.nn import num_params
 
 # (label in Table 4, script, paper config, network of build_models that Table 4 counts)
@@ -35,7 +36,7 @@ def count_all(act_dim: int, state_dim: int, img_hw: int) -> dict[str, dict[str, 
         module = importlib.import_module(script)
         cfg = pyrallis.parse(config_class=module.Config, config_path=config_path, args=[])
         with torch.device("meta"):
-            models = module.build_models(cfg, act_dim=act_dim, state_dim=state_dim, img_hw=img_hw)
+            models = module.build_models(cfg, Shapes(act_dim, state_dim, img_hw))  # the networks the stages train
         counts[script] = {name: num_params(m) for name, m in models.items()}
     return counts
 

@@ -23,6 +23,15 @@ from tqdm.auto import tqdm
 REQUIRED_ROOT_ATTRS = ("domain_name", "task_name", "difficulty", "dynamic", "img_hw")
 
 
+@dataclass(frozen=True)
+class Shapes:
+    """What the networks need to know of a dataset: action size, state size (None: states not loaded), image size."""
+
+    act_dim: int
+    state_dim: int | None
+    img_hw: int
+
+
 class DatasetError(ValueError):
     """A dataset file does not have the layout or the content that was expected."""
 
@@ -86,6 +95,10 @@ class TrajectoryData:
     @property
     def state_dim(self) -> int:
         return self.states.shape[1]
+
+    @property
+    def shapes(self) -> Shapes:
+        return Shapes(self.act_dim, self.state_dim if self.states is not None else None, self.img_hw)
 
     @property
     def index_device(self) -> torch.device:
@@ -325,6 +338,11 @@ def load_dataset(
                 raise DatasetError(f"{path}: group '{k}' frames are {f[k]['obs'].shape[1:]}, the first group's {hw}")
         actions = [np.asarray(f[k]["actions"], dtype=np.float32) for k in keys] if load_actions else None
         states = [np.asarray(f[k]["states"], dtype=np.float32) for k in keys] if load_states else None
+    for name, arrays in (("actions", actions), ("states", states)):
+        for k, a in zip(keys, arrays or [], strict=False):
+            if not np.isfinite(a).all():
+                t, j = np.argwhere(~np.isfinite(a))[0]
+                raise DatasetError(f"{path}: group '{k}' '{name}'[{t}, {j}] is {a[t, j]}; expected finite numbers")
     total = int(sum(lens))
     chw = (3, hw[0], hw[1])
     fdev, pin = _choose_frames_device(total * int(np.prod(hw)), device, frames_device)

@@ -24,6 +24,14 @@ def encoder_channels(scale: int, deep: bool = False) -> tuple[int, ...]:
     return tuple(c * scale for c in base)
 
 
+def encoder_out_dim(scale: int, deep: bool, img_hw: int) -> int:
+    """Size of the flattened encoder output for a square input of img_hw pixels (each block halves H and W)."""
+    channels = encoder_channels(scale, deep)
+    for _ in channels:
+        img_hw = (img_hw + 1) // 2
+    return channels[-1] * img_hw**2
+
+
 class ResidualUnit(nn.Module):
     """x + Conv3x3(ReLU6(Dropout(Conv3x3(ReLU6(Dropout(x))))))."""
 

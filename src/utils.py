@@ -3,11 +3,14 @@ learning-rate schedules, EMA targets, run directories, atomic checkpoints and re
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import math
 import os
 import random
-import tempfile
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -186,14 +189,58 @@ def infinite_epochs(data, valid: torch.Tensor, batch_size: int, drop_last: bool 
 # ---------------------------------------------------------------- files: run directory, checkpoints, results
 
 
+def _file_mode() -> int:
+    """The mode a plain open() would give a new file (0666 less the umask): results and checkpoints alike."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _replace_or_explain(tmp: Path, path: Path, write) -> None:
+    """write(tmp) then rename tmp onto path; on any failure tmp is removed and the error names the file (and says
+    when the disk is full)."""
+    try:
+        write(tmp)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+        free = shutil.disk_usage(path.parent).free
+        if full or free < 16 * 2**20:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path} ({free} bytes free)") from e
+        raise OSError(f"could not write {path}: {e}") from e
+
+
 def write_json(path: str | Path, obj) -> None:
-    """Writes JSON atomically (temporary file + rename): an interrupted write leaves the old file intact."""
+    """Writes JSON atomically (temporary file + rename): an interrupted write leaves the old file intact. A NaN or
+    infinite number is an error naming its key (the output is always valid JSON)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-        tmp = f.name
-    os.replace(tmp, path)
+    bad = _non_finite(obj)
+    if bad:
+        raise FloatingPointError(f"{path}: {bad} is not a finite number; refusing to write it")
+    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=False)
+    _replace_or_explain(path.with_name(path.name + ".tmp"), path, lambda tmp: tmp.write_text(text))
+
+
+def _non_finite(obj, key: str = "") -> str | None:
+    """The key path of the first NaN / infinite float in obj, or None."""
+    if isinstance(obj, float | np.floating) and not math.isfinite(obj):
+        return f"{key or 'value'} = {obj}"
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, list | tuple):
+        items = ((f"[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, f"{key}{k}" if str(k).startswith("[") else f"{key}.{k}" if key else str(k))
+        if found:
+            return found
+    return None
 
 
 def _json_default(o):
@@ -207,12 +254,10 @@ def _json_default(o):
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save atomically: an interrupted save never leaves a truncated checkpoint."""
+    """torch.save atomically: an interrupted or failed save never leaves a truncated checkpoint or a .tmp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    _replace_or_explain(path.with_suffix(path.suffix + ".tmp"), path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict | None:
@@ -275,40 +320,110 @@ def save_stage(path: Path, objects: dict, step: int, done: bool) -> None:
     save_checkpoint(path, state)
 
 
-def stage_metrics(ckpt: Path, load_from: str | None, compute) -> dict:
-    """Final metrics of a stage, kept beside its checkpoint (`<ckpt>.metrics.json`). A stage reused from another
-    run's checkpoint (load_from) takes the metrics that run computed, without reading its data again; otherwise
-    `compute()` gives them and they are written beside `ckpt`."""
-    if load_from:
-        saved = Path(load_from).with_suffix(".metrics.json")
-        if saved.exists():
-            return json.loads(saved.read_text())
-    metrics = compute()
-    write_json(Path(ckpt).with_suffix(".metrics.json"), metrics)
-    return metrics
+# ---------------------------------------------------------------- the run: its directory, config, results
+
+
+# Config fields that change how a run is watched, not what it trains: they may differ when a run is continued.
+NON_TRAINING_FIELDS = {"project", "group", "name", "run_dir", "wandb_mode", "log_every", "checkpoint_every"}
+NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
+# Counts a stage needs to be at least 1 (a 0 would divide by zero or silently train nothing).
+POSITIVE_FIELDS = ("batch_size", "labeled_batch_size", "num_epochs", "total_updates", "frame_stack", "log_every")
+POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps")
+_locks: dict = {}  # run directory -> its open, locked file (held until the process exits)
+
+
+def check_config(config) -> None:
+    """Counts that must be positive (batch sizes, epochs, updates, ...) and non-negative episode counts, in every
+    section of a config: a clear error naming the field instead of a ZeroDivisionError or a silent no-op."""
+    sections = [("", config)] + [
+        (f"{f.name}.", getattr(config, f.name))
+        for f in dataclasses.fields(config)
+        if dataclasses.is_dataclass(getattr(config, f.name))
+    ]
+    for prefix, section in sections:
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if f.name in POSITIVE_FIELDS and value is not None and value < 1:
+                raise ValueError(f"--{prefix}{f.name}={value}: expected a positive integer")
+            if f.name == "eval_episodes" and value < 0:
+                raise ValueError(f"--{prefix}{f.name}={value}: expected 0 (no evaluation) or more")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on
+    the same directory is refused, naming the holder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if str(run_dir.resolve()) in _locks:  # this process holds it already (a stage run again in-process)
+        return
+    path = run_dir / ".lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RuntimeError(f"run directory {run_dir} is in use by {holder}; give this run another --run_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {os.uname().nodename}: {' '.join(sys.argv)}\n")
+    f.flush()
+    _locks[str(run_dir.resolve())] = f
 
 
 def prepare_run_dir(run_dir: str | Path, config) -> Path:
-    """Creates the run directory and writes the full config (config.yaml, config.json) into it."""
+    """Checks the config, takes the run directory (see lock_run_dir) and writes the full config into it
+    (config.yaml, config.json). A directory that already holds a run made with another config is refused, naming
+    the fields that differ (fields in NON_TRAINING_FIELDS may change)."""
+    check_config(config)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "config.yaml", "w") as f:
-        pyrallis.dump(config, f)
-    write_json(run_dir / "config.json", dataclasses.asdict(config))
+    lock_run_dir(run_dir)
+    new = dataclasses.asdict(config)
+    old_path = run_dir / "config.json"
+    if old_path.exists() and any(run_dir.glob("*.pt")):
+        old, now = _flat(json.loads(old_path.read_text())), _flat(json.loads(json.dumps(new, default=_json_default)))
+        differ = sorted(k for k in old.keys() | now.keys() if old.get(k) != now.get(k) and k not in NON_TRAINING_FIELDS)
+        if differ:
+            details = "; ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in differ[:10])
+            raise ValueError(
+                f"{run_dir} holds a run made with another config ({details}{' ...' if len(differ) > 10 else ''}); "
+                "its checkpoints would be reused for this one. Give this run another --run_dir, or delete that "
+                "directory to start over."
+            )
+    yaml_path = run_dir / "config.yaml"
+    _replace_or_explain(
+        yaml_path.with_name("config.yaml.tmp"), yaml_path, lambda tmp: tmp.write_text(pyrallis.dump(config))
+    )
+    write_json(old_path, new)
     return run_dir
 
 
+HEADLINE = ("final_action_probe_mse", "eval_action_mse", "eval_returns_mean", "normalized_score")
+
+
 class Results:
-    """results.json of a run: config, per-stage metrics and wall time; rewritten atomically after every stage."""
+    """results.json of a run: config, per-stage metrics and wall time; rewritten atomically after every stage. A
+    stage skipped because it finished earlier keeps the entry of the run that trained it."""
 
     def __init__(self, run_dir: Path, config):
         self.path = run_dir / "results.partial.json"
         self.final_path = run_dir / "results.json"
         self.data = {"config": dataclasses.asdict(config), "stages": {}, "metrics": {}}
-        if self.path.exists():
-            previous = json.loads(self.path.read_text())
-            self.data["stages"] = previous.get("stages", {})
-            self.data["metrics"] = previous.get("metrics", {})
+        for previous_path in (self.path, self.final_path):
+            if previous_path.exists():
+                previous = json.loads(previous_path.read_text())
+                self.data["stages"] = previous.get("stages", {})
+                break
 
     def stage(self, name: str, seconds: float, metrics: dict, skipped: bool = False) -> None:
         entry = {"seconds": seconds, "skipped": skipped, **metrics}
@@ -317,12 +432,48 @@ class Results:
         self.data["stages"][name] = entry
         write_json(self.path, self.data)
 
-    def finish(self, metrics: dict) -> dict:
-        self.data["metrics"].update(metrics)
+    def finish(self) -> dict:
+        """Writes results.json (the metrics of every stage, lists aside) and prints the headline metrics."""
+        for entry in self.data["stages"].values():
+            self.data["metrics"].update({k: v for k, v in entry.items() if "/" in k and not isinstance(v, list)})
         self.data["total_seconds"] = sum(s.get("seconds", 0.0) for s in self.data["stages"].values())
         write_json(self.final_path, self.data)
         self.path.unlink(missing_ok=True)
+        headline = {k: v for k, v in self.data["metrics"].items() if k.split("/")[-1] in HEADLINE and v is not None}
+        print("\n".join([f"{k}: {v:.4g}" for k, v in headline.items()] + [f"results: {self.final_path}"]))
         return self.data
+
+
+@dataclasses.dataclass
+class Run:
+    """What every stage of a run uses: its config, directory, device, wandb run and results."""
+
+    cfg: RunConfig
+    dir: Path
+    device: torch.device
+    wandb: object
+    results: Results
+
+
+def start_run(cfg: RunConfig) -> Run:
+    """Device and precision, seeds, the run directory (checked and locked), wandb and results.json."""
+    device = get_device(cfg.device)
+    setup_backends(device, cfg.precision)
+    set_seed(cfg.seed)
+    run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
+    wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
+    return Run(cfg, run_dir, device, wandb_run, Results(run_dir, cfg))
+
+
+def main(train) -> None:
+    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume."""
+    try:
+        train()
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the last checkpoint of each stage is kept; run the same command to resume", file=sys.stderr
+        )
+        sys.exit(130)
 
 
 class Stopwatch:

@@ -21,7 +21,7 @@ import train_idm
 import train_laom
 import train_laom_labels
 import train_lapo
-from src.data import load_dataset
+from src.data import Shapes, load_dataset
 from src.utils import make_scheduler, setup_backends
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_probes_debug_head_and_decoder_keep_pytorch_default_init(module):
     for name in ("act_head_dim", "obs_head_dim"):
         if hasattr(cfg.lapo, name):
             setattr(cfg.lapo, name, 32)
-    models = module.build_models(cfg, act_dim=6, state_dim=17, img_hw=64)
+    models = module.build_models(cfg, Shapes(6, 17, 64))
     probes = models["probe"] if "probe" in models else models["probes"]
     defaults = [m for m in probes.modules() if isinstance(m, nn.Linear)]
     defaults += [m for key in ("debug_head", "decoder") for m in models[key].modules() if isinstance(m, nn.Linear)]
@@ -205,7 +205,7 @@ def test_eval_action_mse_sums_over_action_dimensions(instrumented_run, tmp_path)
     (A times the per-element mean; Fig. 9a)."""
     data = load_dataset(str(instrumented_run["data"]), frame_stack=3, min_offset=1, load_states=False)
     c = train_laom_labels.LAOMLabelsConfig(encoder_scale=1, latent_action_dim=32, act_head_dim=32, obs_head_dim=32)
-    lam = train_laom_labels.build_lam(c, act_dim=6)
+    lam = train_laom_labels.LAOMLabels(c, 6, 64)
     torch.nn.init.normal_(lam.action_head.bias, std=3.0)  # errors of several units, as on the raw action scale
     b = data.batch(data.valid_indices(1), 3, next_obs=True)
     with torch.no_grad():

@@ -1,0 +1,131 @@
+"""The machinery of one training stage, the same for every stage of every method script.
+
+A stage loop shows only its method: the batch, the loss and the update.
+
+    stage = Stage("bc", "bc.pt", {"actor": actor, "optim": optim, "sched": sched}, total, run,
+                  batch_size=c.batch_size)
+    for step in stage.updates():            # nothing when the stage finished earlier; resumes where it stopped
+        ...                                 # batch, loss, backward, optimizer step
+        stage.log(step, loss, mse_loss=loss)  # NaN guard; logging and checkpoints at their cadence
+    stage.final_metrics(lambda: {...})      # computed once, kept beside the checkpoint, written to results.json
+
+What it owns: resuming from the stage's checkpoint (or loading a finished one of another run), telling the person
+at the terminal (resume / skip messages, the loss on the progress bar), the NaN guard, the logging cadence (the only
+host syncs of a loop), the periodic and final checkpoints, and the stage's final metrics: stored with the
+checkpoint (`<checkpoint>.metrics.json`), so a finished stage that is run again reports what it reported the first
+time instead of drawing new evaluation batches.
+"""
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from src.utils import NanGuard, Stopwatch, restore_stage, save_stage, write_json
+
+
+class Stage:
+    """One stage of a run (src.utils.Run). name: the metric prefix ("lapo", "bc", "decoder", "idm"); ckpt_name: its
+    checkpoint file in the run directory;
+    objects: what its checkpoint holds (modules, optimizers, schedulers: a "sched" entry's learning rate is logged);
+    total: its number of updates; run: the run config (log_every, checkpoint_every); load_from: a finished
+    checkpoint of this stage from another run to load instead of training; reuse_metrics: a stage loaded that way
+    reports the final metrics stored by the run that trained it (the LAM: its probe MSEs), otherwise it computes
+    its own; batch_size: samples per update (for samples/s); updates_per_epoch: for the logged epoch."""
+
+    def __init__(
+        self,
+        name: str,
+        ckpt_name: str,
+        objects: dict,
+        total: int,
+        run,
+        load_from: str | None = None,
+        reuse_metrics: bool = False,
+        batch_size: int = 0,
+        updates_per_epoch: int | None = None,
+    ):
+        if total < 1:
+            raise ValueError(f"{name}: the stage would run {total} updates; check its num_epochs / total_updates")
+        self.name, self.ckpt, self.objects, self.total = name, run.dir / ckpt_name, objects, total
+        self.run, self.wandb_run, self.results, device = run.cfg, run.wandb, run.results, run.device
+        self.load_from, self.reuse_metrics = load_from, reuse_metrics
+        self.batch_size, self.updates_per_epoch = batch_size, updates_per_epoch
+        self.clock = Stopwatch()  # the stage's wall time, for results.json
+        self.start, self.done = restore_stage(self.ckpt, objects, load_from, device)
+        self.skipped = self.done  # nothing trained in this process
+        self.guard = NanGuard(name, device)
+        self.bar = None
+        if load_from:
+            tqdm.write(f"{name}: loaded the finished stage from {load_from}, not trained here")
+        elif self.done:
+            tqdm.write(f"{name}: finished earlier ({self.ckpt}), skipped")
+        elif self.start > 0:
+            tqdm.write(f"{name}: resuming from update {self.start} of {total} ({self.ckpt})")
+
+    def updates(self) -> Iterator[int]:
+        """The update numbers still to run; after the last one the stage's final checkpoint is written."""
+        if self.done:
+            return
+        self.bar = tqdm(range(self.start, self.total), desc=self.name, initial=self.start, total=self.total)
+        self._window = Stopwatch()
+        yield from self.bar
+        self.guard.check(self.ckpt)
+        save_stage(self.ckpt, self.objects, self.total, done=True)
+        self.done = True
+
+    def every(self, num_updates: int, step: int) -> bool:
+        """Whether update `step` (0-based) completes a multiple of num_updates."""
+        return (step + 1) % num_updates == 0
+
+    def log(self, step: int, loss: torch.Tensor, /, **metrics) -> None:
+        """After update `step`: the NaN guard sees `loss`; at the logging cadence `metrics` (tensors or numbers,
+        logged as <name>/<key>), the learning rate, samples/s and the epoch go to wandb and the loss to the progress
+        bar; at the checkpoint cadence the stage is saved (resumable)."""
+        self.guard.update(loss, step)
+        n = step + 1
+        if n % self.run.log_every == 0:
+            self.guard.check(self.ckpt)
+            values = {f"{self.name}/{k}": (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+            if "sched" in self.objects:
+                values[f"{self.name}/learning_rate"] = self.objects["sched"].get_last_lr()[0]
+            if self.batch_size:
+                values[f"{self.name}/samples_per_s"] = self.run.log_every * self.batch_size / self._window()
+            if self.updates_per_epoch:
+                values[f"{self.name}/epoch"] = n / self.updates_per_epoch
+            values[f"{self.name}/step"] = n
+            self.wandb_run.log(values)
+            self.bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
+            self._window = Stopwatch()
+        if n % self.run.checkpoint_every == 0 and n < self.total:
+            self.guard.check(self.ckpt)
+            save_stage(self.ckpt, self.objects, n, done=False)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.ckpt.with_suffix(".metrics.json")
+
+    def final_metrics(self, compute: Callable[[], dict]) -> dict:
+        """The stage's final metrics: `compute()` once, when the stage has just been trained (or has none stored);
+        a stage finished earlier returns what it stored then, a reused one (reuse_metrics) its base run's. The
+        metrics are logged, written beside the checkpoint and recorded in results.json."""
+        stored = None
+        if self.load_from and self.reuse_metrics:
+            stored = _read_metrics(Path(self.load_from).with_suffix(".metrics.json"))
+        elif not self.load_from and self.skipped:
+            stored = _read_metrics(self.metrics_path)
+        if stored is not None:
+            metrics = stored if not self.load_from else {**stored, f"{self.name}/trained_updates": 0}
+        else:
+            trained = 0 if self.skipped else self.total - self.start
+            metrics = {**compute(), f"{self.name}/updates": self.total, f"{self.name}/trained_updates": trained}
+            write_json(self.metrics_path, metrics)
+        self.wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        self.results.stage(self.name, self.clock(), metrics, skipped=self.skipped)
+        return metrics
+
+
+def _read_metrics(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None

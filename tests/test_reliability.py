@@ -1,0 +1,186 @@
+"""A run directory belongs to one run, a result never describes another model, bad numbers stop at the door, and
+the console says what happened. Real processes, real files, the real BC script on tiny settings."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import train_bc
+import train_lapo
+from src.data import DatasetError, load_dataset
+from src.utils import main, save_checkpoint, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "data" / "example-data.hdf5"
+
+
+def bc_args(run_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"--run_dir={run_dir}",
+        "--wandb_mode=disabled",
+        "--device=cpu",
+        f"--bc.data_path={EXAMPLE}",
+        "--bc.max_trajectories=2",
+        "--bc.total_updates=4",
+        "--bc.batch_size=16",
+        "--bc.encoder_scale=1",
+        "--bc.eval_episodes=0",
+        "--log_every=2",
+        *extra,
+    ]
+
+
+def run_bc(args: list[str], monkeypatch) -> dict:
+    monkeypatch.setattr(sys, "argv", ["train_bc", *args])
+    return train_bc.train()
+
+
+# ---------------------------------------------------------------- a run directory belongs to one run
+
+
+def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from src.utils import lock_run_dir; from pathlib import Path; "
+         f"lock_run_dir(Path({str(run_dir)!r})); print('locked', flush=True); import time; time.sleep(60)"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=rf"{run_dir} is in use by pid {holder.pid} "):
+            run_bc(bc_args(run_dir), monkeypatch)
+        assert not (run_dir / "config.json").exists() and not (run_dir / "bc.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run_bc(bc_args(run_dir), monkeypatch)  # the holder is gone: the directory is free (a stale lock file is fine)
+    assert (run_dir / "results.json").exists()
+
+
+def test_a_finished_run_rerun_with_another_config_is_refused(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_bc(bc_args(run_dir), monkeypatch)
+    before = (run_dir / "results.json").read_text()
+    with pytest.raises(ValueError, match=r"another config \(bc.learning_rate: 0.0001 -> 0.5\)"):
+        run_bc(bc_args(run_dir, "--bc.learning_rate=0.5"), monkeypatch)
+    assert (run_dir / "results.json").read_text() == before
+    assert json.loads((run_dir / "config.json").read_text())["bc"]["learning_rate"] == 0.0001
+    run_bc(bc_args(run_dir, "--log_every=1", "--wandb_mode=offline"), monkeypatch)  # watching differently is fine
+
+
+def test_a_finished_run_rerun_is_a_no_op_on_its_results(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    run_bc(bc_args(run_dir), monkeypatch)
+    first = json.loads((run_dir / "results.json").read_text())
+    out = capsys.readouterr().out
+    assert f"results: {run_dir / 'results.json'}" in out
+    run_bc(bc_args(run_dir), monkeypatch)
+    second = json.loads((run_dir / "results.json").read_text())
+    assert second["metrics"] == first["metrics"] and second["metrics"]["bc/trained_updates"] == 4
+    assert second["stages"]["bc"]["skipped"]
+    assert f"bc: finished earlier ({run_dir / 'bc.pt'}), skipped" in capsys.readouterr().out
+
+
+def test_results_and_checkpoints_have_the_same_permissions_and_failed_saves_leave_nothing(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_bc(bc_args(run_dir), monkeypatch)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run_dir.iterdir() if p.suffix in (".json", ".pt", ".yaml")}
+    assert len(set(modes.values())) == 1, modes
+    with pytest.raises(OSError, match=rf"could not write {tmp_path / 'x.pt'}"):
+        save_checkpoint(tmp_path / "x.pt", {"f": lambda: 0})  # not picklable: the save fails half-way
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+# ---------------------------------------------------------------- bad numbers are stopped at the door
+
+
+def test_non_finite_actions_are_named_when_the_dataset_loads(tmp_path):
+    path = tmp_path / "nan.hdf5"
+    with h5py.File(EXAMPLE, "r") as src, h5py.File(path, "w") as dst:
+        dst.attrs.update(dict(src.attrs))
+        for k in ("0", "1"):
+            src.copy(src[k], dst, name=k)
+        actions = dst["1"]["actions"][()]
+        actions[7, 2] = np.nan
+        dst["1"]["actions"][...] = actions
+    with pytest.raises(DatasetError, match=r"nan.hdf5: group '1' 'actions'\[7, 2\] is nan; expected finite"):
+        load_dataset(str(path), frame_stack=3, min_offset=1)
+
+
+def test_a_nan_metric_is_an_error_and_json_stays_valid(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"metrics.lapo/final_action_probe_mse = nan"):
+        write_json(tmp_path / "r.json", {"metrics": {"lapo/final_action_probe_mse": float("nan")}})
+    assert not (tmp_path / "r.json").exists() and not list(tmp_path.iterdir())
+    write_json(tmp_path / "r.json", {"metrics": {"a": 1.5, "b": None}})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"metrics": {"a": 1.5, "b": None}}
+
+
+@pytest.mark.parametrize(
+    "module, arg, match",
+    [
+        (train_bc, "--bc.batch_size=0", r"--bc.batch_size=0: expected a positive integer"),
+        (train_bc, "--bc.total_updates=0", r"--bc.total_updates=0: expected a positive integer"),
+        (train_lapo, "--lapo.num_epochs=0", r"--lapo.num_epochs=0: expected a positive integer"),
+        (train_bc, "--bc.eval_episodes=-1", r"--bc.eval_episodes=-1: expected 0"),
+    ],
+)
+def test_zero_counts_are_clear_errors(module, arg, match, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [module.__name__, f"--run_dir={tmp_path / 'run'}", "--wandb_mode=disabled", arg])
+    with pytest.raises(ValueError, match=match):
+        module.train()
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- the console tells a person what happened
+
+
+def test_resume_message_and_loss_on_the_progress_bar(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    run_bc(bc_args(run_dir, "--bc.total_updates=6", "--checkpoint_every=2"), monkeypatch)
+    state = torch.load(run_dir / "bc.pt", weights_only=False)
+    state.update(step=2, done=False)
+    torch.save(state, run_dir / "bc.pt")
+    (run_dir / "bc.metrics.json").unlink()
+    capsys.readouterr()
+    run_bc(bc_args(run_dir, "--bc.total_updates=6", "--checkpoint_every=2"), monkeypatch)
+    captured = capsys.readouterr()
+    assert f"bc: resuming from update 2 of 6 ({run_dir / 'bc.pt'})" in captured.out
+    assert "loss=" in captured.err  # the progress bar
+
+
+def test_ctrl_c_stops_with_one_line_saying_how_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    args = bc_args(run_dir, "--bc.total_updates=100000", "--checkpoint_every=5")
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    proc = subprocess.Popen([sys.executable, "-m", "train_bc", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run_dir / "bc.pt").exists() and time.time() < deadline:  # training has started and checkpointed
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert err.rstrip().splitlines()[-1] == (
+        "interrupted: the last checkpoint of each stage is kept; run the same command to resume"
+    )
+
+
+def test_main_turns_keyboard_interrupt_into_exit_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as e:
+        main(interrupted)
+    assert e.value.code == 130 and "run the same command to resume" in capsys.readouterr().err
