@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from src.augs import Augmenter
 from src.data import Shapes, load_dataset, normalize_obs
-from src.evaluation import evaluate_for_dataset, normalized_score
+from src.evaluation import evaluate_for_dataset
 from src.nn import Actor
 from src.stage import Stage
 from src.utils import Run, RunConfig, autocast, infinite_epochs, main, make_optimizer, make_scheduler, start_run
@@ -112,16 +112,7 @@ def train_bc(run: Run) -> Actor:
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
 
-    def evaluation() -> dict:
-        ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, run.device, "bc eval")
-        return {
-            "bc/eval_returns_mean": ev["mean"],
-            "bc/eval_returns_std": ev["std"],
-            "bc/normalized_score": normalized_score(data.attrs, ev["mean"]),
-            "bc/eval_returns": ev["returns"],
-        }
-
-    stage.final_metrics(evaluation)
+    stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, run.device, "bc"))
     return actor
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from src.augs import Augmenter
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
-from src.evaluation import evaluate_for_dataset, normalized_score
+from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
 from src.stage import Stage
 from src.utils import (
@@ -418,11 +418,8 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
 
-    def evaluation() -> dict:
-        ev = evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "latent bc eval")
-        return {"bc/eval_returns_mean": ev["mean"], "bc/eval_returns_std": ev["std"], "bc/eval_returns": ev["returns"]}
-
-    stage.final_metrics(evaluation)
+    # actor + debug head: a diagnostic, not a paper number (no normalised score)
+    stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc", False))
     return actor
 
 
@@ -482,16 +479,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
 
-    def evaluation() -> dict:
-        ev = evaluate_for_dataset(policy, data.attrs, c, cfg, frame_stack, device, "decoder eval")
-        return {
-            "decoder/eval_returns_mean": ev["mean"],
-            "decoder/eval_returns_std": ev["std"],
-            "decoder/normalized_score": normalized_score(data.attrs, ev["mean"]),
-            "decoder/eval_returns": ev["returns"],
-        }
-
-    stage.final_metrics(evaluation)
+    stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, frame_stack, device, "decoder"))
     return decoder
 
 

@@ -18,6 +18,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from shimmy.dm_control_compatibility import DmControlCompatibilityV0  # noqa: E402
 
+from src.data import REQUIRED_ROOT_ATTRS  # noqa: E402
 from src.dcs import constants as C  # noqa: E402
 from src.dcs.suite import load  # noqa: E402
 
@@ -117,7 +118,7 @@ def env_kwargs_from_attrs(
     DAVIS datasets (background_source "davis", or absent as in the paper's released files) need the DAVIS
     folder as backgrounds_path unless the difficulty is vanilla. split: the background videos (default: train).
     """
-    missing = [k for k in ("domain_name", "task_name", "difficulty", "dynamic", "img_hw") if k not in attrs]
+    missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
     if missing:
         raise KeyError(f"dataset root attribute(s) {missing} missing: cannot rebuild its environment")
     source = attrs.get("background_source", "davis")

@@ -58,9 +58,12 @@ def evaluate_for_dataset(
     run,
     frame_stack: int,
     device: torch.device | str,
-    desc: str = "eval",
+    prefix: str,
+    normalize: bool = True,
 ) -> dict:
-    """Rollouts of `policy` in the environment a dataset was recorded in (rebuilt from its root attributes).
+    """Rollouts of `policy` in the environment a dataset was recorded in (rebuilt from its root attributes), as the
+    stage's final metrics: <prefix>/eval_returns_mean, _std, the list <prefix>/eval_returns and, with normalize,
+    <prefix>/normalized_score (Table 3).
 
     stage: a stage config with eval_episodes, eval_seed, dcs_backgrounds_path, dcs_backgrounds_split;
     run: the run config with eval_num_envs, eval_max_episode_steps. No episodes: no environment is built.
@@ -70,7 +73,11 @@ def evaluate_for_dataset(
         env_kwargs = eval_env_kwargs(
             attrs, stage.dcs_backgrounds_path, stage.dcs_backgrounds_split, run.eval_max_episode_steps, frame_stack
         )
-    return evaluate(policy, env_kwargs, stage.eval_episodes, stage.eval_seed, run.eval_num_envs, device, desc)
+    ev = evaluate(policy, env_kwargs, stage.eval_episodes, stage.eval_seed, run.eval_num_envs, device, f"{prefix} eval")
+    metrics = {f"{prefix}/eval_returns_mean": ev["mean"], f"{prefix}/eval_returns_std": ev["std"]}
+    if normalize:
+        metrics[f"{prefix}/normalized_score"] = normalized_score(attrs, ev["mean"])
+    return {**metrics, f"{prefix}/eval_returns": ev["returns"]}
 
 
 @torch.no_grad()
