@@ -184,3 +184,36 @@ def test_main_turns_keyboard_interrupt_into_exit_130(capsys):
     with pytest.raises(SystemExit) as e:
         main(interrupted)
     assert e.value.code == 130 and "run the same command to resume" in capsys.readouterr().err
+
+
+def test_a_checkpoint_save_on_a_full_disk_says_so_and_leaves_nothing(tmp_path):
+    """A real 1 MiB filesystem (tmpfs in a private mount namespace): the save fails, the error names the file and
+    says the disk is full, and no .tmp is left beside the previous checkpoint."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "import torch, os\n"
+        "from src.utils import save_checkpoint\n"
+        f"path = {str(mnt / 'lam.pt')!r}\n"
+        "save_checkpoint(path, {'w': torch.zeros(16)})\n"
+        "try:\n"
+        "    save_checkpoint(path, {'w': torch.zeros(1 << 20)})\n"
+        "except OSError as e:\n"
+        "    print('ERROR', e)\n"
+        "print('FILES', sorted(os.listdir(os.path.dirname(path))), torch.load(path)['w'].shape[0])\n"
+    )
+    script = tmp_path / "save.py"
+    script.write_text(code)
+    shell = f"mount -t tmpfs -o size=1m tmpfs {mnt} && {sys.executable} {script}"
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", shell], cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode != 0 and "mount" in done.stderr and "ERROR" not in done.stdout:
+        pytest.skip(f"cannot mount a private tmpfs: {done.stderr.strip()[-200:]}")
+    assert f"ERROR [Errno 28] no space left on device while writing {mnt / 'lam.pt'}" in done.stdout, done.stderr
+    assert "FILES ['lam.pt'] 16" in done.stdout  # the previous checkpoint intact, no .tmp
