@@ -51,6 +51,7 @@ class BCConfig:
     eval_seed: int = 0  # seed of the first evaluation episode
     dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
     dcs_backgrounds_split: str = "train"  # background videos of the evaluation environment (train / val)
+    eval_use_blur: bool = False  # blur evaluation frames as the (blurred) dataset's were (scripts/blur_hdf5_data.py)
     checkpoint_path: Optional[str] = None  # a finished bc.pt of another run: skip training, evaluate it
 
 

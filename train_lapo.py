@@ -86,6 +86,7 @@ class LatentBCConfig:
     eval_seed: int = 0  # seed of the first evaluation episode
     dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
     dcs_backgrounds_split: str = "train"  # background videos of the evaluation environment (train / val)
+    eval_use_blur: bool = False  # blur evaluation frames as the (blurred) dataset's were (scripts/blur_hdf5_data.py)
     checkpoint_path: Optional[str] = None  # a finished latent_bc.pt of another run: skip this stage, reuse it
 
 
@@ -105,6 +106,7 @@ class DecoderConfig:
     eval_seed: int = 0  # seed of the first evaluation episode
     dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
     dcs_backgrounds_split: str = "train"  # background videos of the evaluation environment (train / val)
+    eval_use_blur: bool = False  # blur evaluation frames as the (blurred) dataset's were (scripts/blur_hdf5_data.py)
     checkpoint_path: Optional[str] = None  # a finished decoder.pt of another run: skip training, evaluate it
 
 

@@ -35,8 +35,18 @@ def flatten_state(obs: Mapping[str, np.ndarray], dtype: np.dtype = np.float32) -
 class PixelEnv(gym.Wrapper):
     """Pixels-only, frame-stacked, action-clipping view of a shimmy-wrapped DCS environment."""
 
-    def __init__(self, env: DmControlCompatibilityV0, dcs_env, img_hw: int, frame_stack: int, max_episode_steps: int):
+    def __init__(
+        self,
+        env: DmControlCompatibilityV0,
+        dcs_env,
+        img_hw: int,
+        frame_stack: int,
+        max_episode_steps: int,
+        camera_id: int = 0,
+        blur: Mapping | None = None,
+    ):
         super().__init__(env)
+        self.camera_id, self.blur = camera_id, blur
         self.dcs_env, self.img_hw, self.frame_stack, self.max_episode_steps = (
             dcs_env,
             img_hw,
@@ -53,11 +63,22 @@ class PixelEnv(gym.Wrapper):
     def _obs(self) -> np.ndarray:
         return np.concatenate(self.frames, axis=-1)
 
+    def _render(self) -> np.ndarray:
+        """The rendered frame [H, W, 3]; with blur, its background blurred as the dataset's frames were (the agent's
+        true foreground from MuJoCo's segmentation rendering)."""
+        frame = self.env.render()
+        if self.blur is None:
+            return frame
+        from src.masks import blur_background, segmentation_mask
+
+        mask = segmentation_mask(self.dcs_env.physics, self.camera_id, self.img_hw, self.img_hw)
+        return blur_background(frame[None], mask[None], tuple(self.blur["kernel"]), float(self.blur["sigma"]))[0]
+
     def reset(self, *, seed: int | None = None, options=None):
         if seed is not None:
             self.dcs_env.seed(seed)
         state, info = self.env.reset(seed=seed, options=options)
-        frame = self.env.render()
+        frame = self._render()
         self.frames.clear()
         self.frames.extend([frame] * self.frame_stack)  # padded with the first frame
         self.steps = 0
@@ -66,7 +87,7 @@ class PixelEnv(gym.Wrapper):
     def step(self, action):
         action = np.clip(np.asarray(action, dtype=np.float64), self.action_space.low, self.action_space.high)
         state, reward, terminated, truncated, info = self.env.step(action)
-        self.frames.append(self.env.render())
+        self.frames.append(self._render())
         self.steps += 1
         truncated = bool(truncated) or self.steps >= self.max_episode_steps
         return self._obs(), float(reward), bool(terminated), truncated, {**info, "state": flatten_state(state)}
@@ -85,12 +106,14 @@ def make_env(
     seed: int | None = None,
     camera_id: int | None = None,
     camera_mode: str = "release",
+    blur: Mapping | None = None,
 ) -> PixelEnv:
     """A DCS gymnasium environment: observations uint8 [img_hw, img_hw, 3 * frame_stack], actions in [-1, 1].
 
     backgrounds_path: a DAVIS-2017 folder or "builtin" (procedural videos; also None). max_episode_steps: episode
     length (the suite's own limit is 1000 steps). seed: the first episode's seed (reset(seed=s) reseeds).
     camera_mode: "release" (as the paper's datasets) or "corrected" (see src.dcs.suite.CameraDistraction).
+    blur: {"kernel", "sigma"} to blur each frame's background (true foreground masks), as blur_from_attrs gives.
     """
     cam = C.RENDER_CAMERA_ID.get(domain_name, 0) if camera_id is None else camera_id
     dcs_env = load(
@@ -106,7 +129,26 @@ def make_env(
     )
     render_kwargs = {"height": img_hw, "width": img_hw, "camera_id": cam}
     env = DmControlCompatibilityV0(dcs_env, render_mode="rgb_array", render_kwargs=render_kwargs)
-    return PixelEnv(env, dcs_env, img_hw, frame_stack, max_episode_steps)
+    return PixelEnv(env, dcs_env, img_hw, frame_stack, max_episode_steps, cam, blur)
+
+
+def blur_from_attrs(attrs: Mapping, path: str = "the dataset") -> dict:
+    """How a dataset's frames were blurred (scripts/blur_hdf5_data.py records it in root attributes), for an
+    evaluation environment that blurs its frames the same way. Blurring with true masks is reproduced exactly in
+    the simulator; depth-masked blur is not supported by the evaluation environment yet (a clear error)."""
+    if "blur_kernel" not in attrs:
+        raise ValueError(
+            f"{path} was not blurred (no blur_kernel root attribute): eval_use_blur needs a blurred dataset"
+        )
+    masks = str(attrs.get("blur_masks", "depth"))
+    if masks != "true":
+        raise ValueError(
+            f"{path} was blurred with {masks} masks; the evaluation environment reproduces blur with true masks only "
+            "(scripts/blur_hdf5_data.py --masks <true masks file>)"
+        )
+    kernel = [int(k) for k in np.asarray(attrs["blur_kernel"]).reshape(-1)]
+    kernel = kernel * 2 if len(kernel) == 1 else kernel  # (kh, kw)
+    return {"kernel": kernel, "sigma": float(np.asarray(attrs["blur_sigma"]).reshape(-1)[0]), "masks": masks}
 
 
 def env_kwargs_from_attrs(

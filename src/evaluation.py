@@ -65,7 +65,8 @@ def evaluate_for_dataset(
     stage's final metrics: <prefix>/eval_returns_mean, _std, the list <prefix>/eval_returns and, with normalize,
     <prefix>/normalized_score (Table 3).
 
-    stage: a stage config with eval_episodes, eval_seed, dcs_backgrounds_path, dcs_backgrounds_split;
+    stage: a stage config with eval_episodes, eval_seed, dcs_backgrounds_path, dcs_backgrounds_split (and
+    optionally eval_use_blur: blur the evaluation frames as the dataset's frames were blurred);
     run: the run config with eval_num_envs, eval_max_episode_steps. No episodes: no environment is built.
     """
     env_kwargs = {}
@@ -73,6 +74,10 @@ def evaluate_for_dataset(
         env_kwargs = eval_env_kwargs(
             attrs, stage.dcs_backgrounds_path, stage.dcs_backgrounds_split, run.eval_max_episode_steps, frame_stack
         )
+        if getattr(stage, "eval_use_blur", False):  # frames blurred as the dataset's were
+            from src.envs import blur_from_attrs
+
+            env_kwargs["blur"] = blur_from_attrs(attrs, getattr(stage, "data_path", None) or "the dataset")
     ev = evaluate(policy, env_kwargs, stage.eval_episodes, stage.eval_seed, run.eval_num_envs, device, f"{prefix} eval")
     metrics = {f"{prefix}/eval_returns_mean": ev["mean"], f"{prefix}/eval_returns_std": ev["std"]}
     if normalize:
