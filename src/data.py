@@ -388,3 +388,53 @@ def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str
         raise DatasetError(
             f"{what} set {other.path} has action size {other.act_dim} but {reference.path} has {reference.act_dim}"
         )
+
+
+# ---------------------------------------------------------------- foreground masks (LAPO with a masked loss)
+
+
+def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
+    """Foreground masks of a dataset, aligned with its frames: uint8 [N, 1, H, W] on `data.frames_device`.
+
+    Masks file layout: the same trajectory groups as the dataset ("0", "1", ...), each with `masks` uint8
+    [T, H, W] (255 = foreground, 0 = background), and root attributes `source_file`, `method` ("depth" or "true")
+    and the method's parameters. The masks of the trajectories `data` holds (the first `data.num_trajectories`
+    groups of its file, in the same order) are read; every group must have the shape of the dataset's frames.
+    Gather stacked masks for sampled indices with `stacked_masks`.
+    """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"masks file not found: {path}")
+    with h5py.File(data.path, "r") as f:
+        keys = _trajectory_keys(f, data.path)[: data.num_trajectories]
+    _, _, h, w = data.frames_shape
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
+        for k, n in zip(keys, data.traj_lens.tolist(), strict=True):
+            if k not in f or "masks" not in f[k]:
+                raise DatasetError(
+                    f"{path}: group '{k}' of dataset {data.path} has no 'masks' in the masks file "
+                    f"(its root keys start with {sorted(f.keys(), key=lambda s: (not s.isdigit(), s))[:10]})"
+                )
+            m = f[k]["masks"]
+            if m.shape != (n, h, w) or m.dtype != np.uint8:
+                raise DatasetError(
+                    f"{path}: group '{k}': masks are {m.dtype} {tuple(m.shape)}, expected uint8 {(n, h, w)} "
+                    f"(dataset {data.path} group '{k}' obs: {(n, h, w, 3)})"
+                )
+        masks = torch.empty((data.num_frames, 1, h, w), dtype=torch.uint8, device=data.frames_device)
+        staging = torch.empty((int(data.traj_lens.max()), h, w), dtype=torch.uint8)
+        for k, s, n in zip(keys, data.traj_starts.tolist(), data.traj_lens.tolist(), strict=True):
+            f[k]["masks"].read_direct(staging[:n].numpy())
+            masks[s : s + n, 0].copy_(staging[:n])
+    return masks
+
+
+def stacked_masks(masks: torch.Tensor, data: TrajectoryData, idx: torch.Tensor, frame_stack: int) -> torch.Tensor:
+    """The masks of the stacked observation at global indices idx, on `data.device`: uint8 [B, k, H, W], mask j
+    belonging to frame j (oldest first, padded like TrajectoryData.obs), i.e. to channels 3j .. 3j+2."""
+    stack = data.stack_indices(idx, frame_stack)  # [B, k]
+    flat = torch.index_select(masks, 0, stack.reshape(-1))  # [B * k, 1, H, W]
+    return flat.view(*stack.shape, *masks.shape[2:]).to(data.device)

@@ -68,12 +68,14 @@ def stage_source(module, name: str) -> str:
 
 @pytest.mark.parametrize("stage", ["train_latent_bc", "train_decoder"])
 def test_latent_bc_and_decoder_copies_do_not_drift(stage):
-    """Stages 2 and 3 are repeated in train_lapo.py, train_laom.py and train_laom_labels.py on purpose (each file
-    shows its whole method); the copies must stay identical."""
+    """Stages 2 and 3 are repeated in train_lapo.py, train_lapo_mask.py, train_laom.py and train_laom_labels.py on
+    purpose (each file shows its whole method); the copies must stay identical."""
     import train_laom
     import train_laom_labels
     import train_lapo
+    import train_lapo_mask
 
-    sources = {m.__name__: stage_source(m, stage) for m in (train_lapo, train_laom, train_laom_labels)}
+    modules = (train_lapo, train_lapo_mask, train_laom, train_laom_labels)
+    sources = {m.__name__: stage_source(m, stage) for m in modules}
     assert len(set(sources.values())) == 1, f"{stage} differs between {list(sources)}"
     assert "stage.updates()" in sources["train_lapo"]  # the helper runs the loop (src/stage.py)
