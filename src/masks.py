@@ -1,0 +1,255 @@
+"""Foreground masks and background blurring of DCS frames.
+
+The paper's release blurs dataset backgrounds and makes foreground masks from DepthAnything depth maps
+(reference README, "Data Processing & Visualization Scripts": scripts/blur_hdf5_data.py and
+scripts/generate_masks_hdf5.py). This module holds the pieces those scripts share:
+
+- `segmentation_mask`: the agent's true foreground from MuJoCo's segmentation rendering;
+- `depth_masks`: masks of one trajectory from its depth maps (per-frame percentile threshold, EMA-smoothed);
+- `load_depth_model` / `depth_of_frames`: DepthAnything V2 through transformers;
+- `blur_background`: Gaussian-blurred background composited under the mask;
+- `mask_iou` and the `horizon_mask` baseline, to score masks.
+
+Masks are uint8 [.., H, W]: 255 = foreground, 0 = background, values in between where feathered. A masks file
+holds the same groups as its dataset ("0", "1", ...), each with `masks` uint8 [T, H, W] (gzip), and root attributes
+`source_file`, `method` ("depth" / "true") and the parameters used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# DepthAnything V2 checkpoints on the Hugging Face hub, by the release's encoder names (vits .. vitg).
+DEPTH_MODEL_IDS = {
+    "vits": "depth-anything/Depth-Anything-V2-Small-hf",
+    "vitb": "depth-anything/Depth-Anything-V2-Base-hf",
+    "vitl": "depth-anything/Depth-Anything-V2-Large-hf",
+    "vitg": "depth-anything/Depth-Anything-V2-Giant-hf",
+}
+FOREGROUND = 255
+# ImageNet statistics, DepthAnything's input normalisation (its image processor's defaults).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ------------------------------------------------------------------ kernels and blurring
+
+
+def kernel_pair(kernel: int | Sequence[int], name: str = "kernel") -> tuple[int, int]:
+    """(kh, kw) from an int or a pair; each must be an odd positive integer (else ValueError naming the value)."""
+    pair = (kernel, kernel) if np.isscalar(kernel) else tuple(kernel)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be one odd positive integer or two, got {kernel!r}")
+    for k in pair:
+        if int(k) != k or k <= 0 or k % 2 == 0:
+            raise ValueError(f"{name} sizes must be odd positive integers, got {kernel!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    w = torch.exp(-(x**2) / (2 * sigma**2))
+    return w / w.sum()
+
+
+def gaussian_blur(images: torch.Tensor, kernel: int | Sequence[int], sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of float images [N, C, H, W], borders reflected (OpenCV's BORDER_REFLECT_101)."""
+    kh, kw = kernel_pair(kernel)
+    n, c, h, w = images.shape
+    x = images.reshape(n * c, 1, h, w)
+    if kh > 1:
+        pad = kh // 2
+        mode = "reflect" if pad < h else "replicate"
+        x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode=mode), _gaussian_1d(kh, sigma).view(1, 1, kh, 1))
+    if kw > 1:
+        pad = kw // 2
+        mode = "reflect" if pad < w else "replicate"
+        x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode=mode), _gaussian_1d(kw, sigma).view(1, 1, 1, kw))
+    return x.reshape(n, c, h, w)
+
+
+def blur_background(frames: np.ndarray, masks: np.ndarray, kernel: int | Sequence[int], sigma: float) -> np.ndarray:
+    """Frames uint8 [N, H, W, 3] with their backgrounds blurred: mask/255 * frame + (1 - mask/255) * blurred.
+
+    masks: uint8 [N, H, W] (255 = foreground). kernel: odd positive size (or a (kh, kw) pair), sigma > 0.
+    Foreground pixels (mask 255) are returned unchanged, exactly.
+    """
+    kernel_pair(kernel)
+    frames, masks = np.asarray(frames), np.asarray(masks)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or masks.shape != frames.shape[:3]:
+        raise ValueError(f"frames must be [N, H, W, 3] and masks [N, H, W], got {frames.shape} and {masks.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    blurred = gaussian_blur(x, kernel, sigma)
+    alpha = torch.from_numpy(np.ascontiguousarray(masks)).float().div(255.0).unsqueeze(1)
+    out = alpha * x + (1.0 - alpha) * blurred
+    out = out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    fg = masks == FOREGROUND
+    out[fg] = frames[fg]  # exact, whatever float rounding did
+    return out
+
+
+# ------------------------------------------------------------------ true masks
+
+
+def segmentation_mask(physics, camera_id: int, height: int, width: int) -> np.ndarray:
+    """The agent's true foreground, uint8 [H, W] (255 = agent), from MuJoCo's segmentation rendering.
+
+    `physics.render(segmentation=True)` gives per pixel (object id, object type) (dm_control docs). A pixel is
+    foreground when it shows a geom whose body is not the world body (0): the floor / ground plane and other static
+    scenery belong to the world body, the skybox has id -1.
+    """
+    seg = physics.render(height=height, width=width, camera_id=camera_id, segmentation=True)
+    ids, types = seg[..., 0], seg[..., 1]
+    geom_type = int(_mjt_obj_geom())
+    body_of_geom = np.asarray(physics.model.geom_bodyid)
+    is_geom = (types == geom_type) & (ids >= 0)
+    fg = np.zeros(ids.shape, dtype=bool)
+    fg[is_geom] = body_of_geom[ids[is_geom]] != 0
+    return np.where(fg, FOREGROUND, 0).astype(np.uint8)
+
+
+def _mjt_obj_geom() -> int:
+    import mujoco
+
+    return mujoco.mjtObj.mjOBJ_GEOM
+
+
+# ------------------------------------------------------------------ depth masks
+
+
+def normalize_depth(depth: np.ndarray) -> np.ndarray:
+    """Each frame of [T, H, W] min-max normalised to [0, 255] (float32); a constant frame becomes 0."""
+    d = np.asarray(depth, dtype=np.float32)
+    lo = d.min(axis=(1, 2), keepdims=True)
+    span = d.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 0, (d - lo) / np.where(span > 0, span, 1.0) * 255.0, 0.0).astype(np.float32)
+
+
+def ema_thresholds(raw: np.ndarray, alpha: float) -> np.ndarray:
+    """threshold_t = alpha * raw_t + (1 - alpha) * threshold_{t-1}, threshold_0 = raw_0.
+
+    alpha is the weight of the new frame's own threshold: 1 = no smoothing, small = slow-moving threshold (the
+    release's default 0.1 smooths strongly, which is what a "threshold alpha" that defaults to 0.1 suggests).
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"threshold_alpha must be in (0, 1], got {alpha!r}")
+    out = np.empty(len(raw), dtype=np.float64)
+    for t, r in enumerate(raw):  # one value per frame, not per pixel
+        out[t] = r if t == 0 else alpha * r + (1.0 - alpha) * out[t - 1]
+    return out
+
+
+def depth_masks(
+    depth: np.ndarray,
+    percentile: float,
+    threshold_alpha: float,
+    kernel: int | Sequence[int],
+    sigma: float,
+) -> np.ndarray:
+    """Foreground masks uint8 [T, H, W] of ONE trajectory from its depth maps float [T, H, W] (bigger = closer).
+
+    Each frame is normalised to [0, 255]; its raw threshold is its `percentile` of depth, smoothed along the
+    trajectory by `ema_thresholds(raw, threshold_alpha)`; foreground = depth above the threshold; the binary mask's
+    edges are feathered by a Gaussian blur (kernel, sigma).
+    """
+    kernel_pair(kernel, "mask kernel")
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+    d = normalize_depth(depth)
+    raw = np.percentile(d.reshape(len(d), -1), percentile, axis=1)
+    thresholds = ema_thresholds(raw, threshold_alpha)
+    binary = (d > thresholds[:, None, None].astype(np.float32)).astype(np.float32) * 255.0
+    feathered = gaussian_blur(torch.from_numpy(binary).unsqueeze(1), kernel, sigma).squeeze(1)
+    return feathered.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class DepthWeightsMissing(FileNotFoundError):
+    """DepthAnything weights are neither in the given folder nor in the Hugging Face cache."""
+
+
+def load_depth_model(encoder: str = "vits", device: str = "cpu", model_path: str | Path | None = None, model=None):
+    """DepthAnything V2 (transformers' DepthAnythingForDepthEstimation), in eval mode on `device`.
+
+    model_path: a local folder (save_pretrained / snapshot layout); else the hub id of `encoder` is looked up in the
+    Hugging Face cache only (no download). model: an already built model (tests), returned moved to `device`.
+    """
+    from transformers import AutoModelForDepthEstimation
+
+    if model is None:
+        if encoder not in DEPTH_MODEL_IDS:
+            raise ValueError(f"unknown encoder {encoder!r}: choose one of {', '.join(DEPTH_MODEL_IDS)}")
+        model_id = DEPTH_MODEL_IDS[encoder]
+        if model_path is not None:
+            if not Path(model_path, "config.json").is_file():
+                raise DepthWeightsMissing(
+                    f"no DepthAnything model in {model_path} (no config.json): download {model_id} "
+                    f"(https://huggingface.co/{model_id}) into that folder, e.g. "
+                    f"`huggingface-cli download {model_id} --local-dir {model_path}`"
+                )
+            source, kwargs = str(model_path), {}
+        else:
+            source, kwargs = model_id, {"local_files_only": True}
+        try:
+            model = AutoModelForDepthEstimation.from_pretrained(source, **kwargs)
+        except OSError as e:
+            raise DepthWeightsMissing(
+                f"DepthAnything V2 weights for encoder {encoder!r} not found: download {model_id} "
+                f"(https://huggingface.co/{model_id}) with `huggingface-cli download {model_id}` (into the Hugging "
+                f"Face cache, HF_HOME) or with `--local-dir DIR` and pass --model-path DIR ({e})"
+            ) from e
+    return model.to(device).eval()
+
+
+def model_input_size(model) -> int:
+    """Side of the square model input: the backbone's image size (518 for the released checkpoints)."""
+    backbone = getattr(model.config, "backbone_config", None)
+    size = getattr(backbone, "image_size", None) or 518
+    patch = getattr(model.config, "patch_size", 14)
+    return int(round(size / patch) * patch)
+
+
+@torch.no_grad()
+def depth_of_frames(model, frames: np.ndarray, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+    """Relative depth float32 [N, H, W] (bigger = closer) of frames uint8 [N, H, W, 3].
+
+    Frames are resized (bicubic) to the model's square input, normalised with ImageNet statistics, predicted, and
+    the predictions resized (bilinear) back to [H, W].
+    """
+    frames = np.asarray(frames)
+    n, h, w, _ = frames.shape
+    size = model_input_size(model)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    out = np.empty((n, h, w), dtype=np.float32)
+    for start in range(0, n, batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size])).to(device)
+        x = x.permute(0, 3, 1, 2).float().div(255.0)
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+        depth = model(pixel_values=(x - mean) / std).predicted_depth  # [B, size, size]
+        depth = F.interpolate(depth.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
+        out[start : start + len(x)] = depth.float().cpu().numpy()
+    return out
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two masks (any shape), each thresholded at 128; 1.0 when both are empty."""
+    fa, fb = np.asarray(a) >= 128, np.asarray(b) >= 128
+    union = np.logical_or(fa, fb).sum()
+    return 1.0 if union == 0 else float(np.logical_and(fa, fb).sum() / union)
+
+
+def horizon_mask(height: int, width: int, row: int) -> np.ndarray:
+    """Trivial baseline uint8 [H, W]: every pixel at or below `row` is foreground."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[max(row, 0) :] = FOREGROUND
+    return mask
