@@ -237,3 +237,47 @@ def test_scripts_run_as_files_and_modules():
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         assert "--input" in res.stdout
+
+
+CHEETAH_EXPERT = REPO.parent / "shared" / "experts" / "cheetah-run-expert"
+
+
+@pytest.mark.skipif(not CHEETAH_EXPERT.exists(), reason="released cheetah-run expert not available")
+def test_collector_records_true_masks_of_the_stored_frames(tmp_path):
+    from scripts.data_collection.collect_data import Config, collect
+    from src.envs import make_env
+
+    save = tmp_path / "cheetah.hdf5"
+    config = Config(
+        checkpoint_path=str(CHEETAH_EXPERT),
+        save_path=str(save),
+        num_trajectories=1,
+        max_episode_steps=5,
+        seed=3,
+        record_masks=True,
+    )
+    collect(config)
+    collect(Config(**{**config.__dict__, "num_trajectories": 2}))  # resumed: masks of the new trajectory appended
+    masks_file = tmp_path / "cheetah-masks.hdf5"
+    env = make_env("cheetah", "run", img_hw=64, frame_stack=1, max_episode_steps=5)
+    with h5py.File(save, "r") as fd, h5py.File(masks_file, "r") as fm:
+        assert fm.attrs["method"] == "true" and fm.attrs["source_file"] == save.name
+        assert sorted(fm.keys()) == ["0", "1"]
+        for k in ("0", "1"):
+            masks, obs = fm[k]["masks"][()], fd[k]["obs"][()]
+            assert masks.dtype == np.uint8 and masks.shape == obs.shape[:3] and fm[k]["masks"].compression == "gzip"
+            # replay the stored actions: each mask is the segmentation of the state its frame was rendered from
+            frame, _ = env.reset(seed=int(fd[k].attrs["seed"]))
+            for t, action in enumerate(fd[k]["actions"][()]):
+                np.testing.assert_array_equal(frame, obs[t])
+                np.testing.assert_array_equal(segmentation_mask(env.dcs_env.physics, env.camera_id, 64, 64), masks[t])
+                frame, *_ = env.step(action)
+    # a dataset collected without masks cannot be resumed with them
+    plain = tmp_path / "plain.hdf5"
+    collect(Config(**{**config.__dict__, "save_path": str(plain), "record_masks": False}))
+    with pytest.raises(FileExistsError, match="without --record_masks"):
+        collect(Config(**{**config.__dict__, "save_path": str(plain), "num_trajectories": 2}))
+    collect(Config(**{**config.__dict__, "save_path": str(plain), "num_trajectories": 2, "overwrite": True}))
+    with h5py.File(tmp_path / "plain-masks.hdf5", "r") as fm:
+        assert sorted(fm.keys()) == ["0", "1"]
+    assert not list(tmp_path.glob("*.partial"))

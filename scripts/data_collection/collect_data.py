@@ -60,6 +60,14 @@ given back when the file is closed), so a full disk stops the collector before t
 error naming the file and the number of whole trajectories it keeps; running the same command after freeing space
 resumes. Where the reservation cannot help (copy-on-write filesystems), a write that fails for lack of space deletes
 the half-written group before the error.
+
+True foreground masks: --record_masks=True also writes `<save_path stem>-masks.hdf5` beside the dataset (the masks
+file layout of src/masks.py, root attribute `method` "true"): for each trajectory group, `masks` uint8 [T, H, W],
+each frame's agent pixels from MuJoCo's segmentation rendering of the same camera and state as the stored frame
+(src.masks.segmentation_mask). A trajectory's masks group is written and flushed before its dataset group, so every
+complete dataset group has its masks; resuming drops masks groups beyond the dataset's complete ones, and refuses a
+masks file that lacks masks of complete dataset groups (a dataset started without --record_masks: use --overwrite).
+With --overwrite the masks file is written as `<masks file>.partial` too and replaces the old one at the end.
 """
 
 import contextlib
@@ -137,6 +145,7 @@ class Config:
     compression: str = "none"  # HDF5 compression of the datasets: none, gzip or lzf
     domain_name: Optional[str] = None  # dm_control domain; default: from the checkpoint
     task_name: Optional[str] = None  # dm_control task; default: from the checkpoint
+    record_masks: bool = False  # also write true foreground masks to <save_path stem>-masks.hdf5
 
 
 @dataclass
@@ -148,6 +157,7 @@ class Trajectory:
     traj_return: float  # sum of rewards (float64)
     seed: int  # episode seed
     seconds: float  # wall time of the rollout (physics, expert, rendering)
+    masks: Optional[np.ndarray] = None  # uint8 [T, H, W] true foreground masks (record_masks), else None
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -155,13 +165,18 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def collect_trajectory(env, expert: Expert, seed: int, max_steps: int) -> Trajectory:
-    """One greedy episode; the expert sees info["state"], the env returns the rendered frame [H, W, 3]."""
+def collect_trajectory(env, expert: Expert, seed: int, max_steps: int, record_masks: bool = False) -> Trajectory:
+    """One greedy episode; the expert sees info["state"], the env returns the rendered frame [H, W, 3].
+    record_masks: also render each frame's true foreground mask (same camera, same physics state)."""
+    if record_masks:
+        from src.masks import segmentation_mask
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
-    frames, states, actions, rewards = [], [], [], []
+    frames, states, actions, rewards, masks = [], [], [], [], []
     for _ in range(max_steps):
         frames.append(obs)
+        if record_masks:  # the physics still holds the state `obs` was rendered from
+            masks.append(segmentation_mask(env.dcs_env.physics, env.camera_id, obs.shape[0], obs.shape[1]))
         states.append(info["state"])
         # The expert's raw action is stored (as in the paper's datasets: outside [-1, 1] for PPO experts); the
         # environment clips what it executes.
@@ -179,6 +194,7 @@ def collect_trajectory(env, expert: Expert, seed: int, max_steps: int) -> Trajec
         traj_return=float(np.sum(np.asarray(rewards, dtype=np.float64))),
         seed=seed,
         seconds=time.perf_counter() - start,
+        masks=np.stack(masks) if record_masks else None,
     )
 
 
@@ -503,6 +519,48 @@ def write_trajectory(f: h5py.File, index: int, traj: Trajectory, returns: list[f
         returns.append(traj.traj_return)
 
 
+def masks_path(path: Path) -> Path:
+    """The true masks file of dataset `path`: `<stem>-masks.hdf5` beside it."""
+    return path.with_name(path.stem + "-masks.hdf5")
+
+
+def open_masks(path: Path, attrs: dict, dataset_groups: list[str], dataset_path: Path) -> h5py.File:
+    """Open (or create) the masks file for writing, its groups made to match the dataset's complete ones."""
+    f = h5py.File(path, "a")
+    try:
+        missing = [k for k in dataset_groups if k not in f or not f[k].attrs.get(COMPLETE_ATTR, False)]
+        if missing:
+            raise FileExistsError(
+                f"{path} lacks the masks of {len(missing)} complete trajectories of {dataset_path} (first: "
+                f"'{missing[0]}'), which was collected without --record_masks: use --overwrite to collect both anew"
+            )
+        for name in [k for k in f.keys() if k not in dataset_groups]:
+            del f[name]  # beyond the dataset's complete groups: collected again
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.flush()
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def write_masks(f: h5py.File, index: int, masks: np.ndarray) -> None:
+    """Write masks group `index` whole (gzip), marked complete last, flushed."""
+    with signals_deferred():
+        try:
+            group = f.create_group(str(index))
+            group.create_dataset("masks", data=masks, compression="gzip", chunks=(1, *masks.shape[1:]))
+            group.attrs[COMPLETE_ATTR] = True
+            f.flush()
+        except Exception:
+            group = None  # noqa: F841
+            with contextlib.suppress(Exception):
+                if str(index) in f:
+                    del f[str(index)]
+            raise
+
+
 def close_output(f: h5py.File) -> None:
     """Flush and close, then give back the disk space reserved beyond HDF5's end of file (reserve_space)."""
     path = f.filename
@@ -552,11 +610,11 @@ def _init_worker(kwargs: dict, checkpoint_path: str, checkpoint_name: str, devic
         _WORKER["error"] = e
 
 
-def _collect_in_worker(job: tuple[int, int, int]) -> tuple[int, Trajectory]:
+def _collect_in_worker(job: tuple[int, int, int, bool]) -> tuple[int, Trajectory]:
     if "error" in _WORKER:
         raise _WORKER["error"]
-    index, seed, max_steps = job
-    return index, collect_trajectory(_WORKER["env"], _WORKER["expert"], seed, max_steps)
+    index, seed, max_steps, record_masks = job
+    return index, collect_trajectory(_WORKER["env"], _WORKER["expert"], seed, max_steps, record_masks)
 
 
 # ------------------------------------------------------------------ main
@@ -607,9 +665,11 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
 
     attrs = root_attrs(config, domain_name, task_name)
     partial = sibling(target, PARTIAL_SUFFIX)
-    if partial.exists():  # we hold the lock: no running collector owns it
-        partial.unlink()
-        print(f"Removed {partial}, left by an interrupted --overwrite run.")
+    masks_target = masks_path(target)
+    for stale in (partial, sibling(masks_target, PARTIAL_SUFFIX)):
+        if stale.exists():  # we hold the lock: no running collector owns it
+            stale.unlink()
+            print(f"Removed {stale}, left by an interrupted --overwrite run.")
     if config.overwrite:
         refuse_if_open_for_writing(target)
         start, write_path = 0, partial
@@ -621,7 +681,10 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         if start:
             print(f"Resuming {path}: {start} complete trajectories found.")
 
-    jobs = [(i, episode_seed(config.seed, i), config.max_episode_steps) for i in range(start, config.num_trajectories)]
+    jobs = [
+        (i, episode_seed(config.seed, i), config.max_episode_steps, config.record_masks)
+        for i in range(start, config.num_trajectories)
+    ]
     seconds, frames, begin = 0.0, 0, time.perf_counter()
     created = not write_path.exists()
     try:
@@ -633,13 +696,29 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         if is_disk_full(e):
             raise DiskFullError(f"no space left on device while opening {write_path}; {e}") from None
         raise
+    mf = None
+    if config.record_masks:
+        masks_write = sibling(masks_target, PARTIAL_SUFFIX) if config.overwrite else masks_target
+        masks_attrs = {
+            "source_file": path.name,
+            "method": "true",
+            "camera_id": int(env.camera_id),
+            "img_hw": int(config.dcs_img_hw),
+            "domain_name": domain_name,
+            "task_name": task_name,
+        }
+        try:
+            mf = open_masks(masks_write, masks_attrs, complete_groups(f), path)
+        except BaseException:
+            abandon_output(f, discard=config.overwrite)
+            raise
     main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
     pool = None
     try:
         with tqdm(total=config.num_trajectories, initial=start, desc="trajectories") as bar:
             if config.num_workers == 1:
-                results = ((i, collect_trajectory(env, expert, s, n)) for i, s, n in jobs)
+                results = ((i, collect_trajectory(env, expert, s, n, m)) for i, s, n, m in jobs)
             else:
                 env.close()
                 pool = mp.get_context("spawn").Pool(
@@ -649,13 +728,23 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
                 )
                 results = pool.imap(_collect_in_worker, jobs)  # in order of `jobs`
             for index, traj in results:
+                if mf is not None:  # masks first: a complete dataset group always has its masks
+                    write_masks(mf, index, traj.masks)
                 write_trajectory(f, index, traj, returns, config.compression)
                 seconds, frames = seconds + traj.seconds, frames + len(traj.obs)
                 bar.update(1)
                 bar.set_postfix(traj_return=f"{traj.traj_return:.1f}")
         close_output(f)
+        if mf is not None:
+            mf.close()
     except BaseException as e:
         abandon_output(f, discard=config.overwrite)
+        if mf is not None:
+            with contextlib.suppress(Exception):
+                mf.close()
+            if config.overwrite:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(masks_write)
         if isinstance(e, KeyboardInterrupt):
             if config.overwrite:
                 print(f"\nInterrupted: {path} is unchanged; the incomplete new file was removed.")
@@ -672,6 +761,9 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
     if config.overwrite:  # the new file is complete: make it durable, then let it replace the old one
+        if config.record_masks:
+            fsync_path(masks_write)
+            os.replace(masks_write, masks_target)
         fsync_path(write_path)
         os.replace(write_path, target)
         fsync_path(target.parent)
