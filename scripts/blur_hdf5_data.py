@@ -36,7 +36,7 @@ from scripts.generate_masks_hdf5 import (  # noqa: E402
     trajectory_depth_masks,
     trajectory_keys,
 )
-from src.masks import DEPTH_MODEL_IDS, blur_background, kernel_pair, load_depth_model  # noqa: E402
+from src.masks import DEPTH_MODEL_IDS, DepthWeightsMissing, blur_background, kernel_pair, load_depth_model  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,4 +144,7 @@ def main(argv: list[str] | None = None, model=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DepthWeightsMissing as e:  # one line naming what to download and where to put it
+        raise SystemExit(f"error: {e}") from None

@@ -29,7 +29,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from src.masks import DEPTH_MODEL_IDS, depth_masks, depth_of_frames, kernel_pair, load_depth_model  # noqa: E402
+from src.masks import DEPTH_MODEL_IDS, DepthWeightsMissing, depth_masks, depth_of_frames, kernel_pair, load_depth_model  # noqa: E402
 
 COMPLETE_ATTR = "complete"
 
@@ -211,4 +211,7 @@ def main(argv: list[str] | None = None, model=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DepthWeightsMissing as e:  # one line naming what to download and where to put it
+        raise SystemExit(f"error: {e}") from None
