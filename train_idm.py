@@ -74,6 +74,7 @@ class BCConfig:
     dcs_backgrounds_path: Optional[str] = None  # DAVIS folder or "builtin" (None: as recorded in the dataset)
     dcs_backgrounds_split: str = "train"  # background videos of the evaluation environment (train / val)
     eval_use_blur: bool = False  # blur evaluation frames as the (blurred) dataset's were (scripts/blur_hdf5_data.py)
+    eval_blur_model_path: Optional[str] = None  # DepthAnything V2 folder, for a depth-blurred dataset (None: HF cache)
     checkpoint_path: Optional[str] = None  # a finished bc.pt of another run: skip training, evaluate it
 
 

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None, model=None) -> Path:
             method = masks_file.attrs.get("method", "depth")
             method = method.decode() if isinstance(method, bytes) else str(method)
             blur_attrs = {"blur_masks": method, "blur_source": Path(args.masks).name}
+            if method == "depth":  # how the depth masks were made, so an evaluation environment can redo them
+                depth_keys = ("encoder", "model_id", "percentile", "threshold_alpha", "mask_kernel", "mask_sigma")
+                blur_attrs.update({f"blur_{k}": masks_file.attrs[k] for k in depth_keys if k in masks_file.attrs})
         else:
             if model is None:
                 model = load_depth_model(args.encoder, args.device, args.model_path)

@@ -71,13 +71,28 @@ class PixelEnv(gym.Wrapper):
             return frame
         from src.masks import blur_background, segmentation_mask
 
-        mask = segmentation_mask(self.dcs_env.physics, self.camera_id, self.img_hw, self.img_hw)
+        if self.blur["masks"] == "true":
+            mask = segmentation_mask(self.dcs_env.physics, self.camera_id, self.img_hw, self.img_hw)
+        else:
+            mask = self._depth_masker(frame)
         return blur_background(frame[None], mask[None], tuple(self.blur["kernel"]), float(self.blur["sigma"]))[0]
+
+    @property
+    def _depth_masker(self):
+        if getattr(self, "_masker", None) is None:
+            from src.masks import DepthMasker, load_depth_model
+
+            b = self.blur
+            model = load_depth_model(b["encoder"], "cpu", b.get("model_path"))
+            self._masker = DepthMasker(model, b["percentile"], b["threshold_alpha"], b["mask_kernel"], b["mask_sigma"])
+        return self._masker
 
     def reset(self, *, seed: int | None = None, options=None):
         if seed is not None:
             self.dcs_env.seed(seed)
         state, info = self.env.reset(seed=seed, options=options)
+        if self.blur is not None and self.blur["masks"] == "depth":
+            self._depth_masker.reset()  # a new episode: a new threshold
         frame = self._render()
         self.frames.clear()
         self.frames.extend([frame] * self.frame_stack)  # padded with the first frame
@@ -132,23 +147,31 @@ def make_env(
     return PixelEnv(env, dcs_env, img_hw, frame_stack, max_episode_steps, cam, blur)
 
 
-def blur_from_attrs(attrs: Mapping, path: str = "the dataset") -> dict:
+def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str | None = None) -> dict:
     """How a dataset's frames were blurred (scripts/blur_hdf5_data.py records it in root attributes), for an
-    evaluation environment that blurs its frames the same way. Blurring with true masks is reproduced exactly in
-    the simulator; depth-masked blur is not supported by the evaluation environment yet (a clear error)."""
+    evaluation environment that blurs its frames the same way: with true masks from the simulator, or with depth
+    masks made by the same DepthAnything model and parameters (model_path: its local folder; None: the HF cache)."""
     if "blur_kernel" not in attrs:
-        raise ValueError(
-            f"{path} was not blurred (no blur_kernel root attribute): eval_use_blur needs a blurred dataset"
-        )
+        raise ValueError(f"{path} was not blurred (no blur_kernel root attribute); eval_use_blur needs one that was")
     masks = str(attrs.get("blur_masks", "depth"))
-    if masks != "true":
-        raise ValueError(
-            f"{path} was blurred with {masks} masks; the evaluation environment reproduces blur with true masks only "
-            "(scripts/blur_hdf5_data.py --masks <true masks file>)"
-        )
     kernel = [int(k) for k in np.asarray(attrs["blur_kernel"]).reshape(-1)]
-    kernel = kernel * 2 if len(kernel) == 1 else kernel  # (kh, kw)
-    return {"kernel": kernel, "sigma": float(np.asarray(attrs["blur_sigma"]).reshape(-1)[0]), "masks": masks}
+    blur = {"kernel": kernel * 2 if len(kernel) == 1 else kernel, "sigma": float(np.asarray(attrs["blur_sigma"]))}
+    blur["masks"] = masks
+    if masks == "depth":
+        needed = ["blur_encoder", "blur_percentile", "blur_threshold_alpha", "blur_mask_kernel", "blur_mask_sigma"]
+        missing = [k for k in needed if k not in attrs]
+        if missing:
+            raise ValueError(f"{path} was blurred with depth masks but does not record {missing}: cannot redo them")
+        blur |= {k.removeprefix("blur_"): _plain_attr(attrs[k]) for k in needed}
+        blur["model_path"] = model_path
+    elif masks != "true":
+        raise ValueError(f"{path}: unknown blur_masks {masks!r}; expected 'true' or 'depth'")
+    return blur
+
+
+def _plain_attr(v):
+    v = np.asarray(v)
+    return v.tolist() if v.ndim else v.item() if not isinstance(v.item(), bytes) else v.item().decode()
 
 
 def env_kwargs_from_attrs(

@@ -77,7 +77,8 @@ def evaluate_for_dataset(
         if getattr(stage, "eval_use_blur", False):  # frames blurred as the dataset's were
             from src.envs import blur_from_attrs
 
-            env_kwargs["blur"] = blur_from_attrs(attrs, getattr(stage, "data_path", None) or "the dataset")
+            path = getattr(stage, "data_path", None) or "the dataset"
+            env_kwargs["blur"] = blur_from_attrs(attrs, path, getattr(stage, "eval_blur_model_path", None))
     ev = evaluate(policy, env_kwargs, stage.eval_episodes, stage.eval_seed, run.eval_num_envs, device, f"{prefix} eval")
     metrics = {f"{prefix}/eval_returns_mean": ev["mean"], f"{prefix}/eval_returns_std": ev["std"]}
     if normalize:

@@ -170,6 +170,34 @@ def depth_masks(
     return feathered.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+class DepthMasker:
+    """depth_masks one frame at a time, for an episode being played (the evaluation environment of a dataset blurred
+    with depth masks): frame t's mask uses the EMA threshold of frames 0..t, exactly as depth_masks on the whole
+    trajectory. reset() at the start of each episode."""
+
+    def __init__(self, model, percentile: float, threshold_alpha: float, kernel, sigma: float, device: str = "cpu"):
+        self.model, self.percentile, self.alpha, self.kernel, self.sigma = (
+            model,
+            percentile,
+            threshold_alpha,
+            kernel,
+            sigma,
+        )
+        self.device, self.threshold = device, None
+
+    def reset(self) -> None:
+        self.threshold = None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3] -> uint8 [H, W] foreground mask."""
+        d = normalize_depth(depth_of_frames(self.model, frame[None], self.device, 1))  # [1, H, W]
+        raw = float(np.percentile(d.reshape(-1), self.percentile))
+        self.threshold = raw if self.threshold is None else self.alpha * raw + (1.0 - self.alpha) * self.threshold
+        binary = (d > np.float32(self.threshold)).astype(np.float32) * 255.0
+        feathered = gaussian_blur(torch.from_numpy(binary).unsqueeze(1), self.kernel, self.sigma).squeeze(1)
+        return feathered.round().clamp(0, 255).to(torch.uint8).numpy()[0]
+
+
 class DepthWeightsMissing(FileNotFoundError):
     """DepthAnything weights are neither in the given folder nor in the Hugging Face cache."""
 
