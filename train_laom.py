@@ -283,8 +283,17 @@ def train_lam(run: Run) -> LAOM:
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"lam": lam, "target_encoder": target_encoder, "probes": probes}
     objects |= {"optim": optim, "probe_optim": probe_optim, "sched": sched}
-    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True, batch_size=c.batch_size)
-    stage.updates_per_epoch = batches_per_epoch
+    stage = Stage(
+        "lapo",
+        "lam.pt",
+        objects,
+        total,
+        run,
+        c.checkpoint_path,
+        reuse_metrics=True,
+        batch_size=c.batch_size,
+        updates_per_epoch=batches_per_epoch,
+    )
     aug = Augmenter() if c.use_aug else None
     lam.train()
     target_encoder.eval()
@@ -350,8 +359,16 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "debug_optim": debug_optim, "sched": sched}
-    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
-    stage.updates_per_epoch = batches_per_epoch
+    stage = Stage(
+        "bc",
+        "latent_bc.pt",
+        objects,
+        total,
+        run,
+        c.checkpoint_path,
+        batch_size=c.batch_size,
+        updates_per_epoch=batches_per_epoch,
+    )
     aug = Augmenter() if c.use_aug else None
     batches = infinite_epochs(data, valid, c.batch_size)
     for step in stage.updates():

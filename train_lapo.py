@@ -328,8 +328,17 @@ def train_lam(run: Run) -> LAPO:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"lam": lam, "probe": probe, "optim": optim, "probe_optim": probe_optim, "sched": sched}
-    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True, batch_size=c.batch_size)
-    stage.updates_per_epoch = batches_per_epoch
+    stage = Stage(
+        "lapo",
+        "lam.pt",
+        objects,
+        total,
+        run,
+        c.checkpoint_path,
+        reuse_metrics=True,
+        batch_size=c.batch_size,
+        updates_per_epoch=batches_per_epoch,
+    )
     batches = infinite_epochs(data, valid, c.batch_size)
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
@@ -398,8 +407,16 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "debug_optim": debug_optim, "sched": sched}
-    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
-    stage.updates_per_epoch = batches_per_epoch
+    stage = Stage(
+        "bc",
+        "latent_bc.pt",
+        objects,
+        total,
+        run,
+        c.checkpoint_path,
+        batch_size=c.batch_size,
+        updates_per_epoch=batches_per_epoch,
+    )
     aug = Augmenter() if c.use_aug else None
     batches = infinite_epochs(data, valid, c.batch_size)
     for step in stage.updates():

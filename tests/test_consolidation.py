@@ -79,3 +79,14 @@ def test_latent_bc_and_decoder_copies_do_not_drift(stage):
     sources = {m.__name__: stage_source(m, stage) for m in modules}
     assert len(set(sources.values())) == 1, f"{stage} differs between {list(sources)}"
     assert "stage.updates()" in sources["train_lapo"]  # the helper runs the loop (src/stage.py)
+
+
+@pytest.mark.parametrize("name", ["Quantizer", "LatentIDM", "LatentFDM", "LAPO", "build_lam"])
+def test_masked_lapo_networks_are_train_lapos(name):
+    """train_lapo_mask.py repeats LAPO's networks so that it reads alone; they must stay train_lapo.py's."""
+    import inspect
+
+    import train_lapo
+    import train_lapo_mask
+
+    assert inspect.getsource(getattr(train_lapo_mask, name)) == inspect.getsource(getattr(train_lapo, name))
