@@ -30,6 +30,7 @@ from src.augs import Augmenter
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
+from src.probes import ridge_probe
 from src.stage import Stage
 from src.utils import (
     Run,
@@ -77,6 +78,8 @@ class LAOMLabelsConfig:
     use_aug: bool = True  # random per-image augmentation of o_t, o_{t+k}, o_{t+1} (labeled: o_t, o_{t+k})
     cosine_loss: bool = False  # temporal consistency by cosine similarity instead of MSE (the paper uses MSE)
     final_probe_batches: int = 10  # batches averaged for the final probe MSEs written to results.json
+    ridge_probe_samples: int = 20000  # transitions fitting (and testing) the closed-form ridge probe; 0: off
+    ridge_probe_l2: float = 1e-3  # its ridge penalty, relative to the latents' mean variance
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
 
@@ -374,6 +377,9 @@ def train_lam(run: Run) -> LAOMLabels:
         metrics = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
         if eval_data is not None:
             metrics["lapo/eval_action_mse"] = eval_action_mse(lam, eval_data, c, device).item()
+        if c.ridge_probe_samples > 0:  # the same quality measure with no probe training: a closed-form ridge fit
+            args = (c.frame_stack, c.batch_size, device, c.ridge_probe_samples, c.ridge_probe_l2, eval_data)
+            metrics |= ridge_probe(lam.label, data, *args)
         return metrics
 
     stage.final_metrics(final)  # a reused LAM: its run's metrics

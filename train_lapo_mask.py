@@ -48,6 +48,7 @@ from src.data import (
 )
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
+from src.probes import ridge_probe
 from src.stage import Stage
 from src.utils import Run, RunConfig, autocast, infinite_epochs, main, make_optimizer, make_scheduler, start_run
 
@@ -79,6 +80,8 @@ class LAPOConfig:
     vq_commitment_weight: float = 1.0  # VQ: weight of the commitment loss added to the reconstruction loss
     vq_decay: float = 0.8  # VQ: EMA decay of the codebooks
     final_probe_batches: int = 10  # batches averaged for the final action-probe MSE written to results.json
+    ridge_probe_samples: int = 20000  # transitions fitting (and testing) the closed-form ridge probe; 0: off
+    ridge_probe_l2: float = 1e-3  # its ridge penalty, relative to the latents' mean variance
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
 
@@ -410,12 +413,16 @@ def train_lam(run: Run) -> LAPO:
         out = {
             "lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device, c.final_probe_batches)
         }
+        eval_data = None
         if c.eval_data_path:
             eval_data = load_dataset(
                 c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
             )
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
+        if c.ridge_probe_samples > 0:  # the same quality measure with no probe training: a closed-form ridge fit
+            args = (c.frame_stack, c.batch_size, device, c.ridge_probe_samples, c.ridge_probe_l2, eval_data)
+            out |= ridge_probe(lam.label, data, *args)
         return out
 
     stage.final_metrics(probe_metrics)  # a reused LAM: its run's metrics, no data read

@@ -99,6 +99,8 @@ def check_results(res: dict) -> None:
     m = res["metrics"]
     for key in ("lapo/final_action_probe_mse", "lapo/final_state_probe_mse", "lapo/final_obs_action_probe_mse"):
         assert np.isfinite(m[key]) and m[key] > 0, key
+    for key in ("lapo/ridge_probe_mse", "lapo/ridge_probe_baseline_mse", "lapo/action_variance"):  # the closed-form probe
+        assert np.isfinite(m[key]) and m[key] > 0, key
     for stage in ("lapo", "bc", "decoder"):
         assert res["stages"][stage]["seconds"] > 0
     assert "decoder/eval_returns_mean" in m and "bc/eval_returns_mean" in m

@@ -170,6 +170,8 @@ def test_lapo_all_stages_then_skip_by_checkpoint(data_path, tmp_path, monkeypatc
     for name, stage in res["stages"].items():
         assert stage["seconds"] > 0 and not stage["skipped"], name
     assert np.isfinite(res["metrics"]["lapo/final_action_probe_mse"])
+    for key in ("lapo/ridge_probe_mse", "lapo/ridge_probe_baseline_mse", "lapo/action_variance"):  # the closed-form probe
+        assert np.isfinite(res["metrics"][key]) and res["metrics"][key] > 0, key
     assert res["metrics"]["lapo/trained_updates"] == res["metrics"]["lapo/updates"] > 0
     if eval_args("bc")[-1].endswith("=1"):
         assert len(res["stages"]["decoder"]["decoder/eval_returns"]) == 1

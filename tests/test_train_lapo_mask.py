@@ -174,6 +174,8 @@ def test_lapo_mask_all_stages(data_path, tmp_path, monkeypatch):  # noqa: F811
     for name, stage in res["stages"].items():
         assert stage["seconds"] > 0 and not stage["skipped"], name
     assert np.isfinite(res["metrics"]["lapo/final_action_probe_mse"])
+    for key in ("lapo/ridge_probe_mse", "lapo/ridge_probe_baseline_mse", "lapo/action_variance"):  # the closed-form probe
+        assert np.isfinite(res["metrics"][key]) and res["metrics"][key] > 0, key
     assert res["metrics"]["lapo/trained_updates"] == res["metrics"]["lapo/updates"] > 0
     if eval_args("bc")[-1].endswith("=1"):
         assert np.isfinite(res["metrics"]["decoder/eval_returns_mean"])

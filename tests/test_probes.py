@@ -1,0 +1,80 @@
+"""The closed-form ridge probe (src/probes.py): its solution, its split, and its metrics in a LAM run."""
+
+import numpy as np
+import pytest
+import torch
+
+from src.data import load_dataset
+from src.probes import RidgeFit, pair_indices, ridge_probe, split_trajectories
+
+EXAMPLE = "data/example-data.hdf5"
+
+
+def test_ridge_solution_matches_least_squares_with_intercept():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(500, 7)) * np.array([1, 2, 3, 0.5, 1, 1, 4]) + 3.0
+    w_true, b_true = rng.normal(size=(7, 2)), np.array([1.5, -2.0])
+    a = z @ w_true + b_true + 0.01 * rng.normal(size=(500, 2))
+    fit = RidgeFit()
+    for part in np.array_split(np.arange(500), 3):  # sums over batches = one fit over all
+        fit.add(torch.tensor(z[part]), torch.tensor(a[part]))
+    w, b, mean_a = fit.solve(l2=0.0)
+    x = np.hstack([z, np.ones((500, 1))])
+    sol = np.linalg.lstsq(x, a, rcond=None)[0]
+    np.testing.assert_allclose(w.numpy(), sol[:7], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(b.numpy(), sol[7], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(mean_a.numpy(), a.mean(0))
+    # The penalty shrinks the weights towards zero.
+    w_ridge, _, _ = fit.solve(l2=10.0)
+    assert w_ridge.norm() < 0.5 * w.norm()
+
+
+def test_split_holds_out_whole_trajectories_and_subsamples_without_touching_the_global_rng():
+    data = load_dataset(EXAMPLE, "cpu", 3, load_states=False)
+    fit, test = split_trajectories(data)
+    assert test == [data.num_trajectories - 1] and fit == list(range(data.num_trajectories - 1))
+    state = torch.get_rng_state()
+    idx = pair_indices(data, fit, max_samples=50, seed=0)
+    assert torch.equal(state, torch.get_rng_state())
+    assert len(idx) == 50 and torch.equal(idx, pair_indices(data, fit, max_samples=50, seed=0))
+    traj_of = torch.bucketize(idx, data.traj_starts, right=True) - 1
+    assert set(traj_of.tolist()) <= set(fit)
+    last = data.traj_starts[traj_of] + data.traj_lens[traj_of] - 1
+    assert (idx < last).all()  # every o_t has its o_{t+1} in the same trajectory
+    all_test = pair_indices(data, test, max_samples=10**6, seed=1)
+    assert len(all_test) == int(data.traj_lens[-1]) - 1
+
+
+def test_probe_finds_actions_in_a_latent_that_holds_them_and_nothing_in_noise():
+    """A labeler that reads the true actions gives MSE ~0; one that returns noise gives the baseline."""
+    data = load_dataset(EXAMPLE, "cpu", 3, load_states=False)
+    lookup = {}
+
+    def oracle(obs, next_obs):  # the latent is the action itself (found by the frame it was taken at)
+        return lookup["a"]
+
+    def noise(obs, next_obs):
+        return torch.randn(len(obs), 16, generator=torch.Generator().manual_seed(len(obs)))
+
+    orig_batch = data.batch
+
+    def batch(idx, *args, **kwargs):
+        b = orig_batch(idx, *args, **kwargs)
+        lookup["a"] = b["actions"]
+        return b
+
+    data.batch = batch
+    try:
+        good = ridge_probe(oracle, data, 3, 64, torch.device("cpu"), 2000, 1e-6)
+        bad = ridge_probe(noise, data, 3, 64, torch.device("cpu"), 2000, 1e-3)
+    finally:
+        del data.batch
+    assert good["lapo/ridge_probe_mse"] < 1e-4 * good["lapo/ridge_probe_baseline_mse"]
+    assert bad["lapo/ridge_probe_mse"] > 0.9 * bad["lapo/ridge_probe_baseline_mse"]
+    assert good["lapo/action_variance"] == pytest.approx(data.actions.double().var(0, unbiased=False).mean().item())
+
+
+def test_one_trajectory_is_refused_with_the_file_name(tmp_path):
+    data = load_dataset(EXAMPLE, "cpu", 3, load_states=False, max_trajectories=1)
+    with pytest.raises(ValueError, match="example-data.hdf5.*at least 2"):
+        split_trajectories(data)
