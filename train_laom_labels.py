@@ -79,7 +79,6 @@ class LAOMLabelsConfig:
     cosine_loss: bool = False  # temporal consistency by cosine similarity instead of MSE (the paper uses MSE)
     final_probe_batches: int = 10  # batches averaged for the final probe MSEs written to results.json
     ridge_probe_samples: int = 20000  # transitions fitting (and testing) the closed-form ridge probe; 0: off
-    ridge_probe_l2: float = 1e-3  # its ridge penalty, relative to the latents' mean variance
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
 
@@ -378,8 +377,8 @@ def train_lam(run: Run) -> LAOMLabels:
         if eval_data is not None:
             metrics["lapo/eval_action_mse"] = eval_action_mse(lam, eval_data, c, device).item()
         if c.ridge_probe_samples > 0:  # the same quality measure with no probe training: a closed-form ridge fit
-            args = (c.frame_stack, c.batch_size, device, c.ridge_probe_samples, c.ridge_probe_l2, eval_data)
-            metrics |= ridge_probe(lam.label, data, *args)
+            args = (c.frame_stack, c.batch_size, device, c.ridge_probe_samples)
+            metrics |= ridge_probe(lam.label, data, *args, eval_data=eval_data)
         return metrics
 
     stage.final_metrics(final)  # a reused LAM: its run's metrics

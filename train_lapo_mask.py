@@ -81,7 +81,6 @@ class LAPOConfig:
     vq_decay: float = 0.8  # VQ: EMA decay of the codebooks
     final_probe_batches: int = 10  # batches averaged for the final action-probe MSE written to results.json
     ridge_probe_samples: int = 20000  # transitions fitting (and testing) the closed-form ridge probe; 0: off
-    ridge_probe_l2: float = 1e-3  # its ridge penalty, relative to the latents' mean variance
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
 
@@ -421,8 +420,8 @@ def train_lam(run: Run) -> LAPO:
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
         if c.ridge_probe_samples > 0:  # the same quality measure with no probe training: a closed-form ridge fit
-            args = (c.frame_stack, c.batch_size, device, c.ridge_probe_samples, c.ridge_probe_l2, eval_data)
-            out |= ridge_probe(lam.label, data, *args)
+            args = (c.frame_stack, c.batch_size, device, c.ridge_probe_samples)
+            out |= ridge_probe(lam.label, data, *args, eval_data=eval_data)
         return out
 
     stage.final_metrics(probe_metrics)  # a reused LAM: its run's metrics, no data read

@@ -76,6 +76,22 @@ PROBE_KEYS = {  # column -> results.json key
     "obs_action_probe_mse": "lapo/final_obs_action_probe_mse",
     "state_probe_mse": "lapo/final_state_probe_mse",
     "eval_action_probe_mse": "lapo/eval_action_probe_mse",
+    "action_variance": "lapo/action_variance",  # the online probe's baseline: predicting the mean action
+    "ridge_probe_mse": "lapo/ridge_probe_mse",  # closed-form probe on held-out trajectories (src/probes.py)
+    "ridge_probe_baseline_mse": "lapo/ridge_probe_baseline_mse",
+    "eval_ridge_probe_mse": "lapo/eval_ridge_probe_mse",
+    "eval_ridge_probe_baseline_mse": "lapo/eval_ridge_probe_baseline_mse",
+}
+PROBE_HEADERS = {
+    "action_probe_mse": "latent -> action",
+    "obs_action_probe_mse": "obs -> action",
+    "state_probe_mse": "obs -> state",
+    "eval_action_probe_mse": "novel",
+    "action_variance": "action variance",
+    "ridge_probe_mse": "ridge, held out",
+    "ridge_probe_baseline_mse": "ridge baseline",
+    "eval_ridge_probe_mse": "ridge, novel",
+    "eval_ridge_probe_baseline_mse": "ridge novel baseline",
 }
 NOVEL_KEY = {"idm": "idm/eval_action_mse", "laom_labels": "lapo/eval_action_mse"}  # novel-distractor action MSE
 LABELED_RE = re.compile(r"^(?P<env>.+)-labeled-1000x(?P<budget>\d+)\.hdf5$")
@@ -92,6 +108,9 @@ class Config:
     runs_dir: str = "runs"  # folder searched (recursively) for results.json
     out: str = "runs/results"  # output folder of the tables, CSVs, summary.json and figures
     setting: str = "distractors"  # Table 3 column for runs that recorded no normalised score: distractors / vanilla
+    # "paper": scores as the runs recorded them (return / paper Table 3's BC return); "bc_full": return / the mean
+    # return of this sweep's own BC-on-all-data runs of the same suite and environment (scripts/reproduce_small.sh)
+    normalize_by: str = "paper"
 
 
 @dataclass
@@ -330,6 +349,31 @@ def find_missing(runs: list[Run]) -> list[dict]:
     return missing
 
 
+def normalize_by_bc_full(runs: list[Run]) -> list[str]:
+    """Replaces every run's score by return / (mean return of the bc_full runs of its suite and env); returns the
+    problems (an environment without bc_full runs, or with a non-positive mean return, gets no scores)."""
+    refs = defaultdict(list)
+    for r in runs:
+        v = r.metrics.get(RETURN_KEY["bc_full"]) if r.method == "bc_full" else None
+        if v is not None and math.isfinite(v):
+            refs[(r.suite, r.env)].append(v)
+    problems = []
+    for key in sorted({(r.suite, r.env) for r in runs}):
+        ref = float(np.mean(refs[key])) if refs[key] else math.nan
+        if not ref > 0:
+            problems.append(
+                f"{key[0] or 'main'}/{key[1]}: no scores: normalising by BC on all data needs bc_full runs with a "
+                f"positive mean return; found {len(refs[key])} run(s), mean {ref:g}"
+            )
+        for r in runs:
+            if (r.suite, r.env) == key:
+                v = r.metrics.get(RETURN_KEY[r.method])
+                ok = v is not None and math.isfinite(v) and ref > 0
+                r.metrics[SCORE_KEY[r.method]] = v / ref if ok else None
+                r.metrics["normalizing_return"] = ref
+    return problems
+
+
 def summarize(runs: list[Run]) -> dict:
     """Every table of the report as lists of rows."""
     scores = aggregate(runs, lambda r: r.metrics.get(SCORE_KEY[r.method]))
@@ -388,13 +432,19 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
             )
 
 
-def markdown(summary: dict, runs_dir: str, num_runs: int, problems: list[str], unfinished: list[str]) -> str:
+def markdown(
+    summary: dict, runs_dir: str, num_runs: int, problems: list[str], unfinished: list[str], normalize_by: str = "paper"
+) -> str:
     consts = ", ".join(f"{e} {v['distractors']:g}" for e, v in NORMALIZING_RETURNS.items())
+    if normalize_by == "bc_full":
+        norm = "the mean return of this sweep's BC runs on all the data of the same environment (`BC (full data)`)"
+    else:
+        norm = f"return of BC on the full labeled dataset (paper Table 3, with distractors: {consts})"
     lines = [
         "# Results",
         "",
         f"From {num_runs} results.json under `{runs_dir}` (scripts/plot_results.py). Normalised score = return / "
-        f"return of BC on the full labeled dataset (paper Table 3, with distractors: {consts}). Cells: mean ± std "
+        f"{norm}. Cells: mean ± std "
         "over seeds (population std) and, in brackets, the number of seeds. `average`: mean over environments of the "
         "per-environment means; its std is over seeds of the per-seed average (seeds present in every environment); "
         "[k/n envs]: an average over only k of the n environments.",
@@ -421,12 +471,16 @@ def markdown(summary: dict, runs_dir: str, num_runs: int, problems: list[str], u
         lines += ["## Linear-probe MSE, latent action -> true action (Fig. 5 / 6)", ""]
         lines += [
             "LAPO and LAOM train one LAM per (env, seed) for every budget (budget `-`); LAOM+supervision one per "
-            "budget. `obs -> action`: probe from the observation embedding; `novel`: the action probe on the "
-            "evaluation set with novel distractors.",
+            "budget. The online probes (trained with Adam next to the LAM, as the paper): `latent -> action`, "
+            "`obs -> action` (from the observation embedding), `obs -> state`, `novel` (the action probe on the "
+            "evaluation set with novel distractors); `action variance`: the MSE of predicting the mean action, the "
+            "baseline of the online action probes. The closed-form ridge probe (src/probes.py): `ridge, held out` "
+            "on trajectories it was not fitted on, beside its `ridge baseline` (the fitted mean action on them), and "
+            "on the novel-distractor set. A probe at or above its baseline found nothing in the latents.",
             "",
         ]
-        lines += ["| suite | method | budget | env | latent -> action | obs -> action | obs -> state | novel |"]
-        lines += ["|---|---|---|---|---|---|---|---|"]
+        heads = " | ".join(PROBE_HEADERS[c] for c in PROBE_KEYS)
+        lines += [f"| suite | method | budget | env | {heads} |", "|---|---|---|---|" + "---|" * len(PROBE_KEYS)]
         other = {c: {_rkey(r): r for r in summary["probes"][c]} for c in PROBE_KEYS}
         for r in probe_rows:
             cells = [other[c].get(_rkey(r)) for c in PROBE_KEYS]
@@ -521,8 +575,9 @@ def plot_scores(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_bars(rows: list[dict], path: Path, ylabel: str, title: str) -> None:
-    """Fig. 5 / 6: one bar per (method, budget) with std over seeds, one panel per environment plus the average."""
+def plot_bars(rows: list[dict], path: Path, ylabel: str, title: str, baselines: dict | None = None) -> None:
+    """Fig. 5 / 6: one bar per (method, budget) with std over seeds, one panel per environment plus the average;
+    baselines: rows by _rkey, drawn as a black dash across their bar."""
     import matplotlib.pyplot as plt
 
     envs = sorted({r["env"] for r in rows if r["env"] != AVERAGE}) + [AVERAGE]
@@ -536,6 +591,9 @@ def plot_bars(rows: list[dict], path: Path, ylabel: str, title: str) -> None:
                 continue
             err = r["std"] if math.isfinite(r["std"]) else 0.0
             ax.bar(i, r["mean"], yerr=err, color=COLORS[key[0]], capsize=3)
+            b = (baselines or {}).get(_rkey(r))
+            if b is not None and math.isfinite(b["mean"]):
+                ax.hlines(b["mean"], i - 0.45, i + 0.45, colors="black", linestyles="--", lw=1.2)
         names = [LABELS[m] + ("" if b == "-" else f"\n{b} traj.") for m, b in bars]
         ax.set_xticks(range(len(bars)), names, rotation=60, ha="right", fontsize=7)
         ax.set_title("average over environments" if env == AVERAGE else env, fontsize=10)
@@ -569,20 +627,27 @@ def plot_novel(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs_dir: str | Path, out: str | Path, setting: str = "distractors") -> dict:
+def write_report(
+    runs_dir: str | Path, out: str | Path, setting: str = "distractors", normalize_by: str = "paper"
+) -> dict:
     """Reads every run under runs_dir and writes the tables, CSVs, summary.json and figures to out."""
     import matplotlib
 
     matplotlib.use("Agg")
     if setting not in ("distractors", "vanilla"):
         raise ValueError(f"--setting={setting!r}; expected 'distractors' or 'vanilla'")
+    if normalize_by not in ("paper", "bc_full"):
+        raise ValueError(f"--normalize_by={normalize_by!r}; expected 'paper' or 'bc_full'")
     runs, problems, unfinished = collect_runs(runs_dir, setting)
     if not runs:
         raise FileNotFoundError(f"no usable results.json under {runs_dir}" + "".join(f"\n  {p}" for p in problems))
+    if normalize_by == "bc_full":
+        problems += normalize_by_bc_full(runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
     summary.update(
+        normalize_by=normalize_by,
         runs_dir=str(runs_dir),
         num_runs=len(runs),
         left_out=problems,
@@ -601,7 +666,7 @@ def write_report(runs_dir: str | Path, out: str | Path, setting: str = "distract
         out / "probes.csv", probe_rows, ["suite", "method", "env", "budget", "metric", "mean", "std", "n", "seeds"]
     )
     _write_csv(out / "novel_distractors.csv", summary["novel_distractors"], score_cols[:8])
-    (out / "results.md").write_text(markdown(summary, str(runs_dir), len(runs), problems, unfinished))
+    (out / "results.md").write_text(markdown(summary, str(runs_dir), len(runs), problems, unfinished, normalize_by))
     (out / "summary.json").write_text(json.dumps(_no_nan(summary), indent=2, default=str))
     figures = []
     for suite in sorted({r.suite for r in runs}):
@@ -612,8 +677,16 @@ def write_report(runs_dir: str | Path, out: str | Path, setting: str = "distract
             figures.append(f"scores{sfx}.png")
         rows = [r for r in summary["probes"]["action_probe_mse"] if r["suite"] == suite]
         if rows:
-            plot_bars(rows, out / f"probe_mse{sfx}.png", "linear-probe MSE", "latent action -> true action probe")
+            base = {_rkey(r): r for r in summary["probes"]["action_variance"]}
+            title = "online linear probe, latent action -> true action (dash: predicting the mean action)"
+            plot_bars(rows, out / f"probe_mse{sfx}.png", "linear-probe MSE", title, base)
             figures.append(f"probe_mse{sfx}.png")
+        rows = [r for r in summary["probes"]["ridge_probe_mse"] if r["suite"] == suite]
+        if rows:
+            base = {_rkey(r): r for r in summary["probes"]["ridge_probe_baseline_mse"]}
+            title = "closed-form ridge probe on held-out trajectories (dash: predicting the mean action)"
+            plot_bars(rows, out / f"ridge_probe_mse{sfx}.png", "ridge-probe MSE", title, base)
+            figures.append(f"ridge_probe_mse{sfx}.png")
         rows = [r for r in summary["novel_distractors"] if r["suite"] == suite]
         if rows:
             plot_novel(rows, out / f"novel_distractors{sfx}.png")
@@ -634,4 +707,4 @@ def write_report(runs_dir: str | Path, out: str | Path, setting: str = "distract
 
 if __name__ == "__main__":
     cfg = pyrallis.parse(config_class=Config)
-    write_report(cfg.runs_dir, cfg.out, cfg.setting)
+    write_report(cfg.runs_dir, cfg.out, cfg.setting, cfg.normalize_by)

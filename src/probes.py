@@ -5,18 +5,19 @@ action, trained online with Adam next to the LAM. When the LAM trains for few up
 probe may not have converged, and its MSE then says more about the probe than about the latents. This probe needs no
 training: ridge regression, solved exactly on frozen latents.
 
-    metrics = ridge_probe(lam.label, data, frame_stack, batch_size, device, max_samples, l2, eval_data)
+    metrics = ridge_probe(lam.label, data, frame_stack, batch_size, device, max_samples, eval_data=eval_data)
 
 What it measures. Latents of consecutive frames (o_t, o_{t+1}) -> a_t: the latents latent BC imitates and the
-decoder decodes, without augmentation. The trajectories of the LAM's data are split: the last ones (a tenth, at
-least one) are held out; the probe is fitted on up to `max_samples` transitions of the others (a fixed random
-subset: the global random state is not touched) and its MSE is measured on up to `max_samples` transitions of the
-held-out ones. Each MSE comes with its baseline: the MSE of predicting the fitted mean action, i.e. the variance of
-the actions around it; a probe at or above its baseline has found nothing in the latents. With an evaluation set
-(novel distractors), the same fitted probe is also measured on it.
+decoder decodes, without augmentation. The trajectories of the LAM's data are split whole: the last tenth (at least
+one) is the held-out test set, the tenth before it (at least one) the validation set, the rest the fit set. Up to
+`max_samples` transitions of each (a fixed random subset: the global random state is not touched) go through the
+frozen LAM once; the probe is fitted on the fit set for each penalty of L2_GRID, the validation set picks one, and
+its MSE is measured on the test set. Each MSE comes with its baseline: the MSE of predicting the fitted mean action,
+i.e. the actions' spread around it; a probe at or above its baseline has found nothing in the latents. With an
+evaluation set (novel distractors), the same fitted probe is also measured on it.
 
-Ridge: W = (Cov(z) + l2 * mean(diag Cov(z)) * I)^-1 Cov(z, a), b = mean(a) - mean(z) W, in float64: the penalty is
-relative to the latents' scale, so one l2 fits every method.
+Ridge: W = (Cov(z) + l2 * mean(diag Cov(z)) * I)^-1 Cov(z, a), b = mean(a) - mean(z) W, in float64 from sums of
+z, a and their products (`Moments`): the penalty is relative to the latents' scale, so one grid fits every method.
 """
 
 from collections.abc import Callable
@@ -27,15 +28,20 @@ from src.data import TrajectoryData, normalize_obs
 from src.utils import autocast
 
 Labeler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (o_t, o_{t+1}) in [-1, 1] -> latent [B, Z]
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried; the validation trajectories choose
 
 
-def split_trajectories(data: TrajectoryData) -> tuple[list[int], list[int]]:
-    """(fit, held-out) trajectory numbers: the last tenth (at least one) held out. Needs two trajectories."""
+def split_trajectories(data: TrajectoryData) -> tuple[list[int], list[int], list[int]]:
+    """(fit, validation, held-out test) trajectory numbers: the last tenth (at least one) is the test set, the tenth
+    before it (at least one) chooses the ridge penalty, the rest fits. Needs three trajectories."""
     n = data.num_trajectories
-    if n < 2:
-        raise ValueError(f"{data.path}: the ridge probe holds out whole trajectories and needs at least 2; it has {n}")
-    n_test = max(1, n // 10)
-    return list(range(n - n_test)), list(range(n - n_test, n))
+    if n < 3:
+        raise ValueError(
+            f"{data.path}: the ridge probe holds out whole trajectories (fit / validation / test) and needs at "
+            f"least 3; it has {n}"
+        )
+    k = max(1, n // 10)
+    return list(range(n - 2 * k)), list(range(n - 2 * k, n - k)), list(range(n - k, n))
 
 
 def pair_indices(data: TrajectoryData, trajectories: list[int], max_samples: int, seed: int) -> torch.Tensor:
@@ -48,46 +54,52 @@ def pair_indices(data: TrajectoryData, trajectories: list[int], max_samples: int
     return idx.to(data.index_device)
 
 
-@torch.no_grad()
-def _latents(label: Labeler, data: TrajectoryData, idx: torch.Tensor, frame_stack: int, device) -> tuple:
-    b = data.batch(idx, frame_stack, next_obs=True)
-    with autocast(device):
-        z = label(normalize_obs(b["obs"]), normalize_obs(b["next_obs"]))
-    return z.double(), b["actions"].double()
-
-
-class RidgeFit:
-    """Sums of (z, a) over batches, then the ridge solution. Only sums: ranks of a distributed run can add theirs."""
+class Moments:
+    """Sums of z, a and their products over batches (float64): all a linear probe's fit and its squared error
+    need. Only sums, so batches (and the ranks of a distributed run) can simply add theirs."""
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
 
     def add(self, z: torch.Tensor, a: torch.Tensor) -> None:
         s = {"n": torch.tensor(float(len(z)), dtype=torch.float64, device=z.device), "z": z.sum(0), "a": a.sum(0)}
-        s |= {"zz": z.T @ z, "za": z.T @ a}
+        s |= {"zz": z.T @ z, "za": z.T @ a, "aa": (a * a).sum(0)}
         self.sums = s if not self.sums else {k: self.sums[k] + v for k, v in s.items()}
 
-    def solve(self, l2: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(W [Z, A], b [A], mean action [A])."""
+    @torch.no_grad()
+    def collect(self, label: "Labeler", data: TrajectoryData, idx, frame_stack, batch_size, device) -> "Moments":
+        for chunk in idx.split(batch_size):
+            b = data.batch(chunk, frame_stack, next_obs=True)
+            with autocast(device):
+                z = label(normalize_obs(b["obs"]), normalize_obs(b["next_obs"]))
+            self.add(z.double(), b["actions"].double())
+        return self
+
+    def mean_action(self) -> torch.Tensor:
+        return self.sums["a"] / self.sums["n"]
+
+    def mse(self, w: torch.Tensor, b: torch.Tensor) -> float:
+        """Mean over samples and action dimensions of (a - z W - b)^2, from the sums alone."""
         s = self.sums
-        n = s["n"]
-        mz, ma = s["z"] / n, s["a"] / n
-        czz = s["zz"] / n - torch.outer(mz, mz)
-        cza = s["za"] / n - torch.outer(mz, ma)
-        ridge = l2 * czz.diagonal().mean().clamp_min(1e-12)
-        w = torch.linalg.solve(czz + ridge * torch.eye(len(czz), dtype=czz.dtype, device=czz.device), cza)
-        return w, ma - mz @ w, ma
+        sq = s["aa"].sum() - 2 * (w * s["za"]).sum() - 2 * b @ s["a"] + (w * (s["zz"] @ w)).sum()
+        sq = sq + 2 * b @ (w.T @ s["z"]) + s["n"] * b @ b
+        return (sq.clamp_min(0) / (s["n"] * len(b))).item()
 
-
-@torch.no_grad()
-def _test(label, data, idx, frame_stack, batch_size, device, w, b, mean_a) -> tuple[float, float]:
-    err = base = torch.zeros((), dtype=torch.float64, device=w.device)
-    for chunk in idx.split(batch_size):
-        z, a = _latents(label, data, chunk, frame_stack, device)
-        err = err + (a - (z @ w + b)).square().sum()
-        base = base + (a - mean_a).square().sum()
-    count = len(idx) * w.shape[1]
-    return (err / count).item(), (base / count).item()
+    def ridge_path(self, l2s: list[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(W [Z, A], b [A]) for each relative penalty: W = (Cov(z) + l2 * mean(diag Cov(z)) I)^-1 Cov(z, a),
+        b = mean(a) - mean(z) W. One eigendecomposition serves every penalty."""
+        s = self.sums
+        mz, ma = s["z"] / s["n"], s["a"] / s["n"]
+        czz = s["zz"] / s["n"] - torch.outer(mz, mz)
+        cza = s["za"] / s["n"] - torch.outer(mz, ma)
+        evals, evecs = torch.linalg.eigh(czz)
+        proj = evecs.T @ cza
+        scale = czz.diagonal().mean().clamp_min(1e-12)
+        out = []
+        for l2 in l2s:
+            w = evecs @ (proj / (evals.clamp_min(0) + l2 * scale)[:, None])
+            out.append((w, ma - mz @ w))
+        return out
 
 
 @torch.no_grad()
@@ -98,29 +110,40 @@ def ridge_probe(
     batch_size: int,
     device,
     max_samples: int,
-    l2: float,
+    l2s: tuple[float, ...] = L2_GRID,
     eval_data: TrajectoryData | None = None,
     prefix: str = "lapo",
 ) -> dict[str, float]:
     """The probe's metrics: `<prefix>/ridge_probe_mse` and `<prefix>/ridge_probe_baseline_mse` on the held-out
-    trajectories, the same two on `eval_data` (`eval_ridge_probe_...`) when given, the numbers of transitions, and
-    `<prefix>/action_variance` (mean over action dimensions of the data's action variance: the online probe's
-    baseline)."""
-    fit_traj, test_traj = split_trajectories(data)
+    trajectories, the same two on `eval_data` (`eval_ridge_probe_...`) when given, the penalty chosen, the numbers
+    of transitions, and `<prefix>/action_variance` (mean over action dimensions of the data's action variance: the
+    online probe's baseline)."""
+    fit_traj, val_traj, test_traj = split_trajectories(data)
+    args = (frame_stack, batch_size, device)
     fit_idx = pair_indices(data, fit_traj, max_samples, seed=0)
-    test_idx = pair_indices(data, test_traj, max_samples, seed=1)
-    fit = RidgeFit()
-    for chunk in fit_idx.split(batch_size):
-        fit.add(*_latents(label, data, chunk, frame_stack, device))
-    w, b, mean_a = fit.solve(l2)
-    mse, base = _test(label, data, test_idx, frame_stack, batch_size, device, w, b, mean_a)
-    out = {f"{prefix}/ridge_probe_mse": mse, f"{prefix}/ridge_probe_baseline_mse": base}
+    fit = Moments().collect(label, data, fit_idx, *args)
+    val = Moments().collect(label, data, pair_indices(data, val_traj, max_samples // 4 or 1, seed=1), *args)
+    test_idx = pair_indices(data, test_traj, max_samples, seed=2)
+    test = Moments().collect(label, data, test_idx, *args)
+    path = fit.ridge_path(list(l2s))
+    best = min(range(len(l2s)), key=lambda i: val.mse(*path[i]))
+    w, b = path[best]
+    mean_a = fit.mean_action()
+    no_latent = torch.zeros_like(w)  # the baseline: always the fitted mean action
+    out = {
+        f"{prefix}/ridge_probe_mse": test.mse(w, b),
+        f"{prefix}/ridge_probe_baseline_mse": test.mse(no_latent, mean_a),
+    }
+    out[f"{prefix}/ridge_probe_l2"] = l2s[best]
     out[f"{prefix}/ridge_probe_fit_transitions"] = len(fit_idx)
     out[f"{prefix}/ridge_probe_test_transitions"] = len(test_idx)
     # The online probe's baseline: the variance of the actions it is trained on (all of the LAM's data).
     out[f"{prefix}/action_variance"] = data.actions.double().var(0, unbiased=False).mean().item()
     if eval_data is not None:
-        eval_idx = pair_indices(eval_data, list(range(eval_data.num_trajectories)), max_samples, seed=2)
-        mse, base = _test(label, eval_data, eval_idx, frame_stack, batch_size, device, w, b, mean_a)
-        out |= {f"{prefix}/eval_ridge_probe_mse": mse, f"{prefix}/eval_ridge_probe_baseline_mse": base}
+        eval_idx = pair_indices(eval_data, list(range(eval_data.num_trajectories)), max_samples, seed=3)
+        ev = Moments().collect(label, eval_data, eval_idx, *args)
+        out |= {
+            f"{prefix}/eval_ridge_probe_mse": ev.mse(w, b),
+            f"{prefix}/eval_ridge_probe_baseline_mse": ev.mse(no_latent, mean_a),
+        }
     return out

@@ -5,34 +5,40 @@ import pytest
 import torch
 
 from src.data import load_dataset
-from src.probes import RidgeFit, pair_indices, ridge_probe, split_trajectories
+from src.probes import Moments, pair_indices, ridge_probe, split_trajectories
 
 EXAMPLE = "data/example-data.hdf5"
 
 
-def test_ridge_solution_matches_least_squares_with_intercept():
+def test_ridge_solution_and_its_error_from_sums_match_least_squares_with_intercept():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(500, 7)) * np.array([1, 2, 3, 0.5, 1, 1, 4]) + 3.0
     w_true, b_true = rng.normal(size=(7, 2)), np.array([1.5, -2.0])
-    a = z @ w_true + b_true + 0.01 * rng.normal(size=(500, 2))
-    fit = RidgeFit()
+    a = z @ w_true + b_true + 0.1 * rng.normal(size=(500, 2))
+    fit = Moments()
     for part in np.array_split(np.arange(500), 3):  # sums over batches = one fit over all
         fit.add(torch.tensor(z[part]), torch.tensor(a[part]))
-    w, b, mean_a = fit.solve(l2=0.0)
+    (w, b), (w_ridge, _) = fit.ridge_path([0.0, 10.0])
     x = np.hstack([z, np.ones((500, 1))])
     sol = np.linalg.lstsq(x, a, rcond=None)[0]
     np.testing.assert_allclose(w.numpy(), sol[:7], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(b.numpy(), sol[7], rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(mean_a.numpy(), a.mean(0))
-    # The penalty shrinks the weights towards zero.
-    w_ridge, _, _ = fit.solve(l2=10.0)
-    assert w_ridge.norm() < 0.5 * w.norm()
+    np.testing.assert_allclose(fit.mean_action().numpy(), a.mean(0))
+    assert w_ridge.norm() < 0.5 * w.norm()  # the penalty shrinks the weights towards zero
+    # The squared error computed from the sums equals the one computed from the samples, for any (W, b).
+    z2, a2 = rng.normal(size=(300, 7)), rng.normal(size=(300, 2)) * 3
+    test = Moments()
+    test.add(torch.tensor(z2), torch.tensor(a2))
+    for ww, bb in ((w, b), (w_ridge, b * 0 + 1), (torch.zeros_like(w), torch.tensor(a2.mean(0)))):
+        direct = ((a2 - z2 @ ww.numpy() - bb.numpy()) ** 2).mean()
+        assert test.mse(ww, bb) == pytest.approx(direct, rel=1e-9)
 
 
 def test_split_holds_out_whole_trajectories_and_subsamples_without_touching_the_global_rng():
     data = load_dataset(EXAMPLE, "cpu", 3, load_states=False)
-    fit, test = split_trajectories(data)
-    assert test == [data.num_trajectories - 1] and fit == list(range(data.num_trajectories - 1))
+    fit, val, test = split_trajectories(data)
+    n = data.num_trajectories
+    assert test == [n - 1] and val == [n - 2] and fit == list(range(n - 2))
     state = torch.get_rng_state()
     idx = pair_indices(data, fit, max_samples=50, seed=0)
     assert torch.equal(state, torch.get_rng_state())
@@ -65,8 +71,8 @@ def test_probe_finds_actions_in_a_latent_that_holds_them_and_nothing_in_noise():
 
     data.batch = batch
     try:
-        good = ridge_probe(oracle, data, 3, 64, torch.device("cpu"), 2000, 1e-6)
-        bad = ridge_probe(noise, data, 3, 64, torch.device("cpu"), 2000, 1e-3)
+        good = ridge_probe(oracle, data, 3, 64, torch.device("cpu"), 2000)
+        bad = ridge_probe(noise, data, 3, 64, torch.device("cpu"), 2000)
     finally:
         del data.batch
     assert good["lapo/ridge_probe_mse"] < 1e-4 * good["lapo/ridge_probe_baseline_mse"]
@@ -74,7 +80,7 @@ def test_probe_finds_actions_in_a_latent_that_holds_them_and_nothing_in_noise():
     assert good["lapo/action_variance"] == pytest.approx(data.actions.double().var(0, unbiased=False).mean().item())
 
 
-def test_one_trajectory_is_refused_with_the_file_name(tmp_path):
-    data = load_dataset(EXAMPLE, "cpu", 3, load_states=False, max_trajectories=1)
-    with pytest.raises(ValueError, match="example-data.hdf5.*at least 2"):
+def test_two_trajectories_are_refused_with_the_file_name(tmp_path):
+    data = load_dataset(EXAMPLE, "cpu", 3, load_states=False, max_trajectories=2)
+    with pytest.raises(ValueError, match="example-data.hdf5.*at least 3; it has 2"):
         split_trajectories(data)
