@@ -466,7 +466,10 @@ def markdown(
                 vals = [cells.get((method, b)) for b in budgets]
                 lines.append("| " + " | ".join([LABELS[method]] + [_cell(v, num_envs) for v in vals]) + " |")
             lines.append("")
-    probe_rows = summary["probes"]["action_probe_mse"]
+    probe_rows = {}  # one line per (suite, method, env, budget) that has any probe, in the aggregate's order
+    for column in PROBE_KEYS:
+        for r in summary["probes"][column]:
+            probe_rows.setdefault(_rkey(r), r)
     if probe_rows:
         lines += ["## Linear-probe MSE, latent action -> true action (Fig. 5 / 6)", ""]
         lines += [
@@ -482,8 +485,11 @@ def markdown(
         heads = " | ".join(PROBE_HEADERS[c] for c in PROBE_KEYS)
         lines += [f"| suite | method | budget | env | {heads} |", "|---|---|---|---|" + "---|" * len(PROBE_KEYS)]
         other = {c: {_rkey(r): r for r in summary["probes"][c]} for c in PROBE_KEYS}
-        for r in probe_rows:
-            cells = [other[c].get(_rkey(r)) for c in PROBE_KEYS]
+        for key in sorted(
+            probe_rows, key=lambda k: (k[0], METHODS.index(k[1]), _budget_key(k[3]), k[2] == AVERAGE, k[2])
+        ):
+            r = probe_rows[key]
+            cells = [other[c].get(key) for c in PROBE_KEYS]
             fmt = [_fmt(c["mean"], c["std"], c["n"], 4) if c else "–" for c in cells]
             lines.append(
                 f"| {r['suite'] or 'main'} | {LABELS[r['method']]} | {r['budget']} | {r['env']} | "

@@ -180,6 +180,33 @@ def test_report_values(tmp_path):
     assert json.loads((out / "summary.json").read_text())["num_runs"] == len(summary["runs"])
 
 
+def test_report_normalised_by_the_sweeps_own_bc_on_all_data(tmp_path):
+    """--normalize_by=bc_full: every score is return / mean return of the bc_full runs of its env; an env
+    without bc_full runs gets no scores and says why; ridge-probe columns and their figure come with it."""
+    runs = tmp_path / "runs"
+    for seed, ret in enumerate([100.0, 300.0]):
+        _write_run(runs, "bc_full", "cheetah-run", "full", seed, {"bc/eval_returns_mean": ret})
+    for seed, ret in enumerate([50.0, 150.0]):
+        probes = {"lapo/ridge_probe_mse": 2.0 + seed, "lapo/ridge_probe_baseline_mse": 10.0}
+        metrics = {"decoder/eval_returns_mean": ret, "decoder/normalized_score": 0.9, **probes}
+        _write_run(runs, "laom", "cheetah-run", 2, seed, metrics)
+        _write_run(runs, "bc", "walker-run", 2, seed, {"bc/eval_returns_mean": ret})
+    out = tmp_path / "out"
+    summary = write_report(runs, out, normalize_by="bc_full")
+    rows = {(r["method"], r["env"], r["budget"]): r for r in summary["scores"]}
+    assert rows[("bc_full", "cheetah-run", "full")]["mean"] == pytest.approx(1.0)
+    assert rows[("laom", "cheetah-run", 2)]["mean"] == pytest.approx(np.mean([50 / 200, 150 / 200]))
+    assert ("bc", "walker-run", 2) not in rows  # no bc_full for walker-run: no score
+    assert any("walker-run: no scores" in p for p in summary["left_out"])
+    ridge = [r for r in summary["probes"]["ridge_probe_mse"] if r["env"] == "cheetah-run"]
+    assert ridge[0]["mean"] == pytest.approx(2.5)
+    md = (out / "results.md").read_text()
+    assert "this sweep's BC runs on all the data" in md and "ridge, held out" in md
+    assert (out / "ridge_probe_mse.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="normalize_by='bogus'"):
+        write_report(runs, out, normalize_by="bogus")
+
+
 def test_report_cli(tmp_path):
     _write_run(tmp_path / "runs", "bc", "walker-run", 8, 0, {"bc/normalized_score": 0.25})
     subprocess.run(
