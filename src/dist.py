@@ -15,6 +15,8 @@ What a distributed run does (README, "Several GPUs"):
 
 import datetime
 import os
+import signal
+import sys
 
 import torch
 import torch.distributed as tdist
@@ -44,6 +46,7 @@ def init(device_name: str = "auto") -> torch.device:
         device = torch.device("cuda", local)
     else:
         device = torch.device("cpu")
+    signal.signal(signal.SIGTERM, _stopped)
     if not tdist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         # A rank that waits longer than this for the others (a lost node) fails with an error instead of hanging.
@@ -183,6 +186,28 @@ def lost_peer(error: BaseException) -> bool:
     lost, or it stopped answering within the timeout)."""
     text = str(error).lower()
     return isinstance(error, DistBackendError) or any(k in text for k in _LOST)
+
+
+def tell_stopped(reason: str) -> None:
+    """Says once, on stderr, why this rank stops and how to go on (the same command resumes)."""
+    if _state.get("stopping"):
+        return
+    _state["stopping"] = True
+    print(
+        f"\nrank {rank()} of {world_size()}: {reason}. The last checkpoint of each stage is kept; run the same "
+        "command (with any number of ranks) to resume",
+        file=sys.stderr,
+    )
+
+
+def _stopped(signum, frame) -> None:
+    """SIGTERM from torchrun (a rank failed or a node was lost, and the launcher ends the others) or from the job
+    system: one line saying how to go on, then exit (a checkpoint being written is removed, never left truncated).
+    A rank that is already stopping ignores it."""
+    if _state.get("stopping"):
+        return
+    tell_stopped("stopped by SIGTERM (another rank of this run failed, its node was lost, or the job was cancelled)")
+    raise SystemExit(128 + signum)
 
 
 def finish() -> None:

@@ -524,12 +524,8 @@ def main(train) -> None:
     except (RuntimeError, dist.DistBackendError) as e:
         if not dist.active() or not dist.lost_peer(e):
             raise
-        print(
-            f"\nrank {dist.rank()} of {dist.world_size()}: lost contact with another rank of this distributed run "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). The last checkpoint of each stage is kept; run "
-            "the same command (with any number of ranks) to resume",
-            file=sys.stderr,
-        )
+        first_line = str(e).splitlines()[0][:200] if str(e) else ""
+        dist.tell_stopped(f"lost contact with another rank of this run ({type(e).__name__}: {first_line})")
         sys.exit(1)
     dist.finish()
 

@@ -140,6 +140,7 @@ def test_lost_rank_fails_and_the_run_resumes_on_another_number_of_ranks(tmp_path
     os.kill(_worker_pids(proc.pid)[1], signal.SIGKILL)  # rank 1 dies
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
+    assert "rank 0 of 2: " in err and "run the same command (with any number of ranks) to resume" in err
     assert not (tmp_path / "results.json").exists()
     saved = torch.load(tmp_path / "bc.pt", weights_only=False)
     assert not saved["done"] and len(saved["rng"]) == 2  # every rank's RNG state
