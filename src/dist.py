@@ -11,8 +11,15 @@ What a distributed run does (README, "Several GPUs"):
   so every rank takes the optimizer step one process would take on the union of the ranks' batches;
 - stage networks start from rank 0's parameters (`broadcast_modules`); only rank 0 writes checkpoints,
   results.json and wandb.
+
+Why not the DistributedDataParallel wrapper: DDP synchronises gradients only for computations that go through the
+wrapped module's forward(), while the method scripts call their networks' own methods (`lam.latent_action`,
+`lam.predict_next`, `lam.encode` with the EMA target, `lam.label`), several per update. Averaging the gradients
+after backward, in one flat all-reduce per dtype, gives the same step without restructuring a method's loop; what
+it gives up is DDP's overlap of the all-reduce with the backward pass.
 """
 
+import dataclasses
 import datetime
 import os
 import signal
@@ -79,7 +86,7 @@ def barrier() -> None:
         tdist.barrier()
 
 
-def local_batch(global_batch: int, what: str = "a batch size") -> int:
+def local_batch(global_batch: int, what: str = "the batch size") -> int:
     """This rank's share of a global batch: global_batch / world_size, which must divide exactly (the runs of 1 and
     of N processes then average their gradients over the same number of samples)."""
     n = _state["world_size"]
@@ -97,8 +104,6 @@ BATCH_FIELDS = ("batch_size", "labeled_batch_size")
 
 def check_batches(config) -> None:
     """Every batch size of a config (any section) divides over the ranks: refused at start, naming the field."""
-    import dataclasses
-
     sections = [("", config)] + [
         (f"{f.name}.", getattr(config, f.name))
         for f in dataclasses.fields(config)
