@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from src import dist
 from src.augs import Augmenter
 from src.data import Shapes, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
@@ -86,7 +87,7 @@ def train_bc(run: Run) -> Actor:
     valid = data.valid_indices(0)
     actor = build_models(cfg, data.shapes)["actor"].to(run.device)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
-    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.total_updates if c.total_updates is not None else c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule, c.cooldown_ratio)
     objects = {"actor": actor, "optim": optim, "sched": sched}
@@ -103,6 +104,7 @@ def train_bc(run: Run) -> Actor:
         loss = F.mse_loss(pred.float(), batch["actions"])
         optim.zero_grad(set_to_none=True)
         loss.backward()
+        dist.average_gradients(actor)  # the gradient over the global batch (all ranks)
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
         optim.step()

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from src import dist
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
@@ -156,7 +157,7 @@ def eval_action_mse(idm: IDM, data: TrajectoryData, frame_stack: int, batch_size
             pred = idm(normalize_obs(batch["obs"]), normalize_obs(batch["next_obs"]))
         total += F.mse_loss(pred.float(), batch["actions"], reduction="sum")
     idm.train(was_training)
-    return total.item() / len(valid)
+    return dist.global_mean(total.double(), len(valid)).item()  # over every rank's share
 
 
 # ---------------------------------------------------------------- stage 1: inverse dynamics model
@@ -184,7 +185,7 @@ def train_idm(run: Run) -> IDM:
     valid = data.valid_indices(c.future_obs_offset)
     idm = build_models(cfg, data.shapes, "idm")["idm"].to(device)
     optim = make_optimizer(idm, "adam", c.learning_rate, c.weight_decay)
-    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.total_updates
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"idm": idm, "optim": optim, "sched": sched}
@@ -199,6 +200,7 @@ def train_idm(run: Run) -> IDM:
         loss = F.mse_loss(pred.float(), batch["actions"])
         optim.zero_grad(set_to_none=True)
         loss.backward()
+        dist.average_gradients(idm)  # the gradient over the global batch (all ranks)
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(idm.parameters(), c.grad_norm)
         optim.step()
@@ -239,7 +241,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
     valid = data.valid_indices(1)
     actor = build_models(cfg, data.shapes, "actor")["actor"].to(device)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
-    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "optim": optim, "sched": sched}
@@ -255,6 +257,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
         loss = F.mse_loss(pred.float(), target)
         optim.zero_grad(set_to_none=True)
         loss.backward()
+        dist.average_gradients(actor)  # the gradient over the global batch (all ranks)
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
         optim.step()

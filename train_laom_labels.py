@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from src import dist
 from src.augs import Augmenter
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset
@@ -273,7 +274,7 @@ def eval_action_mse(lam: LAOMLabels, data: TrajectoryData, c: LAOMLabelsConfig, 
             pred = lam.action_head(z)  # [B, A]
         total += F.mse_loss(pred.float(), b["actions"], reduction="sum")
     lam.train(was_training)
-    return total / len(valid)
+    return dist.global_mean(total, len(valid))  # over every rank's share
 
 
 def train_lam(run: Run) -> LAOMLabels:
@@ -312,7 +313,7 @@ def train_lam(run: Run) -> LAOMLabels:
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
     probe_optim = make_optimizer(probes, "adam", c.learning_rate)
-    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"lam": lam, "probes": probes, "optim": optim, "probe_optim": probe_optim, "sched": sched}
@@ -360,6 +361,7 @@ def train_lam(run: Run) -> LAOMLabels:
         optim.zero_grad(set_to_none=True)
         probe_optim.zero_grad(set_to_none=True)
         (loss + sum(probe_losses.values())).backward()  # the probes' inputs are detached
+        dist.average_gradients(lam, probes)  # the gradient over the global batch (all ranks)
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(lam.parameters(), c.grad_norm)
         optim.step()
@@ -405,7 +407,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     debug_optim = make_optimizer(debug_head, "adamw", c.learning_rate)
-    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "debug_optim": debug_optim, "sched": sched}
@@ -433,6 +435,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
         optim.zero_grad(set_to_none=True)
         debug_optim.zero_grad(set_to_none=True)
         (loss + debug_loss).backward()
+        dist.average_gradients(actor, debug_head)  # the gradient over the global batch (all ranks)
         optim.step()
         debug_optim.step()
         sched.step()
@@ -477,7 +480,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
-    batches_per_epoch = num_batches(len(valid), c.batch_size, drop_last=False)  # the last partial batch is kept
+    batches_per_epoch = num_batches(dist.total(len(valid)), c.batch_size, drop_last=False)  # last partial one kept
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
@@ -496,6 +499,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         loss = F.mse_loss(pred.float(), b["actions"])
         optim.zero_grad(set_to_none=True)
         loss.backward()
+        dist.average_gradients(decoder)  # the gradient over the global batch (all ranks)
         optim.step()
         sched.step()
         stage.log(step, loss, mse_loss=loss)

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from src import dist
 from src.augs import Augmenter
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset
@@ -307,7 +308,7 @@ def eval_action_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, c: 
         with autocast(device):
             z = lam.label(normalize_obs(b["obs"]), normalize_obs(b["next_obs"]))  # [B, Z]
         total += F.mse_loss(probe(z.float()), b["actions"], reduction="sum") / b["actions"].shape[1]
-    return (total / len(valid)).item()
+    return dist.global_mean(total, len(valid)).item()  # over every rank's share
 
 
 def train_lam(run: Run) -> LAPO:
@@ -326,7 +327,7 @@ def train_lam(run: Run) -> LAPO:
     lam, probe = models["lam"].to(device), models["probe"].to(device)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     probe_optim = make_optimizer(probe, "adam", c.learning_rate)
-    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"lam": lam, "probe": probe, "optim": optim, "probe_optim": probe_optim, "sched": sched}
@@ -353,6 +354,7 @@ def train_lam(run: Run) -> LAPO:
         loss = mse_loss + quant_loss  # quant_loss: VQ's commitment loss, 0 without VQ
         optim.zero_grad(set_to_none=True)
         loss.backward()
+        dist.average_gradients(lam)  # the gradient over the global batch (all ranks)
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(lam.parameters(), c.grad_norm)
         optim.step()
@@ -363,6 +365,7 @@ def train_lam(run: Run) -> LAPO:
         probe_loss = F.mse_loss(pred_action.float(), batch["actions"])
         probe_optim.zero_grad(set_to_none=True)
         probe_loss.backward()
+        dist.average_gradients(probe)
         probe_optim.step()
         latent_std = latent_action.detach().float().std(0).mean()
         stage.log(step, loss, mse_loss=mse_loss, quantizer_loss=quant_loss, action_probe_mse_loss=probe_loss,
@@ -409,7 +412,7 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     debug_optim = make_optimizer(debug_head, "adamw", c.learning_rate)
-    batches_per_epoch = max(1, len(valid) // c.batch_size)
+    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "debug_optim": debug_optim, "sched": sched}
@@ -437,6 +440,7 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
         optim.zero_grad(set_to_none=True)
         debug_optim.zero_grad(set_to_none=True)
         (loss + debug_loss).backward()
+        dist.average_gradients(actor, debug_head)  # the gradient over the global batch (all ranks)
         optim.step()
         debug_optim.step()
         sched.step()
@@ -481,7 +485,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
-    batches_per_epoch = num_batches(len(valid), c.batch_size, drop_last=False)  # the last partial batch is kept
+    batches_per_epoch = num_batches(dist.total(len(valid)), c.batch_size, drop_last=False)  # last partial one kept
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
@@ -500,6 +504,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         loss = F.mse_loss(pred.float(), b["actions"])
         optim.zero_grad(set_to_none=True)
         loss.backward()
+        dist.average_gradients(decoder)  # the gradient over the global batch (all ranks)
         optim.step()
         sched.step()
         stage.log(step, loss, mse_loss=loss)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from src import dist
+
 # Root attributes the methods need to rebuild the evaluation environment and to check shapes.
 REQUIRED_ROOT_ATTRS = ("domain_name", "task_name", "difficulty", "dynamic", "img_hw")
 
@@ -51,7 +53,8 @@ class TrajectoryData:
         first use: a stage that is skipped (its checkpoint reused) never reads the frames;
     actions: float32 [N, A] and states: float32 [N, S] on `device` (None when not loaded);
     start_of: int64 [N], the global index of the first frame of each frame's trajectory (on the index device);
-    traj_starts / traj_lens: int64 [num_traj] (host).
+    traj_starts / traj_lens: int64 [num_traj] (host);
+    keys: the file's trajectory groups held here, in order (in a distributed run, this rank's share: src/dist.py).
     """
 
     path: str
@@ -65,6 +68,7 @@ class TrajectoryData:
     traj_lens: torch.Tensor
     attrs: dict
     device: torch.device
+    keys: list[str] = field(default_factory=list)
     _pinned: list = field(default_factory=list, repr=False)
     _events: list = field(default_factory=list, repr=False)
     _next_buffer: int = field(default=0, repr=False)
@@ -176,13 +180,18 @@ class TrajectoryData:
 
     def epoch(self, valid: torch.Tensor, batch_size: int, drop_last: bool = True) -> Iterator[torch.Tensor]:
         """Shuffled batches of indices from `valid`, without replacement. drop_last: the last partial batch is
-        dropped (unless the data holds less than one batch); otherwise it is the epoch's last, smaller batch."""
+        dropped (unless the data holds less than one batch); otherwise it is the epoch's last, smaller batch.
+        batch_size is the global batch: in a distributed run each rank draws batch_size / world_size from its share
+        of the trajectories (and its epochs run over that share)."""
+        batch_size = dist.local_batch(batch_size)
         perm = valid[torch.randperm(len(valid), device=valid.device)]
         for i in range(num_batches(len(valid), batch_size, drop_last)):
             yield perm[i * batch_size : (i + 1) * batch_size]
 
     def sample(self, valid: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """batch_size indices drawn uniformly from `valid`, with replacement."""
+        """batch_size indices drawn uniformly from `valid`, with replacement (in a distributed run, batch_size /
+        world_size from this rank's share: batch_size is the global batch)."""
+        batch_size = dist.local_batch(batch_size)
         return valid[torch.randint(0, len(valid), (batch_size,), device=valid.device)]
 
 
@@ -291,6 +300,9 @@ def load_dataset(
     Every trajectory must hold at least frame_stack + min_offset steps (the largest offset the caller samples).
     A file is read once per process (stages that share a path share its frames): a later call with the same
     path, device and trajectory limit reuses the first, provided it loaded at least the arrays now asked for.
+    In a distributed run (src/dist.py) this rank reads only its share of the (first max_trajectories)
+    trajectories: those of position i with i % world_size == rank; a file with fewer trajectories than ranks is
+    refused.
     """
     device = torch.device(device)
     key = (str(Path(path).resolve()), str(device), max_trajectories)
@@ -310,7 +322,7 @@ def load_dataset(
     if message:
         warnings.warn(message, stacklevel=2)
     with h5py.File(path, "r") as f:
-        keys = _trajectory_keys(f, path)[:max_trajectories]
+        keys = shard(_trajectory_keys(f, path)[:max_trajectories], path)
         needed = ["obs"] + (["actions"] if load_actions else []) + (["states"] if load_states else [])
         lens = []
         for k in keys:
@@ -352,7 +364,9 @@ def load_dataset(
         staging = torch.empty((max(lens), *hw), dtype=torch.uint8, pin_memory=fdev.type == "cuda")
         start = 0
         with h5py.File(path, "r") as f:
-            for k, n in zip(tqdm(keys, desc=desc or f"loading {path}", leave=False), lens, strict=True):
+            for k, n in zip(
+                tqdm(keys, desc=desc or f"loading {path}", leave=False, disable=not dist.is_main()), lens, strict=True
+            ):
                 f[k]["obs"].read_direct(staging[:n].numpy())
                 frames[start : start + n].copy_(staging[:n].permute(0, 3, 1, 2))  # [T, H, W, 3] -> [T, 3, H, W]
                 start += n
@@ -373,9 +387,21 @@ def load_dataset(
         traj_lens=lens_t,
         attrs=attrs,
         device=device,
+        keys=keys,
     )
     _CACHE[key] = data
     return data
+
+
+def shard(keys: list[str], path: str) -> list[str]:
+    """This rank's trajectories: those at positions i with i % world_size == rank (all of them in one process)."""
+    n, r = dist.world_size(), dist.rank()
+    if len(keys) < n:
+        raise DatasetError(
+            f"{path}: {len(keys)} trajectories for {n} ranks; a distributed run gives every rank at least one "
+            f"trajectory of each dataset. Use at most {len(keys)} ranks (or a larger dataset / max_trajectories)"
+        )
+    return keys[r::n]
 
 
 def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str = "labeled") -> None:
@@ -398,14 +424,13 @@ def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
 
     Masks file layout: the same trajectory groups as the dataset ("0", "1", ...), each with `masks` uint8
     [T, H, W] (255 = foreground, 0 = background), and root attributes `source_file`, `method` ("depth" or "true")
-    and the method's parameters. The masks of the trajectories `data` holds (the first `data.num_trajectories`
-    groups of its file, in the same order) are read; every group must have the shape of the dataset's frames.
+    and the method's parameters. The masks of the trajectories `data` holds (`data.keys`, in the same order: in a
+    distributed run this rank's share) are read; every group must have the shape of the dataset's frames.
     Gather stacked masks for sampled indices with `stacked_masks`.
     """
     if not Path(path).exists():
         raise FileNotFoundError(f"masks file not found: {path}")
-    with h5py.File(data.path, "r") as f:
-        keys = _trajectory_keys(f, data.path)[: data.num_trajectories]
+    keys = data.keys
     _, _, h, w = data.frames_shape
     try:
         f = h5py.File(path, "r")

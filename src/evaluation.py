@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from src import dist
 from src.data import env_obs_to_tensor
 
 # Returns of BC trained on the full labeled dataset (paper, Table 3): the normalising constants. One row per
@@ -100,21 +101,42 @@ def evaluate(
 
     policy: uint8 observations [N, 3k, H, W] on `device` -> actions [N, A] (any float dtype, any device); it runs
     with autocast disabled (fp32), as the released code evaluates.
+    In a distributed run (src/dist.py) rank r runs the episodes i with i % world_size == r and every rank gets all
+    the returns, in episode order.
     Returns {"returns": [...], "mean": float, "std": float}.
     """
     if num_episodes <= 0:
         return {"returns": [], "mean": None, "std": None}
+    episodes = list(range(dist.rank(), num_episodes, dist.world_size()))  # this rank's share
+    mine = _rollouts(policy, env_kwargs, episodes, seed, num_envs, torch.device(device), desc) if episodes else []
+    returns = [0.0] * num_episodes
+    for r, share in enumerate(dist.gather_objects(mine)):
+        returns[r :: dist.world_size()] = share
+    return {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns))}
+
+
+def _rollouts(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    env_kwargs: dict,
+    episodes: list[int],
+    seed: int,
+    num_envs: int,
+    device: torch.device,
+    desc: str,
+) -> list[float]:
+    """The returns of the given episodes (episode i seeded with seed + i), num_envs at a time."""
     from src.envs import make_vec_env
 
-    device = torch.device(device)
-    num_envs = max(1, min(num_envs, num_episodes))
+    num_envs = max(1, min(num_envs, len(episodes)))
     envs = make_vec_env(env_kwargs, num_envs=num_envs, seed=seed, asynchronous=num_envs > 1)
     returns = []
     try:
-        bar = tqdm(total=num_episodes, desc=desc, leave=False)
-        for first in range(0, num_episodes, num_envs):
-            n = min(num_envs, num_episodes - first)
-            obs, _ = envs.reset(seed=[seed + first + i for i in range(num_envs)])
+        bar = tqdm(total=len(episodes), desc=desc, leave=False, disable=not dist.is_main())
+        for first in range(0, len(episodes), num_envs):
+            chunk = episodes[first : first + num_envs]
+            n = len(chunk)
+            seeds = [seed + i for i in chunk] + [seed + chunk[-1] + 1 + j for j in range(num_envs - n)]
+            obs, _ = envs.reset(seed=seeds)
             ep_return = np.zeros(num_envs)
             done = np.zeros(num_envs, dtype=bool)
             while not done[:n].all():
@@ -128,4 +150,4 @@ def evaluate(
         bar.close()
     finally:
         envs.close()
-    return {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns))}
+    return returns

@@ -14,15 +14,21 @@ at the terminal (resume / skip messages, the loss on the progress bar), the NaN 
 host syncs of a loop), the periodic and final checkpoints, and the stage's final metrics: stored with the
 checkpoint (`<checkpoint>.metrics.json`), so a finished stage that is run again reports what it reported the first
 time instead of drawing new evaluation batches.
+
+In a distributed run (src/dist.py) every rank runs the stage: its networks start from rank 0's parameters, the NaN
+guard stops every rank together, the final metrics are the mean over ranks of each rank's numbers, and only rank 0
+writes checkpoints, metrics and results and shows the progress bar.
 """
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from src import dist
 from src.utils import NanGuard, Stopwatch, restore_stage, save_stage, write_json
 
 
@@ -55,10 +61,13 @@ class Stage:
         self.batch_size, self.updates_per_epoch = batch_size, updates_per_epoch
         self.clock = Stopwatch()  # the stage's wall time, for results.json
         self.start, self.done = restore_stage(self.ckpt, objects, load_from, device)
+        dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
         self.skipped = self.done  # nothing trained in this process
         self.guard = NanGuard(name, device)
         self.bar = None
-        if load_from:
+        if not dist.is_main():
+            pass
+        elif load_from:
             tqdm.write(f"{name}: loaded the finished stage from {load_from}, not trained here")
         elif self.done:
             tqdm.write(f"{name}: finished earlier ({self.ckpt}), skipped")
@@ -69,7 +78,13 @@ class Stage:
         """The update numbers still to run; after the last one the stage's final checkpoint is written."""
         if self.done:
             return
-        self.bar = tqdm(range(self.start, self.total), desc=self.name, initial=self.start, total=self.total)
+        self.bar = tqdm(
+            range(self.start, self.total),
+            desc=self.name,
+            initial=self.start,
+            total=self.total,
+            disable=not dist.is_main(),
+        )
         self._window = Stopwatch()
         yield from self.bar
         self.guard.check(self.ckpt)
@@ -120,11 +135,27 @@ class Stage:
             metrics = stored if not self.load_from else {**stored, f"{self.name}/trained_updates": 0}
         else:
             trained = 0 if self.skipped else self.total - self.start
-            metrics = {**compute(), f"{self.name}/updates": self.total, f"{self.name}/trained_updates": trained}
-            write_json(self.metrics_path, metrics)
+            metrics = {**_mean_over_ranks(compute()), f"{self.name}/updates": self.total}
+            metrics[f"{self.name}/trained_updates"] = trained
+            if dist.is_main():
+                write_json(self.metrics_path, metrics)
         self.wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, list)})
         self.results.stage(self.name, self.clock(), metrics, skipped=self.skipped)
         return metrics
+
+
+def _mean_over_ranks(metrics: dict) -> dict:
+    """Each number of a stage's final metrics averaged over ranks (a number already computed over every rank's data,
+    such as an evaluation return, comes back unchanged); lists and None as they are."""
+    if not dist.active():
+        return metrics
+    every = dist.gather_objects(metrics)  # one dict per rank, the same keys
+    out = dict(metrics)
+    for k, v in metrics.items():
+        values = [m[k] for m in every]
+        if isinstance(v, int | float) and not isinstance(v, bool) and any(x != values[0] for x in values):
+            out[k] = math.fsum(values) / len(values)
+    return out
 
 
 def _read_metrics(path: Path) -> dict | None:

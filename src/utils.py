@@ -20,6 +20,8 @@ import pyrallis
 import torch
 import torch.nn as nn
 
+from src import dist
+
 
 @dataclasses.dataclass
 class RunConfig:
@@ -174,7 +176,9 @@ class NanGuard:
         self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
 
     def check(self, last_good: Path | None = None) -> None:
-        step = int(self.first_bad)
+        """Raises when the loss of any rank was not finite: every rank of a distributed run stops at the same
+        check (one all-reduce, at the host syncs that exist anyway)."""
+        step = int(dist.any_rank(self.first_bad))
         if step >= 0:
             where = f"; the last good checkpoint is {last_good}" if last_good and last_good.exists() else ""
             raise FloatingPointError(f"{self.stage}: the loss became NaN or infinite at update {step}{where}")
@@ -309,14 +313,31 @@ def restore_stage(
     for name, obj in objects.items():
         obj.load_state_dict(state["objects"][name])
     if not state["done"]:
-        set_rng_state(state["rng"])
+        restore_rng(state["rng"], state["step"])
     return state["step"], state["done"]
 
 
+def restore_rng(saved: dict | list, step: int) -> None:
+    """The RNG state of a resumed stage: a one-process checkpoint holds one state, a distributed one the state of
+    every rank. Resumed with the number of processes that saved it, each process continues its own random streams
+    (data order, augmentations). With another number, rank r takes rank r's saved state where there is one and
+    otherwise a fresh seed from (step, rank): the run goes on as a run with another seed would."""
+    states = saved if isinstance(saved, list) else [saved]
+    r = dist.rank()
+    if r < len(states):
+        set_rng_state(states[r])
+    else:
+        set_seed(1_000_003 * step + r)
+
+
 def save_stage(path: Path, objects: dict, step: int, done: bool) -> None:
-    """Atomic stage checkpoint: the objects' state dicts, the update count, RNG states and whether it finished."""
+    """Atomic stage checkpoint: the objects' state dicts, the update count, RNG states and whether it finished.
+    In a distributed run every rank calls it (the RNG states of all ranks are gathered) and rank 0 writes."""
+    states = dist.gather_objects(rng_state())
+    if not dist.is_main():
+        return
     state = {"objects": {k: v.state_dict() for k, v in objects.items()}, "step": step, "done": done}
-    state["rng"] = rng_state()
+    state["rng"] = states if dist.active() else states[0]
     save_checkpoint(path, state)
 
 
@@ -418,7 +439,8 @@ class Results:
     def __init__(self, run_dir: Path, config):
         self.path = run_dir / "results.partial.json"
         self.final_path = run_dir / "results.json"
-        self.data = {"config": dataclasses.asdict(config), "stages": {}, "metrics": {}}
+        self.write = dist.is_main()  # in a distributed run only rank 0 writes (every rank holds the same numbers)
+        self.data = {"config": dataclasses.asdict(config), "world_size": dist.world_size(), "stages": {}, "metrics": {}}
         for previous_path in (self.path, self.final_path):
             if previous_path.exists():
                 previous = json.loads(previous_path.read_text())
@@ -430,13 +452,16 @@ class Results:
         if skipped and name in self.data["stages"]:
             entry = {**self.data["stages"][name], "skipped": True}
         self.data["stages"][name] = entry
-        write_json(self.path, self.data)
+        if self.write:
+            write_json(self.path, self.data)
 
     def finish(self) -> dict:
         """Writes results.json (the metrics of every stage, lists aside) and prints the headline metrics."""
         for entry in self.data["stages"].values():
             self.data["metrics"].update({k: v for k, v in entry.items() if "/" in k and not isinstance(v, list)})
         self.data["total_seconds"] = sum(s.get("seconds", 0.0) for s in self.data["stages"].values())
+        if not self.write:
+            return self.data
         write_json(self.final_path, self.data)
         self.path.unlink(missing_ok=True)
         headline = {k: v for k, v in self.data["metrics"].items() if k.split("/")[-1] in HEADLINE and v is not None}
@@ -456,17 +481,39 @@ class Run:
 
 
 def start_run(cfg: RunConfig) -> Run:
-    """Device and precision, seeds, the run directory (checked and locked), wandb and results.json."""
-    device = get_device(cfg.device)
+    """Device and precision, seeds, the run directory (checked and locked), wandb and results.json.
+
+    Launched by torchrun (src/dist.py): joins the process group, device cuda:<local rank> (or the CPU), seed
+    seed + rank (each rank its own data order and augmentations; the networks start from rank 0's, see
+    Stage); rank 0 takes the run directory and wandb, the other ranks wait for it and log nowhere."""
+    device = get_device(cfg.device) if not dist.launched() else dist.init(cfg.device)
+    dist.check_batches(cfg)
     setup_backends(device, cfg.precision)
-    set_seed(cfg.seed)
-    run_dir = prepare_run_dir(cfg.resolved_run_dir(), cfg)
-    wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
+    set_seed(cfg.seed + dist.rank())
+    run_dir = cfg.resolved_run_dir()
+    if dist.is_main():
+        prepare_run_dir(run_dir, cfg)
+        wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
+    else:
+        check_config(config=cfg)
+        wandb_run = _NoLogging()
+    dist.barrier()
     return Run(cfg, run_dir, device, wandb_run, Results(run_dir, cfg))
 
 
+class _NoLogging:
+    """wandb of the ranks other than 0 of a distributed run: they log nothing."""
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
 def main(train) -> None:
-    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume."""
+    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume. In a
+    distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so."""
     try:
         train()
     except KeyboardInterrupt:
@@ -474,6 +521,13 @@ def main(train) -> None:
             "\ninterrupted: the last checkpoint of each stage is kept; run the same command to resume", file=sys.stderr
         )
         sys.exit(130)
+    except (RuntimeError, dist.DistBackendError) as e:
+        if not dist.active() or not dist.lost_peer(e):
+            raise
+        first_line = str(e).splitlines()[0][:200] if str(e) else ""
+        dist.tell_stopped(f"lost contact with another rank of this run ({type(e).__name__}: {first_line})")
+        sys.exit(1)
+    dist.finish()
 
 
 class Stopwatch:

@@ -1,0 +1,225 @@
+"""One run on several processes (torchrun): the process group, this process's rank, and the few collectives the
+method scripts need. Without torchrun (no RANK / WORLD_SIZE in the environment) nothing here starts a process group
+and every helper is the identity of one process: rank 0 of 1.
+
+    torchrun --nproc_per_node=2 -m train_laom --config_path configs/example/laom.yaml --device=cpu
+
+What a distributed run does (README, "Several GPUs"):
+- each rank holds the trajectories i with i % world_size == rank of every dataset (src/data.py) and draws its
+  batches from them: the config's batch_size is the global batch, each rank draws batch_size / world_size;
+- after every backward pass the gradients of the trained networks are averaged over ranks (`average_gradients`),
+  so every rank takes the optimizer step one process would take on the union of the ranks' batches;
+- stage networks start from rank 0's parameters (`broadcast_modules`); only rank 0 writes checkpoints,
+  results.json and wandb.
+
+Why not the DistributedDataParallel wrapper: DDP synchronises gradients only for computations that go through the
+wrapped module's forward(), while the method scripts call their networks' own methods (`lam.latent_action`,
+`lam.predict_next`, `lam.encode` with the EMA target, `lam.label`), several per update. Averaging the gradients
+after backward, in one flat all-reduce per dtype, gives the same step without restructuring a method's loop; what
+it gives up is DDP's overlap of the all-reduce with the backward pass.
+"""
+
+import dataclasses
+import datetime
+import os
+import signal
+import sys
+
+import torch
+import torch.distributed as tdist
+import torch.nn as nn
+
+_state = {"rank": 0, "world_size": 1, "local_rank": 0}
+DistBackendError = getattr(tdist, "DistBackendError", RuntimeError)  # what a collective raises when a peer is gone
+_LOST = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "peer", "nccl error")
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or any launcher that sets RANK and WORLD_SIZE)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init(device_name: str = "auto") -> torch.device:
+    """Joins the process group when launched by torchrun and returns this process's device: cuda:<local rank> with
+    the nccl backend when CUDA is used, the CPU with gloo otherwise. Without torchrun: the device as asked, no group.
+    device_name: "auto" (cuda if available), "cuda", "cpu"."""
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if not launched():
+        return torch.device("cuda" if use_cuda else device_name if device_name != "auto" else "cpu")
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    _state.update(rank=rank, world_size=world, local_rank=local)
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    signal.signal(signal.SIGTERM, _stopped)
+    if not tdist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        # A rank that waits longer than this for the others (a lost node) fails with an error instead of hanging.
+        timeout = datetime.timedelta(seconds=float(os.environ.get("LAOM_DIST_TIMEOUT_S", 1800)))
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        tdist.init_process_group(backend, timeout=timeout, **kwargs)
+    return device
+
+
+def rank() -> int:
+    return _state["rank"]
+
+
+def world_size() -> int:
+    return _state["world_size"]
+
+
+def is_main() -> bool:
+    """Rank 0: the process that writes checkpoints, results.json and wandb and prints."""
+    return _state["rank"] == 0
+
+
+def active() -> bool:
+    """Whether more than one process takes part (collectives do something)."""
+    return _state["world_size"] > 1 and tdist.is_initialized()
+
+
+def barrier() -> None:
+    if active():
+        tdist.barrier()
+
+
+def local_batch(global_batch: int, what: str = "the batch size") -> int:
+    """This rank's share of a global batch: global_batch / world_size, which must divide exactly (the runs of 1 and
+    of N processes then average their gradients over the same number of samples)."""
+    n = _state["world_size"]
+    if global_batch % n != 0:
+        lower, upper = max(n, global_batch - global_batch % n), global_batch + n - global_batch % n
+        raise ValueError(
+            f"{what} = {global_batch} is a global batch (split over the ranks) and must be divisible by the number "
+            f"of ranks, {n}: use {lower} or {upper}, or another number of ranks"
+        )
+    return global_batch // n
+
+
+BATCH_FIELDS = ("batch_size", "labeled_batch_size")
+
+
+def check_batches(config) -> None:
+    """Every batch size of a config (any section) divides over the ranks: refused at start, naming the field."""
+    sections = [("", config)] + [
+        (f"{f.name}.", getattr(config, f.name))
+        for f in dataclasses.fields(config)
+        if dataclasses.is_dataclass(getattr(config, f.name))
+    ]
+    for prefix, section in sections:
+        for f in dataclasses.fields(section):
+            if f.name in BATCH_FIELDS and isinstance(getattr(section, f.name), int):
+                local_batch(getattr(section, f.name), f"--{prefix}{f.name}")
+
+
+def total(count: int) -> int:
+    """The sum of an integer over ranks (e.g. the number of valid samples of every rank's shard)."""
+    if not active():
+        return count
+    t = torch.tensor([count], dtype=torch.int64, device=_collective_device())
+    tdist.all_reduce(t)
+    return int(t.item())
+
+
+def global_mean(sum_: torch.Tensor, count: int) -> torch.Tensor:
+    """(sum over ranks of `sum_`) / (sum over ranks of `count`): a mean over every rank's samples, as a tensor of
+    sum_'s dtype on its device (no host sync in one process)."""
+    if not active():
+        return sum_ / count
+    t = torch.stack([sum_.detach().double().reshape(()), torch.tensor(float(count), dtype=torch.float64)])
+    t = t.to(_collective_device())
+    tdist.all_reduce(t)
+    return (t[0] / t[1]).to(device=sum_.device, dtype=sum_.dtype)
+
+
+def any_rank(flag: torch.Tensor) -> torch.Tensor:
+    """The maximum of a scalar int64 tensor over ranks (e.g. the step of a NaN loss, -1 where there was none)."""
+    if not active():
+        return flag
+    t = flag.detach().clone()
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return t
+
+
+def gather_objects(obj) -> list:
+    """[object of rank 0, object of rank 1, ...] on every rank."""
+    if not active():
+        return [obj]
+    out = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+@torch.no_grad()
+def broadcast_modules(*modules: nn.Module) -> None:
+    """Every rank takes rank 0's parameters and buffers: the networks of a stage start identical on every rank."""
+    if not active():
+        return
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            tdist.broadcast(t.data, src=0)
+
+
+@torch.no_grad()
+def average_gradients(*modules: nn.Module) -> None:
+    """After backward: each gradient becomes its mean over ranks, as DistributedDataParallel does. With every rank's
+    loss a mean over its share of the global batch, this is the gradient of the loss over the whole global batch.
+    One all-reduce per dtype over the flattened gradients. Parameters without a gradient are left alone (the same
+    on every rank: every rank runs the same code)."""
+    if not active():
+        return
+    grads = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
+    by_dtype: dict = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    n = world_size()
+    for group in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in group])
+        tdist.all_reduce(flat)
+        flat.div_(n)
+        offset = 0
+        for g in group:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether an error raised in a distributed run says that another rank is gone (its process died, its node was
+    lost, or it stopped answering within the timeout)."""
+    text = str(error).lower()
+    return isinstance(error, DistBackendError) or any(k in text for k in _LOST)
+
+
+def tell_stopped(reason: str) -> None:
+    """Says once, on stderr, why this rank stops and how to go on (the same command resumes)."""
+    if _state.get("stopping"):
+        return
+    _state["stopping"] = True
+    print(
+        f"\nrank {rank()} of {world_size()}: {reason}. The last checkpoint of each stage is kept; run the same "
+        "command (with any number of ranks) to resume",
+        file=sys.stderr,
+    )
+
+
+def _stopped(signum, frame) -> None:
+    """SIGTERM from torchrun (a rank failed or a node was lost, and the launcher ends the others) or from the job
+    system: one line saying how to go on, then exit (a checkpoint being written is removed, never left truncated).
+    A rank that is already stopping ignores it."""
+    if _state.get("stopping"):
+        return
+    tell_stopped("stopped by SIGTERM (another rank of this run failed, its node was lost, or the job was cancelled)")
+    raise SystemExit(128 + signum)
+
+
+def finish() -> None:
+    """Leaves the process group (end of a run)."""
+    if tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if tdist.get_backend() == "nccl" else torch.device("cpu")
