@@ -124,6 +124,18 @@ def total(count: int) -> int:
     return int(t.item())
 
 
+def sum_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each tensor summed over ranks (returned on its own device): sufficient statistics of every rank's shard."""
+    if not active():
+        return tensors
+    out = {}
+    for k in sorted(tensors):  # the same order on every rank
+        t = tensors[k].to(_collective_device())
+        tdist.all_reduce(t)
+        out[k] = t.to(tensors[k].device)
+    return out
+
+
 def global_mean(sum_: torch.Tensor, count: int) -> torch.Tensor:
     """(sum over ranks of `sum_`) / (sum over ranks of `count`): a mean over every rank's samples, as a tensor of
     sum_'s dtype on its device (no host sync in one process)."""

@@ -7,6 +7,9 @@ training: ridge regression, solved exactly on frozen latents.
 
     metrics = ridge_probe(lam.label, data, frame_stack, batch_size, device, max_samples, eval_data=eval_data)
 
+Under torchrun each rank splits its own shard of trajectories and the sums are added over ranks: one probe, fitted
+on every rank's fit trajectories and tested on every rank's held-out ones.
+
 What it measures. Latents of consecutive frames (o_t, o_{t+1}) -> a_t: the latents latent BC imitates and the
 decoder decodes, without augmentation. The trajectories of the LAM's data are split whole: the last tenth (at least
 one) is the held-out test set, the tenth before it (at least one) the validation set, the rest the fit set. Up to
@@ -24,6 +27,7 @@ from collections.abc import Callable
 
 import torch
 
+from src import dist
 from src.data import TrajectoryData, normalize_obs
 from src.utils import autocast
 
@@ -73,6 +77,7 @@ class Moments:
             with autocast(device):
                 z = label(normalize_obs(b["obs"]), normalize_obs(b["next_obs"]))
             self.add(z.double(), b["actions"].double())
+        self.sums = dist.sum_tensors(self.sums)  # a distributed run: the statistics of every rank's shard
         return self
 
     def mean_action(self) -> torch.Tensor:
@@ -114,11 +119,17 @@ def ridge_probe(
     eval_data: TrajectoryData | None = None,
     prefix: str = "lapo",
 ) -> dict[str, float]:
-    """The probe's metrics: `<prefix>/ridge_probe_mse` and `<prefix>/ridge_probe_baseline_mse` on the held-out
+    """The probe's metrics (none, with a printed note, when the data holds fewer than 3 trajectories, on any rank):
+    `<prefix>/ridge_probe_mse` and `<prefix>/ridge_probe_baseline_mse` on the held-out
     trajectories, the same two on `eval_data` (`eval_ridge_probe_...`) when given, the penalty chosen, the numbers
     of transitions, and `<prefix>/action_variance` (mean over action dimensions of the data's action variance: the
     online probe's baseline)."""
-    fit_traj, val_traj, test_traj = split_trajectories(data)
+    if dist.total(int(data.num_trajectories < 3)) > 0:  # a diagnostic: skipped, never the end of a run
+        where = f" on {dist.total(int(data.num_trajectories < 3))} rank(s)" if dist.active() else ""
+        print(f"ridge probe skipped: {data.path} holds fewer than 3 trajectories{where} (fit / validation / test)")
+        return {}
+    fit_traj, val_traj, test_traj = split_trajectories(data)  # of this rank's shard under torchrun
+    max_samples = max(1, max_samples // dist.world_size())  # per rank: the same total on any number of ranks
     args = (frame_stack, batch_size, device)
     fit_idx = pair_indices(data, fit_traj, max_samples, seed=0)
     fit = Moments().collect(label, data, fit_idx, *args)
@@ -138,7 +149,12 @@ def ridge_probe(
     out[f"{prefix}/ridge_probe_fit_transitions"] = len(fit_idx)
     out[f"{prefix}/ridge_probe_test_transitions"] = len(test_idx)
     # The online probe's baseline: the variance of the actions it is trained on (all of the LAM's data).
-    out[f"{prefix}/action_variance"] = data.actions.double().var(0, unbiased=False).mean().item()
+    a = data.actions.double()
+    m = dist.sum_tensors(
+        {"n": torch.tensor(float(len(a)), dtype=a.dtype, device=a.device), "a": a.sum(0), "aa": (a * a).sum(0)}
+    )
+    mean = m["a"] / m["n"]
+    out[f"{prefix}/action_variance"] = (m["aa"] / m["n"] - mean * mean).mean().item()
     if eval_data is not None:
         eval_idx = pair_indices(eval_data, list(range(eval_data.num_trajectories)), max_samples, seed=3)
         ev = Moments().collect(label, eval_data, eval_idx, *args)

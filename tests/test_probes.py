@@ -80,7 +80,9 @@ def test_probe_finds_actions_in_a_latent_that_holds_them_and_nothing_in_noise():
     assert good["lapo/action_variance"] == pytest.approx(data.actions.double().var(0, unbiased=False).mean().item())
 
 
-def test_two_trajectories_are_refused_with_the_file_name(tmp_path):
+def test_two_trajectories_are_too_few_and_the_probe_is_skipped_with_a_note(capsys):
     data = load_dataset(EXAMPLE, "cpu", 3, load_states=False, max_trajectories=2)
     with pytest.raises(ValueError, match="example-data.hdf5.*at least 3; it has 2"):
         split_trajectories(data)
+    assert ridge_probe(lambda o, n: o.flatten(1)[:, :4], data, 3, 64, torch.device("cpu"), 100) == {}
+    assert "ridge probe skipped: data/example-data.hdf5 holds fewer than 3 trajectories" in capsys.readouterr().out
