@@ -14,9 +14,17 @@ at the terminal (resume / skip messages, the loss on the progress bar), the NaN 
 host syncs of a loop), the periodic and final checkpoints, and the stage's final metrics: stored with the
 checkpoint (`<checkpoint>.metrics.json`), so a finished stage that is run again reports what it reported the first
 time instead of drawing new evaluation batches.
+
+Preemption: while a stage trains, SIGUSR1 (SLURM's warning before a time limit or preemption, see
+scripts/slurm/run_job.sh) and SIGTERM only set a flag; after the update in progress the stage writes its checkpoint
+and the process exits with PREEMPTED_EXIT_CODE. The same command run again resumes from that update. Outside the
+update loops the two signals keep their usual effect.
 """
 
 import json
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +32,14 @@ import torch
 from tqdm.auto import tqdm
 
 from src.utils import NanGuard, Stopwatch, restore_stage, save_stage, write_json
+
+PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+PREEMPTED_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped on a signal after a checkpoint; run again to resume
+_preempted: list[int] = []  # the preemption signals received by this process
+
+
+def _on_preemption_signal(signum, frame) -> None:
+    _preempted.append(signum)
 
 
 class Stage:
@@ -71,7 +87,24 @@ class Stage:
             return
         self.bar = tqdm(range(self.start, self.total), desc=self.name, initial=self.start, total=self.total)
         self._window = Stopwatch()
-        yield from self.bar
+        main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+        previous = {s: signal.signal(s, _on_preemption_signal) for s in PREEMPTION_SIGNALS} if main_thread else {}
+        try:
+            for step in self.bar:
+                yield step
+                if _preempted:  # update `step` is complete: checkpoint after it and stop
+                    self.guard.check(self.ckpt)
+                    save_stage(self.ckpt, self.objects, step + 1, done=False)
+                    self.bar.close()
+                    name = signal.Signals(_preempted[0]).name
+                    tqdm.write(
+                        f"{self.name}: checkpointed at update {step + 1} of {self.total} on signal {name} "
+                        f"({self.ckpt}); run the same command to resume"
+                    )
+                    sys.exit(PREEMPTED_EXIT_CODE)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         self.guard.check(self.ckpt)
         save_stage(self.ckpt, self.objects, self.total, done=True)
         self.done = True
