@@ -93,7 +93,7 @@ def test_signal_checkpoints_then_the_same_command_resumes(tmp_path):
 
     again = subprocess.run(command(stopped), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert f"resuming from update {step} of 100" in again.stderr
+    assert f"resuming from update {step} of 100" in again.stdout + again.stderr
     whole = tmp_path / "whole"
     subprocess.run(command(whole), cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=300)
     _assert_same_weights(stopped, whole)
