@@ -146,13 +146,28 @@ def test_slurm_sweep_survives_preemption_and_a_lost_process_and_equals_local(tmp
     proc = _tiny(tmp_path, "slurm", **slurm)
     runs = tmp_path / "slurm" / "runs" / "bc" / "cheetah-run" / "budget1"
     warned, lost = runs / "seed0", runs / "seed1"
+    try:
+        _preempt_and_resume(tmp_path, slurm, proc, warned, lost)
+    finally:  # a failed check leaves no job of this test behind
+        proc.kill()
+        ids = [p.read_text().strip() for p in runs.glob("seed*/slurm.jobid")]
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True)
+    for seed in ("seed0", "seed1"):
+        _assert_same_weights(runs / seed, tmp_path / "local" / "runs" / "bc" / "cheetah-run" / "budget1" / seed)
+    for table in ("scores.csv", "probes.csv", "novel_distractors.csv"):
+        assert _rows(tmp_path / "slurm" / "results" / table) == _rows(tmp_path / "local" / "results" / table), table
+    assert _rows(tmp_path / "local" / "results" / "scores.csv"), "the report has no scores"
+
+
+def _preempt_and_resume(tmp_path: Path, slurm: dict, proc: subprocess.Popen, warned: Path, lost: Path) -> None:
     warned_job, lost_job = _job(warned), _job(lost)
     _wait_for(lambda: (warned / "bc.pt").exists() and (lost / "bc.pt").exists(), 300, "the periodic checkpoints")
     # seed 0: SLURM's warning signal (what --signal=B:USR1@N sends before the time limit), to the batch script.
     subprocess.run(["scancel", "--signal=USR1", "--batch", warned_job], check=True)
     # seed 1: its training process dies without a signal, as on a lost node.
     pids = subprocess.run(["scontrol", "listpids", lost_job], capture_output=True, text=True, check=True).stdout
-    trainer = [int(p.split()[0]) for p in pids.splitlines()[1:] if "train_bc" in _cmdline(p.split()[0])]
+    trainer = [int(p.split()[0]) for p in pids.splitlines()[1:] if "train_bc" in _argv(p.split()[0])]
     assert len(trainer) == 1, pids
     os.kill(trainer[0], signal.SIGKILL)
     code, out = _finish(proc)
@@ -180,18 +195,12 @@ def test_slurm_sweep_survives_preemption_and_a_lost_process_and_equals_local(tmp
     again = lost / f"slurm-{(lost / 'slurm.jobid').read_text().strip()}.log"
     assert "resuming from update" in again.read_text()
 
-    for seed in ("seed0", "seed1"):
-        _assert_same_weights(runs / seed, tmp_path / "local" / "runs" / "bc" / "cheetah-run" / "budget1" / seed)
-    for table in ("scores.csv", "probes.csv", "novel_distractors.csv"):
-        assert _rows(tmp_path / "slurm" / "results" / table) == _rows(tmp_path / "local" / "results" / table), table
-    assert _rows(tmp_path / "local" / "results" / "scores.csv"), "the report has no scores"
 
-
-def _cmdline(pid: str) -> str:
+def _argv(pid: str) -> list[str]:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
     except OSError:
-        return ""
+        return []
 
 
 def test_budget_run_waits_for_its_base_run_job(tmp_path, slurm):

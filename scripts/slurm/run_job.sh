@@ -32,7 +32,7 @@ got=""  # the signal this script received
 pid=""
 forward() {
     got=$1
-    echo "# $(date '+%F %T') job $job got SIG$1: the run checkpoints after its current update"
+    printf "\n# %s job %s got SIG%s: the run checkpoints after its current update\n" "$(date "+%F %T")" "$job" "$1"
     [[ -n "$pid" ]] && kill -s "$1" "$pid" 2>/dev/null
 }
 trap 'forward USR1' USR1
