@@ -21,6 +21,8 @@ if [[ $# -ne 3 ]]; then
     exit 2
 fi
 dir=$1 requires=$2 cmd=$3
+# Threads of the run: the cores of the job, not of the node (unless the sweep's environment sets them).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
 job=${SLURM_JOB_ID:-none}
 echo "# $(date '+%F %T') job $job (start $((${SLURM_RESTART_COUNT:-0} + 1))) on $(hostname): $cmd"
 if [[ "$requires" != - && ! -f "$requires" ]]; then

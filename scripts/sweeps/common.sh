@@ -60,8 +60,8 @@ else
     _GPU_LIST=()
     PARALLEL=${PARALLEL:-1}
 fi
-# On CPU, N runs at once share the cores instead of each starting one thread per core.
-if [[ -z "$GPUS" && "$PARALLEL" -gt 1 && -z "${OMP_NUM_THREADS:-}" ]]; then
+# On CPU, N runs at once share the cores instead of each starting one thread per core (SLURM jobs: run_job.sh).
+if [[ "$LAUNCHER" == local && -z "$GPUS" && "$PARALLEL" -gt 1 && -z "${OMP_NUM_THREADS:-}" ]]; then
     _cores=$(nproc 2>/dev/null || echo 1)
     export OMP_NUM_THREADS=$((_cores / PARALLEL > 0 ? _cores / PARALLEL : 1))
 fi
