@@ -243,6 +243,9 @@ def test_missing_slurm_settings_are_named(tmp_path):
     bad = {**env, "SLURM_PARTITION": "gpu", "SLURM_TIME": "1:00:00", "SLURM_GPUS_PER_RUN": "x"}
     res = subprocess.run(["bash", "scripts/sweeps/bc.sh"], cwd=ROOT, env=bad, capture_output=True, text=True)
     assert res.returncode == 2 and "SLURM_GPUS_PER_RUN=x" in res.stderr, res.stderr
+    short = {**bad, "SLURM_GPUS_PER_RUN": "1", "SLURM_TIME": "5:00"}  # the warning would come at once
+    res = subprocess.run(["bash", "scripts/sweeps/bc.sh"], cwd=ROOT, env=short, capture_output=True, text=True)
+    assert res.returncode == 2 and "SLURM_TIME=5:00 is too short" in res.stderr, res.stderr
     res = subprocess.run(["bash", "scripts/sweeps/bc.sh"], cwd=ROOT, env={**env, "LAUNCHER": "k8s"},
                          capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 2 and "LAUNCHER=k8s" in res.stderr, res.stderr

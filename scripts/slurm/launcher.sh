@@ -26,6 +26,24 @@ for _var in SLURM_GPUS_PER_RUN SLURM_CPUS_PER_RUN SLURM_SIGNAL_LEAD SLURM_POLL; 
     [[ "${!_var}" =~ ^[0-9]+$ ]] || _slurm_refuse "$_var=${!_var}; expected a whole number"
 done
 [[ "$SLURM_CPUS_PER_RUN" -ge 1 ]] || _slurm_refuse "SLURM_CPUS_PER_RUN=$SLURM_CPUS_PER_RUN; expected 1 or more"
+
+_slurm_seconds() {  # a SLURM time (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) in seconds; fails on anything else
+    local t=$1 d=0 a b c
+    if [[ "$t" =~ ^([0-9]+)-(.*)$ ]]; then
+        d=${BASH_REMATCH[1]} t=${BASH_REMATCH[2]}
+        [[ "$t" =~ ^[0-9]+$ ]] && t="$t:0:0"
+        [[ "$t" =~ ^[0-9]+:[0-9]+$ ]] && t="$t:0"
+    fi
+    IFS=: read -r a b c <<<"$t"
+    [[ "$t" =~ ^[0-9]+(:[0-9]+){0,2}$ ]] || return 1
+    if [[ -n "$c" ]]; then echo $(((d * 24 + 10#$a) * 3600 + 10#$b * 60 + 10#$c))
+    elif [[ -n "$b" ]]; then echo $((d * 86400 + 10#$a * 60 + 10#$b))
+    else echo $((d * 86400 + 10#$a * 60)); fi
+}
+_time=$(_slurm_seconds "$SLURM_TIME") || _slurm_refuse "SLURM_TIME=$SLURM_TIME; expected minutes, H:M:S or D-H:M:S"
+# SLURM may send the warning up to 60 s early: a job that gets it at once would requeue itself forever.
+[[ $_time -ge $((SLURM_SIGNAL_LEAD + 120)) ]] || _slurm_refuse "SLURM_TIME=$SLURM_TIME is too short for" \
+    "SLURM_SIGNAL_LEAD=$SLURM_SIGNAL_LEAD: the time limit must exceed the warning's lead by 2 minutes or more"
 if [[ "$DRY_RUN" != 1 ]] && ! command -v sbatch >/dev/null; then
     _slurm_refuse "sbatch not found; run the sweep on a machine that submits to the cluster (a login node)"
 fi
