@@ -232,6 +232,38 @@ def test_budget_run_waits_for_its_base_run_job(tmp_path, slurm):
     assert again.returncode == 0 and again.stdout.count("[skip]") == 2, again.stdout
 
 
+def test_lost_node_requeues_the_job(tmp_path, slurm):
+    """The node goes down under a running job (scontrol marks it DOWN, as when slurmd stops answering): SLURM
+    requeues the job (--requeue), it runs again from the top once the node is back, and the sweep reports the run
+    done."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cheetah-run-labeled-1000x2.hdf5").touch()
+    fake = tmp_path / "fake_python.sh"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'for a in "$@"; do case $a in --run_dir=*) d=${a#--run_dir=};; esac; done\n'
+        'touch "$d/started"; sleep 10; echo "{}" > "$d/results.json"\n'
+    )
+    fake.chmod(0o755)
+    env = {**ENV, **slurm, "DATA_DIR": str(data), "RUNS_DIR": str(tmp_path / "runs"), "ENVS": "cheetah-run",
+           "BUDGETS": "2", "SEEDS": "0", "PYTHON": str(fake)}  # fmt: skip
+    proc = subprocess.Popen(["bash", "scripts/sweeps/bc.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    run = tmp_path / "runs" / "bc" / "cheetah-run" / "budget2" / "seed0"
+    try:
+        _wait_for(lambda: (run / "started").exists(), 120, "the job to start")
+        down = ["scontrol", "update", "nodename=localhost", "state=down", "reason=test-lost-node"]
+        subprocess.run(down, check=True)
+        out = proc.communicate(timeout=180)[0]
+    finally:
+        proc.kill()
+        subprocess.run(["scontrol", "update", "nodename=localhost", "state=resume"], capture_output=True)
+    job = (run / "slurm.jobid").read_text().strip()
+    assert proc.returncode == 0 and f"[done]   {run} (job {job})" in out, out
+    log = (run / f"slurm-{job}.log").read_text()
+    assert "DUE TO NODE FAILURE" in log and "(start 2)" in log and "the run finished" in log, log
+
+
 def test_missing_slurm_settings_are_named(tmp_path):
     env = {**ENV, "LAUNCHER": "slurm", "RUNS_DIR": str(tmp_path), "DRY_RUN": "1"}
     env.pop("SLURM_PARTITION", None)

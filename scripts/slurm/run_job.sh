@@ -67,6 +67,9 @@ fi
 if [[ $status == "$PREEMPTED_EXIT_CODE" ]]; then
     echo "# $(date '+%F %T') job $job: the run checkpointed on SIG${got:-TERM} and stopped; submit the sweep again" \
         "(or requeue the job) to resume $dir" >&2
+elif [[ -n "$got" ]]; then
+    echo "# $(date '+%F %T') job $job: the run was stopped by SIG$got (exit $status) outside a stage's update loop;" \
+        "when the job is requeued or the sweep submitted again it resumes $dir from its last checkpoint" >&2
 else
     echo "error: job $job: the run failed (exit $status); see above. Submitting the sweep again resumes $dir from" \
         "its last checkpoint" >&2
