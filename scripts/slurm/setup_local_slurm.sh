@@ -60,7 +60,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 # A requeued job waits cred_expire seconds before it starts again (default 120 s; short here, for tests).
-AuthInfo=cred_expire=10
+AuthInfo=cred_expire=5
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -74,6 +74,8 @@ AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# Pending jobs (a requeued one once its begin time has come) are looked at every few seconds, not every 30-60 s.
+SchedulerParameters=bf_interval=2,sched_interval=5
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
