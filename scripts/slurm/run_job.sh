@@ -35,11 +35,13 @@ pid=""
 forward() {
     got=$1
     printf "\n# %s job %s got SIG%s: the run checkpoints after its current update\n" "$(date "+%F %T")" "$job" "$1"
-    [[ -n "$pid" ]] && kill -s "$1" "$pid" 2>/dev/null
+    [[ -n "$pid" ]] && kill -s "$1" -- "-$pid" 2>/dev/null
 }
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
-eval "exec $cmd" &  # the training process itself (exec), so the signals reach it
+# The run in a process group of its own, led by the training process itself (exec): a signal forwarded to the group
+# reaches it and whatever it started (torchrun's workers).
+eval "exec setsid $cmd" &
 pid=$!
 while :; do
     wait "$pid"
@@ -47,6 +49,11 @@ while :; do
     # A wait interrupted by a trapped signal returns > 128 while the run goes on: wait again.
     [[ $status -gt 128 ]] && kill -0 "$pid" 2>/dev/null && continue
     break
+done
+# Processes of the run still finishing (workers writing their checkpoint) end before the job is requeued or ends.
+for _ in $(seq 60); do
+    kill -0 -- "-$pid" 2>/dev/null || break
+    sleep 1
 done
 
 if [[ $status == 0 ]]; then
