@@ -178,7 +178,7 @@ def _preempt_and_resume(tmp_path: Path, slurm: dict, proc: subprocess.Popen, war
     for line in (
         "got SIGUSR1",
         "on signal SIGUSR1",
-        f"job {warned_job}: requeued",
+        f"job {warned_job}: requeueing (exit 75)",
         "(start 2)",
         "resuming from update",
     ):

@@ -63,10 +63,9 @@ fi
 if [[ "$got" == USR1 && ($status == "$PREEMPTED_EXIT_CODE" || $status -gt 128) ]]; then
     # Stopped on the warning: checkpointed (exit 75), or killed by the signal outside a stage's update loop (it
     # resumes from the last checkpoint of the stage, or skips the stages it finished).
-    if scontrol requeue "$job"; then
-        echo "# $(date '+%F %T') job $job: requeued (exit $status); it starts again and resumes the run"
-        exit 0
-    fi
+    # SLURM ends this incarnation of the job (SIGTERM) as it requeues it: the line comes first.
+    echo "# $(date '+%F %T') job $job: requeueing (exit $status); it starts again and resumes the run"
+    scontrol requeue "$job" && exit 0
     echo "error: job $job stopped on SIGUSR1 (exit $status) but could not be requeued; submit the sweep again to" \
         "resume $dir" >&2
     exit "$PREEMPTED_EXIT_CODE"
