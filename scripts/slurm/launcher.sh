@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The SLURM launcher of the sweeps (sourced by scripts/sweeps/common.sh when LAUNCHER=slurm; settings there and in
 # the README). Every run of the job list becomes one batch job of scripts/slurm/run_job.sh, in phase order:
 #   - a run whose results.json exists is skipped, as with the local launcher;

@@ -32,6 +32,7 @@ fi
 
 got=""  # the signal this script received
 pid=""
+# shellcheck disable=SC2317  # called by the traps below
 forward() {
     got=$1
     printf "\n# %s job %s got SIG%s: the run checkpoints after its current update\n" "$(date "+%F %T")" "$job" "$1"
