@@ -18,10 +18,20 @@ time instead of drawing new evaluation batches.
 In a distributed run (src/dist.py) every rank runs the stage: its networks start from rank 0's parameters, the NaN
 guard stops every rank together, the final metrics are the mean over ranks of each rank's numbers, and only rank 0
 writes checkpoints, metrics and results and shows the progress bar.
+
+Preemption: while a stage trains, SIGUSR1 (SLURM's warning before a time limit or preemption, see
+scripts/slurm/run_job.sh) and SIGTERM only set a flag; after the update in progress the stage writes its checkpoint
+and the process exits with PREEMPTED_EXIT_CODE. The same command run again resumes from that update. Outside the
+update loops the two signals keep their usual effect. In a distributed run the ranks agree on the update to stop
+after at the logging cadence (`log_every`, where the loop already syncs), so a signal is acted on within log_every
+updates.
 """
 
 import json
 import math
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +40,14 @@ from tqdm.auto import tqdm
 
 from src import dist
 from src.utils import NanGuard, Stopwatch, restore_stage, save_stage, write_json
+
+PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+PREEMPTED_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped on a signal after a checkpoint; run again to resume
+_preempted: list[int] = []  # the preemption signals received by this process
+
+
+def _on_preemption_signal(signum, frame) -> None:
+    _preempted.append(signum)
 
 
 class Stage:
@@ -86,10 +104,38 @@ class Stage:
             disable=not dist.is_main(),
         )
         self._window = Stopwatch()
-        yield from self.bar
+        main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+        previous = {s: signal.signal(s, _on_preemption_signal) for s in PREEMPTION_SIGNALS} if main_thread else {}
+        try:
+            for step in self.bar:
+                yield step
+                if self._preempted_after(step):  # update `step` is complete: checkpoint after it and stop
+                    self.guard.check(self.ckpt)
+                    save_stage(self.ckpt, self.objects, step + 1, done=False)
+                    self.bar.close()
+                    name = signal.Signals(_preempted[0]).name if _preempted else "of another rank"
+                    if dist.is_main():
+                        tqdm.write(
+                            f"{self.name}: checkpointed at update {step + 1} of {self.total} on signal {name} "
+                            f"({self.ckpt}); run the same command to resume"
+                        )
+                    sys.exit(PREEMPTED_EXIT_CODE)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         self.guard.check(self.ckpt)
         save_stage(self.ckpt, self.objects, self.total, done=True)
         self.done = True
+
+    def _preempted_after(self, step: int) -> bool:
+        """Whether to checkpoint and stop after update `step`: at once in one process; in a distributed run when
+        any rank got a signal, decided by all ranks together at the logging cadence (they stop after the same
+        update, so none waits in a collective for a rank that has left)."""
+        if not dist.active():
+            return bool(_preempted)
+        if not self.every(self.run.log_every, step):
+            return False
+        return dist.total(int(bool(_preempted))) > 0
 
     def every(self, num_updates: int, step: int) -> bool:
         """Whether update `step` (0-based) completes a multiple of num_updates."""

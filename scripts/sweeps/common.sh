@@ -17,6 +17,21 @@
 #   PYTHON      interpreter                       [python]
 #   RUN_NAME_PREFIX  prefix of the run names (wandb); a run is named <method>-<env>-budget<N>-seed<S>  []
 #   DRY_RUN=1   print the commands (and which runs would be skipped), run nothing
+#   LAUNCHER    where the runs run: "local" (here, PARALLEL at once) or "slurm" (one SLURM batch job each)  [local]
+#
+# With LAUNCHER=slurm (README, "Running on a SLURM cluster"), each run not finished yet becomes one job of
+# scripts/slurm/run_job.sh; a run that reuses its base run's checkpoints waits for that run's job (afterok). The sweep
+# prints the job ids and exits, or with SLURM_WAIT=1 waits for them and reports like the local launcher. Settings:
+#   SLURM_PARTITION     partition (required)                                     []
+#   SLURM_TIME          time limit of each job, e.g. 24:00:00 or 2-00:00:00 (required)  []
+#   SLURM_ACCOUNT       account to charge                                        [the cluster's default]
+#   SLURM_GPUS_PER_RUN  GPUs per job (--gres=gpu:N); 0 for a CPU-only cluster    [1]
+#   SLURM_GPU_TYPE      GPU type of the gres, e.g. h100 (--gres=gpu:h100:N)      [any]
+#   SLURM_CPUS_PER_RUN  CPU cores per job (--cpus-per-task)                      [8]
+#   SLURM_MEM           memory per job, e.g. 64G (--mem)                         [the cluster's default]
+#   SLURM_SIGNAL_LEAD   seconds before the time limit at which SIGUSR1 makes the run checkpoint and requeue  [300]
+#   SLURM_EXTRA_ARGS    more sbatch arguments (word-split), e.g. "--qos=high --constraint=a100"  []
+#   SLURM_WAIT=1        wait for the jobs and report (failures: exit 1); SLURM_POLL seconds between checks  [0, 30]
 #
 # Data naming convention (scripts/make_labeled_sets.sh writes it):
 #   $DATA_DIR/<env>.hdf5                   the full dataset (5000 trajectories, "unlabeled")
@@ -37,6 +52,7 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 DCS_BACKGROUNDS=${DCS_BACKGROUNDS:-}
 PYTHON=${PYTHON:-python}
 DRY_RUN=${DRY_RUN:-0}
+LAUNCHER=${LAUNCHER:-local}
 if [[ -n "$GPUS" ]]; then
     read -r -a _GPU_LIST <<<"$GPUS"
     PARALLEL=${PARALLEL:-${#_GPU_LIST[@]}}
@@ -44,8 +60,8 @@ else
     _GPU_LIST=()
     PARALLEL=${PARALLEL:-1}
 fi
-# On CPU, N runs at once share the cores instead of each starting one thread per core.
-if [[ -z "$GPUS" && "$PARALLEL" -gt 1 && -z "${OMP_NUM_THREADS:-}" ]]; then
+# On CPU, N runs at once share the cores instead of each starting one thread per core (SLURM jobs: run_job.sh).
+if [[ "$LAUNCHER" == local && -z "$GPUS" && "$PARALLEL" -gt 1 && -z "${OMP_NUM_THREADS:-}" ]]; then
     _cores=$(nproc 2>/dev/null || echo 1)
     export OMP_NUM_THREADS=$((_cores / PARALLEL > 0 ? _cores / PARALLEL : 1))
 fi
@@ -55,6 +71,15 @@ if [[ ! -f train_bc.py ]]; then
     echo "error: run the sweeps from the repository root (no train_bc.py in $PWD)" >&2
     exit 2
 fi
+
+case "$LAUNCHER" in
+local) ;;
+slurm) source "$(dirname "${BASH_SOURCE[0]}")/../slurm/launcher.sh" ;;
+*)
+    echo "error: LAUNCHER=$LAUNCHER; expected local or slurm" >&2
+    exit 2
+    ;;
+esac
 
 _SWEEP_TMP=$(mktemp -d "${TMPDIR:-/tmp}/sweep.XXXXXX")
 trap 'rm -rf "$_SWEEP_TMP"' EXIT
@@ -91,6 +116,11 @@ eval_data_if_exists() {
     fi
 }
 
+run_name() {  # run_dir: <prefix><method>-<env>-budget<N>-seed<S> (wandb, SLURM job name)
+    local name=${1#"$RUNS_DIR"/}
+    echo "${RUN_NAME_PREFIX:-}${name//\//-}"
+}
+
 # add_job PHASE RUN_DIR REQUIRES COMMAND...
 #   Phase 1 runs before phase 2 (phase-2 runs reuse stage checkpoints of phase-1 runs). REQUIRES: a file that must
 #   exist before the run starts (a checkpoint it reuses), or "" for none. The run directory, seed and name are
@@ -98,9 +128,8 @@ eval_data_if_exists() {
 add_job() {
     local phase=$1 dir=$2 requires=$3
     shift 3
-    local name=${dir#"$RUNS_DIR"/}
-    name=${RUN_NAME_PREFIX:-}${name//\//-}
-    local cmd
+    local name cmd
+    name=$(run_name "$dir")
     cmd="$(printf '%q ' "$@")--run_dir=$(printf '%q' "$dir") --name=$(printf '%q' "$name") $EXTRA_ARGS"
     printf '%s\t%s\t%s\n' "$dir" "${requires:--}" "$cmd" >>"$_SWEEP_TMP/phase$phase"
 }
@@ -182,8 +211,12 @@ run_sweep() {
     for phase in 1 2; do
         [[ -f "$_SWEEP_TMP/phase$phase" ]] && total=$((total + $(wc -l <"$_SWEEP_TMP/phase$phase")))
     done
-    echo "== $label: $total runs, $PARALLEL at once${GPUS:+ on GPUs $GPUS}, runs under $RUNS_DIR"
     touch "$_SWEEP_TMP/failed" "$_SWEEP_TMP/done" "$_SWEEP_TMP/skipped"
+    if [[ "$LAUNCHER" == slurm ]]; then
+        slurm_sweep "$label" "$total"
+        return
+    fi
+    echo "== $label: $total runs, $PARALLEL at once${GPUS:+ on GPUs $GPUS}, runs under $RUNS_DIR"
     for phase in 1 2; do
         [[ -f "$_SWEEP_TMP/phase$phase" ]] || continue
         for ((w = 0; w < PARALLEL; w++)); do

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One run of a sweep as a SLURM batch job; scripts/sweeps/common.sh submits it with LAUNCHER=slurm:
+#   sbatch --requeue --signal=B:USR1@<seconds> ... scripts/slurm/run_job.sh RUN_DIR REQUIRES COMMAND
+# RUN_DIR: the run directory; REQUIRES: a file the run reuses (its base run's checkpoint), or "-"; COMMAND: the
+# training command, shell-quoted, as the local launcher runs it. It runs in the directory sbatch was called from.
+#
+# Signals (the training process sees them through src/stage.py: after the update in progress it writes its stage
+# checkpoint and exits with 75; the same command run again resumes from that update):
+#   USR1  SLURM's warning <seconds> before the time limit (--signal=B:USR1@...), or `scancel --signal=USR1 --batch
+#         <job>` by hand (what a preemption warning does): forwarded to the run; after its checkpoint this script
+#         requeues the job (scontrol requeue), which starts again from the top and resumes the run.
+#   TERM  the time limit reached without a warning, a preemption, scancel: the run checkpoints and the job ends; a
+#         preemption with PreemptMode=REQUEUE is requeued by SLURM itself, a cancelled job stays cancelled.
+# A lost node kills everything without a signal: SLURM requeues the job (--requeue) or marks it NODE_FAIL; the run
+# then resumes from its last periodic checkpoint (checkpoint_every) when it starts again or the sweep is submitted
+# again.
+set -uo pipefail
+PREEMPTED_EXIT_CODE=75  # src/stage.py PREEMPTED_EXIT_CODE
+if [[ $# -ne 3 ]]; then
+    echo "usage: sbatch ... $0 RUN_DIR REQUIRES COMMAND (see scripts/sweeps/common.sh)" >&2
+    exit 2
+fi
+dir=$1 requires=$2 cmd=$3
+# Threads of the run: the cores of the job, not of the node (unless the sweep's environment sets them).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+job=${SLURM_JOB_ID:-none}
+echo "# $(date '+%F %T') job $job (start $((${SLURM_RESTART_COUNT:-0} + 1))) on $(hostname): $cmd"
+if [[ "$requires" != - && ! -f "$requires" ]]; then
+    echo "error: $dir needs $requires, which its base run did not produce" >&2
+    exit 2
+fi
+
+got=""  # the signal this script received
+pid=""
+# shellcheck disable=SC2317  # called by the traps below
+forward() {
+    got=$1
+    printf "\n# %s job %s got SIG%s: the run checkpoints after its current update\n" "$(date "+%F %T")" "$job" "$1"
+    [[ -n "$pid" ]] && kill -s "$1" -- "-$pid" 2>/dev/null
+}
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+# The run in a process group of its own, led by the training process itself (exec): a signal forwarded to the group
+# reaches it and whatever it started (torchrun's workers).
+eval "exec setsid $cmd" &
+pid=$!
+while :; do
+    wait "$pid"
+    status=$?
+    # A wait interrupted by a trapped signal returns > 128 while the run goes on: wait again.
+    [[ $status -gt 128 ]] && kill -0 "$pid" 2>/dev/null && continue
+    break
+done
+# Processes of the run still finishing (workers writing their checkpoint) end before the job is requeued or ends.
+for _ in $(seq 60); do
+    kill -0 -- "-$pid" 2>/dev/null || break
+    sleep 1
+done
+
+if [[ $status == 0 ]]; then
+    echo "# $(date '+%F %T') job $job: the run finished"
+    exit 0
+fi
+if [[ "$got" == USR1 && ($status == "$PREEMPTED_EXIT_CODE" || $status -gt 128) ]]; then
+    # Stopped on the warning: checkpointed (exit 75), or killed by the signal outside a stage's update loop (it
+    # resumes from the last checkpoint of the stage, or skips the stages it finished).
+    # SLURM ends this incarnation of the job (SIGTERM) as it requeues it: the line comes first.
+    echo "# $(date '+%F %T') job $job: requeueing (exit $status); it starts again and resumes the run"
+    scontrol requeue "$job" && exit 0
+    echo "error: job $job stopped on SIGUSR1 (exit $status) but could not be requeued; submit the sweep again to" \
+        "resume $dir" >&2
+    exit "$PREEMPTED_EXIT_CODE"
+fi
+if [[ $status == "$PREEMPTED_EXIT_CODE" ]]; then
+    echo "# $(date '+%F %T') job $job: the run checkpointed on SIG${got:-TERM} and stopped; submit the sweep again" \
+        "(or requeue the job) to resume $dir" >&2
+elif [[ -n "$got" ]]; then
+    echo "# $(date '+%F %T') job $job: the run was stopped by SIG$got (exit $status) outside a stage's update loop;" \
+        "when the job is requeued or the sweep submitted again it resumes $dir from its last checkpoint" >&2
+else
+    echo "error: job $job: the run failed (exit $status); see above. Submitting the sweep again resumes $dir from" \
+        "its last checkpoint" >&2
+fi
+exit "$status"
