@@ -113,10 +113,10 @@ class Stage:
                     self.guard.check(self.ckpt)
                     save_stage(self.ckpt, self.objects, step + 1, done=False)
                     self.bar.close()
-                    name = signal.Signals(_preempted[0]).name if _preempted else "of another rank"
+                    why = f"signal {signal.Signals(_preempted[0]).name}" if _preempted else "another rank's signal"
                     if dist.is_main():
                         tqdm.write(
-                            f"{self.name}: checkpointed at update {step + 1} of {self.total} on signal {name} "
+                            f"{self.name}: checkpointed at update {step + 1} of {self.total} on {why} "
                             f"({self.ckpt}); run the same command to resume"
                         )
                     sys.exit(PREEMPTED_EXIT_CODE)

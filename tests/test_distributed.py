@@ -4,6 +4,7 @@ that does not divide) is refused with the numbers; a run that loses a rank resum
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,3 +151,27 @@ def test_lost_rank_fails_and_the_run_resumes_on_another_number_of_ranks(tmp_path
     assert f"resuming from update {saved['step']} of 60" in plain.stderr + plain.stdout
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["world_size"] == 1 and res["stages"]["bc"]["bc/trained_updates"] == 60 - saved["step"]
+
+
+def test_a_preemption_signal_to_one_rank_stops_every_rank_after_the_same_update(tmp_path):
+    """SLURM's warning (SIGUSR1) reaching one rank: the ranks agree at the logging cadence, every rank checkpoints
+    after the same update and exits 75 (no rank left waiting in a collective), and the same command resumes."""
+    args = ["-m", "train_bc", f"--bc.data_path={EXAMPLE}", "--bc.encoder_scale=1", "--bc.batch_size=8"]
+    args += ["--bc.total_updates=400", "--checkpoint_every=5", "--bc.eval_episodes=0", f"--run_dir={tmp_path}"]
+    args += COMMON  # --log_every=2: the ranks agree every 2 updates
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "bc.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before its first checkpoint"
+    os.kill(_worker_pids(proc.pid)[1], signal.SIGUSR1)  # only rank 1 is warned
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and re.search(r"exitcode\s*:\s*75", err), err[-3000:]  # PREEMPTED_EXIT_CODE
+    saved = torch.load(tmp_path / "bc.pt", weights_only=False)
+    assert not saved["done"] and 0 < saved["step"] < 400 and saved["step"] % 2 == 0  # at the logging cadence
+    assert f"checkpointed at update {saved['step']} of 400 on another rank's signal" in out + err  # rank 0 speaks
+    assert not (tmp_path / "results.json").exists()
+    again = torchrun(args)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert f"resuming from update {saved['step']} of 400" in again.stdout + again.stderr
