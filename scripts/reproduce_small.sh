@@ -21,7 +21,7 @@
 #
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
-# SEEDS ["0 1 2"], CONFIG_DIR [configs/small], PYTHON [python], EXTRA_ARGS (appended to every training command).
+# SEEDS ["0 1"], CONFIG_DIR [configs/small], PYTHON [python], EXTRA_ARGS (appended to every training command).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SMALL_DIR=${SMALL_DIR:-runs/small}
@@ -33,7 +33,7 @@ STEPS=${STEPS:-1000}
 BUDGET=${BUDGET:-2}
 PYTHON=${PYTHON:-python}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
-export ENVS=cheetah-run BUDGETS=$BUDGET SEEDS=${SEEDS:-"0 1 2"} PYTHON EXTRA_ARGS=${EXTRA_ARGS:-}
+export ENVS=cheetah-run BUDGETS=$BUDGET SEEDS=${SEEDS:-"0 1"} PYTHON EXTRA_ARGS=${EXTRA_ARGS:-}
 export DATA_DIR=$SMALL_DIR/data RUNS_DIR=$SMALL_DIR/runs CONFIG_DIR=${CONFIG_DIR:-configs/small}
 export PARALLEL=1
 cores=$(nproc 2>/dev/null || echo 2)
