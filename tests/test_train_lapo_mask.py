@@ -155,7 +155,7 @@ def test_configs_parse_and_keep_the_paper_lapo_values():
 
 def lapo_mask_args(data: str, masks: str | None, run_dir: Path, *extra: str) -> list[str]:
     tiny = ["--lapo.encoder_scale=1", "--lapo.latent_action_dim=32", "--lapo.batch_size=16", "--lapo.num_epochs=1"]
-    tiny += ["--lapo.max_trajectories=2", "--lapo.final_probe_batches=2", "--lapo.warmup_epochs=0"]
+    tiny += ["--lapo.max_trajectories=3", "--lapo.final_probe_batches=2", "--lapo.warmup_epochs=0"]  # ridge: >= 3
     tiny += ["--bc.encoder_scale=1", "--bc.batch_size=16", "--bc.num_epochs=1", "--bc.max_trajectories=2"]
     tiny += ["--decoder.batch_size=16", "--decoder.total_updates=5", "--decoder.hidden_dim=32"]
     paths = [f"--lapo.data_path={data}", f"--bc.data_path={data}", f"--decoder.data_path={data}"]
@@ -174,7 +174,8 @@ def test_lapo_mask_all_stages(data_path, tmp_path, monkeypatch):  # noqa: F811
     for name, stage in res["stages"].items():
         assert stage["seconds"] > 0 and not stage["skipped"], name
     assert np.isfinite(res["metrics"]["lapo/final_action_probe_mse"])
-    for key in ("lapo/ridge_probe_mse", "lapo/ridge_probe_baseline_mse", "lapo/action_variance"):  # the closed-form probe
+    # the closed-form probe
+    for key in ("lapo/ridge_probe_mse", "lapo/ridge_probe_baseline_mse", "lapo/action_variance"):
         assert np.isfinite(res["metrics"][key]) and res["metrics"][key] > 0, key
     assert res["metrics"]["lapo/trained_updates"] == res["metrics"]["lapo/updates"] > 0
     if eval_args("bc")[-1].endswith("=1"):
