@@ -237,7 +237,6 @@ def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str 
     if metrics.get(score_key) is None:
         score_from = attrs if attrs and "difficulty" in attrs else score_attrs(env, setting)
         metrics[score_key] = normalized_score(score_from, metrics.get(RETURN_KEY[method]))
-    lam_stage = data.get("stages", {}).get("lapo", {})
     run = Run(
         path=path,
         suite=layout["suite"] if layout else "",
@@ -246,7 +245,9 @@ def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str 
         budget=budget,
         seed=int(config.get("seed", layout["seed"] if layout else 0)),
         metrics=metrics,
-        lam_trained=not lam_stage.get("skipped", False) and not config.get("lapo", {}).get("checkpoint_path"),
+        # Its own LAM unless loaded from another run's checkpoint; a run resumed after its LAM stage had finished
+        # reports that stage as skipped in its last invocation, but trained it (in an earlier one).
+        lam_trained=not config.get("lapo", {}).get("checkpoint_path"),
     )
     return run, None
 

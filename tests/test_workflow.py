@@ -102,15 +102,24 @@ def test_runner_parallel_logs_and_failures(tmp_path):
 # ---------------------------------------------------------------- results report
 
 
-def _write_run(runs: Path, method: str, env: str, budget, seed: int, metrics: dict, stages: dict | None = None):
+def _write_run(
+    runs: Path, method: str, env: str, budget, seed: int, metrics: dict, stages: dict | None = None, lam_from=None
+):
     data = f"data/{env}.hdf5" if budget == "full" else f"data/{env}-labeled-1000x{budget}.hdf5"
     sections = {
         "bc": {"bc": {"data_path": data}},
         "bc_full": {"bc": {"data_path": data}},
         "idm": {"idm": {"data_path": data}, "bc": {"data_path": f"data/{env}.hdf5"}},
         "laom": {"lapo": {"data_path": f"data/{env}.hdf5"}, "bc": {}, "decoder": {"data_path": data}},
+        "lapo": {
+            "lapo": {"data_path": f"data/{env}.hdf5", "quantize": "none"},
+            "bc": {},
+            "decoder": {"data_path": data},
+        },
         "laom_labels": {"lapo": {"labeled_data_path": data}, "bc": {}, "decoder": {"data_path": None}},
     }[method]
+    if lam_from:  # a run that reuses another run's LAM (--lapo.checkpoint_path)
+        sections["lapo"]["checkpoint_path"] = lam_from
     d = runs / method / env / ("full" if budget == "full" else f"budget{budget}") / f"seed{seed}"
     d.mkdir(parents=True)
     results = {"config": {"seed": seed, **sections}, "stages": stages or {}, "metrics": metrics}
@@ -138,7 +147,10 @@ def test_report_values(tmp_path):
     for seed in range(2):  # LAOM: the LAM-training run (budget 2) and a run that reused it (budget 4)
         _write_run(runs, "laom", "cheetah-run", 2, seed, {"lapo/final_action_probe_mse": 0.4 + seed * 0.2})
         reused = {"lapo": {"skipped": True}}
-        _write_run(runs, "laom", "cheetah-run", 4, seed, {"lapo/final_action_probe_mse": 9.0}, reused)
+        lam_from = f"runs/laom/cheetah-run/budget2/seed{seed}/lam.pt"
+        _write_run(runs, "laom", "cheetah-run", 4, seed, {"lapo/final_action_probe_mse": 9.0}, reused, lam_from)
+    # A LAPO run resumed after its LAM stage had finished: the stage says skipped, yet the run trained the LAM.
+    _write_run(runs, "lapo", "cheetah-run", 2, 0, {"lapo/final_action_probe_mse": 7.0}, {"lapo": {"skipped": True}})
     _write_run(runs, "bc_full", "cheetah-run", "full", 0, {"bc/normalized_score": 1.02})
     (runs / "laom" / "cheetah-run" / "budget8" / "seed0").mkdir(parents=True)
     (runs / "laom" / "cheetah-run" / "budget8" / "seed0" / "config.json").write_text("{}")
@@ -164,6 +176,8 @@ def test_report_values(tmp_path):
     probe = [r for r in summary["probes"]["action_probe_mse"] if r["method"] == "laom" and r["env"] == "cheetah-run"]
     assert [(p["budget"], p["n"]) for p in probe] == [("-", 2)]
     assert probe[0]["mean"] == pytest.approx(0.5) and probe[0]["std"] == pytest.approx(0.1)
+    lapo = [r for r in summary["probes"]["action_probe_mse"] if r["method"] == "lapo" and r["env"] == "cheetah-run"]
+    assert [(p["budget"], p["n"], p["mean"]) for p in lapo] == [("-", 1, 7.0)]
     novel = {(r["method"], r["env"]): r for r in summary["novel_distractors"]}
     assert novel[("idm", "cheetah-run")]["mean"] == pytest.approx(0.4)
     assert novel[("laom_labels", "hopper-hop")]["mean"] == pytest.approx(0.2)
