@@ -545,6 +545,7 @@ def _line_with_band(ax, rows: list[dict], method: str) -> np.ndarray:
     s = np.nan_to_num(np.array([r["std"] for r in pts]))
     ax.plot(x, y, marker="o", ms=3, color=COLORS[method], label=LABELS[method])
     ax.fill_between(x, y - s, y + s, color=COLORS[method], alpha=0.15, lw=0)
+    ax.errorbar(x, y, yerr=s, fmt="none", ecolor=COLORS[method], capsize=3, lw=1)  # visible at a single budget too
     return x
 
 
