@@ -163,7 +163,15 @@ def test_ctrl_c_stops_with_one_line_saying_how_to_resume(tmp_path):
     run_dir = tmp_path / "run"
     args = bc_args(run_dir, "--bc.total_updates=100000", "--checkpoint_every=5")
     env = {**os.environ, "MUJOCO_GL": "egl"}
-    proc = subprocess.Popen([sys.executable, "-m", "train_bc", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    # A shell without job control starts background commands with SIGINT ignored, and a Python started with SIGINT
+    # ignored never raises KeyboardInterrupt: the training process gets the default disposition back, as a terminal's.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train_bc", *args],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 600  # generous: a loaded machine may take minutes to import and start
     while not (run_dir / "bc.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.5)  # until training has started and checkpointed
