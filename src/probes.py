@@ -146,8 +146,8 @@ def ridge_probe(
         f"{prefix}/ridge_probe_baseline_mse": test.mse(no_latent, mean_a),
     }
     out[f"{prefix}/ridge_probe_l2"] = l2s[best]
-    out[f"{prefix}/ridge_probe_fit_transitions"] = len(fit_idx)
-    out[f"{prefix}/ridge_probe_test_transitions"] = len(test_idx)
+    out[f"{prefix}/ridge_probe_fit_transitions"] = dist.total(len(fit_idx))  # over every rank
+    out[f"{prefix}/ridge_probe_test_transitions"] = dist.total(len(test_idx))
     # The online probe's baseline: the variance of the actions it is trained on (all of the LAM's data).
     a = data.actions.double()
     m = dist.sum_tensors(
