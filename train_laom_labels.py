@@ -378,9 +378,10 @@ def train_lam(run: Run) -> LAOMLabels:
         metrics = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
         if eval_data is not None:
             metrics["lapo/eval_action_mse"] = eval_action_mse(lam, eval_data, c, device).item()
-        if c.ridge_probe_samples > 0:  # the same quality measure with no probe training: a closed-form ridge fit
-            args = (c.frame_stack, c.batch_size, device, c.ridge_probe_samples)
-            metrics |= ridge_probe(lam.label, data, *args, eval_data=eval_data)
+        # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
+        metrics |= ridge_probe(
+            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
+        )
         return metrics
 
     stage.final_metrics(final)  # a reused LAM: its run's metrics

@@ -383,9 +383,10 @@ def train_lam(run: Run) -> LAPO:
             )
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
-        if c.ridge_probe_samples > 0:  # the same quality measure with no probe training: a closed-form ridge fit
-            args = (c.frame_stack, c.batch_size, device, c.ridge_probe_samples)
-            out |= ridge_probe(lam.label, data, *args, eval_data=eval_data)
+        # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
+        out |= ridge_probe(
+            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
+        )
         return out
 
     stage.final_metrics(probe_metrics)  # a reused LAM: its run's metrics, no data read

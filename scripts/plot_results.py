@@ -358,20 +358,18 @@ def normalize_by_bc_full(runs: list[Run]) -> list[str]:
         v = r.metrics.get(RETURN_KEY["bc_full"]) if r.method == "bc_full" else None
         if v is not None and math.isfinite(v):
             refs[(r.suite, r.env)].append(v)
-    problems = []
-    for key in sorted({(r.suite, r.env) for r in runs}):
-        ref = float(np.mean(refs[key])) if refs[key] else math.nan
-        if not ref > 0:
-            problems.append(
-                f"{key[0] or 'main'}/{key[1]}: no scores: normalising by BC on all data needs bc_full runs with a "
-                f"positive mean return; found {len(refs[key])} run(s), mean {ref:g}"
-            )
-        for r in runs:
-            if (r.suite, r.env) == key:
-                v = r.metrics.get(RETURN_KEY[r.method])
-                ok = v is not None and math.isfinite(v) and ref > 0
-                r.metrics[SCORE_KEY[r.method]] = v / ref if ok else None
-                r.metrics["normalizing_return"] = ref
+    ref = {key: float(np.mean(refs[key])) if refs[key] else math.nan for key in {(r.suite, r.env) for r in runs}}
+    problems = [
+        f"{suite or 'main'}/{env}: no scores: normalising by BC on all data needs bc_full runs with a positive mean "
+        f"return; found {len(refs[(suite, env)])} run(s), mean {value:g}"
+        for (suite, env), value in sorted(ref.items())
+        if not value > 0
+    ]
+    for r in runs:
+        value, v = ref[(r.suite, r.env)], r.metrics.get(RETURN_KEY[r.method])
+        ok = v is not None and math.isfinite(v) and value > 0
+        r.metrics[SCORE_KEY[r.method]] = v / value if ok else None
+        r.metrics["normalizing_return"] = value
     return problems
 
 

@@ -85,11 +85,7 @@ lane() {  # name methods
     local name=$1 method status=0 m
     for method in $2; do
         m=$SECONDS
-        if [[ "$method" == bc_full ]]; then
-            bash scripts/sweeps/bc_full.sh || status=1
-        else
-            bash "scripts/sweeps/$method.sh" || status=1
-        fi
+        bash "scripts/sweeps/$method.sh" || status=1
         echo "== lane $name: $method $((SECONDS - m)) s"
     done
     return $status

@@ -119,13 +119,17 @@ def ridge_probe(
     eval_data: TrajectoryData | None = None,
     prefix: str = "lapo",
 ) -> dict[str, float]:
-    """The probe's metrics (none, with a printed note, when the data holds fewer than 3 trajectories, on any rank):
+    """The probe's metrics (none when max_samples is 0; none, with a printed note, when the data holds fewer than 3
+    trajectories, on any rank):
     `<prefix>/ridge_probe_mse` and `<prefix>/ridge_probe_baseline_mse` on the held-out
     trajectories, the same two on `eval_data` (`eval_ridge_probe_...`) when given, the penalty chosen, the numbers
     of transitions, and `<prefix>/action_variance` (mean over action dimensions of the data's action variance: the
     online probe's baseline)."""
-    if dist.total(int(data.num_trajectories < 3)) > 0:  # a diagnostic: skipped, never the end of a run
-        where = f" on {dist.total(int(data.num_trajectories < 3))} rank(s)" if dist.active() else ""
+    if max_samples <= 0:  # switched off (--lapo.ridge_probe_samples=0)
+        return {}
+    short = dist.total(int(data.num_trajectories < 3))  # ranks whose shard is too small
+    if short > 0:  # a diagnostic: skipped, never the end of a run
+        where = f" on {short} rank(s)" if dist.active() else ""
         print(f"ridge probe skipped: {data.path} holds fewer than 3 trajectories{where} (fit / validation / test)")
         return {}
     fit_traj, val_traj, test_traj = split_trajectories(data)  # of this rank's shard under torchrun

@@ -86,3 +86,5 @@ def test_two_trajectories_are_too_few_and_the_probe_is_skipped_with_a_note(capsy
         split_trajectories(data)
     assert ridge_probe(lambda o, n: o.flatten(1)[:, :4], data, 3, 64, torch.device("cpu"), 100) == {}
     assert "ridge probe skipped: data/example-data.hdf5 holds fewer than 3 trajectories" in capsys.readouterr().out
+    full = load_dataset(EXAMPLE, "cpu", 3, load_states=False)
+    assert ridge_probe(lambda o, n: o.flatten(1)[:, :4], full, 3, 64, torch.device("cpu"), 0) == {}  # switched off
