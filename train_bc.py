@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
+from src.compile import compile_networks
 from src.data import Shapes, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor
@@ -86,6 +87,7 @@ def train_bc(run: Run) -> Actor:
     )
     valid = data.valid_indices(0)
     actor = build_models(cfg, data.shapes)["actor"].to(run.device)
+    compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.total_updates if c.total_updates is not None else c.num_epochs * batches_per_epoch

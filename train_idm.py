@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src import dist
+from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
@@ -184,6 +185,7 @@ def train_idm(run: Run) -> IDM:
         check_compatible(data, eval_data, "evaluation")
     valid = data.valid_indices(c.future_obs_offset)
     idm = build_models(cfg, data.shapes, "idm")["idm"].to(device)
+    compile_networks(cfg.compile, idm)
     optim = make_optimizer(idm, "adam", c.learning_rate, c.weight_decay)
     batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.total_updates
@@ -240,6 +242,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
     )
     valid = data.valid_indices(1)
     actor = build_models(cfg, data.shapes, "actor")["actor"].to(device)
+    compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.num_epochs * batches_per_epoch

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
+from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
@@ -310,6 +311,7 @@ def train_lam(run: Run) -> LAOMLabels:
     # Target of the FDM: an EMA copy of the encoder made at initialisation (released code), or the online encoder
     # under stop-grad (paper text).
     target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False) if c.use_ema_target else None
+    compile_networks(cfg.compile, lam)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
     probe_optim = make_optimizer(probes, "adam", c.learning_rate)
@@ -406,6 +408,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     models = build_models(cfg, data.shapes, "actor", "debug_head")
     actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
+    compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     debug_optim = make_optimizer(debug_head, "adamw", c.learning_rate)
     batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
@@ -480,6 +483,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
+    compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
     batches_per_epoch = num_batches(dist.total(len(valid)), c.batch_size, drop_last=False)  # last partial one kept
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs

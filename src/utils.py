@@ -40,6 +40,7 @@ class RunConfig:
     eval_num_envs: int = 5  # parallel evaluation environments (worker processes)
     eval_max_episode_steps: int = 1000  # episode length of evaluation rollouts (1000 in the paper)
     precision: str = "auto"  # training autocast: "auto" (bf16 on CUDA, as the paper; fp32 on CPU), "bf16", "fp32"
+    compile: bool = False  # torch.compile the networks each stage trains (src/compile.py); off until measured on a GPU
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / f"{self.name}-seed{self.seed}"
