@@ -21,7 +21,6 @@ resized frames of recent videos; same pixels).
     python -m scripts.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
 """
 
-import importlib
 import os
 import tempfile
 import time
@@ -57,9 +56,9 @@ class BenchConfig:
     data_batches: int = 30  # timed batches of the data pipelines
     naive_num_workers: int = 0  # DataLoader workers of the naive path
     methods: list[str] = field(default_factory=lambda: ["lapo", "laom", "laom_labels", "idm", "bc"])
-    update_steps: int = 6  # timed updates per method (measured as the difference of two runs: fixed costs cancel)
+    update_steps: int = 6  # updates per timed window of the stage-1 update rows (two windows after a warm-up one)
     update_batch_size: Optional[int] = None  # batch of the update benchmark (None: 64 on CPU, 512 on GPU)
-    paper_scale: bool = False  # the paper's networks (else small encoders / latents that fit a CPU benchmark)
+    paper_scale: bool = False  # the paper's networks (else scripts.device_bench's tiny ones, for a CPU)
     device: str = "auto"
     seed: int = 0
     out: str = "runs/benchmark.json"  # results JSON
@@ -243,8 +242,8 @@ def bench_dcs_workers(backgrounds: str, cfg: BenchConfig) -> float:
     return episodes * (cfg.dcs_steps + 1) / elapsed
 
 
-def dcs_rows(cfg: BenchConfig) -> list[tuple[str, float, float]]:
-    """(what, frames/s, seconds per reset) of each DCS measurement."""
+def dcs_rows(cfg: BenchConfig) -> list[tuple[str, float, Optional[float]]]:
+    """(what, frames/s, seconds per reset; None where resets are not timed apart) of each DCS measurement."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sources = [("built-in 160 px, 60 frames", dcs_constants.BUILTIN)] if cfg.dcs_sources != "davis" else []
@@ -261,8 +260,9 @@ def dcs_rows(cfg: BenchConfig) -> list[tuple[str, float, float]]:
                     print(f"{rows[-1][0]:<80} {fps:>8.1f} {1000 * reset_s:>9.0f}", flush=True)
             if cfg.dcs_workers > 0 and cfg.dcs_way != "release":
                 fps = bench_dcs_workers(backgrounds, cfg)
-                rows.append((f"DCS {cfg.dcs_workers} worker processes, {source_name}: port", fps, float("nan")))
-                print(f"{rows[-1][0]:<80} {fps:>8.1f} {'':>9}", flush=True)
+                # resets run inside the workers, in parallel with steps: no reset time to report
+                rows.append((f"DCS {cfg.dcs_workers} worker processes, {source_name}: port", fps, None))
+                print(f"{rows[-1][0]:<80} {fps:>8.1f} {'n/a':>9}", flush=True)
     return rows
 
 
@@ -283,7 +283,7 @@ def main(cfg: BenchConfig) -> dict:
         rows.append(("data pipeline: batched tensor indexing", fast))
         rows.append((f"data pipeline: per-sample DataLoader (num_workers={cfg.naive_num_workers})", naive))
         for method in cfg.methods:
-            rows.append((f"{method}: stage-1 update", bench_update(method, path, cfg, device)))
+            rows.append((f"{method}: stage-1 update", bench_update(method, cfg, device)))
         speedup = fast / naive
         print(f"\ndevice: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
         print(f"{'what':<60} {'samples/s':>12}")
@@ -300,78 +300,21 @@ def main(cfg: BenchConfig) -> dict:
     return out
 
 
-# method -> (stage-1 function, config section, config file)
-STAGE1 = {
-    "lapo": ("train_lam", "lapo", "configs/lapo.yaml"),
-    "laom": ("train_lam", "lapo", "configs/laom.yaml"),
-    "laom_labels": ("train_lam", "lapo", "configs/laom-labels.yaml"),
-    "idm": ("train_idm", "idm", "configs/idm.yaml"),
-    "bc": ("train_bc", "bc", "configs/bc.yaml"),
-}
-# Networks small enough for a CPU benchmark (the paper's with --paper_scale).
-CPU_SCALE = {
-    "lapo": ["--lapo.encoder_scale=1", "--lapo.latent_action_dim=128"],
-    "laom": [
-        "--lapo.encoder_scale=1",
-        "--lapo.latent_action_dim=128",
-        "--lapo.act_head_dim=128",
-        "--lapo.obs_head_dim=128",
-    ],
-    "idm": ["--idm.encoder_scale=1", "--idm.act_head_dim=128"],
-    "bc": ["--bc.encoder_scale=2"],
-}
-CPU_SCALE["laom_labels"] = CPU_SCALE["laom"]
+# method -> its stage-1 stage in scripts.device_bench
+STAGE1 = {"lapo": "lapo/lam", "laom": "laom/lam", "laom_labels": "laom_labels/lam", "idm": "idm/idm", "bc": "bc/bc"}
 
 
-def write_update_data(path: str, num_batches: int, batch_size: int, cfg: BenchConfig) -> None:
-    """num_batches trajectories of batch_size + K steps: one epoch of a trajectory prefix = that many updates."""
-    sized = BenchConfig(
-        num_trajectories=num_batches, trajectory_length=batch_size + cfg.future_obs_offset, img_hw=cfg.img_hw
-    )
-    write_synthetic(path, sized)
+def bench_update(method: str, cfg: BenchConfig, device: torch.device) -> float:
+    """Stage-1 samples/s of a method script: its own stage function on synthetic data, the median of two windows of
+    update_steps updates after a warm-up window (scripts.device_bench; its tiny networks unless paper_scale)."""
+    from scripts.device_bench import time_stage, write_stage_data
 
-
-def bench_update(method: str, path: str, cfg: BenchConfig, device: torch.device) -> float:
-    """Stage-1 samples/s of a method script: its own stage-1 function run for N1 and N2 updates on synthetic
-    data (one epoch over N trajectories of batch_size + K steps); the difference cancels model construction,
-    data loading and checkpoint writing."""
-    import wandb
-
-    fn_name, section, config_path = STAGE1[method]
-    module = importlib.import_module(f"train_{method}")
     batch = cfg.update_batch_size or (512 if device.type == "cuda" else 64)
-    n1, n2 = 2, 2 + cfg.update_steps
-    times = []
     with tempfile.TemporaryDirectory() as tmp:
-        data_path = os.path.join(tmp, "updates.hdf5")
-        write_update_data(data_path, n2, batch, cfg)
-        for n in (n1, n2, n1, n2):  # first pair warms up (caches, cudnn autotuning)
-            args = [
-                f"--{section}.data_path={data_path}",
-                f"--{section}.max_trajectories={n}",
-                f"--{section}.batch_size={batch}",
-                f"--run_dir={tmp}/run{len(times)}",
-                "--wandb_mode=disabled",
-                f"--device={device}",
-                "--log_every=1000000",
-                "--checkpoint_every=1000000",
-            ]
-            args += [f"--{section}.num_epochs=1"] if section == "lapo" else [f"--{section}.total_updates={n}"]
-            if method == "laom_labels":
-                args += [f"--lapo.labeled_data_path={data_path}", "--lapo.labeled_batch_size=" + str(batch // 4)]
-            if section == "bc":
-                args += ["--bc.eval_episodes=0"]
-            if not cfg.paper_scale:
-                args += CPU_SCALE[method]
-            run_cfg = pyrallis.parse(config_class=module.Config, config_path=config_path, args=args)
-            run = wandb.init(mode="disabled")
-            sync(device)
-            start = time.perf_counter()
-            getattr(module, fn_name)(run_cfg, Path(run_cfg.run_dir), device, run)
-            sync(device)
-            times.append(time.perf_counter() - start)
-            run.finish()
-    return (n2 - n1) * batch / max(1e-9, times[3] - times[2])
+        path = os.path.join(tmp, "updates.hdf5")
+        write_stage_data(path, batch, 3 * cfg.update_steps + 1)
+        seconds, _, _ = time_stage(STAGE1[method], path, device, not cfg.paper_scale, batch, cfg.update_steps, 2, False)
+    return batch / seconds
 
 
 if __name__ == "__main__":
