@@ -1,34 +1,34 @@
-# GPU image for training and evaluation: CUDA build of torch, MuJoCo rendering through EGL on the GPU.
-#   docker build -t laom .
+# One image for the GPU box (and, with a CPU torch, for CI): Debian bookworm's Python 3.11, the pinned requirements,
+# MuJoCo rendering through EGL (the GPU's under the NVIDIA container toolkit, Mesa's on a CPU).
+#   docker build -t laom .                                   # a GPU box: torch's CUDA build from the standard index
 #   docker run --gpus all --rm -v "$PWD/data:/workspace/laom/data" -v "$PWD/runs:/workspace/laom/runs" laom \
 #       bash scripts/sweeps/laom_labels.sh
-# The torch wheel brings its own CUDA libraries, so the base image only needs to match the driver stack; pick the
-# wheel's CUDA with --build-arg TORCH_CUDA=cu130 (and a matching BASE_IMAGE) if your driver wants another one.
-ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04
+# CI builds it with the CPU torch (scripts/docker/build_ci_image.sh): --build-arg TORCH_SPEC=torch==2.13.0+cpu
+# --build-arg TORCH_BUILD=cpu, FROM a base image it makes itself from Debian's packages under the same name.
+# The torch wheel brings its own CUDA libraries and the toolkit mounts the driver's (libcuda, libEGL_nvidia), so the
+# base needs no CUDA of its own: any bookworm image with apt works as BASE_IMAGE.
+ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_CUDA=cu128
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_BUILD=cuda
 ARG DEBIAN_FRONTEND=noninteractive
 
-# Python 3.11 (deadsnakes: Ubuntu 22.04 ships 3.10); EGL / GL libraries for MuJoCo's GPU rendering (the driver's own
-# libEGL_nvidia is mounted by the NVIDIA container toolkit when the "graphics" capability is asked for).
-RUN apt-get update && apt-get install -y --no-install-recommends software-properties-common gpg-agent \
-    && add-apt-repository -y ppa:deadsnakes/ppa \
-    && apt-get update && apt-get install -y --no-install-recommends \
-        python3.11 python3.11-venv python3.11-dev \
-        libegl1 libgl1 libglvnd0 libglx0 libgles2 libopengl0 \
+# Python 3.11 (bookworm's python3); EGL / GL: glvnd with Mesa's vendor (CPU rendering) beside the NVIDIA one below.
+RUN apt-get update && apt-get install -y --no-install-recommends \
+        python3 python3-venv \
+        libegl1 libegl-mesa0 libgl1 libglvnd0 libglx0 libgles2 libopengl0 \
         git ca-certificates \
-    && apt-get purge -y software-properties-common gpg-agent && apt-get autoremove -y \
     && rm -rf /var/lib/apt/lists/*
 
-# glvnd must know the NVIDIA EGL vendor library (the toolkit mounts the library, not always this file).
+# glvnd must know the NVIDIA EGL vendor library (the toolkit mounts the library, not always this file). Where the
+# library is absent (no GPU) glvnd falls through to Mesa.
 RUN mkdir -p /usr/share/glvnd/egl_vendor.d \
     && printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "libEGL_nvidia.so.0"}}\n' \
         > /usr/share/glvnd/egl_vendor.d/10_nvidia.json
 
 ENV VIRTUAL_ENV=/opt/venv
-RUN python3.11 -m venv $VIRTUAL_ENV
+RUN python3 -m venv $VIRTUAL_ENV
 ENV PATH="$VIRTUAL_ENV/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     MUJOCO_GL=egl \
@@ -38,15 +38,15 @@ ENV PATH="$VIRTUAL_ENV/bin:$PATH" \
 
 WORKDIR /workspace/laom
 
-# The CUDA build of torch first (from the PyTorch index), then the pinned requirements: their torch==2.13.0 is then
-# already satisfied and pip does not replace it with the CPU/default wheel.
-RUN pip install --no-cache-dir --upgrade pip \
-    && pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}"
+# torch first (TORCH_SPEC), then the pinned requirements, whose torch==2.13.0 it already satisfies. pip reads the
+# configuration of whoever builds (the standard index unless the builder's pip.conf says otherwise).
 COPY requirements.txt requirements-dev.txt ./
-RUN pip install --no-cache-dir -r requirements-dev.txt \
-    && python -c "import torch; assert '+${TORCH_CUDA}' in torch.__version__, torch.__version__"
+RUN pip install --no-cache-dir "${TORCH_SPEC}" \
+    && pip install --no-cache-dir -r requirements-dev.txt \
+    && python -c "import sys, torch; build = 'cuda' if torch.version.cuda else 'cpu'; \
+sys.exit(None if build == '${TORCH_BUILD}' else f'torch {torch.__version__} is a {build} build, expected ${TORCH_BUILD}')"
 
 COPY . .
 
-# Default: the test suite (a quick check that the image works); override with any command, e.g. a sweep.
-CMD ["python", "-m", "pytest", "-q", "tests"]
+# Default: the README's quick start (a tiny LAOM + supervision, about a minute); override with any command.
+CMD ["python", "-m", "train_laom_labels", "--config_path", "configs/example/laom-labels.yaml"]

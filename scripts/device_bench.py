@@ -143,11 +143,12 @@ class WindowLog:
 
     def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None):
         self.step_key, self.counter = step_key, counter
-        self.times, self.flops, self.module_flops = [], [], []
+        self.times, self.flops, self.module_flops, self.values = [], [], [], []
 
     def log(self, values: dict, *args, **kwargs) -> None:
         if self.step_key in values:  # a logged update (not the stage's final metrics)
             self.times.append(time.perf_counter())
+            self.values.append(values)
             if self.counter is not None:
                 self.flops.append(self.counter.get_total_flops())
                 counts = self.counter.get_flop_counts()  # module name -> op -> FLOPs so far
