@@ -32,12 +32,14 @@ import os, subprocess, sys
 work = sys.argv[1]
 listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True)
 sections, mounts = {}, {}
-def local(token):
-    path = token[len("file://"):] if token.startswith("file://") else token
+def local(token):  # a local index (file://) is mounted with its parent: its pages link to ../../files/...
+    url = token.startswith("file://")
+    path = token[len("file://"):].rstrip("/") if url else token
     if not os.path.isabs(path) or not os.path.exists(path):
         return token
-    inside = mounts.setdefault(path, f"/run/pip-host/{len(mounts)}")
-    return ("file://" if token.startswith("file://") else "") + inside
+    mounted = os.path.dirname(path) if url else path
+    inside = mounts.setdefault(mounted, f"/run/pip-host/{len(mounts)}")
+    return f"file://{inside}/{os.path.basename(path)}" if url else inside
 for line in listed.stdout.splitlines():
     key, _, value = line.partition("=")
     scope, _, name = key.partition(".")

@@ -1,0 +1,100 @@
+"""scripts/device_bench.py, the GPU box's speed / FLOPs / MFU script, kept from rotting by its CPU self-check: the
+script as a user runs it at tiny sizes, its FLOP counts against hand counts, the peak lookup and the projection."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import train_lapo
+from scripts import device_bench as db
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_self_check_prints_mfu_rows_and_writes_json(tmp_path):
+    out = tmp_path / "device_check.json"
+    stages = ["lapo/lam", "laom_labels/lam", "bc/bc"]
+    cmd = [sys.executable, "-m", "scripts.device_bench", f"--stages=[{','.join(stages)}]", "--compile=eager"]
+    cmd += ["--peak_tflops=0.05", "--windows=2", "--data_batches=3", f"--out={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("no CUDA device: running the CPU self-check at tiny sizes")
+    assert lines[-1].endswith(f"results: {out}")
+    result = json.loads(out.read_text())
+    assert result["scale"] == "tiny" and result["peak_bf16_tflops"] == 0.05
+    for key in stages:
+        row, eager = result["stages"][key], result["stages"][key]["eager"]
+        assert row["batch"] == 8 and row["flops_per_update"] > 0
+        assert eager["mfu"] == pytest.approx(row["flops_per_update"] * eager["updates_per_s"] / 0.05e12)
+        assert eager["samples_per_s"] == pytest.approx(8 * eager["updates_per_s"])
+        printed = next(line for line in lines if line.startswith(key))
+        assert printed.split()[3] == "eager" and f"{100 * eager['mfu']:.1f}%" in printed
+    assert result["stages"]["lapo/lam"]["flops_per_update"] > result["stages"]["bc/bc"]["flops_per_update"]
+    assert min(result["data_path"].values()) > 0
+    assert set(result["projection_assumed_mfu"]["methods"]) == {"bc"}  # only BC's stages were all measured
+    assert any(line.startswith("bc ") and "PROJECTION 50% MFU" in line for line in lines)
+
+
+def test_flops_per_update_scale_with_the_batch_and_match_hand_counts(tmp_path):
+    """Through the script's own LAPO stage at tiny sizes (encoder channels 16, 32, 32; Z = 32)."""
+    counts = {}
+    for batch in (2, 4):
+        path = str(tmp_path / f"frames{batch}.hdf5")
+        db.write_stage_data(path, batch, 2)
+        counts[batch] = db.count_flops("lapo/lam", path, torch.device("cpu"), True, batch)
+    assert counts[4][0] == 2 * counts[2][0]
+    total, modules = counts[4]
+    d, z, b = 32 * 8 * 8, 32, 4
+    assert modules["LAPO.idm.fc"] == 3 * 2 * b * d * z  # Linear: forward, input gradient, weight gradient
+    # The first Conv2d (6k = 18 channels in, 16 out, 3x3, 64 -> 32 px): forward and weight gradient only (the
+    # frames need no gradient).
+    assert modules["LAPO.idm.encoder.blocks.0.conv"] == 2 * 2 * b * 16 * 32 * 32 * 18 * 9
+    assert total == modules["Global"]
+
+
+def test_paper_config_flops_match_hand_counts():
+    """LAPO's networks at the paper's config (scale 6, Z 8192, batch 512), counted on the meta device."""
+    with torch.device("meta"):
+        lam = train_lapo.build_lam(train_lapo.LAPOConfig(), 64)
+    x = torch.empty(512, 9, 64, 64, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        lam(x, x)[0].float().mean().backward()
+    modules = {m: sum(ops.values()) for m, ops in counter.get_flop_counts().items()}
+    assert modules["LAPO.idm.fc"] == 3 * 2 * 512 * (192 * 8 * 8) * 8192  # 309 GFLOP
+    assert modules["LAPO.idm.encoder.blocks.0.conv"] == 2 * 2 * 512 * 96 * 32 * 32 * 18 * 9
+
+
+def test_peak_lookup_and_bad_input():
+    assert db.peak_for("NVIDIA H100 80GB HBM3") == 989
+    assert db.peak_for("NVIDIA H200") == 989
+    assert db.peak_for("NVIDIA H100 PCIe") == 756
+    assert db.peak_for("NVIDIA A100-SXM4-80GB") == 312
+    assert db.peak_for("NVIDIA H100 NVL") is None and db.peak_for("NVIDIA GeForce RTX 4090") is None
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.device_bench", "--stages=[lapo/nope]"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("device_bench: stages must be among ['lapo/lam'")
+
+
+def test_paper_run_updates_and_figure8_grid_reuse():
+    assert db.paper_updates("lapo/lam", 2) == 10 * (5000 * 990 // 512)
+    assert db.paper_updates("laom/latent_bc", 2) == 10 * (5000 * 999 // 512)
+    assert db.paper_updates("laom/decoder", 2) == 2500  # 4 batches an epoch, 625 epochs
+    assert db.paper_updates("laom/decoder", 32) == 39 * 63  # whole epochs of 63 batches
+    assert db.paper_updates("idm/idm", 8) == 10000 and db.paper_updates("bc/bc", 8) == 10000
+    one_second = {k: 1.0 for k in db.STAGES}
+    p = db.project(one_second)
+    decoders = sum(db.paper_updates("laom/decoder", b) for b in db.PAPER_BUDGETS)
+    lam, bc = db.paper_updates("laom/lam", 2), db.paper_updates("laom/latent_bc", 2)
+    assert p["laom"]["figure8_grid_h"] == pytest.approx(12 * (lam + bc + decoders) / 3600)  # LAM, latent BC once
+    assert p["laom_labels"]["figure8_grid_h"] == pytest.approx(12 * (7 * (lam + bc) + decoders) / 3600)
+    assert p["laom"]["one_run_h"] == pytest.approx((lam + bc + 2500) / 3600)
+    assert p["bc"]["paper_table2_x_grid_runs_h"] == pytest.approx((1 + 10 / 60) * 84)
