@@ -88,13 +88,13 @@ STAGES = {
     "bc/bc": StageSpec("train_bc", "train_bc", "bc", "configs/bc.yaml"),
 }
 COMPILE_STAGES = ["lapo/lam", "laom/lam", "laom_labels/lam", "laom/latent_bc", "idm/idm", "bc/bc"]
-# Networks small enough for the CPU self-check (scale=tiny).
+# Networks small enough for the CPU self-check (scale=tiny; scripts.benchmark's CPU update rows).
 TINY = {
-    "lapo": ["--encoder_scale=1", "--latent_action_dim=32"],
-    "lapo_laom": ["--encoder_scale=1", "--latent_action_dim=32", "--act_head_dim=32", "--obs_head_dim=32"],
-    "bc": ["--encoder_scale=1"],
-    "decoder": ["--hidden_dim=32"],
-    "idm": ["--encoder_scale=1", "--act_head_dim=32"],
+    "lapo": ["--encoder_scale=1", "--latent_action_dim=128"],
+    "lapo_laom": ["--encoder_scale=1", "--latent_action_dim=128", "--act_head_dim=128", "--obs_head_dim=128"],
+    "bc": ["--encoder_scale=2"],
+    "decoder": ["--hidden_dim=64"],
+    "idm": ["--encoder_scale=1", "--act_head_dim=128"],
 }
 PAPER_TABLE2_HOURS = {
     "lapo": 7 + 38 / 60,

@@ -43,7 +43,7 @@ def test_cpu_self_check_prints_mfu_rows_and_writes_json(tmp_path):
 
 
 def test_flops_per_update_scale_with_the_batch_and_match_hand_counts(tmp_path):
-    """Through the script's own LAPO stage at tiny sizes (encoder channels 16, 32, 32; Z = 32)."""
+    """Through the script's own LAPO stage at tiny sizes (encoder channels 16, 32, 32; Z = 128)."""
     counts = {}
     for batch in (2, 4):
         path = str(tmp_path / f"frames{batch}.hdf5")
@@ -51,7 +51,7 @@ def test_flops_per_update_scale_with_the_batch_and_match_hand_counts(tmp_path):
         counts[batch] = db.count_flops("lapo/lam", path, torch.device("cpu"), True, batch)
     assert counts[4][0] == 2 * counts[2][0]
     total, modules = counts[4]
-    d, z, b = 32 * 8 * 8, 32, 4
+    d, z, b = 32 * 8 * 8, 128, 4
     assert modules["LAPO.idm.fc"] == 3 * 2 * b * d * z  # Linear: forward, input gradient, weight gradient
     # The first Conv2d (6k = 18 channels in, 16 out, 3x3, 64 -> 32 px): forward and weight gradient only (the
     # frames need no gradient).
