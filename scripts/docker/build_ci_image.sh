@@ -57,8 +57,8 @@ start=$SECONDS
 buildah bud --quiet --isolation chroot --network host --pull=never --layers \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "TORCH_SPEC=$TORCH_SPEC" --build-arg TORCH_BUILD=cpu \
     "${volumes[@]}" -t "$IMAGE" -f Dockerfile . > "$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; exit 1; }
-size=$(buildah inspect --type image --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo "?")
-echo "image $IMAGE built in $((SECONDS - start)) s (base $BASE_IMAGE, $TORCH_SPEC); size $size bytes"
+size=$(buildah images --format '{{.Size}}' "$IMAGE" 2>/dev/null | head -1)
+echo "image $IMAGE built in $((SECONDS - start)) s (base $BASE_IMAGE, $TORCH_SPEC); size ${size:-unknown}"
 [[ "$CHECKS" == 1 ]] || exit 0
 start=$SECONDS
 ctr=$(buildah from --pull=never "$IMAGE")
