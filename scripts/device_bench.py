@@ -32,6 +32,7 @@ an assumed MFU. Online evaluation is not included (Table 2's times include it).
 
 import contextlib
 import dataclasses
+import importlib
 import io
 import math
 import os
@@ -125,7 +126,7 @@ class DeviceBenchConfig:
     data_batches: int = 20  # timed batches of each data path
     assumed_mfu: float = 0.5  # MFU of the projected hours when the speed was not measured here
     projection_peak_tflops: float = 989.0  # peak of the projection on a device with none (a CPU): H100 SXM
-    time_budget_s: float = 360.0  # compiled rows are skipped once the script has run this long
+    time_budget_s: float = 330.0  # compiled rows (measured last) are skipped once the script has run this long
     seed: int = 0
     out: str = "runs/device_check.json"  # results JSON (rewritten after every stage)
 
@@ -161,8 +162,6 @@ class WindowLog:
 def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Optional[int], updates: int) -> list[str]:
     """Command-line overrides of a benchmarked stage: the synthetic data everywhere, no evaluation, no probes
     beyond one batch, `updates` updates (whole epochs where the stage counts epochs: the data is sized for it)."""
-    import importlib
-
     config_cls = importlib.import_module(spec.module).Config
     sections = [f.name for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(f.type)]
     args = [f"--{s}.data_path={data_path}" for s in sections]
@@ -170,8 +169,6 @@ def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Opt
     if s == "lapo":
         args += [f"--{s}.num_epochs=1", f"--{s}.final_probe_batches=1", f"--{s}.ridge_probe_samples=0"]
         args += [f"--{s}.eval_data_path=null", f"--{s}.warmup_epochs=0"]
-        if key.startswith("laom_labels"):
-            args += [f"--{s}.labeled_data_path={data_path}"]
     if s in ("bc", "decoder"):
         args += [f"--{s}.eval_episodes=0"]
     if s in ("decoder", "idm") or key == "bc/bc":
@@ -180,7 +177,7 @@ def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Opt
         args += [f"--{s}.num_epochs=1"]
     if s == "idm":
         args += [f"--{s}.eval_data_path=null"]
-    if key.startswith("laom_labels") and s != "lapo":
+    if key.startswith("laom_labels"):  # its decoder trains on lapo.labeled_data_path
         args += [f"--lapo.labeled_data_path={data_path}"]
     if tiny:
         method = spec.module.removeprefix("train_")
@@ -194,8 +191,7 @@ def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Opt
 
 
 def parse_stage_config(spec: StageSpec, args: list[str], device: torch.device, run_dir: str, **top):
-    import importlib
-
+    """(the method script's module, its Config from the paper's YAML with `args` and the top-level fields)."""
     module = importlib.import_module(spec.module)
     top_args = [f"--run_dir={run_dir}", "--wandb_mode=disabled", f"--device={device}", "--checkpoint_every=1000000000"]
     top_args += [f"--{k}={v}" for k, v in top.items()]
@@ -367,51 +363,61 @@ def main(cfg: DeviceBenchConfig) -> dict:
     out = {"device": name, "peak_bf16_tflops": peak, "scale": "tiny" if tiny else "paper", "config": cfg.__dict__}
     out["stages"] = stages = {}
     tmp = tempfile.TemporaryDirectory()
-    flops_path = os.path.join(tmp.name, "flops.hdf5")
-    timing_path, timing_batch = os.path.join(tmp.name, "timing.hdf5"), None
     print(f"{'stage':<24} {'batch':>5} {'GFLOP/upd':>11} {'mode':>8} {'upd/s':>8} {'samples/s':>10} "
           f"{'peak GiB':>8} {'MFU':>6} {'warm-up s':>9}", flush=True)  # fmt: skip
+
+    def measure(key: str, compiled: bool) -> None:
+        """One timed run of a stage (eager or compiled): its row of the table and of the JSON."""
+        row, mode = stages[key], "compiled" if compiled else "eager"
+        timing_path = os.path.join(tmp.name, f"timing-{row['batch']}.hdf5")  # every paper stage has 512
+        if not os.path.exists(timing_path):
+            write_stage_data(timing_path, row["batch"], (cfg.windows + 1) * window + 1)
+        spu, memory, warmup = time_stage(key, timing_path, device, tiny, batch, window, cfg.windows, compiled)
+        mfu = row["flops_per_update"] / spu / (peak * 1e12) if peak else None
+        mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
+        row[mode] = {"updates_per_s": 1 / spu, "samples_per_s": row["batch"] / spu, "peak_memory_gib": memory}
+        row[mode] |= {"mfu": mfu, "warmup_window_s": warmup}
+        print(f"{key:<24} {row['batch']:>5} {row['gflop_per_update']:>11.1f} {mode:>8} {1 / spu:>8.2f} "
+              f"{row['batch'] / spu:>10.1f} {fmt(memory, '.2f'):>8} {mfu_text:>6} {warmup:>9.1f}",
+              flush=True)  # fmt: skip
+        write_json(Path(cfg.out), out)
+
+    # FLOPs and the eager rows of every stage first, then the compiled ones while time_budget_s lasts.
     for key in cfg.stages:
         spec = STAGES[key]
         stage_batch = batch or getattr(parse_stage_config(spec, [], device, "unused")[1], spec.section).batch_size
         fb = flops_batch or stage_batch
-        write_stage_data(flops_path, fb, 2)
+        flops_path = os.path.join(tmp.name, f"flops-{fb}.hdf5")  # one file per size: src.data reads a path once
+        if not os.path.exists(flops_path):
+            write_stage_data(flops_path, fb, 2)
         flops, _ = count_flops(key, flops_path, device, tiny, fb)
         row = stages[key] = {"batch": stage_batch, "flops_per_update": flops * stage_batch / fb, "flops_batch": fb}
         row["gflop_per_update"] = row["flops_per_update"] / 1e9
         if cfg.only_flops:
             print(f"{key:<24} {stage_batch:>5} {row['gflop_per_update']:>11.1f}", flush=True)
             write_json(Path(cfg.out), out)
-            continue
-        if timing_batch != stage_batch:  # every stage of the paper configs has 512
-            write_stage_data(timing_path, stage_batch, (cfg.windows + 1) * window + 1)
-            timing_batch = stage_batch
-        modes = {"eager": [False], "compiled": [True], "both": [False, True]}[cfg.compile]
-        for compiled in modes:
-            mode = "compiled" if compiled else "eager"
-            if compiled and (key not in COMPILE_STAGES or time.perf_counter() - began > cfg.time_budget_s):
-                row[mode] = None if key not in COMPILE_STAGES else "skipped: time budget"
-                continue
-            spu, memory, warmup = time_stage(key, timing_path, device, tiny, batch, window, cfg.windows, compiled)
-            mfu = row["flops_per_update"] / spu / (peak * 1e12) if peak else None
-            mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
-            row[mode] = {"updates_per_s": 1 / spu, "samples_per_s": stage_batch / spu, "peak_memory_gib": memory}
-            row[mode] |= {"mfu": mfu, "warmup_window_s": warmup}
-            print(f"{key:<24} {stage_batch:>5} {row['gflop_per_update']:>11.1f} {mode:>8} {1 / spu:>8.2f} "
-                  f"{stage_batch / spu:>10.1f} {fmt(memory, '.2f'):>8} {mfu_text:>6} "
-                  f"{warmup:>9.1f}", flush=True)  # fmt: skip
-        write_json(Path(cfg.out), out)
-
+        elif cfg.compile != "compiled":
+            measure(key, False)
     if not cfg.only_flops:
+        data_path = os.path.join(tmp.name, f"timing-{batch or 512}.hdf5")
+        if not os.path.exists(data_path):
+            write_stage_data(data_path, batch or 512, (cfg.windows + 1) * window + 1)
         data_cfg = BenchConfig(batch_size=batch or 512, data_batches=cfg.data_batches)
-        fast, naive = bench_fast(timing_path, data_cfg, device), bench_naive(timing_path, data_cfg, device)
+        fast, naive = bench_fast(data_path, data_cfg, device), bench_naive(data_path, data_cfg, device)
         out["data_path"] = {
             "batched_frames_on_device_samples_per_s": fast,
             "per_sample_dataloader_samples_per_s": naive,
         }
-        print(f"\ndata path ({data_cfg.batch_size} LAOM stage-1 samples, uint8 on {device.type}): batched "
+        print(f"data path ({data_cfg.batch_size} LAOM stage-1 samples, uint8 on {device.type}): batched "
               f"{fast:.0f} samples/s, per-sample Dataset + DataLoader {naive:.0f} samples/s "
-              f"({fast / naive:.1f}x)")  # fmt: skip
+              f"({fast / naive:.1f}x)", flush=True)  # fmt: skip
+    if not cfg.only_flops and cfg.compile != "eager":
+        for key in [k for k in cfg.stages if k in COMPILE_STAGES]:
+            if time.perf_counter() - began > cfg.time_budget_s:
+                stages[key]["compiled"] = f"skipped: past time_budget_s={cfg.time_budget_s:g}"
+                print(f"{key:<24} compiled: skipped (past time_budget_s={cfg.time_budget_s:g})")
+            else:
+                measure(key, True)
     tmp.cleanup()
 
     proj_peak = peak or cfg.projection_peak_tflops
