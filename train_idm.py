@@ -24,8 +24,9 @@ from src import dist
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
+from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
-from src.utils import Run, RunConfig, autocast, infinite_epochs, main, make_optimizer, make_scheduler, start_run
 
 
 @dataclass

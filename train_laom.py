@@ -33,19 +33,10 @@ from src.augs import Augmenter
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
+from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler, soft_update
 from src.probes import ridge_probe
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
-from src.utils import (
-    Run,
-    RunConfig,
-    autocast,
-    infinite_epochs,
-    main,
-    make_optimizer,
-    make_scheduler,
-    soft_update,
-    start_run,
-)
 
 
 @dataclass

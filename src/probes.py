@@ -29,7 +29,7 @@ import torch
 
 from src import dist
 from src.data import TrajectoryData, normalize_obs
-from src.utils import autocast
+from src.optim import autocast
 
 Labeler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (o_t, o_{t+1}) in [-1, 1] -> latent [B, Z]
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried; the validation trajectories choose

@@ -39,7 +39,10 @@ import torch
 from tqdm.auto import tqdm
 
 from src import dist
-from src.utils import NanGuard, Stopwatch, restore_stage, save_stage, write_json
+from src.checkpoint import restore_stage, save_stage
+from src.files import write_json
+from src.optim import NanGuard
+from src.run import Stopwatch
 
 PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 PREEMPTED_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped on a signal after a checkpoint; run again to resume
@@ -51,7 +54,7 @@ def _on_preemption_signal(signum, frame) -> None:
 
 
 class Stage:
-    """One stage of a run (src.utils.Run). name: the metric prefix ("lapo", "bc", "decoder", "idm"); ckpt_name: its
+    """One stage of a run (src.run.Run). name: the metric prefix ("lapo", "bc", "decoder", "idm"); ckpt_name: its
     checkpoint file in the run directory;
     objects: what its checkpoint holds (modules, optimizers, schedulers: a "sched" entry's learning rate is logged);
     total: its number of updates; run: the run config (log_every, checkpoint_every); load_from: a finished

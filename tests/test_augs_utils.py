@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from src.checkpoint import restore_stage, save_stage
+from src.files import write_json
 from src.nn import ActionMLP
-from src.utils import NanGuard, make_optimizer, make_scheduler, restore_stage, save_stage, soft_update, write_json
+from src.optim import NanGuard, make_optimizer, make_scheduler, soft_update
 
 
 def test_linear_warmup_then_decay_to_zero():

@@ -16,8 +16,10 @@ import torch
 
 import train_bc
 import train_lapo
+from src.checkpoint import save_checkpoint
 from src.data import DatasetError, load_dataset
-from src.utils import main, save_checkpoint, write_json
+from src.files import write_json
+from src.run import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "data" / "example-data.hdf5"
@@ -50,7 +52,7 @@ def run_bc(args: list[str], monkeypatch) -> dict:
 def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from src.utils import lock_run_dir; from pathlib import Path; "
+        [sys.executable, "-c", f"from src.run import lock_run_dir; from pathlib import Path; "
          f"lock_run_dir(Path({str(run_dir)!r})); print('locked', flush=True); import time; time.sleep(60)"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -207,7 +209,7 @@ def test_a_checkpoint_save_on_a_full_disk_says_so_and_leaves_nothing(tmp_path):
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "import torch, os\n"
-        "from src.utils import save_checkpoint\n"
+        "from src.checkpoint import save_checkpoint\n"
         f"path = {str(mnt / 'lam.pt')!r}\n"
         "save_checkpoint(path, {'w': torch.zeros(16)})\n"
         "try:\n"
