@@ -1,6 +1,7 @@
 """Stage checkpoints: the objects of a stage (modules, optimizers, schedulers), its update count, whether it
 finished and the RNG states of every rank; saved atomically, restored to resume or to reuse a finished stage."""
 
+import json
 import random
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch.nn as nn
 
 from src import dist
 from src.files import replace_or_explain
-from src.run import set_seed
+from src.run import NON_TRAINING_FIELDS, UserError, config_differences, set_seed
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -43,8 +44,18 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(UserError):
+    """A stage checkpoint that cannot be used (unreadable, not a stage checkpoint, another architecture); the
+    message is one line naming the file, the stage and what to do."""
+
+
 def restore_stage(
-    path: Path, objects: dict, load_from: str | None = None, device: torch.device | str = "cpu"
+    path: Path,
+    objects: dict,
+    load_from: str | None = None,
+    device: torch.device | str = "cpu",
+    stage: str = "",
+    config=None,
 ) -> tuple[int, bool]:
     """Restores a stage from its checkpoint. Returns (first update to run, whether the stage is finished).
 
@@ -52,25 +63,89 @@ def restore_stage(
     load_from: a finished checkpoint of this stage from another run (e.g. one LAM reused for every label
     budget): its modules are loaded and the stage is skipped. Otherwise the run's own checkpoint `path`, if
     present, is resumed (or skipped if it is finished).
+    stage, config: the stage's name (its config section, e.g. "lapo") and the run's config, for the errors: a
+    checkpoint that cannot be read, or that holds networks of another shape, is a CheckpointError naming the file,
+    the stage, what to do and (from the config.json beside the checkpoint) the config fields that differ.
     """
+    stage = stage or Path(path).stem
     if load_from:
-        state = load_checkpoint(load_from, device)
+        given = f"--{stage}.checkpoint_path={load_from}"
+        todo = f"give a finished {Path(path).name} of this stage, or leave {given.split('=')[0]} out to train it here"
+        state = _read(Path(load_from), device, f"the {stage} checkpoint given with {given}", todo)
         if state is None:
             raise FileNotFoundError(f"checkpoint to load the stage from not found: {load_from}")
         if not state.get("done", False):
             raise ValueError(f"{load_from} is the checkpoint of an unfinished stage (update {state.get('step')})")
-        for name, obj in objects.items():
-            if isinstance(obj, nn.Module):
-                obj.load_state_dict(state["objects"][name])
+        modules = {name: obj for name, obj in objects.items() if isinstance(obj, nn.Module)}
+        _load(Path(load_from), state, modules, f"the {stage} checkpoint given with {given}", todo, config)
         return state["step"], True
-    state = load_checkpoint(path, device)
+    todo = f"remove it and run the same command: the {stage} stage is trained again, from the stages before it"
+    state = _read(Path(path), device, f"the run's {stage} stage checkpoint", todo)
     if state is None:
         return 0, False
-    for name, obj in objects.items():
-        obj.load_state_dict(state["objects"][name])
+    _load(Path(path), state, objects, f"the run's {stage} stage checkpoint", todo, config)
     if not state["done"]:
         restore_rng(state["rng"], state["step"])
     return state["step"], state["done"]
+
+
+def _read(path: Path, device, what: str, todo: str) -> dict | None:
+    """load_checkpoint, with a file that cannot be read (truncated, damaged, not a stage checkpoint) a
+    CheckpointError."""
+    try:
+        state = load_checkpoint(path, device)
+    except Exception as e:  # torch.load of a cut or damaged file: OSError, RuntimeError, EOFError, UnpicklingError
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: {what} cannot be read, it is truncated or damaged ({reason}); {todo}") from e
+    if state is not None and not (isinstance(state, dict) and {"objects", "step", "done"} <= state.keys()):
+        raise CheckpointError(f"{path}: {what} is not a stage checkpoint (no objects / step / done); {todo}")
+    return state
+
+
+def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) -> None:
+    """load_state_dict of every object; a missing object or another shape is a CheckpointError naming the config
+    fields that differ from the config.json of the checkpoint's run (when it has one)."""
+    for name, obj in objects.items():
+        if name not in state["objects"]:
+            held = sorted(state["objects"])
+            raise CheckpointError(f"{path}: {what} holds no {name!r} (it holds {held}): a checkpoint of another method")
+        try:
+            obj.load_state_dict(state["objects"][name])
+        except (RuntimeError, ValueError, KeyError) as e:
+            detail = _first_mismatch(str(e))
+            raise CheckpointError(
+                f"{path}: {what}: its {name!r} is of another architecture ({_differences(path, config) or detail})"
+                f"; {todo}"
+            ) from e
+
+
+def _first_mismatch(message: str) -> str:
+    """The first specific line of a load_state_dict error (e.g. `size mismatch for fc.weight: ...`)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else "state dict mismatch")[:200]
+
+
+def _differences(path: Path, config) -> str:
+    """The architecture-relevant config fields in which the checkpoint's run (its config.json) differs from this run;
+    "" when either config is unknown or nothing but paths, seeds and watching settings differ."""
+    old = path.parent / "config.json"
+    if config is None or not old.exists():
+        return ""
+    try:
+        differ = config_differences(json.loads(old.read_text()), config)
+    except (OSError, ValueError):
+        return ""
+    differ = [d for d in differ if not _incidental(d.split(":")[0], NON_TRAINING_FIELDS)]
+    if not differ:
+        return ""
+    more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
+    return f"config of its run -> this run: {'; '.join(differ[:6])}{more}"
+
+
+def _incidental(key: str, non_training: set) -> bool:
+    """Fields that differ between runs without changing a network: paths, seeds, counts of updates and evaluation."""
+    field = key.split(".")[-1]
+    return key in non_training or field.endswith("_path") or field in ("seed", "eval_seed", "eval_episodes")
 
 
 def restore_rng(saved: dict | list, step: int) -> None:

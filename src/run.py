@@ -90,6 +90,16 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def config_differences(old: dict, new, ignore=NON_TRAINING_FIELDS) -> list[str]:
+    """`field: old -> new` for each flattened field (e.g. `lapo.latent_action_dim`) whose value differs between two
+    configs (dicts as in config.json, or a config dataclass), sorted, fields in `ignore` left out."""
+    if dataclasses.is_dataclass(new):
+        new = json.loads(json.dumps(dataclasses.asdict(new), default=json_default))
+    old, new = _flat(old), _flat(new)
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ignore)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
+
+
 def lock_run_dir(run_dir: Path) -> None:
     """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on
     the same directory is refused, naming the holder."""
@@ -122,10 +132,9 @@ def prepare_run_dir(run_dir: str | Path, config) -> Path:
     new = dataclasses.asdict(config)
     old_path = run_dir / "config.json"
     if old_path.exists() and any(run_dir.glob("*.pt")):
-        old, now = _flat(json.loads(old_path.read_text())), _flat(json.loads(json.dumps(new, default=json_default)))
-        differ = sorted(k for k in old.keys() | now.keys() if old.get(k) != now.get(k) and k not in NON_TRAINING_FIELDS)
+        differ = config_differences(json.loads(old_path.read_text()), config)
         if differ:
-            details = "; ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in differ[:10])
+            details = "; ".join(differ[:10])
             raise ValueError(
                 f"{run_dir} holds a run made with another config ({details}{' ...' if len(differ) > 10 else ''}); "
                 "its checkpoints would be reused for this one. Give this run another --run_dir, or delete that "
@@ -221,11 +230,21 @@ class _NoLogging:
         pass
 
 
+class UserError(Exception):
+    """An error the person at the terminal can act on (e.g. src.checkpoint.CheckpointError): main() prints its
+    message, one line, without a traceback."""
+
+
 def main(train) -> None:
-    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume. In a
+    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume, a stage
+    checkpoint that cannot be used with one line naming it and what to do. In a
     distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so."""
     try:
         train()
+    except UserError as e:
+        if dist.is_main():
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print(
             "\ninterrupted: the last checkpoint of each stage is kept; run the same command to resume", file=sys.stderr

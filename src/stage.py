@@ -81,7 +81,7 @@ class Stage:
         self.load_from, self.reuse_metrics = load_from, reuse_metrics
         self.batch_size, self.updates_per_epoch = batch_size, updates_per_epoch
         self.clock = Stopwatch()  # the stage's wall time, for results.json
-        self.start, self.done = restore_stage(self.ckpt, objects, load_from, device)
+        self.start, self.done = restore_stage(self.ckpt, objects, load_from, device, name, run.cfg)
         dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
         self.skipped = self.done  # nothing trained in this process
         self.guard = NanGuard(name, device)

@@ -16,7 +16,7 @@ import torch
 
 import train_bc
 import train_lapo
-from src.checkpoint import save_checkpoint
+from src.checkpoint import CheckpointError, save_checkpoint
 from src.data import DatasetError, load_dataset
 from src.files import write_json
 from src.run import main
@@ -188,6 +188,52 @@ def test_ctrl_c_stops_with_one_line_saying_how_to_resume(tmp_path):
     )
 
 
+def files_of(run_dir: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.name != ".lock"}
+
+
+@pytest.mark.parametrize("whose", ["the run's own", "given with --bc.checkpoint_path"])
+def test_an_unreadable_stage_checkpoint_is_one_line_naming_it_and_nothing_is_touched(
+    whose, tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    run_bc(bc_args(run_dir), monkeypatch)
+    full = (run_dir / "bc.pt").read_bytes()
+    if whose == "the run's own":
+        cut, args = run_dir / "bc.pt", bc_args(run_dir)
+    else:
+        cut, args = (
+            tmp_path / "copy" / "bc.pt",
+            bc_args(tmp_path / "other", f"--bc.checkpoint_path={tmp_path / 'copy' / 'bc.pt'}"),
+        )
+        cut.parent.mkdir()
+    cut.write_bytes(full[: len(full) // 3])  # a copy cut short
+    before = files_of(run_dir)
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["train_bc", *args])
+    with pytest.raises(SystemExit) as e:
+        main(train_bc.train)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"error: {cut}: ") and "bc" in line and "truncated or damaged" in line
+    if whose == "the run's own":
+        assert "remove it and run the same command: the bc stage is trained again" in line
+    else:
+        assert "--bc.checkpoint_path" in line and "leave --bc.checkpoint_path out to train it here" in line
+    assert files_of(run_dir) == before  # the damaged file and everything beside it as they were
+
+
+def test_a_checkpoint_of_another_architecture_names_the_config_fields_that_differ(tmp_path, monkeypatch):
+    run_bc(bc_args(tmp_path / "small"), monkeypatch)
+    other = bc_args(tmp_path / "wide", f"--bc.checkpoint_path={tmp_path / 'small' / 'bc.pt'}", "--bc.encoder_scale=2")
+    with pytest.raises(CheckpointError, match=r"its 'actor' is of another architecture .*bc\.encoder_scale: 1 -> 2"):
+        run_bc(other, monkeypatch)
+    (tmp_path / "small" / "config.json").unlink()  # no config beside it: the first mismatching parameter is named
+    with pytest.raises(CheckpointError, match=r"size mismatch for encoder\."):
+        run_bc(other, monkeypatch)
+
+
 def test_main_turns_keyboard_interrupt_into_exit_130(capsys):
     def interrupted():
         raise KeyboardInterrupt
@@ -209,7 +255,7 @@ def test_a_checkpoint_save_on_a_full_disk_says_so_and_leaves_nothing(tmp_path):
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "import torch, os\n"
-        "from src.checkpoint import save_checkpoint\n"
+        "from src.checkpoint import CheckpointError, save_checkpoint\n"
         f"path = {str(mnt / 'lam.pt')!r}\n"
         "save_checkpoint(path, {'w': torch.zeros(16)})\n"
         "try:\n"
