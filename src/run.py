@@ -268,7 +268,9 @@ class Stopwatch:
 
 
 def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: Path):
-    """wandb run in mode online / offline / disabled, its files under the run directory."""
+    """wandb run in mode online / offline / disabled, its files under the run directory. Quiet (wandb's setting):
+    no history and summary panel, no sync hint at the end, so that a run's last lines are its headline metrics and
+    the path of results.json; WANDB_QUIET=false in the environment brings wandb's full output back."""
     import wandb
 
     if mode not in ("online", "offline", "disabled"):
@@ -281,4 +283,5 @@ def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: 
         dir=str(run_dir),
         config=dataclasses.asdict(config),
         reinit="finish_previous",
+        settings=wandb.Settings() if "WANDB_QUIET" in os.environ else wandb.Settings(quiet=True),
     )

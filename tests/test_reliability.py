@@ -2,6 +2,7 @@
 the console says what happened. Real processes, real files, the real BC script on tiny settings."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -186,6 +187,37 @@ def test_ctrl_c_stops_with_one_line_saying_how_to_resume(tmp_path):
     assert err.rstrip().splitlines()[-1] == (
         "interrupted: the last checkpoint of each stage is kept; run the same command to resume"
     )
+
+
+def test_the_last_screen_is_the_headline_and_the_results_path(tmp_path):
+    """A real run with wandb offline and an evaluation (a DCS environment compiled): wandb's summary panel and
+    MuJoCo's settotalmass deprecation do not follow the headline metrics and the results.json path."""
+    run_dir = tmp_path / "run"
+    args = [a for a in bc_args(run_dir, "--wandb_mode=offline") if a != "--wandb_mode=disabled"]
+    args = [a for a in args if a != "--bc.eval_episodes=0"]
+    args += ["--bc.eval_episodes=1", "--eval_num_envs=1", "--eval_max_episode_steps=5"]
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYTHONUNBUFFERED": "1"}
+    env.pop("WANDB_QUIET", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "train_bc", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    screen = done.stdout.decode()
+    assert done.returncode == 0, screen[-3000:]
+    assert (run_dir / "wandb").is_dir()  # wandb did run, offline
+    assert "Run summary" not in screen and "Run history" not in screen and "settotalmass" not in screen
+    last = [line for line in screen.replace("\r", "\n").splitlines() if line.strip()][-3:]
+    assert last[0].startswith("bc/eval_returns_mean: ") and last[1].startswith("bc/normalized_score: ")
+    assert last[2] == f"results: {run_dir / 'results.json'}"
+
+
+def test_only_the_known_harmless_mujoco_warning_is_dropped(caplog):
+    from src.dcs import suite  # noqa: F401  (installs the filter on dm_control's absl logger)
+
+    absl_logger = logging.getLogger("absl")
+    with caplog.at_level(logging.WARNING):
+        absl_logger.warning("compiler attribute 'settotalmass' is deprecated and will be removed in a future release")
+        absl_logger.warning("Nan, Inf or huge value in QACC at DOF 0. The simulation is unstable.")
+    assert [r.getMessage()[:3] for r in caplog.records] == ["Nan"]
 
 
 def files_of(run_dir: Path) -> dict:
