@@ -44,7 +44,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class CheckpointError(UserError):
+class CheckpointError(UserError, ValueError):
     """A stage checkpoint that cannot be used (unreadable, not a stage checkpoint, another architecture); the
     message is one line naming the file, the stage and what to do."""
 
@@ -73,9 +73,11 @@ def restore_stage(
         todo = f"give a finished {Path(path).name} of this stage, or leave {given.split('=')[0]} out to train it here"
         state = _read(Path(load_from), device, f"the {stage} checkpoint given with {given}", todo)
         if state is None:
-            raise FileNotFoundError(f"checkpoint to load the stage from not found: {load_from}")
+            raise CheckpointError(f"{load_from}: not found (the {stage} checkpoint given with {given}); {todo}")
         if not state.get("done", False):
-            raise ValueError(f"{load_from} is the checkpoint of an unfinished stage (update {state.get('step')})")
+            raise CheckpointError(
+                f"{load_from} is the checkpoint of an unfinished stage (update {state.get('step')}); {todo}"
+            )
         modules = {name: obj for name, obj in objects.items() if isinstance(obj, nn.Module)}
         _load(Path(load_from), state, modules, f"the {stage} checkpoint given with {given}", todo, config)
         return state["step"], True

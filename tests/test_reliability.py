@@ -17,7 +17,7 @@ import torch
 
 import train_bc
 import train_lapo
-from src.checkpoint import CheckpointError, save_checkpoint
+from src.checkpoint import CheckpointError, restore_stage, save_checkpoint, save_stage
 from src.data import DatasetError, load_dataset
 from src.files import write_json
 from src.run import main
@@ -266,6 +266,17 @@ def test_a_checkpoint_of_another_architecture_names_the_config_fields_that_diffe
         run_bc(other, monkeypatch)
 
 
+def test_a_missing_or_unfinished_given_checkpoint_is_named(tmp_path):
+    lin = torch.nn.Linear(2, 2)
+    with pytest.raises(
+        CheckpointError, match=r"nope.pt: not found \(the bc checkpoint given with --bc\.checkpoint_path"
+    ):
+        restore_stage(tmp_path / "bc.pt", {"actor": lin}, str(tmp_path / "nope.pt"), stage="bc")
+    save_stage(tmp_path / "other.pt", {"actor": lin}, step=3, done=False)
+    with pytest.raises(CheckpointError, match="unfinished stage .update 3.; give a finished bc.pt"):
+        restore_stage(tmp_path / "bc.pt", {"actor": lin}, str(tmp_path / "other.pt"), stage="bc")
+
+
 def test_main_turns_keyboard_interrupt_into_exit_130(capsys):
     def interrupted():
         raise KeyboardInterrupt
@@ -287,7 +298,7 @@ def test_a_checkpoint_save_on_a_full_disk_says_so_and_leaves_nothing(tmp_path):
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "import torch, os\n"
-        "from src.checkpoint import CheckpointError, save_checkpoint\n"
+        "from src.checkpoint import CheckpointError, restore_stage, save_checkpoint, save_stage\n"
         f"path = {str(mnt / 'lam.pt')!r}\n"
         "save_checkpoint(path, {'w': torch.zeros(16)})\n"
         "try:\n"
