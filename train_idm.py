@@ -83,6 +83,7 @@ class BCConfig:
 @dataclass
 class Config(RunConfig):
     name: str = "idm"
+    idm_only: bool = False  # end the run after the IDM (its action MSE on eval_data_path is the result), e.g. tuning
     idm: IDMConfig = field(default_factory=IDMConfig)
     bc: BCConfig = field(default_factory=BCConfig)
 
@@ -283,7 +284,8 @@ def train(cfg: Config) -> dict:
         raise ValueError(f"bc.frame_stack={cfg.bc.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
     run = start_run(cfg)
     idm = train_idm(run)
-    train_bc(run, idm)
+    if not cfg.idm_only:
+        train_bc(run, idm)
     out = run.results.finish()
     run.wandb.finish()
     return out

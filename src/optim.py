@@ -49,10 +49,14 @@ def make_optimizer(
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": wd},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
+    # The fused kernel (one pass over each parameter instead of a dozen elementwise ops) computes the same update to
+    # float rounding; 2.3x faster than the default on a 2-core CPU for a small LAOM (docs/small-reproduction).
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                for p in params)  # fmt: skip
     if kind == "adam":
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, fused=fused)
     if kind == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, fused=fused)
     raise ValueError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
 
 
