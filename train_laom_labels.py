@@ -330,6 +330,7 @@ def train_lam(run: Run) -> LAOMLabels:
     if target_encoder is not None:
         target_encoder.eval()
     batches = infinite_epochs(data, valid, c.batch_size)
+
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
         return ridge_probe(
             lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data

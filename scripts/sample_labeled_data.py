@@ -15,8 +15,8 @@ temporary file next to `save_path` and renamed when complete: an error leaves no
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 import h5py
 import numpy as np

@@ -122,10 +122,10 @@ def ridge_probe(
     prefix: str = "lapo",
 ) -> dict[str, float]:
     """The probe's metrics (none when max_samples is 0; none, with a printed note, when the data holds fewer than 3
-    trajectories, on any rank):
-    `<prefix>/ridge_probe_mse` and `<prefix>/ridge_probe_baseline_mse` on the held-out
-    trajectories, `<prefix>/ridge_probe_val_mse` and its baseline on the validation trajectories (for tuning), the same two on `eval_data` (`eval_ridge_probe_...`) when given, the penalty chosen, the numbers
-    of transitions, and `<prefix>/action_variance` (mean over action dimensions of the data's action variance: the
+    trajectories, on any rank): `<prefix>/ridge_probe_mse` and `<prefix>/ridge_probe_baseline_mse` on the held-out
+    test trajectories; `<prefix>/ridge_probe_val_mse` and its baseline on the validation trajectories (what tuning
+    selects on); the same two on `eval_data` (`eval_ridge_probe_...`) when given; the penalty chosen, the numbers of
+    transitions, and `<prefix>/action_variance` (mean over action dimensions of the data's action variance: the
     online probe's baseline)."""
     if max_samples <= 0:  # switched off (--lapo.ridge_probe_samples=0)
         return {}
