@@ -302,6 +302,7 @@ def train_lam(run: Run) -> LAOM:
         )
 
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
+    curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
         obs, future_obs, next_obs, b = stage1_batch(data, next(batches), c, aug)
         with autocast(device):

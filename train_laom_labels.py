@@ -337,6 +337,7 @@ def train_lam(run: Run) -> LAOMLabels:
         )
 
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
+    curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
         obs, future_obs, next_obs, b = stage1_batch(data, next(batches), c, aug)
         lb = labeled.batch(labeled.sample(labeled_valid, c.labeled_batch_size), c.frame_stack, c.future_obs_offset)

@@ -354,6 +354,7 @@ def train_lam(run: Run) -> LAPO:
         )
 
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
+    curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
         obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]

@@ -37,6 +37,10 @@ for tau in $TAUS; do
     job "$T/laom/lr0.001-tau$tau" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam \
         --lapo.learning_rate=0.001 --lapo.target_tau=$tau
 done
+for lr in ${NOAUG_LRS:-"0.0003 0.001"}; do  # LAOM without the released augmentations (a finding, not a setting)
+    job "$T/laom_noaug/lr$lr-tau0.01" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam \
+        --lapo.learning_rate=$lr --lapo.target_tau=0.01 --lapo.use_aug=false
+done
 for lr in $POLICY_LRS; do
     job "$T/bc/lr$lr" train_bc --config_path=$CONFIG_DIR/bc.yaml $common --bc.data_path=$D/cheetah-run-labeled-1000x2.hdf5 \
         --bc.learning_rate=$lr

@@ -177,7 +177,8 @@ def ridge_probe(
 
 class ProbeCurve:
     """The ridge probe at a few points of a LAM's training (`ridge_probe_every` updates), so a reader sees whether
-    the probe had flattened or was still falling when the stage ended. Each point is [update, validation MSE, test
+    the probe had flattened or was still falling when the stage ended; the first point is the randomly initialised
+    network (update 0). Each point is [update, validation MSE, test
     MSE], appended to `path` (a JSON list beside the stage checkpoint) so a resumed stage keeps its earlier points;
     `points(final)` adds the stage's final probe. The network is put in eval mode for the probe and back after; the
     global random state is not touched (ridge_probe draws with its own generators), so training is unchanged."""
@@ -185,6 +186,12 @@ class ProbeCurve:
     def __init__(self, path, every: int):
         self.path, self.every = Path(path), every
         self._points = json.loads(self.path.read_text()) if every > 0 and self.path.exists() else []
+
+    def before_training(self, stage, module: torch.nn.Module, probe: Callable[[], dict]) -> None:
+        """The point at update 0, the randomly initialised network: what the latents hold before any learning (a
+        stage that resumes or was finished earlier has it already)."""
+        if not stage.done and stage.start == 0:
+            self.maybe_add(-1, stage.total, module, probe)
 
     def maybe_add(self, step: int, total: int, module: torch.nn.Module, probe: Callable[[], dict]) -> None:
         """After update `step` (0-based) of `total`: a point every `every` updates, except after the last one."""

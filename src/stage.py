@@ -86,6 +86,8 @@ class Stage:
         self.skipped = self.done  # nothing trained in this process
         self.guard = NanGuard(name, device)
         self.bar = None
+        self._loss_sum, self._loss_count = None, 0  # the loss summed on the device over the current log window
+        self.final_train_loss = None  # mean training loss over the last complete log window (a final metric)
         if not dist.is_main():
             pass
         elif load_from:
@@ -149,9 +151,14 @@ class Stage:
         logged as <name>/<key>), the learning rate, samples/s and the epoch go to wandb and the loss to the progress
         bar; at the checkpoint cadence the stage is saved (resumable)."""
         self.guard.update(loss, step)
+        d = loss.detach().float()
+        self._loss_sum = d if self._loss_sum is None else self._loss_sum + d  # no host sync
+        self._loss_count += 1
         n = step + 1
         if n % self.run.log_every == 0:
             self.guard.check(self.ckpt)
+            self.final_train_loss = self._loss_sum.item() / self._loss_count  # the loop syncs here anyway
+            self._loss_sum, self._loss_count = None, 0
             values = {f"{self.name}/{k}": (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
             if "sched" in self.objects:
                 values[f"{self.name}/learning_rate"] = self.objects["sched"].get_last_lr()[0]
@@ -184,7 +191,10 @@ class Stage:
             metrics = stored if not self.load_from else {**stored, f"{self.name}/trained_updates": 0}
         else:
             trained = 0 if self.skipped else self.total - self.start
-            metrics = {**_mean_over_ranks(compute()), f"{self.name}/updates": self.total}
+            computed = compute()
+            if self.final_train_loss is not None:  # mean loss of the last log_every updates trained here
+                computed[f"{self.name}/final_train_loss"] = self.final_train_loss
+            metrics = {**_mean_over_ranks(computed), f"{self.name}/updates": self.total}
             metrics[f"{self.name}/trained_updates"] = trained
             if dist.is_main():
                 write_json(self.metrics_path, metrics)
