@@ -47,6 +47,7 @@ LAMS = ("lapo", "lapo_vanilla", "laom", "laom_vanilla", "laom_noaug", "laom_labe
 RETURN_KEY = {m: "decoder/eval_returns_mean" for m in ("lapo", "laom", "laom_labels")} | {
     m: "bc/eval_returns_mean" for m in ("idm", "bc", "bc_full")
 }
+OTHERS = ("lapo", "laom", "idm", "bc")  # what LAOM + supervision's return is compared with (F4)
 PAPER = {"F2": 8.0, "F4": 4.2}  # the paper's ratios (abstract): LAOM's probe 8x LAPO's; supervision 4.2x return
 
 
@@ -118,7 +119,8 @@ def tuning_markdown(t: dict) -> str:
         chosen = " **chosen**" if t["choices"].get(r["method"]) == r["setting"] else ""
         test = f"{r['test_not_used']:.3f}" if "test_not_used" in r else ""
         lines.append(
-            f"| {r['method']} | {r['setting']}{chosen} | {r['criterion']} | {r['value']:.3f} | {test} | {r['seconds']} |"
+            f"| {r['method']} | {r['setting']}{chosen} | {r['criterion']} | {r['value']:.3f} | {test} | "
+            f"{r['seconds']} |"
         )
     return "\n".join(lines)
 
@@ -210,9 +212,9 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         "F4": {
             "claim": f"LAOM + supervision has the best normalised return at {budget} labeled trajectories",
             "a": "laom_labels", "b": "lapo, laom, idm, bc", "measure": "normalised return",
-            "verdict": _all([verdict(S["laom_labels"], S[o], lower_is_better=False) for o in ("lapo", "laom", "idm", "bc")]),
+            "verdict": _all([verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS]),
             "ratio": _ratio(S["laom_labels"], S["laom"]), "paper_ratio": PAPER["F4"],
-            "against": {o: verdict(S["laom_labels"], S[o], lower_is_better=False) for o in ("lapo", "laom", "idm", "bc")},
+            "against": {o: verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS},
         },
         "F5": {
             "claim": "LAOM + supervision predicts actions on novel distractors better than the IDM (Fig. 9a)",
@@ -275,7 +277,11 @@ def _f(x, d=3) -> str:
 
 def markdown(a: dict) -> str:
     L = VARIANTS
-    out = ["## Verdicts", "", "| finding | measure | a | b | a: IQM [95% CI] | b: IQM [95% CI] | ratio (paper) | verdict |"]
+    out = [
+        "## Verdicts",
+        "",
+        "| finding | measure | a | b | a: IQM [95% CI] | b: IQM [95% CI] | ratio (paper) | verdict |",
+    ]
     out.append("|---|---|---|---|---|---|---|---|")
     ivs = {"ridge relative MSE": lambda v: a["probes"][v]["interval"],
            "normalised return": lambda v: a["scores"][v]["interval"],
@@ -298,7 +304,10 @@ def markdown(a: dict) -> str:
         detail = {kk: vv for kk, vv in p.items() if kk not in ("holds", "losses")}
         out.append(f"| {k} | {'yes' if p['holds'] else '**no**'} | {json.dumps(detail, default=_json_num)} |")
     out += ["", "## Latent-action quality per seed (ridge probe, held-out test trajectories)", ""]
-    out += ["| LAM | MSE per seed | baseline per seed | relative: IQM [95% CI] | novel distractors, relative | online probe MSE |"]
+    out += [
+        "| LAM | MSE per seed | baseline per seed | relative: IQM [95% CI] | novel distractors, relative "
+        "| online probe MSE |"
+    ]
     out.append("|---|---|---|---|---|---|")
     for v in LAMS:
         p = a["probes"][v]
@@ -306,14 +315,25 @@ def markdown(a: dict) -> str:
         base = ", ".join(_f(x) for x in p["ridge_baseline_mse"].values())
         online = ", ".join(_f(x) for x in p["online_probe_mse"].values())
         out.append(
-            f"| {L[v][1]} | {seeds} | {base} | {Interval(**p['interval'])} | {Interval(**p['novel_interval'])} | {online} |"
+            f"| {L[v][1]} | {seeds} | {base} | {Interval(**p['interval'])} | {Interval(**p['novel_interval'])} "
+            f"| {online} |"
         )
-    out += ["", f"## Returns (expert: {_f(a['expert_return'], 4)}; normaliser: BC on all data, {_f(a['bc_full_return'])})", ""]
+    out += [
+        "",
+        f"## Returns (expert: {_f(a['expert_return'], 4)}; normaliser: BC on all data, {_f(a['bc_full_return'])})",
+        "",
+    ]
     out += ["| method | return per seed | normalised: IQM [95% CI] |", "|---|---|---|"]
     for v in RETURN_KEY:
         r = ", ".join(_f(x) for x in a["returns"][v].values())
         out.append(f"| {L[v][1]} | {r} | {Interval(**a['scores'][v]['interval'])} |")
-    out += ["", "## Action MSE on novel distractors (Fig. 9a)", "", "| method | per seed | IQM [95% CI] |", "|---|---|---|"]
+    out += [
+        "",
+        "## Action MSE on novel distractors (Fig. 9a)",
+        "",
+        "| method | per seed | IQM [95% CI] |",
+        "|---|---|---|",
+    ]
     for v, d in a["novel_action_mse"].items():
         out.append(f"| {L[v][1]} | {', '.join(_f(x) for x in d['per_seed'].values())} | {Interval(**d['interval'])} |")
     if a["missing"]:
