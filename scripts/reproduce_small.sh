@@ -137,7 +137,7 @@ t=$SECONDS
 # shellcheck disable=SC2086
 $PYTHON -m scripts.plot_results --runs_dir "$RUNS" --out "$OUT/sweep" --normalize_by=bc_full >/dev/null || status=1
 # shellcheck disable=SC2086
-$PYTHON -m scripts.small_report --small_dir "$SMALL_DIR" --out "$OUT" --seeds "$SEEDS" || status=1
+$PYTHON -m scripts.small_report --small_dir "$SMALL_DIR" --out "$OUT" --seeds "$SEEDS" --budget "$BUDGET" || status=1
 echo "report: $((SECONDS - t)) s" | tee -a "$timings"
 total=$((SECONDS - start))
 echo "total: $total s" | tee -a "$timings"

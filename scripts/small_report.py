@@ -177,8 +177,10 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         probes[v]["interval"] = _iv(probes[v]["ridge_relative"]).as_dict()
         probes[v]["novel_interval"] = _iv(probes[v]["novel_ridge_relative"]).as_dict()
     returns = {v: per_seed(runs, v, lambda m, k=k: _num(m.get(k))) for v, k in RETURN_KEY.items()}
-    norm = np.nanmean(list(returns["bc_full"].values())) if returns["bc_full"] else math.nan
-    scores = {v: {s: x / norm for s, x in r.items()} for v, r in returns.items()}
+    bc_full = [x for x in returns["bc_full"].values() if math.isfinite(x)]
+    norm = float(np.mean(bc_full)) if bc_full else math.nan
+    # a normaliser at or below zero makes every ratio meaningless: no scores then (the precondition says why)
+    scores = {v: {s: x / norm if norm > 0 else math.nan for s, x in r.items()} for v, r in returns.items()}
     novel = {
         "laom_labels": per_seed(runs, "laom_labels", lambda m: _num(m.get("lapo/eval_action_mse"))),
         "idm": per_seed(runs, "idm", lambda m: _num(m.get("idm/eval_action_mse"))),

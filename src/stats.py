@@ -62,12 +62,15 @@ def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
 
 
 def verdict(a: Interval, b: Interval, lower_is_better: bool) -> str:
-    """Whether a is better than b: "holds" where the 95% intervals separate in that direction, "direction only"
-    where the IQMs order that way but the intervals overlap, "does not hold" otherwise (or "not measured")."""
+    """Whether a is better than b: "holds" where the 95% intervals separate in that direction (each from 2 runs or
+    more), "direction only" where the IQMs order that way but the intervals overlap (or a side has one run), "does
+    not hold" otherwise (or "not measured")."""
     if a.n == 0 or b.n == 0:
         return "not measured"
     sign = 1.0 if lower_is_better else -1.0
     if sign * (a.iqm - b.iqm) >= 0:
         return "does not hold"
     separated = a.high < b.low if lower_is_better else a.low > b.high
+    if min(a.n, b.n) < 2:  # one seed has no interval: an ordering, never a separation
+        return "direction only"
     return "holds" if separated else "direction only"
