@@ -46,7 +46,7 @@ for tau in $TAUS; do
             --lapo.learning_rate=$lr --lapo.target_tau=$tau
     done
 done
-for lr in ${NOAUG_LRS:-"0.0003 0.001"}; do  # LAOM without the released augmentations (a finding, not a setting)
+for lr in ${NOAUG_LRS:-}; do  # LAOM without augmentations (optional: the study trains it with LAOM's settings)
     job "$T/laom_noaug/lr$lr-tau0.01" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam \
         --lapo.learning_rate=$lr --lapo.target_tau=0.01 --lapo.use_aug=false
 done
