@@ -25,8 +25,9 @@ from src.compile import compile_networks
 from src.data import Shapes, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor
+from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
-from src.utils import Run, RunConfig, autocast, infinite_epochs, main, make_optimizer, make_scheduler, start_run
 
 
 @dataclass
@@ -40,7 +41,7 @@ class BCConfig:
     weight_decay: Optional[float] = 0.0  # AdamW weight decay (never on biases / norms)
     warmup_epochs: float = 0.0  # linear warm-up length, in epochs
     lr_schedule: str = "cooldown"  # after warm-up: cooldown (released BC: constant, then 1 - sqrt decay over the
-    # last cooldown_ratio of updates), linear, cosine, constant (src/utils.py: make_scheduler)
+    # last cooldown_ratio of updates), linear, cosine, constant (src/optim.py: make_scheduler)
     cooldown_ratio: float = 0.0  # fraction of the updates in the final decay (0, the paper's: constant lr)
     grad_norm: Optional[float] = None  # gradient-norm clipping (None: off)
     frame_stack: int = 3  # stacked frames per observation

@@ -25,8 +25,9 @@ from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
+from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
-from src.utils import Run, RunConfig, autocast, infinite_epochs, main, make_optimizer, make_scheduler, start_run
 
 
 @dataclass
@@ -83,6 +84,7 @@ class BCConfig:
 @dataclass
 class Config(RunConfig):
     name: str = "idm"
+    idm_only: bool = False  # end the run after the IDM (its action MSE on eval_data_path is the result), e.g. tuning
     idm: IDMConfig = field(default_factory=IDMConfig)
     bc: BCConfig = field(default_factory=BCConfig)
 
@@ -285,7 +287,8 @@ def train(cfg: Config) -> dict:
         raise ValueError(f"bc.frame_stack={cfg.bc.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
     run = start_run(cfg)
     idm = train_idm(run)
-    train_bc(run, idm)
+    if not cfg.idm_only:
+        train_bc(run, idm)
     out = run.results.finish()
     run.wandb.finish()
     return out

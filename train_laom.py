@@ -34,19 +34,10 @@ from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
-from src.probes import ridge_probe
+from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler, soft_update
+from src.probes import ProbeCurve, ridge_probe
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
-from src.utils import (
-    Run,
-    RunConfig,
-    autocast,
-    infinite_epochs,
-    main,
-    make_optimizer,
-    make_scheduler,
-    soft_update,
-    start_run,
-)
 
 
 @dataclass
@@ -79,6 +70,7 @@ class LAOMConfig:
     cosine_loss: bool = False  # temporal consistency by cosine similarity instead of MSE (the paper uses MSE)
     final_probe_batches: int = 10  # batches averaged for the final probe MSEs written to results.json
     ridge_probe_samples: int = 20000  # transitions fitting (and testing) the closed-form ridge probe; 0: off
+    ridge_probe_every: int = 0  # also a ridge probe every N updates (a curve in results.json); 0: at the end only
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
 
@@ -132,6 +124,8 @@ class DecoderConfig:
 @dataclass
 class Config(RunConfig):
     name: str = "laom"
+    lam_only: bool = False  # end the run after the latent action model (its probes are the result), e.g. the
+    # distractor-free control of docs/small-reproduction
     lapo: LAOMConfig = field(default_factory=LAOMConfig)
     bc: LatentBCConfig = field(default_factory=LatentBCConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -303,6 +297,14 @@ def train_lam(run: Run) -> LAOM:
     lam.train()
     target_encoder.eval()
     batches = infinite_epochs(data, valid, c.batch_size)
+
+    def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
+        return ridge_probe(
+            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
+        )
+
+    curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
+    curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
         obs, future_obs, next_obs, b = stage1_batch(data, next(batches), c, aug)
         with autocast(device):
@@ -325,6 +327,7 @@ def train_lam(run: Run) -> LAOM:
         if stage.every(c.target_update_every, step):
             soft_update(target_encoder, lam.encoder, c.target_tau)
         stage.log(step, loss, mse_loss=loss, **probe_losses)
+        curve.maybe_add(step, total, lam, probe_now)
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
@@ -337,9 +340,9 @@ def train_lam(run: Run) -> LAOM:
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
-        out |= ridge_probe(
-            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
-        )
+        out |= probe_now(eval_data)
+        if curve.every:  # [update, validation MSE, test MSE] at each point, the last one the final probe
+            out["lapo/ridge_probe_curve"] = curve.points(out, total)
         return out
 
     stage.final_metrics(probe_metrics)  # a reused LAM: its run's metrics, no data read
@@ -483,8 +486,9 @@ def train(cfg: Config) -> dict:
         )
     run = start_run(cfg)
     lam = train_lam(run)
-    actor = train_latent_bc(run, lam)
-    train_decoder(run, actor)
+    if not cfg.lam_only:
+        actor = train_latent_bc(run, lam)
+        train_decoder(run, actor)
     out = run.results.finish()
     run.wandb.finish()
     return out

@@ -32,19 +32,10 @@ from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
-from src.probes import ridge_probe
+from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler, soft_update
+from src.probes import ProbeCurve, ridge_probe
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
-from src.utils import (
-    Run,
-    RunConfig,
-    autocast,
-    infinite_epochs,
-    main,
-    make_optimizer,
-    make_scheduler,
-    soft_update,
-    start_run,
-)
 
 
 @dataclass
@@ -81,6 +72,7 @@ class LAOMLabelsConfig:
     cosine_loss: bool = False  # temporal consistency by cosine similarity instead of MSE (the paper uses MSE)
     final_probe_batches: int = 10  # batches averaged for the final probe MSEs written to results.json
     ridge_probe_samples: int = 20000  # transitions fitting (and testing) the closed-form ridge probe; 0: off
+    ridge_probe_every: int = 0  # also a ridge probe every N updates (a curve in results.json); 0: at the end only
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
 
@@ -134,6 +126,8 @@ class DecoderConfig:
 @dataclass
 class Config(RunConfig):
     name: str = "laom-labels"
+    lam_only: bool = False  # end the run after the latent action model (its probes are the result), e.g. the
+    # distractor-free control of docs/small-reproduction
     lapo: LAOMLabelsConfig = field(default_factory=LAOMLabelsConfig)
     bc: LatentBCConfig = field(default_factory=LatentBCConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -338,6 +332,14 @@ def train_lam(run: Run) -> LAOMLabels:
     if target_encoder is not None:
         target_encoder.eval()
     batches = infinite_epochs(data, valid, c.batch_size)
+
+    def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
+        return ridge_probe(
+            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
+        )
+
+    curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
+    curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
         obs, future_obs, next_obs, b = stage1_batch(data, next(batches), c, aug)
         lb = labeled.batch(labeled.sample(labeled_valid, c.labeled_batch_size), c.frame_stack, c.future_obs_offset)
@@ -372,6 +374,7 @@ def train_lam(run: Run) -> LAOMLabels:
         if target_encoder is not None and stage.every(c.target_update_every, step):
             soft_update(target_encoder, lam.encoder, c.target_tau)
         stage.log(step, loss, loss=loss, mse_loss=mse_loss, labeled_mse_loss=labeled_loss, **probe_losses)
+        curve.maybe_add(step, total, lam, probe_now)
         if eval_data is not None and stage.every(batches_per_epoch, step) and step + 1 < total:
             run.wandb.log({"lapo/eval_action_mse": eval_action_mse(lam, eval_data, c, device).item()})
 
@@ -381,9 +384,9 @@ def train_lam(run: Run) -> LAOMLabels:
         if eval_data is not None:
             metrics["lapo/eval_action_mse"] = eval_action_mse(lam, eval_data, c, device).item()
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
-        metrics |= ridge_probe(
-            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
-        )
+        metrics |= probe_now(eval_data)
+        if curve.every:  # [update, validation MSE, test MSE] at each point, the last one the final probe
+            metrics["lapo/ridge_probe_curve"] = curve.points(metrics, total)
         return metrics
 
     stage.final_metrics(final)  # a reused LAM: its run's metrics
@@ -529,8 +532,9 @@ def train(cfg: Config) -> dict:
         cfg.decoder.data_path = cfg.lapo.labeled_data_path  # the decoder learns from the LAM's labels
     run = start_run(cfg)
     lam = train_lam(run)
-    actor = train_latent_bc(run, lam)
-    train_decoder(run, actor)
+    if not cfg.lam_only:
+        actor = train_latent_bc(run, lam)
+        train_decoder(run, actor)
     out = run.results.finish()
     run.wandb.finish()
     return out

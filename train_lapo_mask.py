@@ -50,9 +50,10 @@ from src.data import (
 )
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
+from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler
 from src.probes import ridge_probe
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
-from src.utils import Run, RunConfig, autocast, infinite_epochs, main, make_optimizer, make_scheduler, start_run
 
 
 @dataclass

@@ -41,7 +41,9 @@ from src.dcs import load as load_dcs
 from src.dcs import videos as dcs_videos
 from src.dcs.suite import BackgroundDistraction
 from src.envs import make_env
-from src.utils import get_device, infinite_epochs, set_seed, write_json
+from src.files import write_json
+from src.optim import infinite_epochs
+from src.run import get_device, set_seed
 
 
 @dataclass

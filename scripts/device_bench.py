@@ -51,7 +51,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scripts.benchmark import BenchConfig, bench_fast, bench_naive, write_synthetic
 from src.data import Shapes
-from src.utils import get_device, start_run, write_json
+from src.files import write_json
+from src.run import get_device, start_run
 
 # Dense bf16 peak, TFLOPS (no sparsity), by a part of torch.cuda.get_device_name: (contains, excludes, peak).
 # The first row that matches wins; a name matching none asks for --peak_tflops.

@@ -26,7 +26,9 @@ How a run is identified, explicitly:
   (example-bc: bc_full, as it trains on every trajectory of its file). A run none of these places is reported and
   left out.
 - seed: the config's `seed`.
-Statistics: mean and population std (ddof=0) over seeds. Average over environments: the mean of the per-environment
+Statistics: mean and population std (ddof=0) over seeds, and beside them, through rliable (src/stats.py), the
+interquartile mean with its 95% stratified bootstrap confidence interval: over seeds per environment, over seeds x
+environments (stratified by environment) for the average. Average over environments: the mean of the per-environment
 means; its std is the std over seeds of the per-seed average over environments, using the seeds present in every
 environment. The score is the run's own normalised score (return / BC-on-full-data return of paper Table 3, see
 src/evaluation.py NORMALIZING_RETURNS); for a run that recorded only a return it is computed here by the same function,
@@ -48,6 +50,7 @@ import numpy as np
 import pyrallis
 
 from src.evaluation import NORMALIZING_RETURNS, normalized_score
+from src.stats import interval
 
 METHODS = ("lapo", "laom", "laom_labels", "idm", "bc", "bc_full")
 LABELS = {
@@ -311,10 +314,14 @@ def aggregate(runs: list[Run], value, budget_of=lambda r: r.budget) -> list[dict
             mean, std = mean_std(seeds.values())
             env_means.append(mean)
             row = {"suite": suite, "method": method, "env": env, "budget": budget, "mean": mean, "std": std}
-            rows.append({**row, "n": len(seeds), "seeds": sorted(seeds)})
+            iv = interval(list(seeds.values()))  # rliable: IQM, 95% stratified bootstrap CI over seeds
+            rows.append({**row, "n": len(seeds), "seeds": sorted(seeds), "iqm": iv.iqm, "ci_low": iv.low,
+                         "ci_high": iv.high})  # fmt: skip
         common = sorted(set.intersection(*(set(s) for s in per_env.values())))
         per_seed = [np.mean([per_env[e][s] for e in per_env]) for s in common]
         std = mean_std(per_seed)[1] if per_seed else math.nan
+        # rliable over runs x environments: IQM of every (seed, env) score, bootstrap stratified by environment
+        iv = interval(np.array([[per_env[e][s] for e in sorted(per_env)] for s in common]).reshape(len(common), -1))
         rows.append(
             {
                 "suite": suite,
@@ -326,6 +333,9 @@ def aggregate(runs: list[Run], value, budget_of=lambda r: r.budget) -> list[dict
                 "n": len(common),
                 "seeds": common,
                 "envs": sorted(per_env),
+                "iqm": iv.iqm,
+                "ci_low": iv.low,
+                "ci_high": iv.high,
             }
         )
     return rows
@@ -407,11 +417,19 @@ def _fmt(mean: float, std: float, n: int, digits: int = 2) -> str:
     return f"{s} ({n})"
 
 
+def _fmt_row(row: dict, digits: int = 2) -> str:
+    """mean ± std (n), then rliable's IQM and 95% stratified bootstrap interval when there are several seeds."""
+    s = _fmt(row["mean"], row["std"], row["n"], digits)
+    if row.get("n", 0) > 1 and math.isfinite(row.get("iqm", math.nan)):
+        s += f"; IQM {row['iqm']:.{digits}g} [{row['ci_low']:.{digits}g}, {row['ci_high']:.{digits}g}]"
+    return s
+
+
 def _cell(row: dict | None, num_envs: int) -> str:
     """A score cell; an average over fewer environments than the suite has says over how many."""
     if row is None:
         return ""
-    s = _fmt(row["mean"], row["std"], row["n"])
+    s = _fmt_row(row)
     if "envs" in row and len(row["envs"]) < num_envs:
         s += f" [{len(row['envs'])}/{num_envs} envs]"
     return s
@@ -489,7 +507,7 @@ def markdown(
         ):
             r = probe_rows[key]
             cells = [other[c].get(key) for c in PROBE_KEYS]
-            fmt = [_fmt(c["mean"], c["std"], c["n"], 4) if c else "–" for c in cells]
+            fmt = [_fmt_row(c, 4) if c else "–" for c in cells]
             lines.append(
                 f"| {r['suite'] or 'main'} | {LABELS[r['method']]} | {r['budget']} | {r['env']} | "
                 + " | ".join(fmt)
@@ -504,7 +522,7 @@ def markdown(
         keys = sorted({(r["suite"], r["env"], r["budget"]) for r in novel}, key=lambda k: (k[0], k[1] == AVERAGE, k))
         for suite, env, budget in keys:
             vals = [cells.get((suite, m, env, budget)) for m in ("idm", "laom_labels")]
-            fmt = [_fmt(v["mean"], v["std"], v["n"], 4) if v else "–" for v in vals]
+            fmt = [_fmt_row(v, 4) if v else "–" for v in vals]
             lines.append(f"| {suite or 'main'} | {env} | {budget} | " + " | ".join(fmt) + " |")
         lines.append("")
     if summary["missing"] or problems or unfinished:
@@ -663,13 +681,16 @@ def write_report(
             for r in runs
         ],
     )
-    score_cols = ["suite", "method", "env", "budget", "mean", "std", "n", "seeds", "return_mean", "return_std"]
+    score_cols = ["suite", "method", "env", "budget", "mean", "std", "iqm", "ci_low", "ci_high", "n", "seeds"]
+    score_cols += ["return_mean", "return_std"]
     _write_csv(out / "scores.csv", summary["scores"], score_cols)
     probe_rows = []
     for column, rows in summary["probes"].items():
         probe_rows += [{**r, "metric": column} for r in rows]
     _write_csv(
-        out / "probes.csv", probe_rows, ["suite", "method", "env", "budget", "metric", "mean", "std", "n", "seeds"]
+        out / "probes.csv",
+        probe_rows,
+        ["suite", "method", "env", "budget", "metric", "mean", "std", "iqm", "ci_low", "ci_high", "n", "seeds"],
     )
     _write_csv(out / "novel_distractors.csv", summary["novel_distractors"], score_cols[:8])
     (out / "results.md").write_text(markdown(summary, str(runs_dir), len(runs), problems, unfinished, normalize_by))

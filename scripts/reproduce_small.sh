@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
-# The paper's two central findings at a scale a laptop can run (docs/small-reproduction/README.md): latent-action
-# quality (linear-probe MSE, latent -> true action; paper Fig. 5 / 6) and the normalised return after decoding
-# (Fig. 1 / 8) of LAPO, LAOM, LAOM + supervision, IDM and BC, normalised by BC on all the data.
+# The paper's findings at a scale a 2-core CPU runs in about 90 minutes (docs/small-reproduction/README.md):
+# cheetah-run, 20 expert trajectories with the DCS port's built-in distractor videos and 20 without distractors,
+# LAPO, LAOM (with and without augmentations), LAOM + supervision, IDM, BC and BC on all data, 3 seeds, with the
+# learning rates / EMA rate chosen by scripts/tune_small.sh on a separate tuning seed (configs/small, comments).
 #
-#   bash scripts/reproduce_small.sh                                  # -> runs/small/{data,runs,report}
+#   bash scripts/reproduce_small.sh                                  # -> runs/small/{data,data-vanilla,runs,report}
 #   OUT=docs/small-reproduction bash scripts/reproduce_small.sh     # how the committed report was made
 #
 # What it does, each step skipped when its output exists, so the same command resumes after an interruption:
-#   1. data, with the released cheetah-run expert ($EXPERT) and the DCS port's built-in distractor videos:
-#      cheetah-run.hdf5 ($NUM_TRAJ trajectories of $STEPS steps, training videos, seed 0), cheetah-run-eval.hdf5
-#      ($NUM_EVAL trajectories with the validation videos: novel distractors, seed 100) and
-#      cheetah-run-labeled-1000x$BUDGET.hdf5 ($BUDGET trajectories sampled from the first);
-#   2. the runs: LAPO, LAOM, LAOM + supervision, IDM, BC on the labeled subset and BC on all the data, each with the
-#      seeds $SEEDS and the configs of $CONFIG_DIR (configs/small: what was scaled and why is in their comments),
-#      through the sweep scripts (scripts/sweeps; a finished run, one with results.json, is skipped); two lanes of
-#      runs at a time, one thread each;
-#   3. the report: scripts/plot_results.py with scores normalised by this sweep's own BC-on-all-data return, and
-#      run-info.md (the command, the commit, the machine, the wall time of each step).
-# Progress: each lane prints its runs' start / done lines; a run's own log is train.log in its run directory.
+#   1. data, with the released cheetah-run expert ($EXPERT): $DATA/cheetah-run.hdf5 ($NUM_TRAJ trajectories of
+#      $STEPS steps, training videos, seed 0), $DATA_VANILLA/cheetah-run.hdf5 (the same expert, seeds and count,
+#      --dcs_difficulty=vanilla: the distractor-free control), $DATA/cheetah-run-eval.hdf5 ($NUM_EVAL trajectories
+#      with the validation videos: novel distractors, seed 100), the labeled subset
+#      $DATA/cheetah-run-labeled-1000x$BUDGET.hdf5 ($BUDGET trajectories sampled among the first 80%, so the ridge
+#      probe's validation and test trajectories stay unlabeled) and $DATA/cheetah-run-val.hdf5 (the validation
+#      trajectories, for tuning the IDM);
+#   2. the runs, $LANES at a time with one thread each (scripts/small/jobs.sh; a run with results.json is skipped,
+#      an interrupted one resumes from its stage checkpoints), in the sweep layout scripts/plot_results.py reads:
+#      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>), the distractor-free control
+#      under $RUNS/vanilla/, LAOM without augmentations under $RUNS/noaug/ (those two train the LAM only);
+#   3. the report: scripts/small_report.py (verdicts F1-F5 from rliable intervals, preconditions, figures,
+#      summary.json) and scripts/plot_results.py (the sweep tables) into $OUT, and run-info.md (command, commit,
+#      machine, the wall time of each step).
+# Progress: a start / done line per run; a run's own log is train.log in its run directory.
 #
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
-# SEEDS ["0 1"], CONFIG_DIR [configs/small], PYTHON [python], EXTRA_ARGS (appended to every training command).
+# SEEDS ["0 1 2"], CONFIG_DIR [configs/small], LANES [2], PYTHON [python], EXTRA_ARGS (appended to every training
+# command), RIDGE_EVERY [155] (updates between the ridge-probe points of the probe-vs-updates curves),
+# ONLY_DATA=1 (stop after step 1).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SMALL_DIR=${SMALL_DIR:-runs/small}
@@ -31,19 +38,18 @@ NUM_TRAJ=${NUM_TRAJ:-20}
 NUM_EVAL=${NUM_EVAL:-3}
 STEPS=${STEPS:-1000}
 BUDGET=${BUDGET:-2}
-PYTHON=${PYTHON:-python}
+SEEDS=${SEEDS:-"0 1 2"}
+CONFIG_DIR=${CONFIG_DIR:-configs/small}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+RIDGE_EVERY=${RIDGE_EVERY:-155}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
-export ENVS=cheetah-run BUDGETS=$BUDGET SEEDS=${SEEDS:-"0 1"} PYTHON EXTRA_ARGS=${EXTRA_ARGS:-}
-export DATA_DIR=$SMALL_DIR/data RUNS_DIR=$SMALL_DIR/runs CONFIG_DIR=${CONFIG_DIR:-configs/small}
-export PARALLEL=1
+source scripts/small/jobs.sh
 cores=$(nproc 2>/dev/null || echo 2)
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$((cores / 2 > 0 ? cores / 2 : 1))}  # two lanes share the cores
-LANES=("lapo laom_labels" "laom idm bc bc_full")  # about equal work each (LAPO's and LAOM+sup.'s LAMs cost most)
+DATA=$SMALL_DIR/data
+DATA_VANILLA=$SMALL_DIR/data-vanilla
+RUNS=$SMALL_DIR/runs
 start=$SECONDS
-mkdir -p "$DATA_DIR" "$RUNS_DIR" "$OUT"
 timings="$SMALL_DIR/timings.txt"
-echo "# $(date '+%F %T') bash scripts/reproduce_small.sh (NUM_TRAJ=$NUM_TRAJ STEPS=$STEPS BUDGET=$BUDGET SEEDS=\"$SEEDS\")" \
-    >>"$timings"
 
 if [[ ! -d "$EXPERT" ]]; then
     echo "error: EXPERT=$EXPERT is not a folder; point it at the released cheetah-run expert (config.pt, checkpoint.pt)" >&2
@@ -55,59 +61,83 @@ for config in lapo laom laom-labels idm bc bc-full; do
         exit 2
     fi
 done
+mkdir -p "$DATA" "$DATA_VANILLA" "$RUNS" "$OUT"
+echo "# $(date '+%F %T') bash scripts/reproduce_small.sh (NUM_TRAJ=$NUM_TRAJ STEPS=$STEPS BUDGET=$BUDGET SEEDS=\"$SEEDS\")" \
+    >>"$timings"
 
 # ---------------------------------------------------------------- 1. data
 t=$SECONDS
-collect() {  # save_path num_trajectories split seed
+collect() {  # save_path num_trajectories difficulty split seed
     # shellcheck disable=SC2086  # PYTHON may hold several words
     $PYTHON -m scripts.data_collection.collect_data --checkpoint_path="$EXPERT" --dcs_backgrounds_path=builtin \
-        --save_path="$1" --num_trajectories="$2" --max_episode_steps="$STEPS" \
-        --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split="$3" --dcs_img_hw=64 --seed="$4" \
-        --num_workers="$cores"
+        --save_path="$1" --num_trajectories="$2" --max_episode_steps="$STEPS" --dcs_difficulty="$3" \
+        --dcs_backgrounds_split="$4" --dcs_img_hw=64 --seed="$5" --num_workers="$cores"
+}
+subset() {  # save_path args...: a labeled subset of the distracted set, written whole or not at all
+    local out=$1
+    shift
+    [[ -f "$out" ]] && return 0
+    # shellcheck disable=SC2086
+    $PYTHON -m scripts.sample_labeled_data --data_path="$DATA/cheetah-run.hdf5" --save_path="$out" \
+        --chunk_size="$STEPS" "$@"
 }
 set -e
-echo "== data: $NUM_TRAJ + $NUM_EVAL trajectories of $STEPS steps into $DATA_DIR (the collector resumes a partial file)"
-collect "$DATA_DIR/cheetah-run.hdf5" "$NUM_TRAJ" train 0
-collect "$DATA_DIR/cheetah-run-eval.hdf5" "$NUM_EVAL" val 100
-labeled="$DATA_DIR/cheetah-run-labeled-1000x$BUDGET.hdf5"
-if [[ ! -f "$labeled" ]]; then
-    # shellcheck disable=SC2086
-    $PYTHON -m scripts.sample_labeled_data --data_path="$DATA_DIR/cheetah-run.hdf5" --save_path="$labeled.tmp" \
-        --chunk_size="$STEPS" --num_trajectories="$BUDGET" --seed=0
-    mv "$labeled.tmp" "$labeled"
-fi
+echo "== data: $NUM_TRAJ distracted + $NUM_TRAJ vanilla + $NUM_EVAL evaluation trajectories of $STEPS steps (the collector resumes a partial file)"
+collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0
+collect "$DATA_VANILLA/cheetah-run.hdf5" "$NUM_TRAJ" vanilla train 0
+collect "$DATA/cheetah-run-eval.hdf5" "$NUM_EVAL" scale_easy_video_hard val 100
+# The ridge probe's split (src/probes.py): the last tenth of the trajectories is its test set, the tenth before
+# it its validation set; the labeled subset is drawn from the rest.
+k=$((NUM_TRAJ / 10 > 0 ? NUM_TRAJ / 10 : 1))
+subset "$DATA/cheetah-run-labeled-1000x$BUDGET.hdf5" --num_trajectories="$BUDGET" --first=$((NUM_TRAJ - 2 * k)) --seed=0
+subset "$DATA/cheetah-run-val.hdf5" --num_trajectories="$k" \
+    --indices="$(seq -s, $((NUM_TRAJ - 2 * k)) $((NUM_TRAJ - k - 1)))"
 set +e
 echo "data: $((SECONDS - t)) s" | tee -a "$timings"
+[[ "${ONLY_DATA:-0}" == 1 ]] && exit 0
 
 # ---------------------------------------------------------------- 2. runs
 t=$SECONDS
-lane() {  # name methods
-    local name=$1 method status=0 m
-    for method in $2; do
-        m=$SECONDS
-        bash "scripts/sweeps/$method.sh" || status=1
-        echo "== lane $name: $method $((SECONDS - m)) s"
-    done
-    return $status
-}
-echo "== runs: ${LANES[0]} | ${LANES[1]} (two lanes, $OMP_NUM_THREADS thread(s) each), under $RUNS_DIR"
-pids=()
-for i in "${!LANES[@]}"; do
-    lane "$((i + 1))" "${LANES[$i]}" 2>&1 | sed -u "s/^/[lane $((i + 1))] /" &
-    pids+=($!)
+full=$DATA/cheetah-run.hdf5
+labeled=$DATA/cheetah-run-labeled-1000x$BUDGET.hdf5
+ev=$DATA/cheetah-run-eval.hdf5
+curve="--lapo.ridge_probe_every=$RIDGE_EVERY"
+for seed in $SEEDS; do
+    common="--seed=$seed $EXTRA_ARGS"
+    at() { echo "$RUNS/$1/cheetah-run/budget$BUDGET/seed$seed"; }
+    # the longest first, so that the two lanes end together
+    job "$(at lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve --lapo.data_path="$full" \
+        --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
+    job "$(at laom_labels)" train_laom_labels --config_path="$CONFIG_DIR/laom-labels.yaml" $curve \
+        --lapo.data_path="$full" --lapo.labeled_data_path="$labeled" --lapo.eval_data_path="$ev" \
+        --bc.data_path="$full" --decoder.data_path="$labeled" $common
+    job "$(at vanilla/lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve --lam_only=true \
+        --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
+    job "$(at laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lapo.data_path="$full" \
+        --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
+    job "$(at vanilla/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
+        --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
+    job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
+        --lapo.use_aug=false --lapo.data_path="$full" --lapo.eval_data_path="$ev" $common
+    job "$(at idm)" train_idm --config_path="$CONFIG_DIR/idm.yaml" --idm.data_path="$labeled" \
+        --idm.eval_data_path="$ev" --bc.data_path="$full" $common
+    job "$(at bc)" train_bc --config_path="$CONFIG_DIR/bc.yaml" --bc.data_path="$labeled" $common
+    job "$RUNS/bc_full/cheetah-run/full/seed$seed" train_bc --config_path="$CONFIG_DIR/bc-full.yaml" \
+        --bc.data_path="$full" $common
 done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-# A lane's failures are printed by its sweep; the pipe hides their exit status, so count results instead.
-expected=$((6 * $(wc -w <<<"$SEEDS")))
-found=$(find "$RUNS_DIR" -name results.json | wc -l)
-[[ "$found" -lt "$expected" ]] && status=1
+echo "== runs: $(wc -w <<<"$SEEDS") seeds x 9 runs, $LANES at a time (one thread each), under $RUNS"
+run_jobs
+status=$?
+expected=$((9 * $(wc -w <<<"$SEEDS")))
+found=$(find "$RUNS" -name results.json | wc -l)
 echo "runs: $((SECONDS - t)) s ($found of $expected runs finished)" | tee -a "$timings"
 
 # ---------------------------------------------------------------- 3. report
 t=$SECONDS
 # shellcheck disable=SC2086
-$PYTHON -m scripts.plot_results --runs_dir "$RUNS_DIR" --out "$OUT" --normalize_by=bc_full || status=1
+$PYTHON -m scripts.plot_results --runs_dir "$RUNS" --out "$OUT/sweep" --normalize_by=bc_full >/dev/null || status=1
+# shellcheck disable=SC2086
+$PYTHON -m scripts.small_report --small_dir "$SMALL_DIR" --out "$OUT" --seeds "$SEEDS" --budget "$BUDGET" || status=1
 echo "report: $((SECONDS - t)) s" | tee -a "$timings"
 total=$((SECONDS - start))
 echo "total: $total s" | tee -a "$timings"
@@ -115,14 +145,15 @@ echo "total: $total s" | tee -a "$timings"
     echo "# How this report was made"
     echo
     echo "- command: \`bash scripts/reproduce_small.sh\` (NUM_TRAJ=$NUM_TRAJ NUM_EVAL=$NUM_EVAL STEPS=$STEPS" \
-        "BUDGET=$BUDGET SEEDS=\"$SEEDS\" CONFIG_DIR=$CONFIG_DIR${EXTRA_ARGS:+ EXTRA_ARGS=\"$EXTRA_ARGS\"})"
+        "BUDGET=$BUDGET SEEDS=\"$SEEDS\" CONFIG_DIR=$CONFIG_DIR LANES=$LANES${EXTRA_ARGS:+ EXTRA_ARGS=\"$EXTRA_ARGS\"})"
     echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
-    echo "- machine: $cores cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)), $OMP_NUM_THREADS thread(s) per run, two runs at a time"
+    echo "- machine: $cores cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)), one thread per run, $LANES runs at a time"
     echo "- wall time of every invocation (a resumed invocation skips what was done; from $timings):"
     echo
     echo '```'
     cat "$timings"
     echo '```'
 } >"$OUT/run-info.md"
-echo "reproduce_small: $total s; report in $OUT (results.md, scores.png, probe_mse.png, run-info.md)"
+tail -n 12 "$OUT/verdicts.md" 2>/dev/null
+echo "reproduce_small: $total s; report in $OUT (README tables: verdicts.md, summary.json, figures)"
 exit $status

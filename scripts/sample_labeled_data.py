@@ -16,6 +16,7 @@ temporary file next to `save_path` and renamed when complete: an error leaves no
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import h5py
 import numpy as np
@@ -36,6 +37,9 @@ class Config:
     num_trajectories: int = 2  # trajectories to sample
     seed: int = 0  # seed of the sampling
     overwrite: bool = False  # replace an existing save_path
+    first: Optional[int] = None  # sample only among the first N trajectories (None: all), e.g. to keep the ridge
+    # probe's validation and test trajectories (the last fifth, src/probes.py) out of the labeled subset
+    indices: Optional[str] = None  # comma-separated trajectory numbers to copy instead of sampling, e.g. "16,17"
 
 
 def trajectory_names(f: h5py.File, path: str) -> list[str]:
@@ -94,8 +98,22 @@ def sample_labeled(config: Config) -> Path:
             raise ValueError(
                 f"--num_trajectories={config.num_trajectories} but {data_path} holds only {len(names)} trajectories."
             )
-        rng = np.random.default_rng(config.seed)
-        chosen = np.sort(rng.choice(len(names), size=config.num_trajectories, replace=False))
+        pool = len(names) if config.first is None else config.first
+        if not 0 < pool <= len(names) or config.num_trajectories > pool:
+            raise ValueError(
+                f"--first={config.first}: expected between --num_trajectories={config.num_trajectories} and the "
+                f"{len(names)} trajectories of {data_path}."
+            )
+        if config.indices:
+            try:
+                chosen = np.array(sorted({int(i) for i in config.indices.split(",")}))
+            except ValueError:
+                raise ValueError(f"--indices={config.indices!r}: expected comma-separated integers") from None
+            if chosen.min() < 0 or chosen.max() >= len(names):
+                raise ValueError(f"--indices={config.indices!r}: {data_path} holds trajectories 0..{len(names) - 1}")
+        else:
+            rng = np.random.default_rng(config.seed)
+            chosen = np.sort(rng.choice(pool, size=config.num_trajectories, replace=False))
         save_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with h5py.File(tmp_path, "w") as dst:

@@ -4,7 +4,7 @@ and every helper is the identity of one process: rank 0 of 1.
 
     torchrun --nproc_per_node=2 -m train_laom --config_path configs/example/laom.yaml --device=cpu
 
-What a distributed run does (README, "Several GPUs"):
+What a distributed run does (docs/DISTRIBUTED.md, "Several GPUs"):
 - each rank holds the trajectories i with i % world_size == rank of every dataset (src/data.py) and draws its
   batches from them: the config's batch_size is the global batch, each rank draws batch_size / world_size;
 - after every backward pass the gradients of the trained networks are averaged over ranks (`average_gradients`),

@@ -23,13 +23,15 @@ Ridge: W = (Cov(z) + l2 * mean(diag Cov(z)) * I)^-1 Cov(z, a), b = mean(a) - mea
 z, a and their products (`Moments`): the penalty is relative to the latents' scale, so one grid fits every method.
 """
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from src import dist
 from src.data import TrajectoryData, normalize_obs
-from src.utils import autocast
+from src.optim import autocast
 
 Labeler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (o_t, o_{t+1}) in [-1, 1] -> latent [B, Z]
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried; the validation trajectories choose
@@ -120,10 +122,10 @@ def ridge_probe(
     prefix: str = "lapo",
 ) -> dict[str, float]:
     """The probe's metrics (none when max_samples is 0; none, with a printed note, when the data holds fewer than 3
-    trajectories, on any rank):
-    `<prefix>/ridge_probe_mse` and `<prefix>/ridge_probe_baseline_mse` on the held-out
-    trajectories, the same two on `eval_data` (`eval_ridge_probe_...`) when given, the penalty chosen, the numbers
-    of transitions, and `<prefix>/action_variance` (mean over action dimensions of the data's action variance: the
+    trajectories, on any rank): `<prefix>/ridge_probe_mse` and `<prefix>/ridge_probe_baseline_mse` on the held-out
+    test trajectories; `<prefix>/ridge_probe_val_mse` and its baseline on the validation trajectories (what tuning
+    selects on); the same two on `eval_data` (`eval_ridge_probe_...`) when given; the penalty chosen, the numbers of
+    transitions, and `<prefix>/action_variance` (mean over action dimensions of the data's action variance: the
     online probe's baseline)."""
     if max_samples <= 0:  # switched off (--lapo.ridge_probe_samples=0)
         return {}
@@ -148,6 +150,10 @@ def ridge_probe(
     out = {
         f"{prefix}/ridge_probe_mse": test.mse(w, b),
         f"{prefix}/ridge_probe_baseline_mse": test.mse(no_latent, mean_a),
+        # the validation trajectories' MSE at the chosen penalty: what hyperparameter tuning may select on
+        # (scripts/tune_small.sh); the test trajectories above are for reporting only
+        f"{prefix}/ridge_probe_val_mse": val.mse(w, b),
+        f"{prefix}/ridge_probe_val_baseline_mse": val.mse(no_latent, mean_a),
     }
     out[f"{prefix}/ridge_probe_l2"] = l2s[best]
     out[f"{prefix}/ridge_probe_fit_transitions"] = dist.total(len(fit_idx))  # over every rank
@@ -167,3 +173,47 @@ def ridge_probe(
             f"{prefix}/eval_ridge_probe_baseline_mse": ev.mse(no_latent, mean_a),
         }
     return out
+
+
+class ProbeCurve:
+    """The ridge probe at a few points of a LAM's training (`ridge_probe_every` updates), so a reader sees whether
+    the probe had flattened or was still falling when the stage ended; the first point is the randomly initialised
+    network (update 0). Each point is [update, validation MSE, test
+    MSE], appended to `path` (a JSON list beside the stage checkpoint) so a resumed stage keeps its earlier points;
+    `points(final)` adds the stage's final probe. The network is put in eval mode for the probe and back after; the
+    global random state is not touched (ridge_probe draws with its own generators), so training is unchanged."""
+
+    def __init__(self, path, every: int):
+        self.path, self.every = Path(path), every
+        self._points = json.loads(self.path.read_text()) if every > 0 and self.path.exists() else []
+
+    def before_training(self, stage, module: torch.nn.Module, probe: Callable[[], dict]) -> None:
+        """The point at update 0, the randomly initialised network: what the latents hold before any learning (a
+        stage that resumes or was finished earlier has it already)."""
+        if not stage.done and stage.start == 0:
+            self.maybe_add(-1, stage.total, module, probe)
+
+    def maybe_add(self, step: int, total: int, module: torch.nn.Module, probe: Callable[[], dict]) -> None:
+        """After update `step` (0-based) of `total`: a point every `every` updates, except after the last one."""
+        n = step + 1
+        if self.every <= 0 or n % self.every or n >= total or any(p[0] == n for p in self._points):
+            return
+        module.eval()
+        m = probe()
+        module.train()
+        if not m:  # the probe was skipped (too few trajectories)
+            return
+        self._points.append([n, _key(m, "ridge_probe_val_mse"), _key(m, "ridge_probe_mse")])
+        if dist.is_main():
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._points))
+            tmp.replace(self.path)
+
+    def points(self, final: dict, total: int) -> list:
+        if self.every <= 0 or not final:
+            return []
+        return [*self._points, [total, _key(final, "ridge_probe_val_mse"), _key(final, "ridge_probe_mse")]]
+
+
+def _key(metrics: dict, suffix: str) -> float:
+    return next(v for k, v in metrics.items() if k.endswith("/" + suffix))

@@ -39,7 +39,10 @@ import torch
 from tqdm.auto import tqdm
 
 from src import dist
-from src.utils import NanGuard, Stopwatch, restore_stage, save_stage, write_json
+from src.checkpoint import restore_stage, save_stage
+from src.files import write_json
+from src.optim import NanGuard
+from src.run import Stopwatch
 
 PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 PREEMPTED_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped on a signal after a checkpoint; run again to resume
@@ -51,7 +54,7 @@ def _on_preemption_signal(signum, frame) -> None:
 
 
 class Stage:
-    """One stage of a run (src.utils.Run). name: the metric prefix ("lapo", "bc", "decoder", "idm"); ckpt_name: its
+    """One stage of a run (src.run.Run). name: the metric prefix ("lapo", "bc", "decoder", "idm"); ckpt_name: its
     checkpoint file in the run directory;
     objects: what its checkpoint holds (modules, optimizers, schedulers: a "sched" entry's learning rate is logged);
     total: its number of updates; run: the run config (log_every, checkpoint_every); load_from: a finished
@@ -78,11 +81,13 @@ class Stage:
         self.load_from, self.reuse_metrics = load_from, reuse_metrics
         self.batch_size, self.updates_per_epoch = batch_size, updates_per_epoch
         self.clock = Stopwatch()  # the stage's wall time, for results.json
-        self.start, self.done = restore_stage(self.ckpt, objects, load_from, device)
+        self.start, self.done = restore_stage(self.ckpt, objects, load_from, device, name, run.cfg)
         dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
         self.skipped = self.done  # nothing trained in this process
         self.guard = NanGuard(name, device)
         self.bar = None
+        self._loss_sum, self._loss_count = None, 0  # the loss summed on the device over the current log window
+        self.final_train_loss = None  # mean training loss over the last complete log window (a final metric)
         if not dist.is_main():
             pass
         elif load_from:
@@ -146,9 +151,14 @@ class Stage:
         logged as <name>/<key>), the learning rate, samples/s and the epoch go to wandb and the loss to the progress
         bar; at the checkpoint cadence the stage is saved (resumable)."""
         self.guard.update(loss, step)
+        d = loss.detach().float()
+        self._loss_sum = d if self._loss_sum is None else self._loss_sum + d  # no host sync
+        self._loss_count += 1
         n = step + 1
         if n % self.run.log_every == 0:
             self.guard.check(self.ckpt)
+            self.final_train_loss = self._loss_sum.item() / self._loss_count  # the loop syncs here anyway
+            self._loss_sum, self._loss_count = None, 0
             values = {f"{self.name}/{k}": (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
             if "sched" in self.objects:
                 values[f"{self.name}/learning_rate"] = self.objects["sched"].get_last_lr()[0]
@@ -181,7 +191,10 @@ class Stage:
             metrics = stored if not self.load_from else {**stored, f"{self.name}/trained_updates": 0}
         else:
             trained = 0 if self.skipped else self.total - self.start
-            metrics = {**_mean_over_ranks(compute()), f"{self.name}/updates": self.total}
+            computed = compute()
+            if self.final_train_loss is not None:  # mean loss of the last log_every updates trained here
+                computed[f"{self.name}/final_train_loss"] = self.final_train_loss
+            metrics = {**_mean_over_ranks(computed), f"{self.name}/updates": self.total}
             metrics[f"{self.name}/trained_updates"] = trained
             if dist.is_main():
                 write_json(self.metrics_path, metrics)

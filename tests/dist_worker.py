@@ -21,7 +21,8 @@ import torch
 
 from src import dist
 from src.data import load_dataset, normalize_obs
-from src.utils import make_optimizer, make_scheduler, set_seed, soft_update
+from src.optim import make_optimizer, make_scheduler, soft_update
+from src.run import set_seed
 
 FRAME_STACK, OFFSET, PER_TRAJ, UPDATES = 3, 2, 2, 4
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from src.checkpoint import restore_stage, save_stage
+from src.files import write_json
 from src.nn import ActionMLP
-from src.utils import NanGuard, make_optimizer, make_scheduler, restore_stage, save_stage, soft_update, write_json
+from src.optim import NanGuard, make_optimizer, make_scheduler, soft_update
 
 
 def test_linear_warmup_then_decay_to_zero():
@@ -30,6 +32,32 @@ def test_weight_decay_skips_vectors():
     decayed, plain = opt.param_groups
     assert all(p.ndim == 2 for p in decayed["params"]) and decayed["weight_decay"] == 0.1
     assert all(p.ndim == 1 for p in plain["params"]) and plain["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_fused_optimizer_takes_the_default_implementation_steps(kind):
+    """make_optimizer uses the fused kernel (faster on CPU and GPU); its updates are the default implementation's
+    to float rounding, weight decay included."""
+    torch.manual_seed(0)
+    a = ActionMLP(16, 4)
+    b = ActionMLP(16, 4)
+    b.load_state_dict(a.state_dict())
+    start = a.net[0].weight.detach().clone()
+    fused = make_optimizer(a, kind, 1e-2, 0.1)
+    assert all(g["fused"] for g in fused.param_groups)
+    cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+    groups = [{"params": [p for p in b.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+              {"params": [p for p in b.parameters() if p.ndim < 2], "weight_decay": 0.0}]  # fmt: skip
+    plain = cls(groups, lr=1e-2, foreach=False)
+    x, y = torch.randn(64, 16), torch.randn(64, 4)
+    for _ in range(20):
+        for net, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            nn.functional.mse_loss(net(x), y).backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-5), (pa - pb).abs().max()
+    assert (a.net[0].weight - start).abs().max() > 1e-2  # the steps moved the weights
 
 
 def test_soft_update_moves_target_by_tau():

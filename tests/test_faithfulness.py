@@ -22,7 +22,7 @@ import train_laom
 import train_laom_labels
 import train_lapo
 from src.data import Shapes, load_dataset
-from src.utils import make_scheduler, setup_backends
+from src.optim import make_scheduler, setup_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "data" / "example-data.hdf5"

@@ -2,6 +2,7 @@
 the console says what happened. Real processes, real files, the real BC script on tiny settings."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ import torch
 
 import train_bc
 import train_lapo
+from src.checkpoint import CheckpointError, restore_stage, save_checkpoint, save_stage
 from src.data import DatasetError, load_dataset
-from src.utils import main, save_checkpoint, write_json
+from src.files import write_json
+from src.run import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "data" / "example-data.hdf5"
@@ -50,7 +53,7 @@ def run_bc(args: list[str], monkeypatch) -> dict:
 def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from src.utils import lock_run_dir; from pathlib import Path; "
+        [sys.executable, "-c", f"from src.run import lock_run_dir; from pathlib import Path; "
          f"lock_run_dir(Path({str(run_dir)!r})); print('locked', flush=True); import time; time.sleep(60)"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -186,6 +189,94 @@ def test_ctrl_c_stops_with_one_line_saying_how_to_resume(tmp_path):
     )
 
 
+def test_the_last_screen_is_the_headline_and_the_results_path(tmp_path):
+    """A real run with wandb offline and an evaluation (a DCS environment compiled): wandb's summary panel and
+    MuJoCo's settotalmass deprecation do not follow the headline metrics and the results.json path."""
+    run_dir = tmp_path / "run"
+    args = [a for a in bc_args(run_dir, "--wandb_mode=offline") if a != "--wandb_mode=disabled"]
+    args = [a for a in args if a != "--bc.eval_episodes=0"]
+    args += ["--bc.eval_episodes=1", "--eval_num_envs=1", "--eval_max_episode_steps=5"]
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYTHONUNBUFFERED": "1"}
+    env.pop("WANDB_QUIET", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "train_bc", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    screen = done.stdout.decode()
+    assert done.returncode == 0, screen[-3000:]
+    assert (run_dir / "wandb").is_dir()  # wandb did run, offline
+    assert "Run summary" not in screen and "Run history" not in screen and "settotalmass" not in screen
+    last = [line for line in screen.replace("\r", "\n").splitlines() if line.strip()][-3:]
+    assert last[0].startswith("bc/eval_returns_mean: ") and last[1].startswith("bc/normalized_score: ")
+    assert last[2] == f"results: {run_dir / 'results.json'}"
+
+
+def test_only_the_known_harmless_mujoco_warning_is_dropped(caplog):
+    from src.dcs import suite  # noqa: F401  (installs the filter on dm_control's absl logger)
+
+    absl_logger = logging.getLogger("absl")
+    with caplog.at_level(logging.WARNING):
+        absl_logger.warning("compiler attribute 'settotalmass' is deprecated and will be removed in a future release")
+        absl_logger.warning("Nan, Inf or huge value in QACC at DOF 0. The simulation is unstable.")
+    assert [r.getMessage()[:3] for r in caplog.records] == ["Nan"]
+
+
+def files_of(run_dir: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.name != ".lock"}
+
+
+@pytest.mark.parametrize("whose", ["the run's own", "given with --bc.checkpoint_path"])
+def test_an_unreadable_stage_checkpoint_is_one_line_naming_it_and_nothing_is_touched(
+    whose, tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    run_bc(bc_args(run_dir), monkeypatch)
+    full = (run_dir / "bc.pt").read_bytes()
+    if whose == "the run's own":
+        cut, args = run_dir / "bc.pt", bc_args(run_dir)
+    else:
+        cut, args = (
+            tmp_path / "copy" / "bc.pt",
+            bc_args(tmp_path / "other", f"--bc.checkpoint_path={tmp_path / 'copy' / 'bc.pt'}"),
+        )
+        cut.parent.mkdir()
+    cut.write_bytes(full[: len(full) // 3])  # a copy cut short
+    before = files_of(run_dir)
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["train_bc", *args])
+    with pytest.raises(SystemExit) as e:
+        main(train_bc.train)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"error: {cut}: ") and "bc" in line and "truncated or damaged" in line
+    if whose == "the run's own":
+        assert "remove it and run the same command: the bc stage is trained again" in line
+    else:
+        assert "--bc.checkpoint_path" in line and "leave --bc.checkpoint_path out to train it here" in line
+    assert files_of(run_dir) == before  # the damaged file and everything beside it as they were
+
+
+def test_a_checkpoint_of_another_architecture_names_the_config_fields_that_differ(tmp_path, monkeypatch):
+    run_bc(bc_args(tmp_path / "small"), monkeypatch)
+    other = bc_args(tmp_path / "wide", f"--bc.checkpoint_path={tmp_path / 'small' / 'bc.pt'}", "--bc.encoder_scale=2")
+    with pytest.raises(CheckpointError, match=r"its 'actor' is of another architecture .*bc\.encoder_scale: 1 -> 2"):
+        run_bc(other, monkeypatch)
+    (tmp_path / "small" / "config.json").unlink()  # no config beside it: the first mismatching parameter is named
+    with pytest.raises(CheckpointError, match=r"size mismatch for encoder\."):
+        run_bc(other, monkeypatch)
+
+
+def test_a_missing_or_unfinished_given_checkpoint_is_named(tmp_path):
+    lin = torch.nn.Linear(2, 2)
+    with pytest.raises(
+        CheckpointError, match=r"nope.pt: not found \(the bc checkpoint given with --bc\.checkpoint_path"
+    ):
+        restore_stage(tmp_path / "bc.pt", {"actor": lin}, str(tmp_path / "nope.pt"), stage="bc")
+    save_stage(tmp_path / "other.pt", {"actor": lin}, step=3, done=False)
+    with pytest.raises(CheckpointError, match="unfinished stage .update 3.; give a finished bc.pt"):
+        restore_stage(tmp_path / "bc.pt", {"actor": lin}, str(tmp_path / "other.pt"), stage="bc")
+
+
 def test_main_turns_keyboard_interrupt_into_exit_130(capsys):
     def interrupted():
         raise KeyboardInterrupt
@@ -207,7 +298,7 @@ def test_a_checkpoint_save_on_a_full_disk_says_so_and_leaves_nothing(tmp_path):
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "import torch, os\n"
-        "from src.utils import save_checkpoint\n"
+        "from src.checkpoint import CheckpointError, restore_stage, save_checkpoint, save_stage\n"
         f"path = {str(mnt / 'lam.pt')!r}\n"
         "save_checkpoint(path, {'w': torch.zeros(16)})\n"
         "try:\n"

@@ -1,6 +1,8 @@
-"""scripts/reproduce_small.sh end to end on tiny settings: real collection with the released expert, all six runs
-through the sweep scripts, the report normalised by the sweep's own BC on all data, and a resume that redoes
-nothing. The configs are configs/small with the update and episode counts cut (the settings a user can change)."""
+"""scripts/tune_small.sh and scripts/reproduce_small.sh end to end on tiny settings: real collection with the
+released expert (distracted, distractor-free, evaluation set), a one-point tuning grid, all nine runs of a seed, the
+report (rliable verdicts F1-F5, preconditions, probe curves, the latent picture, summary.json) and a resume that
+redoes nothing. The configs are configs/small with the update and episode counts cut (the settings a user can
+change)."""
 
 import json
 import os
@@ -13,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERT = ROOT.parent / "shared" / "experts" / "cheetah-run-expert"
+VERDICTS = {"holds", "direction only", "does not hold", "not measured"}
 
 pytestmark = pytest.mark.skipif(not EXPERT.is_dir(), reason=f"the released expert is not at {EXPERT}")
 
@@ -23,71 +26,93 @@ def tiny_configs(dest: Path) -> Path:
     for src in (ROOT / "configs" / "small").glob("*.yaml"):
         text = src.read_text()
         text = re.sub(r"total_updates: \d+.*", "total_updates: 3", text)
-        text = text.replace("eval_episodes: 3", "eval_episodes: 1").replace(
-            "ridge_probe_samples: 10000", "ridge_probe_samples: 200"
-        )
+        text = re.sub(r"eval_episodes: [1-9]\d*.*", "eval_episodes: 1", text)
+        text = re.sub(r"ridge_probe_samples: \d+.*", "ridge_probe_samples: 200", text)
         (dest / src.name).write_text(text)
     return dest
 
 
-def run_script(env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        ["bash", "scripts/reproduce_small.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
+def run(script: str, env: dict) -> str:
+    proc = subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc
+    return proc.stdout
 
 
-def test_reproduce_small_end_to_end_and_resume(tmp_path):
+def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     small = tmp_path / "small"
     env = {
         **os.environ,
         "SMALL_DIR": str(small),
+        "OUT": str(tmp_path / "report"),
         "CONFIG_DIR": str(tiny_configs(tmp_path / "configs")),
         "NUM_TRAJ": "3",
         "NUM_EVAL": "1",
         "STEPS": "40",
         "BUDGET": "1",
         "SEEDS": "0",
+        "RIDGE_EVERY": "1",
         "EXTRA_ARGS": "--eval_max_episode_steps=10",
+        "LAM_LRS": "0.001",
+        "TAUS": "0.05",
+        "TAU_LR": "0.001",
+        "TAU_EXTRA_LRS": "",
+        "NOAUG_LRS": "0.001",
+        "POLICY_LRS": "0.001",
         "MUJOCO_GL": "egl",
     }
-    out = run_script(env).stdout
-    assert "6 of 6 runs finished" in out
-    # The data: training videos for the dataset, validation videos (novel distractors) for the evaluation set.
-    with h5py.File(small / "data" / "cheetah-run.hdf5") as f:
-        assert f.attrs["split"] == "train" and len([k for k in f if k.isdigit()]) == 3
-        assert f["0/obs"].shape == (40, 64, 64, 3)
+    tune = run("scripts/tune_small.sh", env)  # collects the data first (ONLY_DATA=1 of reproduce_small.sh)
+    assert tune.count("done ") == 7, tune
+    # The data: training videos, the distractor-free control from the same seeds, validation videos for the
+    # evaluation set; the labeled subset drawn from the trajectories the ridge probe fits on.
+    with (
+        h5py.File(small / "data" / "cheetah-run.hdf5") as f,
+        h5py.File(small / "data-vanilla" / "cheetah-run.hdf5") as v,
+    ):
+        assert f.attrs["difficulty"] == "scale_easy_video_hard" and v.attrs["difficulty"] == "vanilla"
+        assert len([k for k in f if k.isdigit()]) == len([k for k in v if k.isdigit()]) == 3
+        assert f["0/obs"].shape == v["0/obs"].shape == (40, 64, 64, 3)
     with h5py.File(small / "data" / "cheetah-run-eval.hdf5") as f:
         assert f.attrs["split"] == "val"
-    assert (small / "data" / "cheetah-run-labeled-1000x1.hdf5").is_file()
-    # Every run finished; every LAM run wrote the closed-form probe next to the online one.
-    results = {p.relative_to(small / "runs").parts[0]: json.loads(p.read_text()) for p in small.rglob("results.json")}
-    assert sorted(results) == ["bc", "bc_full", "idm", "laom", "laom_labels", "lapo"]
-    for method in ("lapo", "laom", "laom_labels"):
-        m = results[method]["metrics"]
-        assert m["lapo/ridge_probe_mse"] > 0 and m["lapo/ridge_probe_baseline_mse"] > 0, method
-        assert m["lapo/eval_ridge_probe_mse"] > 0 and m["lapo/action_variance"] > 0, method
-    # The report: scores normalised by this sweep's BC on all data, the probe figures, how it was made.
-    report = small / "report"
+    with h5py.File(small / "data" / "cheetah-run-labeled-1000x1.hdf5") as f:
+        assert f["0"].attrs["original_traj_idx"] == 0  # among the first 3 - 2 * 1 trajectories
+    with h5py.File(small / "data" / "cheetah-run-val.hdf5") as f:
+        assert f["0"].attrs["original_traj_idx"] == 1  # the ridge probe's validation trajectory
+    tuned = json.loads((small / "tune" / "laom" / "lr0.001-tau0.05" / "results.json").read_text())
+    curve = tuned["stages"]["lapo"]["lapo/ridge_probe_curve"]
+    assert [p[0] for p in curve] == [0, 1, 2], curve  # the initialised network, then every update
+    assert "lapo/ridge_probe_val_mse" in tuned["metrics"] and "decoder/eval_returns_mean" not in tuned["metrics"]
+
+    out = run("scripts/reproduce_small.sh", env)
+    assert "9 of 9 runs finished" in out, out
+    results = {
+        str(p.parent.relative_to(small / "runs")): json.loads(p.read_text())
+        for p in small.rglob("runs/**/results.json")
+    }
+    assert len(results) == 9
+    for name in ("vanilla/lapo", "vanilla/laom", "noaug/laom"):
+        r = results[f"{name}/cheetah-run/budget1/seed0"]
+        assert r["config"]["lam_only"] and list(r["stages"]) == ["lapo"], name
+    assert not results["noaug/laom/cheetah-run/budget1/seed0"]["config"]["lapo"]["use_aug"]
+    report = tmp_path / "report"
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["normalize_by"] == "bc_full" and summary["num_runs"] == 6
-    bc_full = [r for r in summary["scores"] if r["method"] == "bc_full" and r["env"] == "cheetah-run"]
-    assert bc_full[0]["mean"] == pytest.approx(1.0)
-    ret = (
-        results["laom"]["metrics"]["decoder/eval_returns_mean"] / results["bc_full"]["metrics"]["bc/eval_returns_mean"]
-    )
-    laom = [r for r in summary["scores"] if r["method"] == "laom" and r["env"] == "cheetah-run"]
-    assert laom[0]["mean"] == pytest.approx(ret)
-    for name in ("results.md", "scores.png", "probe_mse.png", "ridge_probe_mse.png", "run-info.md"):
+    for lam in ("lapo", "lapo_vanilla", "laom", "laom_vanilla", "laom_noaug", "laom_labels"):
+        p = summary["probes"][lam]
+        assert p["ridge_mse"]["0"] > 0 and p["ridge_baseline_mse"]["0"] > 0, lam
+        assert p["ridge_relative"]["0"] == pytest.approx(p["ridge_mse"]["0"] / p["ridge_baseline_mse"]["0"])
+    assert sorted(summary["findings"]) == ["F1", "F2", "F3", "F4", "F5"]
+    assert all(f["verdict"] in VERDICTS for f in summary["findings"].values())
+    assert len(summary["preconditions"]) == 3 and all("holds" in p for p in summary["preconditions"].values())
+    assert summary["scores"]["bc_full"]["interval"]["iqm"] == pytest.approx(1.0)
+    for name in ("results.md", "verdicts.md", "probe_curves.png", "latents.png", "run-info.md", "tuning.md"):
         assert (report / name).stat().st_size > 0, name
     assert "bash scripts/reproduce_small.sh" in (report / "run-info.md").read_text()
+    sweep = json.loads((report / "sweep" / "summary.json").read_text())
+    assert all("iqm" in r and "ci_low" in r for r in sweep["scores"])  # rliable in plot_results too
 
     # The same command again: the data is complete, every run is skipped, the report is rewritten.
-    again = run_script(env).stdout
-    assert again.count("[skip]") == 6 and "[start]" not in again
-    assert "6 of 6 runs finished" in again
-    assert (small / "timings.txt").read_text().count("bash scripts/reproduce_small.sh") == 2
+    again = run("scripts/reproduce_small.sh", env)
+    assert again.count("skip ") == 9 and "start " not in again
+    assert (small / "timings.txt").read_text().count("bash scripts/reproduce_small.sh") == 3  # with tune's data step
 
 
 def test_missing_expert_is_named(tmp_path):

@@ -68,7 +68,7 @@ def test_bc_trains_evaluates_and_writes_results(bc_run):
 
 
 def test_bc_rerun_skips_the_finished_stage(bc_run, tmp_path, monkeypatch):
-    # This test process still holds the first run's directory lock (src/utils.py lock_run_dir, released at exit), so
+    # This test process still holds the first run's directory lock (src/run.py lock_run_dir, released at exit), so
     # the same command runs on a copy of the finished run directory (a copy may change run_dir: not a training field).
     rerun = tmp_path / "rerun"
     shutil.copytree(bc_run, rerun, ignore=shutil.ignore_patterns(".lock"))

@@ -187,7 +187,9 @@ def test_report_values(tmp_path):
     assert missing[("bc_full", "cheetah-run", "full")] == [1, 2]
     assert summary["unfinished"] == [str(runs / "laom" / "cheetah-run" / "budget8" / "seed0")]
     md = (out / "results.md").read_text()
-    assert "| LAOM+supervision | 0.40 ± 0.16 (3) | 0.60 ± 0.10 (2) |" in md
+    # mean ± std (seeds), then rliable's IQM (the mean, for 3 or 2 seeds) and its 95% bootstrap interval, which for
+    # these few seeds spans the smallest to the largest seed
+    assert "| LAOM+supervision | 0.40 ± 0.16 (3); IQM 0.4 [0.2, 0.6] | 0.60 ± 0.10 (2); IQM 0.6 [0.5, 0.7] |" in md
     assert "no seeds [2]" in md
     for name in ("scores.png", "probe_mse.png", "novel_distractors.png", "summary.json", "probes.csv"):
         assert (out / name).stat().st_size > 0

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # The SLURM launcher of the sweeps (sourced by scripts/sweeps/common.sh when LAUNCHER=slurm; settings there and in
-# the README). Every run of the job list becomes one batch job of scripts/slurm/run_job.sh, in phase order:
+# docs/DISTRIBUTED.md). Every run of the job list becomes one batch job of scripts/slurm/run_job.sh, in phase order:
 #   - a run whose results.json exists is skipped, as with the local launcher;
 #   - a run whose job (recorded in <run_dir>/slurm.jobid) is still queued or running is not submitted twice;
 #   - a phase-2 run (a LAPO / LAOM budget reusing its base run's LAM) waits for its base run's job

@@ -19,7 +19,7 @@
 #   DRY_RUN=1   print the commands (and which runs would be skipped), run nothing
 #   LAUNCHER    where the runs run: "local" (here, PARALLEL at once) or "slurm" (one SLURM batch job each)  [local]
 #
-# With LAUNCHER=slurm (README, "Running on a SLURM cluster"), each run not finished yet becomes one job of
+# With LAUNCHER=slurm (docs/DISTRIBUTED.md, "Running on a SLURM cluster"), each run not finished yet becomes one job of
 # scripts/slurm/run_job.sh; a run that reuses its base run's checkpoints waits for that run's job (afterok). The sweep
 # prints the job ids and exits, or with SLURM_WAIT=1 waits for them and reports like the local launcher. Settings:
 #   SLURM_PARTITION     partition (required)                                     []

@@ -8,6 +8,7 @@ generators derived from one episode seed, so `env.seed(s); env.reset()` gives th
 whatever happened before (the release leaves some sources unseeded).
 """
 
+import logging
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -19,6 +20,19 @@ from dm_control import suite  # noqa: E402
 
 from src.dcs import constants as C  # noqa: E402
 from src.dcs.videos import check_davis_folder, select_videos, skybox_frames  # noqa: E402
+
+# MuJoCo warnings that say nothing about this project's environments, dropped from dm_control's absl log by their
+# message: dm_control's own task XMLs (cheetah.xml, ...) set `<compiler settotalmass=...>`, which MuJoCo 3.x still
+# applies and reports as deprecated each time a model is compiled, i.e. once per environment built.
+HARMLESS_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+class _DropHarmlessWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(HARMLESS_MUJOCO_WARNINGS)
+
+
+logging.getLogger("absl").addFilter(_DropHarmlessWarnings())
 
 
 class BackgroundDistraction:

@@ -1,0 +1,356 @@
+"""Download the paper's released datasets into the sweep layout (docs/DATA.md):
+
+    python scripts/download_data.py --env cheetah-run --what eval --dry_run      # names and sizes, nothing fetched
+    python scripts/download_data.py --env cheetah-run                            # full + eval + labeled, distractors
+    python scripts/download_data.py --env all --setting vanilla --what labeled --budgets 2 128 --out data
+
+The links are the release's list (data/release-data-links.txt). A released file lands under the name the sweeps
+read: `<out>/<env>.hdf5` (full, 5000 trajectories, about 60 GB), `<out>/<env>-eval.hdf5` (novel distractors) and
+`<out>/<env>-labeled-1000x<N>.hdf5`; the distractor-free ("vanilla") sets go to `<out>/vanilla/` under the same
+names (the release has no vanilla evaluation set). A file is fetched into `<name>.partial`, continued with an HTTP
+range request when the same command runs again after an interruption, checked (the size the server announced,
+then it must open as a dataset in the released layout: root attributes of its environment, trajectory groups
+with obs / actions / states and traj_return, N trajectories for a labeled set) and only then renamed into place.
+A file already in place is skipped. The free disk space is checked before the first byte is fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import re
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python scripts/download_data.py`: make `src` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import h5py  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from src.data import DatasetError, read_root_attrs  # noqa: E402
+
+LINKS = Path(__file__).resolve().parents[1] / "data" / "release-data-links.txt"
+WHAT = ("full", "eval", "labeled")
+SETTINGS = {"distractors": "scale-easy-video-hard", "vanilla": "vanilla"}  # --setting -> the release's name part
+RELEASED_NAME = re.compile(
+    r"(?P<env>[a-z]+-[a-z]+)-(?P<setting>scale-easy-video-hard|vanilla)-"
+    r"(?:64px-(?P<full_or_eval>5k|eval)|labeled-1000x(?P<budget>\d+)-64px)\.hdf5"
+)
+CHUNK = 2**20  # bytes read per network call
+SPARE_BYTES = 2**30  # free space left over after the planned downloads
+
+
+class DownloadError(Exception):
+    """A download or a downloaded file that cannot be used: the message names the file and what to do."""
+
+
+@dataclasses.dataclass
+class Item:
+    """One released file: where it comes from and the name it gets in the sweep layout."""
+
+    url: str
+    env: str
+    setting: str  # "distractors" / "vanilla"
+    what: str  # "full" / "eval" / "labeled"
+    budget: int | None  # trajectories of a labeled set
+    dest: Path
+    size: int | None = None  # bytes the server announces (None: not asked, or unknown)
+    size_note: str = ""  # why the size is unknown
+
+    @property
+    def partial(self) -> Path:
+        return self.dest.with_name(self.dest.name + ".partial")
+
+
+def read_links(path: Path) -> list[str]:
+    """The URLs of a links file (one a line; blank lines and # comments skipped)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise DownloadError(f"cannot read the links file {path}: {e.strerror or e}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_link(url: str, out: Path) -> Item:
+    """The Item of one released URL, its destination under out in the sweep layout."""
+    name = url.rsplit("/", 1)[-1]
+    m = RELEASED_NAME.fullmatch(name)
+    if m is None:
+        raise DownloadError(f"{url}: not a released dataset name (<env>-<setting>-64px-5k|64px-eval|labeled-...)")
+    env = m["env"]
+    setting = "vanilla" if m["setting"] == "vanilla" else "distractors"
+    folder = out / "vanilla" if setting == "vanilla" else out
+    if m["budget"]:
+        what, budget, dest = "labeled", int(m["budget"]), folder / f"{env}-labeled-1000x{m['budget']}.hdf5"
+    elif m["full_or_eval"] == "eval":
+        what, budget, dest = "eval", None, folder / f"{env}-eval.hdf5"
+    else:
+        what, budget, dest = "full", None, folder / f"{env}.hdf5"
+    return Item(url, env, setting, what, budget, dest)
+
+
+def select(items: list[Item], envs: list[str], settings: list[str], what: list[str], budgets: list[int] | None):
+    """The items asked for; an env, a budget or a combination the release does not have is an error naming it."""
+    known_envs = sorted({i.env for i in items})
+    if "all" in envs:
+        envs = known_envs
+    unknown = [e for e in envs if e not in known_envs]
+    if unknown:
+        raise DownloadError(f"--env {' '.join(unknown)}: not in the release; choose from {known_envs} or all")
+    if budgets is not None:
+        known = sorted({i.budget for i in items if i.budget is not None})
+        bad = [b for b in budgets if b not in known]
+        if bad:
+            raise DownloadError(f"--budgets {' '.join(map(str, bad))}: the release's labeled sets hold {known}")
+    chosen = [
+        i
+        for i in items
+        if i.env in envs
+        and i.setting in settings
+        and i.what in what
+        and (i.budget is None or budgets is None or i.budget in budgets)
+    ]
+    missing = [
+        f"{e} {s} {w}"
+        for e in envs
+        for s in settings
+        for w in what
+        if not any(i.env == e and i.setting == s and i.what == w for i in chosen)
+    ]
+    if not chosen:
+        raise DownloadError(f"the release has no such file ({'; '.join(missing)})")
+    for m in missing:
+        print(f"not in the release: {m}")
+    return chosen
+
+
+def announced_sizes(items: list[Item], timeout: float) -> None:
+    """Asks the server for each size (a HEAD request). Once a host cannot be reached, its other files are not
+    asked (no wait per file when offline): their size stays unknown with the reason."""
+    unreachable: dict[str, str] = {}
+    for item in items:
+        host = urllib.request.urlparse(item.url).netloc
+        if host in unreachable:
+            item.size_note = unreachable[host]
+            continue
+        try:
+            with urllib.request.urlopen(urllib.request.Request(item.url, method="HEAD"), timeout=timeout) as r:
+                length = r.headers.get("Content-Length")
+                item.size = int(length) if length is not None else None
+                item.size_note = "" if length is not None else "the server announces no size"
+        except urllib.error.HTTPError as e:
+            item.size_note = f"HTTP {e.code} {e.reason}"
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            unreachable[host] = item.size_note = f"{host} cannot be reached: {reason}"
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)
+
+
+def check_free_space(items: list[Item]) -> None:
+    """Refuses to start when the bytes still to fetch (sizes announced, less what the .partial files hold) do not
+    fit on the disk of the output folder with SPARE_BYTES left over."""
+    need: dict[Path, int] = {}
+    for item in items:
+        if item.size is None:
+            continue
+        have = item.partial.stat().st_size if item.partial.exists() else 0
+        root = item.dest.parent
+        need[root] = need.get(root, 0) + max(0, item.size - have)
+    for root, n in need.items():
+        free = shutil.disk_usage(root).free
+        if n + SPARE_BYTES > free:
+            raise DownloadError(
+                f"{root}: {human(n)} to download but only {human(free)} free (1 GiB is kept spare); free some "
+                "space or choose fewer files (--env, --what, --budgets)"
+            )
+
+
+def check_dataset(path: Path, item: Item) -> None:
+    """The file opens as a dataset in the released layout and is the one its name says. Reads metadata only."""
+    try:
+        attrs = read_root_attrs(str(path))
+        with h5py.File(path, "r") as f:
+            keys = [k for k in f.keys() if k.isdigit()]
+            if not keys:
+                raise DatasetError(f"{path}: no trajectory groups ('0', '1', ...)")
+            for k in keys:
+                g = f[k]
+                missing = [name for name in ("obs", "actions", "states") if name not in g]
+                missing += ["attribute traj_return"] if "traj_return" not in g.attrs else []
+                if missing:
+                    raise DatasetError(f"{path}: trajectory '{k}' has no {', '.join(missing)}")
+    except (OSError, KeyError, RuntimeError) as e:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
+    env = f"{attrs['domain_name']}-{attrs['task_name']}"
+    if env != item.env:
+        raise DatasetError(f"{path}: its root attributes say {env}, the file name says {item.env}")
+    if item.budget is not None and len(keys) != item.budget:
+        raise DatasetError(f"{path}: {len(keys)} trajectories, a labeled-1000x{item.budget} set holds {item.budget}")
+
+
+def fetch(item: Item, timeout: float, retries: int) -> None:
+    """Downloads item.url into item.partial, continuing what it holds (HTTP range requests); after a connection
+    lost mid-way it continues up to `retries` times, then stops with the .partial kept for the next run."""
+    item.dest.parent.mkdir(parents=True, exist_ok=True)
+    attempt = 0
+    while True:
+        have = item.partial.stat().st_size if item.partial.exists() else 0
+        if item.size is not None and have >= item.size:
+            if have > item.size:  # not a prefix of this file: start over
+                item.partial.unlink()
+                continue
+            return
+        request = urllib.request.Request(item.url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
+                if have and r.status != 206:  # the server sends the whole file: start over
+                    have = 0
+                total = _total_size(r, have)
+                if item.size is None:
+                    item.size = total
+                elif total is not None and total != item.size:
+                    raise DownloadError(
+                        f"{item.url}: the server now announces {total} bytes, before {item.size}; run again"
+                    )
+                _stream(r, item, have)
+            if item.size is None or item.partial.stat().st_size == item.size:
+                return
+            raise ConnectionError("the connection closed before the end of the file")
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:  # the .partial is at least as long as the file: start over
+                item.partial.unlink()
+                continue
+            raise DownloadError(f"{item.url}: HTTP {e.code} {e.reason} (for {item.dest.name})") from None
+        except (OSError, http.client.HTTPException) as e:  # URLError, a lost connection, a timeout, a cut read
+            if isinstance(e, urllib.error.URLError) and not have and attempt == 0:
+                raise DownloadError(f"{item.url}: cannot be reached ({e.reason})") from None
+            attempt += 1
+            got = item.partial.stat().st_size if item.partial.exists() else 0
+            if attempt > retries:
+                raise DownloadError(
+                    f"{item.url}: interrupted at {human(got)} of {human(item.size)} ({e}); {item.partial} is kept: "
+                    "run the same command to continue"
+                ) from None
+            print(f"{item.dest.name}: {e}; continuing from {human(got)} ({attempt}/{retries})", file=sys.stderr)
+            time.sleep(min(30.0, 2.0**attempt / 4))
+
+
+def _total_size(r, have: int) -> int | None:
+    """The file's size from a 200 (Content-Length) or a 206 answer (Content-Range: bytes a-b/total)."""
+    if r.status == 206:
+        m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", r.headers.get("Content-Range", ""))
+        if m is None or int(m[1]) != have:
+            raise DownloadError(f"{r.url}: the server answered a range request with {r.headers.get('Content-Range')}")
+        return None if m[3] == "*" else int(m[3])
+    length = r.headers.get("Content-Length")
+    return int(length) if length is not None else None
+
+
+def _stream(r, item: Item, have: int) -> None:
+    mode = "ab" if have else "wb"
+    with (
+        open(item.partial, mode) as f,
+        tqdm(
+            total=item.size,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=item.dest.name,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
+        while chunk := r.read(CHUNK):
+            f.write(chunk)
+            bar.update(len(chunk))
+
+
+def download(item: Item, timeout: float, retries: int) -> None:
+    """Fetches one file (resuming its .partial), verifies it and renames it into place."""
+    fetch(item, timeout, retries)
+    got = item.partial.stat().st_size
+    if item.size is not None and got != item.size:
+        raise DownloadError(f"{item.partial}: {got} bytes, the server announced {item.size}; run again to continue")
+    try:
+        check_dataset(item.partial, item)
+    except DatasetError as e:
+        item.partial.unlink()
+        raise DownloadError(f"{e}; the download was removed, run the same command to fetch it again") from None
+    item.partial.replace(item.dest)
+    print(f"{item.dest}: {human(got)}, checked")
+
+
+def describe(item: Item) -> str:
+    """One line of the plan: destination, released name, size (and what a .partial holds already)."""
+    size = human(item.size) if item.size is not None else f"size unknown ({item.size_note})"
+    partial = f", {human(item.partial.stat().st_size)} in {item.partial.name}" if item.partial.exists() else ""
+    return f"{item.dest}  <-  {item.url.rsplit('/', 1)[-1]}  {size}{partial}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--env", nargs="+", required=True, help="cheetah-run walker-run hopper-hop humanoid-walk, or all"
+    )
+    parser.add_argument("--setting", nargs="+", choices=[*SETTINGS, "both"], default=["distractors"])
+    parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT), help="default: all three")
+    parser.add_argument("--budgets", nargs="+", type=int, default=None, help="labeled sets to fetch (default: all)")
+    parser.add_argument("--out", default="data", help="output folder (vanilla sets go to <out>/vanilla)")
+    parser.add_argument("--links", default=str(LINKS), help="the release's list of URLs")
+    parser.add_argument("--dry_run", action="store_true", help="list names and sizes, fetch nothing")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds without an answer before giving up")
+    parser.add_argument("--retries", type=int, default=5, help="times a lost connection is continued")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = list(SETTINGS) if "both" in args.setting else args.setting
+    out = Path(args.out)
+    try:
+        items = [parse_link(url, out) for url in read_links(Path(args.links))]
+        items = select(items, args.env, settings, args.what, args.budgets)
+        todo = [i for i in items if not i.dest.exists()]
+        announced_sizes(todo, args.timeout)
+        for item in items:
+            print(describe(item) if item in todo else f"{item.dest}: present, skipped")
+        if todo:
+            known = [i.size for i in todo if i.size is not None]
+            total = human(sum(known)) if known else "size unknown"
+            unknown = f" + {len(todo) - len(known)} of unknown size" if known and len(known) < len(todo) else ""
+            print(f"{len(todo)} file(s) to fetch: {total}{unknown}")
+        if args.dry_run or not todo:
+            return 0
+        for item in todo:
+            item.dest.parent.mkdir(parents=True, exist_ok=True)
+        check_free_space(todo)
+        for item in todo:
+            download(item, args.timeout, args.retries)
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: the .partial files are kept; run the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,492 @@
+"""The report of the reduced-scale study (scripts/reproduce_small.sh, scripts/tune_small.sh): tuning table and
+choices, precondition checks, verdicts on the paper's findings F1-F5 from rliable intervals, figures, summary.json.
+
+    python -m scripts.small_report --small_dir runs/small --out runs/small/report            # the study
+    python -m scripts.small_report --small_dir runs/small --out runs/small/report --tuning   # the tuning only
+
+Reads results.json of the runs under <small_dir>/tune (tuning seed) and <small_dir>/runs (the seeds reported, the
+layout of scripts/reproduce_small.sh). Writes to --out: results.md (every table), summary.json (the same numbers,
+machine-readable: per LAM and setting the held-out ridge-probe MSE and baseline per seed, the interval of each
+aggregate, one verdict per finding), tuning.md / tuning.json, and the figures latents.png (latent actions in 2-D,
+UMAP, PCA without umap-learn), probe_curves.png (ridge probe against updates), tuning_curves.png.
+
+Quality of latent actions is the ridge probe's MSE on held-out test trajectories divided by the MSE of predicting
+the mean action on them (the fraction of the action variance left unexplained: 1 = nothing found), so the data
+with and without distractors compare on one scale. Returns are normalised by this sweep's own BC on all data
+(the paper's normaliser at this scale). Every aggregate is an IQM with a 95% stratified bootstrap interval
+(src/stats.py); a verdict "holds" only where the intervals separate.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+import pyrallis
+
+from src.files import write_json
+from src.stats import Interval, interval, verdict
+
+ENV = "cheetah-run"
+# variant -> (path below runs/, label)
+VARIANTS = {
+    "lapo": ("lapo", "LAPO"),
+    "laom": ("laom", "LAOM"),
+    "laom_labels": ("laom_labels", "LAOM + supervision"),
+    "idm": ("idm", "IDM"),
+    "bc": ("bc", "BC (labeled)"),
+    "bc_full": ("bc_full", "BC on all data"),
+    "lapo_vanilla": ("vanilla/lapo", "LAPO, no distractors"),
+    "laom_vanilla": ("vanilla/laom", "LAOM, no distractors"),
+    "laom_noaug": ("noaug/laom", "LAOM, no augmentations"),
+}
+LAMS = ("lapo", "lapo_vanilla", "laom", "laom_vanilla", "laom_noaug", "laom_labels")
+RETURN_KEY = {m: "decoder/eval_returns_mean" for m in ("lapo", "laom", "laom_labels")} | {
+    m: "bc/eval_returns_mean" for m in ("idm", "bc", "bc_full")
+}
+OTHERS = ("lapo", "laom", "idm", "bc")  # what LAOM + supervision's return is compared with (F4)
+PAPER = {"F2": 8.0, "F4": 4.2}  # the paper's ratios (abstract): LAOM's probe 8x LAPO's; supervision 4.2x return
+
+
+@dataclass
+class Config:
+    small_dir: str = "runs/small"  # SMALL_DIR of scripts/reproduce_small.sh
+    out: str = "runs/small/report"  # output folder
+    seeds: str = "0 1 2"  # the reported seeds
+    budget: int = 2  # labeled trajectories
+    tuning: bool = False  # only the tuning table (after scripts/tune_small.sh)
+    latents: bool = True  # the latent picture (loads the LAM checkpoints of the first seed)
+
+
+def _read(path: Path) -> Optional[dict]:
+    f = path / "results.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _num(x) -> float:
+    return float(x) if isinstance(x, int | float) and math.isfinite(x) else math.nan
+
+
+def _rel(m: dict, key: str = "lapo/ridge_probe_mse", base: str = "lapo/ridge_probe_baseline_mse") -> float:
+    return _num(m.get(key)) / _num(m.get(base)) if key in m and base in m else math.nan
+
+
+# ---------------------------------------------------------------- tuning
+
+
+def tuning(small_dir: Path) -> dict:
+    """Rows of every tuning run and the choice per method by its paper criterion (validation data only)."""
+    rows = []
+    for f in sorted((small_dir / "tune").glob("*/*/results.json")):
+        method, tag = f.parent.parent.name, f.parent.name
+        r = json.loads(f.read_text())
+        m, cfg = r["metrics"], r["config"]
+        row = {"method": method, "setting": tag, "seconds": round(r.get("total_seconds", 0.0))}
+        if "lapo/ridge_probe_val_mse" in m:
+            row["criterion"] = "validation ridge MSE / baseline (lower is better)"
+            row["value"] = _rel(m, "lapo/ridge_probe_val_mse", "lapo/ridge_probe_val_baseline_mse")
+            row["test_not_used"] = _rel(m)
+            curve = r["stages"]["lapo"].get("lapo/ridge_probe_curve") or []
+            base = _num(m["lapo/ridge_probe_val_baseline_mse"])
+            row["curve"] = [[p[0], p[1] / base] for p in curve]
+            row["lower_is_better"] = True
+        elif "idm/eval_action_mse" in m:
+            row["criterion"] = "validation action MSE (lower is better)"
+            row["value"], row["lower_is_better"] = _num(m["idm/eval_action_mse"]), True
+        elif "bc/eval_returns_mean" in m:
+            row["criterion"] = "online return, 3 episodes (higher is better)"
+            row["value"], row["lower_is_better"] = _num(m["bc/eval_returns_mean"]), False
+            row["train_loss"] = _num(m.get("bc/final_train_loss"))
+        else:
+            continue
+        row["config"] = {k: cfg.get(k) for k in ("seed",)}
+        rows.append(row)
+    choices = {}
+    for method in sorted({r["method"] for r in rows}):
+        cand = [r for r in rows if r["method"] == method and math.isfinite(r["value"])]
+        if cand:
+            best = (min if cand[0]["lower_is_better"] else max)(cand, key=lambda r: r["value"])
+            choices[method] = best["setting"]
+    return {"rows": rows, "choices": choices}
+
+
+def tuning_markdown(t: dict) -> str:
+    lines = ["| method | setting | criterion | value | (test, not used) | s |", "|---|---|---|---|---|---|"]
+    for r in t["rows"]:
+        chosen = " **chosen**" if t["choices"].get(r["method"]) == r["setting"] else ""
+        test = f"{r['test_not_used']:.3f}" if "test_not_used" in r else ""
+        lines.append(
+            f"| {r['method']} | {r['setting']}{chosen} | {r['criterion']} | {r['value']:.3f} | {test} | "
+            f"{r['seconds']} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the study
+
+
+def study(small_dir: Path, seeds: list[int], budget: int) -> dict:
+    runs = {}
+    for v, (rel, _) in VARIANTS.items():
+        sub = "full" if v == "bc_full" else f"budget{budget}"
+        runs[v] = {s: r for s in seeds if (r := _read(small_dir / "runs" / rel / ENV / sub / f"seed{s}"))}
+    return runs
+
+
+def per_seed(runs: dict, variant: str, value) -> dict[int, float]:
+    return {s: value(r["metrics"]) for s, r in runs.get(variant, {}).items()}
+
+
+def _iv(values: dict) -> Interval:
+    return interval([v for v in values.values() if math.isfinite(v)])
+
+
+def _ratio(num: Interval, den: Interval) -> float:
+    return num.iqm / den.iqm if den.n and num.n and den.iqm else math.nan
+
+
+def dataset_info(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    with h5py.File(path, "r") as f:
+        acts = np.concatenate([f[k]["actions"][:] for k in f.keys() if isinstance(f[k], h5py.Group)])
+        return {"dataset_return": _num(f.attrs.get("dataset_return")), "action_variance": float(acts.var(0).mean())}
+
+
+def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
+    runs = study(small_dir, seeds, budget)
+    data = small_dir / "data"
+    full, labeled = dataset_info(data / f"{ENV}.hdf5"), dataset_info(data / f"{ENV}-labeled-1000x{budget}.hdf5")
+    expert = full.get("dataset_return", math.nan)
+
+    probes = {}
+    for v in LAMS:
+        probes[v] = {
+            "ridge_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/ridge_probe_mse"))),
+            "ridge_baseline_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/ridge_probe_baseline_mse"))),
+            "ridge_relative": per_seed(runs, v, _rel),
+            "novel_ridge_relative": per_seed(
+                runs, v, lambda m: _rel(m, "lapo/eval_ridge_probe_mse", "lapo/eval_ridge_probe_baseline_mse")
+            ),
+            "online_probe_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/final_action_probe_mse"))),
+            "action_variance": per_seed(runs, v, lambda m: _num(m.get("lapo/action_variance"))),
+        }
+        probes[v]["interval"] = _iv(probes[v]["ridge_relative"]).as_dict()
+        probes[v]["novel_interval"] = _iv(probes[v]["novel_ridge_relative"]).as_dict()
+    returns = {v: per_seed(runs, v, lambda m, k=k: _num(m.get(k))) for v, k in RETURN_KEY.items()}
+    bc_full = [x for x in returns["bc_full"].values() if math.isfinite(x)]
+    norm = float(np.mean(bc_full)) if bc_full else math.nan
+    # a normaliser at or below zero makes every ratio meaningless: no scores then (the precondition says why)
+    scores = {v: {s: x / norm if norm > 0 else math.nan for s, x in r.items()} for v, r in returns.items()}
+    novel = {
+        "laom_labels": per_seed(runs, "laom_labels", lambda m: _num(m.get("lapo/eval_action_mse"))),
+        "idm": per_seed(runs, "idm", lambda m: _num(m.get("idm/eval_action_mse"))),
+    }
+
+    def iv_of(d):
+        return Interval(**d) if isinstance(d, dict) else d
+
+    P = {v: iv_of(probes[v]["interval"]) for v in LAMS}
+    S = {v: _iv(scores[v]) for v in scores}
+    N = {v: _iv(novel[v]) for v in novel}
+    findings = {
+        "F1": {
+            "claim": "distractors hurt LAPO: its held-out ridge probe (relative MSE) is worse with distractors",
+            "a": "lapo_vanilla", "b": "lapo", "measure": "ridge relative MSE",
+            "verdict": verdict(P["lapo_vanilla"], P["lapo"], lower_is_better=True),
+            "ratio": _ratio(P["lapo"], P["lapo_vanilla"]), "paper_ratio": None,
+        },
+        "F2": {
+            "claim": "LAOM's latents beat LAPO's with distractors (ridge relative MSE)",
+            "a": "laom", "b": "lapo", "measure": "ridge relative MSE",
+            "verdict": verdict(P["laom"], P["lapo"], lower_is_better=True),
+            "ratio": _ratio(P["lapo"], P["laom"]), "paper_ratio": PAPER["F2"],
+        },
+        "F3": {
+            "claim": "supervision improves LAOM's latents (ridge relative MSE)",
+            "a": "laom_labels", "b": "laom", "measure": "ridge relative MSE",
+            "verdict": verdict(P["laom_labels"], P["laom"], lower_is_better=True),
+            "ratio": _ratio(P["laom"], P["laom_labels"]), "paper_ratio": None,
+        },
+        "F4": {
+            "claim": f"LAOM + supervision has the best normalised return at {budget} labeled trajectories",
+            "a": "laom_labels", "b": "lapo, laom, idm, bc", "measure": "normalised return",
+            "verdict": _all([verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS]),
+            "ratio": _ratio(S["laom_labels"], S["laom"]), "paper_ratio": PAPER["F4"],
+            "against": {o: verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS},
+        },
+        "F5": {
+            "claim": "LAOM + supervision predicts actions on novel distractors better than the IDM (Fig. 9a)",
+            "a": "laom_labels", "b": "idm", "measure": "action MSE on the novel-distractor set",
+            "verdict": verdict(N["laom_labels"], N["idm"], lower_is_better=True),
+            "ratio": _ratio(N["idm"], N["laom_labels"]), "paper_ratio": None,
+        },
+    }  # fmt: skip
+    extra = {
+        "augmentations_help_laom": verdict(P["laom"], P["laom_noaug"], lower_is_better=True),
+        "augmentations_hurt_laom": verdict(P["laom_noaug"], P["laom"], lower_is_better=True),
+        "distractors_hurt_laom": verdict(P["laom_vanilla"], P["laom"], lower_is_better=True),
+    }
+    # preconditions
+    above = [f"{v} seed {s}: {x:.3f}" for v in LAMS for s, x in probes[v]["ridge_relative"].items() if not x < 1]
+    missing = [v for v in VARIANTS if len(runs[v]) < len(seeds)]
+    dec = {
+        v: per_seed(runs, v, lambda m: _num(m.get("decoder/final_train_loss"))) for v in ("lapo", "laom", "laom_labels")
+    }
+    var_l = labeled.get("action_variance", math.nan)
+    dec_bad = [f"{v} seed {s}: {x:.2f}" for v, d in dec.items() for s, x in d.items() if not x < var_l]
+    bc_full_return = float(norm)
+    pre = {
+        "every LAM's held-out ridge probe below its mean-action baseline": {
+            "holds": not above and all(probes[v]["ridge_relative"] for v in LAMS), "exceptions": above},
+        "BC on all data reaches at least half the expert's return": {
+            "holds": bool(bc_full_return >= 0.5 * expert), "bc_full_return": bc_full_return, "expert": expert},
+        "each decoder's training loss below the labeled actions' variance": {
+            "holds": not dec_bad and all(dec.values()), "labeled_action_variance": var_l, "exceptions": dec_bad,
+            "losses": dec},
+    }  # fmt: skip
+    return {
+        "seeds": seeds,
+        "runs_found": {v: sorted(runs[v]) for v in VARIANTS},
+        "missing": missing,
+        "expert_return": expert,
+        "bc_full_return": bc_full_return,
+        "probes": probes,
+        "returns": returns,
+        "scores": {v: {"per_seed": scores[v], "interval": S[v].as_dict()} for v in scores},
+        "novel_action_mse": {v: {"per_seed": novel[v], "interval": N[v].as_dict()} for v in novel},
+        "findings": findings,
+        "other": extra,
+        "preconditions": pre,
+        "_runs": runs,
+    }
+
+
+def _all(vs: list[str]) -> str:
+    if "not measured" in vs:
+        return "not measured"
+    if all(v == "holds" for v in vs):
+        return "holds"
+    return "direction only" if all(v in ("holds", "direction only") for v in vs) else "does not hold"
+
+
+def _f(x, d=3) -> str:
+    return f"{x:.{d}g}" if isinstance(x, float) and math.isfinite(x) else "–"
+
+
+def markdown(a: dict) -> str:
+    L = VARIANTS
+    out = [
+        "## Verdicts",
+        "",
+        "| finding | measure | a | b | a: IQM [95% CI] | b: IQM [95% CI] | ratio (paper) | verdict |",
+    ]
+    out.append("|---|---|---|---|---|---|---|---|")
+    ivs = {"ridge relative MSE": lambda v: a["probes"][v]["interval"],
+           "normalised return": lambda v: a["scores"][v]["interval"],
+           "action MSE on the novel-distractor set": lambda v: a["novel_action_mse"][v]["interval"]}  # fmt: skip
+    for k, f in a["findings"].items():
+        ia = str(Interval(**ivs[f["measure"]](f["a"])))
+        if k == "F4":
+            ib = ", ".join(f"{L[o][1]} {Interval(**a['scores'][o]['interval'])}" for o in ("lapo", "laom", "idm", "bc"))
+            b = "LAPO, LAOM, IDM, BC"
+        else:
+            ib, b = str(Interval(**ivs[f["measure"]](f["b"]))), L[f["b"]][1]
+        paper = f" ({f['paper_ratio']:g}x)" if f["paper_ratio"] else ""
+        out.append(
+            f"| {k}: {f['claim']} | {f['measure']} | {L[f['a']][1]} | {b} | {ia} | {ib} | "
+            f"{_f(f['ratio'])}x{paper} | **{f['verdict']}** |"
+        )
+    out += ["", "Other readings: " + ", ".join(f"{k.replace('_', ' ')}: **{v}**" for k, v in a["other"].items()), ""]
+    out += ["## Preconditions", "", "| precondition | held | detail |", "|---|---|---|"]
+    for k, p in a["preconditions"].items():
+        detail = {kk: vv for kk, vv in p.items() if kk not in ("holds", "losses")}
+        out.append(f"| {k} | {'yes' if p['holds'] else '**no**'} | {json.dumps(detail, default=_json_num)} |")
+    out += ["", "## Latent-action quality per seed (ridge probe, held-out test trajectories)", ""]
+    out += [
+        "| LAM | MSE per seed | baseline per seed | relative: IQM [95% CI] | novel distractors, relative "
+        "| online probe MSE |"
+    ]
+    out.append("|---|---|---|---|---|---|")
+    for v in LAMS:
+        p = a["probes"][v]
+        seeds = ", ".join(_f(x) for x in p["ridge_mse"].values())
+        base = ", ".join(_f(x) for x in p["ridge_baseline_mse"].values())
+        online = ", ".join(_f(x) for x in p["online_probe_mse"].values())
+        out.append(
+            f"| {L[v][1]} | {seeds} | {base} | {Interval(**p['interval'])} | {Interval(**p['novel_interval'])} "
+            f"| {online} |"
+        )
+    out += [
+        "",
+        f"## Returns (expert: {_f(a['expert_return'], 4)}; normaliser: BC on all data, {_f(a['bc_full_return'])})",
+        "",
+    ]
+    out += ["| method | return per seed | normalised: IQM [95% CI] |", "|---|---|---|"]
+    for v in RETURN_KEY:
+        r = ", ".join(_f(x) for x in a["returns"][v].values())
+        out.append(f"| {L[v][1]} | {r} | {Interval(**a['scores'][v]['interval'])} |")
+    out += [
+        "",
+        "## Action MSE on novel distractors (Fig. 9a)",
+        "",
+        "| method | per seed | IQM [95% CI] |",
+        "|---|---|---|",
+    ]
+    for v, d in a["novel_action_mse"].items():
+        out.append(f"| {L[v][1]} | {', '.join(_f(x) for x in d['per_seed'].values())} | {Interval(**d['interval'])} |")
+    if a["missing"]:
+        out += ["", f"Runs missing for some seed: {', '.join(a['missing'])}."]
+    return "\n".join(out) + "\n"
+
+
+def _json_num(o):
+    return o if not isinstance(o, float) or math.isfinite(o) else None
+
+
+def _clean(obj):
+    """NaN / inf -> None (JSON null) everywhere: a missing number, not an invalid file."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return _json_num(obj)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot_curves(a: dict, t: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax = axes[0]
+    for v in LAMS:
+        curves = [r["stages"]["lapo"].get("lapo/ridge_probe_curve") for r in a["_runs"][v].values()]
+        bases = [r["metrics"].get("lapo/ridge_probe_baseline_mse") for r in a["_runs"][v].values()]
+        curves = [np.array([[p[0], p[2] / b] for p in c]) for c, b in zip(curves, bases, strict=True) if c and b]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        c = np.stack([c[:n] for c in curves])  # [seeds, points, 2]
+        ax.plot(c[0, :, 0], c[:, :, 1].mean(0), marker="o", label=VARIANTS[v][1])
+        ax.fill_between(c[0, :, 0], c[:, :, 1].min(0), c[:, :, 1].max(0), alpha=0.15)
+    ax.axhline(1.0, color="grey", ls="--", lw=1, label="mean action")
+    ax.set(xlabel="updates", ylabel="ridge probe MSE / baseline (test)", title="Reported seeds: mean, min-max band")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for r in t["rows"]:
+        if r.get("curve"):
+            c = np.array(r["curve"])
+            ax.plot(c[:, 0], c[:, 1], marker=".", label=f"{r['method']} {r['setting']}")
+    ax.axhline(1.0, color="grey", ls="--", lw=1)
+    ax.set(xlabel="updates", ylabel="ridge probe MSE / baseline (validation)", title="Tuning seed")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def latent_points(run_dir: Path, module: str, data_path: str, max_points: int = 1500):
+    """Latent actions of (o_t, o_{t+1}) on the test trajectories (the ridge probe's last tenth) of the run's own
+    data, from its finished LAM checkpoint, with the true actions."""
+    import importlib
+
+    import torch
+
+    from src.checkpoint import load_checkpoint
+    from src.data import load_dataset, normalize_obs
+    from src.probes import pair_indices, split_trajectories
+
+    mod = importlib.import_module(module)
+    cfg = pyrallis.parse(config_class=mod.Config, config_path=str(run_dir / "config.yaml"), args=[])
+    device = torch.device("cpu")
+    data = load_dataset(data_path, device, cfg.lapo.frame_stack, load_states=False)
+    lam = mod.build_models(cfg, data.shapes, "lam")["lam"]
+    lam.load_state_dict(load_checkpoint(run_dir / "lam.pt")["objects"]["lam"])
+    lam.eval()
+    idx = pair_indices(data, split_trajectories(data)[2], max_points, seed=0)
+    zs = []
+    with torch.no_grad():
+        for chunk in idx.split(256):
+            b = data.batch(chunk, cfg.lapo.frame_stack, next_obs=True)
+            zs.append(lam.label(normalize_obs(b["obs"]), normalize_obs(b["next_obs"])).float())
+    return torch.cat(zs).numpy(), data.actions[idx].numpy()
+
+
+def plot_latents(a: dict, small_dir: Path, path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    try:
+        import umap
+
+        method = "UMAP"
+    except ImportError:
+        umap, method = None, "PCA"
+    panels = [("lapo", "train_lapo"), ("lapo_vanilla", "train_lapo"), ("laom", "train_laom"),
+              ("laom_vanilla", "train_laom")]  # fmt: skip
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    for ax, (v, module) in zip(axes, panels, strict=True):
+        runs = a["_runs"][v]
+        if not runs:
+            ax.set_title(f"{VARIANTS[v][1]}: not run")
+            continue
+        seed = min(runs)
+        run_dir = small_dir / "runs" / VARIANTS[v][0] / ENV / f"budget{a.get('budget', 2)}" / f"seed{seed}"
+        z, acts = latent_points(run_dir, module, runs[seed]["config"]["lapo"]["data_path"])
+        if umap is not None:
+            xy = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(z)
+        else:
+            zc = z - z.mean(0)
+            xy = zc @ np.linalg.svd(zc, full_matrices=False)[2][:2].T
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=acts[:, 0], s=3, cmap="coolwarm")
+        rel = a["probes"][v]["ridge_relative"].get(seed, math.nan)
+        ax.set_title(f"{VARIANTS[v][1]} (seed {seed})\nridge MSE / baseline {rel:.2f}", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+        fig.colorbar(sc, ax=ax, fraction=0.046, label="true action, dim 0")
+    fig.suptitle(f"Latent actions of the test trajectories, {method} to 2-D, coloured by the first true action")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return method
+
+
+def main(c: Config) -> None:
+    small_dir, out = Path(c.small_dir), Path(c.out)
+    if not small_dir.is_dir():
+        raise SystemExit(f"error: --small_dir={c.small_dir} is not a folder (scripts/reproduce_small.sh makes it)")
+    out.mkdir(parents=True, exist_ok=True)
+    t = tuning(small_dir)
+    (out / "tuning.md").write_text(tuning_markdown(t) + "\n")
+    write_json(out / "tuning.json", _clean(t))
+    print(tuning_markdown(t))
+    print("choices:", t["choices"])
+    if c.tuning:
+        return
+    seeds = [int(s) for s in c.seeds.split()]
+    a = analyse(small_dir, seeds, c.budget)
+    a["budget"] = c.budget
+    plot_curves(a, t, out / "probe_curves.png")
+    if c.latents:
+        a["latent_projection"] = plot_latents(a, small_dir, out / "latents.png")
+    md = markdown(a)
+    (out / "results.md").write_text("# Results of scripts/reproduce_small.sh\n\n" + md + "\n## Tuning\n\n" +
+                                    tuning_markdown(t) + "\n")  # fmt: skip
+    (out / "verdicts.md").write_text(md.split("## Preconditions")[0])
+    summary = {k: v for k, v in a.items() if k != "_runs"} | {"tuning": t}
+    write_json(out / "summary.json", _clean(summary))
+    print(md.split("## Latent-action quality")[0])
+    print(f"report: {out}/results.md, {out}/summary.json, figures {out}/probe_curves.png, {out}/latents.png")
+
+
+if __name__ == "__main__":
+    main(pyrallis.parse(config_class=Config))

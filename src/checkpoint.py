@@ -1,0 +1,174 @@
+"""Stage checkpoints: the objects of a stage (modules, optimizers, schedulers), its update count, whether it
+finished and the RNG states of every rank; saved atomically, restored to resume or to reuse a finished stage."""
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from src import dist
+from src.files import replace_or_explain
+from src.run import NON_TRAINING_FIELDS, UserError, config_differences, set_seed
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """torch.save atomically: an interrupted or failed save never leaves a truncated checkpoint or a .tmp file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_or_explain(path.with_suffix(path.suffix + ".tmp"), path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict | None:
+    """The checkpoint's state dict, or None if the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointError(UserError, ValueError):
+    """A stage checkpoint that cannot be used (unreadable, not a stage checkpoint, another architecture); the
+    message is one line naming the file, the stage and what to do."""
+
+
+def restore_stage(
+    path: Path,
+    objects: dict,
+    load_from: str | None = None,
+    device: torch.device | str = "cpu",
+    stage: str = "",
+    config=None,
+) -> tuple[int, bool]:
+    """Restores a stage from its checkpoint. Returns (first update to run, whether the stage is finished).
+
+    objects: name -> anything with state_dict / load_state_dict (modules, optimizers, schedulers).
+    load_from: a finished checkpoint of this stage from another run (e.g. one LAM reused for every label
+    budget): its modules are loaded and the stage is skipped. Otherwise the run's own checkpoint `path`, if
+    present, is resumed (or skipped if it is finished).
+    stage, config: the stage's name (its config section, e.g. "lapo") and the run's config, for the errors: a
+    checkpoint that cannot be read, or that holds networks of another shape, is a CheckpointError naming the file,
+    the stage, what to do and (from the config.json beside the checkpoint) the config fields that differ.
+    """
+    stage = stage or Path(path).stem
+    if load_from:
+        given = f"--{stage}.checkpoint_path={load_from}"
+        todo = f"give a finished {Path(path).name} of this stage, or leave {given.split('=')[0]} out to train it here"
+        state = _read(Path(load_from), device, f"the {stage} checkpoint given with {given}", todo)
+        if state is None:
+            raise CheckpointError(f"{load_from}: not found (the {stage} checkpoint given with {given}); {todo}")
+        if not state.get("done", False):
+            raise CheckpointError(
+                f"{load_from} is the checkpoint of an unfinished stage (update {state.get('step')}); {todo}"
+            )
+        modules = {name: obj for name, obj in objects.items() if isinstance(obj, nn.Module)}
+        _load(Path(load_from), state, modules, f"the {stage} checkpoint given with {given}", todo, config)
+        return state["step"], True
+    todo = f"remove it and run the same command: the {stage} stage is trained again, from the stages before it"
+    state = _read(Path(path), device, f"the run's {stage} stage checkpoint", todo)
+    if state is None:
+        return 0, False
+    _load(Path(path), state, objects, f"the run's {stage} stage checkpoint", todo, config)
+    if not state["done"]:
+        restore_rng(state["rng"], state["step"])
+    return state["step"], state["done"]
+
+
+def _read(path: Path, device, what: str, todo: str) -> dict | None:
+    """load_checkpoint, with a file that cannot be read (truncated, damaged, not a stage checkpoint) a
+    CheckpointError."""
+    try:
+        state = load_checkpoint(path, device)
+    except Exception as e:  # torch.load of a cut or damaged file: OSError, RuntimeError, EOFError, UnpicklingError
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: {what} cannot be read, it is truncated or damaged ({reason}); {todo}") from e
+    if state is not None and not (isinstance(state, dict) and {"objects", "step", "done"} <= state.keys()):
+        raise CheckpointError(f"{path}: {what} is not a stage checkpoint (no objects / step / done); {todo}")
+    return state
+
+
+def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) -> None:
+    """load_state_dict of every object; a missing object or another shape is a CheckpointError naming the config
+    fields that differ from the config.json of the checkpoint's run (when it has one)."""
+    for name, obj in objects.items():
+        if name not in state["objects"]:
+            held = sorted(state["objects"])
+            raise CheckpointError(f"{path}: {what} holds no {name!r} (it holds {held}): a checkpoint of another method")
+        try:
+            obj.load_state_dict(state["objects"][name])
+        except (RuntimeError, ValueError, KeyError) as e:
+            detail = _first_mismatch(str(e))
+            raise CheckpointError(
+                f"{path}: {what}: its {name!r} is of another architecture ({_differences(path, config) or detail})"
+                f"; {todo}"
+            ) from e
+
+
+def _first_mismatch(message: str) -> str:
+    """The first specific line of a load_state_dict error (e.g. `size mismatch for fc.weight: ...`)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else "state dict mismatch")[:200]
+
+
+def _differences(path: Path, config) -> str:
+    """The architecture-relevant config fields in which the checkpoint's run (its config.json) differs from this run;
+    "" when either config is unknown or nothing but paths, seeds and watching settings differ."""
+    old = path.parent / "config.json"
+    if config is None or not old.exists():
+        return ""
+    try:
+        differ = config_differences(json.loads(old.read_text()), config)
+    except (OSError, ValueError):
+        return ""
+    differ = [d for d in differ if not _incidental(d.split(":")[0], NON_TRAINING_FIELDS)]
+    if not differ:
+        return ""
+    more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
+    return f"config of its run -> this run: {'; '.join(differ[:6])}{more}"
+
+
+def _incidental(key: str, non_training: set) -> bool:
+    """Fields that differ between runs without changing a network: paths, seeds, counts of updates and evaluation."""
+    field = key.split(".")[-1]
+    return key in non_training or field.endswith("_path") or field in ("seed", "eval_seed", "eval_episodes")
+
+
+def restore_rng(saved: dict | list, step: int) -> None:
+    """The RNG state of a resumed stage: a one-process checkpoint holds one state, a distributed one the state of
+    every rank. Resumed with the number of processes that saved it, each process continues its own random streams
+    (data order, augmentations). With another number, rank r takes rank r's saved state where there is one and
+    otherwise a fresh seed from (step, rank): the run goes on as a run with another seed would."""
+    states = saved if isinstance(saved, list) else [saved]
+    r = dist.rank()
+    if r < len(states):
+        set_rng_state(states[r])
+    else:
+        set_seed(1_000_003 * step + r)
+
+
+def save_stage(path: Path, objects: dict, step: int, done: bool) -> None:
+    """Atomic stage checkpoint: the objects' state dicts, the update count, RNG states and whether it finished.
+    In a distributed run every rank calls it (the RNG states of all ranks are gathered) and rank 0 writes."""
+    states = dist.gather_objects(rng_state())
+    if not dist.is_main():
+        return
+    state = {"objects": {k: v.state_dict() for k, v in objects.items()}, "step": step, "done": done}
+    state["rng"] = states if dist.active() else states[0]
+    save_checkpoint(path, state)

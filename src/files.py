@@ -1,0 +1,77 @@
+"""Files written atomically (a temporary file, then a rename): an interrupted or failed write never leaves a
+truncated file behind, and its error names the file (and says when the disk is full)."""
+
+import dataclasses
+import errno
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _file_mode() -> int:
+    """The mode a plain open() would give a new file (0666 less the umask): results and checkpoints alike."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def replace_or_explain(tmp: Path, path: Path, write) -> None:
+    """write(tmp) then rename tmp onto path; on any failure tmp is removed and the error names the file (and says
+    when the disk is full)."""
+    try:
+        write(tmp)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+        free = shutil.disk_usage(path.parent).free
+        if full or free < 16 * 2**20:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path} ({free} bytes free)") from e
+        raise OSError(f"could not write {path}: {e}") from e
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Writes JSON atomically (temporary file + rename): an interrupted write leaves the old file intact. A NaN or
+    infinite number is an error naming its key (the output is always valid JSON)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bad = _non_finite(obj)
+    if bad:
+        raise FloatingPointError(f"{path}: {bad} is not a finite number; refusing to write it")
+    text = json.dumps(obj, indent=2, default=json_default, allow_nan=False)
+    replace_or_explain(path.with_name(path.name + ".tmp"), path, lambda tmp: tmp.write_text(text))
+
+
+def _non_finite(obj, key: str = "") -> str | None:
+    """The key path of the first NaN / infinite float in obj, or None."""
+    if isinstance(obj, float | np.floating) and not math.isfinite(obj):
+        return f"{key or 'value'} = {obj}"
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, list | tuple):
+        items = ((f"[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, f"{key}{k}" if str(k).startswith("[") else f"{key}.{k}" if key else str(k))
+        if found:
+            return found
+    return None
+
+
+def json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.generic | torch.Tensor):
+        return o.item()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")

@@ -1,0 +1,288 @@
+"""The life of a run, the same for every method script: its config fields, device and seeds, the run directory
+(checked against the config and locked), wandb, results.json and the command-line entry point."""
+
+import dataclasses
+import fcntl
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyrallis
+import torch
+
+from src import dist
+from src.files import json_default, replace_or_explain, write_json
+from src.optim import setup_backends
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Fields every method script has at the top level of its config (CLI: --seed, --run_dir, ...)."""
+
+    project: str = "laom"  # wandb project
+    group: str = "default"  # wandb group
+    name: str = "run"  # run name (wandb and default run directory)
+    run_dir: Optional[str] = None  # where checkpoints, config and results.json go; default runs/<name>-seed<seed>
+    seed: int = 0  # global seed (data order, initialisation, augmentations)
+    device: str = "auto"  # "auto" (cuda if available), "cuda", "cpu"
+    frames_device: str = "auto"  # where frames live: "auto" (GPU if they fit, else pinned host), "cpu", "pinned"
+    wandb_mode: str = "offline"  # online / offline / disabled
+    log_every: int = 100  # updates between logged metrics (the only host syncs of a training loop)
+    checkpoint_every: int = 2000  # updates between resumable stage checkpoints
+    eval_num_envs: int = 5  # parallel evaluation environments (worker processes)
+    eval_max_episode_steps: int = 1000  # episode length of evaluation rollouts (1000 in the paper)
+    precision: str = "auto"  # training autocast: "auto" (bf16 on CUDA, as the paper; fp32 on CPU), "bf16", "fp32"
+    compile: bool = False  # torch.compile the networks each stage trains (src/compile.py); off until measured on a GPU
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / f"{self.name}-seed{self.seed}"
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# Config fields that change how a run is watched, not what it trains: they may differ when a run is continued.
+NON_TRAINING_FIELDS = {"project", "group", "name", "run_dir", "wandb_mode", "log_every", "checkpoint_every"}
+NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
+# Counts a stage needs to be at least 1 (a 0 would divide by zero or silently train nothing).
+POSITIVE_FIELDS = ("batch_size", "labeled_batch_size", "num_epochs", "total_updates", "frame_stack", "log_every")
+POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps")
+_locks: dict = {}  # run directory -> its open, locked file (held until the process exits)
+
+
+def check_config(config) -> None:
+    """Counts that must be positive (batch sizes, epochs, updates, ...) and non-negative episode counts, in every
+    section of a config: a clear error naming the field instead of a ZeroDivisionError or a silent no-op."""
+    sections = [("", config)] + [
+        (f"{f.name}.", getattr(config, f.name))
+        for f in dataclasses.fields(config)
+        if dataclasses.is_dataclass(getattr(config, f.name))
+    ]
+    for prefix, section in sections:
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if f.name in POSITIVE_FIELDS and value is not None and value < 1:
+                raise ValueError(f"--{prefix}{f.name}={value}: expected a positive integer")
+            if f.name == "eval_episodes" and value < 0:
+                raise ValueError(f"--{prefix}{f.name}={value}: expected 0 (no evaluation) or more")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(old: dict, new, ignore=NON_TRAINING_FIELDS) -> list[str]:
+    """`field: old -> new` for each flattened field (e.g. `lapo.latent_action_dim`) whose value differs between two
+    configs (dicts as in config.json, or a config dataclass), sorted, fields in `ignore` left out."""
+    if dataclasses.is_dataclass(new):
+        new = json.loads(json.dumps(dataclasses.asdict(new), default=json_default))
+    old, new = _flat(old), _flat(new)
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ignore)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on
+    the same directory is refused, naming the holder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if str(run_dir.resolve()) in _locks:  # this process holds it already (a stage run again in-process)
+        return
+    path = run_dir / ".lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RuntimeError(f"run directory {run_dir} is in use by {holder}; give this run another --run_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {os.uname().nodename}: {' '.join(sys.argv)}\n")
+    f.flush()
+    _locks[str(run_dir.resolve())] = f
+
+
+def prepare_run_dir(run_dir: str | Path, config) -> Path:
+    """Checks the config, takes the run directory (see lock_run_dir) and writes the full config into it
+    (config.yaml, config.json). A directory that already holds a run made with another config is refused, naming
+    the fields that differ (fields in NON_TRAINING_FIELDS may change)."""
+    check_config(config)
+    run_dir = Path(run_dir)
+    lock_run_dir(run_dir)
+    new = dataclasses.asdict(config)
+    old_path = run_dir / "config.json"
+    if old_path.exists() and any(run_dir.glob("*.pt")):
+        differ = config_differences(json.loads(old_path.read_text()), config)
+        if differ:
+            details = "; ".join(differ[:10])
+            raise ValueError(
+                f"{run_dir} holds a run made with another config ({details}{' ...' if len(differ) > 10 else ''}); "
+                "its checkpoints would be reused for this one. Give this run another --run_dir, or delete that "
+                "directory to start over."
+            )
+    yaml_path = run_dir / "config.yaml"
+    replace_or_explain(
+        yaml_path.with_name("config.yaml.tmp"), yaml_path, lambda tmp: tmp.write_text(pyrallis.dump(config))
+    )
+    write_json(old_path, new)
+    return run_dir
+
+
+HEADLINE = ("final_action_probe_mse", "eval_action_mse", "eval_returns_mean", "normalized_score")
+
+
+class Results:
+    """results.json of a run: config, per-stage metrics and wall time; rewritten atomically after every stage. A
+    stage skipped because it finished earlier keeps the entry of the run that trained it."""
+
+    def __init__(self, run_dir: Path, config):
+        self.path = run_dir / "results.partial.json"
+        self.final_path = run_dir / "results.json"
+        self.write = dist.is_main()  # in a distributed run only rank 0 writes (every rank holds the same numbers)
+        self.data = {"config": dataclasses.asdict(config), "world_size": dist.world_size(), "stages": {}, "metrics": {}}
+        for previous_path in (self.path, self.final_path):
+            if previous_path.exists():
+                previous = json.loads(previous_path.read_text())
+                self.data["stages"] = previous.get("stages", {})
+                break
+
+    def stage(self, name: str, seconds: float, metrics: dict, skipped: bool = False) -> None:
+        entry = {"seconds": seconds, "skipped": skipped, **metrics}
+        if skipped and name in self.data["stages"]:
+            entry = {**self.data["stages"][name], "skipped": True}
+        self.data["stages"][name] = entry
+        if self.write:
+            write_json(self.path, self.data)
+
+    def finish(self) -> dict:
+        """Writes results.json (the metrics of every stage, lists aside) and prints the headline metrics."""
+        for entry in self.data["stages"].values():
+            self.data["metrics"].update({k: v for k, v in entry.items() if "/" in k and not isinstance(v, list)})
+        self.data["total_seconds"] = sum(s.get("seconds", 0.0) for s in self.data["stages"].values())
+        if not self.write:
+            return self.data
+        write_json(self.final_path, self.data)
+        self.path.unlink(missing_ok=True)
+        headline = {k: v for k, v in self.data["metrics"].items() if k.split("/")[-1] in HEADLINE and v is not None}
+        print("\n".join([f"{k}: {v:.4g}" for k, v in headline.items()] + [f"results: {self.final_path}"]))
+        return self.data
+
+
+@dataclasses.dataclass
+class Run:
+    """What every stage of a run uses: its config, directory, device, wandb run and results."""
+
+    cfg: RunConfig
+    dir: Path
+    device: torch.device
+    wandb: object
+    results: Results
+
+
+def start_run(cfg: RunConfig) -> Run:
+    """Device and precision, seeds, the run directory (checked and locked), wandb and results.json.
+
+    Launched by torchrun (src/dist.py): joins the process group, device cuda:<local rank> (or the CPU), seed
+    seed + rank (each rank its own data order and augmentations; the networks start from rank 0's, see
+    Stage); rank 0 takes the run directory and wandb, the other ranks wait for it and log nowhere."""
+    device = get_device(cfg.device) if not dist.launched() else dist.init(cfg.device)
+    dist.check_batches(cfg)
+    setup_backends(device, cfg.precision)
+    set_seed(cfg.seed + dist.rank())
+    run_dir = cfg.resolved_run_dir()
+    if dist.is_main():
+        prepare_run_dir(run_dir, cfg)
+        wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
+    else:
+        check_config(config=cfg)
+        wandb_run = _NoLogging()
+    dist.barrier()
+    return Run(cfg, run_dir, device, wandb_run, Results(run_dir, cfg))
+
+
+class _NoLogging:
+    """wandb of the ranks other than 0 of a distributed run: they log nothing."""
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class UserError(Exception):
+    """An error the person at the terminal can act on (e.g. src.checkpoint.CheckpointError): main() prints its
+    message, one line, without a traceback."""
+
+
+def main(train) -> None:
+    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume, a stage
+    checkpoint that cannot be used with one line naming it and what to do. In a
+    distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so."""
+    try:
+        train()
+    except UserError as e:
+        if dist.is_main():
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the last checkpoint of each stage is kept; run the same command to resume", file=sys.stderr
+        )
+        sys.exit(130)
+    except (RuntimeError, dist.DistBackendError) as e:
+        if not dist.active() or not dist.lost_peer(e):
+            raise
+        first_line = str(e).splitlines()[0][:200] if str(e) else ""
+        dist.tell_stopped(f"lost contact with another rank of this run ({type(e).__name__}: {first_line})")
+        sys.exit(1)
+    dist.finish()
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: Path):
+    """wandb run in mode online / offline / disabled, its files under the run directory. Quiet (wandb's setting):
+    no history and summary panel, no sync hint at the end, so that a run's last lines are its headline metrics and
+    the path of results.json; WANDB_QUIET=false in the environment brings wandb's full output back."""
+    import wandb
+
+    if mode not in ("online", "offline", "disabled"):
+        raise ValueError(f"wandb mode {mode!r}; expected 'online', 'offline' or 'disabled'")
+    return wandb.init(
+        project=project,
+        group=group,
+        name=name,
+        mode=mode,
+        dir=str(run_dir),
+        config=dataclasses.asdict(config),
+        reinit="finish_previous",
+        settings=wandb.Settings() if "WANDB_QUIET" in os.environ else wandb.Settings(quiet=True),
+    )

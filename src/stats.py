@@ -1,0 +1,76 @@
+"""Few-seed statistics of the reports (scripts/plot_results.py, scripts/small_report.py), through rliable.
+
+rliable (Agarwal et al., 2021, "Deep RL at the edge of the statistical precipice") is the well-kept library for
+what a handful of seeds allows: the interquartile mean (IQM: the mean of the middle 50% of all runs x tasks) and
+95% stratified bootstrap confidence intervals (runs resampled with replacement within each task).
+
+    iv = interval(scores)                 # scores: [runs, tasks] (one column for one task) -> Interval
+    verdict(a, b, lower_is_better=True)   # "holds" / "direction only" / "does not hold": is a better than b?
+
+With 3 runs the IQM is the plain mean (a quarter of 3 runs trims nothing) and the bootstrap interval spans about
+the smallest to the largest run; an interval is never tighter than the seeds allow.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+REPS = 2000  # bootstrap resamples (rliable's default is 50000; 2000 gives the 2.5% / 97.5% quantiles to ~1%)
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Interval:
+    iqm: float  # interquartile mean over runs x tasks
+    low: float  # 95% stratified bootstrap confidence interval of the IQM
+    high: float
+    n: int  # runs (seeds) per task
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        if not math.isfinite(self.iqm):
+            return "–"
+        return f"{self.iqm:.3g} [{self.low:.3g}, {self.high:.3g}]"
+
+
+def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
+    """IQM and its 95% CI of scores [runs, tasks] (a 1-D array is one task); NaN when there are no runs. The
+    bootstrap draws from its own seeded generator: the same scores give the same interval."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    a = np.asarray(scores, dtype=float)
+    if a.ndim == 1:
+        a = a[:, None]
+    a = a[np.isfinite(a).all(axis=1)]
+    if a.shape[0] == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    if a.shape[0] == 1:  # one run: no spread to resample
+        v = float(metrics.aggregate_iqm(a))
+        return Interval(v, v, v, 1)
+    point, ci = rly.get_interval_estimates(
+        {"x": a},
+        lambda x: np.array([metrics.aggregate_iqm(x)]),
+        reps=reps,
+        confidence_interval_size=CONFIDENCE,
+        random_state=np.random.RandomState(seed),
+    )
+    return Interval(float(point["x"][0]), float(ci["x"][0, 0]), float(ci["x"][1, 0]), a.shape[0])
+
+
+def verdict(a: Interval, b: Interval, lower_is_better: bool) -> str:
+    """Whether a is better than b: "holds" where the 95% intervals separate in that direction (each from 2 runs or
+    more), "direction only" where the IQMs order that way but the intervals overlap (or a side has one run), "does
+    not hold" otherwise (or "not measured")."""
+    if a.n == 0 or b.n == 0:
+        return "not measured"
+    sign = 1.0 if lower_is_better else -1.0
+    if sign * (a.iqm - b.iqm) >= 0:
+        return "does not hold"
+    separated = a.high < b.low if lower_is_better else a.low > b.high
+    if min(a.n, b.n) < 2:  # one seed has no interval: an ordering, never a separation
+        return "direction only"
+    return "holds" if separated else "direction only"
