@@ -26,7 +26,7 @@
 #
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
-# SEEDS ["0 1 2"], CONFIG_DIR [configs/small], LANES [2], PYTHON [python], EXTRA_ARGS (appended to every training
+# SEEDS ["0 1 2"], RETURN_SEEDS ["0"] (the seeds that also train and evaluate the policies), CONFIG_DIR [configs/small], LANES [2], PYTHON [python], EXTRA_ARGS (appended to every training
 # command), RIDGE_EVERY [155] (updates between the ridge-probe points of the probe-vs-updates curves),
 # ONLY_DATA=1 (stop after step 1).
 set -uo pipefail
@@ -39,6 +39,7 @@ NUM_EVAL=${NUM_EVAL:-3}
 STEPS=${STEPS:-1000}
 BUDGET=${BUDGET:-2}
 SEEDS=${SEEDS:-"0 1 2"}
+RETURN_SEEDS=${RETURN_SEEDS:-0}
 CONFIG_DIR=${CONFIG_DIR:-configs/small}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 RIDGE_EVERY=${RIDGE_EVERY:-155}
@@ -102,33 +103,50 @@ full=$DATA/cheetah-run.hdf5
 labeled=$DATA/cheetah-run-labeled-1000x$BUDGET.hdf5
 ev=$DATA/cheetah-run-eval.hdf5
 curve="--lapo.ridge_probe_every=$RIDGE_EVERY"
+# Every seed trains every latent-action model (F1-F3, F5); the seeds of RETURN_SEEDS also train the policies and
+# evaluate them (F4, preconditions 2-3): the returns cost about half the budget and, at this scale, no policy learns
+# (docs/small-reproduction/README.md). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
+# with --idm_only, in their own run directories (suffix -lam), so the full runs are never confused with them.
+lam_seed() {  # method of a seed whose returns are not measured: its run directory and switch
+    if [[ " $RETURN_SEEDS " == *" $seed "* ]]; then
+        echo "$(at "$1")"
+    else
+        echo "$(at "$1")-lam"
+    fi
+}
 for seed in $SEEDS; do
     common="--seed=$seed $EXTRA_ARGS"
     at() { echo "$RUNS/$1/cheetah-run/budget$BUDGET/seed$seed"; }
+    full_run=0
+    [[ " $RETURN_SEEDS " == *" $seed "* ]] && full_run=1
+    only=""
+    [[ $full_run == 1 ]] || only="--lam_only=true"
     # the longest first, so that the two lanes end together
-    job "$(at lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve --lapo.data_path="$full" \
+    job "$(lam_seed lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve $only --lapo.data_path="$full" \
         --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    job "$(at laom_labels)" train_laom_labels --config_path="$CONFIG_DIR/laom-labels.yaml" $curve \
+    job "$(lam_seed laom_labels)" train_laom_labels --config_path="$CONFIG_DIR/laom-labels.yaml" $curve $only \
         --lapo.data_path="$full" --lapo.labeled_data_path="$labeled" --lapo.eval_data_path="$ev" \
         --bc.data_path="$full" --decoder.data_path="$labeled" $common
     job "$(at vanilla/lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve --lam_only=true \
         --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
-    job "$(at laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lapo.data_path="$full" \
+    job "$(lam_seed laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve $only --lapo.data_path="$full" \
         --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
     job "$(at vanilla/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
         --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
     job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
         --lapo.use_aug=false --lapo.data_path="$full" --lapo.eval_data_path="$ev" $common
-    job "$(at idm)" train_idm --config_path="$CONFIG_DIR/idm.yaml" --idm.data_path="$labeled" \
-        --idm.eval_data_path="$ev" --bc.data_path="$full" $common
-    job "$(at bc)" train_bc --config_path="$CONFIG_DIR/bc.yaml" --bc.data_path="$labeled" $common
-    job "$RUNS/bc_full/cheetah-run/full/seed$seed" train_bc --config_path="$CONFIG_DIR/bc-full.yaml" \
-        --bc.data_path="$full" $common
+    job "$(lam_seed idm)" train_idm --config_path="$CONFIG_DIR/idm.yaml" ${only:+--idm_only=true} \
+        --idm.data_path="$labeled" --idm.eval_data_path="$ev" --bc.data_path="$full" $common
+    if [[ $full_run == 1 ]]; then
+        job "$(at bc)" train_bc --config_path="$CONFIG_DIR/bc.yaml" --bc.data_path="$labeled" $common
+        job "$RUNS/bc_full/cheetah-run/full/seed$seed" train_bc --config_path="$CONFIG_DIR/bc-full.yaml" \
+            --bc.data_path="$full" $common
+    fi
 done
-echo "== runs: $(wc -w <<<"$SEEDS") seeds x 9 runs, $LANES at a time (one thread each), under $RUNS"
+echo "== runs: ${#_JOBS[@]} runs ($(wc -w <<<"$SEEDS") seeds; returns for seeds $RETURN_SEEDS), $LANES at a time (one thread each), under $RUNS"
 run_jobs
 status=$?
-expected=$((9 * $(wc -w <<<"$SEEDS")))
+expected=$((7 * $(wc -w <<<"$SEEDS") + 2 * $(wc -w <<<"$RETURN_SEEDS")))
 found=$(find "$RUNS" -name results.json | wc -l)
 echo "runs: $((SECONDS - t)) s ($found of $expected runs finished)" | tee -a "$timings"
 
@@ -145,7 +163,7 @@ echo "total: $total s" | tee -a "$timings"
     echo "# How this report was made"
     echo
     echo "- command: \`bash scripts/reproduce_small.sh\` (NUM_TRAJ=$NUM_TRAJ NUM_EVAL=$NUM_EVAL STEPS=$STEPS" \
-        "BUDGET=$BUDGET SEEDS=\"$SEEDS\" CONFIG_DIR=$CONFIG_DIR LANES=$LANES${EXTRA_ARGS:+ EXTRA_ARGS=\"$EXTRA_ARGS\"})"
+        "BUDGET=$BUDGET SEEDS=\"$SEEDS\" RETURN_SEEDS=\"$RETURN_SEEDS\" CONFIG_DIR=$CONFIG_DIR LANES=$LANES${EXTRA_ARGS:+ EXTRA_ARGS=\"$EXTRA_ARGS\"})"
     echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
     echo "- machine: $cores cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)), one thread per run, $LANES runs at a time"
     echo "- wall time of every invocation (a resumed invocation skips what was done; from $timings):"

@@ -132,7 +132,15 @@ def study(small_dir: Path, seeds: list[int], budget: int) -> dict:
     runs = {}
     for v, (rel, _) in VARIANTS.items():
         sub = "full" if v == "bc_full" else f"budget{budget}"
-        runs[v] = {s: r for s in seeds if (r := _read(small_dir / "runs" / rel / ENV / sub / f"seed{s}"))}
+        runs[v] = {}
+        for s in seeds:  # seed<S>, or seed<S>-lam: a seed whose returns were not measured (RETURN_SEEDS)
+            for d in (
+                small_dir / "runs" / rel / ENV / sub / f"seed{s}",
+                small_dir / "runs" / rel / ENV / sub / f"seed{s}-lam",
+            ):
+                if (r := _read(d)) is not None:
+                    runs[v][s] = r | {"_dir": str(d)}
+                    break
     return runs
 
 
@@ -441,7 +449,7 @@ def plot_latents(a: dict, small_dir: Path, path: Path) -> str:
             ax.set_title(f"{VARIANTS[v][1]}: not run")
             continue
         seed = min(runs)
-        run_dir = small_dir / "runs" / VARIANTS[v][0] / ENV / f"budget{a.get('budget', 2)}" / f"seed{seed}"
+        run_dir = Path(runs[seed]["_dir"])
         z, acts = latent_points(run_dir, module, runs[seed]["config"]["lapo"]["data_path"])
         if umap is not None:
             xy = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(z)
