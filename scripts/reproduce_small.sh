@@ -107,12 +107,8 @@ curve="--lapo.ridge_probe_every=$RIDGE_EVERY"
 # evaluate them (F4, preconditions 2-3): the returns cost about half the budget and, at this scale, no policy learns
 # (docs/small-reproduction/README.md). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
 # with --idm_only, in their own run directories (suffix -lam), so the full runs are never confused with them.
-lam_seed() {  # method of a seed whose returns are not measured: its run directory and switch
-    if [[ " $RETURN_SEEDS " == *" $seed "* ]]; then
-        echo "$(at "$1")"
-    else
-        echo "$(at "$1")-lam"
-    fi
+lam_seed() {  # the run directory of a LAPO / LAOM / IDM run: seed<S>, or seed<S>-lam without its returns
+    if [[ $full_run == 1 ]]; then at "$1"; else echo "$(at "$1")-lam"; fi
 }
 for seed in $SEEDS; do
     common="--seed=$seed $EXTRA_ARGS"

@@ -170,7 +170,7 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
     full, labeled = dataset_info(data / f"{ENV}.hdf5"), dataset_info(data / f"{ENV}-labeled-1000x{budget}.hdf5")
     expert = full.get("dataset_return", math.nan)
 
-    probes = {}
+    probes, P = {}, {}
     for v in LAMS:
         probes[v] = {
             "ridge_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/ridge_probe_mse"))),
@@ -182,7 +182,8 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
             "online_probe_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/final_action_probe_mse"))),
             "action_variance": per_seed(runs, v, lambda m: _num(m.get("lapo/action_variance"))),
         }
-        probes[v]["interval"] = _iv(probes[v]["ridge_relative"]).as_dict()
+        P[v] = _iv(probes[v]["ridge_relative"])
+        probes[v]["interval"] = P[v].as_dict()
         probes[v]["novel_interval"] = _iv(probes[v]["novel_ridge_relative"]).as_dict()
     returns = {v: per_seed(runs, v, lambda m, k=k: _num(m.get(k))) for v, k in RETURN_KEY.items()}
     bc_full = [x for x in returns["bc_full"].values() if math.isfinite(x)]
@@ -194,31 +195,23 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         "idm": per_seed(runs, "idm", lambda m: _num(m.get("idm/eval_action_mse"))),
     }
 
-    def iv_of(d):
-        return Interval(**d) if isinstance(d, dict) else d
-
-    P = {v: iv_of(probes[v]["interval"]) for v in LAMS}
     S = {v: _iv(scores[v]) for v in scores}
     N = {v: _iv(novel[v]) for v in novel}
+
+    def finding(claim: str, a: str, b: str, measure: str, ivs: dict, lower: bool, paper=None) -> dict:
+        """a better than b on `measure` (intervals ivs): the verdict, and the ratio of worse to better."""
+        ratio = _ratio(ivs[b], ivs[a]) if lower else _ratio(ivs[a], ivs[b])
+        return {"claim": claim, "a": a, "b": b, "measure": measure, "verdict": verdict(ivs[a], ivs[b], lower),
+                "ratio": ratio, "paper_ratio": paper}  # fmt: skip
+
+    rel = "ridge relative MSE"
     findings = {
-        "F1": {
-            "claim": "distractors hurt LAPO: its held-out ridge probe (relative MSE) is worse with distractors",
-            "a": "lapo_vanilla", "b": "lapo", "measure": "ridge relative MSE",
-            "verdict": verdict(P["lapo_vanilla"], P["lapo"], lower_is_better=True),
-            "ratio": _ratio(P["lapo"], P["lapo_vanilla"]), "paper_ratio": None,
-        },
-        "F2": {
-            "claim": "LAOM's latents beat LAPO's with distractors (ridge relative MSE)",
-            "a": "laom", "b": "lapo", "measure": "ridge relative MSE",
-            "verdict": verdict(P["laom"], P["lapo"], lower_is_better=True),
-            "ratio": _ratio(P["lapo"], P["laom"]), "paper_ratio": PAPER["F2"],
-        },
-        "F3": {
-            "claim": "supervision improves LAOM's latents (ridge relative MSE)",
-            "a": "laom_labels", "b": "laom", "measure": "ridge relative MSE",
-            "verdict": verdict(P["laom_labels"], P["laom"], lower_is_better=True),
-            "ratio": _ratio(P["laom"], P["laom_labels"]), "paper_ratio": None,
-        },
+        "F1": finding("distractors hurt LAPO: its held-out ridge probe (relative MSE) is worse with distractors",
+                      "lapo_vanilla", "lapo", rel, P, lower=True),
+        "F2": finding("LAOM's latents beat LAPO's with distractors (ridge relative MSE)", "laom", "lapo", rel, P,
+                      lower=True, paper=PAPER["F2"]),
+        "F3": finding("supervision improves LAOM's latents (ridge relative MSE)", "laom_labels", "laom", rel, P,
+                      lower=True),
         "F4": {
             "claim": f"LAOM + supervision has the best normalised return at {budget} labeled trajectories",
             "a": "laom_labels", "b": "lapo, laom, idm, bc", "measure": "normalised return",
@@ -226,12 +219,8 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
             "ratio": _ratio(S["laom_labels"], S["laom"]), "paper_ratio": PAPER["F4"],
             "against": {o: verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS},
         },
-        "F5": {
-            "claim": "LAOM + supervision predicts actions on novel distractors better than the IDM (Fig. 9a)",
-            "a": "laom_labels", "b": "idm", "measure": "action MSE on the novel-distractor set",
-            "verdict": verdict(N["laom_labels"], N["idm"], lower_is_better=True),
-            "ratio": _ratio(N["idm"], N["laom_labels"]), "paper_ratio": None,
-        },
+        "F5": finding("LAOM + supervision predicts actions on novel distractors better than the IDM (Fig. 9a)",
+                      "laom_labels", "idm", "action MSE on the novel-distractor set", N, lower=True),
     }  # fmt: skip
     extra = {
         "augmentations_help_laom": verdict(P["laom"], P["laom_noaug"], lower_is_better=True),
