@@ -51,7 +51,7 @@ from src.data import (
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
 from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler
-from src.probes import ridge_probe
+from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
 
@@ -84,6 +84,7 @@ class LAPOConfig:
     vq_decay: float = 0.8  # VQ: EMA decay of the codebooks
     final_probe_batches: int = 10  # batches averaged for the final action-probe MSE written to results.json
     ridge_probe_samples: int = 20000  # transitions fitting (and testing) the closed-form ridge probe; 0: off
+    ridge_probe_every: int = 0  # also a ridge probe every N updates (a curve in results.json); 0: at the end only
     checkpoint_path: Optional[str] = None  # a finished lam.pt of another run: skip this stage, reuse its LAM
 
 
@@ -380,6 +381,14 @@ def train_lam(run: Run) -> LAPO:
         updates_per_epoch=batches_per_epoch,
     )
     batches = infinite_epochs(data, valid, c.batch_size)
+
+    def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
+        return ridge_probe(
+            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
+        )
+
+    curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
+    curve.before_training(stage, lam, probe_now)
     masks = None
     for step in stage.updates():
         if masks is None:  # read on the first update: a reused LAM (stage skipped) reads no masks
@@ -412,6 +421,7 @@ def train_lam(run: Run) -> LAPO:
         latent_std = latent_action.detach().float().std(0).mean()
         stage.log(step, loss, mse_loss=mse_loss, quantizer_loss=quant_loss, action_probe_mse_loss=probe_loss,
                   latent_action_std=latent_std)  # fmt: skip
+        curve.maybe_add(step, total, lam, probe_now)
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
@@ -426,9 +436,9 @@ def train_lam(run: Run) -> LAPO:
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
-        out |= ridge_probe(
-            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
-        )
+        out |= probe_now(eval_data)
+        if curve.every:  # [update, validation MSE, test MSE] at each point, the last one the final probe
+            out["lapo/ridge_probe_curve"] = curve.points(out, total)
         return out
 
     stage.final_metrics(probe_metrics)  # a reused LAM: its run's metrics, no data read
