@@ -97,7 +97,8 @@ def tuning(small_dir: Path) -> dict:
             row["criterion"] = "validation action MSE (lower is better)"
             row["value"], row["lower_is_better"] = _num(m["idm/eval_action_mse"]), True
         elif "bc/eval_returns_mean" in m:
-            row["criterion"] = "online return, 3 episodes (higher is better)"
+            episodes = len(r["stages"].get("bc", {}).get("bc/eval_returns") or []) or "?"
+            row["criterion"] = f"online return, {episodes} episodes (higher is better)"
             row["value"], row["lower_is_better"] = _num(m["bc/eval_returns_mean"]), False
             row["train_loss"] = _num(m.get("bc/final_train_loss"))
         else:

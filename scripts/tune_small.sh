@@ -27,10 +27,11 @@ fi
 # Grids (a coordinate search: learning rate first, then LAOM's EMA rate at the chosen learning rate; a choice at an
 # edge of its grid extended the grid by one point, as the README's tuning table shows).
 LAPO_LRS=${LAPO_LRS:-${LAM_LRS:-"0.0003 0.001 0.003 0.01"}}
-LAOM_LRS=${LAOM_LRS:-${LAM_LRS:-"0.0001 0.0003 0.001 0.003"}}  # at tau 0.01
+LAOM_LRS=${LAOM_LRS:-${LAM_LRS:-"0.00001 0.00003 0.0001 0.0003 0.001 0.003"}}  # at tau 0.01 (extended down twice: edges)
 TAU_LR=${TAU_LR:-0.0003}  # LAOM's chosen learning rate
 TAUS=${TAUS:-"0.001 0.05"}  # LAOM's EMA rate at TAU_LR (and, from a first pass, at lr 0.001)
-POLICY_LRS=${POLICY_LRS:-"0.001 0.003"}  # the paper's 1e-4 left every policy at the mean action in the first study
+POLICY_LRS=${POLICY_LRS:-"0.001 0.003"}  # BC, BC on all data; the paper's 1e-4 left every policy at the mean action in the first study
+IDM_LRS=${IDM_LRS:-"0.001 0.003 0.01 0.03"}  # extended up twice: 3e-3, then 1e-2 were at the edge
 common="--seed=$TUNE_SEED --wandb_mode=disabled ${EXTRA_ARGS:-}"
 lam="--lam_only=true --lapo.ridge_probe_every=${RIDGE_EVERY:-155} --lapo.data_path=$D/cheetah-run.hdf5"
 for lr in $LAPO_LRS; do
@@ -55,6 +56,8 @@ for lr in $POLICY_LRS; do
         --bc.learning_rate=$lr
     job "$T/bc_full/lr$lr" train_bc --config_path=$CONFIG_DIR/bc-full.yaml $common --bc.data_path=$D/cheetah-run.hdf5 \
         --bc.learning_rate=$lr
+done
+for lr in $IDM_LRS; do
     job "$T/idm/lr$lr" train_idm --config_path=$CONFIG_DIR/idm.yaml $common --idm_only=true \
         --idm.data_path=$D/cheetah-run-labeled-1000x$BUDGET.hdf5 --idm.eval_data_path=$D/cheetah-run-val.hdf5 \
         --bc.data_path=$D/cheetah-run.hdf5 --idm.learning_rate=$lr
