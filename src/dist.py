@@ -102,8 +102,8 @@ def local_batch(global_batch: int, what: str = "the batch size") -> int:
 BATCH_FIELDS = ("batch_size", "labeled_batch_size")
 
 
-def check_batches(config) -> None:
-    """Every batch size of a config (any section) divides over the ranks: refused at start, naming the field."""
+def config_fields(config):
+    """(command-line flag, field name, value) of every field of a config and of its sections (`--bc.batch_size`, ...)."""
     sections = [("", config)] + [
         (f"{f.name}.", getattr(config, f.name))
         for f in dataclasses.fields(config)
@@ -111,8 +111,14 @@ def check_batches(config) -> None:
     ]
     for prefix, section in sections:
         for f in dataclasses.fields(section):
-            if f.name in BATCH_FIELDS and isinstance(getattr(section, f.name), int):
-                local_batch(getattr(section, f.name), f"--{prefix}{f.name}")
+            yield f"--{prefix}{f.name}", f.name, getattr(section, f.name)
+
+
+def check_batches(config) -> None:
+    """Every batch size of a config (any section) divides over the ranks: refused at start, naming the field."""
+    for flag, name, value in config_fields(config):
+        if name in BATCH_FIELDS and isinstance(value, int):
+            local_batch(value, flag)
 
 
 def total(count: int) -> int:

@@ -67,18 +67,11 @@ _locks: dict = {}  # run directory -> its open, locked file (held until the proc
 def check_config(config) -> None:
     """Counts that must be positive (batch sizes, epochs, updates, ...) and non-negative episode counts, in every
     section of a config: a clear error naming the field instead of a ZeroDivisionError or a silent no-op."""
-    sections = [("", config)] + [
-        (f"{f.name}.", getattr(config, f.name))
-        for f in dataclasses.fields(config)
-        if dataclasses.is_dataclass(getattr(config, f.name))
-    ]
-    for prefix, section in sections:
-        for f in dataclasses.fields(section):
-            value = getattr(section, f.name)
-            if f.name in POSITIVE_FIELDS and value is not None and value < 1:
-                raise ValueError(f"--{prefix}{f.name}={value}: expected a positive integer")
-            if f.name == "eval_episodes" and value < 0:
-                raise ValueError(f"--{prefix}{f.name}={value}: expected 0 (no evaluation) or more")
+    for flag, name, value in dist.config_fields(config):
+        if name in POSITIVE_FIELDS and value is not None and value < 1:
+            raise ValueError(f"{flag}={value}: expected a positive integer")
+        if name == "eval_episodes" and value < 0:
+            raise ValueError(f"{flag}={value}: expected 0 (no evaluation) or more")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
