@@ -58,6 +58,7 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
         "TAU_EXTRA_LRS": "",
         "NOAUG_LRS": "0.001",
         "POLICY_LRS": "0.001",
+        "IDM_LRS": "0.001",
         "MUJOCO_GL": "egl",
     }
     tune = run("scripts/tune_small.sh", env)  # collects the data first (ONLY_DATA=1 of reproduce_small.sh)
