@@ -103,7 +103,7 @@ BATCH_FIELDS = ("batch_size", "labeled_batch_size")
 
 
 def config_fields(config):
-    """(command-line flag, field name, value) of every field of a config and of its sections (`--bc.batch_size`, ...)."""
+    """(command-line flag, field name, value) of every field of a config and of its sections (`--bc.batch_size`)."""
     sections = [("", config)] + [
         (f"{f.name}.", getattr(config, f.name))
         for f in dataclasses.fields(config)
