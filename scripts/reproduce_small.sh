@@ -141,11 +141,14 @@ for seed in $SEEDS; do
     fi
 done
 echo "== runs: ${#_JOBS[@]} runs ($(wc -w <<<"$SEEDS") seeds; returns for seeds $RETURN_SEEDS), $LANES at a time (one thread each), under $RUNS"
+queued=("${_JOBS[@]}")  # run_jobs empties the queue
 run_jobs
 status=$?
-expected=$((7 * $(wc -w <<<"$SEEDS") + 2 * $(wc -w <<<"$RETURN_SEEDS")))
-found=$(find "$RUNS" -name results.json | wc -l)
-echo "runs: $((SECONDS - t)) s ($found of $expected runs finished)" | tee -a "$timings"
+found=0  # of the runs queued above (not the -lam runs an earlier RETURN_SEEDS left beside them)
+for entry in "${queued[@]}"; do
+    [[ -f "${entry%%$'\t'*}/results.json" ]] && found=$((found + 1))
+done
+echo "runs: $((SECONDS - t)) s ($found of ${#queued[@]} runs finished)" | tee -a "$timings"
 
 # ---------------------------------------------------------------- 3. report
 t=$SECONDS
