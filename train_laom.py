@@ -341,8 +341,9 @@ def train_lam(run: Run) -> LAOM:
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         out |= probe_now(eval_data)
-        if curve.every:  # [update, validation MSE, test MSE] at each point, the last one the final probe
+        if curve.every:  # [update, validation MSE, test MSE(, leakage R²)] at each point, the last the final probe
             out["lapo/ridge_probe_curve"] = curve.points(out, total)
+        out |= curve.init_metrics()  # the same probe of the initialised network (update 0): lapo/init/...
         return out
 
     stage.final_metrics(probe_metrics)  # a reused LAM: its run's metrics, no data read

@@ -385,8 +385,9 @@ def train_lam(run: Run) -> LAOMLabels:
             metrics["lapo/eval_action_mse"] = eval_action_mse(lam, eval_data, c, device).item()
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         metrics |= probe_now(eval_data)
-        if curve.every:  # [update, validation MSE, test MSE] at each point, the last one the final probe
+        if curve.every:  # [update, validation MSE, test MSE(, leakage R²)] at each point, the last the final probe
             metrics["lapo/ridge_probe_curve"] = curve.points(metrics, total)
+        metrics |= curve.init_metrics()  # the same probe of the initialised network (update 0): lapo/init/...
         return metrics
 
     stage.final_metrics(final)  # a reused LAM: its run's metrics

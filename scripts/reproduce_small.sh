@@ -69,11 +69,11 @@ echo "# $(date '+%F %T') bash scripts/reproduce_small.sh (NUM_TRAJ=$NUM_TRAJ STE
 
 # ---------------------------------------------------------------- 1. data
 t=$SECONDS
-collect() {  # save_path num_trajectories difficulty split seed
+collect() {  # save_path num_trajectories difficulty split seed [extra args]: every frame's distractor state too
     # shellcheck disable=SC2086  # PYTHON may hold several words
     $PYTHON -m scripts.data_collection.collect_data --checkpoint_path="$EXPERT" --dcs_backgrounds_path=builtin \
         --save_path="$1" --num_trajectories="$2" --max_episode_steps="$STEPS" --dcs_difficulty="$3" \
-        --dcs_backgrounds_split="$4" --dcs_img_hw=64 --seed="$5" --num_workers="$cores"
+        --dcs_backgrounds_split="$4" --dcs_img_hw=64 --seed="$5" --num_workers="$cores" "${@:6}"
 }
 subset() {  # save_path args...: a labeled subset of the distracted set, written whole or not at all
     local out=$1
@@ -85,7 +85,8 @@ subset() {  # save_path args...: a labeled subset of the distracted set, written
 }
 set -e
 echo "== data: $NUM_TRAJ distracted + $NUM_TRAJ vanilla + $NUM_EVAL evaluation trajectories of $STEPS steps (the collector resumes a partial file)"
-collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0
+# the distracted set with its true foreground masks (cheetah-run-masks.hdf5: masked LAPO's)
+collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0 --record_masks=true
 collect "$DATA_VANILLA/cheetah-run.hdf5" "$NUM_TRAJ" vanilla train 0
 collect "$DATA/cheetah-run-eval.hdf5" "$NUM_EVAL" scale_easy_video_hard val 100
 # The ridge probe's split (src/probes.py): the last tenth of the trajectories is its test set, the tenth before
