@@ -49,6 +49,9 @@ from src.optim import autocast
 
 Labeler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (o_t, o_{t+1}) in [-1, 1] -> latent [B, Z]
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried; the validation trajectories choose
+# Latents wider than this also get the probe on their top PCA_DIMS principal components (`ridge_probe_pca128_mse`):
+# latents of different widths (LAOM 1024 or 8192, LAPO 128) then compare at one dimension and one sample count.
+PCA_DIMS = 128
 DISTRACTORS_GROUP = "distractors"  # per trajectory group: one float dataset [T, k] per distraction (docs/DATA.md)
 # Leakage targets of the transition (o_t, o_{t+1}): the action, then changes over the transition of the agent's state
 # and of each distractor's state. background: the frame advance only (its other columns, the video and the playback
@@ -135,14 +138,17 @@ class Moments:
             return math.nan
         return (1 - sse[varies] / base[varies]).mean().item()
 
-    def ridge_path(self, l2s: list[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def ridge_path(self, l2s: list[float], dims: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(W [Z, A], b [A]) for each relative penalty: W = (Cov(z) + l2 * mean(diag Cov(z)) I)^-1 Cov(z, a),
-        b = mean(a) - mean(z) W. One eigendecomposition serves every penalty."""
+        b = mean(a) - mean(z) W. One eigendecomposition serves every penalty. dims: only the top `dims` principal
+        components of the fit set's latents (ridge on the latents projected to that many dimensions)."""
         s = self.sums
         mz, ma = s["z"] / s["n"], s["a"] / s["n"]
         czz = s["zz"] / s["n"] - torch.outer(mz, mz)
         cza = s["za"] / s["n"] - torch.outer(mz, ma)
-        evals, evecs = torch.linalg.eigh(czz)
+        evals, evecs = torch.linalg.eigh(czz)  # ascending
+        if dims is not None:
+            evals, evecs = evals[-dims:], evecs[:, -dims:]
         proj = evecs.T @ cza
         scale = czz.diagonal().mean().clamp_min(1e-12)
         out = []
@@ -202,6 +208,10 @@ def ridge_probe(
         f"{prefix}/ridge_probe_val_mse": val.mse(w, b, act),
         f"{prefix}/ridge_probe_val_baseline_mse": val.mse(no_latent, mean_a, act),
     }
+    if fit.sums["zz"].shape[0] > PCA_DIMS:  # the same probe on the top PCA_DIMS principal components of the latents
+        pca = fit.ridge_path(list(l2s), dims=PCA_DIMS)
+        w_p, b_p = pca[min(range(len(l2s)), key=lambda i: val.mse(*pca[i], act))]
+        out[f"{prefix}/ridge_probe_pca{PCA_DIMS}_mse"] = test.mse(w_p, b_p, act)
     out[f"{prefix}/ridge_probe_l2"] = l2s[best]
     out[f"{prefix}/ridge_probe_fit_transitions"] = dist.total(len(fit_idx))  # over every rank
     out[f"{prefix}/ridge_probe_test_transitions"] = dist.total(len(test_idx))
