@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from src import dist
+from src.data import check_batch_size
 
 PRECISIONS = ("auto", "bf16", "fp32")
 _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns bf16 on (None: decide per device)
@@ -135,7 +136,14 @@ class NanGuard:
             raise FloatingPointError(f"{self.stage}: the loss became NaN or infinite at update {step}{where}")
 
 
-def infinite_epochs(data, valid: torch.Tensor, batch_size: int, drop_last: bool = True):
-    """Batches of indices, epoch after epoch (a fresh permutation each epoch; see TrajectoryData.epoch)."""
-    while True:
-        yield from data.epoch(valid, batch_size, drop_last)
+def infinite_epochs(data, valid: torch.Tensor, batch_size: int, drop_last: bool = True, flag: str = "batch_size"):
+    """Batches of indices, epoch after epoch (a fresh permutation each epoch; see TrajectoryData.epoch). A batch
+    larger than the samples of `valid` (of all ranks) is refused here, naming the config field `flag`: an epoch
+    draws without replacement."""
+    check_batch_size(flag, batch_size, dist.total(len(valid)), data.path)
+
+    def epochs():
+        while True:
+            yield from data.epoch(valid, batch_size, drop_last)
+
+    return epochs()
