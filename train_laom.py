@@ -32,6 +32,7 @@ from src import dist
 from src.augs import Augmenter
 from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
+from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
 from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler, soft_update
@@ -480,7 +481,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ValueError(
+        raise ConfigError(
             f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
             "the LAM labels the actor's observations, so they must be equal"
         )

@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from src import dist
 from src.data import check_batch_size
+from src.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns bf16 on (None: decide per device)
@@ -21,7 +22,7 @@ def setup_backends(device: torch.device, precision: str = "auto") -> None:
     precision: "auto" (bf16 autocast on CUDA, as the paper's runs; fp32 on CPU), "bf16" (bf16 autocast on any
     device), "fp32" (no autocast)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
+        raise ConfigError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
     _precision["bf16"] = None if precision == "auto" else precision == "bf16"
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -58,7 +59,7 @@ def make_optimizer(
         return torch.optim.Adam(groups, lr=lr, fused=fused)
     if kind == "adamw":
         return torch.optim.AdamW(groups, lr=lr, fused=fused)
-    raise ValueError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
+    raise ConfigError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
 
 
 LR_SCHEDULES = ("linear", "cosine", "constant", "cooldown")
@@ -80,9 +81,9 @@ def make_scheduler(
     For "linear" and "cosine", cooldown_ratio > 0 holds the rate after warm-up and decays over that final
     fraction only."""
     if kind not in LR_SCHEDULES:
-        raise ValueError(f"unknown lr schedule {kind!r}; valid: {list(LR_SCHEDULES)}")
+        raise ConfigError(f"unknown lr schedule {kind!r}; valid: {list(LR_SCHEDULES)}")
     if not 0.0 <= cooldown_ratio <= 1.0:
-        raise ValueError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
+        raise ConfigError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
     total = max(1, total_updates)
     warmup = min(max(0, warmup_updates), total - 1)
     if cooldown_ratio > 0:

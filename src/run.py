@@ -17,7 +17,7 @@ import torch
 
 from src import dist
 from src.data import check_data_file
-from src.errors import ConfigError, user_errors
+from src.errors import ConfigError, UserError, user_errors
 from src.files import json_default, replace_or_explain, write_json
 from src.optim import setup_backends
 
@@ -131,6 +131,10 @@ def config_differences(old: dict, new, ignore=NON_TRAINING_FIELDS) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
 
 
+class RunDirInUseError(UserError, RuntimeError):
+    """The run directory is held by another process."""
+
+
 def lock_run_dir(run_dir: Path) -> None:
     """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on
     the same directory is refused, naming the holder."""
@@ -145,7 +149,7 @@ def lock_run_dir(run_dir: Path) -> None:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise RuntimeError(f"run directory {run_dir} is in use by {holder}; give this run another --run_dir") from None
+        raise RunDirInUseError(f"run directory {run_dir} is in use by {holder}; give this run another --run_dir") from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {os.uname().nodename}: {' '.join(sys.argv)}\n")
@@ -166,7 +170,7 @@ def prepare_run_dir(run_dir: str | Path, config) -> Path:
         differ = config_differences(json.loads(old_path.read_text()), config)
         if differ:
             details = "; ".join(differ[:10])
-            raise ValueError(
+            raise ConfigError(
                 f"{run_dir} holds a run made with another config ({details}{' ...' if len(differ) > 10 else ''}); "
                 "its checkpoints would be reused for this one. Give this run another --run_dir, or delete that "
                 "directory to start over."
@@ -300,7 +304,7 @@ def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: 
     import wandb
 
     if mode not in ("online", "offline", "disabled"):
-        raise ValueError(f"wandb mode {mode!r}; expected 'online', 'offline' or 'disabled'")
+        raise ConfigError(f"wandb mode {mode!r}; expected 'online', 'offline' or 'disabled'")
     return wandb.init(
         project=project,
         group=group,
