@@ -149,7 +149,8 @@ def lock_run_dir(run_dir: Path) -> None:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise RunDirInUseError(f"run directory {run_dir} is in use by {holder}; give this run another --run_dir") from None
+        message = f"run directory {run_dir} is in use by {holder}; give this run another --run_dir"
+        raise RunDirInUseError(message) from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {os.uname().nodename}: {' '.join(sys.argv)}\n")
