@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from src import dist
-from src.errors import ConfigError, MissingFileError, UserError, warn
+from src.errors import ConfigError, DatasetError, MissingFileError, check_hdf5_file, warn
 
 # Root attributes the methods need to rebuild the evaluation environment and to check shapes.
 REQUIRED_ROOT_ATTRS = ("domain_name", "task_name", "difficulty", "dynamic", "img_hw")
@@ -33,10 +33,6 @@ class Shapes:
     act_dim: int
     state_dim: int | None
     img_hw: int
-
-
-class DatasetError(UserError, ValueError):
-    """A dataset file does not have the layout or the content that was expected."""
 
 
 def _trajectory_keys(f: h5py.File, path: str) -> list[str]:
@@ -222,13 +218,11 @@ def env_obs_to_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
 def check_data_file(flag: str, path: str) -> None:
     """A config field naming an HDF5 file to read (`--lapo.data_path=...`) is refused at the start of a run, naming
     the field, when the file is missing or is not HDF5."""
-    what = "a masks file (scripts/generate_masks_hdf5.py)" if "masks" in flag else "an HDF5 dataset"
-    if not Path(path).exists():
-        make = "" if "masks" in flag else " (scripts/download_data.py fetches the paper's; docs/DATA.md)"
-        raise MissingFileError(f"{flag}={path}: no such file; expected {what}{make}")
-    if not Path(path).is_file() or not h5py.is_hdf5(path):
-        kind = "a folder" if Path(path).is_dir() else "not an HDF5 file"
-        raise DatasetError(f"{flag}={path}: {kind}; expected {what}")
+    if "masks" in flag:
+        check_hdf5_file(f"{flag}={path}", path, "a masks file (scripts/generate_masks_hdf5.py makes one)")
+    else:
+        hint = " (scripts/download_data.py fetches the paper's; docs/DATA.md)"
+        check_hdf5_file(f"{flag}={path}", path, "an HDF5 dataset", hint)
 
 
 def check_batch_size(flag: str, batch_size: int, count: int, path: str, with_replacement: bool = False) -> None:

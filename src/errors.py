@@ -29,12 +29,23 @@ class ConfigError(UserError, ValueError):
     """A config field or command-line argument that cannot be used."""
 
 
+class DatasetError(UserError, ValueError):
+    """A dataset file does not have the layout or the content that was expected."""
+
+
 class MissingFileError(UserError, FileNotFoundError):
     """A file the user named does not exist."""
 
 
 class OutputExistsError(UserError, FileExistsError):
     """An output file exists already (the message says how to replace it)."""
+
+
+class MissingKeyError(UserError, KeyError):
+    """A file lacks a group, dataset or attribute that the command needs (printed without KeyError's quotes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def show_tracebacks() -> bool:
@@ -112,6 +123,17 @@ def check_config_path(argv: list[str]) -> None:
         raise ConfigError(f"--config_path={path}: not a readable YAML file ({one_line(e)})") from None
     if not isinstance(content, dict):
         raise ConfigError(f"--config_path={path}: expected YAML fields (`field: value` lines), got {content!r:.60}")
+
+
+def check_hdf5_file(label: str, path: str | Path, expected: str = "an HDF5 dataset", hint: str = "") -> None:
+    """An HDF5 file the command reads: a MissingFileError when it is missing, a DatasetError when it is a folder or
+    not HDF5, each naming `label` (a flag, `--lapo.data_path=...`, or a description) and what was expected."""
+    import h5py
+
+    if not Path(path).exists():
+        raise MissingFileError(f"{label}: no such file; expected {expected}{hint}")
+    if not Path(path).is_file() or not h5py.is_hdf5(path):
+        raise DatasetError(f"{label}: {'a folder' if Path(path).is_dir() else 'not an HDF5 file'}; expected {expected}")
 
 
 def _argparse_error(parser: argparse.ArgumentParser, message: str):
