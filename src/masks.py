@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src.errors import ConfigError
+from src.errors import ConfigError, UserError
 
 # DepthAnything V2 checkpoints on the Hugging Face hub, by the release's encoder names (vits .. vitg).
 DEPTH_MODEL_IDS = {
@@ -200,7 +200,7 @@ class DepthMasker:
         return feathered.round().clamp(0, 255).to(torch.uint8).numpy()[0]
 
 
-class DepthWeightsMissing(FileNotFoundError):
+class DepthWeightsMissing(UserError, FileNotFoundError):
     """DepthAnything weights are neither in the given folder nor in the Hugging Face cache."""
 
 
