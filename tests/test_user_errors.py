@@ -30,8 +30,8 @@ TWO_GPUS = (
 def run_laom(tmp_path: Path, *args: str, prelude: str = "pass", env: dict | None = None):
     command = [sys.executable, "-c", RUNNER.format(prelude=prelude), f"--config_path={CONFIG}"]
     command += [f"--run_dir={tmp_path / 'run'}", "--wandb_mode=disabled", "--lapo.ridge_probe_samples=0", *args]
-    env = {**os.environ, "MUJOCO_GL": "egl", **(env or {})}
-    env.pop("LAOM_TRACEBACK", None) if "LAOM_TRACEBACK" not in (env or {}) else None
+    environment = {k: v for k, v in os.environ.items() if k != "LAOM_TRACEBACK"}
+    env = {**environment, "MUJOCO_GL": "egl", **(env or {})}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     return done.returncode, done.stderr
 
