@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from src import dist
-from src.data import TrajectoryData, normalize_obs
+from src.data import DatasetError, TrajectoryData, normalize_obs
 from src.optim import autocast
 
 Labeler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (o_t, o_{t+1}) in [-1, 1] -> latent [B, Z]
@@ -65,7 +65,7 @@ def split_trajectories(data: TrajectoryData) -> tuple[list[int], list[int], list
     before it (at least one) chooses the ridge penalty, the rest fits. Needs three trajectories."""
     n = data.num_trajectories
     if n < 3:
-        raise ValueError(
+        raise DatasetError(
             f"{data.path}: the ridge probe holds out whole trajectories (fit / validation / test) and needs at "
             f"least 3; it has {n}"
         )

@@ -98,6 +98,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scripts.data_collection.experts import Expert, load_expert, resolve_checkpoint
+from src.errors import ConfigError, DatasetError, MissingFileError, OutputExistsError, user_errors
 
 BUILTIN_BACKGROUNDS = "builtin"
 COMPRESSIONS = ("none", "gzip", "lzf")
@@ -248,23 +249,23 @@ def env_kwargs(config: Config, domain_name: str, task_name: str) -> dict:
 def check_config(config: Config) -> None:
     """Errors a user can act on, raised before anything is loaded or written."""
     if not config.checkpoint_path:
-        raise ValueError("--checkpoint_path is required (a PPO checkpoint folder or an SB3 SAC zip).")
+        raise ConfigError("--checkpoint_path is required (a PPO checkpoint folder or an SB3 SAC zip).")
     if config.compression not in COMPRESSIONS:
-        raise ValueError(f"--compression={config.compression!r}: expected one of {COMPRESSIONS}.")
+        raise ConfigError(f"--compression={config.compression!r}: expected one of {COMPRESSIONS}.")
     for name in ("num_trajectories", "num_workers", "max_episode_steps", "dcs_img_hw"):
         if getattr(config, name) < 1:
-            raise ValueError(f"--{name}={getattr(config, name)}: expected a positive integer.")
+            raise ConfigError(f"--{name}={getattr(config, name)}: expected a positive integer.")
     if config.seed < 0:
-        raise ValueError(f"--seed={config.seed}: expected a non-negative integer.")
+        raise ConfigError(f"--seed={config.seed}: expected a non-negative integer.")
     from src.dcs.constants import CAMERA_MODES
 
     if config.dcs_camera_mode not in CAMERA_MODES:
-        raise ValueError(f"--dcs_camera_mode={config.dcs_camera_mode!r}: expected one of {CAMERA_MODES}.")
+        raise ConfigError(f"--dcs_camera_mode={config.dcs_camera_mode!r}: expected one of {CAMERA_MODES}.")
     difficulties = _known_difficulties()
     if config.dcs_difficulty not in difficulties:
-        raise ValueError(f"--dcs_difficulty={config.dcs_difficulty!r}: expected one of {difficulties}.")
+        raise ConfigError(f"--dcs_difficulty={config.dcs_difficulty!r}: expected one of {difficulties}.")
     if config.dcs_backgrounds_path != BUILTIN_BACKGROUNDS and not Path(config.dcs_backgrounds_path).is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--dcs_backgrounds_path={config.dcs_backgrounds_path!r}: no such folder "
             f"(expected a DAVIS-layout folder <root>/<video>/<frame>.jpg, or {BUILTIN_BACKGROUNDS!r})."
         )
@@ -456,18 +457,18 @@ def prepare_output(path: Path, attrs: dict, num_trajectories: int) -> int | None
             existing = {k: _plain(v) for k, v in f.attrs.items()}
             num_complete = len(complete_groups(f))
     except OSError as e:
-        raise RuntimeError(f"Output {path} exists but is not a readable HDF5 file ({e}); use --overwrite.") from None
+        raise DatasetError(f"Output {path} exists but is not a readable HDF5 file ({e}); use --overwrite.") from None
     differing = {k: (existing.get(k), v) for k, v in attrs.items() if existing.get(k) != v}
     if differing:
         details = "; ".join(f"{k}: file has {a!r}, command gives {b!r}" for k, (a, b) in differing.items())
         if "collector_version" in differing:
             details += " (a file without collector_version was written by the earlier collector, which clipped actions)"
-        raise FileExistsError(
+        raise OutputExistsError(
             f"Output {path} exists and was made by a different command ({details}). "
             "Use --overwrite to replace it, or another --save_path."
         )
     if num_complete > num_trajectories:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"Output {path} already holds {num_complete} trajectories, more than --num_trajectories="
             f"{num_trajectories}. Use --overwrite to replace it, or another --save_path."
         )
@@ -559,7 +560,7 @@ def open_masks(path: Path, attrs: dict, dataset_groups: list[str], dataset_path:
     try:
         missing = [k for k in dataset_groups if k not in f or not f[k].attrs.get(COMPLETE_ATTR, False)]
         if missing:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{path} lacks the masks of {len(missing)} complete trajectories of {dataset_path} (first: "
                 f"'{missing[0]}'), which was collected without --record_masks: use --overwrite to collect both anew"
             )
@@ -687,7 +688,7 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
     expert = load_expert(config.checkpoint_path, config.checkpoint_name, device)
     domain_name, task_name = config.domain_name or expert.domain_name, config.task_name or expert.task_name
     if domain_name is None or task_name is None:
-        raise ValueError(f"Checkpoint {expert.name} does not record its task: pass --domain_name and --task_name.")
+        raise ConfigError(f"Checkpoint {expert.name} does not record its task: pass --domain_name and --task_name.")
     kwargs = env_kwargs(config, domain_name, task_name)
     env = make_env(**kwargs)  # raises on unknown difficulty, missing videos of the split, ...
     _, info = env.reset(seed=episode_seed(config.seed, 0))
@@ -817,9 +818,9 @@ def _raise_keyboard_interrupt(signum, frame):
 
 def main(config_class: type = Config) -> None:
     """Command line: errors in CollectionError (output in use, disk full) are reported in one line, exit status 1."""
-    config = pyrallis.parse(config_class=config_class)
     try:
-        collect(config)
+        with user_errors():
+            collect(pyrallis.parse(config_class=config_class))
     except DiskFullError as e:
         # After a write that failed for lack of space, HDF5 may keep ids it could not close; its clean-up at
         # interpreter exit would try to write them again (and can crash). The file is closed and checked: leave now.

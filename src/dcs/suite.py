@@ -20,6 +20,7 @@ from dm_control import suite  # noqa: E402
 
 from src.dcs import constants as C  # noqa: E402
 from src.dcs.videos import check_davis_folder, select_videos, skybox_frames  # noqa: E402
+from src.errors import ConfigError  # noqa: E402
 
 # MuJoCo warnings that say nothing about this project's environments, dropped from dm_control's absl log by their
 # message: dm_control's own task XMLs (cheetah.xml, ...) set `<compiler settotalmass=...>`, which MuJoCo 3.x still
@@ -202,7 +203,7 @@ class CameraDistraction:
         self, physics, camera_id: int, scale: float, dynamic: bool, upper_quadrant: bool = True, mode: str = "release"
     ):
         if mode not in C.CAMERA_MODES:
-            raise ValueError(f"unknown camera mode {mode!r}; valid: {list(C.CAMERA_MODES)}")
+            raise ConfigError(f"unknown camera mode {mode!r}; valid: {list(C.CAMERA_MODES)}")
         self.cam, self.scale, self.upper, self.mode = camera_id, scale, upper_quadrant, mode
         model = physics.model
         tracking_modes = (int(mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM), int(mujoco.mjtCamLight.mjCAMLIGHT_TRACK))
@@ -398,12 +399,12 @@ def load(
     """
     if domain_name not in C.SUPPORTED_TASKS or task_name not in C.SUPPORTED_TASKS[domain_name]:
         valid = ", ".join(f"{d}-{t}" for d, ts in C.SUPPORTED_TASKS.items() for t in ts)
-        raise ValueError(f"unknown domain/task {domain_name}-{task_name}; valid: {valid}")
+        raise ConfigError(f"unknown domain/task {domain_name}-{task_name}; valid: {valid}")
     difficulty = difficulty or "vanilla"
     if difficulty not in C.DIFFICULTIES:
-        raise ValueError(f"unknown DCS difficulty {difficulty!r}; valid: {list(C.DIFFICULTIES)}")
+        raise ConfigError(f"unknown DCS difficulty {difficulty!r}; valid: {list(C.DIFFICULTIES)}")
     if camera_mode not in C.CAMERA_MODES:
-        raise ValueError(f"unknown DCS camera mode {camera_mode!r}; valid: {list(C.CAMERA_MODES)}")
+        raise ConfigError(f"unknown DCS camera mode {camera_mode!r}; valid: {list(C.CAMERA_MODES)}")
     scale, num_videos = C.DIFFICULTIES[difficulty]
     source = background_dataset_path or C.BUILTIN
     names = select_videos(background_dataset_videos, num_videos) if num_videos != 0 else ()
