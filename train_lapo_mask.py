@@ -139,6 +139,8 @@ class DecoderConfig:
 @dataclass
 class Config(RunConfig):
     name: str = "lapo-mask"
+    lam_only: bool = False  # end the run after the latent action model (its probes are the result), e.g. the
+    # masked LAPO of docs/small-reproduction
     lapo: LAPOConfig = field(default_factory=LAPOConfig)
     bc: LatentBCConfig = field(default_factory=LatentBCConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -589,8 +591,9 @@ def train(cfg: Config) -> dict:
         )
     run = start_run(cfg)
     lam = train_lam(run)
-    actor = train_latent_bc(run, lam)
-    train_decoder(run, actor)
+    if not cfg.lam_only:
+        actor = train_latent_bc(run, lam)
+        train_decoder(run, actor)
     out = run.results.finish()
     run.wandb.finish()
     return out
