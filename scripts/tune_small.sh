@@ -11,8 +11,8 @@
 #   - LAOM + supervision: its own learning rate (at the paper's cheetah-run coefficient 0.001), then the supervision
 #     coefficient at the chosen rate, by the validation ridge probe;
 #   - masked LAPO (true masks): its learning rate, as LAPO's;
-#   - the precision check: LAPO, LAOM and LAOM + supervision at their chosen settings in fp32 and in bf16 autocast
-#     (--precision), to show whether bf16 (faster on this CPU) changes the probes beyond seed noise.
+#   - the precision check: LAPO and LAOM at their chosen settings in fp32 and in bf16 autocast (--precision), to show
+#     whether bf16 (faster on this CPU) changes the probes beyond seed noise.
 # The grid is below; `python -m scripts.small_report --tuning` turns its results into the table of the README.
 #   bash scripts/tune_small.sh            # after the data step of scripts/reproduce_small.sh (it collects if missing)
 #   GRIDS="laom_labels lapo_mask" bash scripts/tune_small.sh                  # some of the grids only
@@ -50,12 +50,10 @@ want() { [[ " $GRIDS " == *" $1 "* ]]; }
 common="--seed=$TUNE_SEED --wandb_mode=disabled ${EXTRA_ARGS:-}"
 lam="--lam_only=true --lapo.ridge_probe_every=${RIDGE_EVERY:-155} --lapo.data_path=$D/cheetah-run.hdf5"
 labels="--lapo.labeled_data_path=$D/cheetah-run-labeled-1000x$BUDGET.hdf5"
-if want precision; then  # the study's three LAMs at their settings (configs/small), fp32 against bf16
+if want precision; then  # LAPO and LAOM at their settings (configs/small), fp32 against bf16
     for p in fp32 bf16; do
         job "$T/precision/lapo-$p" train_lapo --config_path=$CONFIG_DIR/lapo.yaml $common $lam --precision=$p
         job "$T/precision/laom-$p" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam --precision=$p
-        job "$T/precision/laom_labels-$p" train_laom_labels --config_path=$CONFIG_DIR/laom-labels.yaml $common \
-            $lam $labels --precision=$p
     done
 fi
 if want laom_labels; then
