@@ -50,12 +50,6 @@ want() { [[ " $GRIDS " == *" $1 "* ]]; }
 common="--seed=$TUNE_SEED --wandb_mode=disabled ${EXTRA_ARGS:-}"
 lam="--lam_only=true --lapo.ridge_probe_every=${RIDGE_EVERY:-155} --lapo.data_path=$D/cheetah-run.hdf5"
 labels="--lapo.labeled_data_path=$D/cheetah-run-labeled-1000x$BUDGET.hdf5"
-if want precision; then  # LAPO and LAOM at their settings (configs/small), fp32 against bf16
-    for p in fp32 bf16; do
-        job "$T/precision/lapo-$p" train_lapo --config_path=$CONFIG_DIR/lapo.yaml $common $lam --precision=$p
-        job "$T/precision/laom-$p" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam --precision=$p
-    done
-fi
 if want laom_labels; then
     for lr in $LAOM_LABELS_LRS; do
         job "$T/laom_labels/lr$lr-coef0.001" train_laom_labels --config_path=$CONFIG_DIR/laom-labels.yaml $common \
@@ -72,6 +66,12 @@ if want lapo_mask; then
     for lr in $LAPO_MASK_LRS; do
         job "$T/lapo_mask/lr$lr" train_lapo_mask --config_path=$CONFIG_DIR/lapo-mask.yaml $common $lam \
             --lapo.masks_path=$D/cheetah-run-masks.hdf5 --precision=$PRECISION --lapo.learning_rate=$lr
+    done
+fi
+if want precision; then  # LAPO and LAOM at their settings (configs/small), fp32 against bf16
+    for p in fp32 bf16; do
+        job "$T/precision/lapo-$p" train_lapo --config_path=$CONFIG_DIR/lapo.yaml $common $lam --precision=$p
+        job "$T/precision/laom-$p" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam --precision=$p
     done
 fi
 want lapo || LAPO_LRS=""
