@@ -125,6 +125,11 @@ def sample_labeled(config: Config) -> Path:
                     for name, item in src_group.items():
                         if isinstance(item, h5py.Dataset):
                             copy_dataset(item, dst_group, name, config.chunk_size)
+                        elif isinstance(item, h5py.Group):  # e.g. distractors/ (docs/DATA.md): its datasets too
+                            sub = dst_group.create_group(name)
+                            for sub_name, sub_item in item.items():
+                                copy_dataset(sub_item, sub, sub_name, config.chunk_size)
+                                sub[sub_name].attrs.update(dict(sub_item.attrs))
                     for key, value in src_group.attrs.items():
                         dst_group.attrs[key] = value
                     dst_group.attrs["original_traj_idx"] = int(old_idx)
