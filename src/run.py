@@ -101,13 +101,16 @@ _locks: dict = {}  # run directory -> its open, locked file (held until the proc
 
 def check_config(config) -> None:
     """Counts that must be positive (batch sizes, epochs, updates, ...) and non-negative episode counts, in every
-    section of a config: a clear error naming the field instead of a ZeroDivisionError or a silent no-op."""
+    section of a config: a clear error naming the field instead of a ZeroDivisionError or a silent no-op. The data
+    files of the sections a run will train are checked to exist and be HDF5 (not those of the stages that
+    `lam_only` / `idm_only` leave out)."""
+    skipped = {"bc", "decoder"} if getattr(config, "lam_only", False) or getattr(config, "idm_only", False) else set()
     for flag, name, value in dist.config_fields(config):
         if name in POSITIVE_FIELDS and value is not None and value < 1:
             raise ConfigError(f"{flag}={value}: expected a positive integer")
         if name == "eval_episodes" and value < 0:
             raise ConfigError(f"{flag}={value}: expected 0 (no evaluation) or more")
-        if name in DATA_FIELDS and value is not None:
+        if name in DATA_FIELDS and value is not None and flag.split(".")[0].removeprefix("--") not in skipped:
             check_data_file(flag, value)
 
 

@@ -154,3 +154,26 @@ def test_a_value_from_the_config_file_is_named_with_the_file():
     message = user_message(error, ["--config_path", "my.yaml"])
     assert message.startswith("my.yaml: learning_rate (LAOMConfig) = abc: expected a value of type float")
     assert user_message(ZeroDivisionError("x"), []) is None  # a bug is not a user error
+
+
+def test_the_data_files_of_stages_a_run_leaves_out_are_not_checked(tmp_path):
+    """lam_only / idm_only runs never read the later stages' files: their placeholders are not errors (the small
+    study's LAM-only runs keep configs/small's PATH/TO/... for latent BC and the decoder)."""
+    import train_idm
+    import train_lapo
+    from src.errors import UserError
+    from src.run import check_config
+
+    missing = str(tmp_path / "missing.hdf5")
+    cfg = train_lapo.Config(lam_only=True)
+    cfg.bc.data_path = cfg.decoder.data_path = missing
+    check_config(cfg)
+    cfg.lam_only = False
+    with pytest.raises(UserError, match="--bc.data_path"):
+        check_config(cfg)
+    idm = train_idm.Config(idm_only=True)
+    idm.bc.data_path = missing
+    check_config(idm)
+    idm.idm.data_path = missing
+    with pytest.raises(UserError, match="--idm.data_path"):
+        check_config(idm)
