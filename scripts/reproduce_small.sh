@@ -45,6 +45,7 @@ CONFIG_DIR=${CONFIG_DIR:-configs/small}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 PRECISION=${PRECISION:-fp32}
 NOAUG=${NOAUG:-0}
+ONLY=${ONLY:-}
 RIDGE_EVERY=${RIDGE_EVERY:-155}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 source scripts/small/jobs.sh
@@ -111,6 +112,9 @@ curve="--lapo.ridge_probe_every=$RIDGE_EVERY"
 # evaluate them (F4, preconditions 2-3): the returns cost about half the budget and, at this scale, no policy learns
 # (docs/small-reproduction/README.md). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
 # with --idm_only, in their own run directories (suffix -lam), so the full runs are never confused with them.
+pick() {  # the variants ONLY names (all when ONLY is empty)
+    [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]
+}
 lam_seed() {  # the run directory of a LAPO / LAOM / IDM run: seed<S>, or seed<S>-lam without its returns
     if [[ $full_run == 1 ]]; then at "$1"; else echo "$(at "$1")-lam"; fi
 }
@@ -122,28 +126,28 @@ for seed in $SEEDS; do
     only=""
     [[ $full_run == 1 ]] || only="--lam_only=true"
     # the longest first, so that the two lanes end together
-    job "$(lam_seed lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve $only --lapo.data_path="$full" \
+    pick lapo && job "$(lam_seed lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve $only --lapo.data_path="$full" \
         --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    job "$(lam_seed laom_labels)" train_laom_labels --config_path="$CONFIG_DIR/laom-labels.yaml" $curve $only \
+    pick laom_labels && job "$(lam_seed laom_labels)" train_laom_labels --config_path="$CONFIG_DIR/laom-labels.yaml" $curve $only \
         --lapo.data_path="$full" --lapo.labeled_data_path="$labeled" --lapo.eval_data_path="$ev" \
         --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    job "$(at vanilla/lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve --lam_only=true \
+    pick lapo_vanilla && job "$(at vanilla/lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve --lam_only=true \
         --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
-    job "$(lam_seed laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve $only --lapo.data_path="$full" \
+    pick laom && job "$(lam_seed laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve $only --lapo.data_path="$full" \
         --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    job "$(at vanilla/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
+    pick laom_vanilla && job "$(at vanilla/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
         --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
-    job "$(at lapo_mask)" train_lapo_mask --config_path="$CONFIG_DIR/lapo-mask.yaml" $curve --lam_only=true \
+    pick lapo_mask && job "$(at lapo_mask)" train_lapo_mask --config_path="$CONFIG_DIR/lapo-mask.yaml" $curve --lam_only=true \
         --lapo.data_path="$full" --lapo.masks_path="$DATA/cheetah-run-masks.hdf5" --lapo.eval_data_path="$ev" $common
     if [[ $NOAUG == 1 ]]; then
-        job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
+        pick laom_noaug && job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
             --lapo.use_aug=false --lapo.data_path="$full" --lapo.eval_data_path="$ev" $common
     fi
-    job "$(lam_seed idm)" train_idm --config_path="$CONFIG_DIR/idm.yaml" ${only:+--idm_only=true} \
+    pick idm && job "$(lam_seed idm)" train_idm --config_path="$CONFIG_DIR/idm.yaml" ${only:+--idm_only=true} \
         --idm.data_path="$labeled" --idm.eval_data_path="$ev" --bc.data_path="$full" $common
     if [[ $full_run == 1 ]]; then
-        job "$(at bc)" train_bc --config_path="$CONFIG_DIR/bc.yaml" --bc.data_path="$labeled" $common
-        job "$RUNS/bc_full/cheetah-run/full/seed$seed" train_bc --config_path="$CONFIG_DIR/bc-full.yaml" \
+        pick bc && job "$(at bc)" train_bc --config_path="$CONFIG_DIR/bc.yaml" --bc.data_path="$labeled" $common
+        pick bc_full && job "$RUNS/bc_full/cheetah-run/full/seed$seed" train_bc --config_path="$CONFIG_DIR/bc-full.yaml" \
             --bc.data_path="$full" $common
     fi
 done
