@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The paper's findings at a scale a 2-core CPU runs in about 90 minutes (docs/small-reproduction/README.md):
-# cheetah-run, 20 expert trajectories with the DCS port's built-in distractor videos and 20 without distractors,
-# LAPO, LAOM (with and without augmentations), LAOM + supervision, IDM, BC and BC on all data, 3 seeds, with the
-# learning rates / EMA rate chosen by scripts/tune_small.sh on a separate tuning seed (configs/small, comments).
+# The paper's findings and their mechanism at a scale a 2-core CPU runs (docs/small-reproduction/README.md):
+# cheetah-run, 20 expert trajectories with the DCS port's built-in distractor videos (with every frame's distractor
+# state and true foreground masks) and 20 without distractors; LAPO, LAOM, LAOM + supervision, masked LAPO (true
+# masks), IDM, BC and BC on all data, 5 seeds, with the learning rates / EMA rate / supervision coefficient chosen by
+# scripts/tune_small.sh on a separate tuning seed (configs/small, comments).
 #
 #   bash scripts/reproduce_small.sh                                  # -> runs/small/{data,data-vanilla,runs,report}
 #   OUT=docs/small-reproduction bash scripts/reproduce_small.sh     # how the committed report was made
 #
 # What it does, each step skipped when its output exists, so the same command resumes after an interruption:
 #   1. data, with the released cheetah-run expert ($EXPERT): $DATA/cheetah-run.hdf5 ($NUM_TRAJ trajectories of
-#      $STEPS steps, training videos, seed 0), $DATA_VANILLA/cheetah-run.hdf5 (the same expert, seeds and count,
+#      $STEPS steps, training videos, seed 0, each frame's distractor state in distractors/, true masks in
+#      cheetah-run-masks.hdf5), $DATA_VANILLA/cheetah-run.hdf5 (the same expert, seeds and count,
 #      --dcs_difficulty=vanilla: the distractor-free control), $DATA/cheetah-run-eval.hdf5 ($NUM_EVAL trajectories
 #      with the validation videos: novel distractors, seed 100), the labeled subset
 #      $DATA/cheetah-run-labeled-1000x$BUDGET.hdf5 ($BUDGET trajectories sampled among the first 80%, so the ridge
@@ -18,18 +20,21 @@
 #   2. the runs, $LANES at a time with one thread each (scripts/small/jobs.sh; a run with results.json is skipped,
 #      an interrupted one resumes from its stage checkpoints), in the sweep layout scripts/plot_results.py reads:
 #      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>), the distractor-free control
-#      under $RUNS/vanilla/, LAOM without augmentations under $RUNS/noaug/ (those two train the LAM only);
-#   3. the report: scripts/small_report.py (verdicts F1-F5 from rliable intervals, preconditions, figures,
-#      summary.json) and scripts/plot_results.py (the sweep tables) into $OUT, and run-info.md (command, commit,
-#      machine, the wall time of each step).
+#      under $RUNS/vanilla/, masked LAPO under $RUNS/lapo_mask/ and, with NOAUG=1, LAOM without augmentations under
+#      $RUNS/noaug/ (those train the LAM only);
+#   3. the report: scripts/small_report.py (verdicts with exact permutation p-values, the leakage probes, the
+#      preconditions, figures, summary.json) and scripts/plot_results.py (the sweep tables) into $OUT, and
+#      run-info.md (command, commit, machine, the wall time of each step).
 # Progress: a start / done line per run; a run's own log is train.log in its run directory.
 #
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
-# SEEDS ["0 1 2"], RETURN_SEEDS ["0"] (the seeds that also train and evaluate the policies; "0 1 2", as the committed
-# report, takes about 100 minutes in all instead of 72), CONFIG_DIR [configs/small], LANES [2], PYTHON [python], EXTRA_ARGS (appended to every training
-# command), RIDGE_EVERY [155] (updates between the ridge-probe points of the probe-vs-updates curves),
-# ONLY_DATA=1 (stop after step 1).
+# SEEDS ["0 1 2 3 4"], RETURN_SEEDS ["0"] (the seeds that also train and evaluate the policies; "none": LAMs and the
+# IDM only), CONFIG_DIR [configs/small], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast is about 15x
+# slower than fp32 on an AVX2-only CPU), NOAUG [0] (1: also LAOM without augmentations), ONLY (the variants to run,
+# e.g. "lapo laom lapo_vanilla laom_vanilla laom_labels lapo_mask laom_noaug idm bc bc_full"; empty: all),
+# EXTRA_ARGS (appended to every training command), RIDGE_EVERY [155] (updates between the ridge-probe points of the
+# probe-vs-updates curves), ONLY_DATA=1 (stop after step 1).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SMALL_DIR=${SMALL_DIR:-runs/small}
