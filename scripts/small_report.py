@@ -228,6 +228,8 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         probes[v] = {
             "ridge_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/ridge_probe_mse"))),
             "ridge_baseline_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/ridge_probe_baseline_mse"))),
+            "ridge_val_baseline_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/ridge_probe_val_baseline_mse"))),
+            "novel_ridge_baseline_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/eval_ridge_probe_baseline_mse"))),
             "ridge_relative": per_seed(runs, v, _rel),
             "init_ridge_relative": per_seed(
                 runs, v, lambda m: _rel(m, "lapo/init/ridge_probe_mse", "lapo/init/ridge_probe_baseline_mse")
