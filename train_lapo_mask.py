@@ -358,6 +358,7 @@ def train_lam(run: Run) -> LAPO:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
+        with_masks=True,  # the masks go where the frames go: counted with them
     )
     valid = data.valid_indices(c.future_obs_offset)
     models = build_models(cfg, data.shapes, "lam", "probe")
