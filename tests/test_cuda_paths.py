@@ -114,3 +114,141 @@ def test_software_rendering_on_a_cuda_run_is_said_once(capsys, monkeypatch):
     evaluation._note_software_rendering(torch.device("cuda", 0))
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("note: rendering on the CPU (Mesa Project EGL")
+
+
+# ---------------------------------------------------------------- where the frames go (the memory decision)
+
+GiB = 2**30
+PAPER_FRAMES = 5000 * 1000 * 64 * 64 * 3  # one full dataset: 61.44e9 bytes, 57.2 GiB
+H100_TOTAL = 79.1 * GiB  # what torch.cuda.mem_get_info reports as total on an H100 80GB HBM3
+
+
+class _FakeGpuMemory:
+    """torch.cuda's memory calls on a GPU holding `used` bytes of live tensors and `cached` bytes PyTorch keeps
+    after freeing them (reported as used until torch.cuda.empty_cache)."""
+
+    def __init__(self, monkeypatch, used: float = 0, cached: float = 0):
+        self.used, self.cached = used, cached
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (self.free(), int(H100_TOTAL)))
+        monkeypatch.setattr(torch.cuda, "empty_cache", self.empty_cache)
+
+    def free(self) -> int:
+        return int(H100_TOTAL - self.used - self.cached)
+
+    def empty_cache(self) -> None:
+        self.cached = 0
+
+
+CUDA0 = torch.device("cuda", 0)
+
+
+def test_full_frames_go_on_an_empty_h100_and_the_decision_is_said(monkeypatch, capsys):
+    from src.data import _choose_frames_device
+
+    _FakeGpuMemory(monkeypatch)
+    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto", "full.hdf5") == CUDA0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("full.hdf5: frames 57.2 GiB on cuda:0 (free 79.1 GiB;") and "model + activations ~" in line
+    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "cpu") == torch.device("cpu")  # --frames_device overrides
+
+
+def test_memory_cached_by_an_earlier_stage_is_released_before_deciding(monkeypatch):
+    """After the IDM's stage 1 PyTorch kept ~10 GiB cached: 69 GiB looked free and BC's frames went to host memory,
+    where the paper's run had them on the GPU."""
+    from src.data import _choose_frames_device
+
+    _FakeGpuMemory(monkeypatch, cached=10 * GiB)
+    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto") == CUDA0
+
+
+def test_lapo_masks_are_counted_with_its_frames(monkeypatch):
+    """LAPO with a masked loss keeps a mask per frame where the frames are (19 GiB at the paper's size): frames +
+    masks + the model exceed the H100, so both stay in host memory (they used to go to the GPU and run out)."""
+    from src.data import _choose_frames_device
+
+    _FakeGpuMemory(monkeypatch)
+    assert _choose_frames_device(PAPER_FRAMES * 4 // 3, CUDA0, "auto") == torch.device("cpu")
+
+
+def test_the_datasets_of_a_stage_are_decided_together(monkeypatch, tmp_path):
+    """LAOM + supervision opens its full, labeled and evaluation sets before reading any: each saw the same free
+    memory and all went to the GPU. A dataset opened for the GPU and not yet read counts against the next one."""
+    import dataclasses
+
+    from src import data as D
+
+    example = D.load_dataset("data/example-data.hdf5", "cpu", frames_device="cpu", max_trajectories=2)
+    full = dataclasses.replace(example, frames_device=CUDA0, planned_bytes=PAPER_FRAMES, _frames=None)
+    monkeypatch.setitem(D._CACHE, ("full.hdf5", "cuda:0", None), full)
+    _FakeGpuMemory(monkeypatch)
+    assert D._choose_frames_device(PAPER_FRAMES // 5000 * 64, CUDA0, "auto") == CUDA0  # a labeled set of 64
+    assert D._choose_frames_device(PAPER_FRAMES // 5, CUDA0, "auto") == torch.device("cpu")  # 1000 more
+
+
+# ---------------------------------------------------------------- host frames, GPU compute: the pinned path
+
+
+class _StubEvent:
+    """torch.cuda.Event on the CPU: records and waits are counted (the copies it guards finish at once here)."""
+
+    recorded = 0
+    waited = 0
+
+    def record(self) -> None:
+        _StubEvent.recorded += 1
+
+    def synchronize(self) -> None:
+        _StubEvent.waited += 1
+
+
+def test_the_pinned_path_gives_the_plain_paths_batches_without_blocking_copies(monkeypatch):
+    """Host frames, CUDA compute (staging on), run on the CPU with the CUDA event and pinning stubbed: the same
+    batches as the plain path through a buffer that must grow and a short last batch (the decoder keeps its last
+    partial batch), masks included; and nothing goes to the device by a .to() of pageable memory (a blocking copy),
+    only through the staging buffers."""
+    import dataclasses
+
+    from src import data as D
+
+    pinned = set()
+
+    def pinned_empty(numel, dtype):
+        t = torch.empty(numel, dtype=dtype)
+        pinned.add(t.untyped_storage().data_ptr())
+        return t
+
+    monkeypatch.setattr(D, "_pinned_empty", pinned_empty)
+    monkeypatch.setattr(torch.cuda, "Event", _StubEvent)
+    plain = D.load_dataset("data/example-data.hdf5", "cpu", frames_device="cpu", max_trajectories=2)
+    staged = dataclasses.replace(plain, staging=D.PinnedStaging(torch.device("cpu")))
+    masks = torch.randint(0, 2, (plain.num_frames, 1, *plain.frames_shape[2:]), dtype=torch.uint8) * 255
+    copies = []
+    to = torch.Tensor.to
+
+    def watched_to(t, *args, **kwargs):  # a copy to the device from memory that is not a staging buffer
+        if t.untyped_storage().data_ptr() not in pinned:
+            copies.append(tuple(t.shape))
+        return to(t, *args, **kwargs)
+
+    valid = plain.valid_indices(3)
+    earlier = []
+    for size in (8, 32, 5):  # the buffers grow at 32; 5: a short last batch
+        idx = valid[torch.randperm(len(valid))[:size]]
+        torch.manual_seed(size)
+        want = plain.batch(idx, 3, future_offset=3, next_obs=True)
+        want["masks"] = D.stacked_masks(masks, plain, idx, 3)
+        torch.manual_seed(size)
+        monkeypatch.setattr(torch.Tensor, "to", watched_to)
+        got = staged.batch(idx, 3, future_offset=3, next_obs=True)
+        got["masks"] = D.stacked_masks(masks, staged, idx, 3)
+        monkeypatch.setattr(torch.Tensor, "to", to)
+        assert got.keys() == want.keys()
+        for k in want:
+            assert torch.equal(got[k], want[k]), k
+        earlier.append((got, want))
+    for got, want in earlier:  # a batch handed out is never overwritten by a later gather
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert copies == []
+    assert _StubEvent.recorded >= 3 * 5 and _StubEvent.waited >= 5  # frames, future frames, index, offsets, masks
