@@ -252,3 +252,59 @@ def test_the_pinned_path_gives_the_plain_paths_batches_without_blocking_copies(m
         assert all(torch.equal(got[k], want[k]) for k in want)
     assert copies == []
     assert _StubEvent.recorded >= 3 * 5 and _StubEvent.waited >= 5  # frames, future frames, index, offsets, masks
+
+
+# ---------------------------------------------------------------- bf16 autocast: what stays fp32
+
+
+def test_every_stage_of_every_method_in_bf16_keeps_losses_probes_targets_and_labels_fp32(tmp_path, monkeypatch):
+    """Each stage function of each method script (scripts/device_bench's stages: tiny networks, synthetic frames),
+    2 updates with --precision=bf16 on the CPU, the autocast branch a GPU run takes: every logged loss and probe
+    loss, the LAM labels a latent BC trains on, and every network and EMA target a stage checkpoints are fp32."""
+    import dataclasses
+
+    from scripts import device_bench as db
+    from src.data import Shapes
+    from src.run import start_run
+    from src.stage import Stage
+
+    seen = {"logged": [], "objects": []}
+    log, init = Stage.log, Stage.__init__
+
+    def watched_log(self, step, loss, /, **metrics):
+        seen["logged"] += [(self.name, k, v.dtype) for k, v in {"loss": loss, **metrics}.items() if torch.is_tensor(v)]
+        return log(self, step, loss, **metrics)
+
+    def watched_init(self, name, ckpt_name, objects, *args, **kwargs):
+        seen["objects"].append((name, objects))
+        return init(self, name, ckpt_name, objects, *args, **kwargs)
+
+    monkeypatch.setattr(Stage, "log", watched_log)
+    monkeypatch.setattr(Stage, "__init__", watched_init)
+    path = str(tmp_path / "frames.hdf5")
+    db.write_stage_data(path, 8, 2)
+    cpu = torch.device("cpu")
+    labels = []
+    for key, spec in db.STAGES.items():
+        args = db.stage_args(key, spec, True, path, 8, 2)
+        if key == "laom_labels/lam":
+            args += ["--lapo.labeled_batch_size=2"]
+        module, cfg = db.parse_stage_config(spec, args, cpu, str(tmp_path / key), precision="bf16", log_every=1)
+        run = dataclasses.replace(start_run(cfg), wandb=db.WindowLog(f"{spec.section}/step"))
+        inputs = []
+        if spec.frozen:
+            frozen = module.build_models(cfg, Shapes(6, 17, 64), spec.frozen)[spec.frozen].eval().requires_grad_(False)
+            if hasattr(frozen, "label"):
+                label = frozen.label
+                frozen.label = lambda *x, label=label, key=key: labels.append((key, label(*x).dtype)) or label(*x)
+            inputs = [frozen]
+        getattr(module, spec.function)(run, *inputs)
+    assert {name for name, _ in seen["objects"]} >= {"lapo", "bc", "decoder", "idm"}
+    assert seen["logged"] and all(dtype == torch.float32 for *_, dtype in seen["logged"]), seen["logged"]
+    assert {k for k, _ in labels} == {"lapo/latent_bc", "laom/latent_bc", "laom_labels/latent_bc"}
+    assert all(dtype == torch.float32 for _, dtype in labels), labels
+    for name, objects in seen["objects"]:
+        for obj_name, obj in objects.items():
+            if isinstance(obj, nn.Module):
+                floats = [t for t in obj.state_dict().values() if t.is_floating_point()]
+                assert all(t.dtype == torch.float32 for t in floats), (name, obj_name)
