@@ -31,7 +31,7 @@ class RunConfig:
     run_dir: Optional[str] = None  # where checkpoints, config and results.json go; default runs/<name>-seed<seed>
     seed: int = 0  # global seed (data order, initialisation, augmentations)
     device: str = "auto"  # "auto" (cuda if available), "cuda", "cpu"
-    frames_device: str = "auto"  # where frames live: "auto" (GPU if they fit, else pinned host), "cpu", "pinned"
+    frames_device: str = "auto"  # where frames live: "auto" (GPU if they fit, else host memory), "cpu", "pinned"
     wandb_mode: str = "offline"  # online / offline / disabled
     log_every: int = 100  # updates between logged metrics (the only host syncs of a training loop)
     checkpoint_every: int = 2000  # updates between resumable stage checkpoints
