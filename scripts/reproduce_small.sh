@@ -39,10 +39,12 @@ NUM_TRAJ=${NUM_TRAJ:-20}
 NUM_EVAL=${NUM_EVAL:-3}
 STEPS=${STEPS:-1000}
 BUDGET=${BUDGET:-2}
-SEEDS=${SEEDS:-"0 1 2"}
+SEEDS=${SEEDS:-"0 1 2 3 4"}
 RETURN_SEEDS=${RETURN_SEEDS:-0}
 CONFIG_DIR=${CONFIG_DIR:-configs/small}
 EXTRA_ARGS=${EXTRA_ARGS:-}
+PRECISION=${PRECISION:-bf16}
+NOAUG=${NOAUG:-0}
 RIDGE_EVERY=${RIDGE_EVERY:-155}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 source scripts/small/jobs.sh
@@ -57,7 +59,7 @@ if [[ ! -d "$EXPERT" ]]; then
     echo "error: EXPERT=$EXPERT is not a folder; point it at the released cheetah-run expert (config.pt, checkpoint.pt)" >&2
     exit 2
 fi
-for config in lapo laom laom-labels idm bc bc-full; do
+for config in lapo laom laom-labels lapo-mask idm bc bc-full; do
     if [[ ! -f "$CONFIG_DIR/$config.yaml" ]]; then
         echo "error: CONFIG_DIR=$CONFIG_DIR has no $config.yaml" >&2
         exit 2
@@ -69,11 +71,11 @@ echo "# $(date '+%F %T') bash scripts/reproduce_small.sh (NUM_TRAJ=$NUM_TRAJ STE
 
 # ---------------------------------------------------------------- 1. data
 t=$SECONDS
-collect() {  # save_path num_trajectories difficulty split seed
+collect() {  # save_path num_trajectories difficulty split seed [extra args]: every frame's distractor state too
     # shellcheck disable=SC2086  # PYTHON may hold several words
     $PYTHON -m scripts.data_collection.collect_data --checkpoint_path="$EXPERT" --dcs_backgrounds_path=builtin \
         --save_path="$1" --num_trajectories="$2" --max_episode_steps="$STEPS" --dcs_difficulty="$3" \
-        --dcs_backgrounds_split="$4" --dcs_img_hw=64 --seed="$5" --num_workers="$cores"
+        --dcs_backgrounds_split="$4" --dcs_img_hw=64 --seed="$5" --num_workers="$cores" "${@:6}"
 }
 subset() {  # save_path args...: a labeled subset of the distracted set, written whole or not at all
     local out=$1
@@ -85,7 +87,8 @@ subset() {  # save_path args...: a labeled subset of the distracted set, written
 }
 set -e
 echo "== data: $NUM_TRAJ distracted + $NUM_TRAJ vanilla + $NUM_EVAL evaluation trajectories of $STEPS steps (the collector resumes a partial file)"
-collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0
+# the distracted set with its true foreground masks (cheetah-run-masks.hdf5: masked LAPO's)
+collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0 --record_masks=true
 collect "$DATA_VANILLA/cheetah-run.hdf5" "$NUM_TRAJ" vanilla train 0
 collect "$DATA/cheetah-run-eval.hdf5" "$NUM_EVAL" scale_easy_video_hard val 100
 # The ridge probe's split (src/probes.py): the last tenth of the trajectories is its test set, the tenth before
@@ -112,7 +115,7 @@ lam_seed() {  # the run directory of a LAPO / LAOM / IDM run: seed<S>, or seed<S
     if [[ $full_run == 1 ]]; then at "$1"; else echo "$(at "$1")-lam"; fi
 }
 for seed in $SEEDS; do
-    common="--seed=$seed $EXTRA_ARGS"
+    common="--seed=$seed --precision=$PRECISION $EXTRA_ARGS"
     at() { echo "$RUNS/$1/cheetah-run/budget$BUDGET/seed$seed"; }
     full_run=0
     [[ " $RETURN_SEEDS " == *" $seed "* ]] && full_run=1
@@ -130,8 +133,12 @@ for seed in $SEEDS; do
         --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
     job "$(at vanilla/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
         --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
-    job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
-        --lapo.use_aug=false --lapo.data_path="$full" --lapo.eval_data_path="$ev" $common
+    job "$(at lapo_mask)" train_lapo_mask --config_path="$CONFIG_DIR/lapo-mask.yaml" $curve --lam_only=true \
+        --lapo.data_path="$full" --lapo.masks_path="$DATA/cheetah-run-masks.hdf5" --lapo.eval_data_path="$ev" $common
+    if [[ $NOAUG == 1 ]]; then
+        job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
+            --lapo.use_aug=false --lapo.data_path="$full" --lapo.eval_data_path="$ev" $common
+    fi
     job "$(lam_seed idm)" train_idm --config_path="$CONFIG_DIR/idm.yaml" ${only:+--idm_only=true} \
         --idm.data_path="$labeled" --idm.eval_data_path="$ev" --bc.data_path="$full" $common
     if [[ $full_run == 1 ]]; then
