@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from src import dist
 from src.errors import ConfigError, DatasetError, MissingFileError, check_hdf5_file, warn
+from src.memory import StageMemory
 
 # Root attributes the methods need to rebuild the evaluation environment and to check shapes.
 REQUIRED_ROOT_ATTRS = ("domain_name", "task_name", "difficulty", "dynamic", "img_hw")
@@ -315,37 +316,39 @@ def _plain(v):
     return v
 
 
-# GPU memory a stage needs beside its datasets: models, gradients, optimizer states, activations and workspace, and
-# the evaluation workers' EGL contexts. About LAPO's stage 1 at batch 512 in bf16 (activations ~9 GiB, weights +
-# gradients + Adam ~3 GiB, cudnn workspace), the largest of the paper's configs.
-STAGE_RESERVE_BYTES = 16 * 2**30
-
-
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
 def _choose_frames_device(
-    nbytes: int, device: torch.device, frames_device: str, path: str = "", labels: int = 0
+    nbytes: int,
+    device: torch.device,
+    frames_device: str,
+    path: str = "",
+    labels: int = 0,
+    networks: Callable[[], StageMemory] | None = None,
 ) -> torch.device:
     """Where the frames go. 'auto' on CUDA: the GPU when this stage's datasets fit there together (nbytes: these
     frames and what is kept per frame beside them, e.g. masks; labels: the actions / states, always on the GPU;
-    plus the datasets opened before it and not yet read, which were given GPU memory already) with
-    STAGE_RESERVE_BYTES to spare, counted after PyTorch's cache is emptied (an earlier stage's freed memory is free
-    again); host memory otherwise. The decision is said in one line. 'pinned' / 'cpu': host memory; batches reach a
-    GPU through pinned buffers (PinnedStaging). Any other value is a device."""
+    plus the datasets opened before it and not yet read, which were given GPU memory already) next to the stage's
+    networks (networks(): weights, gradients, Adam states and activations of one update at the stage's batch and
+    precision, estimated on the meta device by src/memory.py), counted after PyTorch's cache is emptied (an earlier
+    stage's freed memory is free again); host memory otherwise. The decision is said in one line. 'pinned' / 'cpu':
+    host memory; batches reach a GPU through pinned buffers (PinnedStaging). Any other value is a device."""
     if frames_device == "auto" and device.type == "cuda":
         torch.cuda.empty_cache()
         free, _ = torch.cuda.mem_get_info(device)
         pending = sum(d.planned_bytes for d in _CACHE.values() if d.frames_device == device and d._frames is None)
-        fits = nbytes + labels + pending + STAGE_RESERVE_BYTES <= free
+        model = networks().total if networks is not None else 0
+        fits = nbytes + labels + pending + model <= free
         chosen = device if fits else torch.device("cpu")
         if dist.is_main():
             where = f"on {device}" if fits else "in host memory (they do not fit on the GPU)"
             before = f"; datasets of this stage on it, not yet read: {_gib(pending)}" if pending else ""
+            counted = f"~{_gib(model)}" if networks is not None else "not counted"
             tqdm.write(
-                f"{path}: frames {_gib(nbytes)} {where} (free {_gib(free)}{before}; model + activations ~"
-                f"{_gib(STAGE_RESERVE_BYTES)}; --frames_device overrides)"
+                f"{path}: frames {_gib(nbytes)} {where} (free {_gib(free)}{before}; model + activations "
+                f"{counted}; --frames_device overrides)"
             )
         return chosen
     if frames_device in ("auto", "pinned"):
@@ -367,6 +370,7 @@ def load_dataset(
     frames_device: str = "auto",
     desc: str | None = None,
     with_masks: bool = False,
+    networks: Callable[[Shapes], StageMemory] | None = None,
 ) -> TrajectoryData:
     """Reads a dataset file into one TrajectoryData (frames on first use), or returns the one already read by
     this process.
@@ -374,6 +378,8 @@ def load_dataset(
     frames_device: "auto" (GPU if the frames fit, else host memory: _choose_frames_device), "cpu", "pinned" (host
     memory; on CUDA both send batches through pinned buffers), or a device name.
     with_masks: the stage keeps a foreground mask per frame where the frames are (load_masks): counted with them.
+    networks: the GPU memory of the stage's networks given this dataset's shapes (src/memory.py), counted beside
+    the frames when frames_device is "auto" on CUDA; the same for every dataset a stage opens.
     Every trajectory must hold at least frame_stack + min_offset steps (the largest offset the caller samples).
     A file is read once per process (stages that share a path share its frames): a later call with the same
     path, device and trajectory limit reuses the first, provided it loaded at least the arrays now asked for.
@@ -420,6 +426,7 @@ def load_dataset(
         if first.ndim != 4 or first.shape[-1] != 3 or first.dtype != np.uint8:
             raise DatasetError(f"{path}: 'obs' must be uint8 [T, H, W, 3], got {first.dtype} {first.shape}")
         hw = first.shape[1:]
+        act_dim = f[keys[0]]["actions"].shape[1] if "actions" in f[keys[0]] else 0
         if hw[0] != int(attrs["img_hw"]):
             raise DatasetError(f"{path}: frames are {hw[0]} px but root attribute img_hw is {attrs['img_hw']}")
         for k in keys[1:]:
@@ -436,7 +443,9 @@ def load_dataset(
     chw = (3, hw[0], hw[1])
     frame_bytes = total * int(np.prod(hw)) * (4 if with_masks else 3) // 3  # a mask is a third of a frame
     labels = sum(a.nbytes for a in (actions or []) + (states or []))
-    fdev = _choose_frames_device(frame_bytes, device, frames_device, path, labels)
+    shapes = Shapes(act_dim, states[0].shape[1] if states else None, hw[0])
+    estimate = (lambda: networks(shapes)) if networks is not None else None
+    fdev = _choose_frames_device(frame_bytes, device, frames_device, path, labels, estimate)
 
     def read_frames() -> torch.Tensor:
         frames = torch.empty((total, *chw), dtype=torch.uint8, device=fdev)
