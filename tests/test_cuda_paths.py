@@ -144,35 +144,57 @@ class _FakeGpuMemory:
 CUDA0 = torch.device("cuda", 0)
 
 
-def test_full_frames_go_on_an_empty_h100_and_the_decision_is_said(monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def lapo_stage1():
+    """LAPO's stage 1 at the paper's config (batch 512, bf16): its estimate from the network, as a run computes it."""
+    import pyrallis
+
+    import train_lapo
+    from src import optim
+    from src.data import Shapes
+
+    cfg = pyrallis.parse(train_lapo.Config, config_path="configs/lapo.yaml", args=[])
+    before = optim._precision["bf16"]
+    optim._precision["bf16"] = True
+    try:
+        memory = train_lapo.gpu_memory(cfg, Shapes(6, 17, 64), "lapo")
+    finally:
+        optim._precision["bf16"] = before
+    return lambda: memory
+
+
+def test_full_frames_go_on_an_empty_h100_and_the_decision_is_said(monkeypatch, capsys, lapo_stage1):
     from src.data import _choose_frames_device
 
     _FakeGpuMemory(monkeypatch)
-    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto", "full.hdf5") == CUDA0
+    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto", "full.hdf5", networks=lapo_stage1) == CUDA0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("full.hdf5: frames 57.2 GiB on cuda:0 (free 79.1 GiB;") and "model + activations ~" in line
+    expected = (
+        f"full.hdf5: frames 57.2 GiB on cuda:0 (free 79.1 GiB; model + activations ~{lapo_stage1().total / GiB:.1f}"
+    )
+    assert line.startswith(expected), line
     assert _choose_frames_device(PAPER_FRAMES, CUDA0, "cpu") == torch.device("cpu")  # --frames_device overrides
 
 
-def test_memory_cached_by_an_earlier_stage_is_released_before_deciding(monkeypatch):
+def test_memory_cached_by_an_earlier_stage_is_released_before_deciding(monkeypatch, lapo_stage1):
     """After the IDM's stage 1 PyTorch kept ~10 GiB cached: 69 GiB looked free and BC's frames went to host memory,
     where the paper's run had them on the GPU."""
     from src.data import _choose_frames_device
 
     _FakeGpuMemory(monkeypatch, cached=10 * GiB)
-    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto") == CUDA0
+    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto", networks=lapo_stage1) == CUDA0
 
 
-def test_lapo_masks_are_counted_with_its_frames(monkeypatch):
+def test_lapo_masks_are_counted_with_its_frames(monkeypatch, lapo_stage1):
     """LAPO with a masked loss keeps a mask per frame where the frames are (19 GiB at the paper's size): frames +
     masks + the model exceed the H100, so both stay in host memory (they used to go to the GPU and run out)."""
     from src.data import _choose_frames_device
 
     _FakeGpuMemory(monkeypatch)
-    assert _choose_frames_device(PAPER_FRAMES * 4 // 3, CUDA0, "auto") == torch.device("cpu")
+    assert _choose_frames_device(PAPER_FRAMES * 4 // 3, CUDA0, "auto", networks=lapo_stage1) == torch.device("cpu")
 
 
-def test_the_datasets_of_a_stage_are_decided_together(monkeypatch, tmp_path):
+def test_the_datasets_of_a_stage_are_decided_together(monkeypatch, tmp_path, lapo_stage1):
     """LAOM + supervision opens its full, labeled and evaluation sets before reading any: each saw the same free
     memory and all went to the GPU. A dataset opened for the GPU and not yet read counts against the next one."""
     import dataclasses
@@ -183,8 +205,34 @@ def test_the_datasets_of_a_stage_are_decided_together(monkeypatch, tmp_path):
     full = dataclasses.replace(example, frames_device=CUDA0, planned_bytes=PAPER_FRAMES, _frames=None)
     monkeypatch.setitem(D._CACHE, ("full.hdf5", "cuda:0", None), full)
     _FakeGpuMemory(monkeypatch)
-    assert D._choose_frames_device(PAPER_FRAMES // 5000 * 64, CUDA0, "auto") == CUDA0  # a labeled set of 64
-    assert D._choose_frames_device(PAPER_FRAMES // 5, CUDA0, "auto") == torch.device("cpu")  # 1000 more
+    labeled, more = PAPER_FRAMES // 5000 * 64, PAPER_FRAMES // 5  # a labeled set of 64 trajectories; 1000 more
+    assert D._choose_frames_device(labeled, CUDA0, "auto", networks=lapo_stage1) == CUDA0
+    assert D._choose_frames_device(more, CUDA0, "auto", networks=lapo_stage1) == torch.device("cpu")
+
+
+def test_the_networks_decide_at_their_batch_and_precision(monkeypatch, lapo_stage1):
+    """Frames that leave 10 GiB free fit beside a smaller stage but not beside LAPO's stage 1 at batch 512 (the
+    fixed 16 GiB headroom decided the same for every stage); an estimate is asked only for an 'auto' CUDA decision."""
+    from src.data import _choose_frames_device
+    from src.memory import StageMemory
+
+    _FakeGpuMemory(monkeypatch)
+    frames = int(H100_TOTAL) - 10 * GiB
+    assert _choose_frames_device(frames, CUDA0, "auto", networks=lapo_stage1) == torch.device("cpu")
+    assert _choose_frames_device(frames, CUDA0, "auto", networks=lambda: StageMemory(3 * GiB, 6 * GiB)) == CUDA0
+    asked = []
+    assert _choose_frames_device(frames, torch.device("cpu"), "auto", networks=asked.append) == torch.device("cpu")
+    assert _choose_frames_device(frames, CUDA0, "cpu", networks=asked.append) == torch.device("cpu") and not asked
+
+
+def test_a_stage_estimates_its_networks_from_the_shapes_of_the_file_it_opens(monkeypatch):
+    from src import data as D
+
+    given = []
+    monkeypatch.setattr(D, "_CACHE", {})
+    monkeypatch.setattr(D, "_choose_frames_device", lambda *args: given.append(args[-1]()) or torch.device("cpu"))
+    D.load_dataset("data/example-data.hdf5", "cpu", max_trajectories=2, networks=lambda shapes: shapes)
+    assert given == [D.Shapes(act_dim=6, state_dim=17, img_hw=64)]
 
 
 # ---------------------------------------------------------------- host frames, GPU compute: the pinned path
@@ -257,13 +305,22 @@ def test_the_pinned_path_gives_the_plain_paths_batches_without_blocking_copies(m
 # ---------------------------------------------------------------- bf16 autocast: what stays fp32
 
 
+# Tiny networks for the bf16 test: every section's field of these names takes the value (16 px synthetic frames).
+TINY_BF16 = {"encoder_scale": 1, "encoder_num_res_blocks": 1, "latent_action_dim": 16, "act_head_dim": 16}
+TINY_BF16 |= {"obs_head_dim": 16, "hidden_dim": 16}
+
+
 def test_every_stage_of_every_method_in_bf16_keeps_losses_probes_targets_and_labels_fp32(tmp_path, monkeypatch):
-    """Each stage function of each method script (scripts/device_bench's stages: tiny networks, synthetic frames),
-    2 updates with --precision=bf16 on the CPU, the autocast branch a GPU run takes: every logged loss and probe
-    loss, the LAM labels a latent BC trains on, and every network and EMA target a stage checkpoints are fp32."""
+    """Each stage function of each method script (scripts/device_bench's stages and LAPO's masked stage 1; tiny
+    networks on 16 px synthetic frames), 2-3 updates with --precision=bf16 on the CPU, the autocast branch a GPU
+    run takes: every logged loss and probe loss, the LAM labels a latent BC trains on, and every network and EMA
+    target a stage checkpoints are fp32."""
     import dataclasses
 
+    import h5py
+
     from scripts import device_bench as db
+    from scripts.benchmark import BenchConfig, write_synthetic
     from src.data import Shapes
     from src.run import start_run
     from src.stage import Stage
@@ -281,25 +338,37 @@ def test_every_stage_of_every_method_in_bf16_keeps_losses_probes_targets_and_lab
 
     monkeypatch.setattr(Stage, "log", watched_log)
     monkeypatch.setattr(Stage, "__init__", watched_init)
-    path = str(tmp_path / "frames.hdf5")
-    db.write_stage_data(path, 8, 2)
+    path, masks = str(tmp_path / "frames.hdf5"), str(tmp_path / "masks.hdf5")
+    write_synthetic(path, BenchConfig(num_trajectories=1, trajectory_length=2 * 8 + 10 + 1, img_hw=16))
+    with h5py.File(path, "r") as f, h5py.File(masks, "w") as m:  # true masks: everything foreground
+        m.attrs.update(source_file=path, method="true")
+        for k in f:
+            m[f"{k}/masks"] = np.full(f[k]["obs"].shape[:3], 255, np.uint8)
+    stages = db.STAGES | {
+        "lapo_mask/lam": db.StageSpec("train_lapo_mask", "train_lam", "lapo", "configs/lapo-mask.yaml")
+    }
     cpu = torch.device("cpu")
-    labels = []
-    for key, spec in db.STAGES.items():
+    labels, ran = [], []
+    for key, spec in stages.items():
         args = db.stage_args(key, spec, True, path, 8, 2)
-        if key == "laom_labels/lam":
-            args += ["--lapo.labeled_batch_size=2"]
+        args += ["--lapo.labeled_batch_size=2"] if key == "laom_labels/lam" else []
+        args += [f"--lapo.masks_path={masks}"] if key == "lapo_mask/lam" else []
         module, cfg = db.parse_stage_config(spec, args, cpu, str(tmp_path / key), precision="bf16", log_every=1)
+        for section in [getattr(cfg, f.name) for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(f.type)]:
+            for name, value in TINY_BF16.items():
+                if hasattr(section, name):
+                    setattr(section, name, value)
         run = dataclasses.replace(start_run(cfg), wandb=db.WindowLog(f"{spec.section}/step"))
         inputs = []
         if spec.frozen:
-            frozen = module.build_models(cfg, Shapes(6, 17, 64), spec.frozen)[spec.frozen].eval().requires_grad_(False)
+            frozen = module.build_models(cfg, Shapes(6, 17, 16), spec.frozen)[spec.frozen].eval().requires_grad_(False)
             if hasattr(frozen, "label"):
                 label = frozen.label
                 frozen.label = lambda *x, label=label, key=key: labels.append((key, label(*x).dtype)) or label(*x)
             inputs = [frozen]
         getattr(module, spec.function)(run, *inputs)
-    assert {name for name, _ in seen["objects"]} >= {"lapo", "bc", "decoder", "idm"}
+        ran.append(key)
+    assert ran == list(stages) and {name for name, _ in seen["objects"]} >= {"lapo", "bc", "decoder", "idm"}
     assert seen["logged"] and all(dtype == torch.float32 for *_, dtype in seen["logged"]), seen["logged"]
     assert {k for k, _ in labels} == {"lapo/latent_bc", "laom/latent_bc", "laom_labels/latent_bc"}
     assert all(dtype == torch.float32 for _, dtype in labels), labels
