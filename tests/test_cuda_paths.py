@@ -58,6 +58,7 @@ class _FakeCudaDevice:
 
     def __init__(self, monkeypatch, count: int):
         self.current = 0
+        monkeypatch.setattr(torch.version, "cuda", "12.4")  # a CUDA build of torch (src/run.py: check_device)
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
         monkeypatch.setattr(torch.cuda, "set_device", self.set_device)
