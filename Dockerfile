@@ -1,8 +1,9 @@
 # One image for the GPU box (and, with a CPU torch, for CI): Debian bookworm's Python 3.11, the pinned requirements,
 # MuJoCo rendering through EGL (the GPU's under the NVIDIA container toolkit, Mesa's on a CPU).
 #   docker build -t laom .                                   # a GPU box: torch's CUDA build from the standard index
-#   docker run --gpus all --rm -v "$PWD/data:/workspace/laom/data" -v "$PWD/runs:/workspace/laom/runs" laom \
-#       bash scripts/sweeps/laom_labels.sh
+#   docker run --gpus all --ipc=host --rm -v "$PWD/data:/workspace/laom/data" -v "$PWD/runs:/workspace/laom/runs" \
+#       laom bash scripts/sweeps/laom_labels.sh
+# --ipc=host: the host's /dev/shm (Docker's own is 64 MB, too small for NCCL with several GPUs in one container).
 # CI builds it with the CPU torch (scripts/docker/build_ci_image.sh): --build-arg TORCH_SPEC=torch==2.13.0+cpu
 # --build-arg TORCH_BUILD=cpu, FROM a base image it makes itself from Debian's packages under the same name.
 # The torch wheel brings its own CUDA libraries and the toolkit mounts the driver's (libcuda, libEGL_nvidia), so the
@@ -15,8 +16,10 @@ ARG TORCH_BUILD=cuda
 ARG DEBIAN_FRONTEND=noninteractive
 
 # Python 3.11 (bookworm's python3); EGL / GL: glvnd with Mesa's vendor (CPU rendering) beside the NVIDIA one below.
+# A C / C++ compiler and Python's headers: --compile builds its kernels at run time (Triton on a GPU, Inductor's C++
+# on a CPU).
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        python3 python3-venv \
+        python3 python3-venv python3-dev gcc g++ libc6-dev \
         libegl1 libegl-mesa0 libgl1 libglvnd0 libglx0 libgles2 libopengl0 \
         git ca-certificates \
     && rm -rf /var/lib/apt/lists/*

@@ -12,6 +12,7 @@ Two uses, one script:
 """
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Optional
 
 import pyrallis
@@ -24,8 +25,9 @@ from src.augs import Augmenter
 from src.compile import compile_networks
 from src.data import Shapes, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
+from src.memory import StageMemory, actor_memory
 from src.nn import Actor
-from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler
+from src.optim import autocast, bf16_on, infinite_epochs, make_optimizer, make_scheduler
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
 
@@ -75,8 +77,18 @@ def build_models(cfg: Config, shapes: Shapes) -> dict[str, nn.Module]:
     return {"actor": actor}
 
 
+def gpu_memory(cfg: Config, shapes: Shapes) -> StageMemory:
+    """What one update holds on the GPU beside the dataset (src/memory.py): the actor built on the meta device, run
+    at the batch size and precision. The frames go to the GPU only if they fit next to it."""
+    with torch.device("meta"):
+        actor = build_models(cfg, shapes)["actor"]
+    c = cfg.bc
+    return actor_memory(actor, c.batch_size, c.frame_stack, shapes.img_hw, bf16_on(torch.device("cuda")))
+
+
 def train_bc(run: Run) -> Actor:
     cfg, c = run.cfg, run.cfg.bc
+    networks = partial(gpu_memory, cfg)  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         run.device,
@@ -85,6 +97,7 @@ def train_bc(run: Run) -> Actor:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
+        networks=networks,
     )
     valid = data.valid_indices(0)
     actor = build_models(cfg, data.shapes)["actor"].to(run.device)

@@ -21,6 +21,7 @@ One LAM and latent BC serve every label budget: reuse them with `--lapo.checkpoi
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Optional
 
 import pyrallis
@@ -34,8 +35,9 @@ from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
+from src.memory import StageMemory, actor_memory, decoder_memory, meta_batch, stage_memory
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
-from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler, soft_update
+from src.optim import autocast, bf16_on, infinite_epochs, make_optimizer, make_scheduler, soft_update
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
@@ -209,6 +211,33 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
     return {name: builders[name]() for name in names or builders}
 
 
+def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
+    """What one update of `stage` holds on the GPU beside its datasets (src/memory.py): its networks built on the
+    meta device, run at its batch size and precision. The frames go to the GPU only if they fit next to it."""
+    bf16 = bf16_on(torch.device("cuda"))
+    hw, b, d = shapes.img_hw, cfg.bc, cfg.decoder
+    if stage == "lapo":
+        c = cfg.lapo
+        with torch.device("meta"):
+            m = build_models(cfg, shapes, "lam", "probes")
+        lam, obs = m["lam"], meta_batch(c.batch_size, 3 * c.frame_stack, hw, hw)  # o_t, o_{t+k}, o_{t+1} alike
+
+        def step() -> None:
+            z, e_t = lam.latent_action(obs, obs)
+            lam.predict_next(e_t, z)
+            with torch.no_grad():
+                lam.encode(obs, lam.encoder)  # the EMA target encoder's embedding of o_{t+1}
+
+        return stage_memory(step, [lam, m["probes"]], [obs] * 3, bf16, held=[lam.encoder])
+    if stage == "bc":
+        with torch.device("meta"):
+            m = build_models(cfg, shapes, "lam", "actor", "debug_head")
+        return actor_memory(m["actor"], b.batch_size, b.frame_stack, hw, bf16, m["lam"].label, m["debug_head"])
+    with torch.device("meta"):
+        m = build_models(cfg, shapes, "actor", "decoder")
+    return decoder_memory(m["actor"], m["decoder"], d.batch_size, b.frame_stack, hw, bf16)
+
+
 # ---------------------------------------------------------------- stage 1: latent action model
 
 
@@ -262,6 +291,7 @@ def eval_action_probe_mse(lam: LAOM, probes: Probes, data: TrajectoryData, c: LA
 
 def train_lam(run: Run) -> LAOM:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
+    networks = partial(gpu_memory, cfg, stage="lapo")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
@@ -269,6 +299,7 @@ def train_lam(run: Run) -> LAOM:
         min_offset=c.future_obs_offset,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
+        networks=networks,
     )
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
     models = build_models(cfg, data.shapes, "lam", "probes")
@@ -336,7 +367,12 @@ def train_lam(run: Run) -> LAOM:
         eval_data = None
         if c.eval_data_path:
             eval_data = load_dataset(
-                c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
+                c.eval_data_path,
+                device,
+                c.frame_stack,
+                load_states=False,
+                frames_device=cfg.frames_device,
+                networks=networks,
             )
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
@@ -357,6 +393,7 @@ def train_lam(run: Run) -> LAOM:
 
 def train_latent_bc(run: Run, lam: LAOM) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
+    networks = partial(gpu_memory, cfg, stage="bc")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
@@ -365,6 +402,7 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
+        networks=networks,
     )
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     models = build_models(cfg, data.shapes, "actor", "debug_head")
@@ -422,6 +460,7 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
+    networks = partial(gpu_memory, cfg, stage="decoder")  # the GPU memory of this stage's networks, beside its data
     frame_stack = cfg.bc.frame_stack
     reference = load_dataset(
         cfg.bc.data_path,
@@ -431,6 +470,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         load_states=False,
         max_trajectories=cfg.bc.max_trajectories,
         frames_device=cfg.frames_device,
+        networks=networks,
     )  # cached
     data = load_dataset(
         c.data_path,
@@ -440,6 +480,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
+        networks=networks,
     )
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input

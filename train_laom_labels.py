@@ -19,6 +19,7 @@ The labels reshape the latent space so that it keeps the action and ignores the 
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Optional
 
 import pyrallis
@@ -40,8 +41,9 @@ from src.data import (
 )
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
+from src.memory import StageMemory, actor_memory, decoder_memory, meta_batch, stage_memory
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
-from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler, soft_update
+from src.optim import autocast, bf16_on, infinite_epochs, make_optimizer, make_scheduler, soft_update
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
@@ -222,6 +224,36 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
     return {name: builders[name]() for name in names or builders}
 
 
+def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
+    """What one update of `stage` holds on the GPU beside its datasets (src/memory.py): its networks built on the
+    meta device, run at its batch size and precision. The frames go to the GPU only if they fit next to it."""
+    bf16 = bf16_on(torch.device("cuda"))
+    hw, b, d = shapes.img_hw, cfg.bc, cfg.decoder
+    if stage == "lapo":
+        c = cfg.lapo
+        with torch.device("meta"):
+            m = build_models(cfg, shapes, "lam", "probes")
+        lam, n = m["lam"], c.batch_size + c.labeled_batch_size  # unlabeled and labeled pairs as one batch
+        obs, pairs = meta_batch(c.batch_size, 3 * c.frame_stack, hw, hw), meta_batch(n, 3 * c.frame_stack, hw, hw)
+
+        def step() -> None:
+            z_all, e_t_all = lam.latent_action(pairs, pairs)
+            lam.predict_next(e_t_all[: c.batch_size], z_all[: c.batch_size])
+            lam.action_head(z_all[c.batch_size :])
+            with torch.no_grad():
+                lam.encode(obs, lam.encoder)  # the target encoder's embedding of o_{t+1}
+
+        held = [lam.encoder] if c.use_ema_target else []
+        return stage_memory(step, [lam, m["probes"]], [obs, pairs, pairs], bf16, held=held)
+    if stage == "bc":
+        with torch.device("meta"):
+            m = build_models(cfg, shapes, "lam", "actor", "debug_head")
+        return actor_memory(m["actor"], b.batch_size, b.frame_stack, hw, bf16, m["lam"].label, m["debug_head"])
+    with torch.device("meta"):
+        m = build_models(cfg, shapes, "actor", "decoder")
+    return decoder_memory(m["actor"], m["decoder"], d.batch_size, b.frame_stack, hw, bf16)
+
+
 # ---------------------------------------------------------------- stage 1: latent action model
 
 
@@ -283,6 +315,7 @@ def eval_action_mse(lam: LAOMLabels, data: TrajectoryData, c: LAOMLabelsConfig, 
 
 def train_lam(run: Run) -> LAOMLabels:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
+    networks = partial(gpu_memory, cfg, stage="lapo")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
@@ -290,6 +323,7 @@ def train_lam(run: Run) -> LAOMLabels:
         min_offset=c.future_obs_offset,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
+        networks=networks,
     )
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
     labeled = load_dataset(
@@ -299,6 +333,7 @@ def train_lam(run: Run) -> LAOMLabels:
         min_offset=c.future_obs_offset,
         load_states=False,
         frames_device=cfg.frames_device,
+        networks=networks,
     )
     check_compatible(data, labeled, "labeled")
     labeled_valid = labeled.valid_indices(c.future_obs_offset)
@@ -308,7 +343,12 @@ def train_lam(run: Run) -> LAOMLabels:
     eval_data = None
     if c.eval_data_path:
         eval_data = load_dataset(
-            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
+            c.eval_data_path,
+            device,
+            c.frame_stack,
+            load_states=False,
+            frames_device=cfg.frames_device,
+            networks=networks,
         )
         check_compatible(data, eval_data, "evaluation")
 
@@ -412,6 +452,7 @@ def train_lam(run: Run) -> LAOMLabels:
 
 def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
+    networks = partial(gpu_memory, cfg, stage="bc")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
@@ -420,6 +461,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
+        networks=networks,
     )
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     models = build_models(cfg, data.shapes, "actor", "debug_head")
@@ -477,6 +519,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
+    networks = partial(gpu_memory, cfg, stage="decoder")  # the GPU memory of this stage's networks, beside its data
     frame_stack = cfg.bc.frame_stack
     reference = load_dataset(
         cfg.bc.data_path,
@@ -486,6 +529,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         load_states=False,
         max_trajectories=cfg.bc.max_trajectories,
         frames_device=cfg.frames_device,
+        networks=networks,
     )  # cached
     data = load_dataset(
         c.data_path,
@@ -495,6 +539,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
+        networks=networks,
     )
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input

@@ -11,7 +11,8 @@ Every stage is the method script's own stage function (train_<method>.<stage>), 
 released layout (64 px, frame stack 3) at the config of configs/<method>.yaml, bf16 autocast on CUDA as in the paper:
   updates/s, samples/s  median over timed windows of `window_updates` updates after one warm-up window (which holds
                         cudnn autotuning, or compilation for the compiled rows); the script's own logging cadence
-                        (log_every = window_updates) marks the windows
+                        (log_every = window_updates) marks the windows; samples count every sample of an update
+                        (LAOM + supervision's stage 1: 512 unlabeled + 128 labeled)
   peak memory           torch.cuda.max_memory_allocated over the stage
   FLOPs / update        torch.utils.flop_counter.FlopCounterMode (PyTorch's counter: matmuls and convolutions,
                         forward and backward) around the stage, the difference between two logged updates; counted
@@ -19,7 +20,8 @@ released layout (64 px, frame stack 3) at the config of configs/<method>.yaml, b
   MFU                   FLOPs / update x updates/s / the device's dense bf16 peak
 Stages given a frozen network (latent BC its LAM, the decoder its actor, IDM's BC its IDM) get one freshly built
 at the config: the cost of an update does not depend on its weights. Each stage runs eager and, for COMPILE_STAGES,
-with --compile=true (src/compile.py) while time_budget_s allows.
+with --compile=true (src/compile.py) while time_budget_s allows; a compiled row that fails (no C compiler for
+Inductor, a Triton error) is recorded as failed with its one-line reason and the rest of the script goes on.
 
 Data path: LAOM's stage-1 batches (512, offsets 1..10) as uint8 on the device, this project's (frames on the GPU,
 batched indexing: src.data) next to the release's (a per-sample Dataset + DataLoader), scripts.benchmark's rows.
@@ -55,11 +57,15 @@ from src.files import write_json
 from src.run import get_device, start_run
 
 # Dense bf16 peak, TFLOPS (no sparsity), by a part of torch.cuda.get_device_name: (contains, excludes, peak).
-# The first row that matches wins; a name matching none asks for --peak_tflops.
+# The first row that matches wins (the specific names first: "H200 NVL" holds "H200", "GH200" holds "H200"); a name
+# matching none asks for --peak_tflops. NVIDIA's datasheets give the sparse figure, twice these.
 PEAK_BF16_TFLOPS = [
-    ("H200", (), 989.0),  # the H100 SXM chip with more memory
-    ("H100", ("PCIe", "NVL"), 989.0),  # H100 SXM ("NVIDIA H100 80GB HBM3")
-    ("H100 PCIe", (), 756.0),
+    ("H200 NVL", (), 835.0),  # "NVIDIA H200 NVL": PCIe card, lower clocks and power than the SXM H200
+    ("H100 NVL", (), 835.0),  # "NVIDIA H100 NVL"
+    ("H100 PCIe", (), 756.0),  # "NVIDIA H100 PCIe"
+    ("GH200", (), 989.0),  # "NVIDIA GH200 480GB": the H100 SXM chip (or H200's) beside a Grace CPU
+    ("H200", (), 989.0),  # "NVIDIA H200": the H100 SXM chip with more memory
+    ("H100", (), 989.0),  # H100 SXM: "NVIDIA H100 80GB HBM3"
     ("A100", (), 312.0),
 ]
 
@@ -274,6 +280,15 @@ def time_stage(
     return float(statistics.median(gaps)), memory, log.times[0] - start
 
 
+def samples_per_update(key: str, batch: int, device: torch.device) -> int:
+    """Samples one update of a stage holds at unlabeled batch `batch`: LAOM + supervision's stage 1 adds its
+    labeled batch (128 per 512: 640 at the paper's config), scaled as run_stage scales it."""
+    if key != "laom_labels/lam":
+        return batch
+    c = parse_stage_config(STAGES[key], [], device, "unused")[1].lapo
+    return batch + batch * c.labeled_batch_size // c.batch_size
+
+
 def write_stage_data(path: str, batch: int, updates: int, offset: int = 10, steps: int = 1000) -> None:
     """Synthetic frames (released layout, 64 px) for `updates` stage-1 updates of `batch` samples: whole
     trajectories of at most `steps` steps."""
@@ -376,10 +391,11 @@ def main(cfg: DeviceBenchConfig) -> dict:
         spu, memory, warmup = time_stage(key, timing_path, device, tiny, batch, window, cfg.windows, compiled)
         mfu = row["flops_per_update"] / spu / (peak * 1e12) if peak else None
         mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
-        row[mode] = {"updates_per_s": 1 / spu, "samples_per_s": row["batch"] / spu, "peak_memory_gib": memory}
+        row[mode] = {"updates_per_s": 1 / spu, "samples_per_s": row["samples_per_update"] / spu}
+        row[mode] |= {"peak_memory_gib": memory}
         row[mode] |= {"mfu": mfu, "warmup_window_s": warmup}
         print(f"{key:<24} {row['batch']:>5} {row['gflop_per_update']:>11.1f} {mode:>8} {1 / spu:>8.2f} "
-              f"{row['batch'] / spu:>10.1f} {fmt(memory, '.2f'):>8} {mfu_text:>6} {warmup:>9.1f}",
+              f"{row['samples_per_update'] / spu:>10.1f} {fmt(memory, '.2f'):>8} {mfu_text:>6} {warmup:>9.1f}",
               flush=True)  # fmt: skip
         write_json(Path(cfg.out), out)
 
@@ -393,6 +409,7 @@ def main(cfg: DeviceBenchConfig) -> dict:
             write_stage_data(flops_path, fb, 2)
         flops, _ = count_flops(key, flops_path, device, tiny, fb)
         row = stages[key] = {"batch": stage_batch, "flops_per_update": flops * stage_batch / fb, "flops_batch": fb}
+        row["samples_per_update"] = samples_per_update(key, stage_batch, device)
         row["gflop_per_update"] = row["flops_per_update"] / 1e9
         if cfg.only_flops:
             print(f"{key:<24} {stage_batch:>5} {row['gflop_per_update']:>11.1f}", flush=True)
@@ -418,7 +435,13 @@ def main(cfg: DeviceBenchConfig) -> dict:
                 stages[key]["compiled"] = f"skipped: past time_budget_s={cfg.time_budget_s:g}"
                 print(f"{key:<24} compiled: skipped (past time_budget_s={cfg.time_budget_s:g})")
             else:
-                measure(key, True)
+                try:
+                    measure(key, True)
+                except Exception as e:  # e.g. no C compiler for Triton / Inductor: the row says so, the rest goes on
+                    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                    stages[key]["compiled"] = f"failed: {type(e).__name__}: {reason}"
+                    print(f"{key:<24} compiled: failed ({type(e).__name__}: {reason})", flush=True)
+                    write_json(Path(cfg.out), out)
     tmp.cleanup()
 
     proj_peak = peak or cfg.projection_peak_tflops

@@ -38,11 +38,15 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restores rng_state(); the torch states must be CPU ByteTensors (the setters take nothing else). CUDA states
+    are restored for the devices visible now: a run resumed with fewer GPUs than saved restores the first ones, one
+    with more leaves the others as seeded."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for i, saved in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(saved, i)
 
 
 class CheckpointError(UserError, ValueError):
@@ -72,7 +76,7 @@ def restore_stage(
     if load_from:
         given = f"--{stage}.checkpoint_path={load_from}"
         todo = f"give a finished {Path(path).name} of this stage, or leave {given.split('=')[0]} out to train it here"
-        state = _read(Path(load_from), device, f"the {stage} checkpoint given with {given}", todo)
+        state = _read(Path(load_from), f"the {stage} checkpoint given with {given}", todo)
         if state is None:
             raise CheckpointError(f"{load_from}: not found (the {stage} checkpoint given with {given}); {todo}")
         if not state.get("done", False):
@@ -83,7 +87,7 @@ def restore_stage(
         _load(Path(load_from), state, modules, f"the {stage} checkpoint given with {given}", todo, config)
         return state["step"], True
     todo = f"remove it and run the same command: the {stage} stage is trained again, from the stages before it"
-    state = _read(Path(path), device, f"the run's {stage} stage checkpoint", todo)
+    state = _read(Path(path), f"the run's {stage} stage checkpoint", todo)
     if state is None:
         return 0, False
     _load(Path(path), state, objects, f"the run's {stage} stage checkpoint", todo, config)
@@ -92,11 +96,11 @@ def restore_stage(
     return state["step"], state["done"]
 
 
-def _read(path: Path, device, what: str, todo: str) -> dict | None:
+def _read(path: Path, what: str, todo: str) -> dict | None:
     """load_checkpoint, with a file that cannot be read (truncated, damaged, not a stage checkpoint) a
     CheckpointError."""
     try:
-        state = load_checkpoint(path, device)
+        state = load_checkpoint(path, "cpu")
     except Exception as e:  # torch.load of a cut or damaged file: OSError, RuntimeError, EOFError, UnpicklingError
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: {what} cannot be read, it is truncated or damaged ({reason}); {todo}") from e

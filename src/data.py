@@ -4,11 +4,12 @@ Layout (docs/FAITHFULNESS.md, "data"): root groups "0", "1", ... each with `obs`
 `actions` float32 [T, A], `states` float32 [T, S] and attribute `traj_return`; root attributes describe the
 environment. Frames are stored ONCE, as single uint8 frames of all trajectories concatenated, channels first
 ([N, 3, H, W], so that a gathered stack [B, k, 3, H, W] is a [B, 3k, H, W] observation without a copy),
-on the GPU when they fit and in pinned host memory otherwise. A batch is a set of global frame indices;
-frame stacks (oldest first, padded with the first frame of the trajectory) and future observations are
-gathered with one indexing operation each, never with a per-sample `__getitem__` + collate.
+on the GPU when they fit and in host memory otherwise (batches then reach the GPU through pinned buffers). A batch
+is a set of global frame indices; frame stacks (oldest first, padded with the first frame of the trajectory) and
+future observations are gathered with one indexing operation each, never with a per-sample `__getitem__` + collate.
 """
 
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from src import dist
 from src.errors import ConfigError, DatasetError, MissingFileError, check_hdf5_file, warn
+from src.memory import StageMemory
 
 # Root attributes the methods need to rebuild the evaluation environment and to check shapes.
 REQUIRED_ROOT_ATTRS = ("domain_name", "task_name", "difficulty", "dynamic", "img_hw")
@@ -42,11 +44,47 @@ def _trajectory_keys(f: h5py.File, path: str) -> list[str]:
     return sorted(keys, key=int)
 
 
+def _pinned_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(numel, dtype=dtype, pin_memory=True)
+
+
+class PinnedStaging:
+    """Host -> GPU copies that do not block the host: each batch tensor is written into one of two pinned buffers of
+    its kind ("frames", "index", "masks", ...) and copied with non_blocking=True, so the host gathers the next batch
+    while the GPU copies and trains on this one. A buffer is written again only after its previous copy finished
+    (a CUDA event recorded on the current stream: the run's device is current, src.run.start_run); a larger batch
+    regrows it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.buffers: dict[str, list] = {}  # kind -> [[buffer, event], [buffer, event]]
+        self.next: dict[str, int] = {}  # kind -> the slot to use next
+
+    def copy(self, kind: str, shape: tuple, dtype: torch.dtype, fill: Callable[[torch.Tensor], None]) -> torch.Tensor:
+        """fill(out) writes the host tensor into `out` (pinned, `shape`); returns it on the device."""
+        slots = self.buffers.setdefault(kind, [[None, None], [None, None]])
+        slot = self.next.get(kind, 0)
+        self.next[kind] = 1 - slot
+        buf, event = slots[slot]
+        if event is not None:
+            event.synchronize()  # the copy that last read this buffer
+        n = math.prod(shape)
+        if buf is None or buf.numel() < n or buf.dtype != dtype:
+            buf = _pinned_empty(n, dtype)
+        view = buf[:n].view(shape)
+        fill(view)
+        out = view.to(self.device, non_blocking=True, copy=True)
+        event = torch.cuda.Event()
+        event.record()
+        slots[slot] = [buf, event]
+        return out
+
+
 @dataclass
 class TrajectoryData:
     """All trajectories of one HDF5 file, concatenated along time.
 
-    frames: uint8 [N, 3, H, W] on `frames_device` (GPU, or pinned / plain host memory), read from the file on
+    frames: uint8 [N, 3, H, W] on `frames_device` (GPU, or host memory), read from the file on
         first use: a stage that is skipped (its checkpoint reused) never reads the frames;
     actions: float32 [N, A] and states: float32 [N, S] on `device` (None when not loaded);
     start_of: int64 [N], the global index of the first frame of each frame's trajectory (on the index device);
@@ -66,9 +104,8 @@ class TrajectoryData:
     attrs: dict
     device: torch.device
     keys: list[str] = field(default_factory=list)
-    _pinned: list = field(default_factory=list, repr=False)
-    _events: list = field(default_factory=list, repr=False)
-    _next_buffer: int = field(default=0, repr=False)
+    staging: "PinnedStaging | None" = field(default=None, repr=False)  # host frames, CUDA compute: the copies
+    planned_bytes: int = 0  # what the frames (and masks) will take on frames_device once read
     _frames: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -116,29 +153,22 @@ class TrajectoryData:
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
         """frames[idx] for idx of any shape, delivered on `device`: uint8 [*idx.shape, 3, H, W]."""
-        if self.frames.device == self.device or not self.frames.is_pinned():
+        shape = (*idx.shape, *self.frames.shape[1:])
+        if self.staging is None:
             flat = torch.index_select(self.frames, 0, idx.reshape(-1))  # faster than frames[idx] on CPU
-            return flat.view(*idx.shape, *self.frames.shape[1:]).to(self.device)
-        # Host frames, GPU compute: gather into one of two pinned buffers and copy asynchronously; a buffer is
-        # reused only after its previous copy has finished.
-        flat = idx.reshape(-1)
-        n = flat.numel()
-        slot = self._next_buffer
-        self._next_buffer = 1 - slot
-        if len(self._pinned) < 2:
-            self._pinned = [None, None]
-            self._events = [None, None]
-        buf = self._pinned[slot]
-        if buf is None or buf.shape[0] < n:
-            buf = torch.empty((n, *self.frames.shape[1:]), dtype=torch.uint8, pin_memory=True)
-            self._pinned[slot] = buf
-        if self._events[slot] is not None:
-            self._events[slot].synchronize()
-        torch.index_select(self.frames, 0, flat, out=buf[:n])
-        out = buf[:n].to(self.device, non_blocking=True)
-        self._events[slot] = torch.cuda.Event()
-        self._events[slot].record()
-        return out.reshape(*idx.shape, *self.frames.shape[1:])
+            return flat.view(shape).to(self.device)
+        # Host frames, GPU compute: gathered straight into a pinned buffer, copied asynchronously.
+        return self.staging.copy("frames", shape, torch.uint8, lambda out: self._gather_into(idx, out))
+
+    def _gather_into(self, idx: torch.Tensor, out: torch.Tensor) -> None:
+        torch.index_select(self.frames, 0, idx.reshape(-1), out=out.view(-1, *self.frames.shape[1:]))
+
+    def to_device(self, t: torch.Tensor, kind: str) -> torch.Tensor:
+        """A host tensor of a batch (indices, offsets) on `device`: through a pinned buffer of its kind when the
+        frames are staged (a copy from pageable memory would block the host), else as it is or by .to."""
+        if self.staging is None:
+            return t.to(self.device, non_blocking=True)
+        return self.staging.copy(kind, t.shape, t.dtype, lambda out: out.copy_(t))
 
     def stack_indices(self, idx: torch.Tensor, frame_stack: int, extra: int = 0) -> torch.Tensor:
         """[B] -> [B, frame_stack + extra]: indices idx - k + 1 .. idx + extra, the past ones clamped to the
@@ -167,8 +197,8 @@ class TrajectoryData:
         if future_offset > 0:
             k = torch.randint(1, future_offset + 1, idx.shape, device=idx.device)
             out["future_obs"] = self.obs(idx + k, frame_stack)
-            out["offsets"] = k.to(self.device)
-        dev_idx = idx.to(self.device, non_blocking=True)
+            out["offsets"] = self.to_device(k, "offsets")
+        dev_idx = self.to_device(idx, "index")
         if self.actions is not None:
             out["actions"] = self.actions[dev_idx]
         if self.states is not None:
@@ -286,19 +316,44 @@ def _plain(v):
     return v
 
 
-def _choose_frames_device(nbytes: int, device: torch.device, frames_device: str) -> tuple[torch.device, bool]:
-    """(device for the frames, pin host memory?). 'auto' puts them on the GPU when they fit with headroom."""
-    if frames_device == "auto":
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            headroom = 16 * 2**30  # activations, models and optimizer states of the paper's configs
-            if nbytes < free - headroom:
-                return device, False
-            return torch.device("cpu"), True
-        return torch.device("cpu"), False
-    if frames_device == "pinned":
-        return torch.device("cpu"), device.type == "cuda"
-    return torch.device(frames_device), False
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _choose_frames_device(
+    nbytes: int,
+    device: torch.device,
+    frames_device: str,
+    path: str = "",
+    labels: int = 0,
+    networks: Callable[[], StageMemory] | None = None,
+) -> torch.device:
+    """Where the frames go. 'auto' on CUDA: the GPU when this stage's datasets fit there together (nbytes: these
+    frames and what is kept per frame beside them, e.g. masks; labels: the actions / states, always on the GPU;
+    plus the datasets opened before it and not yet read, which were given GPU memory already) next to the stage's
+    networks (networks(): weights, gradients, Adam states and activations of one update at the stage's batch and
+    precision, estimated on the meta device by src/memory.py), counted after PyTorch's cache is emptied (an earlier
+    stage's freed memory is free again); host memory otherwise. The decision is said in one line. 'pinned' / 'cpu':
+    host memory; batches reach a GPU through pinned buffers (PinnedStaging). Any other value is a device."""
+    if frames_device == "auto" and device.type == "cuda":
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(device)
+        pending = sum(d.planned_bytes for d in _CACHE.values() if d.frames_device == device and d._frames is None)
+        model = networks().total if networks is not None else 0
+        fits = nbytes + labels + pending + model <= free
+        chosen = device if fits else torch.device("cpu")
+        if dist.is_main():
+            where = f"on {device}" if fits else "in host memory (they do not fit on the GPU)"
+            before = f"; datasets of this stage on it, not yet read: {_gib(pending)}" if pending else ""
+            counted = f"~{_gib(model)}" if networks is not None else "not counted"
+            tqdm.write(
+                f"{path}: frames {_gib(nbytes)} {where} (free {_gib(free)}{before}; model + activations "
+                f"{counted}; --frames_device overrides)"
+            )
+        return chosen
+    if frames_device in ("auto", "pinned"):
+        return torch.device("cpu")
+    return torch.device(frames_device)
 
 
 _CACHE: dict[tuple, "TrajectoryData"] = {}
@@ -314,11 +369,17 @@ def load_dataset(
     max_trajectories: int | None = None,
     frames_device: str = "auto",
     desc: str | None = None,
+    with_masks: bool = False,
+    networks: Callable[[Shapes], StageMemory] | None = None,
 ) -> TrajectoryData:
     """Reads a dataset file into one TrajectoryData (frames on first use), or returns the one already read by
     this process.
 
-    frames_device: "auto" (GPU if the frames fit, else pinned host memory), "cpu", "pinned", or a device name.
+    frames_device: "auto" (GPU if the frames fit, else host memory: _choose_frames_device), "cpu", "pinned" (host
+    memory; on CUDA both send batches through pinned buffers), or a device name.
+    with_masks: the stage keeps a foreground mask per frame where the frames are (load_masks): counted with them.
+    networks: the GPU memory of the stage's networks given this dataset's shapes (src/memory.py), counted beside
+    the frames when frames_device is "auto" on CUDA; the same for every dataset a stage opens.
     Every trajectory must hold at least frame_stack + min_offset steps (the largest offset the caller samples).
     A file is read once per process (stages that share a path share its frames): a later call with the same
     path, device and trajectory limit reuses the first, provided it loaded at least the arrays now asked for.
@@ -365,6 +426,7 @@ def load_dataset(
         if first.ndim != 4 or first.shape[-1] != 3 or first.dtype != np.uint8:
             raise DatasetError(f"{path}: 'obs' must be uint8 [T, H, W, 3], got {first.dtype} {first.shape}")
         hw = first.shape[1:]
+        act_dim = f[keys[0]]["actions"].shape[1] if "actions" in f[keys[0]] else 0
         if hw[0] != int(attrs["img_hw"]):
             raise DatasetError(f"{path}: frames are {hw[0]} px but root attribute img_hw is {attrs['img_hw']}")
         for k in keys[1:]:
@@ -379,10 +441,14 @@ def load_dataset(
                 raise DatasetError(f"{path}: group '{k}' '{name}'[{t}, {j}] is {a[t, j]}; expected finite numbers")
     total = int(sum(lens))
     chw = (3, hw[0], hw[1])
-    fdev, pin = _choose_frames_device(total * int(np.prod(hw)), device, frames_device)
+    frame_bytes = total * int(np.prod(hw)) * (4 if with_masks else 3) // 3  # a mask is a third of a frame
+    labels = sum(a.nbytes for a in (actions or []) + (states or []))
+    shapes = Shapes(act_dim, states[0].shape[1] if states else None, hw[0])
+    estimate = (lambda: networks(shapes)) if networks is not None else None
+    fdev = _choose_frames_device(frame_bytes, device, frames_device, path, labels, estimate)
 
     def read_frames() -> torch.Tensor:
-        frames = torch.empty((total, *chw), dtype=torch.uint8, pin_memory=pin, device=fdev)
+        frames = torch.empty((total, *chw), dtype=torch.uint8, device=fdev)
         staging = torch.empty((max(lens), *hw), dtype=torch.uint8, pin_memory=fdev.type == "cuda")
         start = 0
         with h5py.File(path, "r") as f:
@@ -410,6 +476,8 @@ def load_dataset(
         attrs=attrs,
         device=device,
         keys=keys,
+        staging=PinnedStaging(device) if fdev.type == "cpu" and device.type == "cuda" else None,
+        planned_bytes=frame_bytes,
     )
     _CACHE[key] = data
     return data
@@ -483,5 +551,9 @@ def stacked_masks(masks: torch.Tensor, data: TrajectoryData, idx: torch.Tensor, 
     """The masks of the stacked observation at global indices idx, on `data.device`: uint8 [B, k, H, W], mask j
     belonging to frame j (oldest first, padded like TrajectoryData.obs), i.e. to channels 3j .. 3j+2."""
     stack = data.stack_indices(idx, frame_stack)  # [B, k]
+    shape = (*stack.shape, *masks.shape[2:])
+    if data.staging is not None:  # host masks: through a pinned buffer, as the frames
+        fill = lambda out: torch.index_select(masks, 0, stack.reshape(-1), out=out.view(-1, *masks.shape[1:]))  # noqa: E731
+        return data.staging.copy("masks", shape, torch.uint8, fill)
     flat = torch.index_select(masks, 0, stack.reshape(-1))  # [B * k, 1, H, W]
-    return flat.view(*stack.shape, *masks.shape[2:]).to(data.device)
+    return flat.view(shape).to(data.device)

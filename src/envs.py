@@ -213,6 +213,13 @@ def env_kwargs_from_attrs(
     return kwargs
 
 
+def egl_vendor() -> str:
+    """The vendor of the EGL display MuJoCo renders with ("NVIDIA", or "Mesa Project" for software rendering)."""
+    from dm_control._render.pyopengl import egl_ext, egl_renderer
+
+    return egl_ext.eglQueryString(egl_renderer.EGL_DISPLAY, egl_ext.EGL_VENDOR).decode()
+
+
 def _make_thunk(env_kwargs: dict, seed: int):
     return lambda: make_env(**env_kwargs, seed=seed)
 

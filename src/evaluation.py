@@ -1,5 +1,7 @@
 """Evaluation rollouts in the (vectorized) DCS environment and normalised scores (paper, Table 3)."""
 
+import ctypes
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -127,6 +129,7 @@ def _rollouts(
     """The returns of the given episodes (episode i seeded with seed + i), num_envs at a time."""
     from src.envs import make_vec_env
 
+    _note_software_rendering(device)
     num_envs = max(1, min(num_envs, len(episodes)))
     envs = make_vec_env(env_kwargs, num_envs=num_envs, seed=seed, asynchronous=num_envs > 1)
     returns = []
@@ -151,3 +154,51 @@ def _rollouts(
     finally:
         envs.close()
     return returns
+
+
+def egl_device_id(device_index: int, visible: str | None) -> int:
+    """The EGL device of CUDA device `device_index` of this process: EGL ignores CUDA_VISIBLE_DEVICES (`visible`),
+    so cuda:i is its i-th entry where that is a plain index list, i otherwise (the driver lists EGL devices in the
+    order nvidia-smi shows)."""
+    entries = [e.strip() for e in (visible or "").split(",") if e.strip()]
+    if device_index < len(entries) and all(e.isdigit() for e in entries):
+        return int(entries[device_index])
+    return device_index
+
+
+def render_on(device_index: int) -> None:
+    """Makes this process and the evaluation workers it spawns render on the GPU it trains on (MUJOCO_EGL_DEVICE_ID,
+    read by dm_control when it is imported: called by src.run.start_run before anything renders); a
+    MUJOCO_EGL_DEVICE_ID set by the user is kept. Without the NVIDIA EGL library EGL has only Mesa's one device
+    and nothing is set (an index beyond it would stop dm_control)."""
+    if os.environ.get("MUJOCO_GL", "egl") == "egl" and _nvidia_egl():
+        egl = egl_device_id(device_index, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", str(egl))
+
+
+def _nvidia_egl() -> bool:
+    """Whether the NVIDIA EGL library (mounted by the container toolkit, installed with the driver) can be loaded."""
+    try:
+        ctypes.CDLL("libEGL_nvidia.so.0")
+    except OSError:
+        return False
+    return True
+
+
+_noted: list[str] = []  # the software-rendering note, once per process
+
+
+def _note_software_rendering(device: torch.device) -> None:
+    """One line when a run that trains on CUDA renders with Mesa (no NVIDIA EGL library: outside the NVIDIA
+    container toolkit, or without `NVIDIA_DRIVER_CAPABILITIES` graphics): evaluation is then CPU-bound."""
+    if device.type != "cuda" or _noted or os.environ.get("MUJOCO_GL", "egl") != "egl":
+        return
+    from src.envs import egl_vendor
+
+    vendor = egl_vendor()
+    if "NVIDIA" not in vendor:
+        _noted.append(vendor)
+        tqdm.write(
+            f"note: rendering on the CPU ({vendor} EGL, not the GPU's): the NVIDIA EGL library (libEGL_nvidia) is "
+            "not installed or not registered with glvnd; evaluation episodes are slower (docs/DOCKER.md)"
+        )

@@ -30,13 +30,15 @@ def setup_backends(device: torch.device, precision: str = "auto") -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def bf16_on(device: torch.device) -> bool:
+    """Whether autocast(device) trains in bf16 (see setup_backends)."""
+    return device.type == "cuda" if _precision["bf16"] is None else _precision["bf16"]
+
+
 def autocast(device: torch.device):
     """bf16 autocast for training steps (see setup_backends). Stage-2 LAM labels and evaluation rollouts never run
     under it (fp32, as released)."""
-    bf16 = _precision["bf16"]
-    if bf16 is None:
-        bf16 = device.type == "cuda"
-    if bf16:
+    if bf16_on(device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

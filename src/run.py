@@ -18,6 +18,7 @@ import torch
 from src import dist
 from src.data import check_data_file
 from src.errors import ConfigError, UserError, user_errors
+from src.evaluation import render_on
 from src.files import json_default, replace_or_explain, write_json
 from src.optim import setup_backends
 
@@ -32,7 +33,7 @@ class RunConfig:
     run_dir: Optional[str] = None  # where checkpoints, config and results.json go; default runs/<name>-seed<seed>
     seed: int = 0  # global seed (data order, initialisation, augmentations)
     device: str = "auto"  # "auto" (cuda if available), "cuda", "cpu"
-    frames_device: str = "auto"  # where frames live: "auto" (GPU if they fit, else pinned host), "cpu", "pinned"
+    frames_device: str = "auto"  # where frames live: "auto" (GPU if they fit, else host memory), "cpu", "pinned"
     wandb_mode: str = "offline"  # online / offline / disabled
     log_every: int = 100  # updates between logged metrics (the only host syncs of a training loop)
     checkpoint_every: int = 2000  # updates between resumable stage checkpoints
@@ -241,12 +242,18 @@ class Run:
 def start_run(cfg: RunConfig) -> Run:
     """Device and precision, seeds, the run directory (checked and locked), wandb and results.json.
 
+    On CUDA the run's GPU becomes the current device and the one evaluation renders on (MUJOCO_EGL_DEVICE_ID).
     Launched by torchrun (src/dist.py): joins the process group, device cuda:<local rank> (or the CPU), seed
     seed + rank (each rank its own data order and augmentations; the networks start from rank 0's, see
     Stage); rank 0 takes the run directory and wandb, the other ranks wait for it and log nowhere."""
     if cfg.device != "auto":
         check_device(cfg.device)
     device = get_device(cfg.device) if not dist.launched() else dist.init(cfg.device)
+    if device.type == "cuda":
+        # The current device is the run's (cuda:N without torchrun too): CUDA events, streams and caching
+        # allocator calls without a device then act on it, not on cuda:0.
+        torch.cuda.set_device(device)
+        render_on(torch.cuda.current_device())  # evaluation renders on this GPU, not on GPU 0
     dist.check_batches(cfg)
     setup_backends(device, cfg.precision)
     set_seed(cfg.seed + dist.rank())

@@ -33,7 +33,9 @@ def test_cpu_self_check_prints_mfu_rows_and_writes_json(tmp_path):
         row, eager = result["stages"][key], result["stages"][key]["eager"]
         assert row["batch"] == 8 and row["flops_per_update"] > 0
         assert eager["mfu"] == pytest.approx(row["flops_per_update"] * eager["updates_per_s"] / 0.05e12)
-        assert eager["samples_per_s"] == pytest.approx(8 * eager["updates_per_s"])
+        samples = 8 + 2 if key == "laom_labels/lam" else 8  # its labeled batch: 128 per 512, 2 per 8
+        assert row["samples_per_update"] == samples
+        assert eager["samples_per_s"] == pytest.approx(samples * eager["updates_per_s"])
         printed = next(line for line in lines if line.startswith(key))
         assert printed.split()[3] == "eager" and f"{100 * eager['mfu']:.1f}%" in printed
     assert result["stages"]["lapo/lam"]["flops_per_update"] > result["stages"]["bc/bc"]["flops_per_update"]
@@ -72,11 +74,15 @@ def test_paper_config_flops_match_hand_counts():
 
 
 def test_peak_lookup_and_bad_input():
+    """torch.cuda.get_device_name of the cards a user has, with NVIDIA's dense bf16 peaks (half the sparse ones)."""
     assert db.peak_for("NVIDIA H100 80GB HBM3") == 989
-    assert db.peak_for("NVIDIA H200") == 989
     assert db.peak_for("NVIDIA H100 PCIe") == 756
+    assert db.peak_for("NVIDIA H100 NVL") == 835
+    assert db.peak_for("NVIDIA H200") == 989
+    assert db.peak_for("NVIDIA H200 NVL") == 835  # matched the H200 row (989): MFU read low
+    assert db.peak_for("NVIDIA GH200 480GB") == 989
     assert db.peak_for("NVIDIA A100-SXM4-80GB") == 312
-    assert db.peak_for("NVIDIA H100 NVL") is None and db.peak_for("NVIDIA GeForce RTX 4090") is None
+    assert db.peak_for("NVIDIA GeForce RTX 4090") is None
     proc = subprocess.run(
         [sys.executable, "-m", "scripts.device_bench", "--stages=[lapo/nope]"], cwd=REPO, capture_output=True, text=True
     )
@@ -98,3 +104,28 @@ def test_paper_run_updates_and_figure8_grid_reuse():
     assert p["laom_labels"]["figure8_grid_h"] == pytest.approx(12 * (7 * (lam + bc) + decoders) / 3600)
     assert p["laom"]["one_run_h"] == pytest.approx((lam + bc + 2500) / 3600)
     assert p["bc"]["paper_table2_x_grid_runs_h"] == pytest.approx((1 + 10 / 60) * 84)
+
+
+def test_projection_of_one_laom_run_against_a_hand_formula():
+    """One LAOM run at budget 2 and 50% MFU of 989 TFLOP/s: the FLOPs of each update times the updates of a paper
+    run (10 epochs of 5000 x 990 // 512 LAM updates, 10 of 5000 x 999 // 512 latent BC ones, 2500 decoder ones)."""
+    gflop = {"laom/lam": 6557, "laom/latent_bc": 74305, "laom/decoder": 24177}
+    seconds = {k: g * 1e9 / (0.5 * 989e12) for k, g in gflop.items()}
+    hand = (6557 * 96670 + 74305 * 97550 + 24177 * 2500) * 1e9 / (0.5 * 989e12) / 3600
+    assert db.project(seconds)["laom"]["one_run_h"] == pytest.approx(hand)
+    assert hand == pytest.approx(4.46, abs=0.005)
+
+
+def test_a_compiled_row_that_fails_is_recorded_and_the_projection_still_written(tmp_path):
+    """No C compiler (as in a Docker image without one): Inductor cannot build the compiled stage's kernels."""
+    out = tmp_path / "device_check.json"
+    cmd = [sys.executable, "-m", "scripts.device_bench", "--stages=[bc/bc]", "--compile=compiled", "--windows=1"]
+    cmd += ["--peak_tflops=0.05", "--data_batches=2", f"--out={out}"]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CXX": "/nonexistent/g++", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    failed = result["stages"]["bc/bc"]["compiled"]
+    assert failed.startswith("failed: ") and "\n" not in failed
+    assert any(line.startswith("bc/bc") and "compiled: failed (" in line for line in proc.stdout.splitlines())
+    assert set(result["projection_assumed_mfu"]["methods"]) == {"bc"}

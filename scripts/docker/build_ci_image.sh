@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Dockerfile with buildah (no daemon; chroot isolation, the host's network) with the CPU torch, then runs
-# the in-image checks: the README's quick start and the data, DCS rendering (EGL, Mesa) and one method script's tests.
+# the in-image checks: the README's quick start, 2 updates of a stage with --compile=true (Inductor builds C++ kernels
+# with the image's compiler) and the data, DCS rendering (EGL, Mesa) and one method script's tests.
 #   bash scripts/docker/build_ci_image.sh             # after scripts/docker/make_base_image.sh
 # Settings: IMAGE [laom-ci], BASE_IMAGE [debian:bookworm-slim], TORCH_SPEC [torch==2.13.0+cpu], CHECKS [1]
 # (0: build only), STORAGE_DRIVER [vfs].
@@ -68,5 +69,9 @@ buildah run --isolation chroot --network host "$ctr" -- bash -c '
     python -m train_laom_labels --config_path configs/example/laom-labels.yaml --run_dir /tmp/quickstart \
         --wandb_mode=disabled > /tmp/quickstart.log 2>&1 || { tail -30 /tmp/quickstart.log; exit 1; }
     tail -3 /tmp/quickstart.log
+    python -m train_bc --run_dir /tmp/compiled --wandb_mode=disabled --device=cpu --compile=true --log_every=1 \
+        --bc.total_updates=2 --bc.batch_size=16 --bc.encoder_scale=1 --bc.max_trajectories=2 --bc.eval_episodes=0 \
+        > /tmp/compiled.log 2>&1 || { tail -30 /tmp/compiled.log; exit 1; }
+    echo "compiled stage: 2 updates of BC with --compile=true"
     python -m pytest -q -p no:cacheprovider tests/test_data.py tests/test_dcs_envs.py tests/test_train_bc.py'
-echo "in-image checks passed in $((SECONDS - start)) s (quick start; tests/test_data.py, test_dcs_envs.py, test_train_bc.py)"
+echo "in-image checks passed in $((SECONDS - start)) s (quick start; a compiled BC stage; tests/test_data.py, test_dcs_envs.py, test_train_bc.py)"

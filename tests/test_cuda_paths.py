@@ -1,0 +1,380 @@
+"""The CUDA-only branches run on the CPU, as a user's GPU would run them: the device is faked where the code asks
+torch about it (torch.cuda.is_available / mem_get_info / device_count), the meta device stands for a non-CPU device
+in torch.load, and the CUDA event and pinning are stubbed. Nothing else is replaced."""
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from src.checkpoint import restore_stage, save_stage
+
+# ---------------------------------------------------------------- resuming a stage checkpoint on a GPU
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def test_an_unfinished_stage_resumes_when_its_checkpoint_is_read_for_a_non_cpu_device(tmp_path):
+    """torch.load with map_location=<GPU> moved the saved RNG state off the CPU and torch.set_rng_state raised
+    TypeError on every resume of a GPU run; the meta device behaves as CUDA does here."""
+    torch.manual_seed(5)
+    save_stage(tmp_path / "lam.pt", {}, step=7, done=False)  # no modules: a meta module could not take values
+    expected = _draws()
+    _draws()  # the stream moves on; the restore must bring it back
+    start, done = restore_stage(tmp_path / "lam.pt", {}, device="meta", stage="lapo")
+    assert (start, done) == (7, False)
+    assert _draws() == expected
+
+
+def test_a_resume_with_fewer_gpus_than_saved_restores_those_it_has(tmp_path, monkeypatch):
+    """A checkpoint saved on 2 GPUs resumed on 1: torch.cuda.set_rng_state_all raised IndexError for device 1."""
+    restored = []
+
+    def set_state(state, device=0):  # torch's own check for a device index beyond those visible
+        if device >= torch.cuda.device_count():
+            raise IndexError(f"device {device} of {torch.cuda.device_count()}")
+        restored.append((device, state.device.type, state.dtype))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_state)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_state)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(16, dtype=torch.uint8)] * 2)
+    save_stage(tmp_path / "lam.pt", {"lam": nn.Linear(3, 2)}, step=3, done=False)
+    assert restore_stage(tmp_path / "lam.pt", {"lam": nn.Linear(3, 2)}, stage="lapo") == (3, False)
+    assert restored == [(0, "cpu", torch.uint8)]
+
+
+# ---------------------------------------------------------------- the run's GPU: current device and rendering
+
+
+class _FakeCudaDevice:
+    """torch.cuda's device calls of a box with `count` GPUs: set_device / current_device remember the index."""
+
+    def __init__(self, monkeypatch, count: int):
+        self.current = 0
+        monkeypatch.setattr(torch.version, "cuda", "12.4")  # a CUDA build of torch (src/run.py: check_device)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", self.set_device)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+
+    def set_device(self, device) -> None:
+        self.current = torch.device(device).index if torch.device(device).index is not None else self.current
+
+
+@pytest.mark.parametrize("visible, expected", [(None, "1"), ("2,3", "3")])
+def test_a_run_on_cuda_n_makes_it_current_and_renders_on_it(tmp_path, monkeypatch, visible, expected):
+    """--device=cuda:1 outside torchrun: nothing called set_device (CUDA events were recorded on cuda:0 while the
+    copies ran on cuda:1) and MUJOCO_EGL_DEVICE_ID was never set (evaluation rendered on GPU 0)."""
+    from src import evaluation
+    from src.run import RunConfig, start_run
+
+    fake = _FakeCudaDevice(monkeypatch, 4)
+    monkeypatch.setattr(evaluation, "_nvidia_egl", lambda: True)  # the driver's EGL library, as on a GPU box
+    monkeypatch.setenv("MUJOCO_EGL_DEVICE_ID", "")  # restored (unset) after the test
+    monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID")
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    run = start_run(RunConfig(device="cuda:1", run_dir=str(tmp_path / "run"), wandb_mode="disabled"))
+    assert run.device == torch.device("cuda", 1) and fake.current == 1
+    assert os.environ["MUJOCO_EGL_DEVICE_ID"] == expected
+
+
+def test_a_users_egl_device_is_kept_and_none_is_set_without_the_nvidia_egl_library(tmp_path, monkeypatch):
+    from src import evaluation
+    from src.run import RunConfig, start_run
+
+    _FakeCudaDevice(monkeypatch, 2)
+    monkeypatch.setattr(evaluation, "_nvidia_egl", lambda: True)
+    monkeypatch.setenv("MUJOCO_EGL_DEVICE_ID", "0")
+    start_run(RunConfig(device="cuda:1", run_dir=str(tmp_path / "run"), wandb_mode="disabled"))
+    assert os.environ["MUJOCO_EGL_DEVICE_ID"] == "0"
+    monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID")
+    monkeypatch.setattr(evaluation, "_nvidia_egl", lambda: False)  # Mesa's one EGL device: index 1 would fail
+    start_run(RunConfig(device="cuda:1", run_dir=str(tmp_path / "run2"), wandb_mode="disabled"))
+    assert "MUJOCO_EGL_DEVICE_ID" not in os.environ
+
+
+def test_software_rendering_on_a_cuda_run_is_said_once(capsys, monkeypatch):
+    """This machine renders with Mesa: a run training on CUDA here would render on the CPU without a word."""
+    from src import evaluation
+
+    monkeypatch.setattr(evaluation, "_noted", [])
+    monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID", raising=False)
+    evaluation._note_software_rendering(torch.device("cpu"))
+    assert capsys.readouterr().out == ""
+    evaluation._note_software_rendering(torch.device("cuda", 0))
+    evaluation._note_software_rendering(torch.device("cuda", 0))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("note: rendering on the CPU (Mesa Project EGL")
+
+
+# ---------------------------------------------------------------- where the frames go (the memory decision)
+
+GiB = 2**30
+PAPER_FRAMES = 5000 * 1000 * 64 * 64 * 3  # one full dataset: 61.44e9 bytes, 57.2 GiB
+H100_TOTAL = 79.1 * GiB  # what torch.cuda.mem_get_info reports as total on an H100 80GB HBM3
+
+
+class _FakeGpuMemory:
+    """torch.cuda's memory calls on a GPU holding `used` bytes of live tensors and `cached` bytes PyTorch keeps
+    after freeing them (reported as used until torch.cuda.empty_cache)."""
+
+    def __init__(self, monkeypatch, used: float = 0, cached: float = 0):
+        self.used, self.cached = used, cached
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (self.free(), int(H100_TOTAL)))
+        monkeypatch.setattr(torch.cuda, "empty_cache", self.empty_cache)
+
+    def free(self) -> int:
+        return int(H100_TOTAL - self.used - self.cached)
+
+    def empty_cache(self) -> None:
+        self.cached = 0
+
+
+CUDA0 = torch.device("cuda", 0)
+
+
+@pytest.fixture(scope="module")
+def lapo_stage1():
+    """LAPO's stage 1 at the paper's config (batch 512, bf16): its estimate from the network, as a run computes it."""
+    import pyrallis
+
+    import train_lapo
+    from src import optim
+    from src.data import Shapes
+
+    cfg = pyrallis.parse(train_lapo.Config, config_path="configs/lapo.yaml", args=[])
+    before = optim._precision["bf16"]
+    optim._precision["bf16"] = True
+    try:
+        memory = train_lapo.gpu_memory(cfg, Shapes(6, 17, 64), "lapo")
+    finally:
+        optim._precision["bf16"] = before
+    return lambda: memory
+
+
+def test_full_frames_go_on_an_empty_h100_and_the_decision_is_said(monkeypatch, capsys, lapo_stage1):
+    from src.data import _choose_frames_device
+
+    _FakeGpuMemory(monkeypatch)
+    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto", "full.hdf5", networks=lapo_stage1) == CUDA0
+    line = capsys.readouterr().out.strip()
+    expected = (
+        f"full.hdf5: frames 57.2 GiB on cuda:0 (free 79.1 GiB; model + activations ~{lapo_stage1().total / GiB:.1f}"
+    )
+    assert line.startswith(expected), line
+    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "cpu") == torch.device("cpu")  # --frames_device overrides
+
+
+def test_memory_cached_by_an_earlier_stage_is_released_before_deciding(monkeypatch, lapo_stage1):
+    """After the IDM's stage 1 PyTorch kept ~10 GiB cached: 69 GiB looked free and BC's frames went to host memory,
+    where the paper's run had them on the GPU."""
+    from src.data import _choose_frames_device
+
+    _FakeGpuMemory(monkeypatch, cached=10 * GiB)
+    assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto", networks=lapo_stage1) == CUDA0
+
+
+def test_lapo_masks_are_counted_with_its_frames(monkeypatch, lapo_stage1):
+    """LAPO with a masked loss keeps a mask per frame where the frames are (19 GiB at the paper's size): frames +
+    masks + the model exceed the H100, so both stay in host memory (they used to go to the GPU and run out)."""
+    from src.data import _choose_frames_device
+
+    _FakeGpuMemory(monkeypatch)
+    assert _choose_frames_device(PAPER_FRAMES * 4 // 3, CUDA0, "auto", networks=lapo_stage1) == torch.device("cpu")
+
+
+def test_the_datasets_of_a_stage_are_decided_together(monkeypatch, tmp_path, lapo_stage1):
+    """LAOM + supervision opens its full, labeled and evaluation sets before reading any: each saw the same free
+    memory and all went to the GPU. A dataset opened for the GPU and not yet read counts against the next one."""
+    import dataclasses
+
+    from src import data as D
+
+    example = D.load_dataset("data/example-data.hdf5", "cpu", frames_device="cpu", max_trajectories=2)
+    full = dataclasses.replace(example, frames_device=CUDA0, planned_bytes=PAPER_FRAMES, _frames=None)
+    monkeypatch.setitem(D._CACHE, ("full.hdf5", "cuda:0", None), full)
+    _FakeGpuMemory(monkeypatch)
+    labeled, more = PAPER_FRAMES // 5000 * 64, PAPER_FRAMES // 5  # a labeled set of 64 trajectories; 1000 more
+    assert D._choose_frames_device(labeled, CUDA0, "auto", networks=lapo_stage1) == CUDA0
+    assert D._choose_frames_device(more, CUDA0, "auto", networks=lapo_stage1) == torch.device("cpu")
+
+
+def test_the_networks_decide_at_their_batch_and_precision(monkeypatch, lapo_stage1):
+    """Frames that leave 10 GiB free fit beside a smaller stage but not beside LAPO's stage 1 at batch 512 (the
+    fixed 16 GiB headroom decided the same for every stage); an estimate is asked only for an 'auto' CUDA decision."""
+    from src.data import _choose_frames_device
+    from src.memory import StageMemory
+
+    _FakeGpuMemory(monkeypatch)
+    frames = int(H100_TOTAL) - 10 * GiB
+    assert _choose_frames_device(frames, CUDA0, "auto", networks=lapo_stage1) == torch.device("cpu")
+    assert _choose_frames_device(frames, CUDA0, "auto", networks=lambda: StageMemory(3 * GiB, 6 * GiB)) == CUDA0
+    asked = []
+    assert _choose_frames_device(frames, torch.device("cpu"), "auto", networks=asked.append) == torch.device("cpu")
+    assert _choose_frames_device(frames, CUDA0, "cpu", networks=asked.append) == torch.device("cpu") and not asked
+
+
+def test_a_stage_estimates_its_networks_from_the_shapes_of_the_file_it_opens(monkeypatch):
+    from src import data as D
+
+    given = []
+    monkeypatch.setattr(D, "_CACHE", {})
+    monkeypatch.setattr(D, "_choose_frames_device", lambda *args: given.append(args[-1]()) or torch.device("cpu"))
+    D.load_dataset("data/example-data.hdf5", "cpu", max_trajectories=2, networks=lambda shapes: shapes)
+    assert given == [D.Shapes(act_dim=6, state_dim=17, img_hw=64)]
+
+
+# ---------------------------------------------------------------- host frames, GPU compute: the pinned path
+
+
+class _StubEvent:
+    """torch.cuda.Event on the CPU: records and waits are counted (the copies it guards finish at once here)."""
+
+    recorded = 0
+    waited = 0
+
+    def record(self) -> None:
+        _StubEvent.recorded += 1
+
+    def synchronize(self) -> None:
+        _StubEvent.waited += 1
+
+
+def test_the_pinned_path_gives_the_plain_paths_batches_without_blocking_copies(monkeypatch):
+    """Host frames, CUDA compute (staging on), run on the CPU with the CUDA event and pinning stubbed: the same
+    batches as the plain path through a buffer that must grow and a short last batch (the decoder keeps its last
+    partial batch), masks included; and nothing goes to the device by a .to() of pageable memory (a blocking copy),
+    only through the staging buffers."""
+    import dataclasses
+
+    from src import data as D
+
+    pinned = set()
+
+    def pinned_empty(numel, dtype):
+        t = torch.empty(numel, dtype=dtype)
+        pinned.add(t.untyped_storage().data_ptr())
+        return t
+
+    monkeypatch.setattr(D, "_pinned_empty", pinned_empty)
+    monkeypatch.setattr(torch.cuda, "Event", _StubEvent)
+    plain = D.load_dataset("data/example-data.hdf5", "cpu", frames_device="cpu", max_trajectories=2)
+    staged = dataclasses.replace(plain, staging=D.PinnedStaging(torch.device("cpu")))
+    masks = torch.randint(0, 2, (plain.num_frames, 1, *plain.frames_shape[2:]), dtype=torch.uint8) * 255
+    copies = []
+    to = torch.Tensor.to
+
+    def watched_to(t, *args, **kwargs):  # a copy to the device from memory that is not a staging buffer
+        if t.untyped_storage().data_ptr() not in pinned:
+            copies.append(tuple(t.shape))
+        return to(t, *args, **kwargs)
+
+    valid = plain.valid_indices(3)
+    earlier = []
+    for size in (8, 32, 5):  # the buffers grow at 32; 5: a short last batch
+        idx = valid[torch.randperm(len(valid))[:size]]
+        torch.manual_seed(size)
+        want = plain.batch(idx, 3, future_offset=3, next_obs=True)
+        want["masks"] = D.stacked_masks(masks, plain, idx, 3)
+        torch.manual_seed(size)
+        monkeypatch.setattr(torch.Tensor, "to", watched_to)
+        got = staged.batch(idx, 3, future_offset=3, next_obs=True)
+        got["masks"] = D.stacked_masks(masks, staged, idx, 3)
+        monkeypatch.setattr(torch.Tensor, "to", to)
+        assert got.keys() == want.keys()
+        for k in want:
+            assert torch.equal(got[k], want[k]), k
+        earlier.append((got, want))
+    for got, want in earlier:  # a batch handed out is never overwritten by a later gather
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert copies == []
+    assert _StubEvent.recorded >= 3 * 5 and _StubEvent.waited >= 5  # frames, future frames, index, offsets, masks
+
+
+# ---------------------------------------------------------------- bf16 autocast: what stays fp32
+
+
+# Tiny networks for the bf16 test: every section's field of these names takes the value (16 px synthetic frames).
+TINY_BF16 = {"encoder_scale": 1, "encoder_num_res_blocks": 1, "latent_action_dim": 16, "act_head_dim": 16}
+TINY_BF16 |= {"obs_head_dim": 16, "hidden_dim": 16}
+
+
+def test_every_stage_of_every_method_in_bf16_keeps_losses_probes_targets_and_labels_fp32(tmp_path, monkeypatch):
+    """Each stage function of each method script (scripts/device_bench's stages and LAPO's masked stage 1; tiny
+    networks on 16 px synthetic frames), 2-3 updates with --precision=bf16 on the CPU, the autocast branch a GPU
+    run takes: every logged loss and probe loss, the LAM labels a latent BC trains on, and every network and EMA
+    target a stage checkpoints are fp32."""
+    import dataclasses
+
+    import h5py
+
+    from scripts import device_bench as db
+    from scripts.benchmark import BenchConfig, write_synthetic
+    from src.data import Shapes
+    from src.run import start_run
+    from src.stage import Stage
+
+    seen = {"logged": [], "objects": []}
+    log, init = Stage.log, Stage.__init__
+
+    def watched_log(self, step, loss, /, **metrics):
+        seen["logged"] += [(self.name, k, v.dtype) for k, v in {"loss": loss, **metrics}.items() if torch.is_tensor(v)]
+        return log(self, step, loss, **metrics)
+
+    def watched_init(self, name, ckpt_name, objects, *args, **kwargs):
+        seen["objects"].append((name, objects))
+        return init(self, name, ckpt_name, objects, *args, **kwargs)
+
+    monkeypatch.setattr(Stage, "log", watched_log)
+    monkeypatch.setattr(Stage, "__init__", watched_init)
+    path, masks = str(tmp_path / "frames.hdf5"), str(tmp_path / "masks.hdf5")
+    write_synthetic(path, BenchConfig(num_trajectories=1, trajectory_length=2 * 8 + 10 + 1, img_hw=16))
+    with h5py.File(path, "r") as f, h5py.File(masks, "w") as m:  # true masks: everything foreground
+        m.attrs.update(source_file=path, method="true")
+        for k in f:
+            m[f"{k}/masks"] = np.full(f[k]["obs"].shape[:3], 255, np.uint8)
+    stages = db.STAGES | {
+        "lapo_mask/lam": db.StageSpec("train_lapo_mask", "train_lam", "lapo", "configs/lapo-mask.yaml")
+    }
+    cpu = torch.device("cpu")
+    labels, ran = [], []
+    for key, spec in stages.items():
+        args = db.stage_args(key, spec, True, path, 8, 2)
+        args += ["--lapo.labeled_batch_size=2"] if key == "laom_labels/lam" else []
+        args += [f"--lapo.masks_path={masks}"] if key == "lapo_mask/lam" else []
+        module, cfg = db.parse_stage_config(spec, args, cpu, str(tmp_path / key), precision="bf16", log_every=1)
+        for section in [getattr(cfg, f.name) for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(f.type)]:
+            for name, value in TINY_BF16.items():
+                if hasattr(section, name):
+                    setattr(section, name, value)
+        run = dataclasses.replace(start_run(cfg), wandb=db.WindowLog(f"{spec.section}/step"))
+        inputs = []
+        if spec.frozen:
+            frozen = module.build_models(cfg, Shapes(6, 17, 16), spec.frozen)[spec.frozen].eval().requires_grad_(False)
+            if hasattr(frozen, "label"):
+                label = frozen.label
+                frozen.label = lambda *x, label=label, key=key: labels.append((key, label(*x).dtype)) or label(*x)
+            inputs = [frozen]
+        getattr(module, spec.function)(run, *inputs)
+        ran.append(key)
+    assert ran == list(stages) and {name for name, _ in seen["objects"]} >= {"lapo", "bc", "decoder", "idm"}
+    assert seen["logged"] and all(dtype == torch.float32 for *_, dtype in seen["logged"]), seen["logged"]
+    assert {k for k, _ in labels} == {"lapo/latent_bc", "laom/latent_bc", "laom_labels/latent_bc"}
+    assert all(dtype == torch.float32 for _, dtype in labels), labels
+    for name, objects in seen["objects"]:
+        for obj_name, obj in objects.items():
+            if isinstance(obj, nn.Module):
+                floats = [t for t in obj.state_dict().values() if t.is_floating_point()]
+                assert all(t.dtype == torch.float32 for t in floats), (name, obj_name)
