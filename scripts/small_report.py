@@ -385,7 +385,7 @@ def _finding_rows(fam: dict, label=lambda f: f["claim"]) -> list[str]:
     for k, f in fam.items():
         paper = f" ({f['paper_ratio']:g}x)" if f.get("paper_ratio") else ""
         rows.append(
-            f"| {k}: {label(f)} | {f['measure']} | {L[f['a']][1]} | {L[f['b']][1]} | "
+            f"| {k}{': ' + label(f) if label(f) else ''} | {f['measure']} | {L[f['a']][1]} | {L[f['b']][1]} | "
             f"{Interval(**f['a_interval'])} | {Interval(**f['b_interval'])} | {_f(f['ratio'])}x{paper} | "
             f"{_p(f['p'])} | {_p(f['p_holm'])} | **{f['verdict']}** |"
         )
