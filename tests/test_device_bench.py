@@ -1,4 +1,4 @@
-"""scripts/device_bench.py, the GPU box's speed / FLOPs / MFU script, kept from rotting by its CPU self-check: the
+"""scripts/bench/device_bench.py, the GPU box's speed / FLOPs / MFU script, kept from rotting by its CPU self-check: the
 script as a user runs it at tiny sizes, its FLOP counts against hand counts, the peak lookup and the projection."""
 
 import json
@@ -12,7 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import train_lapo
-from scripts import device_bench as db
+from scripts.bench import device_bench as db
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_cpu_self_check_prints_mfu_rows_and_writes_json(tmp_path):
     out = tmp_path / "device_check.json"
     stages = ["lapo/lam", "laom_labels/lam", "bc/bc"]
-    cmd = [sys.executable, "-m", "scripts.device_bench", f"--stages=[{','.join(stages)}]", "--compile=eager"]
+    cmd = [sys.executable, "-m", "scripts.bench.device_bench", f"--stages=[{','.join(stages)}]", "--compile=eager"]
     cmd += ["--peak_tflops=0.05", "--windows=2", "--data_batches=3", f"--out={out}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -77,9 +77,8 @@ def test_peak_lookup_and_bad_input():
     assert db.peak_for("NVIDIA H100 PCIe") == 756
     assert db.peak_for("NVIDIA A100-SXM4-80GB") == 312
     assert db.peak_for("NVIDIA H100 NVL") is None and db.peak_for("NVIDIA GeForce RTX 4090") is None
-    proc = subprocess.run(
-        [sys.executable, "-m", "scripts.device_bench", "--stages=[lapo/nope]"], cwd=REPO, capture_output=True, text=True
-    )
+    cmd = [sys.executable, "-m", "scripts.bench.device_bench", "--stages=[lapo/nope]"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("device_bench: stages must be among ['lapo/lam'")
 
