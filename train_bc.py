@@ -96,7 +96,7 @@ def train_bc(run: Run) -> Actor:
     objects = {"actor": actor, "optim": optim, "sched": sched}
     stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack)
         obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]

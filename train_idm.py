@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from src import dist
 from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs
+from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
 from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler
@@ -169,7 +170,7 @@ def eval_action_mse(idm: IDM, data: TrajectoryData, frame_stack: int, batch_size
 def train_idm(run: Run) -> IDM:
     cfg, c, device = run.cfg, run.cfg.idm, run.device
     if c.use_aug:
-        raise ValueError("idm.use_aug=True is not supported (the paper's config uses False)")
+        raise ConfigError("idm.use_aug=True is not supported (the paper's config uses False)")
     data = load_dataset(
         c.data_path,
         device,
@@ -194,7 +195,7 @@ def train_idm(run: Run) -> IDM:
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"idm": idm, "optim": optim, "sched": sched}
     stage = Stage("idm", "idm.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
-    batches = infinite_epochs(data, valid, c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size, flag="--idm.batch_size")
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
         obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]
@@ -230,9 +231,9 @@ def train_idm(run: Run) -> IDM:
 def train_bc(run: Run, idm: IDM) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
     if c.use_aug:
-        raise ValueError("bc.use_aug=True is not supported (the paper's config uses False)")
+        raise ConfigError("bc.use_aug=True is not supported (the paper's config uses False)")
     if c.frame_stack != cfg.idm.frame_stack:
-        raise ValueError(f"bc.frame_stack={c.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
+        raise ConfigError(f"bc.frame_stack={c.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
     data = load_dataset(
         c.data_path,
         device,
@@ -251,7 +252,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "optim": optim, "sched": sched}
     stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
-    batches = infinite_epochs(data, valid, c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
@@ -284,7 +285,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.bc.frame_stack != cfg.idm.frame_stack:
-        raise ValueError(f"bc.frame_stack={cfg.bc.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
+        raise ConfigError(f"bc.frame_stack={cfg.bc.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
     run = start_run(cfg)
     idm = train_idm(run)
     if not cfg.idm_only:

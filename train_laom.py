@@ -32,6 +32,7 @@ from src import dist
 from src.augs import Augmenter
 from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
+from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
 from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler, soft_update
@@ -296,7 +297,7 @@ def train_lam(run: Run) -> LAOM:
     aug = Augmenter() if c.use_aug else None
     lam.train()
     target_encoder.eval()
-    batches = infinite_epochs(data, valid, c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size, flag="--lapo.batch_size")
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
         return ridge_probe(
@@ -341,8 +342,9 @@ def train_lam(run: Run) -> LAOM:
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         out |= probe_now(eval_data)
-        if curve.every:  # [update, validation MSE, test MSE] at each point, the last one the final probe
+        if curve.every:  # [update, validation MSE, test MSE(, leakage R²)] at each point, the last the final probe
             out["lapo/ridge_probe_curve"] = curve.points(out, total)
+        out |= curve.init_metrics()  # the same probe of the initialised network (update 0): lapo/init/...
         return out
 
     stage.final_metrics(probe_metrics)  # a reused LAM: its run's metrics, no data read
@@ -385,7 +387,7 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
         updates_per_epoch=batches_per_epoch,
     )
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
@@ -450,7 +452,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
     stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size, drop_last=False)
+    batches = infinite_epochs(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), frame_stack)
         obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
@@ -480,7 +482,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ValueError(
+        raise ConfigError(
             f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
             "the LAM labels the actor's observations, so they must be equal"
         )

@@ -29,7 +29,16 @@ import torch.nn.functional as F
 from src import dist
 from src.augs import Augmenter
 from src.compile import compile_networks
-from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
+from src.data import (
+    Shapes,
+    TrajectoryData,
+    check_batch_size,
+    check_compatible,
+    load_dataset,
+    normalize_obs,
+    num_batches,
+)
+from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
 from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler, soft_update
@@ -293,6 +302,9 @@ def train_lam(run: Run) -> LAOMLabels:
     )
     check_compatible(data, labeled, "labeled")
     labeled_valid = labeled.valid_indices(c.future_obs_offset)
+    # Labeled batches are drawn with replacement (the labeled set may be small): a larger batch repeats samples.
+    total_labeled = dist.total(len(labeled_valid))
+    check_batch_size("--lapo.labeled_batch_size", c.labeled_batch_size, total_labeled, labeled.path, True)
     eval_data = None
     if c.eval_data_path:
         eval_data = load_dataset(
@@ -331,7 +343,7 @@ def train_lam(run: Run) -> LAOMLabels:
     lam.train()
     if target_encoder is not None:
         target_encoder.eval()
-    batches = infinite_epochs(data, valid, c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size, flag="--lapo.batch_size")
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
         return ridge_probe(
@@ -385,8 +397,9 @@ def train_lam(run: Run) -> LAOMLabels:
             metrics["lapo/eval_action_mse"] = eval_action_mse(lam, eval_data, c, device).item()
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         metrics |= probe_now(eval_data)
-        if curve.every:  # [update, validation MSE, test MSE] at each point, the last one the final probe
+        if curve.every:  # [update, validation MSE, test MSE(, leakage R²)] at each point, the last the final probe
             metrics["lapo/ridge_probe_curve"] = curve.points(metrics, total)
+        metrics |= curve.init_metrics()  # the same probe of the initialised network (update 0): lapo/init/...
         return metrics
 
     stage.final_metrics(final)  # a reused LAM: its run's metrics
@@ -429,7 +442,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
         updates_per_epoch=batches_per_epoch,
     )
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
@@ -494,7 +507,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
     stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size, drop_last=False)
+    batches = infinite_epochs(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), frame_stack)
         obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
@@ -524,7 +537,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ValueError(
+        raise ConfigError(
             f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
             "the LAM labels the actor's observations, so they must be equal"
         )

@@ -48,6 +48,7 @@ from src.data import (
     num_batches,
     stacked_masks,
 )
+from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
 from src.optim import autocast, infinite_epochs, make_optimizer, make_scheduler
@@ -138,6 +139,8 @@ class DecoderConfig:
 @dataclass
 class Config(RunConfig):
     name: str = "lapo-mask"
+    lam_only: bool = False  # end the run after the latent action model (its probes are the result), e.g. the
+    # masked LAPO of docs/small-reproduction
     lapo: LAPOConfig = field(default_factory=LAPOConfig)
     bc: LatentBCConfig = field(default_factory=LatentBCConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -167,7 +170,7 @@ class Quantizer(nn.Module):
         if self.kind == "fsq":
             self.group = len(c.fsq_levels)
             if z % self.group != 0:
-                raise ValueError(
+                raise ConfigError(
                     f"lapo.latent_action_dim={z} is not a multiple of len(lapo.fsq_levels)={self.group} "
                     f"(fsq_levels={list(c.fsq_levels)}): FSQ quantizes the latent in groups of that size"
                 )
@@ -175,7 +178,7 @@ class Quantizer(nn.Module):
         elif self.kind == "vq":
             self.group = c.vq_code_dim
             if z % self.group != 0 or self.group % c.vq_num_codebooks != 0:
-                raise ValueError(
+                raise ConfigError(
                     f"lapo.latent_action_dim={z} must be a multiple of lapo.vq_code_dim={self.group}, itself a "
                     f"multiple of lapo.vq_num_codebooks={c.vq_num_codebooks}"
                 )
@@ -275,7 +278,7 @@ def build_lam(c: LAPOConfig, img_hw: int) -> LAPO:
     """The latent action model (latent IDM + FDM, and the quantizer of the ablation), the module of the paper's
     Table 4 count: 211,847,849 parameters at the paper's config, 64 px."""
     if c.quantize not in QUANTIZERS:
-        raise ValueError(f"lapo.quantize={c.quantize!r} is not a quantizer; valid: {list(QUANTIZERS)}")
+        raise ConfigError(f"lapo.quantize={c.quantize!r} is not a quantizer; valid: {list(QUANTIZERS)}")
     lam = LAPO(c.frame_stack, c.latent_action_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, img_hw)
     if c.quantize != "none":
         lam.quantizer = Quantizer(c)  # the library's own initialisation (codebooks), not the orthogonal one
@@ -380,7 +383,7 @@ def train_lam(run: Run) -> LAPO:
         batch_size=c.batch_size,
         updates_per_epoch=batches_per_epoch,
     )
-    batches = infinite_epochs(data, valid, c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size, flag="--lapo.batch_size")
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
         return ridge_probe(
@@ -437,8 +440,9 @@ def train_lam(run: Run) -> LAPO:
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         out |= probe_now(eval_data)
-        if curve.every:  # [update, validation MSE, test MSE] at each point, the last one the final probe
+        if curve.every:  # [update, validation MSE, test MSE(, leakage R²)] at each point, the last the final probe
             out["lapo/ridge_probe_curve"] = curve.points(out, total)
+        out |= curve.init_metrics()  # the same probe of the initialised network (update 0): lapo/init/...
         return out
 
     stage.final_metrics(probe_metrics)  # a reused LAM: its run's metrics, no data read
@@ -481,7 +485,7 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
         updates_per_epoch=batches_per_epoch,
     )
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size)
+    batches = infinite_epochs(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
@@ -546,7 +550,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
     stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size, drop_last=False)
+    batches = infinite_epochs(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), frame_stack)
         obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
@@ -576,19 +580,20 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ValueError(
+        raise ConfigError(
             f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
             "the LAM labels the actor's observations, so they must be equal"
         )
     if not cfg.lapo.masks_path and cfg.lapo.checkpoint_path is None:
-        raise ValueError(
+        raise ConfigError(
             "lapo.masks_path is required: the HDF5 foreground masks of lapo.data_path (make them with "
             "`python scripts/generate_masks_hdf5.py --input <data.hdf5> --output <data-masks.hdf5>`)"
         )
     run = start_run(cfg)
     lam = train_lam(run)
-    actor = train_latent_bc(run, lam)
-    train_decoder(run, actor)
+    if not cfg.lam_only:
+        actor = train_latent_bc(run, lam)
+        train_decoder(run, actor)
     out = run.results.finish()
     run.wandb.finish()
     return out

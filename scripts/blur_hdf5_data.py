@@ -36,7 +36,8 @@ from scripts.generate_masks_hdf5 import (  # noqa: E402
     trajectory_depth_masks,
     trajectory_keys,
 )
-from src.masks import DEPTH_MODEL_IDS, DepthWeightsMissing, blur_background, kernel_pair, load_depth_model  # noqa: E402
+from src.errors import DatasetError, MissingKeyError, check_hdf5_file, cli  # noqa: E402
+from src.masks import DEPTH_MODEL_IDS, blur_background, kernel_pair, load_depth_model  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,10 +85,9 @@ def main(argv: list[str] | None = None, model=None) -> Path:
     if args.masks is None:
         check_depth_args(parser, args)
     src, out = Path(args.input), Path(args.output)
-    if not src.is_file():
-        parser.error(f"--input {src} does not exist")
-    if args.masks is not None and not Path(args.masks).is_file():
-        parser.error(f"--masks {args.masks} does not exist")
+    check_hdf5_file(f"--input {src}", src)
+    if args.masks is not None:
+        check_hdf5_file(f"--masks {args.masks}", args.masks, "a masks file (scripts/generate_masks_hdf5.py)")
     if out.exists() and not args.overwrite:
         raise SystemExit(f"{out} exists: pass --overwrite to replace it")
     if out.resolve() == src.resolve():
@@ -120,12 +120,12 @@ def main(argv: list[str] | None = None, model=None) -> Path:
                 obs = fin[k]["obs"][()]
                 if masks_file is not None:
                     if k not in masks_file or "masks" not in masks_file[k]:
-                        raise KeyError(f"{args.masks}: no masks for trajectory group '{k}' of {src}")
+                        raise MissingKeyError(f"{args.masks}: no masks for trajectory group '{k}' of {src}")
                     masks = masks_file[k]["masks"][()]
                 else:
                     masks = trajectory_depth_masks(model, obs, args)
                 if masks.shape != obs.shape[:3]:
-                    raise ValueError(f"group '{k}': masks {masks.shape} do not match frames {obs.shape}")
+                    raise DatasetError(f"group '{k}': masks {masks.shape} do not match frames {obs.shape}")
                 _copy_group(fin[k], fo.create_group(k), blur_background(obs, masks, kernel, args.blur_sigma))
             fo.attrs.update(
                 {
@@ -147,7 +147,4 @@ def main(argv: list[str] | None = None, model=None) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DepthWeightsMissing as e:  # one line naming what to download and where to put it
-        raise SystemExit(f"error: {e}") from None
+    cli(main)

@@ -29,7 +29,8 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from src.masks import DEPTH_MODEL_IDS, DepthWeightsMissing, depth_masks, depth_of_frames, kernel_pair, load_depth_model  # noqa: E402
+from src.errors import DatasetError, MissingKeyError, check_hdf5_file, cli  # noqa: E402
+from src.masks import DEPTH_MODEL_IDS, depth_masks, depth_of_frames, kernel_pair, load_depth_model  # noqa: E402
 
 COMPLETE_ATTR = "complete"
 
@@ -106,10 +107,10 @@ def score_against_true(masks_path: Path, true_path: Path) -> dict:
     with h5py.File(masks_path, "r") as fm, h5py.File(true_path, "r") as ft:
         for k in trajectory_keys(fm):
             if k not in ft or "masks" not in ft[k]:
-                raise KeyError(f"{true_path}: no true masks for trajectory group '{k}'")
+                raise MissingKeyError(f"{true_path}: no true masks for trajectory group '{k}'")
             pred, true = fm[k]["masks"][()] >= 128, ft[k]["masks"][()] >= 128
             if pred.shape != true.shape:
-                raise ValueError(f"group '{k}': masks {pred.shape} vs true masks {true.shape}")
+                raise DatasetError(f"group '{k}': masks {pred.shape} vs true masks {true.shape}")
             i, u = int(np.logical_and(pred, true).sum()), int(np.logical_or(pred, true).sum())
             per_traj[k] = 1.0 if u == 0 else i / u
             inter, union = inter + i, union + u
@@ -150,16 +151,15 @@ def main(argv: list[str] | None = None, model=None) -> dict:
     args = parser.parse_args(argv)
     check_depth_args(parser, args)
     src, out = Path(args.input), Path(args.output)
-    if not src.is_file():
-        parser.error(f"--input {src} does not exist")
-    if args.true_masks is not None and not Path(args.true_masks).is_file():
-        parser.error(f"--true-masks {args.true_masks} does not exist")
+    check_hdf5_file(f"--input {src}", src)
+    if args.true_masks is not None:
+        check_hdf5_file(f"--true-masks {args.true_masks}", args.true_masks, "a masks file")
     attrs = {"source_file": src.name, **depth_params(args)}
 
     with h5py.File(src, "r") as fin:
         keys = trajectory_keys(fin)
         if not keys:
-            raise ValueError(f"{src} holds no trajectory groups")
+            raise DatasetError(f"{src} holds no trajectory groups")
         if out.exists() and args.overwrite:
             out.unlink()
         if out.exists():
@@ -211,7 +211,4 @@ def main(argv: list[str] | None = None, model=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DepthWeightsMissing as e:  # one line naming what to download and where to put it
-        raise SystemExit(f"error: {e}") from None
+    cli(main)

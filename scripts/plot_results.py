@@ -49,6 +49,7 @@ import h5py
 import numpy as np
 import pyrallis
 
+from src.errors import ConfigError, MissingFileError, cli
 from src.evaluation import NORMALIZING_RETURNS, normalized_score
 from src.stats import interval
 
@@ -259,7 +260,7 @@ def collect_runs(runs_dir: str | Path, setting: str = "distractors") -> tuple[li
     """(runs, problems: results.json left out, unfinished: run folders without results.json)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise FileNotFoundError(f"--runs_dir={runs_dir}: no such folder")
+        raise MissingFileError(f"--runs_dir={runs_dir}: no such folder; expected the folder of the runs to report")
     runs, problems, seen = [], [], {}
     data_file_info.cache_clear()  # data files may have changed since an earlier report in this process
     for path in sorted(runs_dir.rglob("results.json")):
@@ -659,12 +660,13 @@ def write_report(
 
     matplotlib.use("Agg")
     if setting not in ("distractors", "vanilla"):
-        raise ValueError(f"--setting={setting!r}; expected 'distractors' or 'vanilla'")
+        raise ConfigError(f"--setting={setting!r}; expected 'distractors' or 'vanilla'")
     if normalize_by not in ("paper", "bc_full"):
-        raise ValueError(f"--normalize_by={normalize_by!r}; expected 'paper' or 'bc_full'")
+        raise ConfigError(f"--normalize_by={normalize_by!r}; expected 'paper' or 'bc_full'")
     runs, problems, unfinished = collect_runs(runs_dir, setting)
     if not runs:
-        raise FileNotFoundError(f"no usable results.json under {runs_dir}" + "".join(f"\n  {p}" for p in problems))
+        left_out = f" (left out: {'; '.join(problems)})" if problems else ""
+        raise MissingFileError(f"no usable results.json under {runs_dir}{left_out}")
     if normalize_by == "bc_full":
         problems += normalize_by_bc_full(runs)
     out = Path(out)
@@ -733,5 +735,5 @@ def write_report(
 
 
 if __name__ == "__main__":
-    cfg = pyrallis.parse(config_class=Config)
-    write_report(cfg.runs_dir, cfg.out, cfg.setting, cfg.normalize_by)
+    cfg = cli(pyrallis.parse, config_class=Config)
+    cli(write_report, cfg.runs_dir, cfg.out, cfg.setting, cfg.normalize_by)

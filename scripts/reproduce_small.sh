@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The paper's findings at a scale a 2-core CPU runs in about 90 minutes (docs/small-reproduction/README.md):
-# cheetah-run, 20 expert trajectories with the DCS port's built-in distractor videos and 20 without distractors,
-# LAPO, LAOM (with and without augmentations), LAOM + supervision, IDM, BC and BC on all data, 3 seeds, with the
-# learning rates / EMA rate chosen by scripts/tune_small.sh on a separate tuning seed (configs/small, comments).
+# The paper's findings and their mechanism at a scale a 2-core CPU runs (docs/small-reproduction/README.md):
+# cheetah-run, 20 expert trajectories with the DCS port's built-in distractor videos (with every frame's distractor
+# state and true foreground masks) and 20 without distractors; LAPO, LAOM, LAOM + supervision, masked LAPO (true
+# masks), IDM, BC and BC on all data, 5 seeds, with the learning rates / EMA rate / supervision coefficient chosen by
+# scripts/tune_small.sh on a separate tuning seed (configs/small, comments).
 #
 #   bash scripts/reproduce_small.sh                                  # -> runs/small/{data,data-vanilla,runs,report}
 #   OUT=docs/small-reproduction bash scripts/reproduce_small.sh     # how the committed report was made
 #
 # What it does, each step skipped when its output exists, so the same command resumes after an interruption:
 #   1. data, with the released cheetah-run expert ($EXPERT): $DATA/cheetah-run.hdf5 ($NUM_TRAJ trajectories of
-#      $STEPS steps, training videos, seed 0), $DATA_VANILLA/cheetah-run.hdf5 (the same expert, seeds and count,
+#      $STEPS steps, training videos, seed 0, each frame's distractor state in distractors/, true masks in
+#      cheetah-run-masks.hdf5), $DATA_VANILLA/cheetah-run.hdf5 (the same expert, seeds and count,
 #      --dcs_difficulty=vanilla: the distractor-free control), $DATA/cheetah-run-eval.hdf5 ($NUM_EVAL trajectories
 #      with the validation videos: novel distractors, seed 100), the labeled subset
 #      $DATA/cheetah-run-labeled-1000x$BUDGET.hdf5 ($BUDGET trajectories sampled among the first 80%, so the ridge
@@ -18,18 +20,21 @@
 #   2. the runs, $LANES at a time with one thread each (scripts/small/jobs.sh; a run with results.json is skipped,
 #      an interrupted one resumes from its stage checkpoints), in the sweep layout scripts/plot_results.py reads:
 #      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>), the distractor-free control
-#      under $RUNS/vanilla/, LAOM without augmentations under $RUNS/noaug/ (those two train the LAM only);
-#   3. the report: scripts/small_report.py (verdicts F1-F5 from rliable intervals, preconditions, figures,
-#      summary.json) and scripts/plot_results.py (the sweep tables) into $OUT, and run-info.md (command, commit,
-#      machine, the wall time of each step).
+#      under $RUNS/vanilla/, masked LAPO under $RUNS/lapo_mask/ and, with NOAUG=1, LAOM without augmentations under
+#      $RUNS/noaug/ (those train the LAM only);
+#   3. the report: scripts/small_report.py (verdicts with exact permutation p-values, the leakage probes, the
+#      preconditions, figures, summary.json) and scripts/plot_results.py (the sweep tables) into $OUT, and
+#      run-info.md (command, commit, machine, the wall time of each step).
 # Progress: a start / done line per run; a run's own log is train.log in its run directory.
 #
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
-# SEEDS ["0 1 2"], RETURN_SEEDS ["0"] (the seeds that also train and evaluate the policies; "0 1 2", as the committed
-# report, takes about 100 minutes in all instead of 72), CONFIG_DIR [configs/small], LANES [2], PYTHON [python], EXTRA_ARGS (appended to every training
-# command), RIDGE_EVERY [155] (updates between the ridge-probe points of the probe-vs-updates curves),
-# ONLY_DATA=1 (stop after step 1).
+# SEEDS ["0 1 2 3 4"], RETURN_SEEDS ["0"] (the seeds that also train and evaluate the policies; "none": LAMs and the
+# IDM only), CONFIG_DIR [configs/small], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast is about 15x
+# slower than fp32 on an AVX2-only CPU), NOAUG [0] (1: also LAOM without augmentations), ONLY (the variants to run,
+# e.g. "lapo laom lapo_vanilla laom_vanilla laom_labels lapo_mask laom_noaug idm bc bc_full"; empty: all),
+# EXTRA_ARGS (appended to every training command), RIDGE_EVERY [155] (updates between the ridge-probe points of the
+# probe-vs-updates curves), ONLY_DATA=1 (stop after step 1).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SMALL_DIR=${SMALL_DIR:-runs/small}
@@ -39,10 +44,13 @@ NUM_TRAJ=${NUM_TRAJ:-20}
 NUM_EVAL=${NUM_EVAL:-3}
 STEPS=${STEPS:-1000}
 BUDGET=${BUDGET:-2}
-SEEDS=${SEEDS:-"0 1 2"}
+SEEDS=${SEEDS:-"0 1 2 3 4"}
 RETURN_SEEDS=${RETURN_SEEDS:-0}
 CONFIG_DIR=${CONFIG_DIR:-configs/small}
 EXTRA_ARGS=${EXTRA_ARGS:-}
+PRECISION=${PRECISION:-fp32}
+NOAUG=${NOAUG:-0}
+ONLY=${ONLY:-}
 RIDGE_EVERY=${RIDGE_EVERY:-155}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 source scripts/small/jobs.sh
@@ -57,7 +65,7 @@ if [[ ! -d "$EXPERT" ]]; then
     echo "error: EXPERT=$EXPERT is not a folder; point it at the released cheetah-run expert (config.pt, checkpoint.pt)" >&2
     exit 2
 fi
-for config in lapo laom laom-labels idm bc bc-full; do
+for config in lapo laom laom-labels lapo-mask idm bc bc-full; do
     if [[ ! -f "$CONFIG_DIR/$config.yaml" ]]; then
         echo "error: CONFIG_DIR=$CONFIG_DIR has no $config.yaml" >&2
         exit 2
@@ -69,11 +77,11 @@ echo "# $(date '+%F %T') bash scripts/reproduce_small.sh (NUM_TRAJ=$NUM_TRAJ STE
 
 # ---------------------------------------------------------------- 1. data
 t=$SECONDS
-collect() {  # save_path num_trajectories difficulty split seed
+collect() {  # save_path num_trajectories difficulty split seed [extra args]: every frame's distractor state too
     # shellcheck disable=SC2086  # PYTHON may hold several words
     $PYTHON -m scripts.data_collection.collect_data --checkpoint_path="$EXPERT" --dcs_backgrounds_path=builtin \
         --save_path="$1" --num_trajectories="$2" --max_episode_steps="$STEPS" --dcs_difficulty="$3" \
-        --dcs_backgrounds_split="$4" --dcs_img_hw=64 --seed="$5" --num_workers="$cores"
+        --dcs_backgrounds_split="$4" --dcs_img_hw=64 --seed="$5" --num_workers="$cores" "${@:6}"
 }
 subset() {  # save_path args...: a labeled subset of the distracted set, written whole or not at all
     local out=$1
@@ -85,7 +93,8 @@ subset() {  # save_path args...: a labeled subset of the distracted set, written
 }
 set -e
 echo "== data: $NUM_TRAJ distracted + $NUM_TRAJ vanilla + $NUM_EVAL evaluation trajectories of $STEPS steps (the collector resumes a partial file)"
-collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0
+# the distracted set with its true foreground masks (cheetah-run-masks.hdf5: masked LAPO's)
+collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0 --record_masks=true
 collect "$DATA_VANILLA/cheetah-run.hdf5" "$NUM_TRAJ" vanilla train 0
 collect "$DATA/cheetah-run-eval.hdf5" "$NUM_EVAL" scale_easy_video_hard val 100
 # The ridge probe's split (src/probes.py): the last tenth of the trajectories is its test set, the tenth before
@@ -108,35 +117,42 @@ curve="--lapo.ridge_probe_every=$RIDGE_EVERY"
 # evaluate them (F4, preconditions 2-3): the returns cost about half the budget and, at this scale, no policy learns
 # (docs/small-reproduction/README.md). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
 # with --idm_only, in their own run directories (suffix -lam), so the full runs are never confused with them.
+pick() {  # the variants ONLY names (all when ONLY is empty)
+    [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]
+}
 lam_seed() {  # the run directory of a LAPO / LAOM / IDM run: seed<S>, or seed<S>-lam without its returns
     if [[ $full_run == 1 ]]; then at "$1"; else echo "$(at "$1")-lam"; fi
 }
 for seed in $SEEDS; do
-    common="--seed=$seed $EXTRA_ARGS"
+    common="--seed=$seed --precision=$PRECISION $EXTRA_ARGS"
     at() { echo "$RUNS/$1/cheetah-run/budget$BUDGET/seed$seed"; }
     full_run=0
     [[ " $RETURN_SEEDS " == *" $seed "* ]] && full_run=1
     only=""
     [[ $full_run == 1 ]] || only="--lam_only=true"
     # the longest first, so that the two lanes end together
-    job "$(lam_seed lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve $only --lapo.data_path="$full" \
+    pick lapo && job "$(lam_seed lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve $only --lapo.data_path="$full" \
         --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    job "$(lam_seed laom_labels)" train_laom_labels --config_path="$CONFIG_DIR/laom-labels.yaml" $curve $only \
+    pick laom_labels && job "$(lam_seed laom_labels)" train_laom_labels --config_path="$CONFIG_DIR/laom-labels.yaml" $curve $only \
         --lapo.data_path="$full" --lapo.labeled_data_path="$labeled" --lapo.eval_data_path="$ev" \
         --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    job "$(at vanilla/lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve --lam_only=true \
+    pick lapo_vanilla && job "$(at vanilla/lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve --lam_only=true \
         --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
-    job "$(lam_seed laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve $only --lapo.data_path="$full" \
+    pick laom && job "$(lam_seed laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve $only --lapo.data_path="$full" \
         --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    job "$(at vanilla/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
+    pick laom_vanilla && job "$(at vanilla/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
         --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
-    job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
-        --lapo.use_aug=false --lapo.data_path="$full" --lapo.eval_data_path="$ev" $common
-    job "$(lam_seed idm)" train_idm --config_path="$CONFIG_DIR/idm.yaml" ${only:+--idm_only=true} \
+    pick lapo_mask && job "$(at lapo_mask)" train_lapo_mask --config_path="$CONFIG_DIR/lapo-mask.yaml" $curve --lam_only=true \
+        --lapo.data_path="$full" --lapo.masks_path="$DATA/cheetah-run-masks.hdf5" --lapo.eval_data_path="$ev" $common
+    if [[ $NOAUG == 1 ]]; then
+        pick laom_noaug && job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
+            --lapo.use_aug=false --lapo.data_path="$full" --lapo.eval_data_path="$ev" $common
+    fi
+    pick idm && job "$(lam_seed idm)" train_idm --config_path="$CONFIG_DIR/idm.yaml" ${only:+--idm_only=true} \
         --idm.data_path="$labeled" --idm.eval_data_path="$ev" --bc.data_path="$full" $common
     if [[ $full_run == 1 ]]; then
-        job "$(at bc)" train_bc --config_path="$CONFIG_DIR/bc.yaml" --bc.data_path="$labeled" $common
-        job "$RUNS/bc_full/cheetah-run/full/seed$seed" train_bc --config_path="$CONFIG_DIR/bc-full.yaml" \
+        pick bc && job "$(at bc)" train_bc --config_path="$CONFIG_DIR/bc.yaml" --bc.data_path="$labeled" $common
+        pick bc_full && job "$RUNS/bc_full/cheetah-run/full/seed$seed" train_bc --config_path="$CONFIG_DIR/bc-full.yaml" \
             --bc.data_path="$full" $common
     fi
 done

@@ -23,7 +23,8 @@ import numpy as np
 import pyrallis
 from tqdm.auto import tqdm
 
-from src.data import REQUIRED_ROOT_ATTRS
+from src.data import REQUIRED_ROOT_ATTRS, DatasetError, check_data_file
+from src.errors import ConfigError, MissingKeyError, OutputExistsError, cli
 
 REQUIRED_DATASETS = ("obs", "actions", "states")
 REQUIRED_GROUP_ATTRS = ("traj_return",)
@@ -46,20 +47,20 @@ def trajectory_names(f: h5py.File, path: str) -> list[str]:
     """The trajectory groups "0" .. "n-1", checked for the datasets and attributes a labeled subset needs."""
     for key in REQUIRED_ROOT_ATTRS:
         if key not in f.attrs:
-            raise KeyError(f"{path}: root attribute '{key}' missing (it has {list(f.attrs)}).")
+            raise MissingKeyError(f"{path}: root attribute '{key}' missing (it has {list(f.attrs)}).")
     names = sorted((k for k in f.keys() if k.isdigit()), key=int)
     if not names:
-        raise ValueError(f"{path}: no trajectory groups ('0', '1', ...); root keys are {list(f.keys())[:10]}.")
+        raise DatasetError(f"{path}: no trajectory groups ('0', '1', ...); root keys are {list(f.keys())[:10]}.")
     if names != [str(i) for i in range(len(names))]:
-        raise ValueError(f"{path}: trajectory groups are not numbered 0..{len(names) - 1}: {names[:10]} ...")
+        raise DatasetError(f"{path}: trajectory groups are not numbered 0..{len(names) - 1}: {names[:10]} ...")
     for name in names:
         group = f[name]
         for key in REQUIRED_DATASETS:
             if key not in group:
-                raise KeyError(f"{path}: group '{name}' has no dataset '{key}' (it has {list(group.keys())}).")
+                raise MissingKeyError(f"{path}: group '{name}' has no dataset '{key}' (it has {list(group.keys())}).")
         for key in REQUIRED_GROUP_ATTRS:
             if key not in group.attrs:
-                raise KeyError(f"{path}: group '{name}' has no attribute '{key}' (it has {list(group.attrs)}).")
+                raise MissingKeyError(f"{path}: group '{name}' has no attribute '{key}' (it has {list(group.attrs)}).")
     return names
 
 
@@ -82,25 +83,24 @@ def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size
 
 def sample_labeled(config: Config) -> Path:
     data_path, save_path = Path(config.data_path), Path(config.save_path)
-    if not data_path.is_file():
-        raise FileNotFoundError(f"--data_path={config.data_path!r}: no such file.")
+    check_data_file("--data_path", config.data_path)
     if not config.save_path:
-        raise ValueError("--save_path is required.")
+        raise ConfigError("--save_path is required.")
     if save_path.exists() and not config.overwrite:
-        raise FileExistsError(f"--save_path={config.save_path!r} exists; use --overwrite to replace it.")
+        raise OutputExistsError(f"--save_path={config.save_path!r} exists; use --overwrite to replace it.")
     if config.chunk_size < 1 or config.num_trajectories < 1:
-        raise ValueError("--chunk_size and --num_trajectories must be positive integers.")
+        raise ConfigError("--chunk_size and --num_trajectories must be positive integers.")
 
     tmp_path = save_path.with_name(save_path.name + ".tmp")
     with h5py.File(data_path, "r") as src:
         names = trajectory_names(src, str(data_path))
         if config.num_trajectories > len(names):
-            raise ValueError(
+            raise ConfigError(
                 f"--num_trajectories={config.num_trajectories} but {data_path} holds only {len(names)} trajectories."
             )
         pool = len(names) if config.first is None else config.first
         if not 0 < pool <= len(names) or config.num_trajectories > pool:
-            raise ValueError(
+            raise ConfigError(
                 f"--first={config.first}: expected between --num_trajectories={config.num_trajectories} and the "
                 f"{len(names)} trajectories of {data_path}."
             )
@@ -108,9 +108,9 @@ def sample_labeled(config: Config) -> Path:
             try:
                 chosen = np.array(sorted({int(i) for i in config.indices.split(",")}))
             except ValueError:
-                raise ValueError(f"--indices={config.indices!r}: expected comma-separated integers") from None
+                raise ConfigError(f"--indices={config.indices!r}: expected comma-separated integers") from None
             if chosen.min() < 0 or chosen.max() >= len(names):
-                raise ValueError(f"--indices={config.indices!r}: {data_path} holds trajectories 0..{len(names) - 1}")
+                raise ConfigError(f"--indices={config.indices!r}: {data_path} holds trajectories 0..{len(names) - 1}")
         else:
             rng = np.random.default_rng(config.seed)
             chosen = np.sort(rng.choice(pool, size=config.num_trajectories, replace=False))
@@ -125,6 +125,11 @@ def sample_labeled(config: Config) -> Path:
                     for name, item in src_group.items():
                         if isinstance(item, h5py.Dataset):
                             copy_dataset(item, dst_group, name, config.chunk_size)
+                        elif isinstance(item, h5py.Group):  # e.g. distractors/ (docs/DATA.md): its datasets too
+                            sub = dst_group.create_group(name)
+                            for sub_name, sub_item in item.items():
+                                copy_dataset(sub_item, sub, sub_name, config.chunk_size)
+                                sub[sub_name].attrs.update(dict(sub_item.attrs))
                     for key, value in src_group.attrs.items():
                         dst_group.attrs[key] = value
                     dst_group.attrs["original_traj_idx"] = int(old_idx)
@@ -143,4 +148,4 @@ def sample_labeled(config: Config) -> Path:
 
 
 if __name__ == "__main__":
-    sample_labeled(pyrallis.parse(config_class=Config))
+    cli(lambda: sample_labeled(pyrallis.parse(config_class=Config)))

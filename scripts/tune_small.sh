@@ -8,9 +8,18 @@
 #   - the IDM: its action MSE on the validation trajectories (runs/small/data/cheetah-run-val.hdf5);
 #   - BC and BC on all data: their online return over the evaluation episodes (training distractors);
 #   - latent BC and the decoders keep BC's choice (no separate grid: see the README's tuning table).
+#   - LAOM + supervision: its own learning rate (at the paper's cheetah-run coefficient 0.001), then the supervision
+#     coefficient at the chosen rate, by the validation ridge probe;
+#   - masked LAPO (true masks): its learning rate, as LAPO's;
+#   - optionally (GRIDS=precision), LAPO and LAOM at their settings in fp32 and in bf16 autocast (--precision): on a
+#     CPU with AVX512-BF16, whether bf16 changes the probes beyond seed noise. Not in the default: on this project's
+#     AVX2-only machine bf16 convolutions are about 15x slower than fp32 (docs/small-reproduction/README.md).
 # The grid is below; `python -m scripts.small_report --tuning` turns its results into the table of the README.
 #   bash scripts/tune_small.sh            # after the data step of scripts/reproduce_small.sh (it collects if missing)
-# Settings: SMALL_DIR [runs/small], TUNE_SEED [100], BUDGET [2], LANES [2], PYTHON [python]. Resumes like the study.
+#   GRIDS="laom_labels lapo_mask" bash scripts/tune_small.sh                  # some of the grids only
+# Settings: SMALL_DIR [runs/small], TUNE_SEED [100], BUDGET [2], LANES [2], PYTHON [python], GRIDS [lapo laom
+# noaug policy idm laom_labels laom_labels_coef lapo_mask; also: precision], PRECISION [fp32, the study's], grid
+# variables below. Resumes like the study.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SMALL_DIR=${SMALL_DIR:-runs/small}
@@ -32,8 +41,45 @@ TAU_LR=${TAU_LR:-0.0003}  # LAOM's chosen learning rate
 TAUS=${TAUS:-"0.001 0.05"}  # LAOM's EMA rate at TAU_LR (and, from a first pass, at lr 0.001)
 POLICY_LRS=${POLICY_LRS:-"0.001 0.003"}  # BC, BC on all data; the paper's 1e-4 left every policy at the mean action in the first study
 IDM_LRS=${IDM_LRS:-"0.001 0.003 0.01 0.03"}  # extended up twice: 3e-3, then 1e-2 were at the edge
+LAOM_LABELS_LRS=${LAOM_LABELS_LRS:-"0.00003 0.0001 0.0003 0.001"}  # at coefficient 0.001 (the paper's cheetah-run)
+COEF_LR=${COEF_LR:-0.0001}  # LAOM + supervision's chosen learning rate
+COEFS=${COEFS:-"0.01 0.1 1.0"}  # LAOM + supervision's coefficient at COEF_LR (0.001 is in the learning-rate grid)
+LAPO_MASK_LRS=${LAPO_MASK_LRS:-"0.001 0.003 0.01"}
+GRIDS=${GRIDS:-"lapo laom noaug policy idm laom_labels laom_labels_coef lapo_mask"}
+PRECISION=${PRECISION:-fp32}
+want() { [[ " $GRIDS " == *" $1 "* ]]; }
 common="--seed=$TUNE_SEED --wandb_mode=disabled ${EXTRA_ARGS:-}"
 lam="--lam_only=true --lapo.ridge_probe_every=${RIDGE_EVERY:-155} --lapo.data_path=$D/cheetah-run.hdf5"
+labels="--lapo.labeled_data_path=$D/cheetah-run-labeled-1000x$BUDGET.hdf5"
+if want laom_labels; then
+    for lr in $LAOM_LABELS_LRS; do
+        job "$T/laom_labels/lr$lr-coef0.001" train_laom_labels --config_path=$CONFIG_DIR/laom-labels.yaml $common \
+            $lam $labels --precision=$PRECISION --lapo.learning_rate=$lr --lapo.labeled_loss_coef=0.001
+    done
+fi
+if want laom_labels_coef; then
+    for coef in $COEFS; do
+        job "$T/laom_labels/lr$COEF_LR-coef$coef" train_laom_labels --config_path=$CONFIG_DIR/laom-labels.yaml \
+            $common $lam $labels --precision=$PRECISION --lapo.learning_rate=$COEF_LR --lapo.labeled_loss_coef=$coef
+    done
+fi
+if want lapo_mask; then
+    for lr in $LAPO_MASK_LRS; do
+        job "$T/lapo_mask/lr$lr" train_lapo_mask --config_path=$CONFIG_DIR/lapo-mask.yaml $common $lam \
+            --lapo.masks_path=$D/cheetah-run-masks.hdf5 --precision=$PRECISION --lapo.learning_rate=$lr
+    done
+fi
+if want precision; then  # LAPO and LAOM at their settings (configs/small), fp32 against bf16
+    for p in fp32 bf16; do
+        job "$T/precision/lapo-$p" train_lapo --config_path=$CONFIG_DIR/lapo.yaml $common $lam --precision=$p
+        job "$T/precision/laom-$p" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam --precision=$p
+    done
+fi
+want lapo || LAPO_LRS=""
+want laom || { LAOM_LRS=""; TAUS=""; }
+want noaug || NOAUG_LRS=""
+want policy || POLICY_LRS=""
+want idm || IDM_LRS=""
 for lr in $LAPO_LRS; do
     job "$T/lapo/lr$lr" train_lapo --config_path=$CONFIG_DIR/lapo.yaml $common $lam --lapo.learning_rate=$lr
 done

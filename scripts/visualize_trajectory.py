@@ -19,9 +19,15 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-import h5py
-import numpy as np
+if __package__ in (None, ""):  # run as `python scripts/visualize_trajectory.py`: make `src` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+from src.errors import UserError, cli  # noqa: E402
 
 PANEL_GAP = 4  # pixels (after scaling) of white between panels
 TITLE_PX = 28  # pixels of figure height reserved for the title
@@ -30,7 +36,7 @@ TINT_WEIGHT = 0.6
 VIEWER_KEYS = ("q", "p", "r")
 
 
-class ViewerError(ValueError):
+class ViewerError(UserError, ValueError):
     """Bad input: missing file, trajectory out of range, or files that do not match."""
 
 
@@ -50,6 +56,8 @@ class Trajectory:
 def _read_group(path: str, index: int, key: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise ViewerError(f"file not found: {path}")
+    if not h5py.is_hdf5(path):
+        raise ViewerError(f"{path}: not an HDF5 file; expected a dataset (or blurred dataset, masks file)")
     with h5py.File(path, "r") as f:
         indices = sorted(int(k) for k in f.keys() if k.isdigit())
         if index < 0 or str(index) not in f:
@@ -318,4 +326,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -29,6 +29,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from src.errors import ConfigError
+
 AUGMENTATIONS = (
     "identity",
     "shift",
@@ -138,7 +140,7 @@ class Augmenter:
         names = tuple(names)
         unknown = [n for n in names if n not in AUGMENTATIONS]
         if unknown or not names:
-            raise ValueError(f"unknown augmentation(s) {unknown or names}; valid: {list(AUGMENTATIONS)}")
+            raise ConfigError(f"unknown augmentation(s) {unknown or names}; valid: {list(AUGMENTATIONS)}")
         self.names = names
         self.rotate_degrees, self.perspective_distortion = rotate_degrees, perspective_distortion
         self.pad_overrides = (shift_pad, rotate_pad, perspective_pad)

@@ -10,8 +10,9 @@ import torch
 import torch.nn as nn
 
 from src import dist
+from src.errors import UserError
 from src.files import replace_or_explain
-from src.run import NON_TRAINING_FIELDS, UserError, config_differences, set_seed
+from src.run import NON_TRAINING_FIELDS, config_differences, set_seed
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from src import dist
+from src.errors import ConfigError, DatasetError, MissingFileError, check_hdf5_file, warn
 
 # Root attributes the methods need to rebuild the evaluation environment and to check shapes.
 REQUIRED_ROOT_ATTRS = ("domain_name", "task_name", "difficulty", "dynamic", "img_hw")
@@ -32,10 +33,6 @@ class Shapes:
     act_dim: int
     state_dim: int | None
     img_hw: int
-
-
-class DatasetError(ValueError):
-    """A dataset file does not have the layout or the content that was expected."""
 
 
 def _trajectory_keys(f: h5py.File, path: str) -> list[str]:
@@ -218,12 +215,37 @@ def env_obs_to_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(obs, device=device).permute(0, 3, 1, 2).contiguous()
 
 
+def check_data_file(flag: str, path: str) -> None:
+    """A config field naming an HDF5 file to read (`--lapo.data_path=...`) is refused at the start of a run, naming
+    the field, when the file is missing or is not HDF5."""
+    if "masks" in flag:
+        check_hdf5_file(f"{flag}={path}", path, "a masks file (scripts/generate_masks_hdf5.py makes one)")
+    else:
+        hint = " (scripts/download_data.py fetches the paper's; docs/DATA.md)"
+        check_hdf5_file(f"{flag}={path}", path, "an HDF5 dataset", hint)
+
+
+def check_batch_size(flag: str, batch_size: int, count: int, path: str, with_replacement: bool = False) -> None:
+    """A batch larger than the samples it is drawn from: an error for a sampler without replacement (an epoch's
+    batch could not be that large), a one-line warning for one with replacement (each batch repeats samples)."""
+    if batch_size <= count:
+        return
+    if with_replacement:
+        if dist.is_main():
+            warn(f"{flag}={batch_size} is larger than the {count} samples of {path}: each batch repeats samples")
+        return
+    raise ConfigError(
+        f"{flag}={batch_size}: larger than the {count} samples it is drawn from ({path}, without replacement); "
+        f"use at most {count}, or a larger dataset"
+    )
+
+
 def read_root_attrs(path: str) -> dict:
     """Root attributes of a dataset file as plain Python values; checks the required ones are present."""
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:
-        raise FileNotFoundError(f"dataset file not found: {path}") from None
+        raise MissingFileError(f"dataset file not found: {path}") from None
     except OSError as e:
         raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
     with f:
@@ -429,7 +451,7 @@ def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
     Gather stacked masks for sampled indices with `stacked_masks`.
     """
     if not Path(path).exists():
-        raise FileNotFoundError(f"masks file not found: {path}")
+        raise MissingFileError(f"masks file not found: {path}")
     keys = data.keys
     _, _, h, w = data.frames_shape
     try:

@@ -29,6 +29,8 @@ import torch
 import torch.distributed as tdist
 import torch.nn as nn
 
+from src.errors import ConfigError
+
 _state = {"rank": 0, "world_size": 1, "local_rank": 0}
 DistBackendError = getattr(tdist, "DistBackendError", RuntimeError)  # what a collective raises when a peer is gone
 _LOST = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "peer", "nccl error")
@@ -92,7 +94,7 @@ def local_batch(global_batch: int, what: str = "the batch size") -> int:
     n = _state["world_size"]
     if global_batch % n != 0:
         lower, upper = max(n, global_batch - global_batch % n), global_batch + n - global_batch % n
-        raise ValueError(
+        raise ConfigError(
             f"{what} = {global_batch} is a global batch (split over the ranks) and must be divisible by the number "
             f"of ranks, {n}: use {lower} or {upper}, or another number of ranks"
         )

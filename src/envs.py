@@ -18,9 +18,10 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from shimmy.dm_control_compatibility import DmControlCompatibilityV0  # noqa: E402
 
-from src.data import REQUIRED_ROOT_ATTRS  # noqa: E402
+from src.data import REQUIRED_ROOT_ATTRS, DatasetError  # noqa: E402
 from src.dcs import constants as C  # noqa: E402
 from src.dcs.suite import load  # noqa: E402
+from src.errors import ConfigError  # noqa: E402
 
 
 def flatten_state(obs: Mapping[str, np.ndarray], dtype: np.dtype = np.float32) -> np.ndarray:
@@ -152,7 +153,7 @@ def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str |
     evaluation environment that blurs its frames the same way: with true masks from the simulator, or with depth
     masks made by the same DepthAnything model and parameters (model_path: its local folder; None: the HF cache)."""
     if "blur_kernel" not in attrs:
-        raise ValueError(f"{path} was not blurred (no blur_kernel root attribute); eval_use_blur needs one that was")
+        raise DatasetError(f"{path} was not blurred (no blur_kernel root attribute); eval_use_blur needs one that was")
     masks = str(attrs.get("blur_masks", "depth"))
     kernel = [int(k) for k in np.asarray(attrs["blur_kernel"]).reshape(-1)]
     blur = {"kernel": kernel * 2 if len(kernel) == 1 else kernel, "sigma": float(np.asarray(attrs["blur_sigma"]))}
@@ -161,11 +162,11 @@ def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str |
         needed = ["blur_encoder", "blur_percentile", "blur_threshold_alpha", "blur_mask_kernel", "blur_mask_sigma"]
         missing = [k for k in needed if k not in attrs]
         if missing:
-            raise ValueError(f"{path} was blurred with depth masks but does not record {missing}: cannot redo them")
+            raise DatasetError(f"{path} was blurred with depth masks but does not record {missing}: cannot redo them")
         blur |= {k.removeprefix("blur_"): _plain_attr(attrs[k]) for k in needed}
         blur["model_path"] = model_path
     elif masks != "true":
-        raise ValueError(f"{path}: unknown blur_masks {masks!r}; expected 'true' or 'depth'")
+        raise DatasetError(f"{path}: unknown blur_masks {masks!r}; expected 'true' or 'depth'")
     return blur
 
 
@@ -194,7 +195,7 @@ def env_kwargs_from_attrs(
         if source == C.BUILTIN:
             backgrounds_path = C.BUILTIN
         elif C.DIFFICULTIES.get(difficulty, (0, 0))[1] != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"the dataset was recorded with DAVIS backgrounds (difficulty {difficulty}): pass the DAVIS folder "
                 "(e.g. --bc.dcs_backgrounds_path=DAVIS/JPEGImages/480p) to rebuild its evaluation environment"
             )

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from src.errors import ConfigError, UserError
+
 # DepthAnything V2 checkpoints on the Hugging Face hub, by the release's encoder names (vits .. vitg).
 DEPTH_MODEL_IDS = {
     "vits": "depth-anything/Depth-Anything-V2-Small-hf",
@@ -44,16 +46,16 @@ def kernel_pair(kernel: int | Sequence[int], name: str = "kernel") -> tuple[int,
     """(kh, kw) from an int or a pair; each must be an odd positive integer (else ValueError naming the value)."""
     pair = (kernel, kernel) if np.isscalar(kernel) else tuple(kernel)
     if len(pair) != 2:
-        raise ValueError(f"{name} must be one odd positive integer or two, got {kernel!r}")
+        raise ConfigError(f"{name} must be one odd positive integer or two, got {kernel!r}")
     for k in pair:
         if int(k) != k or k <= 0 or k % 2 == 0:
-            raise ValueError(f"{name} sizes must be odd positive integers, got {kernel!r}")
+            raise ConfigError(f"{name} sizes must be odd positive integers, got {kernel!r}")
     return int(pair[0]), int(pair[1])
 
 
 def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
     if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
+        raise ConfigError(f"sigma must be positive, got {sigma!r}")
     x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     w = torch.exp(-(x**2) / (2 * sigma**2))
     return w / w.sum()
@@ -139,7 +141,7 @@ def ema_thresholds(raw: np.ndarray, alpha: float) -> np.ndarray:
     release's default 0.1 smooths strongly, which is what a "threshold alpha" that defaults to 0.1 suggests).
     """
     if not 0.0 < alpha <= 1.0:
-        raise ValueError(f"threshold_alpha must be in (0, 1], got {alpha!r}")
+        raise ConfigError(f"threshold_alpha must be in (0, 1], got {alpha!r}")
     out = np.empty(len(raw), dtype=np.float64)
     for t, r in enumerate(raw):  # one value per frame, not per pixel
         out[t] = r if t == 0 else alpha * r + (1.0 - alpha) * out[t - 1]
@@ -161,7 +163,7 @@ def depth_masks(
     """
     kernel_pair(kernel, "mask kernel")
     if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+        raise ConfigError(f"percentile must be in [0, 100], got {percentile!r}")
     d = normalize_depth(depth)
     raw = np.percentile(d.reshape(len(d), -1), percentile, axis=1)
     thresholds = ema_thresholds(raw, threshold_alpha)
@@ -198,7 +200,7 @@ class DepthMasker:
         return feathered.round().clamp(0, 255).to(torch.uint8).numpy()[0]
 
 
-class DepthWeightsMissing(FileNotFoundError):
+class DepthWeightsMissing(UserError, FileNotFoundError):
     """DepthAnything weights are neither in the given folder nor in the Hugging Face cache."""
 
 
@@ -212,7 +214,7 @@ def load_depth_model(encoder: str = "vits", device: str = "cpu", model_path: str
 
     if model is None:
         if encoder not in DEPTH_MODEL_IDS:
-            raise ValueError(f"unknown encoder {encoder!r}: choose one of {', '.join(DEPTH_MODEL_IDS)}")
+            raise ConfigError(f"unknown encoder {encoder!r}: choose one of {', '.join(DEPTH_MODEL_IDS)}")
         model_id = DEPTH_MODEL_IDS[encoder]
         if model_path is not None:
             if not Path(model_path, "config.json").is_file():

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 
 from src import dist
+from src.data import check_batch_size
+from src.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns bf16 on (None: decide per device)
@@ -20,7 +22,7 @@ def setup_backends(device: torch.device, precision: str = "auto") -> None:
     precision: "auto" (bf16 autocast on CUDA, as the paper's runs; fp32 on CPU), "bf16" (bf16 autocast on any
     device), "fp32" (no autocast)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
+        raise ConfigError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
     _precision["bf16"] = None if precision == "auto" else precision == "bf16"
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -57,7 +59,7 @@ def make_optimizer(
         return torch.optim.Adam(groups, lr=lr, fused=fused)
     if kind == "adamw":
         return torch.optim.AdamW(groups, lr=lr, fused=fused)
-    raise ValueError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
+    raise ConfigError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
 
 
 LR_SCHEDULES = ("linear", "cosine", "constant", "cooldown")
@@ -79,9 +81,9 @@ def make_scheduler(
     For "linear" and "cosine", cooldown_ratio > 0 holds the rate after warm-up and decays over that final
     fraction only."""
     if kind not in LR_SCHEDULES:
-        raise ValueError(f"unknown lr schedule {kind!r}; valid: {list(LR_SCHEDULES)}")
+        raise ConfigError(f"unknown lr schedule {kind!r}; valid: {list(LR_SCHEDULES)}")
     if not 0.0 <= cooldown_ratio <= 1.0:
-        raise ValueError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
+        raise ConfigError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
     total = max(1, total_updates)
     warmup = min(max(0, warmup_updates), total - 1)
     if cooldown_ratio > 0:
@@ -135,7 +137,14 @@ class NanGuard:
             raise FloatingPointError(f"{self.stage}: the loss became NaN or infinite at update {step}{where}")
 
 
-def infinite_epochs(data, valid: torch.Tensor, batch_size: int, drop_last: bool = True):
-    """Batches of indices, epoch after epoch (a fresh permutation each epoch; see TrajectoryData.epoch)."""
-    while True:
-        yield from data.epoch(valid, batch_size, drop_last)
+def infinite_epochs(data, valid: torch.Tensor, batch_size: int, drop_last: bool = True, flag: str = "batch_size"):
+    """Batches of indices, epoch after epoch (a fresh permutation each epoch; see TrajectoryData.epoch). A batch
+    larger than the samples of `valid` (of all ranks) is refused here, naming the config field `flag`: an epoch
+    draws without replacement."""
+    check_batch_size(flag, batch_size, dist.total(len(valid)), data.path)
+
+    def epochs():
+        while True:
+            yield from data.epoch(valid, batch_size, drop_last)
+
+    return epochs()

@@ -21,20 +21,43 @@ evaluation set (novel distractors), the same fitted probe is also measured on it
 
 Ridge: W = (Cov(z) + l2 * mean(diag Cov(z)) * I)^-1 Cov(z, a), b = mean(a) - mean(z) W, in float64 from sums of
 z, a and their products (`Moments`): the penalty is relative to the latents' scale, so one grid fits every method.
+
+Leakage probes (what else the latents encode). When the data records each frame's distractor state (the
+`distractors/` group of the collector, docs/DATA.md), the same fit goes, in the same pass, from the latent of
+(o_t, o_{t+1}) to each of LEAKAGE_TARGETS: `action` (a_t), `agent_state` (s_{t+1} - s_t, the stored proprioceptive
+state), `background` (the video's frame advance), `camera` (the change of the camera's position and orientation
+offsets) and `color` (the change of the materials' colour offsets). Each target gets its own penalty (the best
+validation R²) and reports its R² on the test trajectories (`<prefix>/leakage/<target>_r2`; `_val_r2` on the
+validation ones, `_eval_r2` on the evaluation set when it records the group). R² is out of sample, per column,
+1 - SSE / SSE of the fitted mean, averaged over the target's columns that vary on the set measured (a column that is
+constant there has no R²; a target none of whose columns varies is NaN). Data without the group (the paper's
+released files) gets the action and agent-state targets only and a printed "not recorded" note.
 """
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
+import h5py
+import numpy as np
 import torch
 
 from src import dist
-from src.data import TrajectoryData, normalize_obs
+from src.data import DatasetError, TrajectoryData, normalize_obs
 from src.optim import autocast
 
 Labeler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (o_t, o_{t+1}) in [-1, 1] -> latent [B, Z]
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried; the validation trajectories choose
+# Latents wider than this also get the probe on their top PCA_DIMS principal components (`ridge_probe_pca128_mse`):
+# latents of different widths (LAOM 1024 or 8192, LAPO 128) then compare at one dimension and one sample count.
+PCA_DIMS = 128
+DISTRACTORS_GROUP = "distractors"  # per trajectory group: one float dataset [T, k] per distraction (docs/DATA.md)
+# Leakage targets of the transition (o_t, o_{t+1}): the action, then changes over the transition of the agent's state
+# and of each distractor's state. background: the frame advance only (its other columns, the video and the playback
+# direction, are constant over a transition except where the video bounces).
+LEAKAGE_TARGETS = ("action", "agent_state", "background", "camera", "color")
+_DISTRACTOR_COLUMNS = {"background": [1], "camera": None, "color": None}  # None: every column
 
 
 def split_trajectories(data: TrajectoryData) -> tuple[list[int], list[int], list[int]]:
@@ -42,7 +65,7 @@ def split_trajectories(data: TrajectoryData) -> tuple[list[int], list[int], list
     before it (at least one) chooses the ridge penalty, the rest fits. Needs three trajectories."""
     n = data.num_trajectories
     if n < 3:
-        raise ValueError(
+        raise DatasetError(
             f"{data.path}: the ridge probe holds out whole trajectories (fit / validation / test) and needs at "
             f"least 3; it has {n}"
         )
@@ -68,38 +91,64 @@ class Moments:
         self.sums: dict[str, torch.Tensor] = {}
 
     def add(self, z: torch.Tensor, a: torch.Tensor) -> None:
+        """One batch: latents z [B, Z] and targets a [B, A] (float64)."""
         s = {"n": torch.tensor(float(len(z)), dtype=torch.float64, device=z.device), "z": z.sum(0), "a": a.sum(0)}
         s |= {"zz": z.T @ z, "za": z.T @ a, "aa": (a * a).sum(0)}
         self.sums = s if not self.sums else {k: self.sums[k] + v for k, v in s.items()}
 
     @torch.no_grad()
-    def collect(self, label: "Labeler", data: TrajectoryData, idx, frame_stack, batch_size, device) -> "Moments":
+    def collect(
+        self, label: "Labeler", data: TrajectoryData, idx, frame_stack, batch_size, device, extra=None
+    ) -> "Moments":
+        """The sums over the transitions idx; the targets are the actions, followed by the columns of extra
+        (host float32 [N, K], row t the target of transition t) when given."""
         for chunk in idx.split(batch_size):
             b = data.batch(chunk, frame_stack, next_obs=True)
             with autocast(device):
                 z = label(normalize_obs(b["obs"]), normalize_obs(b["next_obs"]))
-            self.add(z.double(), b["actions"].double())
+            a = b["actions"].double()
+            if extra is not None:
+                a = torch.cat([a, extra[chunk.cpu()].to(a.device, torch.float64)], 1)
+            self.add(z.double(), a)
         self.sums = dist.sum_tensors(self.sums)  # a distributed run: the statistics of every rank's shard
         return self
 
     def mean_action(self) -> torch.Tensor:
         return self.sums["a"] / self.sums["n"]
 
-    def mse(self, w: torch.Tensor, b: torch.Tensor) -> float:
-        """Mean over samples and action dimensions of (a - z W - b)^2, from the sums alone."""
+    def sq_errors(self, w: torch.Tensor, b: torch.Tensor, cols=slice(None)) -> torch.Tensor:
+        """Sum over samples of (a - z W - b)^2 for each target column of `cols` [C], from the sums alone."""
         s = self.sums
-        sq = s["aa"].sum() - 2 * (w * s["za"]).sum() - 2 * b @ s["a"] + (w * (s["zz"] @ w)).sum()
-        sq = sq + 2 * b @ (w.T @ s["z"]) + s["n"] * b @ b
-        return (sq.clamp_min(0) / (s["n"] * len(b))).item()
+        w, b = w[:, cols], b[cols]
+        sq = s["aa"][cols] - 2 * (w * s["za"][:, cols]).sum(0) - 2 * b * s["a"][cols] + (w * (s["zz"] @ w)).sum(0)
+        return sq + 2 * b * (w.T @ s["z"]) + s["n"] * b * b
 
-    def ridge_path(self, l2s: list[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def mse(self, w: torch.Tensor, b: torch.Tensor, cols=slice(None)) -> float:
+        """Mean over samples and the target columns `cols` of (a - z W - b)^2."""
+        sq = self.sq_errors(w, b, cols)
+        return (sq.sum().clamp_min(0) / (self.sums["n"] * len(sq))).item()
+
+    def r2(self, w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, cols) -> float:
+        """Out-of-sample R² of the columns `cols`: 1 - SSE / SSE of predicting `mean` (the fitted mean), per column,
+        averaged over the columns whose baseline is not ~0 here (NaN when none is)."""
+        sse = self.sq_errors(w, b, cols).clamp_min(0)
+        base = self.sq_errors(torch.zeros_like(w), mean, cols).clamp_min(0)
+        varies = base > 1e-9 * self.sums["n"]
+        if not bool(varies.any()):
+            return math.nan
+        return (1 - sse[varies] / base[varies]).mean().item()
+
+    def ridge_path(self, l2s: list[float], dims: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(W [Z, A], b [A]) for each relative penalty: W = (Cov(z) + l2 * mean(diag Cov(z)) I)^-1 Cov(z, a),
-        b = mean(a) - mean(z) W. One eigendecomposition serves every penalty."""
+        b = mean(a) - mean(z) W. One eigendecomposition serves every penalty. dims: only the top `dims` principal
+        components of the fit set's latents (ridge on the latents projected to that many dimensions)."""
         s = self.sums
         mz, ma = s["z"] / s["n"], s["a"] / s["n"]
         czz = s["zz"] / s["n"] - torch.outer(mz, mz)
         cza = s["za"] / s["n"] - torch.outer(mz, ma)
-        evals, evecs = torch.linalg.eigh(czz)
+        evals, evecs = torch.linalg.eigh(czz)  # ascending
+        if dims is not None:
+            evals, evecs = evals[-dims:], evecs[:, -dims:]
         proj = evecs.T @ cza
         scale = czz.diagonal().mean().clamp_min(1e-12)
         out = []
@@ -120,13 +169,14 @@ def ridge_probe(
     l2s: tuple[float, ...] = L2_GRID,
     eval_data: TrajectoryData | None = None,
     prefix: str = "lapo",
+    leakage: bool = True,
 ) -> dict[str, float]:
     """The probe's metrics (none when max_samples is 0; none, with a printed note, when the data holds fewer than 3
     trajectories, on any rank): `<prefix>/ridge_probe_mse` and `<prefix>/ridge_probe_baseline_mse` on the held-out
     test trajectories; `<prefix>/ridge_probe_val_mse` and its baseline on the validation trajectories (what tuning
     selects on); the same two on `eval_data` (`eval_ridge_probe_...`) when given; the penalty chosen, the numbers of
     transitions, and `<prefix>/action_variance` (mean over action dimensions of the data's action variance: the
-    online probe's baseline)."""
+    online probe's baseline). leakage: also the leakage probes' R² (`<prefix>/leakage/...`, module docstring)."""
     if max_samples <= 0:  # switched off (--lapo.ridge_probe_samples=0)
         return {}
     short = dist.total(int(data.num_trajectories < 3))  # ranks whose shard is too small
@@ -137,24 +187,31 @@ def ridge_probe(
     fit_traj, val_traj, test_traj = split_trajectories(data)  # of this rank's shard under torchrun
     max_samples = max(1, max_samples // dist.world_size())  # per rank: the same total on any number of ranks
     args = (frame_stack, batch_size, device)
+    extra, columns = leakage_targets(data) if leakage else (None, {})
+    act = slice(0, data.act_dim)  # the action columns of the targets
     fit_idx = pair_indices(data, fit_traj, max_samples, seed=0)
-    fit = Moments().collect(label, data, fit_idx, *args)
-    val = Moments().collect(label, data, pair_indices(data, val_traj, max_samples // 4 or 1, seed=1), *args)
+    fit = Moments().collect(label, data, fit_idx, *args, extra=extra)
+    val_idx = pair_indices(data, val_traj, max_samples // 4 or 1, seed=1)
+    val = Moments().collect(label, data, val_idx, *args, extra=extra)
     test_idx = pair_indices(data, test_traj, max_samples, seed=2)
-    test = Moments().collect(label, data, test_idx, *args)
+    test = Moments().collect(label, data, test_idx, *args, extra=extra)
     path = fit.ridge_path(list(l2s))
-    best = min(range(len(l2s)), key=lambda i: val.mse(*path[i]))
+    best = min(range(len(l2s)), key=lambda i: val.mse(*path[i], act))
     w, b = path[best]
     mean_a = fit.mean_action()
     no_latent = torch.zeros_like(w)  # the baseline: always the fitted mean action
     out = {
-        f"{prefix}/ridge_probe_mse": test.mse(w, b),
-        f"{prefix}/ridge_probe_baseline_mse": test.mse(no_latent, mean_a),
+        f"{prefix}/ridge_probe_mse": test.mse(w, b, act),
+        f"{prefix}/ridge_probe_baseline_mse": test.mse(no_latent, mean_a, act),
         # the validation trajectories' MSE at the chosen penalty: what hyperparameter tuning may select on
         # (scripts/tune_small.sh); the test trajectories above are for reporting only
-        f"{prefix}/ridge_probe_val_mse": val.mse(w, b),
-        f"{prefix}/ridge_probe_val_baseline_mse": val.mse(no_latent, mean_a),
+        f"{prefix}/ridge_probe_val_mse": val.mse(w, b, act),
+        f"{prefix}/ridge_probe_val_baseline_mse": val.mse(no_latent, mean_a, act),
     }
+    if fit.sums["zz"].shape[0] > PCA_DIMS:  # the same probe on the top PCA_DIMS principal components of the latents
+        pca = fit.ridge_path(list(l2s), dims=PCA_DIMS)
+        w_p, b_p = pca[min(range(len(l2s)), key=lambda i: val.mse(*pca[i], act))]
+        out[f"{prefix}/ridge_probe_pca{PCA_DIMS}_mse"] = test.mse(w_p, b_p, act)
     out[f"{prefix}/ridge_probe_l2"] = l2s[best]
     out[f"{prefix}/ridge_probe_fit_transitions"] = dist.total(len(fit_idx))  # over every rank
     out[f"{prefix}/ridge_probe_test_transitions"] = dist.total(len(test_idx))
@@ -165,54 +222,156 @@ def ridge_probe(
     )
     mean = m["a"] / m["n"]
     out[f"{prefix}/action_variance"] = (m["aa"] / m["n"] - mean * mean).mean().item()
+    ev = None
     if eval_data is not None:
         eval_idx = pair_indices(eval_data, list(range(eval_data.num_trajectories)), max_samples, seed=3)
-        ev = Moments().collect(label, eval_data, eval_idx, *args)
+        eval_extra, eval_columns = leakage_targets(eval_data, quiet=True) if leakage else (None, {})
+        if eval_columns != columns:  # the evaluation set's leakage only where it records what the data records
+            eval_extra = None
+        ev = Moments().collect(label, eval_data, eval_idx, *args, extra=eval_extra)
         out |= {
-            f"{prefix}/eval_ridge_probe_mse": ev.mse(w, b),
-            f"{prefix}/eval_ridge_probe_baseline_mse": ev.mse(no_latent, mean_a),
+            f"{prefix}/eval_ridge_probe_mse": ev.mse(w, b, act),
+            f"{prefix}/eval_ridge_probe_baseline_mse": ev.mse(no_latent, mean_a, act),
         }
+        ev = ev if eval_extra is not None else None
+    if extra is not None:
+        out |= _leakage_r2(fit, val, test, ev, path, columns, data.act_dim, prefix)
+    return out
+
+
+def _leakage_r2(fit, val, test, ev, path, columns: dict, act_dim: int, prefix: str) -> dict[str, float]:
+    """R² of every leakage target on the validation, test and evaluation transitions, each at the penalty that
+    gives it the best validation R²."""
+    mean = fit.sums["a"] / fit.sums["n"]
+    out = {}
+    spans = {"action": list(range(act_dim))} | {k: [act_dim + c for c in v] for k, v in columns.items()}
+    for name, cols in spans.items():
+        val_r2 = [val.r2(w, b, mean, cols) for w, b in path]
+        finite = [i for i, r in enumerate(val_r2) if not math.isnan(r)]
+        best = max(finite, key=lambda i: val_r2[i]) if finite else 0
+        w, b = path[best]
+        out[f"{prefix}/leakage/{name}_r2"] = test.r2(w, b, mean, cols)
+        out[f"{prefix}/leakage/{name}_val_r2"] = val_r2[best]
+        if ev is not None:
+            out[f"{prefix}/leakage/{name}_eval_r2"] = ev.r2(w, b, mean, cols)
+    return out
+
+
+_LEAKAGE_CACHE: dict[tuple, tuple] = {}
+
+
+def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Tensor | None, dict[str, list[int]]]:
+    """The leakage targets other than the action for every frame t of `data` (the transition (o_t, o_{t+1}); rows
+    of a trajectory's last frame are never used): host float32 [N, K] and {target: its columns}. The agent state's
+    change always (when the file stores `states`); each distractor's when every trajectory records it (else the
+    target is left out and, unless quiet, a note says so once). (None, {}) when no target is available."""
+    key = (str(Path(data.path).resolve()), tuple(data.keys))
+    if key in _LEAKAGE_CACHE:
+        return _LEAKAGE_CACHE[key]
+    parts, columns, width = [], {}, 0
+    with h5py.File(data.path, "r") as f:
+        groups = [f[k] for k in data.keys]
+        sources = {"agent_state": [g["states"] if "states" in g else None for g in groups]}
+        for name in LEAKAGE_TARGETS[2:]:
+            sources[name] = [g[DISTRACTORS_GROUP][name] if name in g.get(DISTRACTORS_GROUP, {}) else None
+                             for g in groups]  # fmt: skip
+        missing = [n for n in LEAKAGE_TARGETS[2:] if any(d is None for d in sources[n])]
+        if missing and not quiet:
+            print(f"leakage probes: {data.path} does not record {', '.join(missing)} (no '{DISTRACTORS_GROUP}/' "
+                  "group in its trajectories): not recorded, not probed")  # fmt: skip
+        for name, datasets in sources.items():
+            if any(d is None for d in datasets):
+                continue
+            keep = _DISTRACTOR_COLUMNS.get(name)
+            values = np.concatenate([np.asarray(d, dtype=np.float32) for d in datasets])  # [N, k]
+            values = values if keep is None else values[:, keep]
+            delta = np.zeros_like(values)
+            delta[:-1] = values[1:] - values[:-1]  # x_{t+1} - x_t (across a trajectory's end: never used)
+            parts.append(delta)
+            columns[name] = list(range(width, width + delta.shape[1]))
+            width += delta.shape[1]
+    out = (torch.from_numpy(np.concatenate(parts, 1)) if parts else None, columns)
+    _LEAKAGE_CACHE[key] = out
     return out
 
 
 class ProbeCurve:
     """The ridge probe at a few points of a LAM's training (`ridge_probe_every` updates), so a reader sees whether
     the probe had flattened or was still falling when the stage ended; the first point is the randomly initialised
-    network (update 0). Each point is [update, validation MSE, test
-    MSE], appended to `path` (a JSON list beside the stage checkpoint) so a resumed stage keeps its earlier points;
-    `points(final)` adds the stage's final probe. The network is put in eval mode for the probe and back after; the
-    global random state is not touched (ridge_probe draws with its own generators), so training is unchanged."""
+    network (update 0). Each point is [update, validation MSE, test MSE, {leakage target: test R²}] (the last
+    element only where the data records the leakage targets); `points(final)` adds the stage's final probe. With
+    `init` (the default whenever the probe is on, even without a curve) the whole probe at update 0 is kept too:
+    `init_metrics()` gives it as `<prefix>/init/<metric>`, what the frames make decodable before any training, to
+    set beside the final probe. Points and the update-0 probe live in `path` (JSON beside the stage checkpoint), so
+    a resumed stage keeps them. The network is put in eval mode for the probe and back after; the global random
+    state is not touched (ridge_probe draws with its own generators), so training is unchanged."""
 
-    def __init__(self, path, every: int):
-        self.path, self.every = Path(path), every
-        self._points = json.loads(self.path.read_text()) if every > 0 and self.path.exists() else []
+    def __init__(self, path, every: int, init: bool = True):
+        self.path, self.every, self.init = Path(path), every, init
+        stored = json.loads(self.path.read_text()) if (every > 0 or init) and self.path.exists() else []
+        if isinstance(stored, list):  # the earlier format: the points only
+            stored = {"points": stored}
+        self._points = stored.get("points", [])
+        self._init: dict = stored.get("init", {})
 
     def before_training(self, stage, module: torch.nn.Module, probe: Callable[[], dict]) -> None:
-        """The point at update 0, the randomly initialised network: what the latents hold before any learning (a
+        """The probe of update 0, the randomly initialised network: what the latents hold before any learning (a
         stage that resumes or was finished earlier has it already)."""
-        if not stage.done and stage.start == 0:
-            self.maybe_add(-1, stage.total, module, probe)
+        if stage.done or stage.start != 0 or not (self.every > 0 or self.init):
+            return
+        m = self._probe(module, probe)
+        if not m:  # the probe was skipped (too few trajectories)
+            return
+        if self.init:
+            self._init = m
+        if self.every > 0 and not any(p[0] == 0 for p in self._points):
+            self._points.append(_point(0, m))
+        self._write()
 
     def maybe_add(self, step: int, total: int, module: torch.nn.Module, probe: Callable[[], dict]) -> None:
         """After update `step` (0-based) of `total`: a point every `every` updates, except after the last one."""
         n = step + 1
         if self.every <= 0 or n % self.every or n >= total or any(p[0] == n for p in self._points):
             return
-        module.eval()
-        m = probe()
-        module.train()
+        m = self._probe(module, probe)
         if not m:  # the probe was skipped (too few trajectories)
             return
-        self._points.append([n, _key(m, "ridge_probe_val_mse"), _key(m, "ridge_probe_mse")])
-        if dist.is_main():
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._points))
-            tmp.replace(self.path)
+        self._points.append(_point(n, m))
+        self._write()
 
     def points(self, final: dict, total: int) -> list:
         if self.every <= 0 or not final:
             return []
-        return [*self._points, [total, _key(final, "ridge_probe_val_mse"), _key(final, "ridge_probe_mse")]]
+        return [*self._points, _point(total, final)]
+
+    def init_metrics(self) -> dict:
+        """The update-0 probe as `<prefix>/init/<metric>` (empty when it was not measured)."""
+        out = {}
+        for k, v in self._init.items():
+            prefix, _, name = k.partition("/")
+            out[f"{prefix}/init/{name}"] = v
+        return out
+
+    @staticmethod
+    def _probe(module: torch.nn.Module, probe: Callable[[], dict]) -> dict:
+        module.eval()
+        m = probe()
+        module.train()
+        return m
+
+    def _write(self) -> None:
+        if dist.is_main():
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"points": self._points, "init": self._init}))
+            tmp.replace(self.path)
+
+
+def _point(update: int, metrics: dict) -> list:
+    """[update, validation MSE, test MSE] and, where measured, {leakage target: test R²}."""
+    point = [update, _key(metrics, "ridge_probe_val_mse"), _key(metrics, "ridge_probe_mse")]
+    leak = {k.rpartition("/")[2].removesuffix("_r2"): v for k, v in metrics.items()
+            if "/leakage/" in k and k.endswith("_r2") and not k.endswith(("_val_r2", "_eval_r2"))}  # fmt: skip
+    return [*point, leak] if leak else point
 
 
 def _key(metrics: dict, suffix: str) -> float:

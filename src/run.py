@@ -16,6 +16,8 @@ import pyrallis
 import torch
 
 from src import dist
+from src.data import check_data_file
+from src.errors import ConfigError, UserError, user_errors
 from src.files import json_default, replace_or_explain, write_json
 from src.optim import setup_backends
 
@@ -52,9 +54,42 @@ def set_seed(seed: int) -> None:
 def get_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return check_device(name)
 
 
+def check_device(name: str, flag: str = "--device") -> torch.device:
+    """The device `name` ("cpu", "cuda", "cuda:1", ...) if this machine has it, else a ConfigError saying why and
+    what to do: a CPU build of torch (install the CUDA build), no visible GPU, an index beyond the visible GPUs."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{flag}={name}: not a device; expected auto, cpu, cuda or cuda:<index>") from None
+    if device.type != "cuda":
+        return device
+    if torch.version.cuda is None:
+        version = torch.__version__.split("+")[0]
+        raise ConfigError(
+            f"{flag}={name}: the installed torch {torch.__version__} is a CPU build; install its CUDA build "
+            f"(pip install --force-reinstall torch=={version}, from PyPI; see README) or run with --device=cpu"
+        )
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        raise ConfigError(
+            f"{flag}={name}: torch {torch.__version__} sees no CUDA device{hidden}; check the driver with "
+            "nvidia-smi, or run with --device=cpu"
+        )
+    if device.index is not None and device.index >= count:
+        raise ConfigError(
+            f"{flag}={name}: {count} CUDA device{'s are' if count > 1 else ' is'} visible (cuda:0"
+            f"{f' .. cuda:{count - 1}' if count > 1 else ''}); use one of them or --device=cpu"
+        )
+    return device
+
+
+# Config fields naming an HDF5 file the run reads (datasets, foreground masks): checked when the run starts.
+DATA_FIELDS = ("data_path", "eval_data_path", "labeled_data_path", "masks_path")
 # Config fields that change how a run is watched, not what it trains: they may differ when a run is continued.
 NON_TRAINING_FIELDS = {"project", "group", "name", "run_dir", "wandb_mode", "log_every", "checkpoint_every"}
 NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
@@ -66,12 +101,17 @@ _locks: dict = {}  # run directory -> its open, locked file (held until the proc
 
 def check_config(config) -> None:
     """Counts that must be positive (batch sizes, epochs, updates, ...) and non-negative episode counts, in every
-    section of a config: a clear error naming the field instead of a ZeroDivisionError or a silent no-op."""
+    section of a config: a clear error naming the field instead of a ZeroDivisionError or a silent no-op. The data
+    files of the sections a run will train are checked to exist and be HDF5 (not those of the stages that
+    `lam_only` / `idm_only` leave out)."""
+    skipped = {"bc", "decoder"} if getattr(config, "lam_only", False) or getattr(config, "idm_only", False) else set()
     for flag, name, value in dist.config_fields(config):
         if name in POSITIVE_FIELDS and value is not None and value < 1:
-            raise ValueError(f"{flag}={value}: expected a positive integer")
+            raise ConfigError(f"{flag}={value}: expected a positive integer")
         if name == "eval_episodes" and value < 0:
-            raise ValueError(f"{flag}={value}: expected 0 (no evaluation) or more")
+            raise ConfigError(f"{flag}={value}: expected 0 (no evaluation) or more")
+        if name in DATA_FIELDS and value is not None and flag.split(".")[0].removeprefix("--") not in skipped:
+            check_data_file(flag, value)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -94,6 +134,10 @@ def config_differences(old: dict, new, ignore=NON_TRAINING_FIELDS) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
 
 
+class RunDirInUseError(UserError, RuntimeError):
+    """The run directory is held by another process."""
+
+
 def lock_run_dir(run_dir: Path) -> None:
     """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on
     the same directory is refused, naming the holder."""
@@ -108,7 +152,8 @@ def lock_run_dir(run_dir: Path) -> None:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise RuntimeError(f"run directory {run_dir} is in use by {holder}; give this run another --run_dir") from None
+        message = f"run directory {run_dir} is in use by {holder}; give this run another --run_dir"
+        raise RunDirInUseError(message) from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {os.uname().nodename}: {' '.join(sys.argv)}\n")
@@ -129,7 +174,7 @@ def prepare_run_dir(run_dir: str | Path, config) -> Path:
         differ = config_differences(json.loads(old_path.read_text()), config)
         if differ:
             details = "; ".join(differ[:10])
-            raise ValueError(
+            raise ConfigError(
                 f"{run_dir} holds a run made with another config ({details}{' ...' if len(differ) > 10 else ''}); "
                 "its checkpoints would be reused for this one. Give this run another --run_dir, or delete that "
                 "directory to start over."
@@ -199,6 +244,8 @@ def start_run(cfg: RunConfig) -> Run:
     Launched by torchrun (src/dist.py): joins the process group, device cuda:<local rank> (or the CPU), seed
     seed + rank (each rank its own data order and augmentations; the networks start from rank 0's, see
     Stage); rank 0 takes the run directory and wandb, the other ranks wait for it and log nowhere."""
+    if cfg.device != "auto":
+        check_device(cfg.device)
     device = get_device(cfg.device) if not dist.launched() else dist.init(cfg.device)
     dist.check_batches(cfg)
     setup_backends(device, cfg.precision)
@@ -224,21 +271,14 @@ class _NoLogging:
         pass
 
 
-class UserError(Exception):
-    """An error the person at the terminal can act on (e.g. src.checkpoint.CheckpointError): main() prints its
-    message, one line, without a traceback."""
-
-
 def main(train) -> None:
-    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume, a stage
-    checkpoint that cannot be used with one line naming it and what to do. In a
+    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume, a user
+    error (a stage checkpoint that cannot be used, a missing file, a config value: src/errors.py) with one line
+    naming it and what to do. In a
     distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so."""
     try:
-        train()
-    except UserError as e:
-        if dist.is_main():
-            print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        with user_errors(show=dist.is_main):
+            train()
     except KeyboardInterrupt:
         print(
             "\ninterrupted: the last checkpoint of each stage is kept; run the same command to resume", file=sys.stderr
@@ -268,7 +308,7 @@ def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: 
     import wandb
 
     if mode not in ("online", "offline", "disabled"):
-        raise ValueError(f"wandb mode {mode!r}; expected 'online', 'offline' or 'disabled'")
+        raise ConfigError(f"wandb mode {mode!r}; expected 'online', 'offline' or 'disabled'")
     return wandb.init(
         project=project,
         group=group,

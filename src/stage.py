@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from src import dist
 from src.checkpoint import restore_stage, save_stage
+from src.errors import ConfigError
 from src.files import write_json
 from src.optim import NanGuard
 from src.run import Stopwatch
@@ -75,7 +76,7 @@ class Stage:
         updates_per_epoch: int | None = None,
     ):
         if total < 1:
-            raise ValueError(f"{name}: the stage would run {total} updates; check its num_epochs / total_updates")
+            raise ConfigError(f"{name}: the stage would run {total} updates; check its num_epochs / total_updates")
         self.name, self.ckpt, self.objects, self.total = name, run.dir / ckpt_name, objects, total
         self.run, self.wandb_run, self.results, device = run.cfg, run.wandb, run.results, run.device
         self.load_from, self.reuse_metrics = load_from, reuse_metrics

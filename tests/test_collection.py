@@ -48,7 +48,11 @@ def read_all(path: Path) -> tuple[dict, dict]:
     """(root attrs, {group: ({dataset: array}, attrs)}) of a file."""
     with h5py.File(path, "r") as f:
         root = dict(f.attrs)
-        groups = {k: ({n: d[()] for n, d in g.items()}, dict(g.attrs)) for k, g in f.items()}
+        groups = {}
+        for k, g in f.items():
+            arrays = {}
+            g.visititems(lambda n, d, arrays=arrays: arrays.update({n: d[()]}) if isinstance(d, h5py.Dataset) else None)
+            groups[k] = (arrays, dict(g.attrs))
     return root, groups
 
 
@@ -98,6 +102,39 @@ def test_layout_and_exact_replay(dataset):
             np.testing.assert_array_equal(g["rewards"][()], np.asarray(rewards, dtype=np.float32))
             assert float(g.attrs["traj_return"]) == pytest.approx(sum(rewards))
         assert len({f[k]["obs"][0].tobytes() for k in f}) == 3  # distinct episodes
+
+
+def test_distractor_state_is_recorded_for_every_frame_and_replays(dataset, expert_path, tmp_path):
+    """Each group holds distractors/ (background, camera, color), the state the frame obs[t] shows: a replay of the
+    stored actions from the stored seed gives the same states; the background advances one video frame per step;
+    vanilla data has no group."""
+    env = make_env("cheetah", "run", "scale_easy_video_hard", dynamic=True, img_hw=64, frame_stack=1)
+    with h5py.File(dataset, "r") as f:
+        assert bool(f.attrs["distractors_recorded"])
+        g = f["1"]
+        stored = {k: g["distractors"][k][()] for k in g["distractors"]}
+        assert set(stored) == {"background", "camera", "color"}
+        n_mat = env.dcs_env.physics.model.nmat
+        assert {k: v.shape for k, v in stored.items()} == {
+            "background": (STEPS, 3), "camera": (STEPS, 6), "color": (STEPS, 3 * n_mat)
+        }  # fmt: skip
+        assert all(v.dtype == np.float32 for v in stored.values())
+        assert g["distractors/camera"].attrs["columns"] == "dx,dy,dz,rx,ry,rz"
+        _, info = env.reset(seed=int(g.attrs["seed"]))
+        for t in range(STEPS):
+            for k, v in env.dcs_env.distractor_state().items():
+                np.testing.assert_array_equal(stored[k][t], v, err_msg=f"{k} at frame {t}")
+            env.step(g["actions"][t])
+    video, frame, direction = stored["background"].T
+    assert len(set(video)) == 1 and set(direction) <= {-1.0, 1.0}
+    assert set(np.diff(frame)) <= {-1.0, 0.0, 1.0} and np.abs(np.diff(frame)).sum() > STEPS / 2  # it plays
+    assert np.abs(stored["camera"]).max() > 1e-3 and np.abs(np.diff(stored["color"], axis=0)).max() > 0  # they move
+    vanilla = collect(make_config(expert_path, tmp_path / "v.hdf5", num_trajectories=1, dcs_difficulty="vanilla"))
+    with h5py.File(vanilla, "r") as f:
+        assert "distractors" not in f["0"] and bool(f.attrs["distractors_recorded"])
+    off = collect(make_config(expert_path, tmp_path / "off.hdf5", num_trajectories=1, record_distractors=False))
+    with h5py.File(off, "r") as f:
+        assert "distractors" not in f["0"] and not bool(f.attrs["distractors_recorded"])
 
 
 def released_actor_mean(checkpoint: Path, states: np.ndarray) -> np.ndarray:

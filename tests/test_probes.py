@@ -1,11 +1,24 @@
-"""The closed-form ridge probe (src/probes.py): its solution, its split, and its metrics in a LAM run."""
+"""The closed-form ridge probe (src/probes.py): its solution, its split, its metrics in a LAM run, the leakage probes
+and the probe of the initialised network."""
 
+import math
+
+import h5py
 import numpy as np
 import pytest
 import torch
 
+from src import probes
 from src.data import load_dataset
-from src.probes import Moments, pair_indices, ridge_probe, split_trajectories
+from src.probes import (
+    PCA_DIMS,
+    Moments,
+    ProbeCurve,
+    leakage_targets,
+    pair_indices,
+    ridge_probe,
+    split_trajectories,
+)
 
 EXAMPLE = "data/example-data.hdf5"
 
@@ -88,3 +101,112 @@ def test_two_trajectories_are_too_few_and_the_probe_is_skipped_with_a_note(capsy
     assert "ridge probe skipped: data/example-data.hdf5 holds fewer than 3 trajectories" in capsys.readouterr().out
     full = load_dataset(EXAMPLE, "cpu", 3, load_states=False)
     assert ridge_probe(lambda o, n: o.flatten(1)[:, :4], full, 3, 64, torch.device("cpu"), 0) == {}  # switched off
+
+
+def write_synthetic(path, num_traj=6, steps=40, seed=0) -> dict:
+    """A small dataset in the collector's layout with a distractors/ group of known random walks."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        for k, v in dict(domain_name="cheetah", task_name="run", difficulty="scale_easy_video_hard", dynamic=True,
+                         img_hw=8).items():  # fmt: skip
+            f.attrs[k] = v
+        for i in range(num_traj):
+            g = f.create_group(str(i))
+            g["obs"] = rng.integers(0, 255, (steps, 8, 8, 3), dtype=np.uint8)
+            g["actions"] = rng.normal(size=(steps, 2)).astype(np.float32)
+            g["states"] = np.cumsum(rng.normal(size=(steps, 3)), 0).astype(np.float32)
+            d = g.create_group("distractors")
+            direction = rng.choice([-1.0, 1.0])
+            d["background"] = np.stack([np.full(steps, 4.0), 50 + direction * np.arange(steps),
+                                        np.full(steps, direction)], 1).astype(np.float32)  # fmt: skip
+            d["camera"] = np.cumsum(rng.normal(size=(steps, 6)), 0).astype(np.float32)
+            d["color"] = np.cumsum(rng.normal(size=(steps, 9)), 0).astype(np.float32)
+    return {"num_traj": num_traj, "steps": steps}
+
+
+def probe_with(labeler_of_rows, data, **kwargs):
+    """ridge_probe with a labeler that sees the global frame indices of the batch (through data.batch)."""
+    seen = {}
+    orig_batch = data.batch
+
+    def batch(idx, *args, **kw):
+        seen["idx"] = idx
+        return orig_batch(idx, *args, **kw)
+
+    data.batch = batch
+    try:
+        return ridge_probe(lambda o, n: labeler_of_rows(seen["idx"]), data, 1, 32, torch.device("cpu"), 10**6, **kwargs)
+    finally:
+        del data.batch
+
+
+def test_leakage_probes_recover_a_known_linear_signal_and_nothing_else(tmp_path):
+    """A latent that holds (a linear map of) the camera's change gives camera R² ~1 and ~0 for the other
+    distractors; one that holds the action gives action R² ~1 (= 1 - relative MSE); the update-0 style keys and
+    the background advance are there."""
+    path = tmp_path / "synthetic.hdf5"
+    write_synthetic(path)
+    data = load_dataset(str(path), "cpu", 1, load_states=False)
+    extra, columns = leakage_targets(data)
+    assert list(columns) == ["agent_state", "background", "camera", "color"]
+    assert [len(c) for c in columns.values()] == [3, 1, 6, 9]
+    cam = extra[:, columns["camera"]]
+    mix = torch.randn(6, 12, generator=torch.Generator().manual_seed(0))
+    camera_latent = probe_with(lambda idx: (cam[idx] @ mix).double() + 5.0, data)
+    assert camera_latent["lapo/leakage/camera_r2"] > 0.999
+    for other in ("color", "agent_state", "action"):
+        assert abs(camera_latent[f"lapo/leakage/{other}_r2"]) < 0.3, other
+    action_latent = probe_with(lambda idx: data.actions[idx].double() * 3, data)
+    rel = action_latent["lapo/ridge_probe_mse"] / action_latent["lapo/ridge_probe_baseline_mse"]
+    assert action_latent["lapo/leakage/action_r2"] > 0.999 and rel < 1e-3
+    # the background target is the frame advance: +-1 per trajectory, so a latent of the direction decodes it
+    direction = extra[:, columns["background"]]
+    bg = probe_with(lambda idx: direction[idx].double(), data)
+    assert bg["lapo/leakage/background_val_r2"] > 0.99 or math.isnan(bg["lapo/leakage/background_val_r2"])
+
+
+def test_leakage_targets_not_recorded_on_files_without_the_group(capsys):
+    """The released files have no distractors/ group: the action and agent-state targets only, with a note."""
+    data = load_dataset(EXAMPLE, "cpu", 3, load_states=False)
+    probes._LEAKAGE_CACHE.clear()  # the note comes once per file and process: an earlier test may have read it
+    out = ridge_probe(lambda o, n: o.flatten(1)[:, :8].float(), data, 3, 64, torch.device("cpu"), 300)
+    assert "does not record background, camera, color" in capsys.readouterr().out
+    assert "lapo/leakage/agent_state_r2" in out and "lapo/leakage/action_r2" in out
+    assert not any(k.startswith(("lapo/leakage/camera", "lapo/leakage/color")) for k in out)
+    off = ridge_probe(lambda o, n: o.flatten(1)[:, :8].float(), data, 3, 64, torch.device("cpu"), 300, leakage=False)
+    assert not any("leakage" in k for k in off)
+    assert off["lapo/ridge_probe_mse"] == pytest.approx(out["lapo/ridge_probe_mse"], rel=1e-9)  # same action probe
+
+
+def test_probe_on_principal_components_and_the_update_zero_probe_in_the_curve(tmp_path):
+    """Latents wider than PCA_DIMS also get the probe on their top components; ProbeCurve keeps the whole probe of
+    update 0 (resumable, and readable from the earlier list-only file)."""
+    data = load_dataset(EXAMPLE, "cpu", 3, load_states=False)
+    wide = ridge_probe(lambda o, n: o.flatten(1)[:, : PCA_DIMS + 20].float(), data, 3, 64, torch.device("cpu"), 400)
+    narrow = ridge_probe(lambda o, n: o.flatten(1)[:, :PCA_DIMS].float(), data, 3, 64, torch.device("cpu"), 400)
+    assert f"lapo/ridge_probe_pca{PCA_DIMS}_mse" in wide and f"lapo/ridge_probe_pca{PCA_DIMS}_mse" not in narrow
+
+    class Stage:
+        done, start, total = False, 0, 10
+
+    module = torch.nn.Linear(1, 1)
+    calls = []
+    probe = lambda: calls.append(1) or {"lapo/ridge_probe_val_mse": 2.0, "lapo/ridge_probe_mse": 3.0,  # noqa: E731
+                                       "lapo/leakage/camera_r2": 0.5, "lapo/leakage/camera_val_r2": 0.4}  # fmt: skip
+    curve = ProbeCurve(tmp_path / "c.json", every=0)  # no curve: the update-0 probe all the same
+    curve.before_training(Stage, module, probe)
+    assert curve.init_metrics() == {
+        "lapo/init/ridge_probe_val_mse": 2.0,
+        "lapo/init/ridge_probe_mse": 3.0,
+        "lapo/init/leakage/camera_r2": 0.5,
+        "lapo/init/leakage/camera_val_r2": 0.4,
+    }
+    assert curve.points({"lapo/ridge_probe_val_mse": 1.0, "lapo/ridge_probe_mse": 1.5}, 10) == []
+    resumed = ProbeCurve(tmp_path / "c.json", every=0)
+    assert resumed.init_metrics() == curve.init_metrics() and len(calls) == 1
+    with_curve = ProbeCurve(tmp_path / "d.json", every=5)
+    with_curve.before_training(Stage, module, probe)
+    final = {"lapo/ridge_probe_val_mse": 1.0, "lapo/ridge_probe_mse": 1.5}
+    assert with_curve.points(final, 10) == [[0, 2.0, 3.0, {"camera": 0.5}], [10, 1.0, 1.5]]
+    (tmp_path / "old.json").write_text("[[0, 2.0, 3.0]]")  # the earlier format: points only
+    assert ProbeCurve(tmp_path / "old.json", every=5).points(final, 10) == [[0, 2.0, 3.0], [10, 1.0, 1.5]]

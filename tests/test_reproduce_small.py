@@ -1,8 +1,9 @@
-"""scripts/tune_small.sh and scripts/reproduce_small.sh end to end on tiny settings: real collection with the
-released expert (distracted, distractor-free, evaluation set), a one-point tuning grid, all nine runs of a seed, the
-report (rliable verdicts F1-F5, preconditions, probe curves, the latent picture, summary.json) and a resume that
-redoes nothing. The configs are configs/small with the update and episode counts cut (the settings a user can
-change)."""
+"""scripts/tune_small.sh and scripts/reproduce_small.sh end to end on tiny settings: real collection with the released
+expert (distracted with its distractor state and true masks, distractor-free, evaluation set), a one-point tuning
+grid, all ten runs of a seed (masked LAPO and LAOM without augmentations included), the report (verdicts with
+permutation p-values, the leakage probes at update 0 and at the end, preconditions, probe curves, the leakage and
+latent pictures, summary.json) and a resume that redoes nothing. The configs are configs/small with the update and
+episode counts cut (the settings a user can change)."""
 
 import json
 import os
@@ -59,10 +60,17 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
         "NOAUG_LRS": "0.001",
         "POLICY_LRS": "0.001",
         "IDM_LRS": "0.001",
+        "LAOM_LABELS_LRS": "0.001",
+        "COEF_LR": "0.001",
+        "COEFS": "0.01",
+        "LAPO_MASK_LRS": "0.001",
+        # the precision check (fp32 against bf16) is the same runs with --precision: left out to save time
+        "GRIDS": "lapo laom noaug policy idm laom_labels laom_labels_coef lapo_mask",
+        "NOAUG": "1",
         "MUJOCO_GL": "egl",
     }
     tune = run("scripts/tune_small.sh", env)  # collects the data first (ONLY_DATA=1 of reproduce_small.sh)
-    assert tune.count("done ") == 7, tune
+    assert tune.count("done ") == 10, tune
     # The data: training videos, the distractor-free control from the same seeds, validation videos for the
     # evaluation set; the labeled subset drawn from the trajectories the ridge probe fits on.
     with (
@@ -72,6 +80,15 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
         assert f.attrs["difficulty"] == "scale_easy_video_hard" and v.attrs["difficulty"] == "vanilla"
         assert len([k for k in f if k.isdigit()]) == len([k for k in v if k.isdigit()]) == 3
         assert f["0/obs"].shape == v["0/obs"].shape == (40, 64, 64, 3)
+        # every frame's distractor state with the distracted data; none without distractors
+        assert {k: f["0/distractors"][k].shape for k in f["0/distractors"]} == {
+            "background": (40, 3),
+            "camera": (40, 6),
+            "color": (40, f["0/distractors/color"].shape[1]),
+        }
+        assert "distractors" not in v["0"]
+    with h5py.File(small / "data" / "cheetah-run-masks.hdf5") as m:
+        assert m["0/masks"].shape == (40, 64, 64)  # masked LAPO's true masks
     with h5py.File(small / "data" / "cheetah-run-eval.hdf5") as f:
         assert f.attrs["split"] == "val"
     with h5py.File(small / "data" / "cheetah-run-labeled-1000x1.hdf5") as f:
@@ -83,25 +100,40 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     assert [p[0] for p in curve] == [0, 1, 2], curve  # the initialised network, then every update
     assert "lapo/ridge_probe_val_mse" in tuned["metrics"] and "decoder/eval_returns_mean" not in tuned["metrics"]
 
+    tuned = json.loads((small / "tune" / "lapo_mask" / "lr0.001" / "results.json").read_text())
+    assert "lapo/leakage/camera_r2" in tuned["metrics"] and "lapo/init/leakage/camera_r2" in tuned["metrics"]
+
     out = run("scripts/reproduce_small.sh", env)
-    assert "9 of 9 runs finished" in out, out
+    assert "10 of 10 runs finished" in out, out
     results = {
         str(p.parent.relative_to(small / "runs")): json.loads(p.read_text())
         for p in small.rglob("runs/**/results.json")
     }
-    assert len(results) == 9
-    for name in ("vanilla/lapo", "vanilla/laom", "noaug/laom"):
+    assert len(results) == 10
+    for name in ("vanilla/lapo", "vanilla/laom", "noaug/laom", "lapo_mask"):
         r = results[f"{name}/cheetah-run/budget1/seed0"]
         assert r["config"]["lam_only"] and list(r["stages"]) == ["lapo"], name
     assert not results["noaug/laom/cheetah-run/budget1/seed0"]["config"]["lapo"]["use_aug"]
     report = tmp_path / "report"
     summary = json.loads((report / "summary.json").read_text())
-    for lam in ("lapo", "lapo_vanilla", "laom", "laom_vanilla", "laom_noaug", "laom_labels"):
+    for lam in ("lapo", "lapo_vanilla", "laom", "laom_vanilla", "laom_noaug", "laom_labels", "lapo_mask"):
         p = summary["probes"][lam]
         assert p["ridge_mse"]["0"] > 0 and p["ridge_baseline_mse"]["0"] > 0, lam
         assert p["ridge_relative"]["0"] == pytest.approx(p["ridge_mse"]["0"] / p["ridge_baseline_mse"]["0"])
-    assert sorted(summary["findings"]) == ["F1", "F2", "F3", "F4", "F5"]
-    assert all(f["verdict"] in VERDICTS for f in summary["findings"].values())
+        assert p["init_ridge_relative"]["0"] is not None, lam  # the probe of the initialised network
+        leak = summary["leakage"][lam]
+        for target in ("action", "agent_state"):  # recorded for every LAM
+            assert leak[target]["end"]["0"] is not None and leak[target]["init"]["0"] is not None, (lam, target)
+        for target in ("background", "camera", "color"):  # only where the data has distractors
+            assert (leak[target]["end"]["0"] is None) == lam.endswith("_vanilla"), (lam, target)
+    assert sorted(summary["findings"]) == ["F1", "F2", "F2@128", "F3", "F4", "F5", "F6"]
+    assert all(
+        f["verdict"] in VERDICTS or f["verdict"].startswith("not readable") for f in summary["findings"].values()
+    )
+    assert summary["findings"]["F1"]["comparisons"] >= 1 and 0 < summary["findings"]["F1"]["p"] <= 1
+    assert summary["novel_baseline"]["labeled_mean_action"] > 0
+    assert len(summary["leakage_tests"]) == 6
+    assert summary["probe_curves"]["lapo"]["0"][0][0] == 0  # the curves, update 0 first, in the data file
     assert len(summary["preconditions"]) == 3 and all("holds" in p for p in summary["preconditions"].values())
     # scores are returns / BC on all data's return; a normaliser at or below zero gives none (a 10-step episode here)
     if summary["bc_full_return"] and summary["bc_full_return"] > 0:
@@ -109,7 +141,8 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     else:
         assert summary["scores"]["bc_full"]["interval"]["iqm"] is None
         assert summary["findings"]["F4"]["verdict"] == "not readable (precondition 2 failed)"
-    for name in ("results.md", "verdicts.md", "probe_curves.png", "latents.png", "run-info.md", "tuning.md"):
+    for name in ("results.md", "verdicts.md", "probe_curves.png", "leakage.png", "latents.png", "run-info.md",
+                 "tuning.md"):  # fmt: skip
         assert (report / name).stat().st_size > 0, name
     assert "bash scripts/reproduce_small.sh" in (report / "run-info.md").read_text()
     sweep = json.loads((report / "sweep" / "summary.json").read_text())
@@ -117,7 +150,7 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
 
     # The same command again: the data is complete, every run is skipped, the report is rewritten.
     again = run("scripts/reproduce_small.sh", env)
-    assert again.count("skip ") == 9 and "start " not in again
+    assert again.count("skip ") == 10 and "start " not in again
     assert (small / "timings.txt").read_text().count("bash scripts/reproduce_small.sh") == 3  # with tune's data step
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from src.stats import Interval, interval, verdict
+from src.stats import Interval, decide, holm, interval, permutation_p, verdict
 
 
 def test_iqm_and_interval_of_few_seeds():
@@ -30,3 +30,24 @@ def test_verdicts_from_intervals():
     assert verdict(high, low, lower_is_better=True) == "does not hold"
     assert verdict(Interval(1.0, 1.0, 1.0, 1), Interval(2.0, 2.0, 2.0, 1), True) == "direction only"  # one seed
     assert verdict(Interval(math.nan, math.nan, math.nan, 0), low, True) == "not measured"
+
+
+def test_exact_permutation_p_and_holm_against_hand_counts():
+    # 3 against 3, completely separated: only 1 of the C(6, 3) = 20 relabellings is as extreme
+    assert permutation_p([1, 2, 3], [4, 5, 6], lower_is_better=True) == pytest.approx(1 / 20)
+    assert permutation_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10], lower_is_better=True) == pytest.approx(1 / 252)
+    assert permutation_p([4, 5, 6], [1, 2, 3], lower_is_better=False) == pytest.approx(1 / 20)
+    assert permutation_p([4, 5, 6], [1, 2, 3], lower_is_better=True) == 1.0  # the wrong direction
+    # one swap of ranks: the observed difference (6 - 3) / 2 is reached by 2 of the C(4, 2) = 6 splits
+    assert permutation_p([1, 3], [2, 4], lower_is_better=True) == pytest.approx(2 / 6)
+    assert math.isnan(permutation_p([], [1.0], lower_is_better=True))
+    assert permutation_p([1.0, math.nan, 2.0], [3.0, 4.0], lower_is_better=True) == pytest.approx(1 / 6)
+    # Holm: sorted p times (m - rank), running maximum, capped at 1; NaN stays out of the count
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": math.nan})
+    assert adjusted["a"] == pytest.approx(0.03) and adjusted["c"] == pytest.approx(0.06)
+    assert adjusted["b"] == pytest.approx(0.06) and math.isnan(adjusted["d"])
+    a, b = Interval(1.0, 0.9, 1.1, 5), Interval(2.0, 1.8, 2.2, 5)
+    assert decide(0.01, a, b, lower_is_better=True) == "holds"
+    assert decide(0.2, a, b, lower_is_better=True) == "direction only"
+    assert decide(0.01, b, a, lower_is_better=True) == "does not hold"
+    assert decide(math.nan, a, Interval(math.nan, math.nan, math.nan, 0), lower_is_better=True) == "not measured"

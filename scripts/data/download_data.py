@@ -34,6 +34,7 @@ import h5py  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from src.data import DatasetError, read_root_attrs  # noqa: E402
+from src.errors import UserError, cli  # noqa: E402
 
 LINKS = Path(__file__).resolve().parents[2] / "data" / "release-data-links.txt"
 WHAT = ("full", "eval", "labeled")
@@ -46,7 +47,7 @@ CHUNK = 2**20  # bytes read per network call
 SPARE_BYTES = 2**30  # free space left over after the planned downloads
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     """A download or a downloaded file that cannot be used: the message names the file and what to do."""
 
 
@@ -353,4 +354,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

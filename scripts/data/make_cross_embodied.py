@@ -35,6 +35,7 @@ import pyrallis
 from tqdm.auto import tqdm
 
 from src.dcs.constants import PAPER_ENVS
+from src.errors import ConfigError, DatasetError, MissingKeyError, OutputExistsError, check_hdf5_file, cli
 
 PADDED = ("actions", "states")  # datasets zero-padded to the largest size of the sources
 SHARED_ROOT_ATTRS = ("difficulty", "dynamic", "split")  # expected equal across sources (a warning otherwise)
@@ -57,7 +58,9 @@ def _env_of(f: h5py.File, path: Path) -> str:
     try:
         return f"{_str(f.attrs['domain_name'])}-{_str(f.attrs['task_name'])}"
     except KeyError:
-        raise KeyError(f"{path}: root attributes domain_name / task_name missing (it has {list(f.attrs)})") from None
+        raise MissingKeyError(
+            f"{path}: root attributes domain_name / task_name missing (it has {list(f.attrs)})"
+        ) from None
 
 
 def _str(v) -> str:
@@ -67,7 +70,7 @@ def _str(v) -> str:
 def _trajectories(f: h5py.File, path: Path) -> list[str]:
     names = sorted((k for k in f.keys() if k.isdigit()), key=int)
     if not names:
-        raise ValueError(f"{path}: no trajectory groups ('0', '1', ...); root keys are {list(f.keys())[:10]}")
+        raise DatasetError(f"{path}: no trajectory groups ('0', '1', ...); root keys are {list(f.keys())[:10]}")
     return names
 
 
@@ -92,28 +95,27 @@ def source_paths(cfg: Config) -> list[Path]:
     if cfg.sources:
         return [Path(p.strip()) for p in cfg.sources.split(",") if p.strip()]
     if cfg.target_env not in PAPER_ENVS:
-        raise ValueError(f"--target_env={cfg.target_env!r} is not one of {PAPER_ENVS}: pass --sources explicitly")
+        raise ConfigError(f"--target_env={cfg.target_env!r} is not one of {PAPER_ENVS}: pass --sources explicitly")
     return [Path(cfg.data_dir) / f"{env}.hdf5" for env in PAPER_ENVS if env != cfg.target_env]
 
 
 def make_cross_embodied(cfg: Config) -> Path:
     """Writes the mixed dataset; returns its path."""
     if "-" not in cfg.target_env:
-        raise ValueError(f"--target_env={cfg.target_env!r}: expected '<domain>-<task>', e.g. cheetah-run")
+        raise ConfigError(f"--target_env={cfg.target_env!r}: expected '<domain>-<task>', e.g. cheetah-run")
     paths = source_paths(cfg)
     save_path = Path(cfg.save_path or Path(cfg.data_dir) / f"{cfg.target_env}-mixed.hdf5")
     counts = [int(c) for c in cfg.counts.split(",")] if cfg.counts else [cfg.num_per_source] * len(paths)
     if len(counts) != len(paths):
-        raise ValueError(f"--counts has {len(counts)} values for {len(paths)} sources ({[str(p) for p in paths]})")
+        raise ConfigError(f"--counts has {len(counts)} values for {len(paths)} sources ({[str(p) for p in paths]})")
     if any(c < 1 for c in counts) or cfg.chunk_size < 1:
-        raise ValueError(f"trajectory counts {counts} and --chunk_size={cfg.chunk_size} must be positive")
+        raise ConfigError(f"trajectory counts {counts} and --chunk_size={cfg.chunk_size} must be positive")
     for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"source dataset {p} not found")
+        check_hdf5_file(f"source dataset {p}", p)
         if p.resolve() == save_path.resolve():
-            raise ValueError(f"--save_path={save_path} is also a source")
+            raise ConfigError(f"--save_path={save_path} is also a source")
     if save_path.exists() and not cfg.overwrite:
-        raise FileExistsError(f"--save_path={save_path} exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"--save_path={save_path} exists; pass --overwrite to replace it")
 
     files = [h5py.File(p, "r") for p in paths]
     tmp_path = save_path.with_name(save_path.name + ".tmp")
@@ -124,16 +126,22 @@ def make_cross_embodied(cfg: Config) -> Path:
         for i, (f, p, count) in enumerate(zip(files, paths, counts, strict=True)):
             names = _trajectories(f, p)
             if count > len(names):
-                raise ValueError(f"{p} holds {len(names)} trajectories, {count} requested (--counts/--num_per_source)")
+                raise DatasetError(
+                    f"{p} holds {len(names)} trajectories, {count} requested (--counts/--num_per_source)"
+                )
             first = f[names[0]]
             for key in ("obs", *PADDED):
                 if key not in first:
-                    raise KeyError(f"{p}: group '{names[0]}' has no '{key}' dataset (it has {list(first.keys())})")
+                    raise MissingKeyError(
+                        f"{p}: group '{names[0]}' has no '{key}' dataset (it has {list(first.keys())})"
+                    )
             img_hw = int(f.attrs["img_hw"]) if "img_hw" in f.attrs else int(first["obs"].shape[1])
             if hw is None:
                 hw = (img_hw, paths[0])
             elif img_hw != hw[0]:
-                raise ValueError(f"img_hw differs: {hw[1]} has {hw[0]} px frames, {p} has {img_hw} px; resample first")
+                raise DatasetError(
+                    f"img_hw differs: {hw[1]} has {hw[0]} px frames, {p} has {img_hw} px; resample first"
+                )
             for key in SHARED_ROOT_ATTRS:
                 if key in f.attrs and key in files[0].attrs and _str(f.attrs[key]) != _str(files[0].attrs[key]):
                     warnings.warn(
@@ -162,7 +170,7 @@ def make_cross_embodied(cfg: Config) -> Path:
                     if not isinstance(item, h5py.Dataset):
                         continue
                     if item.ndim and item.shape[0] != src["obs"].shape[0] or (key == "obs" and item.shape[1] != hw[0]):
-                        raise ValueError(f"{paths[i]}: group '{name}' dataset '{key}' has shape {item.shape}")
+                        raise DatasetError(f"{paths[i]}: group '{name}' dataset '{key}' has shape {item.shape}")
                     _copy(item, g, key, cfg.chunk_size, dims[key] if key in PADDED else None)
                 for key, value in src.attrs.items():
                     g.attrs[key] = value
@@ -206,4 +214,4 @@ def make_cross_embodied(cfg: Config) -> Path:
 
 
 if __name__ == "__main__":
-    make_cross_embodied(pyrallis.parse(config_class=Config))
+    cli(lambda: make_cross_embodied(pyrallis.parse(config_class=Config)))

@@ -7,7 +7,11 @@ unclipped action: the PPO actor mean or the SAC policy's action; the environment
 `complete` (written last); root attributes `domain_name`, `task_name`, `difficulty`, `dynamic`, `img_hw`, `split`,
 `dataset_return`, plus `background_source` ("builtin" / "davis"), `dcs_backgrounds_path`, `seed`,
 `max_episode_steps`, `expert_checkpoint`, `package_versions` (JSON), `collector_version` (2: raw actions),
-`actions_clipped` (False) and `dcs_camera_mode` ("release" unless --dcs_camera_mode=corrected).
+`actions_clipped` (False), `dcs_camera_mode` ("release" unless --dcs_camera_mode=corrected) and
+`distractors_recorded`. With distractions, each group also holds `distractors/` (unless --record_distractors=False):
+the state of every active distraction for each frame, float32 [T, k] datasets `background` (video, frame,
+direction), `camera` (position and orientation offsets from the nominal camera) and `color` (each material's RGB
+offsets), documented in docs/DATA.md; the leakage probes (src/probes.py) read them.
 
     python -m scripts.data_collection.collect_data \\
         --checkpoint_path="scripts/data_collection/checkpoints/hopper-hop-expert" \\
@@ -94,6 +98,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scripts.data_collection.experts import Expert, load_expert, resolve_checkpoint
+from src.errors import ConfigError, DatasetError, MissingFileError, OutputExistsError, user_errors
 
 BUILTIN_BACKGROUNDS = "builtin"
 COMPRESSIONS = ("none", "gzip", "lzf")
@@ -118,10 +123,19 @@ IDENTITY_ATTRS = (
     "expert_checkpoint",
     "collector_version",
     "dcs_camera_mode",
+    "distractors_recorded",
 )
 # Version 2 stores the expert's raw actions (the paper's datasets). Files of version 1 (no attribute) hold actions
 # clipped to [-1, 1]; src/data.py warns when it reads one.
 COLLECTOR_VERSION = 2
+# Each frame's distractor state, one float32 dataset [T, k] per distraction in <group>/distractors/ (docs/DATA.md);
+# each dataset's attribute `columns` names its columns.
+DISTRACTORS_GROUP = "distractors"
+DISTRACTOR_COLUMNS = {
+    "background": "video,frame,direction",
+    "camera": "dx,dy,dz,rx,ry,rz",
+    "color": "r,g,b per material (offsets from the model's colours)",
+}
 VERSIONED_PACKAGES = ("numpy", "torch", "mujoco", "dm_control", "gymnasium", "h5py", "stable_baselines3")
 
 
@@ -146,6 +160,7 @@ class Config:
     domain_name: Optional[str] = None  # dm_control domain; default: from the checkpoint
     task_name: Optional[str] = None  # dm_control task; default: from the checkpoint
     record_masks: bool = False  # also write true foreground masks to <save_path stem>-masks.hdf5
+    record_distractors: bool = True  # each frame's distractor state in <group>/distractors/ (docs/DATA.md)
 
 
 @dataclass
@@ -158,6 +173,7 @@ class Trajectory:
     seed: int  # episode seed
     seconds: float  # wall time of the rollout (physics, expert, rendering)
     masks: Optional[np.ndarray] = None  # uint8 [T, H, W] true foreground masks (record_masks), else None
+    distractors: Optional[dict] = None  # name -> float32 [T, k], each frame's distractor state (record_distractors)
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -165,16 +181,22 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def collect_trajectory(env, expert: Expert, seed: int, max_steps: int, record_masks: bool = False) -> Trajectory:
+def collect_trajectory(
+    env, expert: Expert, seed: int, max_steps: int, record_masks: bool = False, record_distractors: bool = True
+) -> Trajectory:
     """One greedy episode; the expert sees info["state"], the env returns the rendered frame [H, W, 3].
-    record_masks: also render each frame's true foreground mask (same camera, same physics state)."""
+    record_masks: also render each frame's true foreground mask (same camera, same physics state).
+    record_distractors: also keep each frame's distractor state (src.dcs.suite.DistractingEnvironment
+    .distractor_state; nothing without distractions)."""
     if record_masks:
         from src.masks import segmentation_mask
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
-    frames, states, actions, rewards, masks = [], [], [], [], []
+    frames, states, actions, rewards, masks, distractors = [], [], [], [], [], []
     for _ in range(max_steps):
         frames.append(obs)
+        if record_distractors:  # the distractions as the frame `obs` shows them
+            distractors.append(env.dcs_env.distractor_state())
         if record_masks:  # the physics still holds the state `obs` was rendered from
             masks.append(segmentation_mask(env.dcs_env.physics, env.camera_id, obs.shape[0], obs.shape[1]))
         states.append(info["state"])
@@ -195,6 +217,7 @@ def collect_trajectory(env, expert: Expert, seed: int, max_steps: int, record_ma
         seed=seed,
         seconds=time.perf_counter() - start,
         masks=np.stack(masks) if record_masks else None,
+        distractors={k: np.stack([d[k] for d in distractors]) for k in distractors[0]} if record_distractors else None,
     )
 
 
@@ -226,23 +249,23 @@ def env_kwargs(config: Config, domain_name: str, task_name: str) -> dict:
 def check_config(config: Config) -> None:
     """Errors a user can act on, raised before anything is loaded or written."""
     if not config.checkpoint_path:
-        raise ValueError("--checkpoint_path is required (a PPO checkpoint folder or an SB3 SAC zip).")
+        raise ConfigError("--checkpoint_path is required (a PPO checkpoint folder or an SB3 SAC zip).")
     if config.compression not in COMPRESSIONS:
-        raise ValueError(f"--compression={config.compression!r}: expected one of {COMPRESSIONS}.")
+        raise ConfigError(f"--compression={config.compression!r}: expected one of {COMPRESSIONS}.")
     for name in ("num_trajectories", "num_workers", "max_episode_steps", "dcs_img_hw"):
         if getattr(config, name) < 1:
-            raise ValueError(f"--{name}={getattr(config, name)}: expected a positive integer.")
+            raise ConfigError(f"--{name}={getattr(config, name)}: expected a positive integer.")
     if config.seed < 0:
-        raise ValueError(f"--seed={config.seed}: expected a non-negative integer.")
+        raise ConfigError(f"--seed={config.seed}: expected a non-negative integer.")
     from src.dcs.constants import CAMERA_MODES
 
     if config.dcs_camera_mode not in CAMERA_MODES:
-        raise ValueError(f"--dcs_camera_mode={config.dcs_camera_mode!r}: expected one of {CAMERA_MODES}.")
+        raise ConfigError(f"--dcs_camera_mode={config.dcs_camera_mode!r}: expected one of {CAMERA_MODES}.")
     difficulties = _known_difficulties()
     if config.dcs_difficulty not in difficulties:
-        raise ValueError(f"--dcs_difficulty={config.dcs_difficulty!r}: expected one of {difficulties}.")
+        raise ConfigError(f"--dcs_difficulty={config.dcs_difficulty!r}: expected one of {difficulties}.")
     if config.dcs_backgrounds_path != BUILTIN_BACKGROUNDS and not Path(config.dcs_backgrounds_path).is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--dcs_backgrounds_path={config.dcs_backgrounds_path!r}: no such folder "
             f"(expected a DAVIS-layout folder <root>/<video>/<frame>.jpg, or {BUILTIN_BACKGROUNDS!r})."
         )
@@ -268,6 +291,7 @@ def root_attrs(config: Config, domain_name: str, task_name: str) -> dict:
         "collector_version": COLLECTOR_VERSION,
         "dcs_camera_mode": config.dcs_camera_mode,
         "actions_clipped": False,  # actions are the expert's raw outputs, as in the released datasets
+        "distractors_recorded": bool(config.record_distractors),  # groups hold distractors/ (none when vanilla)
     }
 
 
@@ -433,18 +457,18 @@ def prepare_output(path: Path, attrs: dict, num_trajectories: int) -> int | None
             existing = {k: _plain(v) for k, v in f.attrs.items()}
             num_complete = len(complete_groups(f))
     except OSError as e:
-        raise RuntimeError(f"Output {path} exists but is not a readable HDF5 file ({e}); use --overwrite.") from None
+        raise DatasetError(f"Output {path} exists but is not a readable HDF5 file ({e}); use --overwrite.") from None
     differing = {k: (existing.get(k), v) for k, v in attrs.items() if existing.get(k) != v}
     if differing:
         details = "; ".join(f"{k}: file has {a!r}, command gives {b!r}" for k, (a, b) in differing.items())
         if "collector_version" in differing:
             details += " (a file without collector_version was written by the earlier collector, which clipped actions)"
-        raise FileExistsError(
+        raise OutputExistsError(
             f"Output {path} exists and was made by a different command ({details}). "
             "Use --overwrite to replace it, or another --save_path."
         )
     if num_complete > num_trajectories:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"Output {path} already holds {num_complete} trajectories, more than --num_trajectories="
             f"{num_trajectories}. Use --overwrite to replace it, or another --save_path."
         )
@@ -493,7 +517,8 @@ def write_trajectory(f: h5py.File, index: int, traj: Trajectory, returns: list[f
     before the error propagates, so the file keeps only whole trajectories."""
     kwargs = {} if compression == "none" else {"compression": compression}
     obs_chunks = (min(OBS_CHUNK_STEPS, len(traj.obs)), *traj.obs.shape[1:]) if kwargs else None
-    nbytes = sum(a.nbytes for a in (traj.obs, traj.actions, traj.states, traj.rewards))
+    extra = list((traj.distractors or {}).values())
+    nbytes = sum(a.nbytes for a in (traj.obs, traj.actions, traj.states, traj.rewards, *extra))
     with signals_deferred():
         # HDF5 appends at its end of file (get_filesize); the reservation covers the group and its metadata.
         reserve_space(f.filename, f.id.get_filesize(), nbytes + nbytes // 64 + RESERVE_MARGIN)
@@ -503,6 +528,11 @@ def write_trajectory(f: h5py.File, index: int, traj: Trajectory, returns: list[f
             group.create_dataset("actions", data=traj.actions, **kwargs)
             group.create_dataset("states", data=traj.states, **kwargs)
             group.create_dataset("rewards", data=traj.rewards, **kwargs)
+            if traj.distractors:  # vanilla data has none
+                sub = group.create_group(DISTRACTORS_GROUP)
+                for name, values in traj.distractors.items():
+                    sub.create_dataset(name, data=values, **kwargs)
+                    sub[name].attrs["columns"] = DISTRACTOR_COLUMNS.get(name, "")
             group.attrs["traj_return"] = traj.traj_return
             group.attrs["seed"] = traj.seed
             group.attrs[COMPLETE_ATTR] = True
@@ -530,7 +560,7 @@ def open_masks(path: Path, attrs: dict, dataset_groups: list[str], dataset_path:
     try:
         missing = [k for k in dataset_groups if k not in f or not f[k].attrs.get(COMPLETE_ATTR, False)]
         if missing:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{path} lacks the masks of {len(missing)} complete trajectories of {dataset_path} (first: "
                 f"'{missing[0]}'), which was collected without --record_masks: use --overwrite to collect both anew"
             )
@@ -610,11 +640,12 @@ def _init_worker(kwargs: dict, checkpoint_path: str, checkpoint_name: str, devic
         _WORKER["error"] = e
 
 
-def _collect_in_worker(job: tuple[int, int, int, bool]) -> tuple[int, Trajectory]:
+def _collect_in_worker(job: tuple[int, int, int, bool, bool]) -> tuple[int, Trajectory]:
     if "error" in _WORKER:
         raise _WORKER["error"]
-    index, seed, max_steps, record_masks = job
-    return index, collect_trajectory(_WORKER["env"], _WORKER["expert"], seed, max_steps, record_masks)
+    index, seed, max_steps, record_masks, record_distractors = job
+    traj = collect_trajectory(_WORKER["env"], _WORKER["expert"], seed, max_steps, record_masks, record_distractors)
+    return index, traj
 
 
 # ------------------------------------------------------------------ main
@@ -657,7 +688,7 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
     expert = load_expert(config.checkpoint_path, config.checkpoint_name, device)
     domain_name, task_name = config.domain_name or expert.domain_name, config.task_name or expert.task_name
     if domain_name is None or task_name is None:
-        raise ValueError(f"Checkpoint {expert.name} does not record its task: pass --domain_name and --task_name.")
+        raise ConfigError(f"Checkpoint {expert.name} does not record its task: pass --domain_name and --task_name.")
     kwargs = env_kwargs(config, domain_name, task_name)
     env = make_env(**kwargs)  # raises on unknown difficulty, missing videos of the split, ...
     _, info = env.reset(seed=episode_seed(config.seed, 0))
@@ -682,7 +713,7 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
             print(f"Resuming {path}: {start} complete trajectories found.")
 
     jobs = [
-        (i, episode_seed(config.seed, i), config.max_episode_steps, config.record_masks)
+        (i, episode_seed(config.seed, i), config.max_episode_steps, config.record_masks, config.record_distractors)
         for i in range(start, config.num_trajectories)
     ]
     seconds, frames, begin = 0.0, 0, time.perf_counter()
@@ -718,7 +749,7 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
     try:
         with tqdm(total=config.num_trajectories, initial=start, desc="trajectories") as bar:
             if config.num_workers == 1:
-                results = ((i, collect_trajectory(env, expert, s, n, m)) for i, s, n, m in jobs)
+                results = ((i, collect_trajectory(env, expert, s, n, m, d)) for i, s, n, m, d in jobs)
             else:
                 env.close()
                 pool = mp.get_context("spawn").Pool(
@@ -787,9 +818,9 @@ def _raise_keyboard_interrupt(signum, frame):
 
 def main(config_class: type = Config) -> None:
     """Command line: errors in CollectionError (output in use, disk full) are reported in one line, exit status 1."""
-    config = pyrallis.parse(config_class=config_class)
     try:
-        collect(config)
+        with user_errors():
+            collect(pyrallis.parse(config_class=config_class))
     except DiskFullError as e:
         # After a write that failed for lack of space, HDF5 may keep ids it could not close; its clean-up at
         # interpreter exit would try to write them again (and can crash). The file is closed and checked: leave now.

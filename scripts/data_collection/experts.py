@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from src.errors import ConfigError, MissingFileError
+
 # Normalisation of the PPO observation running statistics (as in CleanRL / gymnasium's NormalizeObservation).
 OBS_NORM_EPS = 1e-8
 OBS_NORM_CLIP = 10.0
@@ -89,7 +91,7 @@ class Expert:
     def check_fits(self, obs_dim: int, action_dim: int, env_name: str) -> None:
         """Raise a clear error when the environment's state or action size differs from the checkpoint's."""
         if (obs_dim, action_dim) != (self.obs_dim, self.action_dim):
-            raise ValueError(
+            raise ConfigError(
                 f"Checkpoint {self.name} expects states of size {self.obs_dim} and actions of size "
                 f"{self.action_dim}, but {env_name} has states of size {obs_dim} and actions of size {action_dim}."
             )
@@ -137,7 +139,7 @@ class PPOExpert(Expert):
         config_path, checkpoint_path = folder / PPO_CONFIG_NAME, folder / checkpoint_name
         for path in (config_path, checkpoint_path):
             if not path.is_file():
-                raise FileNotFoundError(f"PPO checkpoint folder {folder} has no file {path.name}.")
+                raise MissingFileError(f"PPO checkpoint folder {folder} has no file {path.name}.")
         config = torch.load(config_path, map_location=device, weights_only=True)
         state_dict = torch.load(checkpoint_path, map_location=device, weights_only=True)
         required = ["obs_rms.mean", "obs_rms.var"] + [
@@ -212,14 +214,14 @@ def resolve_checkpoint(checkpoint_path: str | os.PathLike, checkpoint_name: str 
     path = Path(checkpoint_path)
     if path.is_dir():
         if not (path / PPO_CONFIG_NAME).is_file() or not (path / checkpoint_name).is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Checkpoint folder {path} must hold {PPO_CONFIG_NAME} and {checkpoint_name} (a PPO checkpoint)."
             )
         return CheckpointRef("ppo", path, checkpoint_name)
     for candidate in (path, path.with_name(path.name + ".zip")):
         if candidate.is_file() and candidate.suffix == ".zip":
             return CheckpointRef("sac", candidate)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"No checkpoint at {path}: expected a PPO folder with {PPO_CONFIG_NAME} and {checkpoint_name}, "
         "or a stable-baselines3 SAC .zip file."
     )

@@ -20,6 +20,7 @@ from dm_control import suite  # noqa: E402
 
 from src.dcs import constants as C  # noqa: E402
 from src.dcs.videos import check_davis_folder, select_videos, skybox_frames  # noqa: E402
+from src.errors import ConfigError  # noqa: E402
 
 # MuJoCo warnings that say nothing about this project's environments, dropped from dm_control's absl log by their
 # message: dm_control's own task XMLs (cheetah.xml, ...) set `<compiler settotalmass=...>`, which MuJoCo 3.x still
@@ -68,19 +69,23 @@ class BackgroundDistraction:
         if grid >= 0:
             model.mat_rgba[grid, 3] = ground_alpha
         self.frames = None
-        self.index = self.direction = 0
+        self.video = self.index = self.direction = 0
+        self.shown = None
 
     def reset(self, physics, rng: np.random.Generator) -> None:
-        name = self.names[rng.integers(len(self.names))]
+        self.video = int(rng.integers(len(self.names)))
+        name = self.names[self.video]
         # static backgrounds use one frame: resized on first use (the release's way only matters when dynamic)
         cache = self.cache_resized or not self.dynamic
         frames = skybox_frames(self.source, self.split, name, C.SKYBOX_SIZE, cache=cache)
         if self.dynamic:
             self.frames = frames
+            self.shown = None
             self.index = int(rng.integers(len(frames)))
             self.direction = int(rng.choice([-1, 1]))
         else:  # one random frame of the video
-            self.frames = [frames[int(rng.integers(len(frames)))]]
+            self.shown = int(rng.integers(len(frames)))
+            self.frames = [frames[self.shown]]
             self.index, self.direction = 0, 0
         self._apply(physics)
 
@@ -93,6 +98,12 @@ class BackgroundDistraction:
         if self.index >= len(self.frames):
             self.index, self.direction = len(self.frames) - 1, -1
         self._apply(physics)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The distractor's state of the current frame (docs/DATA.md, "distractors"): background [video (its index
+        in the split's list), frame (the video frame shown), direction (+1 / -1 while playing, 0 when static)]."""
+        frame = self.index if self.shown is None else self.shown
+        return {"background": np.array([self.video, frame, self.direction], dtype=np.float32)}
 
     def _apply(self, physics) -> None:
         frame = self.frames[self.index]  # [SKYBOX_SIZE, SKYBOX_SIZE, 3]
@@ -138,6 +149,21 @@ def _roll(xmat: np.ndarray, roll: float) -> np.ndarray:
     return xmat @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
+def _rotation_vector(rot: np.ndarray) -> np.ndarray:
+    """Axis * angle (radians, in [0, pi]) of a 3 x 3 rotation matrix."""
+    cos = np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0)
+    angle = np.arccos(cos)
+    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
+    sin2 = np.linalg.norm(axis)  # 2 sin(angle)
+    if sin2 < 1e-9:
+        if angle < 1e-6:  # no rotation
+            return np.zeros(3)
+        # a half turn: the axis is the eigenvector of eigenvalue 1, up to sign
+        axis = np.sqrt(np.clip((np.diag(rot) + 1.0) / 2.0, 0.0, None))
+        return axis / np.linalg.norm(axis) * angle
+    return axis / sin2 * angle
+
+
 def _to_spherical(v: np.ndarray) -> np.ndarray:
     """(x, y, z) -> (radius, horizontal angle atan2(y, x) in (-pi, pi], vertical angle from +z in [0, pi])."""
     return np.array([np.linalg.norm(v), np.arctan2(v[1], v[0]), np.arctan2(np.hypot(v[0], v[1]), v[2])])
@@ -177,7 +203,7 @@ class CameraDistraction:
         self, physics, camera_id: int, scale: float, dynamic: bool, upper_quadrant: bool = True, mode: str = "release"
     ):
         if mode not in C.CAMERA_MODES:
-            raise ValueError(f"unknown camera mode {mode!r}; valid: {list(C.CAMERA_MODES)}")
+            raise ConfigError(f"unknown camera mode {mode!r}; valid: {list(C.CAMERA_MODES)}")
         self.cam, self.scale, self.upper, self.mode = camera_id, scale, upper_quadrant, mode
         model = physics.model
         tracking_modes = (int(mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM), int(mujoco.mjtCamLight.mjCAMLIGHT_TRACK))
@@ -234,12 +260,25 @@ class CameraDistraction:
         self.roll_vel, self.roll = new_roll - self.roll, new_roll
         self._apply(physics)
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The distracted camera against the nominal one (MuJoCo's own pose of the camera for the same physics
+        state): camera [position offset x, y, z (world frame, metres), orientation offset as a rotation vector
+        x, y, z (world frame, radians: the rotation taking the nominal camera frame to the distracted one)]."""
+        offset = self.pose[0] - self.nominal[0]
+        rotation = _rotation_vector(self.pose[1] @ self.nominal[1].T)
+        return {"camera": np.concatenate([offset, rotation]).astype(np.float32)}
+
     def _apply(self, physics) -> None:
+        mujoco.mj_camlight(physics.model.ptr, physics.data.ptr)  # the nominal pose, kept for state()
+        data = physics.data
+        self.nominal = (data.cam_xpos[self.cam].copy(), data.cam_xmat[self.cam].reshape(3, 3).copy())
         target = look_at_point(physics, self.cam) if self.tracking else self.fixed_target
         pos = self._centre(physics) + _to_cartesian(self.pos)
         look_at = _look_at_no_roll if self.upper else _look_at_shortest
+        xmat = _roll(look_at(pos, target), self.roll)
         physics.data.cam_xpos[self.cam] = pos
-        physics.data.cam_xmat[self.cam] = _roll(look_at(pos, target), self.roll).reshape(-1)
+        physics.data.cam_xmat[self.cam] = xmat.reshape(-1)
+        self.pose = (pos.copy(), xmat)
 
 
 class ColorDistraction:
@@ -256,6 +295,10 @@ class ColorDistraction:
         self.high = np.clip(self.original + self.max_delta, 0.0, 1.0)
         self.rgb = rng.uniform(self.low, self.high)
         physics.model.mat_rgba[:, :3] = self.rgb
+
+    def state(self) -> dict[str, np.ndarray]:
+        """color [R, G, B offsets from the original colour of every material of the model, material by material]."""
+        return {"color": (self.rgb - self.original).reshape(-1).astype(np.float32)}
 
     def step(self, physics) -> None:
         if self.step_std > 0:
@@ -302,6 +345,15 @@ class DistractingEnvironment(dm_env.Environment):
             d.step(self._env.physics)
         return timestep
 
+    def distractor_state(self) -> dict[str, np.ndarray]:
+        """The state of every active distraction for the frame the physics shows now (after reset / step):
+        {"background": [3], "camera": [6], "color": [3 * materials]}, float32 (docs/DATA.md, "distractors"). Empty
+        without distractions (vanilla)."""
+        out = {}
+        for d in self._distractions:
+            out |= d.state()
+        return out
+
     def observation_spec(self):
         return self._env.observation_spec()
 
@@ -347,12 +399,12 @@ def load(
     """
     if domain_name not in C.SUPPORTED_TASKS or task_name not in C.SUPPORTED_TASKS[domain_name]:
         valid = ", ".join(f"{d}-{t}" for d, ts in C.SUPPORTED_TASKS.items() for t in ts)
-        raise ValueError(f"unknown domain/task {domain_name}-{task_name}; valid: {valid}")
+        raise ConfigError(f"unknown domain/task {domain_name}-{task_name}; valid: {valid}")
     difficulty = difficulty or "vanilla"
     if difficulty not in C.DIFFICULTIES:
-        raise ValueError(f"unknown DCS difficulty {difficulty!r}; valid: {list(C.DIFFICULTIES)}")
+        raise ConfigError(f"unknown DCS difficulty {difficulty!r}; valid: {list(C.DIFFICULTIES)}")
     if camera_mode not in C.CAMERA_MODES:
-        raise ValueError(f"unknown DCS camera mode {camera_mode!r}; valid: {list(C.CAMERA_MODES)}")
+        raise ConfigError(f"unknown DCS camera mode {camera_mode!r}; valid: {list(C.CAMERA_MODES)}")
     scale, num_videos = C.DIFFICULTIES[difficulty]
     source = background_dataset_path or C.BUILTIN
     names = select_videos(background_dataset_videos, num_videos) if num_videos != 0 else ()

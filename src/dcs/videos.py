@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from src.dcs.constants import BUILTIN, VIDEO_SPLITS
+from src.errors import ConfigError, MissingFileError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BUILTIN_FRAMES = 60  # frames per built-in video
@@ -31,7 +32,7 @@ _skybox_cache: "OrderedDict[tuple, SkyboxFrames]" = OrderedDict()
 
 def split_videos(split: str) -> tuple[str, ...]:
     if split not in VIDEO_SPLITS:
-        raise ValueError(f"unknown background split {split!r}; valid: {sorted(VIDEO_SPLITS)}")
+        raise ConfigError(f"unknown background split {split!r}; valid: {sorted(VIDEO_SPLITS)}")
     return VIDEO_SPLITS[split]
 
 
@@ -45,19 +46,19 @@ def check_davis_folder(root: str, names: tuple[str, ...]) -> None:
     """Clear errors for a missing folder, videos of the split missing in it, or video folders without frames."""
     path = Path(root)
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"background folder {root!r} does not exist; expected a DAVIS-2017 folder <root>/<video>/<frame>.jpg "
             f"(e.g. DAVIS/JPEGImages/480p) or '{BUILTIN}' for the built-in videos"
         )
     missing = [n for n in names if not (path / n).is_dir()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"background folder {root!r} lacks {len(missing)} video(s) of the split: {missing[:10]}"
             f"{' ...' if len(missing) > 10 else ''}"
         )
     for n in names:
         if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in (path / n).iterdir()):
-            raise FileNotFoundError(f"background video folder {str(path / n)!r} has no frames (.jpg / .png)")
+            raise MissingFileError(f"background video folder {str(path / n)!r} has no frames (.jpg / .png)")
 
 
 def _cached(key: tuple, make) -> np.ndarray:
@@ -91,7 +92,7 @@ def load_video(source: str, split: str, name: str, cache: bool = True) -> np.nda
 def _read_folder(folder: Path) -> np.ndarray:
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"background video folder {str(folder)!r} has no frames (.jpg / .png)")
+        raise MissingFileError(f"background video folder {str(folder)!r} has no frames (.jpg / .png)")
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
 
 
