@@ -137,7 +137,7 @@ def build_idm(c: IDMConfig, act_dim: int, img_hw: int = 64) -> IDM:
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
     """The networks of the two stages (all, or those named: "idm", "actor"), freshly initialised: what the stages
-    train and scripts/count_params.py counts."""
+    train and scripts/fidelity/count_params.py counts."""
     b = cfg.bc
     builders = {
         "idm": lambda: build_idm(cfg.idm, shapes.act_dim, shapes.img_hw),

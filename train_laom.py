@@ -196,7 +196,7 @@ class Probes(nn.Module):
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
     """The networks of the three stages (all, or those named), freshly initialised: what the stages train and
-    scripts/count_params.py counts ("lam" is the module of the paper's Table 4)."""
+    scripts/fidelity/count_params.py counts ("lam" is the module of the paper's Table 4)."""
     c, b, a = cfg.lapo, cfg.bc, shapes.act_dim
     z, emb_dim = c.latent_action_dim, encoder_out_dim(c.encoder_scale, c.encoder_deep, shapes.img_hw)
     builders = {

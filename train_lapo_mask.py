@@ -289,7 +289,7 @@ def build_lam(c: LAPOConfig, img_hw: int) -> LAPO:
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
     """The networks of the three stages (all, or those named), freshly initialised: what the stages train and
-    scripts/count_params.py counts."""
+    scripts/fidelity/count_params.py counts."""
     z, b, a = cfg.lapo.latent_action_dim, cfg.bc, shapes.act_dim
     builders = {
         "lam": lambda: build_lam(cfg.lapo, shapes.img_hw),

@@ -251,7 +251,7 @@ def check_data_file(flag: str, path: str) -> None:
     if "masks" in flag:
         check_hdf5_file(f"{flag}={path}", path, "a masks file (scripts/generate_masks_hdf5.py makes one)")
     else:
-        hint = " (scripts/download_data.py fetches the paper's; docs/DATA.md)"
+        hint = " (scripts/data/download_data.py fetches the paper's; docs/DATA.md)"
         check_hdf5_file(f"{flag}={path}", path, "an HDF5 dataset", hint)
 
 

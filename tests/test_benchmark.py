@@ -1,4 +1,4 @@
-"""python -m scripts.benchmark finishes at tiny sizes and writes every row it prints; a row with nothing to
+"""python -m scripts.bench.benchmark finishes at tiny sizes and writes every row it prints; a row with nothing to
 measure (the worker processes' reset time) says so instead of NaN."""
 
 import json
@@ -18,7 +18,7 @@ def test_benchmark_finishes_with_every_row(tmp_path):
     args += ["--dcs_steps=2", "--dcs_workers=2", f"--out={out}"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "scripts.benchmark", *args], cwd=REPO, capture_output=True, text=True, env=env
+        [sys.executable, "-m", "scripts.bench.benchmark", *args], cwd=REPO, capture_output=True, text=True, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())

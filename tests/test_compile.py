@@ -3,7 +3,7 @@ checkpoint keys."""
 
 import torch
 
-from scripts.device_bench import run_stage, write_stage_data
+from scripts.bench.timing import run_stage, write_stage_data
 from src.compile import compile_networks
 from train_lapo import LAPO
 

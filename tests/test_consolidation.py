@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from scripts import plot_results
+from scripts.data.make_cross_embodied import Config as MixConfig
+from scripts.data.make_cross_embodied import source_paths
 from scripts.data_collection import experts
-from scripts.make_cross_embodied import Config as MixConfig
-from scripts.make_cross_embodied import source_paths
 from src.dcs.constants import PAPER_ENVS
 from src.envs import flatten_state
 from src.evaluation import NORMALIZING_RETURNS, normalized_score
@@ -35,7 +35,7 @@ def test_paper_envs_are_defined_once():
     assert tuple(NORMALIZING_RETURNS) == PAPER_ENVS  # Table 3 has a row for each, in the same order
     paths = source_paths(MixConfig(target_env="walker-run", data_dir="d"))
     assert [p.name for p in paths] == ["cheetah-run.hdf5", "hopper-hop.hdf5", "humanoid-walk.hdf5"]
-    from scripts import compare_render_versions
+    from scripts.fidelity import compare_render_versions
 
     assert not hasattr(compare_render_versions, "TASKS")
 

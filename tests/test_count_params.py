@@ -1,6 +1,6 @@
 """The paper's configs build the paper's networks: parameter counts of Table 4, exactly."""
 
-from scripts.count_params import TABLE4, count_all
+from scripts.fidelity.count_params import TABLE4, count_all
 
 PAPER_TABLE4 = {
     "LAPO": 211_847_849,

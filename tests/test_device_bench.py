@@ -1,4 +1,4 @@
-"""scripts/device_bench.py, the GPU box's speed / FLOPs / MFU script, kept from rotting by its CPU self-check: the
+"""scripts/bench/device_bench.py, the GPU box's speed / FLOPs / MFU script, kept from rotting by its CPU self-check: the
 script as a user runs it at tiny sizes, its FLOP counts against hand counts, the peak lookup and the projection."""
 
 import json
@@ -12,7 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import train_lapo
-from scripts import device_bench as db
+from scripts.bench import device_bench as db
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_cpu_self_check_prints_mfu_rows_and_writes_json(tmp_path):
     out = tmp_path / "device_check.json"
     stages = ["lapo/lam", "laom_labels/lam", "bc/bc"]
-    cmd = [sys.executable, "-m", "scripts.device_bench", f"--stages=[{','.join(stages)}]", "--compile=eager"]
+    cmd = [sys.executable, "-m", "scripts.bench.device_bench", f"--stages=[{','.join(stages)}]", "--compile=eager"]
     cmd += ["--peak_tflops=0.05", "--windows=2", "--data_batches=3", f"--out={out}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -83,9 +83,8 @@ def test_peak_lookup_and_bad_input():
     assert db.peak_for("NVIDIA GH200 480GB") == 989
     assert db.peak_for("NVIDIA A100-SXM4-80GB") == 312
     assert db.peak_for("NVIDIA GeForce RTX 4090") is None
-    proc = subprocess.run(
-        [sys.executable, "-m", "scripts.device_bench", "--stages=[lapo/nope]"], cwd=REPO, capture_output=True, text=True
-    )
+    cmd = [sys.executable, "-m", "scripts.bench.device_bench", "--stages=[lapo/nope]"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("device_bench: stages must be among ['lapo/lam'")
 
@@ -119,7 +118,7 @@ def test_projection_of_one_laom_run_against_a_hand_formula():
 def test_a_compiled_row_that_fails_is_recorded_and_the_projection_still_written(tmp_path):
     """No C compiler (as in a Docker image without one): Inductor cannot build the compiled stage's kernels."""
     out = tmp_path / "device_check.json"
-    cmd = [sys.executable, "-m", "scripts.device_bench", "--stages=[bc/bc]", "--compile=compiled", "--windows=1"]
+    cmd = [sys.executable, "-m", "scripts.bench.device_bench", "--stages=[bc/bc]", "--compile=compiled", "--windows=1"]
     cmd += ["--peak_tflops=0.05", "--data_batches=2", f"--out={out}"]
     env = os.environ | {"OMP_NUM_THREADS": "1", "CXX": "/nonexistent/g++", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)

@@ -1,4 +1,4 @@
-"""scripts/download_data.py against a real HTTP server on 127.0.0.1 (range requests, dropped connections, 404s)
+"""scripts/data/download_data.py against a real HTTP server on 127.0.0.1 (range requests, dropped connections, 404s)
 serving small real HDF5 files in the released layout."""
 
 import re
@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from scripts import download_data
+from scripts.data import download_data
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = "cheetah-run-scale-easy-video-hard-64px-eval.hdf5"
@@ -213,7 +213,7 @@ def test_offline_dry_run_names_the_files_and_says_sizes_are_unknown(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     links_file = links(tmp_path, f"http://127.0.0.1:{port}/lapo-data", [EVAL, LABELED2])
-    cmd = [sys.executable, "scripts/download_data.py", "--env", "cheetah-run", "--what", "eval", "--dry_run"]
+    cmd = [sys.executable, "scripts/data/download_data.py", "--env", "cheetah-run", "--what", "eval", "--dry_run"]
     p = subprocess.run([*cmd, "--links", links_file], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert f"data/cheetah-run-eval.hdf5  <-  {EVAL}  size unknown (127.0.0.1:{port} cannot be reached" in p.stdout

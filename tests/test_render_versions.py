@@ -1,10 +1,11 @@
-"""scripts/compare_render_versions.py: the comparison arithmetic, and a tiny real render under the installed MuJoCo."""
+"""scripts/fidelity/compare_render_versions.py: the comparison arithmetic, and a tiny real render under the installed
+MuJoCo."""
 
 import json
 
 import numpy as np
 
-from scripts import compare_render_versions as crv
+from scripts.fidelity import compare_render_versions as crv
 
 
 def _fake_render_file(path, frames: np.ndarray, qpos: np.ndarray, fovy: float, version: str) -> None:

@@ -46,7 +46,7 @@ CASES = {
     "missing dataset": (
         lambda tmp: ["--lapo.data_path=/nonexistent.hdf5"],
         "pass",
-        ["--lapo.data_path=/nonexistent.hdf5: no such file", "scripts/download_data.py"],
+        ["--lapo.data_path=/nonexistent.hdf5: no such file", "scripts/data/download_data.py"],
     ),
     "text file as dataset": (
         lambda tmp: [f"--lapo.data_path={text_file(tmp)}"],

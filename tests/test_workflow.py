@@ -13,12 +13,12 @@ import h5py
 import numpy as np
 import pytest
 
-from scripts.make_cross_embodied import Config as MixConfig
-from scripts.make_cross_embodied import make_cross_embodied
+from scripts.data.make_cross_embodied import Config as MixConfig
+from scripts.data.make_cross_embodied import make_cross_embodied
 from scripts.plot_results import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEPS = sorted((ROOT / "scripts" / "sweeps").glob("*.sh")) + [ROOT / "scripts" / "make_labeled_sets.sh"]
+SWEEPS = sorted((ROOT / "scripts" / "sweeps").glob("*.sh")) + [ROOT / "scripts" / "data" / "make_labeled_sets.sh"]
 
 
 # ---------------------------------------------------------------- sweeps

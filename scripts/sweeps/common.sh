@@ -33,7 +33,7 @@
 #   SLURM_EXTRA_ARGS    more sbatch arguments (word-split), e.g. "--qos=high --constraint=a100"  []
 #   SLURM_WAIT=1        wait for the jobs and report (failures: exit 1); SLURM_POLL seconds between checks  [0, 30]
 #
-# Data naming convention (scripts/make_labeled_sets.sh writes it):
+# Data naming convention (scripts/data/make_labeled_sets.sh writes it):
 #   $DATA_DIR/<env>.hdf5                   the full dataset (5000 trajectories, "unlabeled")
 #   $DATA_DIR/<env>-labeled-1000x<N>.hdf5  N whole labeled trajectories sampled from it
 #   $DATA_DIR/<env>-eval.hdf5              evaluation set recorded with the validation (novel) videos
@@ -87,7 +87,7 @@ _MISSING_DATA=()
 
 full_data() { echo "$DATA_DIR/$1.hdf5"; }
 # Data of the latent-action-model stage: the full set, or with CROSS_EMBODIED=1 the leave-one-out mixture of the
-# other environments (scripts/make_cross_embodied.py; scripts/sweeps/cross_embodied.sh).
+# other environments (scripts/data/make_cross_embodied.py; scripts/sweeps/cross_embodied.sh).
 lam_data() {
     if [[ "${CROSS_EMBODIED:-0}" == 1 ]]; then echo "$DATA_DIR/$1-mixed.hdf5"; else full_data "$1"; fi
 }
@@ -202,7 +202,7 @@ run_sweep() {
             echo "warning: missing datasets (a real run would stop here):" >&2
             echo "$unique" | sed 's/^/  /' >&2
         else
-            echo "error: missing datasets; make them first (scripts/make_labeled_sets.sh ENV):" >&2
+            echo "error: missing datasets; make them first (scripts/data/make_labeled_sets.sh ENV):" >&2
             echo "$unique" | sed 's/^/  /' >&2
             exit 2
         fi

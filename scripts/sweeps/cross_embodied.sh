@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-embodied pre-training (paper, Fig. 10): for each target environment, the latent action model is trained on
 # the leave-one-out mixture of the OTHER environments ($DATA_DIR/<env>-mixed.hdf5, made first by
-#   python -m scripts.make_cross_embodied --target_env=<env> --data_dir=$DATA_DIR
+#   python -m scripts.data.make_cross_embodied --target_env=<env> --data_dir=$DATA_DIR
 # if missing), while latent BC and the decoder (and LAOM's supervision) use the target's own data: the full set
 # and the labeled trajectories of each budget. Same settings as every sweep (scripts/sweeps/common.sh); runs go to
 # $RUNS_DIR/cross_embodied/<method>/<env>/budget<N>/seed<S> (a separate "suite" for scripts/plot_results.py; the
@@ -17,7 +17,7 @@ status=0
 if [[ "${DRY_RUN:-0}" != 1 ]]; then
     for env in ${ENVS:-cheetah-run walker-run hopper-hop humanoid-walk}; do  # PAPER_ENVS, as common.sh
         if [[ ! -f "$DATA_DIR/$env-mixed.hdf5" ]]; then
-            ${PYTHON:-python} -m scripts.make_cross_embodied --target_env="$env" --data_dir="$DATA_DIR" || status=1
+            ${PYTHON:-python} -m scripts.data.make_cross_embodied --target_env="$env" --data_dir="$DATA_DIR" || status=1
         fi
     done
 fi

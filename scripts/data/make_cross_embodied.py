@@ -4,9 +4,9 @@ For the target cheetah-run, the paper samples 1666 trajectories from each of the
 in all) and pre-trains the LAM (and latent BC) on the mixture; the target's own labeled trajectories then train the
 decoder (or supervise LAOM). This script writes the mixture in the released layout (docs/FAITHFULNESS.md, "data"):
 
-    python -m scripts.make_cross_embodied --target_env=cheetah-run --data_dir=data
+    python -m scripts.data.make_cross_embodied --target_env=cheetah-run --data_dir=data
     # -> data/cheetah-run-mixed.hdf5 from data/walker-run.hdf5, data/hopper-hop.hdf5, data/humanoid-walk.hdf5
-    python -m scripts.make_cross_embodied --target_env=cheetah-run --sources=a.hdf5,b.hdf5 --counts=3,2 \\
+    python -m scripts.data.make_cross_embodied --target_env=cheetah-run --sources=a.hdf5,b.hdf5 --counts=3,2 \\
         --save_path=/tmp/mixed.hdf5
 
 Environments differ in action and state sizes. They are handled explicitly: `actions` [T, A] and `states` [T, S]

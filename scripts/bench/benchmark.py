@@ -1,15 +1,16 @@
 """Throughput benchmark: the data pipeline (vs a naive per-sample DataLoader) and each method's stage-1 update.
 
-    python -m scripts.benchmark                       # synthetic data in the released layout, CPU-sized models
-    python -m scripts.benchmark --paper_scale         # the paper's networks (use on a GPU)
-    python -m scripts.benchmark --data_path data/cheetah-run.hdf5 --device cuda --paper_scale
+    python -m scripts.bench.benchmark                       # synthetic data in the released layout, CPU-sized models
+    python -m scripts.bench.benchmark --paper_scale         # the paper's networks (use on a GPU)
+    python -m scripts.bench.benchmark --data_path data/cheetah-run.hdf5 --device cuda --paper_scale
 
 The data pipeline is measured on LAOM's stage-1 batches (o_t, o_{t+1}, o_{t+k}, actions, states; frame stack 3,
 offsets 1..10, batch 512) delivered as uint8 tensors on the device (the [-1, 1] scaling that follows is the same
 for both paths and is part of the update). The naive path is what a
 straightforward implementation does: a torch Dataset whose __getitem__ builds one sample's frame stacks from
 the same in-memory arrays with numpy, and a DataLoader that collates them. The last line of the table is
-`data pipeline speedup vs per-sample loader: <N>x`. Results also go to --out (JSON).
+`data pipeline speedup vs per-sample loader: <N>x`. Results also go to --out (JSON). Both paths, the synthetic data
+and the stage-1 update rows are scripts.bench.timing's (shared with scripts.bench.device_bench).
 
 DCS rows: rendered frames/s of cheetah-run at scale_easy_video_hard, dynamic, 64 px, episodes of --dcs_steps steps
 with their resets, for collection (the DCS env stepped and rendered) and evaluation (through src.envs.make_env), on
@@ -17,8 +18,8 @@ the built-in videos and on a DAVIS-sized folder (854x480 jpgs). Each next to "th
 the chosen video read and resized at each reset, no cache (the port resizes a frame on first use and keeps the
 resized frames of recent videos; same pixels).
 
-    python -m scripts.benchmark --only_dcs=true       # the DCS rows only
-    python -m scripts.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
+    python -m scripts.bench.benchmark --only_dcs=true       # the DCS rows only
+    python -m scripts.bench.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
 """
 
 import os
@@ -28,39 +29,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import h5py
 import numpy as np
 import pyrallis
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
-from src.data import load_dataset
+from scripts.bench.timing import DataBenchConfig, bench_fast, bench_naive, time_stage, write_stage_data, write_synthetic
 from src.dcs import constants as dcs_constants
 from src.dcs import load as load_dcs
 from src.dcs import videos as dcs_videos
 from src.dcs.suite import BackgroundDistraction
 from src.envs import make_env
 from src.files import write_json
-from src.optim import infinite_epochs
 from src.run import get_device, set_seed
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(DataBenchConfig):
     data_path: Optional[str] = None  # HDF5 dataset; None: write a synthetic one (released layout) to a temp dir
-    num_trajectories: int = 20  # synthetic data: trajectories
-    trajectory_length: int = 1000  # synthetic data: steps per trajectory
-    img_hw: int = 64  # synthetic data: frame size
-    batch_size: int = 512  # samples per batch
-    frame_stack: int = 3
-    future_obs_offset: int = 10
-    data_batches: int = 30  # timed batches of the data pipelines
-    naive_num_workers: int = 0  # DataLoader workers of the naive path
     methods: list[str] = field(default_factory=lambda: ["lapo", "laom", "laom_labels", "idm", "bc"])
     update_steps: int = 6  # updates per timed window of the stage-1 update rows (two windows after a warm-up one)
     update_batch_size: Optional[int] = None  # batch of the update benchmark (None: 64 on CPU, 512 on GPU)
-    paper_scale: bool = False  # the paper's networks (else scripts.device_bench's tiny ones, for a CPU)
+    paper_scale: bool = False  # the paper's networks (else scripts.bench.timing's tiny ones, for a CPU)
     device: str = "auto"
     seed: int = 0
     out: str = "runs/benchmark.json"  # results JSON
@@ -74,96 +64,6 @@ class BenchConfig:
     dcs_steps: int = 100  # steps per DCS episode
     dcs_davis_frames: int = 80  # frames per video of the DAVIS-sized (854x480) folder; 0 skips it
     dcs_workers: int = 2  # worker processes of the parallel rows (collect_data --num_workers, eval_num_envs); 0 skips
-
-
-def write_synthetic(path: str, cfg: BenchConfig, act_dim: int = 6, state_dim: int = 17) -> None:
-    """Random frames in the released layout (content does not matter for throughput)."""
-    rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as f:
-        f.attrs.update(
-            dict(
-                domain_name="cheetah",
-                task_name="run",
-                difficulty="scale_easy_video_hard",
-                dynamic=True,
-                img_hw=cfg.img_hw,
-                split="train",
-            )
-        )
-        n = cfg.trajectory_length
-        for i in range(cfg.num_trajectories):
-            g = f.create_group(str(i))
-            g["obs"] = rng.integers(0, 256, (n, cfg.img_hw, cfg.img_hw, 3), dtype=np.uint8)
-            g["actions"] = rng.uniform(-1, 1, (n, act_dim)).astype(np.float32)
-            g["states"] = rng.normal(size=(n, state_dim)).astype(np.float32)
-            g.attrs["traj_return"] = 0.0
-
-
-class PerSampleDataset(Dataset):
-    """The naive path: one sample at a time, frame stacks built with numpy, collated by the DataLoader."""
-
-    def __init__(self, path: str, frame_stack: int, offset: int):
-        self.obs, self.actions, self.states, self.index = [], [], [], []
-        with h5py.File(path, "r") as f:
-            for i, k in enumerate(sorted((k for k in f if k.isdigit()), key=int)):
-                self.obs.append(f[k]["obs"][:])
-                self.actions.append(f[k]["actions"][:])
-                self.states.append(f[k]["states"][:])
-                self.index += [(i, t) for t in range(len(self.obs[-1]) - offset)]
-        self.k, self.offset = frame_stack, offset
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def stack(self, i: int, t: int) -> np.ndarray:
-        frames = [self.obs[i][max(0, s)] for s in range(t - self.k + 1, t + 1)]
-        return np.concatenate(frames, axis=-1).transpose(2, 0, 1)  # [3k, H, W]
-
-    def __getitem__(self, j: int):
-        i, t = self.index[j]
-        k = np.random.randint(1, self.offset + 1)
-        return (self.stack(i, t), self.stack(i, t + 1), self.stack(i, t + k), self.actions[i][t], self.states[i][t])
-
-
-def bench_fast(path: str, cfg: BenchConfig, device: torch.device) -> float:
-    data = load_dataset(path, device, cfg.frame_stack, cfg.future_obs_offset)
-    valid = data.valid_indices(cfg.future_obs_offset)
-    batches = infinite_epochs(data, valid, cfg.batch_size)
-
-    def one():
-        return data.batch(next(batches), cfg.frame_stack, future_offset=cfg.future_obs_offset, next_obs=True)
-
-    for _ in range(3):
-        one()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(cfg.data_batches):
-        one()
-    sync(device)
-    return cfg.data_batches * cfg.batch_size / (time.perf_counter() - start)
-
-
-def bench_naive(path: str, cfg: BenchConfig, device: torch.device) -> float:
-    ds = PerSampleDataset(path, cfg.frame_stack, cfg.future_obs_offset)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.naive_num_workers)
-    it = iter(loader)
-
-    def one():
-        return [x.to(device) for x in next(it)]
-
-    one()
-    sync(device)
-    start = time.perf_counter()
-    count = min(cfg.data_batches, len(loader) - 1)
-    for _ in range(count):
-        one()
-    sync(device)
-    return count * cfg.batch_size / (time.perf_counter() - start)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def write_davis_sized(root: str, num_frames: int) -> None:
@@ -302,15 +202,13 @@ def main(cfg: BenchConfig) -> dict:
     return out
 
 
-# method -> its stage-1 stage in scripts.device_bench
+# method -> its stage-1 stage in scripts.bench.timing.STAGES
 STAGE1 = {"lapo": "lapo/lam", "laom": "laom/lam", "laom_labels": "laom_labels/lam", "idm": "idm/idm", "bc": "bc/bc"}
 
 
 def bench_update(method: str, cfg: BenchConfig, device: torch.device) -> float:
     """Stage-1 samples/s of a method script: its own stage function on synthetic data, the median of two windows of
-    update_steps updates after a warm-up window (scripts.device_bench; its tiny networks unless paper_scale)."""
-    from scripts.device_bench import time_stage, write_stage_data
-
+    update_steps updates after a warm-up window (scripts.bench.timing; its tiny networks unless paper_scale)."""
     batch = cfg.update_batch_size or (512 if device.type == "cuda" else 64)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "updates.hdf5")

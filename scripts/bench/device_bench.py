@@ -1,11 +1,11 @@
 """Per-stage speed, FLOPs and MFU on one GPU at the paper's configs; the data path beside the release's; the hours
 of the paper's runs projected from them, next to the paper's Table 2.
 
-    bash scripts/device_check.sh                          # one H100 / H200: paper configs, bf16, under 8 minutes
-    python -m scripts.device_bench --peak_tflops=989      # a GPU whose name is not in PEAK_BF16_TFLOPS
-    python -m scripts.device_bench                        # without CUDA: says so, runs the CPU self-check (tiny)
-    python -m scripts.device_bench --only_flops=true --device=cpu   # FLOPs per update at the paper configs on a CPU,
-                                                          # and the hours they project at an assumed MFU
+    bash scripts/bench/device_check.sh                         # one H100 / H200: paper configs, bf16, under 8 min
+    python -m scripts.bench.device_bench --peak_tflops=989     # a GPU whose name is not in PEAK_BF16_TFLOPS
+    python -m scripts.bench.device_bench                       # without CUDA: says so, runs the CPU self-check (tiny)
+    python -m scripts.bench.device_bench --only_flops=true --device=cpu   # FLOPs per update at the paper configs on
+                                                               # a CPU, and the hours they project at an assumed MFU
 
 Every stage is the method script's own stage function (train_<method>.<stage>), run on synthetic frames in the
 released layout (64 px, frame stack 3) at the config of configs/<method>.yaml, bf16 autocast on CUDA as in the paper:
@@ -24,7 +24,8 @@ with --compile=true (src/compile.py) while time_budget_s allows; a compiled row 
 Inductor, a Triton error) is recorded as failed with its one-line reason and the rest of the script goes on.
 
 Data path: LAOM's stage-1 batches (512, offsets 1..10) as uint8 on the device, this project's (frames on the GPU,
-batched indexing: src.data) next to the release's (a per-sample Dataset + DataLoader), scripts.benchmark's rows.
+batched indexing: src.data) next to the release's (a per-sample Dataset + DataLoader): scripts.bench.timing's data
+path, the one scripts.bench.benchmark's rows time. The stages run through scripts.bench.timing too (STAGES, run_stage).
 
 Projection: hours of one paper run per method and of the Figure 8 grid (4 environments x 7 budgets x 3 seeds) with
 this project's stage reuse (LAPO and LAOM: one LAM and latent BC per environment and seed for all budgets), from the
@@ -32,13 +33,8 @@ updates a paper run makes (5000 x 1000-step datasets, the configs' epochs and ba
 an assumed MFU. Online evaluation is not included (Table 2's times include it).
 """
 
-import contextlib
-import dataclasses
-import importlib
-import io
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -46,15 +42,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pyrallis
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scripts.benchmark import BenchConfig, bench_fast, bench_naive, write_synthetic
-from src.data import Shapes
+from scripts.bench.timing import (
+    STAGES,
+    DataBenchConfig,
+    bench_fast,
+    bench_naive,
+    parse_stage_config,
+    run_stage,
+    time_stage,
+    write_stage_data,
+)
 from src.files import write_json
-from src.run import get_device, start_run
+from src.run import get_device
 
 # Dense bf16 peak, TFLOPS (no sparsity), by a part of torch.cuda.get_device_name: (contains, excludes, peak).
 # The first row that matches wins (the specific names first: "H200 NVL" holds "H200", "GH200" holds "H200"); a name
@@ -68,42 +71,8 @@ PEAK_BF16_TFLOPS = [
     ("H100", (), 989.0),  # H100 SXM: "NVIDIA H100 80GB HBM3"
     ("A100", (), 312.0),
 ]
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    module: str  # the method script
-    function: str  # its stage function
-    section: str  # the stage's config section
-    config: str  # the paper's YAML of the method
-    frozen: Optional[str] = None  # the network the stage function takes (from the script's build_models)
-
-
-STAGES = {
-    "lapo/lam": StageSpec("train_lapo", "train_lam", "lapo", "configs/lapo.yaml"),
-    "lapo/latent_bc": StageSpec("train_lapo", "train_latent_bc", "bc", "configs/lapo.yaml", "lam"),
-    "lapo/decoder": StageSpec("train_lapo", "train_decoder", "decoder", "configs/lapo.yaml", "actor"),
-    "laom/lam": StageSpec("train_laom", "train_lam", "lapo", "configs/laom.yaml"),
-    "laom/latent_bc": StageSpec("train_laom", "train_latent_bc", "bc", "configs/laom.yaml", "lam"),
-    "laom/decoder": StageSpec("train_laom", "train_decoder", "decoder", "configs/laom.yaml", "actor"),
-    "laom_labels/lam": StageSpec("train_laom_labels", "train_lam", "lapo", "configs/laom-labels.yaml"),
-    "laom_labels/latent_bc": StageSpec("train_laom_labels", "train_latent_bc", "bc", "configs/laom-labels.yaml", "lam"),
-    "laom_labels/decoder": StageSpec(
-        "train_laom_labels", "train_decoder", "decoder", "configs/laom-labels.yaml", "actor"
-    ),
-    "idm/idm": StageSpec("train_idm", "train_idm", "idm", "configs/idm.yaml"),
-    "idm/bc": StageSpec("train_idm", "train_bc", "bc", "configs/idm.yaml", "idm"),
-    "bc/bc": StageSpec("train_bc", "train_bc", "bc", "configs/bc.yaml"),
-}
+# Stages timed with --compile=true as well (the keys of scripts.bench.timing.STAGES).
 COMPILE_STAGES = ["lapo/lam", "laom/lam", "laom_labels/lam", "laom/latent_bc", "idm/idm", "bc/bc"]
-# Networks small enough for the CPU self-check (scale=tiny; scripts.benchmark's CPU update rows).
-TINY = {
-    "lapo": ["--encoder_scale=1", "--latent_action_dim=128"],
-    "lapo_laom": ["--encoder_scale=1", "--latent_action_dim=128", "--act_head_dim=128", "--obs_head_dim=128"],
-    "bc": ["--encoder_scale=2"],
-    "decoder": ["--hidden_dim=64"],
-    "idm": ["--encoder_scale=1", "--act_head_dim=128"],
-}
 PAPER_TABLE2_HOURS = {
     "lapo": 7 + 38 / 60,
     "laom": 6 + 43 / 60,
@@ -146,106 +115,6 @@ def peak_for(name: str) -> Optional[float]:
     return None
 
 
-class WindowLog:
-    """The wandb sink of a benchmarked stage: at each logged update, the time and (while counting) the FLOPs so far."""
-
-    def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None):
-        self.step_key, self.counter = step_key, counter
-        self.times, self.flops, self.module_flops, self.values = [], [], [], []
-
-    def log(self, values: dict, *args, **kwargs) -> None:
-        if self.step_key in values:  # a logged update (not the stage's final metrics)
-            self.times.append(time.perf_counter())
-            self.values.append(values)
-            if self.counter is not None:
-                self.flops.append(self.counter.get_total_flops())
-                counts = self.counter.get_flop_counts()  # module name -> op -> FLOPs so far
-                self.module_flops.append({m: sum(ops.values()) for m, ops in counts.items()})
-
-    def finish(self) -> None:
-        pass
-
-
-def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Optional[int], updates: int) -> list[str]:
-    """Command-line overrides of a benchmarked stage: the synthetic data everywhere, no evaluation, no probes
-    beyond one batch, `updates` updates (whole epochs where the stage counts epochs: the data is sized for it)."""
-    config_cls = importlib.import_module(spec.module).Config
-    sections = [f.name for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(f.type)]
-    args = [f"--{s}.data_path={data_path}" for s in sections]
-    s = spec.section
-    if s == "lapo":
-        args += [f"--{s}.num_epochs=1", f"--{s}.final_probe_batches=1", f"--{s}.ridge_probe_samples=0"]
-        args += [f"--{s}.eval_data_path=null", f"--{s}.warmup_epochs=0"]
-    if s in ("bc", "decoder"):
-        args += [f"--{s}.eval_episodes=0"]
-    if s in ("decoder", "idm") or key == "bc/bc":
-        args += [f"--{s}.total_updates={updates}"]
-    else:
-        args += [f"--{s}.num_epochs=1"]
-    if s == "idm":
-        args += [f"--{s}.eval_data_path=null"]
-    if key.startswith("laom_labels"):  # its decoder trains on lapo.labeled_data_path
-        args += [f"--lapo.labeled_data_path={data_path}"]
-    if tiny:
-        method = spec.module.removeprefix("train_")
-        lam = TINY["lapo_laom"] if method.startswith("laom") else TINY["lapo"]
-        sec = {"lapo": lam, "bc": TINY["bc"], "decoder": TINY["decoder"], "idm": TINY["idm"]}
-        for name in sections:  # every section tiny: a frozen network is built from its own section
-            args += [f"--{name}.{a.removeprefix('--')}" for a in sec[name]]
-    if batch is not None:
-        args += [f"--{s}.batch_size={batch}"]
-    return args
-
-
-def parse_stage_config(spec: StageSpec, args: list[str], device: torch.device, run_dir: str, **top):
-    """(the method script's module, its Config from the paper's YAML with `args` and the top-level fields)."""
-    module = importlib.import_module(spec.module)
-    top_args = [f"--run_dir={run_dir}", "--wandb_mode=disabled", f"--device={device}", "--checkpoint_every=1000000000"]
-    top_args += [f"--{k}={v}" for k, v in top.items()]
-    return module, pyrallis.parse(config_class=module.Config, config_path=spec.config, args=args + top_args)
-
-
-def run_stage(
-    key: str,
-    data_path: str,
-    device: torch.device,
-    tiny: bool,
-    updates: int,
-    log_every: int,
-    batch: Optional[int] = None,
-    compile: bool = False,
-    counter: Optional[FlopCounterMode] = None,
-) -> WindowLog:
-    """Runs one stage function of a method script for about `updates` updates (`batch` samples each; None: the
-    config's) and returns its window log. LAOM + supervision's labeled batch keeps its ratio to the batch."""
-    spec = STAGES[key]
-    args = stage_args(key, spec, tiny, data_path, batch, updates)
-    if key == "laom_labels/lam" and batch is not None:
-        c = parse_stage_config(spec, [], device, "unused")[1].lapo
-        labeled = batch * c.labeled_batch_size / c.batch_size
-        if labeled != int(labeled) or labeled < 1:
-            raise ValueError(
-                f"{key} at a batch of {batch}: its labeled batch ({c.labeled_batch_size} per {c.batch_size}) would be "
-                f"{labeled:g} samples; give a batch that makes it a whole number (a multiple of 4)"
-            )
-        args += [f"--lapo.labeled_batch_size={int(labeled)}"]
-    with tempfile.TemporaryDirectory() as tmp:
-        module, cfg = parse_stage_config(spec, args, device, tmp, log_every=log_every, compile=compile)
-        log = WindowLog(f"{spec.section}/step", counter)
-        run = dataclasses.replace(start_run(cfg), wandb=log)
-        inputs = []
-        if spec.frozen:  # written by write_synthetic: 6 actions, 17 states, 64 px
-            frozen = module.build_models(cfg, Shapes(6, 17, 64), spec.frozen)[spec.frozen].to(device)
-            inputs = [frozen.eval().requires_grad_(False)]
-        with contextlib.redirect_stderr(io.StringIO()) as progress:  # the stage's progress bars
-            try:
-                getattr(module, spec.function)(run, *inputs)
-            except BaseException:
-                sys.stderr.write(progress.getvalue()[-4000:])
-                raise
-    return log
-
-
 def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flops_batch: int) -> tuple[int, dict]:
     """FLOPs of one update of a stage at `flops_batch` samples: the counter's total between two logged updates, and
     the same per module (PyTorch's names: the class of the network, then its attribute path)."""
@@ -257,29 +126,6 @@ def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flop
     return log.flops[1] - log.flops[0], {m: n - first.get(m, 0) for m, n in second.items() if n - first.get(m, 0)}
 
 
-def time_stage(
-    key: str,
-    data_path: str,
-    device: torch.device,
-    tiny: bool,
-    batch: Optional[int],
-    window: int,
-    windows: int,
-    compile: bool,
-):
-    """(seconds per update, peak GPU memory in GiB or None, seconds of the warm-up window) of a stage."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    log = run_stage(key, data_path, device, tiny, (windows + 1) * window, window, batch, compile)
-    if len(log.times) < windows + 1:
-        raise RuntimeError(f"{key}: {len(log.times)} logged windows; expected {windows + 1} (data too small?)")
-    gaps = np.diff(log.times[: windows + 1]) / window
-    memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return float(statistics.median(gaps)), memory, log.times[0] - start
-
-
 def samples_per_update(key: str, batch: int, device: torch.device) -> int:
     """Samples one update of a stage holds at unlabeled batch `batch`: LAOM + supervision's stage 1 adds its
     labeled batch (128 per 512: 640 at the paper's config), scaled as run_stage scales it."""
@@ -287,15 +133,6 @@ def samples_per_update(key: str, batch: int, device: torch.device) -> int:
         return batch
     c = parse_stage_config(STAGES[key], [], device, "unused")[1].lapo
     return batch + batch * c.labeled_batch_size // c.batch_size
-
-
-def write_stage_data(path: str, batch: int, updates: int, offset: int = 10, steps: int = 1000) -> None:
-    """Synthetic frames (released layout, 64 px) for `updates` stage-1 updates of `batch` samples: whole
-    trajectories of at most `steps` steps."""
-    samples = updates * batch
-    length = min(steps, samples + offset + 1)
-    n = math.ceil(samples / (length - offset))
-    write_synthetic(path, BenchConfig(num_trajectories=n, trajectory_length=length, img_hw=64))
 
 
 def paper_updates(key: str, budget: int) -> int:
@@ -420,7 +257,7 @@ def main(cfg: DeviceBenchConfig) -> dict:
         data_path = os.path.join(tmp.name, f"timing-{batch or 512}.hdf5")
         if not os.path.exists(data_path):
             write_stage_data(data_path, batch or 512, (cfg.windows + 1) * window + 1)
-        data_cfg = BenchConfig(batch_size=batch or 512, data_batches=cfg.data_batches)
+        data_cfg = DataBenchConfig(batch_size=batch or 512, data_batches=cfg.data_batches)
         fast, naive = bench_fast(data_path, data_cfg, device), bench_naive(data_path, data_cfg, device)
         out["data_path"] = {
             "batched_frames_on_device_samples_per_s": fast,

@@ -1,8 +1,8 @@
 """Download the paper's released datasets into the sweep layout (docs/DATA.md):
 
-    python scripts/download_data.py --env cheetah-run --what eval --dry_run      # names and sizes, nothing fetched
-    python scripts/download_data.py --env cheetah-run                            # full + eval + labeled, distractors
-    python scripts/download_data.py --env all --setting vanilla --what labeled --budgets 2 128 --out data
+    python scripts/data/download_data.py --env cheetah-run --what eval --dry_run    # names and sizes, nothing fetched
+    python scripts/data/download_data.py --env cheetah-run                          # full + eval + labeled, distractors
+    python scripts/data/download_data.py --env all --setting vanilla --what labeled --budgets 2 128 --out data
 
 The links are the release's list (data/release-data-links.txt). A released file lands under the name the sweeps
 read: `<out>/<env>.hdf5` (full, 5000 trajectories, about 60 GB), `<out>/<env>-eval.hdf5` (novel distractors) and
@@ -27,8 +27,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python scripts/download_data.py`: make `src` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as `python scripts/data/download_data.py`: make `src` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import h5py  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from src.data import DatasetError, read_root_attrs  # noqa: E402
 from src.errors import UserError, cli  # noqa: E402
 
-LINKS = Path(__file__).resolve().parents[1] / "data" / "release-data-links.txt"
+LINKS = Path(__file__).resolve().parents[2] / "data" / "release-data-links.txt"
 WHAT = ("full", "eval", "labeled")
 SETTINGS = {"distractors": "scale-easy-video-hard", "vanilla": "vanilla"}  # --setting -> the release's name part
 RELEASED_NAME = re.compile(

@@ -5,8 +5,8 @@
 #   $DATA_DIR/<env>-eval.hdf5              $EVAL_TRAJECTORIES trajectories of the expert recorded with the validation
 #                                          (novel) background videos (scripts/data_collection/collect_data.py)
 #
-#   bash scripts/make_labeled_sets.sh ENV [EXPERT_CHECKPOINT]
-#   DCS_BACKGROUNDS=DAVIS/JPEGImages/480p bash scripts/make_labeled_sets.sh walker-run checkpoints/walker-run-expert
+#   bash scripts/data/make_labeled_sets.sh ENV [EXPERT_CHECKPOINT]
+#   DCS_BACKGROUNDS=DAVIS/JPEGImages/480p bash scripts/data/make_labeled_sets.sh walker-run <experts>/walker-run-expert
 #
 # EXPERT_CHECKPOINT: the environment's expert (PPO folder or SAC zip, as released with the paper); without it the
 # evaluation set is not made. Files that exist are kept (an interrupted evaluation set is resumed).

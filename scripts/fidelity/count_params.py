@@ -1,7 +1,7 @@
 """Parameter counts of every method's networks at the paper's configs (paper Table 4), without data.
 
-    python -m scripts.count_params                 # humanoid-walk shapes: A = 21, S = 67, 64 px, 3 frames
-    python -m scripts.count_params --act_dim 6 --state_dim 17
+    python -m scripts.fidelity.count_params               # humanoid-walk shapes: A = 21, S = 67, 64 px, 3 frames
+    python -m scripts.fidelity.count_params --act_dim 6 --state_dim 17
 
 Prints one line per network and, last, the five numbers of Table 4 in its order (LAPO, LAOM, LAOM +
 supervision, IDM, BC actor with 8192 outputs), one per line. The paper's are 211847849, 192307136, 192479189,

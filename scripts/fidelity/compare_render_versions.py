@@ -5,12 +5,12 @@ with dm_control 1.0.50. This script renders the paper's tasks from exactly the s
 install runs it, so the two sets of frames can be compared pixel by pixel (docs/RENDERING-VERSIONS.md).
 
     # 1. under one install: make the states (reset with a fixed seed, fixed random actions) and render them
-    MUJOCO_GL=egl /tmp/mj320/bin/python scripts/compare_render_versions.py render --out /tmp/render-3.2.0.npz
+    MUJOCO_GL=egl /tmp/mj320/bin/python scripts/fidelity/compare_render_versions.py render --out /tmp/render-3.2.0.npz
     # 2. under the other: load the SAME states (and actions) from the first file and render them
-    MUJOCO_GL=egl python scripts/compare_render_versions.py render --states /tmp/render-3.2.0.npz \
+    MUJOCO_GL=egl python scripts/fidelity/compare_render_versions.py render --states /tmp/render-3.2.0.npz \
         --out /tmp/render-3.17.0.npz
     # 3. compare (either python): per-task pixel statistics, compiled model parameters, physics rollouts
-    python scripts/compare_render_versions.py compare /tmp/render-3.2.0.npz /tmp/render-3.17.0.npz
+    python scripts/fidelity/compare_render_versions.py compare /tmp/render-3.2.0.npz /tmp/render-3.17.0.npz
 
 States are never re-simulated by the second install: qpos, qvel, act, time, ctrl and qacc_warmstart are written into
 mjData and mj_forward is called, so both installs render the same configuration even where their physics differ.
@@ -36,7 +36,7 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
