@@ -113,7 +113,7 @@ class Config:
     out: str = "runs/results"  # output folder of the tables, CSVs, summary.json and figures
     setting: str = "distractors"  # Table 3 column for runs that recorded no normalised score: distractors / vanilla
     # "paper": scores as the runs recorded them (return / paper Table 3's BC return); "bc_full": return / the mean
-    # return of this sweep's own BC-on-all-data runs of the same suite and environment (scripts/reproduce_small.sh)
+    # return of this sweep's own BC-on-all-data runs of the same suite and environment (scripts/small/reproduce.sh)
     normalize_by: str = "paper"
 
 

@@ -1,4 +1,4 @@
-"""scripts/tune_small.sh and scripts/reproduce_small.sh end to end on tiny settings: real collection with the released
+"""scripts/small/tune.sh and scripts/small/reproduce.sh end to end on tiny settings: real collection with the released
 expert (distracted with its distractor state and true masks, distractor-free, evaluation set), a one-point tuning
 grid, all ten runs of a seed (masked LAPO and LAOM without augmentations included), the report (verdicts with
 permutation p-values, the leakage probes at update 0 and at the end, preconditions, probe curves, the leakage and
@@ -64,12 +64,10 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
         "COEF_LR": "0.001",
         "COEFS": "0.01",
         "LAPO_MASK_LRS": "0.001",
-        # the precision check (fp32 against bf16) is the same runs with --precision: left out to save time
-        "GRIDS": "lapo laom noaug policy idm laom_labels laom_labels_coef lapo_mask",
         "NOAUG": "1",
         "MUJOCO_GL": "egl",
     }
-    tune = run("scripts/tune_small.sh", env)  # collects the data first (ONLY_DATA=1 of reproduce_small.sh)
+    tune = run("scripts/small/tune.sh", env)  # collects the data first (ONLY_DATA=1 of reproduce_small.sh)
     assert tune.count("done ") == 10, tune
     # The data: training videos, the distractor-free control from the same seeds, validation videos for the
     # evaluation set; the labeled subset drawn from the trajectories the ridge probe fits on.
@@ -103,7 +101,7 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     tuned = json.loads((small / "tune" / "lapo_mask" / "lr0.001" / "results.json").read_text())
     assert "lapo/leakage/camera_r2" in tuned["metrics"] and "lapo/init/leakage/camera_r2" in tuned["metrics"]
 
-    out = run("scripts/reproduce_small.sh", env)
+    out = run("scripts/small/reproduce.sh", env)
     assert "10 of 10 runs finished" in out, out
     results = {
         str(p.parent.relative_to(small / "runs")): json.loads(p.read_text())
@@ -144,17 +142,17 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     for name in ("results.md", "verdicts.md", "probe_curves.png", "leakage.png", "latents.png", "run-info.md",
                  "tuning.md"):  # fmt: skip
         assert (report / name).stat().st_size > 0, name
-    assert "bash scripts/reproduce_small.sh" in (report / "run-info.md").read_text()
+    assert "bash scripts/small/reproduce.sh" in (report / "run-info.md").read_text()
     sweep = json.loads((report / "sweep" / "summary.json").read_text())
     assert all("iqm" in r and "ci_low" in r for r in sweep["scores"])  # rliable in plot_results too
 
     # The same command again: the data is complete, every run is skipped, the report is rewritten.
-    again = run("scripts/reproduce_small.sh", env)
+    again = run("scripts/small/reproduce.sh", env)
     assert again.count("skip ") == 10 and "start " not in again
-    assert (small / "timings.txt").read_text().count("bash scripts/reproduce_small.sh") == 3  # with tune's data step
+    assert (small / "timings.txt").read_text().count("bash scripts/small/reproduce.sh") == 3  # with tune's data step
 
 
 def test_missing_expert_is_named(tmp_path):
     env = {**os.environ, "SMALL_DIR": str(tmp_path / "s"), "EXPERT": str(tmp_path / "nowhere")}
-    proc = subprocess.run(["bash", "scripts/reproduce_small.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(["bash", "scripts/small/reproduce.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and f"EXPERT={tmp_path / 'nowhere'} is not a folder" in proc.stderr

@@ -1,9 +1,9 @@
 """Time the stage-1 update of the small study (configs/small) for side-by-side comparisons with farm-bench.
 
-    python -m scripts.bench_small --method laom --updates 40                  # this project's update
-    python -m scripts.bench_small --method laom --updates 40 --release_adam   # torch.optim.Adam's default kernel
-    farm-bench -n 5 -- python -m scripts.bench_small --method lapo \
-        --vs 'python -m scripts.bench_small --method lapo --release_adam'
+    python -m scripts.small.bench --method laom --updates 40                  # this project's update
+    python -m scripts.small.bench --method laom --updates 40 --release_adam   # torch.optim.Adam's default kernel
+    farm-bench -n 5 -- python -m scripts.small.bench --method lapo \
+        --vs 'python -m scripts.small.bench --method lapo --release_adam'
 
 Builds the method's networks and optimizers exactly as its script does (configs/small sizes by default), draws
 batches from the dataset as the stage-1 loop does (frames gathered from memory, augmentations for LAOM), and runs

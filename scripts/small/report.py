@@ -1,11 +1,11 @@
-"""The report of the reduced-scale study (scripts/reproduce_small.sh, scripts/tune_small.sh): tuning table and
+"""The report of the reduced-scale study (scripts/small/reproduce.sh, scripts/small/tune.sh): tuning table and
 choices, precondition checks, verdicts on the paper's findings F1-F5 from rliable intervals, figures, summary.json.
 
-    python -m scripts.small_report --small_dir runs/small --out runs/small/report            # the study
-    python -m scripts.small_report --small_dir runs/small --out runs/small/report --tuning   # the tuning only
+    python -m scripts.small.report --small_dir runs/small --out runs/small/report            # the study
+    python -m scripts.small.report --small_dir runs/small --out runs/small/report --tuning   # the tuning only
 
 Reads results.json of the runs under <small_dir>/tune (tuning seed) and <small_dir>/runs (the seeds reported, the
-layout of scripts/reproduce_small.sh). Writes to --out: results.md (every table), summary.json (the same numbers,
+layout of scripts/small/reproduce.sh). Writes to --out: results.md (every table), summary.json (the same numbers,
 machine-readable: per LAM and setting the held-out ridge-probe MSE and baseline per seed, the interval of each
 aggregate, one verdict per finding), tuning.md / tuning.json, and the figures latents.png (latent actions in 2-D,
 UMAP, PCA without umap-learn), probe_curves.png (ridge probe against updates), tuning_curves.png.
@@ -60,11 +60,11 @@ PAPER = {"F2": 8.0, "F4": 4.2}  # the paper's ratios (abstract): LAOM's probe 8x
 
 @dataclass
 class Config:
-    small_dir: str = "runs/small"  # SMALL_DIR of scripts/reproduce_small.sh
+    small_dir: str = "runs/small"  # SMALL_DIR of scripts/small/reproduce.sh
     out: str = "runs/small/report"  # output folder
     seeds: str = "0 1 2"  # the reported seeds
     budget: int = 2  # labeled trajectories
-    tuning: bool = False  # only the tuning table (after scripts/tune_small.sh)
+    tuning: bool = False  # only the tuning table (after scripts/small/tune.sh)
     latents: bool = True  # the latent picture (loads the LAM checkpoints of the first seed)
 
 
@@ -662,7 +662,7 @@ def plot_latents(a: dict, small_dir: Path, path: Path) -> str:
 def main(c: Config) -> None:
     small_dir, out = Path(c.small_dir), Path(c.out)
     if not small_dir.is_dir():
-        raise SystemExit(f"error: --small_dir={c.small_dir} is not a folder (scripts/reproduce_small.sh makes it)")
+        raise SystemExit(f"error: --small_dir={c.small_dir} is not a folder (scripts/small/reproduce.sh makes it)")
     out.mkdir(parents=True, exist_ok=True)
     t = tuning(small_dir)
     (out / "tuning.md").write_text(tuning_markdown(t) + "\n")
@@ -681,7 +681,7 @@ def main(c: Config) -> None:
     md = markdown(a)
     prec = precision_markdown(t)
     prec = f"\n## Precision check (tuning seed)\n\n{prec}\n" if prec else ""
-    (out / "results.md").write_text("# Results of scripts/reproduce_small.sh\n\n" + md + "\n## Tuning\n\n" +
+    (out / "results.md").write_text("# Results of scripts/small/reproduce.sh\n\n" + md + "\n## Tuning\n\n" +
                                     tuning_markdown(t) + "\n" + prec)  # fmt: skip
     (out / "verdicts.md").write_text(md.split("## Preconditions")[0])
     summary = {k: v for k, v in a.items() if k != "_runs"} | {"tuning": t}

@@ -3,10 +3,10 @@
 # cheetah-run, 20 expert trajectories with the DCS port's built-in distractor videos (with every frame's distractor
 # state and true foreground masks) and 20 without distractors; LAPO, LAOM, LAOM + supervision, masked LAPO (true
 # masks), IDM, BC and BC on all data, 5 seeds, with the learning rates / EMA rate / supervision coefficient chosen by
-# scripts/tune_small.sh on a separate tuning seed (configs/small, comments).
+# scripts/small/tune.sh on a separate tuning seed (configs/small, comments).
 #
-#   bash scripts/reproduce_small.sh                                  # -> runs/small/{data,data-vanilla,runs,report}
-#   OUT=docs/small-reproduction bash scripts/reproduce_small.sh     # how the committed report was made
+#   bash scripts/small/reproduce.sh                                  # -> runs/small/{data,data-vanilla,runs,report}
+#   OUT=docs/small-reproduction bash scripts/small/reproduce.sh     # how the committed report was made
 #
 # What it does, each step skipped when its output exists, so the same command resumes after an interruption:
 #   1. data, with the released cheetah-run expert ($EXPERT): $DATA/cheetah-run.hdf5 ($NUM_TRAJ trajectories of
@@ -22,7 +22,7 @@
 #      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>), the distractor-free control
 #      under $RUNS/vanilla/, masked LAPO under $RUNS/lapo_mask/ and, with NOAUG=1, LAOM without augmentations under
 #      $RUNS/noaug/ (those train the LAM only);
-#   3. the report: scripts/small_report.py (verdicts with exact permutation p-values, the leakage probes, the
+#   3. the report: scripts/small/report.py (verdicts with exact permutation p-values, the leakage probes, the
 #      preconditions, figures, summary.json) and scripts/plot_results.py (the sweep tables) into $OUT, and
 #      run-info.md (command, commit, machine, the wall time of each step).
 # Progress: a start / done line per run; a run's own log is train.log in its run directory.
@@ -36,7 +36,7 @@
 # EXTRA_ARGS (appended to every training command), RIDGE_EVERY [155] (updates between the ridge-probe points of the
 # probe-vs-updates curves), ONLY_DATA=1 (stop after step 1).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 SMALL_DIR=${SMALL_DIR:-runs/small}
 OUT=${OUT:-$SMALL_DIR/report}
 EXPERT=${EXPERT:-../shared/experts/cheetah-run-expert}
@@ -72,7 +72,7 @@ for config in lapo laom laom-labels lapo-mask idm bc bc-full; do
     fi
 done
 mkdir -p "$DATA" "$DATA_VANILLA" "$RUNS" "$OUT"
-echo "# $(date '+%F %T') bash scripts/reproduce_small.sh (NUM_TRAJ=$NUM_TRAJ STEPS=$STEPS BUDGET=$BUDGET SEEDS=\"$SEEDS\")" \
+echo "# $(date '+%F %T') bash scripts/small/reproduce.sh (NUM_TRAJ=$NUM_TRAJ STEPS=$STEPS BUDGET=$BUDGET SEEDS=\"$SEEDS\")" \
     >>"$timings"
 
 # ---------------------------------------------------------------- 1. data
@@ -171,14 +171,14 @@ t=$SECONDS
 # shellcheck disable=SC2086
 $PYTHON -m scripts.plot_results --runs_dir "$RUNS" --out "$OUT/sweep" --normalize_by=bc_full >/dev/null || status=1
 # shellcheck disable=SC2086
-$PYTHON -m scripts.small_report --small_dir "$SMALL_DIR" --out "$OUT" --seeds "$SEEDS" --budget "$BUDGET" || status=1
+$PYTHON -m scripts.small.report --small_dir "$SMALL_DIR" --out "$OUT" --seeds "$SEEDS" --budget "$BUDGET" || status=1
 echo "report: $((SECONDS - t)) s" | tee -a "$timings"
 total=$((SECONDS - start))
 echo "total: $total s" | tee -a "$timings"
 {
     echo "# How this report was made"
     echo
-    echo "- command: \`bash scripts/reproduce_small.sh\` (NUM_TRAJ=$NUM_TRAJ NUM_EVAL=$NUM_EVAL STEPS=$STEPS" \
+    echo "- command: \`bash scripts/small/reproduce.sh\` (NUM_TRAJ=$NUM_TRAJ NUM_EVAL=$NUM_EVAL STEPS=$STEPS" \
         "BUDGET=$BUDGET SEEDS=\"$SEEDS\" RETURN_SEEDS=\"$RETURN_SEEDS\" CONFIG_DIR=$CONFIG_DIR LANES=$LANES${EXTRA_ARGS:+ EXTRA_ARGS=\"$EXTRA_ARGS\"})"
     echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
     echo "- machine: $cores cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)), one thread per run, $LANES runs at a time"
@@ -189,5 +189,5 @@ echo "total: $total s" | tee -a "$timings"
     echo '```'
 } >"$OUT/run-info.md"
 tail -n 12 "$OUT/verdicts.md" 2>/dev/null
-echo "reproduce_small: $total s; report in $OUT (README tables: verdicts.md, summary.json, figures)"
+echo "scripts/small/reproduce.sh: $total s; report in $OUT (README tables: verdicts.md, summary.json, figures)"
 exit $status

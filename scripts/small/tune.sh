@@ -14,14 +14,14 @@
 #   - optionally (GRIDS=precision), LAPO and LAOM at their settings in fp32 and in bf16 autocast (--precision): on a
 #     CPU with AVX512-BF16, whether bf16 changes the probes beyond seed noise. Not in the default: on this project's
 #     AVX2-only machine bf16 convolutions are about 15x slower than fp32 (docs/small-reproduction/README.md).
-# The grid is below; `python -m scripts.small_report --tuning` turns its results into the table of the README.
-#   bash scripts/tune_small.sh            # after the data step of scripts/reproduce_small.sh (it collects if missing)
-#   GRIDS="laom_labels lapo_mask" bash scripts/tune_small.sh                  # some of the grids only
+# The grid is below; `python -m scripts.small.report --tuning` turns its results into the table of the README.
+#   bash scripts/small/tune.sh            # after the data step of scripts/small/reproduce.sh (it collects if missing)
+#   GRIDS="laom_labels lapo_mask" bash scripts/small/tune.sh                  # some of the grids only
 # Settings: SMALL_DIR [runs/small], TUNE_SEED [100], BUDGET [2], LANES [2], PYTHON [python], GRIDS [lapo laom
 # noaug policy idm laom_labels laom_labels_coef lapo_mask; also: precision], PRECISION [fp32, the study's], grid
 # variables below. Resumes like the study.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 SMALL_DIR=${SMALL_DIR:-runs/small}
 TUNE_SEED=${TUNE_SEED:-100}
 BUDGET=${BUDGET:-2}
@@ -31,7 +31,7 @@ source scripts/small/jobs.sh
 D=$SMALL_DIR/data
 T=$SMALL_DIR/tune
 if [[ ! -f $D/cheetah-run-val.hdf5 ]]; then
-    ONLY_DATA=1 bash scripts/reproduce_small.sh || exit $?
+    ONLY_DATA=1 bash scripts/small/reproduce.sh || exit $?
 fi
 # Grids (a coordinate search: learning rate first, then LAOM's EMA rate at the chosen learning rate; a choice at an
 # edge of its grid extended the grid by one point, as the README's tuning table shows).
@@ -111,5 +111,5 @@ done
 t=$SECONDS
 run_jobs
 status=$?
-echo "tune_small: $((SECONDS - t)) s; results under $T (python -m scripts.small_report --tuning)"
+echo "scripts/small/tune.sh: $((SECONDS - t)) s; results under $T (python -m scripts.small.report --tuning)"
 exit $status
