@@ -330,15 +330,25 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
     ran = [v for v in LAMS if runs[v]]
     pre = {
         "every LAM's held-out ridge probe below its mean-action baseline": {
-            "holds": not above and all(probes[v]["ridge_relative"] for v in ran), "exceptions": above},
+            "holds": not above and all(probes[v]["ridge_relative"] for v in ran),
+            "exceptions": above,
+        },
         "BC on all data reaches at least half the expert's return": {
-            "holds": bool(bc_full_return >= 0.5 * expert), "bc_full_return": bc_full_return, "expert": expert},
+            "holds": bool(bc_full_return >= 0.5 * expert) if bc_full else None,
+            "bc_full_return": bc_full_return,
+            "expert": expert,
+        },
         "each decoder's training loss below the labeled actions' variance": {
-            "holds": not dec_bad and all(dec.values()), "labeled_action_variance": var_l, "exceptions": dec_bad,
-            "losses": dec},
-    }  # fmt: skip
+            "holds": (not dec_bad and all(dec.values())) if any(dec.values()) else None,
+            "labeled_action_variance": var_l,
+            "exceptions": dec_bad,
+            "losses": dec,
+        },
+    }  # fmt: skip  (holds None: not measured, no run of that kind, e.g. RETURN_SEEDS=none)
     p2 = "BC on all data reaches at least half the expert's return"
-    if not pre[p2]["holds"]:  # the scores are ratios to a near-zero return: no ordering can be read from them
+    if pre[p2]["holds"] is None:  # no policy was trained: there is no return to order
+        findings["F4"]["verdict"] = "not measured (no policy runs: RETURN_SEEDS)"
+    elif not pre[p2]["holds"]:  # the scores are ratios to a near-zero return: no ordering can be read from them
         findings["F4"]["verdict_from_intervals"] = findings["F4"]["verdict"]
         findings["F4"]["verdict"] = "not readable (precondition 2 failed)"
     curves = {v: {s: r["stages"]["lapo"].get("lapo/ridge_probe_curve") or [] for s, r in runs[v].items()} for v in ran}
@@ -426,7 +436,8 @@ def markdown(a: dict) -> str:
     out += ["## Preconditions", "", "| precondition | held | detail |", "|---|---|---|"]
     for k, p in a["preconditions"].items():
         detail = {kk: vv for kk, vv in p.items() if kk not in ("holds", "losses")}
-        out.append(f"| {k} | {'yes' if p['holds'] else '**no**'} | {json.dumps(_clean(detail))} |")
+        held = "not measured" if p["holds"] is None else "yes" if p["holds"] else "**no**"
+        out.append(f"| {k} | {held} | {json.dumps(_clean(detail))} |")
     out += ["", "## What the latent actions encode (leakage probes, held-out test trajectories)", ""]
     lt = a["leakage_tests"]
     mm = next((f["comparisons"] for f in lt.values()), 0)
