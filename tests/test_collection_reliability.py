@@ -118,8 +118,13 @@ def wait_until(condition, proc: subprocess.Popen, what: str, log: Path) -> None:
 
 def groups_of(path: Path) -> dict:
     """{group: ({dataset: array}, attrs)} of a file."""
+    out = {}
     with h5py.File(path, "r") as f:
-        return {k: ({n: d[()] for n, d in g.items()}, dict(g.attrs)) for k, g in f.items()}
+        for k, g in f.items():  # datasets of sub-groups too (distractors/camera, ...)
+            arrays = {}
+            g.visititems(lambda n, d, a=arrays: a.update({n: d[()]}) if isinstance(d, h5py.Dataset) else None)
+            out[k] = (arrays, dict(g.attrs))
+    return out
 
 
 def assert_same_groups(path: Path, reference: Path, names: list[str]) -> None:

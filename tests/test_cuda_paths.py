@@ -320,7 +320,7 @@ def test_every_stage_of_every_method_in_bf16_keeps_losses_probes_targets_and_lab
 
     import h5py
 
-    from scripts import device_bench as db
+    from scripts.bench import timing as db
     from scripts.bench.benchmark import BenchConfig
     from scripts.bench.timing import write_synthetic
     from src.data import Shapes
