@@ -106,8 +106,8 @@ def instrumented_run(tmp_path_factory):
         record["heads"].append((self.training, torch.is_autocast_enabled("cpu"), out.dtype))
         return out
 
-    def epochs(data, valid, batch_size, drop_last=True):
-        batches = original_epochs(data, valid, batch_size, drop_last)
+    def epochs(data, valid, batch_size, drop_last=True, **kwargs):
+        batches = original_epochs(data, valid, batch_size, drop_last, **kwargs)
         entry = {"valid": valid.clone(), "drop_last": drop_last, "sizes": [], "path": data.path}
         record["epochs"].append(entry)
         for b in batches:
