@@ -35,7 +35,7 @@ from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
-from src.memory import StageMemory, actor_memory, decoder_memory, meta_batch, stage_memory
+from src.memory import StageMemory, latent_policy_memory, meta_batch, stage_memory
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
 from src.optim import autocast, bf16_on, infinite_epochs, make_optimizer, make_scheduler, soft_update
 from src.probes import ProbeCurve, ridge_probe
@@ -215,7 +215,7 @@ def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
     """What one update of `stage` holds on the GPU beside its datasets (src/memory.py): its networks built on the
     meta device, run at its batch size and precision. The frames go to the GPU only if they fit next to it."""
     bf16 = bf16_on(torch.device("cuda"))
-    hw, b, d = shapes.img_hw, cfg.bc, cfg.decoder
+    hw = shapes.img_hw
     if stage == "lapo":
         c = cfg.lapo
         with torch.device("meta"):
@@ -229,13 +229,8 @@ def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
                 lam.encode(obs, lam.encoder)  # the EMA target encoder's embedding of o_{t+1}
 
         return stage_memory(step, [lam, m["probes"]], [obs] * 3, bf16, held=[lam.encoder])
-    if stage == "bc":
-        with torch.device("meta"):
-            m = build_models(cfg, shapes, "lam", "actor", "debug_head")
-        return actor_memory(m["actor"], b.batch_size, b.frame_stack, hw, bf16, m["lam"].label, m["debug_head"])
-    with torch.device("meta"):
-        m = build_models(cfg, shapes, "actor", "decoder")
-    return decoder_memory(m["actor"], m["decoder"], d.batch_size, b.frame_stack, hw, bf16)
+    build = partial(build_models, cfg, shapes)
+    return latent_policy_memory(build, stage, cfg.bc.batch_size, cfg.decoder.batch_size, cfg.bc.frame_stack, hw, bf16)
 
 
 # ---------------------------------------------------------------- stage 1: latent action model

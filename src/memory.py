@@ -122,3 +122,24 @@ def decoder_memory(actor: nn.Module, decoder: nn.Module, batch_size: int, frame_
         decoder(z)
 
     return stage_memory(step, [decoder], [obs], bf16)
+
+
+def latent_policy_memory(
+    build: Callable[..., dict[str, nn.Module]],
+    stage: str,
+    bc_batch_size: int,
+    decoder_batch_size: int,
+    frame_stack: int,
+    img_hw: int,
+    bf16: bool,
+) -> StageMemory:
+    """Stages 2 and 3 of the latent-action scripts (train_lapo, train_lapo_mask, train_laom, train_laom_labels):
+    "bc", latent BC on the frozen LAM's labels with its debug head; "decoder", the action decoder on the frozen
+    actor's latent actions. build(*names): the script's networks of those names (its build_models)."""
+    if stage not in ("bc", "decoder"):
+        raise ValueError(f"stage={stage!r}: latent_policy_memory covers the 'bc' and 'decoder' stages")
+    with torch.device("meta"):
+        m = build("lam", "actor", "debug_head") if stage == "bc" else build("actor", "decoder")
+    if stage == "bc":
+        return actor_memory(m["actor"], bc_batch_size, frame_stack, img_hw, bf16, m["lam"].label, m["debug_head"])
+    return decoder_memory(m["actor"], m["decoder"], decoder_batch_size, frame_stack, img_hw, bf16)

@@ -32,6 +32,13 @@ validation ones, `_eval_r2` on the evaluation set when it records the group). RÂ
 1 - SSE / SSE of the fitted mean, averaged over the target's columns that vary on the set measured (a column that is
 constant there has no RÂ²; a target none of whose columns varies is NaN). Data without the group (the paper's
 released files) gets the action and agent-state targets only and a printed "not recorded" note.
+
+The other direction (how much of the latent is about the agent): a ridge fit from the agent's targets (the action
+and the agent-state change, standardised) to the whole latent, `<prefix>/leakage/latent_from_agent_r2`, the share
+of the latent's variance (summed over its dimensions) that they explain on the test trajectories; and the same from
+every recorded distractor change, `latent_from_distractors_r2`. What the agent leaves unexplained is the rest of
+the latent: the distractors, a non-linear code of the agent, or noise; the same LAM without distractors, where the
+rest can hold no distractor, is the control.
 """
 
 import json
@@ -52,6 +59,7 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried;
 # Latents wider than this also get the probe on their top PCA_DIMS principal components (`ridge_probe_pca128_mse`):
 # latents of different widths (LAOM 1024 or 8192, LAPO 128) then compare at one dimension and one sample count.
 PCA_DIMS = 128
+SHARE_L2_GRID = (1e-4, 1e-2, 1.0, 100.0)  # penalties of the reverse fit (targets -> latent), on standardised targets
 DISTRACTORS_GROUP = "distractors"  # per trajectory group: one float dataset [T, k] per distraction (docs/DATA.md)
 # Leakage targets of the transition (o_t, o_{t+1}): the action, then changes over the transition of the agent's state
 # and of each distractor's state. background: the frame advance only (its other columns, the video and the playback
@@ -93,7 +101,7 @@ class Moments:
     def add(self, z: torch.Tensor, a: torch.Tensor) -> None:
         """One batch: latents z [B, Z] and targets a [B, A] (float64)."""
         s = {"n": torch.tensor(float(len(z)), dtype=torch.float64, device=z.device), "z": z.sum(0), "a": a.sum(0)}
-        s |= {"zz": z.T @ z, "za": z.T @ a, "aa": (a * a).sum(0)}
+        s |= {"zz": z.T @ z, "za": z.T @ a, "aa": (a * a).sum(0), "aa_full": a.T @ a}
         self.sums = s if not self.sums else {k: self.sums[k] + v for k, v in s.items()}
 
     @torch.no_grad()
@@ -137,6 +145,28 @@ class Moments:
         if not bool(varies.any()):
             return math.nan
         return (1 - sse[varies] / base[varies]).mean().item()
+
+    def explained(self, fit: "Moments", cols: list[int], l2: float) -> float:
+        """The share of the latents' variance on these transitions that a linear map of the target columns `cols`,
+        fitted on `fit` (ridge on the standardised targets, relative penalty l2), explains: 1 - sum ||z - a W - b||^2
+        / sum ||z - mean_fit(z)||^2, summed over latent dimensions (so weighted by their variance)."""
+        f, s = fit.sums, self.sums
+        c = torch.as_tensor(cols, device=f["a"].device)
+        ma, mz = f["a"][c] / f["n"], f["z"] / f["n"]
+        caa = f["aa_full"][c][:, c] / f["n"] - torch.outer(ma, ma)
+        caz = f["za"][:, c].T / f["n"] - torch.outer(ma, mz)  # [C, Z]
+        sd = caa.diagonal().clamp_min(1e-12).sqrt()
+        corr = caa / torch.outer(sd, sd)
+        eye = torch.eye(len(cols), dtype=corr.dtype, device=corr.device)
+        w = torch.linalg.solve(corr + l2 * eye, caz / sd[:, None]) / sd[:, None]  # [C, Z]
+        b = mz - ma @ w
+        # sums of the transitions measured: ||z||^2, z.(a W + b) and ||a W + b||^2, from their moments
+        zz, za, aa, sa, sz, n = s["zz"].trace(), s["za"][:, c], s["aa_full"][c][:, c], s["a"][c], s["z"], s["n"]
+        cross = (w * za.T).sum() + b @ sz
+        pred = (w * (aa @ w)).sum() + 2 * b @ (w.T @ sa) + n * (b @ b)
+        sse = (zz - 2 * cross + pred).clamp_min(0)
+        sst = (zz - 2 * mz @ sz + n * (mz @ mz)).clamp_min(0)
+        return (1 - sse / sst).item() if sst > 1e-12 * n else math.nan
 
     def ridge_path(self, l2s: list[float], dims: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(W [Z, A], b [A]) for each relative penalty: W = (Cov(z) + l2 * mean(diag Cov(z)) I)^-1 Cov(z, a),
@@ -254,6 +284,20 @@ def _leakage_r2(fit, val, test, ev, path, columns: dict, act_dim: int, prefix: s
         out[f"{prefix}/leakage/{name}_val_r2"] = val_r2[best]
         if ev is not None:
             out[f"{prefix}/leakage/{name}_eval_r2"] = ev.r2(w, b, mean, cols)
+    # The other direction: how much of the latent the agent explains (and the distractors' changes), chosen per
+    # source by the validation share, measured on the test (and evaluation) transitions.
+    sources = {"agent": spans["action"] + spans.get("agent_state", [])}
+    distractor_cols = [c for k in LEAKAGE_TARGETS[2:] for c in spans.get(k, [])]
+    if distractor_cols:
+        sources["distractors"] = distractor_cols
+    for name, cols in sources.items():
+        shares = [val.explained(fit, cols, l2) for l2 in SHARE_L2_GRID]
+        finite = [i for i, r in enumerate(shares) if not math.isnan(r)]
+        l2 = SHARE_L2_GRID[max(finite, key=lambda i: shares[i]) if finite else 0]
+        out[f"{prefix}/leakage/latent_from_{name}_r2"] = test.explained(fit, cols, l2)
+        out[f"{prefix}/leakage/latent_from_{name}_val_r2"] = val.explained(fit, cols, l2)
+        if ev is not None:
+            out[f"{prefix}/leakage/latent_from_{name}_eval_r2"] = ev.explained(fit, cols, l2)
     return out
 
 

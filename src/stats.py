@@ -2,7 +2,7 @@
 
 rliable (Agarwal et al., 2021, "Deep RL at the edge of the statistical precipice") is the well-kept library for
 what a handful of seeds allows: the interquartile mean (IQM: the mean of the middle 50% of all runs x tasks) and
-95% stratified bootstrap confidence intervals (runs resampled with replacement within each task).
+95% stratified percentile-bootstrap intervals of the IQM (runs resampled with replacement within each task).
 
     iv = interval(scores)                 # scores: [runs, tasks] (one column for one task) -> Interval
     verdict(a, b, lower_is_better=True)   # "holds" / "direction only" / "does not hold": is a better than b?
@@ -30,7 +30,8 @@ CONFIDENCE = 0.95
 @dataclass
 class Interval:
     iqm: float  # interquartile mean over runs x tasks
-    low: float  # 95% stratified bootstrap confidence interval of the IQM
+    low: float  # rliable's 95% stratified percentile-bootstrap interval of the IQM (not a confidence interval:
+    # with n seeds it spans at most [lowest, highest] and covers the mean less often than 95% when n is small)
     high: float
     n: int  # runs (seeds) per task
 
@@ -44,7 +45,7 @@ class Interval:
 
 
 def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
-    """IQM and its 95% CI of scores [runs, tasks] (a 1-D array is one task); NaN when there are no runs. The
+    """IQM and its 95% bootstrap interval of scores [runs, tasks] (a 1-D array is one task); NaN when there are no runs. The
     bootstrap draws from its own seeded generator: the same scores give the same interval."""
     from rliable import library as rly
     from rliable import metrics

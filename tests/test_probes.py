@@ -165,6 +165,29 @@ def test_leakage_probes_recover_a_known_linear_signal_and_nothing_else(tmp_path)
     assert bg["lapo/leakage/background_val_r2"] > 0.99 or math.isnan(bg["lapo/leakage/background_val_r2"])
 
 
+def test_share_of_the_latent_the_agent_explains_against_a_known_mix(tmp_path):
+    """A latent made of the actions (mixed linearly) beside as much independent noise: the agent explains about
+    half of its variance, the distractors about none; a latent of the camera's change is all distractor."""
+    path = tmp_path / "synthetic.hdf5"
+    write_synthetic(path, num_traj=10, steps=200)
+    data = load_dataset(str(path), "cpu", 1, load_states=False)
+    extra, columns = leakage_targets(data)
+    gen = torch.Generator().manual_seed(1)
+    agent = data.actions.double() @ torch.randn(2, 8, generator=gen, dtype=torch.float64)
+    noise = torch.randn(len(agent), 8, generator=gen, dtype=torch.float64)
+    noise *= agent.std(0).pow(2).sum().sqrt() / noise.std(0).pow(2).sum().sqrt()  # the same total variance
+    half = probe_with(lambda idx: torch.cat([agent[idx], noise[idx]], 1), data)
+    assert 0.4 < half["lapo/leakage/latent_from_agent_r2"] < 0.6
+    assert abs(half["lapo/leakage/latent_from_distractors_r2"]) < 0.1
+    only_agent = probe_with(lambda idx: agent[idx] + 3.0, data)
+    assert only_agent["lapo/leakage/latent_from_agent_r2"] > 0.999
+    cam = extra[:, columns["camera"]].double()
+    camera_latent = probe_with(lambda idx: cam[idx] @ torch.randn(6, 5, generator=torch.Generator().manual_seed(2),
+                                                                    dtype=torch.float64), data)  # fmt: skip
+    assert camera_latent["lapo/leakage/latent_from_distractors_r2"] > 0.99
+    assert abs(camera_latent["lapo/leakage/latent_from_agent_r2"]) < 0.1
+
+
 def test_leakage_targets_not_recorded_on_files_without_the_group(capsys):
     """The released files have no distractors/ group: the action and agent-state targets only, with a note."""
     data = load_dataset(EXAMPLE, "cpu", 3, load_states=False)

@@ -158,8 +158,16 @@ def per_seed(runs: dict, variant: str, value) -> dict[int, float]:
     return {s: value(r["metrics"]) for s, r in runs.get(variant, {}).items()}
 
 
+_INTERVALS: dict[tuple, Interval] = {}  # the bootstrap is seeded: the same values give the same interval
+
+
 def _iv(values: dict) -> Interval:
-    return interval([v for v in values.values() if math.isfinite(v)])
+    """IQM and bootstrap interval of the finite per-seed values, computed once per set of values (the tables and
+    the comparisons read the same ones)."""
+    key = tuple(v for v in values.values() if math.isfinite(v))
+    if key not in _INTERVALS:
+        _INTERVALS[key] = interval(list(key))
+    return _INTERVALS[key]
 
 
 def _ratio(num: Interval, den: Interval) -> float:
