@@ -122,8 +122,10 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
         leak = summary["leakage"][lam]
         for target in ("action", "agent_state"):  # recorded for every LAM
             assert leak[target]["end"]["0"] is not None and leak[target]["init"]["0"] is not None, (lam, target)
-        for target in ("background", "camera", "color"):  # only where the data has distractors
+        for target in ("background", "camera", "color", "latent_from_distractors"):  # only with distractors
             assert (leak[target]["end"]["0"] is None) == lam.endswith("_vanilla"), (lam, target)
+        share = leak["latent_from_agent"]  # how much of the latent the agent explains, a share of its variance
+        assert share["init"]["0"] is not None and share["end"]["0"] <= 1, lam
     assert sorted(summary["findings"]) == ["F1", "F2", "F2@128", "F3", "F4", "F5", "F6"]
     assert all(
         f["verdict"] in VERDICTS or f["verdict"].startswith("not readable") for f in summary["findings"].values()
@@ -131,6 +133,7 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     assert summary["findings"]["F1"]["comparisons"] >= 1 and 0 < summary["findings"]["F1"]["p"] <= 1
     assert summary["novel_baseline"]["labeled_mean_action"] > 0
     assert len(summary["leakage_tests"]) == 6
+    assert len(summary["agent_share_tests"]) == 4 and all(0 < f["p"] <= 1 for f in summary["agent_share_tests"].values())
     assert summary["probe_curves"]["lapo"]["0"][0][0] == 0  # the curves, update 0 first, in the data file
     assert len(summary["preconditions"]) == 3 and all("holds" in p for p in summary["preconditions"].values())
     # scores are returns / BC on all data's return; a normaliser at or below zero gives none (a 10-step episode here)

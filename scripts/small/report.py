@@ -52,6 +52,12 @@ DISTRACTOR_TARGETS = ("background", "camera", "color")
 # The second family of tests: less distractor leakage than LAPO (lower test R²), for each distractor.
 LEAKAGE_TESTS = [(a, "lapo", t) for a in ("laom", "lapo_mask") for t in DISTRACTOR_TARGETS]
 DECODABLE = 0.02  # a leakage comparison is read only where one side's test R² (IQM) reaches this
+# The other direction (src/probes.py): the share of each latent's variance that the agent (action and agent-state
+# change), or the distractors' changes, explain linearly on the test trajectories.
+SHARES = ("latent_from_agent", "latent_from_distractors")
+# The third family: the paper's mechanism read as "whose latent is more about the agent" (higher agent share):
+# distractors take LAPO's latent from the agent; LAOM, supervision and the true masks give it back.
+SHARE_TESTS = [("lapo_vanilla", "lapo"), ("laom", "lapo"), ("laom_labels", "laom"), ("lapo_mask", "lapo")]
 RETURN_KEY = {m: "decoder/eval_returns_mean" for m in ("lapo", "laom", "laom_labels")} | {
     m: "bc/eval_returns_mean" for m in ("idm", "bc", "bc_full")
 }
@@ -261,12 +267,12 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
                 when: per_seed(runs, v, lambda m, k=f"lapo/{pre}leakage/{t}_{sfx}": _num(m.get(k, math.nan)))
                 for when, pre, sfx in (("end", "", "r2"), ("init", "init/", "r2"), ("novel", "", "eval_r2"))
             }
-            for t in TARGETS
+            for t in TARGETS + SHARES
         }
         for v in LAMS
     }
     for v in LAMS:
-        for t in TARGETS:
+        for t in TARGETS + SHARES:
             for when in ("end", "init", "novel"):
                 leakage[v][t][f"{when}_interval"] = _iv(leakage[v][t][when]).as_dict()
     returns = {v: per_seed(runs, v, lambda m, k=k: _num(m.get(k))) for v, k in RETURN_KEY.items()}
@@ -326,6 +332,15 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         if max(a_r2, b_r2) < DECODABLE:
             f["verdict_from_test"] = f["verdict"]
             f["verdict"] = f"not readable (neither decodes it: R² below {DECODABLE})"
+    share = {v: leakage[v]["latent_from_agent"]["end"] for v in LAMS}
+    share_tests = {
+        f"{a} > {b}: agent share": compare(f"the agent explains more of {VARIANTS[a][1]}'s latent than of "
+                                           f"{VARIANTS[b][1]}'s (test R² of the latent from the agent, higher = "
+                                           "more about the agent)", a, b, "agent share", share[a], share[b],
+                                           lower=False)
+        for a, b in SHARE_TESTS
+    }  # fmt: skip
+    adjust(share_tests)
     extra = {
         "augmentations_help_laom": verdict(P["laom"], P["laom_noaug"], lower_is_better=True),
         "distractors_hurt_laom": verdict(P["laom_vanilla"], P["laom"], lower_is_better=True),
@@ -376,6 +391,7 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         "probes": probes,
         "leakage": leakage,
         "leakage_tests": leak_tests,
+        "agent_share_tests": share_tests,
         "probe_curves": curves,
         "returns": returns,
         "scores": {v: {"per_seed": scores[v], "interval": S[v].as_dict()} for v in scores},
@@ -472,6 +488,29 @@ def markdown(a: dict) -> str:
         out.append(f"| {L[v][1]} | " + " | ".join(cells) + " |")
     out += ["", head.replace("finding", "comparison"), "|---|---|---|---|---|---|---|---|---|---|"]
     out += _finding_rows(lt, label=lambda f: "")
+    out += ["", "## How much of each latent is about the agent (held-out test trajectories)", ""]
+    st = a["agent_share_tests"]
+    ms = next((f["comparisons"] for f in st.values()), 0)
+    out += ["The other direction: a ridge fit from the agent's targets (the action and the agent-state change, "
+            "standardised) to the whole latent, and the share of the latent's variance it explains (R², summed over "
+            "the latent's dimensions); the same from every distractor's change. What the agent leaves unexplained "
+            "is the rest of the latent: the distractors, a non-linear code of the agent, or noise; the LAMs without "
+            "distractors are the control. IQM over seeds at update 0 → the end, and on the novel-distractor set. "
+            f"Tests: exact one-sided permutation, Holm over the {ms} comparisons below.", ""]  # fmt: skip
+    out += ["| LAM | agent: update 0 → end | agent, novel distractors | distractors: update 0 → end |",
+            "|---|---|---|---|"]  # fmt: skip
+    for v in LAMS:
+        if not a["_runs"][v]:
+            continue
+        d, dd = a["leakage"][v]["latent_from_agent"], a["leakage"][v]["latent_from_distractors"]
+        cells = []
+        for x in (d, dd):
+            i0, i1 = Interval(**x["init_interval"]), Interval(**x["end_interval"])
+            cells.append(f"{_f(i0.iqm, 2)} → {i1}" if i1.n else "not recorded")
+        cells.insert(1, str(Interval(**d["novel_interval"])) if d["novel_interval"]["n"] else "–")
+        out.append(f"| {L[v][1]} | " + " | ".join(cells) + " |")
+    out += ["", head.replace("finding", "comparison"), "|---|---|---|---|---|---|---|---|---|---|"]
+    out += _finding_rows(st, label=lambda f: "")
     out += ["", "## Latent-action quality per seed (ridge probe, held-out test trajectories)", ""]
     out += [
         "| LAM | MSE per seed | baseline per seed | relative at update 0 | relative: IQM [bootstrap interval] "
@@ -590,13 +629,28 @@ def plot_leakage(a: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     lams = [v for v in LAMS if a["_runs"][v]]
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(lams) * 1.2), 4.5))
-    width = 0.8 / len(TARGETS)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(lams) * 1.2) * 1.6, 4.5),
+                                  gridspec_kw={"width_ratios": [1.6, 1]})  # fmt: skip
+    _bars(ax, a, lams, TARGETS)
+    ax.set_title("What the latent action of (o_t, o_t+1) encodes: the action, the agent's state change and each "
+                 "distractor's change", fontsize=9)  # fmt: skip
+    _bars(ax2, a, lams, SHARES)
+    ax2.set_title("How much of the latent the agent (or the distractors' changes) explains", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _bars(ax, a: dict, lams: list[str], targets) -> None:
+    """Grouped bars per LAM: each target's test R² at the end (solid, IQM) and at update 0 (hatched), seeds as dots."""
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / len(targets)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for j, t in enumerate(TARGETS):
+    for j, t in enumerate(targets):
         for i, v in enumerate(lams):
             d = a["leakage"][v][t]
-            x = i + (j - (len(TARGETS) - 1) / 2) * width
+            x = i + (j - (len(targets) - 1) / 2) * width
             end, init = Interval(**d["end_interval"]), Interval(**d["init_interval"])
             if not end.n:
                 continue
@@ -609,12 +663,7 @@ def plot_leakage(a: dict, path: Path) -> None:
     ax.set_xticks(range(len(lams)), [VARIANTS[v][1] for v in lams], fontsize=8, rotation=12)
     ax.set_ylabel("held-out R² (IQM over seeds; dots: seeds)")
     ax.set_ylim(bottom=max(-0.5, ax.get_ylim()[0]))
-    ax.set_title("What the latent action of (o_t, o_t+1) encodes: the action, the agent's state change and each "
-                 "distractor's change", fontsize=9)  # fmt: skip
     ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def latent_points(run_dir: Path, module: str, data_path: str, max_points: int = 1500):
