@@ -45,8 +45,8 @@ class Interval:
 
 
 def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
-    """IQM and its 95% bootstrap interval of scores [runs, tasks] (a 1-D array is one task); NaN when there are no runs. The
-    bootstrap draws from its own seeded generator: the same scores give the same interval."""
+    """IQM and its 95% bootstrap interval of scores [runs, tasks] (a 1-D array is one task); NaN when there are no
+    runs. The bootstrap draws from its own seeded generator: the same scores give the same interval."""
     from rliable import library as rly
     from rliable import metrics
 

@@ -133,7 +133,8 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     assert summary["findings"]["F1"]["comparisons"] >= 1 and 0 < summary["findings"]["F1"]["p"] <= 1
     assert summary["novel_baseline"]["labeled_mean_action"] > 0
     assert len(summary["leakage_tests"]) == 6
-    assert len(summary["agent_share_tests"]) == 4 and all(0 < f["p"] <= 1 for f in summary["agent_share_tests"].values())
+    shares = summary["agent_share_tests"]
+    assert len(shares) == 4 and all(0 < f["p"] <= 1 for f in shares.values())
     assert summary["probe_curves"]["lapo"]["0"][0][0] == 0  # the curves, update 0 first, in the data file
     assert len(summary["preconditions"]) == 3 and all("holds" in p for p in summary["preconditions"].values())
     # scores are returns / BC on all data's return; a normaliser at or below zero gives none (a 10-step episode here)
