@@ -301,7 +301,8 @@ def _leakage_r2(fit, val, test, ev, path, columns: dict, act_dim: int, prefix: s
     return out
 
 
-_LEAKAGE_CACHE: dict[tuple, tuple] = {}
+_LEAKAGE_CACHE: dict[tuple, tuple] = {}  # the targets of the last datasets probed (a stage's data and its evaluation
+_LEAKAGE_CACHE_SIZE = 2  # set): read once per stage, not at every probe point; older ones are dropped (host memory)
 
 
 def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Tensor | None, dict[str, list[int]]]:
@@ -335,6 +336,8 @@ def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Te
             columns[name] = list(range(width, width + delta.shape[1]))
             width += delta.shape[1]
     out = (torch.from_numpy(np.concatenate(parts, 1)) if parts else None, columns)
+    while len(_LEAKAGE_CACHE) >= _LEAKAGE_CACHE_SIZE:
+        _LEAKAGE_CACHE.pop(next(iter(_LEAKAGE_CACHE)))  # the oldest
     _LEAKAGE_CACHE[key] = out
     return out
 
