@@ -755,6 +755,14 @@ def main(c: Config) -> None:
     md = markdown(a)
     prec = precision_markdown(t)
     prec = f"\n## Precision check (tuning seed)\n\n{prec}\n" if prec else ""
+    sources = out / "latent_sources.json"  # scripts/small/latent_sources.py, run before this report
+    if sources.exists():
+        table = json.loads(sources.read_text())["markdown"]
+        md += ("\n## What moves each latent (true foreground masks; scripts/small/latent_sources.py)\n\n"
+               "How far each latent action moves when, in o_t+1, the background's change (or the agent's) is undone "
+               "with the true masks: sum ||z - z_frozen||² / sum ||z - mean z||² over the held-out test transitions, "
+               "IQM over seeds [bootstrap interval]; the first row is the frame difference itself.\n\n"
+               f"{table}\n")  # fmt: skip
     (out / "results.md").write_text("# Results of scripts/small/reproduce.sh\n\n" + md + "\n## Tuning\n\n" +
                                     tuning_markdown(t) + "\n" + prec)  # fmt: skip
     (out / "verdicts.md").write_text(md.split("## Preconditions")[0])

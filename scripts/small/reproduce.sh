@@ -22,8 +22,9 @@
 #      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>), the distractor-free control
 #      under $RUNS/vanilla/, masked LAPO under $RUNS/lapo_mask/ and, with NOAUG=1, LAOM without augmentations under
 #      $RUNS/noaug/ (those train the LAM only);
-#   3. the report: scripts/small/report.py (verdicts with exact permutation p-values, the leakage probes, the
-#      preconditions, figures, summary.json) and scripts/plot_results.py (the sweep tables) into $OUT, and
+#   3. the report: scripts/small/latent_sources.py (how much of each latent the agent's and the background's pixel
+#      changes explain, split by the true masks) and scripts/small/report.py (verdicts with exact permutation
+#      p-values, the leakage probes, the preconditions, figures, summary.json) and scripts/plot_results.py (the sweep tables) into $OUT, and
 #      run-info.md (command, commit, machine, the wall time of each step).
 # Progress: a start / done line per run; a run's own log is train.log in its run directory.
 #
@@ -170,6 +171,9 @@ echo "runs: $((SECONDS - t)) s ($found of ${#queued[@]} runs finished)" | tee -a
 t=$SECONDS
 # shellcheck disable=SC2086
 $PYTHON -m scripts.plot_results --runs_dir "$RUNS" --out "$OUT/sweep" --normalize_by=bc_full >/dev/null || status=1
+# shellcheck disable=SC2086
+$PYTHON -m scripts.small.latent_sources --small_dir "$SMALL_DIR" --seeds "$SEEDS" --budget "$BUDGET" \
+    --out "$OUT/latent_sources.json" || status=1
 # shellcheck disable=SC2086
 $PYTHON -m scripts.small.report --small_dir "$SMALL_DIR" --out "$OUT" --seeds "$SEEDS" --budget "$BUDGET" || status=1
 echo "report: $((SECONDS - t)) s" | tee -a "$timings"

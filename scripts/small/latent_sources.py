@@ -1,0 +1,184 @@
+"""What moves each latent action: the background's change or the agent's? (docs/small-reproduction)
+
+The paper's mechanism: with distractors, a latent action of (o_t, o_{t+1}) spends itself on the distractors' motion
+instead of the agent's. The distractor-state probes (src/probes.py) cannot read that at 64 px: a step's recorded
+distractor change is sub-pixel (camera), under one 8-bit level (colour) or a sign (the video's playback direction),
+and not even the pixels decode it linearly (scripts/small/pixel_ceiling.py). What does change between two frames is
+the background video's picture, and the simulator's true foreground masks (collect_data --record_masks=true) say
+where the agent is. So this script intervenes: in o_{t+1} (the last frame of the next stack) it freezes
+
+    the background  where neither frame's mask is on, o_{t+1} takes o_t's pixels: the agent moves, the rest does not
+    the agent       inside the union of the two frames' masks, o_{t+1} takes o_t's pixels: the rest moves, the agent
+                    does not
+
+and measures how far the latent moves: sum ||z - z_frozen||^2 / sum ||z - mean z||^2 over the held-out test
+transitions of the probes (src/probes.py's split and samples). Near 1 or above: the latent is made of that part's
+change; near 0: it ignores it. The same ratio on the frame difference o_{t+1} - o_t itself (`pixels`) says how the
+change is shared in the input. Every LAM trained on the distracted data (which has the masks) at update 0 (the
+network rebuilt from the run's seed; checked against the action R² the run stored for update 0) and at the end (its
+lam.pt; checked against the final action R²).
+
+    python -m scripts.small.latent_sources --small_dir runs/small --out runs/small/report/latent_sources.json
+"""
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrallis
+import torch
+
+from src.checkpoint import load_checkpoint
+from src.data import load_dataset, load_masks, normalize_obs
+from src.errors import cli
+from src.probes import L2_GRID, Moments, pair_indices, split_trajectories
+from src.run import set_seed
+from src.stats import interval
+
+ENV = "cheetah-run"
+# variant -> (runs folder under <small_dir>/runs, module): the LAMs of the distracted data (its masks)
+LAMS = {
+    "lapo": ("lapo", "train_lapo"),
+    "laom": ("laom", "train_laom"),
+    "laom_labels": ("laom_labels", "train_laom_labels"),
+    "lapo_mask": ("lapo_mask", "train_lapo_mask"),
+}
+FROZEN = ("background", "agent")  # the parts whose change is undone; "still" undoes the whole step
+
+
+@dataclass
+class Config:
+    small_dir: str = "runs/small"  # scripts/small/reproduce.sh's folder: data/ (with the masks file), runs/
+    out: str = ""  # JSON output (empty: print only)
+    seeds: str = "0 1 2 3 4"
+    budget: int = 2
+    samples: int = 0  # transitions per split; 0: the run's own lapo.ridge_probe_samples (the probes' transitions)
+    batch_size: int = 64
+    variants: str = ""  # the LAMs to measure (e.g. "lapo laom"; empty: all of LAMS)
+
+
+def frozen_frames(obs: torch.Tensor, nxt: torch.Tensor, fg: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The next stack [B, 3k, H, W] as it is, with its last frame's background or agent frozen at o_t's pixels
+    (fg: [B, 1, H, W], the agent in either frame), and with the whole last frame frozen (still)."""
+    last_t, last_n = obs[:, -3:], nxt[:, -3:]
+    lasts = {"full": last_n, "background": torch.where(fg, last_n, last_t), "agent": torch.where(fg, last_t, last_n),
+             "still": last_t}  # fmt: skip
+    return {k: torch.cat([nxt[:, :-3], v], 1) for k, v in lasts.items()}
+
+
+def moved(z: dict[str, torch.Tensor]) -> dict[str, float]:
+    """step: sum ||z - z_still||^2 / sum ||z - mean z||^2, how much of the latent's variance the step's change
+    makes; background, agent: sum ||z - z_frozen||^2 / sum ||z - z_still||^2, each part's share of that response."""
+    full = z["full"]
+    step = ((full - z["still"]) ** 2).sum()
+    out = {"step": (step / ((full - full.mean(0)) ** 2).sum()).item()}
+    return out | {k: (((full - z[k]) ** 2).sum() / step).item() for k in FROZEN}
+
+
+@torch.no_grad()
+def effects(label, data, masks, idx, frame_stack: int, batch_size: int) -> dict[str, float]:
+    zs: dict[str, list] = {"full": [], "background": [], "agent": [], "still": []}
+    for chunk in idx.split(batch_size):
+        b = data.batch(chunk, frame_stack, next_obs=True)
+        fg = (masks[chunk] > 0) | (masks[chunk + 1] > 0)
+        o = normalize_obs(b["obs"])
+        for k, x in frozen_frames(b["obs"], b["next_obs"], fg).items():
+            zs[k].append(label(o, normalize_obs(x)).double())
+    return moved({k: torch.cat(v) for k, v in zs.items()})
+
+
+def pixel_effects(data, masks, idx) -> dict[str, float]:
+    """The same ratios for the frame difference o_{t+1} - o_t (the input's own change)."""
+    zs: dict[str, list] = {"full": [], "background": [], "agent": [], "still": []}
+    for chunk in idx.split(256):
+        b = data.batch(chunk, 1, next_obs=True)
+        fg = (masks[chunk] > 0) | (masks[chunk + 1] > 0)
+        for k, x in frozen_frames(b["obs"], b["next_obs"], fg).items():
+            zs[k].append((x.double() - b["obs"].double()).flatten(1) / 127.5)
+    return moved({k: torch.cat(v) for k, v in zs.items()})
+
+
+@torch.no_grad()
+def action_r2(label, data, splits, frame_stack: int, batch_size: int) -> float:
+    """The held-out action R² of src/probes.py (its penalty grid, chosen on validation): the checks."""
+    fit, val, test = (Moments().collect(label, data, idx, frame_stack, batch_size, torch.device("cpu"))
+                      for idx in splits)  # fmt: skip
+    path = fit.ridge_path(list(L2_GRID))
+    act = list(range(data.act_dim))
+    mean = fit.sums["a"] / fit.sums["n"]
+    best = max(range(len(path)), key=lambda i: val.r2(*path[i], mean, act))
+    return test.r2(*path[best], mean, act)
+
+
+def main(c: Config) -> dict:
+    torch.set_num_threads(1)
+    small = Path(c.small_dir)
+    seeds = [int(s) for s in c.seeds.split()]
+    data_path, masks_path = small / "data" / f"{ENV}.hdf5", small / "data" / f"{ENV}-masks.hdf5"
+    result = {"measure": "sum ||z - z_frozen||^2 / sum ||z - mean z||^2, held-out test transitions", "lams": {}}
+    cache: dict = {}
+    for variant, (folder, module) in LAMS.items():
+        if c.variants and variant not in c.variants.split():
+            continue
+        mod = importlib.import_module(module)
+        for seed in seeds:
+            base = small / "runs" / folder / ENV / f"budget{c.budget}"
+            run = next((d for d in (base / f"seed{seed}", base / f"seed{seed}-lam") if (d / "lam.pt").exists()), None)
+            if run is None:
+                continue
+            cfg = pyrallis.parse(config_class=mod.Config, config_path=str(run / "config.yaml"), args=[])
+            n, k = c.samples or cfg.lapo.ridge_probe_samples, cfg.lapo.frame_stack
+            if (n, k) not in cache:
+                data = load_dataset(str(data_path), "cpu", k, load_states=False)
+                masks = load_masks(str(masks_path), data)
+                fit_t, val_t, test_t = split_trajectories(data)
+                sizes = ((fit_t, n, 0), (val_t, n // 4 or 1, 1), (test_t, n, 2))
+                splits = [pair_indices(data, t, m, seed=s) for t, m, s in sizes]  # the probes' transitions
+                cache[n, k] = (data, masks, splits)
+                result["pixels"] = pixel_effects(data, masks, splits[2])
+                result["test_transitions"] = len(splits[2])
+            data, masks, splits = cache[n, k]
+            stored = json.loads((run / "results.json").read_text())["metrics"]
+            entry: dict = {"run_dir": str(run.relative_to(small))}
+            set_seed(cfg.seed)  # as the script does before it builds its networks (src/run.py)
+            lam = mod.build_models(cfg, data.shapes, "lam")["lam"]
+            for when in ("init", "end"):
+                if when == "end":
+                    lam.load_state_dict(load_checkpoint(run / "lam.pt")["objects"]["lam"])
+                lam.eval()
+                entry[when] = effects(lam.label, data, masks, splits[2], k, c.batch_size)
+            # update 0 is rebuilt, not stored: its probe must be the one the run measured then
+            entry["init_check"] = {"action_r2_stored": stored.get("lapo/init/leakage/action_r2")}
+            set_seed(cfg.seed)
+            lam = mod.build_models(cfg, data.shapes, "lam")["lam"].eval()
+            entry["init_check"]["action_r2_here"] = action_r2(lam.label, data, splits, k, c.batch_size)
+            result["lams"].setdefault(variant, {})[seed] = entry
+            i, e = entry["init"], entry["end"]
+            print(f"{variant} seed {seed} (update 0 -> end): the step's change {i['step']:.3f} -> {e['step']:.3f} "
+                  f"of the latent's variance; of it, the background's {i['background']:.3f} -> {e['background']:.3f}, "
+                  f"the agent's {i['agent']:.3f} -> {e['agent']:.3f}", flush=True)  # fmt: skip
+    if not result["lams"]:
+        raise SystemExit(f"error: no finished LAM run under {small / 'runs'} for seeds {c.seeds}")
+    lines = ["| latent | the step's change, of its variance: update 0 → end | the background's share of the step: "
+             "update 0 → end | the agent's share: update 0 → end |", "|---|---|---|---|"]  # fmt: skip
+    px = result["pixels"]
+    lines.append(f"| the frame difference o_t+1 - o_t | – | {px['background']:.3f} | {px['agent']:.3f} |")
+    result["summary"] = {}
+    for variant, per in result["lams"].items():
+        parts = ("step", *FROZEN)
+        ivs = {(f, w): interval([e[w][f] for e in per.values()]) for f in parts for w in ("init", "end")}
+        result["summary"][variant] = {f"{f}_{w}": iv.as_dict() for (f, w), iv in ivs.items()}
+        cells = [f"{ivs[f, 'init'].iqm:.3f} → {ivs[f, 'end']}" for f in parts]
+        lines.append(f"| {variant} ({len(per)} seeds) | " + " | ".join(cells) + " |")
+    result["markdown"] = "\n".join(lines)
+    print(result["markdown"])
+    if c.out:
+        Path(c.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(c.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"latent sources: {c.out}")
+    return result
+
+
+if __name__ == "__main__":
+    cli(lambda: main(pyrallis.parse(config_class=Config)))
