@@ -147,10 +147,10 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     sources = json.loads((report / "latent_sources.json").read_text())
     assert set(sources["lams"]) == {"lapo", "laom", "laom_labels", "lapo_mask"}  # the LAMs of the masked data
     for lam, entry in ((v, e["0"]) for v, e in sources["lams"].items()):
+        check = entry["init_check"]
+        assert check["action_r2_here"] == pytest.approx(check["action_r2_stored"], abs=1e-5), lam
         for when in ("init", "end"):
-            check = entry[f"{when}_check"]
-            assert check["action_r2_here"] == pytest.approx(check["action_r2_stored"], abs=1e-5), (lam, when)
-            assert entry[when]["background"] >= 0 and entry[when]["agent"] >= 0, (lam, when)
+            assert all(entry[when][k] >= 0 for k in ("step", "background", "agent")), (lam, when)
     assert 0 < sources["pixels"]["background"] and 0 < sources["pixels"]["agent"]
     assert "## What moves each latent" in (report / "results.md").read_text()
     for name in ("results.md", "verdicts.md", "probe_curves.png", "leakage.png", "latents.png", "run-info.md",

@@ -11,12 +11,17 @@ where the agent is. So this script intervenes: in o_{t+1} (the last frame of the
     the agent       inside the union of the two frames' masks, o_{t+1} takes o_t's pixels: the rest moves, the agent
                     does not
 
-and measures how far the latent moves: sum ||z - z_frozen||^2 / sum ||z - mean z||^2 over the held-out test
-transitions of the probes (src/probes.py's split and samples). Near 1 or above: the latent is made of that part's
-change; near 0: it ignores it. The same ratio on the frame difference o_{t+1} - o_t itself (`pixels`) says how the
-change is shared in the input. Every LAM trained on the distracted data (which has the masks) at update 0 (the
-network rebuilt from the run's seed; checked against the action R² the run stored for update 0) and at the end (its
-lam.pt; checked against the final action R²).
+(and, `still`, the whole last frame) and measures how far the latent moves, on a fixed subset (`--transitions`) of
+the probes' held-out test transitions (src/probes.py's split):
+
+    step        sum ||z - z_still||^2 / sum ||z - mean z||^2: how much of the latent's variance the step's change makes
+    background  sum ||z - z_background frozen||^2 / sum ||z - z_still||^2: the background's share of that response
+    agent       the same with the agent frozen (the two shares need not add to 1: the latent is not linear)
+
+The same shares of the frame difference o_{t+1} - o_t itself (`pixels`) say how the change is split in the input.
+Every LAM trained on the distracted data (which has the masks), at update 0 (the network rebuilt from the run's seed;
+for the first `--checks` seeds its action probe is checked against the one the run stored for update 0) and at the
+end (its lam.pt).
 
     python -m scripts.small.latent_sources --small_dir runs/small --out runs/small/report/latent_sources.json
 """
@@ -56,6 +61,8 @@ class Config:
     samples: int = 0  # transitions per split; 0: the run's own lapo.ridge_probe_samples (the probes' transitions)
     batch_size: int = 64
     variants: str = ""  # the LAMs to measure (e.g. "lapo laom"; empty: all of LAMS)
+    transitions: int = 1000  # test transitions the interventions run on (a fixed subset of the probes' test set)
+    checks: int = 1  # the first seeds of each LAM whose rebuilt update 0 is checked against its stored probe
 
 
 def frozen_frames(obs: torch.Tensor, nxt: torch.Tensor, fg: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -135,10 +142,11 @@ def main(c: Config) -> dict:
                 fit_t, val_t, test_t = split_trajectories(data)
                 sizes = ((fit_t, n, 0), (val_t, n // 4 or 1, 1), (test_t, n, 2))
                 splits = [pair_indices(data, t, m, seed=s) for t, m, s in sizes]  # the probes' transitions
-                cache[n, k] = (data, masks, splits)
-                result["pixels"] = pixel_effects(data, masks, splits[2])
-                result["test_transitions"] = len(splits[2])
-            data, masks, splits = cache[n, k]
+                test = pair_indices(data, test_t, c.transitions, seed=2)
+                cache[n, k] = (data, masks, splits, test)
+                result["pixels"] = pixel_effects(data, masks, test)
+                result["test_transitions"] = len(test)
+            data, masks, splits, test = cache[n, k]
             stored = json.loads((run / "results.json").read_text())["metrics"]
             entry: dict = {"run_dir": str(run.relative_to(small))}
             set_seed(cfg.seed)  # as the script does before it builds its networks (src/run.py)
@@ -147,12 +155,12 @@ def main(c: Config) -> dict:
                 if when == "end":
                     lam.load_state_dict(load_checkpoint(run / "lam.pt")["objects"]["lam"])
                 lam.eval()
-                entry[when] = effects(lam.label, data, masks, splits[2], k, c.batch_size)
-            # update 0 is rebuilt, not stored: its probe must be the one the run measured then
-            entry["init_check"] = {"action_r2_stored": stored.get("lapo/init/leakage/action_r2")}
-            set_seed(cfg.seed)
-            lam = mod.build_models(cfg, data.shapes, "lam")["lam"].eval()
-            entry["init_check"]["action_r2_here"] = action_r2(lam.label, data, splits, k, c.batch_size)
+                entry[when] = effects(lam.label, data, masks, test, k, c.batch_size)
+            if seeds.index(seed) < c.checks:  # update 0 is rebuilt, not stored: its probe must be the run's
+                entry["init_check"] = {"action_r2_stored": stored.get("lapo/init/leakage/action_r2")}
+                set_seed(cfg.seed)
+                lam = mod.build_models(cfg, data.shapes, "lam")["lam"].eval()
+                entry["init_check"]["action_r2_here"] = action_r2(lam.label, data, splits, k, c.batch_size)
             result["lams"].setdefault(variant, {})[seed] = entry
             i, e = entry["init"], entry["end"]
             print(f"{variant} seed {seed} (update 0 -> end): the step's change {i['step']:.3f} -> {e['step']:.3f} "

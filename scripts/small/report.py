@@ -759,9 +759,10 @@ def main(c: Config) -> None:
     if sources.exists():
         table = json.loads(sources.read_text())["markdown"]
         md += ("\n## What moves each latent (true foreground masks; scripts/small/latent_sources.py)\n\n"
-               "How far each latent action moves when, in o_t+1, the background's change (or the agent's) is undone "
-               "with the true masks: sum ||z - z_frozen||² / sum ||z - mean z||² over the held-out test transitions, "
-               "IQM over seeds [bootstrap interval]; the first row is the frame difference itself.\n\n"
+               "How far each latent action moves when, in o_t+1, the step's change is undone (all of it, the "
+               "background's or the agent's, with the true masks): the step's share of the latent's variance, and "
+               "the background's and the agent's shares of the latent's response to the step, on held-out test "
+               "transitions, IQM over seeds [bootstrap interval]; the first row is the frame difference itself.\n\n"
                f"{table}\n")  # fmt: skip
     (out / "results.md").write_text("# Results of scripts/small/reproduce.sh\n\n" + md + "\n## Tuning\n\n" +
                                     tuning_markdown(t) + "\n" + prec)  # fmt: skip
