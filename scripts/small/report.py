@@ -341,6 +341,10 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         for a, b in SHARE_TESTS
     }  # fmt: skip
     adjust(share_tests)
+    for f in share_tests.values():  # as for the leakage tests: an ordering of two shares of ~0 is not a reading
+        if max(f["a_interval"]["iqm"], f["b_interval"]["iqm"]) < DECODABLE:
+            f["verdict_from_test"] = f["verdict"]
+            f["verdict"] = f"not readable (the agent explains less than {DECODABLE} of either latent)"
     extra = {
         "augmentations_help_laom": verdict(P["laom"], P["laom_noaug"], lower_is_better=True),
         "distractors_hurt_laom": verdict(P["laom_vanilla"], P["laom"], lower_is_better=True),
