@@ -59,13 +59,20 @@ def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
     if a.shape[0] == 1:  # one run: no spread to resample
         v = float(metrics.aggregate_iqm(a))
         return Interval(v, v, v, 1)
-    point, ci = rly.get_interval_estimates(
-        {"x": a},
-        lambda x: np.array([metrics.aggregate_iqm(x)]),
-        reps=reps,
-        confidence_interval_size=CONFIDENCE,
-        random_state=np.random.RandomState(seed),
-    )
+    # rliable passes random_state on to arch, which still draws part of the resamples from numpy's global generator:
+    # seeded here for the call (and restored after), so the same scores give the same interval in any process
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        point, ci = rly.get_interval_estimates(
+            {"x": a},
+            lambda x: np.array([metrics.aggregate_iqm(x)]),
+            reps=reps,
+            confidence_interval_size=CONFIDENCE,
+            random_state=np.random.RandomState(seed),
+        )
+    finally:
+        np.random.set_state(state)
     return Interval(float(point["x"][0]), float(ci["x"][0, 0]), float(ci["x"][1, 0]), a.shape[0])
 
 

@@ -21,6 +21,20 @@ def test_iqm_and_interval_of_few_seeds():
     assert two.n == 3 and two.low < two.iqm < two.high
 
 
+def test_the_same_scores_give_the_same_interval_whatever_the_global_random_state():
+    """arch draws part of rliable's resamples from numpy's global generator: interval() seeds it for the call, so
+    a report's intervals do not depend on what ran before them in the process, and restores it after."""
+    scores = [0.0682, 0.0765, 0.0578, 0.0654, 0.0598]  # five seeds: the resamples decide the interval's ends
+    first = interval(scores)
+    np.random.seed(5)
+    np.random.rand(10)
+    after = np.random.get_state()[1].copy()
+    assert interval(scores) == first
+    assert (np.random.get_state()[1] == after).all()  # the caller's global state is left as it was
+    interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert interval(scores) == first
+
+
 def test_verdicts_from_intervals():
     low, high = Interval(1.0, 0.9, 1.1, 3), Interval(2.0, 1.8, 2.2, 3)
     overlapping = Interval(1.5, 1.0, 2.0, 3)
