@@ -46,7 +46,8 @@ class Interval:
 
 def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
     """IQM and its 95% bootstrap interval of scores [runs, tasks] (a 1-D array is one task); NaN when there are no
-    runs. The bootstrap draws from its own seeded generator: the same scores give the same interval."""
+    runs. The bootstrap is seeded (numpy's global generator too, for the call): the same scores give the same
+    interval, whatever ran before."""
     from rliable import library as rly
     from rliable import metrics
 
