@@ -123,7 +123,11 @@ def main(c: Config) -> dict:
     small = Path(c.small_dir)
     seeds = [int(s) for s in c.seeds.split()]
     data_path, masks_path = small / "data" / f"{ENV}.hdf5", small / "data" / f"{ENV}-masks.hdf5"
-    result = {"measure": "sum ||z - z_frozen||^2 / sum ||z - mean z||^2, held-out test transitions", "lams": {}}
+    result = {
+        "measure": "step: sum ||z - z_still||^2 / sum ||z - mean z||^2; background, agent: sum ||z - "
+        "z_frozen||^2 / sum ||z - z_still||^2; held-out test transitions (module docstring)",
+        "lams": {},
+    }
     cache: dict = {}
     for variant, (folder, module) in LAMS.items():
         if c.variants and variant not in c.variants.split():

@@ -22,10 +22,11 @@
 #      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>), the distractor-free control
 #      under $RUNS/vanilla/, masked LAPO under $RUNS/lapo_mask/ and, with NOAUG=1, LAOM without augmentations under
 #      $RUNS/noaug/ (those train the LAM only);
-#   3. the report: scripts/small/latent_sources.py (how much of each latent the agent's and the background's pixel
-#      changes explain, split by the true masks) and scripts/small/report.py (verdicts with exact permutation
-#      p-values, the leakage probes, the preconditions, figures, summary.json) and scripts/plot_results.py (the sweep tables) into $OUT, and
-#      run-info.md (command, commit, machine, the wall time of each step).
+#   3. the report: scripts/small/latent_sources.py (what moves each latent: one step's change undone for the
+#      background or the agent with the true masks), scripts/small/report.py (verdicts with exact permutation
+#      p-values, the leakage probes and agent shares, the preconditions, figures, summary.json) and
+#      scripts/plot_results.py (the sweep tables) into $OUT, and run-info.md (command, commit, machine, the wall
+#      time of each step).
 # Progress: a start / done line per run; a run's own log is train.log in its run directory.
 #
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
