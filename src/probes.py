@@ -277,8 +277,7 @@ def _leakage_r2(fit, val, test, ev, path, columns: dict, act_dim: int, prefix: s
     spans = {"action": list(range(act_dim))} | {k: [act_dim + c for c in v] for k, v in columns.items()}
     for name, cols in spans.items():
         val_r2 = [val.r2(w, b, mean, cols) for w, b in path]
-        finite = [i for i, r in enumerate(val_r2) if not math.isnan(r)]
-        best = max(finite, key=lambda i: val_r2[i]) if finite else 0
+        best = _best(val_r2)
         w, b = path[best]
         out[f"{prefix}/leakage/{name}_r2"] = test.r2(w, b, mean, cols)
         out[f"{prefix}/leakage/{name}_val_r2"] = val_r2[best]
@@ -292,13 +291,19 @@ def _leakage_r2(fit, val, test, ev, path, columns: dict, act_dim: int, prefix: s
         sources["distractors"] = distractor_cols
     for name, cols in sources.items():
         shares = [val.explained(fit, cols, l2) for l2 in SHARE_L2_GRID]
-        finite = [i for i, r in enumerate(shares) if not math.isnan(r)]
-        l2 = SHARE_L2_GRID[max(finite, key=lambda i: shares[i]) if finite else 0]
+        best = _best(shares)
+        l2 = SHARE_L2_GRID[best]
         out[f"{prefix}/leakage/latent_from_{name}_r2"] = test.explained(fit, cols, l2)
-        out[f"{prefix}/leakage/latent_from_{name}_val_r2"] = val.explained(fit, cols, l2)
+        out[f"{prefix}/leakage/latent_from_{name}_val_r2"] = shares[best]
         if ev is not None:
             out[f"{prefix}/leakage/latent_from_{name}_eval_r2"] = ev.explained(fit, cols, l2)
     return out
+
+
+def _best(val_r2: list[float]) -> int:
+    """The penalty with the best validation R² (the first when none is a number)."""
+    finite = [i for i, r in enumerate(val_r2) if not math.isnan(r)]
+    return max(finite, key=lambda i: val_r2[i]) if finite else 0
 
 
 _LEAKAGE_CACHE: dict[tuple, tuple] = {}  # the targets of the last datasets probed (a stage's data and its evaluation

@@ -90,3 +90,34 @@ def test_a_smaller_batch_and_fp32_change_the_estimate(paper_bf16):
     optim._precision["bf16"] = False
     fp32 = _estimate("train_lapo", "configs/lapo.yaml", "lapo")
     assert 1.8 < fp32.activations / full.activations < 2.1
+
+
+@pytest.mark.parametrize(
+    "module, config",
+    [
+        ("train_lapo", "configs/lapo.yaml"),
+        ("train_lapo_mask", "configs/lapo-mask.yaml"),
+        ("train_laom", "configs/laom.yaml"),
+        ("train_laom_labels", "configs/laom-labels.yaml"),
+    ],
+)
+def test_latent_bc_and_decoder_stages_of_every_lam_script(paper_bf16, module, config):
+    """The four LAM scripts' stages 2 and 3 share src/memory.py's latent_policy_memory: latent BC counts the actor
+    and its debug head trained beside the frozen LAM's labels, the decoder stage the decoder beside the frozen
+    actor, each at its own batch size."""
+    import importlib
+
+    from src.memory import actor_memory, decoder_memory
+
+    m = importlib.import_module(module)
+    cfg = pyrallis.parse(m.Config, config_path=config, args=[])
+    shapes = Shapes(6, 17, 64)
+    with torch.device("meta"):
+        nets = m.build_models(cfg, shapes, "lam", "actor", "debug_head", "decoder")
+    b, hw = cfg.bc, shapes.img_hw
+    bc = actor_memory(nets["actor"], b.batch_size, b.frame_stack, hw, True, nets["lam"].label, nets["debug_head"])
+    decoder = decoder_memory(nets["actor"], nets["decoder"], cfg.decoder.batch_size, b.frame_stack, hw, True)
+    assert m.gpu_memory(cfg, shapes, "bc") == bc and bc.weights > 0 and bc.activations > 0
+    assert m.gpu_memory(cfg, shapes, "decoder") == decoder and decoder.weights > 0
+    with pytest.raises(ValueError, match="'idm'"):
+        m.gpu_memory(cfg, shapes, "idm")

@@ -26,7 +26,6 @@ end (its lam.pt).
     python -m scripts.small.latent_sources --small_dir runs/small --out runs/small/report/latent_sources.json
 """
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,21 +33,14 @@ from pathlib import Path
 import pyrallis
 import torch
 
-from src.checkpoint import load_checkpoint
+from scripts.small.report import ENV, run_lam, study
 from src.data import load_dataset, load_masks, normalize_obs
 from src.errors import cli
-from src.probes import L2_GRID, Moments, pair_indices, split_trajectories
-from src.run import set_seed
+from src.probes import pair_indices, ridge_probe, split_trajectories
 from src.stats import interval
 
-ENV = "cheetah-run"
-# variant -> (runs folder under <small_dir>/runs, module): the LAMs of the distracted data (its masks)
-LAMS = {
-    "lapo": ("lapo", "train_lapo"),
-    "laom": ("laom", "train_laom"),
-    "laom_labels": ("laom_labels", "train_laom_labels"),
-    "lapo_mask": ("lapo_mask", "train_lapo_mask"),
-}
+# variant (scripts/small/report.py's, where its runs are) -> module: the LAMs of the distracted data (its masks)
+LAMS = {"lapo": "train_lapo", "laom": "train_laom", "laom_labels": "train_laom_labels", "lapo_mask": "train_lapo_mask"}
 FROZEN = ("background", "agent")  # the parts whose change is undone; "still" undoes the whole step
 
 
@@ -58,7 +50,6 @@ class Config:
     out: str = ""  # JSON output (empty: print only)
     seeds: str = "0 1 2 3 4"
     budget: int = 2
-    samples: int = 0  # transitions per split; 0: the run's own lapo.ridge_probe_samples (the probes' transitions)
     batch_size: int = 64
     variants: str = ""  # the LAMs to measure (e.g. "lapo laom"; empty: all of LAMS)
     transitions: int = 1000  # test transitions the interventions run on (a fixed subset of the probes' test set)
@@ -85,6 +76,7 @@ def moved(z: dict[str, torch.Tensor]) -> dict[str, float]:
 
 @torch.no_grad()
 def effects(label, data, masks, idx, frame_stack: int, batch_size: int) -> dict[str, float]:
+    """moved() of label(o_t, o_t+1 as it is / frozen) [B, Z] over the transitions idx (both stacks in [-1, 1])."""
     zs: dict[str, list] = {"full": [], "background": [], "agent": [], "still": []}
     for chunk in idx.split(batch_size):
         b = data.batch(chunk, frame_stack, next_obs=True)
@@ -95,27 +87,9 @@ def effects(label, data, masks, idx, frame_stack: int, batch_size: int) -> dict[
     return moved({k: torch.cat(v) for k, v in zs.items()})
 
 
-def pixel_effects(data, masks, idx) -> dict[str, float]:
-    """The same ratios for the frame difference o_{t+1} - o_t (the input's own change)."""
-    zs: dict[str, list] = {"full": [], "background": [], "agent": [], "still": []}
-    for chunk in idx.split(256):
-        b = data.batch(chunk, 1, next_obs=True)
-        fg = (masks[chunk] > 0) | (masks[chunk + 1] > 0)
-        for k, x in frozen_frames(b["obs"], b["next_obs"], fg).items():
-            zs[k].append((x.double() - b["obs"].double()).flatten(1) / 127.5)
-    return moved({k: torch.cat(v) for k, v in zs.items()})
-
-
-@torch.no_grad()
-def action_r2(label, data, splits, frame_stack: int, batch_size: int) -> float:
-    """The held-out action R² of src/probes.py (its penalty grid, chosen on validation): the checks."""
-    fit, val, test = (Moments().collect(label, data, idx, frame_stack, batch_size, torch.device("cpu"))
-                      for idx in splits)  # fmt: skip
-    path = fit.ridge_path(list(L2_GRID))
-    act = list(range(data.act_dim))
-    mean = fit.sums["a"] / fit.sums["n"]
-    best = max(range(len(path)), key=lambda i: val.r2(*path[i], mean, act))
-    return test.r2(*path[best], mean, act)
+def frame_difference(o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The last frames' difference o_t+1 - o_t, flattened: the same ratios for the input's own change."""
+    return (x - o).flatten(1)
 
 
 def main(c: Config) -> dict:
@@ -128,43 +102,33 @@ def main(c: Config) -> dict:
         "z_frozen||^2 / sum ||z - z_still||^2; held-out test transitions (module docstring)",
         "lams": {},
     }
-    cache: dict = {}
-    for variant, (folder, module) in LAMS.items():
+    cache: dict = {}  # frame stack -> (data, masks, test transitions)
+    runs = study(small, seeds, c.budget)  # the runs the report reads: seed<S>, or seed<S>-lam
+    for variant, module in LAMS.items():
         if c.variants and variant not in c.variants.split():
             continue
-        mod = importlib.import_module(module)
-        for seed in seeds:
-            base = small / "runs" / folder / ENV / f"budget{c.budget}"
-            run = next((d for d in (base / f"seed{seed}", base / f"seed{seed}-lam") if (d / "lam.pt").exists()), None)
-            if run is None:
+        for seed, r in sorted(runs[variant].items()):
+            run = Path(r["_dir"])
+            if not (run / "lam.pt").exists():
                 continue
-            cfg = pyrallis.parse(config_class=mod.Config, config_path=str(run / "config.yaml"), args=[])
-            n, k = c.samples or cfg.lapo.ridge_probe_samples, cfg.lapo.frame_stack
-            if (n, k) not in cache:
+            k = r["config"]["lapo"]["frame_stack"]
+            if k not in cache:
                 data = load_dataset(str(data_path), "cpu", k, load_states=False)
                 masks = load_masks(str(masks_path), data)
-                fit_t, val_t, test_t = split_trajectories(data)
-                sizes = ((fit_t, n, 0), (val_t, n // 4 or 1, 1), (test_t, n, 2))
-                splits = [pair_indices(data, t, m, seed=s) for t, m, s in sizes]  # the probes' transitions
-                test = pair_indices(data, test_t, c.transitions, seed=2)
-                cache[n, k] = (data, masks, splits, test)
-                result["pixels"] = pixel_effects(data, masks, test)
+                test = pair_indices(data, split_trajectories(data)[2], c.transitions, seed=2)
+                cache[k] = (data, masks, test)
+                result["pixels"] = effects(frame_difference, data, masks, test, 1, 256)
                 result["test_transitions"] = len(test)
-            data, masks, splits, test = cache[n, k]
-            stored = json.loads((run / "results.json").read_text())["metrics"]
+            data, masks, test = cache[k]
             entry: dict = {"run_dir": str(run.relative_to(small))}
-            set_seed(cfg.seed)  # as the script does before it builds its networks (src/run.py)
-            lam = mod.build_models(cfg, data.shapes, "lam")["lam"]
-            for when in ("init", "end"):
-                if when == "end":
-                    lam.load_state_dict(load_checkpoint(run / "lam.pt")["objects"]["lam"])
-                lam.eval()
+            lams = {w: run_lam(run, module, data.shapes, trained=w == "end") for w in ("init", "end")}
+            for when, lam in lams.items():
                 entry[when] = effects(lam.label, data, masks, test, k, c.batch_size)
             if seeds.index(seed) < c.checks:  # update 0 is rebuilt, not stored: its probe must be the run's
-                entry["init_check"] = {"action_r2_stored": stored.get("lapo/init/leakage/action_r2")}
-                set_seed(cfg.seed)
-                lam = mod.build_models(cfg, data.shapes, "lam")["lam"].eval()
-                entry["init_check"]["action_r2_here"] = action_r2(lam.label, data, splits, k, c.batch_size)
+                probe = ridge_probe(lams["init"].label, data, k, r["config"]["lapo"]["batch_size"], torch.device("cpu"),
+                                    r["config"]["lapo"]["ridge_probe_samples"])  # fmt: skip
+                entry["init_check"] = {"action_r2_stored": r["metrics"].get("lapo/init/leakage/action_r2"),
+                                       "action_r2_here": probe.get("lapo/leakage/action_r2")}  # fmt: skip
             result["lams"].setdefault(variant, {})[seed] = entry
             i, e = entry["init"], entry["end"]
             print(f"{variant} seed {seed} (update 0 -> end): the step's change {i['step']:.3f} -> {e['step']:.3f} "

@@ -221,14 +221,18 @@ def compare(claim: str, a: str, b: str, measure: str, va: dict, vb: dict, lower:
             "p": permutation_p(list(va.values()), list(vb.values()), lower)}  # fmt: skip
 
 
-def adjust(family: dict) -> None:
-    """Holm over the family's p-values; each finding's verdict from its adjusted p (src/stats.py: decide)."""
+def adjust(family: dict, unreadable: Optional[str] = None) -> None:
+    """Holm over the family's p-values; each finding's verdict from its adjusted p (src/stats.py: decide).
+    unreadable: for R² measures, the verdict where neither side's IQM reaches DECODABLE (an ordering of two values
+    of ~0 says nothing about what either latent holds); the test's own verdict is kept as verdict_from_test."""
     adjusted = holm({k: f["p"] for k, f in family.items()})
     m = sum(1 for f in family.values() if math.isfinite(f["p"]))
     for k, f in family.items():
         f["p_holm"], f["comparisons"] = adjusted[k], m
         a, b = Interval(**f["a_interval"]), Interval(**f["b_interval"])
         f["verdict"] = decide(adjusted[k], a, b, f["lower_is_better"])
+        if unreadable is not None and max(a.iqm, b.iqm) < DECODABLE:
+            f["verdict_from_test"], f["verdict"] = f["verdict"], unreadable
 
 
 def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
@@ -326,12 +330,7 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
                                    leakage[b][t]["end"], lower=True)
         for a, b, t in LEAKAGE_TESTS
     }  # fmt: skip
-    adjust(leak_tests)
-    for f in leak_tests.values():  # an ordering of two R² of ~0 says nothing about what either latent space holds
-        a_r2, b_r2 = f["a_interval"]["iqm"], f["b_interval"]["iqm"]
-        if max(a_r2, b_r2) < DECODABLE:
-            f["verdict_from_test"] = f["verdict"]
-            f["verdict"] = f"not readable (neither decodes it: R² below {DECODABLE})"
+    adjust(leak_tests, unreadable=f"not readable (neither decodes it: R² below {DECODABLE})")
     share = {v: leakage[v]["latent_from_agent"]["end"] for v in LAMS}
     share_tests = {
         f"{a} > {b}: agent share": compare(f"the agent explains more of {VARIANTS[a][1]}'s latent than of "
@@ -340,11 +339,7 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
                                            lower=False)
         for a, b in SHARE_TESTS
     }  # fmt: skip
-    adjust(share_tests)
-    for f in share_tests.values():  # as for the leakage tests: an ordering of two shares of ~0 is not a reading
-        if max(f["a_interval"]["iqm"], f["b_interval"]["iqm"]) < DECODABLE:
-            f["verdict_from_test"] = f["verdict"]
-            f["verdict"] = f"not readable (the agent explains less than {DECODABLE} of either latent)"
+    adjust(share_tests, unreadable=f"not readable (the agent explains less than {DECODABLE} of either latent)")
     extra = {
         "augmentations_help_laom": verdict(P["laom"], P["laom_noaug"], lower_is_better=True),
         "distractors_hurt_laom": verdict(P["laom_vanilla"], P["laom"], lower_is_better=True),
@@ -670,29 +665,40 @@ def _bars(ax, a: dict, lams: list[str], targets) -> None:
     ax.legend(fontsize=7, ncol=3)
 
 
-def latent_points(run_dir: Path, module: str, data_path: str, max_points: int = 1500):
-    """Latent actions of (o_t, o_{t+1}) on the test trajectories (the ridge probe's last tenth) of the run's own
-    data, from its finished LAM checkpoint, with the true actions."""
+def run_lam(run_dir: Path, module: str, shapes, trained: bool = True):
+    """A finished run's LAM, built as its script builds it: with lam.pt's weights, or (trained=False) seeded as the
+    script seeds before it builds its networks (src/run.py), i.e. the run's update-0 network. In eval mode."""
     import importlib
 
-    import torch
-
     from src.checkpoint import load_checkpoint
-    from src.data import load_dataset, normalize_obs
-    from src.probes import pair_indices, split_trajectories
+    from src.run import set_seed
 
     mod = importlib.import_module(module)
     cfg = pyrallis.parse(config_class=mod.Config, config_path=str(run_dir / "config.yaml"), args=[])
-    device = torch.device("cpu")
-    data = load_dataset(data_path, device, cfg.lapo.frame_stack, load_states=False)
-    lam = mod.build_models(cfg, data.shapes, "lam")["lam"]
-    lam.load_state_dict(load_checkpoint(run_dir / "lam.pt")["objects"]["lam"])
-    lam.eval()
+    if not trained:
+        set_seed(cfg.seed)
+    lam = mod.build_models(cfg, shapes, "lam")["lam"]
+    if trained:
+        lam.load_state_dict(load_checkpoint(run_dir / "lam.pt")["objects"]["lam"])
+    return lam.eval()
+
+
+def latent_points(run_dir: Path, module: str, config: dict, max_points: int = 1500):
+    """Latent actions of (o_t, o_{t+1}) on the test trajectories (the ridge probe's last tenth) of the run's own
+    data (config: the run's, from its results.json), from its finished LAM checkpoint, with the true actions."""
+    import torch
+
+    from src.data import load_dataset, normalize_obs
+    from src.probes import pair_indices, split_trajectories
+
+    k = config["lapo"]["frame_stack"]
+    data = load_dataset(config["lapo"]["data_path"], torch.device("cpu"), k, load_states=False)
+    lam = run_lam(run_dir, module, data.shapes)
     idx = pair_indices(data, split_trajectories(data)[2], max_points, seed=0)
     zs = []
     with torch.no_grad():
         for chunk in idx.split(256):
-            b = data.batch(chunk, cfg.lapo.frame_stack, next_obs=True)
+            b = data.batch(chunk, k, next_obs=True)
             zs.append(lam.label(normalize_obs(b["obs"]), normalize_obs(b["next_obs"])).float())
     return torch.cat(zs).numpy(), data.actions[idx].numpy()
 
@@ -719,7 +725,7 @@ def plot_latents(a: dict, small_dir: Path, path: Path) -> str:
             continue
         seed = min(runs)
         run_dir = Path(runs[seed]["_dir"])
-        z, acts = latent_points(run_dir, module, runs[seed]["config"]["lapo"]["data_path"])
+        z, acts = latent_points(run_dir, module, runs[seed]["config"])
         if umap is not None:
             xy = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(z)
         else:
