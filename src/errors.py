@@ -5,7 +5,10 @@ code and keeps its full traceback.
 
 A user error is an exception of a UserError class (raised where the input is checked), a parse error of pyrallis
 (a config value of the wrong type, a config file that is missing or not YAML) or an argparse error (an unknown
-flag)."""
+flag).
+
+Importing this module makes pyrallis strict about integer fields (`strict_int`): pyrallis's own int() turns
+`--lapo.total_updates=1.5` into 1 without a word; here it is a parse error naming the flag."""
 
 import argparse
 import contextlib
@@ -15,6 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pyrallis
 import yaml
 
 TRACEBACK_VARIABLE = "LAOM_TRACEBACK"
@@ -46,6 +50,24 @@ class MissingKeyError(UserError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+def strict_int(raw) -> int:
+    """An integer config value: an int, or a number or text with an integer value (2.0, "2", "1e5"). Anything else
+    (1.5, true, "abc") is a ValueError, which pyrallis reports as a parse error of the field."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, (float, str)) and not isinstance(raw, bool):
+        try:
+            number = float(raw)
+        except ValueError:
+            number = None
+        if number is not None and number.is_integer():
+            return int(number)
+    raise ValueError(f"expected an integer, got {raw!r}")
+
+
+pyrallis.decode.register(int, strict_int)
 
 
 def show_tracebacks() -> bool:
@@ -89,8 +111,6 @@ def config_path_of(argv: list[str]) -> str | None:
 
 def user_message(error: BaseException, argv: list[str] | None = None) -> str | None:
     """The one-line message of a user error, None for any other exception (a bug)."""
-    import pyrallis
-
     argv = sys.argv[1:] if argv is None else argv
     if isinstance(error, UserError):
         return one_line(error)

@@ -73,6 +73,11 @@ CASES = {
         "pass",
         ["--lapo.learning_rate=abc: expected a value of type float"],
     ),
+    "fractional epoch count": (  # pyrallis alone would train 1 epoch
+        lambda tmp: ["--lapo.num_epochs=1.5"],
+        "pass",
+        ["--lapo.num_epochs=1.5: expected a value of type int", "expected an integer, got 1.5"],
+    ),
     "negative batch size": (
         lambda tmp: ["--lapo.batch_size=-1"],
         "pass",
