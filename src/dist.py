@@ -21,6 +21,7 @@ it gives up is DDP's overlap of the all-reduce with the backward pass.
 
 import dataclasses
 import datetime
+import importlib
 import os
 import signal
 import sys
@@ -56,6 +57,12 @@ def init(device_name: str = "auto") -> torch.device:
     else:
         device = torch.device("cpu")
     signal.signal(signal.SIGTERM, _stopped)
+    # Imported before the group exists: its functions take `group=group.WORLD` as a default argument, evaluated at
+    # import. Imported after (the optimizers import it through torch._dynamo), they would hold the group past
+    # destroy_process_group, its gloo threads would live until the interpreter is torn down, and that was seen to
+    # abort a rank (SIGABRT, "terminate called without an active exception") after a run had finished.
+    importlib.import_module("torch.distributed.nn.functional")
+
     if not tdist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         # A rank that waits longer than this for the others (a lost node) fails with an error instead of hanging.

@@ -282,7 +282,11 @@ def main(train) -> None:
     """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume, a user
     error (a stage checkpoint that cannot be used, a missing file, a config value: src/errors.py) with one line
     naming it and what to do. In a
-    distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so."""
+    distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so.
+
+    The process group is left however the run ends (finished, stopped on a preemption signal, an error), except
+    when a peer is lost; not left, its gloo threads would be torn down with the interpreter (src/dist.py, init)."""
+    lost_peer = False
     try:
         with user_errors(show=dist.is_main):
             train()
@@ -294,10 +298,13 @@ def main(train) -> None:
     except (RuntimeError, dist.DistBackendError) as e:
         if not dist.active() or not dist.lost_peer(e):
             raise
+        lost_peer = True
         first_line = str(e).splitlines()[0][:200] if str(e) else ""
         dist.tell_stopped(f"lost contact with another rank of this run ({type(e).__name__}: {first_line})")
         sys.exit(1)
-    dist.finish()
+    finally:
+        if not lost_peer:
+            dist.finish()
 
 
 class Stopwatch:

@@ -2,6 +2,7 @@
 
     python -m torch.distributed.run --nproc_per_node=2 tests/dist_worker.py shard <data.hdf5> <out_dir>
     python tests/dist_worker.py step <data.hdf5> <out_dir>
+    python -m torch.distributed.run --nproc_per_node=2 tests/dist_worker.py script <out_dir> <module> [args...]
 
 shard: loads the dataset as a method script does and writes what this rank holds (its trajectory groups, frames,
 bytes of frames, peak RSS) to <out_dir>/rank<r>.json.
@@ -9,10 +10,16 @@ step: a few LAOM stage-1 updates (train_laom's networks, loss, optimizers, sched
 augmentation, a fixed offset k) on a global batch chosen deterministically from every trajectory of the file, each
 rank computing on the samples of its own trajectories and averaging gradients as the method scripts do; writes the
 networks' parameters to <out_dir>/rank<r>.pt. One process and N ranks are given the same global batch.
+script: runs a method script (`python -m <module> [args...]`) and, when the interpreter exits, writes the names of
+the threads still running to <out_dir>/threads-rank<r>.json (Linux /proc): a process group left as it should be
+leaves none of gloo's.
 """
 
+import atexit
 import json
+import os
 import resource
+import runpy
 import sys
 from pathlib import Path
 
@@ -90,7 +97,20 @@ def step(path: str, out: Path) -> None:
     torch.save({"state": state, "init": init, "local_batch": len(mine)}, out / f"rank{dist.rank()}.pt")
 
 
+def script(out: Path, module: str, args: list[str]) -> None:
+    def threads_at_exit() -> None:
+        names = [(Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+        (out / f"threads-rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(names))
+
+    atexit.register(threads_at_exit)
+    sys.argv = [f"{module}.py", *args]
+    runpy.run_module(module, run_name="__main__")
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "script":
+        script(Path(sys.argv[2]), sys.argv[3], sys.argv[4:])
+        sys.exit(0)
     mode, data_path, out_dir = sys.argv[1:4]
     if dist.launched():
         dist.init("cpu")
