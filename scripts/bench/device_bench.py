@@ -33,6 +33,7 @@ updates a paper run makes (5000 x 1000-step datasets, the configs' epochs and ba
 an assumed MFU. Online evaluation is not included (Table 2's times include it).
 """
 
+import functools
 import math
 import os
 import sys
@@ -135,12 +136,19 @@ def samples_per_update(key: str, batch: int, device: torch.device) -> int:
     return batch + batch * c.labeled_batch_size // c.batch_size
 
 
+@functools.cache
+def paper_config(module: str, config: str):
+    """A method script's Config from a paper YAML, parsed once (pyrallis reads the config classes' source for their
+    help on every parse: about a second each; a projection asks for it about a hundred times)."""
+    spec = next(s for s in STAGES.values() if (s.module, s.config) == (module, config))
+    return parse_stage_config(spec, [], torch.device("cpu"), "unused")[1]
+
+
 def paper_updates(key: str, budget: int) -> int:
     """Updates of a stage in a paper run (configs/<method>.yaml, 5000 x 1000-step data, `budget` labeled
     trajectories), by the scripts' own counting: whole epochs, drop_last except the decoder's."""
     spec = STAGES[key]
-    cfg = parse_stage_config(spec, [], torch.device("cpu"), "unused")[1]
-    c = getattr(cfg, spec.section)
+    c = getattr(paper_config(spec.module, spec.config), spec.section)
     full = PAPER_DATA[0] * (PAPER_DATA[1] - 1)  # transitions (o_t, o_{t+1})
     labeled = budget * (PAPER_DATA[1] - 1)
     if spec.section == "lapo":
