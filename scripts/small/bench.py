@@ -5,6 +5,9 @@
     farm-bench -n 5 -- python -m scripts.small.bench --method lapo \
         --vs 'python -m scripts.small.bench --method lapo --release_adam'
 
+(farm-bench is the side-by-side timer of the machine this project was measured on, not something you have;
+elsewhere, run the two commands alternately a few times under `/usr/bin/time -f %e` and compare the medians.)
+
 Builds the method's networks and optimizers exactly as its script does (configs/small sizes by default), draws
 batches from the dataset as the stage-1 loop does (frames gathered from memory, augmentations for LAOM), and runs
 `updates` full updates (batch, forward, backward, optimizer step, EMA), after `warmup` untimed ones. Prints the
