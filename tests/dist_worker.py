@@ -99,7 +99,12 @@ def step(path: str, out: Path) -> None:
 
 def script(out: Path, module: str, args: list[str]) -> None:
     def threads_at_exit() -> None:
-        names = [(Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+        names = []
+        for task in os.listdir("/proc/self/task"):
+            try:
+                names.append((Path("/proc/self/task") / task / "comm").read_text().strip())
+            except FileNotFoundError:  # a thread that ended since the listing
+                pass
         (out / f"threads-rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(names))
 
     atexit.register(threads_at_exit)
