@@ -74,6 +74,7 @@ def script_args(script: str, run_dir: Path) -> list[str]:
 def test_every_script_runs_under_torchrun(script, tmp_path):
     proc = torchrun(watched(script_args(script, tmp_path), tmp_path / "threads"))
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(list((tmp_path / "threads").glob("threads-rank*.json"))) == 2, proc.stderr[-4000:]
     assert not gloo_threads_at_exit(tmp_path / "threads")
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["world_size"] == 2
