@@ -235,15 +235,18 @@ def tell_stopped(reason: str) -> None:
 def _stopped(signum, frame) -> None:
     """SIGTERM from torchrun (a rank failed or a node was lost, and the launcher ends the others) or from the job
     system: one line saying how to go on, then exit (a checkpoint being written is removed, never left truncated).
-    A rank that is already stopping ignores it."""
-    if _state.get("stopping"):
+    A rank that is already stopping, or leaving its group (`finish`), ignores it."""
+    if _state.get("stopping") or _state.get("leaving"):
         return
     tell_stopped("stopped by SIGTERM (another rank of this run failed, its node was lost, or the job was cancelled)")
     raise SystemExit(128 + signum)
 
 
 def finish() -> None:
-    """Leaves the process group (end of a run)."""
+    """Leaves the process group (end of a run). A SIGTERM from then on is ignored: torchrun ends the other ranks once
+    one has exited (a preempted run's ranks exit one after the other), and an exit raised inside
+    destroy_process_group would leave the group half torn down."""
+    _state["leaving"] = True
     if tdist.is_initialized():
         tdist.destroy_process_group()
 
