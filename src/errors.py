@@ -61,7 +61,7 @@ def strict_int(raw) -> int:
     (1.5, true, "abc") is a ValueError, which pyrallis reports as a parse error of the field."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
-    if isinstance(raw, (float, str)) and not isinstance(raw, bool):
+    if isinstance(raw, (float, str)):
         try:
             number = float(raw)
         except ValueError:

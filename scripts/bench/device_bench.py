@@ -50,6 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from scripts.bench.timing import (
     STAGES,
     DataBenchConfig,
+    StageSpec,
     bench_fast,
     bench_naive,
     parse_stage_config,
@@ -137,10 +138,9 @@ def samples_per_update(key: str, batch: int, device: torch.device) -> int:
 
 
 @functools.cache
-def paper_config(module: str, config: str):
-    """A method script's Config from a paper YAML, parsed once (pyrallis reads the config classes' source for their
-    help on every parse: about a second each; a projection asks for it about a hundred times)."""
-    spec = next(s for s in STAGES.values() if (s.module, s.config) == (module, config))
+def paper_config(spec: StageSpec):
+    """A stage's method script Config from its paper YAML, parsed once per process (a projection asks for it about a
+    hundred times)."""
     return parse_stage_config(spec, [], torch.device("cpu"), "unused")[1]
 
 
@@ -148,7 +148,7 @@ def paper_updates(key: str, budget: int) -> int:
     """Updates of a stage in a paper run (configs/<method>.yaml, 5000 x 1000-step data, `budget` labeled
     trajectories), by the scripts' own counting: whole epochs, drop_last except the decoder's."""
     spec = STAGES[key]
-    c = getattr(paper_config(spec.module, spec.config), spec.section)
+    c = getattr(paper_config(spec), spec.section)
     full = PAPER_DATA[0] * (PAPER_DATA[1] - 1)  # transitions (o_t, o_{t+1})
     labeled = budget * (PAPER_DATA[1] - 1)
     if spec.section == "lapo":
