@@ -103,7 +103,7 @@ def script(out: Path, module: str, args: list[str]) -> None:
         for task in os.listdir("/proc/self/task"):
             try:
                 names.append((Path("/proc/self/task") / task / "comm").read_text().strip())
-            except FileNotFoundError:  # a thread that ended since the listing
+            except (FileNotFoundError, ProcessLookupError):  # a thread that ended since the listing (ENOENT, ESRCH)
                 pass
         (out / f"threads-rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(names))
 
