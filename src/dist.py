@@ -42,18 +42,15 @@ def launched() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init(device_name: str = "auto") -> torch.device:
-    """Joins the process group when launched by torchrun and returns this process's device: cuda:<local rank> with
-    the nccl backend when CUDA is used, the CPU with gloo otherwise. Without torchrun: the device as asked, no group.
-    device_name: "auto" (cuda if available), "cuda", "cpu"."""
-    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if not launched():
-        return torch.device("cuda" if use_cuda else device_name if device_name != "auto" else "cpu")
+def init(device: torch.device) -> torch.device:
+    """Joins the process group (a process launched by torchrun) and returns this process's device: cuda:<local rank>
+    with the nccl backend when `device` (the run's, resolved by src/run.py: get_device) is a CUDA device, the CPU
+    with gloo otherwise."""
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     _state.update(rank=rank, world_size=world, local_rank=local)
-    if use_cuda:
-        torch.cuda.set_device(local)
+    if device.type == "cuda":
         device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     signal.signal(signal.SIGTERM, _stopped)

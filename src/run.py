@@ -32,7 +32,7 @@ class RunConfig:
     name: str = "run"  # run name (wandb and default run directory)
     run_dir: Optional[str] = None  # where checkpoints, config and results.json go; default runs/<name>-seed<seed>
     seed: int = 0  # global seed (data order, initialisation, augmentations)
-    device: str = "auto"  # "auto" (cuda if available), "cuda", "cpu"
+    device: str = "auto"  # "auto" (cuda if available, else cpu with a note), "cuda", "cuda:<index>", "cpu"
     frames_device: str = "auto"  # where frames live: "auto" (GPU if they fit, else host memory), "cpu", "pinned"
     wandb_mode: str = "offline"  # online / offline / disabled
     log_every: int = 100  # updates between logged metrics (the only host syncs of a training loop)
@@ -53,9 +53,27 @@ def set_seed(seed: int) -> None:
 
 
 def get_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return check_device(name)
+    """The device `name` asks for, its index always explicit (torch.cuda.set_device refuses a bare "cuda"): "auto"
+    is the current CUDA device when torch sees one, else the CPU (said by `no_gpu_note`); "cuda" is the current
+    CUDA device (cuda:0 unless set); anything else is checked by check_device."""
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = check_device("cuda" if name == "auto" else name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def no_gpu_note(name: str) -> Optional[str]:
+    """One line when "auto" falls back to the CPU on a CUDA build of torch (a driver too old for the wheel, a
+    container started without GPUs): a paper-scale run would otherwise train on the CPU without a word."""
+    if name != "auto" or torch.version.cuda is None or torch.cuda.is_available():
+        return None
+    return (
+        f"note: --device=auto: torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU, training on the "
+        f"CPU; check the driver with nvidia-smi (it must support CUDA {torch.version.cuda}), run Docker with "
+        "--gpus all, or use --device=cuda to make this an error"
+    )
 
 
 def check_device(name: str, flag: str = "--device") -> torch.device:
@@ -246,9 +264,12 @@ def start_run(cfg: RunConfig) -> Run:
     Launched by torchrun (src/dist.py): joins the process group, device cuda:<local rank> (or the CPU), seed
     seed + rank (each rank its own data order and augmentations; the networks start from rank 0's, see
     Stage); rank 0 takes the run directory and wandb, the other ranks wait for it and log nowhere."""
-    if cfg.device != "auto":
-        check_device(cfg.device)
-    device = get_device(cfg.device) if not dist.launched() else dist.init(cfg.device)
+    device = get_device(cfg.device)
+    if dist.launched():
+        device = dist.init(device)
+    note = no_gpu_note(cfg.device)
+    if note and dist.is_main():
+        print(note, flush=True)
     if device.type == "cuda":
         # The current device is the run's (cuda:N without torchrun too): CUDA events, streams and caching
         # allocator calls without a device then act on it, not on cuda:0.

@@ -1,6 +1,7 @@
-"""The CUDA-only branches run on the CPU, as a user's GPU would run them: the device is faked where the code asks
-torch about it (torch.cuda.is_available / mem_get_info / device_count), the meta device stands for a non-CPU device
-in torch.load, and the CUDA event and pinning are stubbed. Nothing else is replaced."""
+"""The CUDA-only branches run on the CPU, as a user's GPU would run them: tests/fake_cuda.py adds what the CPU build of
+torch lacks at its lowest layer (the torch._C._cuda_* entry points, the CUDA runtime module, the event and stream
+base classes), so torch.cuda's public functions run with their own checks; the meta device stands for a non-CPU
+device in torch.load, and pinned host memory (the CUDA host allocator, which has no Python layer) is plain memory."""
 
 import os
 import random
@@ -11,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from src.checkpoint import restore_stage, save_stage
+from tests.fake_cuda import FakeCuda
 
 # ---------------------------------------------------------------- resuming a stage checkpoint on a GPU
 
@@ -33,39 +35,50 @@ def test_an_unfinished_stage_resumes_when_its_checkpoint_is_read_for_a_non_cpu_d
 
 def test_a_resume_with_fewer_gpus_than_saved_restores_those_it_has(tmp_path, monkeypatch):
     """A checkpoint saved on 2 GPUs resumed on 1: torch.cuda.set_rng_state_all raised IndexError for device 1."""
-    restored = []
-
-    def set_state(state, device=0):  # torch's own check for a device index beyond those visible
-        if device >= torch.cuda.device_count():
-            raise IndexError(f"device {device} of {torch.cuda.device_count()}")
-        restored.append((device, state.device.type, state.dtype))
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "set_rng_state", set_state)
-    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_state)
-    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(16, dtype=torch.uint8)] * 2)
+    FakeCuda(count=2, patch=monkeypatch)
     save_stage(tmp_path / "lam.pt", {"lam": nn.Linear(3, 2)}, step=3, done=False)
+    saved = torch.load(tmp_path / "lam.pt", weights_only=False)["rng"]["cuda"]
+    assert len(saved) == 2
+    gpu = FakeCuda(count=1, patch=monkeypatch)
     assert restore_stage(tmp_path / "lam.pt", {"lam": nn.Linear(3, 2)}, stage="lapo") == (3, False)
-    assert restored == [(0, "cpu", torch.uint8)]
+    torch.cuda.init()  # torch sets GPU generator states lazily: at the resumed run's first CUDA call
+    assert gpu.restored == [(0, "cpu", torch.uint8)]
+    assert torch.equal(gpu.generators[0].get_state(), saved[0])
 
 
 # ---------------------------------------------------------------- the run's GPU: current device and rendering
 
 
-class _FakeCudaDevice:
-    """torch.cuda's device calls of a box with `count` GPUs: set_device / current_device remember the index."""
+@pytest.mark.parametrize("device", ["auto", "cuda", "cuda:0"])
+def test_a_run_on_one_gpu_starts_with_its_device_index_explicit(tmp_path, monkeypatch, device):
+    """--device=auto / cuda (every paper config): start_run called torch.cuda.set_device(torch.device("cuda")) and
+    torch refused it (ValueError: a torch.device with a specified index) before the first update."""
+    from src.run import RunConfig, start_run
 
-    def __init__(self, monkeypatch, count: int):
-        self.current = 0
-        monkeypatch.setattr(torch.version, "cuda", "12.4")  # a CUDA build of torch (src/run.py: check_device)
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
-        monkeypatch.setattr(torch.cuda, "set_device", self.set_device)
-        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+    gpu = FakeCuda(count=2, patch=monkeypatch)
+    run = start_run(RunConfig(device=device, run_dir=str(tmp_path / "run"), wandb_mode="disabled"))
+    assert run.device == torch.device("cuda", 0) and gpu.current == 0
+    assert torch.cuda.current_device() == 0
 
-    def set_device(self, device) -> None:
-        self.current = torch.device(device).index if torch.device(device).index is not None else self.current
+
+def test_auto_on_a_cuda_build_without_a_gpu_says_so_and_runs_on_the_cpu(tmp_path, monkeypatch, capsys):
+    """A driver too old for the wheel, a container started without --gpus: a paper-scale run went to the CPU
+    without a word. --device=cuda on the same machine stays an error."""
+    from src.errors import ConfigError
+    from src.run import RunConfig, start_run
+
+    FakeCuda(count=0, patch=monkeypatch)
+    run = start_run(RunConfig(device="auto", run_dir=str(tmp_path / "run"), wandb_mode="disabled"))
+    assert run.device == torch.device("cpu")
+    lines = capsys.readouterr().out.strip().splitlines()
+    start = f"note: --device=auto: torch {torch.__version__} (CUDA 12.8) sees no GPU"
+    assert len(lines) == 1 and lines[0].startswith(start), lines
+    assert "nvidia-smi" in lines[0] and "--gpus all" in lines[0] and "training on the CPU" in lines[0]
+    with pytest.raises(ConfigError, match=r"--device=cuda: torch .* sees no CUDA device"):
+        start_run(RunConfig(device="cuda", run_dir=str(tmp_path / "run2"), wandb_mode="disabled"))
+    monkeypatch.setattr(torch.version, "cuda", None)  # a CPU build: auto on the CPU is what was asked, no note
+    start_run(RunConfig(device="auto", run_dir=str(tmp_path / "run3"), wandb_mode="disabled"))
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("visible, expected", [(None, "1"), ("2,3", "3")])
@@ -75,7 +88,7 @@ def test_a_run_on_cuda_n_makes_it_current_and_renders_on_it(tmp_path, monkeypatc
     from src import evaluation
     from src.run import RunConfig, start_run
 
-    fake = _FakeCudaDevice(monkeypatch, 4)
+    gpu = FakeCuda(count=4, patch=monkeypatch)
     monkeypatch.setattr(evaluation, "_nvidia_egl", lambda: True)  # the driver's EGL library, as on a GPU box
     monkeypatch.setenv("MUJOCO_EGL_DEVICE_ID", "")  # restored (unset) after the test
     monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID")
@@ -84,7 +97,7 @@ def test_a_run_on_cuda_n_makes_it_current_and_renders_on_it(tmp_path, monkeypatc
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     run = start_run(RunConfig(device="cuda:1", run_dir=str(tmp_path / "run"), wandb_mode="disabled"))
-    assert run.device == torch.device("cuda", 1) and fake.current == 1
+    assert run.device == torch.device("cuda", 1) and gpu.current == 1
     assert os.environ["MUJOCO_EGL_DEVICE_ID"] == expected
 
 
@@ -92,7 +105,7 @@ def test_a_users_egl_device_is_kept_and_none_is_set_without_the_nvidia_egl_libra
     from src import evaluation
     from src.run import RunConfig, start_run
 
-    _FakeCudaDevice(monkeypatch, 2)
+    FakeCuda(count=2, patch=monkeypatch)
     monkeypatch.setattr(evaluation, "_nvidia_egl", lambda: True)
     monkeypatch.setenv("MUJOCO_EGL_DEVICE_ID", "0")
     start_run(RunConfig(device="cuda:1", run_dir=str(tmp_path / "run"), wandb_mode="disabled"))
@@ -124,24 +137,6 @@ PAPER_FRAMES = 5000 * 1000 * 64 * 64 * 3  # one full dataset: 61.44e9 bytes, 57.
 H100_TOTAL = 79.1 * GiB  # what torch.cuda.mem_get_info reports as total on an H100 80GB HBM3
 
 
-class _FakeGpuMemory:
-    """torch.cuda's memory calls on a GPU holding `used` bytes of live tensors and `cached` bytes PyTorch keeps
-    after freeing them (reported as used until torch.cuda.empty_cache)."""
-
-    def __init__(self, monkeypatch, used: float = 0, cached: float = 0):
-        self.used, self.cached = used, cached
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (self.free(), int(H100_TOTAL)))
-        monkeypatch.setattr(torch.cuda, "empty_cache", self.empty_cache)
-
-    def free(self) -> int:
-        return int(H100_TOTAL - self.used - self.cached)
-
-    def empty_cache(self) -> None:
-        self.cached = 0
-
-
 CUDA0 = torch.device("cuda", 0)
 
 
@@ -167,7 +162,7 @@ def lapo_stage1():
 def test_full_frames_go_on_an_empty_h100_and_the_decision_is_said(monkeypatch, capsys, lapo_stage1):
     from src.data import _choose_frames_device
 
-    _FakeGpuMemory(monkeypatch)
+    FakeCuda(total=H100_TOTAL, patch=monkeypatch)
     assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto", "full.hdf5", networks=lapo_stage1) == CUDA0
     line = capsys.readouterr().out.strip()
     expected = (
@@ -182,7 +177,7 @@ def test_memory_cached_by_an_earlier_stage_is_released_before_deciding(monkeypat
     where the paper's run had them on the GPU."""
     from src.data import _choose_frames_device
 
-    _FakeGpuMemory(monkeypatch, cached=10 * GiB)
+    FakeCuda(total=H100_TOTAL, cached=10 * GiB, patch=monkeypatch)
     assert _choose_frames_device(PAPER_FRAMES, CUDA0, "auto", networks=lapo_stage1) == CUDA0
 
 
@@ -191,7 +186,7 @@ def test_lapo_masks_are_counted_with_its_frames(monkeypatch, lapo_stage1):
     masks + the model exceed the H100, so both stay in host memory (they used to go to the GPU and run out)."""
     from src.data import _choose_frames_device
 
-    _FakeGpuMemory(monkeypatch)
+    FakeCuda(total=H100_TOTAL, patch=monkeypatch)
     assert _choose_frames_device(PAPER_FRAMES * 4 // 3, CUDA0, "auto", networks=lapo_stage1) == torch.device("cpu")
 
 
@@ -205,7 +200,7 @@ def test_the_datasets_of_a_stage_are_decided_together(monkeypatch, tmp_path, lap
     example = D.load_dataset("data/example-data.hdf5", "cpu", frames_device="cpu", max_trajectories=2)
     full = dataclasses.replace(example, frames_device=CUDA0, planned_bytes=PAPER_FRAMES, _frames=None)
     monkeypatch.setitem(D._CACHE, ("full.hdf5", "cuda:0", None), full)
-    _FakeGpuMemory(monkeypatch)
+    FakeCuda(total=H100_TOTAL, patch=monkeypatch)
     labeled, more = PAPER_FRAMES // 5000 * 64, PAPER_FRAMES // 5  # a labeled set of 64 trajectories; 1000 more
     assert D._choose_frames_device(labeled, CUDA0, "auto", networks=lapo_stage1) == CUDA0
     assert D._choose_frames_device(more, CUDA0, "auto", networks=lapo_stage1) == torch.device("cpu")
@@ -217,7 +212,7 @@ def test_the_networks_decide_at_their_batch_and_precision(monkeypatch, lapo_stag
     from src.data import _choose_frames_device
     from src.memory import StageMemory
 
-    _FakeGpuMemory(monkeypatch)
+    FakeCuda(total=H100_TOTAL, patch=monkeypatch)
     frames = int(H100_TOTAL) - 10 * GiB
     assert _choose_frames_device(frames, CUDA0, "auto", networks=lapo_stage1) == torch.device("cpu")
     assert _choose_frames_device(frames, CUDA0, "auto", networks=lambda: StageMemory(3 * GiB, 6 * GiB)) == CUDA0
@@ -239,19 +234,6 @@ def test_a_stage_estimates_its_networks_from_the_shapes_of_the_file_it_opens(mon
 # ---------------------------------------------------------------- host frames, GPU compute: the pinned path
 
 
-class _StubEvent:
-    """torch.cuda.Event on the CPU: records and waits are counted (the copies it guards finish at once here)."""
-
-    recorded = 0
-    waited = 0
-
-    def record(self) -> None:
-        _StubEvent.recorded += 1
-
-    def synchronize(self) -> None:
-        _StubEvent.waited += 1
-
-
 def test_the_pinned_path_gives_the_plain_paths_batches_without_blocking_copies(monkeypatch):
     """Host frames, CUDA compute (staging on), run on the CPU with the CUDA event and pinning stubbed: the same
     batches as the plain path through a buffer that must grow and a short last batch (the decoder keeps its last
@@ -269,7 +251,7 @@ def test_the_pinned_path_gives_the_plain_paths_batches_without_blocking_copies(m
         return t
 
     monkeypatch.setattr(D, "_pinned_empty", pinned_empty)
-    monkeypatch.setattr(torch.cuda, "Event", _StubEvent)
+    gpu = FakeCuda(patch=monkeypatch)  # torch.cuda.Event records and waits at once here (counted)
     plain = D.load_dataset("data/example-data.hdf5", "cpu", frames_device="cpu", max_trajectories=2)
     staged = dataclasses.replace(plain, staging=D.PinnedStaging(torch.device("cpu")))
     masks = torch.randint(0, 2, (plain.num_frames, 1, *plain.frames_shape[2:]), dtype=torch.uint8) * 255
@@ -300,7 +282,7 @@ def test_the_pinned_path_gives_the_plain_paths_batches_without_blocking_copies(m
     for got, want in earlier:  # a batch handed out is never overwritten by a later gather
         assert all(torch.equal(got[k], want[k]) for k in want)
     assert copies == []
-    assert _StubEvent.recorded >= 3 * 5 and _StubEvent.waited >= 5  # frames, future frames, index, offsets, masks
+    assert gpu.recorded >= 3 * 5 and gpu.waited >= 5  # frames, future frames, index, offsets, masks
 
 
 # ---------------------------------------------------------------- bf16 autocast: what stays fp32

@@ -13,18 +13,17 @@ import torch
 from src.data import check_batch_size
 from src.errors import ConfigError, user_message
 from src.run import check_device
+from tests.fake_cuda import FakeCuda
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/example/laom.yaml"
 
-# Runs train_laom as `python -m train_laom` would, after `prelude` (a mock of the machine's CUDA devices).
+# Runs train_laom as `python -m train_laom` would, after `prelude` (the machine's CUDA devices, tests/fake_cuda.py).
 RUNNER = (
     "import runpy, sys; {prelude}; sys.argv[0] = 'train_laom.py'; runpy.run_module('train_laom', run_name='__main__')"
 )
-TWO_GPUS = (
-    "import torch; torch.version.cuda = '12.8'; torch.cuda.is_available = lambda: True; "
-    "torch.cuda.device_count = lambda: 2"
-)
+TWO_GPUS = "from tests.fake_cuda import FakeCuda; FakeCuda(count=2)"
+CPU_BUILD = "import torch; torch.version.cuda = None"  # the build metadata of a CPU build (this machine's already)
 
 
 def run_laom(tmp_path: Path, *args: str, prelude: str = "pass", env: dict | None = None):
@@ -55,7 +54,7 @@ CASES = {
     ),
     "cuda on a CPU build": (
         lambda tmp: ["--device=cuda"],
-        "import torch; torch.version.cuda = None; torch.cuda.is_available = lambda: False",
+        CPU_BUILD,
         ["--device=cuda: the installed torch", "CPU build", "pip install --force-reinstall torch==", "--device=cpu"],
     ),
     "cuda index beyond the devices": (
@@ -123,13 +122,12 @@ def test_a_bug_keeps_its_full_traceback(tmp_path):
 
 
 def test_a_cuda_build_without_a_visible_gpu_says_so(monkeypatch):
-    monkeypatch.setattr(torch.version, "cuda", "12.8")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    FakeCuda(count=0, patch=monkeypatch)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(ConfigError, match=r"--device=cuda: torch .* sees no CUDA device \(CUDA_VISIBLE_DEVICES=''\)"):
         check_device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    FakeCuda(count=1, patch=monkeypatch)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # torch counts no device where CUDA_VISIBLE_DEVICES is empty
     assert check_device("cuda:0") == torch.device("cuda", 0)
     with pytest.raises(ConfigError, match=r"--device=cuda:1: 1 CUDA device is visible \(cuda:0\)"):
         check_device("cuda:1")
