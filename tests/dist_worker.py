@@ -118,6 +118,6 @@ if __name__ == "__main__":
         sys.exit(0)
     mode, data_path, out_dir = sys.argv[1:4]
     if dist.launched():
-        dist.init("cpu")
+        dist.init(torch.device("cpu"))
     {"shard": shard, "step": step}[mode](data_path, Path(out_dir))
     dist.finish()
