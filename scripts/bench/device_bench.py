@@ -33,13 +33,20 @@ updates a paper run makes (5000 x 1000-step datasets, the configs' epochs and ba
 an assumed MFU. Online evaluation is not included (Table 2's times include it).
 """
 
+import dataclasses
 import functools
+import importlib
+import json
 import math
 import os
+import re
+import shutil
+import signal
+import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -60,6 +67,9 @@ from scripts.bench.timing import (
 )
 from src.files import write_json
 from src.run import get_device
+from src.stage import PREEMPTED_EXIT_CODE
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Dense bf16 peak, TFLOPS (no sparsity), by a part of torch.cuda.get_device_name: (contains, excludes, peak).
 # The first row that matches wins (the specific names first: "H200 NVL" holds "H200", "GH200" holds "H200"); a name
@@ -90,23 +100,26 @@ ONE_RUN_BUDGET = 2  # the label budget of "one paper run"
 
 @dataclass
 class DeviceBenchConfig:
-    device: str = "auto"  # "auto" (cuda if available), "cuda", "cpu"
-    scale: str = "auto"  # "paper" (configs/<method>.yaml networks and batches), "tiny" (CPU self-check); auto:
+    out_dir: str = "runs/device_check"  # folder of device_check.json, the rows' logs and the script runs
+    device: str = "auto"  # "auto" (cuda if available, else the CPU mode), "cuda", "cpu"
+    scale: str = "auto"  # "paper" (configs/<method>.yaml networks and batches), "tiny" (CPU mode); auto:
     # paper on CUDA or with only_flops, tiny otherwise
     peak_tflops: Optional[float] = None  # the device's dense bf16 peak, TFLOPS (None: PEAK_BF16_TFLOPS by name)
-    stages: list[str] = field(default_factory=lambda: list(STAGES))  # stages to measure (keys of STAGES)
-    compile: str = "both"  # "eager", "compiled" (COMPILE_STAGES only) or "both"
+    rows: Optional[list[str]] = None  # rows to run, in ROWS order (None: all of ROWS)
+    compile: str = "both"  # "eager", "compiled" (COMPILE_STAGES only) or "both": which stage rows to run
     window_updates: Optional[int] = None  # updates per timed window (None: 10 at paper scale, 2 tiny)
     windows: int = 3  # timed windows per stage, after one warm-up window
-    flops_batch: Optional[int] = None  # samples per update while counting FLOPs (None: the stage's batch on
-    # CUDA, 4 on a CPU); scaled to the stage's batch
-    only_flops: bool = False  # count FLOPs per update and project hours; no timing, no data path
+    flops_batch: Optional[int] = None  # samples per update while counting FLOPs (None: 64 on CUDA, 4 on a CPU);
+    # scaled to the stage's batch (the count is linear in the batch)
+    only_flops: bool = False  # count FLOPs per update and project hours; no timing, no data path, no script runs
     data_batches: int = 20  # timed batches of each data path
     assumed_mfu: float = 0.5  # MFU of the projected hours when the speed was not measured here
     projection_peak_tflops: float = 989.0  # peak of the projection on a device with none (a CPU): H100 SXM
-    time_budget_s: float = 330.0  # compiled rows (measured last) are skipped once the script has run this long
+    time_budget_s: float = 420.0  # rows not started after this many seconds are recorded as skipped
+    row_timeout_s: float = 150.0  # a row still running after this long is killed and recorded as timed out
+    script_updates: int = 20  # script rows: updates of each stage of the method script's example run
     seed: int = 0
-    out: str = "runs/device_check.json"  # results JSON (rewritten after every stage)
+    row: Optional[str] = None  # internal: run this one row in this process and write its JSON (a row subprocess)
 
 
 def peak_for(name: str) -> Optional[float]:
@@ -200,100 +213,279 @@ def fmt(x: Optional[float], spec: str = ".1f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-@pyrallis.wrap()
+# Example runs of the method scripts (the real command line, on the example data, a few updates per stage).
+SCRIPTS = {
+    "train_lapo": "configs/example/lapo.yaml",
+    "train_laom": "configs/example/laom.yaml",
+    "train_laom_labels": "configs/example/laom-labels.yaml",
+    "train_idm": "configs/example/idm.yaml",
+    "train_bc": "configs/example/bc.yaml",
+    "train_lapo_mask": "configs/example/lapo-mask.yaml",
+}
+STAGE1 = ["lapo/lam", "laom/lam", "laom_labels/lam", "idm/idm"]  # each method's first stage
+# The rows in the order they run, the most telling first: each method's stage 1, latent BC at scale 32 (its actor
+# carries most of a latent-action run's FLOPs), BC, the other stages; each script's real command line, one run
+# stopped by SIGTERM and resumed; the compiled stages; the data path (rows past the time budget are skipped).
+ROWS = STAGE1 + ["laom/latent_bc", "bc/bc"] + [k for k in STAGES if k not in STAGE1 + ["laom/latent_bc", "bc/bc"]]
+ROWS += (
+    [f"script:{m}" for m in SCRIPTS] + ["resume:train_bc"] + [f"{k}+compile" for k in COMPILE_STAGES] + ["data_path"]
+)
+RESUME_EVERY = 10  # resume row: updates between periodic checkpoints; SIGTERM once the first one is written
+
+
+def _stage_data(path: str, batch: int, updates: int) -> str:
+    """Synthetic frames for `updates` updates at `batch`, written once (to a temporary name first: a row killed
+    while writing leaves no partial file for the next one)."""
+    if not os.path.exists(path):
+        write_stage_data(path + ".tmp", batch, updates)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def stage_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, data_dir: str) -> dict:
+    """One stage of a method script (`<stage key>` or `<stage key>+compile`): FLOPs per update (eager rows), then
+    seconds per update over `windows` windows after a warm-up one, peak memory."""
+    key, compiled = name.removesuffix("+compile"), name.endswith("+compile")
+    spec = STAGES[key]
+    batch = 8 if tiny else getattr(paper_config(spec), spec.section).batch_size
+    row = {"batch": batch, "samples_per_update": samples_per_update(key, batch, device)}
+    if not compiled:
+        fb = cfg.flops_batch or (64 if device.type == "cuda" and not tiny else 4)
+        flops, _ = count_flops(key, _stage_data(os.path.join(data_dir, f"flops-{fb}.hdf5"), fb, 2), device, tiny, fb)
+        row["flops_per_update"] = flops * batch / fb
+        row["flops_batch"] = fb
+    if cfg.only_flops:
+        return row
+    window = cfg.window_updates or (2 if tiny else 10)
+    path = _stage_data(os.path.join(data_dir, f"timing-{batch}.hdf5"), batch, (cfg.windows + 1) * window + 1)
+    spu, memory, warmup = time_stage(key, path, device, tiny, batch if tiny else None, window, cfg.windows, compiled)
+    row |= {"updates_per_s": 1 / spu, "samples_per_s": row["samples_per_update"] / spu, "peak_memory_gib": memory}
+    return row | {"warmup_window_s": warmup}
+
+
+def data_row(cfg: DeviceBenchConfig, device: torch.device, tiny: bool, data_dir: str) -> dict:
+    """LAOM's stage-1 batches: this project's batched indexing next to a per-sample Dataset + DataLoader."""
+    batch = 8 if tiny else 512
+    window = cfg.window_updates or (2 if tiny else 10)
+    path = _stage_data(os.path.join(data_dir, f"timing-{batch}.hdf5"), batch, (cfg.windows + 1) * window + 1)
+    data_cfg = DataBenchConfig(batch_size=batch, data_batches=cfg.data_batches)
+    fast, naive = bench_fast(path, data_cfg, device), bench_naive(path, data_cfg, device)
+    return {
+        "batch": batch,
+        "batched_frames_on_device_samples_per_s": fast,
+        "per_sample_dataloader_samples_per_s": naive,
+    }
+
+
+def one_row(cfg: DeviceBenchConfig) -> None:
+    """A row subprocess: runs cfg.row and writes its JSON; an error (out of GPU memory included) is its row's."""
+    device = get_device(cfg.device)
+    tiny = _tiny(cfg, device)
+    data_dir = os.path.join(cfg.out_dir, "data")
+    os.makedirs(data_dir, exist_ok=True)
+    began = time.perf_counter()
+    try:
+        if cfg.row == "data_path":
+            row = {"status": "ok", **data_row(cfg, device, tiny, data_dir)}
+        else:
+            row = {"status": "ok", **stage_row(cfg.row, cfg, device, tiny, data_dir)}
+    except torch.cuda.OutOfMemoryError as e:
+        row = {"status": "out of memory", "error": _first_line(e)}
+    except Exception as e:
+        row = {"status": "failed", "error": f"{type(e).__name__}: {_first_line(e)}"}
+        traceback.print_exc()
+    write_json(Path(_row_path(cfg.out_dir, cfg.row)), row | {"seconds": time.perf_counter() - began})
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def _row_path(out_dir: str, name: str) -> str:
+    return os.path.join(out_dir, "rows", name.replace("/", "_").replace(":", "_") + ".json")
+
+
+def _tiny(cfg: DeviceBenchConfig, device: torch.device) -> bool:
+    return cfg.scale == "tiny" or (cfg.scale == "auto" and device.type != "cuda" and not cfg.only_flops)
+
+
+def _run(command: list[str], log: Path, timeout: float) -> tuple[int, str]:
+    """(exit code, output) of a command run to its end, its output kept in `log`; -9 when it ran past `timeout`."""
+    try:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        code, text = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as e:
+        code, text = -9, _text(e.stdout) + _text(e.stderr) + f"\n(killed after {timeout:.0f} s)"
+    log.write_text(text)
+    return code, text
+
+
+def _text(b) -> str:
+    return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+
+def _script_command(module: str, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, run_dir: Path) -> list:
+    """The method script's command line on its example config, each stage cut to a few updates."""
+    config_cls = importlib.import_module(module).Config
+    command = [sys.executable, "-m", module, f"--config_path={SCRIPTS[module]}", f"--device={device}"]
+    command += [f"--run_dir={run_dir}", "--wandb_mode=disabled", f"--log_every={cfg.script_updates}"]
+    for section in [f for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(f.type)]:
+        fields = {f.name for f in dataclasses.fields(section.type)}
+        if "total_updates" in fields:
+            command.append(f"--{section.name}.total_updates={cfg.script_updates}")
+        if tiny and "eval_episodes" in fields:
+            command.append(f"--{section.name}.eval_episodes=0")  # the CPU mode: no rendering
+    return command
+
+
+def script_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, timeout: float) -> dict:
+    """`script:<module>`: the method script's example run to its end (exit 0, results.json written)."""
+    module = name.split(":", 1)[1]
+    run_dir = Path(cfg.out_dir) / "scripts" / module
+    shutil.rmtree(run_dir, ignore_errors=True)
+    code, text = _run(_script_command(module, cfg, device, tiny, run_dir), run_dir.with_suffix(".log"), timeout)
+    ok = code == 0 and (run_dir / "results.json").exists()
+    row = {"status": "ok" if ok else "failed", "exit_code": code, "log": str(run_dir.with_suffix(".log"))}
+    return row if ok else row | {"error": _last_line(text)}
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def resume_row(cfg: DeviceBenchConfig, device: torch.device, tiny: bool, timeout: float) -> dict:
+    """`resume:train_bc`: BC's example run stopped by SIGTERM after its first periodic checkpoint (the preemption
+    path: checkpoint after the update in progress, exit code 75), then the same command resumes it to its end."""
+    run_dir = Path(cfg.out_dir) / "scripts" / "resume_train_bc"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    updates = 40 if tiny else 2000  # long enough that the signal lands while BC trains
+    command = _script_command("train_bc", cfg, device, tiny, run_dir)
+    command += [f"--bc.total_updates={updates}", f"--checkpoint_every={RESUME_EVERY}", f"--log_every={RESUME_EVERY}"]
+    command += ["--bc.eval_episodes=0"] + (["--bc.encoder_scale=1", "--bc.batch_size=16"] if tiny else [])
+    deadline = time.perf_counter() + timeout
+    with open(run_dir / "stopped.log", "w") as log:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        while not (run_dir / "bc.pt").exists() and proc.poll() is None and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            stopped = proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stopped = proc.wait()
+    text = (run_dir / "stopped.log").read_text()
+    row = {"stopped_exit_code": stopped, "log": str(run_dir / "stopped.log")}
+    found = re.search(r"checkpointed at update (\d+) of", text)
+    if stopped != PREEMPTED_EXIT_CODE or not found:
+        return row | {"status": "failed", "error": f"stopped with exit code {stopped}: {_last_line(text)}"}
+    step = int(found.group(1))
+    code, text = _run(command, run_dir / "resumed.log", max(1.0, deadline - time.perf_counter()))
+    row |= {"stopped_at_update": step, "resumed_exit_code": code, "total_updates": updates}
+    ok = code == 0 and f"resuming from update {step} of {updates}" in text and (run_dir / "results.json").exists()
+    return row | ({"status": "ok"} if ok else {"status": "failed", "error": _last_line(text)})
+
+
+def _row_subprocess(name: str, timeout: float) -> dict:
+    """A stage or data row in a process of its own: a crash, an out-of-memory error or a hung GPU stays its row's."""
+    out_dir = _state["out_dir"]
+    path = Path(_row_path(out_dir, name))
+    path.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "scripts.bench.device_bench", *_state["argv"], f"--row={name}"]
+    code, text = _run(command, path.with_suffix(".log"), timeout)
+    if path.exists():
+        return json.loads(path.read_text())
+    status = "timed out" if code == -9 else "failed"
+    return {"status": status, "exit_code": code, "error": _last_line(text), "log": str(path.with_suffix(".log"))}
+
+
+_state: dict = {}  # the parent's out_dir and command-line arguments, given to each row subprocess
+
+
+def _print_row(name: str, row: dict) -> None:
+    status = row.get("status", "?")
+    gflop = row["flops_per_update"] / 1e9 if "flops_per_update" in row else None
+    mfu = f"{100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "n/a"
+    if "updates_per_s" in row:
+        print(f"{name:<30} {status:<8} {row['batch']:>5} {fmt(gflop):>11} {row['updates_per_s']:>8.2f} "
+              f"{row['samples_per_s']:>10.1f} {fmt(row.get('peak_memory_gib'), '.2f'):>8} {mfu:>6} "
+              f"{row.get('seconds', 0):>6.0f}", flush=True)  # fmt: skip
+    elif "batched_frames_on_device_samples_per_s" in row:
+        fast, naive = row["batched_frames_on_device_samples_per_s"], row["per_sample_dataloader_samples_per_s"]
+        print(f"{name:<30} {status:<8} data path: batched {fast:.0f} samples/s, per-sample DataLoader "
+              f"{naive:.0f} samples/s ({fast / naive:.1f}x)", flush=True)  # fmt: skip
+    else:
+        detail = row.get("error") or (f"{gflop:.1f} GFLOP/update" if gflop is not None else row.get("log", ""))
+        print(f"{name:<30} {status:<8} {detail}", flush=True)
+
+
 def main(cfg: DeviceBenchConfig) -> dict:
     began = time.perf_counter()
-    unknown = [k for k in cfg.stages if k not in STAGES]
+    rows = cfg.rows if cfg.rows is not None else ROWS
+    unknown = [r for r in rows if r not in ROWS]
     if unknown or cfg.compile not in ("eager", "compiled", "both") or cfg.scale not in ("auto", "paper", "tiny"):
         sys.exit(
-            f"device_bench: stages must be among {list(STAGES)} (got {unknown}), compile one of eager / compiled / "
-            f"both (got {cfg.compile!r}), scale one of auto / paper / tiny (got {cfg.scale!r})"
+            f"device_bench: rows must be among {ROWS} (got {unknown}), compile one of eager / compiled / both "
+            f"(got {cfg.compile!r}), scale one of auto / paper / tiny (got {cfg.scale!r})"
         )
+    if cfg.row is not None:
+        return one_row(cfg)
     device = get_device(cfg.device)
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
     peak = cfg.peak_tflops if cfg.peak_tflops is not None else (peak_for(name) if cuda else None)
     if cuda and peak is None:
         sys.exit(f"device_bench: unknown GPU {name!r}: give its dense bf16 peak in TFLOPS with --peak_tflops=<N>")
-    tiny = cfg.scale == "tiny" or (cfg.scale == "auto" and not cuda and not cfg.only_flops)
+    tiny = _tiny(cfg, device)
     if not cuda and not cfg.only_flops:
         print("no CUDA device: running the CPU self-check at tiny sizes (the paper-config speed needs a GPU)")
-    window = cfg.window_updates or (2 if tiny else 10)
-    batch = 8 if tiny else None  # None: the config's (512)
-    flops_batch = cfg.flops_batch or (4 if tiny or not cuda else None)
+    rows = [r for r in ROWS if r in rows]  # importance order
+    if cfg.only_flops:
+        rows = [r for r in rows if r in STAGES]
+    elif cfg.compile == "eager":
+        rows = [r for r in rows if not r.endswith("+compile")]
+    elif cfg.compile == "compiled":
+        rows = [r for r in rows if r.endswith("+compile") or r not in STAGES]
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _state.update(out_dir=cfg.out_dir, argv=_argv(cfg))
     out = {"device": name, "peak_bf16_tflops": peak, "scale": "tiny" if tiny else "paper", "config": cfg.__dict__}
-    out["stages"] = stages = {}
-    tmp = tempfile.TemporaryDirectory()
-    print(f"{'stage':<24} {'batch':>5} {'GFLOP/upd':>11} {'mode':>8} {'upd/s':>8} {'samples/s':>10} "
-          f"{'peak GiB':>8} {'MFU':>6} {'warm-up s':>9}", flush=True)  # fmt: skip
+    out["rows"] = results = {}
+    json_path = out_dir / "device_check.json"
+    print(f"{'row':<30} {'status':<8} {'batch':>5} {'GFLOP/upd':>11} {'upd/s':>8} {'samples/s':>10} "
+          f"{'peak GiB':>8} {'MFU':>6} {'s':>6}", flush=True)  # fmt: skip
+    for row_name in rows:
+        left = cfg.time_budget_s - (time.perf_counter() - began)
+        if left <= 0:
+            results[row_name] = {"status": "skipped", "error": f"past time_budget_s={cfg.time_budget_s:g}"}
+            _print_row(row_name, results[row_name])
+            continue
+        timeout = min(cfg.row_timeout_s, left + 60)  # a row started inside the budget may finish a little past it
+        started = time.perf_counter()
+        if row_name.startswith("script:"):
+            row = script_row(row_name, cfg, device, tiny, timeout)
+        elif row_name.startswith("resume:"):
+            row = resume_row(cfg, device, tiny, timeout)
+        else:
+            row = _row_subprocess(row_name, timeout)
+        row.setdefault("seconds", time.perf_counter() - started)
+        key = row_name.removesuffix("+compile")
+        flops = results.get(key, {}).get("flops_per_update") if row_name.endswith("+compile") else None
+        if flops is not None:
+            row["flops_per_update"] = flops
+        if peak and "updates_per_s" in row and "flops_per_update" in row:
+            row["mfu"] = row["flops_per_update"] * row["updates_per_s"] / (peak * 1e12)
+        results[row_name] = row
+        _print_row(row_name, row)
+        write_json(json_path, out)
 
-    def measure(key: str, compiled: bool) -> None:
-        """One timed run of a stage (eager or compiled): its row of the table and of the JSON."""
-        row, mode = stages[key], "compiled" if compiled else "eager"
-        timing_path = os.path.join(tmp.name, f"timing-{row['batch']}.hdf5")  # every paper stage has 512
-        if not os.path.exists(timing_path):
-            write_stage_data(timing_path, row["batch"], (cfg.windows + 1) * window + 1)
-        spu, memory, warmup = time_stage(key, timing_path, device, tiny, batch, window, cfg.windows, compiled)
-        mfu = row["flops_per_update"] / spu / (peak * 1e12) if peak else None
-        mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
-        row[mode] = {"updates_per_s": 1 / spu, "samples_per_s": row["samples_per_update"] / spu}
-        row[mode] |= {"peak_memory_gib": memory}
-        row[mode] |= {"mfu": mfu, "warmup_window_s": warmup}
-        print(f"{key:<24} {row['batch']:>5} {row['gflop_per_update']:>11.1f} {mode:>8} {1 / spu:>8.2f} "
-              f"{row['samples_per_update'] / spu:>10.1f} {fmt(memory, '.2f'):>8} {mfu_text:>6} {warmup:>9.1f}",
-              flush=True)  # fmt: skip
-        write_json(Path(cfg.out), out)
-
-    # FLOPs and the eager rows of every stage first, then the compiled ones while time_budget_s lasts.
-    for key in cfg.stages:
-        spec = STAGES[key]
-        stage_batch = batch or getattr(parse_stage_config(spec, [], device, "unused")[1], spec.section).batch_size
-        fb = flops_batch or stage_batch
-        flops_path = os.path.join(tmp.name, f"flops-{fb}.hdf5")  # one file per size: src.data reads a path once
-        if not os.path.exists(flops_path):
-            write_stage_data(flops_path, fb, 2)
-        flops, _ = count_flops(key, flops_path, device, tiny, fb)
-        row = stages[key] = {"batch": stage_batch, "flops_per_update": flops * stage_batch / fb, "flops_batch": fb}
-        row["samples_per_update"] = samples_per_update(key, stage_batch, device)
-        row["gflop_per_update"] = row["flops_per_update"] / 1e9
-        if cfg.only_flops:
-            print(f"{key:<24} {stage_batch:>5} {row['gflop_per_update']:>11.1f}", flush=True)
-            write_json(Path(cfg.out), out)
-        elif cfg.compile != "compiled":
-            measure(key, False)
-    if not cfg.only_flops:
-        data_path = os.path.join(tmp.name, f"timing-{batch or 512}.hdf5")
-        if not os.path.exists(data_path):
-            write_stage_data(data_path, batch or 512, (cfg.windows + 1) * window + 1)
-        data_cfg = DataBenchConfig(batch_size=batch or 512, data_batches=cfg.data_batches)
-        fast, naive = bench_fast(data_path, data_cfg, device), bench_naive(data_path, data_cfg, device)
-        out["data_path"] = {
-            "batched_frames_on_device_samples_per_s": fast,
-            "per_sample_dataloader_samples_per_s": naive,
-        }
-        print(f"data path ({data_cfg.batch_size} LAOM stage-1 samples, uint8 on {device.type}): batched "
-              f"{fast:.0f} samples/s, per-sample Dataset + DataLoader {naive:.0f} samples/s "
-              f"({fast / naive:.1f}x)", flush=True)  # fmt: skip
-    if not cfg.only_flops and cfg.compile != "eager":
-        for key in [k for k in cfg.stages if k in COMPILE_STAGES]:
-            if time.perf_counter() - began > cfg.time_budget_s:
-                stages[key]["compiled"] = f"skipped: past time_budget_s={cfg.time_budget_s:g}"
-                print(f"{key:<24} compiled: skipped (past time_budget_s={cfg.time_budget_s:g})")
-            else:
-                try:
-                    measure(key, True)
-                except Exception as e:  # e.g. no C compiler for Triton / Inductor: the row says so, the rest goes on
-                    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                    stages[key]["compiled"] = f"failed: {type(e).__name__}: {reason}"
-                    print(f"{key:<24} compiled: failed ({type(e).__name__}: {reason})", flush=True)
-                    write_json(Path(cfg.out), out)
-    tmp.cleanup()
-
+    stages = {k: r for k, r in results.items() if k in STAGES and "flops_per_update" in r}
     proj_peak = peak or cfg.projection_peak_tflops
     at_mfu = {k: r["flops_per_update"] / (cfg.assumed_mfu * proj_peak * 1e12) for k, r in stages.items()}
     out["projection_assumed_mfu"] = {"mfu": cfg.assumed_mfu, "peak_tflops": proj_peak, "methods": project(at_mfu)}
     if cuda and not cfg.only_flops and not tiny:
-        measured = {k: 1 / r["eager"]["updates_per_s"] for k, r in stages.items() if isinstance(r.get("eager"), dict)}
+        measured = {k: 1 / r["updates_per_s"] for k, r in stages.items() if "updates_per_s" in r}
         out["projection_measured_eager"] = project(measured)
     print(f"\nprojected hours, training only (no online evaluation; Table 2 includes it), one run at budget "
           f"{ONE_RUN_BUDGET} and the Figure 8 grid ({PAPER_ENVS} envs x {len(PAPER_BUDGETS)} budgets x {PAPER_SEEDS} "
@@ -311,11 +503,26 @@ def main(cfg: DeviceBenchConfig) -> dict:
         for method, p in methods.items():
             print(f"{method:<12} {basis:<34} {p['one_run_h']:>9.2f} {p['figure8_grid_h']:>9.1f} "
                   f"{p['paper_table2_one_run_h']:>10.2f} {p['paper_table2_x_grid_runs_h']:>11.0f}")  # fmt: skip
-    write_json(Path(cfg.out), out)
-    print(f"\ndevice: {name} ({'peak ' + format(peak, 'g') + ' TFLOPS' if peak else 'no peak'}); "
-          f"{len(stages)} stages; {time.perf_counter() - began:.0f} s; results: {cfg.out}")  # fmt: skip
+    out["seconds"] = time.perf_counter() - began
+    write_json(json_path, out)
+    failed = [k for k, r in results.items() if r.get("status") not in ("ok", "skipped")]
+    print(f"\ndevice: {name} ({'peak ' + format(peak, 'g') + ' TFLOPS' if peak else 'no peak'}); {len(results)} rows, "
+          f"{len(failed)} not ok{': ' + ', '.join(failed) if failed else ''}; {out['seconds']:.0f} s; "
+          f"results: {json_path}")  # fmt: skip
     return out
 
 
+def _argv(cfg: DeviceBenchConfig) -> list[str]:
+    """The command-line flags that give a row subprocess the same config (main called from Python)."""
+    args = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "row" or value is None:
+            continue
+        text = f"[{','.join(value)}]" if isinstance(value, list) else str(value)
+        args.append(f"--{f.name}={text}")
+    return args
+
+
 if __name__ == "__main__":
-    main()
+    main(pyrallis.parse(config_class=DeviceBenchConfig))

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# The GPU box's one prepared check: per-stage updates/s, samples/s, peak memory, FLOPs per update and MFU at the
-# paper's configs (bf16), eager and compiled; the data path beside the release's; projected paper-run hours next to
-# Table 2 (scripts/bench/device_bench.py). One H100 / H200: under 8 minutes (compiled rows stop at time_budget_s).
-#   bash scripts/bench/device_check.sh                     # writes runs/device_check.json, prints the table
-#   bash scripts/bench/device_check.sh --peak_tflops=989   # a GPU whose name it does not know; any device_bench flag
-# Without CUDA it says so in one line and runs the CPU self-check at tiny sizes.
+# The GPU box's one prepared check, written under OUT_DIR (device_check.json, a log per row, the script runs):
+#   bash scripts/bench/device_check.sh OUT_DIR                    # one H100 / H200: paper configs, under 8 minutes
+#   bash scripts/bench/device_check.sh OUT_DIR --peak_tflops=989  # a GPU whose name it does not know; any flag of
+#                                                                 # scripts/bench/device_bench.py
+#   bash scripts/bench/device_check.sh OUT_DIR --device=cpu       # the CPU mode: the same rows at tiny sizes
+# Rows, most telling first, each in a process of its own (an out-of-memory error or a crash is its row's): each
+# method's stage 1, latent BC at scale 32, BC, the other stages (FLOPs, updates/s, peak memory, MFU; bf16 on CUDA);
+# each method script's real command line on its example config for a few updates; one run stopped by SIGTERM and
+# resumed; the compiled stages; the data path. Rows not started within time_budget_s are recorded as skipped.
+# Without CUDA it says so in one line and runs the CPU mode.
 set -euo pipefail
+if [ $# -lt 1 ] || [[ "$1" == --* ]]; then
+  echo "usage: bash scripts/bench/device_check.sh OUT_DIR [--flag=value ...]" >&2
+  exit 2
+fi
+out_dir=$(realpath -m "$1")
+shift
 cd "$(dirname "$0")/../.."
 export MUJOCO_GL=${MUJOCO_GL:-egl}
-exec python -m scripts.bench.device_bench "$@"
+exec python -m scripts.bench.device_bench --out_dir="$out_dir" "$@"

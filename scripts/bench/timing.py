@@ -171,11 +171,17 @@ TINY = {
 }
 
 
-class WindowLog:
-    """The wandb sink of a benchmarked stage: at each logged update, the time and (while counting) the FLOPs so far."""
+class EnoughUpdates(Exception):
+    """Raised by WindowLog once it has the logged updates it was asked for: the stage stops there, before its final
+    checkpoint (1-2.5 GB at the paper's configs) and final metrics, which a measurement does not need."""
 
-    def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None):
-        self.step_key, self.counter = step_key, counter
+
+class WindowLog:
+    """The wandb sink of a benchmarked stage: at each logged update, the time and (while counting) the FLOPs so far;
+    after `stop_after` logged updates it ends the stage (EnoughUpdates)."""
+
+    def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None, stop_after: Optional[int] = None):
+        self.step_key, self.counter, self.stop_after = step_key, counter, stop_after
         self.times, self.flops, self.module_flops, self.values = [], [], [], []
 
     def log(self, values: dict, *args, **kwargs) -> None:
@@ -186,9 +192,29 @@ class WindowLog:
                 self.flops.append(self.counter.get_total_flops())
                 counts = self.counter.get_flop_counts()  # module name -> op -> FLOPs so far
                 self.module_flops.append({m: sum(ops.values()) for m, ops in counts.items()})
+            if self.stop_after is not None and len(self.times) >= self.stop_after:
+                raise EnoughUpdates
 
     def finish(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def networks_on(module, device: torch.device):
+    """The method script's build_models makes its networks directly on `device` while the block runs (its stage
+    functions build on the CPU and copy: LAPO's orthogonal initialisation of its 212M-parameter LAM took minutes
+    on a CPU). Only the networks: the data pipeline keeps the host buffers it creates without a device."""
+    build = module.build_models
+
+    def build_on_device(*args, **kwargs):
+        with torch.device(device):
+            return build(*args, **kwargs)
+
+    module.build_models = build_on_device
+    try:
+        yield
+    finally:
+        module.build_models = build
 
 
 def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Optional[int], updates: int) -> list[str]:
@@ -240,9 +266,12 @@ def run_stage(
     batch: Optional[int] = None,
     compile: bool = False,
     counter: Optional[FlopCounterMode] = None,
+    stop_after: Optional[int] = None,
 ) -> WindowLog:
     """Runs one stage function of a method script for about `updates` updates (`batch` samples each; None: the
-    config's) and returns its window log. LAOM + supervision's labeled batch keeps its ratio to the batch."""
+    config's), its networks built on `device`, and returns its window log; with `stop_after`, the stage ends after
+    that many logged updates (no final checkpoint, no final metrics). LAOM + supervision's labeled batch keeps its
+    ratio to the batch."""
     spec = STAGES[key]
     args = stage_args(key, spec, tiny, data_path, batch, updates)
     if key == "laom_labels/lam" and batch is not None:
@@ -256,15 +285,18 @@ def run_stage(
         args += [f"--lapo.labeled_batch_size={int(labeled)}"]
     with tempfile.TemporaryDirectory() as tmp:
         module, cfg = parse_stage_config(spec, args, device, tmp, log_every=log_every, compile=compile)
-        log = WindowLog(f"{spec.section}/step", counter)
+        log = WindowLog(f"{spec.section}/step", counter, stop_after)
         run = dataclasses.replace(start_run(cfg), wandb=log)
         inputs = []
         if spec.frozen:  # written by write_synthetic: 6 actions, 17 states, 64 px
-            frozen = module.build_models(cfg, Shapes(6, 17, 64), spec.frozen)[spec.frozen].to(device)
+            with torch.device(device):
+                frozen = module.build_models(cfg, Shapes(6, 17, 64), spec.frozen)[spec.frozen]
             inputs = [frozen.eval().requires_grad_(False)]
-        with contextlib.redirect_stderr(io.StringIO()) as progress:  # the stage's progress bars
+        with contextlib.redirect_stderr(io.StringIO()) as progress, networks_on(module, device):  # progress bars
             try:
                 getattr(module, spec.function)(run, *inputs)
+            except EnoughUpdates:
+                pass
             except BaseException:
                 sys.stderr.write(progress.getvalue()[-4000:])
                 raise
@@ -281,12 +313,13 @@ def time_stage(
     windows: int,
     compile: bool,
 ):
-    """(seconds per update, peak GPU memory in GiB or None, seconds of the warm-up window) of a stage."""
+    """(seconds per update, peak GPU memory in GiB or None, seconds of the warm-up window) of a stage: one warm-up
+    window and `windows` timed ones, then the stage stops (nothing written)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    log = run_stage(key, data_path, device, tiny, (windows + 1) * window, window, batch, compile)
+    log = run_stage(key, data_path, device, tiny, (windows + 1) * window, window, batch, compile, None, windows + 1)
     if len(log.times) < windows + 1:
         raise RuntimeError(f"{key}: {len(log.times)} logged windows; expected {windows + 1} (data too small?)")
     gaps = np.diff(log.times[: windows + 1]) / window
