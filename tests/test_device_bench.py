@@ -1,5 +1,6 @@
-"""scripts/bench/device_bench.py, the GPU box's speed / FLOPs / MFU script, kept from rotting by its CPU self-check: the
-script as a user runs it at tiny sizes, its FLOP counts against hand counts, the peak lookup and the projection."""
+"""scripts/bench/device_check.sh (device_bench.py), the GPU box's one prepared check, kept from rotting by its CPU mode:
+the script as a user runs it at tiny sizes, a failing row isolated, its FLOP counts against hand counts, the peak
+lookup and the projection."""
 
 import json
 import os
@@ -17,29 +18,40 @@ from scripts.bench import device_bench as db
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_cpu_self_check_prints_mfu_rows_and_writes_json(tmp_path):
-    out = tmp_path / "device_check.json"
-    stages = ["lapo/lam", "laom_labels/lam", "bc/bc"]
-    cmd = [sys.executable, "-m", "scripts.bench.device_bench", f"--stages=[{','.join(stages)}]", "--compile=eager"]
-    cmd += ["--peak_tflops=0.05", "--windows=2", "--data_batches=3", f"--out={out}"]
+def test_device_check_runs_end_to_end_in_its_cpu_mode(tmp_path):
+    """bash scripts/bench/device_check.sh OUT_DIR as on a GPU box, in its CPU mode at tiny sizes: stage rows with
+    FLOPs and MFU, a method script's real command line, a run stopped by SIGTERM (exit 75) and resumed, the data
+    path; one JSON and a printed table under OUT_DIR; no stage checkpoint written while timing."""
+    out_dir = tmp_path / "check"
+    rows = ["lapo/lam", "laom_labels/lam", "bc/bc", "script:train_bc", "resume:train_bc", "data_path"]
+    cmd = ["bash", "scripts/bench/device_check.sh", str(out_dir), f"--rows=[{','.join(rows)}]", "--compile=eager"]
+    cmd += ["--peak_tflops=0.05", "--windows=2", "--data_batches=3", "--script_updates=4"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
+    out = out_dir / "device_check.json"
     assert lines[0].startswith("no CUDA device: running the CPU self-check at tiny sizes")
-    assert lines[-1].endswith(f"results: {out}")
+    assert lines[-1].endswith(f"results: {out}") and "6 rows, 0 not ok" in lines[-1], lines[-1]
     result = json.loads(out.read_text())
-    assert result["scale"] == "tiny" and result["peak_bf16_tflops"] == 0.05
-    for key in stages:
-        row, eager = result["stages"][key], result["stages"][key]["eager"]
-        assert row["batch"] == 8 and row["flops_per_update"] > 0
-        assert eager["mfu"] == pytest.approx(row["flops_per_update"] * eager["updates_per_s"] / 0.05e12)
+    assert result["scale"] == "tiny" and result["peak_bf16_tflops"] == 0.05 and list(result["rows"]) == rows
+    for key in ["lapo/lam", "laom_labels/lam", "bc/bc"]:
+        row = result["rows"][key]
+        assert row["status"] == "ok" and row["batch"] == 8 and row["flops_per_update"] > 0
+        assert row["mfu"] == pytest.approx(row["flops_per_update"] * row["updates_per_s"] / 0.05e12)
         samples = 8 + 2 if key == "laom_labels/lam" else 8  # its labeled batch: 128 per 512, 2 per 8
         assert row["samples_per_update"] == samples
-        assert eager["samples_per_s"] == pytest.approx(samples * eager["updates_per_s"])
+        assert row["samples_per_s"] == pytest.approx(samples * row["updates_per_s"])
         printed = next(line for line in lines if line.startswith(key))
-        assert printed.split()[3] == "eager" and f"{100 * eager['mfu']:.1f}%" in printed
-    assert result["stages"]["lapo/lam"]["flops_per_update"] > result["stages"]["bc/bc"]["flops_per_update"]
-    assert min(result["data_path"].values()) > 0
+        assert printed.split()[1] == "ok" and f"{100 * row['mfu']:.1f}%" in printed
+    assert result["rows"]["lapo/lam"]["flops_per_update"] > result["rows"]["bc/bc"]["flops_per_update"]
+    measured = {p.name for p in (out_dir / "runs").iterdir() if (p / "config.json").exists()}  # the stage rows' runs
+    assert {"lapo_lam", "lapo_lam-flops", "bc_bc"} <= measured and not list((out_dir / "runs").rglob("*.pt"))
+    assert sorted(p.parent.name for p in out_dir.rglob("*.pt")) == ["resume_train_bc", "train_bc"]  # the scripts' own
+    assert json.loads((out_dir / "scripts/train_bc/results.json").read_text())["stages"]["bc"]["bc/updates"] == 4
+    resumed = result["rows"]["resume:train_bc"]
+    assert resumed["status"] == "ok" and resumed["stopped_exit_code"] == 75 and resumed["resumed_exit_code"] == 0
+    assert 10 <= resumed["stopped_at_update"] < resumed["total_updates"]
+    assert min(v for k, v in result["rows"]["data_path"].items() if k.endswith("samples_per_s")) > 0
     assert set(result["projection_assumed_mfu"]["methods"]) == {"bc"}  # only BC's stages were all measured
     assert any(line.startswith("bc ") and "PROJECTION 50% MFU" in line for line in lines)
 
@@ -83,10 +95,12 @@ def test_peak_lookup_and_bad_input():
     assert db.peak_for("NVIDIA GH200 480GB") == 989
     assert db.peak_for("NVIDIA A100-SXM4-80GB") == 312
     assert db.peak_for("NVIDIA GeForce RTX 4090") is None
-    cmd = [sys.executable, "-m", "scripts.bench.device_bench", "--stages=[lapo/nope]"]
+    cmd = [sys.executable, "-m", "scripts.bench.device_bench", "--rows=[lapo/nope]"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith("device_bench: stages must be among ['lapo/lam'")
+    assert proc.stderr.strip().splitlines()[-1].startswith("device_bench: rows must be among ['lapo/lam'")
+    proc = subprocess.run(["bash", "scripts/bench/device_check.sh"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: bash scripts/bench/device_check.sh OUT_DIR")
 
 
 def test_paper_run_updates_and_figure8_grid_reuse():
@@ -115,16 +129,19 @@ def test_projection_of_one_laom_run_against_a_hand_formula():
     assert hand == pytest.approx(4.46, abs=0.005)
 
 
-def test_a_compiled_row_that_fails_is_recorded_and_the_projection_still_written(tmp_path):
-    """No C compiler (as in a Docker image without one): Inductor cannot build the compiled stage's kernels."""
-    out = tmp_path / "device_check.json"
-    cmd = [sys.executable, "-m", "scripts.bench.device_bench", "--stages=[bc/bc]", "--compile=compiled", "--windows=1"]
-    cmd += ["--peak_tflops=0.05", "--data_batches=2", f"--out={out}"]
+def test_a_row_that_fails_is_recorded_and_the_others_go_on(tmp_path):
+    """No C compiler (as in a Docker image without one): Inductor cannot build the compiled stage's kernels. The row
+    says why in one line, the rows after it run, the projection is still written."""
+    out_dir = tmp_path / "check"
+    cmd = [sys.executable, "-m", "scripts.bench.device_bench", "--rows=[bc/bc,bc/bc+compile,data_path]"]
+    cmd += ["--windows=1", "--peak_tflops=0.05", "--data_batches=2", f"--out_dir={out_dir}"]
     env = os.environ | {"OMP_NUM_THREADS": "1", "CXX": "/nonexistent/g++", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
-    failed = result["stages"]["bc/bc"]["compiled"]
-    assert failed.startswith("failed: ") and "\n" not in failed
-    assert any(line.startswith("bc/bc") and "compiled: failed (" in line for line in proc.stdout.splitlines())
+    result = json.loads((out_dir / "device_check.json").read_text())
+    failed = result["rows"]["bc/bc+compile"]
+    assert failed["status"] == "failed" and "\n" not in failed["error"], failed
+    assert any(line.startswith("bc/bc+compile") and " failed " in line for line in proc.stdout.splitlines())
+    assert result["rows"]["bc/bc"]["status"] == "ok" and result["rows"]["data_path"]["status"] == "ok"
+    assert "1 not ok: bc/bc+compile" in proc.stdout.strip().splitlines()[-1]
     assert set(result["projection_assumed_mfu"]["methods"]) == {"bc"}

@@ -130,11 +130,14 @@ def peak_for(name: str) -> Optional[float]:
     return None
 
 
-def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flops_batch: int) -> tuple[int, dict]:
+def count_flops(
+    key: str, data_path: str, device: torch.device, tiny: bool, flops_batch: int, run_dir: Optional[str] = None
+) -> tuple[int, dict]:
     """FLOPs of one update of a stage at `flops_batch` samples: the counter's total between two logged updates, and
-    the same per module (PyTorch's names: the class of the network, then its attribute path)."""
+    the same per module (PyTorch's names: the class of the network, then its attribute path). The stage stops after
+    them (nothing written)."""
     with FlopCounterMode(display=False) as counter:
-        log = run_stage(key, data_path, device, tiny, 2, 1, flops_batch, counter=counter)
+        log = run_stage(key, data_path, device, tiny, 2, 1, flops_batch, counter=counter, stop_after=2, run_dir=run_dir)
     if len(log.flops) < 2:
         raise RuntimeError(f"{key}: {len(log.flops)} logged updates while counting FLOPs; expected 2 or more")
     first, second = log.module_flops[:2]
@@ -249,16 +252,20 @@ def stage_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: boo
     spec = STAGES[key]
     batch = 8 if tiny else getattr(paper_config(spec), spec.section).batch_size
     row = {"batch": batch, "samples_per_update": samples_per_update(key, batch, device)}
+    run_dir = os.path.join(cfg.out_dir, "runs", name.replace("/", "_"))  # kept: a stage measured writes no checkpoint
     if not compiled:
         fb = cfg.flops_batch or (64 if device.type == "cuda" and not tiny else 4)
-        flops, _ = count_flops(key, _stage_data(os.path.join(data_dir, f"flops-{fb}.hdf5"), fb, 2), device, tiny, fb)
+        path = _stage_data(os.path.join(data_dir, f"flops-{fb}.hdf5"), fb, 2)
+        flops, _ = count_flops(key, path, device, tiny, fb, run_dir + "-flops")
         row["flops_per_update"] = flops * batch / fb
         row["flops_batch"] = fb
     if cfg.only_flops:
         return row
     window = cfg.window_updates or (2 if tiny else 10)
     path = _stage_data(os.path.join(data_dir, f"timing-{batch}.hdf5"), batch, (cfg.windows + 1) * window + 1)
-    spu, memory, warmup = time_stage(key, path, device, tiny, batch if tiny else None, window, cfg.windows, compiled)
+    spu, memory, warmup = time_stage(
+        key, path, device, tiny, batch if tiny else None, window, cfg.windows, compiled, run_dir
+    )
     row |= {"updates_per_s": 1 / spu, "samples_per_s": row["samples_per_update"] / spu, "peak_memory_gib": memory}
     return row | {"warmup_window_s": warmup}
 

@@ -267,11 +267,12 @@ def run_stage(
     compile: bool = False,
     counter: Optional[FlopCounterMode] = None,
     stop_after: Optional[int] = None,
+    run_dir: Optional[str] = None,
 ) -> WindowLog:
     """Runs one stage function of a method script for about `updates` updates (`batch` samples each; None: the
     config's), its networks built on `device`, and returns its window log; with `stop_after`, the stage ends after
-    that many logged updates (no final checkpoint, no final metrics). LAOM + supervision's labeled batch keeps its
-    ratio to the batch."""
+    that many logged updates (no final checkpoint, no final metrics). Its run directory: `run_dir`, else a temporary
+    one. LAOM + supervision's labeled batch keeps its ratio to the batch."""
     spec = STAGES[key]
     args = stage_args(key, spec, tiny, data_path, batch, updates)
     if key == "laom_labels/lam" and batch is not None:
@@ -284,7 +285,8 @@ def run_stage(
             )
         args += [f"--lapo.labeled_batch_size={int(labeled)}"]
     with tempfile.TemporaryDirectory() as tmp:
-        module, cfg = parse_stage_config(spec, args, device, tmp, log_every=log_every, compile=compile)
+        run_dir = run_dir or tmp
+        module, cfg = parse_stage_config(spec, args, device, run_dir, log_every=log_every, compile=compile)
         log = WindowLog(f"{spec.section}/step", counter, stop_after)
         run = dataclasses.replace(start_run(cfg), wandb=log)
         inputs = []
@@ -312,14 +314,16 @@ def time_stage(
     window: int,
     windows: int,
     compile: bool,
+    run_dir: Optional[str] = None,
 ):
     """(seconds per update, peak GPU memory in GiB or None, seconds of the warm-up window) of a stage: one warm-up
-    window and `windows` timed ones, then the stage stops (nothing written)."""
+    window and `windows` timed ones, then the stage stops (no checkpoint written; run_dir: as run_stage's)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    log = run_stage(key, data_path, device, tiny, (windows + 1) * window, window, batch, compile, None, windows + 1)
+    updates = (windows + 1) * window
+    log = run_stage(key, data_path, device, tiny, updates, window, batch, compile, None, windows + 1, run_dir)
     if len(log.times) < windows + 1:
         raise RuntimeError(f"{key}: {len(log.times)} logged windows; expected {windows + 1} (data too small?)")
     gaps = np.diff(log.times[: windows + 1]) / window
