@@ -1,14 +1,22 @@
-"""Per-stage speed, FLOPs and MFU on one GPU at the paper's configs; the data path beside the release's; the hours
-of the paper's runs projected from them, next to the paper's Table 2.
+"""The GPU box's one prepared check (scripts/bench/device_check.sh OUT_DIR): per-stage speed, FLOPs and MFU at the
+paper's configs, each method script's real command line run for a few updates, one run stopped and resumed, the data
+path beside the release's, and the hours of the paper's runs projected from them next to the paper's Table 2.
 
-    bash scripts/bench/device_check.sh                         # one H100 / H200: paper configs, bf16, under 8 min
-    python -m scripts.bench.device_bench --peak_tflops=989     # a GPU whose name is not in PEAK_BF16_TFLOPS
-    python -m scripts.bench.device_bench                       # without CUDA: says so, runs the CPU self-check (tiny)
-    python -m scripts.bench.device_bench --only_flops=true --device=cpu   # FLOPs per update at the paper configs on
-                                                               # a CPU, and the hours they project at an assumed MFU
+    bash scripts/bench/device_check.sh OUT_DIR                 # one H100 / H200: paper configs, bf16, under 8 min
+    python -m scripts.bench.device_bench --out_dir=OUT_DIR --peak_tflops=989   # a GPU not in PEAK_BF16_TFLOPS
+    python -m scripts.bench.device_bench --out_dir=OUT_DIR --device=cpu        # the CPU mode: tiny sizes
+    python -m scripts.bench.device_bench --only_flops=true --device=cpu        # FLOPs per update at the paper configs
+                                                               # on a CPU, and the hours they project at an assumed MFU
 
-Every stage is the method script's own stage function (train_<method>.<stage>), run on synthetic frames in the
-released layout (64 px, frame stack 3) at the config of configs/<method>.yaml, bf16 autocast on CUDA as in the paper:
+Rows (ROWS), the most telling first, each isolated: a stage row and the data path run in a process of their own
+(`--row=NAME`, its JSON under OUT_DIR/rows/), a script row is the script's own process; an out-of-memory error, a
+crash or a row that runs past row_timeout_s is recorded in its row and the next row runs. Rows not started within
+time_budget_s are recorded as skipped, so the whole check ends within time_budget_s + OVERRUN_S.
+
+Stage rows: the method script's own stage function (train_<method>.<stage>) on synthetic frames in the released
+layout (64 px, frame stack 3) at the config of configs/<method>.yaml, bf16 autocast on CUDA as in the paper, its
+networks built directly on the device (timing.networks_on), in a run directory of its own under OUT_DIR/runs/; the
+stage stops after its last timed window, before its final checkpoint and metrics (nothing written):
   updates/s, samples/s  median over timed windows of `window_updates` updates after one warm-up window (which holds
                         cudnn autotuning, or compilation for the compiled rows); the script's own logging cadence
                         (log_every = window_updates) marks the windows; samples count every sample of an update
@@ -19,13 +27,17 @@ released layout (64 px, frame stack 3) at the config of configs/<method>.yaml, b
                         at `flops_batch` samples and scaled to the stage's batch (the count is linear in the batch)
   MFU                   FLOPs / update x updates/s / the device's dense bf16 peak
 Stages given a frozen network (latent BC its LAM, the decoder its actor, IDM's BC its IDM) get one freshly built
-at the config: the cost of an update does not depend on its weights. Each stage runs eager and, for COMPILE_STAGES,
-with --compile=true (src/compile.py) while time_budget_s allows; a compiled row that fails (no C compiler for
-Inductor, a Triton error) is recorded as failed with its one-line reason and the rest of the script goes on.
+at the config: the cost of an update does not depend on its weights. `<stage>+compile` rows run with
+--compile=true (src/compile.py), after the eager ones; their MFU uses the eager row's FLOPs.
+
+Script rows: `script:<module>` runs `python -m <module> --config_path=configs/example/<method>.yaml` with the
+check's --device (auto by default, as a user runs it) and every stage counted in updates cut to script_updates, to
+its end (exit 0, results.json); `resume:train_bc` stops BC's example run with SIGTERM after its first periodic
+checkpoint (the preemption path: exit code 75) and runs the same command again, which must resume from that update.
 
 Data path: LAOM's stage-1 batches (512, offsets 1..10) as uint8 on the device, this project's (frames on the GPU,
 batched indexing: src.data) next to the release's (a per-sample Dataset + DataLoader): scripts.bench.timing's data
-path, the one scripts.bench.benchmark's rows time. The stages run through scripts.bench.timing too (STAGES, run_stage).
+path, the one scripts.bench.benchmark's rows time.
 
 Projection: hours of one paper run per method and of the Figure 8 grid (4 environments x 7 budgets x 3 seeds) with
 this project's stage reuse (LAPO and LAOM: one LAM and latent BC per environment and seed for all budgets), from the
@@ -115,7 +127,8 @@ class DeviceBenchConfig:
     data_batches: int = 20  # timed batches of each data path
     assumed_mfu: float = 0.5  # MFU of the projected hours when the speed was not measured here
     projection_peak_tflops: float = 989.0  # peak of the projection on a device with none (a CPU): H100 SXM
-    time_budget_s: float = 420.0  # rows not started after this many seconds are recorded as skipped
+    time_budget_s: float = 400.0  # rows not started after this many seconds are recorded as skipped; a row started
+    # before it gets at most OVERRUN_S more: the check ends within time_budget_s + OVERRUN_S
     row_timeout_s: float = 150.0  # a row still running after this long is killed and recorded as timed out
     script_updates: int = 20  # script rows: updates of each stage of the method script's example run
     seed: int = 0
@@ -227,12 +240,12 @@ SCRIPTS = {
 }
 STAGE1 = ["lapo/lam", "laom/lam", "laom_labels/lam", "idm/idm"]  # each method's first stage
 # The rows in the order they run, the most telling first: each method's stage 1, latent BC at scale 32 (its actor
-# carries most of a latent-action run's FLOPs), BC, the other stages; each script's real command line, one run
-# stopped by SIGTERM and resumed; the compiled stages; the data path (rows past the time budget are skipped).
-ROWS = STAGE1 + ["laom/latent_bc", "bc/bc"] + [k for k in STAGES if k not in STAGE1 + ["laom/latent_bc", "bc/bc"]]
-ROWS += (
-    [f"script:{m}" for m in SCRIPTS] + ["resume:train_bc"] + [f"{k}+compile" for k in COMPILE_STAGES] + ["data_path"]
-)
+# carries most of a latent-action run's FLOPs), BC; each script's real command line and one run stopped by SIGTERM
+# and resumed (does every script run on this GPU); the other stages; the data path; the compiled stages last.
+FIRST = STAGE1 + ["laom/latent_bc", "bc/bc"]
+ROWS = FIRST + [f"script:{m}" for m in SCRIPTS] + ["resume:train_bc"] + [k for k in STAGES if k not in FIRST]
+ROWS += ["data_path"] + [f"{k}+compile" for k in COMPILE_STAGES]
+OVERRUN_S = 45.0  # how far past time_budget_s the last row started may run
 RESUME_EVERY = 10  # resume row: updates between periodic checkpoints; SIGTERM once the first one is written
 
 
@@ -331,10 +344,11 @@ def _text(b) -> str:
     return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
 
 
-def _script_command(module: str, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, run_dir: Path) -> list:
-    """The method script's command line on its example config, each stage cut to a few updates."""
+def _script_command(module: str, cfg: DeviceBenchConfig, tiny: bool, run_dir: Path) -> list:
+    """The method script's command line on its example config with the check's --device (auto: as a user runs it),
+    each stage counted in updates cut to a few."""
     config_cls = importlib.import_module(module).Config
-    command = [sys.executable, "-m", module, f"--config_path={SCRIPTS[module]}", f"--device={device}"]
+    command = [sys.executable, "-m", module, f"--config_path={SCRIPTS[module]}", f"--device={cfg.device}"]
     command += [f"--run_dir={run_dir}", "--wandb_mode=disabled", f"--log_every={cfg.script_updates}"]
     for section in [f for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(f.type)]:
         fields = {f.name for f in dataclasses.fields(section.type)}
@@ -345,12 +359,12 @@ def _script_command(module: str, cfg: DeviceBenchConfig, device: torch.device, t
     return command
 
 
-def script_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, timeout: float) -> dict:
+def script_row(name: str, cfg: DeviceBenchConfig, tiny: bool, timeout: float) -> dict:
     """`script:<module>`: the method script's example run to its end (exit 0, results.json written)."""
     module = name.split(":", 1)[1]
     run_dir = Path(cfg.out_dir) / "scripts" / module
     shutil.rmtree(run_dir, ignore_errors=True)
-    code, text = _run(_script_command(module, cfg, device, tiny, run_dir), run_dir.with_suffix(".log"), timeout)
+    code, text = _run(_script_command(module, cfg, tiny, run_dir), run_dir.with_suffix(".log"), timeout)
     ok = code == 0 and (run_dir / "results.json").exists()
     row = {"status": "ok" if ok else "failed", "exit_code": code, "log": str(run_dir.with_suffix(".log"))}
     return row if ok else row | {"error": _last_line(text)}
@@ -361,14 +375,14 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def resume_row(cfg: DeviceBenchConfig, device: torch.device, tiny: bool, timeout: float) -> dict:
+def resume_row(cfg: DeviceBenchConfig, tiny: bool, timeout: float) -> dict:
     """`resume:train_bc`: BC's example run stopped by SIGTERM after its first periodic checkpoint (the preemption
     path: checkpoint after the update in progress, exit code 75), then the same command resumes it to its end."""
     run_dir = Path(cfg.out_dir) / "scripts" / "resume_train_bc"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     updates = 40 if tiny else 2000  # long enough that the signal lands while BC trains
-    command = _script_command("train_bc", cfg, device, tiny, run_dir)
+    command = _script_command("train_bc", cfg, tiny, run_dir)
     command += [f"--bc.total_updates={updates}", f"--checkpoint_every={RESUME_EVERY}", f"--log_every={RESUME_EVERY}"]
     command += ["--bc.eval_episodes=0"] + (["--bc.encoder_scale=1", "--bc.batch_size=16"] if tiny else [])
     deadline = time.perf_counter() + timeout
@@ -468,12 +482,12 @@ def main(cfg: DeviceBenchConfig) -> dict:
             results[row_name] = {"status": "skipped", "error": f"past time_budget_s={cfg.time_budget_s:g}"}
             _print_row(row_name, results[row_name])
             continue
-        timeout = min(cfg.row_timeout_s, left + 60)  # a row started inside the budget may finish a little past it
+        timeout = min(cfg.row_timeout_s, left + OVERRUN_S)  # a row started inside the budget may end a little past it
         started = time.perf_counter()
         if row_name.startswith("script:"):
-            row = script_row(row_name, cfg, device, tiny, timeout)
+            row = script_row(row_name, cfg, tiny, timeout)
         elif row_name.startswith("resume:"):
-            row = resume_row(cfg, device, tiny, timeout)
+            row = resume_row(cfg, tiny, timeout)
         else:
             row = _row_subprocess(row_name, timeout)
         row.setdefault("seconds", time.perf_counter() - started)
