@@ -76,6 +76,11 @@ class FakeCuda:
         patch(torch.cuda, "_queued_calls", [])
         patch(torch.cuda, "_lazy_seed_tracker", type(torch.cuda._lazy_seed_tracker)())
         patch(torch.cuda, "default_generators", ())
+        # What a run on CUDA sets for the process (src/optim.py: setup_backends; TF32 makes torch's float32 matmul
+        # precision "high"): put back after the test.
+        for flags, name in [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]:
+            patch(flags, name, getattr(flags, name))
+        patch(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
         self._patch = patch
         _Generator.restored = []
         if cached:

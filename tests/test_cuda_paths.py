@@ -14,6 +14,19 @@ import torch.nn as nn
 from src.checkpoint import restore_stage, save_stage
 from tests.fake_cuda import FakeCuda
 
+
+def _machine() -> tuple:
+    return (
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.benchmark,
+        torch.cuda.is_available(),
+        torch.cuda.is_initialized(),
+        len(torch.cuda.default_generators),
+    )
+
+
+MACHINE = _machine()  # this process before any test faked a GPU
+
 # ---------------------------------------------------------------- resuming a stage checkpoint on a GPU
 
 
@@ -58,7 +71,12 @@ def test_a_run_on_one_gpu_starts_with_its_device_index_explicit(tmp_path, monkey
     gpu = FakeCuda(count=2, patch=monkeypatch)
     run = start_run(RunConfig(device=device, run_dir=str(tmp_path / "run"), wandb_mode="disabled"))
     assert run.device == torch.device("cuda", 0) and gpu.current == 0
-    assert torch.cuda.current_device() == 0
+    assert torch.cuda.current_device() == 0 and torch.get_float32_matmul_precision() == "high"  # TF32, as on an H100
+
+
+def test_a_fake_gpu_leaves_the_process_as_it_found_it():
+    """The test before this one ran CUDA runs on the fake: TF32, cudnn benchmark and torch.cuda are as they were."""
+    assert _machine() == MACHINE
 
 
 def test_auto_on_a_cuda_build_without_a_gpu_says_so_and_runs_on_the_cpu(tmp_path, monkeypatch, capsys):
