@@ -253,10 +253,10 @@ def test_a_stage_estimates_its_networks_from_the_shapes_of_the_file_it_opens(mon
 
 
 def test_the_pinned_path_gives_the_plain_paths_batches_without_blocking_copies(monkeypatch):
-    """Host frames, CUDA compute (staging on), run on the CPU with the CUDA event and pinning stubbed: the same
-    batches as the plain path through a buffer that must grow and a short last batch (the decoder keeps its last
-    partial batch), masks included; and nothing goes to the device by a .to() of pageable memory (a blocking copy),
-    only through the staging buffers."""
+    """Host frames, CUDA compute (staging on), run on the CPU (torch.cuda.Event over tests/fake_cuda.py; pinned
+    buffers are plain memory): the same batches as the plain path through a buffer that must grow and a short last
+    batch (the decoder keeps its last partial batch), masks included; and nothing goes to the device by a .to() of
+    pageable memory (a blocking copy), only through the staging buffers."""
     import dataclasses
 
     from src import data as D
