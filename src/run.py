@@ -3,6 +3,7 @@
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import random
@@ -47,9 +48,26 @@ class RunConfig:
 
 
 def set_seed(seed: int) -> None:
+    """Seeds python's random, numpy and torch (the CPU and every CUDA device)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def stage_seed(seed: int, *parts) -> int:
+    """A seed for one part of a run (a stage, its data order, its final metrics), from the run's seed and the part's
+    names alone: the same whatever ran earlier in the process, so a resumed, skipped or reused stage leaves the next
+    one exactly as an uninterrupted run does. 32 bits (numpy's limit)."""
+    key = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+def seed_stage(seed: int, *parts) -> int:
+    """Seeds every random stream (set_seed) from stage_seed(seed, *parts, rank): each rank of a distributed run its
+    own streams (its augmentations and draws), the networks still starting from rank 0's (src/stage.py)."""
+    s = stage_seed(seed, *parts, dist.rank())
+    set_seed(s)
+    return s
 
 
 def get_device(name: str = "auto") -> torch.device:
@@ -237,6 +255,13 @@ class Run:
     device: torch.device
     wandb: object
     results: Results
+
+    def seed_stage(self, name: str) -> None:
+        """Called first thing in a stage, before its networks are built: every random stream (initialisation,
+        augmentations, draws) from (seed, stage name), so a stage starts the same whether the stages before it were
+        trained, resumed, skipped or loaded from another run. Arms of a study with one seed share the networks their
+        stages build alike (e.g. LAPO and masked LAPO)."""
+        seed_stage(self.cfg.seed, name)
 
 
 def start_run(cfg: RunConfig) -> Run:
