@@ -128,3 +128,41 @@ def test_stages_reused_from_another_run_give_the_numbers_of_the_full_run(baselin
     run(tmp_path / "both", monkeypatch, *reused)
     ignore = ("lapo/trained_updates", "bc/trained_updates")
     assert numbers(tmp_path / "both", ignore) == numbers(baseline, ignore)
+
+
+# ---------------------------------------------------------------- every script: its first stage, cut and resumed
+
+LAM = ["--lam_only=true", "--lapo.max_trajectories=1", "--lapo.batch_size=16", "--lapo.ridge_probe_samples=0"]
+FIRST_STAGES = {  # script: (example config, its first stage, arguments that end the run after it, tiny)
+    "train_laom": ("laom", "lapo", LAM),
+    "train_laom_labels": ("laom-labels", "lapo", [*LAM, "--lapo.labeled_batch_size=8"]),
+    "train_lapo_mask": ("lapo-mask", "lapo", LAM),
+    "train_idm": ("idm", "idm", ["--idm_only=true", "--idm.max_trajectories=2", "--idm.batch_size=16"]),
+    "train_bc": ("bc", "bc", ["--bc.max_trajectories=1", "--bc.batch_size=16", "--bc.eval_episodes=0"]),
+}
+
+
+@pytest.mark.parametrize("script", FIRST_STAGES)
+def test_every_script_resumes_its_first_stage_exactly(script, tmp_path, monkeypatch):
+    """The mechanism is the same for all six scripts (src/stage.py, src/run.py): each one's first stage, stopped
+    mid-stage and during its final metrics, gives the numbers of the uninterrupted stage."""
+    config, stage, args = FIRST_STAGES[script]
+    module = __import__(script)
+    args = [f"--config_path={ROOT / 'configs/example' / config}.yaml", "--wandb_mode=disabled", "--device=cpu", *args]
+    args += [f"--{stage}.total_updates=6"] if stage != "lapo" else []  # a LAM: an epoch of 1 trajectory, 5 updates
+    args += ["--log_every=4", "--checkpoint_every=100"]
+
+    def go(run_dir: Path, interrupt: str | None = None) -> int:
+        monkeypatch.setattr(sys, "argv", [script, f"--run_dir={run_dir}", *args])
+        monkeypatch.setenv("LAOM_INTERRUPT_AT", interrupt or "")
+        try:
+            main(module.train)
+        except SystemExit as e:
+            return e.code
+        return 0
+
+    assert go(tmp_path / "baseline") == 0
+    assert go(tmp_path / "run", f"{stage}:3") == INTERRUPTED_EXIT_CODE
+    assert go(tmp_path / "run", f"{stage}:final") == INTERRUPTED_EXIT_CODE
+    assert go(tmp_path / "run") == 0
+    assert numbers(tmp_path / "run") == numbers(tmp_path / "baseline")
