@@ -304,7 +304,8 @@ class _NoLogging:
 
 
 def main(train) -> None:
-    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume, a user
+    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume (during a
+    stage's updates the stage checkpoints and says so itself, src/stage.py), a user
     error (a stage checkpoint that cannot be used, a missing file, a config value: src/errors.py) with one line
     naming it and what to do. In a
     distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so.
@@ -316,8 +317,10 @@ def main(train) -> None:
         with user_errors(show=dist.is_main):
             train()
     except KeyboardInterrupt:
+        # Outside a stage's updates (those checkpoint and exit themselves, src/stage.py): loading data, final metrics.
         print(
-            "\ninterrupted: the last checkpoint of each stage is kept; run the same command to resume", file=sys.stderr
+            "\ninterrupted: finished stages and each stage's last checkpoint are kept; run the same command to resume",
+            file=sys.stderr,
         )
         sys.exit(130)
     except (RuntimeError, dist.DistBackendError) as e:

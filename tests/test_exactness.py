@@ -134,10 +134,10 @@ def test_stages_reused_from_another_run_give_the_numbers_of_the_full_run(baselin
 
 LAM = ["--lam_only=true", "--lapo.max_trajectories=1", "--lapo.batch_size=16", "--lapo.ridge_probe_samples=0"]
 FIRST_STAGES = {  # script: (example config, its first stage, arguments that end the run after it, tiny)
-    "train_laom": ("laom", "lapo", LAM),
-    "train_laom_labels": ("laom-labels", "lapo", [*LAM, "--lapo.labeled_batch_size=8"]),
+    "train_laom": ("laom", "lapo", [*LAM, "--lapo.eval_data_path=null"]),
+    "train_laom_labels": ("laom-labels", "lapo", [*LAM, "--lapo.labeled_batch_size=8", "--lapo.eval_data_path=null"]),
     "train_lapo_mask": ("lapo-mask", "lapo", LAM),
-    "train_idm": ("idm", "idm", ["--idm_only=true", "--idm.max_trajectories=2", "--idm.batch_size=16"]),
+    "train_idm": ("idm", "idm", ["--idm_only=true", "--idm.max_trajectories=1", "--idm.eval_data_path=null"]),
     "train_bc": ("bc", "bc", ["--bc.max_trajectories=1", "--bc.batch_size=16", "--bc.eval_episodes=0"]),
 }
 
