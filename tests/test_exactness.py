@@ -130,6 +130,24 @@ def test_stages_reused_from_another_run_give_the_numbers_of_the_full_run(baselin
     assert numbers(tmp_path / "both", ignore) == numbers(baseline, ignore)
 
 
+def test_a_resumed_data_stream_continues_the_uninterrupted_one():
+    """infinite_epochs from batch k (a stage resumed after update k) yields what the stream from 0 yields after its
+    first k batches, across epoch boundaries, whatever the global random state; each epoch is another permutation."""
+    from src.data import load_dataset
+    from src.optim import infinite_epochs
+
+    data = load_dataset(str(EXAMPLE), "cpu", 3, min_offset=1, load_states=False, max_trajectories=1)
+    valid = data.valid_indices(1)  # 99 transitions: 20 batches of 16 span three epochs
+    assert len(valid) == 99
+    whole = infinite_epochs(data, valid, 16, seed=7)
+    first = [next(whole) for _ in range(20)]
+    for k in (0, 5, 6, 13):
+        torch.manual_seed(k)
+        resumed = infinite_epochs(data, valid, 16, seed=7, start=k)
+        assert all(torch.equal(next(resumed), b) for b in first[k:])
+    assert not all(torch.equal(a, b) for a, b in zip(first[:6], first[6:12], strict=True))  # two epochs differ
+
+
 # ---------------------------------------------------------------- every script: its first stage, cut and resumed
 
 LAM = ["--lam_only=true", "--lapo.max_trajectories=1", "--lapo.batch_size=16", "--lapo.ridge_probe_samples=0"]
