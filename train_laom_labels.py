@@ -164,9 +164,11 @@ class LAOMLabels(nn.Module):
         # Latent FDM: [sg(e_t), z] -> h, then z re-fed at every layer -> predicted embedding of o_{t+1}.
         z_dim = c.latent_action_dim
         self.fdm = ReFedMLP(emb_dim + z_dim, z_dim, c.obs_head_dim, emb_dim, 3, c.obs_head_dropout)
-        # The supervision: true actions must be a linear function of the latent action.
-        self.action_head = nn.Linear(z_dim, act_dim)
         self.apply(weight_init)
+        # The supervision: true actions must be a linear function of the latent action. Built last, so that the
+        # rest starts as LAOM's with the same seed (src/run.py: the stage's seed).
+        self.action_head = nn.Linear(z_dim, act_dim)
+        self.action_head.apply(weight_init)
 
     def encode(self, obs: torch.Tensor, encoder: Optional[nn.Module] = None) -> torch.Tensor:
         """[N, 3k, H, W] -> [N, D] (flattened, optionally normalised); `encoder` replaces the online one."""

@@ -148,6 +148,28 @@ def test_a_resumed_data_stream_continues_the_uninterrupted_one():
     assert not all(torch.equal(a, b) for a, b in zip(first[:6], first[6:12], strict=True))  # two epochs differ
 
 
+@pytest.mark.parametrize("pair", [("train_laom", "train_laom_labels"), ("train_lapo", "train_lapo_mask")])
+def test_arms_with_one_seed_start_from_the_same_lam(pair):
+    """Seeded from (seed, stage name), not from the method: LAOM and LAOM + supervision start from the same LAM (the
+    supervised head is built last, after it), LAPO and masked LAPO from the same LAM."""
+    from src.data import Shapes
+    from src.run import seed_stage
+
+    lams = []
+    for name in pair:
+        module = __import__(name)
+        cfg = module.Config()
+        cfg.lapo.encoder_scale, cfg.lapo.latent_action_dim = 1, 32
+        for field in ("act_head_dim", "obs_head_dim"):
+            if hasattr(cfg.lapo, field):
+                setattr(cfg.lapo, field, 32)
+        seed_stage(cfg.seed, "lapo")
+        lams.append(module.build_models(cfg, Shapes(act_dim=6, state_dim=17, img_hw=64), "lam")["lam"].state_dict())
+    first, second = lams
+    shared = [k for k in first if k in second]
+    assert len(shared) == len(first) and all(torch.equal(first[k], second[k]) for k in shared)
+
+
 # ---------------------------------------------------------------- every script: its first stage, cut and resumed
 
 LAM = ["--lam_only=true", "--lapo.max_trajectories=1", "--lapo.batch_size=16", "--lapo.ridge_probe_samples=0"]
