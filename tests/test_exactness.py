@@ -94,11 +94,13 @@ def test_a_run_interrupted_anywhere_and_rerun_gives_the_uninterrupted_numbers(ba
     # Between stages.
     assert run(run_dir, monkeypatch, interrupt="lapo:end") == INTERRUPTED_EXIT_CODE
     assert (run_dir / "lam.metrics.json").exists() and not (run_dir / "latent_bc.pt").exists()
-    # Preempted (SIGTERM) mid-stage in latent BC.
-    assert run(run_dir, monkeypatch, interrupt="bc:5:SIGTERM") == PREEMPTED_EXIT_CODE
-    assert step_of(run_dir / "latent_bc.pt") == (5, False)
-    assert "bc: stopped after update 5 of 6 on signal SIGTERM" in capfd.readouterr().err
-    # During the decoder's evaluation.
+    # Preempted (SIGTERM) after latent BC's last update: the stage is finished, its final metrics are not.
+    assert run(run_dir, monkeypatch, interrupt="bc:6:SIGTERM") == PREEMPTED_EXIT_CODE
+    assert step_of(run_dir / "latent_bc.pt") == (6, True) and not (run_dir / "latent_bc.metrics.json").exists()
+    assert "bc: stopped after update 6 of 6 on signal SIGTERM" in capfd.readouterr().err
+    # Mid-stage in the decoder (its epochs keep their last partial batch), then during its evaluation.
+    assert run(run_dir, monkeypatch, interrupt="decoder:3") == INTERRUPTED_EXIT_CODE
+    assert step_of(run_dir / "decoder.pt") == (3, False)
     assert run(run_dir, monkeypatch, interrupt="decoder:final") == INTERRUPTED_EXIT_CODE
     assert not (run_dir / "decoder.metrics.json").exists()
     assert run(run_dir, monkeypatch) == 0
