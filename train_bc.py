@@ -100,6 +100,7 @@ def train_bc(run: Run) -> Actor:
         networks=networks,
     )
     valid = data.valid_indices(0)
+    run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor = build_models(cfg, data.shapes)["actor"].to(run.device)
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
@@ -109,7 +110,9 @@ def train_bc(run: Run) -> Actor:
     objects = {"actor": actor, "optim": optim, "sched": sched}
     stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size, flag="--bc.batch_size")
+    batches = infinite_epochs(
+        data, valid, c.batch_size, flag="--bc.batch_size", seed=stage.data_seed, start=stage.start
+    )
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack)
         obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]

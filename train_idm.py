@@ -208,6 +208,7 @@ def train_idm(run: Run) -> IDM:
         )
         check_compatible(data, eval_data, "evaluation")
     valid = data.valid_indices(c.future_obs_offset)
+    run.seed_stage("idm")  # its random streams from (seed, stage name) alone, before its networks
     idm = build_models(cfg, data.shapes, "idm")["idm"].to(device)
     compile_networks(cfg.compile, idm)
     optim = make_optimizer(idm, "adam", c.learning_rate, c.weight_decay)
@@ -216,7 +217,9 @@ def train_idm(run: Run) -> IDM:
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"idm": idm, "optim": optim, "sched": sched}
     stage = Stage("idm", "idm.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
-    batches = infinite_epochs(data, valid, c.batch_size, flag="--idm.batch_size")
+    batches = infinite_epochs(
+        data, valid, c.batch_size, flag="--idm.batch_size", seed=stage.data_seed, start=stage.start
+    )
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
         obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]
@@ -267,6 +270,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
         networks=networks,
     )
     valid = data.valid_indices(1)
+    run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor = build_models(cfg, data.shapes, "actor")["actor"].to(device)
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
@@ -275,7 +279,9 @@ def train_bc(run: Run, idm: IDM) -> Actor:
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "optim": optim, "sched": sched}
     stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
-    batches = infinite_epochs(data, valid, c.batch_size, flag="--bc.batch_size")
+    batches = infinite_epochs(
+        data, valid, c.batch_size, flag="--bc.batch_size", seed=stage.data_seed, start=stage.start
+    )
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]

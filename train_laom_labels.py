@@ -164,9 +164,11 @@ class LAOMLabels(nn.Module):
         # Latent FDM: [sg(e_t), z] -> h, then z re-fed at every layer -> predicted embedding of o_{t+1}.
         z_dim = c.latent_action_dim
         self.fdm = ReFedMLP(emb_dim + z_dim, z_dim, c.obs_head_dim, emb_dim, 3, c.obs_head_dropout)
-        # The supervision: true actions must be a linear function of the latent action.
-        self.action_head = nn.Linear(z_dim, act_dim)
         self.apply(weight_init)
+        # The supervision: true actions must be a linear function of the latent action. Built last, so that the
+        # rest starts as LAOM's with the same seed (src/run.py: the stage's seed).
+        self.action_head = nn.Linear(z_dim, act_dim)
+        self.action_head.apply(weight_init)
 
     def encode(self, obs: torch.Tensor, encoder: Optional[nn.Module] = None) -> torch.Tensor:
         """[N, 3k, H, W] -> [N, D] (flattened, optionally normalised); `encoder` replaces the online one."""
@@ -347,6 +349,7 @@ def train_lam(run: Run) -> LAOMLabels:
         )
         check_compatible(data, eval_data, "evaluation")
 
+    run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "lam", "probes")
     lam, probes = models["lam"].to(device), models["probes"].to(device)
     # Target of the FDM: an EMA copy of the encoder made at initialisation (released code), or the online encoder
@@ -378,7 +381,9 @@ def train_lam(run: Run) -> LAOMLabels:
     lam.train()
     if target_encoder is not None:
         target_encoder.eval()
-    batches = infinite_epochs(data, valid, c.batch_size, flag="--lapo.batch_size")
+    batches = infinite_epochs(
+        data, valid, c.batch_size, flag="--lapo.batch_size", seed=stage.data_seed, start=stage.start
+    )
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
         return ridge_probe(
@@ -459,6 +464,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
         networks=networks,
     )
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
+    run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "actor", "debug_head")
     actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
     compile_networks(cfg.compile, actor)
@@ -479,7 +485,9 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
         updates_per_epoch=batches_per_epoch,
     )
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size, flag="--bc.batch_size")
+    batches = infinite_epochs(
+        data, valid, c.batch_size, flag="--bc.batch_size", seed=stage.data_seed, start=stage.start
+    )
     for step in stage.updates():
         b = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
@@ -538,6 +546,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     )
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
+    run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
@@ -547,7 +556,9 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
     stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
+    batches = infinite_epochs(
+        data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size", seed=stage.data_seed, start=stage.start
+    )
     for step in stage.updates():
         b = data.batch(next(batches), frame_stack)
         obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]

@@ -387,6 +387,7 @@ def train_lam(run: Run) -> LAPO:
         with_masks=True,  # the masks go where the frames go: counted with them
     )
     valid = data.valid_indices(c.future_obs_offset)
+    run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "lam", "probe")
     lam, probe = models["lam"].to(device), models["probe"].to(device)
     compile_networks(cfg.compile, lam)
@@ -407,7 +408,9 @@ def train_lam(run: Run) -> LAPO:
         batch_size=c.batch_size,
         updates_per_epoch=batches_per_epoch,
     )
-    batches = infinite_epochs(data, valid, c.batch_size, flag="--lapo.batch_size")
+    batches = infinite_epochs(
+        data, valid, c.batch_size, flag="--lapo.batch_size", seed=stage.data_seed, start=stage.start
+    )
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
         return ridge_probe(
@@ -496,6 +499,7 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
         networks=networks,
     )
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
+    run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "actor", "debug_head")
     actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
     compile_networks(cfg.compile, actor)
@@ -516,7 +520,9 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
         updates_per_epoch=batches_per_epoch,
     )
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size, flag="--bc.batch_size")
+    batches = infinite_epochs(
+        data, valid, c.batch_size, flag="--bc.batch_size", seed=stage.data_seed, start=stage.start
+    )
     for step in stage.updates():
         b = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
@@ -575,6 +581,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     )
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
+    run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
@@ -584,7 +591,9 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
     stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
+    batches = infinite_epochs(
+        data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size", seed=stage.data_seed, start=stage.start
+    )
     for step in stage.updates():
         b = data.batch(next(batches), frame_stack)
         obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]

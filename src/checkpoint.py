@@ -61,6 +61,7 @@ def restore_stage(
     device: torch.device | str = "cpu",
     stage: str = "",
     config=None,
+    extra: dict | None = None,
 ) -> tuple[int, bool]:
     """Restores a stage from its checkpoint. Returns (first update to run, whether the stage is finished).
 
@@ -71,6 +72,7 @@ def restore_stage(
     stage, config: the stage's name (its config section, e.g. "lapo") and the run's config, for the errors: a
     checkpoint that cannot be read, or that holds networks of another shape, is a CheckpointError naming the file,
     the stage, what to do and (from the config.json beside the checkpoint) the config fields that differ.
+    extra: filled with the checkpoint's extra state (save_stage), when it has one.
     """
     stage = stage or Path(path).stem
     if load_from:
@@ -85,6 +87,7 @@ def restore_stage(
             )
         modules = {name: obj for name, obj in objects.items() if isinstance(obj, nn.Module)}
         _load(Path(load_from), state, modules, f"the {stage} checkpoint given with {given}", todo, config)
+        _restore_extra(state, extra)
         return state["step"], True
     todo = f"remove it and run the same command: the {stage} stage is trained again, from the stages before it"
     state = _read(Path(path), f"the run's {stage} stage checkpoint", todo)
@@ -93,7 +96,19 @@ def restore_stage(
     _load(Path(path), state, objects, f"the run's {stage} stage checkpoint", todo, config)
     if not state["done"]:
         restore_rng(state["rng"], state["step"])
+    _restore_extra(state, extra)
     return state["step"], state["done"]
+
+
+def _restore_extra(state: dict, extra: dict | None) -> None:
+    """This rank's extra state of a checkpoint into `extra` (a distributed checkpoint holds one per rank; a rank
+    beyond those saved gets none)."""
+    saved = state.get("extra")
+    if extra is None or saved is None:
+        return
+    saved = saved if isinstance(saved, list) else [saved]
+    if dist.rank() < len(saved) and saved[dist.rank()] is not None:
+        extra.update(saved[dist.rank()])
 
 
 def _read(path: Path, what: str, todo: str) -> dict | None:
@@ -168,12 +183,15 @@ def restore_rng(saved: dict | list, step: int) -> None:
         set_seed(1_000_003 * step + r)
 
 
-def save_stage(path: Path, objects: dict, step: int, done: bool) -> None:
-    """Atomic stage checkpoint: the objects' state dicts, the update count, RNG states and whether it finished.
-    In a distributed run every rank calls it (the RNG states of all ranks are gathered) and rank 0 writes."""
-    states = dist.gather_objects(rng_state())
+def save_stage(path: Path, objects: dict, step: int, done: bool, extra: dict | None = None) -> None:
+    """Atomic stage checkpoint: the objects' state dicts, the update count, RNG states, whether it finished and
+    `extra` (the stage's own state: its loss window, src/stage.py). In a distributed run every rank calls it (the
+    RNG states of all ranks are gathered) and rank 0 writes."""
+    states, extras = zip(*dist.gather_objects((rng_state(), extra)), strict=True)
     if not dist.is_main():
         return
     state = {"objects": {k: v.state_dict() for k, v in objects.items()}, "step": step, "done": done}
-    state["rng"] = states if dist.active() else states[0]
+    state["rng"] = list(states) if dist.active() else states[0]
+    if extra is not None:
+        state["extra"] = list(extras) if dist.active() else extras[0]
     save_checkpoint(path, state)

@@ -205,13 +205,16 @@ class TrajectoryData:
             out["states"] = self.states[dev_idx]
         return out
 
-    def epoch(self, valid: torch.Tensor, batch_size: int, drop_last: bool = True) -> Iterator[torch.Tensor]:
+    def epoch(
+        self, valid: torch.Tensor, batch_size: int, drop_last: bool = True, generator: torch.Generator | None = None
+    ) -> Iterator[torch.Tensor]:
         """Shuffled batches of indices from `valid`, without replacement. drop_last: the last partial batch is
         dropped (unless the data holds less than one batch); otherwise it is the epoch's last, smaller batch.
         batch_size is the global batch: in a distributed run each rank draws batch_size / world_size from its share
-        of the trajectories (and its epochs run over that share)."""
+        of the trajectories (and its epochs run over that share). generator: the permutation's (on valid's device;
+        None: the global random state)."""
         batch_size = dist.local_batch(batch_size)
-        perm = valid[torch.randperm(len(valid), device=valid.device)]
+        perm = valid[torch.randperm(len(valid), device=valid.device, generator=generator)]
         for i in range(num_batches(len(valid), batch_size, drop_last)):
             yield perm[i * batch_size : (i + 1) * batch_size]
 

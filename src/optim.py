@@ -2,6 +2,7 @@
 learning-rate schedules, EMA targets, the NaN guard and the epoch-after-epoch batch stream."""
 
 import contextlib
+import itertools
 import math
 from pathlib import Path
 
@@ -139,14 +140,25 @@ class NanGuard:
             raise FloatingPointError(f"{self.stage}: the loss became NaN or infinite at update {step}{where}")
 
 
-def infinite_epochs(data, valid: torch.Tensor, batch_size: int, drop_last: bool = True, flag: str = "batch_size"):
+def infinite_epochs(
+    data,
+    valid: torch.Tensor,
+    batch_size: int,
+    drop_last: bool = True,
+    flag: str = "batch_size",
+    seed: int | None = None,
+    start: int = 0,
+):
     """Batches of indices, epoch after epoch (a fresh permutation each epoch; see TrajectoryData.epoch). A batch
     larger than the samples of `valid` (of all ranks) is refused here, naming the config field `flag`: an epoch
-    draws without replacement."""
+    draws without replacement. Epoch e is permuted by its own generator seeded seed + e (seed None: by the global
+    random state), and the stream begins at batch `start`: a resumed stage draws the batches an uninterrupted run
+    would draw next."""
     check_batch_size(flag, batch_size, dist.total(len(valid)), data.path)
 
     def epochs():
-        while True:
-            yield from data.epoch(valid, batch_size, drop_last)
+        for epoch in itertools.count():
+            gen = None if seed is None else torch.Generator(valid.device).manual_seed(seed + epoch)
+            yield from data.epoch(valid, batch_size, drop_last, gen)
 
-    return epochs()
+    return itertools.islice(epochs(), start, None)  # skipping slices index permutations only: cheap

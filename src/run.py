@@ -3,6 +3,7 @@
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import random
@@ -47,9 +48,26 @@ class RunConfig:
 
 
 def set_seed(seed: int) -> None:
+    """Seeds python's random, numpy and torch (the CPU and every CUDA device)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def stage_seed(seed: int, *parts) -> int:
+    """A seed for one part of a run (a stage, its data order, its final metrics), from the run's seed and the part's
+    names alone: the same whatever ran earlier in the process, so a resumed, skipped or reused stage leaves the next
+    one exactly as an uninterrupted run does. 32 bits (numpy's limit)."""
+    key = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+def seed_stage(seed: int, *parts) -> int:
+    """Seeds every random stream (set_seed) from stage_seed(seed, *parts, rank): each rank of a distributed run its
+    own streams (its augmentations and draws), the networks still starting from rank 0's (src/stage.py)."""
+    s = stage_seed(seed, *parts, dist.rank())
+    set_seed(s)
+    return s
 
 
 def get_device(name: str = "auto") -> torch.device:
@@ -256,6 +274,13 @@ class Run:
     wandb: object
     results: Results
 
+    def seed_stage(self, name: str) -> None:
+        """Called first thing in a stage, before its networks are built: every random stream (initialisation,
+        augmentations, draws) from (seed, stage name), so a stage starts the same whether the stages before it were
+        trained, resumed, skipped or loaded from another run. Arms of a study with one seed share the networks their
+        stages build alike (e.g. LAPO and masked LAPO)."""
+        seed_stage(self.cfg.seed, name)
+
 
 def start_run(cfg: RunConfig) -> Run:
     """Device and precision, seeds, the run directory (checked and locked), wandb and results.json.
@@ -300,7 +325,8 @@ class _NoLogging:
 
 
 def main(train) -> None:
-    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume, a user
+    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume (during a
+    stage's updates the stage checkpoints and says so itself, src/stage.py), a user
     error (a stage checkpoint that cannot be used, a missing file, a config value: src/errors.py) with one line
     naming it and what to do. In a
     distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so.
@@ -312,8 +338,10 @@ def main(train) -> None:
         with user_errors(show=dist.is_main):
             train()
     except KeyboardInterrupt:
+        # Outside a stage's updates (those checkpoint and exit themselves, src/stage.py): loading data, final metrics.
         print(
-            "\ninterrupted: the last checkpoint of each stage is kept; run the same command to resume", file=sys.stderr
+            "\ninterrupted: finished stages and each stage's last checkpoint are kept; run the same command to resume",
+            file=sys.stderr,
         )
         sys.exit(130)
     except (RuntimeError, dist.DistBackendError) as e:

@@ -19,16 +19,23 @@ In a distributed run (src/dist.py) every rank runs the stage: its networks start
 guard stops every rank together, the final metrics are the mean over ranks of each rank's numbers, and only rank 0
 writes checkpoints, metrics and results and shows the progress bar.
 
-Preemption: while a stage trains, SIGUSR1 (SLURM's warning before a time limit or preemption, see
-scripts/slurm/run_job.sh) and SIGTERM only set a flag; after the update in progress the stage writes its checkpoint
-and the process exits with PREEMPTED_EXIT_CODE. The same command run again resumes from that update. Outside the
-update loops the two signals keep their usual effect. In a distributed run the ranks agree on the update to stop
-after at the logging cadence (`log_every`, where the loop already syncs), so a signal is acted on within log_every
-updates.
+Stopping (preemption, Ctrl-C): while a stage trains, SIGUSR1 (SLURM's warning before a time limit or preemption,
+see scripts/slurm/run_job.sh), SIGTERM and SIGINT (Ctrl-C) only set a flag; after the update in progress the stage
+writes its checkpoint, says after which update it stopped and exits with PREEMPTED_EXIT_CODE (130 for Ctrl-C). The
+same command run again resumes from that update; a second Ctrl-C stops at once (the last checkpoint is kept).
+Outside the update loops the signals keep their usual effect. In a distributed run the ranks agree on the update to
+stop after at the logging cadence (`log_every`, where the loop already syncs), so a signal is acted on within
+log_every updates.
+
+Exactness: a stage's random streams come from (seed, stage name) alone (Run.seed_stage before its networks are
+built, `data_seed` for its epochs' order, (seed, stage name, "final") for its final metrics), and its checkpoint
+holds its loss window and final training loss: a run interrupted anywhere and run again, one whose stages are all
+skipped and one that loads stages from another run's checkpoints give the numbers of the uninterrupted run.
 """
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -43,15 +50,28 @@ from src.checkpoint import restore_stage, save_stage
 from src.errors import ConfigError
 from src.files import write_json
 from src.optim import NanGuard
-from src.run import Stopwatch
+from src.run import Stopwatch, seed_stage, stage_seed
 
-PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 PREEMPTED_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped on a signal after a checkpoint; run again to resume
-_preempted: list[int] = []  # the preemption signals received by this process
+INTERRUPTED_EXIT_CODE = 130  # stopped on Ctrl-C after a checkpoint (128 + SIGINT, as a shell reports it)
+_stop_signals: list[int] = []  # the stop signals received by this process while a stage trained
 
 
-def _on_preemption_signal(signum, frame) -> None:
-    _preempted.append(signum)
+def _on_stop_signal(signum, frame) -> None:
+    if signum == signal.SIGINT and signal.SIGINT in _stop_signals:
+        raise KeyboardInterrupt  # a second Ctrl-C: stop now, the stage's last checkpoint is kept
+    _stop_signals.append(signum)
+
+
+def interrupt_point(stage: str, point: str) -> None:
+    """A test hook: LAOM_INTERRUPT_AT=<stage>:<point>[:<signal>] sends the signal (SIGINT unless named) to this
+    process when stage `stage` reaches `point`: "<n>" after its update n, "trained" after its last update (final
+    checkpoint written, final metrics not), "final" with its final metrics computed but not yet written, "end" once
+    they are recorded (between stages). The tests interrupt a run at a chosen place this way, never after a time."""
+    at = os.environ.get("LAOM_INTERRUPT_AT", "").split(":")
+    if at[:2] == [stage, point]:
+        os.kill(os.getpid(), getattr(signal, at[2] if len(at) > 2 else "SIGINT"))
 
 
 class Stage:
@@ -82,13 +102,19 @@ class Stage:
         self.load_from, self.reuse_metrics = load_from, reuse_metrics
         self.batch_size, self.updates_per_epoch = batch_size, updates_per_epoch
         self.clock = Stopwatch()  # the stage's wall time, for results.json
-        self.start, self.done = restore_stage(self.ckpt, objects, load_from, device, name, run.cfg)
+        saved = {}  # the loss window and final training loss of the checkpoint, if any
+        self.start, self.done = restore_stage(self.ckpt, objects, load_from, device, name, run.cfg, saved)
         dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
         self.skipped = self.done  # nothing trained in this process
         self.guard = NanGuard(name, device)
         self.bar = None
         self._loss_sum, self._loss_count = None, 0  # the loss summed on the device over the current log window
         self.final_train_loss = None  # mean training loss over the last complete log window (a final metric)
+        if saved.get("loss_sum") is not None:
+            self._loss_sum = saved["loss_sum"].to(device)
+        self._loss_count = saved.get("loss_count", 0)
+        self.final_train_loss = saved.get("final_train_loss")
+        self.data_seed = stage_seed(run.cfg.seed, name, "data", dist.rank())  # its epochs' order (infinite_epochs)
         if not dist.is_main():
             pass
         elif load_from:
@@ -110,38 +136,56 @@ class Stage:
             disable=not dist.is_main(),
         )
         self._window = Stopwatch()
+        _stop_signals.clear()
         main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
-        previous = {s: signal.signal(s, _on_preemption_signal) for s in PREEMPTION_SIGNALS} if main_thread else {}
+        # SIGINT is left alone where it is ignored (a background job without job control)
+        handled = [s for s in STOP_SIGNALS if s != signal.SIGINT or signal.getsignal(s) is signal.default_int_handler]
+        previous = {s: signal.signal(s, _on_stop_signal) for s in handled} if main_thread else {}
         try:
             for step in self.bar:
                 yield step
+                interrupt_point(self.name, str(step + 1))
                 if self._preempted_after(step):  # update `step` is complete: checkpoint after it and stop
-                    self.guard.check(self.ckpt)
-                    save_stage(self.ckpt, self.objects, step + 1, done=False)
-                    self.bar.close()
-                    why = f"signal {signal.Signals(_preempted[0]).name}" if _preempted else "another rank's signal"
-                    if dist.is_main():
-                        tqdm.write(
-                            f"{self.name}: checkpointed at update {step + 1} of {self.total} on {why} "
-                            f"({self.ckpt}); run the same command to resume"
-                        )
-                    sys.exit(PREEMPTED_EXIT_CODE)
+                    self._stop(step + 1)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         self.guard.check(self.ckpt)
-        save_stage(self.ckpt, self.objects, self.total, done=True)
+        save_stage(self.ckpt, self.objects, self.total, done=True, extra=self._saved())
         self.done = True
+        interrupt_point(self.name, "trained")
+
+    def _stop(self, n: int) -> None:
+        """Checkpoints after update n, says so, and exits (130 on Ctrl-C, PREEMPTED_EXIT_CODE otherwise)."""
+        self.guard.check(self.ckpt)
+        save_stage(self.ckpt, self.objects, n, done=n >= self.total, extra=self._saved())
+        self.bar.close()
+        ctrl_c = signal.SIGINT in _stop_signals
+        why = "another rank's signal"
+        if _stop_signals:
+            why = "Ctrl-C" if ctrl_c else f"signal {signal.Signals(_stop_signals[0]).name}"
+        if dist.is_main():
+            tqdm.write(
+                f"{self.name}: stopped after update {n} of {self.total} on {why}; run the same command again to "
+                f"resume from there ({self.ckpt})",
+                file=sys.stderr,
+            )
+        sys.exit(INTERRUPTED_EXIT_CODE if ctrl_c else PREEMPTED_EXIT_CODE)
+
+    def _saved(self) -> dict:
+        """What the checkpoint keeps of the stage itself: the loss window in progress and the final training loss."""
+        loss_sum = None if self._loss_sum is None else self._loss_sum.cpu()
+        return {"loss_sum": loss_sum, "loss_count": self._loss_count, "final_train_loss": self.final_train_loss}
 
     def _preempted_after(self, step: int) -> bool:
         """Whether to checkpoint and stop after update `step`: at once in one process; in a distributed run when
         any rank got a signal, decided by all ranks together at the logging cadence (they stop after the same
         update, so none waits in a collective for a rank that has left)."""
         if not dist.active():
-            return bool(_preempted)
+            return bool(_stop_signals)
         if not self.every(self.run.log_every, step):
             return False
-        return dist.total(int(bool(_preempted))) > 0
+        return dist.total(int(bool(_stop_signals))) > 0
 
     def every(self, num_updates: int, step: int) -> bool:
         """Whether update `step` (0-based) completes a multiple of num_updates."""
@@ -173,16 +217,18 @@ class Stage:
             self._window = Stopwatch()
         if n % self.run.checkpoint_every == 0 and n < self.total:
             self.guard.check(self.ckpt)
-            save_stage(self.ckpt, self.objects, n, done=False)
+            save_stage(self.ckpt, self.objects, n, done=False, extra=self._saved())
 
     @property
     def metrics_path(self) -> Path:
         return self.ckpt.with_suffix(".metrics.json")
 
     def final_metrics(self, compute: Callable[[], dict]) -> dict:
-        """The stage's final metrics: `compute()` once, when the stage has just been trained (or has none stored);
-        a stage finished earlier returns what it stored then, a reused one (reuse_metrics) its base run's. The
-        metrics are logged, written beside the checkpoint and recorded in results.json."""
+        """The stage's final metrics: `compute()` once, when the stage has just been trained (or has none stored),
+        its random streams seeded from (seed, stage name, "final"); a stage finished earlier returns what it stored
+        then, a reused one (reuse_metrics) its base run's. The metrics are logged, written beside the checkpoint and
+        recorded in results.json. trained_updates: the updates this run trained (all of them, over however many
+        processes; 0 for a stage loaded from another run)."""
         stored = None
         if self.load_from and self.reuse_metrics:
             stored = _read_metrics(Path(self.load_from).with_suffix(".metrics.json"))
@@ -191,16 +237,18 @@ class Stage:
         if stored is not None:
             metrics = stored if not self.load_from else {**stored, f"{self.name}/trained_updates": 0}
         else:
-            trained = 0 if self.skipped else self.total - self.start
+            seed_stage(self.run.seed, self.name, "final")  # the same draws whenever and wherever they are computed
             computed = compute()
-            if self.final_train_loss is not None:  # mean loss of the last log_every updates trained here
+            if self.final_train_loss is not None:  # mean loss of the stage's last complete log window
                 computed[f"{self.name}/final_train_loss"] = self.final_train_loss
             metrics = {**_mean_over_ranks(computed), f"{self.name}/updates": self.total}
-            metrics[f"{self.name}/trained_updates"] = trained
+            metrics[f"{self.name}/trained_updates"] = 0 if self.load_from else self.total  # by this run
+            interrupt_point(self.name, "final")
             if dist.is_main():
                 write_json(self.metrics_path, metrics)
         self.wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, list)})
         self.results.stage(self.name, self.clock(), metrics, skipped=self.skipped)
+        interrupt_point(self.name, "end")
         return metrics
 
 

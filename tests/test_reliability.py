@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -162,31 +161,32 @@ def test_resume_message_and_loss_on_the_progress_bar(tmp_path, monkeypatch, caps
     assert "loss=" in captured.err  # the progress bar
 
 
-def test_ctrl_c_stops_with_one_line_saying_how_to_resume(tmp_path):
+def test_ctrl_c_checkpoints_the_stage_and_says_where_it_resumes(tmp_path):
+    """A real SIGINT to a real process (sent by the stage's test hook after update 7, before the first periodic
+    checkpoint at 100): the update in progress completes, the stage is checkpointed after it, and the last line says
+    where the same command resumes."""
     run_dir = tmp_path / "run"
-    args = bc_args(run_dir, "--bc.total_updates=100000", "--checkpoint_every=5")
-    env = {**os.environ, "MUJOCO_GL": "egl"}
+    args = bc_args(run_dir, "--bc.total_updates=10", "--checkpoint_every=100")
+    env = {**os.environ, "MUJOCO_GL": "egl", "LAOM_INTERRUPT_AT": "bc:7"}
     # A shell without job control starts background commands with SIGINT ignored, and a Python started with SIGINT
     # ignored never raises KeyboardInterrupt: the training process gets the default disposition back, as a terminal's.
-    proc = subprocess.Popen(
+    proc = subprocess.run(
         [sys.executable, "-m", "train_bc", *args],
         cwd=ROOT,
         env=env,
-        stderr=subprocess.PIPE,
+        capture_output=True,
+        text=True,
+        timeout=600,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.time() + 600  # generous: a loaded machine may take minutes to import and start
-    while not (run_dir / "bc.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.5)  # until training has started and checkpointed
-    assert (run_dir / "bc.pt").exists(), "the run wrote no checkpoint (slow machine or an early exit)"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    err = err.decode()
-    assert proc.returncode == 130
-    assert "Traceback" not in err
-    assert err.rstrip().splitlines()[-1] == (
-        "interrupted: the last checkpoint of each stage is kept; run the same command to resume"
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1] == (
+        f"bc: stopped after update 7 of 10 on Ctrl-C; run the same command again to resume from there "
+        f"({run_dir / 'bc.pt'})"
     )
+    saved = torch.load(run_dir / "bc.pt", weights_only=False)
+    assert saved["step"] == 7 and not saved["done"]
 
 
 def test_the_last_screen_is_the_headline_and_the_results_path(tmp_path):
