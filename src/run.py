@@ -16,7 +16,7 @@ import pyrallis
 import torch
 
 from src import dist
-from src.data import check_data_file
+from src.data import check_data_file, trajectory_count
 from src.errors import ConfigError, UserError, user_errors
 from src.evaluation import render_on
 from src.files import json_default, replace_or_explain, write_json
@@ -96,7 +96,9 @@ NON_TRAINING_FIELDS = {"project", "group", "name", "run_dir", "wandb_mode", "log
 NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
 # Counts a stage needs to be at least 1 (a 0 would divide by zero or silently train nothing).
 POSITIVE_FIELDS = ("batch_size", "labeled_batch_size", "num_epochs", "total_updates", "frame_stack", "log_every")
-POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps")
+POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps", "max_trajectories")
+# Seeds: numpy takes 0 .. 2**32 - 1; a run adds its rank and the episode's index.
+SEED_FIELDS = ("seed", "eval_seed")
 _locks: dict = {}  # run directory -> its open, locked file (held until the process exits)
 
 
@@ -106,13 +108,25 @@ def check_config(config) -> None:
     files of the sections a run will train are checked to exist and be HDF5 (not those of the stages that
     `lam_only` / `idm_only` leave out)."""
     skipped = {"bc", "decoder"} if getattr(config, "lam_only", False) or getattr(config, "idm_only", False) else set()
+    fields = {flag: value for flag, _, value in dist.config_fields(config)}
     for flag, name, value in dist.config_fields(config):
         if name in POSITIVE_FIELDS and value is not None and value < 1:
             raise ConfigError(f"{flag}={value}: expected a positive integer")
         if name == "eval_episodes" and value < 0:
             raise ConfigError(f"{flag}={value}: expected 0 (no evaluation) or more")
-        if name in DATA_FIELDS and value is not None and flag.split(".")[0].removeprefix("--") not in skipped:
+        if name in SEED_FIELDS and not 0 <= value < 2**31:
+            raise ConfigError(f"{flag}={value}: expected a seed from 0 to {2**31 - 1}")
+        if (name.endswith("learning_rate") or name == "weight_decay") and value is not None and not value >= 0:
+            raise ConfigError(f"{flag}={value}: expected a number >= 0")
+        used = flag.split(".")[0].removeprefix("--") not in skipped
+        if name in DATA_FIELDS and value is not None and used:
             check_data_file(flag, value)
+        path = fields.get(flag.replace("max_trajectories", "data_path"))
+        if name == "max_trajectories" and value is not None and path is not None and used:
+            check_data_file(flag.replace("max_trajectories", "data_path"), path)
+            count = trajectory_count(path)
+            if value > count:
+                raise ConfigError(f"{flag}={value}: {path} holds {count} trajectories; use at most {count}")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -139,14 +153,27 @@ class RunDirInUseError(UserError, RuntimeError):
     """The run directory is held by another process."""
 
 
+def run_dir_error(run_dir: Path, error: OSError) -> ConfigError:
+    """The one-line error of a run directory that cannot be made or written (`error`: what the file system said)."""
+    flag = f"--run_dir={run_dir}"
+    if run_dir.exists() and not run_dir.is_dir():
+        return ConfigError(f"{flag}: names an existing file, not a directory; give another --run_dir")
+    blocking = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return ConfigError(f"{flag}: {blocking} is a file, not a directory; give another --run_dir")
+    return ConfigError(f"{flag}: cannot write there ({error.strerror}); give a --run_dir on a writable disk")
+
+
 def lock_run_dir(run_dir: Path) -> None:
     """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on
-    the same directory is refused, naming the holder."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if str(run_dir.resolve()) in _locks:  # this process holds it already (a stage run again in-process)
-        return
-    path = run_dir / ".lock"
-    f = open(path, "a+")
+    the same directory is refused, naming the holder. A directory that cannot be made or written is a ConfigError."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if str(run_dir.resolve()) in _locks:  # this process holds it already (a stage run again in-process)
+            return
+        f = open(run_dir / ".lock", "a+")
+    except OSError as e:
+        raise run_dir_error(run_dir, e) from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -163,10 +190,9 @@ def lock_run_dir(run_dir: Path) -> None:
 
 
 def prepare_run_dir(run_dir: str | Path, config) -> Path:
-    """Checks the config, takes the run directory (see lock_run_dir) and writes the full config into it
-    (config.yaml, config.json). A directory that already holds a run made with another config is refused, naming
-    the fields that differ (fields in NON_TRAINING_FIELDS may change)."""
-    check_config(config)
+    """Takes the run directory (see lock_run_dir) and writes the full config into it (config.yaml, config.json). A
+    directory that already holds a run made with another config is refused, naming the fields that differ (fields
+    in NON_TRAINING_FIELDS may change)."""
     run_dir = Path(run_dir)
     lock_run_dir(run_dir)
     new = dataclasses.asdict(config)
@@ -246,6 +272,7 @@ def start_run(cfg: RunConfig) -> Run:
     Launched by torchrun (src/dist.py): joins the process group, device cuda:<local rank> (or the CPU), seed
     seed + rank (each rank its own data order and augmentations; the networks start from rank 0's, see
     Stage); rank 0 takes the run directory and wandb, the other ranks wait for it and log nowhere."""
+    check_config(cfg)
     if cfg.device != "auto":
         check_device(cfg.device)
     device = get_device(cfg.device) if not dist.launched() else dist.init(cfg.device)
@@ -262,7 +289,6 @@ def start_run(cfg: RunConfig) -> Run:
         prepare_run_dir(run_dir, cfg)
         wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
     else:
-        check_config(config=cfg)
         wandb_run = _NoLogging()
     dist.barrier()
     return Run(cfg, run_dir, device, wandb_run, Results(run_dir, cfg))
