@@ -1,6 +1,7 @@
 """The life of a run, the same for every method script: its config fields, device and seeds, the run directory
 (checked against the config and locked), wandb, results.json and the command-line entry point."""
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -8,6 +9,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -287,15 +289,55 @@ def start_run(cfg: RunConfig) -> Run:
     run_dir = cfg.resolved_run_dir()
     if dist.is_main():
         prepare_run_dir(run_dir, cfg)
-        wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
+        check_wandb_mode(cfg.wandb_mode)
+        wandb_run = LazyWandb(lambda: init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir))
     else:
         wandb_run = _NoLogging()
     dist.barrier()
     return Run(cfg, run_dir, device, wandb_run, Results(run_dir, cfg))
 
 
+class LazyWandb:
+    """The wandb run of rank 0, started when the run first trains or computes something (Stage.updates,
+    Stage.final_metrics): a rerun whose stages all finished earlier makes no new wandb run. What is logged before
+    (a stage finished earlier: its stored metrics) goes to the wandb run once it starts, or nowhere."""
+
+    def __init__(self, init: Callable[[], object]):
+        self._init, self._run, self._waiting = init, None, []
+
+    def start(self) -> None:
+        if self._run is None:
+            self._run = self._init()
+            for args, kwargs in self._waiting:
+                self._run.log(*args, **kwargs)
+            self._waiting = []
+
+    def log(self, *args, **kwargs) -> None:
+        if self._run is None:
+            self._waiting.append((args, kwargs))
+        else:
+            self._run.log(*args, **kwargs)
+
+    def finish(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+
+
+def _finish_wandb_quietly(exit_code: int) -> None:
+    """Ends this process's wandb run, if any, without wandb's lines on the console (an interrupted run: its one line
+    is the last; wandb would print its sync hint after it at exit)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or wandb.run is None:
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        wandb.run.finish(exit_code=exit_code)
+
+
 class _NoLogging:
     """wandb of the ranks other than 0 of a distributed run: they log nothing."""
+
+    def start(self) -> None:
+        pass
 
     def log(self, *args, **kwargs) -> None:
         pass
@@ -317,6 +359,7 @@ def main(train) -> None:
         with user_errors(show=dist.is_main):
             train()
     except KeyboardInterrupt:
+        _finish_wandb_quietly(130)
         print(
             "\ninterrupted: the last checkpoint of each stage is kept; run the same command to resume", file=sys.stderr
         )
@@ -341,14 +384,18 @@ class Stopwatch:
         return time.perf_counter() - self.start
 
 
+def check_wandb_mode(mode: str) -> None:
+    if mode not in ("online", "offline", "disabled"):
+        raise ConfigError(f"--wandb_mode={mode}: expected online, offline or disabled")
+
+
 def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: Path):
     """wandb run in mode online / offline / disabled, its files under the run directory. Quiet (wandb's setting):
     no history and summary panel, no sync hint at the end, so that a run's last lines are its headline metrics and
     the path of results.json; WANDB_QUIET=false in the environment brings wandb's full output back."""
     import wandb
 
-    if mode not in ("online", "offline", "disabled"):
-        raise ConfigError(f"wandb mode {mode!r}; expected 'online', 'offline' or 'disabled'")
+    check_wandb_mode(mode)
     return wandb.init(
         project=project,
         group=group,

@@ -102,6 +102,7 @@ class Stage:
         """The update numbers still to run; after the last one the stage's final checkpoint is written."""
         if self.done:
             return
+        self.wandb_run.start()  # the run's wandb run, once a stage trains (its lines before the progress bar)
         self.bar = tqdm(
             range(self.start, self.total),
             desc=self.name,
@@ -191,6 +192,7 @@ class Stage:
         if stored is not None:
             metrics = stored if not self.load_from else {**stored, f"{self.name}/trained_updates": 0}
         else:
+            self.wandb_run.start()
             trained = 0 if self.skipped else self.total - self.start
             computed = compute()
             if self.final_train_loss is not None:  # mean loss of the last log_every updates trained here

@@ -163,16 +163,19 @@ def test_resume_message_and_loss_on_the_progress_bar(tmp_path, monkeypatch, caps
 
 
 def test_ctrl_c_stops_with_one_line_saying_how_to_resume(tmp_path):
+    """Under wandb offline (the default), whose sync hint would follow the line at exit."""
     run_dir = tmp_path / "run"
-    args = bc_args(run_dir, "--bc.total_updates=100000", "--checkpoint_every=5")
-    env = {**os.environ, "MUJOCO_GL": "egl"}
+    args = [a for a in bc_args(run_dir, "--bc.total_updates=100000", "--checkpoint_every=5") if "wandb" not in a]
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYTHONUNBUFFERED": "1"}
+    env.pop("WANDB_QUIET", None)
     # A shell without job control starts background commands with SIGINT ignored, and a Python started with SIGINT
     # ignored never raises KeyboardInterrupt: the training process gets the default disposition back, as a terminal's.
     proc = subprocess.Popen(
         [sys.executable, "-m", "train_bc", *args],
         cwd=ROOT,
         env=env,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 600  # generous: a loaded machine may take minutes to import and start
@@ -180,13 +183,14 @@ def test_ctrl_c_stops_with_one_line_saying_how_to_resume(tmp_path):
         time.sleep(0.5)  # until training has started and checkpointed
     assert (run_dir / "bc.pt").exists(), "the run wrote no checkpoint (slow machine or an early exit)"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    err, _ = proc.communicate(timeout=60)
     err = err.decode()
     assert proc.returncode == 130
     assert "Traceback" not in err
     assert err.rstrip().splitlines()[-1] == (
         "interrupted: the last checkpoint of each stage is kept; run the same command to resume"
-    )
+    ), err[-2000:]
+    assert list((run_dir / "wandb").glob("offline-run-*"))  # wandb did run
 
 
 def test_the_last_screen_is_the_headline_and_the_results_path(tmp_path):
@@ -208,6 +212,15 @@ def test_the_last_screen_is_the_headline_and_the_results_path(tmp_path):
     last = [line for line in screen.replace("\r", "\n").splitlines() if line.strip()][-3:]
     assert last[0].startswith("bc/eval_returns_mean: ") and last[1].startswith("bc/normalized_score: ")
     assert last[2] == f"results: {run_dir / 'results.json'}"
+    # The same command again skips every stage: the same last lines, and no new wandb run.
+    wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    again = subprocess.run(
+        [sys.executable, "-m", "train_bc", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    screen = again.stdout.decode()
+    assert again.returncode == 0 and "bc: finished earlier" in screen, screen[-3000:]
+    assert [line for line in screen.splitlines() if line.strip()][-3:] == last
+    assert sorted((run_dir / "wandb").glob("offline-run-*")) == wandb_runs and len(wandb_runs) == 1
 
 
 def test_only_the_known_harmless_mujoco_warning_is_dropped(caplog):

@@ -178,6 +178,9 @@ class WindowLog:
         self.step_key, self.counter = step_key, counter
         self.times, self.flops, self.module_flops, self.values = [], [], [], []
 
+    def start(self) -> None:
+        pass
+
     def log(self, values: dict, *args, **kwargs) -> None:
         if self.step_key in values:  # a logged update (not the stage's final metrics)
             self.times.append(time.perf_counter())
