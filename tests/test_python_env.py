@@ -21,7 +21,7 @@ def wheel(folder: Path) -> None:
     files = {
         "laom_env_probe.py": "VERSION = '1.0'\n",
         "laom_env_probe-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: laom-env-probe\nVersion: 1.0\n",
-        "laom_env_probe-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "laom_env_probe-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = []
     for name, text in files.items():
