@@ -105,10 +105,11 @@ _locks: dict = {}  # run directory -> its open, locked file (held until the proc
 
 
 def check_config(config) -> None:
-    """Counts that must be positive (batch sizes, epochs, updates, ...) and non-negative episode counts, in every
-    section of a config: a clear error naming the field instead of a ZeroDivisionError or a silent no-op. The data
-    files of the sections a run will train are checked to exist and be HDF5 (not those of the stages that
-    `lam_only` / `idm_only` leave out)."""
+    """Counts that must be positive (batch sizes, epochs, updates, ...), non-negative episode counts, learning rates
+    and weight decays, seeds in numpy's range and the wandb mode, in every section of a config: a clear error naming
+    the field before anything is read or written, instead of a library's traceback or a silent no-op. The data files
+    of the sections a run will train are checked to exist and be HDF5 (not those of the stages that `lam_only` /
+    `idm_only` leave out), and to hold at least the section's max_trajectories."""
     skipped = {"bc", "decoder"} if getattr(config, "lam_only", False) or getattr(config, "idm_only", False) else set()
     fields = {flag: value for flag, _, value in dist.config_fields(config)}
     for flag, name, value in dist.config_fields(config):
@@ -116,6 +117,8 @@ def check_config(config) -> None:
             raise ConfigError(f"{flag}={value}: expected a positive integer")
         if name == "eval_episodes" and value < 0:
             raise ConfigError(f"{flag}={value}: expected 0 (no evaluation) or more")
+        if name == "wandb_mode" and value not in ("online", "offline", "disabled"):
+            raise ConfigError(f"{flag}={value}: expected online, offline or disabled")
         if name in SEED_FIELDS and not 0 <= value < 2**31:
             raise ConfigError(f"{flag}={value}: expected a seed from 0 to {2**31 - 1}")
         if (name.endswith("learning_rate") or name == "weight_decay") and value is not None and not value >= 0:
@@ -289,7 +292,6 @@ def start_run(cfg: RunConfig) -> Run:
     run_dir = cfg.resolved_run_dir()
     if dist.is_main():
         prepare_run_dir(run_dir, cfg)
-        check_wandb_mode(cfg.wandb_mode)
         wandb_run = LazyWandb(lambda: init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir))
     else:
         wandb_run = _NoLogging()
@@ -384,18 +386,14 @@ class Stopwatch:
         return time.perf_counter() - self.start
 
 
-def check_wandb_mode(mode: str) -> None:
-    if mode not in ("online", "offline", "disabled"):
-        raise ConfigError(f"--wandb_mode={mode}: expected online, offline or disabled")
-
-
 def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: Path):
     """wandb run in mode online / offline / disabled, its files under the run directory. Quiet (wandb's setting):
     no history and summary panel, no sync hint at the end, so that a run's last lines are its headline metrics and
     the path of results.json; WANDB_QUIET=false in the environment brings wandb's full output back."""
     import wandb
 
-    check_wandb_mode(mode)
+    if mode not in ("online", "offline", "disabled"):
+        raise ConfigError(f"--wandb_mode={mode}: expected online, offline or disabled")
     return wandb.init(
         project=project,
         group=group,
