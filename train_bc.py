@@ -42,8 +42,7 @@ class BCConfig:
     learning_rate: float = 1e-4  # peak AdamW learning rate
     weight_decay: Optional[float] = 0.0  # AdamW weight decay (never on biases / norms)
     warmup_epochs: float = 0.0  # linear warm-up length, in epochs
-    lr_schedule: str = "cooldown"  # after warm-up: cooldown (released BC: constant, then 1 - sqrt decay over the
-    # last cooldown_ratio of updates), linear, cosine, constant (src/optim.py: make_scheduler)
+    lr_schedule: str = "cooldown"  # cooldown (released BC: constant, then 1-sqrt decay), linear, cosine, constant
     cooldown_ratio: float = 0.0  # fraction of the updates in the final decay (0, the paper's: constant lr)
     grad_norm: Optional[float] = None  # gradient-norm clipping (None: off)
     frame_stack: int = 3  # stacked frames per observation
@@ -63,7 +62,7 @@ class BCConfig:
 
 @dataclass
 class Config(RunConfig):
-    name: str = "bc"
+    name: str = "bc"  # run name (wandb and default run directory)
     bc: BCConfig = field(default_factory=BCConfig)
 
 

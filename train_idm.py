@@ -86,7 +86,7 @@ class BCConfig:
 
 @dataclass
 class Config(RunConfig):
-    name: str = "idm"
+    name: str = "idm"  # run name (wandb and default run directory)
     idm_only: bool = False  # end the run after the IDM (its action MSE on eval_data_path is the result), e.g. tuning
     idm: IDMConfig = field(default_factory=IDMConfig)
     bc: BCConfig = field(default_factory=BCConfig)

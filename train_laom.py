@@ -79,8 +79,7 @@ class LAOMConfig:
 
 @dataclass
 class LatentBCConfig:
-    data_path: str = "data/example-data.hdf5"  # HDF5 dataset of latent BC (the full set; its actions train only
-    # the debug head)
+    data_path: str = "data/example-data.hdf5"  # HDF5 dataset of latent BC (the full set; its actions: debug head only)
     max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
     num_epochs: int = 10  # passes over the data
     batch_size: int = 512  # samples per update
@@ -126,9 +125,8 @@ class DecoderConfig:
 
 @dataclass
 class Config(RunConfig):
-    name: str = "laom"
-    lam_only: bool = False  # end the run after the latent action model (its probes are the result), e.g. the
-    # distractor-free control of docs/small-reproduction
+    name: str = "laom"  # run name (wandb and default run directory)
+    lam_only: bool = False  # end the run after the latent action model (its probes are the result)
     lapo: LAOMConfig = field(default_factory=LAOMConfig)
     bc: LatentBCConfig = field(default_factory=LatentBCConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)

@@ -44,6 +44,12 @@ def _trajectory_keys(f: h5py.File, path: str) -> list[str]:
     return sorted(keys, key=int)
 
 
+def trajectory_count(path: str) -> int:
+    """The number of trajectories of a dataset file."""
+    with h5py.File(path, "r") as f:
+        return len(_trajectory_keys(f, path))
+
+
 def _pinned_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(numel, dtype=dtype, pin_memory=True)
 

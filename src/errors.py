@@ -13,6 +13,7 @@ error naming the flag), and it reads each config class's source once per process
 pyrallis reads it again for every field, about 1.2 s of each script's start; the help printed is the same)."""
 
 import argparse
+import ast
 import contextlib
 import inspect
 import os
@@ -111,6 +112,14 @@ def _parsing_error_parts(message: str) -> tuple[str, str, str, str] | None:
     return value, cls.rsplit(".", 1)[-1], field, type_
 
 
+def _keys(mapping: str) -> list[str]:
+    """The keys of a dict's repr (`{'learnig_rate': 0.1}`), or the text itself where it cannot be read."""
+    try:
+        return [str(k) for k in ast.literal_eval(mapping)]
+    except (ValueError, SyntaxError):
+        return [mapping]
+
+
 def _flag_of(field: str, argv: list[str]) -> str | None:
     """The command-line flag (`--lapo.learning_rate`) that set a field of this name, or None (it came from a file)."""
     for arg in argv:
@@ -141,6 +150,10 @@ def user_message(error: BaseException, argv: list[str] | None = None) -> str | N
         if parsed is None:
             return one_line(str(error).replace("\n\t Underlying error:", ":"))
         value, cls, field, type_ = parsed
+        extra = re.search(r"The fields (\{.*\}) do not belong to the class", str(error), re.S)
+        if extra:  # a section of the config file holds a field that the section does not have
+            names = ", ".join(f"{field}.{name}" for name in _keys(extra.group(1)))
+            return f"{config_path_of(argv)}: {names}: not a field of the {field} section (--help lists them)"
         reason = re.search(r'Underlying error is "(.*)"', str(error), re.S)
         why = f" ({one_line(reason.group(1))})" if reason else ""
         flag = _flag_of(field, argv)
@@ -157,6 +170,10 @@ def check_config_path(argv: list[str]) -> None:
     path = config_path_of(argv)
     if path is None:
         return
+    if Path(path).is_dir():
+        inside = sorted(Path(path).glob("*.yaml"))
+        example = f", e.g. {inside[0]}" if inside else ""
+        raise ConfigError(f"--config_path={path}: a directory; expected a YAML config file{example}")
     if not Path(path).is_file():
         raise MissingFileError(f"--config_path={path}: no such file; expected a YAML config, e.g. configs/example/")
     try:

@@ -1,6 +1,7 @@
 """The life of a run, the same for every method script: its config fields, device and seeds, the run directory
 (checked against the config and locked), wandb, results.json and the command-line entry point."""
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -9,6 +10,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -17,7 +19,7 @@ import pyrallis
 import torch
 
 from src import dist
-from src.data import check_data_file
+from src.data import check_data_file, trajectory_count
 from src.errors import ConfigError, UserError, user_errors
 from src.evaluation import render_on
 from src.files import json_default, replace_or_explain, write_json
@@ -132,23 +134,40 @@ NON_TRAINING_FIELDS = {"project", "group", "name", "run_dir", "wandb_mode", "log
 NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
 # Counts a stage needs to be at least 1 (a 0 would divide by zero or silently train nothing).
 POSITIVE_FIELDS = ("batch_size", "labeled_batch_size", "num_epochs", "total_updates", "frame_stack", "log_every")
-POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps")
+POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps", "max_trajectories")
+# Seeds: numpy takes 0 .. 2**32 - 1; a run adds its rank and the episode's index.
+SEED_FIELDS = ("seed", "eval_seed")
 _locks: dict = {}  # run directory -> its open, locked file (held until the process exits)
 
 
 def check_config(config) -> None:
-    """Counts that must be positive (batch sizes, epochs, updates, ...) and non-negative episode counts, in every
-    section of a config: a clear error naming the field instead of a ZeroDivisionError or a silent no-op. The data
-    files of the sections a run will train are checked to exist and be HDF5 (not those of the stages that
-    `lam_only` / `idm_only` leave out)."""
+    """Counts that must be positive (batch sizes, epochs, updates, ...), non-negative episode counts, learning rates
+    and weight decays, seeds in numpy's range and the wandb mode, in every section of a config: a clear error naming
+    the field before anything is read or written, instead of a library's traceback or a silent no-op. The data files
+    of the sections a run will train are checked to exist and be HDF5 (not those of the stages that `lam_only` /
+    `idm_only` leave out), and to hold at least the section's max_trajectories."""
     skipped = {"bc", "decoder"} if getattr(config, "lam_only", False) or getattr(config, "idm_only", False) else set()
+    fields = {flag: value for flag, _, value in dist.config_fields(config)}
     for flag, name, value in dist.config_fields(config):
         if name in POSITIVE_FIELDS and value is not None and value < 1:
             raise ConfigError(f"{flag}={value}: expected a positive integer")
         if name == "eval_episodes" and value < 0:
             raise ConfigError(f"{flag}={value}: expected 0 (no evaluation) or more")
-        if name in DATA_FIELDS and value is not None and flag.split(".")[0].removeprefix("--") not in skipped:
+        if name == "wandb_mode" and value not in ("online", "offline", "disabled"):
+            raise ConfigError(f"{flag}={value}: expected online, offline or disabled")
+        if name in SEED_FIELDS and not 0 <= value < 2**31:
+            raise ConfigError(f"{flag}={value}: expected a seed from 0 to {2**31 - 1}")
+        if (name.endswith("learning_rate") or name == "weight_decay") and value is not None and not value >= 0:
+            raise ConfigError(f"{flag}={value}: expected a number >= 0")
+        used = flag.split(".")[0].removeprefix("--") not in skipped
+        if name in DATA_FIELDS and value is not None and used:
             check_data_file(flag, value)
+        path = fields.get(flag.replace("max_trajectories", "data_path"))
+        if name == "max_trajectories" and value is not None and path is not None and used:
+            check_data_file(flag.replace("max_trajectories", "data_path"), path)
+            count = trajectory_count(path)
+            if value > count:
+                raise ConfigError(f"{flag}={value}: {path} holds {count} trajectories; use at most {count}")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -175,14 +194,27 @@ class RunDirInUseError(UserError, RuntimeError):
     """The run directory is held by another process."""
 
 
+def run_dir_error(run_dir: Path, error: OSError) -> ConfigError:
+    """The one-line error of a run directory that cannot be made or written (`error`: what the file system said)."""
+    flag = f"--run_dir={run_dir}"
+    if run_dir.exists() and not run_dir.is_dir():
+        return ConfigError(f"{flag}: names an existing file, not a directory; give another --run_dir")
+    blocking = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return ConfigError(f"{flag}: {blocking} is a file, not a directory; give another --run_dir")
+    return ConfigError(f"{flag}: cannot write there ({error.strerror}); give a --run_dir on a writable disk")
+
+
 def lock_run_dir(run_dir: Path) -> None:
     """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on
-    the same directory is refused, naming the holder."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if str(run_dir.resolve()) in _locks:  # this process holds it already (a stage run again in-process)
-        return
-    path = run_dir / ".lock"
-    f = open(path, "a+")
+    the same directory is refused, naming the holder. A directory that cannot be made or written is a ConfigError."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if str(run_dir.resolve()) in _locks:  # this process holds it already (a stage run again in-process)
+            return
+        f = open(run_dir / ".lock", "a+")
+    except OSError as e:
+        raise run_dir_error(run_dir, e) from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -199,10 +231,9 @@ def lock_run_dir(run_dir: Path) -> None:
 
 
 def prepare_run_dir(run_dir: str | Path, config) -> Path:
-    """Checks the config, takes the run directory (see lock_run_dir) and writes the full config into it
-    (config.yaml, config.json). A directory that already holds a run made with another config is refused, naming
-    the fields that differ (fields in NON_TRAINING_FIELDS may change)."""
-    check_config(config)
+    """Takes the run directory (see lock_run_dir) and writes the full config into it (config.yaml, config.json). A
+    directory that already holds a run made with another config is refused, naming the fields that differ (fields
+    in NON_TRAINING_FIELDS may change)."""
     run_dir = Path(run_dir)
     lock_run_dir(run_dir)
     new = dataclasses.asdict(config)
@@ -289,6 +320,7 @@ def start_run(cfg: RunConfig) -> Run:
     Launched by torchrun (src/dist.py): joins the process group, device cuda:<local rank> (or the CPU), seed
     seed + rank (each rank its own data order and augmentations; the networks start from rank 0's, see
     Stage); rank 0 takes the run directory and wandb, the other ranks wait for it and log nowhere."""
+    check_config(cfg)
     device = get_device(cfg.device)
     if dist.launched():
         device = dist.init(device)
@@ -306,16 +338,54 @@ def start_run(cfg: RunConfig) -> Run:
     run_dir = cfg.resolved_run_dir()
     if dist.is_main():
         prepare_run_dir(run_dir, cfg)
-        wandb_run = init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir)
+        wandb_run = LazyWandb(lambda: init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir))
     else:
-        check_config(config=cfg)
         wandb_run = _NoLogging()
     dist.barrier()
     return Run(cfg, run_dir, device, wandb_run, Results(run_dir, cfg))
 
 
+class LazyWandb:
+    """The wandb run of rank 0, started when the run first trains or computes something (Stage.updates,
+    Stage.final_metrics): a rerun whose stages all finished earlier makes no new wandb run. What is logged before
+    (a stage finished earlier: its stored metrics) goes to the wandb run once it starts, or nowhere."""
+
+    def __init__(self, init: Callable[[], object]):
+        self._init, self._run, self._waiting = init, None, []
+
+    def start(self) -> None:
+        if self._run is None:
+            self._run = self._init()
+            for args, kwargs in self._waiting:
+                self._run.log(*args, **kwargs)
+            self._waiting = []
+
+    def log(self, *args, **kwargs) -> None:
+        if self._run is None:
+            self._waiting.append((args, kwargs))
+        else:
+            self._run.log(*args, **kwargs)
+
+    def finish(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+
+
+def finish_wandb_quietly(exit_code: int) -> None:
+    """Ends this process's wandb run, if any, without wandb's lines on the console (an interrupted run: its one line
+    is the last; wandb would print its sync hint after it at exit)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or wandb.run is None:
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        wandb.run.finish(exit_code=exit_code)
+
+
 class _NoLogging:
     """wandb of the ranks other than 0 of a distributed run: they log nothing."""
+
+    def start(self) -> None:
+        pass
 
     def log(self, *args, **kwargs) -> None:
         pass
@@ -339,6 +409,7 @@ def main(train) -> None:
             train()
     except KeyboardInterrupt:
         # Outside a stage's updates (those checkpoint and exit themselves, src/stage.py): loading data, final metrics.
+        finish_wandb_quietly(130)
         print(
             "\ninterrupted: finished stages and each stage's last checkpoint are kept; run the same command to resume",
             file=sys.stderr,
@@ -371,7 +442,7 @@ def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: 
     import wandb
 
     if mode not in ("online", "offline", "disabled"):
-        raise ConfigError(f"wandb mode {mode!r}; expected 'online', 'offline' or 'disabled'")
+        raise ConfigError(f"--wandb_mode={mode}: expected online, offline or disabled")
     return wandb.init(
         project=project,
         group=group,

@@ -50,7 +50,7 @@ from src.checkpoint import restore_stage, save_stage
 from src.errors import ConfigError
 from src.files import write_json
 from src.optim import NanGuard
-from src.run import Stopwatch, seed_stage, stage_seed
+from src.run import Stopwatch, finish_wandb_quietly, seed_stage, stage_seed
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 PREEMPTED_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped on a signal after a checkpoint; run again to resume
@@ -128,6 +128,7 @@ class Stage:
         """The update numbers still to run; after the last one the stage's final checkpoint is written."""
         if self.done:
             return
+        self.wandb_run.start()  # the run's wandb run, once a stage trains (its lines before the progress bar)
         self.bar = tqdm(
             range(self.start, self.total),
             desc=self.name,
@@ -170,7 +171,9 @@ class Stage:
                 f"resume from there ({self.ckpt})",
                 file=sys.stderr,
             )
-        sys.exit(INTERRUPTED_EXIT_CODE if ctrl_c else PREEMPTED_EXIT_CODE)
+        code = INTERRUPTED_EXIT_CODE if ctrl_c else PREEMPTED_EXIT_CODE
+        finish_wandb_quietly(code)  # wandb's own lines at exit would follow the one above
+        sys.exit(code)
 
     def _saved(self) -> dict:
         """What the checkpoint keeps of the stage itself: the loss window in progress and the final training loss."""
@@ -238,6 +241,7 @@ class Stage:
             metrics = stored if not self.load_from else {**stored, f"{self.name}/trained_updates": 0}
         else:
             seed_stage(self.run.seed, self.name, "final")  # the same draws whenever and wherever they are computed
+            self.wandb_run.start()
             computed = compute()
             if self.final_train_loss is not None:  # mean loss of the stage's last complete log window
                 computed[f"{self.name}/final_train_loss"] = self.final_train_loss

@@ -164,10 +164,11 @@ def test_resume_message_and_loss_on_the_progress_bar(tmp_path, monkeypatch, caps
 def test_ctrl_c_checkpoints_the_stage_and_says_where_it_resumes(tmp_path):
     """A real SIGINT to a real process (sent by the stage's test hook after update 7, before the first periodic
     checkpoint at 100): the update in progress completes, the stage is checkpointed after it, and the last line says
-    where the same command resumes."""
+    where the same command resumes, under wandb offline (the default), whose sync hint would follow the line at exit."""
     run_dir = tmp_path / "run"
-    args = bc_args(run_dir, "--bc.total_updates=10", "--checkpoint_every=100")
-    env = {**os.environ, "MUJOCO_GL": "egl", "LAOM_INTERRUPT_AT": "bc:7"}
+    args = [a for a in bc_args(run_dir, "--bc.total_updates=10", "--checkpoint_every=100") if "wandb" not in a]
+    env = {**os.environ, "MUJOCO_GL": "egl", "LAOM_INTERRUPT_AT": "bc:7", "PYTHONUNBUFFERED": "1"}
+    env.pop("WANDB_QUIET", None)
     # A shell without job control starts background commands with SIGINT ignored, and a Python started with SIGINT
     # ignored never raises KeyboardInterrupt: the training process gets the default disposition back, as a terminal's.
     proc = subprocess.run(
@@ -187,6 +188,7 @@ def test_ctrl_c_checkpoints_the_stage_and_says_where_it_resumes(tmp_path):
     )
     saved = torch.load(run_dir / "bc.pt", weights_only=False)
     assert saved["step"] == 7 and not saved["done"]
+    assert list((run_dir / "wandb").glob("offline-run-*"))  # wandb did run
 
 
 def test_the_last_screen_is_the_headline_and_the_results_path(tmp_path):
@@ -208,6 +210,15 @@ def test_the_last_screen_is_the_headline_and_the_results_path(tmp_path):
     last = [line for line in screen.replace("\r", "\n").splitlines() if line.strip()][-3:]
     assert last[0].startswith("bc/eval_returns_mean: ") and last[1].startswith("bc/normalized_score: ")
     assert last[2] == f"results: {run_dir / 'results.json'}"
+    # The same command again skips every stage: the same last lines, and no new wandb run.
+    wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    again = subprocess.run(
+        [sys.executable, "-m", "train_bc", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    screen = again.stdout.decode()
+    assert again.returncode == 0 and "bc: finished earlier" in screen, screen[-3000:]
+    assert [line for line in screen.splitlines() if line.strip()][-3:] == last
+    assert sorted((run_dir / "wandb").glob("offline-run-*")) == wandb_runs and len(wandb_runs) == 1
 
 
 def test_only_the_known_harmless_mujoco_warning_is_dropped(caplog):

@@ -41,6 +41,18 @@ def text_file(tmp_path: Path) -> str:
     return str(path)
 
 
+def config_with_typo(tmp_path: Path) -> str:
+    path = tmp_path / "typo.yaml"
+    path.write_text((ROOT / CONFIG).read_text().replace("lapo:\n", "lapo:\n  learnig_rate: 0.1\n", 1))
+    return str(path)
+
+
+# Runs on a read-only file system: this machine has none to write to, so the run directory's mkdir fails as there.
+READ_ONLY = (
+    "import errno, os; mkdir = os.mkdir; os.mkdir = lambda p, *a, **k: mkdir(p, *a, **k) if 'read-only' not in "
+    "str(p) else (_ for _ in ()).throw(OSError(errno.EROFS, os.strerror(errno.EROFS), str(p)))"
+)
+
 CASES = {
     "missing dataset": (
         lambda tmp: ["--lapo.data_path=/nonexistent.hdf5"],
@@ -92,19 +104,65 @@ CASES = {
         "pass",
         ["unrecognized arguments: --lapo.learnig_rate=0.1", "--help"],
     ),
+    "unknown field in a section of the config file": (  # named first, not after the section's whole content
+        lambda tmp: [f"--config_path={config_with_typo(tmp)}"],
+        "pass",
+        ["typo.yaml: lapo.learnig_rate: not a field of the lapo section (--help lists them)"],
+    ),
+    "a directory as config": (
+        lambda tmp: ["--config_path=configs/example"],
+        "pass",
+        ["--config_path=configs/example: a directory; expected a YAML config file, e.g. configs/example/bc.yaml"],
+    ),
+    "negative learning rate": (  # torch's ValueError only once the data had loaded
+        lambda tmp: ["--lapo.learning_rate=-1"],
+        "pass",
+        ["--lapo.learning_rate=-1.0: expected a number >= 0"],
+    ),
+    "negative seed": (  # numpy's ValueError
+        lambda tmp: ["--seed=-1"],
+        "pass",
+        ["--seed=-1: expected a seed from 0 to 2147483647"],
+    ),
+    "more trajectories than the file holds": (  # trained on the 14 and recorded 100
+        lambda tmp: ["--decoder.max_trajectories=100"],
+        "pass",
+        ["--decoder.max_trajectories=100: data/example-data.hdf5 holds 14 trajectories; use at most 14"],
+    ),
+    "run directory naming a file": (
+        lambda tmp: [f"--run_dir={text_file(tmp)}"],
+        "pass",
+        ["notes.hdf5: names an existing file, not a directory; give another --run_dir"],
+    ),
+    "run directory under a file": (
+        lambda tmp: [f"--run_dir={text_file(tmp)}/run"],
+        "pass",
+        ["/run: ", "notes.hdf5 is a file, not a directory; give another --run_dir"],
+    ),
+    "run directory on a read-only file system": (
+        lambda tmp: [f"--run_dir={tmp}/read-only/run"],
+        READ_ONLY,
+        ["read-only/run: cannot write there (Read-only file system); give a --run_dir on a writable disk"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_mistake_is_one_line_naming_the_value(case, tmp_path):
     args, prelude, expected = CASES[case]
-    code, err = run_laom(tmp_path, *args(tmp_path), prelude=prelude)
+    args = args(tmp_path)
+    inputs = set(tmp_path.rglob("*"))
+    code, err = run_laom(tmp_path, *args, prelude=prelude)
     lines = err.strip().splitlines()
     assert code == 1 and "Traceback" not in err, err[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), err[-3000:]
     for part in expected:
         assert part in lines[0], lines[0]
-    assert not (tmp_path / "run" / "lam.pt").exists()  # nothing trained
+    written = sorted(str(p.relative_to(tmp_path)) for p in set(tmp_path.rglob("*")) - inputs)
+    # nothing written (a batch too large for the data is found once the data is read, the run's directory taken)
+    assert written in ([], ["run", "run/.lock", "run/config.json", "run/config.yaml"]), written
+    if case != "batch larger than the data":
+        assert written == [], written
 
 
 def test_the_traceback_of_a_user_error_is_there_when_asked(tmp_path):

@@ -184,6 +184,9 @@ class WindowLog:
         self.step_key, self.counter, self.stop_after = step_key, counter, stop_after
         self.times, self.flops, self.module_flops, self.values = [], [], [], []
 
+    def start(self) -> None:
+        pass
+
     def log(self, values: dict, *args, **kwargs) -> None:
         if self.step_key in values:  # a logged update (not the stage's final metrics)
             self.times.append(time.perf_counter())

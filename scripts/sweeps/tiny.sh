@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A tiny sweep of every method on a laptop CPU (about 10-15 minutes on 2 cores), from the embedded example dataset:
+# A tiny sweep of every method on a laptop CPU (301 s on 2 cores, 2026-11-22: docs/REPRODUCING.md), from the example data:
 # 1 environment (cheetah-run) x 2 budgets (2 and 4 labeled trajectories) x 2 seeds, the example configs
 # (configs/example/), then the tables and figures. It exercises the whole workflow; its numbers mean nothing.
 #   bash scripts/sweeps/tiny.sh                     # -> runs/tiny/runs, tables and figures in runs/tiny/results
