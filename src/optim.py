@@ -74,20 +74,22 @@ def make_scheduler(
     kind: str = "linear",
     cooldown_ratio: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over warmup_updates, then:
+    """Linear warm-up over warmup_updates, counted from 0 as the released scheduler does: update i < warmup_updates
+    runs at lr * i / warmup_updates (the first update at lr 0, the peak one update after the warm-up), then:
     - "linear": linear decay to 0 at the last update (the released code's LAM, latent BC, decoder and IDM);
     - "cosine": cosine decay to 0 (the paper's text);
     - "constant": no decay;
     - "cooldown": constant, then over the last cooldown_ratio of the updates a decay of 1 - sqrt(progress through
       the cooldown) (the released BC baseline; its cooldown_ratio 0 means constant after warm-up).
     For "linear" and "cosine", cooldown_ratio > 0 holds the rate after warm-up and decays over that final
-    fraction only."""
+    fraction only. "linear" runs update i >= warmup_updates at lr * (total - i) / (total - warmup_updates): with 2
+    warm-up updates of 4, lr * [0, 0.5, 1, 0.5]."""
     if kind not in LR_SCHEDULES:
         raise ConfigError(f"unknown lr schedule {kind!r}; valid: {list(LR_SCHEDULES)}")
     if not 0.0 <= cooldown_ratio <= 1.0:
         raise ConfigError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
     total = max(1, total_updates)
-    warmup = min(max(0, warmup_updates), total - 1)
+    warmup = max(0, warmup_updates)  # a warm-up longer than the stage never reaches the peak, as released
     if cooldown_ratio > 0:
         decay_start = max(warmup, int(round(total * (1.0 - cooldown_ratio))))
     else:
@@ -95,7 +97,7 @@ def make_scheduler(
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return step / warmup
         if kind == "constant" or step < decay_start:
             return 1.0
         progress = min(1.0, (step - decay_start) / max(1, total - decay_start))
