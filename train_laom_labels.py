@@ -375,7 +375,7 @@ def train_lam(run: Run) -> LAOMLabels:
         reuse_metrics=True,
         batch_size=batch_size,
         updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
+        epoch_samples=num_samples + c.labeled_batch_size * batches_per_epoch,  # the labeled batches are whole
     )
     aug = Augmenter() if c.use_aug else None
     lam.train()

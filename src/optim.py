@@ -2,6 +2,7 @@
 learning-rate schedules, EMA targets, the NaN guard and the epoch-after-epoch batch stream."""
 
 import contextlib
+import functools
 import math
 from pathlib import Path
 
@@ -19,8 +20,9 @@ _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns b
 def setup_backends(device: torch.device, precision: str = "auto") -> None:
     """TF32 allowed and cudnn benchmark on, as in the reference runs on H100; the precision of autocast().
 
-    precision: "auto" (bf16 autocast on CUDA, as the paper's runs; fp32 on CPU), "bf16" (bf16 autocast on any
-    device), "fp32" (no autocast)."""
+    precision: "auto" (bf16 autocast as released, on CUDA and on a CPU with native bf16 arithmetic; fp32 on a CPU
+    without it, where bf16 is emulated and slower), "bf16" (bf16 autocast on any device), "fp32" (no autocast).
+    docs/FAITHFULNESS.md, "Precision on the CPU", has the measurement behind the CPU default."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
     _precision["bf16"] = None if precision == "auto" else precision == "bf16"
@@ -32,7 +34,21 @@ def setup_backends(device: torch.device, precision: str = "auto") -> None:
 
 def bf16_on(device: torch.device) -> bool:
     """Whether autocast(device) trains in bf16 (see setup_backends)."""
-    return device.type == "cuda" if _precision["bf16"] is None else _precision["bf16"]
+    if _precision["bf16"] is not None:
+        return _precision["bf16"]
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
+@functools.cache
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 natively (x86 AVX512-BF16 or AMX-BF16, the instructions oneDNN's bf16 kernels
+    use), read from the flags of /proc/cpuinfo; False where that file is missing (not Linux) or has no such flag."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.partition(":")[2].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def autocast(device: torch.device):

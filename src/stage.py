@@ -179,11 +179,11 @@ class Stage:
             save_stage(self.ckpt, self.objects, n, done=False)
 
     def _samples_before(self, n: int) -> int:
-        """The samples of updates 0 .. n-1: whole epochs, then full batches up to the epoch's last, partial one."""
+        """The samples of updates 0 .. n-1: whole epochs, then full batches (an epoch's partial batch is its last)."""
         if not self.epoch_samples or not self.updates_per_epoch:
             return n * self.batch_size
         epochs, rest = divmod(n, self.updates_per_epoch)
-        return epochs * self.epoch_samples + min(rest * self.batch_size, self.epoch_samples)
+        return epochs * self.epoch_samples + rest * self.batch_size
 
     @property
     def metrics_path(self) -> Path:

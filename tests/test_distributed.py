@@ -26,7 +26,8 @@ SCRIPTS = {  # script: (example config, tiny overrides, metrics its results.json
     "train_bc": ("bc", ["--bc.total_updates=6", "--bc.eval_episodes=2"], ["bc/eval_returns_mean"]),
     "train_idm": (
         "idm",
-        ["--idm.max_trajectories=4", "--idm.total_updates=6", "--bc.max_trajectories=4", "--bc.eval_episodes=2"],
+        ["--idm.max_trajectories=4", "--idm.batch_size=64", "--idm.total_updates=6"]
+        + ["--bc.max_trajectories=4", "--bc.eval_episodes=2"],
         ["idm/eval_action_mse", "bc/eval_returns_mean"],
     ),
     "train_lapo": ("lapo", LAM + DECODER, ["lapo/final_action_probe_mse", "decoder/eval_returns_mean"]),
