@@ -20,8 +20,8 @@ _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns b
 def setup_backends(device: torch.device, precision: str = "auto") -> None:
     """TF32 allowed and cudnn benchmark on, as in the reference runs on H100; the precision of autocast().
 
-    precision: "auto" (bf16 autocast as released, on CUDA and on a CPU with native bf16 arithmetic; fp32 on a CPU
-    without it, where bf16 is emulated and slower), "bf16" (bf16 autocast on any device), "fp32" (no autocast).
+    precision: "auto" (bf16 autocast as released, on CUDA and on a CPU with native bf16 arithmetic; fp32 on any
+    other CPU), "bf16" (bf16 autocast on any device), "fp32" (no autocast).
     docs/FAITHFULNESS.md, "Precision on the CPU", has the measurement behind the CPU default."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
@@ -105,7 +105,7 @@ def make_scheduler(
     if not 0.0 <= cooldown_ratio <= 1.0:
         raise ConfigError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
     total = max(1, total_updates)
-    warmup = max(0, warmup_updates)  # a warm-up longer than the stage never reaches the peak, as released
+    warmup = max(0, warmup_updates)  # a warm-up longer than the stage never reaches the peak
     if cooldown_ratio > 0:
         decay_start = max(warmup, int(round(total * (1.0 - cooldown_ratio))))
     else:
