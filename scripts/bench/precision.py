@@ -22,7 +22,7 @@ from src.optim import autocast, make_optimizer, setup_backends
 
 @dataclass
 class PrecisionBenchConfig:
-    config_path: str = "configs/example/laom.yaml"  # the LAOM config whose stage-1 networks and batch are timed
+    laom_config: str = "configs/example/laom.yaml"  # the LAOM config whose stage-1 networks and batch are timed
     threads: int = 1  # torch CPU threads
     pairs: int = 8  # (fp32 block, bf16 block) pairs timed
     updates: int = 4  # updates per block
@@ -32,7 +32,7 @@ class PrecisionBenchConfig:
 def main(cfg: PrecisionBenchConfig) -> None:
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
-    run_cfg = pyrallis.parse(train_laom.Config, config_path=cfg.config_path, args=[])
+    run_cfg = pyrallis.parse(train_laom.Config, config_path=cfg.laom_config, args=[])
     c = run_cfg.lapo
     data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset)
     valid = data.valid_indices(c.future_obs_offset)
