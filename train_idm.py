@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from src import dist
 from src.compile import compile_networks
-from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs
+from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.memory import StageMemory, actor_memory, meta_batch, stage_memory
@@ -39,7 +39,7 @@ class IDMConfig:
     max_trajectories: Optional[int] = None  # use only the first N trajectories of data_path (None: all)
     eval_data_path: Optional[str] = None  # evaluation set (novel distractors) for the action MSE (None: skip)
     eval_every: int = 1000  # updates between action-MSE evaluations on eval_data_path (and at the end)
-    total_updates: int = 10000  # number of updates
+    total_updates: int = 10000  # about this many updates: whole epochs, total_updates // batches per epoch (>= 1)
     batch_size: int = 512  # samples per update
     learning_rate: float = 1e-4  # peak Adam learning rate
     weight_decay: Optional[float] = None  # weight decay (never on biases / norms)
@@ -212,13 +212,26 @@ def train_idm(run: Run) -> IDM:
     idm = build_models(cfg, data.shapes, "idm")["idm"].to(device)
     compile_networks(cfg.compile, idm)
     optim = make_optimizer(idm, "adam", c.learning_rate, c.weight_decay)
-    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
-    total = c.total_updates
+    # As released: ceil(N / B) batches per epoch (the last partial batch of each epoch kept) and whole epochs only,
+    # batches_per_epoch * floor(total_updates / batches_per_epoch) updates (at least one epoch).
+    num_samples = dist.total(len(valid))  # global samples
+    batches_per_epoch = num_batches(num_samples, c.batch_size, drop_last=False)  # the last partial batch kept
+    total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"idm": idm, "optim": optim, "sched": sched}
-    stage = Stage("idm", "idm.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
+    stage = Stage(
+        "idm",
+        "idm.pt",
+        objects,
+        total,
+        run,
+        c.checkpoint_path,
+        batch_size=c.batch_size,
+        updates_per_epoch=batches_per_epoch,
+        epoch_samples=num_samples,
+    )
     batches = infinite_epochs(
-        data, valid, c.batch_size, flag="--idm.batch_size", seed=stage.data_seed, start=stage.start
+        data, valid, c.batch_size, drop_last=False, flag="--idm.batch_size", seed=stage.data_seed, start=stage.start
     )
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
@@ -229,7 +242,7 @@ def train_idm(run: Run) -> IDM:
         loss = F.mse_loss(pred.float(), batch["actions"])
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        dist.average_gradients(idm)  # the gradient over the global batch (all ranks)
+        dist.average_gradients(idm, samples=len(obs))  # over the global batch (all ranks), partial or not
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(idm.parameters(), c.grad_norm)
         optim.step()

@@ -278,7 +278,7 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
         "actor": lambda: Actor(
             3 * b.frame_stack, z, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks, b.dropout
         ),
-        "debug_head": lambda: ActionMLP(z, a, 256, activation=nn.ReLU),
+        "debug_head": lambda: ActionMLP(z, a, 128, activation=nn.ReLU),  # 128 hidden units, as released
         "decoder": lambda: ActionMLP(z, a, cfg.decoder.hidden_dim),
     }
     return {name: builders[name]() for name in names or builders}
@@ -462,11 +462,13 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
-    debug_optim = make_optimizer(debug_head, "adamw", c.learning_rate)
+    # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,
+    # with AdamW's default weight decay 0.01 on all its parameters, biases included, as released.
+    optim.add_param_group({"params": list(debug_head.parameters()), "weight_decay": 0.01})
     batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "debug_optim": debug_optim, "sched": sched}
+    objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
     stage = Stage(
         "bc",
         "latent_bc.pt",
@@ -491,11 +493,9 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
         loss = F.mse_loss(pred.float(), target.float())
         debug_loss = F.mse_loss(act_pred.float(), b["actions"])
         optim.zero_grad(set_to_none=True)
-        debug_optim.zero_grad(set_to_none=True)
         (loss + debug_loss).backward()
         dist.average_gradients(actor, debug_head)  # the gradient over the global batch (all ranks)
         optim.step()
-        debug_optim.step()
         sched.step()
         stage.log(step, loss, mse_loss=loss, debug_action_mse_loss=debug_loss)
 
@@ -543,11 +543,22 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
-    batches_per_epoch = num_batches(dist.total(len(valid)), c.batch_size, drop_last=False)  # last partial one kept
+    num_samples = dist.total(len(valid))  # global samples
+    batches_per_epoch = num_batches(num_samples, c.batch_size, drop_last=False)  # the last partial batch kept
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
+    stage = Stage(
+        "decoder",
+        "decoder.pt",
+        objects,
+        total,
+        run,
+        c.checkpoint_path,
+        batch_size=c.batch_size,
+        updates_per_epoch=batches_per_epoch,
+        epoch_samples=num_samples,
+    )
     aug = Augmenter() if c.use_aug else None
     batches = infinite_epochs(
         data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size", seed=stage.data_seed, start=stage.start
@@ -564,7 +575,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         loss = F.mse_loss(pred.float(), b["actions"])
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        dist.average_gradients(decoder)  # the gradient over the global batch (all ranks)
+        dist.average_gradients(decoder, samples=len(obs))  # over the global batch (all ranks), partial or not
         optim.step()
         sched.step()
         stage.log(step, loss, mse_loss=loss)

@@ -188,11 +188,14 @@ def broadcast_modules(*modules: nn.Module) -> None:
 
 
 @torch.no_grad()
-def average_gradients(*modules: nn.Module) -> None:
+def average_gradients(*modules: nn.Module, samples: int | None = None) -> None:
     """After backward: each gradient becomes its mean over ranks, as DistributedDataParallel does. With every rank's
     loss a mean over its share of the global batch, this is the gradient of the loss over the whole global batch.
-    One all-reduce per dtype over the flattened gradients. Parameters without a gradient are left alone (the same
-    on every rank: every rank runs the same code)."""
+    samples: this rank's samples in the update, where the ranks' shares can differ (a stage that keeps each epoch's
+    last partial batch): each rank's gradient is then weighted by its samples, so the result is still the gradient
+    of the mean loss over the union of the ranks' batches. One all-reduce per dtype over the flattened gradients
+    (the weight travels in it: no extra collective, no host sync). Parameters without a gradient are left alone (the
+    same on every rank: every rank runs the same code)."""
     if not active():
         return
     grads = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
@@ -202,8 +205,13 @@ def average_gradients(*modules: nn.Module) -> None:
     n = world_size()
     for group in by_dtype.values():
         flat = torch.cat([g.reshape(-1) for g in group])
-        tdist.all_reduce(flat)
-        flat.div_(n)
+        if samples is None:
+            tdist.all_reduce(flat)
+            flat.div_(n)
+        else:  # [sum_r samples_r * g_r, sum_r samples_r] -> their ratio
+            flat = torch.cat([flat.mul_(samples), flat.new_full((1,), float(samples))])
+            tdist.all_reduce(flat)
+            flat = flat[:-1].div_(flat[-1])
         offset = 0
         for g in group:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))

@@ -168,9 +168,10 @@ class Actor(nn.Module):
 
 
 class ActionMLP(nn.Module):
-    """Two-hidden-layer MLP from latent actions to true actions: Linear(Z -> 256), act, Linear(256 -> 256), act,
-    Linear(256 -> A). The stage-3 action decoder uses ReLU6; the latent-BC diagnostic head uses ReLU. Unlike the
-    encoders and heads, it keeps PyTorch's default initialisation."""
+    """Two-hidden-layer MLP from latent actions to true actions: Linear(Z -> H), act, Linear(H -> H), act,
+    Linear(H -> A). The stage-3 action decoder uses ReLU6 (H = 256 in the paper); the latent-BC diagnostic head uses
+    ReLU (H = 128 for LAPO, 256 for LAOM, as released). Unlike the encoders and heads, it keeps PyTorch's default
+    initialisation."""
 
     def __init__(self, latent_dim: int, act_dim: int, hidden_dim: int = 256, activation: type[nn.Module] = nn.ReLU6):
         super().__init__()

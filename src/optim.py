@@ -2,6 +2,7 @@
 learning-rate schedules, EMA targets, the NaN guard and the epoch-after-epoch batch stream."""
 
 import contextlib
+import functools
 import itertools
 import math
 from pathlib import Path
@@ -20,8 +21,9 @@ _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns b
 def setup_backends(device: torch.device, precision: str = "auto") -> None:
     """TF32 allowed and cudnn benchmark on, as in the reference runs on H100; the precision of autocast().
 
-    precision: "auto" (bf16 autocast on CUDA, as the paper's runs; fp32 on CPU), "bf16" (bf16 autocast on any
-    device), "fp32" (no autocast)."""
+    precision: "auto" (bf16 autocast as released, on CUDA and on a CPU with native bf16 arithmetic; fp32 on any
+    other CPU), "bf16" (bf16 autocast on any device), "fp32" (no autocast).
+    docs/FAITHFULNESS.md, "Precision on the CPU", has the measurement behind the CPU default."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
     _precision["bf16"] = None if precision == "auto" else precision == "bf16"
@@ -33,7 +35,21 @@ def setup_backends(device: torch.device, precision: str = "auto") -> None:
 
 def bf16_on(device: torch.device) -> bool:
     """Whether autocast(device) trains in bf16 (see setup_backends)."""
-    return device.type == "cuda" if _precision["bf16"] is None else _precision["bf16"]
+    if _precision["bf16"] is not None:
+        return _precision["bf16"]
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
+@functools.cache
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 natively (x86 AVX512-BF16 or AMX-BF16, the instructions oneDNN's bf16 kernels
+    use), read from the flags of /proc/cpuinfo; False where that file is missing (not Linux) or has no such flag."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.partition(":")[2].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def autocast(device: torch.device):
@@ -75,20 +91,22 @@ def make_scheduler(
     kind: str = "linear",
     cooldown_ratio: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over warmup_updates, then:
+    """Linear warm-up over warmup_updates, counted from 0 as the released scheduler does: update i < warmup_updates
+    runs at lr * i / warmup_updates (the first update at lr 0, the peak one update after the warm-up), then:
     - "linear": linear decay to 0 at the last update (the released code's LAM, latent BC, decoder and IDM);
     - "cosine": cosine decay to 0 (the paper's text);
     - "constant": no decay;
     - "cooldown": constant, then over the last cooldown_ratio of the updates a decay of 1 - sqrt(progress through
       the cooldown) (the released BC baseline; its cooldown_ratio 0 means constant after warm-up).
     For "linear" and "cosine", cooldown_ratio > 0 holds the rate after warm-up and decays over that final
-    fraction only."""
+    fraction only. "linear" runs update i >= warmup_updates at lr * (total - i) / (total - warmup_updates): with 2
+    warm-up updates of 4, lr * [0, 0.5, 1, 0.5]."""
     if kind not in LR_SCHEDULES:
         raise ConfigError(f"unknown lr schedule {kind!r}; valid: {list(LR_SCHEDULES)}")
     if not 0.0 <= cooldown_ratio <= 1.0:
         raise ConfigError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
     total = max(1, total_updates)
-    warmup = min(max(0, warmup_updates), total - 1)
+    warmup = max(0, warmup_updates)  # a warm-up longer than the stage never reaches the peak
     if cooldown_ratio > 0:
         decay_start = max(warmup, int(round(total * (1.0 - cooldown_ratio))))
     else:
@@ -96,7 +114,7 @@ def make_scheduler(
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return step / warmup
         if kind == "constant" or step < decay_start:
             return 1.0
         progress = min(1.0, (step - decay_start) / max(1, total - decay_start))

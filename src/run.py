@@ -42,7 +42,8 @@ class RunConfig:
     checkpoint_every: int = 2000  # updates between resumable stage checkpoints
     eval_num_envs: int = 5  # parallel evaluation environments (worker processes)
     eval_max_episode_steps: int = 1000  # episode length of evaluation rollouts (1000 in the paper)
-    precision: str = "auto"  # training autocast: "auto" (bf16 on CUDA, as the paper; fp32 on CPU), "bf16", "fp32"
+    # training autocast: "auto" (bf16 as released, on CUDA and on a CPU with native bf16; else fp32), "bf16", "fp32"
+    precision: str = "auto"
     compile: bool = False  # torch.compile the networks each stage trains (src/compile.py); off until measured on a GPU
 
     def resolved_run_dir(self) -> Path:

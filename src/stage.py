@@ -81,7 +81,8 @@ class Stage:
     total: its number of updates; run: the run config (log_every, checkpoint_every); load_from: a finished
     checkpoint of this stage from another run to load instead of training; reuse_metrics: a stage loaded that way
     reports the final metrics stored by the run that trained it (the LAM: its probe MSEs), otherwise it computes
-    its own; batch_size: samples per update (for samples/s); updates_per_epoch: for the logged epoch."""
+    its own; batch_size: samples per update (for samples/s); updates_per_epoch: for the logged epoch; epoch_samples:
+    the samples of one epoch where its last batch is partial (kept), so that samples/s counts that batch's size."""
 
     def __init__(
         self,
@@ -94,13 +95,14 @@ class Stage:
         reuse_metrics: bool = False,
         batch_size: int = 0,
         updates_per_epoch: int | None = None,
+        epoch_samples: int | None = None,
     ):
         if total < 1:
             raise ConfigError(f"{name}: the stage would run {total} updates; check its num_epochs / total_updates")
         self.name, self.ckpt, self.objects, self.total = name, run.dir / ckpt_name, objects, total
         self.run, self.wandb_run, self.results, device = run.cfg, run.wandb, run.results, run.device
         self.load_from, self.reuse_metrics = load_from, reuse_metrics
-        self.batch_size, self.updates_per_epoch = batch_size, updates_per_epoch
+        self.batch_size, self.updates_per_epoch, self.epoch_samples = batch_size, updates_per_epoch, epoch_samples
         self.clock = Stopwatch()  # the stage's wall time, for results.json
         saved = {}  # the loss window and final training loss of the checkpoint, if any
         self.start, self.done = restore_stage(self.ckpt, objects, load_from, device, name, run.cfg, saved)
@@ -211,7 +213,8 @@ class Stage:
             if "sched" in self.objects:
                 values[f"{self.name}/learning_rate"] = self.objects["sched"].get_last_lr()[0]
             if self.batch_size:
-                values[f"{self.name}/samples_per_s"] = self.run.log_every * self.batch_size / self._window()
+                samples = self._samples_before(n) - self._samples_before(n - self.run.log_every)
+                values[f"{self.name}/samples_per_s"] = samples / self._window()
             if self.updates_per_epoch:
                 values[f"{self.name}/epoch"] = n / self.updates_per_epoch
             values[f"{self.name}/step"] = n
@@ -221,6 +224,13 @@ class Stage:
         if n % self.run.checkpoint_every == 0 and n < self.total:
             self.guard.check(self.ckpt)
             save_stage(self.ckpt, self.objects, n, done=False, extra=self._saved())
+
+    def _samples_before(self, n: int) -> int:
+        """The samples of updates 0 .. n-1: whole epochs, then full batches (an epoch's partial batch is its last)."""
+        if not self.epoch_samples or not self.updates_per_epoch:
+            return n * self.batch_size
+        epochs, rest = divmod(n, self.updates_per_epoch)
+        return epochs * self.epoch_samples + rest * self.batch_size
 
     @property
     def metrics_path(self) -> Path:

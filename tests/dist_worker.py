@@ -97,6 +97,22 @@ def step(path: str, out: Path) -> None:
     torch.save({"state": state, "init": init, "local_batch": len(mine)}, out / f"rank{dist.rank()}.pt")
 
 
+def unequal_shares() -> tuple[torch.Tensor, torch.Tensor, torch.nn.Linear]:
+    """5 samples (x [5, 3], y [5, 2]) and a Linear(3, 2), the same in every process."""
+    torch.manual_seed(0)
+    return torch.randn(5, 3), torch.randn(5, 2), torch.nn.Linear(3, 2)
+
+
+def weighted(path: str, out: Path) -> None:
+    """One backward pass of a Linear on unequal shares of 5 samples (rank 0: 4, rank 1: 1, as an epoch's last partial
+    batch can split), its gradient averaged over ranks with the samples of each (average_gradients(samples=...))."""
+    x, y, net = unequal_shares()
+    mine = slice(0, 4) if dist.rank() == 0 else slice(4, 5)
+    torch.nn.functional.mse_loss(net(x[mine]), y[mine]).backward()
+    dist.average_gradients(net, samples=len(x[mine]))
+    torch.save([p.grad for p in net.parameters()], out / f"rank{dist.rank()}.pt")
+
+
 def script(out: Path, module: str, args: list[str]) -> None:
     def threads_at_exit() -> None:
         names = []
@@ -119,5 +135,5 @@ if __name__ == "__main__":
     mode, data_path, out_dir = sys.argv[1:4]
     if dist.launched():
         dist.init(torch.device("cpu"))
-    {"shard": shard, "step": step}[mode](data_path, Path(out_dir))
+    {"shard": shard, "step": step, "weighted": weighted}[mode](data_path, Path(out_dir))
     dist.finish()

@@ -110,11 +110,13 @@ def test_peak_lookup_and_bad_input():
 
 
 def test_paper_run_updates_and_figure8_grid_reuse():
-    assert db.paper_updates("lapo/lam", 2) == 10 * (5000 * 990 // 512)
+    assert db.paper_updates("lapo/lam", 2) == 10 * (5000 * 990 // 512)  # LAPO drops the last partial batch
+    assert db.paper_updates("laom/lam", 2) == 10 * 9668  # LAOM keeps it: ceil(5000 * 990 / 512)
     assert db.paper_updates("laom/latent_bc", 2) == 10 * (5000 * 999 // 512)
     assert db.paper_updates("laom/decoder", 2) == 2500  # 4 batches an epoch, 625 epochs
     assert db.paper_updates("laom/decoder", 32) == 39 * 63  # whole epochs of 63 batches
     assert db.paper_updates("idm/idm", 8) == 10000 and db.paper_updates("bc/bc", 8) == 10000
+    assert db.paper_updates("idm/idm", 32) == 158 * 63  # whole epochs of ceil(32 * 999 / 512) = 63 batches
     one_second = {k: 1.0 for k in db.STAGES}
     p = db.project(one_second)
     decoders = sum(db.paper_updates("laom/decoder", b) for b in db.PAPER_BUDGETS)
@@ -127,9 +129,10 @@ def test_paper_run_updates_and_figure8_grid_reuse():
 
 def test_projection_of_one_laom_run_against_a_hand_formula():
     """One LAOM run at budget 2 and 50% MFU of 989 TFLOP/s: the FLOPs of each update times the updates of a paper
-    run (10 epochs of 5000 x 990 // 512 LAM updates, 10 of 5000 x 999 // 512 latent BC ones, 2500 decoder ones)."""
+    run (10 epochs of ceil(5000 x 990 / 512) LAM updates, 10 of 5000 x 999 // 512 latent BC ones, 2500 decoder
+    ones)."""
     gflop = {"laom/lam": 6557, "laom/latent_bc": 74305, "laom/decoder": 24177}
     seconds = {k: g * 1e9 / (0.5 * 989e12) for k, g in gflop.items()}
-    hand = (6557 * 96670 + 74305 * 97550 + 24177 * 2500) * 1e9 / (0.5 * 989e12) / 3600
+    hand = (6557 * 96680 + 74305 * 97550 + 24177 * 2500) * 1e9 / (0.5 * 989e12) / 3600
     assert db.project(seconds)["laom"]["one_run_h"] == pytest.approx(hand)
     assert hand == pytest.approx(4.46, abs=0.005)

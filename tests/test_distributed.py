@@ -26,7 +26,8 @@ SCRIPTS = {  # script: (example config, tiny overrides, metrics its results.json
     "train_bc": ("bc", ["--bc.total_updates=6", "--bc.eval_episodes=2"], ["bc/eval_returns_mean"]),
     "train_idm": (
         "idm",
-        ["--idm.max_trajectories=4", "--idm.total_updates=6", "--bc.max_trajectories=4", "--bc.eval_episodes=2"],
+        ["--idm.max_trajectories=4", "--idm.batch_size=64", "--idm.total_updates=6"]
+        + ["--bc.max_trajectories=4", "--bc.eval_episodes=2"],
         ["idm/eval_action_mse", "bc/eval_returns_mean"],
     ),
     "train_lapo": ("lapo", LAM + DECODER, ["lapo/final_action_probe_mse", "decoder/eval_returns_mean"]),
@@ -114,6 +115,24 @@ def test_two_ranks_take_the_step_of_one_process(tmp_path):
         for k, v in single["state"][net].items():
             assert torch.equal(r0["state"][net][k], r1["state"][net][k]), f"{net}.{k}: the ranks differ"
             torch.testing.assert_close(r0["state"][net][k], v, rtol=1e-4, atol=1e-4, msg=f"{net}.{k}")
+
+
+def test_unequal_shares_give_the_gradient_of_the_union(tmp_path):
+    """A stage that keeps an epoch's last partial batch can give the ranks unequal shares of an update: each rank's
+    gradient weighted by its samples is the gradient of the mean loss over the union (an equal-weight mean is not)."""
+    from tests.dist_worker import unequal_shares
+
+    proc = torchrun(["tests/dist_worker.py", "weighted", str(EXAMPLE), str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    x, y, net = unequal_shares()
+    union = torch.autograd.grad(torch.nn.functional.mse_loss(net(x), y), list(net.parameters()))
+    parts = [torch.autograd.grad(torch.nn.functional.mse_loss(net(x[s]), y[s]), list(net.parameters()))
+             for s in (slice(0, 4), slice(4, 5))]  # fmt: skip
+    for g0, g1, want, a, b in zip(r0, r1, union, *parts, strict=True):
+        assert torch.equal(g0, g1)
+        torch.testing.assert_close(g0, want, rtol=1e-6, atol=1e-7)
+        assert not torch.allclose((a + b) / 2, want, atol=1e-3)  # the equal-weight mean is another gradient
 
 
 def test_each_rank_holds_only_its_shard(tmp_path):

@@ -175,18 +175,19 @@ def paper_config(spec: StageSpec):
 
 def paper_updates(key: str, budget: int) -> int:
     """Updates of a stage in a paper run (configs/<method>.yaml, 5000 x 1000-step data, `budget` labeled
-    trajectories), by the scripts' own counting: whole epochs, drop_last except the decoder's."""
+    trajectories), by the scripts' own counting: whole epochs; the last partial batch kept by LAOM's and LAOM +
+    supervision's stage 1, the IDM and the decoder, dropped by the others (docs/FAITHFULNESS.md)."""
     spec = STAGES[key]
     c = getattr(paper_config(spec), spec.section)
     full = PAPER_DATA[0] * (PAPER_DATA[1] - 1)  # transitions (o_t, o_{t+1})
     labeled = budget * (PAPER_DATA[1] - 1)
     if spec.section == "lapo":
-        return c.num_epochs * (PAPER_DATA[0] * (PAPER_DATA[1] - c.future_obs_offset) // c.batch_size)
-    if spec.section == "decoder":
+        samples = PAPER_DATA[0] * (PAPER_DATA[1] - c.future_obs_offset)
+        keep_last = key.startswith(("laom/", "laom_labels/"))
+        return c.num_epochs * (math.ceil(samples / c.batch_size) if keep_last else samples // c.batch_size)
+    if spec.section in ("decoder", "idm"):
         per_epoch = math.ceil(labeled / c.batch_size)
         return max(1, c.total_updates // per_epoch) * per_epoch
-    if spec.section == "idm":
-        return c.total_updates
     if key == "bc/bc":
         return (
             c.total_updates if c.total_updates is not None else c.num_epochs * (budget * PAPER_DATA[1] // c.batch_size)
