@@ -119,8 +119,9 @@ def permutation_p(a, b, lower_is_better: bool) -> float:
     b = [float(x) for x in b if math.isfinite(x)]
     if not a or not b:
         return math.nan
+    alternative = "less" if lower_is_better else "greater"
     res = permutation_test((np.array(a), np.array(b)), _mean_difference, permutation_type="independent",
-                           vectorized=True, n_resamples=np.inf, alternative="less" if lower_is_better else "greater")  # fmt: skip
+                           vectorized=True, n_resamples=np.inf, alternative=alternative)  # fmt: skip
     return float(res.pvalue)
 
 
