@@ -55,7 +55,7 @@ VARIANTS = {
     "lapo_mask": ("lapo_mask", "masked LAPO (true masks)"),
 }
 LAMS = ("lapo", "lapo_vanilla", "laom", "laom_vanilla", "laom_noaug", "laom_labels", "lapo_mask")
-OPTIONAL = ("laom_noaug",)  # run only when asked (NOAUG=1): not "missing" when absent
+OPTIONAL = ("laom_noaug", "laom_vanilla")  # run only when asked (NOAUG=1, ONLY): not "missing" when absent
 # Leakage targets (src/probes.py): the action, the agent's own state change, each distractor's change.
 TARGETS = ("action", "agent_state", "background", "camera", "color")
 DISTRACTOR_TARGETS = ("background", "camera", "color")
