@@ -309,3 +309,29 @@ def test_probe_on_principal_components_and_the_update_zero_probe_in_the_curve(tm
     assert with_curve.points(final, 10) == [[0, 2.0, 3.0, {"camera": 0.5}], [10, 1.0, 1.5]]
     (tmp_path / "old.json").write_text("[[0, 2.0, 3.0]]")  # the earlier format: points only
     assert ProbeCurve(tmp_path / "old.json", every=5).points(final, 10) == [[0, 2.0, 3.0], [10, 1.0, 1.5]]
+
+
+def test_intervention_shares_in_the_action_probe_output_do_not_move_with_the_latent_scale():
+    """scripts/small/latent_sources.py: the shares of a latent's response summed over its dimensions move when the
+    agent's dimensions are scaled (the issue: doubling them moved a 0.50 / 0.50 split); read through the
+    cross-fitted action probe, they do not."""
+    from scripts.small.latent_sources import action_readout, moved
+
+    rng = np.random.default_rng(0)
+    n = 800
+    actions = torch.tensor(rng.normal(size=(n, 3)))
+    background = torch.tensor(rng.normal(size=(n, 4)))  # the background's change: no action in it
+    agent = actions @ torch.tensor(rng.normal(size=(3, 4))) + 0.1 * torch.tensor(rng.normal(size=(n, 4)))
+    still = torch.zeros(n, 8, dtype=torch.float64)
+
+    def z(scale: float) -> dict[str, torch.Tensor]:  # 4 agent dims (scaled), 4 background dims
+        full = torch.cat([scale * agent, background], 1)
+        return {"full": full, "still": still, "background": torch.cat([scale * agent, 0 * background], 1),
+                "agent": torch.cat([0 * agent, background], 1)}  # fmt: skip
+
+    plain, doubled = moved(z(1.0)), moved(z(2.0))
+    assert doubled["agent"] - plain["agent"] > 0.2  # summed over dimensions: the split follows the scale
+    p1, p2 = moved(action_readout(z(1.0), actions)), moved(action_readout(z(2.0), actions))
+    for k in ("step", "background", "agent"):
+        assert p1[k] == pytest.approx(p2[k], abs=1e-9), k
+    assert p1["agent"] > 0.9 and p1["background"] < 0.05  # in action space the step's response is the agent's

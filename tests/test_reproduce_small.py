@@ -168,6 +168,7 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
         assert check["action_r2_here"] == pytest.approx(check["action_r2_stored"], abs=1e-5), lam
         for when in ("init", "end"):
             assert all(entry[when][k] >= 0 for k in ("step", "background", "agent")), (lam, when)
+            assert all(entry[when][f"probe_{k}"] >= 0 for k in ("step", "background", "agent")), (lam, when)
     assert 0 < sources["pixels"]["background"] and 0 < sources["pixels"]["agent"]
     assert "## What moves each latent" in (report / "results.md").read_text()
     for name in ("results.md", "verdicts.md", "probe_curves.png", "leakage.png", "latents.png", "run-info.md",

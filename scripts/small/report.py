@@ -956,7 +956,10 @@ def main(c: Config) -> None:
                "How far each latent action moves when, in o_t+1, the step's change is undone (all of it, the "
                "background's or the agent's, with the true masks): the step's share of the latent's variance, and "
                "the background's and the agent's shares of the latent's response to the step, on held-out test "
-               "transitions, IQM over seeds [bootstrap interval]; the first row is the frame difference itself.\n\n"
+               "transitions, IQM over seeds [bootstrap interval]; the first row is the frame difference itself. "
+               "These shares sum squared changes over the latent's dimensions and move with their scale; the last "
+               "three columns measure the same in the action probe's output (cross-fitted, each latent dimension "
+               "standardised), which a rescaling of the latent's dimensions cannot change.\n\n"
                f"{table}\n")  # fmt: skip
     (out / "results.md").write_text("# Results of scripts/small/reproduce.sh\n\n" + md + "\n## Tuning\n\n" +
                                     tuning_markdown(t) + "\n" + prec)  # fmt: skip
