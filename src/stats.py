@@ -187,14 +187,3 @@ def read_test(p_adjusted: float, mean_difference: float, lower_is_better: bool) 
     if p_adjusted < ALPHA:
         return "holds" if claimed else "reversed"
     return "direction only" if claimed else "not shown"
-
-
-def decide(p_adjusted: float, a: Interval, b: Interval, lower_is_better: bool) -> str:
-    """ "holds" where a is better than b with a Holm-adjusted permutation p below ALPHA, "direction only" where the
-    IQMs order that way without it, "does not hold" otherwise ("not measured" without runs)."""
-    if a.n == 0 or b.n == 0 or not math.isfinite(p_adjusted):
-        return "not measured"
-    sign = 1.0 if lower_is_better else -1.0
-    if sign * (a.iqm - b.iqm) >= 0:
-        return "does not hold"
-    return "holds" if p_adjusted < ALPHA else "direction only"
