@@ -53,7 +53,7 @@ FROZEN = ("background", "agent")  # the parts whose change is undone; "still" un
 class Config:
     small_dir: str = "runs/small"  # scripts/small/reproduce.sh's folder: data/ (with the masks file), runs/
     out: str = ""  # JSON output (empty: print only)
-    seeds: str = "0 1 2 3 4"
+    seeds: str = "0 1 2 3 4 5 6 7 8 9"
     budget: int = 2
     batch_size: int = 64
     variants: str = ""  # the LAMs to measure (e.g. "lapo laom"; empty: all of LAMS)
