@@ -649,7 +649,8 @@ def markdown(a: dict) -> str:
             + (", ".join(f"{d}: {_f(px[d].get('agent', {}).get('cca', math.nan))} agent, "
                          f"{_f(px[d].get('distractors', {}).get('cca', math.nan))} distractors" for d in px)
                or "not measured") + ".", ""]  # fmt: skip
-    out += ["| LAM | agent: update 0 → end | p change | agent, novel | distractors: update 0 → end | p change |",
+    out += ["| LAM | agent: update 0 → end | p change (two-sided, paired) | agent, novel | distractors: update 0 → end "
+            "| p change (two-sided, paired) |",
             "|---|---|---|---|---|---|"]  # fmt: skip
     for v in LAMS:
         if not a["_runs"][v]:
