@@ -119,6 +119,12 @@ def permutation_p(a, b, lower_is_better: bool) -> float:
     b = [float(x) for x in b if math.isfinite(x)]
     if not a or not b:
         return math.nan
+    sign = -1.0 if lower_is_better else 1.0  # larger = more favourable to a
+    if min(len(a), len(b)) < 2:  # scipy needs two runs a side: the relabellings of the lone run, counted
+        total, lone_a = sum(a) + sum(b), len(a) == 1
+        stats = [sign * (v - (total - v) / len(b) if lone_a else (total - v) / len(a) - v) for v in a + b]
+        observed = sign * (np.mean(a) - np.mean(b))
+        return float(np.mean(np.array(stats) >= observed - 1e-12 * max(1.0, abs(observed))))
     alternative = "less" if lower_is_better else "greater"
     res = permutation_test((np.array(a), np.array(b)), _mean_difference, permutation_type="independent",
                            vectorized=True, n_resamples=np.inf, alternative=alternative)  # fmt: skip
@@ -144,6 +150,9 @@ def paired_p(a: dict, b: dict, alternative: str = "two-sided") -> float:
         return math.nan
     if np.all(x == y):  # no difference at all: every sign pattern ties
         return 1.0
+    if len(seeds) == 1:  # scipy needs two seeds: the two sign patterns of one difference, counted
+        d = float(x[0] - y[0])
+        return {"less": 0.5 if d < 0 else 1.0, "greater": 0.5 if d > 0 else 1.0, "two-sided": 1.0}[alternative]
     res = permutation_test((x, y), _mean_paired_difference, permutation_type="samples", vectorized=True,
                            n_resamples=np.inf, alternative=alternative)  # fmt: skip
     return float(min(1.0, res.pvalue))

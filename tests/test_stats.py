@@ -85,6 +85,9 @@ def test_scipy_unpaired_p_equals_the_enumerated_one():
         b = list(rng.normal(0.5, size=nb).round(1 if trial % 3 == 0 else 6))
         for lower in (True, False):
             assert permutation_p(a, b, lower) == pytest.approx(_enumerated_p(a, b, lower), abs=1e-12), (a, b)
+    for a, b in (([0.3], [0.1, 0.5, 0.2]), ([0.3, 0.1], [0.2]), ([1.0], [2.0]), ([2.0], [1.0])):  # a lone run
+        for lower in (True, False):
+            assert permutation_p(a, b, lower) == pytest.approx(_enumerated_p(a, b, lower), abs=1e-12), (a, b)
     laom, lapo = [0.757, 0.656, 0.725, 0.755, 0.781], [0.557, 0.556, 0.537, 0.497, 0.517]
     assert permutation_p(laom, lapo, True) == pytest.approx(_enumerated_p(laom, lapo, True)) == 1.0
 
@@ -104,6 +107,9 @@ def test_paired_sign_flip_p_against_hand_counts():
     # only the seeds both hold count; NaN where none is shared; no difference at all is p = 1
     assert paired_p({0: 1.0, 1: 2.0, 9: 5.0}, {0: 3.0, 1: 4.0, 2: 0.0}, "less") == pytest.approx(1 / 4)
     assert math.isnan(paired_p({0: 1.0}, {1: 1.0})) and paired_p(a, a) == 1.0
+    # one seed: its two sign patterns (scipy needs two seeds)
+    assert paired_p({0: 1.0}, {0: 2.0}) == 1.0 and paired_p({0: 1.0}, {0: 2.0}, "less") == 0.5
+    assert paired_p({0: 1.0}, {0: 2.0}, "greater") == 1.0
     # paired and unpaired differ: a constant shift on every seed is significant only when paired
     base = {s: float(10 * s) for s in range(6)}
     shifted = {s: v + 1.0 for s, v in base.items()}
