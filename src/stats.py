@@ -175,7 +175,8 @@ def learned(init: dict, end: dict, lower_is_better: bool) -> dict:
     """Whether a measure improved over update 0 (the initialised network) on the seeds ({seed: value} at update 0
     and at the end): per seed the change end - init, the seeds that improved, and the one-sided exact sign-flip p of
     "better than at update 0". `holds` where that p is below ALPHA (with 5 seeds: only when every seed improved; with
-    10, p is 1/1024 when every seed improved and rises with the number and size of the changes the other way). The precondition of a finding's verdict: an arm that did not learn is not read."""
+    10, p is 1/1024 when every seed improved and rises with the number and size of the changes the other way).
+    The precondition of a finding's verdict: an arm that did not learn is not read."""
     seeds, x, y = paired(end, init)
     change = {s: float(e - i) for s, e, i in zip(seeds, x, y, strict=True)}
     improved = [s for s, d in change.items() if (d < 0 if lower_is_better else d > 0)]
