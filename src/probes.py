@@ -38,7 +38,21 @@ and the agent-state change, standardised) to the whole latent, `<prefix>/leakage
 of the latent's variance (summed over its dimensions) that they explain on the test trajectories; and the same from
 every recorded distractor change, `latent_from_distractors_r2`. What the agent leaves unexplained is the rest of
 the latent: the distractors, a non-linear code of the agent, or noise; the same LAM without distractors, where the
-rest can hold no distractor, is the control.
+rest can hold no distractor, is the control. That share is a variance-weighted R²: it moves with the scale and the
+number of the latent's dimensions that the agent does not explain, not only with what the latent holds (scaling
+agent-free dimensions changes it; tests/test_probes.py shows by how much).
+
+Held-out canonical correlations, measures that rescaling cannot change (`<prefix>/leakage/cca_<source>`, source
+`agent` (the action and the agent-state change) or `distractors` (every recorded distractor change)): ridge CCA
+between the latent and the source's targets, fitted on the fit transitions, each latent dimension standardised by
+its fit-set spread (so a per-dimension rescaling of the latent gives the same directions and the same numbers) and
+the latent's correlation matrix penalised by l2 * I (CCA_L2_GRID, the validation value chooses; without it, a latent
+wider than the fit set would correlate perfectly with anything). The fitted canonical directions are then applied
+to the test transitions: `cca_<source>` is the mean over the k = (number of target columns) canonical pairs of the
+squared test correlation (negative ones count 0), `cca_<source>_top1` the first pair's test correlation. 1: the
+targets are a linear read-out of the latent and back; 0: nothing the fit found carries over. Dimensions that hold
+nothing of the source can only add estimation noise to the fit, so they lower the held-out number slightly with
+finite samples and never raise it the way a variance share's denominator moves (tests/test_probes.py).
 """
 
 import json
@@ -60,6 +74,10 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried;
 # latents of different widths (LAOM 1024 or 8192, LAPO 128) then compare at one dimension and one sample count.
 PCA_DIMS = 128
 SHARE_L2_GRID = (1e-4, 1e-2, 1.0, 100.0)  # penalties of the reverse fit (targets -> latent), on standardised targets
+# Held-out canonical correlations (`CanonicalFit`): penalties tried on the latent's standardised covariance (the
+# validation trajectories choose), and the fixed one on the targets' (collinear target columns stay invertible).
+CCA_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+CCA_TARGET_L2 = 1e-3
 DISTRACTORS_GROUP = "distractors"  # per trajectory group: one float dataset [T, k] per distraction (docs/DATA.md)
 # Leakage targets of the transition (o_t, o_{t+1}): the action, then changes over the transition of the agent's state
 # and of each distractor's state. background: the frame advance only (its other columns, the video and the playback
@@ -188,6 +206,80 @@ class Moments:
         return out
 
 
+def _covariances(m: Moments, cols: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cov(z) [Z, Z], Cov(z, a[cols]) [Z, C] and Cov(a[cols]) [C, C] of the transitions summed in m."""
+    s, c = m.sums, torch.as_tensor(cols, device=m.sums["z"].device)
+    n, mz, ma = s["n"], s["z"] / s["n"], s["a"][c] / s["n"]
+    czz = s["zz"] / n - torch.outer(mz, mz)
+    cza = s["za"][:, c] / n - torch.outer(mz, ma)
+    caa = s["aa_full"][c][:, c] / n - torch.outer(ma, ma)
+    return czz, cza, caa
+
+
+def _inv_sqrt(evals: torch.Tensor, evecs: torch.Tensor, l2: float) -> torch.Tensor:
+    return evecs @ ((evals.clamp_min(0) + l2).rsqrt()[:, None] * evecs.T)
+
+
+class CanonicalFit:
+    """Ridge CCA between the latent z and the target columns `cols`, fitted on `fit` (module docstring): every
+    latent dimension and target column standardised by its fit-set spread, the latent's correlation matrix + l2 * I
+    (one eigendecomposition serves every l2 of the grid), the targets' + CCA_TARGET_L2 * I.
+
+        cf = CanonicalFit(fit, cols)
+        rs = cf.held_out(test, l2)   # the test correlations of the k canonical pairs fitted at l2 [k]
+    """
+
+    def __init__(self, fit: Moments, cols: list[int]):
+        varies = _covariances(fit, cols)[2].diagonal() > 1e-12  # a target constant on the fit set has no direction
+        self.cols = [c for c, keep in zip(cols, varies.tolist(), strict=True) if keep]
+        czz, cza, caa = _covariances(fit, self.cols)
+        self.dz = czz.diagonal().clamp_min(1e-12).rsqrt()  # [Z]: 1 / each dimension's spread
+        self.da = caa.diagonal().clamp_min(1e-12).rsqrt()  # [C]
+        self.rzz = self.dz[:, None] * czz * self.dz[None, :]  # correlation matrices: scale-free
+        self.rza = self.dz[:, None] * cza * self.da[None, :]
+        self.ez, self.vz = torch.linalg.eigh(self.rzz)
+        ea, va = torch.linalg.eigh(self.da[:, None] * caa * self.da[None, :])
+        self.ka = _inv_sqrt(ea, va, CCA_TARGET_L2)  # [C, C]
+        self.k = min(len(cols), self.rzz.shape[0])
+
+    def directions(self, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The canonical directions in the original units: u [Z, k] of the latent, v [C, k] of the targets."""
+
+        def kz(x: torch.Tensor) -> torch.Tensor:  # (R_zz + l2 I)^-1/2 x, through the eigenvectors: [Z, Z] x [Z, C]
+            return self.vz @ ((self.ez.clamp_min(0) + l2).rsqrt()[:, None] * (self.vz.T @ x))
+
+        u, _, vh = torch.linalg.svd(kz(self.rza) @ self.ka, full_matrices=False)
+        return self.dz[:, None] * kz(u[:, : self.k]), self.da[:, None] * (self.ka @ vh.T[:, : self.k])
+
+    def held_out(self, m: Moments, l2: float) -> torch.Tensor:
+        """The correlations [k] of the canonical pairs fitted at l2 on the transitions summed in m."""
+        u, v = self.directions(l2)
+        czz, cza, caa = _covariances(m, self.cols)
+        cov = (u * (cza @ v)).sum(0)
+        var = (u * (czz @ u)).sum(0).clamp_min(0) * (v * (caa @ v)).sum(0).clamp_min(0)
+        # a variate that does not vary here (about 1 on the fit set) correlates with nothing
+        return torch.where(var > 1e-18, cov / var.clamp_min(1e-300).sqrt(), 0.0).clamp(-1, 1)
+
+
+def cca_score(rs: torch.Tensor) -> float:
+    """Mean squared held-out canonical correlation (a negative one counts 0: nothing the fit found carried over)."""
+    return float((rs.clamp_min(0) ** 2).mean()) if len(rs) else math.nan
+
+
+def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], others: tuple = ()) -> dict:
+    """Ridge CCA of the latent with the target columns `cols`: the penalty with the best validation score, then on
+    the test transitions the score (`cca`), the first pair's correlation (`top1`) and the chosen penalty; on each
+    Moments of `others` the score too (`others`: [score, ...])."""
+    cf = CanonicalFit(fit, cols)
+    if not cf.cols:
+        return {"cca": math.nan, "top1": math.nan, "val": math.nan, "l2": math.nan, "others": [math.nan] * len(others)}
+    val_scores = [cca_score(cf.held_out(val, l2)) for l2 in CCA_L2_GRID]
+    l2 = CCA_L2_GRID[_best(val_scores)]
+    rs = cf.held_out(test, l2)
+    return {"cca": cca_score(rs), "top1": float(rs[0]), "val": max(val_scores), "l2": l2,
+            "others": [cca_score(cf.held_out(o, l2)) for o in others]}  # fmt: skip
+
+
 @torch.no_grad()
 def ridge_probe(
     label: Labeler,
@@ -297,6 +389,13 @@ def _leakage_r2(fit, val, test, ev, path, columns: dict, act_dim: int, prefix: s
         out[f"{prefix}/leakage/latent_from_{name}_val_r2"] = shares[best]
         if ev is not None:
             out[f"{prefix}/leakage/latent_from_{name}_eval_r2"] = ev.explained(fit, cols, l2)
+        # the same source's held-out canonical correlations with the latent: what rescaling cannot change
+        cca = held_out_cca(fit, val, test, cols, others=(ev,) if ev is not None else ())
+        out[f"{prefix}/leakage/cca_{name}"] = cca["cca"]
+        out[f"{prefix}/leakage/cca_{name}_top1"] = cca["top1"]
+        out[f"{prefix}/leakage/cca_{name}_val"] = cca["val"]
+        if ev is not None:
+            out[f"{prefix}/leakage/cca_{name}_eval"] = cca["others"][0]
     return out
 
 

@@ -12,8 +12,10 @@ from src import probes
 from src.data import load_dataset
 from src.probes import (
     PCA_DIMS,
+    SHARE_L2_GRID,
     Moments,
     ProbeCurve,
+    held_out_cca,
     leakage_targets,
     pair_indices,
     ridge_probe,
@@ -186,6 +188,80 @@ def test_share_of_the_latent_the_agent_explains_against_a_known_mix(tmp_path):
                                                                     dtype=torch.float64), data)  # fmt: skip
     assert camera_latent["lapo/leakage/latent_from_distractors_r2"] > 0.99
     assert abs(camera_latent["lapo/leakage/latent_from_agent_r2"]) < 0.1
+    # the held-out canonical correlations, in the same pass: the agent's mixed into half noise is still read
+    # whole (the actions are 2 of the agent's targets' columns), the camera's latent holds no agent
+    assert half["lapo/leakage/cca_agent_top1"] > 0.99 and half["lapo/leakage/cca_distractors"] < 0.05
+    assert camera_latent["lapo/leakage/cca_distractors_top1"] > 0.99 and camera_latent["lapo/leakage/cca_agent"] < 0.05
+
+
+def _agent_latent(n: int, free: int, scale: float, rng: np.random.Generator):
+    """Synthetic transitions: 8 agent targets y, a latent of 16 noisy linear read-outs of them beside `free`
+    agent-free dimensions (independent of y) of spread `scale`."""
+    y = rng.normal(size=(n, 8))
+    mix = np.random.default_rng(1).normal(size=(8, 16))
+    agent = y @ mix + 2.0 * rng.normal(size=(n, 16))
+    m = Moments()
+    m.add(torch.tensor(np.concatenate([agent, scale * rng.normal(size=(n, free))], 1)), torch.tensor(y))
+    return m
+
+
+def _both_measures(free: int, scale: float, per_dim=None) -> tuple[float, float]:
+    """(held-out CCA score, the agent share of the latent's variance) of the synthetic latent: fit 3000
+    transitions, validation 750, test 3000, the same draws for every `free` / `scale` / rescaling."""
+    rng = np.random.default_rng(0)
+    sets = [_agent_latent(n, free, scale, rng) for n in (3000, 750, 3000)]
+    if per_dim is not None:  # z -> z * per_dim, dimension by dimension, in the sums
+        for m in sets:
+            d = torch.as_tensor(per_dim, dtype=torch.float64)
+            s = m.sums
+            s["z"], s["zz"], s["za"] = s["z"] * d, s["zz"] * torch.outer(d, d), s["za"] * d[:, None]
+    fit, val, test = sets
+    cols = list(range(8))
+    shares = [val.explained(fit, cols, l2) for l2 in SHARE_L2_GRID]
+    share = test.explained(fit, cols, SHARE_L2_GRID[probes._best(shares)])
+    return held_out_cca(fit, val, test, cols)["cca"], share
+
+
+def test_held_out_cca_is_invariant_to_rescaling_and_to_agent_free_dimensions_where_the_share_is_not():
+    """The issue's failure of the agent share: the same agent content beside 112 agent-free dimensions scaled by 0.1,
+    1 and 10, or beside 1008 of them, moves the share by orders of magnitude. The held-out canonical correlation
+    gives exactly the same number under any per-dimension rescaling (its fit standardises every dimension), and
+    agent-free dimensions only add estimation noise: 112 of them change it by under 0.01 (and never raise it),
+    1008 with 3000 fit transitions lower it by about a sixth (a finite-sample bias against wide latents that the
+    report cancels by reading changes from update 0 within one architecture)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 1024-wide eigendecomposition: many threads on a shared machine only contend
+    try:
+        _check_invariance()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_invariance():
+    cca, share = zip(*(_both_measures(112, s) for s in (0.1, 1.0, 10.0)), strict=True)
+    assert share[0] > 0.5 and share[2] < 0.01 and share[0] / share[2] > 50  # the share: scale, not content
+    assert max(cca) - min(cca) < 1e-9 and cca[0] > 0.6  # CCA: the same number at every scale
+    per_dim = np.random.default_rng(3).lognormal(0, 2, size=128)  # any per-dimension rescaling, agent dims too
+    assert _both_measures(112, 1.0, per_dim)[0] == pytest.approx(cca[1], abs=1e-9)
+    alone, share_alone = _both_measures(0, 1.0)
+    assert 0 <= alone - cca[1] < 0.01  # 112 agent-free dimensions: estimation noise only
+    wide, share_wide = _both_measures(1008, 1.0)
+    assert 0.8 * alone < wide <= alone  # 1008 of them with 3000 transitions: a sixth lower, never higher
+    assert share_wide < 0.2 * share_alone  # the share falls 7-fold
+    # nothing to find: a latent of noise only scores ~0; the targets themselves (mixed, plus noise) score ~1
+    rng = np.random.default_rng(5)
+    fit, val, test = (_agent_latent(n, 64, 1.0, rng) for n in (3000, 750, 3000))
+    noise_only = list(range(16, 80))
+    for m in (fit, val, test):
+        s = m.sums
+        s["z"], s["zz"], s["za"] = s["z"][noise_only], s["zz"][noise_only][:, noise_only], s["za"][noise_only]
+    assert held_out_cca(fit, val, test, list(range(8)))["cca"] < 0.02
+    y, mix = rng.normal(size=(4000, 8)), rng.normal(size=(8, 8)) * np.arange(1, 9)
+    z = y @ mix + 0.01 * rng.normal(size=(4000, 8))
+    m = [Moments() for _ in range(3)]
+    for i, part in enumerate((slice(0, 2000), slice(2000, 2500), slice(2500, 4000))):
+        m[i].add(torch.tensor(z[part]), torch.tensor(y[part]))
+    assert held_out_cca(*m, list(range(8)))["cca"] > 0.99
 
 
 def test_leakage_targets_not_recorded_on_files_without_the_group(capsys):
@@ -233,3 +309,29 @@ def test_probe_on_principal_components_and_the_update_zero_probe_in_the_curve(tm
     assert with_curve.points(final, 10) == [[0, 2.0, 3.0, {"camera": 0.5}], [10, 1.0, 1.5]]
     (tmp_path / "old.json").write_text("[[0, 2.0, 3.0]]")  # the earlier format: points only
     assert ProbeCurve(tmp_path / "old.json", every=5).points(final, 10) == [[0, 2.0, 3.0], [10, 1.0, 1.5]]
+
+
+def test_intervention_shares_in_the_action_probe_output_do_not_move_with_the_latent_scale():
+    """scripts/small/latent_sources.py: the shares of a latent's response summed over its dimensions move when the
+    agent's dimensions are scaled (the issue: doubling them moved a 0.50 / 0.50 split); read through the
+    cross-fitted action probe, they do not."""
+    from scripts.small.latent_sources import action_readout, moved
+
+    rng = np.random.default_rng(0)
+    n = 800
+    actions = torch.tensor(rng.normal(size=(n, 3)))
+    background = torch.tensor(rng.normal(size=(n, 4)))  # the background's change: no action in it
+    agent = actions @ torch.tensor(rng.normal(size=(3, 4))) + 0.1 * torch.tensor(rng.normal(size=(n, 4)))
+    still = torch.zeros(n, 8, dtype=torch.float64)
+
+    def z(scale: float) -> dict[str, torch.Tensor]:  # 4 agent dims (scaled), 4 background dims
+        full = torch.cat([scale * agent, background], 1)
+        return {"full": full, "still": still, "background": torch.cat([scale * agent, 0 * background], 1),
+                "agent": torch.cat([0 * agent, background], 1)}  # fmt: skip
+
+    plain, doubled = moved(z(1.0)), moved(z(2.0))
+    assert doubled["agent"] - plain["agent"] > 0.2  # summed over dimensions: the split follows the scale
+    p1, p2 = moved(action_readout(z(1.0), actions)), moved(action_readout(z(2.0), actions))
+    for k in ("step", "background", "agent"):
+        assert p1[k] == pytest.approx(p2[k], abs=1e-9), k
+    assert p1["agent"] > 0.9 and p1["background"] < 0.05  # in action space the step's response is the agent's

@@ -1,11 +1,13 @@
-"""src/stats.py: rliable's IQM and stratified bootstrap intervals, and the verdicts read from them."""
+"""src/stats.py: rliable's IQM and stratified bootstrap intervals, the exact permutation tests (scipy), Holm's
+correction (statsmodels) and the verdicts read from them."""
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 
-from src.stats import Interval, decide, holm, interval, permutation_p, verdict
+from src.stats import Interval, holm, interval, learned, paired_p, permutation_p, read_test, verdict
 
 
 def test_iqm_and_interval_of_few_seeds():
@@ -60,8 +62,73 @@ def test_exact_permutation_p_and_holm_against_hand_counts():
     adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": math.nan})
     assert adjusted["a"] == pytest.approx(0.03) and adjusted["c"] == pytest.approx(0.06)
     assert adjusted["b"] == pytest.approx(0.06) and math.isnan(adjusted["d"])
-    a, b = Interval(1.0, 0.9, 1.1, 5), Interval(2.0, 1.8, 2.2, 5)
-    assert decide(0.01, a, b, lower_is_better=True) == "holds"
-    assert decide(0.2, a, b, lower_is_better=True) == "direction only"
-    assert decide(0.01, b, a, lower_is_better=True) == "does not hold"
-    assert decide(math.nan, a, Interval(math.nan, math.nan, math.nan, 0), lower_is_better=True) == "not measured"
+
+
+def _enumerated_p(a, b, lower_is_better):
+    """The report's earlier hand-written test (every relabelling of the pooled runs, counted in Python): the
+    reference scipy's permutation_test replaced."""
+    sign = -1.0 if lower_is_better else 1.0
+    pooled, n = np.array(a + b), len(a)
+    observed = sign * (np.mean(a) - np.mean(b))
+    stats = [sign * (pooled[list(i)].mean() - np.delete(pooled, list(i)).mean())
+             for i in itertools.combinations(range(len(pooled)), n)]  # fmt: skip
+    return np.mean(np.array(stats) >= observed - 1e-12)
+
+
+def test_scipy_unpaired_p_equals_the_enumerated_one():
+    """Unpaired, one-sided: scipy's exact permutation test gives the p-values of the enumeration the report used
+    before, on random per-seed values (ties included) and on the committed study's F2 values."""
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        na, nb = rng.integers(2, 7, size=2)
+        a = list(rng.normal(size=na).round(1 if trial % 3 == 0 else 6))  # rounded: ties between runs
+        b = list(rng.normal(0.5, size=nb).round(1 if trial % 3 == 0 else 6))
+        for lower in (True, False):
+            assert permutation_p(a, b, lower) == pytest.approx(_enumerated_p(a, b, lower), abs=1e-12), (a, b)
+    for a, b in (([0.3], [0.1, 0.5, 0.2]), ([0.3, 0.1], [0.2]), ([1.0], [2.0]), ([2.0], [1.0])):  # a lone run
+        for lower in (True, False):
+            assert permutation_p(a, b, lower) == pytest.approx(_enumerated_p(a, b, lower), abs=1e-12), (a, b)
+    laom, lapo = [0.757, 0.656, 0.725, 0.755, 0.781], [0.557, 0.556, 0.537, 0.497, 0.517]
+    assert permutation_p(laom, lapo, True) == pytest.approx(_enumerated_p(laom, lapo, True)) == 1.0
+
+
+def test_paired_sign_flip_p_against_hand_counts():
+    """Two-sided exact sign flip over the shared seeds: all differences of one sign are 1 (or its mirror) of the
+    2^n patterns on each side."""
+    a = {s: 1.0 + s for s in range(5)}
+    b = {s: 2.0 + 2 * s for s in range(5)}  # a below b on every seed
+    assert paired_p(a, b) == pytest.approx(2 / 32)  # the smallest two-sided p of 5 seeds: above 0.05
+    assert paired_p(a, b, "less") == pytest.approx(1 / 32) and paired_p(a, b, "greater") == pytest.approx(1.0)
+    ten_a, ten_b = {s: float(s) for s in range(10)}, {s: s + 0.5 + 0.1 * s for s in range(10)}
+    assert paired_p(ten_a, ten_b) == pytest.approx(2 / 1024)
+    # one seed of 4 the other way, the smallest |difference|: patterns at least as extreme are 2 per side of 16
+    x, y = {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}, {0: 2.0, 1: 3.0, 2: 4.0, 3: 0.5}
+    assert paired_p(x, y, "less") == pytest.approx(2 / 16) and paired_p(x, y) == pytest.approx(4 / 16)
+    # only the seeds both hold count; NaN where none is shared; no difference at all is p = 1
+    assert paired_p({0: 1.0, 1: 2.0, 9: 5.0}, {0: 3.0, 1: 4.0, 2: 0.0}, "less") == pytest.approx(1 / 4)
+    assert math.isnan(paired_p({0: 1.0}, {1: 1.0})) and paired_p(a, a) == 1.0
+    # one seed: its two sign patterns (scipy needs two seeds)
+    assert paired_p({0: 1.0}, {0: 2.0}) == 1.0 and paired_p({0: 1.0}, {0: 2.0}, "less") == 0.5
+    assert paired_p({0: 1.0}, {0: 2.0}, "greater") == 1.0
+    # paired and unpaired differ: a constant shift on every seed is significant only when paired
+    base = {s: float(10 * s) for s in range(6)}
+    shifted = {s: v + 1.0 for s, v in base.items()}
+    assert paired_p(base, shifted) == pytest.approx(2 / 64)
+    assert permutation_p(list(base.values()), list(shifted.values()), True) > 0.3
+
+
+def test_learned_and_the_verdicts_of_a_two_sided_test():
+    init = {s: 0.8 for s in range(5)}
+    end = {0: 0.5, 1: 0.6, 2: 0.55, 3: 0.7, 4: 0.65}
+    got = learned(init, end, lower_is_better=True)
+    assert got["holds"] and got["p_one_sided_paired"] == pytest.approx(1 / 32) and len(got["improved_seeds"]) == 5
+    assert got["change"][0] == pytest.approx(-0.3)
+    worse = learned(init, {0: 0.5, 1: 0.6, 2: 0.55, 3: 0.7, 4: 0.9}, lower_is_better=True)  # one seed got worse
+    assert not worse["holds"] and worse["improved_seeds"] == [0, 1, 2, 3]
+    assert not learned(init, end, lower_is_better=False)["holds"]  # the same change, read as R²: got worse
+    assert read_test(0.01, -1.0, lower_is_better=True) == "holds"
+    assert read_test(0.01, 1.0, lower_is_better=True) == "reversed"
+    assert read_test(0.2, -1.0, lower_is_better=True) == "direction only"
+    assert read_test(0.2, 1.0, lower_is_better=True) == "not shown"
+    assert read_test(0.01, 1.0, lower_is_better=False) == "holds"
+    assert read_test(math.nan, 1.0, lower_is_better=False) == "not measured"

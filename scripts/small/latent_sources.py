@@ -19,6 +19,11 @@ the probes' held-out test transitions (src/probes.py's split):
     agent       the same with the agent frozen (the two shares need not add to 1: the latent is not linear)
 
 The same shares of the frame difference o_{t+1} - o_t itself (`pixels`) say how the change is split in the input.
+These shares sum squared changes over the latent's dimensions, so a per-dimension rescaling of the latent changes
+them. The same three are therefore also measured in the action probe's output (`probe_step`, `probe_background`,
+`probe_agent`): the latents mapped to predicted actions by a ridge probe, cross-fitted on the same transitions (each
+half's predictions from a probe fitted on the other half, every latent dimension standardised on the fitting half),
+which a per-dimension rescaling of the latent leaves unchanged (`action_readout`; tests/test_probes.py).
 Every LAM trained on the distracted data (which has the masks), at update 0 (the network rebuilt from the run's seed;
 for the first `--checks` seeds its action probe is checked against the one the run stored for update 0) and at the
 end (its lam.pt).
@@ -36,7 +41,7 @@ import torch
 from scripts.small.report import ENV, run_lam, study
 from src.data import load_dataset, load_masks, normalize_obs
 from src.errors import cli
-from src.probes import pair_indices, ridge_probe, split_trajectories
+from src.probes import L2_GRID, pair_indices, ridge_probe, split_trajectories
 from src.stats import interval
 
 # variant (scripts/small/report.py's, where its runs are) -> module: the LAMs of the distracted data (its masks)
@@ -48,7 +53,7 @@ FROZEN = ("background", "agent")  # the parts whose change is undone; "still" un
 class Config:
     small_dir: str = "runs/small"  # scripts/small/reproduce.sh's folder: data/ (with the masks file), runs/
     out: str = ""  # JSON output (empty: print only)
-    seeds: str = "0 1 2 3 4"
+    seeds: str = "0 1 2 3 4 5 6 7 8 9"
     budget: int = 2
     batch_size: int = 64
     variants: str = ""  # the LAMs to measure (e.g. "lapo laom"; empty: all of LAMS)
@@ -74,9 +79,37 @@ def moved(z: dict[str, torch.Tensor]) -> dict[str, float]:
     return out | {k: (((full - z[k]) ** 2).sum() / step).item() for k in FROZEN}
 
 
+def action_readout(z: dict[str, torch.Tensor], actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every latent of z (as it is and frozen, [N, Z]) mapped to predicted actions [N, A] by a ridge probe fitted on
+    z["full"] -> actions, cross-fitted: the first half of the transitions is predicted by the probe of the second
+    and the other way round; every latent dimension standardised on the fitting half (so a per-dimension rescaling
+    of the latent gives the same predictions), the penalty of L2_GRID with the lowest cross-fitted MSE."""
+    n, a = len(actions), actions.double()
+    halves = (torch.arange(n // 2), torch.arange(n // 2, n))
+    best = None
+    for l2 in L2_GRID:
+        fits = []
+        for fit in halves:
+            x = z["full"][fit]
+            mu, sd = x.mean(0), x.std(0).clamp_min(1e-12)
+            xs, am = (x - mu) / sd, a[fit].mean(0)
+            cov = xs.T @ xs / len(fit)
+            w = torch.linalg.solve(cov + l2 * torch.eye(len(cov), dtype=cov.dtype), xs.T @ (a[fit] - am) / len(fit))
+            fits.append((mu, sd, w, am))
+        preds = {k: torch.empty(n, a.shape[1], dtype=torch.float64) for k in z}
+        for (mu, sd, w, am), other in zip(fits, reversed(halves), strict=True):
+            for k, v in z.items():
+                preds[k][other] = (v[other] - mu) / sd @ w + am
+        err = ((preds["full"] - a) ** 2).sum().item()
+        if best is None or err < best[0]:
+            best = (err, preds)
+    return best[1]
+
+
 @torch.no_grad()
-def effects(label, data, masks, idx, frame_stack: int, batch_size: int) -> dict[str, float]:
-    """moved() of label(o_t, o_t+1 as it is / frozen) [B, Z] over the transitions idx (both stacks in [-1, 1])."""
+def effects(label, data, masks, idx, frame_stack: int, batch_size: int, readout: bool = True) -> dict[str, float]:
+    """moved() of label(o_t, o_t+1 as it is / frozen) [B, Z] over the transitions idx (both stacks in [-1, 1]);
+    readout: the same in the action probe's output (action_readout), as probe_<share>."""
     zs: dict[str, list] = {"full": [], "background": [], "agent": [], "still": []}
     for chunk in idx.split(batch_size):
         b = data.batch(chunk, frame_stack, next_obs=True)
@@ -84,7 +117,11 @@ def effects(label, data, masks, idx, frame_stack: int, batch_size: int) -> dict[
         o = normalize_obs(b["obs"])
         for k, x in frozen_frames(b["obs"], b["next_obs"], fg).items():
             zs[k].append(label(o, normalize_obs(x)).double())
-    return moved({k: torch.cat(v) for k, v in zs.items()})
+    z = {k: torch.cat(v) for k, v in zs.items()}
+    out = moved(z)
+    if readout:
+        out |= {f"probe_{k}": v for k, v in moved(action_readout(z, data.actions[idx].cpu())).items()}
+    return out
 
 
 def frame_difference(o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +154,7 @@ def main(c: Config) -> dict:
                 masks = load_masks(str(masks_path), data)
                 test = pair_indices(data, split_trajectories(data)[2], c.transitions, seed=2)
                 cache[k] = (data, masks, test)
-                result["pixels"] = effects(frame_difference, data, masks, test, 1, 256)
+                result["pixels"] = effects(frame_difference, data, masks, test, 1, 256, readout=False)
                 result["test_transitions"] = len(test)
             data, masks, test = cache[k]
             entry: dict = {"run_dir": str(run.relative_to(small))}
@@ -137,12 +174,13 @@ def main(c: Config) -> dict:
     if not result["lams"]:
         raise SystemExit(f"error: no finished LAM run under {small / 'runs'} for seeds {c.seeds}")
     lines = ["| latent | the step's change, of its variance: update 0 → end | the background's share of the step: "
-             "update 0 → end | the agent's share: update 0 → end |", "|---|---|---|---|"]  # fmt: skip
+             "update 0 → end | the agent's share: update 0 → end | in the action probe's output: the step's change, "
+             "of its variance | background's share | agent's share |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     px = result["pixels"]
-    lines.append(f"| the frame difference o_t+1 - o_t | – | {px['background']:.3f} | {px['agent']:.3f} |")
+    lines.append(f"| the frame difference o_t+1 - o_t | – | {px['background']:.3f} | {px['agent']:.3f} | – | – | – |")
     result["summary"] = {}
     for variant, per in result["lams"].items():
-        parts = ("step", *FROZEN)
+        parts = ("step", *FROZEN, "probe_step", *(f"probe_{f}" for f in FROZEN))
         ivs = {(f, w): interval([e[w][f] for e in per.values()]) for f in parts for w in ("init", "end")}
         result["summary"][variant] = {f"{f}_{w}": iv.as_dict() for (f, w), iv in ivs.items()}
         cells = [f"{ivs[f, 'init'].iqm:.3f} → {ivs[f, 'end']}" for f in parts]

@@ -7,7 +7,9 @@ o_t and of o_{t+1} - o_t (64 x 64 x 3 each), projected to `--dims` random direct
 then standardised on the fit set). The protocol is the probes': trajectories split whole (fit / validation / test as
 src.probes.split_trajectories), up to `--samples` fit transitions (a quarter of that for validation, all of the test
 trajectories'), one ridge per target with its penalty chosen on the validation R², R² on the test trajectories
-(per column, 1 - SSE / SSE of the fit set's mean, averaged over the columns that vary).
+(per column, 1 - SSE / SSE of the fit set's mean, averaged over the columns that vary). Beside them, the probes'
+held-out canonical correlations (src/probes.py: held_out_cca) of the features with the agent (the action and the
+agent-state change) and with every distractor change: the pixel read-out baseline of the report's CCA measures.
 
     python -m scripts.small.pixel_ceiling --data_path runs/small/data/cheetah-run.hdf5 --out pixel_ceiling.json
 """
@@ -19,9 +21,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pyrallis
+import torch
 
 from src.errors import cli
-from src.probes import DISTRACTORS_GROUP, L2_GRID
+from src.probes import DISTRACTORS_GROUP, L2_GRID, Moments, held_out_cca
 
 # target -> (group dataset, columns kept (None: all)); the changes of these over (t, t+1), the action at t
 TARGETS = {"agent_state": ("states", None), "background": ("background", [1]), "camera": ("camera", None),
@@ -67,6 +70,26 @@ def r2(y: np.ndarray, pred: np.ndarray, mean: np.ndarray) -> float:
     return float(np.mean(1 - sse[varies] / base[varies])) if varies.any() else float("nan")
 
 
+SOURCES = {"agent": ("action", "agent_state"), "distractors": ("background", "camera", "color")}
+
+
+def canonical(xf, xv, xt, yf: dict, yv: dict, yt: dict) -> dict:
+    """The held-out canonical correlations of the features with each source's targets (those recorded)."""
+    out = {}
+    for name, targets in SOURCES.items():
+        targets = [t for t in targets if t in yf]
+        if not targets:
+            continue
+        sets = []
+        for x, y in ((xf, yf), (xv, yv), (xt, yt)):
+            m = Moments()
+            m.add(torch.from_numpy(x.astype(np.float64)), torch.from_numpy(np.concatenate([y[t] for t in targets], 1)))
+            sets.append(m)
+        cca = held_out_cca(*sets, list(range(sum(yf[t].shape[1] for t in targets))))
+        out[name] = {k: cca[k] for k in ("cca", "top1", "val", "l2")}
+    return out
+
+
 def main(c: Config) -> dict:
     rng = np.random.default_rng(c.seed)
     with h5py.File(c.data_path, "r") as f:
@@ -96,6 +119,9 @@ def main(c: Config) -> dict:
         out["r2"][name] = {"test": r2(yt[name], xt @ best[1] + mean, mean), "val": best[0], "l2": best[2]}
     for name, v in out["r2"].items():
         print(f"{name:12s} test R² {v['test']:.3f} (validation {v['val']:.3f}, penalty {v['l2']:g})")
+    out["cca"] = canonical(xf, xv, xt, yf, yv, yt)
+    for name, v in out["cca"].items():
+        print(f"{name:12s} held-out canonical correlation: mean squared {v['cca']:.3f}, first {v['top1']:.3f}")
     if c.out:
         Path(c.out).write_text(json.dumps(out, indent=1) + "\n")
         print(f"written: {c.out}")

@@ -13,8 +13,18 @@ UMAP, PCA without umap-learn), probe_curves.png (ridge probe against updates), t
 Quality of latent actions is the ridge probe's MSE on held-out test trajectories divided by the MSE of predicting
 the mean action on them (the fraction of the action variance left unexplained: 1 = nothing found), so the data
 with and without distractors compare on one scale. Returns are normalised by this sweep's own BC on all data
-(the paper's normaliser at this scale). Every aggregate is an IQM with a 95% stratified bootstrap interval
-(src/stats.py); a verdict "holds" only where the intervals separate.
+(the paper's normaliser at this scale). Every aggregate is an IQM with rliable's stratified bootstrap interval
+(src/stats.py), which with few seeds describes their spread.
+
+Learning is measured as learning: every finding compares two arms that share their seeds (and, where the
+architectures allow, their update-0 networks) by each arm's change from update 0 (the initialised network), per
+seed, with an exact two-sided sign-flip test of the difference between the arms' changes (paired over seeds, Holm
+within the family). The same paired test of the arms' values at the end and at update 0 is reported beside it. An
+arm whose measure is not better than at update 0 on the seeds (one-sided paired sign flip, p below 0.05) did not
+learn: the finding is "not readable: did not learn", never "holds" or "not shown"; a significant change in the
+other direction is "reversed". The mechanism is read from held-out canonical correlations of the latent with the
+agent and with the distractors (src/probes.py), which a rescaling of the latent's dimensions cannot change, beside
+their update-0 values and the pixel read-out (scripts/small/pixel_ceiling.py).
 """
 
 import json
@@ -28,7 +38,7 @@ import numpy as np
 import pyrallis
 
 from src.files import write_json
-from src.stats import ALPHA, Interval, decide, holm, interval, permutation_p, verdict
+from src.stats import Interval, holm, interval, learned, paired, paired_p, read_test, verdict
 
 ENV = "cheetah-run"
 # variant -> (path below runs/, label)
@@ -45,7 +55,7 @@ VARIANTS = {
     "lapo_mask": ("lapo_mask", "masked LAPO (true masks)"),
 }
 LAMS = ("lapo", "lapo_vanilla", "laom", "laom_vanilla", "laom_noaug", "laom_labels", "lapo_mask")
-OPTIONAL = ("laom_noaug",)  # run only when asked (NOAUG=1): not "missing" when absent
+OPTIONAL = ("laom_noaug", "laom_vanilla")  # run only when asked (NOAUG=1, ONLY): not "missing" when absent
 # Leakage targets (src/probes.py): the action, the agent's own state change, each distractor's change.
 TARGETS = ("action", "agent_state", "background", "camera", "color")
 DISTRACTOR_TARGETS = ("background", "camera", "color")
@@ -55,21 +65,27 @@ DECODABLE = 0.02  # a leakage comparison is read only where one side's test R² 
 # The other direction (src/probes.py): the share of each latent's variance that the agent (action and agent-state
 # change), or the distractors' changes, explain linearly on the test trajectories.
 SHARES = ("latent_from_agent", "latent_from_distractors")
-# The third family: the paper's mechanism read as "whose latent is more about the agent" (higher agent share):
-# distractors take LAPO's latent from the agent; LAOM, supervision and the true masks give it back.
-SHARE_TESTS = [("lapo_vanilla", "lapo"), ("laom", "lapo"), ("laom_labels", "laom"), ("lapo_mask", "lapo")]
+# Held-out canonical correlations of the latent (src/probes.py: cca_<source>), measures that rescaling cannot change.
+CCA_SOURCES = ("agent", "distractors")
+# The third family, the paper's mechanism: distractors take LAPO's latent from the agent; LAOM, supervision and the
+# true masks give it back (more canonical correlation with the agent, less with the distractors).
+# (a, b, source, higher is better)
+MECHANISM_TESTS = [("lapo_vanilla", "lapo", "agent", True), ("laom", "lapo", "agent", True),
+                   ("laom_labels", "laom", "agent", True), ("lapo_mask", "lapo", "agent", True),
+                   ("laom", "lapo", "distractors", False), ("laom_labels", "laom", "distractors", False),
+                   ("lapo_mask", "lapo", "distractors", False)]  # fmt: skip
 RETURN_KEY = {m: "decoder/eval_returns_mean" for m in ("lapo", "laom", "laom_labels")} | {
     m: "bc/eval_returns_mean" for m in ("idm", "bc", "bc_full")
 }
 OTHERS = ("lapo", "laom", "idm", "bc")  # what LAOM + supervision's return is compared with (F4)
-PAPER = {"F2": 8.0, "F4": 4.2}  # the paper's ratios (abstract): LAOM's probe 8x LAPO's; supervision 4.2x return
+PAPER = {"F2": 8.0}  # the paper's ratio (abstract): LAOM's probe 8x better than LAPO's
 
 
 @dataclass
 class Config:
     small_dir: str = "runs/small"  # SMALL_DIR of scripts/small/reproduce.sh
     out: str = "runs/small/report"  # output folder
-    seeds: str = "0 1 2"  # the reported seeds
+    seeds: str = "0 1 2 3 4 5 6 7 8 9"  # the reported seeds
     budget: int = 2  # labeled trajectories
     tuning: bool = False  # only the tuning table (after scripts/small/tune.sh)
     latents: bool = True  # the latent picture (loads the LAM checkpoints of the first seed)
@@ -211,26 +227,90 @@ def _pca_key(m: dict) -> str:
     return "lapo/ridge_probe_pca128_mse" if "lapo/ridge_probe_pca128_mse" in m else "lapo/ridge_probe_mse"
 
 
-def compare(claim: str, a: str, b: str, measure: str, va: dict, vb: dict, lower: bool, paper=None) -> dict:
-    """a better than b on `measure` (per-seed values va, vb): IQMs with their bootstrap intervals, the ratio of worse
-    to better, the one-sided exact permutation p (the verdict is set once the family's p-values are adjusted)."""
+def compare(
+    claim: str,
+    a: str,
+    b: str,
+    measure: str,
+    va: dict,
+    vb: dict,
+    lower: bool,
+    init_a: dict | None = None,
+    init_b: dict | None = None,
+    log: bool = False,
+    paper=None,
+    reference: str = "update 0",
+    requires_learning: bool = True,
+) -> dict:
+    """a better than b on `measure`, the arms sharing their seeds (per-seed values {seed: value} at the end: va, vb;
+    at update 0: init_a, init_b). Per arm: the IQM and bootstrap interval at update 0 and at the end, the change per
+    seed (end - update 0, or log(end / update 0) with log=True: the factor an MSE shrinks by) and whether it learned
+    (src/stats.py: learned). Tests, exact two-sided sign flips over the shared seeds (src/stats.py: paired_p):
+    `p_change` of the difference between the arms' changes (the primary test: what training did), `p_end` of the
+    values at the end, `p_init` of the values at update 0. The verdict is set once the family's p-values are
+    adjusted (adjust). reference: what stands for update 0 where the runs record none (F5: a head that learned
+    nothing). requires_learning: the verdict needs each arm to have learned (the findings; not the mechanism's
+    measures, whose change is what they read)."""
     ia, ib = _iv(va), _iv(vb)
-    ratio = _ratio(ib, ia) if lower else _ratio(ia, ib)
-    return {"claim": claim, "a": a, "b": b, "measure": measure, "a_interval": ia.as_dict(), "b_interval": ib.as_dict(),
-            "a_per_seed": va, "b_per_seed": vb, "ratio": ratio, "paper_ratio": paper, "lower_is_better": lower,
-            "p": permutation_p(list(va.values()), list(vb.values()), lower)}  # fmt: skip
+    f = {"claim": claim, "a": a, "b": b, "measure": measure, "a_interval": ia.as_dict(), "b_interval": ib.as_dict(),
+         "a_per_seed": va, "b_per_seed": vb, "lower_is_better": lower, "paper_ratio": paper, "reference": reference,
+         "ratio": _ratio(ib, ia) if lower else _ratio(ia, ib), "pairing": "paired over seeds",
+         "requires_learning": requires_learning, "sidedness": "two-sided",
+         "test": "exact sign-flip permutation test of the mean per-seed difference"}  # fmt: skip
+    seeds, x, y = paired(va, vb)
+    f["seeds_paired"] = seeds
+    f["mean_difference_end"] = float(np.mean(x - y)) if seeds else math.nan
+    f["p_end"] = paired_p(va, vb)
+    if init_a is None or init_b is None:
+        return f | {"p_change": math.nan, "p_init": math.nan}
+    f["a_init_per_seed"], f["b_init_per_seed"] = init_a, init_b
+    f["a_init_interval"], f["b_init_interval"] = _iv(init_a).as_dict(), _iv(init_b).as_dict()
+    ref = "update 0" if reference == "update 0" else "the reference"
+    f["change"] = f"log(end / {ref})" if log else f"end - {ref}"
+    for arm, end, init in (("a", va, init_a), ("b", vb, init_b)):
+        f[f"{arm}_learned"] = learned(init, end, lower)
+        f[f"{arm}_change"] = {s: _change(end[s], init[s], log) for s in paired(end, init)[0]}
+    seeds, x, y = paired(f["a_change"], f["b_change"])
+    f["mean_difference_change"] = float(np.mean(x - y)) if seeds else math.nan
+    f["p_change"] = paired_p(f["a_change"], f["b_change"])
+    seeds, x, y = paired(init_a, init_b)
+    f["mean_difference_init"] = float(np.mean(x - y)) if seeds else math.nan
+    f["p_init"] = paired_p(init_a, init_b)
+    return f
 
 
-def adjust(family: dict, unreadable: Optional[str] = None) -> None:
-    """Holm over the family's p-values; each finding's verdict from its adjusted p (src/stats.py: decide).
-    unreadable: for R² measures, the verdict where neither side's IQM reaches DECODABLE (an ordering of two values
-    of ~0 says nothing about what either latent holds); the test's own verdict is kept as verdict_from_test."""
-    adjusted = holm({k: f["p"] for k, f in family.items()})
-    m = sum(1 for f in family.values() if math.isfinite(f["p"]))
-    for k, f in family.items():
-        f["p_holm"], f["comparisons"] = adjusted[k], m
+def _change(end: float, init: float, log: bool) -> float:
+    if not log:
+        return float(end - init)
+    return float(math.log(end / init)) if end > 0 and init > 0 else math.nan
+
+
+def adjust(family: dict, primary: str = "change", unreadable: Optional[str] = None) -> None:
+    """Holm within the family, separately for the tests of the changes, of the end values and of the update-0
+    values (`p_<test>_holm`); each comparison's verdict from its primary test (src/stats.py: read_test): "not
+    readable: did not learn (<arm>)" where an arm's measure did not improve over update 0 (primary "change"),
+    "holds", "reversed", "direction only" or "not shown" otherwise; `verdict_end` the same reading of the end values.
+    unreadable: the verdict where neither side reaches DECODABLE (an ordering of two values of ~0 says nothing about
+    what either latent holds); the test's own verdict is kept as verdict_from_test."""
+    for test in ("change", "end", "init"):
+        adjusted = holm({k: f.get(f"p_{test}", math.nan) for k, f in family.items()})
+        m = sum(1 for f in family.values() if math.isfinite(f.get(f"p_{test}", math.nan)))
+        for k, f in family.items():
+            f[f"p_{test}_holm"], f[f"comparisons_{test}"] = adjusted[k], m
+    for f in family.values():
+        lower = f["lower_is_better"]
+        f["verdict_end"] = read_test(f["p_end_holm"], f["mean_difference_end"], lower)
+        if primary == "end":
+            f["primary"], f["verdict"] = "end", f["verdict_end"]
+        else:
+            f["primary"] = "change"
+            f["verdict"] = read_test(f["p_change_holm"], f.get("mean_difference_change", math.nan), lower)
+        stuck = [VARIANTS[f[arm]][1] for arm in ("a", "b")
+                 if f["requires_learning"] and f.get(f"{arm}_learned", {}).get("holds") is False]  # fmt: skip
+        if stuck:
+            f["verdict_from_test"] = f["verdict"]
+            f["verdict"] = f"not readable: did not learn ({', '.join(stuck)})"
         a, b = Interval(**f["a_interval"]), Interval(**f["b_interval"])
-        f["verdict"] = decide(adjusted[k], a, b, f["lower_is_better"])
         if unreadable is not None and max(a.iqm, b.iqm) < DECODABLE:
             f["verdict_from_test"], f["verdict"] = f["verdict"], unreadable
 
@@ -255,6 +335,11 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
             ),
             # the latents projected on their top 128 principal components (LAPO's own width: its full probe)
             "pca128_relative": per_seed(runs, v, lambda m: _rel(m, _pca_key(m))),
+            "init_pca128_relative": per_seed(
+                runs,
+                v,
+                lambda m: _rel(m, _pca_key(m).replace("lapo/", "lapo/init/"), "lapo/init/ridge_probe_baseline_mse"),
+            ),
             "novel_ridge_relative": per_seed(
                 runs, v, lambda m: _rel(m, "lapo/eval_ridge_probe_mse", "lapo/eval_ridge_probe_baseline_mse")
             ),
@@ -279,6 +364,24 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         for t in TARGETS + SHARES:
             for when in ("end", "init", "novel"):
                 leakage[v][t][f"{when}_interval"] = _iv(leakage[v][t][when]).as_dict()
+    cca = {
+        v: {
+            src: {
+                when: per_seed(runs, v, lambda m, k=f"lapo/{pre}leakage/cca_{src}{sfx}": _num(m.get(k, math.nan)))
+                for when, pre, sfx in (("end", "", ""), ("init", "init/", ""), ("novel", "", "_eval"),
+                                       ("end_top1", "", "_top1"), ("init_top1", "init/", "_top1"))
+            }
+            for src in CCA_SOURCES
+        }
+        for v in LAMS
+    }  # fmt: skip
+    for v in LAMS:
+        for src in CCA_SOURCES:
+            d = cca[v][src]
+            for when in ("end", "init", "novel"):
+                d[f"{when}_interval"] = _iv(d[when]).as_dict()
+            d["change"] = learned(d["init"], d["end"], lower_is_better=False)  # per seed; p one-sided (up)
+            d["p_change_two_sided"] = paired_p(d["end"], d["init"])  # paired over seeds, two-sided
     returns = {v: per_seed(runs, v, lambda m, k=k: _num(m.get(k))) for v, k in RETURN_KEY.items()}
     bc_full = [x for x in returns["bc_full"].values() if math.isfinite(x)]
     norm = float(np.mean(bc_full)) if bc_full else math.nan
@@ -292,57 +395,65 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
     S = {v: _iv(scores[v]) for v in scores}
     N = {v: _iv(novel[v]) for v in novel}
     rel, pr = "ridge relative MSE", probes
+    nothing = baseline.get("labeled_mean_action", math.nan)
+
+    def probe(a: str, b: str, claim: str, paper=None) -> dict:  # a finding read from the ridge probe
+        return compare(claim, a, b, rel, pr[a]["ridge_relative"], pr[b]["ridge_relative"], lower=True,
+                       init_a=pr[a]["init_ridge_relative"], init_b=pr[b]["init_ridge_relative"], log=True,
+                       paper=paper)  # fmt: skip
+
+    # F5's stand-in for update 0: a head that predicts the labeled set's mean action (None without the data)
+    floor = {v: {s: nothing for s in novel[v]} if math.isfinite(nothing) else None for v in novel}
     findings = {
-        "F1": compare("distractors hurt LAPO: its held-out ridge probe (relative MSE) is worse with distractors",
-                      "lapo_vanilla", "lapo", rel, pr["lapo_vanilla"]["ridge_relative"], pr["lapo"]["ridge_relative"],
-                      lower=True),
-        "F2": compare("LAOM's latents beat LAPO's with distractors (ridge relative MSE)", "laom", "lapo", rel,
-                      pr["laom"]["ridge_relative"], pr["lapo"]["ridge_relative"], lower=True, paper=PAPER["F2"]),
-        "F2@128": compare("F2 at one width: LAOM's latents on their top 128 principal components against LAPO's 128",
-                          "laom", "lapo", "ridge relative MSE, 128 dimensions", pr["laom"]["pca128_relative"],
-                          pr["lapo"]["pca128_relative"], lower=True),
-        "F3": compare("supervision improves LAOM's latents (ridge relative MSE)", "laom_labels", "laom", rel,
-                      pr["laom_labels"]["ridge_relative"], pr["laom"]["ridge_relative"], lower=True),
+        "F1": probe("lapo_vanilla", "lapo", "distractors hurt LAPO: its held-out ridge probe (relative MSE) is worse "
+                    "with distractors"),
+        "F2": probe("laom", "lapo", "LAOM's latents beat LAPO's with distractors (ridge relative MSE)", PAPER["F2"]),
+        "F3": probe("laom_labels", "laom", "supervision improves LAOM's latents (ridge relative MSE)"),
         "F5": compare("LAOM + supervision predicts actions on novel distractors better than the IDM (Fig. 9a)",
                       "laom_labels", "idm", "action MSE on the novel-distractor set", novel["laom_labels"],
-                      novel["idm"], lower=True),
-        "F6": compare("masked LAPO (true masks) beats LAPO with distractors (ridge relative MSE)", "lapo_mask",
-                      "lapo", rel, pr["lapo_mask"]["ridge_relative"], pr["lapo"]["ridge_relative"], lower=True),
+                      novel["idm"], lower=True, init_a=floor["laom_labels"], init_b=floor["idm"], log=True,
+                      reference="a head that learned nothing (the labeled set's mean action; the runs record no "
+                                "update-0 head)"),
+        "F6": probe("lapo_mask", "lapo", "masked LAPO (true masks) beats LAPO with distractors (ridge relative MSE)"),
     }  # fmt: skip
     adjust(findings)
-    # F5 reads the supervised head: only where it beats a head that learned nothing (the mean action)
-    nothing = baseline.get("labeled_mean_action", math.nan)
     findings["F5"]["mean_action_baseline"] = nothing
-    if not N["laom_labels"].iqm < nothing:
-        findings["F5"]["verdict_from_test"] = findings["F5"]["verdict"]
-        findings["F5"]["verdict"] = "not readable (LAOM + supervision's head is not below the mean action's MSE)"
+    # Descriptive, not a finding: LAOM's latents on their top 128 principal components by variance against LAPO's
+    # 128 dimensions. Keeping the directions of most variance is biased against a latent whose action lies in
+    # directions of little variance, so it is no test of width.
+    pca128 = compare("LAOM's top 128 principal components against LAPO's 128 dimensions (descriptive)", "laom", "lapo",
+                     "ridge relative MSE, 128 dimensions", pr["laom"]["pca128_relative"], pr["lapo"]["pca128_relative"],
+                     lower=True, init_a=pr["laom"]["init_pca128_relative"], init_b=pr["lapo"]["init_pca128_relative"],
+                     log=True)  # fmt: skip
+    adjust({"F2@128": pca128})
     findings["F4"] = {
         "claim": f"LAOM + supervision has the best normalised return at {budget} labeled trajectories",
         "a": "laom_labels", "b": "lapo, laom, idm, bc", "measure": "normalised return",
         "verdict": _all([verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS]),
-        "ratio": _ratio(S["laom_labels"], S["laom"]), "paper_ratio": PAPER["F4"],
         "against": {o: verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS},
         "a_interval": S["laom_labels"].as_dict(),
+        "seeds": sorted(k for k, x in returns["laom_labels"].items() if math.isfinite(x)),
+        "test": "none (returns of the seeds of RETURN_SEEDS only; interval separation)",
     }  # fmt: skip
     leak_tests = {
         f"{a} < {b}: {t}": compare(f"{VARIANTS[a][1]}'s latents hold less {t} motion than {VARIANTS[b][1]}'s "
                                    "(test R², lower = less leakage)", a, b, f"{t} R²", leakage[a][t]["end"],
-                                   leakage[b][t]["end"], lower=True)
+                                   leakage[b][t]["end"], lower=True, init_a=leakage[a][t]["init"],
+                                   init_b=leakage[b][t]["init"], requires_learning=False)
         for a, b, t in LEAKAGE_TESTS
     }  # fmt: skip
     adjust(leak_tests, unreadable=f"not readable (neither decodes it: R² below {DECODABLE})")
-    share = {v: leakage[v]["latent_from_agent"]["end"] for v in LAMS}
-    share_tests = {
-        f"{a} > {b}: agent share": compare(f"the agent explains more of {VARIANTS[a][1]}'s latent than of "
-                                           f"{VARIANTS[b][1]}'s (test R² of the latent from the agent, higher = "
-                                           "more about the agent)", a, b, "agent share", share[a], share[b],
-                                           lower=False)
-        for a, b in SHARE_TESTS
+    mechanism = {
+        f"{a} {'>' if up else '<'} {b}: {src}": compare(
+            f"{VARIANTS[a][1]}'s latent has {'more' if up else 'less'} held-out canonical correlation with the "
+            f"{src} than {VARIANTS[b][1]}'s", a, b, f"CCA with the {src} (mean squared held-out canonical "
+            "correlation)", cca[a][src]["end"], cca[b][src]["end"], lower=not up, init_a=cca[a][src]["init"],
+            init_b=cca[b][src]["init"], requires_learning=False)
+        for a, b, src, up in MECHANISM_TESTS
     }  # fmt: skip
-    adjust(share_tests, unreadable=f"not readable (the agent explains less than {DECODABLE} of either latent)")
+    adjust(mechanism)
     extra = {
         "augmentations_help_laom": verdict(P["laom"], P["laom_noaug"], lower_is_better=True),
-        "distractors_hurt_laom": verdict(P["laom_vanilla"], P["laom"], lower_is_better=True),
     }
     # preconditions
     above = [f"{v} seed {s}: {x:.3f}" for v in LAMS for s, x in probes[v]["ridge_relative"].items() if not x < 1]
@@ -390,7 +501,9 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         "probes": probes,
         "leakage": leakage,
         "leakage_tests": leak_tests,
-        "agent_share_tests": share_tests,
+        "cca": cca,
+        "mechanism_tests": mechanism,
+        "pca128": pca128,
         "probe_curves": curves,
         "returns": returns,
         "scores": {v: {"per_seed": scores[v], "interval": S[v].as_dict()} for v in scores},
@@ -418,98 +531,163 @@ def _p(x) -> str:
     return f"{x:.3g}" if isinstance(x, float) and math.isfinite(x) else "–"
 
 
+HEAD = (
+    "| {what} | measure | a | b | a: update 0 → end | b: update 0 → end | learned (seeds improved; p one-sided, "
+    "paired) a / b | a − b: change | p change (two-sided, paired) | Holm | a − b: end | p end (two-sided, paired) "
+    "| Holm | p update 0 (two-sided, paired) | verdict |"
+)
+RULE = "|---" * 15 + "|"
+
+
+def _learned(f: dict, arm: str) -> str:
+    d = f.get(f"{arm}_learned")
+    if not d or not f.get("requires_learning", True):  # a measure read by its change, not gated on it
+        return "–"
+    return f"{'yes' if d['holds'] else '**no**'} ({len(d['improved_seeds'])}/{d['n']}; {_p(d['p_one_sided_paired'])})"
+
+
 def _finding_rows(fam: dict, label=lambda f: f["claim"]) -> list[str]:
+    """One row per comparison: each arm at update 0 → the end (IQM [bootstrap interval]), whether it learned, the
+    mean difference of the arms' changes and of their end values with their paired two-sided p-values (raw and
+    Holm-adjusted within the family), the update-0 test, the verdict."""
     L = VARIANTS
     rows = []
     for k, f in fam.items():
-        paper = f" ({f['paper_ratio']:g}x)" if f.get("paper_ratio") else ""
+        paper = f" (paper: {f['paper_ratio']:g}x better)" if f.get("paper_ratio") else ""
+        ends = []
+        for arm in ("a", "b"):
+            init = f.get(f"{arm}_init_interval")
+            start = _f(init["iqm"]) if init and f.get("reference", "update 0") == "update 0" else "–"
+            ends.append(f"{start} → {Interval(**f[f'{arm}_interval'])}")
         rows.append(
-            f"| {k}{': ' + label(f) if label(f) else ''} | {f['measure']} | {L[f['a']][1]} | {L[f['b']][1]} | "
-            f"{Interval(**f['a_interval'])} | {Interval(**f['b_interval'])} | {_f(f['ratio'])}x{paper} | "
-            f"{_p(f['p'])} | {_p(f['p_holm'])} | **{f['verdict']}** |"
+            f"| {k}{': ' + label(f) if label(f) else ''}{paper} | {f['measure']} | {L[f['a']][1]} | {L[f['b']][1]} | "
+            f"{ends[0]} | {ends[1]} | {_learned(f, 'a')} / {_learned(f, 'b')} | "
+            f"{_f(f.get('mean_difference_change', math.nan))} | {_p(f['p_change'])} | {_p(f['p_change_holm'])} | "
+            f"{_f(f['mean_difference_end'])} | {_p(f['p_end'])} | {_p(f['p_end_holm'])} | {_p(f['p_init'])} | "
+            f"**{f['verdict']}** |"
         )
     return rows
+
+
+def _per_seed_changes(fam: dict) -> list[str]:
+    """Per finding, each arm's change from update 0 on every seed."""
+    out = ["| finding | change | arm | per seed (seed: change) |", "|---|---|---|---|"]
+    for k, f in fam.items():
+        for arm in ("a", "b"):
+            if f"{arm}_change" in f:
+                cells = ", ".join(f"{s}: {_f(x, 2)}" for s, x in f[f"{arm}_change"].items())
+                out.append(f"| {k} | {f['change']} | {VARIANTS[f[arm]][1]} | {cells} |")
+    return out
+
+
+TESTS_TEXT = (
+    "Every p-value below is of an exact sign-flip permutation test over the seeds the two arms share (paired: the "
+    "arms of a seed start from the same seeded networks where their architectures allow), two-sided, of the mean "
+    "per-seed difference; Holm's correction within the family of the table, separately for the tests of the "
+    "changes, of the end values and of the update-0 values. With n seeds the smallest two-sided p is 2 / 2^n "
+    "(5 seeds: 0.0625, so nothing can pass; 10 seeds: 0.00195). The primary test of a finding is of the change "
+    "from update 0 (log(end / update 0) for an MSE: the factor training shrank it by), so a gap already in the "
+    'initialised network does not count as learned. "learned": the arm\'s measure is better at the end than at '
+    "update 0 with a one-sided paired sign-flip p below 0.05 (the number of seeds that improved, then that p); an "
+    'arm that did not learn gets no verdict ("not readable: did not learn"). Verdicts of a test: "holds" (Holm '
+    'p below 0.05 in the paper\'s direction), "reversed" (the same, the other direction), "direction only" '
+    '(not significant, the paper\'s direction), "not shown" (not significant, the other direction). Intervals '
+    "are rliable's stratified percentile-bootstrap intervals of the IQM: with few seeds they describe the seeds' "
+    "spread, not a calibrated confidence interval."
+)
 
 
 def markdown(a: dict) -> str:
     L = VARIANTS
     fam = {k: f for k, f in a["findings"].items() if k != "F4"}
-    m = next((f["comparisons"] for f in fam.values()), 0)
-    head = ("| finding | measure | a | b | a: IQM [bootstrap interval] | b: IQM [bootstrap interval] | ratio (paper) "
-            "| p (one-sided, exact) | p (Holm) | verdict |")  # fmt: skip
+    m = next((f["comparisons_change"] for f in fam.values()), 0)
     out = [
         "## Verdicts",
         "",
-        f"Seeds {', '.join(map(str, a['seeds']))}. Each finding is an exact one-sided permutation test of the seeds' "
-        f"means (all relabellings of the pooled seeds), Holm-adjusted over the {m} comparisons of this table; "
-        f'"holds" where the adjusted p is below {ALPHA}, "direction only" where the IQMs order as the paper '
-        "says without it. The bracketed intervals are rliable's stratified percentile-bootstrap intervals of the IQM: "
-        "with 5 seeds they describe the seeds' spread (they are close to [lowest, highest]), not a calibrated 95% "
-        "confidence interval.",
+        f"Seeds {', '.join(map(str, a['seeds']))}; {m} findings in the family. {TESTS_TEXT}",
         "",
-        head,
-        "|---|---|---|---|---|---|---|---|---|---|",
+        HEAD.format(what="finding"),
+        RULE,
     ]
     out += _finding_rows(fam)
     f4 = a["findings"]["F4"]
     ib = ", ".join(f"{L[o][1]} {Interval(**a['scores'][o]['interval'])}" for o in OTHERS)
-    out.append(f"| F4: {f4['claim']} | normalised return | {L['laom_labels'][1]} | {ib} | "
-               f"{Interval(**f4['a_interval'])} | | {_f(f4['ratio'])}x ({f4['paper_ratio']:g}x) | – | – | "
-               f"**{f4['verdict']}** |")  # fmt: skip
+    f4_seeds = ", ".join(map(str, f4.get("seeds", []))) or "–"
+    out += ["", f"F4 ({f4['claim']}; returns of seed(s) {f4_seeds} only, no test): {L['laom_labels'][1]} "
+            f"{Interval(**f4['a_interval'])} against {ib}: **{f4['verdict']}**."]  # fmt: skip
+    f5 = a["findings"]["F5"]
     nb = a.get("novel_baseline") or {}
-    out += ["", f"F5's floor: a head that learned nothing, predicting the labeled set's mean action, has a novel-set "
-            f"action MSE of {_f(nb.get('labeled_mean_action', math.nan), 4)} (the novel set's own mean action: "
-            f"{_f(nb.get('own_mean_action', math.nan), 4)}; {nb.get('transitions', '–')} transitions)."]  # fmt: skip
-    out += ["", "Other readings (interval separation only): "
+    out += ["", f"F5 has no update-0 value in the runs: its reference is {f5['reference']}, a novel-set action MSE "
+            f"of {_f(nb.get('labeled_mean_action', math.nan), 4)} (the novel set's own mean action: "
+            f"{_f(nb.get('own_mean_action', math.nan), 4)}; {nb.get('transitions', '–')} transitions); \"learned\" "
+            "there means below it."]  # fmt: skip
+    out += ["", "Each arm's change from update 0, per seed:", ""] + _per_seed_changes(fam)
+    pc = a["pca128"]
+    out += ["", f"Descriptive, not a finding: LAOM's latents on their top 128 principal components (by variance) "
+            f"against LAPO's 128 dimensions, {_f(pc['a_init_interval']['iqm'])} → {Interval(**pc['a_interval'])} "
+            f"against {_f(pc['b_init_interval']['iqm'])} → {Interval(**pc['b_interval'])} (paired two-sided p of the "
+            f"end values {_p(pc['p_end'])}). Keeping the directions of most variance is biased against a latent "
+            "whose action lies in directions of little variance: this is no test of width."]  # fmt: skip
+    out += ["", "Other readings (interval separation only, no test): "
             + ", ".join(f"{k.replace('_', ' ')}: **{v}**" for k, v in a["other"].items()), ""]  # fmt: skip
     out += ["## Preconditions", "", "| precondition | held | detail |", "|---|---|---|"]
     for k, p in a["preconditions"].items():
         detail = {kk: vv for kk, vv in p.items() if kk not in ("holds", "losses")}
         held = "not measured" if p["holds"] is None else "yes" if p["holds"] else "**no**"
         out.append(f"| {k} | {held} | {json.dumps(_clean(detail))} |")
-    out += ["", "## What the latent actions encode (leakage probes, held-out test trajectories)", ""]
-    lt = a["leakage_tests"]
-    mm = next((f["comparisons"] for f in lt.values()), 0)
-    out += [f"R² of a ridge probe from the latent action of (o_t, o_t+1) to each target (src/probes.py): 1 = "
-            "decodable, 0 = no better than the mean; per target the IQM over seeds at update 0 (the initialised "
-            "network) and at the end, and on the novel-distractor set. Tests: exact one-sided permutation, Holm over "
-            f"the {mm} comparisons below.", ""]  # fmt: skip
-    out += ["| LAM | " + " | ".join(f"{t}: update 0 → end" for t in TARGETS) + " |",
-            "|---|" + "---|" * len(TARGETS)]  # fmt: skip
+    out += ["", "## What the latent actions encode: held-out canonical correlations", ""]
+    px = a.get("pixel_baseline") or {}
+    out += ["Ridge CCA between the latent action of (o_t, o_t+1) and the agent (the action and the agent-state "
+            "change) or every recorded distractor change, fitted on the fit trajectories with each latent dimension "
+            "standardised, measured on the test trajectories (src/probes.py): the mean squared held-out canonical "
+            "correlation, 0 to 1. A rescaling of the latent's dimensions cannot change it; agent-free dimensions "
+            "only add estimation noise, which lowers it a little for wide latents (tests/test_probes.py), so "
+            "latents of different widths compare through their change from update 0. IQM over seeds [bootstrap "
+            "interval] at update 0 (the initialised network) → the end; the change's paired two-sided p "
+            "(uncorrected); on the novel-distractor set. Baselines: update 0, and the pixel read-out (2,048 random "
+            "projections of the pixels of o_t and o_t+1 - o_t, `pixel_ceiling.json`): "
+            + (", ".join(f"{d}: {_f(px[d].get('agent', {}).get('cca', math.nan))} agent, "
+                         f"{_f(px[d].get('distractors', {}).get('cca', math.nan))} distractors" for d in px)
+               or "not measured") + ".", ""]  # fmt: skip
+    out += ["| LAM | agent: update 0 → end | p change (two-sided, paired) | agent, novel | distractors: update 0 → end "
+            "| p change (two-sided, paired) |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
     for v in LAMS:
         if not a["_runs"][v]:
             continue
         cells = []
-        for t in TARGETS:
+        for src in CCA_SOURCES:
+            d = a["cca"][v][src]
+            i0, i1 = Interval(**d["init_interval"]), Interval(**d["end_interval"])
+            cells += [f"{_f(i0.iqm, 2)} → {i1}" if i1.n else "not recorded", _p(d["p_change_two_sided"])]
+            if src == "agent":
+                cells.append(str(Interval(**d["novel_interval"])) if d["novel_interval"]["n"] else "–")
+        out.append(f"| {L[v][1]} | " + " | ".join(cells) + " |")
+    mt = a["mechanism_tests"]
+    out += ["", f"The paper's mechanism as {len(mt)} comparisons (one family; the verdict reads the change from "
+            "update 0, no precondition of learning):", "", HEAD.format(what="comparison"), RULE]  # fmt: skip
+    out += _finding_rows(mt, label=lambda f: "")
+    out += ["", "## Leakage probes and agent shares (held-out test trajectories)", ""]
+    lt = a["leakage_tests"]
+    out += ["R² of a ridge probe from the latent action of (o_t, o_t+1) to each target (src/probes.py): 1 = "
+            "decodable, 0 = no better than the mean; per target the IQM over seeds at update 0 (the initialised "
+            "network) and at the end. The agent share (`latent_from_agent`) is the other direction, a ridge from the "
+            "agent's targets to the whole latent, a share of the latent's variance: it moves with the scale and the "
+            "number of the latent's agent-free dimensions, not only with what the latent holds, so it is shown, not "
+            "tested; the canonical correlations above replace it.", ""]  # fmt: skip
+    cols = TARGETS + ("latent_from_agent",)
+    out += ["| LAM | " + " | ".join(f"{t}: update 0 → end" for t in cols) + " |", "|---|" + "---|" * len(cols)]
+    for v in LAMS:
+        if not a["_runs"][v]:
+            continue
+        cells = []
+        for t in cols:
             d = a["leakage"][v][t]
             i0, i1 = Interval(**d["init_interval"]), Interval(**d["end_interval"])
             cells.append(f"{_f(i0.iqm, 2)} → {i1}" if i1.n else "not recorded")
         out.append(f"| {L[v][1]} | " + " | ".join(cells) + " |")
-    out += ["", head.replace("finding", "comparison"), "|---|---|---|---|---|---|---|---|---|---|"]
+    out += ["", "Leakage comparisons (one family):", "", HEAD.format(what="comparison"), RULE]
     out += _finding_rows(lt, label=lambda f: "")
-    out += ["", "## How much of each latent is about the agent (held-out test trajectories)", ""]
-    st = a["agent_share_tests"]
-    ms = next((f["comparisons"] for f in st.values()), 0)
-    out += ["The other direction: a ridge fit from the agent's targets (the action and the agent-state change, "
-            "standardised) to the whole latent, and the share of the latent's variance it explains (R², summed over "
-            "the latent's dimensions); the same from every distractor's change. What the agent leaves unexplained "
-            "is the rest of the latent: the distractors, a non-linear code of the agent, or noise; the LAMs without "
-            "distractors are the control. IQM over seeds at update 0 → the end, and on the novel-distractor set. "
-            f"Tests: exact one-sided permutation, Holm over the {ms} comparisons below.", ""]  # fmt: skip
-    out += ["| LAM | agent: update 0 → end | agent, novel distractors | distractors: update 0 → end |",
-            "|---|---|---|---|"]  # fmt: skip
-    for v in LAMS:
-        if not a["_runs"][v]:
-            continue
-        d, dd = a["leakage"][v]["latent_from_agent"], a["leakage"][v]["latent_from_distractors"]
-        cells = []
-        for x in (d, dd):
-            i0, i1 = Interval(**x["init_interval"]), Interval(**x["end_interval"])
-            cells.append(f"{_f(i0.iqm, 2)} → {i1}" if i1.n else "not recorded")
-        cells.insert(1, str(Interval(**d["novel_interval"])) if d["novel_interval"]["n"] else "–")
-        out.append(f"| {L[v][1]} | " + " | ".join(cells) + " |")
-    out += ["", head.replace("finding", "comparison"), "|---|---|---|---|---|---|---|---|---|---|"]
-    out += _finding_rows(st, label=lambda f: "")
     out += ["", "## Latent-action quality per seed (ridge probe, held-out test trajectories)", ""]
     out += [
         "| LAM | MSE per seed | baseline per seed | relative at update 0 | relative: IQM [bootstrap interval] "
@@ -758,6 +936,13 @@ def main(c: Config) -> None:
     seeds = [int(s) for s in c.seeds.split()]
     a = analyse(small_dir, seeds, c.budget)
     a["budget"] = c.budget
+    # the pixel read-out baseline (scripts/small/pixel_ceiling.py, run before this report)
+    a["pixel_baseline"] = {
+        name: json.loads(f.read_text()).get("cca", {})
+        for name, f in (("with distractors", out / "pixel_ceiling.json"),
+                        ("without", out / "pixel_ceiling_vanilla.json"))
+        if f.exists()
+    }  # fmt: skip
     plot_curves(a, t, out / "probe_curves.png")
     plot_leakage(a, out / "leakage.png")
     if c.latents:
@@ -772,7 +957,10 @@ def main(c: Config) -> None:
                "How far each latent action moves when, in o_t+1, the step's change is undone (all of it, the "
                "background's or the agent's, with the true masks): the step's share of the latent's variance, and "
                "the background's and the agent's shares of the latent's response to the step, on held-out test "
-               "transitions, IQM over seeds [bootstrap interval]; the first row is the frame difference itself.\n\n"
+               "transitions, IQM over seeds [bootstrap interval]; the first row is the frame difference itself. "
+               "These shares sum squared changes over the latent's dimensions and move with their scale; the last "
+               "three columns measure the same in the action probe's output (cross-fitted, each latent dimension "
+               "standardised), which a rescaling of the latent's dimensions cannot change.\n\n"
                f"{table}\n")  # fmt: skip
     (out / "results.md").write_text("# Results of scripts/small/reproduce.sh\n\n" + md + "\n## Tuning\n\n" +
                                     tuning_markdown(t) + "\n" + prec)  # fmt: skip

@@ -22,7 +22,8 @@
 #      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>), the distractor-free control
 #      under $RUNS/vanilla/, masked LAPO under $RUNS/lapo_mask/ and, with NOAUG=1, LAOM without augmentations under
 #      $RUNS/noaug/ (those train the LAM only);
-#   3. the report: scripts/small/latent_sources.py (what moves each latent: one step's change undone for the
+#   3. the report: scripts/small/pixel_ceiling.py (the pixel read-out baseline, with and without distractors),
+#      scripts/small/latent_sources.py (what moves each latent: one step's change undone for the
 #      background or the agent with the true masks), scripts/small/report.py (verdicts with exact permutation
 #      p-values, the leakage probes and agent shares, the preconditions, figures, summary.json) and
 #      scripts/plot_results.py (the sweep tables) into $OUT, and run-info.md (command, commit, machine, the wall
@@ -31,10 +32,14 @@
 #
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
-# SEEDS ["0 1 2 3 4"], RETURN_SEEDS ["0"] (the seeds that also train and evaluate the policies; "none": LAMs and the
-# IDM only), CONFIG_DIR [configs/small], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast is about 15x
-# slower than fp32 on an AVX2-only CPU), NOAUG [0] (1: also LAOM without augmentations), ONLY (the variants to run,
-# e.g. "lapo laom lapo_vanilla laom_vanilla laom_labels lapo_mask laom_noaug idm bc bc_full"; empty: all),
+# SEEDS ["0 1 2 3 4 5 6 7 8 9"], RETURN_SEEDS ["none"] (the seeds that also train and evaluate the policies, e.g. "0":
+# about 12 more minutes; at this scale no policy learns, docs/small-reproduction/README.md), CONFIG_DIR
+# [configs/small], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast: about 0.65x the wall time on a CPU
+# with AVX512-BF16, 7x slower on an AVX2-only one; the study's budget plan in docs/small-reproduction/README.md),
+# NOAUG [0] (1: also LAOM without augmentations), ONLY (the variants to run; unset: those the findings and the
+# mechanism compare, "lapo lapo_vanilla laom laom_labels lapo_mask laom_noaug idm bc bc_full" (laom_noaug with
+# NOAUG=1, bc and bc_full on RETURN_SEEDS); empty: all, laom_vanilla (LAOM
+# without distractors, a control no finding reads) included),
 # EXTRA_ARGS (appended to every training command), RIDGE_EVERY [155] (updates between the ridge-probe points of the
 # probe-vs-updates curves), ONLY_DATA=1 (stop after step 1).
 set -uo pipefail
@@ -46,13 +51,13 @@ NUM_TRAJ=${NUM_TRAJ:-20}
 NUM_EVAL=${NUM_EVAL:-3}
 STEPS=${STEPS:-1000}
 BUDGET=${BUDGET:-2}
-SEEDS=${SEEDS:-"0 1 2 3 4"}
-RETURN_SEEDS=${RETURN_SEEDS:-0}
+SEEDS=${SEEDS:-"0 1 2 3 4 5 6 7 8 9"}
+RETURN_SEEDS=${RETURN_SEEDS:-none}
 CONFIG_DIR=${CONFIG_DIR:-configs/small}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 PRECISION=${PRECISION:-fp32}
 NOAUG=${NOAUG:-0}
-ONLY=${ONLY:-}
+ONLY=${ONLY-"lapo lapo_vanilla laom laom_labels lapo_mask laom_noaug idm bc bc_full"}
 RIDGE_EVERY=${RIDGE_EVERY:-155}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 source scripts/small/jobs.sh
@@ -172,6 +177,11 @@ echo "runs: $((SECONDS - t)) s ($found of ${#queued[@]} runs finished)" | tee -a
 t=$SECONDS
 # shellcheck disable=SC2086
 $PYTHON -m scripts.plot_results --runs_dir "$RUNS" --out "$OUT/sweep" --normalize_by=bc_full >/dev/null || status=1
+# shellcheck disable=SC2086
+$PYTHON -m scripts.small.pixel_ceiling --data_path "$DATA/cheetah-run.hdf5" --out "$OUT/pixel_ceiling.json" || status=1
+# shellcheck disable=SC2086
+$PYTHON -m scripts.small.pixel_ceiling --data_path "$DATA_VANILLA/cheetah-run.hdf5" \
+    --out "$OUT/pixel_ceiling_vanilla.json" || status=1
 # shellcheck disable=SC2086
 $PYTHON -m scripts.small.latent_sources --small_dir "$SMALL_DIR" --seeds "$SEEDS" --budget "$BUDGET" \
     --out "$OUT/latent_sources.json" || status=1
