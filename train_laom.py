@@ -247,12 +247,15 @@ def temporal_consistency_loss(pred: torch.Tensor, target: torch.Tensor, cosine: 
 
 def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMConfig, aug: Optional[Augmenter]):
     """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] + the batch. With augmentation, each of the three
-    goes through its own call of the augmenter, as released: a call draws one rotation and one perspective for all
-    of its images (and a shift per image), so the three observations of a sample are transformed differently."""
+    is augmented as by its own call of the augmenter, as released: a call draws one rotation and one perspective for
+    all of its images (and a shift per image), so the three observations of a sample are transformed differently.
+    The three go through the augmenter as one batch in three chunks: one pass, the same random numbers and images as
+    three calls (tests/test_augs.py)."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
-    obs, future_obs, next_obs = (normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs"))
+    obs = normalize_obs(torch.cat([b["obs"], b["future_obs"], b["next_obs"]]))  # [3B, 3k, H, W]
     if aug is not None:
-        obs, future_obs, next_obs = aug(obs), aug(future_obs), aug(next_obs)
+        obs = aug(obs, chunks=3)
+    obs, future_obs, next_obs = obs.chunk(3)
     return obs, future_obs, next_obs, b
 
 
