@@ -250,14 +250,13 @@ def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMConfig, aug: Op
     """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] + the batch. With augmentation, each of the three
     is augmented as by its own call of the augmenter, as released: a call draws one rotation and one perspective for
     all of its images (and a shift per image), so the three observations of a sample are transformed differently.
-    The three go through the augmenter as one batch in three chunks: one pass, the same random numbers and images as
-    three calls (tests/test_augs.py)."""
+    On a GPU the three go through the augmenter in one pass (Augmenter.apply_each): the same random numbers and
+    images as three calls (tests/test_train_laom.py)."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
-    obs = normalize_obs(torch.cat([b["obs"], b["future_obs"], b["next_obs"]]))  # [3B, 3k, H, W]
+    obs = [normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs")]
     if aug is not None:
-        obs = aug(obs, chunks=3)
-    obs, future_obs, next_obs = obs.chunk(3)
-    return obs, future_obs, next_obs, b
+        obs = aug.apply_each(obs, [aug.draw(x) for x in obs])
+    return *obs, b
 
 
 @torch.no_grad()

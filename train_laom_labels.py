@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src import dist
-from src.augs import Augmenter, AugParams
+from src.augs import Augmenter
 from src.compile import compile_networks
 from src.data import (
     Shapes,
@@ -271,25 +271,23 @@ def stage1_batch(
 
     With augmentation, each observation is augmented as by its own call of the augmenter, as released: a call draws
     one rotation and one perspective for all of its images (and a shift per image), so the observations of a sample
-    are transformed differently. All of them go through one augmenter pass, their random numbers drawn in the order
-    of the release's calls (the labeled batch after the unlabeled observations' parameters): the same images as
-    separate calls (tests/test_augs.py)."""
+    are transformed differently. The random numbers are drawn in the order of the release's calls (the labeled
+    batch after the unlabeled observations' parameters), and on a GPU all observations go through one pass
+    (Augmenter.apply_each): the same images as separate calls (tests/test_train_laom.py)."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
-    frames = [b["obs"], b["future_obs"], b["next_obs"]]
-    hw, device = frames[0].shape[-1], frames[0].device
-    params = [aug.sample_params(3 * len(idx), hw, device, chunks=3)] if aug is not None else []
+    frames = [normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs")]
+    params = [aug.draw(x) for x in frames] if aug is not None else []
     lb = None
     if labeled is not None:
         labeled_data, labeled_valid = labeled
         lidx = labeled_data.sample(labeled_valid, c.labeled_batch_size)
         lb = labeled_data.batch(lidx, c.frame_stack, c.future_obs_offset)
-        frames += [lb["obs"], lb["future_obs"]]
-        if aug is not None:
-            params.append(aug.sample_params(2 * len(lidx), hw, device, chunks=2))
-    obs = normalize_obs(torch.cat(frames))  # [3B (+ 2L), 3k, H, W]
+        labeled_frames = [normalize_obs(lb["obs"]), normalize_obs(lb["future_obs"])]
+        params += [aug.draw(x) for x in labeled_frames] if aug is not None else []
+        frames += labeled_frames
     if aug is not None:
-        obs = aug.apply(obs, AugParams.cat(params))
-    return list(obs.split([len(f) for f in frames])), b, lb
+        frames = aug.apply_each(frames, params)
+    return frames, b, lb
 
 
 @torch.no_grad()

@@ -90,15 +90,15 @@ def instrumented_run(tmp_path_factory):
     record = {"labels": [], "heads": [], "epochs": [], "aug_draws": [], "aug_passes": []}
     original_label, original_head = train_laom_labels.LAOMLabels.label, src.nn.ActionMLP.forward
     original_epochs = train_laom_labels.infinite_epochs
-    original_draw, original_apply = src.augs.Augmenter._sample_call, src.augs.Augmenter.apply
+    original_draw, original_apply_each = src.augs.Augmenter._sample_call, src.augs.Augmenter.apply_each
 
     def draw(self, n, size, device):  # the random parameters of one release call
         record["aug_draws"].append(n)
         return original_draw(self, n, size, device)
 
-    def apply(self, images, params):  # one resampling pass
-        record["aug_passes"].append(images.shape[0])
-        return original_apply(self, images, params)
+    def apply_each(self, images, params):  # one resampling pass on a GPU
+        record["aug_passes"].append([len(x) for x in images])
+        return original_apply_each(self, images, params)
 
     def label(self, obs, next_obs):
         z = original_label(self, obs, next_obs)
@@ -150,7 +150,7 @@ def instrumented_run(tmp_path_factory):
         mp.setattr(src.nn.ActionMLP, "forward", head)
         mp.setattr(train_laom_labels, "infinite_epochs", epochs)
         mp.setattr(src.augs.Augmenter, "_sample_call", draw)
-        mp.setattr(src.augs.Augmenter, "apply", apply)
+        mp.setattr(src.augs.Augmenter, "apply_each", apply_each)
         mp.setattr(sys, "argv", ["train_laom_labels", *args])
         results = train_laom_labels.train()
     setup_backends(torch.device("cpu"), "auto")  # the precision is process-wide: back to the default
@@ -167,12 +167,12 @@ def test_stage2_lam_labels_are_fp32_outside_autocast(instrumented_run):
 def test_stage1_draws_each_observation_as_its_own_call_in_one_pass(instrumented_run):
     """o_t, o_{t+k}, o_{t+1} (batch 16) and the labeled o_t, o_{t+k} (8) each get the random parameters of their
     own augmenter call per update, as released (a call shares its rotation / perspective parameters, so one draw for
-    all of them would not do), and all of them go through one resampling pass."""
+    all of them would not do), and all of them are handed to the augmenter at once (one pass on a GPU)."""
     draws, passes = instrumented_run["record"]["aug_draws"], instrumented_run["record"]["aug_passes"]
     updates = instrumented_run["results"]["stages"]["lapo"]["lapo/updates"]
     final = instrumented_run["results"]["config"]["lapo"]["final_probe_batches"]
     assert draws == [16, 16, 16, 8, 8] * updates + [16, 16, 16] * final
-    assert passes == [3 * 16 + 2 * 8] * updates + [3 * 16] * final
+    assert passes == [[16, 16, 16, 8, 8]] * updates + [[16, 16, 16]] * final
 
 
 def test_evaluation_policy_runs_in_fp32():
