@@ -137,7 +137,8 @@ class Augmenter:
     """The release's random augmentations. `aug(images)` on float images [B, C, H, W] (square, in [-1, 1]) returns
     the same shape, dtype and device; `aug(images, chunks=k)` augments k equal consecutive parts of the batch as k
     separate calls would (each its own angles and perspective corners, the random numbers drawn in the same order),
-    in one pass over the batch: the release calls it once each for o_t, o_{t+k} and o_{t+1}.
+    in one pass over the batch. The release calls it once each for o_t, o_{t+k} and o_{t+1}: the stage-1 batches
+    draw each one's parameters (`draw`) and hand them over together (`apply_each`).
 
     names: the choices drawn from (uniformly), a subset of AUGMENTATIONS. rotate_degrees: angles uniform in
     [-rotate_degrees, rotate_degrees). perspective_distortion: RandomPerspective's distortion_scale. *_pad: pads in
