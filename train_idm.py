@@ -145,7 +145,8 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
             3 * b.frame_stack, shapes.act_dim, b.encoder_scale, b.encoder_deep, b.encoder_num_res_blocks, b.dropout
         ),
     }
-    return {name: builders[name]() for name in names or builders}
+    # convolution weights channels_last (docs/SPEED.md): the same parameters and state_dict, faster convolutions
+    return {name: builders[name]().to(memory_format=torch.channels_last) for name in names or builders}
 
 
 def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:

@@ -206,7 +206,8 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
         "debug_head": lambda: ActionMLP(z, a, 256, activation=nn.ReLU),  # 256 hidden units, as released
         "decoder": lambda: ActionMLP(z, a, cfg.decoder.hidden_dim),
     }
-    return {name: builders[name]() for name in names or builders}
+    # convolution weights channels_last (docs/SPEED.md): the same parameters and state_dict, faster convolutions
+    return {name: builders[name]().to(memory_format=torch.channels_last) for name in names or builders}
 
 
 def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
@@ -245,13 +246,15 @@ def temporal_consistency_loss(pred: torch.Tensor, target: torch.Tensor, cosine: 
 
 def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMConfig, aug: Optional[Augmenter]):
     """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] + the batch. With augmentation, each of the three
-    goes through its own call of the augmenter, as released: a call draws one rotation and one perspective for all
-    of its images (and a shift per image), so the three observations of a sample are transformed differently."""
+    is augmented as by its own call of the augmenter, as released: a call draws one rotation and one perspective for
+    all of its images (and a shift per image), so the three observations of a sample are transformed differently.
+    On a GPU the three go through the augmenter in one pass (Augmenter.apply_each): the same random numbers and
+    images as three calls (tests/test_train_laom.py)."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
-    obs, future_obs, next_obs = (normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs"))
+    obs = [normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs")]
     if aug is not None:
-        obs, future_obs, next_obs = aug(obs), aug(future_obs), aug(next_obs)
-    return obs, future_obs, next_obs, b
+        obs = aug.apply_each(obs, [aug.draw(x) for x in obs])
+    return *obs, b
 
 
 @torch.no_grad()

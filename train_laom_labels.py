@@ -221,7 +221,8 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
         "debug_head": lambda: ActionMLP(z, a, 256, activation=nn.ReLU),  # 256 hidden units, as released
         "decoder": lambda: ActionMLP(z, a, cfg.decoder.hidden_dim),
     }
-    return {name: builders[name]() for name in names or builders}
+    # convolution weights channels_last (docs/SPEED.md): the same parameters and state_dict, faster convolutions
+    return {name: builders[name]().to(memory_format=torch.channels_last) for name in names or builders}
 
 
 def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
@@ -261,15 +262,32 @@ def temporal_consistency_loss(pred: torch.Tensor, target: torch.Tensor, cosine: 
     return F.mse_loss(pred, target)
 
 
-def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter]):
-    """(o_t, o_{t+k}, o_{t+1}) as float [B, 3k, H, W] in [-1, 1] + the batch. With augmentation, each of the three
-    goes through its own call of the augmenter, as released: a call draws one rotation and one perspective for all
-    of its images (and a shift per image), so the three observations of a sample are transformed differently."""
+def stage1_batch(
+    data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter], labeled=None
+) -> tuple[list[torch.Tensor], dict, Optional[dict]]:
+    """([o_t, o_{t+k}, o_{t+1}] as float [B, 3k, H, W] in [-1, 1], the batch, None). With `labeled` (the labeled
+    dataset and its valid indices): ([o_t, o_{t+k}, o_{t+1}, labeled o_t, labeled o_{t+k}], the batch, the labeled
+    batch); the labeled observations are [L, 3k, H, W], L = labeled_batch_size samples drawn with replacement.
+
+    With augmentation, each observation is augmented as by its own call of the augmenter, as released: a call draws
+    one rotation and one perspective for all of its images (and a shift per image), so the observations of a sample
+    are transformed differently. The random numbers are drawn in the order of the release's calls (the labeled
+    batch after the unlabeled observations' parameters), and on a GPU all observations go through one pass
+    (Augmenter.apply_each): the same images as separate calls (tests/test_train_laom.py)."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
-    obs, future_obs, next_obs = (normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs"))
+    frames = [normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs")]
+    params = [aug.draw(x) for x in frames] if aug is not None else []
+    lb = None
+    if labeled is not None:
+        labeled_data, labeled_valid = labeled
+        lidx = labeled_data.sample(labeled_valid, c.labeled_batch_size)
+        lb = labeled_data.batch(lidx, c.frame_stack, c.future_obs_offset)
+        labeled_frames = [normalize_obs(lb["obs"]), normalize_obs(lb["future_obs"])]
+        params += [aug.draw(x) for x in labeled_frames] if aug is not None else []
+        frames += labeled_frames
     if aug is not None:
-        obs, future_obs, next_obs = aug(obs), aug(future_obs), aug(next_obs)
-    return obs, future_obs, next_obs, b
+        frames = aug.apply_each(frames, params)
+    return frames, b, lb
 
 
 @torch.no_grad()
@@ -280,7 +298,7 @@ def final_probe_mse(
     lam.eval()
     sums = None
     for _ in range(num_batches):
-        obs, future_obs, _, b = stage1_batch(data, data.sample(valid, c.batch_size), c, aug)
+        (obs, future_obs, _), b, _ = stage1_batch(data, data.sample(valid, c.batch_size), c, aug)
         with autocast(device):
             z, e_t = lam.latent_action(obs, future_obs)
         losses = probes(z, e_t, b["actions"], b["states"])
@@ -394,11 +412,8 @@ def train_lam(run: Run) -> LAOMLabels:
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
     curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
-        obs, future_obs, next_obs, b = stage1_batch(data, next(batches), c, aug)
-        lb = labeled.batch(labeled.sample(labeled_valid, c.labeled_batch_size), c.frame_stack, c.future_obs_offset)
-        labeled_obs, labeled_future_obs = normalize_obs(lb["obs"]), normalize_obs(lb["future_obs"])  # [L, 3k, H, W]
-        if aug is not None:  # one call each, as for the unlabeled batch
-            labeled_obs, labeled_future_obs = aug(labeled_obs), aug(labeled_future_obs)
+        frames, b, lb = stage1_batch(data, next(batches), c, aug, (labeled, labeled_valid))
+        obs, future_obs, next_obs, labeled_obs, labeled_future_obs = frames  # [B or L, 3k, H, W]
         n = obs.shape[0]
         with autocast(device):
             # Unlabeled and labeled pairs through the LAM as one batch: encoder on 2(B + L), IDM on B + L.

@@ -117,11 +117,28 @@ class AugParams:
     angle: torch.Tensor
     endpoints: torch.Tensor
 
+    @staticmethod
+    def cat(params: list["AugParams"]) -> "AugParams":
+        """The parameters of several draws over consecutive parts of one batch (their chunks numbered on)."""
+        chunk, start = [], 0
+        for p in params:
+            chunk.append(p.chunk + start)
+            start += len(p.angle)
+        return AugParams(
+            choice=torch.cat([p.choice for p in params]),
+            chunk=torch.cat(chunk),
+            shift=torch.cat([p.shift for p in params]),
+            angle=torch.cat([p.angle for p in params]),
+            endpoints=torch.cat([p.endpoints for p in params]),
+        )
+
 
 class Augmenter:
     """The release's random augmentations. `aug(images)` on float images [B, C, H, W] (square, in [-1, 1]) returns
     the same shape, dtype and device; `aug(images, chunks=k)` augments k equal consecutive parts of the batch as k
-    separate calls (each its own angles and perspective corners), as the release does for o_t, o_{t+k}, o_{t+1}.
+    separate calls would (each its own angles and perspective corners, the random numbers drawn in the same order),
+    in one pass over the batch. The release calls it once each for o_t, o_{t+k} and o_{t+1}: the stage-1 batches
+    draw each one's parameters (`draw`) and hand them over together (`apply_each`).
 
     names: the choices drawn from (uniformly), a subset of AUGMENTATIONS. rotate_degrees: angles uniform in
     [-rotate_degrees, rotate_degrees). perspective_distortion: RandomPerspective's distortion_scale. *_pad: pads in
@@ -160,21 +177,25 @@ class Augmenter:
         return self._tables[key]
 
     def sample_params(self, n: int, size: int, device=None, chunks: int = 1) -> AugParams:
-        """Draw the parameters of `chunks` calls over n images (n divisible by chunks)."""
+        """Draw the parameters of `chunks` calls over n images (n divisible by chunks), chunk after chunk, each as
+        one call draws them: the random numbers, and so the result, are those of `chunks` separate calls."""
         if n % chunks:
             raise ValueError(f"batch of {n} images does not split into {chunks} equal chunks")
+        return AugParams.cat([self._sample_call(n // chunks, size, device) for _ in range(chunks)])
+
+    def _sample_call(self, n: int, size: int, device) -> AugParams:
+        """The parameters of one call over n images, in the order one call has always drawn them."""
         shift_pad, _, persp_pad = self.pads(size)
         choice = self._table(device)["names"][torch.randint(len(self.names), (n,), device=device)]
-        chunk = torch.arange(n, device=device) // max(n // chunks, 1)
         # one angle / one corner set per call and per choice (each choice holds its own transforms in the release)
-        deg, padded, k = self.rotate_degrees, size + 2 * persp_pad, chunks * len(AUGMENTATIONS)
-        corners = perspective_endpoints(k, padded, padded, self.perspective_distortion, device)
+        deg, padded = self.rotate_degrees, size + 2 * persp_pad
+        corners = perspective_endpoints(len(AUGMENTATIONS), padded, padded, self.perspective_distortion, device)
         return AugParams(
             choice=choice,
-            chunk=chunk,
+            chunk=torch.zeros(n, dtype=torch.long, device=device),
             shift=torch.randint(0, 2 * shift_pad + 1, (n, 2), device=device),
-            angle=torch.empty(chunks, len(AUGMENTATIONS), device=device).uniform_(-deg, deg),
-            endpoints=corners.reshape(chunks, len(AUGMENTATIONS), 4, 2),
+            angle=torch.empty(1, len(AUGMENTATIONS), device=device).uniform_(-deg, deg),
+            endpoints=corners[None],
         )
 
     def op_maps(self, params: AugParams, size: int) -> torch.Tensor:
@@ -216,6 +237,20 @@ class Augmenter:
         if s & (s - 1):  # the identity resampling is exact for power-of-two sizes only: keep unchanged images exact
             x = torch.where((stages == NONE).all(1)[:, None, None, None], images.to(x.dtype), x)
         return x.to(images.dtype)
+
+    def draw(self, images: torch.Tensor) -> AugParams:
+        """The parameters of one call on images [N, C, S, S] (drawn now, applied later by apply / apply_each)."""
+        return self.sample_params(images.shape[0], images.shape[-1], images.device)
+
+    def apply_each(self, images: list[torch.Tensor], params: list[AugParams]) -> list[torch.Tensor]:
+        """images[i] augmented with params[i], as separate `apply` calls would. On a GPU in one pass over their
+        concatenation: each op's kernels are launched once, not once per tensor. On the CPU one tensor at a time: a
+        pass over the whole batch allocates each buffer beyond glibc's mmap threshold (32 MB), fresh pages on every
+        op, measured 1.5x slower there (docs/SPEED.md)."""
+        if images[0].device.type == "cpu":
+            return [self.apply(x, p) for x, p in zip(images, params, strict=True)]
+        out = self.apply(torch.cat(images), AugParams.cat(params))
+        return list(out.split([len(x) for x in images]))
 
     def __call__(self, images: torch.Tensor, chunks: int = 1) -> torch.Tensor:
         params = self.sample_params(images.shape[0], images.shape[-1], images.device, chunks)

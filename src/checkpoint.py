@@ -139,6 +139,18 @@ def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) 
                 f"{path}: {what}: its {name!r} is of another architecture ({_differences(path, config) or detail})"
                 f"; {todo}"
             ) from e
+        if isinstance(obj, torch.optim.Optimizer):
+            _state_in_param_layout(obj)
+
+
+def _state_in_param_layout(optim: torch.optim.Optimizer) -> None:
+    """Each tensor of the optimizer's state in its parameter's memory layout. A checkpoint written before the
+    convolutions became channels_last holds contiguous moments; torch's fused Adam reads them in the parameter's
+    element order without a check (torch 2.13), which would silently scramble the resumed update."""
+    for p, state in optim.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _first_mismatch(message: str) -> str:

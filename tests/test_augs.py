@@ -251,6 +251,21 @@ def test_frames_of_a_stacked_image_share_its_transform():
         assert torch.allclose(whole[:, 3 * f : 3 * f + 3], aug.apply(x[:, 3 * f : 3 * f + 3], params), atol=1e-6)
 
 
+def test_chunks_in_one_pass_equal_separate_calls():
+    """aug(x, chunks=k) draws the random numbers of k calls in their order: the same images as k calls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # numerics compared on one thread
+    try:
+        x = torch.rand(15, 6, SIZE, SIZE) * 2 - 1
+        aug = Augmenter()
+        torch.manual_seed(7)
+        want = torch.cat([aug(part) for part in x.chunk(3)])
+        torch.manual_seed(7)
+        assert torch.equal(aug(x, chunks=3), want)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_shape_dtype_and_device_are_kept(dtype):
     x = (torch.rand(12, 9, SIZE, SIZE) * 2 - 1).to(dtype)

@@ -87,14 +87,18 @@ def instrumented_run(tmp_path_factory):
     the decoder is given."""
     tmp = tmp_path_factory.mktemp("faithful")
     data = write_dataset(tmp / "tiny.hdf5")
-    record = {"labels": [], "heads": [], "epochs": [], "aug_calls": []}
+    record = {"labels": [], "heads": [], "epochs": [], "aug_draws": [], "aug_passes": []}
     original_label, original_head = train_laom_labels.LAOMLabels.label, src.nn.ActionMLP.forward
     original_epochs = train_laom_labels.infinite_epochs
-    original_aug = src.augs.Augmenter.__call__
+    original_draw, original_apply_each = src.augs.Augmenter._sample_call, src.augs.Augmenter.apply_each
 
-    def aug(self, images):
-        record["aug_calls"].append(images.shape[0])
-        return original_aug(self, images)
+    def draw(self, n, size, device):  # the random parameters of one release call
+        record["aug_draws"].append(n)
+        return original_draw(self, n, size, device)
+
+    def apply_each(self, images, params):  # one resampling pass on a GPU
+        record["aug_passes"].append([len(x) for x in images])
+        return original_apply_each(self, images, params)
 
     def label(self, obs, next_obs):
         z = original_label(self, obs, next_obs)
@@ -145,7 +149,8 @@ def instrumented_run(tmp_path_factory):
         mp.setattr(train_laom_labels.LAOMLabels, "label", label)
         mp.setattr(src.nn.ActionMLP, "forward", head)
         mp.setattr(train_laom_labels, "infinite_epochs", epochs)
-        mp.setattr(src.augs.Augmenter, "__call__", aug)
+        mp.setattr(src.augs.Augmenter, "_sample_call", draw)
+        mp.setattr(src.augs.Augmenter, "apply_each", apply_each)
         mp.setattr(sys, "argv", ["train_laom_labels", *args])
         results = train_laom_labels.train()
     setup_backends(torch.device("cpu"), "auto")  # the precision is process-wide: back to the default
@@ -159,15 +164,17 @@ def test_stage2_lam_labels_are_fp32_outside_autocast(instrumented_run):
     assert any(training and enabled for training, enabled, _ in instrumented_run["record"]["heads"])
 
 
-def test_stage1_augments_each_observation_in_its_own_call(instrumented_run):
-    """o_t, o_{t+k}, o_{t+1} (batch 16) and the labeled o_t, o_{t+k} (8) each go through one augmenter call per
-    update: a call shares its rotation / perspective parameters, so one call over all of them would not do."""
-    calls = instrumented_run["record"]["aug_calls"]
+def test_stage1_draws_each_observation_as_its_own_call_in_one_pass(instrumented_run):
+    """o_t, o_{t+k}, o_{t+1} (batch 16) and the labeled o_t, o_{t+k} (8) each get the random parameters of their
+    own augmenter call per update, as released (a call shares its rotation / perspective parameters, so one draw for
+    all of them would not do), and all of them are handed to the augmenter at once (one pass on a GPU)."""
+    draws, passes = instrumented_run["record"]["aug_draws"], instrumented_run["record"]["aug_passes"]
     updates = instrumented_run["results"]["stages"]["lapo"]["lapo/updates"]
     final = instrumented_run["results"]["config"]["lapo"]["final_probe_batches"]
     stage1 = instrumented_run["record"]["epochs"][0]  # the epoch's last partial batch kept, as released
     assert not stage1["drop_last"] and len(stage1["sizes"]) == updates
-    assert calls == [n for b in stage1["sizes"] for n in (b, b, b, 8, 8)] + [16, 16, 16] * final
+    assert draws == [n for b in stage1["sizes"] for n in (b, b, b, 8, 8)] + [16, 16, 16] * final
+    assert passes == [[b, b, b, 8, 8] for b in stage1["sizes"]] + [[16, 16, 16]] * final
 
 
 def test_evaluation_policy_runs_in_fp32():

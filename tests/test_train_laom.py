@@ -257,3 +257,55 @@ def test_laom_labels_rejects_a_labeled_set_with_another_action_size(data_path, t
     with pytest.raises(DatasetError) as err:
         run(train_laom_labels, args, monkeypatch)
     assert str(other) in str(err.value) and data_path in str(err.value) and "action size" in str(err.value)
+
+
+# ---------------------------------------------------------------- stage-1 batches: one augmenter pass
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # numerics compared on one thread (multi-threaded kernels may split work differently)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_stage1_batches_augment_in_one_pass_as_the_released_separate_calls(tmp_path, one_thread):
+    """The stage-1 batch of LAOM (3 observations) and of LAOM + supervision (5) goes through the augmenter in one
+    pass; it equals, number for number, the release's way (one augmenter call per observation, the labeled batch
+    drawn between), restated here, from the same random state."""
+    from src.augs import Augmenter
+    from src.data import load_dataset, normalize_obs
+
+    path = str(write_dataset(tmp_path / "tiny.hdf5", num_traj=2, steps=30))
+    data = load_dataset(path, "cpu", 3, min_offset=10)
+    valid = data.valid_indices(10)
+    c = train_laom_labels.LAOMLabelsConfig(batch_size=6, labeled_batch_size=4)
+    aug = Augmenter()
+
+    def separate_calls(labeled: bool) -> list[torch.Tensor]:
+        b = data.batch(valid[:6], 3, future_offset=10, next_obs=True)
+        out = [aug(normalize_obs(b[k])) for k in ("obs", "future_obs", "next_obs")]
+        if labeled:
+            lb = data.batch(data.sample(valid, 4), 3, 10)
+            out += [aug(normalize_obs(lb["obs"])), aug(normalize_obs(lb["future_obs"]))]
+        return out
+
+    torch.manual_seed(0)
+    want = separate_calls(labeled=True)
+    torch.manual_seed(0)
+    got, _, lb = train_laom_labels.stage1_batch(data, valid[:6], c, aug, (data, valid))
+    assert [g.shape for g in got] == [(6, 9, 64, 64)] * 3 + [(4, 9, 64, 64)] * 2 and lb["actions"].shape == (4, 6)
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g, w)
+    assert not torch.equal(got[0], normalize_obs(data.batch(valid[:6], 3)["obs"]))  # augmented
+
+    torch.manual_seed(1)
+    want = separate_calls(labeled=False)
+    torch.manual_seed(1)
+    got = train_laom.stage1_batch(data, valid[:6], train_laom.LAOMConfig(), aug)[:3]
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g, w)
+    torch.manual_seed(1)
+    got, _, lb = train_laom_labels.stage1_batch(data, valid[:6], c, aug)
+    assert lb is None and all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
