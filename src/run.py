@@ -42,8 +42,7 @@ class RunConfig:
     checkpoint_every: int = 2000  # updates between resumable stage checkpoints
     eval_num_envs: int = 5  # parallel evaluation environments (worker processes)
     eval_max_episode_steps: int = 1000  # episode length of evaluation rollouts (1000 in the paper)
-    # training autocast: "auto" (bf16 as released, on CUDA and on a CPU with native bf16; else fp32), "bf16", "fp32"
-    precision: str = "auto"
+    precision: str = "auto"  # training autocast: "auto" (bf16 on CUDA and a native-bf16 CPU, as released), "fp32"
     compile: bool = False  # torch.compile the networks each stage trains (src/compile.py); off until measured on a GPU
 
     def resolved_run_dir(self) -> Path:

@@ -97,7 +97,8 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
         assert f["0"].attrs["original_traj_idx"] == 1  # the ridge probe's validation trajectory
     tuned = json.loads((small / "tune" / "laom" / "lr0.001-tau0.05" / "results.json").read_text())
     curve = tuned["stages"]["lapo"]["lapo/ridge_probe_curve"]
-    assert [p[0] for p in curve] == [0, 1, 2], curve  # the initialised network, then every update
+    # The initialised network, then every update: 2 full batches and the epoch's last partial one (kept, as released).
+    assert [p[0] for p in curve] == [0, 1, 2, 3], curve
     assert "lapo/ridge_probe_val_mse" in tuned["metrics"] and "decoder/eval_returns_mean" not in tuned["metrics"]
 
     tuned = json.loads((small / "tune" / "lapo_mask" / "lr0.001" / "results.json").read_text())

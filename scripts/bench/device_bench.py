@@ -399,7 +399,7 @@ def resume_row(cfg: DeviceBenchConfig, tiny: bool, timeout: float) -> dict:
             stopped = proc.wait()
     text = (run_dir / "stopped.log").read_text()
     row = {"stopped_exit_code": stopped, "log": str(run_dir / "stopped.log")}
-    found = re.search(r"checkpointed at update (\d+) of", text)
+    found = re.search(r"stopped after update (\d+) of", text)
     if stopped != PREEMPTED_EXIT_CODE or not found:
         return row | {"status": "failed", "error": f"stopped with exit code {stopped}: {_last_line(text)}"}
     step = int(found.group(1))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU box's one prepared check, written under OUT_DIR (device_check.json, a log per row, the script runs):
-#   bash scripts/bench/device_check.sh OUT_DIR                    # one H100 / H200: paper configs, under 8 minutes
+#   bash scripts/bench/device_check.sh OUT_DIR                    # H100 / H200: paper configs, <8 min (est. 2026-12-06)
 #   bash scripts/bench/device_check.sh OUT_DIR --peak_tflops=989  # a GPU whose name it does not know; any flag of
 #                                                                 # scripts/bench/device_bench.py
 #   bash scripts/bench/device_check.sh OUT_DIR --device=cpu       # the CPU mode: the same rows at tiny sizes

@@ -1,12 +1,10 @@
-"""Time the stage-1 update of the small study (configs/small) for side-by-side comparisons with farm-bench.
+"""Time the stage-1 update of the small study (configs/small) for side-by-side comparisons.
 
     python -m scripts.small.bench --method laom --updates 40                  # this project's update
     python -m scripts.small.bench --method laom --updates 40 --release_adam   # torch.optim.Adam's default kernel
-    farm-bench -n 5 -- python -m scripts.small.bench --method lapo \
-        --vs 'python -m scripts.small.bench --method lapo --release_adam'
 
-(farm-bench is the side-by-side timer of the machine this project was measured on, not something you have;
-elsewhere, run the two commands alternately a few times under `/usr/bin/time -f %e` and compare the medians.)
+To compare two variants, run the two commands alternately a few times under `/usr/bin/time -f %e` (whole processes)
+and compare the medians.
 
 Builds the method's networks and optimizers exactly as its script does (configs/small sizes by default), draws
 batches from the dataset as the stage-1 loop does (frames gathered from memory, augmentations for LAOM), and runs
