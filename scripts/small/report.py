@@ -845,16 +845,17 @@ def _bars(ax, a: dict, lams: list[str], targets) -> None:
 
 def run_lam(run_dir: Path, module: str, shapes, trained: bool = True):
     """A finished run's LAM, built as its script builds it: with lam.pt's weights, or (trained=False) seeded as the
-    script seeds before it builds its networks (src/run.py), i.e. the run's update-0 network. In eval mode."""
+    script seeds its stage 1 before it builds its networks (src/run.py: seed_stage), i.e. the run's update-0 network.
+    In eval mode."""
     import importlib
 
     from src.checkpoint import load_checkpoint
-    from src.run import set_seed
+    from src.run import seed_stage
 
     mod = importlib.import_module(module)
     cfg = pyrallis.parse(config_class=mod.Config, config_path=str(run_dir / "config.yaml"), args=[])
     if not trained:
-        set_seed(cfg.seed)
+        seed_stage(cfg.seed, "lapo")
     lam = mod.build_models(cfg, shapes, "lam")["lam"]
     if trained:
         lam.load_state_dict(load_checkpoint(run_dir / "lam.pt")["objects"]["lam"])
