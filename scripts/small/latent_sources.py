@@ -41,6 +41,7 @@ import torch
 from scripts.small.report import ENV, run_lam, study
 from src.data import load_dataset, load_masks, normalize_obs
 from src.errors import cli
+from src.optim import setup_backends
 from src.probes import L2_GRID, pair_indices, ridge_probe, split_trajectories
 from src.stats import interval
 
@@ -157,6 +158,7 @@ def main(c: Config) -> dict:
                 result["pixels"] = effects(frame_difference, data, masks, test, 1, 256, readout=False)
                 result["test_transitions"] = len(test)
             data, masks, test = cache[k]
+            setup_backends(torch.device("cpu"), r["config"]["precision"])  # the run's autocast, for its probe check
             entry: dict = {"run_dir": str(run.relative_to(small))}
             lams = {w: run_lam(run, module, data.shapes, trained=w == "end") for w in ("init", "end")}
             for when, lam in lams.items():
