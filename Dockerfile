@@ -51,5 +51,5 @@ sys.exit(None if build == '${TORCH_BUILD}' else f'torch {torch.__version__} is a
 
 COPY . .
 
-# Default: the README's quick start (a tiny LAOM + supervision, 19 s on 2 CPU cores, 2026-12-06); override with any command.
+# Default: the README's quick start (a tiny LAOM + supervision, 19 s on 2 CPU cores, 2026-12-06); any command overrides it.
 CMD ["python", "-m", "train_laom_labels", "--config_path", "configs/example/laom-labels.yaml"]
