@@ -27,7 +27,7 @@ from src.data import Shapes, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.memory import StageMemory, actor_memory
 from src.nn import Actor
-from src.optim import autocast, bf16_on, infinite_epochs, make_optimizer, make_scheduler
+from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
 
@@ -110,9 +110,7 @@ def train_bc(run: Run) -> Actor:
     objects = {"actor": actor, "optim": optim, "sched": sched}
     stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(
-        data, valid, c.batch_size, flag="--bc.batch_size", seed=stage.data_seed, start=stage.start
-    )
+    batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack)
         obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]

@@ -28,7 +28,7 @@ from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.memory import StageMemory, actor_memory, meta_batch, stage_memory
 from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
-from src.optim import autocast, bf16_on, infinite_epochs, make_optimizer, make_scheduler
+from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
 
@@ -231,9 +231,7 @@ def train_idm(run: Run) -> IDM:
         updates_per_epoch=batches_per_epoch,
         epoch_samples=num_samples,
     )
-    batches = infinite_epochs(
-        data, valid, c.batch_size, drop_last=False, flag="--idm.batch_size", seed=stage.data_seed, start=stage.start
-    )
+    batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--idm.batch_size")
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
         obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]
@@ -293,9 +291,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "optim": optim, "sched": sched}
     stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
-    batches = infinite_epochs(
-        data, valid, c.batch_size, flag="--bc.batch_size", seed=stage.data_seed, start=stage.start
-    )
+    batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]

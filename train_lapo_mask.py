@@ -53,7 +53,7 @@ from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.memory import StageMemory, latent_policy_memory, meta_batch, stage_memory
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
-from src.optim import autocast, bf16_on, infinite_epochs, make_optimizer, make_scheduler
+from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
@@ -407,9 +407,7 @@ def train_lam(run: Run) -> LAPO:
         batch_size=c.batch_size,
         updates_per_epoch=batches_per_epoch,
     )
-    batches = infinite_epochs(
-        data, valid, c.batch_size, flag="--lapo.batch_size", seed=stage.data_seed, start=stage.start
-    )
+    batches = stage.batches(data, valid, c.batch_size, flag="--lapo.batch_size")
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
         return ridge_probe(
@@ -521,9 +519,7 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
         updates_per_epoch=batches_per_epoch,
     )
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(
-        data, valid, c.batch_size, flag="--bc.batch_size", seed=stage.data_seed, start=stage.start
-    )
+    batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
@@ -601,9 +597,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         epoch_samples=num_samples,
     )
     aug = Augmenter() if c.use_aug else None
-    batches = infinite_epochs(
-        data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size", seed=stage.data_seed, start=stage.start
-    )
+    batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), frame_stack)
         obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]

@@ -137,6 +137,7 @@ POSITIVE_FIELDS = ("batch_size", "labeled_batch_size", "num_epochs", "total_upda
 POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps", "max_trajectories")
 # Seeds: numpy takes 0 .. 2**32 - 1; a run adds its rank and the episode's index.
 SEED_FIELDS = ("seed", "eval_seed")
+WANDB_MODES = ("online", "offline", "disabled")  # checked by check_config before init_wandb runs
 _locks: dict = {}  # run directory -> its open, locked file (held until the process exits)
 
 
@@ -147,13 +148,14 @@ def check_config(config) -> None:
     of the sections a run will train are checked to exist and be HDF5 (not those of the stages that `lam_only` /
     `idm_only` leave out), and to hold at least the section's max_trajectories."""
     skipped = {"bc", "decoder"} if getattr(config, "lam_only", False) or getattr(config, "idm_only", False) else set()
-    fields = {flag: value for flag, _, value in dist.config_fields(config)}
-    for flag, name, value in dist.config_fields(config):
+    items = list(dist.config_fields(config))
+    fields = {flag: value for flag, _, value in items}
+    for flag, name, value in items:
         if name in POSITIVE_FIELDS and value is not None and value < 1:
             raise ConfigError(f"{flag}={value}: expected a positive integer")
         if name == "eval_episodes" and value < 0:
             raise ConfigError(f"{flag}={value}: expected 0 (no evaluation) or more")
-        if name == "wandb_mode" and value not in ("online", "offline", "disabled"):
+        if name == "wandb_mode" and value not in WANDB_MODES:
             raise ConfigError(f"{flag}={value}: expected online, offline or disabled")
         if name in SEED_FIELDS and not 0 <= value < 2**31:
             raise ConfigError(f"{flag}={value}: expected a seed from 0 to {2**31 - 1}")
@@ -441,8 +443,6 @@ def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: 
     the path of results.json; WANDB_QUIET=false in the environment brings wandb's full output back."""
     import wandb
 
-    if mode not in ("online", "offline", "disabled"):
-        raise ConfigError(f"--wandb_mode={mode}: expected online, offline or disabled")
     return wandb.init(
         project=project,
         group=group,

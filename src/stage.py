@@ -4,8 +4,9 @@ A stage loop shows only its method: the batch, the loss and the update.
 
     stage = Stage("bc", "bc.pt", {"actor": actor, "optim": optim, "sched": sched}, total, run,
                   batch_size=c.batch_size)
+    batches = stage.batches(data, valid, c.batch_size)  # the stage's index batches, from where it resumes
     for step in stage.updates():            # nothing when the stage finished earlier; resumes where it stopped
-        ...                                 # batch, loss, backward, optimizer step
+        ...                                 # next(batches), loss, backward, optimizer step
         stage.log(step, loss, mse_loss=loss)  # NaN guard; logging and checkpoints at their cadence
     stage.final_metrics(lambda: {...})      # computed once, kept beside the checkpoint, written to results.json
 
@@ -28,7 +29,7 @@ stop after at the logging cadence (`log_every`, where the loop already syncs), s
 log_every updates.
 
 Exactness: a stage's random streams come from (seed, stage name) alone (Run.seed_stage before its networks are
-built, `data_seed` for its epochs' order, (seed, stage name, "final") for its final metrics), and its checkpoint
+built, `Stage.batches` for its epochs' order, (seed, stage name, "final") for its final metrics), and its checkpoint
 holds its loss window and final training loss: a run interrupted anywhere and run again, one whose stages are all
 skipped and one that loads stages from another run's checkpoints give the numbers of the uninterrupted run.
 """
@@ -49,7 +50,7 @@ from src import dist
 from src.checkpoint import restore_stage, save_stage
 from src.errors import ConfigError
 from src.files import write_json
-from src.optim import NanGuard
+from src.optim import NanGuard, infinite_epochs
 from src.run import Stopwatch, finish_wandb_quietly, seed_stage, stage_seed
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
@@ -110,10 +111,9 @@ class Stage:
         self.skipped = self.done  # nothing trained in this process
         self.guard = NanGuard(name, device)
         self.bar = None
-        self._loss_sum, self._loss_count = None, 0  # the loss summed on the device over the current log window
-        self.final_train_loss = None  # mean training loss over the last complete log window (a final metric)
-        if saved.get("loss_sum") is not None:
-            self._loss_sum = saved["loss_sum"].to(device)
+        # The loss summed on the device over the current log window, and the mean training loss over the last
+        # complete one (a final metric): as the checkpoint left them, if any.
+        self._loss_sum = None if saved.get("loss_sum") is None else saved["loss_sum"].to(device)
         self._loss_count = saved.get("loss_count", 0)
         self.final_train_loss = saved.get("final_train_loss")
         self.data_seed = stage_seed(run.cfg.seed, name, "data", dist.rank())  # its epochs' order (infinite_epochs)
@@ -125,6 +125,12 @@ class Stage:
             tqdm.write(f"{name}: finished earlier ({self.ckpt}), skipped")
         elif self.start > 0:
             tqdm.write(f"{name}: resuming from update {self.start} of {total} ({self.ckpt})")
+
+    def batches(self, data, valid: torch.Tensor, batch_size: int, drop_last: bool = True, flag: str = "batch_size"):
+        """The stage's stream of index batches (src/optim.py: infinite_epochs): its epochs ordered by the stage's own
+        seed, starting at the update the stage resumes from, so a resumed stage draws what an uninterrupted one
+        would draw next."""
+        return infinite_epochs(data, valid, batch_size, drop_last, flag=flag, seed=self.data_seed, start=self.start)
 
     def updates(self) -> Iterator[int]:
         """The update numbers still to run; after the last one the stage's final checkpoint is written."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import src.augs
 import src.nn
+import src.stage
 import train_bc
 import train_idm
 import train_laom
@@ -89,7 +90,7 @@ def instrumented_run(tmp_path_factory):
     data = write_dataset(tmp / "tiny.hdf5")
     record = {"labels": [], "heads": [], "epochs": [], "aug_draws": [], "aug_passes": []}
     original_label, original_head = train_laom_labels.LAOMLabels.label, src.nn.ActionMLP.forward
-    original_epochs = train_laom_labels.infinite_epochs
+    original_epochs = src.stage.infinite_epochs
     original_draw, original_apply_each = src.augs.Augmenter._sample_call, src.augs.Augmenter.apply_each
 
     def draw(self, n, size, device):  # the random parameters of one release call
@@ -148,7 +149,7 @@ def instrumented_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_laom_labels.LAOMLabels, "label", label)
         mp.setattr(src.nn.ActionMLP, "forward", head)
-        mp.setattr(train_laom_labels, "infinite_epochs", epochs)
+        mp.setattr(src.stage, "infinite_epochs", epochs)
         mp.setattr(src.augs.Augmenter, "_sample_call", draw)
         mp.setattr(src.augs.Augmenter, "apply_each", apply_each)
         mp.setattr(sys, "argv", ["train_laom_labels", *args])

@@ -56,7 +56,7 @@ def plan(module, config: str, target: str, monkeypatch, tmp_path, *args: str) ->
     very stream its loop reads."""
     stages: dict = {}
     streams: list = []
-    real_epochs = module.infinite_epochs
+    real_epochs = stage_module.infinite_epochs
 
     class Recorded(stage_module.Stage):
         def __init__(self, name, ckpt_name, objects, total, run, *a, **kw):
@@ -78,7 +78,7 @@ def plan(module, config: str, target: str, monkeypatch, tmp_path, *args: str) ->
         return stream
 
     monkeypatch.setattr(module, "Stage", Recorded)
-    monkeypatch.setattr(module, "infinite_epochs", epochs)
+    monkeypatch.setattr(stage_module, "infinite_epochs", epochs)
     argv = [f"--config_path={ROOT / 'configs' / 'example' / config}", f"--run_dir={tmp_path}", "--device=cpu"]
     monkeypatch.setattr(sys, "argv", [module.__name__, *argv, "--wandb_mode=disabled", *args])
     monkeypatch.chdir(ROOT)
