@@ -1,11 +1,16 @@
-"""What both benchmarks time (scripts.bench.benchmark and scripts.bench.device_bench import it; it imports neither).
+"""The one timer of the benchmarks: a method script's own stage function run with a window log in place of wandb
+(run_stage, time_stage), the data path beside a per-sample DataLoader (bench_fast, bench_naive), and synthetic frames
+in the released layout (write_synthetic, write_stage_data). scripts.bench.benchmark, device_bench and precision call
+it. Its command line times the small study's stage-1 update (configs/small sizes) for side-by-side comparisons:
 
-- Synthetic data in the released layout (write_synthetic, write_stage_data): random frames, content does not matter
-  for throughput.
-- The data path: this project's batched indexing of frames held in memory (src.data, bench_fast) next to a
-  straightforward per-sample torch Dataset + DataLoader (bench_naive), both delivering LAOM's stage-1 batches.
-- A method script's own stage function (STAGES: train_<method>.<stage>) run on synthetic data with a window log in
-  place of wandb (run_stage), and its seconds per update (time_stage); TINY holds the networks of the CPU rows.
+    python -m scripts.bench.timing --method=laom --updates=40                      # this project's update
+    python -m scripts.bench.timing --method=laom --updates=40 --release_adam=true  # torch.optim.Adam's default kernel
+
+To compare two variants, run the two commands alternately a few times under `/usr/bin/time -f %e` (whole processes)
+and compare the medians. It runs train_<method>.train_lam on --data_path, `warmup` untimed updates and `updates`
+timed ones, and prints the median seconds per update and the median of each part: data (batch and augmentations, up
+to the update's first forward), forward + backward (up to its first optimizer step), optimizer (the steps, the EMA
+and the stage's log). No GPU needed; `--threads` sets torch's intra-op threads.
 """
 
 import contextlib
@@ -24,6 +29,8 @@ import h5py
 import numpy as np
 import pyrallis
 import torch
+from torch.nn.modules.module import register_module_forward_pre_hook
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -172,17 +179,17 @@ TINY = {
 
 
 class EnoughUpdates(Exception):
-    """Raised by WindowLog once it has the logged updates it was asked for: the stage stops there, before its final
-    checkpoint (1-2.5 GB at the paper's configs) and final metrics, which a measurement does not need."""
+    """WindowLog has the logged updates it was asked for: the stage stops before its final checkpoint and metrics."""
 
 
 class WindowLog:
-    """The wandb sink of a benchmarked stage: at each logged update, the time and (while counting) the FLOPs so far;
-    after `stop_after` logged updates it ends the stage (EnoughUpdates)."""
+    """The wandb sink of a timed stage: at each logged update the time, the FLOPs so far (with a counter) and the
+    update's marks (with `marks`: see main); after `stop_after` logged updates it ends the stage (EnoughUpdates)."""
 
-    def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None, stop_after: Optional[int] = None):
-        self.step_key, self.counter, self.stop_after = step_key, counter, stop_after
-        self.times, self.flops, self.module_flops, self.values = [], [], [], []
+    def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None, stop_after: Optional[int] = None,
+                 marks: Optional[dict] = None):  # fmt: skip
+        self.step_key, self.counter, self.stop_after, self.marks = step_key, counter, stop_after, marks
+        self.times, self.flops, self.module_flops, self.values, self.parts = [], [], [], [], []
 
     def start(self) -> None:
         pass
@@ -195,6 +202,9 @@ class WindowLog:
                 self.flops.append(self.counter.get_total_flops())
                 counts = self.counter.get_flop_counts()  # module name -> op -> FLOPs so far
                 self.module_flops.append({m: sum(ops.values()) for m, ops in counts.items()})
+            if self.marks is not None:
+                self.parts.append(dict(self.marks))
+                self.marks.clear()
             if self.stop_after is not None and len(self.times) >= self.stop_after:
                 raise EnoughUpdates
 
@@ -203,26 +213,30 @@ class WindowLog:
 
 
 @contextlib.contextmanager
-def networks_on(module, device: torch.device):
-    """The method script's build_models makes its networks directly on `device` while the block runs (its stage
-    functions build on the CPU and copy: LAPO's orthogonal initialisation of its 212M-parameter LAM took minutes
-    on a CPU). Only the networks: the data pipeline keeps the host buffers it creates without a device."""
-    build = module.build_models
+def patched(module, **functions):
+    """The method script's functions replaced while the block runs: a benchmark's only hooks into it."""
+    saved = {name: getattr(module, name) for name in functions}
+    vars(module).update(functions)
+    try:
+        yield
+    finally:
+        vars(module).update(saved)
+
+
+def built_on(build, device: torch.device):
+    """A build_models that makes the networks directly on `device` (the stage functions build on the CPU and copy:
+    LAPO's orthogonal initialisation of its 212M-parameter LAM took minutes on a CPU)."""
 
     def build_on_device(*args, **kwargs):
         with torch.device(device):
             return build(*args, **kwargs)
 
-    module.build_models = build_on_device
-    try:
-        yield
-    finally:
-        module.build_models = build
+    return build_on_device
 
 
 def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Optional[int], updates: int) -> list[str]:
-    """Command-line overrides of a benchmarked stage: the synthetic data everywhere, no evaluation, no probes
-    beyond one batch, `updates` updates (whole epochs where the stage counts epochs: the data is sized for it)."""
+    """Command-line overrides of a timed stage: `data_path` everywhere, no evaluation, no probes beyond one batch,
+    `updates` updates (whole epochs where the stage counts epochs: the data is sized for it)."""
     config_cls = importlib.import_module(spec.module).Config
     sections = [f.name for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(f.type)]
     args = [f"--{s}.data_path={data_path}" for s in sections]
@@ -252,7 +266,7 @@ def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Opt
 
 
 def parse_stage_config(spec: StageSpec, args: list[str], device: torch.device, run_dir: str, **top):
-    """(the method script's module, its Config from the paper's YAML with `args` and the top-level fields)."""
+    """(the method script's module, its Config from spec.config with `args` and the top-level fields)."""
     module = importlib.import_module(spec.module)
     top_args = [f"--run_dir={run_dir}", "--wandb_mode=disabled", f"--device={device}", "--checkpoint_every=1000000000"]
     top_args += [f"--{k}={v}" for k, v in top.items()]
@@ -271,13 +285,19 @@ def run_stage(
     counter: Optional[FlopCounterMode] = None,
     stop_after: Optional[int] = None,
     run_dir: Optional[str] = None,
+    config: Optional[str] = None,
+    args: tuple[str, ...] = (),
+    marks: Optional[dict] = None,
+    functions: Optional[dict] = None,
+    **top,
 ) -> WindowLog:
     """Runs one stage function of a method script for about `updates` updates (`batch` samples each; None: the
-    config's), its networks built on `device`, and returns its window log; with `stop_after`, the stage ends after
-    that many logged updates (no final checkpoint, no final metrics). Its run directory: `run_dir`, else a temporary
-    one. LAOM + supervision's labeled batch keeps its ratio to the batch."""
-    spec = STAGES[key]
-    args = stage_args(key, spec, tiny, data_path, batch, updates)
+    config's), its networks built on `device`, and returns its window log. `config`: the YAML (default the paper's),
+    `args` and `top` (top-level fields) override it; `functions` replace the script's (patched); `stop_after`: the
+    stage ends after that many logged updates; its run directory `run_dir`, else a temporary one. LAOM +
+    supervision's labeled batch keeps its ratio to the batch."""
+    spec = dataclasses.replace(STAGES[key], config=config or STAGES[key].config)
+    args = stage_args(key, spec, tiny, data_path, batch, updates) + list(args)
     if key == "laom_labels/lam" and batch is not None:
         c = parse_stage_config(spec, [], device, "unused")[1].lapo
         labeled = batch * c.labeled_batch_size / c.batch_size
@@ -288,16 +308,16 @@ def run_stage(
             )
         args += [f"--lapo.labeled_batch_size={int(labeled)}"]
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = run_dir or tmp
-        module, cfg = parse_stage_config(spec, args, device, run_dir, log_every=log_every, compile=compile)
-        log = WindowLog(f"{spec.section}/step", counter, stop_after)
+        top |= dict(log_every=log_every, compile=compile)
+        module, cfg = parse_stage_config(spec, args, device, run_dir or tmp, **top)
+        log = WindowLog(f"{spec.section}/step", counter, stop_after, marks)
         run = dataclasses.replace(start_run(cfg), wandb=log)
-        inputs = []
-        if spec.frozen:  # written by write_synthetic: 6 actions, 17 states, 64 px
-            with torch.device(device):
+        functions = {"build_models": built_on(module.build_models, device), **(functions or {})}
+        with contextlib.redirect_stderr(io.StringIO()) as progress, patched(module, **functions):  # progress bars
+            inputs = []
+            if spec.frozen:  # written by write_synthetic: 6 actions, 17 states, 64 px
                 frozen = module.build_models(cfg, Shapes(6, 17, 64), spec.frozen)[spec.frozen]
-            inputs = [frozen.eval().requires_grad_(False)]
-        with contextlib.redirect_stderr(io.StringIO()) as progress, networks_on(module, device):  # progress bars
+                inputs = [frozen.eval().requires_grad_(False)]
             try:
                 getattr(module, spec.function)(run, *inputs)
             except EnoughUpdates:
@@ -318,15 +338,16 @@ def time_stage(
     windows: int,
     compile: bool,
     run_dir: Optional[str] = None,
+    **kwargs,
 ):
     """(seconds per update, peak GPU memory in GiB or None, seconds of the warm-up window) of a stage: one warm-up
-    window and `windows` timed ones, then the stage stops (no checkpoint written; run_dir: as run_stage's)."""
+    window and `windows` timed ones, then the stage stops (no checkpoint written; run_dir, kwargs: run_stage's)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     updates = (windows + 1) * window
-    log = run_stage(key, data_path, device, tiny, updates, window, batch, compile, None, windows + 1, run_dir)
+    log = run_stage(key, data_path, device, tiny, updates, window, batch, compile, None, windows + 1, run_dir, **kwargs)
     if len(log.times) < windows + 1:
         raise RuntimeError(f"{key}: {len(log.times)} logged windows; expected {windows + 1} (data too small?)")
     gaps = np.diff(log.times[: windows + 1]) / window
@@ -341,3 +362,69 @@ def write_stage_data(path: str, batch: int, updates: int, offset: int = 10, step
     length = min(steps, samples + offset + 1)
     n = math.ceil(samples / (length - offset))
     write_synthetic(path, DataBenchConfig(num_trajectories=n, trajectory_length=length, img_hw=64))
+
+
+@dataclass
+class UpdateBenchConfig:
+    method: str = "laom"  # lapo | laom
+    data_path: str = "data/example-data.hdf5"  # any dataset in the released layout
+    updates: int = 40  # timed updates
+    warmup: int = 3  # untimed updates first (at least 1)
+    batch_size: int = 32
+    encoder_scale: int = 1
+    encoder_num_res_blocks: int = 1  # configs/small
+    latent_action_dim: int = 0  # 0: configs/small's (LAPO 128, LAOM 1024)
+    head_dim: int = 256  # LAOM's act / obs heads
+    threads: int = 1
+    release_adam: bool = False  # torch.optim.Adam(W) with its default implementation (the release's optimizer)
+
+
+def release_optimizer(model, kind: str, lr: float, weight_decay: Optional[float] = None) -> torch.optim.Optimizer:
+    """The release's optimizer: torch.optim.Adam(W) over all parameters, its default (for-each) implementation."""
+    return (torch.optim.Adam if kind == "adam" else torch.optim.AdamW)(model.parameters(), lr=lr)
+
+
+def main(c: UpdateBenchConfig) -> None:
+    if c.method not in ("lapo", "laom"):
+        raise SystemExit(f"error: --method={c.method!r}; expected lapo or laom")
+    torch.set_num_threads(c.threads)
+    sizes = dict(batch_size=c.batch_size, encoder_scale=c.encoder_scale, num_epochs=10**6)
+    sizes |= dict(encoder_num_res_blocks=c.encoder_num_res_blocks)
+    sizes |= dict(latent_action_dim=c.latent_action_dim or (128 if c.method == "lapo" else 1024))
+    if c.method == "laom":
+        sizes |= dict(act_head_dim=c.head_dim, obs_head_dim=c.head_dim)
+    marks: dict = {}  # each update's first forward and first optimizer step
+
+    def mark(part: str):
+        def hook(*_) -> None:  # a forward pre-hook that returns something replaces the input
+            marks.setdefault(part, time.perf_counter())
+
+        return hook
+
+    hooks = [register_module_forward_pre_hook(mark("fwd")), register_optimizer_step_pre_hook(mark("opt"))]
+    functions = {"make_optimizer": release_optimizer} if c.release_adam else {}
+    n, args = max(1, c.warmup) + c.updates, [f"--lapo.{k}={v}" for k, v in sizes.items()]
+    try:
+        log = run_stage(f"{c.method}/lam", c.data_path, torch.device("cpu"), False, n, 1, stop_after=n, marks=marks,
+                        args=args, functions=functions, precision="fp32")  # fmt: skip
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if len(log.times) < n:
+        raise SystemExit(f"error: {c.data_path} gave {len(log.times)} updates; expected {n}")
+    timed = range(n - c.updates, n)
+    parts = {
+        "data": [log.parts[i]["fwd"] - log.times[i - 1] for i in timed],
+        "forward_backward": [log.parts[i]["opt"] - log.parts[i]["fwd"] for i in timed],
+        "optimizer": [log.times[i] - log.parts[i]["opt"] for i in timed],
+    }
+    med = {k: statistics.median(v) for k, v in parts.items()}
+    total = sum(med.values())
+    shares = ", ".join(f"{k} {v * 1000:.1f} ms ({v / total:.0%})" for k, v in med.items())
+    adam = "torch.optim default" if c.release_adam else "fused"
+    print(f"{c.method} batch {c.batch_size}, scale {c.encoder_scale}, {c.encoder_num_res_blocks} res unit(s), "
+          f"{c.threads} thread(s), Adam {adam}: {total * 1000:.1f} ms per update ({shares})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(pyrallis.parse(config_class=UpdateBenchConfig))
