@@ -1,25 +1,18 @@
-"""Throughput benchmark: the data pipeline (vs a naive per-sample DataLoader) and each method's stage-1 update.
+"""Throughput: the data pipeline beside a naive per-sample DataLoader, each method's stage-1 update, the DCS.
 
     python -m scripts.bench.benchmark                       # synthetic data in the released layout, CPU-sized models
     python -m scripts.bench.benchmark --paper_scale         # the paper's networks (use on a GPU)
     python -m scripts.bench.benchmark --data_path data/cheetah-run.hdf5 --device cuda --paper_scale
-
-The data pipeline is measured on LAOM's stage-1 batches (o_t, o_{t+1}, o_{t+k}, actions, states; frame stack 3,
-offsets 1..10, batch 512) delivered as uint8 tensors on the device (the [-1, 1] scaling that follows is the same
-for both paths and is part of the update). The naive path is what a
-straightforward implementation does: a torch Dataset whose __getitem__ builds one sample's frame stacks from
-the same in-memory arrays with numpy, and a DataLoader that collates them. The last line of the table is
-`data pipeline speedup vs per-sample loader: <N>x`. Results also go to --out (JSON). Both paths, the synthetic data
-and the stage-1 update rows are scripts.bench.timing's (shared with scripts.bench.device_bench).
-
-DCS rows: rendered frames/s of cheetah-run at scale_easy_video_hard, dynamic, 64 px, episodes of --dcs_steps steps
-with their resets, for collection (the DCS env stepped and rendered) and evaluation (through src.envs.make_env), on
-the built-in videos and on a DAVIS-sized folder (854x480 jpgs). Each next to "the release's way": every frame of
-the chosen video read and resized at each reset, no cache (the port resizes a frame on first use and keeps the
-resized frames of recent videos; same pixels).
-
     python -m scripts.bench.benchmark --only_dcs=true       # the DCS rows only
     python -m scripts.bench.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
+
+Data rows: LAOM's stage-1 batches (frame stack 3, offsets 1..10, batch 512) as uint8 on the device, batched indexing
+next to a torch Dataset that builds one sample at a time with numpy; the last line of the table is `data pipeline
+speedup vs per-sample loader: <N>x`. Update rows: each method script's own stage 1 (scripts.bench.timing). DCS rows:
+rendered frames/s of cheetah-run (scale_easy_video_hard, dynamic, 64 px, --dcs_steps steps an episode, resets
+included) for collection and evaluation (src.envs.make_env), on the built-in videos and a DAVIS-sized folder (854x480
+jpgs), each beside the release's way (every frame of the video read and resized at each reset, no cache). Results
+also go to --out (JSON).
 """
 
 import os

@@ -9,40 +9,25 @@ path beside the release's, and the hours of the paper's runs projected from them
                                                                # on a CPU, and the hours they project at an assumed MFU
 
 Rows (ROWS), the most telling first, each isolated: a stage row and the data path run in a process of their own
-(`--row=NAME`, its JSON under OUT_DIR/rows/), a script row is the script's own process; an out-of-memory error, a
-crash or a row that runs past row_timeout_s is recorded in its row and the next row runs. Rows not started within
-time_budget_s are recorded as skipped, so the whole check ends within time_budget_s + OVERRUN_S.
+(`--row=NAME`, its JSON under OUT_DIR/rows/), a script row is the script's own process; an error or a row past
+row_timeout_s is its row's. Rows not started within time_budget_s are skipped: the check ends within time_budget_s
++ OVERRUN_S.
 
-Stage rows: the method script's own stage function (train_<method>.<stage>) on synthetic frames in the released
-layout (64 px, frame stack 3) at the config of configs/<method>.yaml, bf16 autocast on CUDA as in the paper, its
-networks built directly on the device (timing.networks_on), in a run directory of its own under OUT_DIR/runs/; the
-stage stops after its last timed window, before its final checkpoint and metrics (nothing written):
-  updates/s, samples/s  median over timed windows of `window_updates` updates after one warm-up window (which holds
-                        cudnn autotuning, or compilation for the compiled rows); the script's own logging cadence
-                        (log_every = window_updates) marks the windows; samples count every sample of an update
-                        (LAOM + supervision's stage 1: 512 unlabeled + 128 labeled)
-  peak memory           torch.cuda.max_memory_allocated over the stage
-  FLOPs / update        torch.utils.flop_counter.FlopCounterMode (PyTorch's counter: matmuls and convolutions,
-                        forward and backward) around the stage, the difference between two logged updates; counted
-                        at `flops_batch` samples and scaled to the stage's batch (the count is linear in the batch)
-  MFU                   FLOPs / update x updates/s / the device's dense bf16 peak
-Stages given a frozen network (latent BC its LAM, the decoder its actor, IDM's BC its IDM) get one freshly built
-at the config: the cost of an update does not depend on its weights. `<stage>+compile` rows run with
---compile=true (src/compile.py), after the eager ones; their MFU uses the eager row's FLOPs.
+Stage rows: the method script's own stage function on synthetic 64 px frames at configs/<method>.yaml, bf16 autocast
+on CUDA, timed by scripts.bench.timing (median over `windows` windows of `window_updates` updates after a warm-up
+window, which holds autotuning or compilation; samples count every sample of an update), peak memory
+(torch.cuda.max_memory_allocated), FLOPs per update (torch.utils.flop_counter between two logged updates, counted at
+`flops_batch` samples and scaled to the stage's batch), MFU (FLOPs x updates/s / the dense bf16 peak). A frozen
+network (latent BC's LAM, the decoder's actor, IDM's BC's IDM) is freshly built. `<stage>+compile` rows run with
+--compile=true and use the eager row's FLOPs.
 
-Script rows: `script:<module>` runs `python -m <module> --config_path=configs/example/<method>.yaml` with the
-check's --device (auto by default, as a user runs it) and every stage counted in updates cut to script_updates, to
-its end (exit 0, results.json); `resume:train_bc` stops BC's example run with SIGTERM after its first periodic
-checkpoint (the preemption path: exit code 75) and runs the same command again, which must resume from that update.
+Script rows: `script:<module>` runs the script on configs/example/<method>.yaml with the check's --device, stages cut
+to script_updates, to its end (exit 0, results.json); `resume:train_bc` stops BC's example run with SIGTERM after
+its first periodic checkpoint (exit code 75) and runs it again, which must resume from that update.
 
-Data path: LAOM's stage-1 batches (512, offsets 1..10) as uint8 on the device, this project's (frames on the GPU,
-batched indexing: src.data) next to the release's (a per-sample Dataset + DataLoader): scripts.bench.timing's data
-path, the one scripts.bench.benchmark's rows time.
-
-Projection: hours of one paper run per method and of the Figure 8 grid (4 environments x 7 budgets x 3 seeds) with
-this project's stage reuse (LAPO and LAOM: one LAM and latent BC per environment and seed for all budgets), from the
-updates a paper run makes (5000 x 1000-step datasets, the configs' epochs and batches) at the measured speed and at
-an assumed MFU. Online evaluation is not included (Table 2's times include it).
+Projection: hours of one paper run per method and of the Figure 8 grid (4 environments x 7 budgets x 3 seeds, LAPO's
+and LAOM's LAM and latent BC reused across budgets), from the updates a paper run makes, at the measured speed and at
+an assumed MFU; online evaluation is not included (Table 2's times include it).
 """
 
 import dataclasses
@@ -83,28 +68,16 @@ from src.stage import PREEMPTED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Dense bf16 peak, TFLOPS (no sparsity), by a part of torch.cuda.get_device_name: (contains, excludes, peak).
-# The first row that matches wins (the specific names first: "H200 NVL" holds "H200", "GH200" holds "H200"); a name
-# matching none asks for --peak_tflops. NVIDIA's datasheets give the sparse figure, twice these.
-PEAK_BF16_TFLOPS = [
-    ("H200 NVL", (), 835.0),  # "NVIDIA H200 NVL": PCIe card, lower clocks and power than the SXM H200
-    ("H100 NVL", (), 835.0),  # "NVIDIA H100 NVL"
-    ("H100 PCIe", (), 756.0),  # "NVIDIA H100 PCIe"
-    ("GH200", (), 989.0),  # "NVIDIA GH200 480GB": the H100 SXM chip (or H200's) beside a Grace CPU
-    ("H200", (), 989.0),  # "NVIDIA H200": the H100 SXM chip with more memory
-    ("H100", (), 989.0),  # H100 SXM: "NVIDIA H100 80GB HBM3"
-    ("A100", (), 312.0),
-]
+# Dense bf16 peak, TFLOPS (no sparsity; NVIDIA's datasheets give the sparse figure, twice these), by a part of
+# torch.cuda.get_device_name. The first match wins (specific names first: "H200 NVL" and "GH200" hold "H200"); a name
+# matching none asks for --peak_tflops. The NVL / PCIe cards run lower clocks; GH200 is the SXM chip beside a Grace CPU.
+PEAK_BF16_TFLOPS = [("H200 NVL", 835.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("GH200", 989.0)]
+PEAK_BF16_TFLOPS += [("H200", 989.0), ("H100", 989.0), ("A100", 312.0)]  # H100 SXM: "NVIDIA H100 80GB HBM3"
 # Stages timed with --compile=true as well (the keys of scripts.bench.timing.STAGES).
 COMPILE_STAGES = ["lapo/lam", "laom/lam", "laom_labels/lam", "laom/latent_bc", "idm/idm", "bc/bc"]
-PAPER_TABLE2_HOURS = {
-    "lapo": 7 + 38 / 60,
-    "laom": 6 + 43 / 60,
-    "laom_labels": 7 + 6 / 60,
-    "bc": 1 + 10 / 60,
-    "idm": 5.5,
-}
-PAPER_DATA = (5000, 1000)  # trajectories x steps of each full dataset (docs: REFERENCE-FACTS, dataset format)
+# Table 2's hours (7:38, 6:43, 7:06, 1:10, 5.5 h), in minutes
+PAPER_TABLE2_HOURS = {k: m / 60 for k, m in dict(lapo=458, laom=403, laom_labels=426, bc=70, idm=330).items()}
+PAPER_DATA = (5000, 1000)  # trajectories x steps of each full dataset (docs/DATA.md)
 PAPER_BUDGETS = (2, 4, 8, 16, 32, 64, 128)  # labeled trajectories (Figure 8)
 PAPER_ENVS, PAPER_SEEDS = 4, 3
 ONE_RUN_BUDGET = 2  # the label budget of "one paper run"
@@ -137,10 +110,7 @@ class DeviceBenchConfig:
 
 def peak_for(name: str) -> Optional[float]:
     """Dense bf16 TFLOPS of a GPU by its torch.cuda name, or None."""
-    for part, excluded, peak in PEAK_BF16_TFLOPS:
-        if part in name and not any(x in name for x in excluded):
-            return peak
-    return None
+    return next((peak for part, peak in PEAK_BF16_TFLOPS if part in name), None)
 
 
 def count_flops(
@@ -168,8 +138,7 @@ def samples_per_update(key: str, batch: int, device: torch.device) -> int:
 
 @functools.cache
 def paper_config(spec: StageSpec):
-    """A stage's method script Config from its paper YAML, parsed once per process (a projection asks for it about a
-    hundred times)."""
+    """A stage's method script Config from its paper YAML, parsed once (a projection asks about a hundred times)."""
     return parse_stage_config(spec, [], torch.device("cpu"), "unused")[1]
 
 
@@ -188,22 +157,19 @@ def paper_updates(key: str, budget: int) -> int:
     if spec.section in ("decoder", "idm"):
         per_epoch = math.ceil(labeled / c.batch_size)
         return max(1, c.total_updates // per_epoch) * per_epoch
+    if key == "bc/bc" and c.total_updates is not None:
+        return c.total_updates
     if key == "bc/bc":
-        return (
-            c.total_updates if c.total_updates is not None else c.num_epochs * (budget * PAPER_DATA[1] // c.batch_size)
-        )
+        return c.num_epochs * (budget * PAPER_DATA[1] // c.batch_size)
     return c.num_epochs * (full // c.batch_size)  # latent BC, IDM's BC: the full data
 
 
 def runs_of_stages(method: str) -> dict[str, dict[str, int]]:
-    """For one paper run and for the Figure 8 grid of a method: how many times each stage trains, per budget."""
+    """How many times each stage of a method trains in the Figure 8 grid, per budget (LAPO's and LAOM's LAM and
+    latent BC once per environment and seed)."""
+    once = method in ("lapo", "laom")
     keys = [k for k in STAGES if k.startswith(method + "/")]
-    grid = {}
-    for k in keys:
-        stage = k.split("/")[1]
-        reused = method in ("lapo", "laom") and stage in ("lam", "latent_bc")  # once per env and seed
-        grid[k] = {b: (1 if not reused or b == PAPER_BUDGETS[0] else 0) for b in PAPER_BUDGETS}
-    return grid
+    return {k: {b: int(not once or "decoder" in k or b == PAPER_BUDGETS[0]) for b in PAPER_BUDGETS} for k in keys}
 
 
 def project(seconds_per_update: dict[str, float]) -> dict:
@@ -231,14 +197,8 @@ def fmt(x: Optional[float], spec: str = ".1f") -> str:
 
 
 # Example runs of the method scripts (the real command line, on the example data, a few updates per stage).
-SCRIPTS = {
-    "train_lapo": "configs/example/lapo.yaml",
-    "train_laom": "configs/example/laom.yaml",
-    "train_laom_labels": "configs/example/laom-labels.yaml",
-    "train_idm": "configs/example/idm.yaml",
-    "train_bc": "configs/example/bc.yaml",
-    "train_lapo_mask": "configs/example/lapo-mask.yaml",
-}
+SCRIPTS = {f"train_{m}": f"configs/example/{m.replace('_', '-')}.yaml"
+           for m in ("lapo", "laom", "laom_labels", "idm", "bc", "lapo_mask")}  # fmt: skip
 STAGE1 = ["lapo/lam", "laom/lam", "laom_labels/lam", "idm/idm"]  # each method's first stage
 # The rows in the order they run, the most telling first: each method's stage 1, latent BC at scale 32 (its actor
 # carries most of a latent-action run's FLOPs), BC; each script's real command line and one run stopped by SIGTERM
@@ -290,12 +250,8 @@ def data_row(cfg: DeviceBenchConfig, device: torch.device, tiny: bool, data_dir:
     window = cfg.window_updates or (2 if tiny else 10)
     path = _stage_data(os.path.join(data_dir, f"timing-{batch}.hdf5"), batch, (cfg.windows + 1) * window + 1)
     data_cfg = DataBenchConfig(batch_size=batch, data_batches=cfg.data_batches)
-    fast, naive = bench_fast(path, data_cfg, device), bench_naive(path, data_cfg, device)
-    return {
-        "batch": batch,
-        "batched_frames_on_device_samples_per_s": fast,
-        "per_sample_dataloader_samples_per_s": naive,
-    }
+    row = {"batch": batch, "batched_frames_on_device_samples_per_s": bench_fast(path, data_cfg, device)}
+    return row | {"per_sample_dataloader_samples_per_s": bench_naive(path, data_cfg, device)}
 
 
 def one_row(cfg: DeviceBenchConfig) -> None:
@@ -409,20 +365,16 @@ def resume_row(cfg: DeviceBenchConfig, tiny: bool, timeout: float) -> dict:
     return row | ({"status": "ok"} if ok else {"status": "failed", "error": _last_line(text)})
 
 
-def _row_subprocess(name: str, timeout: float) -> dict:
+def _row_subprocess(name: str, cfg: DeviceBenchConfig, timeout: float) -> dict:
     """A stage or data row in a process of its own: a crash, an out-of-memory error or a hung GPU stays its row's."""
-    out_dir = _state["out_dir"]
-    path = Path(_row_path(out_dir, name))
+    path = Path(_row_path(cfg.out_dir, name))
     path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "scripts.bench.device_bench", *_state["argv"], f"--row={name}"]
+    command = [sys.executable, "-m", "scripts.bench.device_bench", *_argv(cfg), f"--row={name}"]
     code, text = _run(command, path.with_suffix(".log"), timeout)
     if path.exists():
         return json.loads(path.read_text())
     status = "timed out" if code == -9 else "failed"
     return {"status": status, "exit_code": code, "error": _last_line(text), "log": str(path.with_suffix(".log"))}
-
-
-_state: dict = {}  # the parent's out_dir and command-line arguments, given to each row subprocess
 
 
 def _print_row(name: str, row: dict) -> None:
@@ -470,7 +422,6 @@ def main(cfg: DeviceBenchConfig) -> dict:
         rows = [r for r in rows if r.endswith("+compile") or r not in STAGES]
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _state.update(out_dir=cfg.out_dir, argv=_argv(cfg))
     out = {"device": name, "peak_bf16_tflops": peak, "scale": "tiny" if tiny else "paper", "config": cfg.__dict__}
     out["rows"] = results = {}
     json_path = out_dir / "device_check.json"
@@ -489,7 +440,7 @@ def main(cfg: DeviceBenchConfig) -> dict:
         elif row_name.startswith("resume:"):
             row = resume_row(cfg, tiny, timeout)
         else:
-            row = _row_subprocess(row_name, timeout)
+            row = _row_subprocess(row_name, cfg, timeout)
         row.setdefault("seconds", time.perf_counter() - started)
         key = row_name.removesuffix("+compile")
         flops = results.get(key, {}).get("flops_per_update") if row_name.endswith("+compile") else None
@@ -504,7 +455,8 @@ def main(cfg: DeviceBenchConfig) -> dict:
     stages = {k: r for k, r in results.items() if k in STAGES and "flops_per_update" in r}
     proj_peak = peak or cfg.projection_peak_tflops
     at_mfu = {k: r["flops_per_update"] / (cfg.assumed_mfu * proj_peak * 1e12) for k, r in stages.items()}
-    out["projection_assumed_mfu"] = {"mfu": cfg.assumed_mfu, "peak_tflops": proj_peak, "methods": project(at_mfu)}
+    at_mfu_hours = project(at_mfu)
+    out["projection_assumed_mfu"] = {"mfu": cfg.assumed_mfu, "peak_tflops": proj_peak, "methods": at_mfu_hours}
     if cuda and not cfg.only_flops and not tiny:
         measured = {k: 1 / r["updates_per_s"] for k, r in stages.items() if "updates_per_s" in r}
         out["projection_measured_eager"] = project(measured)
@@ -512,14 +464,8 @@ def main(cfg: DeviceBenchConfig) -> dict:
           f"{ONE_RUN_BUDGET} and the Figure 8 grid ({PAPER_ENVS} envs x {len(PAPER_BUDGETS)} budgets x {PAPER_SEEDS} "
           f"seeds, LAM / latent BC reused across budgets for LAPO and LAOM)")  # fmt: skip
     print(f"{'method':<12} {'basis':<34} {'one run h':>9} {'grid h':>9} {'paper T2 h':>10} {'T2 x runs h':>11}")
-    bases = [
-        (
-            f"PROJECTION {100 * cfg.assumed_mfu:.0f}% MFU of {proj_peak:g} TFLOPS",
-            out["projection_assumed_mfu"]["methods"],
-        )
-    ]
-    if "projection_measured_eager" in out:
-        bases.append(("measured here (eager)", out["projection_measured_eager"]))
+    bases = [(f"PROJECTION {100 * cfg.assumed_mfu:.0f}% MFU of {proj_peak:g} TFLOPS", at_mfu_hours)]
+    bases += [("measured here (eager)", out["projection_measured_eager"])] if "projection_measured_eager" in out else []
     for basis, methods in bases:
         for method, p in methods.items():
             print(f"{method:<12} {basis:<34} {p['one_run_h']:>9.2f} {p['figure8_grid_h']:>9.1f} "
