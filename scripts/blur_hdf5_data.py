@@ -41,9 +41,8 @@ from src.masks import DEPTH_MODEL_IDS, blur_background, kernel_pair, load_depth_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    raw = argparse.RawTextHelpFormatter  # the description's line breaks kept
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=raw)
     parser.add_argument("--input", required=True, help="dataset HDF5 file")
     parser.add_argument("--output", required=True, help="blurred dataset HDF5 file to write")
     add_depth_args(parser, percentile=30.0)
@@ -54,22 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _copy_attrs(src, dst) -> None:
-    for a, v in src.attrs.items():
-        dst.attrs[a] = v
-
-
 def _copy_group(src: h5py.Group, dst: h5py.Group, obs: np.ndarray) -> None:
     """Copy every member and attribute of a trajectory group, `obs` replaced by `obs` (same storage options)."""
-    _copy_attrs(src, dst)
+    dst.attrs.update(src.attrs)
     for name, item in src.items():
         if name != "obs":
             src.copy(item, dst, name=name)
             continue
-        dset = dst.create_dataset(
-            "obs", data=obs, chunks=item.chunks, compression=item.compression, compression_opts=item.compression_opts
-        )
-        _copy_attrs(item, dset)
+        options = dict(chunks=item.chunks, compression=item.compression, compression_opts=item.compression_opts)
+        dst.create_dataset("obs", data=obs, **options).attrs.update(item.attrs)
 
 
 def main(argv: list[str] | None = None, model=None) -> Path:
@@ -104,14 +96,11 @@ def main(argv: list[str] | None = None, model=None) -> Path:
                 depth_keys = ("encoder", "model_id", "percentile", "threshold_alpha", "mask_kernel", "mask_sigma")
                 blur_attrs.update({f"blur_{k}": masks_file.attrs[k] for k in depth_keys if k in masks_file.attrs})
         else:
-            if model is None:
-                model = load_depth_model(args.encoder, args.device, args.model_path)
-            else:
-                model = load_depth_model(args.encoder, args.device, model=model)
+            model = load_depth_model(args.encoder, args.device, args.model_path, model=model)
             blur_attrs = {"blur_masks": "depth", "blur_source": DEPTH_MODEL_IDS[args.encoder]}
             blur_attrs.update({f"blur_{k}": v for k, v in depth_params(args).items() if k != "method"})
         with h5py.File(src, "r") as fin, h5py.File(partial, "w") as fo:
-            _copy_attrs(fin, fo)
+            fo.attrs.update(fin.attrs)
             keys = trajectory_keys(fin)
             for name, item in fin.items():  # anything beside the trajectories, copied as is
                 if name not in keys:
@@ -127,14 +116,9 @@ def main(argv: list[str] | None = None, model=None) -> Path:
                 if masks.shape != obs.shape[:3]:
                     raise DatasetError(f"group '{k}': masks {masks.shape} do not match frames {obs.shape}")
                 _copy_group(fin[k], fo.create_group(k), blur_background(obs, masks, kernel, args.blur_sigma))
-            fo.attrs.update(
-                {
-                    "blur_method": "gaussian",
-                    "blur_kernel": np.asarray(kernel, dtype=np.int64),
-                    "blur_sigma": float(args.blur_sigma),
-                    **blur_attrs,
-                }
-            )
+            kernel_attr = np.asarray(kernel, dtype=np.int64)
+            fo.attrs.update(dict(blur_method="gaussian", blur_kernel=kernel_attr, blur_sigma=float(args.blur_sigma)))
+            fo.attrs.update(blur_attrs)
         os.replace(partial, out)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -53,9 +53,8 @@ def add_depth_args(parser: argparse.ArgumentParser, percentile: float) -> None:
     parser.add_argument("--percentile", type=float, default=percentile, help="per-frame depth percentile threshold")
     parser.add_argument("--mask-kernel", type=int, nargs=2, default=[5, 5], help="mask feathering kernel (odd)")
     parser.add_argument("--mask-sigma", type=float, default=1.0, help="mask feathering Gaussian sigma")
-    parser.add_argument(
-        "--threshold-alpha", type=float, default=0.1, help="EMA weight of each frame's own threshold (1 = none)"
-    )
+    alpha = "EMA weight of each frame's own threshold (1 = none)"
+    parser.add_argument("--threshold-alpha", type=float, default=0.1, help=alpha)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--model-path", default=None, help="local DepthAnything V2 folder (else the HF cache)")
@@ -76,15 +75,9 @@ def check_depth_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 def depth_params(args: argparse.Namespace) -> dict:
     """Root attributes recording how depth masks were made."""
-    return {
-        "method": "depth",
-        "encoder": args.encoder,
-        "model_id": DEPTH_MODEL_IDS[args.encoder],
-        "percentile": float(args.percentile),
-        "threshold_alpha": float(args.threshold_alpha),
-        "mask_kernel": np.asarray(args.mask_kernel, dtype=np.int64),
-        "mask_sigma": float(args.mask_sigma),
-    }
+    out = dict(method="depth", encoder=args.encoder, model_id=DEPTH_MODEL_IDS[args.encoder])
+    out |= dict(percentile=float(args.percentile), threshold_alpha=float(args.threshold_alpha))
+    return out | dict(mask_kernel=np.asarray(args.mask_kernel, dtype=np.int64), mask_sigma=float(args.mask_sigma))
 
 
 def trajectory_depth_masks(model, obs: np.ndarray, args: argparse.Namespace) -> np.ndarray:
@@ -122,18 +115,13 @@ def score_against_true(masks_path: Path, true_path: Path) -> dict:
     baseline_fg = total_frames * w * (h - np.arange(h))
     ious = below / (baseline_fg + row_fg.sum() - below)
     best = int(np.argmax(ious))
-    return {
-        "per_trajectory": per_traj,
-        "overall": 1.0 if union == 0 else inter / union,
-        "horizon_row": best,
-        "horizon_iou": float(ious[best]),
-    }
+    out = {"per_trajectory": per_traj, "overall": 1.0 if union == 0 else inter / union}
+    return out | {"horizon_row": best, "horizon_iou": float(ious[best])}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    raw = argparse.RawTextHelpFormatter  # the description's line breaks kept
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=raw)
     parser.add_argument("--input", required=True, help="dataset HDF5 file")
     parser.add_argument("--output", required=True, help="masks HDF5 file to write")
     add_depth_args(parser, percentile=50.0)
@@ -143,10 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, model=None) -> dict:
-    """Generate the masks; returns {"written": [...], "skipped": [...], "scores": ... or None}.
-
-    model: an already built depth model (tests); default: load_depth_model(--encoder, --device, --model-path).
-    """
+    """Generate the masks; returns {"written": [...], "skipped": [...], "scores": ... or None}. model: an already
+    built depth model (tests); default: load_depth_model(--encoder, --device, --model-path)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_depth_args(parser, args)
@@ -174,8 +160,7 @@ def main(argv: list[str] | None = None, model=None) -> dict:
                 raise SystemExit(f"{out} is already complete ({len(keys)} trajectories): pass --overwrite to redo it")
         written, skipped = [], []
         with h5py.File(out, "a") as fo:
-            for a, v in attrs.items():
-                fo.attrs[a] = v
+            fo.attrs.update(attrs)
             todo = []
             for k in keys:
                 if k in fo and fo[k].attrs.get(COMPLETE_ATTR, False):
@@ -184,10 +169,8 @@ def main(argv: list[str] | None = None, model=None) -> dict:
                 if k in fo:
                     del fo[k]  # cut short by an interruption: redo
                 todo.append(k)
-            if todo and model is None:
-                model = load_depth_model(args.encoder, args.device, args.model_path)
-            elif model is not None:
-                model = load_depth_model(args.encoder, args.device, model=model)
+            if todo or model is not None:
+                model = load_depth_model(args.encoder, args.device, args.model_path, model=model)
             for k in tqdm(todo, desc=f"masks {src.name}", unit="traj"):
                 masks = trajectory_depth_masks(model, fin[k]["obs"][()], args)
                 group = fo.create_group(k)

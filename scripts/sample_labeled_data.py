@@ -64,21 +64,20 @@ def trajectory_names(f: h5py.File, path: str) -> list[str]:
     return names
 
 
-def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size: int) -> None:
-    """Copy one dataset along its first axis, chunk_size rows at a time, keeping dtype and compression."""
-    dst = dst_group.create_dataset(
-        name,
-        shape=src.shape,
-        dtype=src.dtype,
-        chunks=src.chunks,
-        compression=src.compression,
-        compression_opts=src.compression_opts,
-    )
+def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size: int, width: int | None = None):
+    """Copy one dataset along its first axis, chunk_size rows at a time, keeping dtype, chunks and compression;
+    width: zero-pad the last axis to this size."""
+    shape = src.shape if width is None else (*src.shape[:-1], width)
+    options = dict(chunks=src.chunks if width is None else None, compression_opts=src.compression_opts)
+    dst = dst_group.create_dataset(name, shape=shape, dtype=src.dtype, compression=src.compression, **options)
     if src.ndim == 0:
         dst[()] = src[()]
         return
     for start in range(0, src.shape[0], chunk_size):
-        dst[start : start + chunk_size] = src[start : start + chunk_size]
+        block = src[start : start + chunk_size]
+        if width is not None and block.shape[-1] < width:
+            block = np.pad(block, [(0, 0)] * (block.ndim - 1) + [(0, width - block.shape[-1])])
+        dst[start : start + chunk_size] = block
 
 
 def sample_labeled(config: Config) -> Path:
@@ -117,8 +116,7 @@ def sample_labeled(config: Config) -> Path:
         save_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with h5py.File(tmp_path, "w") as dst:
-                for key, value in src.attrs.items():
-                    dst.attrs[key] = value
+                dst.attrs.update(src.attrs)
                 returns = []
                 for new_idx, old_idx in enumerate(tqdm(chosen, desc="trajectories")):
                     src_group, dst_group = src[str(old_idx)], dst.create_group(str(new_idx))
@@ -130,8 +128,7 @@ def sample_labeled(config: Config) -> Path:
                             for sub_name, sub_item in item.items():
                                 copy_dataset(sub_item, sub, sub_name, config.chunk_size)
                                 sub[sub_name].attrs.update(dict(sub_item.attrs))
-                    for key, value in src_group.attrs.items():
-                        dst_group.attrs[key] = value
+                    dst_group.attrs.update(src_group.attrs)
                     dst_group.attrs["original_traj_idx"] = int(old_idx)
                     returns.append(float(src_group.attrs["traj_return"]))
                 if "dataset_return" in src.attrs:

@@ -96,9 +96,7 @@ def load_trajectory(
     if steps is not None:
         if steps < 1:
             raise ViewerError(f"--steps must be at least 1, got {steps}")
-        obs = obs[:steps]
-        blurred = None if blurred is None else blurred[:steps]
-        masks = None if masks is None else masks[:steps]
+        obs, blurred, masks = (None if a is None else a[:steps] for a in (obs, blurred, masks))
     return Trajectory(index=index, obs=obs, blurred=blurred, masks=masks)
 
 
@@ -124,50 +122,27 @@ def composite_frame(traj: Trajectory, t: int, scale: int = 1, gap: int = PANEL_G
     if traj.masks is not None:
         panels.append(mask_overlay(traj.obs[t], traj.masks[t]))
     panels = [upscale(p, scale) for p in panels]
-    height = panels[0].shape[0]
-    spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
-    parts = []
-    for i, panel in enumerate(panels):
-        if i:
-            parts.append(spacer)
-        parts.append(panel)
-    return np.concatenate(parts, axis=1)
+    spacer = np.full((panels[0].shape[0], gap, 3), 255, dtype=np.uint8)
+    return np.concatenate([part for panel in panels for part in (spacer, panel)][1:], axis=1)
 
 
 def panel_names(traj: Trajectory) -> list[str]:
-    names = ["original"]
-    if traj.blurred is not None:
-        names.append("blurred")
-    if traj.masks is not None:
-        names.append("mask overlay")
-    return names
+    return ["original"] + ["blurred"] * (traj.blurred is not None) + ["mask overlay"] * (traj.masks is not None)
 
 
 class Viewer:
-    """Playback state (step, paused, closed) plus the matplotlib figure that shows it.
-
-    The state logic (`handle_key`, `advance`, `title`, `frame`) needs no figure; `build_figure` makes one on
-    whatever backend is active (Agg in tests), `connect` wires key presses and a timer to it.
-    """
+    """Playback state (step, paused, closed; `handle_key`, `advance`, `title`, `frame` need no figure) and the
+    matplotlib figure that shows it (`build_figure` on the active backend, `connect`: key presses and a timer)."""
 
     def __init__(self, traj: Trajectory, scale: int = 6, fps: float = 30.0, loop: bool = True):
         if scale < 1:
             raise ViewerError(f"--scale must be at least 1, got {scale}")
         if fps <= 0:
             raise ViewerError(f"--fps must be positive, got {fps}")
-        self.traj = traj
-        self.scale = scale
-        self.fps = fps
-        self.loop = loop
-        self.step = 0
-        self.paused = False
-        self.closed = False
-        self.fig = None
-        self._image = None
-        self._title = None
-        self._timer = None
+        self.traj, self.scale, self.fps, self.loop = traj, scale, fps, loop
+        self.step, self.paused, self.closed = 0, False, False
+        self.fig = self._image = self._title = self._timer = None
 
-    # --- state -------------------------------------------------------------------------------------------------
     def title(self) -> str:
         state = "  [paused]" if self.paused else ""
         names = " | ".join(panel_names(self.traj))
@@ -208,7 +183,6 @@ class Viewer:
 
             plt.close(self.fig)
 
-    # --- figure ------------------------------------------------------------------------------------------------
     def build_figure(self, dpi: int = 100):
         """Figure sized so that one composite pixel is one screen pixel, with a title strip on top."""
         import matplotlib.pyplot as plt
@@ -256,7 +230,6 @@ class Viewer:
         self.fig.canvas.draw()
         return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
 
-    # --- saving ------------------------------------------------------------------------------------------------
     def save(self, path: str) -> int:
         """Write one frame per step to `path` (.gif with pillow, .mp4 with ffmpeg); returns the frame count."""
         from matplotlib import animation

@@ -57,16 +57,8 @@ def write_synthetic(path: str, cfg: DataBenchConfig, act_dim: int = 6, state_dim
     """Random frames in the released layout (content does not matter for throughput)."""
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as f:
-        f.attrs.update(
-            dict(
-                domain_name="cheetah",
-                task_name="run",
-                difficulty="scale_easy_video_hard",
-                dynamic=True,
-                img_hw=cfg.img_hw,
-                split="train",
-            )
-        )
+        f.attrs.update(dict(domain_name="cheetah", task_name="run", difficulty="scale_easy_video_hard", dynamic=True))
+        f.attrs.update(dict(img_hw=cfg.img_hw, split="train"))
         n = cfg.trajectory_length
         for i in range(cfg.num_trajectories):
             g = f.create_group(str(i))
@@ -110,14 +102,7 @@ def bench_fast(path: str, cfg: DataBenchConfig, device: torch.device) -> float:
     def one():
         return data.batch(next(batches), cfg.frame_stack, future_offset=cfg.future_obs_offset, next_obs=True)
 
-    for _ in range(3):
-        one()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(cfg.data_batches):
-        one()
-    sync(device)
-    return cfg.data_batches * cfg.batch_size / (time.perf_counter() - start)
+    return samples_per_s(one, 3, cfg.data_batches, cfg.batch_size, device)
 
 
 def bench_naive(path: str, cfg: DataBenchConfig, device: torch.device) -> float:
@@ -128,19 +113,19 @@ def bench_naive(path: str, cfg: DataBenchConfig, device: torch.device) -> float:
     def one():
         return [x.to(device) for x in next(it)]
 
-    one()
-    sync(device)
-    start = time.perf_counter()
-    count = min(cfg.data_batches, len(loader) - 1)
-    for _ in range(count):
+    return samples_per_s(one, 1, min(cfg.data_batches, len(loader) - 1), cfg.batch_size, device)
+
+
+def samples_per_s(one, warmup: int, count: int, batch: int, device: torch.device) -> float:
+    """Samples per second of `count` calls of `one` (`batch` samples each) after `warmup` untimed ones."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda _: None
+    for i in range(warmup + count):
+        if i == warmup:
+            sync(device)
+            start = time.perf_counter()
         one()
     sync(device)
-    return count * cfg.batch_size / (time.perf_counter() - start)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return count * batch / (time.perf_counter() - start)
 
 
 @dataclass(frozen=True)

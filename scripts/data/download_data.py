@@ -109,21 +109,10 @@ def select(items: list[Item], envs: list[str], settings: list[str], what: list[s
         bad = [b for b in budgets if b not in known]
         if bad:
             raise DownloadError(f"--budgets {' '.join(map(str, bad))}: the release's labeled sets hold {known}")
-    chosen = [
-        i
-        for i in items
-        if i.env in envs
-        and i.setting in settings
-        and i.what in what
-        and (i.budget is None or budgets is None or i.budget in budgets)
-    ]
-    missing = [
-        f"{e} {s} {w}"
-        for e in envs
-        for s in settings
-        for w in what
-        if not any(i.env == e and i.setting == s and i.what == w for i in chosen)
-    ]
+    wanted = [i for i in items if i.env in envs and i.setting in settings and i.what in what]
+    chosen = [i for i in wanted if i.budget is None or budgets is None or i.budget in budgets]
+    combinations = [(e, s, w) for e in envs for s in settings for w in what]
+    missing = [" ".join(c) for c in combinations if not any((i.env, i.setting, i.what) == c for i in chosen)]
     if not chosen:
         raise DownloadError(f"the release has no such file ({'; '.join(missing)})")
     for m in missing:
@@ -155,11 +144,10 @@ def announced_sizes(items: list[Item], timeout: float) -> None:
 def human(n: int | None) -> str:
     if n is None:
         return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return str(n)
+    if n < 1024:
+        return f"{n} B"
+    exponent = min(4, (int(n).bit_length() - 1) // 10)
+    return f"{n / 1024**exponent:.1f} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[exponent]}"
 
 
 def check_free_space(items: list[Item]) -> None:
@@ -263,19 +251,8 @@ def _total_size(r, have: int) -> int | None:
 
 
 def _stream(r, item: Item, have: int) -> None:
-    mode = "ab" if have else "wb"
-    with (
-        open(item.partial, mode) as f,
-        tqdm(
-            total=item.size,
-            initial=have,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=item.dest.name,
-            dynamic_ncols=True,
-        ) as bar,
-    ):
+    bar = dict(total=item.size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True)
+    with open(item.partial, "ab" if have else "wb") as f, tqdm(desc=item.dest.name, **bar) as bar:
         while chunk := r.read(CHUNK):
             f.write(chunk)
             bar.update(len(chunk))
@@ -304,12 +281,9 @@ def describe(item: Item) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--env", nargs="+", required=True, help="cheetah-run walker-run hopper-hop humanoid-walk, or all"
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    envs = "cheetah-run walker-run hopper-hop humanoid-walk, or all"
+    parser.add_argument("--env", nargs="+", required=True, help=envs)
     parser.add_argument("--setting", nargs="+", choices=[*SETTINGS, "both"], default=["distractors"])
     parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT), help="default: all three")
     parser.add_argument("--budgets", nargs="+", type=int, default=None, help="labeled sets to fetch (default: all)")

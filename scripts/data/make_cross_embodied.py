@@ -9,17 +9,12 @@ decoder (or supervise LAOM). This script writes the mixture in the released layo
     python -m scripts.data.make_cross_embodied --target_env=cheetah-run --sources=a.hdf5,b.hdf5 --counts=3,2 \\
         --save_path=/tmp/mixed.hdf5
 
-Environments differ in action and state sizes. They are handled explicitly: `actions` [T, A] and `states` [T, S]
-are zero-padded on the last axis to the largest A and S of the sources; each group records `source_env`,
-`source_file`, `original_traj_idx`, `act_dim` and `state_dim` (the unpadded sizes) next to the source's own
-attributes. Root attributes: the sources' `difficulty`, `dynamic`, `img_hw`, `split`; `domain_name` / `task_name`
-of the TARGET environment (so that an evaluation built from this file builds the target environment); `mixed`
-= True; `sources` (JSON: file, env, trajectories, act_dim, state_dim of each source); `act_dim_max`,
-`state_dim_max`; `dataset_return` (mean traj_return, across environments: not a meaningful score); `sample_seed`.
-Frames must share img_hw (an error names the two files otherwise). Trajectories are sampled without replacement
-(seeded) from each source, sorted, and written source after source, `chunk_size` steps at a time (bounded memory),
-to a temporary file renamed at the end: an interrupted run leaves no output. An existing output is never replaced
-without --overwrite.
+`actions` and `states` are zero-padded on the last axis to the largest size of the sources; each group records
+`source_env`, `source_file`, `original_traj_idx` and its unpadded `act_dim` / `state_dim`. The root attributes name
+the TARGET environment (an evaluation built from the file builds it), `mixed` = True and the `sources` (JSON);
+`dataset_return` mixes environments (not a meaningful score). Frames must share img_hw. Trajectories are sampled
+without replacement (seeded), written source after source `chunk_size` steps at a time to a temporary file renamed
+at the end; an existing output is replaced only with --overwrite.
 """
 
 import json
@@ -34,6 +29,7 @@ import numpy as np
 import pyrallis
 from tqdm.auto import tqdm
 
+from scripts.sample_labeled_data import copy_dataset
 from src.dcs.constants import PAPER_ENVS
 from src.errors import ConfigError, DatasetError, MissingKeyError, OutputExistsError, check_hdf5_file, cli
 
@@ -72,23 +68,6 @@ def _trajectories(f: h5py.File, path: Path) -> list[str]:
     if not names:
         raise DatasetError(f"{path}: no trajectory groups ('0', '1', ...); root keys are {list(f.keys())[:10]}")
     return names
-
-
-def _copy(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size: int, width: int | None = None) -> None:
-    """Copies src along its first axis, chunk_size rows at a time; width: zero-pad the last axis to this size."""
-    shape = src.shape if width is None else (*src.shape[:-1], width)
-    dst = dst_group.create_dataset(
-        name, shape=shape, dtype=src.dtype, compression=src.compression, compression_opts=src.compression_opts
-    )
-    if src.ndim == 0:
-        dst[()] = src[()]
-        return
-    for start in range(0, src.shape[0], chunk_size):
-        block = src[start : start + chunk_size]
-        if width is not None and block.shape[-1] < width:
-            pad = [(0, 0)] * (block.ndim - 1) + [(0, width - block.shape[-1])]
-            block = np.pad(block, pad)
-        dst[start : start + chunk_size] = block
 
 
 def source_paths(cfg: Config) -> list[Path]:
@@ -149,15 +128,8 @@ def make_cross_embodied(cfg: Config) -> Path:
                     )
             chosen = np.sort(rng.choice(len(names), size=count, replace=False))
             plan += [(i, names[j]) for j in chosen]
-            infos.append(
-                {
-                    "file": p.name,
-                    "env": _env_of(f, p),
-                    "trajectories": count,
-                    "act_dim": int(first["actions"].shape[-1]),
-                    "state_dim": int(first["states"].shape[-1]),
-                }
-            )
+            dims_of = {"act_dim": int(first["actions"].shape[-1]), "state_dim": int(first["states"].shape[-1])}
+            infos.append({"file": p.name, "env": _env_of(f, p), "trajectories": count, **dims_of})
         dims = {"actions": max(x["act_dim"] for x in infos), "states": max(x["state_dim"] for x in infos)}
 
         save_path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,36 +143,19 @@ def make_cross_embodied(cfg: Config) -> Path:
                         continue
                     if item.ndim and item.shape[0] != src["obs"].shape[0] or (key == "obs" and item.shape[1] != hw[0]):
                         raise DatasetError(f"{paths[i]}: group '{name}' dataset '{key}' has shape {item.shape}")
-                    _copy(item, g, key, cfg.chunk_size, dims[key] if key in PADDED else None)
-                for key, value in src.attrs.items():
-                    g.attrs[key] = value
-                g.attrs.update(
-                    {
-                        "source_env": info["env"],
-                        "source_file": info["file"],
-                        "original_traj_idx": int(name),
-                        "act_dim": int(src["actions"].shape[-1]),
-                        "state_dim": int(src["states"].shape[-1]),
-                    }
-                )
+                    copy_dataset(item, g, key, cfg.chunk_size, dims[key] if key in PADDED else None)
+                g.attrs.update(src.attrs)
+                g.attrs.update(dict(source_env=info["env"], source_file=info["file"], original_traj_idx=int(name)))
+                g.attrs.update(dict(act_dim=int(src["actions"].shape[-1]), state_dim=int(src["states"].shape[-1])))
                 returns.append(float(src.attrs.get("traj_return", np.nan)))
             domain, task = cfg.target_env.split("-", 1)
             for key in SHARED_ROOT_ATTRS:
                 if key in files[0].attrs:
                     dst.attrs[key] = files[0].attrs[key]
-            dst.attrs.update(
-                {
-                    "domain_name": domain,
-                    "task_name": task,
-                    "img_hw": hw[0],
-                    "mixed": True,
-                    "sources": json.dumps(infos),
-                    "act_dim_max": dims["actions"],
-                    "state_dim_max": dims["states"],
-                    "dataset_return": float(np.nanmean(returns)),
-                    "sample_seed": cfg.seed,
-                }
-            )
+            dst.attrs.update(dict(domain_name=domain, task_name=task, img_hw=hw[0], sources=json.dumps(infos)))
+            dst.attrs.update(dict(mixed=True, act_dim_max=dims["actions"], state_dim_max=dims["states"]))
+            dst.attrs["sample_seed"] = cfg.seed
+            dst.attrs["dataset_return"] = float(np.nanmean(returns))
         os.replace(tmp_path, save_path)
     finally:
         for f in files:

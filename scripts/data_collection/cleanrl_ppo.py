@@ -60,11 +60,8 @@ class Config:
 
 
 class Agent(nn.Module):
-    """Gaussian policy with state-independent log-std, value critic and the observation statistics.
-
-    Submodules are registered so that the state dict has the released key order: `actor_logstd`, `obs_rms.*`,
-    `critic.*`, `actor_mean.*`.
-    """
+    """Gaussian policy with state-independent log-std, value critic and the observation statistics; the state dict
+    has the released keys (`actor_logstd`, `obs_rms.*`, `critic.*`, `actor_mean.*`)."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int):
         super().__init__()
@@ -223,20 +220,12 @@ def train(config: Config) -> None:
         print(f"iter {iteration}/{num_iterations} step {global_step} sps {sps} episode_return {mean_return:.1f}")
         if config.track:
             explained_var = 1 - (b_returns - b_values).var() / b_returns.var()
-            wandb.log(
-                {
-                    "charts/episodic_return": mean_return,
-                    "charts/learning_rate": optimizer.param_groups[0]["lr"],
-                    "charts/SPS": sps,
-                    "losses/value_loss": v_loss.item(),
-                    "losses/policy_loss": pg_loss.item(),
-                    "losses/entropy": entropy.mean().item(),
-                    "losses/approx_kl": approx_kl.item(),
-                    "losses/clipfrac": float(np.mean(clipfracs)),
-                    "losses/explained_variance": explained_var.item(),
-                },
-                step=global_step,
-            )
+            charts = {"episodic_return": mean_return, "learning_rate": optimizer.param_groups[0]["lr"], "SPS": sps}
+            losses = {"value_loss": v_loss.item(), "policy_loss": pg_loss.item(), "entropy": entropy.mean().item()}
+            losses |= {"approx_kl": approx_kl.item(), "clipfrac": float(np.mean(clipfracs))}
+            losses |= {"explained_variance": explained_var.item()}
+            logged = {f"charts/{k}": v for k, v in charts.items()} | {f"losses/{k}": v for k, v in losses.items()}
+            wandb.log(logged, step=global_step)
         finished_returns = []
         if iteration % config.checkpoint_every == 0 or iteration == num_iterations:
             save_checkpoint(agent, config)

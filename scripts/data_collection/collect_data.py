@@ -1,77 +1,25 @@
 """Collect an expert dataset: the expert acts on proprioceptive states while the DCS renders the distracted frames.
 
-Writes the released HDF5 layout (docs/FAITHFULNESS.md, "data"): root groups "0", "1", ... in order, each with
-`obs` uint8 [T, H, W, 3] (obs[t] is the frame seen before actions[t]), `actions` float32 [T, A] (the expert's raw,
-unclipped action: the PPO actor mean or the SAC policy's action; the environment clips what it executes),
-`states` float32 [T, S], `rewards` float32 [T] and attributes `traj_return`, `seed` (the episode seed) and
-`complete` (written last); root attributes `domain_name`, `task_name`, `difficulty`, `dynamic`, `img_hw`, `split`,
-`dataset_return`, plus `background_source` ("builtin" / "davis"), `dcs_backgrounds_path`, `seed`,
-`max_episode_steps`, `expert_checkpoint`, `package_versions` (JSON), `collector_version` (2: raw actions),
-`actions_clipped` (False), `dcs_camera_mode` ("release" unless --dcs_camera_mode=corrected) and
-`distractors_recorded`. With distractions, each group also holds `distractors/` (unless --record_distractors=False):
-the state of every active distraction for each frame, float32 [T, k] datasets `background` (video, frame,
-direction), `camera` (position and orientation offsets from the nominal camera) and `color` (each material's RGB
-offsets), documented in docs/DATA.md; the leakage probes (src/probes.py) read them.
-
-    python -m scripts.data_collection.collect_data \\
-        --checkpoint_path="scripts/data_collection/checkpoints/hopper-hop-expert" \\
-        --checkpoint_name="checkpoint.pt" \\
-        --dcs_backgrounds_path="DAVIS/JPEGImages/480p" \\
-        --save_path="data/hopper-hop-test.hdf5" \\
-        --num_trajectories=5 \\
-        --dcs_difficulty="scale_easy_video_hard" \\
-        --dcs_backgrounds_split="train" \\
-        --dcs_img_hw=64 \\
-        --seed=0 \\
-        --cuda=False
-
-`--dcs_backgrounds_path=builtin` uses the DCS port's built-in procedural videos (no DAVIS download). The checkpoint
-format is detected: a PPO folder (config.pt + checkpoint.pt) or a stable-baselines3 SAC zip (which does not record its
-task: pass --domain_name/--task_name, or use collect_data_sb3.py, whose default is humanoid-walk).
-
-The embedded example dataset data/example-data.hdf5 was made with (paths relative to the repository root):
-
     python -m scripts.data_collection.collect_data --checkpoint_path=../shared/experts/cheetah-run-expert \\
         --dcs_backgrounds_path=builtin --save_path=data/example-data.hdf5 --num_trajectories=14 \\
         --max_episode_steps=100 --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=train \\
-        --dcs_img_hw=64 --seed=0 --compression=gzip --num_workers=2
+        --dcs_img_hw=64 --seed=0 --compression=gzip --num_workers=2     # data/example-data.hdf5, as it was made
 
-Seeds: trajectory i is recorded from the episode seed `episode_seed(seed, i)` (physics and distractors), so the file
-does not depend on --num_workers, and a trajectory can be replayed from its group attribute `seed`.
+The released HDF5 layout with this collector's additions (docs/DATA.md: raw unclipped actions, `rewards`, each
+group's episode `seed` and `complete` mark, the root attributes of root_attrs, `distractors/` unless
+--record_distractors=False). `--dcs_backgrounds_path=builtin` uses the port's built-in videos. The checkpoint is a
+PPO folder (config.pt + checkpoint.pt) or an SB3 SAC zip (no task recorded: --domain_name / --task_name, or
+collect_data_sb3.py). Trajectory i is recorded from episode_seed(seed, i): the file does not depend on --num_workers.
 
-Interruption and resume: each trajectory group is written whole, marked `complete` last, and flushed; Ctrl-C or
-SIGTERM during a write waits for the write to finish. Running the same command again resumes: when the output file
-exists, its root attributes in IDENTITY_ATTRS must equal the command's (else an error, unless --overwrite, which
-starts a new file); groups without `complete` (a trailing group cut short) are deleted, `dataset_return` is
-recomputed, and trajectories continue from the first missing index. A file that already holds --num_trajectories
-complete trajectories is reported as complete (exit 0); one that holds more is an error. --num_workers,
---compression and --cuda do not change the content and are not compared.
-
-One writer per file: before the output is read or written, the collector takes an exclusive advisory lock (flock)
-on the sidecar `<save_path>.lock` and holds it until it exits (the worker processes never touch the output; the
-main process writes it). A second collector on the same file, with or without --overwrite, is refused with a message
-naming the holder (pid, host, start time, command line, recorded in the lock file). The kernel releases the lock when
-its holder exits, even on SIGKILL, so a stale lock file never blocks; the file is removed at a normal exit. An output
-that another program holds open for writing (HDF5's own file lock) is refused as well.
-
---overwrite writes the new file next to the old one, as `<save_path>.partial`, and replaces the old file (os.replace,
-after fsync) only when all trajectories are written; until then the old file is untouched. An interrupted overwrite
-is not resumable: Ctrl-C / SIGTERM / an error removes the partial file, and one left by a kill is removed by the next
-collector of that output (under the lock, so it cannot belong to a running collector).
-
-Disk full: before a trajectory group is written, its disk space is reserved (posix_fallocate; the unused rest is
-given back when the file is closed), so a full disk stops the collector before the group is started, with a one-line
-error naming the file and the number of whole trajectories it keeps; running the same command after freeing space
-resumes. Where the reservation cannot help (copy-on-write filesystems), a write that fails for lack of space deletes
-the half-written group before the error.
-
-True foreground masks: --record_masks=True also writes `<save_path stem>-masks.hdf5` beside the dataset (the masks
-file layout of src/masks.py, root attribute `method` "true"): for each trajectory group, `masks` uint8 [T, H, W],
-each frame's agent pixels from MuJoCo's segmentation rendering of the same camera and state as the stored frame
-(src.masks.segmentation_mask). A trajectory's masks group is written and flushed before its dataset group, so every
-complete dataset group has its masks; resuming drops masks groups beyond the dataset's complete ones, and refuses a
-masks file that lacks masks of complete dataset groups (a dataset started without --record_masks: use --overwrite).
-With --overwrite the masks file is written as `<masks file>.partial` too and replaces the old one at the end.
+Interruption and resume: each group is written whole, marked `complete` last and flushed (Ctrl-C or SIGTERM waits for
+the write). The same command resumes an existing file whose IDENTITY_ATTRS match (else an error, unless --overwrite):
+incomplete groups are deleted and collection continues from the first missing index; a file already complete exits 0.
+One writer per file: an exclusive flock on `<save_path>.lock` (its holder named in the refusal; the kernel frees it
+even on SIGKILL); a file another program holds open for writing is refused too. --overwrite writes
+`<save_path>.partial` and replaces the old file only when complete (an interrupted overwrite removes it). Disk full:
+each group's space is reserved first (posix_fallocate), so a full disk stops before the group with a one-line error;
+the same command resumes after freeing space. --record_masks=True also writes `<stem>-masks.hdf5` (src/masks.py,
+method "true": each frame's agent pixels by MuJoCo's segmentation), each masks group flushed before its dataset group.
 """
 
 import contextlib
@@ -108,22 +56,11 @@ LOCK_SUFFIX = ".lock"  # <save_path>.lock: the advisory lock of the output's wri
 PARTIAL_SUFFIX = ".partial"  # <save_path>.partial: the new file of an --overwrite run, until it replaces the old one
 RESERVE_MARGIN = 64 * 1024  # bytes reserved per trajectory beyond its arrays (HDF5 metadata, compression overhead)
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # wait for a group's write to end
 # Root attributes that identify what a file contains; an existing file is resumed only when all of them match.
-IDENTITY_ATTRS = (
-    "domain_name",
-    "task_name",
-    "difficulty",
-    "dynamic",
-    "img_hw",
-    "split",
-    "background_source",
-    "dcs_backgrounds_path",
-    "seed",
-    "max_episode_steps",
-    "expert_checkpoint",
-    "collector_version",
-    "dcs_camera_mode",
-    "distractors_recorded",
+IDENTITY_ATTRS = tuple(
+    "domain_name task_name difficulty dynamic img_hw split background_source dcs_backgrounds_path seed "
+    "max_episode_steps expert_checkpoint collector_version dcs_camera_mode distractors_recorded".split()
 )
 # Version 2 stores the expert's raw actions (the paper's datasets). Files of version 1 (no attribute) hold actions
 # clipped to [-1, 1]; src/data.py warns when it reads one.
@@ -184,10 +121,8 @@ def episode_seed(seed: int, index: int) -> int:
 def collect_trajectory(
     env, expert: Expert, seed: int, max_steps: int, record_masks: bool = False, record_distractors: bool = True
 ) -> Trajectory:
-    """One greedy episode; the expert sees info["state"], the env returns the rendered frame [H, W, 3].
-    record_masks: also render each frame's true foreground mask (same camera, same physics state).
-    record_distractors: also keep each frame's distractor state (src.dcs.suite.DistractingEnvironment
-    .distractor_state; nothing without distractions)."""
+    """One greedy episode; the expert sees info["state"], the env returns the rendered frame [H, W, 3]; with each
+    frame, optionally its true foreground mask and its distractor state (DistractingEnvironment.distractor_state)."""
     if record_masks:
         from src.masks import segmentation_mask
     start = time.perf_counter()
@@ -200,9 +135,7 @@ def collect_trajectory(
         if record_masks:  # the physics still holds the state `obs` was rendered from
             masks.append(segmentation_mask(env.dcs_env.physics, env.camera_id, obs.shape[0], obs.shape[1]))
         states.append(info["state"])
-        # The expert's raw action is stored (as in the paper's datasets: outside [-1, 1] for PPO experts); the
-        # environment clips what it executes.
-        action = expert.act(info["state"][None])[0].astype(np.float32)  # [A]
+        action = expert.act(info["state"][None])[0].astype(np.float32)  # [A] raw, as released; the env clips it
         obs, reward, terminated, truncated, info = env.step(action)
         actions.append(action)
         rewards.append(reward)
@@ -224,26 +157,12 @@ def collect_trajectory(
 # ------------------------------------------------------------------ configuration checks (before any output)
 
 
-def _known_difficulties() -> tuple[str, ...]:
-    from src.dcs import constants
-
-    return tuple(constants.DIFFICULTIES)
-
-
 def env_kwargs(config: Config, domain_name: str, task_name: str) -> dict:
     """Arguments of src.envs.make_env for recording: single frames (frame_stack=1), episodes seeded at reset."""
-    return dict(
-        domain_name=domain_name,
-        task_name=task_name,
-        difficulty=config.dcs_difficulty,
-        dynamic=config.dynamic,
-        img_hw=config.dcs_img_hw,
-        backgrounds_path=config.dcs_backgrounds_path,
-        backgrounds_split=config.dcs_backgrounds_split,
-        frame_stack=1,
-        max_episode_steps=config.max_episode_steps,
-        camera_mode=config.dcs_camera_mode,
-    )
+    kwargs = dict(domain_name=domain_name, task_name=task_name, difficulty=config.dcs_difficulty, frame_stack=1)
+    kwargs |= dict(dynamic=config.dynamic, img_hw=config.dcs_img_hw, backgrounds_path=config.dcs_backgrounds_path)
+    kwargs |= dict(backgrounds_split=config.dcs_backgrounds_split, max_episode_steps=config.max_episode_steps)
+    return kwargs | dict(camera_mode=config.dcs_camera_mode)
 
 
 def check_config(config: Config) -> None:
@@ -257,11 +176,11 @@ def check_config(config: Config) -> None:
             raise ConfigError(f"--{name}={getattr(config, name)}: expected a positive integer.")
     if config.seed < 0:
         raise ConfigError(f"--seed={config.seed}: expected a non-negative integer.")
-    from src.dcs.constants import CAMERA_MODES
+    from src.dcs.constants import CAMERA_MODES, DIFFICULTIES
 
     if config.dcs_camera_mode not in CAMERA_MODES:
         raise ConfigError(f"--dcs_camera_mode={config.dcs_camera_mode!r}: expected one of {CAMERA_MODES}.")
-    difficulties = _known_difficulties()
+    difficulties = tuple(DIFFICULTIES)
     if config.dcs_difficulty not in difficulties:
         raise ConfigError(f"--dcs_difficulty={config.dcs_difficulty!r}: expected one of {difficulties}.")
     if config.dcs_backgrounds_path != BUILTIN_BACKGROUNDS and not Path(config.dcs_backgrounds_path).is_dir():
@@ -274,25 +193,14 @@ def check_config(config: Config) -> None:
 
 def root_attrs(config: Config, domain_name: str, task_name: str) -> dict:
     builtin = config.dcs_backgrounds_path == BUILTIN_BACKGROUNDS
-    return {
-        "domain_name": domain_name,
-        "task_name": task_name,
-        "difficulty": config.dcs_difficulty,
-        "dynamic": bool(config.dynamic),
-        "img_hw": int(config.dcs_img_hw),
-        "split": config.dcs_backgrounds_split,
-        "background_source": "builtin" if builtin else "davis",
-        "dcs_backgrounds_path": config.dcs_backgrounds_path
-        if builtin
-        else os.path.normpath(config.dcs_backgrounds_path),
-        "seed": int(config.seed),
-        "max_episode_steps": int(config.max_episode_steps),
-        "expert_checkpoint": os.path.normpath(config.checkpoint_path),
-        "collector_version": COLLECTOR_VERSION,
-        "dcs_camera_mode": config.dcs_camera_mode,
-        "actions_clipped": False,  # actions are the expert's raw outputs, as in the released datasets
-        "distractors_recorded": bool(config.record_distractors),  # groups hold distractors/ (none when vanilla)
-    }
+    path = config.dcs_backgrounds_path if builtin else os.path.normpath(config.dcs_backgrounds_path)
+    attrs = dict(domain_name=domain_name, task_name=task_name, difficulty=config.dcs_difficulty)
+    attrs |= dict(dynamic=bool(config.dynamic), img_hw=int(config.dcs_img_hw), split=config.dcs_backgrounds_split)
+    attrs |= dict(background_source="builtin" if builtin else "davis", dcs_backgrounds_path=path, seed=int(config.seed))
+    attrs |= dict(max_episode_steps=int(config.max_episode_steps), collector_version=COLLECTOR_VERSION)
+    attrs |= dict(expert_checkpoint=os.path.normpath(config.checkpoint_path), dcs_camera_mode=config.dcs_camera_mode)
+    # actions are the expert's raw outputs, as released; groups hold distractors/ (none when vanilla)
+    return attrs | dict(actions_clipped=False, distractors_recorded=bool(config.record_distractors))
 
 
 def package_versions() -> str:
@@ -343,10 +251,8 @@ def _lock_holder(fd: int, lock_path: Path) -> str:
 
 @contextlib.contextmanager
 def output_lock(path: Path):
-    """Hold an exclusive advisory lock (flock) on `<path>.lock` for the block, or raise OutputInUseError.
-
-    Correctness comes from flock, which the kernel releases when the holder exits (even on SIGKILL), not from the
-    file's existence: a stale lock file is simply locked again. The file records its holder for the refusal message
+    """Hold an exclusive flock on `<path>.lock` for the block, or raise OutputInUseError. The kernel frees it when
+    the holder exits (a stale lock file is simply locked again); the file records its holder for the refusal message
     and is removed, still locked, when the block ends."""
     lock_path = sibling(path, LOCK_SUFFIX)
     while True:
@@ -369,12 +275,8 @@ def output_lock(path: Path):
                 break
         os.close(fd)
     try:
-        record = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-            "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
-        }
+        record = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S %z"))
+        record["command"] = shlex.join(getattr(sys, "orig_argv", sys.argv))
         with contextlib.suppress(OSError):  # a full disk must not stop the lock: the record only serves messages
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
@@ -411,10 +313,7 @@ def signals_deferred():
         yield
         return
     received = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in DEFERRED_SIGNALS}
     try:
         yield
     finally:
@@ -472,9 +371,7 @@ def prepare_output(path: Path, attrs: dict, num_trajectories: int) -> int | None
             f"Output {path} already holds {num_complete} trajectories, more than --num_trajectories="
             f"{num_trajectories}. Use --overwrite to replace it, or another --save_path."
         )
-    if num_complete == num_trajectories:
-        return None
-    return num_complete
+    return None if num_complete == num_trajectories else num_complete
 
 
 def open_output(path: Path, attrs: dict) -> tuple[h5py.File, list[float]]:
@@ -482,10 +379,7 @@ def open_output(path: Path, attrs: dict) -> tuple[h5py.File, list[float]]:
     returns)."""
     if not path.exists():
         f = h5py.File(path, "w")
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        f.attrs["package_versions"] = package_versions()
-        f.attrs["dataset_return"] = float("nan")
+        f.attrs.update(attrs | dict(package_versions=package_versions(), dataset_return=float("nan")))
         f.flush()
         return f, []
     f = h5py.File(path, "a")
@@ -524,18 +418,15 @@ def write_trajectory(f: h5py.File, index: int, traj: Trajectory, returns: list[f
         reserve_space(f.filename, f.id.get_filesize(), nbytes + nbytes // 64 + RESERVE_MARGIN)
         try:
             group = f.create_group(str(index))
-            group.create_dataset("obs", data=traj.obs, chunks=obs_chunks, **kwargs)
-            group.create_dataset("actions", data=traj.actions, **kwargs)
-            group.create_dataset("states", data=traj.states, **kwargs)
-            group.create_dataset("rewards", data=traj.rewards, **kwargs)
+            for name in ("obs", "actions", "states", "rewards"):
+                chunks = obs_chunks if name == "obs" else None
+                group.create_dataset(name, data=getattr(traj, name), chunks=chunks, **kwargs)
             if traj.distractors:  # vanilla data has none
                 sub = group.create_group(DISTRACTORS_GROUP)
                 for name, values in traj.distractors.items():
                     sub.create_dataset(name, data=values, **kwargs)
                     sub[name].attrs["columns"] = DISTRACTOR_COLUMNS.get(name, "")
-            group.attrs["traj_return"] = traj.traj_return
-            group.attrs["seed"] = traj.seed
-            group.attrs[COMPLETE_ATTR] = True
+            group.attrs.update({"traj_return": traj.traj_return, "seed": traj.seed, COMPLETE_ATTR: True})  # last
             f.attrs["dataset_return"] = float(np.mean([*returns, traj.traj_return]))
             f.flush()
         except Exception:
@@ -566,8 +457,7 @@ def open_masks(path: Path, attrs: dict, dataset_groups: list[str], dataset_path:
             )
         for name in [k for k in f.keys() if k not in dataset_groups]:
             del f[name]  # beyond the dataset's complete groups: collected again
-        for key, value in attrs.items():
-            f.attrs[key] = value
+        f.attrs.update(attrs)
         f.flush()
     except BaseException:
         f.close()

@@ -34,11 +34,9 @@ PPO_CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class DMCStateEnv(gym.Env):
-    """A dm_control suite task as a gymnasium env over flattened proprioceptive states (no rendering).
-
-    Used to train experts. Episodes end only by the suite's time limit (1000 steps): `truncated=True`.
-    `reset(seed=s)` reloads the task with that seed, so an episode is reproducible from its seed.
-    """
+    """A dm_control suite task as a gymnasium env over flattened proprioceptive states (no rendering), to train
+    experts. Episodes end only by the suite's time limit (`truncated=True`); `reset(seed=s)` reloads the task with
+    that seed, so an episode is reproducible from its seed."""
 
     metadata = {"render_modes": []}
 
@@ -79,11 +77,8 @@ class Expert:
     """A greedy policy over proprioceptive states. `act`: [N, obs_dim] -> [N, action_dim] float32 in [-1, 1]."""
 
     def __init__(self, name: str, obs_dim: int, action_dim: int, domain_name: str | None, task_name: str | None):
-        self.name = name  # the checkpoint it was loaded from, for messages
-        self.obs_dim = obs_dim
-        self.action_dim = action_dim
-        self.domain_name = domain_name  # None where the checkpoint does not say (SB3 zip)
-        self.task_name = task_name
+        self.name, self.obs_dim, self.action_dim = name, obs_dim, action_dim  # name: the checkpoint, for messages
+        self.domain_name, self.task_name = domain_name, task_name  # None where the checkpoint does not say (SB3 zip)
 
     def act(self, states: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -123,13 +118,8 @@ class RunningMeanStd(nn.Module):
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     """Linear-Tanh-Linear-Tanh-Linear: the layout of the released `actor_mean` and `critic` (indices 0, 2, 4)."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim),
-        nn.Tanh(),
-        nn.Linear(hidden_dim, hidden_dim),
-        nn.Tanh(),
-        nn.Linear(hidden_dim, out_dim),
-    )
+    layers = [nn.Linear(in_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, hidden_dim), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
 
 
 class PPOExpert(Expert):
@@ -142,24 +132,19 @@ class PPOExpert(Expert):
                 raise MissingFileError(f"PPO checkpoint folder {folder} has no file {path.name}.")
         config = torch.load(config_path, map_location=device, weights_only=True)
         state_dict = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        required = ["obs_rms.mean", "obs_rms.var"] + [
-            f"actor_mean.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")
-        ]
-        for key in required:
+        layers = [f"actor_mean.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
+        for key in ["obs_rms.mean", "obs_rms.var", *layers]:
             if key not in state_dict:
                 raise KeyError(f"PPO checkpoint {checkpoint_path} has no key {key!r}; found {sorted(state_dict)}.")
         hidden_dim, obs_dim = state_dict["actor_mean.0.weight"].shape
         action_dim = state_dict["actor_mean.4.weight"].shape[0]
         super().__init__(str(checkpoint_path), obs_dim, action_dim, config.get("domain"), config.get("task"))
-        self.config = config
-        self.device = torch.device(device)
+        self.config, self.device = config, torch.device(device)
         self.obs_rms = RunningMeanStd((obs_dim,))
         self.obs_rms.mean.copy_(state_dict["obs_rms.mean"])
         self.obs_rms.var.copy_(state_dict["obs_rms.var"])
         self.actor_mean = mlp(obs_dim, hidden_dim, action_dim)
-        self.actor_mean.load_state_dict(
-            {k[len("actor_mean.") :]: v for k, v in state_dict.items() if k.startswith("actor_mean.")}
-        )
+        self.actor_mean.load_state_dict({k[11:]: v for k, v in state_dict.items() if k.startswith("actor_mean.")})
         self.obs_rms.to(self.device).eval()
         self.actor_mean.to(self.device).eval()
 
@@ -206,11 +191,8 @@ class CheckpointRef:
 
 
 def resolve_checkpoint(checkpoint_path: str | os.PathLike, checkpoint_name: str = PPO_CHECKPOINT_NAME) -> CheckpointRef:
-    """Detect the checkpoint format without loading it; raise FileNotFoundError naming what is missing.
-
-    A folder with `config.pt` is a PPO checkpoint; a `.zip` file (the suffix may be left out, as
-    stable-baselines3 allows) is an SB3 SAC checkpoint.
-    """
+    """Detect the checkpoint format without loading it (a folder with `config.pt`: PPO; a `.zip` file, the suffix
+    may be left out: SB3 SAC); raise FileNotFoundError naming what is missing."""
     path = Path(checkpoint_path)
     if path.is_dir():
         if not (path / PPO_CONFIG_NAME).is_file() or not (path / checkpoint_name).is_file():

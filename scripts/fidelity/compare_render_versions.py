@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 VARIANTS = ("plain", "distracted")
 DIFF_BINS = (0, 1, 2, 3, 5, 10, 20, 50, 256)  # histogram of per-value |a - b| (uint8 channels): [lo, hi)
 ROLLOUT_FRAME_STEPS = (0, 1, 10, 100, 250, 500, 1000)
+STATE_KEYS = ("qpos", "qvel", "act", "ctrl", "qacc_warmstart", "time")  # time last
 
 # Compiled model fields that decide what the renderer draws (missing fields are skipped: they differ by version).
 MODEL_FIELDS = (
@@ -93,14 +94,8 @@ def versions() -> dict:
         dmc = version("dm_control")
     except Exception:  # noqa: BLE001
         dmc = getattr(dm_control, "__version__", "?")
-    return {
-        "mujoco": mujoco.__version__,
-        "dm_control": dmc,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-        "python": sys.version.split()[0],
-        "MUJOCO_GL": os.environ.get("MUJOCO_GL", ""),
-    }
+    out = {"mujoco": mujoco.__version__, "dm_control": dmc, "numpy": np.__version__, "pillow": PIL.__version__}
+    return out | {"python": sys.version.split()[0], "MUJOCO_GL": os.environ.get("MUJOCO_GL", "")}
 
 
 def gl_strings(physics) -> dict:
@@ -121,27 +116,15 @@ def gl_strings(physics) -> dict:
 
 
 def get_state(physics) -> dict:
-    d = physics.data
-    return {
-        "qpos": np.array(d.qpos),
-        "qvel": np.array(d.qvel),
-        "act": np.array(d.act),
-        "ctrl": np.array(d.ctrl),
-        "qacc_warmstart": np.array(d.qacc_warmstart),
-        "time": np.array(d.time),
-    }
+    return {k: np.array(getattr(physics.data, k)) for k in STATE_KEYS}
 
 
 def set_state(physics, state: dict) -> None:
     """Writes the state into mjData and runs mj_forward: no simulation step, so every install sees the same pose."""
-    d = physics.data
-    d.qpos[:] = state["qpos"]
-    d.qvel[:] = state["qvel"]
-    if d.act.size:
-        d.act[:] = state["act"]
-    d.ctrl[:] = state["ctrl"]
-    d.qacc_warmstart[:] = state["qacc_warmstart"]
-    d.time = float(state["time"])
+    for k in STATE_KEYS[:-1]:
+        if getattr(physics.data, k).size:  # act: empty without actuator states
+            getattr(physics.data, k)[:] = state[k]
+    physics.data.time = float(state["time"])
     physics.forward()
 
 
@@ -271,9 +254,8 @@ def render_task(task: str, args, ref) -> dict:
     if ref is None:
         states, actions = make_states(env, args.seed, args.num_states, args.stride, args.physics_steps)
     else:
-        keys = ("qpos", "qvel", "act", "ctrl", "qacc_warmstart", "time")
-        arrays = {k: ref[f"{task}/states/{k}"] for k in keys}
-        states = [{k: arrays[k][i] for k in keys} for i in range(len(arrays["qpos"]))]
+        arrays = {k: ref[f"{task}/states/{k}"] for k in STATE_KEYS}
+        states = [{k: arrays[k][i] for k in STATE_KEYS} for i in range(len(arrays["qpos"]))]
         actions = ref[f"{task}/actions"]
         sizes = {"qpos": physics.model.nq, "qvel": physics.model.nv, "act": physics.model.na}
         for k, n in sizes.items():
@@ -405,19 +387,12 @@ def physics_stats(a, b, task: str) -> dict | None:
     qa, qb = a[key], b[key]
     n = min(len(qa), len(qb))
     err = np.abs(qa[:n] - qb[:n]).max(axis=1)  # per step, over joints
-    first = {}
-    for tol in (1e-12, 1e-9, 1e-6, 1e-3, 1e-1):
-        idx = np.nonzero(err > tol)[0]
-        first[f"{tol:g}"] = int(idx[0]) if len(idx) else None
+    tols = (1e-12, 1e-9, 1e-6, 1e-3, 1e-1)
+    first = {f"{tol:g}": int(np.argmax(err > tol)) if (err > tol).any() else None for tol in tols}
     ra, rb = a[f"{task}/rollout/reward"], b[f"{task}/rollout/reward"]
     steps = [s for s in (1, 10, 100, 250, 500, 1000) if s < n]
-    out = {
-        "steps": n - 1,
-        "max_qpos_diff_at_step": {str(s): float(err[s]) for s in steps},
-        "first_step_diff_above": first,
-        "return_A": float(ra.sum()),
-        "return_B": float(rb.sum()),
-    }
+    out = {"steps": n - 1, "max_qpos_diff_at_step": {str(s): float(err[s]) for s in steps}}
+    out |= {"first_step_diff_above": first, "return_A": float(ra.sum()), "return_B": float(rb.sum())}
     fa, fb = a[f"{task}/rollout/frames"], b[f"{task}/rollout/frames"]
     if fa.shape == fb.shape:
         steps_f = a[f"{task}/rollout/frame_steps"]
