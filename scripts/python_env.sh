@@ -1,12 +1,7 @@
-# The Python environment of the README's two commands (scripts/quickstart.sh, .ci/run), sourced by both: it picks
-# the environment, installs requirements-dev.txt's pins into it when one is missing (saying so in one line), sets
-# PYTHON and puts that environment's bin/ first on PATH (python3 is then its python) and MUJOCO_GL=egl.
-# The environment, in this order:
-#   - under CI (CI=true): the running python3 (a fresh container's), into which requirements-dev.txt is installed;
-#   - a virtual environment already active (VIRTUAL_ENV);
-#   - the repository's .venv/ (git-ignored), when it exists;
-#   - the running python3 when it is Python 3.11 and holds every pin already (a machine or image set up before);
-#   - else a new .venv/, made with python3.11 (or python3 when that is 3.11).
+# The Python environment of scripts/quickstart.sh and .ci/run (sourced by both): it sets PYTHON, puts its bin/ first
+# on PATH and MUJOCO_GL=egl, and installs requirements-dev.txt's pins when one is missing (saying so). In this order:
+# under CI the running python3; an active virtual environment; the repository's .venv/; a python3 of 3.11 that holds
+# every pin; else a new .venv/ made with python3.11 (or a python3 of 3.11).
 # shellcheck shell=bash
 laom_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export MUJOCO_GL=${MUJOCO_GL:-egl}

@@ -137,22 +137,15 @@ class StageSpec:
     frozen: Optional[str] = None  # the network the stage function takes (from the script's build_models)
 
 
+LATENT_ACTION_STAGES = [("lam", "lapo", None), ("latent_bc", "bc", "lam"), ("decoder", "decoder", "actor")]
 STAGES = {
-    "lapo/lam": StageSpec("train_lapo", "train_lam", "lapo", "configs/lapo.yaml"),
-    "lapo/latent_bc": StageSpec("train_lapo", "train_latent_bc", "bc", "configs/lapo.yaml", "lam"),
-    "lapo/decoder": StageSpec("train_lapo", "train_decoder", "decoder", "configs/lapo.yaml", "actor"),
-    "laom/lam": StageSpec("train_laom", "train_lam", "lapo", "configs/laom.yaml"),
-    "laom/latent_bc": StageSpec("train_laom", "train_latent_bc", "bc", "configs/laom.yaml", "lam"),
-    "laom/decoder": StageSpec("train_laom", "train_decoder", "decoder", "configs/laom.yaml", "actor"),
-    "laom_labels/lam": StageSpec("train_laom_labels", "train_lam", "lapo", "configs/laom-labels.yaml"),
-    "laom_labels/latent_bc": StageSpec("train_laom_labels", "train_latent_bc", "bc", "configs/laom-labels.yaml", "lam"),
-    "laom_labels/decoder": StageSpec(
-        "train_laom_labels", "train_decoder", "decoder", "configs/laom-labels.yaml", "actor"
-    ),
-    "idm/idm": StageSpec("train_idm", "train_idm", "idm", "configs/idm.yaml"),
-    "idm/bc": StageSpec("train_idm", "train_bc", "bc", "configs/idm.yaml", "idm"),
-    "bc/bc": StageSpec("train_bc", "train_bc", "bc", "configs/bc.yaml"),
+    f"{m}/{name}": StageSpec(f"train_{m}", f"train_{name}", section, f"configs/{m.replace('_', '-')}.yaml", frozen)
+    for m in ("lapo", "laom", "laom_labels")
+    for name, section, frozen in LATENT_ACTION_STAGES
 }
+STAGES["idm/idm"] = StageSpec("train_idm", "train_idm", "idm", "configs/idm.yaml")
+STAGES["idm/bc"] = StageSpec("train_idm", "train_bc", "bc", "configs/idm.yaml", "idm")
+STAGES["bc/bc"] = StageSpec("train_bc", "train_bc", "bc", "configs/bc.yaml")
 # Networks small enough for the CPU self-check (scale=tiny; scripts.bench.benchmark's CPU update rows).
 TINY = {
     "lapo": ["--encoder_scale=1", "--latent_action_dim=128"],

@@ -602,10 +602,8 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         if start:
             print(f"Resuming {path}: {start} complete trajectories found.")
 
-    jobs = [
-        (i, episode_seed(config.seed, i), config.max_episode_steps, config.record_masks, config.record_distractors)
-        for i in range(start, config.num_trajectories)
-    ]
+    recording = (config.max_episode_steps, config.record_masks, config.record_distractors)
+    jobs = [(i, episode_seed(config.seed, i), *recording) for i in range(start, config.num_trajectories)]
     seconds, frames, begin = 0.0, 0, time.perf_counter()
     created = not write_path.exists()
     try:
@@ -620,14 +618,8 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
     mf = None
     if config.record_masks:
         masks_write = sibling(masks_target, PARTIAL_SUFFIX) if config.overwrite else masks_target
-        masks_attrs = {
-            "source_file": path.name,
-            "method": "true",
-            "camera_id": int(env.camera_id),
-            "img_hw": int(config.dcs_img_hw),
-            "domain_name": domain_name,
-            "task_name": task_name,
-        }
+        masks_attrs = dict(source_file=path.name, method="true", camera_id=int(env.camera_id))
+        masks_attrs |= dict(img_hw=int(config.dcs_img_hw), domain_name=domain_name, task_name=task_name)
         try:
             mf = open_masks(masks_write, masks_attrs, complete_groups(f), path)
         except BaseException:

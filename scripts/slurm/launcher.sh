@@ -1,13 +1,9 @@
 # shellcheck shell=bash
 # The SLURM launcher of the sweeps (sourced by scripts/sweeps/common.sh when LAUNCHER=slurm; settings there and in
-# docs/DISTRIBUTED.md). Every run of the job list becomes one batch job of scripts/slurm/run_job.sh, in phase order:
-#   - a run whose results.json exists is skipped, as with the local launcher;
-#   - a run whose job (recorded in <run_dir>/slurm.jobid) is still queued or running is not submitted twice;
-#   - a phase-2 run (a LAPO / LAOM budget reusing its base run's LAM) waits for its base run's job
-#     (--dependency=afterok, and is cancelled if that job fails); when the base run's checkpoint exists it starts
-#     at once; when neither, it fails as with the local launcher.
-# Then it prints the job ids and how to watch them, or with SLURM_WAIT=1 waits for them and reports per run: done
-# (results.json written) or failed (the job's state, exit code and log).
+# docs/DISTRIBUTED.md). Every run of the job list becomes one batch job of scripts/slurm/run_job.sh, in phase order;
+# a run with results.json is skipped, one whose job (<run_dir>/slurm.jobid) is queued or running is not submitted
+# twice, a phase-2 run waits for its base run's job (--dependency=afterok) unless the base checkpoint exists. Then it
+# prints the job ids, or with SLURM_WAIT=1 waits and reports per run: done or failed (state, exit code, log).
 
 _SLURM_JOB_SCRIPT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/run_job.sh"
 SLURM_GPUS_PER_RUN=${SLURM_GPUS_PER_RUN:-1}

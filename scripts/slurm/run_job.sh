@@ -2,18 +2,11 @@
 # One run of a sweep as a SLURM batch job; scripts/sweeps/common.sh submits it with LAUNCHER=slurm:
 #   sbatch --requeue --signal=B:USR1@<seconds> ... scripts/slurm/run_job.sh RUN_DIR REQUIRES COMMAND
 # RUN_DIR: the run directory; REQUIRES: a file the run reuses (its base run's checkpoint), or "-"; COMMAND: the
-# training command, shell-quoted, as the local launcher runs it. It runs in the directory sbatch was called from.
-#
-# Signals (the training process sees them through src/stage.py: after the update in progress it writes its stage
-# checkpoint and exits with 75; the same command run again resumes from that update):
-#   USR1  SLURM's warning <seconds> before the time limit (--signal=B:USR1@...), or `scancel --signal=USR1 --batch
-#         <job>` by hand (what a preemption warning does): forwarded to the run; after its checkpoint this script
-#         requeues the job (scontrol requeue), which starts again from the top and resumes the run.
-#   TERM  the time limit reached without a warning, a preemption, scancel: the run checkpoints and the job ends; a
-#         preemption with PreemptMode=REQUEUE is requeued by SLURM itself, a cancelled job stays cancelled.
-# A lost node kills everything without a signal: SLURM requeues the job (--requeue) or marks it NODE_FAIL; the run
-# then resumes from its last periodic checkpoint (checkpoint_every) when it starts again or the sweep is submitted
-# again.
+# training command, shell-quoted. Signals reach the run (src/stage.py: it checkpoints after the update in progress and
+# exits with 75; the same command resumes): USR1 (SLURM's warning before the time limit, or scancel --signal=USR1
+# --batch) is forwarded, then this script requeues the job, which resumes the run; TERM (time limit, preemption,
+# scancel) checkpoints and ends the job. A lost node: SLURM requeues the job (--requeue) or marks it NODE_FAIL; the
+# run resumes from its last periodic checkpoint when it starts again or the sweep is submitted again.
 set -uo pipefail
 PREEMPTED_EXIT_CODE=75  # src/stage.py PREEMPTED_EXIT_CODE
 if [[ $# -ne 3 ]]; then

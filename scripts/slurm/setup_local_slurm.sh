@@ -2,11 +2,9 @@
 # A single-node SLURM cluster on this machine, for tests and CI: Debian's slurm-wlm (slurmctld, slurmd) and munge,
 # as root, the node "localhost" (this machine's CPUs, no GPUs) in the partition "debug", no accounting, no cgroups.
 #   sudo bash scripts/slurm/setup_local_slurm.sh      # then: sinfo; LAUNCHER=slurm SLURM_PARTITION=debug ...
-# Idempotent: a second call finds the daemons running and returns at once. No systemd needed (containers): the
-# daemons are started directly. Their logs: /var/log/slurm/. Stop: kill the pids in /run/slurmctld.pid,
-# /run/slurmd.pid (and munged's /run/munge/munged.pid).
-# Exit codes: 0 the cluster is up; 3 it cannot be set up here (not root, no apt-get or no package source, or a
-# slurm.conf this script did not write: it is left alone); 1 it was set up but did not come up (see the logs).
+# Idempotent; no systemd (the daemons are started directly; logs in /var/log/slurm/; stop: kill the pids in
+# /run/slurmctld.pid, /run/slurmd.pid, /run/munge/munged.pid). Exit codes: 0 up; 3 cannot be set up here (not root,
+# no apt-get, or a slurm.conf this script did not write, left alone); 1 set up but did not come up (see the logs).
 set -euo pipefail
 CONF=/etc/slurm/slurm.conf
 MARK="# written by scripts/slurm/setup_local_slurm.sh"
