@@ -45,22 +45,18 @@ class Config:
 
 def trajectory_names(f: h5py.File, path: str) -> list[str]:
     """The trajectory groups "0" .. "n-1", checked for the datasets and attributes a labeled subset needs."""
-    for key in REQUIRED_ROOT_ATTRS:
-        if key not in f.attrs:
-            raise MissingKeyError(f"{path}: root attribute '{key}' missing (it has {list(f.attrs)}).")
+    for key in [k for k in REQUIRED_ROOT_ATTRS if k not in f.attrs]:
+        raise MissingKeyError(f"{path}: root attribute '{key}' missing (it has {list(f.attrs)}).")
     names = sorted((k for k in f.keys() if k.isdigit()), key=int)
     if not names:
         raise DatasetError(f"{path}: no trajectory groups ('0', '1', ...); root keys are {list(f.keys())[:10]}.")
     if names != [str(i) for i in range(len(names))]:
         raise DatasetError(f"{path}: trajectory groups are not numbered 0..{len(names) - 1}: {names[:10]} ...")
-    for name in names:
-        group = f[name]
-        for key in REQUIRED_DATASETS:
-            if key not in group:
-                raise MissingKeyError(f"{path}: group '{name}' has no dataset '{key}' (it has {list(group.keys())}).")
-        for key in REQUIRED_GROUP_ATTRS:
-            if key not in group.attrs:
-                raise MissingKeyError(f"{path}: group '{name}' has no attribute '{key}' (it has {list(group.attrs)}).")
+    for name, group in ((name, f[name]) for name in names):
+        for key in [k for k in REQUIRED_DATASETS if k not in group]:
+            raise MissingKeyError(f"{path}: group '{name}' has no dataset '{key}' (it has {list(group.keys())}).")
+        for key in [k for k in REQUIRED_GROUP_ATTRS if k not in group.attrs]:
+            raise MissingKeyError(f"{path}: group '{name}' has no attribute '{key}' (it has {list(group.attrs)}).")
     return names
 
 

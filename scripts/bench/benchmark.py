@@ -172,13 +172,10 @@ def main(cfg: BenchConfig) -> dict:
         if path is None:
             path = os.path.join(tmp.name, "synthetic.hdf5")
             write_synthetic(path, cfg)
-        rows = []
-        fast = bench_fast(path, cfg, device)
-        naive = bench_naive(path, cfg, device)
-        rows.append(("data pipeline: batched tensor indexing", fast))
-        rows.append((f"data pipeline: per-sample DataLoader (num_workers={cfg.naive_num_workers})", naive))
-        for method in cfg.methods:
-            rows.append((f"{method}: stage-1 update", bench_update(method, cfg, device)))
+        fast, naive = bench_fast(path, cfg, device), bench_naive(path, cfg, device)
+        rows = [("data pipeline: batched tensor indexing", fast)]
+        rows += [(f"data pipeline: per-sample DataLoader (num_workers={cfg.naive_num_workers})", naive)]
+        rows += [(f"{method}: stage-1 update", bench_update(method, cfg, device)) for method in cfg.methods]
         speedup = fast / naive
         print(f"\ndevice: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
         print(f"{'what':<60} {'samples/s':>12}")

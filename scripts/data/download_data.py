@@ -4,14 +4,12 @@
     python scripts/data/download_data.py --env cheetah-run                          # full + eval + labeled, distractors
     python scripts/data/download_data.py --env all --setting vanilla --what labeled --budgets 2 128 --out data
 
-The links are the release's list (data/release-data-links.txt). A released file lands under the name the sweeps
-read: `<out>/<env>.hdf5` (full, 5000 trajectories, about 60 GB), `<out>/<env>-eval.hdf5` (novel distractors) and
-`<out>/<env>-labeled-1000x<N>.hdf5`; the distractor-free ("vanilla") sets go to `<out>/vanilla/` under the same
-names (the release has no vanilla evaluation set). A file is fetched into `<name>.partial`, continued with an HTTP
-range request when the same command runs again after an interruption, checked (the size the server announced,
-then it must open as a dataset in the released layout: root attributes of its environment, trajectory groups
-with obs / actions / states and traj_return, N trajectories for a labeled set) and only then renamed into place.
-A file already in place is skipped. The free disk space is checked before the first byte is fetched.
+The links are the release's list (data/release-data-links.txt). Files land under the names the sweeps read:
+`<out>/<env>.hdf5` (full, 5000 trajectories, about 60 GB), `<out>/<env>-eval.hdf5` (novel distractors),
+`<out>/<env>-labeled-1000x<N>.hdf5`; the vanilla sets under `<out>/vanilla/`. A file is fetched into `<name>.partial`
+(continued with an HTTP range request after an interruption), checked (the announced size, then the released layout
+and the trajectory count of a labeled set) and only then renamed into place; a file in place is skipped. The free
+disk space is checked before the first byte is fetched.
 """
 
 from __future__ import annotations

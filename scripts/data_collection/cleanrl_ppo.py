@@ -120,12 +120,11 @@ def train(config: Config) -> None:
     agent = Agent(obs_dim, action_dim, config.hidden_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
 
-    obs_buf = torch.zeros((config.num_steps, config.num_envs, obs_dim), device=device)  # normalised states
-    actions_buf = torch.zeros((config.num_steps, config.num_envs, action_dim), device=device)
-    logprobs_buf = torch.zeros((config.num_steps, config.num_envs), device=device)
-    rewards_buf = torch.zeros((config.num_steps, config.num_envs), device=device)  # normalised, clipped
-    dones_buf = torch.zeros((config.num_steps, config.num_envs), device=device)
-    values_buf = torch.zeros((config.num_steps, config.num_envs), device=device)
+    shape = (config.num_steps, config.num_envs)
+    obs_buf = torch.zeros((*shape, obs_dim), device=device)  # normalised states
+    actions_buf = torch.zeros((*shape, action_dim), device=device)
+    # rewards: normalised, clipped
+    logprobs_buf, rewards_buf, dones_buf, values_buf = (torch.zeros(shape, device=device) for _ in range(4))
 
     # Reward scaling (CleanRL's NormalizeReward): divide by the running std of the discounted return.
     disc_return = np.zeros(config.num_envs)

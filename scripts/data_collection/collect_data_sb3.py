@@ -1,19 +1,10 @@
 """Collect a dataset with a stable-baselines3 SAC expert (the paper's humanoid-walk expert).
 
-The same collector as collect_data.py (see there for the layout, seeds, resume, the output lock, --overwrite and a
-full disk; this file adds no code path of its own); only the defaults differ: an SB3 zip does not record its task, so
-it defaults to humanoid-walk.
+collect_data.py with other defaults (no code path of its own): an SB3 zip does not record its task: humanoid-walk.
 
-    python -m scripts.data_collection.collect_data_sb3 \\
-        --checkpoint_path="scripts/data_collection/checkpoints/sac-humanoid-walk" \\
-        --dcs_backgrounds_path="DAVIS/JPEGImages/480p" \\
-        --save_path="data/humanoid-walk-test.hdf5" \\
-        --num_trajectories=10 \\
-        --dcs_difficulty="scale_easy_video_hard" \\
-        --dcs_backgrounds_split="train" \\
-        --dcs_img_hw=64 \\
-        --seed=0 \\
-        --cuda=False
+    python -m scripts.data_collection.collect_data_sb3 --checkpoint_path=checkpoints/sac-humanoid-walk \\
+        --dcs_backgrounds_path=DAVIS/JPEGImages/480p --save_path=data/humanoid-walk-test.hdf5 --num_trajectories=10 \\
+        --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=train --dcs_img_hw=64 --seed=0 --cuda=False
 """
 
 from dataclasses import dataclass

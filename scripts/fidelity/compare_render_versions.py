@@ -13,16 +13,11 @@ install runs it, so the two sets of frames can be compared pixel by pixel (docs/
     python scripts/fidelity/compare_render_versions.py compare /tmp/render-3.2.0.npz /tmp/render-3.17.0.npz
 
 States are never re-simulated by the second install: qpos, qvel, act, time, ctrl and qacc_warmstart are written into
-mjData and mj_forward is called, so both installs render the same configuration even where their physics differ.
-Frames are rendered with `physics.render(h, w, camera_id)` (the call shimmy makes for the project's observations)
-from the project's render camera (src/dcs/constants.py RENDER_CAMERA_ID), in two variants:
-  plain        the suite task as compiled;
-  distracted   the operations the Distracting Control Suite port performs, with fixed values: the camera pose
-               written into mjData.cam_xpos / cam_xmat (moved around its tracked centre of mass and rolled), every
-               material's RGB shifted, the ground grid made translucent, and the skybox texture overwritten by a
-               fixed pattern re-uploaded with mjr_uploadTexture.
-Physics: from the first state, both installs take the same actions through the suite's env.step for
---physics_steps control steps; the qpos trajectories (and 64 px frames of each install's own trajectory) are compared.
+mjData and mj_forward is called. Frames: `physics.render(h, w, camera_id)` from src/dcs/constants.py RENDER_CAMERA_ID,
+"plain" (the suite task as compiled) and "distracted" (the DCS port's operations with fixed values: the camera moved
+around its tracked centre of mass and rolled, every material's RGB shifted, the grid translucent, the skybox texture
+overwritten and re-uploaded with mjr_uploadTexture). Physics: from the first state, the same actions through
+env.step for --physics_steps steps; the qpos trajectories (and 64 px frames of each install's own) are compared.
 """
 
 from __future__ import annotations
@@ -104,13 +99,9 @@ def gl_strings(physics) -> dict:
         from OpenGL import GL
 
         physics.render(8, 8)
+        names = {"vendor": GL.GL_VENDOR, "renderer": GL.GL_RENDERER, "version": GL.GL_VERSION}
         with physics.contexts.gl.make_current() as ctx:
-            return ctx.call(
-                lambda: {
-                    k: GL.glGetString(v).decode()
-                    for k, v in (("vendor", GL.GL_VENDOR), ("renderer", GL.GL_RENDERER), ("version", GL.GL_VERSION))
-                }
-            )
+            return ctx.call(lambda: {k: GL.glGetString(v).decode() for k, v in names.items()})
     except Exception as e:  # noqa: BLE001
         return {"error": repr(e)}
 
