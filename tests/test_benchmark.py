@@ -3,6 +3,7 @@ measure (the worker processes' reset time) says so instead of NaN."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,17 @@ def test_benchmark_finishes_with_every_row(tmp_path):
     assert single["frames_per_s"] > 0 and single["reset_s"] > 0
     assert "DCS 2 worker processes, built-in 160 px, 60 frames: port" in proc.stdout
     assert "nan" not in proc.stdout.lower()
+
+
+def test_update_timer_splits_the_script_update_into_its_parts(capsys):
+    """python -m scripts.bench.timing times train_<method>'s own stage 1 on the example data: one line, the median
+    ms per update and each part's share (data, forward + backward, optimizer), the parts adding up to the total."""
+    from scripts.bench.timing import UpdateBenchConfig, main
+
+    main(UpdateBenchConfig(method="laom", updates=2, warmup=1, batch_size=4, latent_action_dim=16, head_dim=16))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("laom batch 4, scale 1, 1 res unit(s), 1 thread(s), Adam fused: "), line
+    total = float(line.split("Adam fused: ")[1].split(" ms per update")[0])
+    parts = {name: float(ms) for name, ms in re.findall(r"(\w+) ([\d.]+) ms \(\d+%\)", line)}
+    assert list(parts) == ["data", "forward_backward", "optimizer"] and min(parts.values()) > 0, line
+    assert abs(sum(parts.values()) - total) < 0.2, line

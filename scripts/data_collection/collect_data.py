@@ -634,11 +634,8 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
                 results = ((i, collect_trajectory(env, expert, s, n, m, d)) for i, s, n, m, d in jobs)
             else:
                 env.close()
-                pool = mp.get_context("spawn").Pool(
-                    config.num_workers,
-                    initializer=_init_worker,
-                    initargs=(kwargs, config.checkpoint_path, config.checkpoint_name, device),
-                )
+                initargs = (kwargs, config.checkpoint_path, config.checkpoint_name, device)
+                pool = mp.get_context("spawn").Pool(config.num_workers, initializer=_init_worker, initargs=initargs)
                 results = pool.imap(_collect_in_worker, jobs)  # in order of `jobs`
             for index, traj in results:
                 if mf is not None:  # masks first: a complete dataset group always has its masks
