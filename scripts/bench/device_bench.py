@@ -8,26 +8,12 @@ path beside the release's, and the hours of the paper's runs projected from them
     python -m scripts.bench.device_bench --only_flops=true --device=cpu        # FLOPs per update at the paper configs
                                                                # on a CPU, and the hours they project at an assumed MFU
 
-Rows (ROWS), the most telling first, each isolated: a stage row and the data path run in a process of their own
-(`--row=NAME`, its JSON under OUT_DIR/rows/), a script row is the script's own process; an error or a row past
-row_timeout_s is its row's. Rows not started within time_budget_s are skipped: the check ends within time_budget_s
-+ OVERRUN_S.
-
-Stage rows: the method script's own stage function on synthetic 64 px frames at configs/<method>.yaml, bf16 autocast
-on CUDA, timed by scripts.bench.timing (median over `windows` windows of `window_updates` updates after a warm-up
-window, which holds autotuning or compilation; samples count every sample of an update), peak memory
-(torch.cuda.max_memory_allocated), FLOPs per update (torch.utils.flop_counter between two logged updates, counted at
-`flops_batch` samples and scaled to the stage's batch), MFU (FLOPs x updates/s / the dense bf16 peak). A frozen
-network (latent BC's LAM, the decoder's actor, IDM's BC's IDM) is freshly built. `<stage>+compile` rows run with
---compile=true and use the eager row's FLOPs.
-
-Script rows: `script:<module>` runs the script on configs/example/<method>.yaml with the check's --device, stages cut
-to script_updates, to its end (exit 0, results.json); `resume:train_bc` stops BC's example run with SIGTERM after
-its first periodic checkpoint (exit code 75) and runs it again, which must resume from that update.
-
-Projection: hours of one paper run per method and of the Figure 8 grid (4 environments x 7 budgets x 3 seeds, LAPO's
-and LAOM's LAM and latent BC reused across budgets), from the updates a paper run makes, at the measured speed and at
-an assumed MFU; online evaluation is not included (Table 2's times include it).
+Its rows, what each measures and their isolation: docs/DOCKER.md ("The GPU check"). Here: ROWS in order; a stage row
+and the data path run in a process of their own (`--row=NAME`, its JSON under OUT_DIR/rows/), a script row is the
+script's own process; stage rows are timed by scripts.bench.timing (the method script's own stage function), FLOPs
+between two logged updates at `flops_batch` samples scaled to the stage's batch, `<stage>+compile` rows with the eager
+row's FLOPs; the projection counts the updates of a paper run (paper_updates) at the measured speed and at an
+assumed MFU, without online evaluation (Table 2's times include it).
 """
 
 import dataclasses
