@@ -337,13 +337,7 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def _frames_start(device: torch.device, frames_device: str) -> torch.device:
-    """Where a file's frames go when it is opened: host memory for "auto" (on a GPU run place_frames moves them
-    later if they fit), "cpu" and "pinned" (on a GPU run batches reach it through pinned buffers); any other value
-    is a device."""
-    return torch.device("cpu") if frames_device in ("auto", "cpu", "pinned") else torch.device(frames_device)
-
-
+_CACHE: dict[tuple, "TrajectoryData"] = {}  # the datasets this process opened (load_dataset)
 MARGIN = 0.05  # of the GPU's memory: kept free beside the moved frames and a stage's measured peak
 
 
@@ -385,9 +379,6 @@ def place_frames(device: torch.device, stage: str) -> None:
             f"update's peak {_size(update)} above the {_size(kept)} kept between updates; margin {_size(margin)}; "
             "--frames_device overrides)"
         )
-
-
-_CACHE: dict[tuple, "TrajectoryData"] = {}
 
 
 def load_dataset(
@@ -466,7 +457,8 @@ def load_dataset(
                 raise DatasetError(f"{path}: group '{k}' '{name}'[{t}, {j}] is {a[t, j]}; expected finite numbers")
     total = int(sum(lens))
     chw = (3, hw[0], hw[1])
-    fdev = _frames_start(device, frames_device)
+    host = frames_device in ("auto", "cpu", "pinned")  # "auto" frames may go to the GPU later: place_frames
+    fdev = torch.device("cpu") if host else torch.device(frames_device)
 
     def read_frames() -> torch.Tensor:
         frames = torch.empty((total, *chw), dtype=torch.uint8, device=fdev)
