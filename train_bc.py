@@ -12,7 +12,6 @@ Two uses, one script:
 """
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Optional
 
 import pyrallis
@@ -25,9 +24,8 @@ from src.augs import Augmenter
 from src.compile import compile_networks
 from src.data import Shapes, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
-from src.memory import StageMemory, actor_memory
 from src.nn import Actor
-from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
+from src.optim import autocast, make_optimizer, make_scheduler
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
 
@@ -77,18 +75,8 @@ def build_models(cfg: Config, shapes: Shapes) -> dict[str, nn.Module]:
     return {"actor": actor.to(memory_format=torch.channels_last)}
 
 
-def gpu_memory(cfg: Config, shapes: Shapes) -> StageMemory:
-    """What one update holds on the GPU beside the dataset (src/memory.py): the actor built on the meta device, run
-    at the batch size and precision. The frames go to the GPU only if they fit next to it."""
-    with torch.device("meta"):
-        actor = build_models(cfg, shapes)["actor"]
-    c = cfg.bc
-    return actor_memory(actor, c.batch_size, c.frame_stack, shapes.img_hw, bf16_on(torch.device("cuda")))
-
-
 def train_bc(run: Run) -> Actor:
     cfg, c = run.cfg, run.cfg.bc
-    networks = partial(gpu_memory, cfg)  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         run.device,
@@ -97,7 +85,6 @@ def train_bc(run: Run) -> Actor:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     valid = data.valid_indices(0)
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks

@@ -13,7 +13,6 @@ Two stages, one script:
 """
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Optional
 
 import pyrallis
@@ -26,9 +25,8 @@ from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
-from src.memory import StageMemory, actor_memory, meta_batch, stage_memory
 from src.nn import Actor, ReFedMLP, ResNetEncoder, weight_init
-from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
+from src.optim import autocast, make_optimizer, make_scheduler
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
 
@@ -149,18 +147,6 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
     return {name: builders[name]().to(memory_format=torch.channels_last) for name in names or builders}
 
 
-def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
-    """What one update of `stage` ("idm" or "bc") holds on the GPU beside its datasets (src/memory.py): its networks
-    built on the meta device, run at its batch size and precision. The frames go to the GPU only if they fit."""
-    bf16, hw, b = bf16_on(torch.device("cuda")), shapes.img_hw, cfg.bc
-    with torch.device("meta"):
-        m = build_models(cfg, shapes)
-    if stage == "idm":
-        obs = meta_batch(cfg.idm.batch_size, 3 * cfg.idm.frame_stack, hw, hw)  # o_t and o_{t+1} alike
-        return stage_memory(lambda: m["idm"](obs, obs), [m["idm"]], [obs, obs], bf16)
-    return actor_memory(m["actor"], b.batch_size, b.frame_stack, hw, bf16, label=m["idm"])  # on the IDM's labels
-
-
 @torch.no_grad()
 def eval_action_mse(idm: IDM, data: TrajectoryData, frame_stack: int, batch_size: int, device: torch.device) -> float:
     """Action MSE of the IDM over every transition (o_t, o_{t+1}) of `data`: squared errors SUMMED over the action
@@ -184,7 +170,6 @@ def eval_action_mse(idm: IDM, data: TrajectoryData, frame_stack: int, batch_size
 
 def train_idm(run: Run) -> IDM:
     cfg, c, device = run.cfg, run.cfg.idm, run.device
-    networks = partial(gpu_memory, cfg, stage="idm")  # the GPU memory of this stage's networks, beside its data
     if c.use_aug:
         raise ConfigError("idm.use_aug=True is not supported (the paper's config uses False)")
     data = load_dataset(
@@ -195,17 +180,11 @@ def train_idm(run: Run) -> IDM:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     eval_data = None
     if c.eval_data_path:
         eval_data = load_dataset(
-            c.eval_data_path,
-            device,
-            c.frame_stack,
-            load_states=False,
-            frames_device=cfg.frames_device,
-            networks=networks,
+            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
         )
         check_compatible(data, eval_data, "evaluation")
     valid = data.valid_indices(c.future_obs_offset)
@@ -266,7 +245,6 @@ def train_idm(run: Run) -> IDM:
 
 def train_bc(run: Run, idm: IDM) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    networks = partial(gpu_memory, cfg, stage="bc")  # the GPU memory of this stage's networks, beside its data
     if c.use_aug:
         raise ConfigError("bc.use_aug=True is not supported (the paper's config uses False)")
     if c.frame_stack != cfg.idm.frame_stack:
@@ -275,11 +253,9 @@ def train_bc(run: Run, idm: IDM) -> Actor:
         c.data_path,
         device,
         c.frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     valid = data.valid_indices(1)
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks

@@ -19,7 +19,6 @@ The labels reshape the latent space so that it keeps the action and ignores the 
 
 import copy
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Optional
 
 import pyrallis
@@ -41,9 +40,8 @@ from src.data import (
 )
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
-from src.memory import StageMemory, latent_policy_memory, meta_batch, stage_memory
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
-from src.optim import autocast, bf16_on, make_optimizer, make_scheduler, soft_update
+from src.optim import autocast, make_optimizer, make_scheduler, soft_update
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
@@ -225,31 +223,6 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
     return {name: builders[name]().to(memory_format=torch.channels_last) for name in names or builders}
 
 
-def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
-    """What one update of `stage` holds on the GPU beside its datasets (src/memory.py): its networks built on the
-    meta device, run at its batch size and precision. The frames go to the GPU only if they fit next to it."""
-    bf16 = bf16_on(torch.device("cuda"))
-    hw = shapes.img_hw
-    if stage == "lapo":
-        c = cfg.lapo
-        with torch.device("meta"):
-            m = build_models(cfg, shapes, "lam", "probes")
-        lam, n = m["lam"], c.batch_size + c.labeled_batch_size  # unlabeled and labeled pairs as one batch
-        obs, pairs = meta_batch(c.batch_size, 3 * c.frame_stack, hw, hw), meta_batch(n, 3 * c.frame_stack, hw, hw)
-
-        def step() -> None:
-            z_all, e_t_all = lam.latent_action(pairs, pairs)
-            lam.predict_next(e_t_all[: c.batch_size], z_all[: c.batch_size])
-            lam.action_head(z_all[c.batch_size :])
-            with torch.no_grad():
-                lam.encode(obs, lam.encoder)  # the target encoder's embedding of o_{t+1}
-
-        held = [lam.encoder] if c.use_ema_target else []
-        return stage_memory(step, [lam, m["probes"]], [obs, pairs, pairs], bf16, held=held)
-    build = partial(build_models, cfg, shapes)
-    return latent_policy_memory(build, stage, cfg.bc.batch_size, cfg.decoder.batch_size, cfg.bc.frame_stack, hw, bf16)
-
-
 # ---------------------------------------------------------------- stage 1: latent action model
 
 
@@ -328,7 +301,6 @@ def eval_action_mse(lam: LAOMLabels, data: TrajectoryData, c: LAOMLabelsConfig, 
 
 def train_lam(run: Run) -> LAOMLabels:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    networks = partial(gpu_memory, cfg, stage="lapo")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
@@ -336,7 +308,6 @@ def train_lam(run: Run) -> LAOMLabels:
         min_offset=c.future_obs_offset,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
     labeled = load_dataset(
@@ -346,7 +317,6 @@ def train_lam(run: Run) -> LAOMLabels:
         min_offset=c.future_obs_offset,
         load_states=False,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     check_compatible(data, labeled, "labeled")
     labeled_valid = labeled.valid_indices(c.future_obs_offset)
@@ -356,12 +326,7 @@ def train_lam(run: Run) -> LAOMLabels:
     eval_data = None
     if c.eval_data_path:
         eval_data = load_dataset(
-            c.eval_data_path,
-            device,
-            c.frame_stack,
-            load_states=False,
-            frames_device=cfg.frames_device,
-            networks=networks,
+            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
         )
         check_compatible(data, eval_data, "evaluation")
 
@@ -466,16 +431,13 @@ def train_lam(run: Run) -> LAOMLabels:
 
 def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    networks = partial(gpu_memory, cfg, stage="bc")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
         c.frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
@@ -534,27 +496,22 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
-    networks = partial(gpu_memory, cfg, stage="decoder")  # the GPU memory of this stage's networks, beside its data
     frame_stack = cfg.bc.frame_stack
     reference = load_dataset(
         cfg.bc.data_path,
         device,
         frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=cfg.bc.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )  # cached
     data = load_dataset(
         c.data_path,
         device,
         frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input

@@ -21,7 +21,6 @@ One LAM and latent BC serve every label budget: reuse them with `--lapo.checkpoi
 """
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Optional
 
 import pyrallis
@@ -35,9 +34,8 @@ from src.compile import compile_networks
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
-from src.memory import StageMemory, latent_policy_memory, meta_batch, stage_memory
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
-from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
+from src.optim import autocast, make_optimizer, make_scheduler
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
@@ -285,25 +283,6 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
     return {name: builders[name]().to(memory_format=torch.channels_last) for name in names or builders}
 
 
-def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
-    """What one update of `stage` holds on the GPU beside its datasets (src/memory.py): its networks built on the
-    meta device, run at its batch size and precision. The frames go to the GPU only if they fit next to it."""
-    bf16 = bf16_on(torch.device("cuda"))
-    hw = shapes.img_hw
-    if stage == "lapo":
-        c = cfg.lapo
-        with torch.device("meta"):
-            m = build_models(cfg, shapes, "lam", "probe")
-        obs = meta_batch(c.batch_size, 3 * c.frame_stack, hw, hw)  # o_t, o_{t+k}, o_{t+1} alike
-
-        def step() -> None:
-            m["probe"](m["lam"](obs, obs)[1].detach())  # the LAM, then the probe on the detached latent action
-
-        return stage_memory(step, [m["lam"], m["probe"]], [obs] * 3, bf16)
-    build = partial(build_models, cfg, shapes)
-    return latent_policy_memory(build, stage, cfg.bc.batch_size, cfg.decoder.batch_size, cfg.bc.frame_stack, hw, bf16)
-
-
 # ---------------------------------------------------------------- stage 1: latent action model
 
 
@@ -339,7 +318,6 @@ def eval_action_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, c: 
 
 def train_lam(run: Run) -> LAPO:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    networks = partial(gpu_memory, cfg, stage="lapo")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
@@ -348,7 +326,6 @@ def train_lam(run: Run) -> LAPO:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
@@ -418,12 +395,7 @@ def train_lam(run: Run) -> LAPO:
         eval_data = None
         if c.eval_data_path:
             eval_data = load_dataset(
-                c.eval_data_path,
-                device,
-                c.frame_stack,
-                load_states=False,
-                frames_device=cfg.frames_device,
-                networks=networks,
+                c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
             )
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
@@ -444,16 +416,13 @@ def train_lam(run: Run) -> LAPO:
 
 def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    networks = partial(gpu_memory, cfg, stage="bc")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
         c.frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
@@ -512,27 +481,22 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
-    networks = partial(gpu_memory, cfg, stage="decoder")  # the GPU memory of this stage's networks, beside its data
     frame_stack = cfg.bc.frame_stack
     reference = load_dataset(
         cfg.bc.data_path,
         device,
         frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=cfg.bc.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )  # cached
     data = load_dataset(
         c.data_path,
         device,
         frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input

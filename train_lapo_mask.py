@@ -28,7 +28,6 @@ One LAM and latent BC serve every label budget: reuse them with `--lapo.checkpoi
 """
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Optional
 
 import pyrallis
@@ -51,9 +50,8 @@ from src.data import (
 )
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
-from src.memory import StageMemory, latent_policy_memory, meta_batch, stage_memory
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
-from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
+from src.optim import autocast, make_optimizer, make_scheduler
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
@@ -302,25 +300,6 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
     return {name: builders[name]().to(memory_format=torch.channels_last) for name in names or builders}
 
 
-def gpu_memory(cfg: Config, shapes: Shapes, stage: str) -> StageMemory:
-    """What one update of `stage` holds on the GPU beside its datasets (src/memory.py): its networks built on the
-    meta device, run at its batch size and precision. The frames go to the GPU only if they fit next to it."""
-    bf16 = bf16_on(torch.device("cuda"))
-    hw = shapes.img_hw
-    if stage == "lapo":
-        c = cfg.lapo
-        with torch.device("meta"):
-            m = build_models(cfg, shapes, "lam", "probe")
-        obs = meta_batch(c.batch_size, 3 * c.frame_stack, hw, hw)  # o_t, o_{t+k}, o_{t+1} alike
-
-        def step() -> None:
-            m["probe"](m["lam"](obs, obs)[1].detach())  # the LAM, then the probe on the detached latent action
-
-        return stage_memory(step, [m["lam"], m["probe"]], [obs] * 3, bf16)
-    build = partial(build_models, cfg, shapes)
-    return latent_policy_memory(build, stage, cfg.bc.batch_size, cfg.decoder.batch_size, cfg.bc.frame_stack, hw, bf16)
-
-
 # ---------------------------------------------------------------- stage 1: latent action model
 
 
@@ -373,7 +352,6 @@ def eval_action_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, c: 
 
 def train_lam(run: Run) -> LAPO:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    networks = partial(gpu_memory, cfg, stage="lapo")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
@@ -382,8 +360,6 @@ def train_lam(run: Run) -> LAPO:
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
-        with_masks=True,  # the masks go where the frames go: counted with them
     )
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
@@ -416,10 +392,9 @@ def train_lam(run: Run) -> LAPO:
 
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
     curve.before_training(stage, lam, probe_now)
-    masks = None
     for step in stage.updates():
-        if masks is None:  # read on the first update: a reused LAM (stage skipped) reads no masks
-            masks = load_masks(c.masks_path, data)  # uint8 [N, 1, H, W], where the frames live
+        if data.masks is None:  # read on the first update: a reused LAM (stage skipped) reads no masks
+            data.masks = load_masks(c.masks_path, data)  # uint8 [N, 1, H, W] beside the frames, moved with them
         idx = next(batches)
         batch = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
         obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]
@@ -427,7 +402,7 @@ def train_lam(run: Run) -> LAPO:
         next_obs = normalize_obs(batch["next_obs"])  # o_{t+1}, the reconstruction target
         with autocast(device):
             pred_next_obs, latent_action, quant_loss = lam(obs, future_obs)
-        next_masks = stacked_masks(masks, data, idx + 1, c.frame_stack)  # masks of o_{t+1} [B, k, H, W]
+        next_masks = stacked_masks(data.masks, data, idx + 1, c.frame_stack)  # masks of o_{t+1} [B, k, H, W]
         mse_loss = masked_mse(pred_next_obs.float(), next_obs, next_masks)
         loss = mse_loss + quant_loss  # quant_loss: VQ's commitment loss, 0 without VQ
         optim.zero_grad(set_to_none=True)
@@ -449,6 +424,7 @@ def train_lam(run: Run) -> LAPO:
         stage.log(step, loss, mse_loss=mse_loss, quantizer_loss=quant_loss, action_probe_mse_loss=probe_loss,
                   latent_action_std=latent_std)  # fmt: skip
         curve.maybe_add(step, total, lam, probe_now)
+    data.masks = None  # this stage's alone: the later stages' datasets (the same file, cached) do without them
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
@@ -458,12 +434,7 @@ def train_lam(run: Run) -> LAPO:
         eval_data = None
         if c.eval_data_path:
             eval_data = load_dataset(
-                c.eval_data_path,
-                device,
-                c.frame_stack,
-                load_states=False,
-                frames_device=cfg.frames_device,
-                networks=networks,
+                c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
             )
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
@@ -484,16 +455,13 @@ def train_lam(run: Run) -> LAPO:
 
 def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    networks = partial(gpu_memory, cfg, stage="bc")  # the GPU memory of this stage's networks, beside its data
     data = load_dataset(
         c.data_path,
         device,
         c.frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
@@ -552,27 +520,22 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
-    networks = partial(gpu_memory, cfg, stage="decoder")  # the GPU memory of this stage's networks, beside its data
     frame_stack = cfg.bc.frame_stack
     reference = load_dataset(
         cfg.bc.data_path,
         device,
         frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=cfg.bc.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )  # cached
     data = load_dataset(
         c.data_path,
         device,
         frame_stack,
-        min_offset=1,
         load_states=False,
         max_trajectories=c.max_trajectories,
         frames_device=cfg.frames_device,
-        networks=networks,
     )
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input

@@ -4,7 +4,8 @@ Layout (docs/FAITHFULNESS.md, "data"): root groups "0", "1", ... each with `obs`
 `actions` float32 [T, A], `states` float32 [T, S] and attribute `traj_return`; root attributes describe the
 environment. Frames are stored ONCE, as single uint8 frames of all trajectories concatenated, channels first
 ([N, 3, H, W], so that a gathered stack [B, k, 3, H, W] is a [B, 3k, H, W] observation without a copy),
-on the GPU when they fit and in host memory otherwise (batches then reach the GPU through pinned buffers). A batch
+in host memory at first on a GPU run (batches reach the GPU through pinned buffers) and moved to the GPU after a
+stage's first update if they fit beside what that update measured (place_frames). A batch
 is a set of global frame indices; frame stacks (oldest first, padded with the first frame of the trajectory) and
 future observations are gathered with one indexing operation each, never with a per-sample `__getitem__` + collate.
 """
@@ -22,7 +23,6 @@ from tqdm.auto import tqdm
 
 from src import dist
 from src.errors import ConfigError, DatasetError, MissingFileError, check_hdf5_file, warn
-from src.memory import StageMemory
 
 # Root attributes the methods need to rebuild the evaluation environment and to check shapes.
 REQUIRED_ROOT_ATTRS = ("domain_name", "task_name", "difficulty", "dynamic", "img_hw")
@@ -92,10 +92,15 @@ class TrajectoryData:
 
     frames: uint8 [N, 3, H, W] on `frames_device` (GPU, or host memory), read from the file on
         first use: a stage that is skipped (its checkpoint reused) never reads the frames;
+    masks: uint8 [N, 1, H, W] beside the frames when a stage keeps them there (load_masks), moved with them;
     actions: float32 [N, A] and states: float32 [N, S] on `device` (None when not loaded);
-    start_of: int64 [N], the global index of the first frame of each frame's trajectory (on the index device);
+    start_of: int64 [N], the global index of the first frame of each frame's trajectory (on index_device);
     traj_starts / traj_lens: int64 [num_traj] (host);
     keys: the file's trajectory groups held here, in order (in a distributed run, this rank's share: src/dist.py).
+    index_device: where batches of indices are drawn: where the frames were placed when the file was opened. It
+        never changes, so frames moved to the GPU (place_frames) are gathered with the indices, and the random
+        draws, of frames left in host memory.
+    auto: opened with frames_device "auto": place_frames may move the frames from host memory to `device`.
     """
 
     path: str
@@ -110,8 +115,11 @@ class TrajectoryData:
     attrs: dict
     device: torch.device
     keys: list[str] = field(default_factory=list)
-    staging: "PinnedStaging | None" = field(default=None, repr=False)  # host frames, CUDA compute: the copies
-    planned_bytes: int = 0  # what the frames (and masks) will take on frames_device once read
+    staging: "PinnedStaging | None" = field(default=None, repr=False)  # host indices, CUDA compute: the copies
+    index_device: torch.device = torch.device("cpu")
+    auto: bool = False
+    masks: torch.Tensor | None = field(default=None, repr=False)
+    in_use: bool = field(default=False, repr=False)  # frames gathered since watch_frames (a stage's first update)
     _frames: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -144,11 +152,6 @@ class TrajectoryData:
     def shapes(self) -> Shapes:
         return Shapes(self.act_dim, self.state_dim if self.states is not None else None, self.img_hw)
 
-    @property
-    def index_device(self) -> torch.device:
-        """Device of the index tensors: where the frames live."""
-        return self.frames_device
-
     def valid_indices(self, offset: int) -> torch.Tensor:
         """Global indices of every t with t + offset <= T - 1 in its trajectory. int64 [M] on index_device."""
         idx = [
@@ -159,15 +162,20 @@ class TrajectoryData:
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
         """frames[idx] for idx of any shape, delivered on `device`: uint8 [*idx.shape, 3, H, W]."""
-        shape = (*idx.shape, *self.frames.shape[1:])
-        if self.staging is None:
-            flat = torch.index_select(self.frames, 0, idx.reshape(-1))  # faster than frames[idx] on CPU
-            return flat.view(shape).to(self.device)
-        # Host frames, GPU compute: gathered straight into a pinned buffer, copied asynchronously.
-        return self.staging.copy("frames", shape, torch.uint8, lambda out: self._gather_into(idx, out))
+        self.in_use = True
+        return self.rows(self.frames, idx, "frames")
 
-    def _gather_into(self, idx: torch.Tensor, out: torch.Tensor) -> None:
-        torch.index_select(self.frames, 0, idx.reshape(-1), out=out.view(-1, *self.frames.shape[1:]))
+    def rows(self, source: torch.Tensor, idx: torch.Tensor, kind: str) -> torch.Tensor:
+        """source[idx] for a tensor of one row per frame (frames, masks) and idx of any shape, on `device`."""
+        shape = (*idx.shape, *source.shape[1:])
+        flat = idx.reshape(-1)
+        if self.staging is not None and source.device.type == "cpu":
+            # Host rows, GPU compute: gathered straight into a pinned buffer, copied asynchronously.
+            fill = lambda out: torch.index_select(source, 0, flat, out=out.view(-1, *source.shape[1:]))  # noqa: E731
+            return self.staging.copy(kind, shape, source.dtype, fill)
+        if flat.device != source.device:  # rows moved to the GPU (place_frames), host indices: copied there
+            flat = self.to_device(flat, f"{kind} index")
+        return torch.index_select(source, 0, flat).view(shape).to(self.device)  # faster than source[idx] on CPU
 
     def to_device(self, t: torch.Tensor, kind: str) -> torch.Tensor:
         """A host tensor of a batch (indices, offsets) on `device`: through a pinned buffer of its kind when the
@@ -325,47 +333,52 @@ def _plain(v):
     return v
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def _choose_frames_device(
-    nbytes: int,
-    device: torch.device,
-    frames_device: str,
-    path: str = "",
-    labels: int = 0,
-    networks: Callable[[], StageMemory] | None = None,
-) -> torch.device:
-    """Where the frames go. 'auto' on CUDA: the GPU when this stage's datasets fit there together (nbytes: these
-    frames and what is kept per frame beside them, e.g. masks; labels: the actions / states, always on the GPU;
-    plus the datasets opened before it and not yet read, which were given GPU memory already) next to the stage's
-    networks (networks(): weights, gradients, Adam states and activations of one update at the stage's batch and
-    precision, estimated on the meta device by src/memory.py), counted after PyTorch's cache is emptied (an earlier
-    stage's freed memory is free again); host memory otherwise. The decision is said in one line. 'pinned' / 'cpu':
-    host memory; batches reach a GPU through pinned buffers (PinnedStaging). Any other value is a device."""
-    if frames_device == "auto" and device.type == "cuda":
-        torch.cuda.empty_cache()
-        free, _ = torch.cuda.mem_get_info(device)
-        pending = sum(d.planned_bytes for d in _CACHE.values() if d.frames_device == device and d._frames is None)
-        model = networks().total if networks is not None else 0
-        fits = nbytes + labels + pending + model <= free
-        chosen = device if fits else torch.device("cpu")
-        if dist.is_main():
-            where = f"on {device}" if fits else "in host memory (they do not fit on the GPU)"
-            before = f"; datasets of this stage on it, not yet read: {_gib(pending)}" if pending else ""
-            counted = f"~{_gib(model)}" if networks is not None else "not counted"
-            tqdm.write(
-                f"{path}: frames {_gib(nbytes)} {where} (free {_gib(free)}{before}; model + activations "
-                f"{counted}; --frames_device overrides)"
-            )
-        return chosen
-    if frames_device in ("auto", "pinned"):
-        return torch.device("cpu")
-    return torch.device(frames_device)
+_CACHE: dict[tuple, "TrajectoryData"] = {}  # the datasets this process opened (load_dataset)
+MARGIN = 0.05  # of the GPU's memory: kept free beside the moved frames and a stage's measured peak
 
 
-_CACHE: dict[tuple, "TrajectoryData"] = {}
+def watch_frames(device: torch.device) -> None:
+    """Called as a stage's updates begin (src/stage.py): no dataset counts as read by it yet, and on a GPU its peak
+    memory is measured from here."""
+    for d in _CACHE.values():
+        d.in_use = False
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def place_frames(device: torch.device, stage: str) -> None:
+    """Called after a stage's first update (backward and optimizer step included, so Adam's state exists): the
+    frames (and masks) of the datasets that update read, opened with frames_device "auto" and still in host memory,
+    go to the GPU if they fit: their bytes + what an update allocates beyond what stays allocated between updates
+    (the measured peak minus the memory allocated now) + MARGIN of the GPU <= the GPU's free memory after PyTorch's
+    cache is emptied. The decision is said in one line. The indices stay where they are drawn (index_device): the
+    same indices gather the same frames, so the numbers of the run do not depend on the decision."""
+    datasets = [d for d in _CACHE.values() if d.auto and d.in_use and d.frames_device != d.device]
+    if device.type != "cuda" or not datasets:
+        return
+    nbytes = sum(t.nbytes for d in datasets for t in (d.frames, d.masks) if t is not None)
+    torch.cuda.empty_cache()  # memory an earlier stage or the first update freed is free again
+    free, total = torch.cuda.mem_get_info(device)
+    kept = torch.cuda.memory_allocated(device)
+    update = torch.cuda.max_memory_allocated(device) - kept
+    margin = int(MARGIN * total)
+    fits = nbytes + update + margin <= free
+    for d in datasets if fits else []:
+        d.frames_device = d.device
+        d._frames = d._frames.to(d.device)
+        d.masks = None if d.masks is None else d.masks.to(d.device)
+    if dist.is_main():
+        what = ", ".join(d.path for d in datasets) + (" + masks" if any(d.masks is not None for d in datasets) else "")
+        where = f"moved to {device}" if fits else "stay in host memory, they do not fit on the GPU"
+        tqdm.write(
+            f"{stage}: after the first update, frames {_size(nbytes)} of {what} {where} (free {_size(free)}; an "
+            f"update's peak {_size(update)} above the {_size(kept)} kept between updates; margin {_size(margin)}; "
+            "--frames_device overrides)"
+        )
 
 
 def load_dataset(
@@ -378,17 +391,12 @@ def load_dataset(
     max_trajectories: int | None = None,
     frames_device: str = "auto",
     desc: str | None = None,
-    with_masks: bool = False,
-    networks: Callable[[Shapes], StageMemory] | None = None,
 ) -> TrajectoryData:
     """Reads a dataset file into one TrajectoryData (frames on first use), or returns the one already read by
     this process.
 
-    frames_device: "auto" (GPU if the frames fit, else host memory: _choose_frames_device), "cpu", "pinned" (host
-    memory; on CUDA both send batches through pinned buffers), or a device name.
-    with_masks: the stage keeps a foreground mask per frame where the frames are (load_masks): counted with them.
-    networks: the GPU memory of the stage's networks given this dataset's shapes (src/memory.py), counted beside
-    the frames when frames_device is "auto" on CUDA; the same for every dataset a stage opens.
+    frames_device: "auto" (host memory, moved to the GPU after a stage's first update if they fit: place_frames),
+    "cpu", "pinned" (host memory; on CUDA both send batches through pinned buffers), or a device name.
     Every trajectory must hold at least frame_stack + min_offset steps (the largest offset the caller samples).
     A file is read once per process (stages that share a path share its frames): a later call with the same
     path, device and trajectory limit reuses the first, provided it loaded at least the arrays now asked for.
@@ -435,7 +443,6 @@ def load_dataset(
         if first.ndim != 4 or first.shape[-1] != 3 or first.dtype != np.uint8:
             raise DatasetError(f"{path}: 'obs' must be uint8 [T, H, W, 3], got {first.dtype} {first.shape}")
         hw = first.shape[1:]
-        act_dim = f[keys[0]]["actions"].shape[1] if "actions" in f[keys[0]] else 0
         if hw[0] != int(attrs["img_hw"]):
             raise DatasetError(f"{path}: frames are {hw[0]} px but root attribute img_hw is {attrs['img_hw']}")
         for k in keys[1:]:
@@ -450,11 +457,8 @@ def load_dataset(
                 raise DatasetError(f"{path}: group '{k}' '{name}'[{t}, {j}] is {a[t, j]}; expected finite numbers")
     total = int(sum(lens))
     chw = (3, hw[0], hw[1])
-    frame_bytes = total * int(np.prod(hw)) * (4 if with_masks else 3) // 3  # a mask is a third of a frame
-    labels = sum(a.nbytes for a in (actions or []) + (states or []))
-    shapes = Shapes(act_dim, states[0].shape[1] if states else None, hw[0])
-    estimate = (lambda: networks(shapes)) if networks is not None else None
-    fdev = _choose_frames_device(frame_bytes, device, frames_device, path, labels, estimate)
+    host = frames_device in ("auto", "cpu", "pinned")  # "auto" frames may go to the GPU later: place_frames
+    fdev = torch.device("cpu") if host else torch.device(frames_device)
 
     def read_frames() -> torch.Tensor:
         frames = torch.empty((total, *chw), dtype=torch.uint8, device=fdev)
@@ -486,7 +490,8 @@ def load_dataset(
         device=device,
         keys=keys,
         staging=PinnedStaging(device) if fdev.type == "cpu" and device.type == "cuda" else None,
-        planned_bytes=frame_bytes,
+        index_device=fdev,
+        auto=frames_device == "auto",
     )
     _CACHE[key] = data
     return data
@@ -560,9 +565,4 @@ def stacked_masks(masks: torch.Tensor, data: TrajectoryData, idx: torch.Tensor, 
     """The masks of the stacked observation at global indices idx, on `data.device`: uint8 [B, k, H, W], mask j
     belonging to frame j (oldest first, padded like TrajectoryData.obs), i.e. to channels 3j .. 3j+2."""
     stack = data.stack_indices(idx, frame_stack)  # [B, k]
-    shape = (*stack.shape, *masks.shape[2:])
-    if data.staging is not None:  # host masks: through a pinned buffer, as the frames
-        fill = lambda out: torch.index_select(masks, 0, stack.reshape(-1), out=out.view(-1, *masks.shape[1:]))  # noqa: E731
-        return data.staging.copy("masks", shape, torch.uint8, fill)
-    flat = torch.index_select(masks, 0, stack.reshape(-1))  # [B * k, 1, H, W]
-    return flat.view(shape).to(data.device)
+    return data.rows(masks, stack, "masks").squeeze(2)  # [B, k, 1, H, W] -> [B, k, H, W]

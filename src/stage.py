@@ -12,7 +12,8 @@ A stage loop shows only its method: the batch, the loss and the update.
 
 What it owns: resuming from the stage's checkpoint (or loading a finished one of another run), telling the person
 at the terminal (resume / skip messages, the loss on the progress bar), the NaN guard, the logging cadence (the only
-host syncs of a loop), the periodic and final checkpoints, and the stage's final metrics: stored with the
+host syncs of a loop), the periodic and final checkpoints, where the frames go (to the GPU after its first update
+if they fit: src/data.py, place_frames), and the stage's final metrics: stored with the
 checkpoint (`<checkpoint>.metrics.json`), so a finished stage that is run again reports what it reported the first
 time instead of drawing new evaluation batches.
 
@@ -48,6 +49,7 @@ from tqdm.auto import tqdm
 
 from src import dist
 from src.checkpoint import restore_stage, save_stage
+from src.data import place_frames, watch_frames
 from src.errors import ConfigError
 from src.files import write_json
 from src.optim import NanGuard, infinite_epochs
@@ -102,6 +104,7 @@ class Stage:
             raise ConfigError(f"{name}: the stage would run {total} updates; check its num_epochs / total_updates")
         self.name, self.ckpt, self.objects, self.total = name, run.dir / ckpt_name, objects, total
         self.run, self.wandb_run, self.results, device = run.cfg, run.wandb, run.results, run.device
+        self.device = device
         self.load_from, self.reuse_metrics = load_from, reuse_metrics
         self.batch_size, self.updates_per_epoch, self.epoch_samples = batch_size, updates_per_epoch, epoch_samples
         self.clock = Stopwatch()  # the stage's wall time, for results.json
@@ -150,9 +153,12 @@ class Stage:
         # SIGINT is left alone where it is ignored (a background job without job control)
         handled = [s for s in STOP_SIGNALS if s != signal.SIGINT or signal.getsignal(s) is signal.default_int_handler]
         previous = {s: signal.signal(s, _on_stop_signal) for s in handled} if main_thread else {}
+        watch_frames(self.device)  # the frames this stage reads and its peak GPU memory, from here
         try:
             for step in self.bar:
                 yield step
+                if step == self.start:  # a full update done here: its datasets' frames go to the GPU if they fit
+                    place_frames(self.device, self.name)
                 interrupt_point(self.name, str(step + 1))
                 if self._preempted_after(step):  # update `step` is complete: checkpoint after it and stop
                     self._stop(step + 1)

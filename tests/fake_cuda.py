@@ -2,9 +2,11 @@
 lowest layer: the C extension's CUDA entry points (torch._C._cuda_*), its CUDA runtime module (torch.cuda._cudart),
 the event and stream base classes it defines on a CUDA build, and the build metadata (torch.version.cuda). Every
 public function of torch.cuda (is_available, device_count, set_device, current_device, mem_get_info, empty_cache,
-get/set_rng_state, Event, current_stream, ...) is torch's own and runs with its argument checks and its lazy
-initialisation. A CPU torch.Generator stands in for each GPU's generator (made by the fake torch._C._cuda_init, as
-the real one makes the CUDA generators); memory is counted, never allocated.
+get/set_rng_state, Event, current_stream, memory_stats, memory_allocated, max_memory_allocated,
+reset_peak_memory_stats, ...) is torch's own and runs with its argument checks and its lazy initialisation. A CPU
+torch.Generator stands in for each GPU's generator (made by the fake torch._C._cuda_init, as the real one makes the
+CUDA generators); memory is counted, never allocated: the caching allocator's statistics
+(torch._C._cuda_memoryStats) report `used` bytes allocated now and `peak` at most since the last reset.
 
 In a test: `FakeCuda(count=2, patch=monkeypatch)` (undone after the test). In a subprocess: `FakeCuda(count=2)`
 (see tests/test_user_errors.py)."""
@@ -39,12 +41,17 @@ class _Generator(torch.Generator):
 
 
 class FakeCuda:
-    """`count` GPUs of `total` bytes each, `used` bytes held by live tensors and `cached` bytes kept by PyTorch's
-    caching allocator after they were freed (reported as used until torch.cuda.empty_cache). `cached` > 0 means an
-    earlier stage ran: CUDA is initialised at once, as it would be. Events record and wait at once (counted)."""
+    """`count` GPUs of `total` bytes each, `used` bytes held by live tensors, `peak` the most they held since the
+    last torch.cuda.reset_peak_memory_stats (at least `used`), and `cached` bytes kept by PyTorch's caching allocator
+    after they were freed (reported as used until torch.cuda.empty_cache). Memory in use (`used`, `peak` or
+    `cached` > 0) means a stage ran: CUDA is initialised at once, as it would be. Events record and wait at once
+    (counted)."""
 
-    def __init__(self, count: int = 1, total: float = 79.1 * GiB, used: float = 0, cached: float = 0, patch=None):
+    def __init__(
+        self, count: int = 1, total: float = 79.1 * GiB, used: float = 0, cached: float = 0, peak: float = 0, patch=None
+    ):
         self.count, self.total, self.used, self.cached = count, total, used, cached
+        self.peak = max(peak, used)
         self.current = 0
         self.recorded = self.waited = 0
         self.generators: tuple = ()
@@ -60,6 +67,8 @@ class FakeCuda:
         patch(C, "_cuda_getDevice", lambda: self.current)
         patch(C, "_cuda_setDevice", self._set_device)
         patch(C, "_cuda_emptyCache", self._empty_cache)
+        patch(C, "_cuda_memoryStats", self._memory_stats)
+        patch(C, "_cuda_resetPeakMemoryStats", self._reset_peak)
         patch(C, "_cuda_getCurrentStream", lambda index: (0, self.current if index is None else index, CUDA_TYPE))
         gpu = self
         patch(C._CudaStreamBase, "__new__", lambda cls, *args, **kwargs: object.__new__(cls))
@@ -83,7 +92,7 @@ class FakeCuda:
         patch(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
         self._patch = patch
         _Generator.restored = []
-        if cached:
+        if cached or used or peak:
             torch.cuda.init()
 
     @property
@@ -106,6 +115,20 @@ class FakeCuda:
 
     def _empty_cache(self) -> None:
         self.cached = 0
+
+    def _check(self, index: int) -> None:
+        if not 0 <= index < self.count:
+            raise RuntimeError(f"Invalid device argument {index}: did you call init?")
+
+    def _memory_stats(self, index: int) -> dict:
+        """The caching allocator's statistics of a device, nested as the C extension returns them: the bytes of live
+        tensors over all pools, now and at the peak (the other statistics are left out)."""
+        self._check(index)
+        return {"allocated_bytes": {"all": {"current": int(self.used), "peak": int(self.peak)}}}
+
+    def _reset_peak(self, index: int) -> None:
+        self._check(index)
+        self.peak = self.used
 
     def _count(self, what: str) -> None:
         setattr(self, what, getattr(self, what) + 1)
