@@ -77,15 +77,8 @@ def build_models(cfg: Config, shapes: Shapes) -> dict[str, nn.Module]:
 
 def train_bc(run: Run) -> Actor:
     cfg, c = run.cfg, run.cfg.bc
-    data = load_dataset(
-        c.data_path,
-        run.device,
-        c.frame_stack,
-        min_offset=0,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, run.device, c.frame_stack, min_offset=0, load_states=False,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(0)
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor = build_models(cfg, data.shapes)["actor"].to(run.device)

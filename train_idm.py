@@ -120,17 +120,8 @@ class IDM(nn.Module):
 
 def build_idm(c: IDMConfig, act_dim: int, img_hw: int = 64) -> IDM:
     """The IDM of the stage-1 config (192,258,965 parameters at the paper's config for A = 21, 64 px)."""
-    return IDM(
-        c.frame_stack,
-        act_dim,
-        c.encoder_scale,
-        c.encoder_deep,
-        c.encoder_num_res_blocks,
-        c.encoder_dropout,
-        c.act_head_dim,
-        c.act_head_dropout,
-        img_hw,
-    )
+    return IDM(c.frame_stack, act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.encoder_dropout,
+               c.act_head_dim, c.act_head_dropout, img_hw)  # fmt: skip
 
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
@@ -172,20 +163,12 @@ def train_idm(run: Run) -> IDM:
     cfg, c, device = run.cfg, run.cfg.idm, run.device
     if c.use_aug:
         raise ConfigError("idm.use_aug=True is not supported (the paper's config uses False)")
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset, load_states=False,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     eval_data = None
     if c.eval_data_path:
-        eval_data = load_dataset(
-            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-        )
+        eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
+                                 frames_device=cfg.frames_device)  # fmt: skip
         check_compatible(data, eval_data, "evaluation")
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("idm")  # its random streams from (seed, stage name) alone, before its networks
@@ -199,17 +182,8 @@ def train_idm(run: Run) -> IDM:
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"idm": idm, "optim": optim, "sched": sched}
-    stage = Stage(
-        "idm",
-        "idm.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("idm", "idm.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--idm.batch_size")
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
@@ -249,14 +223,8 @@ def train_bc(run: Run, idm: IDM) -> Actor:
         raise ConfigError("bc.use_aug=True is not supported (the paper's config uses False)")
     if c.frame_stack != cfg.idm.frame_stack:
         raise ConfigError(f"bc.frame_stack={c.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor = build_models(cfg, data.shapes, "actor")["actor"].to(device)

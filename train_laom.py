@@ -263,19 +263,13 @@ def eval_action_probe_mse(lam: LAOM, probes: Probes, data: TrajectoryData, c: LA
 
 def train_lam(run: Run) -> LAOM:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "lam", "probes")
     lam, probes = models["lam"].to(device), models["probes"].to(device)
-    target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False)  # EMA copy made at initialisation
+    target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False).eval()  # EMA copy made at initialisation
     compile_networks(cfg.compile, lam)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
@@ -287,21 +281,9 @@ def train_lam(run: Run) -> LAOM:
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"lam": lam, "target_encoder": target_encoder, "probes": probes}
     objects |= {"optim": optim, "probe_optim": probe_optim, "sched": sched}
-    stage = Stage(
-        "lapo",
-        "lam.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        reuse_metrics=True,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
+                  batch_size=c.batch_size, updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
-    lam.train()
-    target_encoder.eval()
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--lapo.batch_size")
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
@@ -340,9 +322,8 @@ def train_lam(run: Run) -> LAOM:
         out = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
         eval_data = None
         if c.eval_data_path:
-            eval_data = load_dataset(
-                c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-            )
+            eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
+                                     frames_device=cfg.frames_device)  # fmt: skip
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
@@ -362,14 +343,8 @@ def train_lam(run: Run) -> LAOM:
 
 def train_latent_bc(run: Run, lam: LAOM) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "actor", "debug_head")
@@ -383,16 +358,8 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
-    stage = Stage(
-        "bc",
-        "latent_bc.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-    )
+    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
@@ -428,22 +395,10 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
     frame_stack = cfg.bc.frame_stack
-    reference = load_dataset(
-        cfg.bc.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=cfg.bc.max_trajectories,
-        frames_device=cfg.frames_device,
-    )  # cached
-    data = load_dataset(
-        c.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    reference = load_dataset(cfg.bc.data_path, device, frame_stack, load_states=False,
+                             max_trajectories=cfg.bc.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = load_dataset(c.data_path, device, frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
@@ -455,17 +410,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage(
-        "decoder",
-        "decoder.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():

@@ -301,23 +301,11 @@ def eval_action_mse(lam: LAOMLabels, data: TrajectoryData, c: LAOMLabelsConfig, 
 
 def train_lam(run: Run) -> LAOMLabels:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
-    labeled = load_dataset(
-        c.labeled_data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        load_states=False,
-        frames_device=cfg.frames_device,
-    )
+    labeled = load_dataset(c.labeled_data_path, device, c.frame_stack, min_offset=c.future_obs_offset,
+                           load_states=False, frames_device=cfg.frames_device)  # fmt: skip
     check_compatible(data, labeled, "labeled")
     labeled_valid = labeled.valid_indices(c.future_obs_offset)
     # Labeled batches are drawn with replacement (the labeled set may be small): a larger batch repeats samples.
@@ -325,17 +313,15 @@ def train_lam(run: Run) -> LAOMLabels:
     check_batch_size("--lapo.labeled_batch_size", c.labeled_batch_size, total_labeled, labeled.path, True)
     eval_data = None
     if c.eval_data_path:
-        eval_data = load_dataset(
-            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-        )
+        eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
+                                 frames_device=cfg.frames_device)  # fmt: skip
         check_compatible(data, eval_data, "evaluation")
-
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "lam", "probes")
     lam, probes = models["lam"].to(device), models["probes"].to(device)
     # Target of the FDM: an EMA copy of the encoder made at initialisation (released code), or the online encoder
     # under stop-grad (paper text).
-    target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False) if c.use_ema_target else None
+    target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False).eval() if c.use_ema_target else None
     compile_networks(cfg.compile, lam)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
@@ -348,23 +334,11 @@ def train_lam(run: Run) -> LAOMLabels:
     objects = {"lam": lam, "probes": probes, "optim": optim, "probe_optim": probe_optim, "sched": sched}
     if target_encoder is not None:
         objects["target_encoder"] = target_encoder
-    batch_size = c.batch_size + c.labeled_batch_size
-    stage = Stage(
-        "lapo",
-        "lam.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        reuse_metrics=True,
-        batch_size=batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples + c.labeled_batch_size * batches_per_epoch,  # the labeled batches are whole
-    )
+    # samples per update and per epoch (for samples/s): the labeled batches are whole
+    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
+                  batch_size=c.batch_size + c.labeled_batch_size, updates_per_epoch=batches_per_epoch,
+                  epoch_samples=num_samples + c.labeled_batch_size * batches_per_epoch)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
-    lam.train()
-    if target_encoder is not None:
-        target_encoder.eval()
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--lapo.batch_size")
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
@@ -431,14 +405,8 @@ def train_lam(run: Run) -> LAOMLabels:
 
 def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "actor", "debug_head")
@@ -452,16 +420,8 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
-    stage = Stage(
-        "bc",
-        "latent_bc.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-    )
+    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
@@ -497,22 +457,10 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
     frame_stack = cfg.bc.frame_stack
-    reference = load_dataset(
-        cfg.bc.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=cfg.bc.max_trajectories,
-        frames_device=cfg.frames_device,
-    )  # cached
-    data = load_dataset(
-        c.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    reference = load_dataset(cfg.bc.data_path, device, frame_stack, load_states=False,
+                             max_trajectories=cfg.bc.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = load_dataset(c.data_path, device, frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
@@ -524,17 +472,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage(
-        "decoder",
-        "decoder.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():

@@ -352,15 +352,8 @@ def eval_action_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, c: 
 
 def train_lam(run: Run) -> LAPO:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset, load_states=False,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "lam", "probe")
@@ -372,17 +365,8 @@ def train_lam(run: Run) -> LAPO:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"lam": lam, "probe": probe, "optim": optim, "probe_optim": probe_optim, "sched": sched}
-    stage = Stage(
-        "lapo",
-        "lam.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        reuse_metrics=True,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-    )
+    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
+                  batch_size=c.batch_size, updates_per_epoch=batches_per_epoch)  # fmt: skip
     batches = stage.batches(data, valid, c.batch_size, flag="--lapo.batch_size")
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
@@ -433,9 +417,8 @@ def train_lam(run: Run) -> LAPO:
         }
         eval_data = None
         if c.eval_data_path:
-            eval_data = load_dataset(
-                c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-            )
+            eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
+                                     frames_device=cfg.frames_device)  # fmt: skip
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
@@ -455,14 +438,8 @@ def train_lam(run: Run) -> LAPO:
 
 def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     models = build_models(cfg, data.shapes, "actor", "debug_head")
@@ -476,16 +453,8 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
-    stage = Stage(
-        "bc",
-        "latent_bc.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-    )
+    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
@@ -521,22 +490,10 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
     frame_stack = cfg.bc.frame_stack
-    reference = load_dataset(
-        cfg.bc.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=cfg.bc.max_trajectories,
-        frames_device=cfg.frames_device,
-    )  # cached
-    data = load_dataset(
-        c.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    reference = load_dataset(cfg.bc.data_path, device, frame_stack, load_states=False,
+                             max_trajectories=cfg.bc.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = load_dataset(c.data_path, device, frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
@@ -548,17 +505,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage(
-        "decoder",
-        "decoder.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
