@@ -109,10 +109,7 @@ def train_bc(run: Run) -> Actor:
         stage.log(step, loss, mse_loss=loss)
 
     actor.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, run.device, "bc"))
     return actor
 

@@ -94,18 +94,9 @@ class IDM(nn.Module):
     """(o_t, o_{t+1}) -> a_t. Shared encoder on both (one batch of 2B) -> flatten -> e_t, e_t1 [B, D];
     ReFedMLP head on [e_t, e_t1] with the same inputs re-fed at every layer -> [B, A]."""
 
-    def __init__(
-        self,
-        frame_stack: int,
-        act_dim: int,
-        scale: int,
-        deep: bool = False,
-        num_res_blocks: int = 2,
-        encoder_dropout: float = 0.0,
-        head_dim: int = 1024,
-        head_dropout: float = 0.0,
-        img_hw: int = 64,
-    ):
+    def __init__(self, frame_stack: int, act_dim: int, scale: int, deep: bool = False, num_res_blocks: int = 2,
+                 encoder_dropout: float = 0.0, head_dim: int = 1024, head_dropout: float = 0.0,
+                 img_hw: int = 64):  # fmt: skip
         super().__init__()
         self.encoder = ResNetEncoder(3 * frame_stack, scale, deep, num_res_blocks, encoder_dropout)
         d = self.encoder.out_dim(img_hw)
@@ -221,8 +212,6 @@ def train_bc(run: Run, idm: IDM) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
     if c.use_aug:
         raise ConfigError("bc.use_aug=True is not supported (the paper's config uses False)")
-    if c.frame_stack != cfg.idm.frame_stack:
-        raise ConfigError(f"bc.frame_stack={c.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
     data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
                         frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)
@@ -257,10 +246,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
         )
 
     actor.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc"))
     return actor
 

@@ -342,9 +342,8 @@ def train_lam(run: Run) -> LAOMLabels:
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--lapo.batch_size")
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
-        return ridge_probe(
-            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
-        )
+        return ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples,
+                           eval_data=eval_data)  # fmt: skip
 
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
     curve.before_training(stage, lam, probe_now)
@@ -442,10 +441,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
 
     actor.eval().requires_grad_(False)
     debug_head.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     # actor + debug head: a diagnostic, not a paper number (no normalised score)
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc", False))
     return actor
@@ -494,10 +490,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         stage.log(step, loss, mse_loss=loss)
 
     decoder.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, frame_stack, device, "decoder"))
     return decoder
 
@@ -505,10 +498,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(
-            f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-            "the LAM labels the actor's observations, so they must be equal"
-        )
+        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
+                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
     if cfg.decoder.data_path is None:
         cfg.decoder.data_path = cfg.lapo.labeled_data_path  # the decoder learns from the LAM's labels
     run = start_run(cfg)

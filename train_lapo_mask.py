@@ -180,14 +180,9 @@ class Quantizer(nn.Module):
                     f"lapo.latent_action_dim={z} must be a multiple of lapo.vq_code_dim={self.group}, itself a "
                     f"multiple of lapo.vq_num_codebooks={c.vq_num_codebooks}"
                 )
-            self.vq = VectorQuantize(
-                dim=self.group,
-                codebook_size=c.vq_codebook_size,
-                heads=c.vq_num_codebooks,
-                separate_codebook_per_head=True,
-                decay=c.vq_decay,
-                commitment_weight=c.vq_commitment_weight,
-            )
+            self.vq = VectorQuantize(dim=self.group, codebook_size=c.vq_codebook_size, heads=c.vq_num_codebooks,
+                                     separate_codebook_per_head=True, decay=c.vq_decay,
+                                     commitment_weight=c.vq_commitment_weight)  # fmt: skip
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = z.shape[0]
@@ -241,15 +236,8 @@ class LatentFDM(nn.Module):
 class LAPO(nn.Module):
     """Latent IDM + FDM. forward: (o_t, o_{t+k}) -> (reconstruction of o_{t+1}, z); label: the latent action."""
 
-    def __init__(
-        self,
-        frame_stack: int,
-        latent_dim: int,
-        scale: int,
-        deep: bool = False,
-        num_res_blocks: int = 2,
-        img_hw: int = 64,
-    ):
+    def __init__(self, frame_stack: int, latent_dim: int, scale: int, deep: bool = False, num_res_blocks: int = 2,
+                 img_hw: int = 64):  # fmt: skip
         super().__init__()
         self.idm = LatentIDM(frame_stack, latent_dim, scale, deep, num_res_blocks, img_hw)
         self.fdm = LatentFDM(frame_stack, latent_dim, scale, deep, num_res_blocks, img_hw)
@@ -370,9 +358,8 @@ def train_lam(run: Run) -> LAPO:
     batches = stage.batches(data, valid, c.batch_size, flag="--lapo.batch_size")
 
     def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
-        return ridge_probe(
-            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
-        )
+        return ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples,
+                           eval_data=eval_data)  # fmt: skip
 
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
     curve.before_training(stage, lam, probe_now)
@@ -475,10 +462,7 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
 
     actor.eval().requires_grad_(False)
     debug_head.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     # actor + debug head: a diagnostic, not a paper number (no normalised score)
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc", False))
     return actor
@@ -527,10 +511,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         stage.log(step, loss, mse_loss=loss)
 
     decoder.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, frame_stack, device, "decoder"))
     return decoder
 
@@ -538,10 +519,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(
-            f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-            "the LAM labels the actor's observations, so they must be equal"
-        )
+        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
+                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
     if not cfg.lapo.masks_path and cfg.lapo.checkpoint_path is None:
         raise ConfigError(
             "lapo.masks_path is required: the HDF5 foreground masks of lapo.data_path (make them with "
