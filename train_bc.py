@@ -65,8 +65,7 @@ class Config(RunConfig):
 
 
 def build_models(cfg: Config, shapes: Shapes) -> dict[str, nn.Module]:
-    """Every network the method trains (the actor), freshly initialised: what the stage trains and
-    scripts/fidelity/count_params.py counts."""
+    """The actor, freshly initialised: what the stage trains and scripts/fidelity/count_params.py counts."""
     c = cfg.bc
     actor = Actor(
         3 * c.frame_stack, shapes.act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout

@@ -116,8 +116,7 @@ def build_idm(c: IDMConfig, act_dim: int, img_hw: int = 64) -> IDM:
 
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
-    """The networks of the two stages (all, or those named: "idm", "actor"), freshly initialised: what the stages
-    train and scripts/fidelity/count_params.py counts."""
+    """The stages' networks (all, or those named), freshly initialised, as count_params.py counts them."""
     b = cfg.bc
     builders = {
         "idm": lambda: build_idm(cfg.idm, shapes.act_dim, shapes.img_hw),

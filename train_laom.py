@@ -181,7 +181,6 @@ class Probes(nn.Module):
         self.obs_action = nn.Linear(emb_dim, act_dim)  # PyTorch's default init (not orthogonal), as released
 
     def forward(self, z, e_t, actions, states) -> dict[str, torch.Tensor]:
-        """MSE of each probe, in fp32, with no gradient into z or e_t."""
         z, e_t = z.detach().float(), e_t.detach().float()
         return {
             "action_probe_mse_loss": F.mse_loss(self.action(z), actions),
@@ -191,8 +190,7 @@ class Probes(nn.Module):
 
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
-    """The networks of the three stages (all, or those named), freshly initialised: what the stages train and
-    scripts/fidelity/count_params.py counts ("lam" is the module of the paper's Table 4)."""
+    """The stages' networks (all, or those named), freshly initialised, as count_params.py counts them (Table 4)."""
     c, b, a = cfg.lapo, cfg.bc, shapes.act_dim
     z, emb_dim = c.latent_action_dim, encoder_out_dim(c.encoder_scale, c.encoder_deep, shapes.img_hw)
     builders = {

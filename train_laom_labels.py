@@ -196,7 +196,6 @@ class Probes(nn.Module):
         self.obs_action = nn.Linear(emb_dim, act_dim)  # PyTorch's default init (not orthogonal), as released
 
     def forward(self, z, e_t, actions, states) -> dict[str, torch.Tensor]:
-        """MSE of each probe, in fp32, with no gradient into z or e_t."""
         z, e_t = z.detach().float(), e_t.detach().float()
         return {
             "action_probe_mse_loss": F.mse_loss(self.action(z), actions),
@@ -206,8 +205,7 @@ class Probes(nn.Module):
 
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
-    """The networks of the three stages (all, or those named), freshly initialised: what the stages train and
-    scripts/fidelity/count_params.py counts ("lam" is the module of the paper's Table 4)."""
+    """The stages' networks (all, or those named), freshly initialised, as count_params.py counts them (Table 4)."""
     c, b, a = cfg.lapo, cfg.bc, shapes.act_dim
     z, emb_dim = c.latent_action_dim, encoder_out_dim(c.encoder_scale, c.encoder_deep, shapes.img_hw)
     builders = {
@@ -238,15 +236,11 @@ def temporal_consistency_loss(pred: torch.Tensor, target: torch.Tensor, cosine: 
 def stage1_batch(
     data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter], labeled=None
 ) -> tuple[list[torch.Tensor], dict, Optional[dict]]:
-    """([o_t, o_{t+k}, o_{t+1}] as float [B, 3k, H, W] in [-1, 1], the batch, None). With `labeled` (the labeled
-    dataset and its valid indices): ([o_t, o_{t+k}, o_{t+1}, labeled o_t, labeled o_{t+k}], the batch, the labeled
-    batch); the labeled observations are [L, 3k, H, W], L = labeled_batch_size samples drawn with replacement.
-
-    With augmentation, each observation is augmented as by its own call of the augmenter, as released: a call draws
-    one rotation and one perspective for all of its images (and a shift per image), so the observations of a sample
-    are transformed differently. The random numbers are drawn in the order of the release's calls (the labeled
-    batch after the unlabeled observations' parameters), and on a GPU all observations go through one pass
-    (Augmenter.apply_each): the same images as separate calls (tests/test_train_laom.py)."""
+    """([o_t, o_{t+k}, o_{t+1}] float [B, 3k, H, W] in [-1, 1], batch, None); with `labeled` (dataset, valid indices)
+    ([..., labeled o_t, labeled o_{t+k}] [L, 3k, H, W], batch, labeled batch), L samples drawn with replacement.
+    Each observation is augmented as by its own call of the augmenter, as released (one rotation and perspective per
+    call, a shift per image), its random numbers drawn in the release's order (the labeled batch last); on a GPU all
+    go through one pass (Augmenter.apply_each): the same images as separate calls (tests/test_train_laom.py)."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
     frames = [normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs")]
     params = [aug.draw(x) for x in frames] if aug is not None else []

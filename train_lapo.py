@@ -228,7 +228,6 @@ class LAPO(nn.Module):
         self.quantizer: Optional[Quantizer] = None  # set by build_lam for the quantization ablation
 
     def latent_action(self, obs: torch.Tensor, future_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z [B, Z], quantizer loss): z quantized when a quantizer is set."""
         z = self.idm(obs, future_obs)
         if self.quantizer is None:
             return z, z.new_zeros((), dtype=torch.float32)
@@ -255,8 +254,7 @@ def build_lam(c: LAPOConfig, img_hw: int) -> LAPO:
 
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
-    """The networks of the three stages (all, or those named), freshly initialised: what the stages train and
-    scripts/fidelity/count_params.py counts."""
+    """The stages' networks (all, or those named), freshly initialised, as count_params.py counts them (Table 4)."""
     z, b, a = cfg.lapo.latent_action_dim, cfg.bc, shapes.act_dim
     builders = {
         "lam": lambda: build_lam(cfg.lapo, shapes.img_hw),
