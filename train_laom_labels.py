@@ -233,9 +233,8 @@ def temporal_consistency_loss(pred: torch.Tensor, target: torch.Tensor, cosine: 
     return F.mse_loss(pred, target)
 
 
-def stage1_batch(
-    data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter], labeled=None
-) -> tuple[list[torch.Tensor], dict, Optional[dict]]:
+def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter],
+                 labeled=None) -> tuple[list[torch.Tensor], dict, Optional[dict]]:  # fmt: skip
     """([o_t, o_{t+k}, o_{t+1}] float [B, 3k, H, W] in [-1, 1], batch, None); with `labeled` (dataset, valid indices)
     ([..., labeled o_t, labeled o_{t+k}] [L, 3k, H, W], batch, labeled batch), L samples drawn with replacement.
     Each observation is augmented as by its own call of the augmenter, as released (one rotation and perspective per
@@ -258,9 +257,8 @@ def stage1_batch(
 
 
 @torch.no_grad()
-def final_probe_mse(
-    lam: LAOMLabels, probes: Probes, data, valid, c: LAOMLabelsConfig, aug, device, num_batches: int
-) -> dict:
+def final_probe_mse(lam: LAOMLabels, probes: Probes, data, valid, c: LAOMLabelsConfig, aug, device,
+                    num_batches: int) -> dict:  # fmt: skip
     """Probe MSEs averaged over `num_batches` fresh batches, drawn and augmented as in training (no update)."""
     lam.eval()
     sums = None
@@ -347,9 +345,8 @@ def train_lam(run: Run) -> LAOMLabels:
         n = obs.shape[0]
         with autocast(device):
             # Unlabeled and labeled pairs through the LAM as one batch: encoder on 2(B + L), IDM on B + L.
-            z_all, e_t_all = lam.latent_action(
-                torch.cat([obs, labeled_obs]), torch.cat([future_obs, labeled_future_obs])
-            )
+            z_all, e_t_all = lam.latent_action(torch.cat([obs, labeled_obs]),
+                                               torch.cat([future_obs, labeled_future_obs]))  # fmt: skip
             z, e_t, labeled_z = z_all[:n], e_t_all[:n], z_all[n:]  # [B, Z], [B, D], [L, Z]
             pred = lam.predict_next(e_t, z)  # [B, D]
             labeled_pred = lam.action_head(labeled_z)  # [L, A]

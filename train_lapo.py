@@ -273,9 +273,8 @@ def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Modul
 
 
 @torch.no_grad()
-def final_probe_mse(
-    lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device, num_batches: int
-) -> float:
+def final_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device,
+                    num_batches: int) -> float:  # fmt: skip
     """Action-probe MSE averaged over `num_batches` fresh batches, drawn as in training (no update)."""
     lam.eval()
     total = torch.zeros((), device=device)
@@ -358,9 +357,8 @@ def train_lam(run: Run) -> LAPO:
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-        out = {
-            "lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device, c.final_probe_batches)
-        }
+        out = {"lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device,
+                                                              c.final_probe_batches)}  # fmt: skip
         eval_data = None
         if c.eval_data_path:
             eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,

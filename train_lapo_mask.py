@@ -293,13 +293,8 @@ MASK_EPS = 1e-6
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Mask-weighted MSE of a stacked reconstruction.
-
-    pred, target: float [B, 3k, H, W]; masks: uint8 [B, k, H, W] (255 = foreground), mask j weighing channels
-    3j .. 3j+2 (frame j of the stack). With m = masks / 255 broadcast over the 3 channels of its frame:
-        sum(m * (pred - target)^2) / (sum(m) + eps), sums over batch, channels and pixels, eps = MASK_EPS,
-    i.e. the mean squared error over the foreground (weighted by m); all-ones masks give F.mse_loss exactly.
-    """
+    """The masked MSE of the module docstring. pred, target: float [B, 3k, H, W]; masks: uint8 [B, k, H, W]
+    (255 = foreground), mask j weighing channels 3j .. 3j+2 (frame j of the stack)."""
     b, c, h, w = pred.shape
     m = (masks.float() / 255.0).view(b, -1, 1, h, w).expand(b, c // 3, 3, h, w)  # [B, k, 3, H, W]
     sq = (pred - target).pow(2).view(b, c // 3, 3, h, w)
@@ -307,9 +302,8 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) ->
 
 
 @torch.no_grad()
-def final_probe_mse(
-    lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device, num_batches: int
-) -> float:
+def final_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device,
+                    num_batches: int) -> float:  # fmt: skip
     """Action-probe MSE averaged over `num_batches` fresh batches, drawn as in training (no update)."""
     lam.eval()
     total = torch.zeros((), device=device)
@@ -397,9 +391,8 @@ def train_lam(run: Run) -> LAPO:
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-        out = {
-            "lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device, c.final_probe_batches)
-        }
+        out = {"lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device,
+                                                              c.final_probe_batches)}  # fmt: skip
         eval_data = None
         if c.eval_data_path:
             eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
