@@ -175,6 +175,7 @@ def train_idm(run: Run) -> IDM:
     stage = Stage("idm", "idm.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
                   updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--idm.batch_size")
+    eval_mse = lambda: eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)  # Fig. 9a's number
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
         obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]
@@ -191,15 +192,9 @@ def train_idm(run: Run) -> IDM:
         sched.step()
         stage.log(step, loss, mse_loss=loss)
         if eval_data is not None and stage.every(c.eval_every, step) and step + 1 < total:
-            mse = eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)
-            run.wandb.log({"idm/eval_action_mse": mse, "idm/step": step + 1})
+            run.wandb.log({"idm/eval_action_mse": eval_mse(), "idm/step": step + 1})
 
-    def evaluation() -> dict:
-        if eval_data is None:
-            return {}
-        return {"idm/eval_action_mse": eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)}
-
-    stage.final_metrics(evaluation)
+    stage.final_metrics(lambda: {} if eval_data is None else {"idm/eval_action_mse": eval_mse()})
     idm.eval().requires_grad_(False)
     return idm
 

@@ -319,11 +319,9 @@ def train_lam(run: Run) -> LAPO:
     stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
                   batch_size=c.batch_size, updates_per_epoch=batches_per_epoch)  # fmt: skip
     batches = stage.batches(data, valid, c.batch_size, flag="--lapo.batch_size")
-
-    def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
-        return ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples,
-                           eval_data=eval_data)  # fmt: skip
-
+    # the closed-form ridge probe of the current latents (src/probes.py)
+    probe_now = lambda eval_data=None: ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device,
+                                                   c.ridge_probe_samples, eval_data=eval_data)  # fmt: skip
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
     curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
