@@ -265,8 +265,7 @@ def train_lam(run: Run) -> LAOM:
                         max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "lam", "probes")
-    lam, probes = models["lam"].to(device), models["probes"].to(device)
+    lam, probes = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probes").values()]
     target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False).eval()  # EMA copy made at initialisation
     compile_networks(cfg.compile, lam)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
@@ -342,8 +341,7 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
                         frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "actor", "debug_head")
-    actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
+    actor, debug_head = [m.to(device) for m in build_models(cfg, data.shapes, "actor", "debug_head").values()]
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,

@@ -309,8 +309,7 @@ def train_lam(run: Run) -> LAOMLabels:
                                  frames_device=cfg.frames_device)  # fmt: skip
         check_compatible(data, eval_data, "evaluation")
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "lam", "probes")
-    lam, probes = models["lam"].to(device), models["probes"].to(device)
+    lam, probes = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probes").values()]
     # Target of the FDM: an EMA copy of the encoder made at initialisation (released code), or the online encoder
     # under stop-grad (paper text).
     target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False).eval() if c.use_ema_target else None
@@ -397,8 +396,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
                         frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "actor", "debug_head")
-    actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
+    actor, debug_head = [m.to(device) for m in build_models(cfg, data.shapes, "actor", "debug_head").values()]
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,

@@ -336,8 +336,7 @@ def train_lam(run: Run) -> LAPO:
                         max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "lam", "probe")
-    lam, probe = models["lam"].to(device), models["probe"].to(device)
+    lam, probe = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probe").values()]
     compile_networks(cfg.compile, lam)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     probe_optim = make_optimizer(probe, "adam", c.learning_rate)
@@ -418,8 +417,7 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
                         frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "actor", "debug_head")
-    actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
+    actor, debug_head = [m.to(device) for m in build_models(cfg, data.shapes, "actor", "debug_head").values()]
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,
