@@ -65,8 +65,7 @@ class Config(RunConfig):
 
 
 def build_models(cfg: Config, shapes: Shapes) -> dict[str, nn.Module]:
-    """Every network the method trains (the actor), freshly initialised: what the stage trains and
-    scripts/fidelity/count_params.py counts."""
+    """The actor, freshly initialised: what the stage trains and scripts/fidelity/count_params.py counts."""
     c = cfg.bc
     actor = Actor(
         3 * c.frame_stack, shapes.act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.dropout
@@ -77,15 +76,8 @@ def build_models(cfg: Config, shapes: Shapes) -> dict[str, nn.Module]:
 
 def train_bc(run: Run) -> Actor:
     cfg, c = run.cfg, run.cfg.bc
-    data = load_dataset(
-        c.data_path,
-        run.device,
-        c.frame_stack,
-        min_offset=0,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, run.device, c.frame_stack, min_offset=0, load_states=False,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(0)
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor = build_models(cfg, data.shapes)["actor"].to(run.device)
@@ -116,10 +108,7 @@ def train_bc(run: Run) -> Actor:
         stage.log(step, loss, mse_loss=loss)
 
     actor.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, run.device, "bc"))
     return actor
 

@@ -94,18 +94,9 @@ class IDM(nn.Module):
     """(o_t, o_{t+1}) -> a_t. Shared encoder on both (one batch of 2B) -> flatten -> e_t, e_t1 [B, D];
     ReFedMLP head on [e_t, e_t1] with the same inputs re-fed at every layer -> [B, A]."""
 
-    def __init__(
-        self,
-        frame_stack: int,
-        act_dim: int,
-        scale: int,
-        deep: bool = False,
-        num_res_blocks: int = 2,
-        encoder_dropout: float = 0.0,
-        head_dim: int = 1024,
-        head_dropout: float = 0.0,
-        img_hw: int = 64,
-    ):
+    def __init__(self, frame_stack: int, act_dim: int, scale: int, deep: bool = False, num_res_blocks: int = 2,
+                 encoder_dropout: float = 0.0, head_dim: int = 1024, head_dropout: float = 0.0,
+                 img_hw: int = 64):  # fmt: skip
         super().__init__()
         self.encoder = ResNetEncoder(3 * frame_stack, scale, deep, num_res_blocks, encoder_dropout)
         d = self.encoder.out_dim(img_hw)
@@ -120,22 +111,12 @@ class IDM(nn.Module):
 
 def build_idm(c: IDMConfig, act_dim: int, img_hw: int = 64) -> IDM:
     """The IDM of the stage-1 config (192,258,965 parameters at the paper's config for A = 21, 64 px)."""
-    return IDM(
-        c.frame_stack,
-        act_dim,
-        c.encoder_scale,
-        c.encoder_deep,
-        c.encoder_num_res_blocks,
-        c.encoder_dropout,
-        c.act_head_dim,
-        c.act_head_dropout,
-        img_hw,
-    )
+    return IDM(c.frame_stack, act_dim, c.encoder_scale, c.encoder_deep, c.encoder_num_res_blocks, c.encoder_dropout,
+               c.act_head_dim, c.act_head_dropout, img_hw)  # fmt: skip
 
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
-    """The networks of the two stages (all, or those named: "idm", "actor"), freshly initialised: what the stages
-    train and scripts/fidelity/count_params.py counts."""
+    """The stages' networks (all, or those named), freshly initialised, as count_params.py counts them."""
     b = cfg.bc
     builders = {
         "idm": lambda: build_idm(cfg.idm, shapes.act_dim, shapes.img_hw),
@@ -172,20 +153,12 @@ def train_idm(run: Run) -> IDM:
     cfg, c, device = run.cfg, run.cfg.idm, run.device
     if c.use_aug:
         raise ConfigError("idm.use_aug=True is not supported (the paper's config uses False)")
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset, load_states=False,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     eval_data = None
     if c.eval_data_path:
-        eval_data = load_dataset(
-            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-        )
+        eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
+                                 frames_device=cfg.frames_device)  # fmt: skip
         check_compatible(data, eval_data, "evaluation")
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("idm")  # its random streams from (seed, stage name) alone, before its networks
@@ -199,18 +172,10 @@ def train_idm(run: Run) -> IDM:
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"idm": idm, "optim": optim, "sched": sched}
-    stage = Stage(
-        "idm",
-        "idm.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("idm", "idm.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--idm.batch_size")
+    eval_mse = lambda: eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)  # Fig. 9a's number
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
         obs = normalize_obs(batch["obs"])  # o_t [B, 3k, H, W] in [-1, 1]
@@ -227,15 +192,9 @@ def train_idm(run: Run) -> IDM:
         sched.step()
         stage.log(step, loss, mse_loss=loss)
         if eval_data is not None and stage.every(c.eval_every, step) and step + 1 < total:
-            mse = eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)
-            run.wandb.log({"idm/eval_action_mse": mse, "idm/step": step + 1})
+            run.wandb.log({"idm/eval_action_mse": eval_mse(), "idm/step": step + 1})
 
-    def evaluation() -> dict:
-        if eval_data is None:
-            return {}
-        return {"idm/eval_action_mse": eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)}
-
-    stage.final_metrics(evaluation)
+    stage.final_metrics(lambda: {} if eval_data is None else {"idm/eval_action_mse": eval_mse()})
     idm.eval().requires_grad_(False)
     return idm
 
@@ -247,16 +206,8 @@ def train_bc(run: Run, idm: IDM) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
     if c.use_aug:
         raise ConfigError("bc.use_aug=True is not supported (the paper's config uses False)")
-    if c.frame_stack != cfg.idm.frame_stack:
-        raise ConfigError(f"bc.frame_stack={c.frame_stack} must equal idm.frame_stack={cfg.idm.frame_stack}")
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor = build_models(cfg, data.shapes, "actor")["actor"].to(device)
@@ -289,10 +240,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
         )
 
     actor.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: actor(normalize_obs(obs))[0]  # fp32: evaluation runs without autocast
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc"))
     return actor
 

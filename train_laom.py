@@ -181,7 +181,6 @@ class Probes(nn.Module):
         self.obs_action = nn.Linear(emb_dim, act_dim)  # PyTorch's default init (not orthogonal), as released
 
     def forward(self, z, e_t, actions, states) -> dict[str, torch.Tensor]:
-        """MSE of each probe, in fp32, with no gradient into z or e_t."""
         z, e_t = z.detach().float(), e_t.detach().float()
         return {
             "action_probe_mse_loss": F.mse_loss(self.action(z), actions),
@@ -191,8 +190,7 @@ class Probes(nn.Module):
 
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
-    """The networks of the three stages (all, or those named), freshly initialised: what the stages train and
-    scripts/fidelity/count_params.py counts ("lam" is the module of the paper's Table 4)."""
+    """The stages' networks (all, or those named), freshly initialised, as count_params.py counts them (Table 4)."""
     c, b, a = cfg.lapo, cfg.bc, shapes.act_dim
     z, emb_dim = c.latent_action_dim, encoder_out_dim(c.encoder_scale, c.encoder_deep, shapes.img_hw)
     builders = {
@@ -263,19 +261,12 @@ def eval_action_probe_mse(lam: LAOM, probes: Probes, data: TrajectoryData, c: LA
 
 def train_lam(run: Run) -> LAOM:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "lam", "probes")
-    lam, probes = models["lam"].to(device), models["probes"].to(device)
-    target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False)  # EMA copy made at initialisation
+    lam, probes = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probes").values()]
+    target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False).eval()  # EMA copy made at initialisation
     compile_networks(cfg.compile, lam)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
@@ -287,28 +278,13 @@ def train_lam(run: Run) -> LAOM:
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"lam": lam, "target_encoder": target_encoder, "probes": probes}
     objects |= {"optim": optim, "probe_optim": probe_optim, "sched": sched}
-    stage = Stage(
-        "lapo",
-        "lam.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        reuse_metrics=True,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
+                  batch_size=c.batch_size, updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
-    lam.train()
-    target_encoder.eval()
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--lapo.batch_size")
-
-    def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
-        return ridge_probe(
-            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
-        )
-
+    # the closed-form ridge probe of the current latents (src/probes.py)
+    probe_now = lambda eval_data=None: ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device,
+                                                   c.ridge_probe_samples, eval_data=eval_data)  # fmt: skip
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
     curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
@@ -340,9 +316,8 @@ def train_lam(run: Run) -> LAOM:
         out = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
         eval_data = None
         if c.eval_data_path:
-            eval_data = load_dataset(
-                c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-            )
+            eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
+                                     frames_device=cfg.frames_device)  # fmt: skip
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
@@ -362,18 +337,11 @@ def train_lam(run: Run) -> LAOM:
 
 def train_latent_bc(run: Run, lam: LAOM) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "actor", "debug_head")
-    actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
+    actor, debug_head = [m.to(device) for m in build_models(cfg, data.shapes, "actor", "debug_head").values()]
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,
@@ -383,16 +351,8 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
-    stage = Stage(
-        "bc",
-        "latent_bc.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-    )
+    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
@@ -413,10 +373,7 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
 
     actor.eval().requires_grad_(False)
     debug_head.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     # actor + debug head: a diagnostic, not a paper number (no normalised score)
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc", False))
     return actor
@@ -428,22 +385,10 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
     frame_stack = cfg.bc.frame_stack
-    reference = load_dataset(
-        cfg.bc.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=cfg.bc.max_trajectories,
-        frames_device=cfg.frames_device,
-    )  # cached
-    data = load_dataset(
-        c.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    reference = load_dataset(cfg.bc.data_path, device, frame_stack, load_states=False,
+                             max_trajectories=cfg.bc.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = load_dataset(c.data_path, device, frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
@@ -455,17 +400,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage(
-        "decoder",
-        "decoder.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
@@ -486,10 +422,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         stage.log(step, loss, mse_loss=loss)
 
     decoder.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, frame_stack, device, "decoder"))
     return decoder
 
@@ -497,10 +430,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(
-            f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-            "the LAM labels the actor's observations, so they must be equal"
-        )
+        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
+                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
     run = start_run(cfg)
     lam = train_lam(run)
     if not cfg.lam_only:

@@ -196,7 +196,6 @@ class Probes(nn.Module):
         self.obs_action = nn.Linear(emb_dim, act_dim)  # PyTorch's default init (not orthogonal), as released
 
     def forward(self, z, e_t, actions, states) -> dict[str, torch.Tensor]:
-        """MSE of each probe, in fp32, with no gradient into z or e_t."""
         z, e_t = z.detach().float(), e_t.detach().float()
         return {
             "action_probe_mse_loss": F.mse_loss(self.action(z), actions),
@@ -206,8 +205,7 @@ class Probes(nn.Module):
 
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
-    """The networks of the three stages (all, or those named), freshly initialised: what the stages train and
-    scripts/fidelity/count_params.py counts ("lam" is the module of the paper's Table 4)."""
+    """The stages' networks (all, or those named), freshly initialised, as count_params.py counts them (Table 4)."""
     c, b, a = cfg.lapo, cfg.bc, shapes.act_dim
     z, emb_dim = c.latent_action_dim, encoder_out_dim(c.encoder_scale, c.encoder_deep, shapes.img_hw)
     builders = {
@@ -235,18 +233,13 @@ def temporal_consistency_loss(pred: torch.Tensor, target: torch.Tensor, cosine: 
     return F.mse_loss(pred, target)
 
 
-def stage1_batch(
-    data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter], labeled=None
-) -> tuple[list[torch.Tensor], dict, Optional[dict]]:
-    """([o_t, o_{t+k}, o_{t+1}] as float [B, 3k, H, W] in [-1, 1], the batch, None). With `labeled` (the labeled
-    dataset and its valid indices): ([o_t, o_{t+k}, o_{t+1}, labeled o_t, labeled o_{t+k}], the batch, the labeled
-    batch); the labeled observations are [L, 3k, H, W], L = labeled_batch_size samples drawn with replacement.
-
-    With augmentation, each observation is augmented as by its own call of the augmenter, as released: a call draws
-    one rotation and one perspective for all of its images (and a shift per image), so the observations of a sample
-    are transformed differently. The random numbers are drawn in the order of the release's calls (the labeled
-    batch after the unlabeled observations' parameters), and on a GPU all observations go through one pass
-    (Augmenter.apply_each): the same images as separate calls (tests/test_train_laom.py)."""
+def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, aug: Optional[Augmenter],
+                 labeled=None) -> tuple[list[torch.Tensor], dict, Optional[dict]]:  # fmt: skip
+    """([o_t, o_{t+k}, o_{t+1}] float [B, 3k, H, W] in [-1, 1], batch, None); with `labeled` (dataset, valid indices)
+    ([..., labeled o_t, labeled o_{t+k}] [L, 3k, H, W], batch, labeled batch), L samples drawn with replacement.
+    Each observation is augmented as by its own call of the augmenter, as released (one rotation and perspective per
+    call, a shift per image), its random numbers drawn in the release's order (the labeled batch last); on a GPU all
+    go through one pass (Augmenter.apply_each): the same images as separate calls (tests/test_train_laom.py)."""
     b = data.batch(idx, c.frame_stack, future_offset=c.future_obs_offset, next_obs=True)
     frames = [normalize_obs(b[k]) for k in ("obs", "future_obs", "next_obs")]
     params = [aug.draw(x) for x in frames] if aug is not None else []
@@ -264,9 +257,8 @@ def stage1_batch(
 
 
 @torch.no_grad()
-def final_probe_mse(
-    lam: LAOMLabels, probes: Probes, data, valid, c: LAOMLabelsConfig, aug, device, num_batches: int
-) -> dict:
+def final_probe_mse(lam: LAOMLabels, probes: Probes, data, valid, c: LAOMLabelsConfig, aug, device,
+                    num_batches: int) -> dict:  # fmt: skip
     """Probe MSEs averaged over `num_batches` fresh batches, drawn and augmented as in training (no update)."""
     lam.eval()
     sums = None
@@ -301,23 +293,11 @@ def eval_action_mse(lam: LAOMLabels, data: TrajectoryData, c: LAOMLabelsConfig, 
 
 def train_lam(run: Run) -> LAOMLabels:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
-    labeled = load_dataset(
-        c.labeled_data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        load_states=False,
-        frames_device=cfg.frames_device,
-    )
+    labeled = load_dataset(c.labeled_data_path, device, c.frame_stack, min_offset=c.future_obs_offset,
+                           load_states=False, frames_device=cfg.frames_device)  # fmt: skip
     check_compatible(data, labeled, "labeled")
     labeled_valid = labeled.valid_indices(c.future_obs_offset)
     # Labeled batches are drawn with replacement (the labeled set may be small): a larger batch repeats samples.
@@ -325,17 +305,14 @@ def train_lam(run: Run) -> LAOMLabels:
     check_batch_size("--lapo.labeled_batch_size", c.labeled_batch_size, total_labeled, labeled.path, True)
     eval_data = None
     if c.eval_data_path:
-        eval_data = load_dataset(
-            c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-        )
+        eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
+                                 frames_device=cfg.frames_device)  # fmt: skip
         check_compatible(data, eval_data, "evaluation")
-
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "lam", "probes")
-    lam, probes = models["lam"].to(device), models["probes"].to(device)
+    lam, probes = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probes").values()]
     # Target of the FDM: an EMA copy of the encoder made at initialisation (released code), or the online encoder
     # under stop-grad (paper text).
-    target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False) if c.use_ema_target else None
+    target_encoder = copy.deepcopy(lam.encoder).requires_grad_(False).eval() if c.use_ema_target else None
     compile_networks(cfg.compile, lam)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
@@ -348,30 +325,15 @@ def train_lam(run: Run) -> LAOMLabels:
     objects = {"lam": lam, "probes": probes, "optim": optim, "probe_optim": probe_optim, "sched": sched}
     if target_encoder is not None:
         objects["target_encoder"] = target_encoder
-    batch_size = c.batch_size + c.labeled_batch_size
-    stage = Stage(
-        "lapo",
-        "lam.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        reuse_metrics=True,
-        batch_size=batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples + c.labeled_batch_size * batches_per_epoch,  # the labeled batches are whole
-    )
+    # samples per update and per epoch (for samples/s): the labeled batches are whole
+    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
+                  batch_size=c.batch_size + c.labeled_batch_size, updates_per_epoch=batches_per_epoch,
+                  epoch_samples=num_samples + c.labeled_batch_size * batches_per_epoch)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
-    lam.train()
-    if target_encoder is not None:
-        target_encoder.eval()
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--lapo.batch_size")
-
-    def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
-        return ridge_probe(
-            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
-        )
-
+    # the closed-form ridge probe of the current latents (src/probes.py)
+    probe_now = lambda eval_data=None: ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device,
+                                                   c.ridge_probe_samples, eval_data=eval_data)  # fmt: skip
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
     curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
@@ -380,9 +342,8 @@ def train_lam(run: Run) -> LAOMLabels:
         n = obs.shape[0]
         with autocast(device):
             # Unlabeled and labeled pairs through the LAM as one batch: encoder on 2(B + L), IDM on B + L.
-            z_all, e_t_all = lam.latent_action(
-                torch.cat([obs, labeled_obs]), torch.cat([future_obs, labeled_future_obs])
-            )
+            z_all, e_t_all = lam.latent_action(torch.cat([obs, labeled_obs]),
+                                               torch.cat([future_obs, labeled_future_obs]))  # fmt: skip
             z, e_t, labeled_z = z_all[:n], e_t_all[:n], z_all[n:]  # [B, Z], [B, D], [L, Z]
             pred = lam.predict_next(e_t, z)  # [B, D]
             labeled_pred = lam.action_head(labeled_z)  # [L, A]
@@ -431,18 +392,11 @@ def train_lam(run: Run) -> LAOMLabels:
 
 def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "actor", "debug_head")
-    actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
+    actor, debug_head = [m.to(device) for m in build_models(cfg, data.shapes, "actor", "debug_head").values()]
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,
@@ -452,16 +406,8 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
-    stage = Stage(
-        "bc",
-        "latent_bc.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-    )
+    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
@@ -482,10 +428,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
 
     actor.eval().requires_grad_(False)
     debug_head.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     # actor + debug head: a diagnostic, not a paper number (no normalised score)
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc", False))
     return actor
@@ -497,22 +440,10 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
     frame_stack = cfg.bc.frame_stack
-    reference = load_dataset(
-        cfg.bc.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=cfg.bc.max_trajectories,
-        frames_device=cfg.frames_device,
-    )  # cached
-    data = load_dataset(
-        c.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    reference = load_dataset(cfg.bc.data_path, device, frame_stack, load_states=False,
+                             max_trajectories=cfg.bc.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = load_dataset(c.data_path, device, frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
@@ -524,17 +455,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage(
-        "decoder",
-        "decoder.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
@@ -555,10 +477,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         stage.log(step, loss, mse_loss=loss)
 
     decoder.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, frame_stack, device, "decoder"))
     return decoder
 
@@ -566,10 +485,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(
-            f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-            "the LAM labels the actor's observations, so they must be equal"
-        )
+        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
+                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
     if cfg.decoder.data_path is None:
         cfg.decoder.data_path = cfg.lapo.labeled_data_path  # the decoder learns from the LAM's labels
     run = start_run(cfg)

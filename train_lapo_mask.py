@@ -180,14 +180,9 @@ class Quantizer(nn.Module):
                     f"lapo.latent_action_dim={z} must be a multiple of lapo.vq_code_dim={self.group}, itself a "
                     f"multiple of lapo.vq_num_codebooks={c.vq_num_codebooks}"
                 )
-            self.vq = VectorQuantize(
-                dim=self.group,
-                codebook_size=c.vq_codebook_size,
-                heads=c.vq_num_codebooks,
-                separate_codebook_per_head=True,
-                decay=c.vq_decay,
-                commitment_weight=c.vq_commitment_weight,
-            )
+            self.vq = VectorQuantize(dim=self.group, codebook_size=c.vq_codebook_size, heads=c.vq_num_codebooks,
+                                     separate_codebook_per_head=True, decay=c.vq_decay,
+                                     commitment_weight=c.vq_commitment_weight)  # fmt: skip
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = z.shape[0]
@@ -241,15 +236,8 @@ class LatentFDM(nn.Module):
 class LAPO(nn.Module):
     """Latent IDM + FDM. forward: (o_t, o_{t+k}) -> (reconstruction of o_{t+1}, z); label: the latent action."""
 
-    def __init__(
-        self,
-        frame_stack: int,
-        latent_dim: int,
-        scale: int,
-        deep: bool = False,
-        num_res_blocks: int = 2,
-        img_hw: int = 64,
-    ):
+    def __init__(self, frame_stack: int, latent_dim: int, scale: int, deep: bool = False, num_res_blocks: int = 2,
+                 img_hw: int = 64):  # fmt: skip
         super().__init__()
         self.idm = LatentIDM(frame_stack, latent_dim, scale, deep, num_res_blocks, img_hw)
         self.fdm = LatentFDM(frame_stack, latent_dim, scale, deep, num_res_blocks, img_hw)
@@ -257,7 +245,6 @@ class LAPO(nn.Module):
         self.quantizer: Optional[Quantizer] = None  # set by build_lam for the quantization ablation
 
     def latent_action(self, obs: torch.Tensor, future_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z [B, Z], quantizer loss): z quantized when a quantizer is set."""
         z = self.idm(obs, future_obs)
         if self.quantizer is None:
             return z, z.new_zeros((), dtype=torch.float32)
@@ -284,8 +271,7 @@ def build_lam(c: LAPOConfig, img_hw: int) -> LAPO:
 
 
 def build_models(cfg: Config, shapes: Shapes, *names: str) -> dict[str, nn.Module]:
-    """The networks of the three stages (all, or those named), freshly initialised: what the stages train and
-    scripts/fidelity/count_params.py counts."""
+    """The stages' networks (all, or those named), freshly initialised, as count_params.py counts them (Table 4)."""
     z, b, a = cfg.lapo.latent_action_dim, cfg.bc, shapes.act_dim
     builders = {
         "lam": lambda: build_lam(cfg.lapo, shapes.img_hw),
@@ -307,13 +293,8 @@ MASK_EPS = 1e-6
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Mask-weighted MSE of a stacked reconstruction.
-
-    pred, target: float [B, 3k, H, W]; masks: uint8 [B, k, H, W] (255 = foreground), mask j weighing channels
-    3j .. 3j+2 (frame j of the stack). With m = masks / 255 broadcast over the 3 channels of its frame:
-        sum(m * (pred - target)^2) / (sum(m) + eps), sums over batch, channels and pixels, eps = MASK_EPS,
-    i.e. the mean squared error over the foreground (weighted by m); all-ones masks give F.mse_loss exactly.
-    """
+    """The masked MSE of the module docstring. pred, target: float [B, 3k, H, W]; masks: uint8 [B, k, H, W]
+    (255 = foreground), mask j weighing channels 3j .. 3j+2 (frame j of the stack)."""
     b, c, h, w = pred.shape
     m = (masks.float() / 255.0).view(b, -1, 1, h, w).expand(b, c // 3, 3, h, w)  # [B, k, 3, H, W]
     sq = (pred - target).pow(2).view(b, c // 3, 3, h, w)
@@ -321,9 +302,8 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) ->
 
 
 @torch.no_grad()
-def final_probe_mse(
-    lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device, num_batches: int
-) -> float:
+def final_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device,
+                    num_batches: int) -> float:  # fmt: skip
     """Action-probe MSE averaged over `num_batches` fresh batches, drawn as in training (no update)."""
     lam.eval()
     total = torch.zeros((), device=device)
@@ -352,19 +332,11 @@ def eval_action_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, c: 
 
 def train_lam(run: Run) -> LAPO:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        min_offset=c.future_obs_offset,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset, load_states=False,
+                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "lam", "probe")
-    lam, probe = models["lam"].to(device), models["probe"].to(device)
+    lam, probe = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probe").values()]
     compile_networks(cfg.compile, lam)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     probe_optim = make_optimizer(probe, "adam", c.learning_rate)
@@ -372,24 +344,12 @@ def train_lam(run: Run) -> LAPO:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"lam": lam, "probe": probe, "optim": optim, "probe_optim": probe_optim, "sched": sched}
-    stage = Stage(
-        "lapo",
-        "lam.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        reuse_metrics=True,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-    )
+    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
+                  batch_size=c.batch_size, updates_per_epoch=batches_per_epoch)  # fmt: skip
     batches = stage.batches(data, valid, c.batch_size, flag="--lapo.batch_size")
-
-    def probe_now(eval_data=None) -> dict:  # closed-form ridge probe of the current latents (src/probes.py)
-        return ridge_probe(
-            lam.label, data, c.frame_stack, c.batch_size, device, c.ridge_probe_samples, eval_data=eval_data
-        )
-
+    # the closed-form ridge probe of the current latents (src/probes.py)
+    probe_now = lambda eval_data=None: ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device,
+                                                   c.ridge_probe_samples, eval_data=eval_data)  # fmt: skip
     curve = ProbeCurve(run.dir / "lam-ridge-curve.json", c.ridge_probe_every if c.ridge_probe_samples else 0)
     curve.before_training(stage, lam, probe_now)
     for step in stage.updates():
@@ -428,14 +388,12 @@ def train_lam(run: Run) -> LAPO:
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-        out = {
-            "lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device, c.final_probe_batches)
-        }
+        out = {"lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device,
+                                                              c.final_probe_batches)}  # fmt: skip
         eval_data = None
         if c.eval_data_path:
-            eval_data = load_dataset(
-                c.eval_data_path, device, c.frame_stack, load_states=False, frames_device=cfg.frames_device
-            )
+            eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
+                                     frames_device=cfg.frames_device)  # fmt: skip
             check_compatible(data, eval_data, "evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
@@ -455,18 +413,11 @@ def train_lam(run: Run) -> LAPO:
 
 def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    data = load_dataset(
-        c.data_path,
-        device,
-        c.frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
-    models = build_models(cfg, data.shapes, "actor", "debug_head")
-    actor, debug_head = models["actor"].to(device), models["debug_head"].to(device)
+    actor, debug_head = [m.to(device) for m in build_models(cfg, data.shapes, "actor", "debug_head").values()]
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
     # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,
@@ -476,16 +427,8 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     total = c.num_epochs * batches_per_epoch
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
-    stage = Stage(
-        "bc",
-        "latent_bc.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-    )
+    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
@@ -506,10 +449,7 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
 
     actor.eval().requires_grad_(False)
     debug_head.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: debug_head(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     # actor + debug head: a diagnostic, not a paper number (no normalised score)
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, c.frame_stack, device, "bc", False))
     return actor
@@ -521,22 +461,10 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     cfg, c, device = run.cfg, run.cfg.decoder, run.device
     frame_stack = cfg.bc.frame_stack
-    reference = load_dataset(
-        cfg.bc.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=cfg.bc.max_trajectories,
-        frames_device=cfg.frames_device,
-    )  # cached
-    data = load_dataset(
-        c.data_path,
-        device,
-        frame_stack,
-        load_states=False,
-        max_trajectories=c.max_trajectories,
-        frames_device=cfg.frames_device,
-    )
+    reference = load_dataset(cfg.bc.data_path, device, frame_stack, load_states=False,
+                             max_trajectories=cfg.bc.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = load_dataset(c.data_path, device, frame_stack, load_states=False, max_trajectories=c.max_trajectories,
+                        frames_device=cfg.frames_device)  # fmt: skip
     check_compatible(reference, data, "decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
@@ -548,17 +476,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
     total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
     sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage(
-        "decoder",
-        "decoder.pt",
-        objects,
-        total,
-        run,
-        c.checkpoint_path,
-        batch_size=c.batch_size,
-        updates_per_epoch=batches_per_epoch,
-        epoch_samples=num_samples,
-    )
+    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
+                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
     aug = Augmenter() if c.use_aug else None
     batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
@@ -579,10 +498,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         stage.log(step, loss, mse_loss=loss)
 
     decoder.eval()
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
-
+    policy = lambda obs: decoder(actor(normalize_obs(obs))[0])  # fp32: evaluation runs without autocast
     stage.final_metrics(lambda: evaluate_for_dataset(policy, data.attrs, c, cfg, frame_stack, device, "decoder"))
     return decoder
 
@@ -590,10 +506,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
     if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(
-            f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-            "the LAM labels the actor's observations, so they must be equal"
-        )
+        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
+                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
     if not cfg.lapo.masks_path and cfg.lapo.checkpoint_path is None:
         raise ConfigError(
             "lapo.masks_path is required: the HDF5 foreground masks of lapo.data_path (make them with "
