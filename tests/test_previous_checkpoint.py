@@ -64,7 +64,8 @@ def test_the_networks_keep_their_state_dict_names():
 def test_a_finished_lam_of_the_previous_version_is_reused(previous, monkeypatch, capfd):
     run(monkeypatch, "reuse", f"--lapo.checkpoint_path={previous / 'finished' / 'lam.pt'}")
     out = capfd.readouterr()
-    assert f"lapo: loaded the finished stage from {previous / 'finished' / 'lam.pt'}, not trained here" in out.out + out.err
+    loaded = f"lapo: loaded the finished stage from {previous / 'finished' / 'lam.pt'}, not trained here"
+    assert loaded in out.out + out.err
     res = json.loads((previous / "reuse" / "results.json").read_text())
     assert res["metrics"]["lapo/trained_updates"] == 0 and res["metrics"]["lapo/updates"] == 9
     assert numbers(previous / "reuse") == numbers(previous / "finished")
