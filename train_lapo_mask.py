@@ -38,7 +38,6 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
-from src.compile import compile_networks
 from src.data import (
     Shapes,
     TrajectoryData,
@@ -52,7 +51,7 @@ from src.data import (
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.memory import StageMemory, latent_policy_memory, meta_batch, stage_memory
-from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
+from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, compile_networks, weight_init
 from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, RunConfig, main, start_run

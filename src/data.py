@@ -249,11 +249,6 @@ def normalize_obs(obs: torch.Tensor) -> torch.Tensor:
     return obs.float().div_(255.0).sub_(0.5).mul_(2.0)
 
 
-def env_obs_to_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Environment observations uint8 [N, H, W, 3k] (channel-last, oldest first) -> uint8 [N, 3k, H, W]."""
-    return torch.as_tensor(obs, device=device).permute(0, 3, 1, 2).contiguous()
-
-
 def check_data_file(flag: str, path: str) -> None:
     """A config field naming an HDF5 file to read (`--lapo.data_path=...`) is refused at the start of a run, naming
     the field, when the file is missing or is not HDF5."""

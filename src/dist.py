@@ -19,7 +19,6 @@ after backward, in one flat all-reduce per dtype, gives the same step without re
 it gives up is DDP's overlap of the all-reduce with the backward pass.
 """
 
-import dataclasses
 import datetime
 import importlib
 import os
@@ -103,28 +102,6 @@ def local_batch(global_batch: int, what: str = "the batch size") -> int:
             f"of ranks, {n}: use {lower} or {upper}, or another number of ranks"
         )
     return global_batch // n
-
-
-BATCH_FIELDS = ("batch_size", "labeled_batch_size")
-
-
-def config_fields(config):
-    """(command-line flag, field name, value) of every field of a config and of its sections (`--bc.batch_size`)."""
-    sections = [("", config)] + [
-        (f"{f.name}.", getattr(config, f.name))
-        for f in dataclasses.fields(config)
-        if dataclasses.is_dataclass(getattr(config, f.name))
-    ]
-    for prefix, section in sections:
-        for f in dataclasses.fields(section):
-            yield f"--{prefix}{f.name}", f.name, getattr(section, f.name)
-
-
-def check_batches(config) -> None:
-    """Every batch size of a config (any section) divides over the ranks: refused at start, naming the field."""
-    for flag, name, value in config_fields(config):
-        if name in BATCH_FIELDS and isinstance(value, int):
-            local_batch(value, flag)
 
 
 def total(count: int) -> int:

@@ -18,10 +18,10 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from shimmy.dm_control_compatibility import DmControlCompatibilityV0  # noqa: E402
 
-from src.data import REQUIRED_ROOT_ATTRS, DatasetError  # noqa: E402
+from src.data import REQUIRED_ROOT_ATTRS  # noqa: E402
 from src.dcs import constants as C  # noqa: E402
 from src.dcs.suite import load  # noqa: E402
-from src.errors import ConfigError  # noqa: E402
+from src.errors import ConfigError, DatasetError  # noqa: E402
 
 
 def flatten_state(obs: Mapping[str, np.ndarray], dtype: np.dtype = np.float32) -> np.ndarray:

@@ -189,3 +189,16 @@ class ActionMLP(nn.Module):
 
 def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def compile_networks(enabled: bool, *networks: nn.Module) -> None:
+    """The `compile` field of every script: with `enabled`, each parameter-holding child of each network (encoders,
+    heads) gets a compiled forward in place (nn.Module.compile), after the stage builds its networks. Its other
+    methods, the loop and the parameter names (so the checkpoints) stay as they are; the losses match the eager
+    ones to float tolerance (tests/test_compile.py)."""
+    if not enabled:
+        return
+    for network in networks:
+        for child in network.children():
+            if next(child.parameters(), None) is not None:
+                child.compile()

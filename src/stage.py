@@ -34,12 +34,15 @@ holds its loss window and final training loss: a run interrupted anywhere and ru
 skipped and one that loads stages from another run's checkpoints give the numbers of the uninterrupted run.
 """
 
+import contextlib
+import itertools
 import json
 import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,11 +50,10 @@ import torch
 from tqdm.auto import tqdm
 
 from src import dist
-from src.checkpoint import restore_stage, save_stage
+from src.checkpoint import restore_stage, save_stage, seed_stage, stage_seed
+from src.data import check_batch_size
 from src.errors import ConfigError
 from src.files import write_json
-from src.optim import NanGuard, infinite_epochs
-from src.run import Stopwatch, finish_wandb_quietly, seed_stage, stage_seed
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 PREEMPTED_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped on a signal after a checkpoint; run again to resume
@@ -73,6 +75,60 @@ def interrupt_point(stage: str, point: str) -> None:
     at = os.environ.get("LAOM_INTERRUPT_AT", "").split(":")
     if at[:2] == [stage, point]:
         os.kill(os.getpid(), getattr(signal, at[2] if len(at) > 2 else "SIGINT"))
+
+
+class NanGuard:
+    """Tracks, without a host sync, the first update whose loss was not finite; `check` raises (at log steps)."""
+
+    def __init__(self, stage: str, device: torch.device):
+        self.stage = stage
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def check(self, last_good: Path | None = None) -> None:
+        """Raises when the loss of any rank was not finite: every rank of a distributed run stops at the same
+        check (one all-reduce, at the host syncs that exist anyway)."""
+        step = int(dist.any_rank(self.first_bad))
+        if step >= 0:
+            where = f"; the last good checkpoint is {last_good}" if last_good and last_good.exists() else ""
+            raise FloatingPointError(f"{self.stage}: the loss became NaN or infinite at update {step}{where}")
+
+
+def infinite_epochs(
+    data,
+    valid: torch.Tensor,
+    batch_size: int,
+    drop_last: bool = True,
+    flag: str = "batch_size",
+    seed: int | None = None,
+    start: int = 0,
+):
+    """Batches of indices, epoch after epoch (a fresh permutation each epoch; see TrajectoryData.epoch). A batch
+    larger than the samples of `valid` (of all ranks) is refused here, naming the config field `flag`: an epoch
+    draws without replacement. Epoch e is permuted by its own generator seeded seed + e (seed None: by the global
+    random state), and the stream begins at batch `start`: a resumed stage draws the batches an uninterrupted run
+    would draw next."""
+    check_batch_size(flag, batch_size, dist.total(len(valid)), data.path)
+
+    def epochs():
+        for epoch in itertools.count():
+            gen = None if seed is None else torch.Generator(valid.device).manual_seed(seed + epoch)
+            yield from data.epoch(valid, batch_size, drop_last, gen)
+
+    return itertools.islice(epochs(), start, None)  # skipping slices index permutations only: cheap
+
+
+def finish_wandb_quietly(exit_code: int) -> None:
+    """Ends this process's wandb run, if any, without wandb's lines on the console (an interrupted run: its one line
+    is the last; wandb would print its sync hint after it at exit)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or wandb.run is None:
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        wandb.run.finish(exit_code=exit_code)
 
 
 class Stage:
@@ -104,7 +160,7 @@ class Stage:
         self.run, self.wandb_run, self.results, device = run.cfg, run.wandb, run.results, run.device
         self.load_from, self.reuse_metrics = load_from, reuse_metrics
         self.batch_size, self.updates_per_epoch, self.epoch_samples = batch_size, updates_per_epoch, epoch_samples
-        self.clock = Stopwatch()  # the stage's wall time, for results.json
+        self.started = time.perf_counter()  # the stage's wall time, for results.json
         saved = {}  # the loss window and final training loss of the checkpoint, if any
         self.start, self.done = restore_stage(self.ckpt, objects, load_from, device, name, run.cfg, saved)
         dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
@@ -127,7 +183,7 @@ class Stage:
             tqdm.write(f"{name}: resuming from update {self.start} of {total} ({self.ckpt})")
 
     def batches(self, data, valid: torch.Tensor, batch_size: int, drop_last: bool = True, flag: str = "batch_size"):
-        """The stage's stream of index batches (src/optim.py: infinite_epochs): its epochs ordered by the stage's own
+        """The stage's stream of index batches (infinite_epochs): its epochs ordered by the stage's own
         seed, starting at the update the stage resumes from, so a resumed stage draws what an uninterrupted one
         would draw next."""
         return infinite_epochs(data, valid, batch_size, drop_last, flag=flag, seed=self.data_seed, start=self.start)
@@ -144,7 +200,7 @@ class Stage:
             total=self.total,
             disable=not dist.is_main(),
         )
-        self._window = Stopwatch()
+        self._window = time.perf_counter()
         _stop_signals.clear()
         main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
         # SIGINT is left alone where it is ignored (a background job without job control)
@@ -220,13 +276,13 @@ class Stage:
                 values[f"{self.name}/learning_rate"] = self.objects["sched"].get_last_lr()[0]
             if self.batch_size:
                 samples = self._samples_before(n) - self._samples_before(n - self.run.log_every)
-                values[f"{self.name}/samples_per_s"] = samples / self._window()
+                values[f"{self.name}/samples_per_s"] = samples / (time.perf_counter() - self._window)
             if self.updates_per_epoch:
                 values[f"{self.name}/epoch"] = n / self.updates_per_epoch
             values[f"{self.name}/step"] = n
             self.wandb_run.log(values)
             self.bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
-            self._window = Stopwatch()
+            self._window = time.perf_counter()
         if n % self.run.checkpoint_every == 0 and n < self.total:
             self.guard.check(self.ckpt)
             save_stage(self.ckpt, self.objects, n, done=False, extra=self._saved())
@@ -267,7 +323,7 @@ class Stage:
             if dist.is_main():
                 write_json(self.metrics_path, metrics)
         self.wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, list)})
-        self.results.stage(self.name, self.clock(), metrics, skipped=self.skipped)
+        self.results.stage(self.name, time.perf_counter() - self.started, metrics, skipped=self.skipped)
         interrupt_point(self.name, "end")
         return metrics
 

@@ -28,7 +28,7 @@ stage stops after its last timed window, before its final checkpoint and metrics
   MFU                   FLOPs / update x updates/s / the device's dense bf16 peak
 Stages given a frozen network (latent BC its LAM, the decoder its actor, IDM's BC its IDM) get one freshly built
 at the config: the cost of an update does not depend on its weights. `<stage>+compile` rows run with
---compile=true (src/compile.py), after the eager ones; their MFU uses the eager row's FLOPs.
+--compile=true (src/nn.py: compile_networks), after the eager ones; their MFU uses the eager row's FLOPs.
 
 Script rows: `script:<module>` runs `python -m <module> --config_path=configs/example/<method>.yaml` with the
 check's --device (auto by default, as a user runs it) and every stage counted in updates cut to script_updates, to
@@ -77,8 +77,8 @@ from scripts.bench.timing import (
     time_stage,
     write_stage_data,
 )
+from src.device import get_device
 from src.files import write_json
-from src.run import get_device
 from src.stage import PREEMPTED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parents[2]

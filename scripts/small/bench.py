@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from src.augs import Augmenter
 from src.data import load_dataset, normalize_obs
-from src.optim import infinite_epochs, make_optimizer, soft_update
+from src.optim import make_optimizer, soft_update
+from src.stage import infinite_epochs
 
 
 @dataclass
