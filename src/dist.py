@@ -1,23 +1,17 @@
 """One run on several processes (torchrun): the process group, this process's rank, and the few collectives the
-method scripts need. Without torchrun (no RANK / WORLD_SIZE in the environment) nothing here starts a process group
-and every helper is the identity of one process: rank 0 of 1.
+method scripts need; without torchrun (no RANK / WORLD_SIZE) every helper is the identity of one process, rank 0 of 1.
 
     torchrun --nproc_per_node=2 -m train_laom --config_path configs/example/laom.yaml --device=cpu
 
-What a distributed run does (docs/DISTRIBUTED.md, "Several GPUs"):
-- each rank holds the trajectories i with i % world_size == rank of every dataset (src/data.py) and draws its
-  batches from them: the config's batch_size is the global batch, each rank draws batch_size / world_size;
-- after every backward pass the gradients of the trained networks are averaged over ranks (`average_gradients`),
-  so every rank takes the optimizer step one process would take on the union of the ranks' batches;
-- stage networks start from rank 0's parameters (`broadcast_modules`); only rank 0 writes checkpoints,
-  results.json and wandb.
+Each rank holds the trajectories i % world_size == rank of every dataset (src/data.py) and draws batch_size /
+world_size of the global batch; after backward the gradients are averaged over ranks (`average_gradients`), so every
+rank takes the step one process would take on the union of the batches; networks start from rank 0's
+(`broadcast_modules`); rank 0 writes checkpoints, results.json and wandb (docs/DISTRIBUTED.md).
 
-Why not the DistributedDataParallel wrapper: DDP synchronises gradients only for computations that go through the
-wrapped module's forward(), while the method scripts call their networks' own methods (`lam.latent_action`,
-`lam.predict_next`, `lam.encode` with the EMA target, `lam.label`), several per update. Averaging the gradients
-after backward, in one flat all-reduce per dtype, gives the same step without restructuring a method's loop; what
-it gives up is DDP's overlap of the all-reduce with the backward pass.
-"""
+Not DistributedDataParallel: DDP synchronises only gradients of computations through the wrapped module's forward(),
+while the scripts call their networks' own methods (`lam.latent_action`, `lam.encode` with the EMA target, ...),
+several per update. One flat all-reduce per dtype after backward gives the same step without restructuring a loop;
+it gives up DDP's overlap of the all-reduce with the backward pass."""
 
 import datetime
 import importlib

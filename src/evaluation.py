@@ -38,25 +38,6 @@ def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
     return mean_return / NORMALIZING_RETURNS[env][setting]
 
 
-def eval_env_kwargs(
-    attrs: dict,
-    backgrounds_path: str | None,
-    split: str = "train",
-    max_episode_steps: int = 1000,
-    frame_stack: int = 3,
-) -> dict:
-    """make_env arguments for the evaluation environment of a dataset (built from its root attributes)."""
-    from src.envs import env_kwargs_from_attrs  # dm_control is imported only where environments are used
-
-    return env_kwargs_from_attrs(
-        attrs,
-        backgrounds_path=backgrounds_path,
-        split=split,
-        max_episode_steps=max_episode_steps,
-        frame_stack=frame_stack,
-    )
-
-
 def evaluate_for_dataset(
     policy: Callable[[torch.Tensor], torch.Tensor],
     attrs: dict,
@@ -77,12 +58,16 @@ def evaluate_for_dataset(
     """
     env_kwargs = {}
     if stage.eval_episodes > 0:
-        env_kwargs = eval_env_kwargs(
-            attrs, stage.dcs_backgrounds_path, stage.dcs_backgrounds_split, run.eval_max_episode_steps, frame_stack
+        from src.envs import blur_from_attrs, env_kwargs_from_attrs  # dm_control only where environments are used
+
+        env_kwargs = env_kwargs_from_attrs(
+            attrs,
+            stage.dcs_backgrounds_path,
+            stage.dcs_backgrounds_split,
+            max_episode_steps=run.eval_max_episode_steps,
+            frame_stack=frame_stack,
         )
         if getattr(stage, "eval_use_blur", False):  # frames blurred as the dataset's were
-            from src.envs import blur_from_attrs
-
             path = getattr(stage, "data_path", None) or "the dataset"
             env_kwargs["blur"] = blur_from_attrs(attrs, path, getattr(stage, "eval_blur_model_path", None))
     ev = evaluate(policy, env_kwargs, stage.eval_episodes, stage.eval_seed, run.eval_num_envs, device, f"{prefix} eval")

@@ -74,14 +74,7 @@ class DecoderBlock(nn.Module):
 class ResNetEncoder(nn.Module):
     """[B, C_in, H, W] -> [B, C_out, H / 2^n, W / 2^n] (64 px, 3 blocks: 8 x 8)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        scale: int,
-        deep: bool = False,
-        num_res_blocks: int = 2,
-        dropout: float = 0.0,
-    ):
+    def __init__(self, in_channels: int, scale: int, deep: bool = False, num_res_blocks: int = 2, dropout: float = 0.0):
         super().__init__()
         self.channels = encoder_channels(scale, deep)
         blocks, c = [], in_channels

@@ -1,38 +1,25 @@
-"""The machinery of one training stage, the same for every stage of every method script.
+"""One training stage, the same machinery for every stage of every method script; the loop shows only the method.
 
-A stage loop shows only its method: the batch, the loss and the update.
-
-    stage = Stage("bc", "bc.pt", {"actor": actor, "optim": optim, "sched": sched}, total, run,
-                  batch_size=c.batch_size)
-    batches = stage.batches(data, valid, c.batch_size)  # the stage's index batches, from where it resumes
-    for step in stage.updates():            # nothing when the stage finished earlier; resumes where it stopped
+    stage = Stage("bc", "bc.pt", {"actor": actor, "optim": optim, "sched": sched}, total, run, batch_size=...)
+    batches = stage.batches(data, valid, c.batch_size)  # its index batches, from where it resumes
+    for step in stage.updates():            # nothing when finished earlier; resumes where it stopped
         ...                                 # next(batches), loss, backward, optimizer step
         stage.log(step, loss, mse_loss=loss)  # NaN guard; logging and checkpoints at their cadence
     stage.final_metrics(lambda: {...})      # computed once, kept beside the checkpoint, written to results.json
 
-What it owns: resuming from the stage's checkpoint (or loading a finished one of another run), telling the person
-at the terminal (resume / skip messages, the loss on the progress bar), the NaN guard, the logging cadence (the only
-host syncs of a loop), the periodic and final checkpoints, and the stage's final metrics: stored with the
-checkpoint (`<checkpoint>.metrics.json`), so a finished stage that is run again reports what it reported the first
-time instead of drawing new evaluation batches.
+It owns resuming (or loading a finished stage of another run), the resume / skip messages and the progress bar, the
+NaN guard, the logging cadence (the loop's only host syncs), checkpoints and the final metrics (`<ckpt>.metrics.json`:
+a finished stage run again reports what it reported the first time). Distributed (src/dist.py): networks start from
+rank 0's, the guard stops every rank together, final metrics are averaged over ranks, rank 0 writes.
 
-In a distributed run (src/dist.py) every rank runs the stage: its networks start from rank 0's parameters, the NaN
-guard stops every rank together, the final metrics are the mean over ranks of each rank's numbers, and only rank 0
-writes checkpoints, metrics and results and shows the progress bar.
+Stopping: while a stage trains, SIGUSR1 (SLURM's warning, scripts/slurm/run_job.sh), SIGTERM and SIGINT only set a
+flag; after the update in progress the stage checkpoints, says after which update it stopped and exits with
+PREEMPTED_EXIT_CODE (130 for Ctrl-C); the same command resumes. A second Ctrl-C stops at once. Distributed ranks
+agree on the update to stop after at the logging cadence.
 
-Stopping (preemption, Ctrl-C): while a stage trains, SIGUSR1 (SLURM's warning before a time limit or preemption,
-see scripts/slurm/run_job.sh), SIGTERM and SIGINT (Ctrl-C) only set a flag; after the update in progress the stage
-writes its checkpoint, says after which update it stopped and exits with PREEMPTED_EXIT_CODE (130 for Ctrl-C). The
-same command run again resumes from that update; a second Ctrl-C stops at once (the last checkpoint is kept).
-Outside the update loops the signals keep their usual effect. In a distributed run the ranks agree on the update to
-stop after at the logging cadence (`log_every`, where the loop already syncs), so a signal is acted on within
-log_every updates.
-
-Exactness: a stage's random streams come from (seed, stage name) alone (Run.seed_stage before its networks are
-built, `Stage.batches` for its epochs' order, (seed, stage name, "final") for its final metrics), and its checkpoint
-holds its loss window and final training loss: a run interrupted anywhere and run again, one whose stages are all
-skipped and one that loads stages from another run's checkpoints give the numbers of the uninterrupted run.
-"""
+Exactness: a stage's random streams come from (seed, stage name) alone (its networks, `batches`, its final metrics)
+and its checkpoint holds its loss window: a run interrupted anywhere, skipped or reusing another run's stages gives
+the numbers of the uninterrupted run (tests/test_exactness.py)."""
 
 import contextlib
 import itertools
@@ -132,14 +119,11 @@ def finish_wandb_quietly(exit_code: int) -> None:
 
 
 class Stage:
-    """One stage of a run (src.run.Run). name: the metric prefix ("lapo", "bc", "decoder", "idm"); ckpt_name: its
-    checkpoint file in the run directory;
-    objects: what its checkpoint holds (modules, optimizers, schedulers: a "sched" entry's learning rate is logged);
-    total: its number of updates; run: the run config (log_every, checkpoint_every); load_from: a finished
-    checkpoint of this stage from another run to load instead of training; reuse_metrics: a stage loaded that way
-    reports the final metrics stored by the run that trained it (the LAM: its probe MSEs), otherwise it computes
-    its own; batch_size: samples per update (for samples/s); updates_per_epoch: for the logged epoch; epoch_samples:
-    the samples of one epoch where its last batch is partial (kept), so that samples/s counts that batch's size."""
+    """name: the metric prefix ("lapo", "bc", ...); ckpt_name: its checkpoint in the run directory; objects: what the
+    checkpoint holds (a "sched" entry's learning rate is logged); total: its updates; run: the Run; load_from: a
+    finished checkpoint of another run to load instead of training, whose stored final metrics are reported with
+    reuse_metrics; batch_size, updates_per_epoch, epoch_samples (an epoch whose last batch is partial): for the
+    logged samples/s and epoch."""
 
     def __init__(
         self,
