@@ -87,17 +87,11 @@ def restore_stage(
     config=None,
     extra: dict | None = None,
 ) -> tuple[int, bool]:
-    """Restores a stage from its checkpoint. Returns (first update to run, whether the stage is finished).
-
-    objects: name -> anything with state_dict / load_state_dict (modules, optimizers, schedulers).
-    load_from: a finished checkpoint of this stage from another run (e.g. one LAM reused for every label
-    budget): its modules are loaded and the stage is skipped. Otherwise the run's own checkpoint `path`, if
-    present, is resumed (or skipped if it is finished).
-    stage, config: the stage's name (its config section, e.g. "lapo") and the run's config, for the errors: a
-    checkpoint that cannot be read, or that holds networks of another shape, is a CheckpointError naming the file,
-    the stage, what to do and (from the config.json beside the checkpoint) the config fields that differ.
-    extra: filled with the checkpoint's extra state (save_stage), when it has one.
-    """
+    """Restores a stage; returns (first update to run, whether the stage is finished). objects: name -> anything with
+    state_dict / load_state_dict. load_from: a finished checkpoint of this stage from another run, whose modules are
+    loaded (the stage is then skipped); otherwise the run's own checkpoint `path` is resumed, if present. stage and
+    config name the stage and the differing config fields in a CheckpointError (unreadable file, another
+    architecture). extra: filled with the checkpoint's extra state (save_stage)."""
     stage = stage or Path(path).stem
     if load_from:
         given = f"--{stage}.checkpoint_path={load_from}"

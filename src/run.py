@@ -181,20 +181,15 @@ class Run:
     results: Results
 
     def seed_stage(self, name: str) -> None:
-        """Called first thing in a stage, before its networks are built: every random stream (initialisation,
-        augmentations, draws) from (seed, stage name), so a stage starts the same whether the stages before it were
-        trained, resumed, skipped or loaded from another run. Arms of a study with one seed share the networks their
-        stages build alike (e.g. LAPO and masked LAPO)."""
+        """First thing in a stage, before its networks are built: every random stream from (seed, stage name), so a
+        stage starts the same whether the stages before it were trained, resumed, skipped or loaded."""
         seed_stage(self.cfg.seed, name)
 
 
 def start_run(cfg: RunConfig) -> Run:
-    """Device and precision, seeds, the run directory (checked and locked), wandb and results.json.
-
-    On CUDA the run's GPU becomes the current device and the one evaluation renders on (MUJOCO_EGL_DEVICE_ID).
-    Launched by torchrun (src/dist.py): joins the process group, device cuda:<local rank> (or the CPU), seed
-    seed + rank (each rank its own data order and augmentations; the networks start from rank 0's, see
-    Stage); rank 0 takes the run directory and wandb, the other ranks wait for it and log nowhere."""
+    """The config checked; device (on CUDA the current device and the one evaluation renders on) and precision; seed
+    seed + rank; the run directory (checked and locked), wandb and results.json. Launched by torchrun: joins the
+    process group (src/dist.py); rank 0 takes the run directory and wandb, the others wait and log nowhere."""
     check_config(cfg)
     device = get_device(cfg.device)
     if dist.launched():
@@ -213,11 +208,10 @@ def start_run(cfg: RunConfig) -> Run:
     setup_backends(device, cfg.precision)
     set_seed(cfg.seed + dist.rank())
     run_dir = cfg.resolved_run_dir()
+    wandb_run = LazyWandb()
     if dist.is_main():
         prepare_run_dir(run_dir, cfg)
-        wandb_run = LazyWandb(lambda: init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir))
-    else:
-        wandb_run = _NoLogging()
+        wandb_run = LazyWandb(lambda: init_wandb(cfg, run_dir))
     dist.barrier()
     return Run(cfg, run_dir, device, wandb_run, Results(run_dir, cfg))
 
@@ -225,57 +219,39 @@ def start_run(cfg: RunConfig) -> Run:
 class LazyWandb:
     """The wandb run of rank 0, started when the run first trains or computes something (Stage.updates,
     Stage.final_metrics): a rerun whose stages all finished earlier makes no new wandb run. What is logged before
-    (a stage finished earlier: its stored metrics) goes to the wandb run once it starts, or nowhere."""
+    goes to it once it starts, or nowhere. Without `init` (the other ranks of a distributed run) nothing is logged."""
 
-    def __init__(self, init: Callable[[], object]):
+    def __init__(self, init: Callable[[], object] | None = None):
         self._init, self._run, self._waiting = init, None, []
 
     def start(self) -> None:
-        if self._run is None:
+        if self._run is None and self._init is not None:
             self._run = self._init()
             for args, kwargs in self._waiting:
                 self._run.log(*args, **kwargs)
             self._waiting = []
 
     def log(self, *args, **kwargs) -> None:
-        if self._run is None:
-            self._waiting.append((args, kwargs))
-        else:
+        if self._run is not None:
             self._run.log(*args, **kwargs)
+        elif self._init is not None:
+            self._waiting.append((args, kwargs))
 
     def finish(self) -> None:
         if self._run is not None:
             self._run.finish()
 
 
-class _NoLogging:
-    """wandb of the ranks other than 0 of a distributed run: they log nothing."""
-
-    def start(self) -> None:
-        pass
-
-    def log(self, *args, **kwargs) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
 def main(train) -> None:
-    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume (during a
-    stage's updates the stage checkpoints and says so itself, src/stage.py), a user
-    error (a stage checkpoint that cannot be used, a missing file, a config value: src/errors.py) with one line
-    naming it and what to do. In a
-    distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so.
-
-    The process group is left however the run ends (finished, stopped on a preemption signal, an error), except
-    when a peer is lost; not left, its gloo threads would be torn down with the interpreter (src/dist.py, init)."""
+    """Runs a script's train() from the command line: Ctrl-C outside a stage's updates (those checkpoint and say so
+    themselves, src/stage.py) ends it with one line saying how to resume, a user error (src/errors.py) with one line
+    naming it, a distributed rank that loses another with one line saying so. The process group is left however the
+    run ends, except when a peer is lost (src/dist.py, init)."""
     lost_peer = False
     try:
         with user_errors(show=dist.is_main):
             train()
     except KeyboardInterrupt:
-        # Outside a stage's updates (those checkpoint and exit themselves, src/stage.py): loading data, final metrics.
         finish_wandb_quietly(130)
         print(
             "\ninterrupted: finished stages and each stage's last checkpoint are kept; run the same command to resume",
@@ -294,17 +270,17 @@ def main(train) -> None:
             dist.finish()
 
 
-def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: Path):
+def init_wandb(config, run_dir: Path):
     """wandb run in mode online / offline / disabled, its files under the run directory. Quiet (wandb's setting):
     no history and summary panel, no sync hint at the end, so that a run's last lines are its headline metrics and
     the path of results.json; WANDB_QUIET=false in the environment brings wandb's full output back."""
     import wandb
 
     return wandb.init(
-        project=project,
-        group=group,
-        name=name,
-        mode=mode,
+        project=config.project,
+        group=config.group,
+        name=config.name,
+        mode=config.wandb_mode,
         dir=str(run_dir),
         config=dataclasses.asdict(config),
         reinit="finish_previous",
