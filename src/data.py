@@ -283,7 +283,7 @@ def read_root_attrs(path: str) -> dict:
     except OSError as e:
         raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
     with f:
-        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        attrs = {k: plain_attr(v) for k, v in f.attrs.items()}
     missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
     if missing:
         raise DatasetError(f"{path}: root attribute(s) {missing} missing; expected {list(REQUIRED_ROOT_ATTRS)}")
@@ -310,7 +310,8 @@ def clipped_actions_warning(path: str, attrs: dict) -> str | None:
     )
 
 
-def _plain(v):
+def plain_attr(v):
+    """An HDF5 attribute as a plain Python value (text, number or list)."""
     if isinstance(v, bytes):
         return v.decode()
     if isinstance(v, np.generic):

@@ -19,7 +19,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from shimmy.dm_control_compatibility import DmControlCompatibilityV0  # noqa: E402
 
-from src.data import REQUIRED_ROOT_ATTRS  # noqa: E402
+from src.data import REQUIRED_ROOT_ATTRS, plain_attr  # noqa: E402
 from src.dcs import constants as C  # noqa: E402
 from src.dcs.suite import load  # noqa: E402
 from src.errors import ConfigError, DatasetError  # noqa: E402
@@ -159,16 +159,11 @@ def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str |
         missing = [k for k in needed if k not in attrs]
         if missing:
             raise DatasetError(f"{path} was blurred with depth masks but does not record {missing}: cannot redo them")
-        blur |= {k.removeprefix("blur_"): _plain_attr(attrs[k]) for k in needed}
+        blur |= {k.removeprefix("blur_"): plain_attr(attrs[k]) for k in needed}
         blur["model_path"] = model_path
     elif masks != "true":
         raise DatasetError(f"{path}: unknown blur_masks {masks!r}; expected 'true' or 'depth'")
     return blur
-
-
-def _plain_attr(v):
-    v = np.asarray(v)
-    return v.tolist() if v.ndim else v.item() if not isinstance(v.item(), bytes) else v.item().decode()
 
 
 def env_kwargs_from_attrs(
