@@ -22,12 +22,13 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
+from src.config import RunConfig
 from src.data import Shapes, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.memory import StageMemory, actor_memory
 from src.nn import Actor, compile_networks
 from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
-from src.run import Run, RunConfig, main, start_run
+from src.run import Run, main, start_run
 from src.stage import Stage
 
 

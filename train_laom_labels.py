@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
+from src.config import RunConfig
 from src.data import (
     Shapes,
     TrajectoryData,
@@ -44,7 +45,7 @@ from src.memory import StageMemory, latent_policy_memory, meta_batch, stage_memo
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, compile_networks, encoder_out_dim, weight_init
 from src.optim import autocast, bf16_on, make_optimizer, make_scheduler, soft_update
 from src.probes import ProbeCurve, ridge_probe
-from src.run import Run, RunConfig, main, start_run
+from src.run import Run, main, start_run
 from src.stage import Stage
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
+from src.config import RunConfig
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
@@ -38,7 +39,7 @@ from src.memory import StageMemory, latent_policy_memory, meta_batch, stage_memo
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, compile_networks, weight_init
 from src.optim import autocast, bf16_on, make_optimizer, make_scheduler
 from src.probes import ProbeCurve, ridge_probe
-from src.run import Run, RunConfig, main, start_run
+from src.run import Run, main, start_run
 from src.stage import Stage
 
 
