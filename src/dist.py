@@ -37,7 +37,7 @@ def launched() -> bool:
 
 def init(device: torch.device) -> torch.device:
     """Joins the process group (a process launched by torchrun) and returns this process's device: cuda:<local rank>
-    with the nccl backend when `device` (the run's, resolved by src/run.py: get_device) is a CUDA device, the CPU
+    with the nccl backend when `device` (the run's, resolved by src/device.py: get_device) is a CUDA device, the CPU
     with gloo otherwise."""
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     _state.update(rank=rank, world_size=world, local_rank=local)
