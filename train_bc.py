@@ -21,12 +21,12 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
-from src.compile import compile_networks
+from src.config import RunConfig
 from src.data import Shapes, load_dataset, normalize_obs
 from src.evaluation import evaluate_for_dataset
-from src.nn import Actor
+from src.nn import Actor, compile_networks
 from src.optim import autocast, make_optimizer, make_scheduler
-from src.run import Run, RunConfig, main, start_run
+from src.run import Run, main, start_run
 from src.stage import Stage
 
 

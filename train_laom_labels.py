@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
-from src.compile import compile_networks
+from src.config import RunConfig
 from src.data import (
     Shapes,
     TrajectoryData,
@@ -40,10 +40,10 @@ from src.data import (
 )
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
-from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, encoder_out_dim, weight_init
+from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, compile_networks, encoder_out_dim, weight_init
 from src.optim import autocast, make_optimizer, make_scheduler, soft_update
 from src.probes import ProbeCurve, ridge_probe
-from src.run import Run, RunConfig, main, start_run
+from src.run import Run, main, start_run
 from src.stage import Stage
 
 

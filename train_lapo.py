@@ -30,14 +30,14 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
-from src.compile import compile_networks
+from src.config import RunConfig
 from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
-from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, weight_init
+from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, compile_networks, weight_init
 from src.optim import autocast, make_optimizer, make_scheduler
 from src.probes import ProbeCurve, ridge_probe
-from src.run import Run, RunConfig, main, start_run
+from src.run import Run, main, start_run
 from src.stage import Stage
 
 

@@ -1,27 +1,16 @@
 """Image augmentations of LAOM stage 1 (one of LAOM's changes to LAPO, paper Sec. 4), as in the released code.
 
-Every image of a call picks one of 8 choices uniformly at random: identity, shift, rotate, perspective, shift-rotate,
-rotate-shift, rotate-perspective, perspective-rotate ("a-b" applies a first, then b). The released code runs each
-choice on its subset of the batch with torchvision transforms applied to the batch tensor, so per call:
+Each image picks one of 8 choices uniformly: identity, shift, rotate, perspective, shift-rotate, rotate-shift,
+rotate-perspective, perspective-rotate ("a-b": a, then b). As released: shift replicate-pads by `shift_pad` and crops
+back at an integer offset drawn per image; rotate edge-pads by `rotate_pad`, rotates by one angle in [-90, 90)
+(torchvision RandomRotation, bilinear, fill 0) and centre-crops; perspective edge-pads by `perspective_pad`, applies
+torchvision RandomPerspective(0.5) (bilinear, fill 0) and centre-crops. Angles and corners are drawn once per call
+and per choice (each composite holds its own transforms in the release); shifts per image.
 
-* shift: replicate-pad by `shift_pad`, crop back at an integer offset 0..2*pad per axis drawn per image;
-* rotate: edge-pad by `rotate_pad`, `torchvision.transforms.RandomRotation(90, bilinear)` (one angle, uniform in
-  [-90, 90) degrees, about the centre, fill 0), centre-crop back;
-* perspective: edge-pad by `perspective_pad`, `torchvision.transforms.RandomPerspective(0.5, p=1)` (one set of
-  corner moves from its `get_params` rule, bilinear, fill 0), centre-crop back.
-
-Rotation angles and perspective corners are drawn once per call and per choice: all images that picked "rotate"
-share one angle, those that picked "shift-rotate" share another one (each composite holds its own transform
-objects in the release). Shifts are drawn per image.
-
-Here each op is one `grid_sample` of the unpadded image at per-image coordinates: sampling the replicate-padded
-image equals sampling the image with border clamping, and torchvision's fill-0 rule (`_apply_grid_transform`:
-zeros padding of the image and of a ones mask m, then img * m + (1 - m) * 0) equals border sampling times m^2, where
-m is the bilinear weight that falls inside the padded image (computed in closed form). The two ops of a composite
-stay two resamplings (as in the release: the second op pads the first one's 64 px output). The whole batch goes
-through two such stages (first op, second op; "none" keeps the image), so there is no per-image Python and no host
-round trip. The frames stacked on the channel axis of an image share its transform.
-"""
+Here each op is one `grid_sample` of the unpadded image at per-image coordinates: sampling the replicate-padded image
+equals sampling with border clamping, and torchvision's fill-0 rule (img * m with m the warped ones mask) equals
+border sampling times m^2, m computed in closed form. A composite stays two resamplings, as released; the batch goes
+through two such passes with no per-image Python. The frames stacked on an image's channels share its transform."""
 
 from dataclasses import dataclass
 from typing import Optional

@@ -1,7 +1,8 @@
-"""Stage checkpoints: the objects of a stage (modules, optimizers, schedulers), its update count, whether it
-finished and the RNG states of every rank; saved atomically, restored to resume or to reuse a finished stage."""
+"""Stage checkpoints and the random streams they restore: the objects of a stage (modules, optimizers, schedulers),
+its update count, whether it finished and the RNG states of every rank; saved atomically, restored to resume or to
+reuse a finished stage. A stage's streams are seeded from (seed, stage name) alone (seed_stage)."""
 
-import json
+import hashlib
 import random
 from pathlib import Path
 
@@ -10,9 +11,32 @@ import torch
 import torch.nn as nn
 
 from src import dist
+from src.config import architecture_differences
 from src.errors import UserError
 from src.files import replace_or_explain
-from src.run import NON_TRAINING_FIELDS, config_differences, set_seed
+
+
+def set_seed(seed: int) -> None:
+    """Seeds python's random, numpy and torch (the CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def stage_seed(seed: int, *parts) -> int:
+    """A seed for one part of a run (a stage, its data order, its final metrics) from the run's seed and the part's
+    names alone: the same whatever ran earlier in the process, so a resumed, skipped or reused stage leaves the next
+    one exactly as an uninterrupted run does. 32 bits (numpy's limit)."""
+    key = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+def seed_stage(seed: int, *parts) -> int:
+    """Seeds every random stream from stage_seed(seed, *parts, rank): each rank of a distributed run its own streams,
+    the networks still starting from rank 0's (src/stage.py)."""
+    s = stage_seed(seed, *parts, dist.rank())
+    set_seed(s)
+    return s
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -63,17 +87,11 @@ def restore_stage(
     config=None,
     extra: dict | None = None,
 ) -> tuple[int, bool]:
-    """Restores a stage from its checkpoint. Returns (first update to run, whether the stage is finished).
-
-    objects: name -> anything with state_dict / load_state_dict (modules, optimizers, schedulers).
-    load_from: a finished checkpoint of this stage from another run (e.g. one LAM reused for every label
-    budget): its modules are loaded and the stage is skipped. Otherwise the run's own checkpoint `path`, if
-    present, is resumed (or skipped if it is finished).
-    stage, config: the stage's name (its config section, e.g. "lapo") and the run's config, for the errors: a
-    checkpoint that cannot be read, or that holds networks of another shape, is a CheckpointError naming the file,
-    the stage, what to do and (from the config.json beside the checkpoint) the config fields that differ.
-    extra: filled with the checkpoint's extra state (save_stage), when it has one.
-    """
+    """Restores a stage; returns (first update to run, whether the stage is finished). objects: name -> anything with
+    state_dict / load_state_dict. load_from: a finished checkpoint of this stage from another run, whose modules are
+    loaded (the stage is then skipped); otherwise the run's own checkpoint `path` is resumed, if present. stage and
+    config name the stage and the differing config fields in a CheckpointError (unreadable file, another
+    architecture). extra: filled with the checkpoint's extra state (save_stage)."""
     stage = stage or Path(path).stem
     if load_from:
         given = f"--{stage}.checkpoint_path={load_from}"
@@ -134,11 +152,8 @@ def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) 
         try:
             obj.load_state_dict(state["objects"][name])
         except (RuntimeError, ValueError, KeyError) as e:
-            detail = _first_mismatch(str(e))
-            raise CheckpointError(
-                f"{path}: {what}: its {name!r} is of another architecture ({_differences(path, config) or detail})"
-                f"; {todo}"
-            ) from e
+            why = architecture_differences(path.parent, config) or _first_mismatch(str(e))
+            raise CheckpointError(f"{path}: {what}: its {name!r} is of another architecture ({why}); {todo}") from e
         if isinstance(obj, torch.optim.Optimizer):
             _state_in_param_layout(obj)
 
@@ -157,29 +172,6 @@ def _first_mismatch(message: str) -> str:
     """The first specific line of a load_state_dict error (e.g. `size mismatch for fc.weight: ...`)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return (lines[1] if len(lines) > 1 else lines[0] if lines else "state dict mismatch")[:200]
-
-
-def _differences(path: Path, config) -> str:
-    """The architecture-relevant config fields in which the checkpoint's run (its config.json) differs from this run;
-    "" when either config is unknown or nothing but paths, seeds and watching settings differ."""
-    old = path.parent / "config.json"
-    if config is None or not old.exists():
-        return ""
-    try:
-        differ = config_differences(json.loads(old.read_text()), config)
-    except (OSError, ValueError):
-        return ""
-    differ = [d for d in differ if not _incidental(d.split(":")[0], NON_TRAINING_FIELDS)]
-    if not differ:
-        return ""
-    more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
-    return f"config of its run -> this run: {'; '.join(differ[:6])}{more}"
-
-
-def _incidental(key: str, non_training: set) -> bool:
-    """Fields that differ between runs without changing a network: paths, seeds, counts of updates and evaluation."""
-    field = key.split(".")[-1]
-    return key in non_training or field.endswith("_path") or field in ("seed", "eval_seed", "eval_episodes")
 
 
 def restore_rng(saved: dict | list, step: int) -> None:

@@ -257,11 +257,6 @@ def normalize_obs(obs: torch.Tensor) -> torch.Tensor:
     return obs.float().div_(255.0).sub_(0.5).mul_(2.0)
 
 
-def env_obs_to_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Environment observations uint8 [N, H, W, 3k] (channel-last, oldest first) -> uint8 [N, 3k, H, W]."""
-    return torch.as_tensor(obs, device=device).permute(0, 3, 1, 2).contiguous()
-
-
 def check_data_file(flag: str, path: str) -> None:
     """A config field naming an HDF5 file to read (`--lapo.data_path=...`) is refused at the start of a run, naming
     the field, when the file is missing or is not HDF5."""
@@ -296,7 +291,7 @@ def read_root_attrs(path: str) -> dict:
     except OSError as e:
         raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
     with f:
-        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        attrs = {k: plain_attr(v) for k, v in f.attrs.items()}
     missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
     if missing:
         raise DatasetError(f"{path}: root attribute(s) {missing} missing; expected {list(REQUIRED_ROOT_ATTRS)}")
@@ -323,7 +318,8 @@ def clipped_actions_warning(path: str, attrs: dict) -> str | None:
     )
 
 
-def _plain(v):
+def plain_attr(v):
+    """An HDF5 attribute as a plain Python value (text, number or list)."""
     if isinstance(v, bytes):
         return v.decode()
     if isinstance(v, np.generic):

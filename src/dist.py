@@ -1,25 +1,18 @@
 """One run on several processes (torchrun): the process group, this process's rank, and the few collectives the
-method scripts need. Without torchrun (no RANK / WORLD_SIZE in the environment) nothing here starts a process group
-and every helper is the identity of one process: rank 0 of 1.
+method scripts need; without torchrun (no RANK / WORLD_SIZE) every helper is the identity of one process, rank 0 of 1.
 
     torchrun --nproc_per_node=2 -m train_laom --config_path configs/example/laom.yaml --device=cpu
 
-What a distributed run does (docs/DISTRIBUTED.md, "Several GPUs"):
-- each rank holds the trajectories i with i % world_size == rank of every dataset (src/data.py) and draws its
-  batches from them: the config's batch_size is the global batch, each rank draws batch_size / world_size;
-- after every backward pass the gradients of the trained networks are averaged over ranks (`average_gradients`),
-  so every rank takes the optimizer step one process would take on the union of the ranks' batches;
-- stage networks start from rank 0's parameters (`broadcast_modules`); only rank 0 writes checkpoints,
-  results.json and wandb.
+Each rank holds the trajectories i % world_size == rank of every dataset (src/data.py) and draws batch_size /
+world_size of the global batch; after backward the gradients are averaged over ranks (`average_gradients`), so every
+rank takes the step one process would take on the union of the batches; networks start from rank 0's
+(`broadcast_modules`); rank 0 writes checkpoints, results.json and wandb (docs/DISTRIBUTED.md).
 
-Why not the DistributedDataParallel wrapper: DDP synchronises gradients only for computations that go through the
-wrapped module's forward(), while the method scripts call their networks' own methods (`lam.latent_action`,
-`lam.predict_next`, `lam.encode` with the EMA target, `lam.label`), several per update. Averaging the gradients
-after backward, in one flat all-reduce per dtype, gives the same step without restructuring a method's loop; what
-it gives up is DDP's overlap of the all-reduce with the backward pass.
-"""
+Not DistributedDataParallel: DDP synchronises only gradients of computations through the wrapped module's forward(),
+while the scripts call their networks' own methods (`lam.latent_action`, `lam.encode` with the EMA target, ...),
+several per update. One flat all-reduce per dtype after backward gives the same step without restructuring a loop;
+it gives up DDP's overlap of the all-reduce with the backward pass."""
 
-import dataclasses
 import datetime
 import importlib
 import os
@@ -44,7 +37,7 @@ def launched() -> bool:
 
 def init(device: torch.device) -> torch.device:
     """Joins the process group (a process launched by torchrun) and returns this process's device: cuda:<local rank>
-    with the nccl backend when `device` (the run's, resolved by src/run.py: get_device) is a CUDA device, the CPU
+    with the nccl backend when `device` (the run's, resolved by src/device.py: get_device) is a CUDA device, the CPU
     with gloo otherwise."""
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     _state.update(rank=rank, world_size=world, local_rank=local)
@@ -103,28 +96,6 @@ def local_batch(global_batch: int, what: str = "the batch size") -> int:
             f"of ranks, {n}: use {lower} or {upper}, or another number of ranks"
         )
     return global_batch // n
-
-
-BATCH_FIELDS = ("batch_size", "labeled_batch_size")
-
-
-def config_fields(config):
-    """(command-line flag, field name, value) of every field of a config and of its sections (`--bc.batch_size`)."""
-    sections = [("", config)] + [
-        (f"{f.name}.", getattr(config, f.name))
-        for f in dataclasses.fields(config)
-        if dataclasses.is_dataclass(getattr(config, f.name))
-    ]
-    for prefix, section in sections:
-        for f in dataclasses.fields(section):
-            yield f"--{prefix}{f.name}", f.name, getattr(section, f.name)
-
-
-def check_batches(config) -> None:
-    """Every batch size of a config (any section) divides over the ranks: refused at start, naming the field."""
-    for flag, name, value in config_fields(config):
-        if name in BATCH_FIELDS and isinstance(value, int):
-            local_batch(value, flag)
 
 
 def total(count: int) -> int:

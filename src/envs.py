@@ -7,6 +7,7 @@ with the first frame at reset. Actions are clipped to [-1, 1]. `info["state"]` c
 physics and every distraction: the episode is reproducible from s.
 """
 
+import functools
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -18,10 +19,10 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from shimmy.dm_control_compatibility import DmControlCompatibilityV0  # noqa: E402
 
-from src.data import REQUIRED_ROOT_ATTRS, DatasetError  # noqa: E402
+from src.data import REQUIRED_ROOT_ATTRS, plain_attr  # noqa: E402
 from src.dcs import constants as C  # noqa: E402
 from src.dcs.suite import load  # noqa: E402
-from src.errors import ConfigError  # noqa: E402
+from src.errors import ConfigError, DatasetError  # noqa: E402
 
 
 def flatten_state(obs: Mapping[str, np.ndarray], dtype: np.dtype = np.float32) -> np.ndarray:
@@ -47,13 +48,8 @@ class PixelEnv(gym.Wrapper):
         blur: Mapping | None = None,
     ):
         super().__init__(env)
-        self.camera_id, self.blur = camera_id, blur
-        self.dcs_env, self.img_hw, self.frame_stack, self.max_episode_steps = (
-            dcs_env,
-            img_hw,
-            frame_stack,
-            max_episode_steps,
-        )
+        self.camera_id, self.blur, self.dcs_env, self.img_hw = camera_id, blur, dcs_env, img_hw
+        self.frame_stack, self.max_episode_steps = frame_stack, max_episode_steps
         self.observation_space = gym.spaces.Box(0, 255, (img_hw, img_hw, 3 * frame_stack), np.uint8)
         low, high = env.action_space.low, env.action_space.high
         low, high = np.maximum(low, -1.0).astype(np.float32), np.minimum(high, 1.0).astype(np.float32)
@@ -163,16 +159,11 @@ def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str |
         missing = [k for k in needed if k not in attrs]
         if missing:
             raise DatasetError(f"{path} was blurred with depth masks but does not record {missing}: cannot redo them")
-        blur |= {k.removeprefix("blur_"): _plain_attr(attrs[k]) for k in needed}
+        blur |= {k.removeprefix("blur_"): plain_attr(attrs[k]) for k in needed}
         blur["model_path"] = model_path
     elif masks != "true":
         raise DatasetError(f"{path}: unknown blur_masks {masks!r}; expected 'true' or 'depth'")
     return blur
-
-
-def _plain_attr(v):
-    v = np.asarray(v)
-    return v.tolist() if v.ndim else v.item() if not isinstance(v.item(), bytes) else v.item().decode()
 
 
 def env_kwargs_from_attrs(
@@ -220,13 +211,9 @@ def egl_vendor() -> str:
     return egl_ext.eglQueryString(egl_renderer.EGL_DISPLAY, egl_ext.EGL_VENDOR).decode()
 
 
-def _make_thunk(env_kwargs: dict, seed: int):
-    return lambda: make_env(**env_kwargs, seed=seed)
-
-
 def make_vec_env(env_kwargs: dict, num_envs: int, seed: int, asynchronous: bool = True) -> gym.vector.VectorEnv:
     """num_envs copies of make_env(**env_kwargs); worker processes (spawned, EGL-safe) when asynchronous."""
-    fns = [_make_thunk(env_kwargs, seed + i) for i in range(num_envs)]
+    fns = [functools.partial(make_env, **env_kwargs, seed=seed + i) for i in range(num_envs)]
     if asynchronous and num_envs > 1:
         return gym.vector.AsyncVectorEnv(fns, context="spawn")
     return gym.vector.SyncVectorEnv(fns)

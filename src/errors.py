@@ -1,16 +1,8 @@
 """Errors the person at the terminal can act on, reported the same way by every script: one line on stderr,
-`error: <message>`, naming the file, field or value, what was expected and what to do, and exit status 1; no
-traceback. LAOM_TRACEBACK=1 in the environment shows the traceback as well. Any other exception is a bug in the
-code and keeps its full traceback.
-
-A user error is an exception of a UserError class (raised where the input is checked), a parse error of pyrallis
-(a config value of the wrong type, a config file that is missing or not YAML) or an argparse error (an unknown
-flag).
-
-Importing this module sets two things of pyrallis, the config parser of every script: it is strict about integer
-fields (`strict_int`: pyrallis's own int() turns `--lapo.num_epochs=1.5` into 1 without a word; here it is a parse
-error naming the flag), and it reads each config class's source once per process for the fields' help (`_Inspect`:
-pyrallis reads it again for every field, about 1.2 s of each script's start; the help printed is the same)."""
+`error: <message>` naming the file, field or value, what was expected and what to do, exit status 1, no traceback
+(LAOM_TRACEBACK=1 shows it). A user error is a UserError, a pyrallis parse error or an argparse error; any other
+exception is a bug and keeps its traceback. `user_errors` is where every command line starts: it also makes
+pyrallis strict about integers and quick with --help (`configure_pyrallis`)."""
 
 import argparse
 import ast
@@ -58,7 +50,7 @@ class MissingKeyError(UserError, KeyError):
 
 
 def strict_int(raw) -> int:
-    """An integer config value: an int, or a number or text with an integer value (2.0, "2", "1e5"). Anything else
+    """An integer config value: an int, or a number or text with an integer value (2.0, "2", "1e5"); anything else
     (1.5, true, "abc") is a ValueError, which pyrallis reports as a parse error of the field."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
@@ -70,9 +62,6 @@ def strict_int(raw) -> int:
         if number is not None and number.is_integer():
             return int(number)
     raise ValueError(f"expected an integer, got {raw!r}")
-
-
-pyrallis.decode.register(int, strict_int)
 
 
 class _Inspect:
@@ -90,7 +79,13 @@ class _Inspect:
         return self._sources[obj]
 
 
-pyrallis_docstring.inspect = _Inspect()
+def configure_pyrallis() -> None:
+    """Called once where a command line starts (user_errors). Integer fields strict: pyrallis's own int() turns
+    `--lapo.num_epochs=1.5` into 1 without a word, strict_int makes it a parse error naming the flag. Each config
+    class's source read once for the fields' help, instead of once per field (about 1.2 s of a script's start)."""
+    pyrallis.decode.register(int, strict_int)
+    if not isinstance(pyrallis_docstring.inspect, _Inspect):
+        pyrallis_docstring.inspect = _Inspect()
 
 
 def show_tracebacks() -> bool:
@@ -206,8 +201,9 @@ def warn(message: str) -> None:
 
 @contextlib.contextmanager
 def user_errors(show: Callable[[], bool] = lambda: True):
-    """Ends the process with `error: <message>` (one line, exit status 1) on a user error raised in the block:
-    see the module's docstring. show(): whether this process prints it (in a distributed run only rank 0 does)."""
+    """Ends the process with `error: <message>` (one line, exit status 1) on a user error raised in the block.
+    show(): whether this process prints it (in a distributed run only rank 0 does)."""
+    configure_pyrallis()
     original = argparse.ArgumentParser.error
     argparse.ArgumentParser.error = _argparse_error
     try:

@@ -1,6 +1,5 @@
 """Evaluation rollouts in the (vectorized) DCS environment and normalised scores (paper, Table 3)."""
 
-import ctypes
 import os
 from collections.abc import Callable
 
@@ -9,7 +8,6 @@ import torch
 from tqdm.auto import tqdm
 
 from src import dist
-from src.data import env_obs_to_tensor
 
 # Returns of BC trained on the full labeled dataset (paper, Table 3): the normalising constants. One row per
 # environment of src.dcs.constants.PAPER_ENVS, in its order (not imported here: src.dcs loads dm_control and its
@@ -20,6 +18,11 @@ NORMALIZING_RETURNS = {
     "hopper-hop": {"distractors": 253.0, "vanilla": 300.0},
     "humanoid-walk": {"distractors": 428.0, "vanilla": 601.0},
 }
+
+
+def env_obs_to_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Environment observations uint8 [N, H, W, 3k] (channel-last, oldest first) -> uint8 [N, 3k, H, W]."""
+    return torch.as_tensor(obs, device=device).permute(0, 3, 1, 2).contiguous()
 
 
 def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
@@ -33,25 +36,6 @@ def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
         return None
     setting = "vanilla" if attrs["difficulty"] == "vanilla" else "distractors"
     return mean_return / NORMALIZING_RETURNS[env][setting]
-
-
-def eval_env_kwargs(
-    attrs: dict,
-    backgrounds_path: str | None,
-    split: str = "train",
-    max_episode_steps: int = 1000,
-    frame_stack: int = 3,
-) -> dict:
-    """make_env arguments for the evaluation environment of a dataset (built from its root attributes)."""
-    from src.envs import env_kwargs_from_attrs  # dm_control is imported only where environments are used
-
-    return env_kwargs_from_attrs(
-        attrs,
-        backgrounds_path=backgrounds_path,
-        split=split,
-        max_episode_steps=max_episode_steps,
-        frame_stack=frame_stack,
-    )
 
 
 def evaluate_for_dataset(
@@ -74,12 +58,16 @@ def evaluate_for_dataset(
     """
     env_kwargs = {}
     if stage.eval_episodes > 0:
-        env_kwargs = eval_env_kwargs(
-            attrs, stage.dcs_backgrounds_path, stage.dcs_backgrounds_split, run.eval_max_episode_steps, frame_stack
+        from src.envs import blur_from_attrs, env_kwargs_from_attrs  # dm_control only where environments are used
+
+        env_kwargs = env_kwargs_from_attrs(
+            attrs,
+            stage.dcs_backgrounds_path,
+            stage.dcs_backgrounds_split,
+            max_episode_steps=run.eval_max_episode_steps,
+            frame_stack=frame_stack,
         )
         if getattr(stage, "eval_use_blur", False):  # frames blurred as the dataset's were
-            from src.envs import blur_from_attrs
-
             path = getattr(stage, "data_path", None) or "the dataset"
             env_kwargs["blur"] = blur_from_attrs(attrs, path, getattr(stage, "eval_blur_model_path", None))
     ev = evaluate(policy, env_kwargs, stage.eval_episodes, stage.eval_seed, run.eval_num_envs, device, f"{prefix} eval")
@@ -154,35 +142,6 @@ def _rollouts(
     finally:
         envs.close()
     return returns
-
-
-def egl_device_id(device_index: int, visible: str | None) -> int:
-    """The EGL device of CUDA device `device_index` of this process: EGL ignores CUDA_VISIBLE_DEVICES (`visible`),
-    so cuda:i is its i-th entry where that is a plain index list, i otherwise (the driver lists EGL devices in the
-    order nvidia-smi shows)."""
-    entries = [e.strip() for e in (visible or "").split(",") if e.strip()]
-    if device_index < len(entries) and all(e.isdigit() for e in entries):
-        return int(entries[device_index])
-    return device_index
-
-
-def render_on(device_index: int) -> None:
-    """Makes this process and the evaluation workers it spawns render on the GPU it trains on (MUJOCO_EGL_DEVICE_ID,
-    read by dm_control when it is imported: called by src.run.start_run before anything renders); a
-    MUJOCO_EGL_DEVICE_ID set by the user is kept. Without the NVIDIA EGL library EGL has only Mesa's one device
-    and nothing is set (an index beyond it would stop dm_control)."""
-    if os.environ.get("MUJOCO_GL", "egl") == "egl" and _nvidia_egl():
-        egl = egl_device_id(device_index, os.environ.get("CUDA_VISIBLE_DEVICES"))
-        os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", str(egl))
-
-
-def _nvidia_egl() -> bool:
-    """Whether the NVIDIA EGL library (mounted by the container toolkit, installed with the driver) can be loaded."""
-    try:
-        ctypes.CDLL("libEGL_nvidia.so.0")
-    except OSError:
-        return False
-    return True
 
 
 _noted: list[str] = []  # the software-rendering note, once per process

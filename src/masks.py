@@ -1,19 +1,8 @@
-"""Foreground masks and background blurring of DCS frames.
-
-The paper's release blurs dataset backgrounds and makes foreground masks from DepthAnything depth maps
-(reference README, "Data Processing & Visualization Scripts": scripts/blur_hdf5_data.py and
-scripts/generate_masks_hdf5.py). This module holds the pieces those scripts share:
-
-- `segmentation_mask`: the agent's true foreground from MuJoCo's segmentation rendering;
-- `depth_masks`: masks of one trajectory from its depth maps (per-frame percentile threshold, EMA-smoothed);
-- `load_depth_model` / `depth_of_frames`: DepthAnything V2 through transformers;
-- `blur_background`: Gaussian-blurred background composited under the mask;
-- `mask_iou` and the `horizon_mask` baseline, to score masks.
-
-Masks are uint8 [.., H, W]: 255 = foreground, 0 = background, values in between where feathered. A masks file
-holds the same groups as its dataset ("0", "1", ...), each with `masks` uint8 [T, H, W] (gzip), and root attributes
-`source_file`, `method` ("depth" / "true") and the parameters used.
-"""
+"""Foreground masks and background blurring of DCS frames, shared by scripts/blur_hdf5_data.py and
+scripts/generate_masks_hdf5.py (the release's data-processing scripts) and the blurred evaluation environment:
+true masks from MuJoCo's segmentation rendering, depth masks from DepthAnything V2 (per-frame percentile threshold,
+EMA-smoothed), the blur, and mask scores. Masks are uint8 [.., H, W], 255 = foreground; a masks file holds its
+dataset's groups, each with `masks` uint8 [T, H, W], and root attributes source_file, method and its parameters."""
 
 from __future__ import annotations
 
@@ -149,11 +138,7 @@ def ema_thresholds(raw: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def depth_masks(
-    depth: np.ndarray,
-    percentile: float,
-    threshold_alpha: float,
-    kernel: int | Sequence[int],
-    sigma: float,
+    depth: np.ndarray, percentile: float, threshold_alpha: float, kernel: int | Sequence[int], sigma: float
 ) -> np.ndarray:
     """Foreground masks uint8 [T, H, W] of ONE trajectory from its depth maps float [T, H, W] (bigger = closer).
 

@@ -74,14 +74,7 @@ class DecoderBlock(nn.Module):
 class ResNetEncoder(nn.Module):
     """[B, C_in, H, W] -> [B, C_out, H / 2^n, W / 2^n] (64 px, 3 blocks: 8 x 8)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        scale: int,
-        deep: bool = False,
-        num_res_blocks: int = 2,
-        dropout: float = 0.0,
-    ):
+    def __init__(self, in_channels: int, scale: int, deep: bool = False, num_res_blocks: int = 2, dropout: float = 0.0):
         super().__init__()
         self.channels = encoder_channels(scale, deep)
         blocks, c = [], in_channels
@@ -189,3 +182,16 @@ class ActionMLP(nn.Module):
 
 def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def compile_networks(enabled: bool, *networks: nn.Module) -> None:
+    """The `compile` field of every script: with `enabled`, each parameter-holding child of each network (encoders,
+    heads) gets a compiled forward in place (nn.Module.compile), after the stage builds its networks. Its other
+    methods, the loop and the parameter names (so the checkpoints) stay as they are; the losses match the eager
+    ones to float tolerance (tests/test_compile.py)."""
+    if not enabled:
+        return
+    for network in networks:
+        for child in network.children():
+            if next(child.parameters(), None) is not None:
+                child.compile()

@@ -1,17 +1,14 @@
-"""What a training update uses, the same in every method script: the precision of autocast, optimizers and
-learning-rate schedules, EMA targets, the NaN guard and the epoch-after-epoch batch stream."""
+"""How a training update steps, the same in every method script: the precision of autocast, optimizers,
+learning-rate schedules and EMA targets."""
 
 import contextlib
 import functools
-import itertools
 import math
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from src import dist
-from src.data import check_batch_size
 from src.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -136,47 +133,3 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     for tb, sb in zip(target.buffers(), source.buffers(), strict=True):
         if tb.dtype.is_floating_point:
             tb.lerp_(sb, tau)
-
-
-class NanGuard:
-    """Tracks, without a host sync, the first update whose loss was not finite; `check` raises (at log steps)."""
-
-    def __init__(self, stage: str, device: torch.device):
-        self.stage = stage
-        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-
-    def update(self, loss: torch.Tensor, step: int) -> None:
-        bad = ~torch.isfinite(loss.detach())
-        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
-
-    def check(self, last_good: Path | None = None) -> None:
-        """Raises when the loss of any rank was not finite: every rank of a distributed run stops at the same
-        check (one all-reduce, at the host syncs that exist anyway)."""
-        step = int(dist.any_rank(self.first_bad))
-        if step >= 0:
-            where = f"; the last good checkpoint is {last_good}" if last_good and last_good.exists() else ""
-            raise FloatingPointError(f"{self.stage}: the loss became NaN or infinite at update {step}{where}")
-
-
-def infinite_epochs(
-    data,
-    valid: torch.Tensor,
-    batch_size: int,
-    drop_last: bool = True,
-    flag: str = "batch_size",
-    seed: int | None = None,
-    start: int = 0,
-):
-    """Batches of indices, epoch after epoch (a fresh permutation each epoch; see TrajectoryData.epoch). A batch
-    larger than the samples of `valid` (of all ranks) is refused here, naming the config field `flag`: an epoch
-    draws without replacement. Epoch e is permuted by its own generator seeded seed + e (seed None: by the global
-    random state), and the stream begins at batch `start`: a resumed stage draws the batches an uninterrupted run
-    would draw next."""
-    check_batch_size(flag, batch_size, dist.total(len(valid)), data.path)
-
-    def epochs():
-        for epoch in itertools.count():
-            gen = None if seed is None else torch.Generator(valid.device).manual_seed(seed + epoch)
-            yield from data.epoch(valid, batch_size, drop_last, gen)
-
-    return itertools.islice(epochs(), start, None)  # skipping slices index permutations only: cheap

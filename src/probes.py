@@ -1,59 +1,21 @@
-"""A closed-form linear probe of latent-action quality, written by every LAM script at the end of stage 1.
-
-The paper's quality measure (Sections 4-5, Fig. 5 / 6) is the MSE of a linear probe from latent action to true
-action, trained online with Adam next to the LAM. When the LAM trains for few updates (small runs, early stops) that
-probe may not have converged, and its MSE then says more about the probe than about the latents. This probe needs no
-training: ridge regression, solved exactly on frozen latents.
+"""The closed-form probes of a LAM's latents, written by every LAM script at the end of stage 1 (and along its
+training, ProbeCurve). The paper's measure (Sections 4-5) is an online linear probe trained next to the LAM; with few
+updates it may not have converged, so this one is solved exactly: ridge regression on the frozen latents.
 
     metrics = ridge_probe(lam.label, data, frame_stack, batch_size, device, max_samples, eval_data=eval_data)
 
-Under torchrun each rank splits its own shard of trajectories and the sums are added over ranks: one probe, fitted
-on every rank's fit trajectories and tested on every rank's held-out ones.
+Latents of (o_t, o_{t+1}), without augmentation, -> a_t. The trajectories are split whole: the last tenth (at least
+one) is the test set, the tenth before it the validation set (it picks the penalty of L2_GRID), the rest the fit set;
+up to max_samples transitions of each, drawn with their own generators. W = (Cov(z) + l2 * mean(diag Cov(z)) I)^-1
+Cov(z, a), in float64 from sums (`Moments`), which ranks of a distributed run add. Each MSE comes with its baseline,
+the MSE of the fitted mean action.
 
-What it measures. Latents of consecutive frames (o_t, o_{t+1}) -> a_t: the latents latent BC imitates and the
-decoder decodes, without augmentation. The trajectories of the LAM's data are split whole: the last tenth (at least
-one) is the held-out test set, the tenth before it (at least one) the validation set, the rest the fit set. Up to
-`max_samples` transitions of each (a fixed random subset: the global random state is not touched) go through the
-frozen LAM once; the probe is fitted on the fit set for each penalty of L2_GRID, the validation set picks one, and
-its MSE is measured on the test set. Each MSE comes with its baseline: the MSE of predicting the fitted mean action,
-i.e. the actions' spread around it; a probe at or above its baseline has found nothing in the latents. With an
-evaluation set (novel distractors), the same fitted probe is also measured on it.
-
-Ridge: W = (Cov(z) + l2 * mean(diag Cov(z)) * I)^-1 Cov(z, a), b = mean(a) - mean(z) W, in float64 from sums of
-z, a and their products (`Moments`): the penalty is relative to the latents' scale, so one grid fits every method.
-
-Leakage probes (what else the latents encode). When the data records each frame's distractor state (the
-`distractors/` group of the collector, docs/DATA.md), the same fit goes, in the same pass, from the latent of
-(o_t, o_{t+1}) to each of LEAKAGE_TARGETS: `action` (a_t), `agent_state` (s_{t+1} - s_t, the stored proprioceptive
-state), `background` (the video's frame advance), `camera` (the change of the camera's position and orientation
-offsets) and `color` (the change of the materials' colour offsets). Each target gets its own penalty (the best
-validation R²) and reports its R² on the test trajectories (`<prefix>/leakage/<target>_r2`; `_val_r2` on the
-validation ones, `_eval_r2` on the evaluation set when it records the group). R² is out of sample, per column,
-1 - SSE / SSE of the fitted mean, averaged over the target's columns that vary on the set measured (a column that is
-constant there has no R²; a target none of whose columns varies is NaN). Data without the group (the paper's
-released files) gets the action and agent-state targets only and a printed "not recorded" note.
-
-The other direction (how much of the latent is about the agent): a ridge fit from the agent's targets (the action
-and the agent-state change, standardised) to the whole latent, `<prefix>/leakage/latent_from_agent_r2`, the share
-of the latent's variance (summed over its dimensions) that they explain on the test trajectories; and the same from
-every recorded distractor change, `latent_from_distractors_r2`. What the agent leaves unexplained is the rest of
-the latent: the distractors, a non-linear code of the agent, or noise; the same LAM without distractors, where the
-rest can hold no distractor, is the control. That share is a variance-weighted R²: it moves with the scale and the
-number of the latent's dimensions that the agent does not explain, not only with what the latent holds (scaling
-agent-free dimensions changes it; tests/test_probes.py shows by how much).
-
-Held-out canonical correlations, measures that rescaling cannot change (`<prefix>/leakage/cca_<source>`, source
-`agent` (the action and the agent-state change) or `distractors` (every recorded distractor change)): ridge CCA
-between the latent and the source's targets, fitted on the fit transitions, each latent dimension standardised by
-its fit-set spread (so a per-dimension rescaling of the latent gives the same directions and the same numbers) and
-the latent's correlation matrix penalised by l2 * I (CCA_L2_GRID, the validation value chooses; without it, a latent
-wider than the fit set would correlate perfectly with anything). The fitted canonical directions are then applied
-to the test transitions: `cca_<source>` is the mean over the k = (number of target columns) canonical pairs of the
-squared test correlation (negative ones count 0), `cca_<source>_top1` the first pair's test correlation. 1: the
-targets are a linear read-out of the latent and back; 0: nothing the fit found carries over. Dimensions that hold
-nothing of the source can only add estimation noise to the fit, so they lower the held-out number slightly with
-finite samples and never raise it the way a variance share's denominator moves (tests/test_probes.py).
-"""
+Leakage (what else the latents encode), where the data records the distractors (docs/DATA.md): the same fit to each
+of LEAKAGE_TARGETS (changes over the transition), reported as out-of-sample R² per column averaged over the columns
+that vary; the share of the latent's variance that the agent's targets (or the distractors') explain
+(`latent_from_<source>_r2`, variance-weighted); and held-out ridge CCA (`cca_<source>`, the mean squared test
+correlation of the k canonical pairs fitted on standardised latents, CCA_L2_GRID chosen on validation), which a
+per-dimension rescaling of the latent cannot change. tests/test_probes.py pins their properties."""
 
 import json
 import math
@@ -447,15 +409,10 @@ def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Te
 
 
 class ProbeCurve:
-    """The ridge probe at a few points of a LAM's training (`ridge_probe_every` updates), so a reader sees whether
-    the probe had flattened or was still falling when the stage ended; the first point is the randomly initialised
-    network (update 0). Each point is [update, validation MSE, test MSE, {leakage target: test R²}] (the last
-    element only where the data records the leakage targets); `points(final)` adds the stage's final probe. With
-    `init` (the default whenever the probe is on, even without a curve) the whole probe at update 0 is kept too:
-    `init_metrics()` gives it as `<prefix>/init/<metric>`, what the frames make decodable before any training, to
-    set beside the final probe. Points and the update-0 probe live in `path` (JSON beside the stage checkpoint), so
-    a resumed stage keeps them. The network is put in eval mode for the probe and back after; the global random
-    state is not touched (ridge_probe draws with its own generators), so training is unchanged."""
+    """The ridge probe every `every` updates of a LAM's training, from update 0 (the random network), and the whole
+    update-0 probe (`init_metrics`: `<prefix>/init/<metric>`). Each point is [update, validation MSE, test MSE,
+    {leakage target: test R²} where measured]. Kept in `path` beside the stage checkpoint, so a resumed stage keeps
+    them; the probe runs in eval mode and leaves the global random state alone (training is unchanged)."""
 
     def __init__(self, path, every: int, init: bool = True):
         self.path, self.every, self.init = Path(path), every, init

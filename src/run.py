@@ -1,142 +1,35 @@
-"""The life of a run, the same for every method script: its config fields, device and seeds, the run directory
-(checked against the config and locked), wandb, results.json and the command-line entry point."""
+"""The life of a run, the same for every method script: `start_run` (config checked, device, seed, the run directory
+checked against the config and locked, wandb) gives what every stage uses; results.json; `main`, the command line."""
 
-import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
-import random
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
 import pyrallis
 import torch
 
 from src import dist
+from src.checkpoint import seed_stage, set_seed
+from src.config import RunConfig, config_differences, config_fields
 from src.data import check_data_file, trajectory_count
+from src.device import get_device, no_gpu_note, render_on
 from src.errors import ConfigError, UserError, user_errors
-from src.evaluation import render_on
-from src.files import json_default, replace_or_explain, write_json
+from src.files import replace_or_explain, write_json
 from src.optim import setup_backends
-
-
-@dataclasses.dataclass
-class RunConfig:
-    """Fields every method script has at the top level of its config (CLI: --seed, --run_dir, ...)."""
-
-    project: str = "laom"  # wandb project
-    group: str = "default"  # wandb group
-    name: str = "run"  # run name (wandb and default run directory)
-    run_dir: Optional[str] = None  # where checkpoints, config and results.json go; default runs/<name>-seed<seed>
-    seed: int = 0  # global seed (data order, initialisation, augmentations)
-    device: str = "auto"  # "auto" (cuda if available, else cpu with a note), "cuda", "cuda:<index>", "cpu"
-    frames_device: str = "auto"  # where frames live: "auto" (GPU if they fit, else host memory), "cpu", "pinned"
-    wandb_mode: str = "offline"  # online / offline / disabled
-    log_every: int = 100  # updates between logged metrics (the only host syncs of a training loop)
-    checkpoint_every: int = 2000  # updates between resumable stage checkpoints
-    eval_num_envs: int = 5  # parallel evaluation environments (worker processes)
-    eval_max_episode_steps: int = 1000  # episode length of evaluation rollouts (1000 in the paper)
-    precision: str = "auto"  # training autocast: "auto" (bf16 on CUDA and a native-bf16 CPU, as released), "fp32"
-    compile: bool = False  # torch.compile the networks each stage trains (src/compile.py); off until measured on a GPU
-
-    def resolved_run_dir(self) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path("runs") / f"{self.name}-seed{self.seed}"
-
-
-def set_seed(seed: int) -> None:
-    """Seeds python's random, numpy and torch (the CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def stage_seed(seed: int, *parts) -> int:
-    """A seed for one part of a run (a stage, its data order, its final metrics), from the run's seed and the part's
-    names alone: the same whatever ran earlier in the process, so a resumed, skipped or reused stage leaves the next
-    one exactly as an uninterrupted run does. 32 bits (numpy's limit)."""
-    key = ":".join(str(p) for p in (seed, *parts)).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
-
-
-def seed_stage(seed: int, *parts) -> int:
-    """Seeds every random stream (set_seed) from stage_seed(seed, *parts, rank): each rank of a distributed run its
-    own streams (its augmentations and draws), the networks still starting from rank 0's (src/stage.py)."""
-    s = stage_seed(seed, *parts, dist.rank())
-    set_seed(s)
-    return s
-
-
-def get_device(name: str = "auto") -> torch.device:
-    """The device `name` asks for, its index always explicit (torch.cuda.set_device refuses a bare "cuda"): "auto"
-    is the current CUDA device when torch sees one, else the CPU (said by `no_gpu_note`); "cuda" is the current
-    CUDA device (cuda:0 unless set); anything else is checked by check_device."""
-    if name == "auto" and not torch.cuda.is_available():
-        return torch.device("cpu")
-    device = check_device("cuda" if name == "auto" else name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def no_gpu_note(name: str) -> Optional[str]:
-    """One line when "auto" falls back to the CPU on a CUDA build of torch (a driver too old for the wheel, a
-    container started without GPUs): a paper-scale run would otherwise train on the CPU without a word."""
-    if name != "auto" or torch.version.cuda is None or torch.cuda.is_available():
-        return None
-    return (
-        f"note: --device=auto: torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU, training on the "
-        f"CPU; check the driver with nvidia-smi (it must support CUDA {torch.version.cuda}), run Docker with "
-        "--gpus all, or use --device=cuda to make this an error"
-    )
-
-
-def check_device(name: str, flag: str = "--device") -> torch.device:
-    """The device `name` ("cpu", "cuda", "cuda:1", ...) if this machine has it, else a ConfigError saying why and
-    what to do: a CPU build of torch (install the CUDA build), no visible GPU, an index beyond the visible GPUs."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"{flag}={name}: not a device; expected auto, cpu, cuda or cuda:<index>") from None
-    if device.type != "cuda":
-        return device
-    if torch.version.cuda is None:
-        version = torch.__version__.split("+")[0]
-        raise ConfigError(
-            f"{flag}={name}: the installed torch {torch.__version__} is a CPU build; install its CUDA build "
-            f"(pip install --force-reinstall torch=={version}, from PyPI; see README) or run with --device=cpu"
-        )
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
-        raise ConfigError(
-            f"{flag}={name}: torch {torch.__version__} sees no CUDA device{hidden}; check the driver with "
-            "nvidia-smi, or run with --device=cpu"
-        )
-    if device.index is not None and device.index >= count:
-        raise ConfigError(
-            f"{flag}={name}: {count} CUDA device{'s are' if count > 1 else ' is'} visible (cuda:0"
-            f"{f' .. cuda:{count - 1}' if count > 1 else ''}); use one of them or --device=cpu"
-        )
-    return device
-
+from src.stage import finish_wandb_quietly
 
 # Config fields naming an HDF5 file the run reads (datasets, foreground masks): checked when the run starts.
 DATA_FIELDS = ("data_path", "eval_data_path", "labeled_data_path", "masks_path")
-# Config fields that change how a run is watched, not what it trains: they may differ when a run is continued.
-NON_TRAINING_FIELDS = {"project", "group", "name", "run_dir", "wandb_mode", "log_every", "checkpoint_every"}
-NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
 # Counts a stage needs to be at least 1 (a 0 would divide by zero or silently train nothing).
 POSITIVE_FIELDS = ("batch_size", "labeled_batch_size", "num_epochs", "total_updates", "frame_stack", "log_every")
 POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps", "max_trajectories")
 # Seeds: numpy takes 0 .. 2**32 - 1; a run adds its rank and the episode's index.
 SEED_FIELDS = ("seed", "eval_seed")
+BATCH_FIELDS = ("batch_size", "labeled_batch_size")  # global batches: split over the ranks
 WANDB_MODES = ("online", "offline", "disabled")  # checked by check_config before init_wandb runs
 _locks: dict = {}  # run directory -> its open, locked file (held until the process exits)
 
@@ -148,9 +41,9 @@ def check_config(config) -> None:
     of the sections a run will train are checked to exist and be HDF5 (not those of the stages that `lam_only` /
     `idm_only` leave out), and to hold at least the section's max_trajectories."""
     skipped = {"bc", "decoder"} if getattr(config, "lam_only", False) or getattr(config, "idm_only", False) else set()
-    items = list(dist.config_fields(config))
-    fields = {flag: value for flag, _, value in items}
-    for flag, name, value in items:
+    fields = {f"--{key}": value for key, value in config_fields(config).items()}
+    for flag, value in fields.items():
+        name = flag.split(".")[-1].removeprefix("--")
         if name in POSITIVE_FIELDS and value is not None and value < 1:
             raise ConfigError(f"{flag}={value}: expected a positive integer")
         if name == "eval_episodes" and value < 0:
@@ -170,26 +63,6 @@ def check_config(config) -> None:
             count = trajectory_count(path)
             if value > count:
                 raise ConfigError(f"{flag}={value}: {path} holds {count} trajectories; use at most {count}")
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_differences(old: dict, new, ignore=NON_TRAINING_FIELDS) -> list[str]:
-    """`field: old -> new` for each flattened field (e.g. `lapo.latent_action_dim`) whose value differs between two
-    configs (dicts as in config.json, or a config dataclass), sorted, fields in `ignore` left out."""
-    if dataclasses.is_dataclass(new):
-        new = json.loads(json.dumps(dataclasses.asdict(new), default=json_default))
-    old, new = _flat(old), _flat(new)
-    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ignore)
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
 
 
 class RunDirInUseError(UserError, RuntimeError):
@@ -308,20 +181,15 @@ class Run:
     results: Results
 
     def seed_stage(self, name: str) -> None:
-        """Called first thing in a stage, before its networks are built: every random stream (initialisation,
-        augmentations, draws) from (seed, stage name), so a stage starts the same whether the stages before it were
-        trained, resumed, skipped or loaded from another run. Arms of a study with one seed share the networks their
-        stages build alike (e.g. LAPO and masked LAPO)."""
+        """First thing in a stage, before its networks are built: every random stream from (seed, stage name), so a
+        stage starts the same whether the stages before it were trained, resumed, skipped or loaded."""
         seed_stage(self.cfg.seed, name)
 
 
 def start_run(cfg: RunConfig) -> Run:
-    """Device and precision, seeds, the run directory (checked and locked), wandb and results.json.
-
-    On CUDA the run's GPU becomes the current device and the one evaluation renders on (MUJOCO_EGL_DEVICE_ID).
-    Launched by torchrun (src/dist.py): joins the process group, device cuda:<local rank> (or the CPU), seed
-    seed + rank (each rank its own data order and augmentations; the networks start from rank 0's, see
-    Stage); rank 0 takes the run directory and wandb, the other ranks wait for it and log nowhere."""
+    """The config checked; device (on CUDA the current device and the one evaluation renders on) and precision; seed
+    seed + rank; the run directory (checked and locked), wandb and results.json. Launched by torchrun: joins the
+    process group (src/dist.py); rank 0 takes the run directory and wandb, the others wait and log nowhere."""
     check_config(cfg)
     device = get_device(cfg.device)
     if dist.launched():
@@ -334,15 +202,16 @@ def start_run(cfg: RunConfig) -> Run:
         # allocator calls without a device then act on it, not on cuda:0.
         torch.cuda.set_device(device)
         render_on(torch.cuda.current_device())  # evaluation renders on this GPU, not on GPU 0
-    dist.check_batches(cfg)
+    for key, value in config_fields(cfg).items():  # a global batch must divide over the ranks
+        if key.split(".")[-1] in BATCH_FIELDS and isinstance(value, int):
+            dist.local_batch(value, f"--{key}")
     setup_backends(device, cfg.precision)
     set_seed(cfg.seed + dist.rank())
     run_dir = cfg.resolved_run_dir()
+    wandb_run = LazyWandb()
     if dist.is_main():
         prepare_run_dir(run_dir, cfg)
-        wandb_run = LazyWandb(lambda: init_wandb(cfg, cfg.project, cfg.group, cfg.name, cfg.wandb_mode, run_dir))
-    else:
-        wandb_run = _NoLogging()
+        wandb_run = LazyWandb(lambda: init_wandb(cfg, run_dir))
     dist.barrier()
     return Run(cfg, run_dir, device, wandb_run, Results(run_dir, cfg))
 
@@ -350,67 +219,39 @@ def start_run(cfg: RunConfig) -> Run:
 class LazyWandb:
     """The wandb run of rank 0, started when the run first trains or computes something (Stage.updates,
     Stage.final_metrics): a rerun whose stages all finished earlier makes no new wandb run. What is logged before
-    (a stage finished earlier: its stored metrics) goes to the wandb run once it starts, or nowhere."""
+    goes to it once it starts, or nowhere. Without `init` (the other ranks of a distributed run) nothing is logged."""
 
-    def __init__(self, init: Callable[[], object]):
+    def __init__(self, init: Callable[[], object] | None = None):
         self._init, self._run, self._waiting = init, None, []
 
     def start(self) -> None:
-        if self._run is None:
+        if self._run is None and self._init is not None:
             self._run = self._init()
             for args, kwargs in self._waiting:
                 self._run.log(*args, **kwargs)
             self._waiting = []
 
     def log(self, *args, **kwargs) -> None:
-        if self._run is None:
-            self._waiting.append((args, kwargs))
-        else:
+        if self._run is not None:
             self._run.log(*args, **kwargs)
+        elif self._init is not None:
+            self._waiting.append((args, kwargs))
 
     def finish(self) -> None:
         if self._run is not None:
             self._run.finish()
 
 
-def finish_wandb_quietly(exit_code: int) -> None:
-    """Ends this process's wandb run, if any, without wandb's lines on the console (an interrupted run: its one line
-    is the last; wandb would print its sync hint after it at exit)."""
-    wandb = sys.modules.get("wandb")
-    if wandb is None or wandb.run is None:
-        return
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
-        wandb.run.finish(exit_code=exit_code)
-
-
-class _NoLogging:
-    """wandb of the ranks other than 0 of a distributed run: they log nothing."""
-
-    def start(self) -> None:
-        pass
-
-    def log(self, *args, **kwargs) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
 def main(train) -> None:
-    """Runs a script's train() from the command line: Ctrl-C ends it with one line saying how to resume (during a
-    stage's updates the stage checkpoints and says so itself, src/stage.py), a user
-    error (a stage checkpoint that cannot be used, a missing file, a config value: src/errors.py) with one line
-    naming it and what to do. In a
-    distributed run, a rank that loses another (a node lost, a process killed) ends with one line saying so.
-
-    The process group is left however the run ends (finished, stopped on a preemption signal, an error), except
-    when a peer is lost; not left, its gloo threads would be torn down with the interpreter (src/dist.py, init)."""
+    """Runs a script's train() from the command line: Ctrl-C outside a stage's updates (those checkpoint and say so
+    themselves, src/stage.py) ends it with one line saying how to resume, a user error (src/errors.py) with one line
+    naming it, a distributed rank that loses another with one line saying so. The process group is left however the
+    run ends, except when a peer is lost (src/dist.py, init)."""
     lost_peer = False
     try:
         with user_errors(show=dist.is_main):
             train()
     except KeyboardInterrupt:
-        # Outside a stage's updates (those checkpoint and exit themselves, src/stage.py): loading data, final metrics.
         finish_wandb_quietly(130)
         print(
             "\ninterrupted: finished stages and each stage's last checkpoint are kept; run the same command to resume",
@@ -429,25 +270,17 @@ def main(train) -> None:
             dist.finish()
 
 
-class Stopwatch:
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def init_wandb(config, project: str, group: str, name: str, mode: str, run_dir: Path):
+def init_wandb(config, run_dir: Path):
     """wandb run in mode online / offline / disabled, its files under the run directory. Quiet (wandb's setting):
     no history and summary panel, no sync hint at the end, so that a run's last lines are its headline metrics and
     the path of results.json; WANDB_QUIET=false in the environment brings wandb's full output back."""
     import wandb
 
     return wandb.init(
-        project=project,
-        group=group,
-        name=name,
-        mode=mode,
+        project=config.project,
+        group=config.group,
+        name=config.name,
+        mode=config.wandb_mode,
         dir=str(run_dir),
         config=dataclasses.asdict(config),
         reinit="finish_previous",

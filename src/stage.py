@@ -1,46 +1,36 @@
-"""The machinery of one training stage, the same for every stage of every method script.
+"""One training stage, the same machinery for every stage of every method script; the loop shows only the method.
 
-A stage loop shows only its method: the batch, the loss and the update.
-
-    stage = Stage("bc", "bc.pt", {"actor": actor, "optim": optim, "sched": sched}, total, run,
-                  batch_size=c.batch_size)
-    batches = stage.batches(data, valid, c.batch_size)  # the stage's index batches, from where it resumes
-    for step in stage.updates():            # nothing when the stage finished earlier; resumes where it stopped
+    stage = Stage("bc", "bc.pt", {"actor": actor, "optim": optim, "sched": sched}, total, run, batch_size=...)
+    batches = stage.batches(data, valid, c.batch_size)  # its index batches, from where it resumes
+    for step in stage.updates():            # nothing when finished earlier; resumes where it stopped
         ...                                 # next(batches), loss, backward, optimizer step
         stage.log(step, loss, mse_loss=loss)  # NaN guard; logging and checkpoints at their cadence
     stage.final_metrics(lambda: {...})      # computed once, kept beside the checkpoint, written to results.json
 
-What it owns: resuming from the stage's checkpoint (or loading a finished one of another run), telling the person
-at the terminal (resume / skip messages, the loss on the progress bar), the NaN guard, the logging cadence (the only
-host syncs of a loop), the periodic and final checkpoints, where the frames go (to the GPU after its first update
-if they fit: src/data.py, place_frames), and the stage's final metrics: stored with the
-checkpoint (`<checkpoint>.metrics.json`), so a finished stage that is run again reports what it reported the first
-time instead of drawing new evaluation batches.
+It owns resuming (or loading a finished stage of another run), the resume / skip messages and the progress bar, the
+NaN guard, the logging cadence (the loop's only host syncs), checkpoints, where the frames go (to the GPU after the
+first update if they fit: src/data.py, place_frames) and the final metrics (`<ckpt>.metrics.json`: a finished stage
+run again reports what it reported the first time). Distributed (src/dist.py): networks start from
+rank 0's, the guard stops every rank together, final metrics are averaged over ranks, rank 0 writes.
 
-In a distributed run (src/dist.py) every rank runs the stage: its networks start from rank 0's parameters, the NaN
-guard stops every rank together, the final metrics are the mean over ranks of each rank's numbers, and only rank 0
-writes checkpoints, metrics and results and shows the progress bar.
+Stopping: while a stage trains, SIGUSR1 (SLURM's warning, scripts/slurm/run_job.sh), SIGTERM and SIGINT only set a
+flag; after the update in progress the stage checkpoints, says after which update it stopped and exits with
+PREEMPTED_EXIT_CODE (130 for Ctrl-C); the same command resumes. A second Ctrl-C stops at once. Distributed ranks
+agree on the update to stop after at the logging cadence.
 
-Stopping (preemption, Ctrl-C): while a stage trains, SIGUSR1 (SLURM's warning before a time limit or preemption,
-see scripts/slurm/run_job.sh), SIGTERM and SIGINT (Ctrl-C) only set a flag; after the update in progress the stage
-writes its checkpoint, says after which update it stopped and exits with PREEMPTED_EXIT_CODE (130 for Ctrl-C). The
-same command run again resumes from that update; a second Ctrl-C stops at once (the last checkpoint is kept).
-Outside the update loops the signals keep their usual effect. In a distributed run the ranks agree on the update to
-stop after at the logging cadence (`log_every`, where the loop already syncs), so a signal is acted on within
-log_every updates.
+Exactness: a stage's random streams come from (seed, stage name) alone (its networks, `batches`, its final metrics)
+and its checkpoint holds its loss window: a run interrupted anywhere, skipped or reusing another run's stages gives
+the numbers of the uninterrupted run (tests/test_exactness.py)."""
 
-Exactness: a stage's random streams come from (seed, stage name) alone (Run.seed_stage before its networks are
-built, `Stage.batches` for its epochs' order, (seed, stage name, "final") for its final metrics), and its checkpoint
-holds its loss window and final training loss: a run interrupted anywhere and run again, one whose stages are all
-skipped and one that loads stages from another run's checkpoints give the numbers of the uninterrupted run.
-"""
-
+import contextlib
+import itertools
 import json
 import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,12 +38,10 @@ import torch
 from tqdm.auto import tqdm
 
 from src import dist
-from src.checkpoint import restore_stage, save_stage
-from src.data import place_frames, watch_frames
+from src.checkpoint import restore_stage, save_stage, seed_stage, stage_seed
+from src.data import check_batch_size, place_frames, watch_frames
 from src.errors import ConfigError
 from src.files import write_json
-from src.optim import NanGuard, infinite_epochs
-from src.run import Stopwatch, finish_wandb_quietly, seed_stage, stage_seed
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 PREEMPTED_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped on a signal after a checkpoint; run again to resume
@@ -77,15 +65,66 @@ def interrupt_point(stage: str, point: str) -> None:
         os.kill(os.getpid(), getattr(signal, at[2] if len(at) > 2 else "SIGINT"))
 
 
+class NanGuard:
+    """Tracks, without a host sync, the first update whose loss was not finite; `check` raises (at log steps)."""
+
+    def __init__(self, stage: str, device: torch.device):
+        self.stage = stage
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def check(self, last_good: Path | None = None) -> None:
+        """Raises when the loss of any rank was not finite: every rank of a distributed run stops at the same
+        check (one all-reduce, at the host syncs that exist anyway)."""
+        step = int(dist.any_rank(self.first_bad))
+        if step >= 0:
+            where = f"; the last good checkpoint is {last_good}" if last_good and last_good.exists() else ""
+            raise FloatingPointError(f"{self.stage}: the loss became NaN or infinite at update {step}{where}")
+
+
+def infinite_epochs(
+    data,
+    valid: torch.Tensor,
+    batch_size: int,
+    drop_last: bool = True,
+    flag: str = "batch_size",
+    seed: int | None = None,
+    start: int = 0,
+):
+    """Batches of indices, epoch after epoch (a fresh permutation each epoch; see TrajectoryData.epoch). A batch
+    larger than the samples of `valid` (of all ranks) is refused here, naming the config field `flag`: an epoch
+    draws without replacement. Epoch e is permuted by its own generator seeded seed + e (seed None: by the global
+    random state), and the stream begins at batch `start`: a resumed stage draws the batches an uninterrupted run
+    would draw next."""
+    check_batch_size(flag, batch_size, dist.total(len(valid)), data.path)
+
+    def epochs():
+        for epoch in itertools.count():
+            gen = None if seed is None else torch.Generator(valid.device).manual_seed(seed + epoch)
+            yield from data.epoch(valid, batch_size, drop_last, gen)
+
+    return itertools.islice(epochs(), start, None)  # skipping slices index permutations only: cheap
+
+
+def finish_wandb_quietly(exit_code: int) -> None:
+    """Ends this process's wandb run, if any, without wandb's lines on the console (an interrupted run: its one line
+    is the last; wandb would print its sync hint after it at exit)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or wandb.run is None:
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        wandb.run.finish(exit_code=exit_code)
+
+
 class Stage:
-    """One stage of a run (src.run.Run). name: the metric prefix ("lapo", "bc", "decoder", "idm"); ckpt_name: its
-    checkpoint file in the run directory;
-    objects: what its checkpoint holds (modules, optimizers, schedulers: a "sched" entry's learning rate is logged);
-    total: its number of updates; run: the run config (log_every, checkpoint_every); load_from: a finished
-    checkpoint of this stage from another run to load instead of training; reuse_metrics: a stage loaded that way
-    reports the final metrics stored by the run that trained it (the LAM: its probe MSEs), otherwise it computes
-    its own; batch_size: samples per update (for samples/s); updates_per_epoch: for the logged epoch; epoch_samples:
-    the samples of one epoch where its last batch is partial (kept), so that samples/s counts that batch's size."""
+    """name: the metric prefix ("lapo", "bc", ...); ckpt_name: its checkpoint in the run directory; objects: what the
+    checkpoint holds (a "sched" entry's learning rate is logged); total: its updates; run: the Run; load_from: a
+    finished checkpoint of another run to load instead of training, whose stored final metrics are reported with
+    reuse_metrics; batch_size, updates_per_epoch, epoch_samples (an epoch whose last batch is partial): for the
+    logged samples/s and epoch."""
 
     def __init__(
         self,
@@ -107,7 +146,7 @@ class Stage:
         self.device = device
         self.load_from, self.reuse_metrics = load_from, reuse_metrics
         self.batch_size, self.updates_per_epoch, self.epoch_samples = batch_size, updates_per_epoch, epoch_samples
-        self.clock = Stopwatch()  # the stage's wall time, for results.json
+        self.started = time.perf_counter()  # the stage's wall time, for results.json
         saved = {}  # the loss window and final training loss of the checkpoint, if any
         self.start, self.done = restore_stage(self.ckpt, objects, load_from, device, name, run.cfg, saved)
         dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
@@ -130,7 +169,7 @@ class Stage:
             tqdm.write(f"{name}: resuming from update {self.start} of {total} ({self.ckpt})")
 
     def batches(self, data, valid: torch.Tensor, batch_size: int, drop_last: bool = True, flag: str = "batch_size"):
-        """The stage's stream of index batches (src/optim.py: infinite_epochs): its epochs ordered by the stage's own
+        """The stage's stream of index batches (infinite_epochs): its epochs ordered by the stage's own
         seed, starting at the update the stage resumes from, so a resumed stage draws what an uninterrupted one
         would draw next."""
         return infinite_epochs(data, valid, batch_size, drop_last, flag=flag, seed=self.data_seed, start=self.start)
@@ -147,7 +186,7 @@ class Stage:
             total=self.total,
             disable=not dist.is_main(),
         )
-        self._window = Stopwatch()
+        self._window = time.perf_counter()
         _stop_signals.clear()
         main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
         # SIGINT is left alone where it is ignored (a background job without job control)
@@ -226,13 +265,13 @@ class Stage:
                 values[f"{self.name}/learning_rate"] = self.objects["sched"].get_last_lr()[0]
             if self.batch_size:
                 samples = self._samples_before(n) - self._samples_before(n - self.run.log_every)
-                values[f"{self.name}/samples_per_s"] = samples / self._window()
+                values[f"{self.name}/samples_per_s"] = samples / (time.perf_counter() - self._window)
             if self.updates_per_epoch:
                 values[f"{self.name}/epoch"] = n / self.updates_per_epoch
             values[f"{self.name}/step"] = n
             self.wandb_run.log(values)
             self.bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
-            self._window = Stopwatch()
+            self._window = time.perf_counter()
         if n % self.run.checkpoint_every == 0 and n < self.total:
             self.guard.check(self.ckpt)
             save_stage(self.ckpt, self.objects, n, done=False, extra=self._saved())
@@ -273,7 +312,7 @@ class Stage:
             if dist.is_main():
                 write_json(self.metrics_path, metrics)
         self.wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, list)})
-        self.results.stage(self.name, self.clock(), metrics, skipped=self.skipped)
+        self.results.stage(self.name, time.perf_counter() - self.started, metrics, skipped=self.skipped)
         interrupt_point(self.name, "end")
         return metrics
 

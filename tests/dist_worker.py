@@ -27,9 +27,9 @@ import h5py
 import torch
 
 from src import dist
+from src.checkpoint import set_seed
 from src.data import load_dataset, normalize_obs
 from src.optim import make_optimizer, make_scheduler, soft_update
-from src.run import set_seed
 
 FRAME_STACK, OFFSET, PER_TRAJ, UPDATES = 3, 2, 2, 4
 

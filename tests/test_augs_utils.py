@@ -9,7 +9,8 @@ import torch.nn as nn
 from src.checkpoint import restore_stage, save_stage
 from src.files import write_json
 from src.nn import ActionMLP
-from src.optim import NanGuard, make_optimizer, make_scheduler, soft_update
+from src.optim import make_optimizer, make_scheduler, soft_update
+from src.stage import NanGuard
 
 
 def test_linear_warmup_then_decay_to_zero():

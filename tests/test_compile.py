@@ -1,10 +1,10 @@
-"""--compile=true (src/compile.py): a compiled stage gives the eager losses to float tolerance and the same
+"""--compile=true (src/nn.py: compile_networks): a compiled stage gives the eager losses to float tolerance and the same
 checkpoint keys."""
 
 import torch
 
 from scripts.bench.timing import run_stage, write_stage_data
-from src.compile import compile_networks
+from src.nn import compile_networks
 from train_lapo import LAPO
 
 

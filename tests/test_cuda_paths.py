@@ -103,11 +103,11 @@ def test_auto_on_a_cuda_build_without_a_gpu_says_so_and_runs_on_the_cpu(tmp_path
 def test_a_run_on_cuda_n_makes_it_current_and_renders_on_it(tmp_path, monkeypatch, visible, expected):
     """--device=cuda:1 outside torchrun: nothing called set_device (CUDA events were recorded on cuda:0 while the
     copies ran on cuda:1) and MUJOCO_EGL_DEVICE_ID was never set (evaluation rendered on GPU 0)."""
-    from src import evaluation
+    from src import device
     from src.run import RunConfig, start_run
 
     gpu = FakeCuda(count=4, patch=monkeypatch)
-    monkeypatch.setattr(evaluation, "_nvidia_egl", lambda: True)  # the driver's EGL library, as on a GPU box
+    monkeypatch.setattr(device, "_nvidia_egl", lambda: True)  # the driver's EGL library, as on a GPU box
     monkeypatch.setenv("MUJOCO_EGL_DEVICE_ID", "")  # restored (unset) after the test
     monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID")
     if visible is None:
@@ -120,16 +120,16 @@ def test_a_run_on_cuda_n_makes_it_current_and_renders_on_it(tmp_path, monkeypatc
 
 
 def test_a_users_egl_device_is_kept_and_none_is_set_without_the_nvidia_egl_library(tmp_path, monkeypatch):
-    from src import evaluation
+    from src import device
     from src.run import RunConfig, start_run
 
     FakeCuda(count=2, patch=monkeypatch)
-    monkeypatch.setattr(evaluation, "_nvidia_egl", lambda: True)
+    monkeypatch.setattr(device, "_nvidia_egl", lambda: True)
     monkeypatch.setenv("MUJOCO_EGL_DEVICE_ID", "0")
     start_run(RunConfig(device="cuda:1", run_dir=str(tmp_path / "run"), wandb_mode="disabled"))
     assert os.environ["MUJOCO_EGL_DEVICE_ID"] == "0"
     monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID")
-    monkeypatch.setattr(evaluation, "_nvidia_egl", lambda: False)  # Mesa's one EGL device: index 1 would fail
+    monkeypatch.setattr(device, "_nvidia_egl", lambda: False)  # Mesa's one EGL device: index 1 would fail
     start_run(RunConfig(device="cuda:1", run_dir=str(tmp_path / "run2"), wandb_mode="disabled"))
     assert "MUJOCO_EGL_DEVICE_ID" not in os.environ
 

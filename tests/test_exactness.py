@@ -136,7 +136,7 @@ def test_a_resumed_data_stream_continues_the_uninterrupted_one():
     """infinite_epochs from batch k (a stage resumed after update k) yields what the stream from 0 yields after its
     first k batches, across epoch boundaries, whatever the global random state; each epoch is another permutation."""
     from src.data import load_dataset
-    from src.optim import infinite_epochs
+    from src.stage import infinite_epochs
 
     data = load_dataset(str(EXAMPLE), "cpu", 3, min_offset=1, load_states=False, max_trajectories=1)
     valid = data.valid_indices(1)  # 99 transitions: 20 batches of 16 span three epochs
@@ -154,8 +154,8 @@ def test_a_resumed_data_stream_continues_the_uninterrupted_one():
 def test_arms_with_one_seed_start_from_the_same_lam(pair):
     """Seeded from (seed, stage name), not from the method: LAOM and LAOM + supervision start from the same LAM (the
     supervised head is built last, after it), LAPO and masked LAPO from the same LAM."""
+    from src.checkpoint import seed_stage
     from src.data import Shapes
-    from src.run import seed_stage
 
     lams = []
     for name in pair:

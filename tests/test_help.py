@@ -12,7 +12,9 @@ import textwrap
 import pyrallis
 import pytest
 
-import src.errors  # noqa: F401  (reads each class's source once, as every script does)
+from src.errors import configure_pyrallis
+
+configure_pyrallis()  # reads each class's source once, as every script does
 
 SCRIPTS = ["train_lapo", "train_laom", "train_laom_labels", "train_idm", "train_bc", "train_lapo_mask"]
 

@@ -80,3 +80,34 @@ def test_no_import_circle():
 def test_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_src_is_at_most_five_import_layers_deep():
+    """A module of src/ that imports nothing of src/ is layer 1; each import adds one (the issue-31 design: a small,
+    flat src/)."""
+    modules = {name: path for name, path in project_modules().items() if name.startswith("src.")}
+    graph = {name: imported(path, modules) - {name} for name, path in modules.items()}
+    chains: dict[str, list[str]] = {}
+
+    def chain(name: str) -> list[str]:
+        if name not in chains:
+            chains[name] = [name, *max((chain(d) for d in sorted(graph[name])), key=len, default=[])]
+        return chains[name]
+
+    deepest = max((chain(name) for name in graph), key=len)
+    assert len(deepest) <= 5, " -> ".join(deepest)
+
+
+def test_importing_src_patches_no_library():
+    """pyrallis is configured by one call where a command line starts (src.errors.user_errors), not on import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import argparse, pyrallis; from pyrallis.wrappers import docstring; before = docstring.inspect; "
+        "error = argparse.ArgumentParser.error; "
+        "import src.run, src.errors, src.probes, src.evaluation; "
+        "assert docstring.inspect is before and argparse.ArgumentParser.error is error; "
+        "assert pyrallis.decode(int, 1.5) == 1  # pyrallis's own int(), not strict_int"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from src.data import check_batch_size
+from src.device import check_device
 from src.errors import ConfigError, user_message
-from src.run import check_device
 from tests.fake_cuda import FakeCuda
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,13 +28,14 @@ import torch
 from PIL import Image
 
 from scripts.bench.timing import DataBenchConfig, bench_fast, bench_naive, time_stage, write_stage_data, write_synthetic
+from src.checkpoint import set_seed
 from src.dcs import constants as dcs_constants
 from src.dcs import load as load_dcs
 from src.dcs import videos as dcs_videos
 from src.dcs.suite import BackgroundDistraction
+from src.device import get_device
 from src.envs import make_env
 from src.files import write_json
-from src.run import get_device, set_seed
 
 
 @dataclass

@@ -48,8 +48,8 @@ from scripts.bench.timing import (
     time_stage,
     write_stage_data,
 )
+from src.device import get_device
 from src.files import write_json
-from src.run import get_device
 from src.stage import PREEMPTED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parents[2]

@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.data import Shapes, load_dataset
-from src.optim import infinite_epochs
 from src.run import start_run
+from src.stage import infinite_epochs
 
 
 @dataclass

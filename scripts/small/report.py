@@ -845,12 +845,11 @@ def _bars(ax, a: dict, lams: list[str], targets) -> None:
 
 def run_lam(run_dir: Path, module: str, shapes, trained: bool = True):
     """A finished run's LAM, built as its script builds it: with lam.pt's weights, or (trained=False) seeded as the
-    script seeds its stage 1 before it builds its networks (src/run.py: seed_stage), i.e. the run's update-0 network.
+    script seeds its stage 1 before it builds its networks (src/checkpoint.py), i.e. the run's update-0 network.
     In eval mode."""
     import importlib
 
-    from src.checkpoint import load_checkpoint
-    from src.run import seed_stage
+    from src.checkpoint import load_checkpoint, seed_stage
 
     mod = importlib.import_module(module)
     cfg = pyrallis.parse(config_class=mod.Config, config_path=str(run_dir / "config.yaml"), args=[])
