@@ -1,4 +1,4 @@
-# The job runner of scripts/small/tune.sh and scripts/small/reproduce.sh (sourced, not run): a job is one training
+# The job runner of studies/small/tune.sh and studies/small/reproduce.sh (sourced, not run): a job is one training
 # run in its own directory; `job DIR MODULE ARGS...` queues it, `run_jobs` runs the queue LANES at a time (one thread
 # each), a job whose DIR holds results.json is skipped, an interrupted one resumes from its stage checkpoints (the
 # method scripts do that), each logs to DIR/train.log. run_jobs returns 1 when a job failed (the others still run).

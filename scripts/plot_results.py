@@ -26,7 +26,7 @@ How a run is identified, explicitly:
   (example-bc: bc_full, as it trains on every trajectory of its file). A run none of these places is reported and
   left out.
 - seed: the config's `seed`.
-Statistics: mean and population std (ddof=0) over seeds, and beside them, through rliable (src/stats.py), the
+Statistics: mean and population std (ddof=0) over seeds, and beside them, through rliable (studies/small/stats.py), the
 interquartile mean with its 95% stratified bootstrap confidence interval: over seeds per environment, over seeds x
 environments (stratified by environment) for the average. Average over environments: the mean of the per-environment
 means; its std is the std over seeds of the per-seed average over environments, using the seeds present in every
@@ -51,7 +51,7 @@ import pyrallis
 
 from src.errors import ConfigError, MissingFileError, cli
 from src.evaluation import NORMALIZING_RETURNS, normalized_score
-from src.stats import interval
+from studies.small.stats import interval
 
 METHODS = ("lapo", "laom", "laom_labels", "idm", "bc", "bc_full")
 LABELS = {
@@ -113,7 +113,7 @@ class Config:
     out: str = "runs/results"  # output folder of the tables, CSVs, summary.json and figures
     setting: str = "distractors"  # Table 3 column for runs that recorded no normalised score: distractors / vanilla
     # "paper": scores as the runs recorded them (return / paper Table 3's BC return); "bc_full": return / the mean
-    # return of this sweep's own BC-on-all-data runs of the same suite and environment (scripts/small/reproduce.sh)
+    # return of this sweep's own BC-on-all-data runs of the same suite and environment (studies/small/reproduce.sh)
     normalize_by: str = "paper"
 
 

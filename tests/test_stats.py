@@ -1,4 +1,4 @@
-"""src/stats.py: rliable's IQM and stratified bootstrap intervals, the exact permutation tests (scipy), Holm's
+"""studies/small/stats.py: rliable's IQM and stratified bootstrap intervals, the exact permutation tests (scipy), Holm's
 correction (statsmodels) and the verdicts read from them."""
 
 import itertools
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from src.stats import Interval, holm, interval, learned, paired_p, permutation_p, read_test, verdict
+from studies.small.stats import Interval, holm, interval, learned, paired_p, permutation_p, read_test, verdict
 
 
 def test_iqm_and_interval_of_few_seeds():

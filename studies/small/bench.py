@@ -1,12 +1,12 @@
-"""Time the stage-1 update of the small study (configs/small) for side-by-side comparisons.
+"""Time the stage-1 update of the small study (studies/small/configs) for side-by-side comparisons.
 
-    python -m scripts.small.bench --method laom --updates 40                  # this project's update
-    python -m scripts.small.bench --method laom --updates 40 --release_adam   # torch.optim.Adam's default kernel
+    python -m studies.small.bench --method laom --updates 40                  # this project's update
+    python -m studies.small.bench --method laom --updates 40 --release_adam   # torch.optim.Adam's default kernel
 
 To compare two variants, run the two commands alternately a few times under `/usr/bin/time -f %e` (whole processes)
 and compare the medians.
 
-Builds the method's networks and optimizers exactly as its script does (configs/small sizes by default), draws
+Builds the method's networks and optimizers exactly as its script does (studies/small/configs sizes by default), draws
 batches from the dataset as the stage-1 loop does (frames gathered from memory, augmentations for LAOM), and runs
 `updates` full updates (batch, forward, backward, optimizer step, EMA), after `warmup` untimed ones. Prints the
 median seconds per update and the share of each part measured on separate calls (data + augmentation, forward +
@@ -35,8 +35,8 @@ class Config:
     warmup: int = 3  # untimed updates first
     batch_size: int = 32
     encoder_scale: int = 1
-    encoder_num_res_blocks: int = 1  # configs/small
-    latent_action_dim: int = 0  # 0: configs/small's (LAPO 128, LAOM 1024)
+    encoder_num_res_blocks: int = 1  # studies/small/configs
+    latent_action_dim: int = 0  # 0: studies/small/configs's (LAPO 128, LAOM 1024)
     head_dim: int = 256  # LAOM's act / obs heads
     threads: int = 1
     release_adam: bool = False  # torch.optim.Adam(W) with its default implementation (the release's optimizer)

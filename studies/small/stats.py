@@ -1,4 +1,4 @@
-"""Few-seed statistics of the reports (scripts/plot_results.py, scripts/small/report.py), through rliable.
+"""Few-seed statistics of the reports (scripts/plot_results.py, studies/small/report.py), through rliable.
 
 rliable (Agarwal et al., 2021, "Deep RL at the edge of the statistical precipice") is the well-kept library for
 what a handful of seeds allows: the interquartile mean (IQM: the mean of the middle 50% of all runs x tasks) and
