@@ -26,7 +26,7 @@ How a run is identified, explicitly:
   (example-bc: bc_full, as it trains on every trajectory of its file). A run none of these places is reported and
   left out.
 - seed: the config's `seed`.
-Statistics: mean and population std (ddof=0) over seeds, and beside them, through rliable (studies/small/stats.py), the
+Statistics: mean and population std (ddof=0) over seeds, and beside them, through rliable (`interval`, below), the
 interquartile mean with its 95% stratified bootstrap confidence interval: over seeds per environment, over seeds x
 environments (stratified by environment) for the average. Average over environments: the mean of the per-environment
 means; its std is the std over seeds of the per-seed average over environments, using the seeds present in every
@@ -42,7 +42,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
@@ -51,7 +51,7 @@ import pyrallis
 
 from src.errors import ConfigError, MissingFileError, cli
 from src.evaluation import NORMALIZING_RETURNS, normalized_score
-from studies.small.stats import interval
+from src.files import nan_to_none
 
 METHODS = ("lapo", "laom", "laom_labels", "idm", "bc", "bc_full")
 LABELS = {
@@ -283,6 +283,60 @@ def collect_runs(runs_dir: str | Path, setting: str = "distractors") -> tuple[li
 
 
 # ---------------------------------------------------------------- statistics
+
+
+REPS = 2000  # bootstrap resamples (rliable's default is 50000; 2000 gives the 2.5% / 97.5% quantiles to ~1%)
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Interval:
+    iqm: float  # interquartile mean over runs x tasks
+    low: float  # rliable's 95% stratified percentile-bootstrap interval of the IQM (not a confidence interval:
+    # with n seeds it spans at most [lowest, highest] and covers the mean less often than 95% when n is small)
+    high: float
+    n: int  # runs (seeds) per task
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        if not math.isfinite(self.iqm):
+            return "–"
+        return f"{self.iqm:.3g} [{self.low:.3g}, {self.high:.3g}]"
+
+
+def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
+    """IQM and its 95% bootstrap interval of scores [runs, tasks] (a 1-D array is one task); NaN when there are no
+    runs. The bootstrap is seeded (numpy's global generator too, for the call): the same scores give the same
+    interval, whatever ran before."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    a = np.asarray(scores, dtype=float)
+    if a.ndim == 1:
+        a = a[:, None]
+    a = a[np.isfinite(a).all(axis=1)]
+    if a.shape[0] == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    if a.shape[0] == 1:  # one run: no spread to resample
+        v = float(metrics.aggregate_iqm(a))
+        return Interval(v, v, v, 1)
+    # rliable passes random_state on to arch, which still draws part of the resamples from numpy's global generator:
+    # seeded here for the call (and restored after), so the same scores give the same interval in any process
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        point, ci = rly.get_interval_estimates(
+            {"x": a},
+            lambda x: np.array([metrics.aggregate_iqm(x)]),
+            reps=reps,
+            confidence_interval_size=CONFIDENCE,
+            random_state=np.random.RandomState(seed),
+        )
+    finally:
+        np.random.set_state(state)
+    return Interval(float(point["x"][0]), float(ci["x"][0, 0]), float(ci["x"][1, 0]), a.shape[0])
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -537,17 +591,6 @@ def markdown(
     return "\n".join(lines)
 
 
-def _no_nan(obj):
-    """NaN -> None, so that summary.json is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _no_nan(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_no_nan(v) for v in obj]
-    return obj
-
-
 def _rkey(r: dict) -> tuple:
     return (r["suite"], r["method"], r["env"], r["budget"])
 
@@ -696,7 +739,7 @@ def write_report(
     )
     _write_csv(out / "novel_distractors.csv", summary["novel_distractors"], score_cols[:8])
     (out / "results.md").write_text(markdown(summary, str(runs_dir), len(runs), problems, unfinished, normalize_by))
-    (out / "summary.json").write_text(json.dumps(_no_nan(summary), indent=2, default=str))
+    (out / "summary.json").write_text(json.dumps(nan_to_none(summary), indent=2, default=str))
     figures = []
     for suite in sorted({r.suite for r in runs}):
         sfx = _suffix(suite)

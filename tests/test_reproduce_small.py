@@ -70,7 +70,7 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
         "MUJOCO_GL": "egl",
     }
     tune = run("studies/small/tune.sh", env)  # collects the data first (ONLY_DATA=1 of reproduce_small.sh)
-    assert tune.count("done ") == 10, tune
+    assert tune.count("[done]") == 10, tune
     # The data: training videos, the distractor-free control from the same seeds, validation videos for the
     # evaluation set; the labeled subset drawn from the trajectories the ridge probe fits on.
     with (
@@ -182,7 +182,7 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     # The same command again: the data is complete, every run is skipped, the report is rewritten.
     again = run("studies/small/reproduce.sh", env)
     lines = again.splitlines()  # the job runner's lines (the report's text may hold the words too)
-    assert sum(x.startswith("skip ") for x in lines) == 10 and not any(x.startswith("start ") for x in lines)
+    assert sum(x.startswith("[skip]") for x in lines) == 10 and not any(x.startswith("[start]") for x in lines)
     assert (small / "timings.txt").read_text().count("bash studies/small/reproduce.sh") == 3  # with tune's data step
 
 

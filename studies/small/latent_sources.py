@@ -38,12 +38,12 @@ from pathlib import Path
 import pyrallis
 import torch
 
+from scripts.plot_results import interval
 from src.data import load_dataset, load_masks, normalize_obs
 from src.errors import cli
 from src.optim import setup_backends
 from src.probes import L2_GRID, pair_indices, ridge_probe, split_trajectories
 from studies.small.report import ENV, run_lam, study
-from studies.small.stats import interval
 
 # variant (studies/small/report.py's, where its runs are) -> module: the LAMs of the distracted data (its masks)
 LAMS = {"lapo": "train_lapo", "laom": "train_laom", "laom_labels": "train_laom_labels", "lapo_mask": "train_lapo_mask"}

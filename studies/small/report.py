@@ -37,8 +37,9 @@ import h5py
 import numpy as np
 import pyrallis
 
-from src.files import write_json
-from studies.small.stats import Interval, holm, interval, learned, paired, paired_p, read_test, verdict
+from scripts.plot_results import Interval, interval
+from src.files import nan_to_none, write_json
+from studies.small.stats import holm, learned, paired, paired_p, read_test, verdict
 
 ENV = "cheetah-run"
 # variant -> (path below runs/, label)
@@ -634,7 +635,7 @@ def markdown(a: dict) -> str:
     for k, p in a["preconditions"].items():
         detail = {kk: vv for kk, vv in p.items() if kk not in ("holds", "losses")}
         held = "not measured" if p["holds"] is None else "yes" if p["holds"] else "**no**"
-        out.append(f"| {k} | {held} | {json.dumps(_clean(detail))} |")
+        out.append(f"| {k} | {held} | {json.dumps(nan_to_none(detail))} |")
     out += ["", "## What the latent actions encode: held-out canonical correlations", ""]
     px = a.get("pixel_baseline") or {}
     out += ["Ridge CCA between the latent action of (o_t, o_t+1) and the agent (the action and the agent-state "
@@ -745,19 +746,6 @@ def precision_markdown(t: dict) -> str:
                    f"{b['test_not_used']:.3f} | {b['test_not_used'] - a['test_not_used']:+.3f} | "
                    f"{a['seconds']} / {b['seconds']} |")  # fmt: skip
     return "\n".join(out)
-
-
-def _json_num(o):
-    return o if not isinstance(o, float) or math.isfinite(o) else None
-
-
-def _clean(obj):
-    """NaN / inf -> None (JSON null) everywhere: a missing number, not an invalid file."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return _json_num(obj)
 
 
 # ---------------------------------------------------------------- figures
@@ -929,7 +917,7 @@ def main(c: Config) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t = tuning(small_dir)
     (out / "tuning.md").write_text(tuning_markdown(t) + "\n")
-    write_json(out / "tuning.json", _clean(t))
+    write_json(out / "tuning.json", nan_to_none(t))
     print(tuning_markdown(t))
     print("choices:", t["choices"])
     if c.tuning:
@@ -967,7 +955,7 @@ def main(c: Config) -> None:
                                     tuning_markdown(t) + "\n" + prec)  # fmt: skip
     (out / "verdicts.md").write_text(md.split("## Preconditions")[0])
     summary = {k: v for k, v in a.items() if k != "_runs"} | {"tuning": t}
-    write_json(out / "summary.json", _clean(summary))
+    write_json(out / "summary.json", nan_to_none(summary))
     print(md.split("## Latent-action quality")[0])
     print(f"report: {out}/results.md, {out}/summary.json, figures {out}/probe_curves.png, {out}/leakage.png, "
           f"{out}/latents.png")  # fmt: skip

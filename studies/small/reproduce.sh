@@ -59,7 +59,9 @@ PRECISION=${PRECISION:-fp32}
 NOAUG=${NOAUG:-0}
 ONLY=${ONLY-"lapo lapo_vanilla laom laom_labels lapo_mask laom_noaug idm bc bc_full"}
 RIDGE_EVERY=${RIDGE_EVERY:-155}
+LANES=${LANES:-2}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
+PARALLEL=$LANES JOB_THREADS=${OMP_NUM_THREADS:-1}  # the runs one thread each, LANES at once
 source scripts/jobs.sh
 cores=$(nproc 2>/dev/null || echo 2)
 DATA=$SMALL_DIR/data
@@ -163,13 +165,13 @@ for seed in $SEEDS; do
             --bc.data_path="$full" $common
     fi
 done
-echo "== runs: ${#_JOBS[@]} runs ($(wc -w <<<"$SEEDS") seeds; returns for seeds $RETURN_SEEDS), $LANES at a time (one thread each), under $RUNS"
-queued=("${_JOBS[@]}")  # run_jobs empties the queue
-run_jobs
+mapfile -t queued < <(queued_jobs)  # run_jobs empties the queue
+echo "runs: $(wc -w <<<"$SEEDS") seeds; returns for seeds $RETURN_SEEDS; $JOB_THREADS thread(s) each"
+run_jobs runs "$RUNS"
 status=$?
 found=0  # of the runs queued above (not the -lam runs an earlier RETURN_SEEDS left beside them)
-for entry in "${queued[@]}"; do
-    [[ -f "${entry%%$'\t'*}/results.json" ]] && found=$((found + 1))
+for dir in "${queued[@]}"; do
+    [[ -f "$dir/results.json" ]] && found=$((found + 1))
 done
 echo "runs: $((SECONDS - t)) s ($found of ${#queued[@]} runs finished)" | tee -a "$timings"
 

@@ -26,7 +26,9 @@ SMALL_DIR=${SMALL_DIR:-runs/small}
 TUNE_SEED=${TUNE_SEED:-100}
 BUDGET=${BUDGET:-2}
 CONFIG_DIR=${CONFIG_DIR:-studies/small/configs}
+LANES=${LANES:-2}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
+PARALLEL=$LANES JOB_THREADS=${OMP_NUM_THREADS:-1}  # the runs one thread each, LANES at once
 source scripts/jobs.sh
 D=$SMALL_DIR/data
 T=$SMALL_DIR/tune
@@ -109,7 +111,7 @@ for lr in $IDM_LRS; do
         --bc.data_path=$D/cheetah-run.hdf5 --idm.learning_rate=$lr
 done
 t=$SECONDS
-run_jobs
+run_jobs tuning "$T"
 status=$?
 echo "studies/small/tune.sh: $((SECONDS - t)) s; results under $T (python -m studies.small.report --tuning)"
 exit $status
