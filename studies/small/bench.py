@@ -36,7 +36,7 @@ class Config:
     batch_size: int = 32
     encoder_scale: int = 1
     encoder_num_res_blocks: int = 1  # studies/small/configs
-    latent_action_dim: int = 0  # 0: studies/small/configs's (LAPO 128, LAOM 1024)
+    latent_action_dim: int = 0  # 0: studies/small/configs' (LAPO 128, LAOM 1024)
     head_dim: int = 256  # LAOM's act / obs heads
     threads: int = 1
     release_adam: bool = False  # torch.optim.Adam(W) with its default implementation (the release's optimizer)

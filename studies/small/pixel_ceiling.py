@@ -35,7 +35,7 @@ TARGETS = {"agent_state": ("states", None), "background": ("background", [1]), "
 class Config:
     data_path: str = "runs/small/data/cheetah-run.hdf5"
     out: str = ""  # JSON output (empty: print only)
-    samples: int = 3000  # fit transitions (as studies/small/configs's ridge_probe_samples)
+    samples: int = 3000  # fit transitions (as studies/small/configs' ridge_probe_samples)
     dims: int = 2048  # random projection of the 2 x 12288 pixel features
     seed: int = 0
 
