@@ -26,7 +26,7 @@ How a run is identified, explicitly:
   (example-bc: bc_full, as it trains on every trajectory of its file). A run none of these places is reported and
   left out.
 - seed: the config's `seed`.
-Statistics: mean and population std (ddof=0) over seeds, and beside them, through rliable (src/stats.py), the
+Statistics: mean and population std (ddof=0) over seeds, and beside them, through rliable (`interval`, below), the
 interquartile mean with its 95% stratified bootstrap confidence interval: over seeds per environment, over seeds x
 environments (stratified by environment) for the average. Average over environments: the mean of the per-environment
 means; its std is the std over seeds of the per-seed average over environments, using the seeds present in every
@@ -42,7 +42,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
@@ -51,7 +51,7 @@ import pyrallis
 
 from src.errors import ConfigError, MissingFileError, cli
 from src.evaluation import NORMALIZING_RETURNS, normalized_score
-from src.stats import interval
+from src.files import nan_to_none
 
 METHODS = ("lapo", "laom", "laom_labels", "idm", "bc", "bc_full")
 LABELS = {
@@ -75,27 +75,16 @@ SHARED_LAM = ("lapo", "laom")  # one LAM per (env, seed), reused by every budget
 # Final metrics of each method (the keys its script writes into results.json "metrics").
 SCORE_KEY = {m: "decoder/normalized_score" if m in LATENT else "bc/normalized_score" for m in METHODS}
 RETURN_KEY = {m: "decoder/eval_returns_mean" if m in LATENT else "bc/eval_returns_mean" for m in METHODS}
-PROBE_KEYS = {  # column -> results.json key
-    "action_probe_mse": "lapo/final_action_probe_mse",
-    "obs_action_probe_mse": "lapo/final_obs_action_probe_mse",
-    "state_probe_mse": "lapo/final_state_probe_mse",
-    "eval_action_probe_mse": "lapo/eval_action_probe_mse",
-    "action_variance": "lapo/action_variance",  # the online probe's baseline: predicting the mean action
-    "ridge_probe_mse": "lapo/ridge_probe_mse",  # closed-form probe on held-out trajectories (src/probes.py)
-    "ridge_probe_baseline_mse": "lapo/ridge_probe_baseline_mse",
-    "eval_ridge_probe_mse": "lapo/eval_ridge_probe_mse",
-    "eval_ridge_probe_baseline_mse": "lapo/eval_ridge_probe_baseline_mse",
-}
-PROBE_HEADERS = {
-    "action_probe_mse": "latent -> action",
-    "obs_action_probe_mse": "obs -> action",
-    "state_probe_mse": "obs -> state",
-    "eval_action_probe_mse": "novel",
-    "action_variance": "action variance",
-    "ridge_probe_mse": "ridge, held out",
-    "ridge_probe_baseline_mse": "ridge baseline",
-    "eval_ridge_probe_mse": "ridge, novel",
-    "eval_ridge_probe_baseline_mse": "ridge novel baseline",
+PROBES = {  # column -> (results.json key, the table's header)
+    "action_probe_mse": ("lapo/final_action_probe_mse", "latent -> action"),
+    "obs_action_probe_mse": ("lapo/final_obs_action_probe_mse", "obs -> action"),
+    "state_probe_mse": ("lapo/final_state_probe_mse", "obs -> state"),
+    "eval_action_probe_mse": ("lapo/eval_action_probe_mse", "novel"),
+    "action_variance": ("lapo/action_variance", "action variance"),  # the online probes' baseline: the mean action
+    "ridge_probe_mse": ("lapo/ridge_probe_mse", "ridge, held out"),  # closed form, held-out trajectories (probes.py)
+    "ridge_probe_baseline_mse": ("lapo/ridge_probe_baseline_mse", "ridge baseline"),
+    "eval_ridge_probe_mse": ("lapo/eval_ridge_probe_mse", "ridge, novel"),
+    "eval_ridge_probe_baseline_mse": ("lapo/eval_ridge_probe_baseline_mse", "ridge novel baseline"),
 }
 NOVEL_KEY = {"idm": "idm/eval_action_mse", "laom_labels": "lapo/eval_action_mse"}  # novel-distractor action MSE
 LABELED_RE = re.compile(r"^(?P<env>.+)-labeled-1000x(?P<budget>\d+)\.hdf5$")
@@ -113,7 +102,7 @@ class Config:
     out: str = "runs/results"  # output folder of the tables, CSVs, summary.json and figures
     setting: str = "distractors"  # Table 3 column for runs that recorded no normalised score: distractors / vanilla
     # "paper": scores as the runs recorded them (return / paper Table 3's BC return); "bc_full": return / the mean
-    # return of this sweep's own BC-on-all-data runs of the same suite and environment (scripts/small/reproduce.sh)
+    # return of this sweep's own BC-on-all-data runs of the same suite and environment (studies/small/reproduce.sh)
     normalize_by: str = "paper"
 
 
@@ -285,6 +274,60 @@ def collect_runs(runs_dir: str | Path, setting: str = "distractors") -> tuple[li
 # ---------------------------------------------------------------- statistics
 
 
+REPS = 2000  # bootstrap resamples (rliable's default is 50000; 2000 gives the 2.5% / 97.5% quantiles to ~1%)
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Interval:
+    iqm: float  # interquartile mean over runs x tasks
+    low: float  # rliable's 95% stratified percentile-bootstrap interval of the IQM (not a confidence interval:
+    # with n seeds it spans at most [lowest, highest] and covers the mean less often than 95% when n is small)
+    high: float
+    n: int  # runs (seeds) per task
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        if not math.isfinite(self.iqm):
+            return "–"
+        return f"{self.iqm:.3g} [{self.low:.3g}, {self.high:.3g}]"
+
+
+def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
+    """IQM and its 95% bootstrap interval of scores [runs, tasks] (a 1-D array is one task); NaN when there are no
+    runs. The bootstrap is seeded (numpy's global generator too, for the call): the same scores give the same
+    interval, whatever ran before."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    a = np.asarray(scores, dtype=float)
+    if a.ndim == 1:
+        a = a[:, None]
+    a = a[np.isfinite(a).all(axis=1)]
+    if a.shape[0] == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    if a.shape[0] == 1:  # one run: no spread to resample
+        v = float(metrics.aggregate_iqm(a))
+        return Interval(v, v, v, 1)
+    # rliable passes random_state on to arch, which still draws part of the resamples from numpy's global generator:
+    # seeded here for the call (and restored after), so the same scores give the same interval in any process
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        point, ci = rly.get_interval_estimates(
+            {"x": a},
+            lambda x: np.array([metrics.aggregate_iqm(x)]),
+            reps=reps,
+            confidence_interval_size=CONFIDENCE,
+            random_state=np.random.RandomState(seed),
+        )
+    finally:
+        np.random.set_state(state)
+    return Interval(float(point["x"][0]), float(ci["x"][0, 0]), float(ci["x"][1, 0]), a.shape[0])
+
+
 def mean_std(values) -> tuple[float, float]:
     a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if a.size == 0:
@@ -306,40 +349,28 @@ def aggregate(runs: list[Run], value, budget_of=lambda r: r.budget) -> list[dict
         if v is not None and math.isfinite(v):
             groups[(r.suite, r.method, budget_of(r))].setdefault(r.env, {})[r.seed] = float(v)
     rows = []
-    for (suite, method, budget), per_env in sorted(
+    for group, per_env in sorted(
         groups.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]), _budget_key(kv[0][2]))
     ):
         env_means = []
-        for env in sorted(per_env):
-            seeds = per_env[env]
+        for env, seeds in sorted(per_env.items()):
             mean, std = mean_std(seeds.values())
             env_means.append(mean)
-            row = {"suite": suite, "method": method, "env": env, "budget": budget, "mean": mean, "std": std}
             iv = interval(list(seeds.values()))  # rliable: IQM, 95% stratified bootstrap CI over seeds
-            rows.append({**row, "n": len(seeds), "seeds": sorted(seeds), "iqm": iv.iqm, "ci_low": iv.low,
-                         "ci_high": iv.high})  # fmt: skip
+            rows.append(_row(group, env, mean, std, sorted(seeds), iv))
         common = sorted(set.intersection(*(set(s) for s in per_env.values())))
         per_seed = [np.mean([per_env[e][s] for e in per_env]) for s in common]
         std = mean_std(per_seed)[1] if per_seed else math.nan
         # rliable over runs x environments: IQM of every (seed, env) score, bootstrap stratified by environment
         iv = interval(np.array([[per_env[e][s] for e in sorted(per_env)] for s in common]).reshape(len(common), -1))
-        rows.append(
-            {
-                "suite": suite,
-                "method": method,
-                "env": AVERAGE,
-                "budget": budget,
-                "mean": float(np.mean(env_means)),
-                "std": std,
-                "n": len(common),
-                "seeds": common,
-                "envs": sorted(per_env),
-                "iqm": iv.iqm,
-                "ci_low": iv.low,
-                "ci_high": iv.high,
-            }
-        )
+        rows.append(_row(group, AVERAGE, float(np.mean(env_means)), std, common, iv, envs=sorted(per_env)))
     return rows
+
+
+def _row(group: tuple, env: str, mean: float, std: float, seeds: list, iv: Interval, **envs) -> dict:
+    suite, method, budget = group
+    return {"suite": suite, "method": method, "env": env, "budget": budget, "mean": mean, "std": std, "n": len(seeds),
+            "seeds": seeds, **envs, "iqm": iv.iqm, "ci_low": iv.low, "ci_high": iv.high}  # fmt: skip
 
 
 def find_missing(runs: list[Run]) -> list[dict]:
@@ -396,7 +427,7 @@ def summarize(runs: list[Run]) -> dict:
     # that trained it. LAOM+supervision trains one LAM per budget.
     lam_runs = [r for r in runs if r.method in LATENT and (r.method not in SHARED_LAM or r.lam_trained)]
     probes = {}
-    for column, key in PROBE_KEYS.items():
+    for column, (key, _) in PROBES.items():
         probes[column] = aggregate(
             lam_runs, lambda r, key=key: r.metrics.get(key), lambda r: "-" if r.method in SHARED_LAM else r.budget
         )
@@ -479,13 +510,12 @@ def markdown(
             if not cells:
                 continue
             header = ["budget (labeled trajectories)"] + [str(b) for b in budgets]
-            lines += [f"### {env}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += [f"### {env}", "", _md(header), "|" + "---|" * len(header)]
             for method in [m for m in METHODS if any(k[0] == m for k in cells)]:
-                vals = [cells.get((method, b)) for b in budgets]
-                lines.append("| " + " | ".join([LABELS[method]] + [_cell(v, num_envs) for v in vals]) + " |")
+                lines.append(_md([LABELS[method]] + [_cell(cells.get((method, b)), num_envs) for b in budgets]))
             lines.append("")
     probe_rows = {}  # one line per (suite, method, env, budget) that has any probe, in the aggregate's order
-    for column in PROBE_KEYS:
+    for column in PROBES:
         for r in summary["probes"][column]:
             probe_rows.setdefault(_rkey(r), r)
     if probe_rows:
@@ -500,20 +530,15 @@ def markdown(
             "on the novel-distractor set. A probe at or above its baseline found nothing in the latents.",
             "",
         ]
-        heads = " | ".join(PROBE_HEADERS[c] for c in PROBE_KEYS)
-        lines += [f"| suite | method | budget | env | {heads} |", "|---|---|---|---|" + "---|" * len(PROBE_KEYS)]
-        other = {c: {_rkey(r): r for r in summary["probes"][c]} for c in PROBE_KEYS}
+        heads = " | ".join(header for _, header in PROBES.values())
+        lines += [f"| suite | method | budget | env | {heads} |", "|---|---|---|---|" + "---|" * len(PROBES)]
+        other = {c: {_rkey(r): r for r in summary["probes"][c]} for c in PROBES}
         for key in sorted(
             probe_rows, key=lambda k: (k[0], METHODS.index(k[1]), _budget_key(k[3]), k[2] == AVERAGE, k[2])
         ):
-            r = probe_rows[key]
-            cells = [other[c].get(key) for c in PROBE_KEYS]
+            r, cells = probe_rows[key], [other[c].get(key) for c in PROBES]
             fmt = [_fmt_row(c, 4) if c else "–" for c in cells]
-            lines.append(
-                f"| {r['suite'] or 'main'} | {LABELS[r['method']]} | {r['budget']} | {r['env']} | "
-                + " | ".join(fmt)
-                + " |"
-            )
+            lines.append(_md([r["suite"] or "main", LABELS[r["method"]], str(r["budget"]), r["env"], *fmt]))
         lines.append("")
     novel = summary["novel_distractors"]
     if novel:
@@ -524,28 +549,24 @@ def markdown(
         for suite, env, budget in keys:
             vals = [cells.get((suite, m, env, budget)) for m in ("idm", "laom_labels")]
             fmt = [_fmt_row(v, 4) if v else "–" for v in vals]
-            lines.append(f"| {suite or 'main'} | {env} | {budget} | " + " | ".join(fmt) + " |")
+            lines.append(_md([suite or "main", env, str(budget), *fmt]))
         lines.append("")
     if summary["missing"] or problems or unfinished:
         lines += ["## Missing or left out", ""]
-        for m in summary["missing"]:
-            where = f"{m['suite']}/" if m["suite"] else ""
-            lines.append(f"- {where}{m['method']} {m['env']} budget {m['budget']}: no seeds {m['missing_seeds']}")
+        lines += [f"- {_missing(m)}: no seeds {m['missing_seeds']}" for m in summary["missing"]]
         lines += [f"- left out: {p}" for p in problems]
         lines += [f"- unfinished (no results.json): {u}" for u in unfinished]
         lines.append("")
     return "\n".join(lines)
 
 
-def _no_nan(obj):
-    """NaN -> None, so that summary.json is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _no_nan(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_no_nan(v) for v in obj]
-    return obj
+def _md(cells: list[str]) -> str:
+    """A row of a markdown table."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def _missing(m: dict) -> str:
+    return f"{m['suite']}/" * bool(m["suite"]) + f"{m['method']} {m['env']} budget {m['budget']}"
 
 
 def _rkey(r: dict) -> tuple:
@@ -566,14 +587,36 @@ def _line_with_band(ax, rows: list[dict], method: str) -> np.ndarray:
     return x
 
 
-def plot_scores(rows: list[dict], path: Path) -> None:
-    """Fig. 1 / 8: normalised score vs budget (log2 axis), one panel per environment plus the average."""
+def _panels(rows: list[dict], width: float, height: float = 3.3) -> tuple:
+    """A figure with one titled panel per environment of rows and the average last: (figure, [(axis, env), ...])."""
     import matplotlib.pyplot as plt
 
     envs = sorted({r["env"] for r in rows if r["env"] != AVERAGE}) + [AVERAGE]
-    budgets = sorted({r["budget"] for r in rows if r["budget"] != FULL})
-    fig, axes = plt.subplots(1, len(envs), figsize=(3.6 * len(envs), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(envs), figsize=(width * len(envs), height), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
+        ax.set_title("average over environments" if env == AVERAGE else env, fontsize=10)
+    return fig, list(zip(axes[0], envs, strict=True))
+
+
+def _budget_axis(ax) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("labeled trajectories")
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, path: Path, **layout) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(**layout)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_scores(rows: list[dict], path: Path) -> None:
+    """Fig. 1 / 8: normalised score vs budget (log2 axis), one panel per environment plus the average."""
+    budgets = sorted({r["budget"] for r in rows if r["budget"] != FULL})
+    fig, panels = _panels(rows, 3.6)
+    for ax, env in panels:
         for method in METHODS:
             pts = [r for r in rows if r["env"] == env and r["method"] == method]
             if method == "bc_full":
@@ -581,34 +624,24 @@ def plot_scores(rows: list[dict], path: Path) -> None:
                     ax.axhline(r["mean"], color=COLORS[method], ls="--", lw=1, label=LABELS[method])
                 continue
             _line_with_band(ax, pts, method)
-        ax.set_xscale("log", base=2)
+        _budget_axis(ax)
         if budgets:
             ax.set_xticks(budgets, [str(b) for b in budgets])
-        ax.set_title("average over environments" if env == AVERAGE else env, fontsize=10)
-        ax.set_xlabel("labeled trajectories")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("normalised score")
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    for ax in axes[0]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    panels[0][0].set_ylabel("normalised score")
+    legend = {}  # one entry per label: the average's panel first, then the others'
+    for ax, _ in [panels[-1], *panels]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
+    _save(fig, path, rect=(0, 0.08, 1, 1))
 
 
 def plot_bars(rows: list[dict], path: Path, ylabel: str, title: str, baselines: dict | None = None) -> None:
     """Fig. 5 / 6: one bar per (method, budget) with std over seeds, one panel per environment plus the average;
     baselines: rows by _rkey, drawn as a black dash across their bar."""
-    import matplotlib.pyplot as plt
-
-    envs = sorted({r["env"] for r in rows if r["env"] != AVERAGE}) + [AVERAGE]
     bars = sorted({(r["method"], r["budget"]) for r in rows}, key=lambda k: (METHODS.index(k[0]), _budget_key(k[1])))
-    fig, axes = plt.subplots(1, len(envs), figsize=(max(3.0, 0.5 * len(bars) + 1.5) * len(envs), 3.6), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    fig, panels = _panels(rows, max(3.0, 0.5 * len(bars) + 1.5), 3.6)
+    for ax, env in panels:
         cells = {(r["method"], r["budget"]): r for r in rows if r["env"] == env}
         for i, key in enumerate(bars):
             r = cells.get(key)
@@ -621,35 +654,24 @@ def plot_bars(rows: list[dict], path: Path, ylabel: str, title: str, baselines: 
                 ax.hlines(b["mean"], i - 0.45, i + 0.45, colors="black", linestyles="--", lw=1.2)
         names = [LABELS[m] + ("" if b == "-" else f"\n{b} traj.") for m, b in bars]
         ax.set_xticks(range(len(bars)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_title("average over environments" if env == AVERAGE else env, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-    axes[0][0].set_ylabel(ylabel)
+    panels[0][0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_novel(rows: list[dict], path: Path) -> None:
     """Fig. 9a: action MSE on novel distractors vs budget, IDM and LAOM+supervision."""
-    import matplotlib.pyplot as plt
-
-    envs = sorted({r["env"] for r in rows if r["env"] != AVERAGE}) + [AVERAGE]
-    fig, axes = plt.subplots(1, len(envs), figsize=(3.6 * len(envs), 3.3), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    fig, panels = _panels(rows, 3.6)
+    for ax, env in panels:
         for method in ("idm", "laom_labels"):
             x = _line_with_band(ax, [r for r in rows if r["env"] == env and r["method"] == method], method)
             if len(x):
                 ax.set_xticks(x, [str(int(b)) for b in x])
-        ax.set_xscale("log", base=2)
-        ax.set_title("average over environments" if env == AVERAGE else env, fontsize=10)
-        ax.set_xlabel("labeled trajectories")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("action MSE, novel distractors")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        _budget_axis(ax)
+    panels[0][0].set_ylabel("action MSE, novel distractors")
+    panels[0][0].legend(fontsize=8)
+    _save(fig, path)
 
 
 def write_report(
@@ -696,37 +718,32 @@ def write_report(
     )
     _write_csv(out / "novel_distractors.csv", summary["novel_distractors"], score_cols[:8])
     (out / "results.md").write_text(markdown(summary, str(runs_dir), len(runs), problems, unfinished, normalize_by))
-    (out / "summary.json").write_text(json.dumps(_no_nan(summary), indent=2, default=str))
-    figures = []
+    (out / "summary.json").write_text(json.dumps(nan_to_none(summary), indent=2, default=str))
+    figures, probes = [], summary["probes"]
+    bars = {  # figure -> (probe column, its baseline, y label, title)
+        "probe_mse": ("action_probe_mse", "action_variance", "linear-probe MSE",
+                      "online linear probe, latent action -> true action (dash: predicting the mean action)"),
+        "ridge_probe_mse": ("ridge_probe_mse", "ridge_probe_baseline_mse", "ridge-probe MSE",
+                            "closed-form ridge probe on held-out trajectories (dash: predicting the mean action)"),
+    }  # fmt: skip
+    plots = [("scores", [r for r in summary["scores"] if math.isfinite(r["mean"])], plot_scores)]
+    for name, (column, base, ylabel, title) in bars.items():
+        baselines = {_rkey(r): r for r in probes[base]}
+        plot = functools.partial(plot_bars, ylabel=ylabel, title=title, baselines=baselines)
+        plots.append((name, probes[column], plot))
+    plots.append(("novel_distractors", summary["novel_distractors"], plot_novel))
     for suite in sorted({r.suite for r in runs}):
-        sfx = _suffix(suite)
-        rows = [r for r in summary["scores"] if r["suite"] == suite and math.isfinite(r["mean"])]
-        if rows:
-            plot_scores(rows, out / f"scores{sfx}.png")
-            figures.append(f"scores{sfx}.png")
-        rows = [r for r in summary["probes"]["action_probe_mse"] if r["suite"] == suite]
-        if rows:
-            base = {_rkey(r): r for r in summary["probes"]["action_variance"]}
-            title = "online linear probe, latent action -> true action (dash: predicting the mean action)"
-            plot_bars(rows, out / f"probe_mse{sfx}.png", "linear-probe MSE", title, base)
-            figures.append(f"probe_mse{sfx}.png")
-        rows = [r for r in summary["probes"]["ridge_probe_mse"] if r["suite"] == suite]
-        if rows:
-            base = {_rkey(r): r for r in summary["probes"]["ridge_probe_baseline_mse"]}
-            title = "closed-form ridge probe on held-out trajectories (dash: predicting the mean action)"
-            plot_bars(rows, out / f"ridge_probe_mse{sfx}.png", "ridge-probe MSE", title, base)
-            figures.append(f"ridge_probe_mse{sfx}.png")
-        rows = [r for r in summary["novel_distractors"] if r["suite"] == suite]
-        if rows:
-            plot_novel(rows, out / f"novel_distractors{sfx}.png")
-            figures.append(f"novel_distractors{sfx}.png")
+        for name, rows, plot in plots:
+            rows = [r for r in rows if r["suite"] == suite]
+            if rows:
+                plot(rows, out / f"{name}{_suffix(suite)}.png")
+                figures.append(f"{name}{_suffix(suite)}.png")
     print(
         f"{len(runs)} runs from {runs_dir} -> {out}: results.md, scores.csv, probes.csv, novel_distractors.csv, "
         f"summary.json, {', '.join(figures)}"
     )
     for m in summary["missing"]:
-        where = f"{m['suite']}/" if m["suite"] else ""
-        print(f"missing: {where}{m['method']} {m['env']} budget {m['budget']}: seeds {m['missing_seeds']}")
+        print(f"missing: {_missing(m)}: seeds {m['missing_seeds']}")
     for p in problems:
         print(f"left out: {p}")
     for u in unfinished:

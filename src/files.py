@@ -43,28 +43,27 @@ def write_json(path: str | Path, obj) -> None:
     infinite number is an error naming its key (the output is always valid JSON)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    bad = _non_finite(obj)
-    if bad:
-        raise FloatingPointError(f"{path}: {bad} is not a finite number; refusing to write it")
+    try:
+        obj = nan_to_none(obj, strict=True)
+    except FloatingPointError as e:
+        raise FloatingPointError(f"{path}: {e} is not a finite number; refusing to write it") from None
     text = json.dumps(obj, indent=2, default=json_default, allow_nan=False)
     replace_or_explain(path.with_name(path.name + ".tmp"), path, lambda tmp: tmp.write_text(text))
 
 
-def _non_finite(obj, key: str = "") -> str | None:
-    """The key path of the first NaN / infinite float in obj, or None."""
+def nan_to_none(obj, strict: bool = False, key: str = ""):
+    """obj as JSON holds it (dicts with their keys as text, lists and tuples as lists), each NaN or infinite float
+    None (JSON null: a missing number); strict=True raises FloatingPointError naming the first one's key path
+    instead ("metrics.lapo/x = nan", "rows[2].mean = inf")."""
     if isinstance(obj, float | np.floating) and not math.isfinite(obj):
-        return f"{key or 'value'} = {obj}"
-    if isinstance(obj, dict):
-        items = obj.items()
-    elif isinstance(obj, list | tuple):
-        items = ((f"[{i}]", v) for i, v in enumerate(obj))
-    else:
+        if strict:
+            raise FloatingPointError(f"{key or 'value'} = {obj}")
         return None
-    for k, v in items:
-        found = _non_finite(v, f"{key}{k}" if str(k).startswith("[") else f"{key}.{k}" if key else str(k))
-        if found:
-            return found
-    return None
+    if isinstance(obj, dict):
+        return {str(k): nan_to_none(v, strict, f"{key}.{k}" if key else str(k)) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [nan_to_none(v, strict, f"{key}[{i}]") for i, v in enumerate(obj)]
+    return obj
 
 
 def json_default(o):

@@ -68,7 +68,7 @@ def make_optimizer(
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     # The fused kernel (one pass over each parameter instead of a dozen elementwise ops) computes the same update to
-    # float rounding; 2.3x faster than the default on a 2-core CPU for a small LAOM (docs/small-reproduction).
+    # float rounding; 2.3x faster than the default on a 2-core CPU for a small LAOM (studies/small).
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
                 for p in params)  # fmt: skip
     if kind == "adam":

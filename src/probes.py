@@ -288,7 +288,7 @@ def ridge_probe(
         f"{prefix}/ridge_probe_mse": test.mse(w, b, act),
         f"{prefix}/ridge_probe_baseline_mse": test.mse(no_latent, mean_a, act),
         # the validation trajectories' MSE at the chosen penalty: what hyperparameter tuning may select on
-        # (scripts/small/tune.sh); the test trajectories above are for reporting only
+        # (studies/small/tune.sh); the test trajectories above are for reporting only
         f"{prefix}/ridge_probe_val_mse": val.mse(w, b, act),
         f"{prefix}/ridge_probe_val_baseline_mse": val.mse(no_latent, mean_a, act),
     }

@@ -1,13 +1,14 @@
-"""Every tool the README and docs/ name is where they say: each `scripts/...` path exists and each `python -m` module
-of the project resolves to a file, so a moved script cannot leave a command behind that no longer runs."""
+"""Every tool the README, docs/ and studies/ name is where they say: each `scripts/...` or `studies/...` path exists
+and each `python -m` module of the project resolves to a file, so a moved script cannot leave a command behind that
+no longer runs."""
 
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-PATH = re.compile(r"(?<![\w/.-])scripts/[\w./-]*\w")  # scripts/... as a user types it (not a placeholder's <...>)
-MODULE = re.compile(r"python3? -m ((?:scripts|train_)[\w.]*)")
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "studies").rglob("*.md"))]
+PATH = re.compile(r"(?<![\w/.-])(?:scripts|studies)/[\w./-]*\w")  # as a user types it (not a placeholder's <...>)
+MODULE = re.compile(r"python3? -m ((?:scripts|studies|train_)[\w.]*)")
 # Named in a document its owner updates next: none now.
 PENDING: set = set()  # (doc, module) pairs allowed to be missing for a while
 

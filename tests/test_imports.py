@@ -5,11 +5,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("src", "scripts")
+PACKAGES = ("src", "scripts", "studies")
 
 
 def project_modules() -> dict[str, Path]:
-    """Dotted module name -> file, for the method scripts and every file under src/ and scripts/."""
+    """Dotted module name -> file, for the method scripts and every file under src/, scripts/ and studies/."""
     files = sorted(ROOT.glob("train_*.py"))
     for package in PACKAGES:
         files += sorted((ROOT / package).rglob("*.py"))

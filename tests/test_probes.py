@@ -312,10 +312,10 @@ def test_probe_on_principal_components_and_the_update_zero_probe_in_the_curve(tm
 
 
 def test_intervention_shares_in_the_action_probe_output_do_not_move_with_the_latent_scale():
-    """scripts/small/latent_sources.py: the shares of a latent's response summed over its dimensions move when the
+    """studies/small/latent_sources.py: the shares of a latent's response summed over its dimensions move when the
     agent's dimensions are scaled (the issue: doubling them moved a 0.50 / 0.50 split); read through the
     cross-fitted action probe, they do not."""
-    from scripts.small.latent_sources import action_readout, moved
+    from studies.small.latent_sources import action_readout, moved
 
     rng = np.random.default_rng(0)
     n = 800

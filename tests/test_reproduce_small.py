@@ -1,9 +1,9 @@
-"""scripts/small/tune.sh and scripts/small/reproduce.sh end to end on tiny settings: real collection with the released
+"""studies/small/tune.sh and studies/small/reproduce.sh end to end on tiny settings: real collection with the released
 expert (distracted with its distractor state and true masks, distractor-free, evaluation set), a one-point tuning
 grid, all ten runs of a seed (masked LAPO and LAOM without augmentations included), the report (verdicts with
 permutation p-values, the leakage probes at update 0 and at the end, preconditions, probe curves, the leakage and
-latent pictures, summary.json) and a resume that redoes nothing. The configs are configs/small with the update and
-episode counts cut (the settings a user can change)."""
+latent pictures, summary.json) and a resume that redoes nothing. The configs are studies/small/configs with the
+update and episode counts cut (the settings a user can change)."""
 
 import json
 import os
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.skipif(not EXPERT.is_dir(), reason=f"the released exper
 
 
 def tiny_configs(dest: Path) -> Path:
-    """configs/small with a few updates per stage, one evaluation episode and a small ridge probe."""
+    """studies/small/configs with a few updates per stage, one evaluation episode and a small ridge probe."""
     dest.mkdir()
-    for src in (ROOT / "configs" / "small").glob("*.yaml"):
+    for src in (ROOT / "studies" / "small" / "configs").glob("*.yaml"):
         text = src.read_text()
         text = re.sub(r"total_updates: \d+.*", "total_updates: 3", text)
         text = re.sub(r"eval_episodes: [1-9]\d*.*", "eval_episodes: 1", text)
@@ -69,8 +69,8 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
         "NOAUG": "1",
         "MUJOCO_GL": "egl",
     }
-    tune = run("scripts/small/tune.sh", env)  # collects the data first (ONLY_DATA=1 of reproduce_small.sh)
-    assert tune.count("done ") == 10, tune
+    tune = run("studies/small/tune.sh", env)  # collects the data first (ONLY_DATA=1 of reproduce_small.sh)
+    assert tune.count("[done]") == 10, tune
     # The data: training videos, the distractor-free control from the same seeds, validation videos for the
     # evaluation set; the labeled subset drawn from the trajectories the ridge probe fits on.
     with (
@@ -104,7 +104,7 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     tuned = json.loads((small / "tune" / "lapo_mask" / "lr0.001" / "results.json").read_text())
     assert "lapo/leakage/camera_r2" in tuned["metrics"] and "lapo/init/leakage/camera_r2" in tuned["metrics"]
 
-    out = run("scripts/small/reproduce.sh", env)
+    out = run("studies/small/reproduce.sh", env)
     assert "10 of 10 runs finished" in out, out
     results = {
         str(p.parent.relative_to(small / "runs")): json.loads(p.read_text())
@@ -175,18 +175,18 @@ def test_tune_and_reproduce_small_end_to_end_and_resume(tmp_path):
     for name in ("results.md", "verdicts.md", "probe_curves.png", "leakage.png", "latents.png", "run-info.md",
                  "tuning.md"):  # fmt: skip
         assert (report / name).stat().st_size > 0, name
-    assert "bash scripts/small/reproduce.sh" in (report / "run-info.md").read_text()
+    assert "bash studies/small/reproduce.sh" in (report / "run-info.md").read_text()
     sweep = json.loads((report / "sweep" / "summary.json").read_text())
     assert all("iqm" in r and "ci_low" in r for r in sweep["scores"])  # rliable in plot_results too
 
     # The same command again: the data is complete, every run is skipped, the report is rewritten.
-    again = run("scripts/small/reproduce.sh", env)
+    again = run("studies/small/reproduce.sh", env)
     lines = again.splitlines()  # the job runner's lines (the report's text may hold the words too)
-    assert sum(x.startswith("skip ") for x in lines) == 10 and not any(x.startswith("start ") for x in lines)
-    assert (small / "timings.txt").read_text().count("bash scripts/small/reproduce.sh") == 3  # with tune's data step
+    assert sum(x.startswith("[skip]") for x in lines) == 10 and not any(x.startswith("[start]") for x in lines)
+    assert (small / "timings.txt").read_text().count("bash studies/small/reproduce.sh") == 3  # with tune's data step
 
 
 def test_missing_expert_is_named(tmp_path):
     env = {**os.environ, "SMALL_DIR": str(tmp_path / "s"), "EXPERT": str(tmp_path / "nowhere")}
-    proc = subprocess.run(["bash", "scripts/small/reproduce.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(["bash", "studies/small/reproduce.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and f"EXPERT={tmp_path / 'nowhere'} is not a folder" in proc.stderr

@@ -1,5 +1,6 @@
-"""src/stats.py: rliable's IQM and stratified bootstrap intervals, the exact permutation tests (scipy), Holm's
-correction (statsmodels) and the verdicts read from them."""
+"""The reports' statistics: rliable's IQM and stratified bootstrap intervals (scripts/plot_results.py), and the small
+study's exact permutation tests (scipy), Holm's correction (statsmodels) and the verdicts read from them
+(studies/small/stats.py)."""
 
 import itertools
 import math
@@ -7,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from src.stats import Interval, holm, interval, learned, paired_p, permutation_p, read_test, verdict
+from scripts.plot_results import Interval, interval
+from studies.small.stats import holm, learned, paired_p, permutation_p, read_test, verdict
 
 
 def test_iqm_and_interval_of_few_seeds():

@@ -219,7 +219,7 @@ def test_a_value_from_the_config_file_is_named_with_the_file():
 
 def test_the_data_files_of_stages_a_run_leaves_out_are_not_checked(tmp_path):
     """lam_only / idm_only runs never read the later stages' files: their placeholders are not errors (the small
-    study's LAM-only runs keep configs/small's PATH/TO/... for latent BC and the decoder)."""
+    study's LAM-only runs keep studies/small/configs' PATH/TO/... for latent BC and the decoder)."""
     import train_idm
     import train_lapo
     from src.errors import UserError

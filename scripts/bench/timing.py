@@ -1,7 +1,7 @@
 """The one timer of the benchmarks: a method script's own stage function run with a window log in place of wandb
 (run_stage, time_stage), the data path beside a per-sample DataLoader (bench_fast, bench_naive), and synthetic frames
 in the released layout (write_synthetic, write_stage_data). scripts.bench.benchmark, device_bench and precision call
-it. Its command line times the small study's stage-1 update (configs/small sizes) for side-by-side comparisons:
+it. Its command line times the small study's stage-1 update (studies/small/configs sizes) for side-by-side comparisons:
 
     python -m scripts.bench.timing --method=laom --updates=40                      # this project's update
     python -m scripts.bench.timing --method=laom --updates=40 --release_adam=true  # torch.optim.Adam's default kernel
@@ -350,8 +350,8 @@ class UpdateBenchConfig:
     warmup: int = 3  # untimed updates first (at least 1)
     batch_size: int = 32
     encoder_scale: int = 1
-    encoder_num_res_blocks: int = 1  # configs/small
-    latent_action_dim: int = 0  # 0: configs/small's (LAPO 128, LAOM 1024)
+    encoder_num_res_blocks: int = 1  # studies/small/configs
+    latent_action_dim: int = 0  # 0: studies/small/configs's (LAPO 128, LAOM 1024)
     head_dim: int = 256  # LAOM's act / obs heads
     threads: int = 1
     release_adam: bool = False  # torch.optim.Adam(W) with its default implementation (the release's optimizer)

@@ -1,5 +1,6 @@
-# Shared machinery of the sweep scripts (sourced, not run): settings from environment variables, the job list,
-# the parallel runner (one log per run, skip when results.json exists, failures reported at the end).
+# Shared machinery of the sweep scripts (sourced, not run): settings from environment variables, the data and run
+# naming, the job list; the jobs run through scripts/jobs.sh (one log per run, skip when results.json exists,
+# failures reported at the end) or, with LAUNCHER=slurm, as SLURM batch jobs.
 #
 # Settings (environment variables; defaults in brackets):
 #   ENVS        environments                      [cheetah-run walker-run hopper-hop humanoid-walk]
@@ -11,6 +12,7 @@
 #   CONFIG      YAML config of the method (wins over CONFIG_DIR)  [$CONFIG_DIR/<lapo|laom|laom-labels|idm|bc|bc-full>.yaml]
 #   PARALLEL    runs at once                      [number of GPUS, else 1]
 #   GPUS        GPU ids, e.g. "0 1 2 3": run i gets CUDA_VISIBLE_DEVICES of its worker, round robin  [none]
+#   JOB_THREADS OMP_NUM_THREADS of each local run  [OMP_NUM_THREADS; on CPU with PARALLEL > 1: cores / PARALLEL]
 #   EXTRA_ARGS  appended to every command (word-split; they win over the sweep's own arguments),
 #               e.g. "--wandb_mode=online --device=cuda"  []
 #   DCS_BACKGROUNDS  DAVIS folder (or "builtin") of the evaluation environments   [as recorded in the dataset]
@@ -47,24 +49,9 @@ SEEDS=${SEEDS:-"0 1 2"}
 DATA_DIR=${DATA_DIR:-data}
 CONFIG_DIR=${CONFIG_DIR:-configs}
 RUNS_DIR=${RUNS_DIR:-runs}
-GPUS=${GPUS:-}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 DCS_BACKGROUNDS=${DCS_BACKGROUNDS:-}
-PYTHON=${PYTHON:-python}
-DRY_RUN=${DRY_RUN:-0}
 LAUNCHER=${LAUNCHER:-local}
-if [[ -n "$GPUS" ]]; then
-    read -r -a _GPU_LIST <<<"$GPUS"
-    PARALLEL=${PARALLEL:-${#_GPU_LIST[@]}}
-else
-    _GPU_LIST=()
-    PARALLEL=${PARALLEL:-1}
-fi
-# On CPU, N runs at once share the cores instead of each starting one thread per core (SLURM jobs: run_job.sh).
-if [[ "$LAUNCHER" == local && -z "$GPUS" && "$PARALLEL" -gt 1 && -z "${OMP_NUM_THREADS:-}" ]]; then
-    _cores=$(nproc 2>/dev/null || echo 1)
-    export OMP_NUM_THREADS=$((_cores / PARALLEL > 0 ? _cores / PARALLEL : 1))
-fi
 
 # Must be run from the repository root (python -m train_<method> finds the scripts there).
 if [[ ! -f train_bc.py ]]; then
@@ -72,6 +59,7 @@ if [[ ! -f train_bc.py ]]; then
     exit 2
 fi
 
+source "$(dirname "${BASH_SOURCE[0]}")/../jobs.sh"
 case "$LAUNCHER" in
 local) ;;
 slurm) source "$(dirname "${BASH_SOURCE[0]}")/../slurm/launcher.sh" ;;
@@ -81,8 +69,6 @@ slurm) source "$(dirname "${BASH_SOURCE[0]}")/../slurm/launcher.sh" ;;
     ;;
 esac
 
-_SWEEP_TMP=$(mktemp -d "${TMPDIR:-/tmp}/sweep.XXXXXX")
-trap 'rm -rf "$_SWEEP_TMP"' EXIT
 _MISSING_DATA=()
 
 full_data() { echo "$DATA_DIR/$1.hdf5"; }
@@ -131,70 +117,13 @@ add_job() {
     local name cmd
     name=$(run_name "$dir")
     cmd="$(printf '%q ' "$@")--run_dir=$(printf '%q' "$dir") --name=$(printf '%q' "$name") $EXTRA_ARGS"
-    printf '%s\t%s\t%s\n' "$dir" "${requires:--}" "$cmd" >>"$_SWEEP_TMP/phase$phase"
+    queue_job "$phase" "$dir" "$requires" "$cmd"
 }
 
-_next_job() {  # prints the next job number of the queue file $1, or fails when the queue is empty
-    local queue=$1 n total
-    total=$(wc -l <"$queue")
-    n=$(
-        exec 9>"$queue.lock"
-        flock 9
-        n=$(cat "$queue.next" 2>/dev/null || echo 1)
-        echo $((n + 1)) >"$queue.next"
-        echo "$n"
-    )
-    [[ "$n" -le "$total" ]] && echo "$n"
-}
-
-_run_one() {  # worker line gpu
-    local worker=$1 line=$2 gpu=$3 dir requires cmd
-    IFS=$'\t' read -r dir requires cmd <<<"$line"
-    if [[ -f "$dir/results.json" ]]; then
-        echo "[skip]   $dir (results.json exists)"
-        echo "$dir" >>"$_SWEEP_TMP/skipped"
-        return 0
-    fi
-    local prefix=""
-    [[ -n "$gpu" ]] && prefix="CUDA_VISIBLE_DEVICES=$gpu "
-    if [[ "$DRY_RUN" == 1 ]]; then
-        echo "[dry-run] ${prefix}$cmd"
-        return 0
-    fi
-    if [[ "$requires" != "-" && ! -f "$requires" ]]; then
-        echo "[FAILED] $dir: needs $requires, which its base run did not produce"
-        printf '%s\t%s\n' "$dir" "missing $requires" >>"$_SWEEP_TMP/failed"
-        return 0
-    fi
-    mkdir -p "$dir"
-    local log="$dir/train.log" start=$SECONDS
-    echo "[start]  $dir ${prefix:+($prefix)}(log: $log)"
-    if (
-        [[ -n "$gpu" ]] && export CUDA_VISIBLE_DEVICES=$gpu
-        echo "# $(date '+%F %T') worker $worker: ${prefix}$cmd"
-        eval "$cmd"
-    ) >"$log" 2>&1; then
-        echo "[done]   $dir in $((SECONDS - start)) s"
-        printf '%s\t%s\n' "$dir" "$((SECONDS - start))" >>"$_SWEEP_TMP/done"
-    else
-        echo "[FAILED] $dir after $((SECONDS - start)) s (exit $?); log: $log"
-        printf '%s\t%s\n' "$dir" "$log" >>"$_SWEEP_TMP/failed"
-    fi
-}
-
-_worker() {  # worker queue
-    local worker=$1 queue=$2 gpu="" n
-    if [[ ${#_GPU_LIST[@]} -gt 0 ]]; then
-        gpu=${_GPU_LIST[$((worker % ${#_GPU_LIST[@]}))]}
-    fi
-    while n=$(_next_job "$queue"); do
-        _run_one "$worker" "$(sed -n "${n}p" "$queue")" "$gpu"
-    done
-}
-
-# Runs every job added with add_job, phase by phase, PARALLEL at once; reports failures; exits non-zero if any.
+# Runs every job added with add_job, phase by phase, PARALLEL at once (scripts/jobs.sh) or as SLURM jobs; reports
+# failures; returns non-zero if any.
 run_sweep() {
-    local label=$1 phase w start=$SECONDS
+    local label=$1
     if [[ ${#_MISSING_DATA[@]} -gt 0 ]]; then
         local unique
         unique=$(printf '%s\n' "${_MISSING_DATA[@]}" | sort -u)
@@ -207,33 +136,11 @@ run_sweep() {
             exit 2
         fi
     fi
-    local total=0
-    for phase in 1 2; do
-        [[ -f "$_SWEEP_TMP/phase$phase" ]] && total=$((total + $(wc -l <"$_SWEEP_TMP/phase$phase")))
-    done
-    touch "$_SWEEP_TMP/failed" "$_SWEEP_TMP/done" "$_SWEEP_TMP/skipped"
     if [[ "$LAUNCHER" == slurm ]]; then
-        slurm_sweep "$label" "$total"
+        slurm_sweep "$label" "$(queued_jobs | wc -l)"
         return
     fi
-    echo "== $label: $total runs, $PARALLEL at once${GPUS:+ on GPUs $GPUS}, runs under $RUNS_DIR"
-    for phase in 1 2; do
-        [[ -f "$_SWEEP_TMP/phase$phase" ]] || continue
-        for ((w = 0; w < PARALLEL; w++)); do
-            _worker "$w" "$_SWEEP_TMP/phase$phase" &
-        done
-        wait
-    done
-    local ndone nskip nfail
-    ndone=$(wc -l <"$_SWEEP_TMP/done")
-    nskip=$(wc -l <"$_SWEEP_TMP/skipped")
-    nfail=$(wc -l <"$_SWEEP_TMP/failed")
-    echo "== $label: $ndone finished, $nskip skipped (already done), $nfail failed, $((SECONDS - start)) s"
-    if [[ "$nfail" -gt 0 ]]; then
-        echo "Failed runs (run directory, log or reason):" >&2
-        sed 's/^/  /' "$_SWEEP_TMP/failed" >&2
-        return 1
-    fi
+    run_jobs "$label" "$RUNS_DIR"
 }
 
 # LAPO and LAOM: the LAM and the latent BC never see labels, so they are trained once per (env, seed), by the run of

@@ -1,4 +1,4 @@
-"""How much of each leakage target can a linear read-out of the frames themselves find? (docs/small-reproduction)
+"""How much of each leakage target can a linear read-out of the frames themselves find? (studies/small)
 
 The leakage probes (src/probes.py) fit a ridge from a latent action of (o_t, o_{t+1}) to the action and to the
 change of the agent's and each distractor's state. A target that not even the pixels make linearly decodable cannot
@@ -11,7 +11,7 @@ trajectories'), one ridge per target with its penalty chosen on the validation R
 held-out canonical correlations (src/probes.py: held_out_cca) of the features with the agent (the action and the
 agent-state change) and with every distractor change: the pixel read-out baseline of the report's CCA measures.
 
-    python -m scripts.small.pixel_ceiling --data_path runs/small/data/cheetah-run.hdf5 --out pixel_ceiling.json
+    python -m studies.small.pixel_ceiling --data_path runs/small/data/cheetah-run.hdf5 --out pixel_ceiling.json
 """
 
 import json
@@ -35,7 +35,7 @@ TARGETS = {"agent_state": ("states", None), "background": ("background", [1]), "
 class Config:
     data_path: str = "runs/small/data/cheetah-run.hdf5"
     out: str = ""  # JSON output (empty: print only)
-    samples: int = 3000  # fit transitions (as configs/small's ridge_probe_samples)
+    samples: int = 3000  # fit transitions (as studies/small/configs' ridge_probe_samples)
     dims: int = 2048  # random projection of the 2 x 12288 pixel features
     seed: int = 0
 

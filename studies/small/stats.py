@@ -1,8 +1,7 @@
-"""Few-seed statistics of the reports (scripts/plot_results.py, scripts/small/report.py), through rliable.
+"""The small study's statistics: its verdicts from rliable intervals and from exact permutation tests.
 
-rliable (Agarwal et al., 2021, "Deep RL at the edge of the statistical precipice") is the well-kept library for
-what a handful of seeds allows: the interquartile mean (IQM: the mean of the middle 50% of all runs x tasks) and
-95% stratified percentile-bootstrap intervals of the IQM (runs resampled with replacement within each task).
+The interquartile mean and its 95% stratified percentile-bootstrap interval (rliable; Agarwal et al., 2021, "Deep RL
+at the edge of the statistical precipice") are scripts/plot_results.py's `interval`, shared with the sweeps' report:
 
     iv = interval(scores)                 # scores: [runs, tasks] (one column for one task) -> Interval
     verdict(a, b, lower_is_better=True)   # "holds" / "direction only" / "does not hold": is a better than b?
@@ -24,62 +23,10 @@ every pattern (exact), two-sided; Holm's correction (statsmodels) within each fa
 """
 
 import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-REPS = 2000  # bootstrap resamples (rliable's default is 50000; 2000 gives the 2.5% / 97.5% quantiles to ~1%)
-CONFIDENCE = 0.95
-
-
-@dataclass
-class Interval:
-    iqm: float  # interquartile mean over runs x tasks
-    low: float  # rliable's 95% stratified percentile-bootstrap interval of the IQM (not a confidence interval:
-    # with n seeds it spans at most [lowest, highest] and covers the mean less often than 95% when n is small)
-    high: float
-    n: int  # runs (seeds) per task
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        if not math.isfinite(self.iqm):
-            return "–"
-        return f"{self.iqm:.3g} [{self.low:.3g}, {self.high:.3g}]"
-
-
-def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
-    """IQM and its 95% bootstrap interval of scores [runs, tasks] (a 1-D array is one task); NaN when there are no
-    runs. The bootstrap is seeded (numpy's global generator too, for the call): the same scores give the same
-    interval, whatever ran before."""
-    from rliable import library as rly
-    from rliable import metrics
-
-    a = np.asarray(scores, dtype=float)
-    if a.ndim == 1:
-        a = a[:, None]
-    a = a[np.isfinite(a).all(axis=1)]
-    if a.shape[0] == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    if a.shape[0] == 1:  # one run: no spread to resample
-        v = float(metrics.aggregate_iqm(a))
-        return Interval(v, v, v, 1)
-    # rliable passes random_state on to arch, which still draws part of the resamples from numpy's global generator:
-    # seeded here for the call (and restored after), so the same scores give the same interval in any process
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        point, ci = rly.get_interval_estimates(
-            {"x": a},
-            lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=reps,
-            confidence_interval_size=CONFIDENCE,
-            random_state=np.random.RandomState(seed),
-        )
-    finally:
-        np.random.set_state(state)
-    return Interval(float(point["x"][0]), float(ci["x"][0, 0]), float(ci["x"][1, 0]), a.shape[0])
+from scripts.plot_results import Interval
 
 
 def verdict(a: Interval, b: Interval, lower_is_better: bool) -> str:

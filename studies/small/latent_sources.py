@@ -1,9 +1,9 @@
-"""What moves each latent action: the background's change or the agent's? (docs/small-reproduction)
+"""What moves each latent action: the background's change or the agent's? (studies/small)
 
 The paper's mechanism: with distractors, a latent action of (o_t, o_{t+1}) spends itself on the distractors' motion
 instead of the agent's. The distractor-state probes (src/probes.py) cannot read that at 64 px: a step's recorded
 distractor change is sub-pixel (camera), under one 8-bit level (colour) or a sign (the video's playback direction),
-and not even the pixels decode it linearly (scripts/small/pixel_ceiling.py). What does change between two frames is
+and not even the pixels decode it linearly (studies/small/pixel_ceiling.py). What does change between two frames is
 the background video's picture, and the simulator's true foreground masks (collect_data --record_masks=true) say
 where the agent is. So this script intervenes: in o_{t+1} (the last frame of the next stack) it freezes
 
@@ -28,7 +28,7 @@ Every LAM trained on the distracted data (which has the masks), at update 0 (the
 for the first `--checks` seeds its action probe is checked against the one the run stored for update 0) and at the
 end (its lam.pt).
 
-    python -m scripts.small.latent_sources --small_dir runs/small --out runs/small/report/latent_sources.json
+    python -m studies.small.latent_sources --small_dir runs/small --out runs/small/report/latent_sources.json
 """
 
 import json
@@ -38,21 +38,21 @@ from pathlib import Path
 import pyrallis
 import torch
 
-from scripts.small.report import ENV, run_lam, study
+from scripts.plot_results import interval
 from src.data import load_dataset, load_masks, normalize_obs
 from src.errors import cli
 from src.optim import setup_backends
 from src.probes import L2_GRID, pair_indices, ridge_probe, split_trajectories
-from src.stats import interval
+from studies.small.report import ENV, run_lam, study
 
-# variant (scripts/small/report.py's, where its runs are) -> module: the LAMs of the distracted data (its masks)
+# variant (studies/small/report.py's, where its runs are) -> module: the LAMs of the distracted data (its masks)
 LAMS = {"lapo": "train_lapo", "laom": "train_laom", "laom_labels": "train_laom_labels", "lapo_mask": "train_lapo_mask"}
 FROZEN = ("background", "agent")  # the parts whose change is undone; "still" undoes the whole step
 
 
 @dataclass
 class Config:
-    small_dir: str = "runs/small"  # scripts/small/reproduce.sh's folder: data/ (with the masks file), runs/
+    small_dir: str = "runs/small"  # studies/small/reproduce.sh's folder: data/ (with the masks file), runs/
     out: str = ""  # JSON output (empty: print only)
     seeds: str = "0 1 2 3 4 5 6 7 8 9"
     budget: int = 2

@@ -1,11 +1,11 @@
-"""The report of the reduced-scale study (scripts/small/reproduce.sh, scripts/small/tune.sh): tuning table and
+"""The report of the reduced-scale study (studies/small/reproduce.sh, studies/small/tune.sh): tuning table and
 choices, precondition checks, verdicts on the paper's findings F1-F5 from rliable intervals, figures, summary.json.
 
-    python -m scripts.small.report --small_dir runs/small --out runs/small/report            # the study
-    python -m scripts.small.report --small_dir runs/small --out runs/small/report --tuning   # the tuning only
+    python -m studies.small.report --small_dir runs/small --out runs/small/report            # the study
+    python -m studies.small.report --small_dir runs/small --out runs/small/report --tuning   # the tuning only
 
 Reads results.json of the runs under <small_dir>/tune (tuning seed) and <small_dir>/runs (the seeds reported, the
-layout of scripts/small/reproduce.sh). Writes to --out: results.md (every table), summary.json (the same numbers,
+layout of studies/small/reproduce.sh). Writes to --out: results.md (every table), summary.json (the same numbers,
 machine-readable: per LAM and setting the held-out ridge-probe MSE and baseline per seed, the interval of each
 aggregate, one verdict per finding), tuning.md / tuning.json, and the figures latents.png (latent actions in 2-D,
 UMAP, PCA without umap-learn), probe_curves.png (ridge probe against updates), tuning_curves.png.
@@ -14,7 +14,7 @@ Quality of latent actions is the ridge probe's MSE on held-out test trajectories
 the mean action on them (the fraction of the action variance left unexplained: 1 = nothing found), so the data
 with and without distractors compare on one scale. Returns are normalised by this sweep's own BC on all data
 (the paper's normaliser at this scale). Every aggregate is an IQM with rliable's stratified bootstrap interval
-(src/stats.py), which with few seeds describes their spread.
+(stats.py), which with few seeds describes their spread.
 
 Learning is measured as learning: every finding compares two arms that share their seeds (and, where the
 architectures allow, their update-0 networks) by each arm's change from update 0 (the initialised network), per
@@ -24,7 +24,7 @@ arm whose measure is not better than at update 0 on the seeds (one-sided paired 
 learn: the finding is "not readable: did not learn", never "holds" or "not shown"; a significant change in the
 other direction is "reversed". The mechanism is read from held-out canonical correlations of the latent with the
 agent and with the distractors (src/probes.py), which a rescaling of the latent's dimensions cannot change, beside
-their update-0 values and the pixel read-out (scripts/small/pixel_ceiling.py).
+their update-0 values and the pixel read-out (studies/small/pixel_ceiling.py).
 """
 
 import json
@@ -37,8 +37,9 @@ import h5py
 import numpy as np
 import pyrallis
 
-from src.files import write_json
-from src.stats import Interval, holm, interval, learned, paired, paired_p, read_test, verdict
+from scripts.plot_results import Interval, interval
+from src.files import nan_to_none, write_json
+from studies.small.stats import holm, learned, paired, paired_p, read_test, verdict
 
 ENV = "cheetah-run"
 # variant -> (path below runs/, label)
@@ -83,11 +84,11 @@ PAPER = {"F2": 8.0}  # the paper's ratio (abstract): LAOM's probe 8x better than
 
 @dataclass
 class Config:
-    small_dir: str = "runs/small"  # SMALL_DIR of scripts/small/reproduce.sh
+    small_dir: str = "runs/small"  # SMALL_DIR of studies/small/reproduce.sh
     out: str = "runs/small/report"  # output folder
     seeds: str = "0 1 2 3 4 5 6 7 8 9"  # the reported seeds
     budget: int = 2  # labeled trajectories
-    tuning: bool = False  # only the tuning table (after scripts/small/tune.sh)
+    tuning: bool = False  # only the tuning table (after studies/small/tune.sh)
     latents: bool = True  # the latent picture (loads the LAM checkpoints of the first seed)
 
 
@@ -245,7 +246,7 @@ def compare(
     """a better than b on `measure`, the arms sharing their seeds (per-seed values {seed: value} at the end: va, vb;
     at update 0: init_a, init_b). Per arm: the IQM and bootstrap interval at update 0 and at the end, the change per
     seed (end - update 0, or log(end / update 0) with log=True: the factor an MSE shrinks by) and whether it learned
-    (src/stats.py: learned). Tests, exact two-sided sign flips over the shared seeds (src/stats.py: paired_p):
+    (stats.py: learned). Tests, exact two-sided sign flips over the shared seeds (stats.py: paired_p):
     `p_change` of the difference between the arms' changes (the primary test: what training did), `p_end` of the
     values at the end, `p_init` of the values at update 0. The verdict is set once the family's p-values are
     adjusted (adjust). reference: what stands for update 0 where the runs record none (F5: a head that learned
@@ -287,7 +288,7 @@ def _change(end: float, init: float, log: bool) -> float:
 
 def adjust(family: dict, primary: str = "change", unreadable: Optional[str] = None) -> None:
     """Holm within the family, separately for the tests of the changes, of the end values and of the update-0
-    values (`p_<test>_holm`); each comparison's verdict from its primary test (src/stats.py: read_test): "not
+    values (`p_<test>_holm`); each comparison's verdict from its primary test (stats.py: read_test): "not
     readable: did not learn (<arm>)" where an arm's measure did not improve over update 0 (primary "change"),
     "holds", "reversed", "direction only" or "not shown" otherwise; `verdict_end` the same reading of the end values.
     unreadable: the verdict where neither side reaches DECODABLE (an ordering of two values of ~0 says nothing about
@@ -634,7 +635,7 @@ def markdown(a: dict) -> str:
     for k, p in a["preconditions"].items():
         detail = {kk: vv for kk, vv in p.items() if kk not in ("holds", "losses")}
         held = "not measured" if p["holds"] is None else "yes" if p["holds"] else "**no**"
-        out.append(f"| {k} | {held} | {json.dumps(_clean(detail))} |")
+        out.append(f"| {k} | {held} | {json.dumps(nan_to_none(detail))} |")
     out += ["", "## What the latent actions encode: held-out canonical correlations", ""]
     px = a.get("pixel_baseline") or {}
     out += ["Ridge CCA between the latent action of (o_t, o_t+1) and the agent (the action and the agent-state "
@@ -745,19 +746,6 @@ def precision_markdown(t: dict) -> str:
                    f"{b['test_not_used']:.3f} | {b['test_not_used'] - a['test_not_used']:+.3f} | "
                    f"{a['seconds']} / {b['seconds']} |")  # fmt: skip
     return "\n".join(out)
-
-
-def _json_num(o):
-    return o if not isinstance(o, float) or math.isfinite(o) else None
-
-
-def _clean(obj):
-    """NaN / inf -> None (JSON null) everywhere: a missing number, not an invalid file."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return _json_num(obj)
 
 
 # ---------------------------------------------------------------- figures
@@ -924,11 +912,11 @@ def plot_latents(a: dict, small_dir: Path, path: Path) -> str:
 def main(c: Config) -> None:
     small_dir, out = Path(c.small_dir), Path(c.out)
     if not small_dir.is_dir():
-        raise SystemExit(f"error: --small_dir={c.small_dir} is not a folder (scripts/small/reproduce.sh makes it)")
+        raise SystemExit(f"error: --small_dir={c.small_dir} is not a folder (studies/small/reproduce.sh makes it)")
     out.mkdir(parents=True, exist_ok=True)
     t = tuning(small_dir)
     (out / "tuning.md").write_text(tuning_markdown(t) + "\n")
-    write_json(out / "tuning.json", _clean(t))
+    write_json(out / "tuning.json", nan_to_none(t))
     print(tuning_markdown(t))
     print("choices:", t["choices"])
     if c.tuning:
@@ -936,7 +924,7 @@ def main(c: Config) -> None:
     seeds = [int(s) for s in c.seeds.split()]
     a = analyse(small_dir, seeds, c.budget)
     a["budget"] = c.budget
-    # the pixel read-out baseline (scripts/small/pixel_ceiling.py, run before this report)
+    # the pixel read-out baseline (studies/small/pixel_ceiling.py, run before this report)
     a["pixel_baseline"] = {
         name: json.loads(f.read_text()).get("cca", {})
         for name, f in (("with distractors", out / "pixel_ceiling.json"),
@@ -950,10 +938,10 @@ def main(c: Config) -> None:
     md = markdown(a)
     prec = precision_markdown(t)
     prec = f"\n## Precision check (tuning seed)\n\n{prec}\n" if prec else ""
-    sources = out / "latent_sources.json"  # scripts/small/latent_sources.py, run before this report
+    sources = out / "latent_sources.json"  # studies/small/latent_sources.py, run before this report
     if sources.exists():
         table = json.loads(sources.read_text())["markdown"]
-        md += ("\n## What moves each latent (true foreground masks; scripts/small/latent_sources.py)\n\n"
+        md += ("\n## What moves each latent (true foreground masks; studies/small/latent_sources.py)\n\n"
                "How far each latent action moves when, in o_t+1, the step's change is undone (all of it, the "
                "background's or the agent's, with the true masks): the step's share of the latent's variance, and "
                "the background's and the agent's shares of the latent's response to the step, on held-out test "
@@ -962,11 +950,11 @@ def main(c: Config) -> None:
                "three columns measure the same in the action probe's output (cross-fitted, each latent dimension "
                "standardised), which a rescaling of the latent's dimensions cannot change.\n\n"
                f"{table}\n")  # fmt: skip
-    (out / "results.md").write_text("# Results of scripts/small/reproduce.sh\n\n" + md + "\n## Tuning\n\n" +
+    (out / "results.md").write_text("# Results of studies/small/reproduce.sh\n\n" + md + "\n## Tuning\n\n" +
                                     tuning_markdown(t) + "\n" + prec)  # fmt: skip
     (out / "verdicts.md").write_text(md.split("## Preconditions")[0])
     summary = {k: v for k, v in a.items() if k != "_runs"} | {"tuning": t}
-    write_json(out / "summary.json", _clean(summary))
+    write_json(out / "summary.json", nan_to_none(summary))
     print(md.split("## Latent-action quality")[0])
     print(f"report: {out}/results.md, {out}/summary.json, figures {out}/probe_curves.png, {out}/leakage.png, "
           f"{out}/latents.png")  # fmt: skip

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tuning of the reduced-scale study (docs/small-reproduction/README.md, "Tuning"): every method's learning rate (and
+# Tuning of the reduced-scale study (studies/small/README.md, "Tuning"): every method's learning rate (and
 # LAOM's EMA rate) chosen at laptop scale by the paper's own criteria (Section 3, "On hyperparameters tuning"), on
 # one tuning seed ($TUNE_SEED, never reported) and validation data, never on the reported numbers:
 #   - latent action models (LAPO, LAOM, LAOM + supervision): the closed-form ridge probe's MSE on the validation
@@ -13,10 +13,10 @@
 #   - masked LAPO (true masks): its learning rate, as LAPO's;
 #   - optionally (GRIDS=precision), LAPO and LAOM at their settings in fp32 and in bf16 autocast (--precision): on a
 #     CPU with AVX512-BF16, whether bf16 changes the probes beyond seed noise. Not in the default: on this project's
-#     AVX2-only machine bf16 convolutions are about 15x slower than fp32 (docs/small-reproduction/README.md).
-# The grid is below; `python -m scripts.small.report --tuning` turns its results into the table of the README.
-#   bash scripts/small/tune.sh            # after the data step of scripts/small/reproduce.sh (it collects if missing)
-#   GRIDS="laom_labels lapo_mask" bash scripts/small/tune.sh                  # some of the grids only
+#     AVX2-only machine bf16 convolutions are about 15x slower than fp32 (studies/small/README.md).
+# The grid is below; `python -m studies.small.report --tuning` turns its results into the table of the README.
+#   bash studies/small/tune.sh            # after the data step of studies/small/reproduce.sh (it collects if missing)
+#   GRIDS="laom_labels lapo_mask" bash studies/small/tune.sh                  # some of the grids only
 # Settings: SMALL_DIR [runs/small], TUNE_SEED [100], BUDGET [2], LANES [2], PYTHON [python], GRIDS [lapo laom
 # noaug policy idm laom_labels laom_labels_coef lapo_mask; also: precision], PRECISION [fp32, the study's], grid
 # variables below. Resumes like the study.
@@ -25,13 +25,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 SMALL_DIR=${SMALL_DIR:-runs/small}
 TUNE_SEED=${TUNE_SEED:-100}
 BUDGET=${BUDGET:-2}
-CONFIG_DIR=${CONFIG_DIR:-configs/small}
+CONFIG_DIR=${CONFIG_DIR:-studies/small/configs}
+LANES=${LANES:-2}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
-source scripts/small/jobs.sh
+PARALLEL=$LANES JOB_THREADS=${OMP_NUM_THREADS:-1}  # the runs one thread each, LANES at once
+source scripts/jobs.sh
 D=$SMALL_DIR/data
 T=$SMALL_DIR/tune
 if [[ ! -f $D/cheetah-run-val.hdf5 ]]; then
-    ONLY_DATA=1 bash scripts/small/reproduce.sh || exit $?
+    ONLY_DATA=1 bash studies/small/reproduce.sh || exit $?
 fi
 # Grids (a coordinate search: learning rate first, then LAOM's EMA rate at the chosen learning rate; a choice at an
 # edge of its grid extended the grid by one point, as the README's tuning table shows).
@@ -69,7 +71,7 @@ if want lapo_mask; then
             --lapo.masks_path=$D/cheetah-run-masks.hdf5 --precision=$PRECISION --lapo.learning_rate=$lr
     done
 fi
-if want precision; then  # LAPO and LAOM at their settings (configs/small), fp32 against bf16
+if want precision; then  # LAPO and LAOM at their settings (studies/small/configs), fp32 against bf16
     for p in fp32 bf16; do
         job "$T/precision/lapo-$p" train_lapo --config_path=$CONFIG_DIR/lapo.yaml $common $lam --precision=$p
         job "$T/precision/laom-$p" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam --precision=$p
@@ -109,7 +111,7 @@ for lr in $IDM_LRS; do
         --bc.data_path=$D/cheetah-run.hdf5 --idm.learning_rate=$lr
 done
 t=$SECONDS
-run_jobs
+run_jobs tuning "$T"
 status=$?
-echo "scripts/small/tune.sh: $((SECONDS - t)) s; results under $T (python -m scripts.small.report --tuning)"
+echo "studies/small/tune.sh: $((SECONDS - t)) s; results under $T (python -m studies.small.report --tuning)"
 exit $status

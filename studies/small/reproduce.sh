@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The paper's findings and their mechanism at a scale a 2-core CPU runs (docs/small-reproduction/README.md):
+# The paper's findings and their mechanism at a scale a 2-core CPU runs (studies/small/README.md):
 # cheetah-run, 20 expert trajectories with the DCS port's built-in distractor videos (with every frame's distractor
 # state and true foreground masks) and 20 without distractors; LAPO, LAOM, LAOM + supervision, masked LAPO (true
 # masks), IDM, BC and BC on all data, 5 seeds, with the learning rates / EMA rate / supervision coefficient chosen by
-# scripts/small/tune.sh on a separate tuning seed (configs/small, comments).
+# studies/small/tune.sh on a separate tuning seed (studies/small/configs, comments).
 #
-#   bash scripts/small/reproduce.sh                                  # -> runs/small/{data,data-vanilla,runs,report}
-#   OUT=docs/small-reproduction bash scripts/small/reproduce.sh     # how the committed report was made
+#   bash studies/small/reproduce.sh                                  # -> runs/small/{data,data-vanilla,runs,report}
+#   OUT=studies/small/results bash studies/small/reproduce.sh     # how the committed report was made
 #
 # What it does, each step skipped when its output exists, so the same command resumes after an interruption:
 #   1. data, with the released cheetah-run expert ($EXPERT): $DATA/cheetah-run.hdf5 ($NUM_TRAJ trajectories of
@@ -17,14 +17,14 @@
 #      $DATA/cheetah-run-labeled-1000x$BUDGET.hdf5 ($BUDGET trajectories sampled among the first 80%, so the ridge
 #      probe's validation and test trajectories stay unlabeled) and $DATA/cheetah-run-val.hdf5 (the validation
 #      trajectories, for tuning the IDM);
-#   2. the runs, $LANES at a time with one thread each (scripts/small/jobs.sh; a run with results.json is skipped,
+#   2. the runs, $LANES at a time with one thread each (scripts/jobs.sh; a run with results.json is skipped,
 #      an interrupted one resumes from its stage checkpoints), in the sweep layout scripts/plot_results.py reads:
 #      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>), the distractor-free control
 #      under $RUNS/vanilla/, masked LAPO under $RUNS/lapo_mask/ and, with NOAUG=1, LAOM without augmentations under
 #      $RUNS/noaug/ (those train the LAM only);
-#   3. the report: scripts/small/pixel_ceiling.py (the pixel read-out baseline, with and without distractors),
-#      scripts/small/latent_sources.py (what moves each latent: one step's change undone for the
-#      background or the agent with the true masks), scripts/small/report.py (verdicts with exact permutation
+#   3. the report: studies/small/pixel_ceiling.py (the pixel read-out baseline, with and without distractors),
+#      studies/small/latent_sources.py (what moves each latent: one step's change undone for the
+#      background or the agent with the true masks), studies/small/report.py (verdicts with exact permutation
 #      p-values, the leakage probes and agent shares, the preconditions, figures, summary.json) and
 #      scripts/plot_results.py (the sweep tables) into $OUT, and run-info.md (command, commit, machine, the wall
 #      time of each step).
@@ -33,9 +33,9 @@
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
 # SEEDS ["0 1 2 3 4 5 6 7 8 9"], RETURN_SEEDS ["none"] (the seeds that also train and evaluate the policies, e.g. "0":
-# about 12 more minutes; at this scale no policy learns, docs/small-reproduction/README.md), CONFIG_DIR
-# [configs/small], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast: about 0.65x the wall time on a CPU
-# with AVX512-BF16, 7x slower on an AVX2-only one; the study's budget plan in docs/small-reproduction/README.md),
+# about 12 more minutes; at this scale no policy learns, studies/small/README.md), CONFIG_DIR
+# [studies/small/configs], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast: about 0.65x the wall time on a CPU
+# with AVX512-BF16, 7x slower on an AVX2-only one; the study's budget plan in studies/small/README.md),
 # NOAUG [0] (1: also LAOM without augmentations), ONLY (the variants to run; unset: those the findings and the
 # mechanism compare, "lapo lapo_vanilla laom laom_labels lapo_mask laom_noaug idm bc bc_full" (laom_noaug with
 # NOAUG=1, bc and bc_full on RETURN_SEEDS); empty: all, laom_vanilla (LAOM
@@ -53,14 +53,16 @@ STEPS=${STEPS:-1000}
 BUDGET=${BUDGET:-2}
 SEEDS=${SEEDS:-"0 1 2 3 4 5 6 7 8 9"}
 RETURN_SEEDS=${RETURN_SEEDS:-none}
-CONFIG_DIR=${CONFIG_DIR:-configs/small}
+CONFIG_DIR=${CONFIG_DIR:-studies/small/configs}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 PRECISION=${PRECISION:-fp32}
 NOAUG=${NOAUG:-0}
 ONLY=${ONLY-"lapo lapo_vanilla laom laom_labels lapo_mask laom_noaug idm bc bc_full"}
 RIDGE_EVERY=${RIDGE_EVERY:-155}
+LANES=${LANES:-2}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
-source scripts/small/jobs.sh
+PARALLEL=$LANES JOB_THREADS=${OMP_NUM_THREADS:-1}  # the runs one thread each, LANES at once
+source scripts/jobs.sh
 cores=$(nproc 2>/dev/null || echo 2)
 DATA=$SMALL_DIR/data
 DATA_VANILLA=$SMALL_DIR/data-vanilla
@@ -79,7 +81,7 @@ for config in lapo laom laom-labels lapo-mask idm bc bc-full; do
     fi
 done
 mkdir -p "$DATA" "$DATA_VANILLA" "$RUNS" "$OUT"
-echo "# $(date '+%F %T') bash scripts/small/reproduce.sh (NUM_TRAJ=$NUM_TRAJ STEPS=$STEPS BUDGET=$BUDGET SEEDS=\"$SEEDS\")" \
+echo "# $(date '+%F %T') bash studies/small/reproduce.sh (NUM_TRAJ=$NUM_TRAJ STEPS=$STEPS BUDGET=$BUDGET SEEDS=\"$SEEDS\")" \
     >>"$timings"
 
 # ---------------------------------------------------------------- 1. data
@@ -122,7 +124,7 @@ ev=$DATA/cheetah-run-eval.hdf5
 curve="--lapo.ridge_probe_every=$RIDGE_EVERY"
 # Every seed trains every latent-action model (F1-F3, F5); the seeds of RETURN_SEEDS also train the policies and
 # evaluate them (F4, preconditions 2-3): the returns cost about half the budget and, at this scale, no policy learns
-# (docs/small-reproduction/README.md). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
+# (studies/small/README.md). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
 # with --idm_only, in their own run directories (suffix -lam), so the full runs are never confused with them.
 pick() {  # the variants ONLY names (all when ONLY is empty)
     [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]
@@ -163,13 +165,13 @@ for seed in $SEEDS; do
             --bc.data_path="$full" $common
     fi
 done
-echo "== runs: ${#_JOBS[@]} runs ($(wc -w <<<"$SEEDS") seeds; returns for seeds $RETURN_SEEDS), $LANES at a time (one thread each), under $RUNS"
-queued=("${_JOBS[@]}")  # run_jobs empties the queue
-run_jobs
+mapfile -t queued < <(queued_jobs)  # run_jobs empties the queue
+echo "runs: $(wc -w <<<"$SEEDS") seeds; returns for seeds $RETURN_SEEDS; $JOB_THREADS thread(s) each"
+run_jobs runs "$RUNS"
 status=$?
 found=0  # of the runs queued above (not the -lam runs an earlier RETURN_SEEDS left beside them)
-for entry in "${queued[@]}"; do
-    [[ -f "${entry%%$'\t'*}/results.json" ]] && found=$((found + 1))
+for dir in "${queued[@]}"; do
+    [[ -f "$dir/results.json" ]] && found=$((found + 1))
 done
 echo "runs: $((SECONDS - t)) s ($found of ${#queued[@]} runs finished)" | tee -a "$timings"
 
@@ -178,22 +180,22 @@ t=$SECONDS
 # shellcheck disable=SC2086
 $PYTHON -m scripts.plot_results --runs_dir "$RUNS" --out "$OUT/sweep" --normalize_by=bc_full >/dev/null || status=1
 # shellcheck disable=SC2086
-$PYTHON -m scripts.small.pixel_ceiling --data_path "$DATA/cheetah-run.hdf5" --out "$OUT/pixel_ceiling.json" || status=1
+$PYTHON -m studies.small.pixel_ceiling --data_path "$DATA/cheetah-run.hdf5" --out "$OUT/pixel_ceiling.json" || status=1
 # shellcheck disable=SC2086
-$PYTHON -m scripts.small.pixel_ceiling --data_path "$DATA_VANILLA/cheetah-run.hdf5" \
+$PYTHON -m studies.small.pixel_ceiling --data_path "$DATA_VANILLA/cheetah-run.hdf5" \
     --out "$OUT/pixel_ceiling_vanilla.json" || status=1
 # shellcheck disable=SC2086
-$PYTHON -m scripts.small.latent_sources --small_dir "$SMALL_DIR" --seeds "$SEEDS" --budget "$BUDGET" \
+$PYTHON -m studies.small.latent_sources --small_dir "$SMALL_DIR" --seeds "$SEEDS" --budget "$BUDGET" \
     --out "$OUT/latent_sources.json" || status=1
 # shellcheck disable=SC2086
-$PYTHON -m scripts.small.report --small_dir "$SMALL_DIR" --out "$OUT" --seeds "$SEEDS" --budget "$BUDGET" || status=1
+$PYTHON -m studies.small.report --small_dir "$SMALL_DIR" --out "$OUT" --seeds "$SEEDS" --budget "$BUDGET" || status=1
 echo "report: $((SECONDS - t)) s" | tee -a "$timings"
 total=$((SECONDS - start))
 echo "total: $total s" | tee -a "$timings"
 {
     echo "# How this report was made"
     echo
-    echo "- command: \`bash scripts/small/reproduce.sh\` (NUM_TRAJ=$NUM_TRAJ NUM_EVAL=$NUM_EVAL STEPS=$STEPS" \
+    echo "- command: \`bash studies/small/reproduce.sh\` (NUM_TRAJ=$NUM_TRAJ NUM_EVAL=$NUM_EVAL STEPS=$STEPS" \
         "BUDGET=$BUDGET SEEDS=\"$SEEDS\" RETURN_SEEDS=\"$RETURN_SEEDS\" CONFIG_DIR=$CONFIG_DIR LANES=$LANES${EXTRA_ARGS:+ EXTRA_ARGS=\"$EXTRA_ARGS\"})"
     echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
     echo "- machine: $cores cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)), one thread per run, $LANES runs at a time"
@@ -204,5 +206,5 @@ echo "total: $total s" | tee -a "$timings"
     echo '```'
 } >"$OUT/run-info.md"
 tail -n 12 "$OUT/verdicts.md" 2>/dev/null
-echo "scripts/small/reproduce.sh: $total s; report in $OUT (README tables: verdicts.md, summary.json, figures)"
+echo "studies/small/reproduce.sh: $total s; report in $OUT (README tables: verdicts.md, summary.json, figures)"
 exit $status

@@ -1,6 +1,6 @@
-"""Can the small study's BC actor fit its own training data? (docs/small-reproduction/README.md, "Why no policy learns")
+"""Can the small study's BC actor fit its own training data? (studies/small/README.md, "Why no policy learns")
 
-Trains the BC actor of configs/small (ResNet encoder at scale 1, one residual unit per block) on a fixed set of
+Trains the BC actor of studies/small/configs (ResNet encoder at scale 1, one residual unit per block) on a fixed set of
 `--samples` transitions for `--updates` Adam updates of batch 32 and prints the MSE on that fixed set, for two heads:
   - pooled: the paper's actor (src/nn.py Actor: mean over the 8 x 8 positions -> ReLU6 -> Linear), 32 numbers per
     frame stack at scale 1;
@@ -9,7 +9,7 @@ Trains the BC actor of configs/small (ResNet encoder at scale 1, one residual un
 The actions' variance (the mean-action predictor's MSE) is printed beside them. A head that cannot bring the MSE of a
 few hundred memorisable samples below that variance cannot learn a policy either.
 
-    python -m scripts.small.bc_fit_check --data_path runs/small/data/cheetah-run.hdf5
+    python -m studies.small.bc_fit_check --data_path runs/small/data/cheetah-run.hdf5
 """
 
 from dataclasses import dataclass

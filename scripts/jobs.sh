@@ -1,0 +1,141 @@
+# The job runner of the sweeps (scripts/sweeps/common.sh) and of the small study (studies/small/reproduce.sh and
+# tune.sh); sourced, not run. A job is one training run in its own directory:
+#   queue_job PHASE RUN_DIR REQUIRES COMMAND  queues it: COMMAND one string of shell words (quoted as with printf %q),
+#                                             REQUIRES a file that must exist when it starts ("" for none); every
+#                                             job of phase 1 ends before phase 2 starts
+#   job RUN_DIR MODULE ARGS...                queues `$PYTHON -u -m MODULE ARGS... --run_dir=RUN_DIR` in phase 1
+#   run_jobs LABEL [WHERE]                    runs the queue, PARALLEL at once in queue order, then empties it
+# A job whose RUN_DIR holds results.json is skipped; an interrupted one resumes from its stage checkpoints (the method
+# scripts do that); each appends its output to RUN_DIR/train.log. run_jobs prints a line per job and a summary, lists
+# the failed jobs (run directory, log or reason) on stderr and returns 1 if any failed; the others still run.
+# Settings (environment variables; defaults in brackets):
+#   PARALLEL     jobs at once                                    [the number of GPUS, else 1]
+#   GPUS         GPU ids, e.g. "0 1 2 3": a job gets CUDA_VISIBLE_DEVICES of its worker, round robin  [none]
+#   JOB_THREADS  OMP_NUM_THREADS of each job  [OMP_NUM_THREADS; on CPU with PARALLEL > 1: cores / PARALLEL]
+#   DRY_RUN=1    print the commands (and which jobs would be skipped), run nothing
+#   PYTHON       interpreter of `job`                            [python]
+GPUS=${GPUS:-}
+PYTHON=${PYTHON:-python}
+DRY_RUN=${DRY_RUN:-0}
+if [[ -n "$GPUS" ]]; then
+    read -r -a _GPU_LIST <<<"$GPUS"
+    PARALLEL=${PARALLEL:-${#_GPU_LIST[@]}}
+else
+    _GPU_LIST=()
+    PARALLEL=${PARALLEL:-1}
+fi
+# On CPU, N jobs at once share the cores instead of each starting one thread per core.
+if [[ -z "${JOB_THREADS:-}" && -z "${OMP_NUM_THREADS:-}" && -z "$GPUS" && "$PARALLEL" -gt 1 ]]; then
+    _cores=$(nproc 2>/dev/null || echo 1)
+    JOB_THREADS=$((_cores / PARALLEL > 0 ? _cores / PARALLEL : 1))
+fi
+JOB_THREADS=${JOB_THREADS:-${OMP_NUM_THREADS:-}}
+
+# The queue and the outcomes (the SLURM launcher, scripts/slurm/launcher.sh, reads them too): phase<N> holds one
+# line per job, RUN_DIR <tab> REQUIRES (- for none) <tab> COMMAND; done, skipped and failed one line per job.
+_SWEEP_TMP=$(mktemp -d "${TMPDIR:-/tmp}/jobs.XXXXXX")
+trap 'rm -rf "$_SWEEP_TMP"' EXIT
+touch "$_SWEEP_TMP/done" "$_SWEEP_TMP/skipped" "$_SWEEP_TMP/failed"
+
+queue_job() {  # phase run_dir requires command
+    printf '%s\t%s\t%s\n' "$2" "${3:--}" "$4" >>"$_SWEEP_TMP/phase$1"
+}
+
+job() {  # run_dir module args...
+    local dir=$1
+    shift
+    # shellcheck disable=SC2086  # PYTHON may hold several words
+    queue_job 1 "$dir" "" "$(printf '%q ' $PYTHON -u -m "$@")--run_dir=$(printf '%q' "$dir")"
+}
+
+queued_jobs() {  # the run directories in the queue, one a line
+    local queue
+    for queue in "$_SWEEP_TMP"/phase[0-9]; do
+        [[ -f "$queue" ]] && cut -f1 "$queue"
+    done
+    return 0
+}
+
+_next_job() {  # prints the next job number of the queue file $1, or fails when the queue is empty
+    local queue=$1 n total
+    total=$(wc -l <"$queue")
+    n=$(
+        exec 9>"$queue.lock"
+        flock 9
+        n=$(cat "$queue.next" 2>/dev/null || echo 1)
+        echo $((n + 1)) >"$queue.next"
+        echo "$n"
+    )
+    [[ "$n" -le "$total" ]] && echo "$n"
+}
+
+_run_one() {  # worker line gpu
+    local worker=$1 line=$2 gpu=$3 dir requires cmd
+    IFS=$'\t' read -r dir requires cmd <<<"$line"
+    if [[ -f "$dir/results.json" ]]; then
+        echo "[skip]   $dir (results.json exists)"
+        echo "$dir" >>"$_SWEEP_TMP/skipped"
+        return 0
+    fi
+    local prefix=""
+    [[ -n "$gpu" ]] && prefix="CUDA_VISIBLE_DEVICES=$gpu "
+    if [[ "$DRY_RUN" == 1 ]]; then
+        echo "[dry-run] ${prefix}$cmd"
+        return 0
+    fi
+    if [[ "$requires" != "-" && ! -f "$requires" ]]; then
+        echo "[FAILED] $dir: needs $requires, which its base run did not produce"
+        printf '%s\t%s\n' "$dir" "missing $requires" >>"$_SWEEP_TMP/failed"
+        return 0
+    fi
+    mkdir -p "$dir"
+    local log="$dir/train.log" start=$SECONDS
+    echo "[start]  $dir ${prefix:+($prefix)}(log: $log)"
+    if (
+        [[ -n "$gpu" ]] && export CUDA_VISIBLE_DEVICES=$gpu
+        [[ -n "$JOB_THREADS" ]] && export OMP_NUM_THREADS=$JOB_THREADS
+        echo "# $(date '+%F %T') worker $worker: ${prefix}$cmd"
+        eval "$cmd"
+    ) >>"$log" 2>&1; then
+        echo "[done]   $dir in $((SECONDS - start)) s"
+        printf '%s\t%s\n' "$dir" "$((SECONDS - start))" >>"$_SWEEP_TMP/done"
+    else
+        echo "[FAILED] $dir after $((SECONDS - start)) s (exit $?); log: $log"
+        printf '%s\t%s\n' "$dir" "$log" >>"$_SWEEP_TMP/failed"
+    fi
+}
+
+_worker() {  # worker queue
+    local worker=$1 queue=$2 gpu="" n
+    if [[ ${#_GPU_LIST[@]} -gt 0 ]]; then
+        gpu=${_GPU_LIST[$((worker % ${#_GPU_LIST[@]}))]}
+    fi
+    while n=$(_next_job "$queue"); do
+        _run_one "$worker" "$(sed -n "${n}p" "$queue")" "$gpu"
+    done
+}
+
+run_jobs() {  # label [where]
+    local label=$1 where=${2:-} phase w start=$SECONDS total ndone nskip nfail status=0
+    total=$(queued_jobs | wc -l)
+    echo "== $label: $total runs, $PARALLEL at once${GPUS:+ on GPUs $GPUS}${where:+, runs under $where}"
+    for phase in 1 2; do
+        [[ -f "$_SWEEP_TMP/phase$phase" ]] || continue
+        for ((w = 0; w < PARALLEL; w++)); do
+            _worker "$w" "$_SWEEP_TMP/phase$phase" &
+        done
+        wait
+    done
+    ndone=$(wc -l <"$_SWEEP_TMP/done")
+    nskip=$(wc -l <"$_SWEEP_TMP/skipped")
+    nfail=$(wc -l <"$_SWEEP_TMP/failed")
+    echo "== $label: $ndone finished, $nskip skipped (already done), $nfail failed, $((SECONDS - start)) s"
+    if [[ "$nfail" -gt 0 ]]; then
+        echo "Failed runs (run directory, log or reason):" >&2
+        sed 's/^/  /' "$_SWEEP_TMP/failed" >&2
+        status=1
+    fi
+    rm -f "$_SWEEP_TMP"/phase*
+    : >"$_SWEEP_TMP/done" && : >"$_SWEEP_TMP/skipped" && : >"$_SWEEP_TMP/failed"
+    return $status
+}
