@@ -34,7 +34,7 @@
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
 # SEEDS ["0 1 2 3 4 5 6 7 8 9"], RETURN_SEEDS ["none"] (the seeds that also train and evaluate the policies, e.g. "0":
 # about 12 more minutes; at this scale no policy learns, studies/small/README.md), CONFIG_DIR
-# [studies/small/configs], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast: about 0.65x the wall time on a CPU
+# [studies/small/configs], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast, as the committed run: about 0.6x the wall time on a CPU
 # with AVX512-BF16, 7x slower on an AVX2-only one; the study's budget plan in studies/small/README.md),
 # NOAUG [0] (1: also LAOM without augmentations), ONLY (the variants to run; unset: those the findings and the
 # mechanism compare, "lapo lapo_vanilla laom laom_labels lapo_mask laom_noaug idm bc bc_full" (laom_noaug with
@@ -196,7 +196,7 @@ echo "total: $total s" | tee -a "$timings"
     echo "# How this report was made"
     echo
     echo "- command: \`bash studies/small/reproduce.sh\` (NUM_TRAJ=$NUM_TRAJ NUM_EVAL=$NUM_EVAL STEPS=$STEPS" \
-        "BUDGET=$BUDGET SEEDS=\"$SEEDS\" RETURN_SEEDS=\"$RETURN_SEEDS\" CONFIG_DIR=$CONFIG_DIR LANES=$LANES${EXTRA_ARGS:+ EXTRA_ARGS=\"$EXTRA_ARGS\"})"
+        "BUDGET=$BUDGET SEEDS=\"$SEEDS\" RETURN_SEEDS=\"$RETURN_SEEDS\" PRECISION=$PRECISION CONFIG_DIR=$CONFIG_DIR LANES=$LANES${EXTRA_ARGS:+ EXTRA_ARGS=\"$EXTRA_ARGS\"})"
     echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
     echo "- machine: $cores cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)), one thread per run, $LANES runs at a time"
     echo "- wall time of every invocation (a resumed invocation skips what was done; from $timings):"
