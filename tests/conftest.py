@@ -1,4 +1,5 @@
 import os
+import signal
 
 import pytest
 
@@ -17,3 +18,10 @@ def fp32():
     setup_backends(torch.device("cpu"), "fp32")
     yield
     setup_backends(torch.device("cpu"), "auto")
+
+
+# A suite started in the background without job control (`pytest ... &` in a script, nohup) inherits SIGINT ignored,
+# and the scripts then leave Ctrl-C alone as they should (src/stage.py): the tests that stop a run with SIGINT
+# (tests/test_exactness.py) need it delivered, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
