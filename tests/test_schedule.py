@@ -16,7 +16,8 @@ import train_laom_labels
 import train_lapo
 import train_lapo_mask
 from src import stage as stage_module
-from src.optim import bf16_on, cpu_has_native_bf16, make_scheduler, setup_backends
+from src.optim import bf16_on, cpu_has_native_bf16, setup_backends
+from tests.test_faithfulness import lrs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "data" / "example-data.hdf5"
@@ -26,14 +27,8 @@ pytestmark = pytest.mark.skipif(not EXAMPLE.exists(), reason="needs data/example
 
 
 def lr_sequence(total: int, warmup: int, peak: float = 1e-3) -> list[float]:
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=peak)
-    sched = make_scheduler(opt, total, warmup, "linear")
-    out = []
-    for _ in range(total):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
+    """The learning rate of each update of the "linear" schedule at this peak (tests/test_faithfulness.py: lrs)."""
+    return [peak * lr for lr in lrs("linear", total, warmup, 0.0)]
 
 
 def test_warmup_starts_from_lr_zero_as_released():
