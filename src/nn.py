@@ -1,9 +1,5 @@
-"""Network building blocks shared by every method (paper, Appendix D-F; docs/FAITHFULNESS.md).
-
-The IMPALA-style ResNet encoder of LAPO (stride-2 conv + residual units), the decoder blocks of the LAPO
-forward model, the transformer-like MLP block with re-fed inputs used by the LAOM / IDM heads, the latent BC
-actor and the small action decoder. Methods compose these in their own scripts.
-"""
+"""Network blocks shared by every method (paper, Appendix D-F; docs/FAITHFULNESS.md): LAPO's IMPALA-style ResNet
+encoder and decoder blocks, the MLP with re-fed inputs of the LAOM / IDM heads, the actor and the action decoder."""
 
 import torch
 import torch.nn as nn
@@ -19,17 +15,17 @@ def weight_init(module: nn.Module) -> None:
 
 
 def encoder_channels(scale: int, deep: bool = False) -> tuple[int, ...]:
-    """Channels of the encoder blocks: (16, 32, 32) * scale, or (16, 32, 64, 128, 256) * scale when deep."""
-    base = (16, 32, 64, 128, 256) if deep else (16, 32, 32)
-    return tuple(c * scale for c in base)
+    return tuple(c * scale for c in ((16, 32, 64, 128, 256) if deep else (16, 32, 32)))
+
+
+def _out_hw(img_hw: int, blocks: int) -> int:
+    return -(-img_hw // 2**blocks)  # each block halves H and W, rounding up
 
 
 def encoder_out_dim(scale: int, deep: bool, img_hw: int) -> int:
-    """Size of the flattened encoder output for a square input of img_hw pixels (each block halves H and W)."""
+    """Size of the flattened encoder output for a square input of img_hw pixels."""
     channels = encoder_channels(scale, deep)
-    for _ in channels:
-        img_hw = (img_hw + 1) // 2
-    return channels[-1] * img_hw**2
+    return channels[-1] * _out_hw(img_hw, len(channels)) ** 2
 
 
 class ResidualUnit(nn.Module):
@@ -43,8 +39,7 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv0(F.relu6(self.dropout(x)))
-        h = self.conv1(F.relu6(self.dropout(h)))
-        return x + h
+        return x + self.conv1(F.relu6(self.dropout(h)))
 
 
 class EncoderBlock(nn.Module):
@@ -52,23 +47,23 @@ class EncoderBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, num_res_blocks: int = 2, dropout: float = 0.0):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
+        self.conv = self._conv(in_channels, out_channels)
         self.res = nn.Sequential(*[ResidualUnit(out_channels, dropout) for _ in range(num_res_blocks)])
+
+    @staticmethod
+    def _conv(in_channels: int, out_channels: int) -> nn.Module:
+        return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.res(self.conv(x))
 
 
-class DecoderBlock(nn.Module):
+class DecoderBlock(EncoderBlock):
     """ConvTranspose2d(kernel 2, stride 2) (doubles H and W), then residual units."""
 
-    def __init__(self, in_channels: int, out_channels: int, num_res_blocks: int = 2, dropout: float = 0.0):
-        super().__init__()
-        self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.res = nn.Sequential(*[ResidualUnit(out_channels, dropout) for _ in range(num_res_blocks)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res(self.conv(x))
+    @staticmethod
+    def _conv(in_channels: int, out_channels: int) -> nn.Module:
+        return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
 
 
 class ResNetEncoder(nn.Module):
@@ -77,17 +72,13 @@ class ResNetEncoder(nn.Module):
     def __init__(self, in_channels: int, scale: int, deep: bool = False, num_res_blocks: int = 2, dropout: float = 0.0):
         super().__init__()
         self.channels = encoder_channels(scale, deep)
-        blocks, c = [], in_channels
-        for out in self.channels:
-            blocks.append(EncoderBlock(c, out, num_res_blocks, dropout))
-            c = out
+        ins = (in_channels, *self.channels[:-1])
+        blocks = [EncoderBlock(i, o, num_res_blocks, dropout) for i, o in zip(ins, self.channels, strict=True)]
         self.blocks = nn.Sequential(*blocks)
-        self.out_channels = c
+        self.out_channels = self.channels[-1]
 
     def out_hw(self, img_hw: int) -> int:
-        for _ in self.channels:
-            img_hw = (img_hw + 1) // 2
-        return img_hw
+        return _out_hw(img_hw, len(self.channels))
 
     def out_dim(self, img_hw: int) -> int:
         """Size of the flattened output for a square input of img_hw pixels."""
@@ -112,11 +103,8 @@ class MLPBlock(nn.Module):
 
 
 class ReFedMLP(nn.Module):
-    """MLP of `num_layers` (Linear + MLPBlock) layers whose every layer after the first sees `cond` again.
-
-    h = Block(Lin(in_dim -> H)(x)); h = Block(Lin(H + cond_dim -> H)([h, cond])) (num_layers - 1 times);
-    out = Lin(H -> out_dim)(h). Re-feeding the inputs at every layer matters (paper, Appendix D).
-    """
+    """h = Block(Lin(in_dim -> H)(x)), then num_layers - 1 times h = Block(Lin(H + cond_dim -> H)([h, cond])), then
+    out = Lin(H -> out_dim)(h). Re-feeding the inputs at every layer matters (paper, Appendix D)."""
 
     def __init__(
         self, in_dim: int, cond_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3, dropout: float = 0.0
@@ -135,20 +123,11 @@ class ReFedMLP(nn.Module):
 
 
 class Actor(nn.Module):
-    """Encoder -> mean over spatial positions -> ReLU6 -> Linear(C -> out_dim).
-
-    Used for latent BC (out_dim = latent action size) and for BC / IDM-relabelled BC (out_dim = A).
-    forward returns (output [B, out_dim], pooled embedding [B, C]).
-    """
+    """Encoder -> mean over spatial positions -> ReLU6 -> Linear(C -> out_dim): the latent BC actor (out_dim = latent
+    action size) and the BC / IDM-relabelled BC actor (out_dim = A). Returns (output, pooled embedding [B, C])."""
 
     def __init__(
-        self,
-        in_channels: int,
-        out_dim: int,
-        scale: int = 32,
-        deep: bool = False,
-        num_res_blocks: int = 2,
-        dropout: float = 0.0,
+        self, in_channels: int, out_dim: int, scale: int, deep: bool, num_res_blocks: int, dropout: float = 0.0
     ):
         super().__init__()
         self.encoder = ResNetEncoder(in_channels, scale, deep, num_res_blocks, dropout)
@@ -156,15 +135,14 @@ class Actor(nn.Module):
         self.apply(weight_init)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.encoder(obs).mean(dim=(2, 3))  # [B, C, h, w] -> [B, C]
+        emb = self.encoder(obs).mean(dim=(2, 3))
         return self.head(F.relu6(emb)), emb
 
 
 class ActionMLP(nn.Module):
-    """Two-hidden-layer MLP from latent actions to true actions: Linear(Z -> H), act, Linear(H -> H), act,
-    Linear(H -> A). The stage-3 action decoder uses ReLU6 (H = 256 in the paper); the latent-BC diagnostic head uses
-    ReLU (H = 128 for LAPO, 256 for LAOM, as released). Unlike the encoders and heads, it keeps PyTorch's default
-    initialisation."""
+    """Linear(Z -> H), act, Linear(H -> H), act, Linear(H -> A), from latent actions to true actions: the stage-3
+    decoder with ReLU6, the latent-BC diagnostic head with ReLU (as released). It keeps PyTorch's default
+    initialisation, as released (docs/FAITHFULNESS.md)."""
 
     def __init__(self, latent_dim: int, act_dim: int, hidden_dim: int = 256, activation: type[nn.Module] = nn.ReLU6):
         super().__init__()
@@ -174,7 +152,7 @@ class ActionMLP(nn.Module):
             nn.Linear(hidden_dim, hidden_dim),
             activation(),
             nn.Linear(hidden_dim, act_dim),
-        )  # PyTorch's default initialisation, as released (docs/FAITHFULNESS.md)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -185,10 +163,8 @@ def num_params(module: nn.Module) -> int:
 
 
 def compile_networks(enabled: bool, *networks: nn.Module) -> None:
-    """The `compile` field of every script: with `enabled`, each parameter-holding child of each network (encoders,
-    heads) gets a compiled forward in place (nn.Module.compile), after the stage builds its networks. Its other
-    methods, the loop and the parameter names (so the checkpoints) stay as they are; the losses match the eager
-    ones to float tolerance (tests/test_compile.py)."""
+    """With `enabled` (the `compile` field), each parameter-holding child of each network gets a compiled forward in
+    place: the loop, the other methods and the parameter names (so the checkpoints) stay (tests/test_compile.py)."""
     if not enabled:
         return
     for network in networks:
