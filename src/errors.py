@@ -1,12 +1,12 @@
 """Errors the person at the terminal can act on, reported the same way by every script: one line on stderr,
 `error: <message>` naming the file, field or value, what was expected and what to do, exit status 1, no traceback
 (LAOM_TRACEBACK=1 shows it). A user error is a UserError, a pyrallis parse error or an argparse error; any other
-exception is a bug and keeps its traceback. `user_errors` is where every command line starts: it also makes
-pyrallis strict about integers and quick with --help (`configure_pyrallis`)."""
+exception is a bug and keeps its traceback. `user_errors`, where every command line starts, also configures pyrallis."""
 
 import argparse
 import ast
 import contextlib
+import functools
 import inspect
 import os
 import re
@@ -18,12 +18,9 @@ import pyrallis
 import yaml
 from pyrallis.wrappers import docstring as pyrallis_docstring
 
-TRACEBACK_VARIABLE = "LAOM_TRACEBACK"
-
 
 class UserError(Exception):
-    """An error caused by the user's input; its message is one line naming the file, field or value, what was
-    expected and the fix."""
+    """An error of the user's input: one line naming the file, field or value, what was expected and the fix."""
 
 
 class ConfigError(UserError, ValueError):
@@ -50,78 +47,36 @@ class MissingKeyError(UserError, KeyError):
 
 
 def strict_int(raw) -> int:
-    """An integer config value: an int, or a number or text with an integer value (2.0, "2", "1e5"); anything else
-    (1.5, true, "abc") is a ValueError, which pyrallis reports as a parse error of the field."""
+    """An int, or a number or text with an integer value (2.0, "2", "1e5"); anything else (1.5, true, "abc") is a
+    ValueError, which pyrallis reports as a parse error of the field."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
-    if isinstance(raw, (float, str)):
-        try:
-            number = float(raw)
-        except ValueError:
-            number = None
-        if number is not None and number.is_integer():
-            return int(number)
+    with contextlib.suppress(ValueError):
+        if isinstance(raw, float | str) and float(raw).is_integer():
+            return int(float(raw))
     raise ValueError(f"expected an integer, got {raw!r}")
 
 
 class _Inspect:
-    """The inspect module as pyrallis's docstring reader sees it: getsource remembers each class's source."""
+    """The inspect module as pyrallis's docstring reader sees it, except that getsource reads each class once."""
 
     def __init__(self):
-        self._sources = {}
+        self.getsource = functools.cache(lambda obj: inspect.getsource(obj))
 
     def __getattr__(self, name):
         return getattr(inspect, name)
 
-    def getsource(self, obj) -> str:
-        if obj not in self._sources:
-            self._sources[obj] = inspect.getsource(obj)
-        return self._sources[obj]
-
 
 def configure_pyrallis() -> None:
-    """Called once where a command line starts (user_errors). Integer fields strict: pyrallis's own int() turns
-    `--lapo.num_epochs=1.5` into 1 without a word, strict_int makes it a parse error naming the flag. Each config
-    class's source read once for the fields' help, instead of once per field (about 1.2 s of a script's start)."""
+    """Integer fields strict: pyrallis's own int() turns `--lapo.num_epochs=1.5` into 1 without a word. Each config
+    class's source read once for the help, not once per field (about 1.2 s of a script's start)."""
     pyrallis.decode.register(int, strict_int)
     if not isinstance(pyrallis_docstring.inspect, _Inspect):
         pyrallis_docstring.inspect = _Inspect()
 
 
-def show_tracebacks() -> bool:
-    return os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
-
-
-def one_line(text: str) -> str:
+def one_line(text) -> str:
     return " ".join(str(text).split())
-
-
-def _parsing_error_parts(message: str) -> tuple[str, str, str, str] | None:
-    """(value, class name, field, type) of a pyrallis ParsingError message, or None."""
-    pattern = r"Failed when parsing value='(.*)' into field \"<class '([\w.]+)'>\.(\w+)\" of type (.+?)\.\n"
-    m = re.match(pattern, message)
-    if not m:
-        return None
-    value, cls, field, type_ = m.groups()
-    type_ = re.sub(r"<class '(\w+)'>", r"\1", type_).replace("typing.", "")
-    return value, cls.rsplit(".", 1)[-1], field, type_
-
-
-def _keys(mapping: str) -> list[str]:
-    """The keys of a dict's repr (`{'learnig_rate': 0.1}`), or the text itself where it cannot be read."""
-    try:
-        return [str(k) for k in ast.literal_eval(mapping)]
-    except (ValueError, SyntaxError):
-        return [mapping]
-
-
-def _flag_of(field: str, argv: list[str]) -> str | None:
-    """The command-line flag (`--lapo.learning_rate`) that set a field of this name, or None (it came from a file)."""
-    for arg in argv:
-        flag = arg.split("=", 1)[0]
-        if flag.startswith("--") and (flag == f"--{field}" or flag.endswith(f".{field}")):
-            return flag
-    return None
 
 
 def config_path_of(argv: list[str]) -> str | None:
@@ -138,23 +93,31 @@ def config_path_of(argv: list[str]) -> str | None:
 def user_message(error: BaseException, argv: list[str] | None = None) -> str | None:
     """The one-line message of a user error, None for any other exception (a bug)."""
     argv = sys.argv[1:] if argv is None else argv
+    text = str(error)
     if isinstance(error, UserError):
         return one_line(error)
     if isinstance(error, pyrallis.ParsingError):
-        parsed = _parsing_error_parts(str(error))
+        pattern = r"Failed when parsing value='(.*)' into field \"<class '([\w.]+)'>\.(\w+)\" of type (.+?)\.\n"
+        parsed = re.match(pattern, text)
         if parsed is None:
-            return one_line(str(error).replace("\n\t Underlying error:", ":"))
-        value, cls, field, type_ = parsed
-        extra = re.search(r"The fields (\{.*\}) do not belong to the class", str(error), re.S)
+            return one_line(text.replace("\n\t Underlying error:", ":"))
+        value, cls, field, type_ = parsed.groups()
+        type_ = re.sub(r"<class '(\w+)'>", r"\1", type_).replace("typing.", "")
+        extra = re.search(r"The fields (\{.*\}) do not belong to the class", text, re.S)
         if extra:  # a section of the config file holds a field that the section does not have
-            names = ", ".join(f"{field}.{name}" for name in _keys(extra.group(1)))
+            try:
+                keys = [str(k) for k in ast.literal_eval(extra.group(1))]
+            except (ValueError, SyntaxError):
+                keys = [extra.group(1)]
+            names = ", ".join(f"{field}.{name}" for name in keys)
             return f"{config_path_of(argv)}: {names}: not a field of the {field} section (--help lists them)"
-        reason = re.search(r'Underlying error is "(.*)"', str(error), re.S)
+        reason = re.search(r'Underlying error is "(.*)"', text, re.S)
         why = f" ({one_line(reason.group(1))})" if reason else ""
-        flag = _flag_of(field, argv)
-        where = f"{flag}={value}" if flag else f"{config_path_of(argv)}: {field} ({cls}) = {value}"
+        flags = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]  # the flag that set it, if any
+        flag = next((f for f in flags if f == f"--{field}" or f.endswith(f".{field}")), None)
+        where = f"{flag}={value}" if flag else f"{config_path_of(argv)}: {field} ({cls.rsplit('.', 1)[-1]}) = {value}"
         return f"{where}: expected a value of type {type_}{why}"
-    extra = re.fullmatch(r"The fields (\{.*\}) do not belong to the class", str(error), re.S)
+    extra = re.fullmatch(r"The fields (\{.*\}) do not belong to the class", text, re.S)
     if type(error) is Exception and extra:
         return f"{config_path_of(argv)}: {one_line(extra.group(1))}: not config fields (--help lists them)"
     return None
@@ -180,8 +143,8 @@ def check_config_path(argv: list[str]) -> None:
 
 
 def check_hdf5_file(label: str, path: str | Path, expected: str = "an HDF5 dataset", hint: str = "") -> None:
-    """An HDF5 file the command reads: a MissingFileError when it is missing, a DatasetError when it is a folder or
-    not HDF5, each naming `label` (a flag, `--lapo.data_path=...`, or a description) and what was expected."""
+    """A MissingFileError when an HDF5 file the command reads is missing, a DatasetError when it is a folder or not
+    HDF5, each naming `label` (a flag, `--lapo.data_path=...`, or a description) and what was expected."""
     import h5py
 
     if not Path(path).exists():
@@ -195,7 +158,6 @@ def _argparse_error(parser: argparse.ArgumentParser, message: str):
 
 
 def warn(message: str) -> None:
-    """A one-line warning on stderr."""
     print(f"warning: {one_line(message)}", file=sys.stderr)
 
 
@@ -211,7 +173,7 @@ def user_errors(show: Callable[[], bool] = lambda: True):
         yield
     except Exception as e:
         message = user_message(e)
-        if message is None or show_tracebacks():
+        if message is None or os.environ.get("LAOM_TRACEBACK", "") not in ("", "0"):
             raise
         if show():
             print(f"error: {message}", file=sys.stderr)
