@@ -1,8 +1,9 @@
-"""The fields every method script's config has at its top level, and the one walk over a config's fields: to check
+"""The fields at the top level of every method script's config, and the one walk over a config's fields: to check
 them (src/run.py) and to compare two configs (a run directory or a checkpoint made with another config)."""
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -38,8 +39,7 @@ NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
 
 
 def config_fields(config, prefix: str = "") -> dict:
-    """{dotted field name (`bc.batch_size`): value} of a config, its sections included: a config dataclass, or a
-    dict as config.json holds it."""
+    """{dotted field name (`bc.batch_size`): value} of a config dataclass, or of a dict as config.json holds it."""
     if dataclasses.is_dataclass(config):
         config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     out = {}
@@ -52,8 +52,7 @@ def config_fields(config, prefix: str = "") -> dict:
 
 
 def config_differences(old: dict, new, ignore=NON_TRAINING_FIELDS) -> list[str]:
-    """`field: old -> new` for each field whose value differs between two configs (config.json's dict, or a config
-    dataclass), sorted; fields in `ignore` left out."""
+    """`field: old -> new` for each field outside `ignore` that differs between two configs, sorted."""
     old = config_fields(old)
     new = json.loads(json.dumps(config_fields(new), default=json_default))
     differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ignore)
@@ -61,8 +60,8 @@ def config_differences(old: dict, new, ignore=NON_TRAINING_FIELDS) -> list[str]:
 
 
 def architecture_differences(run_dir: Path, config) -> str:
-    """The fields in which the run of run_dir (its config.json) differs from `config` that may change a network (not
-    paths, seeds, evaluation counts or NON_TRAINING_FIELDS), as one clause; "" when either is unknown or none."""
+    """The fields that may change a network (not NON_TRAINING_FIELDS, paths, seeds or evaluation counts) in which the
+    run of run_dir (its config.json) differs from `config`, as one clause; "" when either is unknown or none."""
     old = run_dir / "config.json"
     if config is None or not old.exists():
         return ""
@@ -70,13 +69,6 @@ def architecture_differences(run_dir: Path, config) -> str:
         differ = config_differences(json.loads(old.read_text()), config)
     except (OSError, ValueError):
         return ""
-
-    def incidental(key: str) -> bool:
-        field = key.split(".")[-1]
-        return key in NON_TRAINING_FIELDS or field.endswith("_path") or field in ("seed", "eval_seed", "eval_episodes")
-
-    differ = [d for d in differ if not incidental(d.split(":")[0])]
-    if not differ:
-        return ""
+    differ = [d for d in differ if not re.match(r"([\w.]*\.)?(\w*_path|seed|eval_seed|eval_episodes):", d)]
     more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
-    return f"config of its run -> this run: {'; '.join(differ[:6])}{more}"
+    return f"config of its run -> this run: {'; '.join(differ[:6])}{more}" if differ else ""

@@ -10,9 +10,8 @@ from src.errors import ConfigError
 
 
 def get_device(name: str = "auto") -> torch.device:
-    """The device `name` asks for, its index always explicit (torch.cuda.set_device refuses a bare "cuda"): "auto"
-    is the current CUDA device when torch sees one, else the CPU (said by `no_gpu_note`); "cuda" is the current
-    CUDA device (cuda:0 unless set); anything else is checked by check_device."""
+    """The device `name` asks for (checked by check_device), a CUDA device's index always explicit (set_device refuses
+    a bare "cuda"): "auto" is the current CUDA device when torch sees one, else the CPU (see `no_gpu_note`)."""
     if name == "auto" and not torch.cuda.is_available():
         return torch.device("cpu")
     device = check_device("cuda" if name == "auto" else name)
@@ -22,8 +21,8 @@ def get_device(name: str = "auto") -> torch.device:
 
 
 def no_gpu_note(name: str) -> Optional[str]:
-    """One line when "auto" falls back to the CPU on a CUDA build of torch (a driver too old for the wheel, a
-    container started without GPUs): a paper-scale run would otherwise train on the CPU without a word."""
+    """One line when "auto" falls back to the CPU on a CUDA build of torch (a driver too old, a container without
+    GPUs): a paper-scale run would otherwise train on the CPU without a word."""
     if name != "auto" or torch.version.cuda is None or torch.cuda.is_available():
         return None
     return (
@@ -34,8 +33,8 @@ def no_gpu_note(name: str) -> Optional[str]:
 
 
 def check_device(name: str, flag: str = "--device") -> torch.device:
-    """The device `name` ("cpu", "cuda", "cuda:1", ...) if this machine has it, else a ConfigError saying why and
-    what to do: a CPU build of torch (install the CUDA build), no visible GPU, an index beyond the visible GPUs."""
+    """The device `name` ("cpu", "cuda", "cuda:1", ...) if this machine has it, else a ConfigError saying why (a CPU
+    build of torch, no visible GPU, an index beyond the visible GPUs) and what to do."""
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -64,24 +63,17 @@ def check_device(name: str, flag: str = "--device") -> torch.device:
     return device
 
 
-def egl_device_id(device_index: int, visible: str | None) -> int:
-    """The EGL device of CUDA device `device_index` of this process: EGL ignores CUDA_VISIBLE_DEVICES (`visible`),
-    so cuda:i is its i-th entry where that is a plain index list, i otherwise (the driver lists EGL devices in the
-    order nvidia-smi shows)."""
-    entries = [e.strip() for e in (visible or "").split(",") if e.strip()]
-    if device_index < len(entries) and all(e.isdigit() for e in entries):
-        return int(entries[device_index])
-    return device_index
-
-
 def render_on(device_index: int) -> None:
-    """Makes this process and the evaluation workers it spawns render on the GPU it trains on (MUJOCO_EGL_DEVICE_ID,
-    read by dm_control when it is imported: src.run.start_run calls it before anything renders); a
-    MUJOCO_EGL_DEVICE_ID set by the user is kept. Without the NVIDIA EGL library EGL has only Mesa's one device
-    and nothing is set (an index beyond it would stop dm_control)."""
-    if os.environ.get("MUJOCO_GL", "egl") == "egl" and _nvidia_egl():
-        egl = egl_device_id(device_index, os.environ.get("CUDA_VISIBLE_DEVICES"))
-        os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", str(egl))
+    """Makes this process and its evaluation workers render on the GPU it trains on: MUJOCO_EGL_DEVICE_ID, read when
+    dm_control is imported (src.run.start_run calls this first), unless the user set it. EGL ignores
+    CUDA_VISIBLE_DEVICES: cuda:i is its i-th entry where that is a plain index list. Without the NVIDIA EGL library
+    EGL has only Mesa's one device and nothing is set (an index beyond it would stop dm_control)."""
+    if os.environ.get("MUJOCO_GL", "egl") != "egl" or not _nvidia_egl():
+        return
+    visible = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]
+    if device_index < len(visible) and all(e.isdigit() for e in visible):
+        device_index = int(visible[device_index])
+    os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", str(device_index))
 
 
 def _nvidia_egl() -> bool:

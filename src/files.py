@@ -13,19 +13,13 @@ import numpy as np
 import torch
 
 
-def _file_mode() -> int:
-    """The mode a plain open() would give a new file (0666 less the umask): results and checkpoints alike."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def replace_or_explain(tmp: Path, path: Path, write) -> None:
-    """write(tmp) then rename tmp onto path; on any failure tmp is removed and the error names the file (and says
-    when the disk is full)."""
+    """write(tmp), then tmp renamed onto path with the mode a plain open() gives; on any failure tmp is removed."""
     try:
         write(tmp)
-        os.chmod(tmp, _file_mode())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -39,8 +33,7 @@ def replace_or_explain(tmp: Path, path: Path, write) -> None:
 
 
 def write_json(path: str | Path, obj) -> None:
-    """Writes JSON atomically (temporary file + rename): an interrupted write leaves the old file intact. A NaN or
-    infinite number is an error naming its key (the output is always valid JSON)."""
+    """JSON written atomically; a NaN or infinite number is an error naming its key (the output is valid JSON)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -52,9 +45,8 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def nan_to_none(obj, strict: bool = False, key: str = ""):
-    """obj as JSON holds it (dicts with their keys as text, lists and tuples as lists), each NaN or infinite float
-    None (JSON null: a missing number); strict=True raises FloatingPointError naming the first one's key path
-    instead ("metrics.lapo/x = nan", "rows[2].mean = inf")."""
+    """obj as JSON holds it (keys as text, tuples as lists), each NaN or infinite float None (JSON null); strict=True
+    raises FloatingPointError naming the first one's key path instead ("metrics.lapo/x = nan", "rows[2].mean = inf")."""
     if isinstance(obj, float | np.floating) and not math.isfinite(obj):
         if strict:
             raise FloatingPointError(f"{key or 'value'} = {obj}")

@@ -16,11 +16,9 @@ _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns b
 
 
 def setup_backends(device: torch.device, precision: str = "auto") -> None:
-    """TF32 allowed and cudnn benchmark on, as in the reference runs on H100; the precision of autocast().
-
-    precision: "auto" (bf16 autocast as released, on CUDA and on a CPU with native bf16 arithmetic; fp32 on any
-    other CPU), "bf16" (bf16 autocast on any device), "fp32" (no autocast).
-    docs/FAITHFULNESS.md, "Precision on the CPU", has the measurement behind the CPU default."""
+    """TF32 and cudnn benchmark on, as in the reference runs on H100, and the precision of autocast(): "auto" (bf16 as
+    released, on CUDA and on a CPU with native bf16 arithmetic, measured in docs/FAITHFULNESS.md, "Precision on the
+    CPU"; fp32 on any other CPU), "bf16" (on any device) or "fp32" (no autocast)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
     _precision["bf16"] = None if precision == "auto" else precision == "bf16"
@@ -39,8 +37,8 @@ def bf16_on(device: torch.device) -> bool:
 
 @functools.cache
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU multiplies bf16 natively (x86 AVX512-BF16 or AMX-BF16, the instructions oneDNN's bf16 kernels
-    use), read from the flags of /proc/cpuinfo; False where that file is missing (not Linux) or has no such flag."""
+    """Whether the flags of /proc/cpuinfo show native bf16 (AVX512-BF16 or AMX-BF16, which oneDNN's bf16 kernels use);
+    False where that file is missing (not Linux)."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
@@ -50,32 +48,26 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast for training steps (see setup_backends). Stage-2 LAM labels and evaluation rollouts never run
-    under it (fp32, as released)."""
+    """bf16 autocast for training steps (see setup_backends); stage-2 labels and evaluation run in fp32, as released."""
     if bf16_on(device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def make_optimizer(
-    model: nn.Module | list[nn.Parameter], kind: str, lr: float, weight_decay: float | None = None
-) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float | None = None) -> torch.optim.Optimizer:
     """Adam or AdamW; parameters with fewer than 2 dimensions (biases, norms) are never weight-decayed."""
-    params = list(model.parameters()) if isinstance(model, nn.Module) else list(model)
-    wd = weight_decay or 0.0
+    params = list(model.parameters())
     groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": wd},
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay or 0.0},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     # The fused kernel (one pass over each parameter instead of a dozen elementwise ops) computes the same update to
     # float rounding; 2.3x faster than the default on a 2-core CPU for a small LAOM (studies/small).
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
                 for p in params)  # fmt: skip
-    if kind == "adam":
-        return torch.optim.Adam(groups, lr=lr, fused=fused)
-    if kind == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, fused=fused)
-    raise ConfigError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
+    if kind not in ("adam", "adamw"):
+        raise ConfigError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
+    return (torch.optim.Adam if kind == "adam" else torch.optim.AdamW)(groups, lr=lr, fused=fused)
 
 
 LR_SCHEDULES = ("linear", "cosine", "constant", "cooldown")
@@ -88,16 +80,10 @@ def make_scheduler(
     kind: str = "linear",
     cooldown_ratio: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over warmup_updates, counted from 0 as the released scheduler does: update i < warmup_updates
-    runs at lr * i / warmup_updates (the first update at lr 0, the peak one update after the warm-up), then:
-    - "linear": linear decay to 0 at the last update (the released code's LAM, latent BC, decoder and IDM);
-    - "cosine": cosine decay to 0 (the paper's text);
-    - "constant": no decay;
-    - "cooldown": constant, then over the last cooldown_ratio of the updates a decay of 1 - sqrt(progress through
-      the cooldown) (the released BC baseline; its cooldown_ratio 0 means constant after warm-up).
-    For "linear" and "cosine", cooldown_ratio > 0 holds the rate after warm-up and decays over that final
-    fraction only. "linear" runs update i >= warmup_updates at lr * (total - i) / (total - warmup_updates): with 2
-    warm-up updates of 4, lr * [0, 0.5, 1, 0.5]."""
+    """Update i < warmup_updates at lr * i / warmup_updates, as the released scheduler counts (2 warm-up updates of 4
+    under "linear": lr * [0, 0.5, 1, 0.5]), then "linear" (the release's) or "cosine" (the paper's text) decay to 0,
+    "constant", or "cooldown" (the released BC baseline: constant, then 1 - sqrt(progress) over the last
+    cooldown_ratio of the updates). A cooldown_ratio > 0 makes "linear" and "cosine" decay over that fraction only."""
     if kind not in LR_SCHEDULES:
         raise ConfigError(f"unknown lr schedule {kind!r}; valid: {list(LR_SCHEDULES)}")
     if not 0.0 <= cooldown_ratio <= 1.0:
@@ -127,9 +113,7 @@ def make_scheduler(
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """target <- (1 - tau) * target + tau * source, for every parameter and floating buffer."""
-    tp = [p for p in target.parameters()]
-    sp = [p for p in source.parameters()]
-    torch._foreach_lerp_(tp, sp, tau)
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
     for tb, sb in zip(target.buffers(), source.buffers(), strict=True):
         if tb.dtype.is_floating_point:
             tb.lerp_(sb, tau)
