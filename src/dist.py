@@ -22,7 +22,6 @@ _LOST = ("connection closed", "connection reset", "broken pipe", "timed out", "t
 
 
 def launched() -> bool:
-    """Whether torchrun (or any launcher that sets RANK and WORLD_SIZE) started this process."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
@@ -70,8 +69,7 @@ def barrier() -> None:
 
 
 def local_batch(global_batch: int, what: str = "the batch size") -> int:
-    """This rank's share of a global batch, which must divide exactly (the runs of 1 and of N processes then average
-    their gradients over the same number of samples)."""
+    """This rank's share of a global batch, which must divide exactly (1 and N processes average as many samples)."""
     n = _state["world_size"]
     if global_batch % n != 0:
         lower, upper = max(n, global_batch - global_batch % n), global_batch + n - global_batch % n

@@ -123,8 +123,7 @@ class ReFedMLP(nn.Module):
 
 
 class Actor(nn.Module):
-    """Encoder -> mean over spatial positions -> ReLU6 -> Linear(C -> out_dim): the latent BC actor (out_dim = latent
-    action size) and the BC / IDM-relabelled BC actor (out_dim = A). Returns (output, pooled embedding [B, C])."""
+    """Encoder -> spatial mean -> ReLU6 -> Linear(C -> out_dim), the latent BC and the BC actor: (output, embedding)."""
 
     def __init__(
         self, in_channels: int, out_dim: int, scale: int, deep: bool, num_res_blocks: int, dropout: float = 0.0
@@ -140,19 +139,13 @@ class Actor(nn.Module):
 
 
 class ActionMLP(nn.Module):
-    """Linear(Z -> H), act, Linear(H -> H), act, Linear(H -> A), from latent actions to true actions: the stage-3
-    decoder with ReLU6, the latent-BC diagnostic head with ReLU (as released). It keeps PyTorch's default
-    initialisation, as released (docs/FAITHFULNESS.md)."""
+    """Linear(Z -> H), act, Linear(H -> H), act, Linear(H -> A): the stage-3 decoder (ReLU6) and the latent-BC debug
+    head (ReLU), with PyTorch's default initialisation, as released (docs/FAITHFULNESS.md)."""
 
     def __init__(self, latent_dim: int, act_dim: int, hidden_dim: int = 256, activation: type[nn.Module] = nn.ReLU6):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim),
-            activation(),
-            nn.Linear(hidden_dim, hidden_dim),
-            activation(),
-            nn.Linear(hidden_dim, act_dim),
-        )
+        hidden = [nn.Linear(latent_dim, hidden_dim), activation(), nn.Linear(hidden_dim, hidden_dim), activation()]
+        self.net = nn.Sequential(*hidden, nn.Linear(hidden_dim, act_dim))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
