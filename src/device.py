@@ -64,10 +64,9 @@ def check_device(name: str, flag: str = "--device") -> torch.device:
 
 
 def render_on(device_index: int) -> None:
-    """Makes this process and its evaluation workers render on the GPU it trains on: MUJOCO_EGL_DEVICE_ID, read when
-    dm_control is imported (src.run.start_run calls this first), unless the user set it. EGL ignores
-    CUDA_VISIBLE_DEVICES: cuda:i is its i-th entry where that is a plain index list. Without the NVIDIA EGL library
-    EGL has only Mesa's one device and nothing is set (an index beyond it would stop dm_control)."""
+    """Evaluation renders on the GPU this process trains on (MUJOCO_EGL_DEVICE_ID, read when dm_control is imported,
+    unless the user set it); EGL ignores CUDA_VISIBLE_DEVICES. Without the NVIDIA EGL library nothing is set: Mesa's
+    EGL has one device, and an index beyond it would stop dm_control."""
     if os.environ.get("MUJOCO_GL", "egl") != "egl" or not _nvidia_egl():
         return
     visible = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]

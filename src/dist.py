@@ -17,7 +17,7 @@ import torch.nn as nn
 from src.errors import ConfigError
 
 _state = {"rank": 0, "world_size": 1}
-DistBackendError = getattr(tdist, "DistBackendError", RuntimeError)  # what a collective raises when a peer is gone
+DistBackendError = tdist.DistBackendError  # what a collective raises when a peer is gone
 _LOST = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "peer", "nccl error")
 
 

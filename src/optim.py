@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
 
 from src.errors import ConfigError
 
@@ -54,7 +56,7 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float | None = None) -> Optimizer:
     """Adam or AdamW; parameters with fewer than 2 dimensions (biases, norms) are never weight-decayed."""
     params = list(model.parameters())
     groups = [
@@ -70,22 +72,23 @@ def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float |
     return (torch.optim.Adam if kind == "adam" else torch.optim.AdamW)(groups, lr=lr, fused=fused)
 
 
-LR_SCHEDULES = ("linear", "cosine", "constant", "cooldown")
+DECAYS = {  # the lr's factor after warm-up, by the progress through the decay (0 to 1)
+    "linear": lambda progress: max(0.0, 1.0 - progress),
+    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+    "constant": lambda progress: 1.0,
+    "cooldown": lambda progress: 1.0 - math.sqrt(progress),
+}
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer,
-    total_updates: int,
-    warmup_updates: int,
-    kind: str = "linear",
-    cooldown_ratio: float = 0.0,
-) -> torch.optim.lr_scheduler.LambdaLR:
+    optimizer: Optimizer, total_updates: int, warmup_updates: int, kind: str = "linear", cooldown_ratio: float = 0.0
+) -> LambdaLR:
     """Update i < warmup_updates at lr * i / warmup_updates, as the released scheduler counts (2 warm-up updates of 4
     under "linear": lr * [0, 0.5, 1, 0.5]), then "linear" (the release's) or "cosine" (the paper's text) decay to 0,
     "constant", or "cooldown" (the released BC baseline: constant, then 1 - sqrt(progress) over the last
     cooldown_ratio of the updates). A cooldown_ratio > 0 makes "linear" and "cosine" decay over that fraction only."""
-    if kind not in LR_SCHEDULES:
-        raise ConfigError(f"unknown lr schedule {kind!r}; valid: {list(LR_SCHEDULES)}")
+    if kind not in DECAYS:
+        raise ConfigError(f"unknown lr schedule {kind!r}; valid: {list(DECAYS)}")
     if not 0.0 <= cooldown_ratio <= 1.0:
         raise ConfigError(f"cooldown_ratio must be in [0, 1], got {cooldown_ratio}")
     total = max(1, total_updates)
@@ -98,16 +101,11 @@ def make_scheduler(
     def factor(step: int) -> float:
         if step < warmup:
             return step / warmup
-        if kind == "constant" or step < decay_start:
+        if step < decay_start:
             return 1.0
-        progress = min(1.0, (step - decay_start) / max(1, total - decay_start))
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        if kind == "cooldown":
-            return 1.0 - math.sqrt(progress)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return DECAYS[kind](min(1.0, (step - decay_start) / max(1, total - decay_start)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
