@@ -51,9 +51,7 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 def autocast(device: torch.device):
     """bf16 autocast for training steps (see setup_backends); stage-2 labels and evaluation run in fp32, as released."""
-    if bf16_on(device):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16_on(device) else contextlib.nullcontext()
 
 
 def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float | None = None) -> Optimizer:
