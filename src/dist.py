@@ -81,8 +81,9 @@ def local_batch(global_batch: int, what: str = "the batch size") -> int:
 
 
 def _all_reduce(t: torch.Tensor, op=tdist.ReduceOp.SUM) -> torch.Tensor:
-    """A copy of t reduced over ranks, on t's device."""
-    out = t.detach().to(_collective_device(), copy=True)
+    """A copy of t reduced over ranks (on the current GPU with nccl, on the CPU with gloo), on t's device."""
+    nccl = tdist.get_backend() == "nccl"
+    out = t.detach().to(torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"), copy=True)
     tdist.all_reduce(out, op=op)
     return out.to(t.device)
 
@@ -180,7 +181,3 @@ def finish() -> None:
     _state["leaving"] = True
     if tdist.is_initialized():
         tdist.destroy_process_group()
-
-
-def _collective_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if tdist.get_backend() == "nccl" else torch.device("cpu")
