@@ -21,10 +21,9 @@ AUGMENTATIONS = tuple(
 )
 ROTATE_DEGREES, DISTORTION = 90.0, 0.5  # the release's RandomRotation(90) and RandomPerspective(0.5)
 
-NONE, SHIFT, ROTATE, PERSPECTIVE = range(4)
-_OP = {"identity": NONE, "shift": SHIFT, "rotate": ROTATE, "perspective": PERSPECTIVE}
+NONE, SHIFT, ROTATE, PERSPECTIVE = range(4)  # the ops: the first four choices
 # (first op, second op) of each choice, in AUGMENTATIONS order
-_STAGES = [([_OP[a] for a in name.split("-")] + [NONE])[:2] for name in AUGMENTATIONS]
+_STAGES = [([AUGMENTATIONS.index(a) for a in name.split("-")] + [NONE])[:2] for name in AUGMENTATIONS]
 
 # Pads (shift, rotate, perspective) of the release, by image size. The release sets the shift and rotate pads per
 # resolution (64 px: 14 and 17; 128 / 256 px: 28 and 28) and leaves the perspective pad at its default of 30.

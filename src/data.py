@@ -8,6 +8,7 @@ are gathered with one indexing operation each, never with a per-sample `__getite
 
 import math
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,15 +69,13 @@ class PinnedStaging:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.buffers: dict[str, list] = {}  # kind -> [[buffer, event], [buffer, event]]
-        self.next: dict[str, int] = {}  # kind -> the slot to use next
+        self.buffers: dict[str, deque] = {}  # kind -> the slots [buffer, event], the next one first
 
     def copy(self, kind: str, shape: tuple, dtype: torch.dtype, fill: Callable[[torch.Tensor], None]) -> torch.Tensor:
         """fill(out) writes the host tensor into `out` (pinned, `shape`); returns it on the device."""
-        slots = self.buffers.setdefault(kind, [[None, None], [None, None]])
-        slot = self.next.get(kind, 0)
-        self.next[kind] = 1 - slot
-        buf, event = slots[slot]
+        slots = self.buffers.setdefault(kind, deque([[None, None], [None, None]]))
+        slots.rotate()
+        buf, event = slots[0]
         if event is not None:
             event.synchronize()  # the copy that last read this buffer
         n = math.prod(shape)
@@ -87,7 +86,7 @@ class PinnedStaging:
         out = view.to(self.device, non_blocking=True, copy=True)
         event = torch.cuda.Event()
         event.record()
-        slots[slot] = [buf, event]
+        slots[0] = [buf, event]
         return out
 
 
@@ -103,7 +102,6 @@ class TrajectoryData:
     path: str
     frames_shape: tuple[int, ...]
     frames_device: torch.device
-    _read_frames: Callable[[], torch.Tensor] = field(repr=False)
     actions: torch.Tensor | None
     states: torch.Tensor | None
     start_of: torch.Tensor
@@ -121,8 +119,11 @@ class TrajectoryData:
 
     @property
     def frames(self) -> torch.Tensor:
-        if self._frames is None:
-            self._frames = self._read_frames()
+        if self._frames is None:  # read where the indices are drawn: where the frames were placed at first
+            frames = torch.empty(self.frames_shape, dtype=torch.uint8, device=self.index_device)
+            with h5py.File(self.path, "r") as f:
+                _read_rows(f, self.keys, self.traj_lens.tolist(), "obs", frames, f"loading {self.path}")
+            self._frames = frames
         return self._frames
 
     @property
@@ -147,10 +148,8 @@ class TrajectoryData:
 
     def valid_indices(self, offset: int) -> torch.Tensor:
         """Global indices of every t with t + offset <= T - 1 in its trajectory. int64 [M] on index_device."""
-        idx = [
-            torch.arange(s, s + n - offset)
-            for s, n in zip(self.traj_starts.tolist(), self.traj_lens.tolist(), strict=True)
-        ]
+        starts, lens = self.traj_starts.tolist(), self.traj_lens.tolist()
+        idx = [torch.arange(s, s + n - offset) for s, n in zip(starts, lens, strict=True)]
         return torch.cat(idx).to(self.index_device)
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
@@ -245,8 +244,7 @@ def normalize_obs(obs: torch.Tensor) -> torch.Tensor:
 
 
 def check_data_file(flag: str, path: str) -> None:
-    """A config field naming an HDF5 file to read (`--lapo.data_path=...`) is refused at the start of a run, naming
-    the field, when the file is missing or is not HDF5."""
+    """A config field naming an HDF5 file (`--lapo.data_path=...`) missing or not HDF5: an error naming the field."""
     if "masks" in flag:
         return check_hdf5_file(f"{flag}={path}", path, "a masks file (scripts/generate_masks_hdf5.py makes one)")
     hint = " (scripts/data/download_data.py fetches the paper's; docs/DATA.md)"
@@ -256,16 +254,13 @@ def check_data_file(flag: str, path: str) -> None:
 def check_batch_size(flag: str, batch_size: int, count: int, path: str, with_replacement: bool = False) -> None:
     """A batch larger than the samples it is drawn from: an error for a sampler without replacement (an epoch's
     batch could not be that large), a one-line warning for one with replacement (each batch repeats samples)."""
-    if batch_size <= count:
-        return
-    if with_replacement:
-        if dist.is_main():
-            warn(f"{flag}={batch_size} is larger than the {count} samples of {path}: each batch repeats samples")
-        return
-    raise ConfigError(
-        f"{flag}={batch_size}: larger than the {count} samples it is drawn from ({path}, without replacement); "
-        f"use at most {count}, or a larger dataset"
-    )
+    if batch_size > count and not with_replacement:
+        raise ConfigError(
+            f"{flag}={batch_size}: larger than the {count} samples it is drawn from ({path}, without replacement); "
+            f"use at most {count}, or a larger dataset"
+        )
+    if batch_size > count and dist.is_main():
+        warn(f"{flag}={batch_size} is larger than the {count} samples of {path}: each batch repeats samples")
 
 
 def read_root_attrs(path: str) -> dict:
@@ -389,10 +384,8 @@ def load_dataset(
     if load_actions and (old_collector or attrs.get("actions_clipped", False)):
         warnings.warn(
             f"{path}: its actions were clipped to [-1, 1] by the earlier collector (no collector_version attribute), "
-            "while the paper's datasets store the expert's raw actions (about 89% of cheetah-run entries lie outside "
-            "[-1, 1]). Action targets (decoder, IDM, BC, the supervised head) and every action MSE are then on "
-            "another scale than the paper's; evaluation returns are not affected. Re-collect it with the current "
-            "collector to match the paper.",
+            "while the paper's datasets store the expert's raw actions: action targets and action MSEs are then on "
+            "another scale than the paper's (returns are not). Re-collect it with the current collector.",
             stacklevel=2,
         )
     with h5py.File(path, "r") as f:
@@ -424,23 +417,14 @@ def load_dataset(
         _check_steps(path, keys, lens, frame_stack, min_offset)
         actions = _read_floats(f, keys, "actions", path).to(device) if load_actions else None
         states = _read_floats(f, keys, "states", path).to(device) if load_states else None
-    shape = (sum(lens), 3, hw[0], hw[1])
     host = frames_device in ("auto", "cpu", "pinned")  # "auto" frames may go to the GPU later: place_frames
     fdev = torch.device("cpu") if host else torch.device(frames_device)
-
-    def read_frames() -> torch.Tensor:
-        frames = torch.empty(shape, dtype=torch.uint8, device=fdev)
-        with h5py.File(path, "r") as f:
-            _read_rows(f, keys, lens, "obs", frames, f"loading {path}")
-        return frames
-
     lens_t = torch.tensor(lens, dtype=torch.int64)
     starts = torch.cumsum(lens_t, 0) - lens_t
     data = TrajectoryData(
         path=path,
-        frames_shape=shape,
+        frames_shape=(sum(lens), 3, hw[0], hw[1]),
         frames_device=fdev,
-        _read_frames=read_frames,
         actions=actions,
         states=states,
         start_of=torch.repeat_interleave(starts, lens_t).to(fdev),

@@ -37,14 +37,6 @@ def kernel_pair(kernel: int | Sequence[int], name: str = "kernel") -> tuple[int,
     return int(pair[0]), int(pair[1])
 
 
-def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
-    if sigma <= 0:
-        raise ConfigError(f"sigma must be positive, got {sigma!r}")
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    w = torch.exp(-(x**2) / (2 * sigma**2))
-    return w / w.sum()
-
-
 def gaussian_blur(images: torch.Tensor, kernel: int | Sequence[int], sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of float images [N, C, H, W], along H then W, borders reflected (OpenCV's
     BORDER_REFLECT_101; replicated where the image is smaller than the pad)."""
@@ -52,10 +44,12 @@ def gaussian_blur(images: torch.Tensor, kernel: int | Sequence[int], sigma: floa
     x = images.reshape(n * c, 1, h, w)
     for k, size, along_h in zip(kernel_pair(kernel), (h, w), (True, False), strict=True):
         if k > 1:
-            p = k // 2
-            weights = _gaussian_1d(k, sigma).view((1, 1, k, 1) if along_h else (1, 1, 1, k))
-            pad = (0, 0, p, p) if along_h else (p, p, 0, 0)
-            x = F.conv2d(F.pad(x, pad, mode="reflect" if p < size else "replicate"), weights)
+            if sigma <= 0:
+                raise ConfigError(f"sigma must be positive, got {sigma!r}")
+            g = torch.exp(-((torch.arange(k, dtype=torch.float32) - (k - 1) / 2) ** 2) / (2 * sigma**2))
+            weights = (g / g.sum()).view((1, 1, k, 1) if along_h else (1, 1, 1, k))
+            pad = (0, 0, k // 2, k // 2) if along_h else (k // 2, k // 2, 0, 0)
+            x = F.conv2d(F.pad(x, pad, mode="reflect" if k // 2 < size else "replicate"), weights)
     return x.reshape(n, c, h, w)
 
 
