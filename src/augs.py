@@ -1,11 +1,9 @@
 """Image augmentations of LAOM stage 1 (paper Sec. 4), as in the released code (docs/FAITHFULNESS.md, "augmentations").
 
 Each image picks one of 8 choices: identity, shift, rotate, perspective and four "a-b" composites (a, then b). Shift
-replicate-pads and crops back at an offset drawn per image; rotate (angle in [-90, 90)) and perspective (torchvision's
-RandomPerspective(0.5) corners) edge-pad, warp (bilinear, fill 0) and centre-crop, drawn once per call and choice, as
-each composite holds its own transforms in the release. Here each op is one `grid_sample` of the unpadded image
-(border clamping = replicate padding; the fill-0 rule = border sampling times the warped ones mask squared), two
-passes over the batch with no per-image Python; the frames on an image's channels share its transform."""
+offsets are drawn per image; rotate angles and perspective corners once per call and choice (each composite holds its
+own transforms in the release). Each op is one `grid_sample` of the unpadded image (border clamping = replicate
+padding; torchvision's fill 0 = border sampling times its warped ones mask squared): two passes over the batch."""
 
 import functools
 import itertools
@@ -53,8 +51,7 @@ def perspective_endpoints(n: int, width: int, height: int, distortion: float, de
 
 def _translate(t: torch.Tensor) -> torch.Tensor:
     """[..., 3, 3] translations by t[..., 0] in x and t[..., 1] in y."""
-    m = torch.zeros(*t.shape[:-1], 3, 3, dtype=t.dtype, device=t.device)
-    m[..., 0, 0] = m[..., 1, 1] = m[..., 2, 2] = 1
+    m = torch.eye(3, dtype=t.dtype, device=t.device).repeat(*t.shape[:-1], 1, 1)
     m[..., :2, 2] = t
     return m
 

@@ -1,10 +1,9 @@
 """HDF5 datasets in the released layout (docs/FAITHFULNESS.md, "data") and whole-batch sampling by tensor indexing.
 
-Frames are stored once, as single uint8 frames of all trajectories concatenated, channels first ([N, 3, H, W]: a
-gathered stack [B, k, 3, H, W] is a [B, 3k, H, W] observation without a copy). On a GPU run they start in host memory
-(batches reach the GPU through pinned buffers) and move to the GPU after a stage's first update if they fit beside
-what it measured (place_frames). Stacks (oldest first, padded with the trajectory's first frame) and future frames
-are gathered with one indexing operation each, never with a per-sample `__getitem__` + collate."""
+Frames are stored once, uint8 channels first [N, 3, H, W] (a gathered stack [B, k, 3, H, W] is a [B, 3k, H, W]
+observation without a copy); on a GPU run in host memory at first (batches reach the GPU through pinned buffers), on the
+GPU after a stage's first update if they fit (place_frames). Stacks and future frames are gathered with one indexing
+operation each, never with a per-sample `__getitem__` + collate."""
 
 import math
 import warnings
