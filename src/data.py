@@ -233,8 +233,7 @@ def num_batches(num_samples: int, batch_size: int, drop_last: bool = True) -> in
 
 def stack_channels(frames: torch.Tensor) -> torch.Tensor:
     """[B, k, 3, H, W] -> [B, 3k, H, W]: frames concatenated on channels, oldest first (a view)."""
-    b, k, c, h, w = frames.shape
-    return frames.view(b, k * c, h, w) if frames.is_contiguous() else frames.reshape(b, k * c, h, w)
+    return frames.flatten(1, 2)
 
 
 def normalize_obs(obs: torch.Tensor) -> torch.Tensor:

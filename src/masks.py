@@ -56,7 +56,6 @@ def gaussian_blur(images: torch.Tensor, kernel: int | Sequence[int], sigma: floa
 def blur_background(frames: np.ndarray, masks: np.ndarray, kernel: int | Sequence[int], sigma: float) -> np.ndarray:
     """Frames uint8 [N, H, W, 3] with their backgrounds blurred: mask/255 * frame + (1 - mask/255) * blurred, masks
     uint8 [N, H, W]. Foreground pixels (mask 255) are returned unchanged, exactly."""
-    kernel_pair(kernel)
     frames, masks = np.asarray(frames), np.asarray(masks)
     if frames.ndim != 4 or frames.shape[-1] != 3 or masks.shape != frames.shape[:3]:
         raise ValueError(f"frames must be [N, H, W, 3] and masks [N, H, W], got {frames.shape} and {masks.shape}")
