@@ -191,9 +191,8 @@ class TrajectoryData:
         """A batch at global indices idx (t + future_offset <= T - 1): uint8 `obs` o_t [B, 3k, H, W]; `next_obs`
         o_{t+1}; with future_offset K > 0 `future_obs` o_{t+k} (k uniform in 1..K per sample) and `offsets` k [B];
         `actions` and `states` at t when loaded."""
-        out = {}
         window = self._gather(self.stack_indices(idx, frame_stack, extra=int(next_obs)))  # [B, k(+1), 3, H, W]
-        out["obs"] = stack_channels(window[:, :frame_stack])  # views of the gathered window, no copy
+        out = {"obs": stack_channels(window[:, :frame_stack])}  # views of the gathered window, no copy
         if next_obs:
             out["next_obs"] = stack_channels(window[:, 1:])
         if future_offset > 0:
@@ -226,9 +225,7 @@ class TrajectoryData:
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool = True) -> int:
     """Batches of one epoch: floor(N / B) when the last partial batch is dropped, ceil(N / B) when kept (>= 1)."""
-    if drop_last:
-        return max(1, num_samples // batch_size)
-    return max(1, -(-num_samples // batch_size))
+    return max(1, num_samples // batch_size if drop_last else -(-num_samples // batch_size))
 
 
 def stack_channels(frames: torch.Tensor) -> torch.Tensor:
