@@ -1,40 +1,27 @@
-"""Image augmentations of LAOM stage 1 (one of LAOM's changes to LAPO, paper Sec. 4), as in the released code.
+"""Image augmentations of LAOM stage 1 (paper Sec. 4), as in the released code (docs/FAITHFULNESS.md, "augmentations").
 
-Each image picks one of 8 choices uniformly: identity, shift, rotate, perspective, shift-rotate, rotate-shift,
-rotate-perspective, perspective-rotate ("a-b": a, then b). As released: shift replicate-pads by `shift_pad` and crops
-back at an integer offset drawn per image; rotate edge-pads by `rotate_pad`, rotates by one angle in [-90, 90)
-(torchvision RandomRotation, bilinear, fill 0) and centre-crops; perspective edge-pads by `perspective_pad`, applies
-torchvision RandomPerspective(0.5) (bilinear, fill 0) and centre-crops. Angles and corners are drawn once per call
-and per choice (each composite holds its own transforms in the release); shifts per image.
+Each image picks one of 8 choices: identity, shift, rotate, perspective and four "a-b" composites (a, then b). Shift
+offsets are drawn per image; rotate angles and perspective corners once per call and choice (each composite holds its
+own transforms in the release). Each op is one `grid_sample` of the unpadded image (border clamping = replicate
+padding; torchvision's fill 0 = border sampling times its warped ones mask squared): two passes over the batch."""
 
-Here each op is one `grid_sample` of the unpadded image at per-image coordinates: sampling the replicate-padded image
-equals sampling with border clamping, and torchvision's fill-0 rule (img * m with m the warped ones mask) equals
-border sampling times m^2, m computed in closed form. A composite stays two resamplings, as released; the batch goes
-through two such passes with no per-image Python. The frames stacked on an image's channels share its transform."""
-
+import functools
+import itertools
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from src.errors import ConfigError
 
-AUGMENTATIONS = (
-    "identity",
-    "shift",
-    "rotate",
-    "perspective",
-    "shift-rotate",
-    "rotate-shift",
-    "rotate-perspective",
-    "perspective-rotate",
+AUGMENTATIONS = tuple(
+    "identity shift rotate perspective shift-rotate rotate-shift rotate-perspective perspective-rotate".split()
 )
+ROTATE_DEGREES, DISTORTION = 90.0, 0.5  # the release's RandomRotation(90) and RandomPerspective(0.5)
 
-NONE, SHIFT, ROTATE, PERSPECTIVE = range(4)
-_OP = {"identity": NONE, "shift": SHIFT, "rotate": ROTATE, "perspective": PERSPECTIVE}
+NONE, SHIFT, ROTATE, PERSPECTIVE = range(4)  # the ops: the first four choices
 # (first op, second op) of each choice, in AUGMENTATIONS order
-_STAGES = [([_OP[a] for a in name.split("-")] + [NONE])[:2] for name in AUGMENTATIONS]
+_STAGES = [([AUGMENTATIONS.index(a) for a in name.split("-")] + [NONE])[:2] for name in AUGMENTATIONS]
 
 # Pads (shift, rotate, perspective) of the release, by image size. The release sets the shift and rotate pads per
 # resolution (64 px: 14 and 17; 128 / 256 px: 28 and 28) and leaves the perspective pad at its default of 30.
@@ -42,21 +29,16 @@ RELEASE_PADS = {64: (14, 17, 30), 128: (28, 28, 30), 256: (28, 28, 30)}
 
 
 def release_pads(size: int) -> tuple:
-    """(shift, rotate, perspective) pads in pixels for square images of `size` px.
-
-    64 / 128 / 256 px: the release's values. Other sizes (the release refuses them): the 64 px pads scaled in
-    proportion to the size, so every op moves the image by the same fraction of it as at 64 px.
-    """
+    """(shift, rotate, perspective) pads for `size` px images: the release's at 64 / 128 / 256 px; other sizes (the
+    release refuses them) scale the 64 px pads, so every op moves the image by the same fraction of it."""
     if size in RELEASE_PADS:
         return RELEASE_PADS[size]
     return tuple(max(1, round(p * size / 64)) for p in RELEASE_PADS[64])
 
 
 def perspective_endpoints(n: int, width: int, height: int, distortion: float, device=None) -> torch.Tensor:
-    """[n, 4, 2] integer end points (x, y) of the corners topleft, topright, botright, botleft: n independent draws of
-    `torchvision.transforms.RandomPerspective.get_params(width, height, distortion)`. Each corner moves inwards by a
-    uniform integer 0..int(distortion * (width // 2)) in x and 0..int(distortion * (height // 2)) in y; the start
-    points are the corners [0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]."""
+    """[n, 4, 2] end points (x, y) of the corners topleft, topright, botright, botleft: n draws of torchvision's
+    `RandomPerspective.get_params(width, height, distortion)` (each corner moves inwards by a uniform integer)."""
     dx, dy = int(distortion * (width // 2)), int(distortion * (height // 2))
     x_lo = torch.randint(0, dx + 1, (n, 4), device=device)  # topleft / botleft x: randint(0, dx + 1)
     x_hi = torch.randint(width - dx - 1, width, (n, 4), device=device)  # topright / botright x
@@ -69,8 +51,7 @@ def perspective_endpoints(n: int, width: int, height: int, distortion: float, de
 
 def _translate(t: torch.Tensor) -> torch.Tensor:
     """[..., 3, 3] translations by t[..., 0] in x and t[..., 1] in y."""
-    m = torch.zeros(*t.shape[:-1], 3, 3, dtype=t.dtype, device=t.device)
-    m[..., 0, 0] = m[..., 1, 1] = m[..., 2, 2] = 1
+    m = torch.eye(3, dtype=t.dtype, device=t.device).repeat(*t.shape[:-1], 1, 1)
     m[..., :2, 2] = t
     return m
 
@@ -92,13 +73,16 @@ def _perspective_coeffs(endpoints: torch.Tensor, width: int, height: int) -> tor
     return torch.cat([coeffs, torch.ones_like(coeffs[:, :1])], dim=1).reshape(-1, 3, 3)
 
 
+@functools.lru_cache
+def _tables(names: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The choices' indices into AUGMENTATIONS and their two ops [8, 2] on `device`: one host copy, not one per call."""
+    return torch.tensor([AUGMENTATIONS.index(n) for n in names], device=device), torch.tensor(_STAGES, device=device)
+
+
 @dataclass
 class AugParams:
-    """Parameters of one augmenter call over N images split into K chunks (K separate release calls).
-
-    choice: [N] index into AUGMENTATIONS; chunk: [N] the image's chunk; shift: [N, 2] crop offsets (x, y) in
-    0..2 * shift_pad, per image; angle: [K, 8] degrees and endpoints: [K, 8, 4, 2] perspective end points in the
-    perspective-padded image, one per chunk and choice (only the choices with that op use them)."""
+    """Parameters of N images in K chunks (K release calls): choice [N] (into AUGMENTATIONS), chunk [N], shift [N, 2]
+    crop offsets (x, y); per chunk and choice: angle [K, 8] degrees, endpoints [K, 8, 4, 2] in the padded image."""
 
     choice: torch.Tensor
     chunk: torch.Tensor
@@ -109,61 +93,29 @@ class AugParams:
     @staticmethod
     def cat(params: list["AugParams"]) -> "AugParams":
         """The parameters of several draws over consecutive parts of one batch (their chunks numbered on)."""
-        chunk, start = [], 0
-        for p in params:
-            chunk.append(p.chunk + start)
-            start += len(p.angle)
-        return AugParams(
-            choice=torch.cat([p.choice for p in params]),
-            chunk=torch.cat(chunk),
-            shift=torch.cat([p.shift for p in params]),
-            angle=torch.cat([p.angle for p in params]),
-            endpoints=torch.cat([p.endpoints for p in params]),
-        )
+        starts = itertools.accumulate([len(p.angle) for p in params[:-1]], initial=0)
+        chunk = torch.cat([p.chunk + start for p, start in zip(params, starts, strict=True)])
+        rest = {k: torch.cat([getattr(p, k) for p in params]) for k in ("choice", "shift", "angle", "endpoints")}
+        return AugParams(chunk=chunk, **rest)
 
 
 class Augmenter:
-    """The release's random augmentations. `aug(images)` on float images [B, C, H, W] (square, in [-1, 1]) returns
-    the same shape, dtype and device; `aug(images, chunks=k)` augments k equal consecutive parts of the batch as k
-    separate calls would (each its own angles and perspective corners, the random numbers drawn in the same order),
-    in one pass over the batch. The release calls it once each for o_t, o_{t+k} and o_{t+1}: the stage-1 batches
-    draw each one's parameters (`draw`) and hand them over together (`apply_each`).
-
-    names: the choices drawn from (uniformly), a subset of AUGMENTATIONS. rotate_degrees: angles uniform in
-    [-rotate_degrees, rotate_degrees). perspective_distortion: RandomPerspective's distortion_scale. *_pad: pads in
-    pixels; None takes `release_pads(image size)`.
+    """The release's random augmentations of float images [B, C, S, S] in [-1, 1] (shape, dtype, device kept), each
+    choice drawn uniformly from `names`; *_pad override release_pads. `aug(images, chunks=k)` equals k calls on equal
+    consecutive parts (the same random numbers in the same order) in one pass. The release calls it once each for
+    o_t, o_{t+k} and o_{t+1}: stage 1 draws each one's parameters (`draw`) and hands them over together (`apply_each`).
     """
 
-    def __init__(
-        self,
-        names=AUGMENTATIONS,
-        rotate_degrees: float = 90.0,
-        perspective_distortion: float = 0.5,
-        shift_pad: Optional[int] = None,
-        rotate_pad: Optional[int] = None,
-        perspective_pad: Optional[int] = None,
-    ):
-        names = tuple(names)
-        unknown = [n for n in names if n not in AUGMENTATIONS]
-        if unknown or not names:
-            raise ConfigError(f"unknown augmentation(s) {unknown or names}; valid: {list(AUGMENTATIONS)}")
-        self.names = names
-        self.rotate_degrees, self.perspective_distortion = rotate_degrees, perspective_distortion
+    def __init__(self, names=AUGMENTATIONS, shift_pad=None, rotate_pad=None, perspective_pad=None):
+        self.names = tuple(names)
+        unknown = [n for n in self.names if n not in AUGMENTATIONS]
+        if unknown or not self.names:
+            raise ConfigError(f"unknown augmentation(s) {unknown or self.names}; valid: {list(AUGMENTATIONS)}")
         self.pad_overrides = (shift_pad, rotate_pad, perspective_pad)
-        self._tables = {}  # per-device constant tables: no host-to-device copy per call
 
     def pads(self, size: int) -> tuple:
         """(shift, rotate, perspective) pads used for `size` px images."""
         return tuple(o if o is not None else p for o, p in zip(self.pad_overrides, release_pads(size), strict=True))
-
-    def _table(self, device) -> dict:
-        key = str(device)
-        if key not in self._tables:
-            self._tables[key] = {
-                "names": torch.tensor([AUGMENTATIONS.index(n) for n in self.names], device=device),
-                "stages": torch.tensor(_STAGES, device=device),  # [8, 2]
-            }
-        return self._tables[key]
 
     def sample_params(self, n: int, size: int, device=None, chunks: int = 1) -> AugParams:
         """Draw the parameters of `chunks` calls over n images (n divisible by chunks), chunk after chunk, each as
@@ -175,15 +127,15 @@ class Augmenter:
     def _sample_call(self, n: int, size: int, device) -> AugParams:
         """The parameters of one call over n images, in the order one call has always drawn them."""
         shift_pad, _, persp_pad = self.pads(size)
-        choice = self._table(device)["names"][torch.randint(len(self.names), (n,), device=device)]
+        choice = _tables(self.names, device)[0][torch.randint(len(self.names), (n,), device=device)]
         # one angle / one corner set per call and per choice (each choice holds its own transforms in the release)
-        deg, padded = self.rotate_degrees, size + 2 * persp_pad
-        corners = perspective_endpoints(len(AUGMENTATIONS), padded, padded, self.perspective_distortion, device)
+        padded = size + 2 * persp_pad
+        corners = perspective_endpoints(len(AUGMENTATIONS), padded, padded, DISTORTION, device)
         return AugParams(
             choice=choice,
             chunk=torch.zeros(n, dtype=torch.long, device=device),
             shift=torch.randint(0, 2 * shift_pad + 1, (n, 2), device=device),
-            angle=torch.empty(1, len(AUGMENTATIONS), device=device).uniform_(-deg, deg),
+            angle=torch.empty(1, len(AUGMENTATIONS), device=device).uniform_(-ROTATE_DEGREES, ROTATE_DEGREES),
             endpoints=corners[None],
         )
 
@@ -217,7 +169,7 @@ class Augmenter:
         x = images if images.dtype in (torch.float32, torch.float64) else images.float()
         maps = self.op_maps(params, s).to(x.dtype)  # [4 ops, N, 3, 3]
         shift_pad, rotate_pad, persp_pad = self.pads(s)
-        stages = self._table(x.device)["stages"][params.choice]  # [N, 2] ops
+        stages = _tables(self.names, x.device)[1][params.choice]  # [N, 2] ops
         idx = torch.arange(n, device=x.device)
         for stage in range(2):
             op = stages[:, stage]
@@ -232,10 +184,8 @@ class Augmenter:
         return self.sample_params(images.shape[0], images.shape[-1], images.device)
 
     def apply_each(self, images: list[torch.Tensor], params: list[AugParams]) -> list[torch.Tensor]:
-        """images[i] augmented with params[i], as separate `apply` calls would. On a GPU in one pass over their
-        concatenation: each op's kernels are launched once, not once per tensor. On the CPU one tensor at a time: a
-        pass over the whole batch allocates each buffer beyond glibc's mmap threshold (32 MB), fresh pages on every
-        op, measured 1.5x slower there (docs/SPEED.md)."""
+        """images[i] augmented with params[i], as separate `apply` calls would: on a GPU in one pass (each kernel
+        launched once); on the CPU one at a time, as a whole-batch pass was 1.5x slower there (docs/SPEED.md)."""
         if images[0].device.type == "cpu":
             return [self.apply(x, p) for x, p in zip(images, params, strict=True)]
         out = self.apply(torch.cat(images), AugParams.cat(params))

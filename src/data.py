@@ -1,17 +1,13 @@
-"""HDF5 datasets in the released layout and whole-batch sampling by tensor indexing.
+"""HDF5 datasets in the released layout (docs/FAITHFULNESS.md, "data") and whole-batch sampling by tensor indexing.
 
-Layout (docs/FAITHFULNESS.md, "data"): root groups "0", "1", ... each with `obs` uint8 [T, H, W, 3],
-`actions` float32 [T, A], `states` float32 [T, S] and attribute `traj_return`; root attributes describe the
-environment. Frames are stored ONCE, as single uint8 frames of all trajectories concatenated, channels first
-([N, 3, H, W], so that a gathered stack [B, k, 3, H, W] is a [B, 3k, H, W] observation without a copy),
-in host memory at first on a GPU run (batches reach the GPU through pinned buffers) and moved to the GPU after a
-stage's first update if they fit beside what that update measured (place_frames). A batch
-is a set of global frame indices; frame stacks (oldest first, padded with the first frame of the trajectory) and
-future observations are gathered with one indexing operation each, never with a per-sample `__getitem__` + collate.
-"""
+Frames are stored once, uint8 channels first [N, 3, H, W] (a gathered stack [B, k, 3, H, W] is a [B, 3k, H, W]
+observation without a copy); on a GPU run in host memory at first (batches reach the GPU through pinned buffers), on the
+GPU after a stage's first update if they fit (place_frames). Stacks and future frames are gathered with one indexing
+operation each, never with a per-sample `__getitem__` + collate."""
 
 import math
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,28 +46,35 @@ def trajectory_count(path: str) -> int:
         return len(_trajectory_keys(f, path))
 
 
+def _open(path: str, what: str) -> h5py.File:
+    """An HDF5 file opened for reading; a missing or unreadable one is a one-line error naming it."""
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise MissingFileError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
+
+
 def _pinned_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(numel, dtype=dtype, pin_memory=True)
 
 
 class PinnedStaging:
-    """Host -> GPU copies that do not block the host: each batch tensor is written into one of two pinned buffers of
-    its kind ("frames", "index", "masks", ...) and copied with non_blocking=True, so the host gathers the next batch
-    while the GPU copies and trains on this one. A buffer is written again only after its previous copy finished
-    (a CUDA event recorded on the current stream: the run's device is current, src.run.start_run); a larger batch
-    regrows it."""
+    """Host -> GPU copies that do not block the host: a batch tensor is written into one of two pinned buffers of its
+    kind ("frames", "index", ...) and copied with non_blocking=True. A buffer is written again only after its last
+    copy finished (a CUDA event on the current stream, the run's device: src.run.start_run); a larger batch regrows it.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.buffers: dict[str, list] = {}  # kind -> [[buffer, event], [buffer, event]]
-        self.next: dict[str, int] = {}  # kind -> the slot to use next
+        self.buffers: dict[str, deque] = {}  # kind -> the slots [buffer, event], the next one first
 
     def copy(self, kind: str, shape: tuple, dtype: torch.dtype, fill: Callable[[torch.Tensor], None]) -> torch.Tensor:
         """fill(out) writes the host tensor into `out` (pinned, `shape`); returns it on the device."""
-        slots = self.buffers.setdefault(kind, [[None, None], [None, None]])
-        slot = self.next.get(kind, 0)
-        self.next[kind] = 1 - slot
-        buf, event = slots[slot]
+        slots = self.buffers.setdefault(kind, deque([[None, None], [None, None]]))
+        slots.rotate()
+        buf, event = slots[0]
         if event is not None:
             event.synchronize()  # the copy that last read this buffer
         n = math.prod(shape)
@@ -82,31 +85,22 @@ class PinnedStaging:
         out = view.to(self.device, non_blocking=True, copy=True)
         event = torch.cuda.Event()
         event.record()
-        slots[slot] = [buf, event]
+        slots[0] = [buf, event]
         return out
 
 
 @dataclass
 class TrajectoryData:
-    """All trajectories of one HDF5 file, concatenated along time.
+    """All trajectories of one HDF5 file (in a distributed run this rank's share, `keys`), concatenated along time.
 
-    frames: uint8 [N, 3, H, W] on `frames_device` (GPU, or host memory), read from the file on
-        first use: a stage that is skipped (its checkpoint reused) never reads the frames;
-    masks: uint8 [N, 1, H, W] beside the frames when a stage keeps them there (load_masks), moved with them;
-    actions: float32 [N, A] and states: float32 [N, S] on `device` (None when not loaded);
-    start_of: int64 [N], the global index of the first frame of each frame's trajectory (on index_device);
-    traj_starts / traj_lens: int64 [num_traj] (host);
-    keys: the file's trajectory groups held here, in order (in a distributed run, this rank's share: src/dist.py).
-    index_device: where batches of indices are drawn: where the frames were placed when the file was opened. It
-        never changes, so frames moved to the GPU (place_frames) are gathered with the indices, and the random
-        draws, of frames left in host memory.
-    auto: opened with frames_device "auto": place_frames may move the frames from host memory to `device`.
-    """
+    frames uint8 [N, 3, H, W] on frames_device, read on first use (a skipped stage reads none); masks uint8
+    [N, 1, H, W] beside them while a stage keeps them there (load_masks); actions [N, A] and states [N, S] on
+    `device`; start_of [N]: the index of each frame's trajectory start. Indices are drawn on index_device, where the
+    frames were first placed, so frames moved later (place_frames, `auto`) see the same indices and random draws."""
 
     path: str
     frames_shape: tuple[int, ...]
     frames_device: torch.device
-    _read_frames: Callable[[], torch.Tensor] = field(repr=False)
     actions: torch.Tensor | None
     states: torch.Tensor | None
     start_of: torch.Tensor
@@ -115,7 +109,7 @@ class TrajectoryData:
     attrs: dict
     device: torch.device
     keys: list[str] = field(default_factory=list)
-    staging: "PinnedStaging | None" = field(default=None, repr=False)  # host indices, CUDA compute: the copies
+    staging: "PinnedStaging | None" = field(default=None, repr=False)  # host frames, CUDA compute: the copies
     index_device: torch.device = torch.device("cpu")
     auto: bool = False
     masks: torch.Tensor | None = field(default=None, repr=False)
@@ -124,8 +118,11 @@ class TrajectoryData:
 
     @property
     def frames(self) -> torch.Tensor:
-        if self._frames is None:
-            self._frames = self._read_frames()
+        if self._frames is None:  # read where the indices are drawn: where the frames were placed at first
+            frames = torch.empty(self.frames_shape, dtype=torch.uint8, device=self.index_device)
+            with h5py.File(self.path, "r") as f:
+                _read_rows(f, self.keys, self.traj_lens.tolist(), "obs", frames, f"loading {self.path}")
+            self._frames = frames
         return self._frames
 
     @property
@@ -145,19 +142,13 @@ class TrajectoryData:
         return self.actions.shape[1]
 
     @property
-    def state_dim(self) -> int:
-        return self.states.shape[1]
-
-    @property
     def shapes(self) -> Shapes:
-        return Shapes(self.act_dim, self.state_dim if self.states is not None else None, self.img_hw)
+        return Shapes(self.act_dim, None if self.states is None else self.states.shape[1], self.img_hw)
 
     def valid_indices(self, offset: int) -> torch.Tensor:
         """Global indices of every t with t + offset <= T - 1 in its trajectory. int64 [M] on index_device."""
-        idx = [
-            torch.arange(s, s + n - offset)
-            for s, n in zip(self.traj_starts.tolist(), self.traj_lens.tolist(), strict=True)
-        ]
+        starts, lens = self.traj_starts.tolist(), self.traj_lens.tolist()
+        idx = [torch.arange(s, s + n - offset) for s, n in zip(starts, lens, strict=True)]
         return torch.cat(idx).to(self.index_device)
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
@@ -178,8 +169,8 @@ class TrajectoryData:
         return torch.index_select(source, 0, flat).view(shape).to(self.device)  # faster than source[idx] on CPU
 
     def to_device(self, t: torch.Tensor, kind: str) -> torch.Tensor:
-        """A host tensor of a batch (indices, offsets) on `device`: through a pinned buffer of its kind when the
-        frames are staged (a copy from pageable memory would block the host), else as it is or by .to."""
+        """A host tensor of a batch on `device`: through a pinned buffer of its kind when staging (a copy from
+        pageable memory would block the host), else by .to."""
         if self.staging is None:
             return t.to(self.device, non_blocking=True)
         return self.staging.copy(kind, t.shape, t.dtype, lambda out: out.copy_(t))
@@ -197,15 +188,11 @@ class TrajectoryData:
     def batch(
         self, idx: torch.Tensor, frame_stack: int, future_offset: int = 0, next_obs: bool = False
     ) -> dict[str, torch.Tensor]:
-        """A training batch at global indices idx (all with t + future_offset <= T - 1).
-
-        Returns uint8 `obs` [B, 3k, H, W] (o_t); with next_obs, `next_obs` (o_{t+1}); with future_offset K > 0,
-        `future_obs` (o_{t+k}, k uniform in 1..K for each sample) and `offsets` [B]; `actions` [B, A] and
-        `states` [B, S] at t when loaded.
-        """
-        out = {}
+        """A batch at global indices idx (t + future_offset <= T - 1): uint8 `obs` o_t [B, 3k, H, W]; `next_obs`
+        o_{t+1}; with future_offset K > 0 `future_obs` o_{t+k} (k uniform in 1..K per sample) and `offsets` k [B];
+        `actions` and `states` at t when loaded."""
         window = self._gather(self.stack_indices(idx, frame_stack, extra=int(next_obs)))  # [B, k(+1), 3, H, W]
-        out["obs"] = stack_channels(window[:, :frame_stack])  # views of the gathered window, no copy
+        out = {"obs": stack_channels(window[:, :frame_stack])}  # views of the gathered window, no copy
         if next_obs:
             out["next_obs"] = stack_channels(window[:, 1:])
         if future_offset > 0:
@@ -222,34 +209,28 @@ class TrajectoryData:
     def epoch(
         self, valid: torch.Tensor, batch_size: int, drop_last: bool = True, generator: torch.Generator | None = None
     ) -> Iterator[torch.Tensor]:
-        """Shuffled batches of indices from `valid`, without replacement. drop_last: the last partial batch is
-        dropped (unless the data holds less than one batch); otherwise it is the epoch's last, smaller batch.
-        batch_size is the global batch: in a distributed run each rank draws batch_size / world_size from its share
-        of the trajectories (and its epochs run over that share). generator: the permutation's (on valid's device;
-        None: the global random state)."""
+        """Shuffled batches of indices from `valid`, without replacement (the permutation drawn with `generator`, on
+        valid's device); drop_last drops the last partial batch (num_batches). batch_size is the global batch: each
+        rank of a distributed run draws batch_size / world_size from its share."""
         batch_size = dist.local_batch(batch_size)
         perm = valid[torch.randperm(len(valid), device=valid.device, generator=generator)]
         for i in range(num_batches(len(valid), batch_size, drop_last)):
             yield perm[i * batch_size : (i + 1) * batch_size]
 
     def sample(self, valid: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """batch_size indices drawn uniformly from `valid`, with replacement (in a distributed run, batch_size /
-        world_size from this rank's share: batch_size is the global batch)."""
+        """Indices drawn uniformly from `valid` with replacement: batch_size / world_size of the global batch."""
         batch_size = dist.local_batch(batch_size)
         return valid[torch.randint(0, len(valid), (batch_size,), device=valid.device)]
 
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool = True) -> int:
     """Batches of one epoch: floor(N / B) when the last partial batch is dropped, ceil(N / B) when kept (>= 1)."""
-    if drop_last:
-        return max(1, num_samples // batch_size)
-    return max(1, -(-num_samples // batch_size))
+    return max(1, num_samples // batch_size if drop_last else -(-num_samples // batch_size))
 
 
 def stack_channels(frames: torch.Tensor) -> torch.Tensor:
     """[B, k, 3, H, W] -> [B, 3k, H, W]: frames concatenated on channels, oldest first (a view)."""
-    b, k, c, h, w = frames.shape
-    return frames.view(b, k * c, h, w) if frames.is_contiguous() else frames.reshape(b, k * c, h, w)
+    return frames.flatten(1, 2)
 
 
 def normalize_obs(obs: torch.Tensor) -> torch.Tensor:
@@ -258,39 +239,28 @@ def normalize_obs(obs: torch.Tensor) -> torch.Tensor:
 
 
 def check_data_file(flag: str, path: str) -> None:
-    """A config field naming an HDF5 file to read (`--lapo.data_path=...`) is refused at the start of a run, naming
-    the field, when the file is missing or is not HDF5."""
+    """A config field naming an HDF5 file (`--lapo.data_path=...`) missing or not HDF5: an error naming the field."""
     if "masks" in flag:
-        check_hdf5_file(f"{flag}={path}", path, "a masks file (scripts/generate_masks_hdf5.py makes one)")
-    else:
-        hint = " (scripts/data/download_data.py fetches the paper's; docs/DATA.md)"
-        check_hdf5_file(f"{flag}={path}", path, "an HDF5 dataset", hint)
+        return check_hdf5_file(f"{flag}={path}", path, "a masks file (scripts/generate_masks_hdf5.py makes one)")
+    hint = " (scripts/data/download_data.py fetches the paper's; docs/DATA.md)"
+    check_hdf5_file(f"{flag}={path}", path, "an HDF5 dataset", hint)
 
 
 def check_batch_size(flag: str, batch_size: int, count: int, path: str, with_replacement: bool = False) -> None:
     """A batch larger than the samples it is drawn from: an error for a sampler without replacement (an epoch's
     batch could not be that large), a one-line warning for one with replacement (each batch repeats samples)."""
-    if batch_size <= count:
-        return
-    if with_replacement:
-        if dist.is_main():
-            warn(f"{flag}={batch_size} is larger than the {count} samples of {path}: each batch repeats samples")
-        return
-    raise ConfigError(
-        f"{flag}={batch_size}: larger than the {count} samples it is drawn from ({path}, without replacement); "
-        f"use at most {count}, or a larger dataset"
-    )
+    if batch_size > count and not with_replacement:
+        raise ConfigError(
+            f"{flag}={batch_size}: larger than the {count} samples it is drawn from ({path}, without replacement); "
+            f"use at most {count}, or a larger dataset"
+        )
+    if batch_size > count and dist.is_main():
+        warn(f"{flag}={batch_size} is larger than the {count} samples of {path}: each batch repeats samples")
 
 
 def read_root_attrs(path: str) -> dict:
     """Root attributes of a dataset file as plain Python values; checks the required ones are present."""
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise MissingFileError(f"dataset file not found: {path}") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
-    with f:
+    with _open(path, "dataset file") as f:
         attrs = {k: plain_attr(v) for k, v in f.attrs.items()}
     missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
     if missing:
@@ -298,35 +268,11 @@ def read_root_attrs(path: str) -> dict:
     return attrs
 
 
-def clipped_actions_warning(path: str, attrs: dict) -> str | None:
-    """The warning for a file whose actions were clipped to [-1, 1] by this project's earlier collector, or None.
-
-    The paper's datasets store the expert's raw actions (docs/FAITHFULNESS.md, "raw actions"). Files of this
-    project's collector carry `background_source`; from collector_version 2 on they store raw actions and say so
-    (`actions_clipped` False). A file with `background_source` but without `collector_version`, or with
-    `actions_clipped` True, holds clipped actions.
-    """
-    old_collector = "background_source" in attrs and "collector_version" not in attrs
-    if not (old_collector or bool(attrs.get("actions_clipped", False))):
-        return None
-    return (
-        f"{path}: its actions were clipped to [-1, 1] by the earlier collector (no collector_version attribute), "
-        "while the paper's datasets store the expert's raw actions (about 89% of cheetah-run entries lie outside "
-        "[-1, 1]). Action targets (decoder, IDM, BC, the supervised head) and every action MSE are then on another "
-        "scale than the paper's; evaluation returns are not affected. Re-collect it with the current collector to "
-        "match the paper."
-    )
-
-
 def plain_attr(v):
     """An HDF5 attribute as a plain Python value (text, number or list)."""
     if isinstance(v, bytes):
         return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return v
+    return v.tolist() if isinstance(v, np.generic | np.ndarray) else v  # a numpy scalar's tolist() is its item()
 
 
 def _size(n: int) -> str:
@@ -347,12 +293,9 @@ def watch_frames(device: torch.device) -> None:
 
 
 def place_frames(device: torch.device, stage: str) -> None:
-    """Called after a stage's first update (backward and optimizer step included, so Adam's state exists): the
-    frames (and masks) of the datasets that update read, opened with frames_device "auto" and still in host memory,
-    go to the GPU if they fit: their bytes + what an update allocates beyond what stays allocated between updates
-    (the measured peak minus the memory allocated now) + MARGIN of the GPU <= the GPU's free memory after PyTorch's
-    cache is emptied. The decision is said in one line. The indices stay where they are drawn (index_device): the
-    same indices gather the same frames, so the numbers of the run do not depend on the decision."""
+    """After a stage's first update (Adam's state exists), the frames and masks it read, opened "auto" and still in
+    host memory, go to the GPU together if bytes + (measured peak - allocated now) + MARGIN of the GPU <= free memory
+    (PyTorch's cache emptied), said in one line. The indices stay on index_device: the run's numbers do not change."""
     datasets = [d for d in _CACHE.values() if d.auto and d.in_use and d.frames_device != d.device]
     if device.type != "cuda" or not datasets:
         return
@@ -377,6 +320,37 @@ def place_frames(device: torch.device, stage: str) -> None:
         )
 
 
+def _check_steps(path: str, keys: list[str], lens: list[int], frame_stack: int, min_offset: int) -> None:
+    for k, n in zip(keys, lens, strict=True):
+        if n < frame_stack + min_offset:
+            raise DatasetError(
+                f"{path}: trajectory '{k}' has {n} steps; at least frame_stack + offset = "
+                f"{frame_stack} + {min_offset} = {frame_stack + min_offset} are needed"
+            )
+
+
+def _read_floats(f: h5py.File, keys: list[str], name: str, path: str) -> torch.Tensor:
+    """The groups' float32 `name` arrays concatenated [N, D]; a non-finite entry is an error naming it."""
+    arrays = [np.asarray(f[k][name], dtype=np.float32) for k in keys]
+    for k, a in zip(keys, arrays, strict=True):
+        if not np.isfinite(a).all():
+            t, j = np.argwhere(~np.isfinite(a))[0]
+            raise DatasetError(f"{path}: group '{k}' '{name}'[{t}, {j}] is {a[t, j]}; expected finite numbers")
+    return torch.from_numpy(np.concatenate(arrays))
+
+
+def _read_rows(f: h5py.File, keys: list[str], lens: list[int], name: str, out: torch.Tensor, desc: str) -> None:
+    """The groups' uint8 `name` ([T, H, W, C] or [T, H, W]) read in turn into out [N, C, H, W] (through a buffer of
+    one trajectory, pinned when `out` is on the GPU)."""
+    c, h, w = out.shape[1:]
+    buf = torch.empty((max(lens), h, w, c), dtype=torch.uint8, pin_memory=out.device.type == "cuda")
+    start = 0
+    for k, n in zip(tqdm(keys, desc=desc, leave=False, disable=not dist.is_main()), lens, strict=True):
+        f[k][name].read_direct(buf[:n].view(f[k][name].shape).numpy())
+        out[start : start + n].copy_(buf[:n].permute(0, 3, 1, 2))  # [T, H, W, C] -> [T, C, H, W]
+        start += n
+
+
 def load_dataset(
     path: str,
     device: str | torch.device = "cpu",
@@ -386,100 +360,69 @@ def load_dataset(
     load_states: bool = True,
     max_trajectories: int | None = None,
     frames_device: str = "auto",
-    desc: str | None = None,
 ) -> TrajectoryData:
-    """Reads a dataset file into one TrajectoryData (frames on first use), or returns the one already read by
-    this process.
-
-    frames_device: "auto" (host memory, moved to the GPU after a stage's first update if they fit: place_frames),
-    "cpu", "pinned" (host memory; on CUDA both send batches through pinned buffers), or a device name.
-    Every trajectory must hold at least frame_stack + min_offset steps (the largest offset the caller samples).
-    A file is read once per process (stages that share a path share its frames): a later call with the same
-    path, device and trajectory limit reuses the first, provided it loaded at least the arrays now asked for.
-    In a distributed run (src/dist.py) this rank reads only its share of the (first max_trajectories)
-    trajectories: those of position i with i % world_size == rank; a file with fewer trajectories than ranks is
-    refused.
-    """
+    """One TrajectoryData of the file's (first max_trajectories) trajectories, each at least frame_stack + min_offset
+    steps. frames_device: "auto" (host memory, then place_frames), "cpu", "pinned" (host memory: on CUDA both send
+    batches through pinned buffers) or a device. A file is read once per process: a later call with the same path,
+    device and max_trajectories that needs no more arrays reuses it. A rank of a distributed run holds the
+    trajectories i with i % world_size == rank."""
     device = torch.device(device)
     key = (str(Path(path).resolve()), str(device), max_trajectories)
     cached = _CACHE.get(key)
     if cached is not None and (cached.actions is not None or not load_actions):
         if cached.states is not None or not load_states:
-            short = int(cached.traj_lens.min())
-            if short < frame_stack + min_offset:
-                i = int(cached.traj_lens.argmin())
-                raise DatasetError(
-                    f"{path}: trajectory '{i}' has {short} steps; at least frame_stack + offset = "
-                    f"{frame_stack} + {min_offset} = {frame_stack + min_offset} are needed"
-                )
+            _check_steps(path, cached.keys, cached.traj_lens.tolist(), frame_stack, min_offset)
             return cached
     attrs = read_root_attrs(path)
-    message = clipped_actions_warning(path, attrs) if load_actions else None
-    if message:
-        warnings.warn(message, stacklevel=2)
+    # The earlier collector of this project clipped actions to [-1, 1] (docs/FAITHFULNESS.md, "raw actions").
+    old_collector = "background_source" in attrs and "collector_version" not in attrs
+    if load_actions and (old_collector or attrs.get("actions_clipped", False)):
+        warnings.warn(
+            f"{path}: its actions were clipped to [-1, 1] by the earlier collector (no collector_version attribute), "
+            "while the paper's datasets store the expert's raw actions: action targets and action MSEs are then on "
+            "another scale than the paper's (returns are not). Re-collect it with the current collector.",
+            stacklevel=2,
+        )
     with h5py.File(path, "r") as f:
-        keys = shard(_trajectory_keys(f, path)[:max_trajectories], path)
+        keys = _trajectory_keys(f, path)[:max_trajectories]
+        if len(keys) < dist.world_size():
+            raise DatasetError(
+                f"{path}: {len(keys)} trajectories for {dist.world_size()} ranks; a distributed run gives every rank "
+                f"at least one trajectory of each dataset. Use at most {len(keys)} ranks (or a larger dataset / "
+                "max_trajectories)"
+            )
+        keys = keys[dist.rank() :: dist.world_size()]  # this rank's share
         needed = ["obs"] + (["actions"] if load_actions else []) + (["states"] if load_states else [])
-        lens = []
+        lens, hw = [], None
         for k in keys:
             for name in needed:
                 if name not in f[k]:
                     raise DatasetError(f"{path}: group '{k}' has no '{name}' dataset (it has {list(f[k].keys())})")
-            n = f[k]["obs"].shape[0]
-            if n < frame_stack + min_offset:
+            obs, n = f[k]["obs"], f[k]["obs"].shape[0]
+            hw = hw or (int(attrs["img_hw"]), *obs.shape[2:3], 3)  # H: the root attribute, W: the first group's
+            if obs.shape[1:] != hw or obs.dtype != np.uint8:
                 raise DatasetError(
-                    f"{path}: trajectory '{k}' has {n} steps; at least frame_stack + offset = "
-                    f"{frame_stack} + {min_offset} = {frame_stack + min_offset} are needed"
+                    f"{path}: group '{k}' 'obs' is {obs.dtype} {obs.shape}; expected uint8 [T, H, W, 3] with H the "
+                    f"root attribute img_hw ({attrs['img_hw']}) and W that of group '{keys[0]}'"
                 )
             for name in needed[1:]:
                 if f[k][name].shape[0] != n:
                     raise DatasetError(f"{path}: group '{k}': '{name}' has {f[k][name].shape[0]} steps, obs has {n}")
             lens.append(n)
-        first = f[keys[0]]["obs"]
-        if first.ndim != 4 or first.shape[-1] != 3 or first.dtype != np.uint8:
-            raise DatasetError(f"{path}: 'obs' must be uint8 [T, H, W, 3], got {first.dtype} {first.shape}")
-        hw = first.shape[1:]
-        if hw[0] != int(attrs["img_hw"]):
-            raise DatasetError(f"{path}: frames are {hw[0]} px but root attribute img_hw is {attrs['img_hw']}")
-        for k in keys[1:]:
-            if f[k]["obs"].shape[1:] != hw:
-                raise DatasetError(f"{path}: group '{k}' frames are {f[k]['obs'].shape[1:]}, the first group's {hw}")
-        actions = [np.asarray(f[k]["actions"], dtype=np.float32) for k in keys] if load_actions else None
-        states = [np.asarray(f[k]["states"], dtype=np.float32) for k in keys] if load_states else None
-    for name, arrays in (("actions", actions), ("states", states)):
-        for k, a in zip(keys, arrays or [], strict=False):
-            if not np.isfinite(a).all():
-                t, j = np.argwhere(~np.isfinite(a))[0]
-                raise DatasetError(f"{path}: group '{k}' '{name}'[{t}, {j}] is {a[t, j]}; expected finite numbers")
-    total = int(sum(lens))
-    chw = (3, hw[0], hw[1])
+        _check_steps(path, keys, lens, frame_stack, min_offset)
+        actions = _read_floats(f, keys, "actions", path).to(device) if load_actions else None
+        states = _read_floats(f, keys, "states", path).to(device) if load_states else None
     host = frames_device in ("auto", "cpu", "pinned")  # "auto" frames may go to the GPU later: place_frames
     fdev = torch.device("cpu") if host else torch.device(frames_device)
-
-    def read_frames() -> torch.Tensor:
-        frames = torch.empty((total, *chw), dtype=torch.uint8, device=fdev)
-        staging = torch.empty((max(lens), *hw), dtype=torch.uint8, pin_memory=fdev.type == "cuda")
-        start = 0
-        with h5py.File(path, "r") as f:
-            for k, n in zip(
-                tqdm(keys, desc=desc or f"loading {path}", leave=False, disable=not dist.is_main()), lens, strict=True
-            ):
-                f[k]["obs"].read_direct(staging[:n].numpy())
-                frames[start : start + n].copy_(staging[:n].permute(0, 3, 1, 2))  # [T, H, W, 3] -> [T, 3, H, W]
-                start += n
-        return frames
-
     lens_t = torch.tensor(lens, dtype=torch.int64)
     starts = torch.cumsum(lens_t, 0) - lens_t
-    start_of = torch.repeat_interleave(starts, lens_t).to(fdev)
     data = TrajectoryData(
         path=path,
-        frames_shape=(total, *chw),
+        frames_shape=(sum(lens), 3, hw[0], hw[1]),
         frames_device=fdev,
-        _read_frames=read_frames,
-        actions=torch.from_numpy(np.concatenate(actions)).to(device) if load_actions else None,
-        states=torch.from_numpy(np.concatenate(states)).to(device) if load_states else None,
-        start_of=start_of,
+        actions=actions,
+        states=states,
+        start_of=torch.repeat_interleave(starts, lens_t).to(fdev),
         traj_starts=starts,
         traj_lens=lens_t,
         attrs=attrs,
@@ -491,17 +434,6 @@ def load_dataset(
     )
     _CACHE[key] = data
     return data
-
-
-def shard(keys: list[str], path: str) -> list[str]:
-    """This rank's trajectories: those at positions i with i % world_size == rank (all of them in one process)."""
-    n, r = dist.world_size(), dist.rank()
-    if len(keys) < n:
-        raise DatasetError(
-            f"{path}: {len(keys)} trajectories for {n} ranks; a distributed run gives every rank at least one "
-            f"trajectory of each dataset. Use at most {len(keys)} ranks (or a larger dataset / max_trajectories)"
-        )
-    return keys[r::n]
 
 
 def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str = "labeled") -> None:
@@ -516,28 +448,13 @@ def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str
         )
 
 
-# ---------------------------------------------------------------- foreground masks (LAPO with a masked loss)
-
-
 def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
-    """Foreground masks of a dataset, aligned with its frames: uint8 [N, 1, H, W] on `data.frames_device`.
-
-    Masks file layout: the same trajectory groups as the dataset ("0", "1", ...), each with `masks` uint8
-    [T, H, W] (255 = foreground, 0 = background), and root attributes `source_file`, `method` ("depth" or "true")
-    and the method's parameters. The masks of the trajectories `data` holds (`data.keys`, in the same order: in a
-    distributed run this rank's share) are read; every group must have the shape of the dataset's frames.
-    Gather stacked masks for sampled indices with `stacked_masks`.
-    """
-    if not Path(path).exists():
-        raise MissingFileError(f"masks file not found: {path}")
-    keys = data.keys
+    """Foreground masks of `data`'s trajectories (`data.keys`) from a masks file (docs/MASKS.md: each group's `masks`
+    uint8 [T, H, W], 255 = foreground), aligned with its frames: uint8 [N, 1, H, W] on `data.frames_device`."""
     _, _, h, w = data.frames_shape
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
-    with f:
-        for k, n in zip(keys, data.traj_lens.tolist(), strict=True):
+    lens = data.traj_lens.tolist()
+    with _open(path, "masks file") as f:
+        for k, n in zip(data.keys, lens, strict=True):
             if k not in f or "masks" not in f[k]:
                 raise DatasetError(
                     f"{path}: group '{k}' of dataset {data.path} has no 'masks' in the masks file "
@@ -550,10 +467,7 @@ def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
                     f"(dataset {data.path} group '{k}' obs: {(n, h, w, 3)})"
                 )
         masks = torch.empty((data.num_frames, 1, h, w), dtype=torch.uint8, device=data.frames_device)
-        staging = torch.empty((int(data.traj_lens.max()), h, w), dtype=torch.uint8)
-        for k, s, n in zip(keys, data.traj_starts.tolist(), data.traj_lens.tolist(), strict=True):
-            f[k]["masks"].read_direct(staging[:n].numpy())
-            masks[s : s + n, 0].copy_(staging[:n])
+        _read_rows(f, data.keys, lens, "masks", masks, f"loading {path}")
     return masks
 
 

@@ -1,12 +1,13 @@
-"""Foreground masks and background blurring of DCS frames, shared by scripts/blur_hdf5_data.py and
-scripts/generate_masks_hdf5.py (the release's data-processing scripts) and the blurred evaluation environment:
-true masks from MuJoCo's segmentation rendering, depth masks from DepthAnything V2 (per-frame percentile threshold,
-EMA-smoothed), the blur, and mask scores. Masks are uint8 [.., H, W], 255 = foreground; a masks file holds its
-dataset's groups, each with `masks` uint8 [T, H, W], and root attributes source_file, method and its parameters."""
+"""Foreground masks and background blurring of DCS frames, shared by scripts/generate_masks_hdf5.py,
+scripts/blur_hdf5_data.py (the release's data-processing scripts) and the blurred evaluation environment: true masks
+from MuJoCo's segmentation rendering, depth masks from DepthAnything V2 (per-frame percentile threshold, EMA-smoothed)
+and the blur. Masks are uint8 [.., H, W], 255 = foreground; a masks file holds its dataset's groups, each with `masks`
+uint8 [T, H, W], and root attributes source_file, method and its parameters (docs/MASKS.md)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,6 @@ DEPTH_MODEL_IDS = {
     "vitg": "depth-anything/Depth-Anything-V2-Giant-hf",
 }
 FOREGROUND = 255
-# ImageNet statistics, DepthAnything's input normalisation (its image processor's defaults).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# ------------------------------------------------------------------ kernels and blurring
 
 
 def kernel_pair(kernel: int | Sequence[int], name: str = "kernel") -> tuple[int, int]:
@@ -42,37 +37,25 @@ def kernel_pair(kernel: int | Sequence[int], name: str = "kernel") -> tuple[int,
     return int(pair[0]), int(pair[1])
 
 
-def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
-    if sigma <= 0:
-        raise ConfigError(f"sigma must be positive, got {sigma!r}")
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    w = torch.exp(-(x**2) / (2 * sigma**2))
-    return w / w.sum()
-
-
 def gaussian_blur(images: torch.Tensor, kernel: int | Sequence[int], sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of float images [N, C, H, W], borders reflected (OpenCV's BORDER_REFLECT_101)."""
-    kh, kw = kernel_pair(kernel)
+    """Separable Gaussian blur of float images [N, C, H, W], along H then W, borders reflected (OpenCV's
+    BORDER_REFLECT_101; replicated where the image is smaller than the pad)."""
     n, c, h, w = images.shape
     x = images.reshape(n * c, 1, h, w)
-    if kh > 1:
-        pad = kh // 2
-        mode = "reflect" if pad < h else "replicate"
-        x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode=mode), _gaussian_1d(kh, sigma).view(1, 1, kh, 1))
-    if kw > 1:
-        pad = kw // 2
-        mode = "reflect" if pad < w else "replicate"
-        x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode=mode), _gaussian_1d(kw, sigma).view(1, 1, 1, kw))
+    for k, size, along_h in zip(kernel_pair(kernel), (h, w), (True, False), strict=True):
+        if k > 1:
+            if sigma <= 0:
+                raise ConfigError(f"sigma must be positive, got {sigma!r}")
+            g = torch.exp(-((torch.arange(k, dtype=torch.float32) - (k - 1) / 2) ** 2) / (2 * sigma**2))
+            weights = (g / g.sum()).view((1, 1, k, 1) if along_h else (1, 1, 1, k))
+            pad = (0, 0, k // 2, k // 2) if along_h else (k // 2, k // 2, 0, 0)
+            x = F.conv2d(F.pad(x, pad, mode="reflect" if k // 2 < size else "replicate"), weights)
     return x.reshape(n, c, h, w)
 
 
 def blur_background(frames: np.ndarray, masks: np.ndarray, kernel: int | Sequence[int], sigma: float) -> np.ndarray:
-    """Frames uint8 [N, H, W, 3] with their backgrounds blurred: mask/255 * frame + (1 - mask/255) * blurred.
-
-    masks: uint8 [N, H, W] (255 = foreground). kernel: odd positive size (or a (kh, kw) pair), sigma > 0.
-    Foreground pixels (mask 255) are returned unchanged, exactly.
-    """
-    kernel_pair(kernel)
+    """Frames uint8 [N, H, W, 3] with their backgrounds blurred: mask/255 * frame + (1 - mask/255) * blurred, masks
+    uint8 [N, H, W]. Foreground pixels (mask 255) are returned unchanged, exactly."""
     frames, masks = np.asarray(frames), np.asarray(masks)
     if frames.ndim != 4 or frames.shape[-1] != 3 or masks.shape != frames.shape[:3]:
         raise ValueError(f"frames must be [N, H, W, 3] and masks [N, H, W], got {frames.shape} and {masks.shape}")
@@ -86,33 +69,17 @@ def blur_background(frames: np.ndarray, masks: np.ndarray, kernel: int | Sequenc
     return out
 
 
-# ------------------------------------------------------------------ true masks
-
-
 def segmentation_mask(physics, camera_id: int, height: int, width: int) -> np.ndarray:
-    """The agent's true foreground, uint8 [H, W] (255 = agent), from MuJoCo's segmentation rendering.
-
-    `physics.render(segmentation=True)` gives per pixel (object id, object type) (dm_control docs). A pixel is
-    foreground when it shows a geom whose body is not the world body (0): the floor / ground plane and other static
-    scenery belong to the world body, the skybox has id -1.
-    """
-    seg = physics.render(height=height, width=width, camera_id=camera_id, segmentation=True)
-    ids, types = seg[..., 0], seg[..., 1]
-    geom_type = int(_mjt_obj_geom())
-    body_of_geom = np.asarray(physics.model.geom_bodyid)
-    is_geom = (types == geom_type) & (ids >= 0)
-    fg = np.zeros(ids.shape, dtype=bool)
-    fg[is_geom] = body_of_geom[ids[is_geom]] != 0
-    return np.where(fg, FOREGROUND, 0).astype(np.uint8)
-
-
-def _mjt_obj_geom() -> int:
+    """The agent's true foreground, uint8 [H, W] (255 = agent), from MuJoCo's segmentation rendering: a pixel showing
+    a geom of a body other than the world body (0: floor and static scenery; the skybox has id -1)."""
     import mujoco
 
-    return mujoco.mjtObj.mjOBJ_GEOM
-
-
-# ------------------------------------------------------------------ depth masks
+    seg = physics.render(height=height, width=width, camera_id=camera_id, segmentation=True)  # (object id, type)
+    ids, types = seg[..., 0], seg[..., 1]
+    is_geom = (types == int(mujoco.mjtObj.mjOBJ_GEOM)) & (ids >= 0)
+    fg = np.zeros(ids.shape, dtype=bool)
+    fg[is_geom] = np.asarray(physics.model.geom_bodyid)[ids[is_geom]] != 0
+    return np.where(fg, FOREGROUND, 0).astype(np.uint8)
 
 
 def normalize_depth(depth: np.ndarray) -> np.ndarray:
@@ -124,11 +91,8 @@ def normalize_depth(depth: np.ndarray) -> np.ndarray:
 
 
 def ema_thresholds(raw: np.ndarray, alpha: float) -> np.ndarray:
-    """threshold_t = alpha * raw_t + (1 - alpha) * threshold_{t-1}, threshold_0 = raw_0.
-
-    alpha is the weight of the new frame's own threshold: 1 = no smoothing, small = slow-moving threshold (the
-    release's default 0.1 smooths strongly, which is what a "threshold alpha" that defaults to 0.1 suggests).
-    """
+    """threshold_t = alpha * raw_t + (1 - alpha) * threshold_{t-1}, threshold_0 = raw_0: alpha weighs the new frame
+    (1 = no smoothing; the release's default 0.1, a "threshold alpha", smooths strongly)."""
     if not 0.0 < alpha <= 1.0:
         raise ConfigError(f"threshold_alpha must be in (0, 1], got {alpha!r}")
     out = np.empty(len(raw), dtype=np.float64)
@@ -137,52 +101,48 @@ def ema_thresholds(raw: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+def _feathered(depth: np.ndarray, thresholds: np.ndarray, kernel, sigma: float) -> np.ndarray:
+    """uint8 [T, H, W]: 255 where normalised depth [T, H, W] is above its frame's threshold, edges feathered."""
+    binary = (depth > thresholds[:, None, None].astype(np.float32)).astype(np.float32) * 255.0
+    feathered = gaussian_blur(torch.from_numpy(binary).unsqueeze(1), kernel, sigma).squeeze(1)
+    return feathered.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def depth_masks(
     depth: np.ndarray, percentile: float, threshold_alpha: float, kernel: int | Sequence[int], sigma: float
 ) -> np.ndarray:
-    """Foreground masks uint8 [T, H, W] of ONE trajectory from its depth maps float [T, H, W] (bigger = closer).
-
-    Each frame is normalised to [0, 255]; its raw threshold is its `percentile` of depth, smoothed along the
-    trajectory by `ema_thresholds(raw, threshold_alpha)`; foreground = depth above the threshold; the binary mask's
-    edges are feathered by a Gaussian blur (kernel, sigma).
-    """
+    """Foreground masks uint8 [T, H, W] of ONE trajectory from its depth maps float [T, H, W] (bigger = closer):
+    per normalised frame the `percentile` of depth, EMA-smoothed along the trajectory, thresholds the foreground,
+    whose edges a Gaussian blur (kernel, sigma) feathers."""
     kernel_pair(kernel, "mask kernel")
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile!r}")
     d = normalize_depth(depth)
     raw = np.percentile(d.reshape(len(d), -1), percentile, axis=1)
-    thresholds = ema_thresholds(raw, threshold_alpha)
-    binary = (d > thresholds[:, None, None].astype(np.float32)).astype(np.float32) * 255.0
-    feathered = gaussian_blur(torch.from_numpy(binary).unsqueeze(1), kernel, sigma).squeeze(1)
-    return feathered.round().clamp(0, 255).to(torch.uint8).numpy()
+    return _feathered(d, ema_thresholds(raw, threshold_alpha), kernel, sigma)
 
 
+@dataclass
 class DepthMasker:
-    """depth_masks one frame at a time, for an episode being played (the evaluation environment of a dataset blurred
-    with depth masks): frame t's mask uses the EMA threshold of frames 0..t, exactly as depth_masks on the whole
-    trajectory. reset() at the start of each episode."""
+    """depth_masks one frame at a time, for an episode being played (evaluation of a depth-blurred dataset): frame t's
+    threshold is the EMA of frames 0..t, as in depth_masks of the whole trajectory. reset() as each episode starts."""
 
-    def __init__(self, model, percentile: float, threshold_alpha: float, kernel, sigma: float, device: str = "cpu"):
-        self.model, self.percentile, self.alpha, self.kernel, self.sigma = (
-            model,
-            percentile,
-            threshold_alpha,
-            kernel,
-            sigma,
-        )
-        self.device, self.threshold = device, None
+    model: torch.nn.Module
+    percentile: float
+    threshold_alpha: float
+    kernel: int | Sequence[int]
+    sigma: float
+    threshold: float | None = None
 
     def reset(self) -> None:
         self.threshold = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """uint8 [H, W, 3] -> uint8 [H, W] foreground mask."""
-        d = normalize_depth(depth_of_frames(self.model, frame[None], self.device, 1))  # [1, H, W]
-        raw = float(np.percentile(d.reshape(-1), self.percentile))
-        self.threshold = raw if self.threshold is None else self.alpha * raw + (1.0 - self.alpha) * self.threshold
-        binary = (d > np.float32(self.threshold)).astype(np.float32) * 255.0
-        feathered = gaussian_blur(torch.from_numpy(binary).unsqueeze(1), self.kernel, self.sigma).squeeze(1)
-        return feathered.round().clamp(0, 255).to(torch.uint8).numpy()[0]
+        d = normalize_depth(depth_of_frames(self.model, frame[None], "cpu", 1))  # [1, H, W]
+        raw, a = float(np.percentile(d.reshape(-1), self.percentile)), self.threshold_alpha
+        self.threshold = raw if self.threshold is None else a * raw + (1.0 - a) * self.threshold
+        return _feathered(d, np.array([self.threshold]), self.kernel, self.sigma)[0]
 
 
 class DepthWeightsMissing(UserError, FileNotFoundError):
@@ -190,58 +150,44 @@ class DepthWeightsMissing(UserError, FileNotFoundError):
 
 
 def load_depth_model(encoder: str = "vits", device: str = "cpu", model_path: str | Path | None = None, model=None):
-    """DepthAnything V2 (transformers' DepthAnythingForDepthEstimation), in eval mode on `device`.
-
-    model_path: a local folder (save_pretrained / snapshot layout); else the hub id of `encoder` is looked up in the
-    Hugging Face cache only (no download). model: an already built model (tests), returned moved to `device`.
-    """
+    """DepthAnything V2 (transformers' DepthAnythingForDepthEstimation) in eval mode on `device`: from the folder
+    model_path (save_pretrained / snapshot layout), else from the Hugging Face cache only (no download); `model`: one
+    already built (tests)."""
+    if model is not None:
+        return model.to(device).eval()
     from transformers import AutoModelForDepthEstimation
 
-    if model is None:
-        if encoder not in DEPTH_MODEL_IDS:
-            raise ConfigError(f"unknown encoder {encoder!r}: choose one of {', '.join(DEPTH_MODEL_IDS)}")
-        model_id = DEPTH_MODEL_IDS[encoder]
-        if model_path is not None:
-            if not Path(model_path, "config.json").is_file():
-                raise DepthWeightsMissing(
-                    f"no DepthAnything model in {model_path} (no config.json): download {model_id} "
-                    f"(https://huggingface.co/{model_id}) into that folder, e.g. "
-                    f"`huggingface-cli download {model_id} --local-dir {model_path}`"
-                )
-            source, kwargs = str(model_path), {}
-        else:
-            source, kwargs = model_id, {"local_files_only": True}
-        try:
-            model = AutoModelForDepthEstimation.from_pretrained(source, **kwargs)
-        except OSError as e:
-            raise DepthWeightsMissing(
-                f"DepthAnything V2 weights for encoder {encoder!r} not found: download {model_id} "
-                f"(https://huggingface.co/{model_id}) with `huggingface-cli download {model_id}` (into the Hugging "
-                f"Face cache, HF_HOME) or with `--local-dir DIR` and pass --model-path DIR ({e})"
-            ) from e
+    if encoder not in DEPTH_MODEL_IDS:
+        raise ConfigError(f"unknown encoder {encoder!r}: choose one of {', '.join(DEPTH_MODEL_IDS)}")
+    model_id = DEPTH_MODEL_IDS[encoder]
+    if model_path is not None and not Path(model_path, "config.json").is_file():
+        raise DepthWeightsMissing(
+            f"no DepthAnything model in {model_path} (no config.json): download {model_id} "
+            f"(https://huggingface.co/{model_id}) into that folder, e.g. "
+            f"`huggingface-cli download {model_id} --local-dir {model_path}`"
+        )
+    source, kwargs = (model_id, {"local_files_only": True}) if model_path is None else (str(model_path), {})
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise DepthWeightsMissing(
+            f"DepthAnything V2 weights for encoder {encoder!r} not found: download {model_id} "
+            f"(https://huggingface.co/{model_id}) with `huggingface-cli download {model_id}` (into the Hugging "
+            f"Face cache, HF_HOME) or with `--local-dir DIR` and pass --model-path DIR ({e})"
+        ) from e
     return model.to(device).eval()
-
-
-def model_input_size(model) -> int:
-    """Side of the square model input: the backbone's image size (518 for the released checkpoints)."""
-    backbone = getattr(model.config, "backbone_config", None)
-    size = getattr(backbone, "image_size", None) or 518
-    patch = getattr(model.config, "patch_size", 14)
-    return int(round(size / patch) * patch)
 
 
 @torch.no_grad()
 def depth_of_frames(model, frames: np.ndarray, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
-    """Relative depth float32 [N, H, W] (bigger = closer) of frames uint8 [N, H, W, 3].
-
-    Frames are resized (bicubic) to the model's square input, normalised with ImageNet statistics, predicted, and
-    the predictions resized (bilinear) back to [H, W].
-    """
+    """Relative depth float32 [N, H, W] (bigger = closer) of frames uint8 [N, H, W, 3]: resized (bicubic) to the
+    model's square input, normalised with ImageNet statistics (DepthAnything's), predicted, resized back (bilinear)."""
     frames = np.asarray(frames)
     n, h, w, _ = frames.shape
-    size = model_input_size(model)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    backbone, patch = getattr(model.config, "backbone_config", None), getattr(model.config, "patch_size", 14)
+    size = int(round((getattr(backbone, "image_size", None) or 518) / patch) * patch)  # 518 for the released ones
+    mean = torch.tensor((0.485, 0.456, 0.406), device=device).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225), device=device).view(1, 3, 1, 1)
     out = np.empty((n, h, w), dtype=np.float32)
     for start in range(0, n, batch_size):
         x = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size])).to(device)
@@ -251,20 +197,3 @@ def depth_of_frames(model, frames: np.ndarray, device: str = "cpu", batch_size: 
         depth = F.interpolate(depth.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
         out[start : start + len(x)] = depth.float().cpu().numpy()
     return out
-
-
-# ------------------------------------------------------------------ scoring
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two masks (any shape), each thresholded at 128; 1.0 when both are empty."""
-    fa, fb = np.asarray(a) >= 128, np.asarray(b) >= 128
-    union = np.logical_or(fa, fb).sum()
-    return 1.0 if union == 0 else float(np.logical_and(fa, fb).sum() / union)
-
-
-def horizon_mask(height: int, width: int, row: int) -> np.ndarray:
-    """Trivial baseline uint8 [H, W]: every pixel at or below `row` is foreground."""
-    mask = np.zeros((height, width), dtype=np.uint8)
-    mask[max(row, 0) :] = FOREGROUND
-    return mask

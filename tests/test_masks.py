@@ -15,9 +15,7 @@ from src.masks import (
     depth_masks,
     depth_of_frames,
     ema_thresholds,
-    horizon_mask,
     load_depth_model,
-    mask_iou,
     segmentation_mask,
 )
 
@@ -148,14 +146,6 @@ def test_bad_kernels_are_errors(kernel):
         blur_background(frames, masks, kernel, 1.0)
     with pytest.raises(ValueError, match="kernel"):
         depth_masks(np.zeros((1, 8, 8)), 50, 0.1, kernel, 1.0)
-
-
-def test_iou_and_horizon_baseline():
-    h = horizon_mask(4, 3, 1)
-    assert h.dtype == np.uint8 and h[0].max() == 0 and h[1:].min() == 255
-    assert mask_iou(h, h) == 1.0 and mask_iou(h, 255 - h) == 0.0
-    assert mask_iou(h, horizon_mask(4, 3, 2)) == pytest.approx(6 / 9)
-    assert mask_iou(np.full((2, 2), 127), np.zeros((2, 2))) == 1.0  # both empty at threshold 128
 
 
 def test_missing_weights_name_the_model_and_where_to_put_it(tmp_path, monkeypatch):
