@@ -42,8 +42,13 @@ class PixelEnv(gym.Wrapper):
         low, high = env.action_space.low, env.action_space.high
         low, high = np.maximum(low, -1.0).astype(np.float32), np.minimum(high, 1.0).astype(np.float32)
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
-        self.frames: deque = deque(maxlen=frame_stack)
-        self.steps, self._masker = 0, None
+        self._masker = None  # depth masks made frame by frame, as the dataset's were
+        if blur is not None and blur["masks"] == "depth":
+            from src.masks import DepthMasker, load_depth_model
+
+            model = load_depth_model(blur["encoder"], "cpu", blur.get("model_path"))
+            args = [blur[k] for k in ("percentile", "threshold_alpha", "mask_kernel", "mask_sigma")]
+            self._masker = DepthMasker(model, *args)
 
     def _render(self) -> np.ndarray:
         """The rendered frame [H, W, 3]; with blur, its background blurred as the dataset's frames were (the agent's
@@ -63,18 +68,9 @@ class PixelEnv(gym.Wrapper):
         if seed is not None:
             self.dcs_env.seed(seed)
         state, info = self.env.reset(seed=seed, options=options)
-        if self.blur is not None and self.blur["masks"] == "depth":  # the model loads on the first reset
-            if self._masker is None:
-                from src.masks import DepthMasker, load_depth_model
-
-                b = self.blur
-                model = load_depth_model(b["encoder"], "cpu", b.get("model_path"))
-                self._masker = DepthMasker(
-                    model, b["percentile"], b["threshold_alpha"], b["mask_kernel"], b["mask_sigma"]
-                )
+        if self._masker is not None:
             self._masker.reset()  # a new episode: a new threshold
-        self.frames.clear()
-        self.frames.extend([self._render()] * self.frame_stack)  # padded with the first frame
+        self.frames = deque([self._render()] * self.frame_stack, maxlen=self.frame_stack)  # first frame k times
         self.steps = 0
         return np.concatenate(self.frames, axis=-1), {**info, "state": flatten_state(state)}
 

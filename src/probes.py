@@ -1,10 +1,8 @@
-"""The closed-form probes of a LAM's latents, run at the end of stage 1 of every LAM script and along its training
-(ProbeCurve). The paper's online probe (Sections 4-5) may be unconverged after few updates; this one is solved
-exactly: ridge regression from the latent of (o_t, o_{t+1}), without augmentation, to a_t, on whole trajectories (fit;
-validation: picks the penalty; test), in float64 from sums (`Moments`) that the ranks of a distributed run add.
-Leakage, where the data records the distractors (docs/DATA.md): the same fit to each of LEAKAGE_TARGETS (out-of-sample
-R²), the share of the latent's variance the agent's (or the distractors') changes explain, and held-out ridge CCA,
-which a per-dimension rescaling of the latent cannot change. tests/test_probes.py pins their properties."""
+"""Closed-form probes of a LAM's latents, at the end of stage 1 and along training (ProbeCurve). The paper's online
+probe (Sections 4-5) may be unconverged after few updates; this one is solved exactly: ridge regression from the latent
+of (o_t, o_{t+1}), unaugmented, to a_t, in float64 from sums (`Moments`). Leakage, where the data records the
+distractors (docs/DATA.md): the same fit to each of LEAKAGE_TARGETS, the share of the latent the agent (or the
+distractors) explain, and held-out ridge CCA, which no per-dimension rescaling changes (tests/test_probes.py)."""
 
 import json
 import math
@@ -17,6 +15,7 @@ import torch
 
 from src import dist
 from src.data import DatasetError, TrajectoryData, normalize_obs
+from src.files import replace_or_explain
 from src.optim import autocast
 
 Labeler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (o_t, o_{t+1}) in [-1, 1] -> latent [B, Z]
@@ -25,16 +24,14 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried;
 # latents of different widths (LAOM 1024 or 8192, LAPO 128) then compare at one dimension and one sample count.
 PCA_DIMS = 128
 SHARE_L2_GRID = (1e-4, 1e-2, 1.0, 100.0)  # penalties of the reverse fit (targets -> latent), on standardised targets
-# Held-out canonical correlations (`CanonicalFit`): penalties tried on the latent's standardised covariance (the
-# validation trajectories choose), and the fixed one on the targets' (collinear target columns stay invertible).
-CCA_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-CCA_TARGET_L2 = 1e-3
+CCA_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # held_out_cca's penalties on the latent's correlation matrix
+CCA_TARGET_L2 = 1e-3  # and its fixed one on the targets': collinear target columns stay invertible
 DISTRACTORS_GROUP = "distractors"  # per trajectory group: one float dataset [T, k] per distraction (docs/DATA.md)
 # Leakage targets of the transition (o_t, o_{t+1}): the action, then changes over the transition of the agent's state
 # and of each distractor's state. background: the frame advance only (its other columns, the video and the playback
 # direction, are constant over a transition except where the video bounces).
 LEAKAGE_TARGETS = ("action", "agent_state", "background", "camera", "color")
-_DISTRACTOR_COLUMNS = {"background": [1], "camera": None, "color": None}  # None: every column
+_DISTRACTOR_COLUMNS = {"background": [1]}  # the other targets: every column
 
 
 def split_trajectories(data: TrajectoryData) -> tuple[list[int], list[int], list[int]]:
@@ -153,51 +150,40 @@ def _covariances(m: Moments, cols) -> tuple[torch.Tensor, ...]:
     return mz, ma, czz, cza, caa
 
 
-class CanonicalFit:
-    """Ridge CCA between the latent z and the target columns `cols`, fitted on `fit`: each latent dimension and
-    target column standardised by its fit-set spread, the latent's correlation matrix + l2 * I (one
-    eigendecomposition serves every l2), the targets' + CCA_TARGET_L2 * I."""
+def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], others: tuple = ()) -> dict:
+    """Ridge CCA of the latent with the columns `cols`, fitted on `fit` (each latent dimension and target column
+    standardised by its fit-set spread; the latent's correlation matrix + l2 * I, l2 of CCA_L2_GRID with the best
+    validation score; the targets' + CCA_TARGET_L2 * I): on the test transitions the score (`cca`: mean squared
+    canonical correlation, a negative one counts 0), the first pair's correlation (`top1`); the score on `others`."""
+    _, _, czz, cza, caa = _covariances(fit, cols)
+    keep = caa.diagonal() > 1e-12  # a target constant on the fit set has no direction
+    cols = [c for c, k in zip(cols, keep.tolist(), strict=True) if k]
+    if not cols:
+        return {"cca": math.nan, "top1": math.nan, "val": math.nan, "l2": math.nan, "others": [math.nan] * len(others)}
+    cza, caa = cza[:, keep], caa[keep][:, keep]
+    dz, da = czz.diagonal().clamp_min(1e-12).rsqrt(), caa.diagonal().clamp_min(1e-12).rsqrt()  # 1 / the spreads
+    rza = dz[:, None] * cza * da[None, :]  # correlation matrices: scale-free
+    ez, vz = torch.linalg.eigh(dz[:, None] * czz * dz[None, :])  # one eigendecomposition serves every l2
+    ea, va = torch.linalg.eigh(da[:, None] * caa * da[None, :])
+    ka = va @ ((ea.clamp_min(0) + CCA_TARGET_L2).rsqrt()[:, None] * va.T)  # (R_aa + l2 I)^-1/2 [C, C]
 
-    def __init__(self, fit: Moments, cols: list[int]):
-        _, _, czz, cza, caa = _covariances(fit, cols)
-        keep = caa.diagonal() > 1e-12  # a target constant on the fit set has no direction
-        self.cols = [c for c, k in zip(cols, keep.tolist(), strict=True) if k]
-        cza, caa = cza[:, keep], caa[keep][:, keep]
-        self.dz = czz.diagonal().clamp_min(1e-12).rsqrt()  # [Z]: 1 / each dimension's spread
-        self.da = caa.diagonal().clamp_min(1e-12).rsqrt()  # [C]
-        self.rza = self.dz[:, None] * cza * self.da[None, :]  # correlation matrices: scale-free
-        self.ez, self.vz = torch.linalg.eigh(self.dz[:, None] * czz * self.dz[None, :])
-        ea, va = torch.linalg.eigh(self.da[:, None] * caa * self.da[None, :])
-        self.ka = va @ ((ea.clamp_min(0) + CCA_TARGET_L2).rsqrt()[:, None] * va.T)  # (R_aa + l2 I)^-1/2 [C, C]
-
-    def held_out(self, m: Moments, l2: float) -> torch.Tensor:
-        """The correlations [k] on the transitions summed in m of the canonical pairs fitted at l2."""
-        kz = lambda x: self.vz @ ((self.ez.clamp_min(0) + l2).rsqrt()[:, None] * (self.vz.T @ x))  # noqa: E731
-        a, _, bh = torch.linalg.svd(kz(self.rza) @ self.ka, full_matrices=False)
-        u, v = self.dz[:, None] * kz(a), self.da[:, None] * (self.ka @ bh.T)  # directions in the original units
-        _, _, czz, cza, caa = _covariances(m, self.cols)
+    def score(m: Moments, l2: float) -> tuple[float, torch.Tensor]:
+        """The score and the correlations on the transitions summed in m of the canonical pairs fitted at l2."""
+        kz = lambda x: vz @ ((ez.clamp_min(0) + l2).rsqrt()[:, None] * (vz.T @ x))  # noqa: E731
+        a, _, bh = torch.linalg.svd(kz(rza) @ ka, full_matrices=False)
+        u, v = dz[:, None] * kz(a), da[:, None] * (ka @ bh.T)  # the directions in the original units
+        _, _, czz, cza, caa = _covariances(m, cols)
         cov = (u * (cza @ v)).sum(0)
         var = (u * (czz @ u)).sum(0).clamp_min(0) * (v * (caa @ v)).sum(0).clamp_min(0)
         # a variate that does not vary here (about 1 on the fit set) correlates with nothing
-        return torch.where(var > 1e-18, cov / var.clamp_min(1e-300).sqrt(), 0.0).clamp(-1, 1)
+        rs = torch.where(var > 1e-18, cov / var.clamp_min(1e-300).sqrt(), 0.0).clamp(-1, 1)
+        return float((rs.clamp_min(0) ** 2).mean()) if len(rs) else math.nan, rs
 
-
-def cca_score(rs: torch.Tensor) -> float:
-    """Mean squared held-out canonical correlation (a negative one counts 0: nothing the fit found carried over)."""
-    return float((rs.clamp_min(0) ** 2).mean()) if len(rs) else math.nan
-
-
-def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], others: tuple = ()) -> dict:
-    """Ridge CCA of the latent with the columns `cols` at the penalty with the best validation score: on the test
-    transitions the score (`cca`), the first pair's correlation (`top1`); the score on each of `others` too."""
-    cf = CanonicalFit(fit, cols)
-    if not cf.cols:
-        return {"cca": math.nan, "top1": math.nan, "val": math.nan, "l2": math.nan, "others": [math.nan] * len(others)}
-    val_scores = [cca_score(cf.held_out(val, l2)) for l2 in CCA_L2_GRID]
+    val_scores = [score(val, l2)[0] for l2 in CCA_L2_GRID]
     l2 = CCA_L2_GRID[_best(val_scores)]
-    rs = cf.held_out(test, l2)
-    return {"cca": cca_score(rs), "top1": float(rs[0]), "val": max(val_scores), "l2": l2,
-            "others": [cca_score(cf.held_out(o, l2)) for o in others]}  # fmt: skip
+    cca, rs = score(test, l2)
+    return {"cca": cca, "top1": float(rs[0]), "val": max(val_scores), "l2": l2,
+            "others": [score(o, l2)[0] for o in others]}  # fmt: skip
 
 
 @torch.no_grad()
@@ -213,7 +199,7 @@ def ridge_probe(
 ) -> dict[str, float]:
     """The probe's metrics: `lapo/ridge_probe_mse` on the test trajectories, `..._val_mse` on the validation ones
     (what tuning selects on), `eval_ridge_probe_mse` on eval_data, each beside its baseline (the fitted mean action);
-    with leakage, `lapo/leakage/...`. None when max_samples is 0 or (with a note) the data has under 3 trajectories."""
+    with leakage, `lapo/leakage/...`. Empty when max_samples is 0 or (with a note) the data has under 3 trajectories."""
     if max_samples <= 0:  # switched off (--lapo.ridge_probe_samples=0)
         return {}
     short = dist.total(int(data.num_trajectories < 3))  # ranks whose shard is too small
@@ -314,18 +300,14 @@ def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Te
     with h5py.File(data.path, "r") as f:
         groups = [f[k] for k in data.keys]
         sources = {"agent_state": [g.get("states") for g in groups]}
-        for name in LEAKAGE_TARGETS[2:]:
-            sources[name] = [g[DISTRACTORS_GROUP].get(name) if DISTRACTORS_GROUP in g else None for g in groups]
+        sources |= {n: [g.get(f"{DISTRACTORS_GROUP}/{n}") for g in groups] for n in LEAKAGE_TARGETS[2:]}
         missing = [n for n in LEAKAGE_TARGETS[2:] if None in sources[n]]
         if missing and not quiet:
             print(f"leakage probes: {data.path} does not record {', '.join(missing)} (no '{DISTRACTORS_GROUP}/' "
                   "group in its trajectories): not recorded, not probed")  # fmt: skip
-        for name, datasets in sources.items():
-            if None in datasets:
-                continue
-            keep = _DISTRACTOR_COLUMNS.get(name)
+        for name, datasets in ((k, v) for k, v in sources.items() if None not in v):
             values = np.concatenate([np.asarray(d, dtype=np.float32) for d in datasets])  # [N, k]
-            values = values if keep is None else values[:, keep]
+            values = values[:, _DISTRACTOR_COLUMNS.get(name, slice(None))]
             delta = np.zeros_like(values)
             delta[:-1] = values[1:] - values[:-1]  # x_{t+1} - x_t (across a trajectory's end: never used)
             parts.append(delta)
@@ -371,9 +353,8 @@ class ProbeCurve:
         if self.every > 0 and not any(p[0] == n for p in self._points):
             self._points.append(_point(n, m))
         if dist.is_main():
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"points": self._points, "init": self._init}))
-            tmp.replace(self.path)
+            text = json.dumps({"points": self._points, "init": self._init})
+            replace_or_explain(self.path.with_suffix(".tmp"), self.path, lambda tmp: tmp.write_text(text))
 
     def points(self, final: dict, total: int) -> list:
         return [*self._points, _point(total, final)] if self.every > 0 and final else []
