@@ -10,9 +10,8 @@ from tqdm.auto import tqdm
 from src import dist
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # uint8 observations [N, 3k, H, W] -> actions [N, A] (any float)
-# Returns of BC trained on the full labeled dataset (paper, Table 3): the normalising constants. One row per
-# environment of src.dcs.constants.PAPER_ENVS, in its order (not imported here: src.dcs loads dm_control and its
-# renderer; tests/test_consolidation.py checks the two agree).
+# Returns of BC on the full labeled dataset (paper, Table 3), one row per src.dcs.constants.PAPER_ENVS in its order
+# (not imported: src.dcs loads dm_control and its renderer; tests/test_consolidation.py checks the two agree).
 NORMALIZING_RETURNS = {
     "cheetah-run": {"distractors": 823.0, "vanilla": 840.0},
     "walker-run": {"distractors": 749.0, "vanilla": 735.0},

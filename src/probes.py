@@ -20,8 +20,8 @@ from src.optim import autocast
 
 Labeler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (o_t, o_{t+1}) in [-1, 1] -> latent [B, Z]
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried; the validation trajectories choose
-# Latents wider than this also get the probe on their top PCA_DIMS principal components (`ridge_probe_pca128_mse`):
-# latents of different widths (LAOM 1024 or 8192, LAPO 128) then compare at one dimension and one sample count.
+# Wider latents are also probed on their top PCA_DIMS principal components (`ridge_probe_pca128_mse`): latents of
+# different widths (LAOM 1024 or 8192, LAPO 128) then compare at one dimension and one sample count.
 PCA_DIMS = 128
 SHARE_L2_GRID = (1e-4, 1e-2, 1.0, 100.0)  # penalties of the reverse fit (targets -> latent), on standardised targets
 CCA_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # held_out_cca's penalties on the latent's correlation matrix
@@ -39,10 +39,7 @@ def split_trajectories(data: TrajectoryData) -> tuple[list[int], list[int], list
     one) chooses the ridge penalty, the rest fits."""
     n = data.num_trajectories
     if n < 3:
-        raise DatasetError(
-            f"{data.path}: the ridge probe holds out whole trajectories (fit / validation / test) and needs at "
-            f"least 3; it has {n}"
-        )
+        raise DatasetError(f"{data.path}: the ridge probe holds out whole trajectories, at least 3; it has {n}")
     k = max(1, n // 10)
     return list(range(n - 2 * k)), list(range(n - 2 * k, n - k)), list(range(n - k, n))
 
@@ -188,14 +185,7 @@ def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], oth
 
 @torch.no_grad()
 def ridge_probe(
-    label: Labeler,
-    data: TrajectoryData,
-    frame_stack: int,
-    batch_size: int,
-    device,
-    max_samples: int,
-    eval_data: TrajectoryData | None = None,
-    leakage: bool = True,
+    label: Labeler, data: TrajectoryData, frame_stack, batch_size, device, max_samples, eval_data=None, leakage=True
 ) -> dict[str, float]:
     """The probe's metrics: `lapo/ridge_probe_mse` on the test trajectories, `..._val_mse` on the validation ones
     (what tuning selects on), `eval_ridge_probe_mse` on eval_data, each beside its baseline (the fitted mean action);
