@@ -30,9 +30,7 @@ def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
     return mean_return / NORMALIZING_RETURNS[env][setting]
 
 
-def evaluate_for_dataset(
-    policy: Policy, attrs: dict, stage, run, frame_stack: int, device, prefix: str, normalize=True
-):
+def evaluate_for_dataset(policy: Policy, attrs: dict, stage, run, frame_stack, device, prefix, normalize=True):
     """Rollouts in the environment a dataset was recorded in (rebuilt from its root attributes; with the stage's
     eval_use_blur, its frames blurred as the dataset's were) as a stage's final metrics: `<prefix>/eval_returns_mean`,
     `_std`, `eval_returns` and, with normalize, `normalized_score`. No episodes: no environment is built."""

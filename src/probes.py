@@ -275,8 +275,9 @@ def _best(val_r2: list[float]) -> int:
     return max(finite, key=lambda i: val_r2[i]) if finite else 0
 
 
-_LEAKAGE_CACHE: dict[tuple, tuple] = {}  # the targets of the last datasets probed (a stage's data and its evaluation
-_LEAKAGE_CACHE_SIZE = 2  # set): read once per stage, not at every probe point; older ones are dropped (host memory)
+# The targets of the last two datasets probed (a stage's data and its evaluation set): read once per stage, not at
+# every probe point; older ones are dropped (host memory).
+_LEAKAGE_CACHE: dict[tuple, tuple] = {}
 
 
 def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Tensor | None, dict[str, list[int]]]:
@@ -304,7 +305,7 @@ def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Te
             columns[name] = list(range(width, width + delta.shape[1]))
             width += delta.shape[1]
     out = (torch.from_numpy(np.concatenate(parts, 1)) if parts else None, columns)
-    while len(_LEAKAGE_CACHE) >= _LEAKAGE_CACHE_SIZE:
+    while len(_LEAKAGE_CACHE) >= 2:
         _LEAKAGE_CACHE.pop(next(iter(_LEAKAGE_CACHE)))  # the oldest
     _LEAKAGE_CACHE[key] = out
     return out
