@@ -1,11 +1,9 @@
 """Gymnasium environments of the Distracting Control Suite, as the datasets see them (docs/FAITHFULNESS.md).
 
-`make_env` builds the DCS task, wraps it with shimmy's dm_control compatibility layer and returns pixels only:
-uint8 [H, W, 3k] with the k last frames concatenated on channels, oldest first (the data loader's order), padded
-with the first frame at reset. Actions are clipped to [-1, 1]. `info["state"]` carries the proprioceptive state
-(dict keys in alphabetical order, float32), which experts act on and collectors store. `reset(seed=s)` reseeds
-physics and every distraction: the episode is reproducible from s.
-"""
+`make_env`: the DCS task through shimmy's dm_control layer, pixels only: uint8 [H, W, 3k], the k last frames on
+channels, oldest first (the data loader's order), padded with the first frame at reset; actions clipped to [-1, 1];
+`info["state"]` the flat proprioceptive state (float32) experts act on and collectors store. `reset(seed=s)` reseeds
+physics and every distraction: the episode is reproducible from s."""
 
 import functools
 import os
@@ -26,27 +24,17 @@ from src.errors import ConfigError, DatasetError  # noqa: E402
 
 
 def flatten_state(obs: Mapping[str, np.ndarray], dtype: np.dtype = np.float32) -> np.ndarray:
-    """dm_control observation dict -> flat vector [S] of `dtype`, keys in alphabetical order.
-
-    The one state flattening of the project: `info["state"]` below (float32, what collectors store and experts act
-    on) and the expert trainers' DMCStateEnv (scripts/data_collection/experts.py; SAC trains on float64).
-    """
+    """dm_control observation dict -> flat vector [S], keys in alphabetical order: the project's one flattening
+    (`info["state"]` below, and scripts/data_collection/experts.py's DMCStateEnv, in float64 for SAC)."""
     return np.concatenate([np.asarray(obs[k], dtype=dtype).reshape(-1) for k in sorted(obs)])
 
 
 class PixelEnv(gym.Wrapper):
     """Pixels-only, frame-stacked, action-clipping view of a shimmy-wrapped DCS environment."""
 
-    def __init__(
-        self,
-        env: DmControlCompatibilityV0,
-        dcs_env,
-        img_hw: int,
-        frame_stack: int,
-        max_episode_steps: int,
-        camera_id: int = 0,
-        blur: Mapping | None = None,
-    ):
+    def __init__(self, dcs_env, img_hw: int, frame_stack: int, max_episode_steps: int, camera_id: int, blur):
+        render_kwargs = {"height": img_hw, "width": img_hw, "camera_id": camera_id}
+        env = DmControlCompatibilityV0(dcs_env, render_mode="rgb_array", render_kwargs=render_kwargs)
         super().__init__(env)
         self.camera_id, self.blur, self.dcs_env, self.img_hw = camera_id, blur, dcs_env, img_hw
         self.frame_stack, self.max_episode_steps = frame_stack, max_episode_steps
@@ -54,11 +42,13 @@ class PixelEnv(gym.Wrapper):
         low, high = env.action_space.low, env.action_space.high
         low, high = np.maximum(low, -1.0).astype(np.float32), np.minimum(high, 1.0).astype(np.float32)
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
-        self.frames: deque = deque(maxlen=frame_stack)
-        self.steps = 0
+        self._masker = None  # depth masks made frame by frame, as the dataset's were
+        if blur is not None and blur["masks"] == "depth":
+            from src.masks import DepthMasker, load_depth_model
 
-    def _obs(self) -> np.ndarray:
-        return np.concatenate(self.frames, axis=-1)
+            model = load_depth_model(blur["encoder"], "cpu", blur.get("model_path"))
+            args = [blur[k] for k in ("percentile", "threshold_alpha", "mask_kernel", "mask_sigma")]
+            self._masker = DepthMasker(model, *args)
 
     def _render(self) -> np.ndarray:
         """The rendered frame [H, W, 3]; with blur, its background blurred as the dataset's frames were (the agent's
@@ -71,30 +61,18 @@ class PixelEnv(gym.Wrapper):
         if self.blur["masks"] == "true":
             mask = segmentation_mask(self.dcs_env.physics, self.camera_id, self.img_hw, self.img_hw)
         else:
-            mask = self._depth_masker(frame)
+            mask = self._masker(frame)
         return blur_background(frame[None], mask[None], tuple(self.blur["kernel"]), float(self.blur["sigma"]))[0]
-
-    @property
-    def _depth_masker(self):
-        if getattr(self, "_masker", None) is None:
-            from src.masks import DepthMasker, load_depth_model
-
-            b = self.blur
-            model = load_depth_model(b["encoder"], "cpu", b.get("model_path"))
-            self._masker = DepthMasker(model, b["percentile"], b["threshold_alpha"], b["mask_kernel"], b["mask_sigma"])
-        return self._masker
 
     def reset(self, *, seed: int | None = None, options=None):
         if seed is not None:
             self.dcs_env.seed(seed)
         state, info = self.env.reset(seed=seed, options=options)
-        if self.blur is not None and self.blur["masks"] == "depth":
-            self._depth_masker.reset()  # a new episode: a new threshold
-        frame = self._render()
-        self.frames.clear()
-        self.frames.extend([frame] * self.frame_stack)  # padded with the first frame
+        if self._masker is not None:
+            self._masker.reset()  # a new episode: a new threshold
+        self.frames = deque([self._render()] * self.frame_stack, maxlen=self.frame_stack)  # first frame k times
         self.steps = 0
-        return self._obs(), {**info, "state": flatten_state(state)}
+        return np.concatenate(self.frames, axis=-1), {**info, "state": flatten_state(state)}
 
     def step(self, action):
         action = np.clip(np.asarray(action, dtype=np.float64), self.action_space.low, self.action_space.high)
@@ -102,7 +80,8 @@ class PixelEnv(gym.Wrapper):
         self.frames.append(self._render())
         self.steps += 1
         truncated = bool(truncated) or self.steps >= self.max_episode_steps
-        return self._obs(), float(reward), bool(terminated), truncated, {**info, "state": flatten_state(state)}
+        obs = np.concatenate(self.frames, axis=-1)
+        return obs, float(reward), bool(terminated), truncated, {**info, "state": flatten_state(state)}
 
 
 def make_env(
@@ -116,32 +95,17 @@ def make_env(
     frame_stack: int = 3,
     max_episode_steps: int = 1000,
     seed: int | None = None,
-    camera_id: int | None = None,
     camera_mode: str = "release",
     blur: Mapping | None = None,
 ) -> PixelEnv:
-    """A DCS gymnasium environment: observations uint8 [img_hw, img_hw, 3 * frame_stack], actions in [-1, 1].
-
-    backgrounds_path: a DAVIS-2017 folder or "builtin" (procedural videos; also None). max_episode_steps: episode
-    length (the suite's own limit is 1000 steps). seed: the first episode's seed (reset(seed=s) reseeds).
-    camera_mode: "release" (as the paper's datasets) or "corrected" (see src.dcs.suite.CameraDistraction).
-    blur: {"kernel", "sigma"} to blur each frame's background (true foreground masks), as blur_from_attrs gives.
-    """
-    cam = C.RENDER_CAMERA_ID.get(domain_name, 0) if camera_id is None else camera_id
+    """A DCS environment (module docstring). backgrounds_path: a DAVIS-2017 folder or "builtin" (also None). seed: the
+    first episode's. camera_mode: "release" or "corrected" (src.dcs.suite.CameraDistraction). blur: as
+    blur_from_attrs gives, to blur each frame's background."""
+    cam = C.RENDER_CAMERA_ID.get(domain_name, 0)
     dcs_env = load(
-        domain_name,
-        task_name,
-        difficulty=difficulty,
-        dynamic=dynamic,
-        background_dataset_path=backgrounds_path,
-        background_dataset_videos=backgrounds_split,
-        camera_id=cam,
-        camera_mode=camera_mode,
-        seed=seed,
+        domain_name, task_name, difficulty, dynamic, backgrounds_path, backgrounds_split, cam, camera_mode, seed=seed
     )
-    render_kwargs = {"height": img_hw, "width": img_hw, "camera_id": cam}
-    env = DmControlCompatibilityV0(dcs_env, render_mode="rgb_array", render_kwargs=render_kwargs)
-    return PixelEnv(env, dcs_env, img_hw, frame_stack, max_episode_steps, cam, blur)
+    return PixelEnv(dcs_env, img_hw, frame_stack, max_episode_steps, cam, blur)
 
 
 def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str | None = None) -> dict:
@@ -166,21 +130,14 @@ def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str |
     return blur
 
 
-def env_kwargs_from_attrs(
-    attrs: Mapping, backgrounds_path: str | None = None, split: str | None = None, **overrides
-) -> dict:
-    """make_env arguments that rebuild a dataset's environment from its root attributes.
-
-    Datasets recorded with the built-in videos (root attribute background_source = "builtin") rebuild them;
-    DAVIS datasets (background_source "davis", or absent as in the paper's released files) need the DAVIS
-    folder as backgrounds_path unless the difficulty is vanilla. split: the background videos (default: train).
-    """
+def env_kwargs_from_attrs(attrs: Mapping, backgrounds_path: str | None = None, split: str | None = None, **overrides):
+    """make_env arguments that rebuild a dataset's environment from its root attributes. Built-in videos (attribute
+    background_source "builtin") are rebuilt; DAVIS ones (background_source "davis", or absent as in the paper's
+    files) need the DAVIS folder as backgrounds_path unless the difficulty is vanilla. split: default "train"."""
     missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
     if missing:
         raise KeyError(f"dataset root attribute(s) {missing} missing: cannot rebuild its environment")
-    source = attrs.get("background_source", "davis")
-    if isinstance(source, bytes):
-        source = source.decode()
+    source = plain_attr(attrs.get("background_source", "davis"))
     difficulty = str(attrs["difficulty"])
     if backgrounds_path is None:
         if source == C.BUILTIN:
@@ -190,18 +147,10 @@ def env_kwargs_from_attrs(
                 f"the dataset was recorded with DAVIS backgrounds (difficulty {difficulty}): pass the DAVIS folder "
                 "(e.g. --bc.dcs_backgrounds_path=DAVIS/JPEGImages/480p) to rebuild its evaluation environment"
             )
-    kwargs = dict(
-        domain_name=str(attrs["domain_name"]),
-        task_name=str(attrs["task_name"]),
-        difficulty=difficulty,
-        dynamic=bool(attrs["dynamic"]),
-        img_hw=int(attrs["img_hw"]),
-        backgrounds_path=backgrounds_path,
-        backgrounds_split=split or "train",
-        camera_mode=str(attrs.get("dcs_camera_mode", "release")),  # the paper's files: the release's camera
-    )
-    kwargs.update(overrides)
-    return kwargs
+    kwargs = dict(domain_name=str(attrs["domain_name"]), task_name=str(attrs["task_name"]), difficulty=difficulty)
+    kwargs |= dict(dynamic=bool(attrs["dynamic"]), img_hw=int(attrs["img_hw"]), backgrounds_path=backgrounds_path)
+    camera_mode = str(attrs.get("dcs_camera_mode", "release"))  # the paper's files: the release's camera
+    return kwargs | dict(backgrounds_split=split or "train", camera_mode=camera_mode) | overrides
 
 
 def egl_vendor() -> str:

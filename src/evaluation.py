@@ -9,9 +9,9 @@ from tqdm.auto import tqdm
 
 from src import dist
 
-# Returns of BC trained on the full labeled dataset (paper, Table 3): the normalising constants. One row per
-# environment of src.dcs.constants.PAPER_ENVS, in its order (not imported here: src.dcs loads dm_control and its
-# renderer; tests/test_consolidation.py checks the two agree).
+Policy = Callable[[torch.Tensor], torch.Tensor]  # uint8 observations [N, 3k, H, W] -> actions [N, A] (any float)
+# Returns of BC on the full labeled dataset (paper, Table 3), one row per src.dcs.constants.PAPER_ENVS in its order
+# (not imported: src.dcs loads dm_control and its renderer; tests/test_consolidation.py checks the two agree).
 NORMALIZING_RETURNS = {
     "cheetah-run": {"distractors": 823.0, "vanilla": 840.0},
     "walker-run": {"distractors": 749.0, "vanilla": 735.0},
@@ -20,17 +20,9 @@ NORMALIZING_RETURNS = {
 }
 
 
-def env_obs_to_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Environment observations uint8 [N, H, W, 3k] (channel-last, oldest first) -> uint8 [N, 3k, H, W]."""
-    return torch.as_tensor(obs, device=device).permute(0, 3, 1, 2).contiguous()
-
-
 def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
-    """mean_return / the BC-on-full-data return of the dataset's environment and setting (None for other environments).
-
-    attrs: a dataset's root attributes domain_name, task_name and difficulty ("vanilla": the column without
-    distractors; any other: with). The one normalisation of the project: the method scripts and plot_results use it.
-    """
+    """mean_return / the BC-on-full-data return of the environment and setting of a dataset's root attributes
+    (difficulty "vanilla": without distractors), None for other environments. The project's one normalisation."""
     env = f"{attrs['domain_name']}-{attrs['task_name']}"
     if mean_return is None or env not in NORMALIZING_RETURNS:
         return None
@@ -38,36 +30,17 @@ def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
     return mean_return / NORMALIZING_RETURNS[env][setting]
 
 
-def evaluate_for_dataset(
-    policy: Callable[[torch.Tensor], torch.Tensor],
-    attrs: dict,
-    stage,
-    run,
-    frame_stack: int,
-    device: torch.device | str,
-    prefix: str,
-    normalize: bool = True,
-) -> dict:
-    """Rollouts of `policy` in the environment a dataset was recorded in (rebuilt from its root attributes), as the
-    stage's final metrics: <prefix>/eval_returns_mean, _std, the list <prefix>/eval_returns and, with normalize,
-    <prefix>/normalized_score (Table 3).
-
-    stage: a stage config with eval_episodes, eval_seed, dcs_backgrounds_path, dcs_backgrounds_split (and
-    optionally eval_use_blur: blur the evaluation frames as the dataset's frames were blurred);
-    run: the run config with eval_num_envs, eval_max_episode_steps. No episodes: no environment is built.
-    """
+def evaluate_for_dataset(policy: Policy, attrs: dict, stage, run, frame_stack, device, prefix, normalize=True):
+    """Rollouts in the environment a dataset was recorded in (rebuilt from its root attributes; with the stage's
+    eval_use_blur, its frames blurred as the dataset's were) as a stage's final metrics: `<prefix>/eval_returns_mean`,
+    `_std`, `eval_returns` and, with normalize, `normalized_score`. No episodes: no environment is built."""
     env_kwargs = {}
     if stage.eval_episodes > 0:
         from src.envs import blur_from_attrs, env_kwargs_from_attrs  # dm_control only where environments are used
 
-        env_kwargs = env_kwargs_from_attrs(
-            attrs,
-            stage.dcs_backgrounds_path,
-            stage.dcs_backgrounds_split,
-            max_episode_steps=run.eval_max_episode_steps,
-            frame_stack=frame_stack,
-        )
-        if getattr(stage, "eval_use_blur", False):  # frames blurred as the dataset's were
+        limits = dict(max_episode_steps=run.eval_max_episode_steps, frame_stack=frame_stack)
+        env_kwargs = env_kwargs_from_attrs(attrs, stage.dcs_backgrounds_path, stage.dcs_backgrounds_split, **limits)
+        if getattr(stage, "eval_use_blur", False):
             path = getattr(stage, "data_path", None) or "the dataset"
             env_kwargs["blur"] = blur_from_attrs(attrs, path, getattr(stage, "eval_blur_model_path", None))
     ev = evaluate(policy, env_kwargs, stage.eval_episodes, stage.eval_seed, run.eval_num_envs, device, f"{prefix} eval")
@@ -78,23 +51,10 @@ def evaluate_for_dataset(
 
 
 @torch.no_grad()
-def evaluate(
-    policy: Callable[[torch.Tensor], torch.Tensor],
-    env_kwargs: dict,
-    num_episodes: int,
-    seed: int,
-    num_envs: int = 1,
-    device: torch.device | str = "cpu",
-    desc: str = "eval",
-) -> dict:
-    """Runs num_episodes episodes (episode i seeded with seed + i) with up to num_envs worker processes.
-
-    policy: uint8 observations [N, 3k, H, W] on `device` -> actions [N, A] (any float dtype, any device); it runs
-    with autocast disabled (fp32), as the released code evaluates.
-    In a distributed run (src/dist.py) rank r runs the episodes i with i % world_size == r and every rank gets all
-    the returns, in episode order.
-    Returns {"returns": [...], "mean": float, "std": float}.
-    """
+def evaluate(policy: Policy, env_kwargs: dict, num_episodes: int, seed: int, num_envs=1, device="cpu", desc="eval"):
+    """{"returns", "mean", "std"} of num_episodes episodes (episode i seeded with seed + i), num_envs worker processes
+    at a time. In a distributed run rank r runs the episodes i with i % world_size == r; every rank gets all the
+    returns, in episode order."""
     if num_episodes <= 0:
         return {"returns": [], "mean": None, "std": None}
     episodes = list(range(dist.rank(), num_episodes, dist.world_size()))  # this rank's share
@@ -105,21 +65,13 @@ def evaluate(
     return {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns))}
 
 
-def _rollouts(
-    policy: Callable[[torch.Tensor], torch.Tensor],
-    env_kwargs: dict,
-    episodes: list[int],
-    seed: int,
-    num_envs: int,
-    device: torch.device,
-    desc: str,
-) -> list[float]:
+def _rollouts(policy: Policy, env_kwargs: dict, episodes: list[int], seed: int, num_envs: int, device, desc: str):
     """The returns of the given episodes (episode i seeded with seed + i), num_envs at a time."""
     from src.envs import make_vec_env
 
     _note_software_rendering(device)
     num_envs = max(1, min(num_envs, len(episodes)))
-    envs = make_vec_env(env_kwargs, num_envs=num_envs, seed=seed, asynchronous=num_envs > 1)
+    envs = make_vec_env(env_kwargs, num_envs=num_envs, seed=seed)
     returns = []
     try:
         bar = tqdm(total=len(episodes), desc=desc, leave=False, disable=not dist.is_main())
@@ -132,7 +84,8 @@ def _rollouts(
             done = np.zeros(num_envs, dtype=bool)
             while not done[:n].all():
                 with torch.autocast(device.type, enabled=False):  # rollouts in fp32, as released
-                    actions = policy(env_obs_to_tensor(obs, device)).float().cpu().numpy()
+                    frames = torch.as_tensor(obs, device=device).permute(0, 3, 1, 2).contiguous()  # [N, 3k, H, W]
+                    actions = policy(frames).float().cpu().numpy()
                 obs, reward, terminated, truncated, _ = envs.step(actions)
                 ep_return += np.where(done, 0.0, reward)
                 done |= terminated | truncated
