@@ -39,9 +39,10 @@ from tqdm.auto import tqdm
 
 from src import dist
 from src.checkpoint import restore_stage, save_stage, seed_stage, stage_seed
-from src.data import check_batch_size, place_frames, watch_frames
+from src.data import check_batch_size, num_batches, place_frames, watch_frames
 from src.errors import ConfigError
 from src.files import write_json
+from src.optim import make_scheduler
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 PREEMPTED_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped on a signal after a checkpoint; run again to resume
@@ -120,11 +121,10 @@ def finish_wandb_quietly(exit_code: int) -> None:
 
 
 class Stage:
-    """name: the metric prefix ("lapo", "bc", ...); ckpt_name: its checkpoint in the run directory; objects: what the
-    checkpoint holds (a "sched" entry's learning rate is logged); total: its updates; run: the Run; load_from: a
-    finished checkpoint of another run to load instead of training, whose stored final metrics are reported with
-    reuse_metrics; batch_size, updates_per_epoch, epoch_samples (an epoch whose last batch is partial): for the
-    logged samples/s and epoch."""
+    """One stage: `name` is its metric prefix and its config section, `objects` what its checkpoint `ckpt_name` holds
+    (a "sched" entry's learning rate is logged), `total` its updates. load_from: a finished checkpoint of another
+    run, loaded instead of training (reuse_metrics: its stored final metrics reported too). batch_size,
+    updates_per_epoch, epoch_samples (an epoch whose last batch is partial): for the logged samples/s and epoch."""
 
     def __init__(
         self,
@@ -142,37 +142,55 @@ class Stage:
         if total < 1:
             raise ConfigError(f"{name}: the stage would run {total} updates; check its num_epochs / total_updates")
         self.name, self.ckpt, self.objects, self.total = name, run.dir / ckpt_name, objects, total
-        self.run, self.wandb_run, self.results, device = run.cfg, run.wandb, run.results, run.device
-        self.device = device
+        self.cfg, self.wandb_run, self.results, self.device = run.cfg, run.wandb, run.results, run.device
         self.load_from, self.reuse_metrics = load_from, reuse_metrics
         self.batch_size, self.updates_per_epoch, self.epoch_samples = batch_size, updates_per_epoch, epoch_samples
+        self.sched = objects.get("sched")
         self.started = time.perf_counter()  # the stage's wall time, for results.json
         saved = {}  # the loss window and final training loss of the checkpoint, if any
-        self.start, self.done = restore_stage(self.ckpt, objects, load_from, device, name, run.cfg, saved)
+        self.start, self.done = restore_stage(self.ckpt, objects, load_from, self.device, name, run.cfg, saved)
         dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
         self.skipped = self.done  # nothing trained in this process
-        self.guard = NanGuard(name, device)
+        self.guard = NanGuard(name, self.device)
         self.bar = None
         # The loss summed on the device over the current log window, and the mean training loss over the last
         # complete one (a final metric): as the checkpoint left them, if any.
-        self._loss_sum = None if saved.get("loss_sum") is None else saved["loss_sum"].to(device)
+        self._loss_sum = None if saved.get("loss_sum") is None else saved["loss_sum"].to(self.device)
         self._loss_count = saved.get("loss_count", 0)
         self.final_train_loss = saved.get("final_train_loss")
         self.data_seed = stage_seed(run.cfg.seed, name, "data", dist.rank())  # its epochs' order (infinite_epochs)
-        if not dist.is_main():
-            pass
-        elif load_from:
+        if dist.is_main() and load_from:
             tqdm.write(f"{name}: loaded the finished stage from {load_from}, not trained here")
-        elif self.done:
+        elif dist.is_main() and self.done:
             tqdm.write(f"{name}: finished earlier ({self.ckpt}), skipped")
-        elif self.start > 0:
+        elif dist.is_main() and self.start > 0:
             tqdm.write(f"{name}: resuming from update {self.start} of {total} ({self.ckpt})")
 
-    def batches(self, data, valid: torch.Tensor, batch_size: int, drop_last: bool = True, flag: str = "batch_size"):
-        """The stage's stream of index batches (infinite_epochs): its epochs ordered by the stage's own
-        seed, starting at the update the stage resumes from, so a resumed stage draws what an uninterrupted one
-        would draw next."""
-        return infinite_epochs(data, valid, batch_size, drop_last, flag=flag, seed=self.data_seed, start=self.start)
+    @classmethod
+    def on_data(
+        cls, name, ckpt_name, objects, run, c, data, valid, drop_last=True, whole_epochs=False, reuse_metrics=False
+    ):
+        """The stage of section config `c` over the samples `valid` of `data`, and its index batches. An epoch is
+        floor(N / B) batches of the global samples N (drop_last) or ceil(N / B); the stage runs c.num_epochs epochs
+        or c.total_updates updates (whole_epochs: rounded down to whole epochs, at least one, as released), under the
+        schedule objects["sched"] of objects["optim"]. A labeled batch (c.labeled_batch_size) counts in samples/s."""
+        samples = dist.total(len(valid))
+        per_epoch = num_batches(samples, c.batch_size, drop_last)
+        total = getattr(c, "total_updates", None)
+        if total is None:
+            total = c.num_epochs * per_epoch
+        elif whole_epochs:
+            total = max(1, total // per_epoch) * per_epoch
+        warmup = int(c.warmup_epochs * per_epoch)
+        objects["sched"] = make_scheduler(
+            objects["optim"], total, warmup, c.lr_schedule, getattr(c, "cooldown_ratio", 0)
+        )
+        extra = getattr(c, "labeled_batch_size", 0)
+        epoch_samples = (per_epoch * c.batch_size if drop_last else samples) + extra * per_epoch
+        sizes = dict(batch_size=c.batch_size + extra, updates_per_epoch=per_epoch, epoch_samples=epoch_samples)
+        stage = cls(name, ckpt_name, objects, total, run, c.checkpoint_path, reuse_metrics, **sizes)
+        flag, seed = f"--{name}.batch_size", stage.data_seed  # its own epoch order, from the update it resumes at
+        return stage, infinite_epochs(data, valid, c.batch_size, drop_last, flag=flag, seed=seed, start=stage.start)
 
     def updates(self) -> Iterator[int]:
         """The update numbers still to run; after the last one the stage's final checkpoint is written."""
@@ -239,7 +257,7 @@ class Stage:
         update, so none waits in a collective for a rank that has left)."""
         if not dist.active():
             return bool(_stop_signals)
-        if not self.every(self.run.log_every, step):
+        if not self.every(self.cfg.log_every, step):
             return False
         return dist.total(int(bool(_stop_signals))) > 0
 
@@ -256,7 +274,7 @@ class Stage:
         self._loss_sum = d if self._loss_sum is None else self._loss_sum + d  # no host sync
         self._loss_count += 1
         n = step + 1
-        if n % self.run.log_every == 0:
+        if n % self.cfg.log_every == 0:
             self.guard.check(self.ckpt)
             self.final_train_loss = self._loss_sum.item() / self._loss_count  # the loop syncs here anyway
             self._loss_sum, self._loss_count = None, 0
@@ -264,7 +282,7 @@ class Stage:
             if "sched" in self.objects:
                 values[f"{self.name}/learning_rate"] = self.objects["sched"].get_last_lr()[0]
             if self.batch_size:
-                samples = self._samples_before(n) - self._samples_before(n - self.run.log_every)
+                samples = self._samples_before(n) - self._samples_before(n - self.cfg.log_every)
                 values[f"{self.name}/samples_per_s"] = samples / (time.perf_counter() - self._window)
             if self.updates_per_epoch:
                 values[f"{self.name}/epoch"] = n / self.updates_per_epoch
@@ -272,7 +290,7 @@ class Stage:
             self.wandb_run.log(values)
             self.bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
             self._window = time.perf_counter()
-        if n % self.run.checkpoint_every == 0 and n < self.total:
+        if n % self.cfg.checkpoint_every == 0 and n < self.total:
             self.guard.check(self.ckpt)
             save_stage(self.ckpt, self.objects, n, done=False, extra=self._saved())
 
@@ -301,7 +319,7 @@ class Stage:
         if stored is not None:
             metrics = stored if not self.load_from else {**stored, f"{self.name}/trained_updates": 0}
         else:
-            seed_stage(self.run.seed, self.name, "final")  # the same draws whenever and wherever they are computed
+            seed_stage(self.cfg.seed, self.name, "final")  # the same draws whenever and wherever they are computed
             self.wandb_run.start()
             computed = compute()
             if self.final_train_loss is not None:  # mean loss of the stage's last complete log window
