@@ -82,7 +82,6 @@ def train_bc(run: Run) -> Actor:
     actor = build_models(cfg, data.shapes)["actor"].to(run.device)
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
-    # floor(N / B) batches per epoch; total_updates, when given, exactly
     stage, batches = Stage.on_data("bc", "bc.pt", {"actor": actor, "optim": optim}, run, c, data, valid)
     aug = Augmenter() if c.use_aug else None
     for step in stage.updates():

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from src import dist
 from src.config import RunConfig
-from src.data import Shapes, TrajectoryData, check_compatible, normalize_obs
+from src.data import Shapes, TrajectoryData, normalize_obs
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, ReFedMLP, ResNetEncoder, compile_networks, weight_init
@@ -156,16 +156,13 @@ def train_idm(run: Run) -> IDM:
     data = run.load(c.data_path, c.frame_stack, c.max_trajectories, min_offset=c.future_obs_offset)
     eval_data = None
     if c.eval_data_path:
-        eval_data = run.load(c.eval_data_path, c.frame_stack)
-        check_compatible(data, eval_data, "evaluation")
+        eval_data = run.load(c.eval_data_path, c.frame_stack, like=data, what="evaluation")
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("idm")  # its random streams from (seed, stage name) alone, before its networks
     idm = build_models(cfg, data.shapes, "idm")["idm"].to(device)
     compile_networks(cfg.compile, idm)
     optim = make_optimizer(idm, "adam", c.learning_rate, c.weight_decay)
-    # As released: ceil(N / B) batches per epoch (the last partial batch of each epoch kept) and whole epochs only,
-    # batches_per_epoch * floor(total_updates / batches_per_epoch) updates (at least one epoch).
-    objects = {"idm": idm, "optim": optim}
+    objects = {"idm": idm, "optim": optim}  # as released: ceil(N / B) batches per epoch, whole epochs only
     stage, batches = Stage.on_data("idm", "idm.pt", objects, run, c, data, valid, drop_last=False, whole_epochs=True)
     eval_mse = lambda: eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)  # Fig. 9a's number
     for step in stage.updates():

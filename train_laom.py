@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from src import dist
 from src.augs import Augmenter
 from src.config import RunConfig
-from src.data import Shapes, TrajectoryData, check_compatible, normalize_obs
+from src.data import Shapes, TrajectoryData, normalize_obs
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, compile_networks, encoder_out_dim, weight_init
@@ -232,17 +232,17 @@ def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMConfig, aug: Op
 
 
 @torch.no_grad()
-def final_probe_mse(lam: LAOM, probes: Probes, data, valid, c: LAOMConfig, aug, device, num_batches: int) -> dict:
-    """Probe MSEs averaged over `num_batches` fresh batches, drawn and augmented as in training (no update)."""
+def final_probe_mse(lam: LAOM, probes: Probes, data, valid, c: LAOMConfig, aug, device) -> dict:
+    """Probe MSEs averaged over c.final_probe_batches fresh batches, drawn and augmented as in training (no update)."""
     lam.eval()
     sums = None
-    for _ in range(num_batches):
+    for _ in range(c.final_probe_batches):
         obs, future_obs, _, b = stage1_batch(data, data.sample(valid, c.batch_size), c, aug)
         with autocast(device):
             z, e_t = lam.latent_action(obs, future_obs)
         losses = probes(z, e_t, b["actions"], b["states"])
         sums = losses if sums is None else {k: sums[k] + v for k, v in losses.items()}
-    return {f"lapo/final_{k.removesuffix('_loss')}": (v / num_batches).item() for k, v in sums.items()}
+    return {f"lapo/final_{k.removesuffix('_loss')}": (v / c.final_probe_batches).item() for k, v in sums.items()}
 
 
 @torch.no_grad()
@@ -306,11 +306,10 @@ def train_lam(run: Run) -> LAOM:
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-        out = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
+        out = final_probe_mse(lam, probes, data, valid, c, aug, device)
         eval_data = None
         if c.eval_data_path:
-            eval_data = run.load(c.eval_data_path, c.frame_stack)
-            check_compatible(data, eval_data, "evaluation")
+            eval_data = run.load(c.eval_data_path, c.frame_stack, like=data, what="evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         out |= probe_now(eval_data)
@@ -369,18 +368,15 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
 
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
-    cfg, c, device = run.cfg, run.cfg.decoder, run.device
-    frame_stack = cfg.bc.frame_stack
+    cfg, c, device, frame_stack = run.cfg, run.cfg.decoder, run.device, run.cfg.bc.frame_stack
     reference = run.load(cfg.bc.data_path, frame_stack, cfg.bc.max_trajectories)
-    data = run.load(c.data_path, frame_stack, c.max_trajectories)
-    check_compatible(reference, data, "decoder (labeled)")
+    data = run.load(c.data_path, frame_stack, c.max_trajectories, like=reference, what="decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
     objects = {"decoder": decoder, "optim": optim}
-    # ceil(N / B) batches an epoch (the last partial batch kept), total_updates rounded down to whole epochs
     stage, batches = Stage.on_data(
         "decoder", "decoder.pt", objects, run, c, data, valid, drop_last=False, whole_epochs=True
     )
@@ -410,9 +406,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
-    if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
+    if cfg.lapo.frame_stack != cfg.bc.frame_stack:  # the LAM labels the actor's observations
+        raise ConfigError(f"bc.frame_stack={cfg.bc.frame_stack} must equal lapo.frame_stack={cfg.lapo.frame_stack}")
     run = start_run(cfg)
     lam = train_lam(run)
     if not cfg.lam_only:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from src import dist
 from src.augs import Augmenter
 from src.config import RunConfig
-from src.data import Shapes, TrajectoryData, check_batch_size, check_compatible, normalize_obs
+from src.data import Shapes, TrajectoryData, check_batch_size, normalize_obs
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, compile_networks, encoder_out_dim, weight_init
@@ -249,18 +249,17 @@ def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, a
 
 
 @torch.no_grad()
-def final_probe_mse(lam: LAOMLabels, probes: Probes, data, valid, c: LAOMLabelsConfig, aug, device,
-                    num_batches: int) -> dict:  # fmt: skip
-    """Probe MSEs averaged over `num_batches` fresh batches, drawn and augmented as in training (no update)."""
+def final_probe_mse(lam: LAOMLabels, probes: Probes, data, valid, c: LAOMLabelsConfig, aug, device) -> dict:
+    """Probe MSEs averaged over c.final_probe_batches fresh batches, drawn and augmented as in training (no update)."""
     lam.eval()
     sums = None
-    for _ in range(num_batches):
+    for _ in range(c.final_probe_batches):
         (obs, future_obs, _), b, _ = stage1_batch(data, data.sample(valid, c.batch_size), c, aug)
         with autocast(device):
             z, e_t = lam.latent_action(obs, future_obs)
         losses = probes(z, e_t, b["actions"], b["states"])
         sums = losses if sums is None else {k: sums[k] + v for k, v in losses.items()}
-    return {f"lapo/final_{k.removesuffix('_loss')}": (v / num_batches).item() for k, v in sums.items()}
+    return {f"lapo/final_{k.removesuffix('_loss')}": (v / c.final_probe_batches).item() for k, v in sums.items()}
 
 
 @torch.no_grad()
@@ -287,16 +286,14 @@ def train_lam(run: Run) -> LAOMLabels:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
     data = run.load(c.data_path, c.frame_stack, c.max_trajectories, min_offset=c.future_obs_offset, load_states=True)
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
-    labeled = run.load(c.labeled_data_path, c.frame_stack, min_offset=c.future_obs_offset)
-    check_compatible(data, labeled, "labeled")
+    labeled = run.load(c.labeled_data_path, c.frame_stack, min_offset=c.future_obs_offset, like=data, what="labeled")
     labeled_valid = labeled.valid_indices(c.future_obs_offset)
     # Labeled batches are drawn with replacement (the labeled set may be small): a larger batch repeats samples.
     total_labeled = dist.total(len(labeled_valid))
     check_batch_size("--lapo.labeled_batch_size", c.labeled_batch_size, total_labeled, labeled.path, True)
     eval_data = None
     if c.eval_data_path:
-        eval_data = run.load(c.eval_data_path, c.frame_stack)
-        check_compatible(data, eval_data, "evaluation")
+        eval_data = run.load(c.eval_data_path, c.frame_stack, like=data, what="evaluation")
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
     lam, probes = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probes").values()]
     # Target of the FDM: an EMA copy of the encoder made at initialisation (released code), or the online encoder
@@ -309,8 +306,7 @@ def train_lam(run: Run) -> LAOMLabels:
     objects = {"lam": lam, "probes": probes, "optim": optim, "probe_optim": probe_optim}
     if target_encoder is not None:
         objects["target_encoder"] = target_encoder
-    # ceil(N / B) batches per epoch: the last partial batch of each epoch is kept, as released (LAPO drops it); the
-    # labeled batch, whole at every update, counts in samples/s
+    # ceil(N / B) batches per epoch: the last partial batch of each epoch is kept, as released (LAPO drops it)
     stage, batches = Stage.on_data("lapo", "lam.pt", objects, run, c, data, valid, drop_last=False, reuse_metrics=True)
     aug = Augmenter() if c.use_aug else None
     # the closed-form ridge probe of the current latents (src/probes.py)
@@ -354,7 +350,7 @@ def train_lam(run: Run) -> LAOMLabels:
 
     def final() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-        metrics = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
+        metrics = final_probe_mse(lam, probes, data, valid, c, aug, device)
         if eval_data is not None:
             metrics["lapo/eval_action_mse"] = eval_action_mse(lam, eval_data, c, device).item()
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
@@ -414,18 +410,15 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
 
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
-    cfg, c, device = run.cfg, run.cfg.decoder, run.device
-    frame_stack = cfg.bc.frame_stack
+    cfg, c, device, frame_stack = run.cfg, run.cfg.decoder, run.device, run.cfg.bc.frame_stack
     reference = run.load(cfg.bc.data_path, frame_stack, cfg.bc.max_trajectories)
-    data = run.load(c.data_path, frame_stack, c.max_trajectories)
-    check_compatible(reference, data, "decoder (labeled)")
+    data = run.load(c.data_path, frame_stack, c.max_trajectories, like=reference, what="decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
     objects = {"decoder": decoder, "optim": optim}
-    # ceil(N / B) batches an epoch (the last partial batch kept), total_updates rounded down to whole epochs
     stage, batches = Stage.on_data(
         "decoder", "decoder.pt", objects, run, c, data, valid, drop_last=False, whole_epochs=True
     )
@@ -455,9 +448,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
-    if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
+    if cfg.lapo.frame_stack != cfg.bc.frame_stack:  # the LAM labels the actor's observations
+        raise ConfigError(f"bc.frame_stack={cfg.bc.frame_stack} must equal lapo.frame_stack={cfg.lapo.frame_stack}")
     if cfg.decoder.data_path is None:
         cfg.decoder.data_path = cfg.lapo.labeled_data_path  # the decoder learns from the LAM's labels
     run = start_run(cfg)

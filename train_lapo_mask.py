@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from src import dist
 from src.augs import Augmenter
 from src.config import RunConfig
-from src.data import Shapes, TrajectoryData, check_compatible, load_masks, normalize_obs, stacked_masks
+from src.data import Shapes, TrajectoryData, load_masks, normalize_obs, stacked_masks
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, compile_networks, weight_init
@@ -293,18 +293,17 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) ->
 
 
 @torch.no_grad()
-def final_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device,
-                    num_batches: int) -> float:  # fmt: skip
-    """Action-probe MSE averaged over `num_batches` fresh batches, drawn as in training (no update)."""
+def final_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device) -> float:
+    """Action-probe MSE averaged over c.final_probe_batches fresh batches, drawn as in training (no update)."""
     lam.eval()
     total = torch.zeros((), device=device)
-    for _ in range(num_batches):
+    for _ in range(c.final_probe_batches):
         b = data.batch(data.sample(valid, c.batch_size), c.frame_stack, future_offset=c.future_obs_offset)
         with autocast(device):
             z = lam.label(normalize_obs(b["obs"]), normalize_obs(b["future_obs"]))  # [B, Z]
             pred = probe(z)  # [B, A]
         total += F.mse_loss(pred.float(), b["actions"])
-    return total.item() / max(1, num_batches)
+    return total.item() / max(1, c.final_probe_batches)
 
 
 @torch.no_grad()
@@ -374,12 +373,10 @@ def train_lam(run: Run) -> LAPO:
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-        out = {"lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device,
-                                                              c.final_probe_batches)}  # fmt: skip
+        out = {"lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device)}
         eval_data = None
         if c.eval_data_path:
-            eval_data = run.load(c.eval_data_path, c.frame_stack)
-            check_compatible(data, eval_data, "evaluation")
+            eval_data = run.load(c.eval_data_path, c.frame_stack, like=data, what="evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         out |= probe_now(eval_data)
@@ -438,18 +435,15 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
 
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
-    cfg, c, device = run.cfg, run.cfg.decoder, run.device
-    frame_stack = cfg.bc.frame_stack
+    cfg, c, device, frame_stack = run.cfg, run.cfg.decoder, run.device, run.cfg.bc.frame_stack
     reference = run.load(cfg.bc.data_path, frame_stack, cfg.bc.max_trajectories)
-    data = run.load(c.data_path, frame_stack, c.max_trajectories)
-    check_compatible(reference, data, "decoder (labeled)")
+    data = run.load(c.data_path, frame_stack, c.max_trajectories, like=reference, what="decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
     objects = {"decoder": decoder, "optim": optim}
-    # ceil(N / B) batches an epoch (the last partial batch kept), total_updates rounded down to whole epochs
     stage, batches = Stage.on_data(
         "decoder", "decoder.pt", objects, run, c, data, valid, drop_last=False, whole_epochs=True
     )
@@ -479,9 +473,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
-    if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
+    if cfg.lapo.frame_stack != cfg.bc.frame_stack:  # the LAM labels the actor's observations
+        raise ConfigError(f"bc.frame_stack={cfg.bc.frame_stack} must equal lapo.frame_stack={cfg.lapo.frame_stack}")
     if not cfg.lapo.masks_path and cfg.lapo.checkpoint_path is None:
         raise ConfigError(
             "lapo.masks_path is required: the HDF5 foreground masks of lapo.data_path (make them with "

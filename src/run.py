@@ -15,7 +15,7 @@ import torch
 from src import dist
 from src.checkpoint import seed_stage, set_seed
 from src.config import RunConfig, config_differences, config_fields
-from src.data import TrajectoryData, check_data_file, load_dataset, trajectory_count
+from src.data import check_compatible, check_data_file, load_dataset, trajectory_count
 from src.device import get_device, no_gpu_note, render_on
 from src.errors import ConfigError, UserError, user_errors
 from src.files import replace_or_explain, write_json
@@ -185,10 +185,14 @@ class Run:
         stage starts the same whether the stages before it were trained, resumed, skipped or loaded."""
         seed_stage(self.cfg.seed, name)
 
-    def load(self, path: str, frame_stack: int, max_trajectories=None, load_states=False, **kw) -> TrajectoryData:
-        """load_dataset on the run's device, frames where --frames_device says; states only when asked (probes)."""
+    def load(self, path, frame_stack, max_trajectories=None, load_states=False, like=None, what="", **kw):
+        """load_dataset on the run's device, frames where --frames_device says, states only when asked (probes);
+        `like`: a dataset whose image and action sizes it must have (check_compatible, `what` naming it)."""
         kw |= dict(max_trajectories=max_trajectories, load_states=load_states, frames_device=self.cfg.frames_device)
-        return load_dataset(path, self.device, frame_stack, **kw)
+        data = load_dataset(path, self.device, frame_stack, **kw)
+        if like is not None:
+            check_compatible(like, data, what)
+        return data
 
     def finish(self) -> dict:
         """Writes results.json, prints the headline metrics and ends the wandb run; returns the results."""
