@@ -247,7 +247,7 @@ class Stage:
             values = {f"{self.name}/{k}": (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
             if self.sched is not None:
                 values[f"{self.name}/learning_rate"] = self.sched.get_last_lr()[0]
-            if self.batch_size:
+            if self.epoch_samples:
                 samples = self._samples_before(n) - self._samples_before(n - self.cfg.log_every)
                 values[f"{self.name}/samples_per_s"] = samples / (time.perf_counter() - self._window)
             if self.updates_per_epoch:
@@ -261,8 +261,6 @@ class Stage:
 
     def _samples_before(self, n: int) -> int:
         """The samples of updates 0 .. n-1: whole epochs, then full batches (an epoch's partial batch is its last)."""
-        if not self.epoch_samples or not self.updates_per_epoch:
-            return n * self.batch_size
         epochs, rest = divmod(n, self.updates_per_epoch)
         return epochs * self.epoch_samples + rest * self.batch_size
 
