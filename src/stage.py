@@ -101,7 +101,7 @@ class Stage:
     """One stage: `name` is its metric prefix and config section, `objects` what its checkpoint `ckpt_name` holds (a
     "sched" entry's learning rate is logged), `total` its updates. load_from: a finished checkpoint of another run,
     loaded instead of training (reuse_metrics: its stored final metrics too). batch_size, updates_per_epoch and
-    epoch_samples (an epoch whose last batch is partial) give the logged samples/s and epoch."""
+    epoch_samples (one epoch's samples, its partial batch included) give the logged samples/s and epoch (on_data)."""
 
     def __init__(
         self,
