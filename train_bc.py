@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from src import dist
 from src.augs import Augmenter
 from src.config import RunConfig
-from src.data import Shapes, load_dataset, normalize_obs
+from src.data import Shapes, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, compile_networks
-from src.optim import autocast, make_optimizer, make_scheduler
+from src.optim import autocast, make_optimizer
 from src.run import Run, main, start_run
 from src.stage import Stage
 
@@ -76,20 +76,14 @@ def build_models(cfg: Config, shapes: Shapes) -> dict[str, nn.Module]:
 
 def train_bc(run: Run) -> Actor:
     cfg, c = run.cfg, run.cfg.bc
-    data = load_dataset(c.data_path, run.device, c.frame_stack, min_offset=0, load_states=False,
-                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = run.load(c.data_path, c.frame_stack, c.max_trajectories, min_offset=0)
     valid = data.valid_indices(0)
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor = build_models(cfg, data.shapes)["actor"].to(run.device)
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
-    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
-    total = c.total_updates if c.total_updates is not None else c.num_epochs * batches_per_epoch
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule, c.cooldown_ratio)
-    objects = {"actor": actor, "optim": optim, "sched": sched}
-    stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
+    stage, batches = Stage.on_data("bc", "bc.pt", {"actor": actor, "optim": optim}, run, c, data, valid)
     aug = Augmenter() if c.use_aug else None
-    batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack)
         obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
@@ -104,7 +98,7 @@ def train_bc(run: Run) -> Actor:
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
         optim.step()
-        sched.step()
+        stage.sched.step()
         stage.log(step, loss, mse_loss=loss)
 
     actor.eval()
@@ -117,9 +111,7 @@ def train_bc(run: Run) -> Actor:
 def train(cfg: Config) -> dict:
     run = start_run(cfg)
     train_bc(run)
-    out = run.results.finish()
-    run.wandb.finish()
-    return out
+    return run.finish()
 
 
 if __name__ == "__main__":

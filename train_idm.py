@@ -22,11 +22,11 @@ import torch.nn.functional as F
 
 from src import dist
 from src.config import RunConfig
-from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
+from src.data import Shapes, TrajectoryData, normalize_obs
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, ReFedMLP, ResNetEncoder, compile_networks, weight_init
-from src.optim import autocast, make_optimizer, make_scheduler
+from src.optim import autocast, make_optimizer
 from src.run import Run, main, start_run
 from src.stage import Stage
 
@@ -153,28 +153,17 @@ def train_idm(run: Run) -> IDM:
     cfg, c, device = run.cfg, run.cfg.idm, run.device
     if c.use_aug:
         raise ConfigError("idm.use_aug=True is not supported (the paper's config uses False)")
-    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset, load_states=False,
-                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = run.load(c.data_path, c.frame_stack, c.max_trajectories, min_offset=c.future_obs_offset)
     eval_data = None
     if c.eval_data_path:
-        eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
-                                 frames_device=cfg.frames_device)  # fmt: skip
-        check_compatible(data, eval_data, "evaluation")
+        eval_data = run.load(c.eval_data_path, c.frame_stack, like=data, what="evaluation")
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("idm")  # its random streams from (seed, stage name) alone, before its networks
     idm = build_models(cfg, data.shapes, "idm")["idm"].to(device)
     compile_networks(cfg.compile, idm)
     optim = make_optimizer(idm, "adam", c.learning_rate, c.weight_decay)
-    # As released: ceil(N / B) batches per epoch (the last partial batch of each epoch kept) and whole epochs only,
-    # batches_per_epoch * floor(total_updates / batches_per_epoch) updates (at least one epoch).
-    num_samples = dist.total(len(valid))  # global samples
-    batches_per_epoch = num_batches(num_samples, c.batch_size, drop_last=False)  # the last partial batch kept
-    total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"idm": idm, "optim": optim, "sched": sched}
-    stage = Stage("idm", "idm.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
-                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
-    batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--idm.batch_size")
+    objects = {"idm": idm, "optim": optim}  # as released: ceil(N / B) batches per epoch, whole epochs only
+    stage, batches = Stage.on_data("idm", "idm.pt", objects, run, c, data, valid, drop_last=False, whole_epochs=True)
     eval_mse = lambda: eval_action_mse(idm, eval_data, c.frame_stack, c.batch_size, device)  # Fig. 9a's number
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, future_offset=c.future_obs_offset)
@@ -189,9 +178,9 @@ def train_idm(run: Run) -> IDM:
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(idm.parameters(), c.grad_norm)
         optim.step()
-        sched.step()
+        stage.sched.step()
         stage.log(step, loss, mse_loss=loss)
-        if eval_data is not None and stage.every(c.eval_every, step) and step + 1 < total:
+        if eval_data is not None and stage.every(c.eval_every, step) and step + 1 < stage.total:
             run.wandb.log({"idm/eval_action_mse": eval_mse(), "idm/step": step + 1})
 
     stage.final_metrics(lambda: {} if eval_data is None else {"idm/eval_action_mse": eval_mse()})
@@ -206,19 +195,13 @@ def train_bc(run: Run, idm: IDM) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
     if c.use_aug:
         raise ConfigError("bc.use_aug=True is not supported (the paper's config uses False)")
-    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
-                        frames_device=cfg.frames_device)  # fmt: skip
+    data = run.load(c.data_path, c.frame_stack, c.max_trajectories)
     valid = data.valid_indices(1)
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor = build_models(cfg, data.shapes, "actor")["actor"].to(device)
     compile_networks(cfg.compile, actor)
     optim = make_optimizer(actor, "adamw", c.learning_rate, c.weight_decay)
-    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
-    total = c.num_epochs * batches_per_epoch
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"actor": actor, "optim": optim, "sched": sched}
-    stage = Stage("bc", "bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size)
-    batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
+    stage, batches = Stage.on_data("bc", "bc.pt", {"actor": actor, "optim": optim}, run, c, data, valid)
     for step in stage.updates():
         batch = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs = normalize_obs(batch["obs"])  # [B, 3k, H, W] in [-1, 1]
@@ -233,7 +216,7 @@ def train_bc(run: Run, idm: IDM) -> Actor:
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(actor.parameters(), c.grad_norm)
         optim.step()
-        sched.step()
+        stage.sched.step()
         true_mse = F.mse_loss(pred.detach().float(), batch["actions"])
         stage.log(
             step, loss, mse_loss=loss, idm_label_mse=F.mse_loss(target, batch["actions"]), true_action_mse=true_mse
@@ -253,9 +236,7 @@ def train(cfg: Config) -> dict:
     idm = train_idm(run)
     if not cfg.idm_only:
         train_bc(run, idm)
-    out = run.results.finish()
-    run.wandb.finish()
-    return out
+    return run.finish()
 
 
 if __name__ == "__main__":

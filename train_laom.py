@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from src import dist
 from src.augs import Augmenter
 from src.config import RunConfig
-from src.data import Shapes, TrajectoryData, check_compatible, load_dataset, normalize_obs, num_batches
+from src.data import Shapes, TrajectoryData, normalize_obs
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, compile_networks, encoder_out_dim, weight_init
-from src.optim import autocast, make_optimizer, make_scheduler, soft_update
+from src.optim import autocast, make_optimizer, soft_update
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, main, start_run
 from src.stage import Stage
@@ -232,17 +232,17 @@ def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMConfig, aug: Op
 
 
 @torch.no_grad()
-def final_probe_mse(lam: LAOM, probes: Probes, data, valid, c: LAOMConfig, aug, device, num_batches: int) -> dict:
-    """Probe MSEs averaged over `num_batches` fresh batches, drawn and augmented as in training (no update)."""
+def final_probe_mse(lam: LAOM, probes: Probes, data, valid, c: LAOMConfig, aug, device) -> dict:
+    """Probe MSEs averaged over c.final_probe_batches fresh batches, drawn and augmented as in training (no update)."""
     lam.eval()
     sums = None
-    for _ in range(num_batches):
+    for _ in range(c.final_probe_batches):
         obs, future_obs, _, b = stage1_batch(data, data.sample(valid, c.batch_size), c, aug)
         with autocast(device):
             z, e_t = lam.latent_action(obs, future_obs)
         losses = probes(z, e_t, b["actions"], b["states"])
         sums = losses if sums is None else {k: sums[k] + v for k, v in losses.items()}
-    return {f"lapo/final_{k.removesuffix('_loss')}": (v / num_batches).item() for k, v in sums.items()}
+    return {f"lapo/final_{k.removesuffix('_loss')}": (v / c.final_probe_batches).item() for k, v in sums.items()}
 
 
 @torch.no_grad()
@@ -261,8 +261,7 @@ def eval_action_probe_mse(lam: LAOM, probes: Probes, data: TrajectoryData, c: LA
 
 def train_lam(run: Run) -> LAOM:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset,
-                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = run.load(c.data_path, c.frame_stack, c.max_trajectories, min_offset=c.future_obs_offset, load_states=True)
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
     lam, probes = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probes").values()]
@@ -271,17 +270,11 @@ def train_lam(run: Run) -> LAOM:
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
     probe_optim = make_optimizer(probes, "adam", c.learning_rate)
-    # ceil(N / B) batches per epoch: the last partial batch of each epoch is kept, as released (LAPO drops it)
-    num_samples = dist.total(len(valid))  # global samples
-    batches_per_epoch = num_batches(num_samples, c.batch_size, drop_last=False)  # the last partial batch kept
-    total = c.num_epochs * batches_per_epoch
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
     objects = {"lam": lam, "target_encoder": target_encoder, "probes": probes}
-    objects |= {"optim": optim, "probe_optim": probe_optim, "sched": sched}
-    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
-                  batch_size=c.batch_size, updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
+    objects |= {"optim": optim, "probe_optim": probe_optim}
+    # ceil(N / B) batches per epoch: the last partial batch of each epoch is kept, as released (LAPO drops it)
+    stage, batches = Stage.on_data("lapo", "lam.pt", objects, run, c, data, valid, drop_last=False, reuse_metrics=True)
     aug = Augmenter() if c.use_aug else None
-    batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--lapo.batch_size")
     # the closed-form ridge probe of the current latents (src/probes.py)
     probe_now = lambda eval_data=None: ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device,
                                                    c.ridge_probe_samples, eval_data=eval_data)  # fmt: skip
@@ -305,25 +298,23 @@ def train_lam(run: Run) -> LAOM:
             torch.nn.utils.clip_grad_norm_(lam.parameters(), c.grad_norm)
         optim.step()
         probe_optim.step()
-        sched.step()
+        stage.sched.step()
         if stage.every(c.target_update_every, step):
             soft_update(target_encoder, lam.encoder, c.target_tau)
         stage.log(step, loss, mse_loss=loss, **probe_losses)
-        curve.maybe_add(step, total, lam, probe_now)
+        curve.maybe_add(step, stage.total, lam, probe_now)
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-        out = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
+        out = final_probe_mse(lam, probes, data, valid, c, aug, device)
         eval_data = None
         if c.eval_data_path:
-            eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
-                                     frames_device=cfg.frames_device)  # fmt: skip
-            check_compatible(data, eval_data, "evaluation")
+            eval_data = run.load(c.eval_data_path, c.frame_stack, like=data, what="evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probes, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         out |= probe_now(eval_data)
         if curve.every:  # [update, validation MSE, test MSE(, leakage R²)] at each point, the last the final probe
-            out["lapo/ridge_probe_curve"] = curve.points(out, total)
+            out["lapo/ridge_probe_curve"] = curve.points(out, stage.total)
         out |= curve.init_metrics()  # the same probe of the initialised network (update 0): lapo/init/...
         return out
 
@@ -337,8 +328,7 @@ def train_lam(run: Run) -> LAOM:
 
 def train_latent_bc(run: Run, lam: LAOM) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
-                        frames_device=cfg.frames_device)  # fmt: skip
+    data = run.load(c.data_path, c.frame_stack, c.max_trajectories)
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor, debug_head = [m.to(device) for m in build_models(cfg, data.shapes, "actor", "debug_head").values()]
@@ -347,14 +337,9 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
     # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,
     # with AdamW's default weight decay 0.01 on all its parameters, biases included, as released.
     optim.add_param_group({"params": list(debug_head.parameters()), "weight_decay": 0.01})
-    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
-    total = c.num_epochs * batches_per_epoch
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
-    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
-                  updates_per_epoch=batches_per_epoch)  # fmt: skip
+    objects = {"actor": actor, "debug_head": debug_head, "optim": optim}
+    stage, batches = Stage.on_data("bc", "latent_bc.pt", objects, run, c, data, valid)  # floor(N / B) batches an epoch
     aug = Augmenter() if c.use_aug else None
-    batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
@@ -368,7 +353,7 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
         (loss + debug_loss).backward()
         dist.average_gradients(actor, debug_head)  # the gradient over the global batch (all ranks)
         optim.step()
-        sched.step()
+        stage.sched.step()
         stage.log(step, loss, mse_loss=loss, debug_action_mse_loss=debug_loss)
 
     actor.eval().requires_grad_(False)
@@ -383,27 +368,19 @@ def train_latent_bc(run: Run, lam: LAOM) -> Actor:
 
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
-    cfg, c, device = run.cfg, run.cfg.decoder, run.device
-    frame_stack = cfg.bc.frame_stack
-    reference = load_dataset(cfg.bc.data_path, device, frame_stack, load_states=False,
-                             max_trajectories=cfg.bc.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
-    data = load_dataset(c.data_path, device, frame_stack, load_states=False, max_trajectories=c.max_trajectories,
-                        frames_device=cfg.frames_device)  # fmt: skip
-    check_compatible(reference, data, "decoder (labeled)")
+    cfg, c, device, frame_stack = run.cfg, run.cfg.decoder, run.device, run.cfg.bc.frame_stack
+    reference = run.load(cfg.bc.data_path, frame_stack, cfg.bc.max_trajectories)
+    data = run.load(c.data_path, frame_stack, c.max_trajectories, like=reference, what="decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
-    num_samples = dist.total(len(valid))  # global samples
-    batches_per_epoch = num_batches(num_samples, c.batch_size, drop_last=False)  # the last partial batch kept
-    total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
-                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
+    objects = {"decoder": decoder, "optim": optim}
+    stage, batches = Stage.on_data(
+        "decoder", "decoder.pt", objects, run, c, data, valid, drop_last=False, whole_epochs=True
+    )
     aug = Augmenter() if c.use_aug else None
-    batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), frame_stack)
         obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
@@ -418,7 +395,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         loss.backward()
         dist.average_gradients(decoder, samples=len(obs))  # over the global batch (all ranks), partial or not
         optim.step()
-        sched.step()
+        stage.sched.step()
         stage.log(step, loss, mse_loss=loss)
 
     decoder.eval()
@@ -429,17 +406,14 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
-    if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
+    if cfg.lapo.frame_stack != cfg.bc.frame_stack:  # the LAM labels the actor's observations
+        raise ConfigError(f"bc.frame_stack={cfg.bc.frame_stack} must equal lapo.frame_stack={cfg.lapo.frame_stack}")
     run = start_run(cfg)
     lam = train_lam(run)
     if not cfg.lam_only:
         actor = train_latent_bc(run, lam)
         train_decoder(run, actor)
-    out = run.results.finish()
-    run.wandb.finish()
-    return out
+    return run.finish()
 
 
 if __name__ == "__main__":

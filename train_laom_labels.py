@@ -29,19 +29,11 @@ import torch.nn.functional as F
 from src import dist
 from src.augs import Augmenter
 from src.config import RunConfig
-from src.data import (
-    Shapes,
-    TrajectoryData,
-    check_batch_size,
-    check_compatible,
-    load_dataset,
-    normalize_obs,
-    num_batches,
-)
+from src.data import Shapes, TrajectoryData, check_batch_size, normalize_obs
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, ReFedMLP, ResNetEncoder, compile_networks, encoder_out_dim, weight_init
-from src.optim import autocast, make_optimizer, make_scheduler, soft_update
+from src.optim import autocast, make_optimizer, soft_update
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, main, start_run
 from src.stage import Stage
@@ -257,18 +249,17 @@ def stage1_batch(data: TrajectoryData, idx: torch.Tensor, c: LAOMLabelsConfig, a
 
 
 @torch.no_grad()
-def final_probe_mse(lam: LAOMLabels, probes: Probes, data, valid, c: LAOMLabelsConfig, aug, device,
-                    num_batches: int) -> dict:  # fmt: skip
-    """Probe MSEs averaged over `num_batches` fresh batches, drawn and augmented as in training (no update)."""
+def final_probe_mse(lam: LAOMLabels, probes: Probes, data, valid, c: LAOMLabelsConfig, aug, device) -> dict:
+    """Probe MSEs averaged over c.final_probe_batches fresh batches, drawn and augmented as in training (no update)."""
     lam.eval()
     sums = None
-    for _ in range(num_batches):
+    for _ in range(c.final_probe_batches):
         (obs, future_obs, _), b, _ = stage1_batch(data, data.sample(valid, c.batch_size), c, aug)
         with autocast(device):
             z, e_t = lam.latent_action(obs, future_obs)
         losses = probes(z, e_t, b["actions"], b["states"])
         sums = losses if sums is None else {k: sums[k] + v for k, v in losses.items()}
-    return {f"lapo/final_{k.removesuffix('_loss')}": (v / num_batches).item() for k, v in sums.items()}
+    return {f"lapo/final_{k.removesuffix('_loss')}": (v / c.final_probe_batches).item() for k, v in sums.items()}
 
 
 @torch.no_grad()
@@ -293,21 +284,16 @@ def eval_action_mse(lam: LAOMLabels, data: TrajectoryData, c: LAOMLabelsConfig, 
 
 def train_lam(run: Run) -> LAOMLabels:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset,
-                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = run.load(c.data_path, c.frame_stack, c.max_trajectories, min_offset=c.future_obs_offset, load_states=True)
     valid = data.valid_indices(c.future_obs_offset)  # t with t + K <= T - 1
-    labeled = load_dataset(c.labeled_data_path, device, c.frame_stack, min_offset=c.future_obs_offset,
-                           load_states=False, frames_device=cfg.frames_device)  # fmt: skip
-    check_compatible(data, labeled, "labeled")
+    labeled = run.load(c.labeled_data_path, c.frame_stack, min_offset=c.future_obs_offset, like=data, what="labeled")
     labeled_valid = labeled.valid_indices(c.future_obs_offset)
     # Labeled batches are drawn with replacement (the labeled set may be small): a larger batch repeats samples.
     total_labeled = dist.total(len(labeled_valid))
     check_batch_size("--lapo.labeled_batch_size", c.labeled_batch_size, total_labeled, labeled.path, True)
     eval_data = None
     if c.eval_data_path:
-        eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
-                                 frames_device=cfg.frames_device)  # fmt: skip
-        check_compatible(data, eval_data, "evaluation")
+        eval_data = run.load(c.eval_data_path, c.frame_stack, like=data, what="evaluation")
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
     lam, probes = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probes").values()]
     # Target of the FDM: an EMA copy of the encoder made at initialisation (released code), or the online encoder
@@ -317,20 +303,12 @@ def train_lam(run: Run) -> LAOMLabels:
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     # One Adam over the three probes is three Adams: Adam's update is per parameter. Constant learning rate.
     probe_optim = make_optimizer(probes, "adam", c.learning_rate)
-    # ceil(N / B) batches per epoch: the last partial batch of each epoch is kept, as released (LAPO drops it)
-    num_samples = dist.total(len(valid))  # global samples
-    batches_per_epoch = num_batches(num_samples, c.batch_size, drop_last=False)  # the last partial batch kept
-    total = c.num_epochs * batches_per_epoch
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"lam": lam, "probes": probes, "optim": optim, "probe_optim": probe_optim, "sched": sched}
+    objects = {"lam": lam, "probes": probes, "optim": optim, "probe_optim": probe_optim}
     if target_encoder is not None:
         objects["target_encoder"] = target_encoder
-    # samples per update and per epoch (for samples/s): the labeled batches are whole
-    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
-                  batch_size=c.batch_size + c.labeled_batch_size, updates_per_epoch=batches_per_epoch,
-                  epoch_samples=num_samples + c.labeled_batch_size * batches_per_epoch)  # fmt: skip
+    # ceil(N / B) batches per epoch: the last partial batch of each epoch is kept, as released (LAPO drops it)
+    stage, batches = Stage.on_data("lapo", "lam.pt", objects, run, c, data, valid, drop_last=False, reuse_metrics=True)
     aug = Augmenter() if c.use_aug else None
-    batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--lapo.batch_size")
     # the closed-form ridge probe of the current latents (src/probes.py)
     probe_now = lambda eval_data=None: ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device,
                                                    c.ridge_probe_samples, eval_data=eval_data)  # fmt: skip
@@ -362,23 +340,23 @@ def train_lam(run: Run) -> LAOMLabels:
             torch.nn.utils.clip_grad_norm_(lam.parameters(), c.grad_norm)
         optim.step()
         probe_optim.step()
-        sched.step()
+        stage.sched.step()
         if target_encoder is not None and stage.every(c.target_update_every, step):
             soft_update(target_encoder, lam.encoder, c.target_tau)
         stage.log(step, loss, loss=loss, mse_loss=mse_loss, labeled_mse_loss=labeled_loss, **probe_losses)
-        curve.maybe_add(step, total, lam, probe_now)
-        if eval_data is not None and stage.every(batches_per_epoch, step) and step + 1 < total:
+        curve.maybe_add(step, stage.total, lam, probe_now)
+        if eval_data is not None and stage.every(stage.updates_per_epoch, step) and step + 1 < stage.total:
             run.wandb.log({"lapo/eval_action_mse": eval_action_mse(lam, eval_data, c, device).item()})
 
     def final() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-        metrics = final_probe_mse(lam, probes, data, valid, c, aug, device, c.final_probe_batches)
+        metrics = final_probe_mse(lam, probes, data, valid, c, aug, device)
         if eval_data is not None:
             metrics["lapo/eval_action_mse"] = eval_action_mse(lam, eval_data, c, device).item()
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         metrics |= probe_now(eval_data)
         if curve.every:  # [update, validation MSE, test MSE(, leakage R²)] at each point, the last the final probe
-            metrics["lapo/ridge_probe_curve"] = curve.points(metrics, total)
+            metrics["lapo/ridge_probe_curve"] = curve.points(metrics, stage.total)
         metrics |= curve.init_metrics()  # the same probe of the initialised network (update 0): lapo/init/...
         return metrics
 
@@ -392,8 +370,7 @@ def train_lam(run: Run) -> LAOMLabels:
 
 def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
-                        frames_device=cfg.frames_device)  # fmt: skip
+    data = run.load(c.data_path, c.frame_stack, c.max_trajectories)
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor, debug_head = [m.to(device) for m in build_models(cfg, data.shapes, "actor", "debug_head").values()]
@@ -402,14 +379,9 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
     # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,
     # with AdamW's default weight decay 0.01 on all its parameters, biases included, as released.
     optim.add_param_group({"params": list(debug_head.parameters()), "weight_decay": 0.01})
-    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
-    total = c.num_epochs * batches_per_epoch
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
-    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
-                  updates_per_epoch=batches_per_epoch)  # fmt: skip
+    objects = {"actor": actor, "debug_head": debug_head, "optim": optim}
+    stage, batches = Stage.on_data("bc", "latent_bc.pt", objects, run, c, data, valid)  # floor(N / B) batches an epoch
     aug = Augmenter() if c.use_aug else None
-    batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
@@ -423,7 +395,7 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
         (loss + debug_loss).backward()
         dist.average_gradients(actor, debug_head)  # the gradient over the global batch (all ranks)
         optim.step()
-        sched.step()
+        stage.sched.step()
         stage.log(step, loss, mse_loss=loss, debug_action_mse_loss=debug_loss)
 
     actor.eval().requires_grad_(False)
@@ -438,27 +410,19 @@ def train_latent_bc(run: Run, lam: LAOMLabels) -> Actor:
 
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
-    cfg, c, device = run.cfg, run.cfg.decoder, run.device
-    frame_stack = cfg.bc.frame_stack
-    reference = load_dataset(cfg.bc.data_path, device, frame_stack, load_states=False,
-                             max_trajectories=cfg.bc.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
-    data = load_dataset(c.data_path, device, frame_stack, load_states=False, max_trajectories=c.max_trajectories,
-                        frames_device=cfg.frames_device)  # fmt: skip
-    check_compatible(reference, data, "decoder (labeled)")
+    cfg, c, device, frame_stack = run.cfg, run.cfg.decoder, run.device, run.cfg.bc.frame_stack
+    reference = run.load(cfg.bc.data_path, frame_stack, cfg.bc.max_trajectories)
+    data = run.load(c.data_path, frame_stack, c.max_trajectories, like=reference, what="decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
-    num_samples = dist.total(len(valid))  # global samples
-    batches_per_epoch = num_batches(num_samples, c.batch_size, drop_last=False)  # the last partial batch kept
-    total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
-                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
+    objects = {"decoder": decoder, "optim": optim}
+    stage, batches = Stage.on_data(
+        "decoder", "decoder.pt", objects, run, c, data, valid, drop_last=False, whole_epochs=True
+    )
     aug = Augmenter() if c.use_aug else None
-    batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), frame_stack)
         obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
@@ -473,7 +437,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         loss.backward()
         dist.average_gradients(decoder, samples=len(obs))  # over the global batch (all ranks), partial or not
         optim.step()
-        sched.step()
+        stage.sched.step()
         stage.log(step, loss, mse_loss=loss)
 
     decoder.eval()
@@ -484,9 +448,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
-    if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
+    if cfg.lapo.frame_stack != cfg.bc.frame_stack:  # the LAM labels the actor's observations
+        raise ConfigError(f"bc.frame_stack={cfg.bc.frame_stack} must equal lapo.frame_stack={cfg.lapo.frame_stack}")
     if cfg.decoder.data_path is None:
         cfg.decoder.data_path = cfg.lapo.labeled_data_path  # the decoder learns from the LAM's labels
     run = start_run(cfg)
@@ -494,9 +457,7 @@ def train(cfg: Config) -> dict:
     if not cfg.lam_only:
         actor = train_latent_bc(run, lam)
         train_decoder(run, actor)
-    out = run.results.finish()
-    run.wandb.finish()
-    return out
+    return run.finish()
 
 
 if __name__ == "__main__":

@@ -38,20 +38,11 @@ import torch.nn.functional as F
 from src import dist
 from src.augs import Augmenter
 from src.config import RunConfig
-from src.data import (
-    Shapes,
-    TrajectoryData,
-    check_compatible,
-    load_dataset,
-    load_masks,
-    normalize_obs,
-    num_batches,
-    stacked_masks,
-)
+from src.data import Shapes, TrajectoryData, load_masks, normalize_obs, stacked_masks
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, compile_networks, weight_init
-from src.optim import autocast, make_optimizer, make_scheduler
+from src.optim import autocast, make_optimizer
 from src.probes import ProbeCurve, ridge_probe
 from src.run import Run, main, start_run
 from src.stage import Stage
@@ -302,18 +293,17 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) ->
 
 
 @torch.no_grad()
-def final_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device,
-                    num_batches: int) -> float:  # fmt: skip
-    """Action-probe MSE averaged over `num_batches` fresh batches, drawn as in training (no update)."""
+def final_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, valid, c: LAPOConfig, device) -> float:
+    """Action-probe MSE averaged over c.final_probe_batches fresh batches, drawn as in training (no update)."""
     lam.eval()
     total = torch.zeros((), device=device)
-    for _ in range(num_batches):
+    for _ in range(c.final_probe_batches):
         b = data.batch(data.sample(valid, c.batch_size), c.frame_stack, future_offset=c.future_obs_offset)
         with autocast(device):
             z = lam.label(normalize_obs(b["obs"]), normalize_obs(b["future_obs"]))  # [B, Z]
             pred = probe(z)  # [B, A]
         total += F.mse_loss(pred.float(), b["actions"])
-    return total.item() / max(1, num_batches)
+    return total.item() / max(1, c.final_probe_batches)
 
 
 @torch.no_grad()
@@ -332,21 +322,16 @@ def eval_action_probe_mse(lam: LAPO, probe: nn.Linear, data: TrajectoryData, c: 
 
 def train_lam(run: Run) -> LAPO:
     cfg, c, device = run.cfg, run.cfg.lapo, run.device
-    data = load_dataset(c.data_path, device, c.frame_stack, min_offset=c.future_obs_offset, load_states=False,
-                        max_trajectories=c.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
+    data = run.load(c.data_path, c.frame_stack, c.max_trajectories, min_offset=c.future_obs_offset)
     valid = data.valid_indices(c.future_obs_offset)
     run.seed_stage("lapo")  # its random streams from (seed, stage name) alone, before its networks
     lam, probe = [m.to(device) for m in build_models(cfg, data.shapes, "lam", "probe").values()]
     compile_networks(cfg.compile, lam)
     optim = make_optimizer(lam, "adam", c.learning_rate, c.weight_decay)
     probe_optim = make_optimizer(probe, "adam", c.learning_rate)
-    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
-    total = c.num_epochs * batches_per_epoch
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"lam": lam, "probe": probe, "optim": optim, "probe_optim": probe_optim, "sched": sched}
-    stage = Stage("lapo", "lam.pt", objects, total, run, c.checkpoint_path, reuse_metrics=True,
-                  batch_size=c.batch_size, updates_per_epoch=batches_per_epoch)  # fmt: skip
-    batches = stage.batches(data, valid, c.batch_size, flag="--lapo.batch_size")
+    objects = {"lam": lam, "probe": probe, "optim": optim, "probe_optim": probe_optim}
+    # floor(N / B) batches per epoch: the released LAPO drops the last partial batch
+    stage, batches = Stage.on_data("lapo", "lam.pt", objects, run, c, data, valid, reuse_metrics=True)
     # the closed-form ridge probe of the current latents (src/probes.py)
     probe_now = lambda eval_data=None: ridge_probe(lam.label, data, c.frame_stack, c.batch_size, device,
                                                    c.ridge_probe_samples, eval_data=eval_data)  # fmt: skip
@@ -371,7 +356,7 @@ def train_lam(run: Run) -> LAPO:
         if c.grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(lam.parameters(), c.grad_norm)
         optim.step()
-        sched.step()
+        stage.sched.step()
 
         with autocast(device):
             pred_action = probe(latent_action.detach())
@@ -383,23 +368,20 @@ def train_lam(run: Run) -> LAPO:
         latent_std = latent_action.detach().float().std(0).mean()
         stage.log(step, loss, mse_loss=mse_loss, quantizer_loss=quant_loss, action_probe_mse_loss=probe_loss,
                   latent_action_std=latent_std)  # fmt: skip
-        curve.maybe_add(step, total, lam, probe_now)
+        curve.maybe_add(step, stage.total, lam, probe_now)
     data.masks = None  # this stage's alone: the later stages' datasets (the same file, cached) do without them
 
     def probe_metrics() -> dict:
         # The paper's quality metric: linear-probe MSE of the latent actions to the true actions.
-        out = {"lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device,
-                                                              c.final_probe_batches)}  # fmt: skip
+        out = {"lapo/final_action_probe_mse": final_probe_mse(lam, probe, data, valid, c, device)}
         eval_data = None
         if c.eval_data_path:
-            eval_data = load_dataset(c.eval_data_path, device, c.frame_stack, load_states=False,
-                                     frames_device=cfg.frames_device)  # fmt: skip
-            check_compatible(data, eval_data, "evaluation")
+            eval_data = run.load(c.eval_data_path, c.frame_stack, like=data, what="evaluation")
             out["lapo/eval_action_probe_mse"] = eval_action_probe_mse(lam, probe, eval_data, c, device)
         # The same quality measure with no probe training: a closed-form ridge fit (nothing when samples is 0).
         out |= probe_now(eval_data)
         if curve.every:  # [update, validation MSE, test MSE(, leakage R²)] at each point, the last the final probe
-            out["lapo/ridge_probe_curve"] = curve.points(out, total)
+            out["lapo/ridge_probe_curve"] = curve.points(out, stage.total)
         out |= curve.init_metrics()  # the same probe of the initialised network (update 0): lapo/init/...
         return out
 
@@ -413,8 +395,7 @@ def train_lam(run: Run) -> LAPO:
 
 def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     cfg, c, device = run.cfg, run.cfg.bc, run.device
-    data = load_dataset(c.data_path, device, c.frame_stack, load_states=False, max_trajectories=c.max_trajectories,
-                        frames_device=cfg.frames_device)  # fmt: skip
+    data = run.load(c.data_path, c.frame_stack, c.max_trajectories)
     valid = data.valid_indices(1)  # consecutive pairs (o_t, o_{t+1})
     run.seed_stage("bc")  # its random streams from (seed, stage name) alone, before its networks
     actor, debug_head = [m.to(device) for m in build_models(cfg, data.shapes, "actor", "debug_head").values()]
@@ -423,14 +404,9 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
     # The debug head: a group of the actor's AdamW (Adam's update is per parameter), so under the stage's schedule,
     # with AdamW's default weight decay 0.01 on all its parameters, biases included, as released.
     optim.add_param_group({"params": list(debug_head.parameters()), "weight_decay": 0.01})
-    batches_per_epoch = max(1, dist.total(len(valid)) // c.batch_size)  # global samples
-    total = c.num_epochs * batches_per_epoch
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"actor": actor, "debug_head": debug_head, "optim": optim, "sched": sched}
-    stage = Stage("bc", "latent_bc.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
-                  updates_per_epoch=batches_per_epoch)  # fmt: skip
+    objects = {"actor": actor, "debug_head": debug_head, "optim": optim}
+    stage, batches = Stage.on_data("bc", "latent_bc.pt", objects, run, c, data, valid)  # floor(N / B) batches an epoch
     aug = Augmenter() if c.use_aug else None
-    batches = stage.batches(data, valid, c.batch_size, flag="--bc.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), c.frame_stack, next_obs=True)
         obs, next_obs = normalize_obs(torch.cat([b["obs"], b["next_obs"]])).chunk(2)  # [B, 3k, H, W] each
@@ -444,7 +420,7 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
         (loss + debug_loss).backward()
         dist.average_gradients(actor, debug_head)  # the gradient over the global batch (all ranks)
         optim.step()
-        sched.step()
+        stage.sched.step()
         stage.log(step, loss, mse_loss=loss, debug_action_mse_loss=debug_loss)
 
     actor.eval().requires_grad_(False)
@@ -459,27 +435,19 @@ def train_latent_bc(run: Run, lam: LAPO) -> Actor:
 
 
 def train_decoder(run: Run, actor: Actor) -> ActionMLP:
-    cfg, c, device = run.cfg, run.cfg.decoder, run.device
-    frame_stack = cfg.bc.frame_stack
-    reference = load_dataset(cfg.bc.data_path, device, frame_stack, load_states=False,
-                             max_trajectories=cfg.bc.max_trajectories, frames_device=cfg.frames_device)  # fmt: skip
-    data = load_dataset(c.data_path, device, frame_stack, load_states=False, max_trajectories=c.max_trajectories,
-                        frames_device=cfg.frames_device)  # fmt: skip
-    check_compatible(reference, data, "decoder (labeled)")
+    cfg, c, device, frame_stack = run.cfg, run.cfg.decoder, run.device, run.cfg.bc.frame_stack
+    reference = run.load(cfg.bc.data_path, frame_stack, cfg.bc.max_trajectories)
+    data = run.load(c.data_path, frame_stack, c.max_trajectories, like=reference, what="decoder (labeled)")
     valid = data.valid_indices(1)  # transitions t = 0 .. T-2: a trajectory's last frame is never an input
     run.seed_stage("decoder")  # its random streams from (seed, stage name) alone, before its networks
     decoder = build_models(cfg, data.shapes, "decoder")["decoder"].to(device)
     compile_networks(cfg.compile, decoder)
     optim = make_optimizer(decoder, "adamw", c.learning_rate, c.weight_decay)
-    num_samples = dist.total(len(valid))  # global samples
-    batches_per_epoch = num_batches(num_samples, c.batch_size, drop_last=False)  # the last partial batch kept
-    total = max(1, c.total_updates // batches_per_epoch) * batches_per_epoch  # whole epochs
-    sched = make_scheduler(optim, total, int(c.warmup_epochs * batches_per_epoch), c.lr_schedule)
-    objects = {"decoder": decoder, "optim": optim, "sched": sched}
-    stage = Stage("decoder", "decoder.pt", objects, total, run, c.checkpoint_path, batch_size=c.batch_size,
-                  updates_per_epoch=batches_per_epoch, epoch_samples=num_samples)  # fmt: skip
+    objects = {"decoder": decoder, "optim": optim}
+    stage, batches = Stage.on_data(
+        "decoder", "decoder.pt", objects, run, c, data, valid, drop_last=False, whole_epochs=True
+    )
     aug = Augmenter() if c.use_aug else None
-    batches = stage.batches(data, valid, c.batch_size, drop_last=False, flag="--decoder.batch_size")
     for step in stage.updates():
         b = data.batch(next(batches), frame_stack)
         obs = normalize_obs(b["obs"])  # [B, 3k, H, W] in [-1, 1]
@@ -494,7 +462,7 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
         loss.backward()
         dist.average_gradients(decoder, samples=len(obs))  # over the global batch (all ranks), partial or not
         optim.step()
-        sched.step()
+        stage.sched.step()
         stage.log(step, loss, mse_loss=loss)
 
     decoder.eval()
@@ -505,9 +473,8 @@ def train_decoder(run: Run, actor: Actor) -> ActionMLP:
 
 @pyrallis.wrap()
 def train(cfg: Config) -> dict:
-    if cfg.lapo.frame_stack != cfg.bc.frame_stack:
-        raise ConfigError(f"lapo.frame_stack={cfg.lapo.frame_stack} and bc.frame_stack={cfg.bc.frame_stack} differ; "
-                          "the LAM labels the actor's observations, so they must be equal")  # fmt: skip
+    if cfg.lapo.frame_stack != cfg.bc.frame_stack:  # the LAM labels the actor's observations
+        raise ConfigError(f"bc.frame_stack={cfg.bc.frame_stack} must equal lapo.frame_stack={cfg.lapo.frame_stack}")
     if not cfg.lapo.masks_path and cfg.lapo.checkpoint_path is None:
         raise ConfigError(
             "lapo.masks_path is required: the HDF5 foreground masks of lapo.data_path (make them with "
@@ -518,9 +485,7 @@ def train(cfg: Config) -> dict:
     if not cfg.lam_only:
         actor = train_latent_bc(run, lam)
         train_decoder(run, actor)
-    out = run.results.finish()
-    run.wandb.finish()
-    return out
+    return run.finish()
 
 
 if __name__ == "__main__":

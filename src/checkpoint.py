@@ -1,6 +1,6 @@
-"""Stage checkpoints and the random streams they restore: the objects of a stage (modules, optimizers, schedulers),
-its update count, whether it finished and the RNG states of every rank; saved atomically, restored to resume or to
-reuse a finished stage. A stage's streams are seeded from (seed, stage name) alone (seed_stage)."""
+"""Stage checkpoints and the random streams they restore: a stage's objects (modules, optimizers, schedulers), its
+update count, whether it finished and every rank's RNG states, saved atomically; restored to resume or to reuse a
+finished stage. A stage's streams are seeded from (seed, stage name) alone (seed_stage)."""
 
 import hashlib
 import random
@@ -24,16 +24,14 @@ def set_seed(seed: int) -> None:
 
 
 def stage_seed(seed: int, *parts) -> int:
-    """A seed for one part of a run (a stage, its data order, its final metrics) from the run's seed and the part's
-    names alone: the same whatever ran earlier in the process, so a resumed, skipped or reused stage leaves the next
-    one exactly as an uninterrupted run does. 32 bits (numpy's limit)."""
+    """A 32-bit seed from the run's seed and the names of one part of it (a stage, its data order, its final
+    metrics) alone: the same whatever ran earlier in the process."""
     key = ":".join(str(p) for p in (seed, *parts)).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
 def seed_stage(seed: int, *parts) -> int:
-    """Seeds every random stream from stage_seed(seed, *parts, rank): each rank of a distributed run its own streams,
-    the networks still starting from rank 0's (src/stage.py)."""
+    """Seeds every random stream from stage_seed(seed, *parts, rank): each rank its own streams."""
     s = stage_seed(seed, *parts, dist.rank())
     set_seed(s)
     return s
@@ -49,9 +47,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict | None:
     """The checkpoint's state dict, or None if the file does not exist."""
     path = Path(path)
-    if not path.exists():
-        return None
-    return torch.load(path, map_location=device, weights_only=False)
+    return torch.load(path, map_location=device, weights_only=False) if path.exists() else None
 
 
 def rng_state() -> dict:
@@ -62,9 +58,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restores rng_state(); the torch states must be CPU ByteTensors (the setters take nothing else). CUDA states
-    are restored for the devices visible now: a run resumed with fewer GPUs than saved restores the first ones, one
-    with more leaves the others as seeded."""
+    """Restores rng_state() (its torch states CPU ByteTensors, as the setters need); the CUDA states of the devices
+    visible now (fewer GPUs than saved: the first ones; more: the others stay as seeded)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -74,24 +69,14 @@ def set_rng_state(state: dict) -> None:
 
 
 class CheckpointError(UserError, ValueError):
-    """A stage checkpoint that cannot be used (unreadable, not a stage checkpoint, another architecture); the
-    message is one line naming the file, the stage and what to do."""
+    """A stage checkpoint that cannot be used; the message is one line naming the file, the stage and what to do."""
 
 
-def restore_stage(
-    path: Path,
-    objects: dict,
-    load_from: str | None = None,
-    device: torch.device | str = "cpu",
-    stage: str = "",
-    config=None,
-    extra: dict | None = None,
-) -> tuple[int, bool]:
-    """Restores a stage; returns (first update to run, whether the stage is finished). objects: name -> anything with
-    state_dict / load_state_dict. load_from: a finished checkpoint of this stage from another run, whose modules are
-    loaded (the stage is then skipped); otherwise the run's own checkpoint `path` is resumed, if present. stage and
-    config name the stage and the differing config fields in a CheckpointError (unreadable file, another
-    architecture). extra: filled with the checkpoint's extra state (save_stage)."""
+def restore_stage(path, objects, load_from=None, device="cpu", stage="", config=None, extra=None) -> tuple[int, bool]:
+    """Restores a stage; returns (first update to run, whether it is finished). load_from: a finished checkpoint of
+    this stage from another run, whose modules are loaded (the stage is skipped); otherwise the run's own `path` is
+    resumed, if present. `config` names the differing fields in a CheckpointError; `extra` receives the checkpoint's
+    extra state (save_stage). Checkpoints are read to the CPU whatever `device`."""
     stage = stage or Path(path).stem
     if load_from:
         given = f"--{stage}.checkpoint_path={load_from}"
@@ -105,33 +90,25 @@ def restore_stage(
             )
         modules = {name: obj for name, obj in objects.items() if isinstance(obj, nn.Module)}
         _load(Path(load_from), state, modules, f"the {stage} checkpoint given with {given}", todo, config)
-        _restore_extra(state, extra)
-        return state["step"], True
-    todo = f"remove it and run the same command: the {stage} stage is trained again, from the stages before it"
-    state = _read(Path(path), f"the run's {stage} stage checkpoint", todo)
-    if state is None:
-        return 0, False
-    _load(Path(path), state, objects, f"the run's {stage} stage checkpoint", todo, config)
-    if not state["done"]:
-        restore_rng(state["rng"], state["step"])
-    _restore_extra(state, extra)
-    return state["step"], state["done"]
-
-
-def _restore_extra(state: dict, extra: dict | None) -> None:
-    """This rank's extra state of a checkpoint into `extra` (a distributed checkpoint holds one per rank; a rank
-    beyond those saved gets none)."""
-    saved = state.get("extra")
-    if extra is None or saved is None:
-        return
+        done = True
+    else:
+        todo = f"remove it and run the same command: the {stage} stage is trained again, from the stages before it"
+        state = _read(Path(path), f"the run's {stage} stage checkpoint", todo)
+        if state is None:
+            return 0, False
+        _load(Path(path), state, objects, f"the run's {stage} stage checkpoint", todo, config)
+        done = state["done"]
+        if not done:
+            restore_rng(state["rng"], state["step"])
+    saved = state.get("extra")  # one per rank in a distributed checkpoint; a rank beyond those saved gets none
     saved = saved if isinstance(saved, list) else [saved]
-    if dist.rank() < len(saved) and saved[dist.rank()] is not None:
+    if extra is not None and dist.rank() < len(saved) and saved[dist.rank()] is not None:
         extra.update(saved[dist.rank()])
+    return state["step"], done
 
 
 def _read(path: Path, what: str, todo: str) -> dict | None:
-    """load_checkpoint, with a file that cannot be read (truncated, damaged, not a stage checkpoint) a
-    CheckpointError."""
+    """load_checkpoint; a file that cannot be read or is not a stage checkpoint is a CheckpointError."""
     try:
         state = load_checkpoint(path, "cpu")
     except Exception as e:  # torch.load of a cut or damaged file: OSError, RuntimeError, EOFError, UnpicklingError
@@ -144,7 +121,7 @@ def _read(path: Path, what: str, todo: str) -> dict | None:
 
 def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) -> None:
     """load_state_dict of every object; a missing object or another shape is a CheckpointError naming the config
-    fields that differ from the config.json of the checkpoint's run (when it has one)."""
+    fields that differ from those of the checkpoint's run (when its config.json is there)."""
     for name, obj in objects.items():
         if name not in state["objects"]:
             held = sorted(state["objects"])
@@ -152,7 +129,9 @@ def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) 
         try:
             obj.load_state_dict(state["objects"][name])
         except (RuntimeError, ValueError, KeyError) as e:
-            why = architecture_differences(path.parent, config) or _first_mismatch(str(e))
+            # torch's message: its second line names the first mismatch (`size mismatch for fc.weight: ...`)
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or ["state dict mismatch"]
+            why = architecture_differences(path.parent, config) or lines[min(1, len(lines) - 1)][:200]
             raise CheckpointError(f"{path}: {what}: its {name!r} is of another architecture ({why}); {todo}") from e
         if isinstance(obj, torch.optim.Optimizer):
             _state_in_param_layout(obj)
@@ -168,29 +147,19 @@ def _state_in_param_layout(optim: torch.optim.Optimizer) -> None:
                 state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
-def _first_mismatch(message: str) -> str:
-    """The first specific line of a load_state_dict error (e.g. `size mismatch for fc.weight: ...`)."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return (lines[1] if len(lines) > 1 else lines[0] if lines else "state dict mismatch")[:200]
-
-
 def restore_rng(saved: dict | list, step: int) -> None:
-    """The RNG state of a resumed stage: a one-process checkpoint holds one state, a distributed one the state of
-    every rank. Resumed with the number of processes that saved it, each process continues its own random streams
-    (data order, augmentations). With another number, rank r takes rank r's saved state where there is one and
-    otherwise a fresh seed from (step, rank): the run goes on as a run with another seed would."""
+    """A resumed stage's RNG state (a distributed checkpoint holds every rank's): rank r takes rank r's saved state,
+    and a rank beyond those saved a fresh seed from (step, rank), as a run with another seed would."""
     states = saved if isinstance(saved, list) else [saved]
-    r = dist.rank()
-    if r < len(states):
-        set_rng_state(states[r])
+    if dist.rank() < len(states):
+        set_rng_state(states[dist.rank()])
     else:
-        set_seed(1_000_003 * step + r)
+        set_seed(1_000_003 * step + dist.rank())
 
 
 def save_stage(path: Path, objects: dict, step: int, done: bool, extra: dict | None = None) -> None:
     """Atomic stage checkpoint: the objects' state dicts, the update count, RNG states, whether it finished and
-    `extra` (the stage's own state: its loss window, src/stage.py). In a distributed run every rank calls it (the
-    RNG states of all ranks are gathered) and rank 0 writes."""
+    `extra` (the stage's own state). Every rank calls it (the RNG states of all are gathered); rank 0 writes."""
     states, extras = zip(*dist.gather_objects((rng_state(), extra)), strict=True)
     if not dist.is_main():
         return

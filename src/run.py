@@ -1,12 +1,12 @@
-"""The life of a run, the same for every method script: `start_run` (config checked, device, seed, the run directory
-checked against the config and locked, wandb) gives what every stage uses; results.json; `main`, the command line."""
+"""The life of a run, the same for every method script: `start_run` checks the config, picks the device, seeds, takes
+the run directory (checked against the config, locked) and prepares wandb and results.json; `main` runs train() from
+the command line."""
 
 import dataclasses
 import fcntl
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pyrallis
@@ -15,7 +15,7 @@ import torch
 from src import dist
 from src.checkpoint import seed_stage, set_seed
 from src.config import RunConfig, config_differences, config_fields
-from src.data import check_data_file, trajectory_count
+from src.data import check_compatible, check_data_file, load_dataset, trajectory_count
 from src.device import get_device, no_gpu_note, render_on
 from src.errors import ConfigError, UserError, user_errors
 from src.files import replace_or_explain, write_json
@@ -27,19 +27,16 @@ DATA_FIELDS = ("data_path", "eval_data_path", "labeled_data_path", "masks_path")
 # Counts a stage needs to be at least 1 (a 0 would divide by zero or silently train nothing).
 POSITIVE_FIELDS = ("batch_size", "labeled_batch_size", "num_epochs", "total_updates", "frame_stack", "log_every")
 POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps", "max_trajectories")
-# Seeds: numpy takes 0 .. 2**32 - 1; a run adds its rank and the episode's index.
-SEED_FIELDS = ("seed", "eval_seed")
+SEED_FIELDS = ("seed", "eval_seed")  # numpy takes 0 .. 2**32 - 1; a run adds its rank and the episode's index
 BATCH_FIELDS = ("batch_size", "labeled_batch_size")  # global batches: split over the ranks
-WANDB_MODES = ("online", "offline", "disabled")  # checked by check_config before init_wandb runs
+HEADLINE = ("final_action_probe_mse", "eval_action_mse", "eval_returns_mean", "normalized_score")
 _locks: dict = {}  # run directory -> its open, locked file (held until the process exits)
 
 
 def check_config(config) -> None:
-    """Counts that must be positive (batch sizes, epochs, updates, ...), non-negative episode counts, learning rates
-    and weight decays, seeds in numpy's range and the wandb mode, in every section of a config: a clear error naming
-    the field before anything is read or written, instead of a library's traceback or a silent no-op. The data files
-    of the sections a run will train are checked to exist and be HDF5 (not those of the stages that `lam_only` /
-    `idm_only` leave out), and to hold at least the section's max_trajectories."""
+    """Counts, episode counts, learning rates, weight decays, seeds and the wandb mode of every section, and the data
+    files of the stages the run trains (HDF5, at least max_trajectories long): one error naming the field before
+    anything is read or written, instead of a library's traceback or a silent no-op."""
     skipped = {"bc", "decoder"} if getattr(config, "lam_only", False) or getattr(config, "idm_only", False) else set()
     fields = {f"--{key}": value for key, value in config_fields(config).items()}
     for flag, value in fields.items():
@@ -48,7 +45,7 @@ def check_config(config) -> None:
             raise ConfigError(f"{flag}={value}: expected a positive integer")
         if name == "eval_episodes" and value < 0:
             raise ConfigError(f"{flag}={value}: expected 0 (no evaluation) or more")
-        if name == "wandb_mode" and value not in WANDB_MODES:
+        if name == "wandb_mode" and value not in ("online", "offline", "disabled"):
             raise ConfigError(f"{flag}={value}: expected online, offline or disabled")
         if name in SEED_FIELDS and not 0 <= value < 2**31:
             raise ConfigError(f"{flag}={value}: expected a seed from 0 to {2**31 - 1}")
@@ -60,8 +57,7 @@ def check_config(config) -> None:
         path = fields.get(flag.replace("max_trajectories", "data_path"))
         if name == "max_trajectories" and value is not None and path is not None and used:
             check_data_file(flag.replace("max_trajectories", "data_path"), path)
-            count = trajectory_count(path)
-            if value > count:
+            if value > (count := trajectory_count(path)):
                 raise ConfigError(f"{flag}={value}: {path} holds {count} trajectories; use at most {count}")
 
 
@@ -70,19 +66,20 @@ class RunDirInUseError(UserError, RuntimeError):
 
 
 def run_dir_error(run_dir: Path, error: OSError) -> ConfigError:
-    """The one-line error of a run directory that cannot be made or written (`error`: what the file system said)."""
-    flag = f"--run_dir={run_dir}"
-    if run_dir.exists() and not run_dir.is_dir():
-        return ConfigError(f"{flag}: names an existing file, not a directory; give another --run_dir")
-    blocking = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+    """The one-line error of a run directory that cannot be made or written."""
+    blocking = next((p for p in [run_dir, *run_dir.parents] if p.exists() and not p.is_dir()), None)
+    if blocking == run_dir:
+        return ConfigError(f"--run_dir={run_dir}: names an existing file, not a directory; give another --run_dir")
     if blocking is not None:
-        return ConfigError(f"{flag}: {blocking} is a file, not a directory; give another --run_dir")
-    return ConfigError(f"{flag}: cannot write there ({error.strerror}); give a --run_dir on a writable disk")
+        return ConfigError(f"--run_dir={run_dir}: {blocking} is a file, not a directory; give another --run_dir")
+    return ConfigError(
+        f"--run_dir={run_dir}: cannot write there ({error.strerror}); give a --run_dir on a writable disk"
+    )
 
 
 def lock_run_dir(run_dir: Path) -> None:
-    """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on
-    the same directory is refused, naming the holder. A directory that cannot be made or written is a ConfigError."""
+    """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on it is
+    refused, naming the holder."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if str(run_dir.resolve()) in _locks:  # this process holds it already (a stage run again in-process)
@@ -96,8 +93,9 @@ def lock_run_dir(run_dir: Path) -> None:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        message = f"run directory {run_dir} is in use by {holder}; give this run another --run_dir"
-        raise RunDirInUseError(message) from None
+        raise RunDirInUseError(
+            f"run directory {run_dir} is in use by {holder}; give this run another --run_dir"
+        ) from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {os.uname().nodename}: {' '.join(sys.argv)}\n")
@@ -105,55 +103,41 @@ def lock_run_dir(run_dir: Path) -> None:
     _locks[str(run_dir.resolve())] = f
 
 
-def prepare_run_dir(run_dir: str | Path, config) -> Path:
-    """Takes the run directory (see lock_run_dir) and writes the full config into it (config.yaml, config.json). A
-    directory that already holds a run made with another config is refused, naming the fields that differ (fields
-    in NON_TRAINING_FIELDS may change)."""
-    run_dir = Path(run_dir)
+def prepare_run_dir(run_dir: Path, config) -> None:
+    """Takes the run directory and writes the config into it (config.yaml, config.json). A directory holding a run
+    made with another config is refused, naming the fields that differ (NON_TRAINING_FIELDS may change)."""
     lock_run_dir(run_dir)
-    new = dataclasses.asdict(config)
     old_path = run_dir / "config.json"
     if old_path.exists() and any(run_dir.glob("*.pt")):
         differ = config_differences(json.loads(old_path.read_text()), config)
         if differ:
-            details = "; ".join(differ[:10])
+            details = "; ".join(differ[:10]) + (" ..." if len(differ) > 10 else "")
             raise ConfigError(
-                f"{run_dir} holds a run made with another config ({details}{' ...' if len(differ) > 10 else ''}); "
-                "its checkpoints would be reused for this one. Give this run another --run_dir, or delete that "
-                "directory to start over."
+                f"{run_dir} holds a run made with another config ({details}); its checkpoints would be reused for "
+                "this one. Give this run another --run_dir, or delete that directory to start over."
             )
     yaml_path = run_dir / "config.yaml"
-    replace_or_explain(
-        yaml_path.with_name("config.yaml.tmp"), yaml_path, lambda tmp: tmp.write_text(pyrallis.dump(config))
-    )
-    write_json(old_path, new)
-    return run_dir
-
-
-HEADLINE = ("final_action_probe_mse", "eval_action_mse", "eval_returns_mean", "normalized_score")
+    replace_or_explain(yaml_path.with_suffix(".yaml.tmp"), yaml_path, lambda tmp: tmp.write_text(pyrallis.dump(config)))
+    write_json(old_path, dataclasses.asdict(config))
 
 
 class Results:
-    """results.json of a run: config, per-stage metrics and wall time; rewritten atomically after every stage. A
-    stage skipped because it finished earlier keeps the entry of the run that trained it."""
+    """results.json of a run: config, per-stage metrics and wall time, rewritten atomically after every stage. A stage
+    skipped because it finished earlier keeps the entry of the run that trained it. Only rank 0 writes."""
 
     def __init__(self, run_dir: Path, config):
-        self.path = run_dir / "results.partial.json"
-        self.final_path = run_dir / "results.json"
-        self.write = dist.is_main()  # in a distributed run only rank 0 writes (every rank holds the same numbers)
+        self.path, self.final_path = run_dir / "results.partial.json", run_dir / "results.json"
         self.data = {"config": dataclasses.asdict(config), "world_size": dist.world_size(), "stages": {}, "metrics": {}}
-        for previous_path in (self.path, self.final_path):
-            if previous_path.exists():
-                previous = json.loads(previous_path.read_text())
-                self.data["stages"] = previous.get("stages", {})
-                break
+        previous = next((p for p in (self.path, self.final_path) if p.exists()), None)
+        if previous is not None:
+            self.data["stages"] = json.loads(previous.read_text()).get("stages", {})
 
     def stage(self, name: str, seconds: float, metrics: dict, skipped: bool = False) -> None:
         entry = {"seconds": seconds, "skipped": skipped, **metrics}
         if skipped and name in self.data["stages"]:
             entry = {**self.data["stages"][name], "skipped": True}
         self.data["stages"][name] = entry
-        if self.write:
+        if dist.is_main():
             write_json(self.path, self.data)
 
     def finish(self) -> dict:
@@ -161,7 +145,7 @@ class Results:
         for entry in self.data["stages"].values():
             self.data["metrics"].update({k: v for k, v in entry.items() if "/" in k and not isinstance(v, list)})
         self.data["total_seconds"] = sum(s.get("seconds", 0.0) for s in self.data["stages"].values())
-        if not self.write:
+        if not dist.is_main():
             return self.data
         write_json(self.final_path, self.data)
         self.path.unlink(missing_ok=True)
@@ -181,15 +165,30 @@ class Run:
     results: Results
 
     def seed_stage(self, name: str) -> None:
-        """First thing in a stage, before its networks are built: every random stream from (seed, stage name), so a
-        stage starts the same whether the stages before it were trained, resumed, skipped or loaded."""
+        """First thing in a stage, before its networks: every random stream from (seed, stage name), so a stage starts
+        the same whether the stages before it were trained, resumed, skipped or loaded."""
         seed_stage(self.cfg.seed, name)
+
+    def load(self, path, frame_stack, max_trajectories=None, load_states=False, like=None, what="", **kw):
+        """load_dataset on the run's device, frames where --frames_device says, states only when asked (probes);
+        `like`: a dataset whose image and action sizes it must have (check_compatible, `what` naming it)."""
+        kw |= dict(max_trajectories=max_trajectories, load_states=load_states, frames_device=self.cfg.frames_device)
+        data = load_dataset(path, self.device, frame_stack, **kw)
+        if like is not None:
+            check_compatible(like, data, what)
+        return data
+
+    def finish(self) -> dict:
+        """Writes results.json, prints the headline metrics and ends the wandb run; returns the results."""
+        out = self.results.finish()
+        self.wandb.finish()
+        return out
 
 
 def start_run(cfg: RunConfig) -> Run:
-    """The config checked; device (on CUDA the current device and the one evaluation renders on) and precision; seed
-    seed + rank; the run directory (checked and locked), wandb and results.json. Launched by torchrun: joins the
-    process group (src/dist.py); rank 0 takes the run directory and wandb, the others wait and log nowhere."""
+    """The config checked; device (on CUDA the current one, where evaluation renders too) and precision; seed + rank;
+    the run directory, wandb and results.json. Launched by torchrun it joins the process group (src/dist.py); rank 0
+    takes the run directory and wandb, the others wait and log nowhere."""
     check_config(cfg)
     device = get_device(cfg.device)
     if dist.launched():
@@ -201,7 +200,7 @@ def start_run(cfg: RunConfig) -> Run:
         # The current device is the run's (cuda:N without torchrun too): CUDA events, streams and caching
         # allocator calls without a device then act on it, not on cuda:0.
         torch.cuda.set_device(device)
-        render_on(torch.cuda.current_device())  # evaluation renders on this GPU, not on GPU 0
+        render_on(torch.cuda.current_device())
     for key, value in config_fields(cfg).items():  # a global batch must divide over the ranks
         if key.split(".")[-1] in BATCH_FIELDS and isinstance(value, int):
             dist.local_batch(value, f"--{key}")
@@ -217,25 +216,24 @@ def start_run(cfg: RunConfig) -> Run:
 
 
 class LazyWandb:
-    """The wandb run of rank 0, started when the run first trains or computes something (Stage.updates,
-    Stage.final_metrics): a rerun whose stages all finished earlier makes no new wandb run. What is logged before
-    goes to it once it starts, or nowhere. Without `init` (the other ranks of a distributed run) nothing is logged."""
+    """Rank 0's wandb run, started when the run first trains or computes something (Stage.updates, final_metrics): a
+    rerun whose stages all finished earlier makes none. Logs before the start wait for it; without `init` (the other
+    ranks) nothing is logged."""
 
-    def __init__(self, init: Callable[[], object] | None = None):
+    def __init__(self, init=None):
         self._init, self._run, self._waiting = init, None, []
 
     def start(self) -> None:
         if self._run is None and self._init is not None:
             self._run = self._init()
-            for args, kwargs in self._waiting:
-                self._run.log(*args, **kwargs)
-            self._waiting = []
+            for values in self._waiting:
+                self._run.log(values)
 
-    def log(self, *args, **kwargs) -> None:
+    def log(self, values: dict) -> None:
         if self._run is not None:
-            self._run.log(*args, **kwargs)
+            self._run.log(values)
         elif self._init is not None:
-            self._waiting.append((args, kwargs))
+            self._waiting.append(values)
 
     def finish(self) -> None:
         if self._run is not None:
@@ -243,10 +241,9 @@ class LazyWandb:
 
 
 def main(train) -> None:
-    """Runs a script's train() from the command line: Ctrl-C outside a stage's updates (those checkpoint and say so
-    themselves, src/stage.py) ends it with one line saying how to resume, a user error (src/errors.py) with one line
-    naming it, a distributed rank that loses another with one line saying so. The process group is left however the
-    run ends, except when a peer is lost (src/dist.py, init)."""
+    """Runs a script's train() from the command line: Ctrl-C outside a stage's updates ends it with one line saying how
+    to resume, a user error (src/errors.py) with one line naming it, a rank that loses another with one line saying
+    so. The process group is left however the run ends, except when a peer is lost (src/dist.py)."""
     lost_peer = False
     try:
         with user_errors(show=dist.is_main):
@@ -271,9 +268,8 @@ def main(train) -> None:
 
 
 def init_wandb(config, run_dir: Path):
-    """wandb run in mode online / offline / disabled, its files under the run directory. Quiet (wandb's setting):
-    no history and summary panel, no sync hint at the end, so that a run's last lines are its headline metrics and
-    the path of results.json; WANDB_QUIET=false in the environment brings wandb's full output back."""
+    """wandb in mode online / offline / disabled, its files under the run directory; quiet (no history panel, no sync
+    hint) so that a run's last lines are its headline metrics and results.json, unless WANDB_QUIET is set."""
     import wandb
 
     return wandb.init(
