@@ -13,7 +13,6 @@ rows, what each measures and their isolation: docs/DOCKER.md ("The GPU check").
 import dataclasses
 import importlib
 import json
-import math
 import os
 import re
 import shutil
@@ -40,6 +39,7 @@ from scripts.bench.timing import (
     time_stage,
     write_stage_data,
 )
+from src.data import num_batches
 from src.device import get_device
 from src.files import write_json
 from src.stage import PREEMPTED_EXIT_CODE
@@ -99,24 +99,21 @@ def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flop
 
 def paper_updates(key: str, budget: int) -> int:
     """Updates of a stage in a paper run (configs/<method>.yaml, 5000 x 1000-step data, `budget` labeled
-    trajectories), counted as the scripts count them: whole epochs; the last partial batch kept by LAOM's and LAOM +
+    trajectories), whole epochs counted by the scripts' num_batches: the last partial batch kept by LAOM's and LAOM +
     supervision's stage 1, the IDM and the decoder, dropped by the others (docs/FAITHFULNESS.md)."""
     spec = STAGES[key]
     c = getattr(stage_config(spec), spec.section)
-    labeled = budget * (PAPER_DATA[1] - 1)
+    trajectories, steps = PAPER_DATA
     if spec.section == "lapo":
-        samples = PAPER_DATA[0] * (PAPER_DATA[1] - c.future_obs_offset)
-        keep_last = key.startswith(("laom/", "laom_labels/"))
-        return c.num_epochs * (math.ceil(samples / c.batch_size) if keep_last else samples // c.batch_size)
+        drop_last = not key.startswith(("laom/", "laom_labels/"))
+        return c.num_epochs * num_batches(trajectories * (steps - c.future_obs_offset), c.batch_size, drop_last)
     if spec.section in ("decoder", "idm"):
-        per_epoch = math.ceil(labeled / c.batch_size)
+        per_epoch = num_batches(budget * (steps - 1), c.batch_size, drop_last=False)
         return max(1, c.total_updates // per_epoch) * per_epoch
     if key == "bc/bc" and c.total_updates is not None:
         return c.total_updates
-    if key == "bc/bc":
-        return c.num_epochs * (budget * PAPER_DATA[1] // c.batch_size)
-
-    return c.num_epochs * (PAPER_DATA[0] * (PAPER_DATA[1] - 1) // c.batch_size)  # latent BC, IDM's BC: full data
+    samples = budget * steps if key == "bc/bc" else trajectories * (steps - 1)  # latent BC, IDM's BC: full data
+    return c.num_epochs * num_batches(samples, c.batch_size)
 
 
 def project(seconds_per_update: dict[str, float]) -> dict:
@@ -186,7 +183,7 @@ def stage_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: boo
     return row | {"warmup_window_s": warmup}
 
 
-def data_row(cfg: DeviceBenchConfig, device: torch.device, tiny: bool, data_dir: str) -> dict:
+def data_row(_, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, data_dir: str) -> dict:
     """LAOM's stage-1 batches: this project's batched indexing next to a per-sample Dataset + DataLoader."""
     batch = 8 if tiny else 512
     window = cfg.window_updates or (2 if tiny else 10)
@@ -203,10 +200,8 @@ def one_row(cfg: DeviceBenchConfig) -> None:
     os.makedirs(data_dir, exist_ok=True)
     began = time.perf_counter()
     try:
-        if cfg.row == "data_path":
-            row = {"status": "ok", **data_row(cfg, device, tiny_scale(cfg, device), data_dir)}
-        else:
-            row = {"status": "ok", **stage_row(cfg.row, cfg, device, tiny_scale(cfg, device), data_dir)}
+        measure = data_row if cfg.row == "data_path" else stage_row
+        row = {"status": "ok", **measure(cfg.row, cfg, device, tiny_scale(cfg, device), data_dir)}
     except torch.cuda.OutOfMemoryError as e:
         row = {"status": "out of memory", "error": first_line(e)}
     except Exception as e:

@@ -13,6 +13,7 @@ processes, alternately under `/usr/bin/time -f %e`. --pairs times configs/exampl
 alternating fp32 and bf16 blocks of one process, so that a shared machine's drifting speed falls on both alike.
 """
 
+import bisect
 import contextlib
 import dataclasses
 import functools
@@ -141,14 +142,9 @@ STAGES = {
 STAGES["idm/idm"] = StageSpec("train_idm", "train_idm", "idm", "configs/idm.yaml")
 STAGES["idm/bc"] = StageSpec("train_idm", "train_bc", "bc", "configs/idm.yaml", "idm")
 STAGES["bc/bc"] = StageSpec("train_bc", "train_bc", "bc", "configs/bc.yaml")
-# Networks small enough for the CPU self-check (scale=tiny; scripts.bench.benchmark's CPU update rows).
-TINY = {
-    "lapo": ["--encoder_scale=1", "--latent_action_dim=128"],
-    "lapo_laom": ["--encoder_scale=1", "--latent_action_dim=128", "--act_head_dim=128", "--obs_head_dim=128"],
-    "bc": ["--encoder_scale=2"],
-    "decoder": ["--hidden_dim=64"],
-    "idm": ["--encoder_scale=1", "--act_head_dim=128"],
-}
+# Networks small enough for the CPU self-check (scale=tiny), by section; LAOM's LAM adds its heads.
+TINY = {"lapo": ["encoder_scale=1", "latent_action_dim=128"], "bc": ["encoder_scale=2"], "decoder": ["hidden_dim=64"]}
+TINY["idm"] = ["encoder_scale=1", "act_head_dim=128"]
 
 
 class EnoughUpdates(Exception):
@@ -156,13 +152,12 @@ class EnoughUpdates(Exception):
 
 
 class WindowLog:
-    """The wandb sink of a timed stage: at each logged update the time, the FLOPs so far (with a counter) and the
-    update's marks (see main); after `stop_after` logged updates it ends the stage (EnoughUpdates)."""
+    """The wandb sink of a timed stage: at each logged update the time and the FLOPs so far (with a counter); after
+    `stop_after` logged updates it ends the stage (EnoughUpdates)."""
 
-    def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None, stop_after: Optional[int] = None,
-                 marks: Optional[dict] = None):  # fmt: skip
-        self.step_key, self.counter, self.stop_after, self.marks = step_key, counter, stop_after, marks
-        self.times, self.flops, self.module_flops, self.values, self.parts = [], [], [], [], []
+    def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None, stop_after: Optional[int] = None):
+        self.step_key, self.counter, self.stop_after = step_key, counter, stop_after
+        self.times, self.flops, self.module_flops, self.values = [], [], [], []
 
     def start(self) -> None:
         pass
@@ -178,9 +173,6 @@ class WindowLog:
             self.flops.append(self.counter.get_total_flops())
             counts = self.counter.get_flop_counts()  # module name -> op -> FLOPs so far
             self.module_flops.append({m: sum(ops.values()) for m, ops in counts.items()})
-        if self.marks is not None:
-            self.parts.append(dict(self.marks))
-            self.marks.clear()
         if self.stop_after is not None and len(self.times) >= self.stop_after:
             raise EnoughUpdates
 
@@ -205,12 +197,9 @@ def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Opt
         args += [f"--{s}.eval_data_path=null"]
     if key.startswith("laom_labels"):  # its decoder trains on lapo.labeled_data_path
         args += [f"--lapo.labeled_data_path={data_path}"]
-    if tiny:
-        method = spec.module.removeprefix("train_")
-        lam = TINY["lapo_laom"] if method.startswith("laom") else TINY["lapo"]
-        sec = {"lapo": lam, "bc": TINY["bc"], "decoder": TINY["decoder"], "idm": TINY["idm"]}
-        for name in sections:  # every section tiny: a frozen network is built from its own section
-            args += [f"--{name}.{a.removeprefix('--')}" for a in sec[name]]
+    if tiny:  # every section tiny: a frozen network is built from its own section
+        heads = ["act_head_dim=128", "obs_head_dim=128"] if spec.module.startswith("train_laom") else []
+        args += [f"--{name}.{a}" for name in sections for a in TINY[name] + (heads if name == "lapo" else [])]
     if batch is not None:
         args += [f"--{s}.batch_size={batch}"]
     return args
@@ -255,7 +244,6 @@ def run_stage(
     run_dir: Optional[str] = None,
     config: Optional[str] = None,
     args: tuple[str, ...] = (),
-    marks: Optional[dict] = None,
     functions: Optional[dict] = None,
     **top,
 ) -> WindowLog:
@@ -269,7 +257,7 @@ def run_stage(
         args += [f"--lapo.labeled_batch_size={labeled_batch(spec, batch)}"]
     with tempfile.TemporaryDirectory() as tmp:
         module, cfg = parse_stage_config(spec, args, device, run_dir or tmp, **top, log_every=log_every)
-        log = WindowLog(f"{spec.section}/step", counter, stop_after, marks)
+        log = WindowLog(f"{spec.section}/step", counter, stop_after)
         run = dataclasses.replace(start_run(cfg), wandb=log)
         # The networks built on `device` (the scripts build on the CPU and copy: LAPO's orthogonal initialisation
         # of its 212M-parameter LAM took minutes on a CPU).
@@ -373,19 +361,14 @@ def main(c: UpdateBenchConfig) -> None:
     sizes |= dict(latent_action_dim=c.latent_action_dim or (128 if c.method == "lapo" else 1024))
     if c.method == "laom":
         sizes |= dict(act_head_dim=c.head_dim, obs_head_dim=c.head_dim)
-    marks: dict = {}  # each update's first forward and first optimizer step
-
-    def mark(part: str):
-        def hook(*_) -> None:  # a forward pre-hook that returns something replaces the input
-            marks.setdefault(part, time.perf_counter())
-
-        return hook
-
-    hooks = [register_module_forward_pre_hook(mark("fwd")), register_optimizer_step_pre_hook(mark("opt"))]
+    # The start of every module's forward and every optimizer step (a forward pre-hook returning None keeps the input).
+    fwd, opt = [], []
+    hooks = [register_module_forward_pre_hook(lambda *_: fwd.append(time.perf_counter()))]
+    hooks.append(register_optimizer_step_pre_hook(lambda *_: opt.append(time.perf_counter())))
     functions = {"make_optimizer": release_optimizer} if c.release_adam else {}
     n, args = max(1, c.warmup) + c.updates, [f"--lapo.{k}={v}" for k, v in sizes.items()]
     try:
-        log = run_stage(f"{c.method}/lam", c.data_path, torch.device("cpu"), False, n, 1, stop_after=n, marks=marks,
+        log = run_stage(f"{c.method}/lam", c.data_path, torch.device("cpu"), False, n, 1, stop_after=n,
                         args=args, functions=functions, precision="fp32")  # fmt: skip
     finally:
         for hook in hooks:
@@ -393,10 +376,14 @@ def main(c: UpdateBenchConfig) -> None:
     if len(log.times) < n:
         raise SystemExit(f"error: {c.data_path} gave {len(log.times)} updates; expected {n}")
     timed = range(n - c.updates, n)
+
+    def first(times: list, i: int) -> float:  # the first of `times` in update i (after update i - 1 was logged)
+        return times[bisect.bisect(times, log.times[i - 1])]
+
     parts = {
-        "data": [log.parts[i]["fwd"] - log.times[i - 1] for i in timed],
-        "forward_backward": [log.parts[i]["opt"] - log.parts[i]["fwd"] for i in timed],
-        "optimizer": [log.times[i] - log.parts[i]["opt"] for i in timed],
+        "data": [first(fwd, i) - log.times[i - 1] for i in timed],
+        "forward_backward": [first(opt, i) - first(fwd, i) for i in timed],
+        "optimizer": [log.times[i] - first(opt, i) for i in timed],
     }
     med = {k: statistics.median(v) for k, v in parts.items()}
     total = sum(med.values())
