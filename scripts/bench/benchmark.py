@@ -6,12 +6,11 @@
     python -m scripts.bench.benchmark --only_dcs=true       # the DCS rows only
     python -m scripts.bench.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
 
-Data rows: LAOM's stage-1 batches (frame stack 3, offsets 1..10, batch 512), uint8 frames on the device and batched
-indexing next to a Dataset that builds one sample at a time with numpy; the table ends with `data pipeline speedup
-vs per-sample loader: <N>x`. Update rows: each method script's own stage 1 (scripts.bench.timing). DCS rows: rendered
+Data rows: LAOM's stage-1 batches (batch 512), batched indexing of uint8 frames on the device next to a Dataset that
+builds one sample at a time; update rows: each method script's own stage 1 (scripts.bench.timing); DCS rows: rendered
 frames/s of cheetah-run (scale_easy_video_hard, dynamic, 64 px, resets included) for collection and evaluation, on
 the built-in videos and a DAVIS-sized folder (854x480 jpgs), each beside the release's way (every frame of the video
-read and resized at each reset, no cache). Results also go to --out (JSON).
+read and resized at each reset). Results also go to --out (JSON).
 """
 
 import os

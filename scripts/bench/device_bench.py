@@ -29,16 +29,8 @@ import pyrallis
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scripts.bench.timing import (
-    STAGES,
-    DataBenchConfig,
-    data_throughput,
-    labeled_batch,
-    run_stage,
-    stage_config,
-    time_stage,
-    write_stage_data,
-)
+from scripts.bench import timing
+from scripts.bench.timing import STAGES, write_stage_data
 from src.data import num_batches
 from src.device import get_device
 from src.files import write_json
@@ -90,7 +82,8 @@ def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flop
     """(FLOPs, FLOPs by module) of one update of a stage at `flops_batch` samples: the counter between two logged
     updates; modules by PyTorch's names (the network's class, then its attribute path). Nothing is written."""
     with FlopCounterMode(display=False) as counter:
-        log = run_stage(key, data_path, device, tiny, 2, 1, flops_batch, counter=counter, stop_after=2, run_dir=run_dir)
+        kwargs = dict(counter=counter, stop_after=2, run_dir=run_dir)
+        log = timing.run_stage(key, data_path, device, tiny, 2, 1, flops_batch, **kwargs)
     if len(log.flops) < 2:
         raise RuntimeError(f"{key}: {len(log.flops)} logged updates while counting FLOPs; expected 2 or more")
     first, second = log.module_flops[:2]
@@ -102,7 +95,7 @@ def paper_updates(key: str, budget: int) -> int:
     trajectories), whole epochs counted by the scripts' num_batches: the last partial batch kept by LAOM's and LAOM +
     supervision's stage 1, the IDM and the decoder, dropped by the others (docs/FAITHFULNESS.md)."""
     spec = STAGES[key]
-    c = getattr(stage_config(spec), spec.section)
+    c = getattr(timing.stage_config(spec), spec.section)
     trajectories, steps = PAPER_DATA
     if spec.section == "lapo":
         drop_last = not key.startswith(("laom/", "laom_labels/"))
@@ -165,8 +158,8 @@ def stage_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: boo
     `windows` windows after a warm-up one, peak memory."""
     key, compiled = name.removesuffix("+compile"), name.endswith("+compile")
     spec = STAGES[key]
-    batch = 8 if tiny else getattr(stage_config(spec), spec.section).batch_size
-    samples = batch + (labeled_batch(spec, batch) if key == "laom_labels/lam" else 0)  # its labeled batch too
+    batch = 8 if tiny else getattr(timing.stage_config(spec), spec.section).batch_size
+    samples = batch + (timing.labeled_batch(spec, batch) if key == "laom_labels/lam" else 0)  # its labeled batch too
     row = {"batch": batch, "samples_per_update": samples}
     run_dir = os.path.join(cfg.out_dir, "runs", name.replace("/", "_"))  # kept: a stage measured writes no checkpoint
     if not compiled:
@@ -178,7 +171,7 @@ def stage_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: boo
     window = cfg.window_updates or (2 if tiny else 10)
     path = stage_data(data_dir, "timing", batch, (cfg.windows + 1) * window + 1)
     kwargs = dict(compile=compiled, run_dir=run_dir)
-    spu, memory, warmup = time_stage(key, path, device, tiny, batch if tiny else None, window, cfg.windows, **kwargs)
+    spu, memory, warmup = timing.time_stage(key, path, device, tiny, batch, window, cfg.windows, **kwargs)
     row |= {"updates_per_s": 1 / spu, "samples_per_s": samples / spu, "peak_memory_gib": memory}
     return row | {"warmup_window_s": warmup}
 
@@ -188,7 +181,8 @@ def data_row(_, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, data_d
     batch = 8 if tiny else 512
     window = cfg.window_updates or (2 if tiny else 10)
     path = stage_data(data_dir, "timing", batch, (cfg.windows + 1) * window + 1)
-    fast, naive = data_throughput(path, DataBenchConfig(batch_size=batch, data_batches=cfg.data_batches), device)
+    data_cfg = timing.DataBenchConfig(batch_size=batch, data_batches=cfg.data_batches)
+    fast, naive = timing.data_throughput(path, data_cfg, device)
     row = {"batch": batch, "batched_frames_on_device_samples_per_s": fast}
     return row | {"per_sample_dataloader_samples_per_s": naive}
 

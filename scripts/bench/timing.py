@@ -77,9 +77,7 @@ class PerSampleDataset(Dataset):
     def __init__(self, path: str, frame_stack: int, offset: int):
         with h5py.File(path, "r") as f:
             groups = [f[k] for k in sorted((k for k in f if k.isdigit()), key=int)]
-            self.obs = [g["obs"][:] for g in groups]
-            self.actions = [g["actions"][:] for g in groups]
-            self.states = [g["states"][:] for g in groups]
+            self.obs, self.actions, self.states = ([g[k][:] for g in groups] for k in ("obs", "actions", "states"))
         self.index = [(i, t) for i, obs in enumerate(self.obs) for t in range(len(obs) - offset)]
         self.k, self.offset = frame_stack, offset
 
