@@ -6,13 +6,11 @@
     python -m scripts.bench.benchmark --only_dcs=true       # the DCS rows only
     python -m scripts.bench.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
 
-Data rows: LAOM's stage-1 batches (frame stack 3, offsets 1..10, batch 512) as uint8 on the device, batched indexing
-next to a torch Dataset that builds one sample at a time with numpy; the last line of the table is `data pipeline
-speedup vs per-sample loader: <N>x`. Update rows: each method script's own stage 1 (scripts.bench.timing). DCS rows:
-rendered frames/s of cheetah-run (scale_easy_video_hard, dynamic, 64 px, --dcs_steps steps an episode, resets
-included) for collection and evaluation (src.envs.make_env), on the built-in videos and a DAVIS-sized folder (854x480
-jpgs), each beside the release's way (every frame of the video read and resized at each reset, no cache). Results
-also go to --out (JSON).
+Data rows: LAOM's stage-1 batches (batch 512), batched indexing of uint8 frames on the device next to a Dataset that
+builds one sample at a time; update rows: each method script's own stage 1 (scripts.bench.timing); DCS rows: rendered
+frames/s of cheetah-run (scale_easy_video_hard, dynamic, 64 px, resets included) for collection and evaluation, on
+the built-in videos and a DAVIS-sized folder (854x480 jpgs), each beside the release's way (every frame of the video
+read and resized at each reset). Results also go to --out (JSON).
 """
 
 import os
@@ -27,14 +25,14 @@ import pyrallis
 import torch
 from PIL import Image
 
-from scripts.bench.timing import DataBenchConfig, bench_fast, bench_naive, time_stage, write_stage_data, write_synthetic
+from scripts.bench.timing import STAGES, DataBenchConfig, data_throughput, time_stage, write_stage_data, write_synthetic
 from src.checkpoint import set_seed
 from src.dcs import constants as dcs_constants
 from src.dcs import load as load_dcs
 from src.dcs import videos as dcs_videos
 from src.dcs.suite import BackgroundDistraction
 from src.device import get_device
-from src.envs import make_env
+from src.envs import make_env, make_vec_env
 from src.files import write_json
 
 
@@ -50,8 +48,7 @@ class BenchConfig(DataBenchConfig):
     out: str = "runs/benchmark.json"  # results JSON
     dcs: bool = True  # also measure the DCS's rendered frames/s, the port's way and the release's way
     only_dcs: bool = False  # measure the DCS only
-    dcs_way: str = "both"  # "port", "release" (the release's way only) or "both"; one way per process suits
-    # whole-process timing side by side
+    dcs_way: str = "both"  # "port", "release" or "both" (one way per process suits whole-process timing)
     dcs_sources: str = "both"  # "builtin", "davis" (the DAVIS-sized folder) or "both"
     dcs_modes: str = "both"  # "collection", "evaluation" or "both"
     dcs_episodes: int = 4  # episodes per DCS measurement (each with its reset)
@@ -63,10 +60,9 @@ class BenchConfig(DataBenchConfig):
 def write_davis_sized(root: str, num_frames: int) -> None:
     """A DAVIS-layout folder of the train videos with DAVIS 480p-sized frames (854 x 480 jpgs). The videos share
     their files (hard links): each is still read and decoded from its own folder."""
-    video = dcs_videos.builtin_video("train", 0, num_frames=num_frames)
     first = Path(root) / dcs_constants.DAVIS17_TRAINING_VIDEOS[0]
     first.mkdir(parents=True)
-    for i, frame in enumerate(video):
+    for i, frame in enumerate(dcs_videos.builtin_video("train", 0, num_frames=num_frames)):
         Image.fromarray(frame).resize((854, 480), Image.BICUBIC).save(first / f"{i:05d}.jpg", quality=90)
     for name in dcs_constants.DAVIS17_TRAINING_VIDEOS[1:]:
         (Path(root) / name).mkdir()
@@ -74,16 +70,9 @@ def write_davis_sized(root: str, num_frames: int) -> None:
             os.link(f, Path(root) / name / f.name)
 
 
-def release_way(dcs_env) -> None:
-    """The release's way (benchmark only): every frame of the chosen video read and resized at each reset."""
-    for d in dcs_env._distractions:
-        if isinstance(d, BackgroundDistraction):
-            d.cache_resized = False
-
-
 def bench_dcs(backgrounds: str, evaluation: bool, release: bool, cfg: BenchConfig) -> tuple[float, float]:
-    """Rendered 64 px frames/s of cheetah-run (scale_easy_video_hard, dynamic), resets included, caches cold; and
-    the mean seconds of a reset (with its first frame)."""
+    """Rendered 64 px frames/s of cheetah-run, resets included, caches cold; and the mean seconds of a reset (with
+    its first frame). `release`: the release's way, every frame of the chosen video read and resized at each reset."""
     dcs_videos._cache.clear()
     dcs_videos._skybox_cache.clear()
     kwargs = dict(difficulty="scale_easy_video_hard", dynamic=True, seed=cfg.seed)
@@ -92,8 +81,9 @@ def bench_dcs(backgrounds: str, evaluation: bool, release: bool, cfg: BenchConfi
         dcs_env = env.dcs_env
     else:
         env = dcs_env = load_dcs("cheetah", "run", background_dataset_path=backgrounds, **kwargs)
-    if release:
-        release_way(dcs_env)
+    for d in dcs_env._distractions if release else []:
+        if isinstance(d, BackgroundDistraction):
+            d.cache_resized = False
     rng = np.random.default_rng(cfg.seed)
     total = resets = 0.0
     for episode in range(cfg.dcs_episodes):
@@ -114,11 +104,8 @@ def bench_dcs(backgrounds: str, evaluation: bool, release: bool, cfg: BenchConfi
 
 
 def bench_dcs_workers(backgrounds: str, cfg: BenchConfig) -> float:
-    """Rendered frames/s of cfg.dcs_workers environments in worker processes (src.envs.make_vec_env, as the
-    evaluation with eval_num_envs and the collector with --num_workers run them), resets included; the release
-    steps one environment in one process."""
-    from src.envs import make_vec_env
-
+    """Rendered frames/s of cfg.dcs_workers environments in worker processes (make_vec_env, as the evaluation with
+    eval_num_envs and the collector with --num_workers run them), resets included; the release steps one."""
     kwargs = dict(domain_name="cheetah", task_name="run", difficulty="scale_easy_video_hard", dynamic=True)
     kwargs |= dict(img_hw=64, backgrounds_path=backgrounds, max_episode_steps=cfg.dcs_steps + 1)
     n = cfg.dcs_workers
@@ -134,13 +121,12 @@ def bench_dcs_workers(backgrounds: str, cfg: BenchConfig) -> float:
         elapsed = time.perf_counter() - start
     finally:
         envs.close()
-    episodes = len(range(0, cfg.dcs_episodes, n)) * n
-    return episodes * (cfg.dcs_steps + 1) / elapsed
+    return len(range(0, cfg.dcs_episodes, n)) * n * (cfg.dcs_steps + 1) / elapsed
 
 
-def dcs_rows(cfg: BenchConfig) -> list[tuple[str, float, Optional[float]]]:
-    """(what, frames/s, seconds per reset; None where resets are not timed apart) of each DCS measurement."""
-    rows = []
+def dcs_rows(cfg: BenchConfig) -> dict[str, dict]:
+    """{what: frames/s and seconds per reset (None where resets are not timed apart)} of each DCS measurement."""
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         sources = [("built-in 160 px, 60 frames", dcs_constants.BUILTIN)] if cfg.dcs_sources != "davis" else []
         if cfg.dcs_davis_frames > 0 and cfg.dcs_sources != "builtin":
@@ -149,17 +135,30 @@ def dcs_rows(cfg: BenchConfig) -> list[tuple[str, float, Optional[float]]]:
         for source_name, backgrounds in sources:
             for evaluation in {"collection": (False,), "evaluation": (True,)}.get(cfg.dcs_modes, (False, True)):
                 for release in {"port": (False,), "release": (True,)}.get(cfg.dcs_way, (False, True)):
-                    what = "evaluation (make_env)" if evaluation else "collection (DCS env)"
+                    mode = "evaluation (make_env)" if evaluation else "collection (DCS env)"
                     way = "release's way" if release else "port"
+                    what = f"DCS {mode}, {source_name}: {way}"
                     fps, reset_s = bench_dcs(backgrounds, evaluation, release, cfg)
-                    rows.append((f"DCS {what}, {source_name}: {way}", fps, reset_s))
-                    print(f"{rows[-1][0]:<80} {fps:>8.1f} {1000 * reset_s:>9.0f}", flush=True)
+                    rows[what] = {"frames_per_s": fps, "reset_s": reset_s}
+                    print(f"{what:<80} {fps:>8.1f} {1000 * reset_s:>9.0f}", flush=True)
             if cfg.dcs_workers > 0 and cfg.dcs_way != "release":
-                fps = bench_dcs_workers(backgrounds, cfg)
+                what = f"DCS {cfg.dcs_workers} worker processes, {source_name}: port"
                 # resets run inside the workers, in parallel with steps: no reset time to report
-                rows.append((f"DCS {cfg.dcs_workers} worker processes, {source_name}: port", fps, None))
-                print(f"{rows[-1][0]:<80} {fps:>8.1f} {'n/a':>9}", flush=True)
+                rows[what] = {"frames_per_s": bench_dcs_workers(backgrounds, cfg), "reset_s": None}
+                print(f"{what:<80} {rows[what]['frames_per_s']:>8.1f} {'n/a':>9}", flush=True)
     return rows
+
+
+def bench_update(method: str, cfg: BenchConfig, device: torch.device) -> float:
+    """Stage-1 samples/s of a method script: its own stage function on synthetic data, the median of two windows of
+    update_steps updates after a warm-up window (scripts.bench.timing; its tiny networks unless paper_scale)."""
+    batch = cfg.update_batch_size or (512 if device.type == "cuda" else 64)
+    key = next(k for k in STAGES if k.startswith(f"{method}/"))  # the method's first stage
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "updates.hdf5")
+        write_stage_data(path, batch, 3 * cfg.update_steps + 1)
+        seconds, _, _ = time_stage(key, path, device, not cfg.paper_scale, batch, cfg.update_steps, 2)
+    return batch / seconds
 
 
 @pyrallis.wrap()
@@ -168,44 +167,26 @@ def main(cfg: BenchConfig) -> dict:
     device = get_device(cfg.device)
     out = {"device": str(device), "config": cfg.__dict__}
     if not cfg.only_dcs:
-        tmp = tempfile.TemporaryDirectory()
-        path = cfg.data_path
-        if path is None:
-            path = os.path.join(tmp.name, "synthetic.hdf5")
-            write_synthetic(path, cfg)
-        fast, naive = bench_fast(path, cfg, device), bench_naive(path, cfg, device)
-        rows = [("data pipeline: batched tensor indexing", fast)]
-        rows += [(f"data pipeline: per-sample DataLoader (num_workers={cfg.naive_num_workers})", naive)]
-        rows += [(f"{method}: stage-1 update", bench_update(method, cfg, device)) for method in cfg.methods]
-        speedup = fast / naive
+        with tempfile.TemporaryDirectory() as tmp:
+            path = cfg.data_path or os.path.join(tmp, "synthetic.hdf5")
+            if cfg.data_path is None:
+                write_synthetic(path, cfg)
+            fast, naive = data_throughput(path, cfg, device)
+        rows = {"data pipeline: batched tensor indexing": fast}
+        rows[f"data pipeline: per-sample DataLoader (num_workers={cfg.naive_num_workers})"] = naive
+        rows |= {f"{method}: stage-1 update": bench_update(method, cfg, device) for method in cfg.methods}
         print(f"\ndevice: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
         print(f"{'what':<60} {'samples/s':>12}")
-        for name, value in rows:
+        for name, value in rows.items():
             print(f"{name:<60} {value:>12.1f}")
-        print(f"data pipeline speedup vs per-sample loader: {speedup:.1f}x")
-        out.update(rows=dict(rows), data_pipeline_speedup=speedup)
-        tmp.cleanup()
+        print(f"data pipeline speedup vs per-sample loader: {fast / naive:.1f}x")
+        out.update(rows=rows, data_pipeline_speedup=fast / naive)
     if cfg.dcs or cfg.only_dcs:
         print(f"\nDCS, {cfg.dcs_episodes} episodes x {cfg.dcs_steps} steps, resets included (CPU, EGL)")
         print(f"{'what':<80} {'frames/s':>8} {'reset ms':>9}")
-        out["dcs_rows"] = {what: {"frames_per_s": fps, "reset_s": r} for what, fps, r in dcs_rows(cfg)}
+        out["dcs_rows"] = dcs_rows(cfg)
     write_json(Path(cfg.out), out)
     return out
-
-
-# method -> its stage-1 stage in scripts.bench.timing.STAGES
-STAGE1 = {"lapo": "lapo/lam", "laom": "laom/lam", "laom_labels": "laom_labels/lam", "idm": "idm/idm", "bc": "bc/bc"}
-
-
-def bench_update(method: str, cfg: BenchConfig, device: torch.device) -> float:
-    """Stage-1 samples/s of a method script: its own stage function on synthetic data, the median of two windows of
-    update_steps updates after a warm-up window (scripts.bench.timing; its tiny networks unless paper_scale)."""
-    batch = cfg.update_batch_size or (512 if device.type == "cuda" else 64)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "updates.hdf5")
-        write_stage_data(path, batch, 3 * cfg.update_steps + 1)
-        seconds, _, _ = time_stage(STAGE1[method], path, device, not cfg.paper_scale, batch, cfg.update_steps, 2, False)
-    return batch / seconds
 
 
 if __name__ == "__main__":

@@ -1,20 +1,22 @@
 """The one timer of the benchmarks: a method script's own stage function run with a window log in place of wandb
-(run_stage, time_stage), the data path beside a per-sample DataLoader (bench_fast, bench_naive), and synthetic frames
-in the released layout (write_synthetic, write_stage_data). scripts.bench.benchmark, device_bench and precision call
-it. Its command line times the small study's stage-1 update (studies/small/configs sizes) for side-by-side comparisons:
+(run_stage, time_stage), the data path beside a per-sample DataLoader (data_throughput), synthetic frames in the
+released layout (write_synthetic, write_stage_data). Its command line times a stage-1 update:
 
     python -m scripts.bench.timing --method=laom --updates=40                      # this project's update
     python -m scripts.bench.timing --method=laom --updates=40 --release_adam=true  # torch.optim.Adam's default kernel
+    python -m scripts.bench.timing --pairs=8 --updates=4 --threads=1               # fp32 against bf16 autocast
 
-To compare two variants, run the two commands alternately a few times under `/usr/bin/time -f %e` (whole processes)
-and compare the medians. It runs train_<method>.train_lam on --data_path, `warmup` untimed updates and `updates`
-timed ones, and prints the median seconds per update and the median of each part: data (batch and augmentations, up
-to the update's first forward), forward + backward (up to its first optimizer step), optimizer (the steps, the EMA
-and the stage's log). No GPU needed; `--threads` sets torch's intra-op threads.
+The first form runs train_<method>.train_lam at the small study's sizes (studies/small/configs) on the CPU and prints
+the median ms per update and of its parts: data (batch and augmentations, up to the first forward), forward +
+backward (up to the first optimizer step), optimizer (the steps, the EMA, the log); compare two variants as whole
+processes, alternately under `/usr/bin/time -f %e`. --pairs times configs/example/<method>.yaml's stage 1 in
+alternating fp32 and bf16 blocks of one process, so that a shared machine's drifting speed falls on both alike.
 """
 
+import bisect
 import contextlib
 import dataclasses
+import functools
 import importlib
 import io
 import math
@@ -24,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
+from unittest import mock
 
 import h5py
 import numpy as np
@@ -53,18 +56,18 @@ class DataBenchConfig:
     naive_num_workers: int = 0  # DataLoader workers of the naive path
 
 
-def write_synthetic(path: str, cfg: DataBenchConfig, act_dim: int = 6, state_dim: int = 17) -> None:
-    """Random frames in the released layout (content does not matter for throughput)."""
+def write_synthetic(path: str, cfg: DataBenchConfig) -> None:
+    """Random frames, 6 actions and 17 states in the released layout (content does not matter for throughput)."""
     rng = np.random.default_rng(0)
+    n = cfg.trajectory_length
     with h5py.File(path, "w") as f:
         f.attrs.update(dict(domain_name="cheetah", task_name="run", difficulty="scale_easy_video_hard", dynamic=True))
         f.attrs.update(dict(img_hw=cfg.img_hw, split="train"))
-        n = cfg.trajectory_length
         for i in range(cfg.num_trajectories):
             g = f.create_group(str(i))
             g["obs"] = rng.integers(0, 256, (n, cfg.img_hw, cfg.img_hw, 3), dtype=np.uint8)
-            g["actions"] = rng.uniform(-1, 1, (n, act_dim)).astype(np.float32)
-            g["states"] = rng.normal(size=(n, state_dim)).astype(np.float32)
+            g["actions"] = rng.uniform(-1, 1, (n, 6)).astype(np.float32)
+            g["states"] = rng.normal(size=(n, 17)).astype(np.float32)
             g.attrs["traj_return"] = 0.0
 
 
@@ -72,13 +75,10 @@ class PerSampleDataset(Dataset):
     """The naive path: one sample at a time, frame stacks built with numpy, collated by the DataLoader."""
 
     def __init__(self, path: str, frame_stack: int, offset: int):
-        self.obs, self.actions, self.states, self.index = [], [], [], []
         with h5py.File(path, "r") as f:
-            for i, k in enumerate(sorted((k for k in f if k.isdigit()), key=int)):
-                self.obs.append(f[k]["obs"][:])
-                self.actions.append(f[k]["actions"][:])
-                self.states.append(f[k]["states"][:])
-                self.index += [(i, t) for t in range(len(self.obs[-1]) - offset)]
+            groups = [f[k] for k in sorted((k for k in f if k.isdigit()), key=int)]
+            self.obs, self.actions, self.states = ([g[k][:] for g in groups] for k in ("obs", "actions", "states"))
+        self.index = [(i, t) for i, obs in enumerate(self.obs) for t in range(len(obs) - offset)]
         self.k, self.offset = frame_stack, offset
 
     def __len__(self) -> int:
@@ -94,26 +94,20 @@ class PerSampleDataset(Dataset):
         return (self.stack(i, t), self.stack(i, t + 1), self.stack(i, t + k), self.actions[i][t], self.states[i][t])
 
 
-def bench_fast(path: str, cfg: DataBenchConfig, device: torch.device) -> float:
-    data = load_dataset(path, device, cfg.frame_stack, cfg.future_obs_offset)
-    valid = data.valid_indices(cfg.future_obs_offset)
-    batches = infinite_epochs(data, valid, cfg.batch_size)
+def data_throughput(path: str, cfg: DataBenchConfig, device: torch.device) -> tuple[float, float]:
+    """Samples/s of LAOM's stage-1 batches: this project's batched indexing, then a per-sample Dataset + DataLoader."""
+    offset, batch = cfg.future_obs_offset, cfg.batch_size
+    data = load_dataset(path, device, cfg.frame_stack, offset)
+    batches = infinite_epochs(data, data.valid_indices(offset), batch)
 
     def one():
-        return data.batch(next(batches), cfg.frame_stack, future_offset=cfg.future_obs_offset, next_obs=True)
+        return data.batch(next(batches), cfg.frame_stack, future_offset=offset, next_obs=True)
 
-    return samples_per_s(one, 3, cfg.data_batches, cfg.batch_size, device)
-
-
-def bench_naive(path: str, cfg: DataBenchConfig, device: torch.device) -> float:
-    ds = PerSampleDataset(path, cfg.frame_stack, cfg.future_obs_offset)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.naive_num_workers)
+    fast = samples_per_s(one, 3, cfg.data_batches, batch, device)
+    loader = DataLoader(PerSampleDataset(path, cfg.frame_stack, offset), batch, True, num_workers=cfg.naive_num_workers)
     it = iter(loader)
-
-    def one():
-        return [x.to(device) for x in next(it)]
-
-    return samples_per_s(one, 1, min(cfg.data_batches, len(loader) - 1), cfg.batch_size, device)
+    count = min(cfg.data_batches, len(loader) - 1)
+    return fast, samples_per_s(lambda: [x.to(device) for x in next(it)], 1, count, batch, device)
 
 
 def samples_per_s(one, warmup: int, count: int, batch: int, device: torch.device) -> float:
@@ -146,14 +140,9 @@ STAGES = {
 STAGES["idm/idm"] = StageSpec("train_idm", "train_idm", "idm", "configs/idm.yaml")
 STAGES["idm/bc"] = StageSpec("train_idm", "train_bc", "bc", "configs/idm.yaml", "idm")
 STAGES["bc/bc"] = StageSpec("train_bc", "train_bc", "bc", "configs/bc.yaml")
-# Networks small enough for the CPU self-check (scale=tiny; scripts.bench.benchmark's CPU update rows).
-TINY = {
-    "lapo": ["--encoder_scale=1", "--latent_action_dim=128"],
-    "lapo_laom": ["--encoder_scale=1", "--latent_action_dim=128", "--act_head_dim=128", "--obs_head_dim=128"],
-    "bc": ["--encoder_scale=2"],
-    "decoder": ["--hidden_dim=64"],
-    "idm": ["--encoder_scale=1", "--act_head_dim=128"],
-}
+# Networks small enough for the CPU self-check (scale=tiny), by section; LAOM's LAM adds its heads.
+TINY = {"lapo": ["encoder_scale=1", "latent_action_dim=128"], "bc": ["encoder_scale=2"], "decoder": ["hidden_dim=64"]}
+TINY["idm"] = ["encoder_scale=1", "act_head_dim=128"]
 
 
 class EnoughUpdates(Exception):
@@ -161,55 +150,29 @@ class EnoughUpdates(Exception):
 
 
 class WindowLog:
-    """The wandb sink of a timed stage: at each logged update the time, the FLOPs so far (with a counter) and the
-    update's marks (with `marks`: see main); after `stop_after` logged updates it ends the stage (EnoughUpdates)."""
+    """The wandb sink of a timed stage: at each logged update the time and the FLOPs so far (with a counter); after
+    `stop_after` logged updates it ends the stage (EnoughUpdates)."""
 
-    def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None, stop_after: Optional[int] = None,
-                 marks: Optional[dict] = None):  # fmt: skip
-        self.step_key, self.counter, self.stop_after, self.marks = step_key, counter, stop_after, marks
-        self.times, self.flops, self.module_flops, self.values, self.parts = [], [], [], [], []
+    def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None, stop_after: Optional[int] = None):
+        self.step_key, self.counter, self.stop_after = step_key, counter, stop_after
+        self.times, self.flops, self.module_flops, self.values = [], [], [], []
 
     def start(self) -> None:
         pass
 
+    finish = start
+
     def log(self, values: dict, *args, **kwargs) -> None:
-        if self.step_key in values:  # a logged update (not the stage's final metrics)
-            self.times.append(time.perf_counter())
-            self.values.append(values)
-            if self.counter is not None:
-                self.flops.append(self.counter.get_total_flops())
-                counts = self.counter.get_flop_counts()  # module name -> op -> FLOPs so far
-                self.module_flops.append({m: sum(ops.values()) for m, ops in counts.items()})
-            if self.marks is not None:
-                self.parts.append(dict(self.marks))
-                self.marks.clear()
-            if self.stop_after is not None and len(self.times) >= self.stop_after:
-                raise EnoughUpdates
-
-    def finish(self) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def patched(module, **functions):
-    """The method script's functions replaced while the block runs: a benchmark's only hooks into it."""
-    saved = {name: getattr(module, name) for name in functions}
-    vars(module).update(functions)
-    try:
-        yield
-    finally:
-        vars(module).update(saved)
-
-
-def built_on(build, device: torch.device):
-    """A build_models that makes the networks directly on `device` (the stage functions build on the CPU and copy:
-    LAPO's orthogonal initialisation of its 212M-parameter LAM took minutes on a CPU)."""
-
-    def build_on_device(*args, **kwargs):
-        with torch.device(device):
-            return build(*args, **kwargs)
-
-    return build_on_device
+        if self.step_key not in values:  # the stage's final metrics
+            return
+        self.times.append(time.perf_counter())
+        self.values.append(values)
+        if self.counter is not None:
+            self.flops.append(self.counter.get_total_flops())
+            counts = self.counter.get_flop_counts()  # module name -> op -> FLOPs so far
+            self.module_flops.append({m: sum(ops.values()) for m, ops in counts.items()})
+        if self.stop_after is not None and len(self.times) >= self.stop_after:
+            raise EnoughUpdates
 
 
 def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Optional[int], updates: int) -> list[str]:
@@ -232,12 +195,9 @@ def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Opt
         args += [f"--{s}.eval_data_path=null"]
     if key.startswith("laom_labels"):  # its decoder trains on lapo.labeled_data_path
         args += [f"--lapo.labeled_data_path={data_path}"]
-    if tiny:
-        method = spec.module.removeprefix("train_")
-        lam = TINY["lapo_laom"] if method.startswith("laom") else TINY["lapo"]
-        sec = {"lapo": lam, "bc": TINY["bc"], "decoder": TINY["decoder"], "idm": TINY["idm"]}
-        for name in sections:  # every section tiny: a frozen network is built from its own section
-            args += [f"--{name}.{a.removeprefix('--')}" for a in sec[name]]
+    if tiny:  # every section tiny: a frozen network is built from its own section
+        heads = ["act_head_dim=128", "obs_head_dim=128"] if spec.module.startswith("train_laom") else []
+        args += [f"--{name}.{a}" for name in sections for a in TINY[name] + (heads if name == "lapo" else [])]
     if batch is not None:
         args += [f"--{s}.batch_size={batch}"]
     return args
@@ -251,6 +211,24 @@ def parse_stage_config(spec: StageSpec, args: list[str], device: torch.device, r
     return module, pyrallis.parse(config_class=module.Config, config_path=spec.config, args=args + top_args)
 
 
+@functools.cache
+def stage_config(spec: StageSpec):
+    """A stage's method script Config from its YAML alone, parsed once (a projection asks about a hundred times)."""
+    return parse_stage_config(spec, [], torch.device("cpu"), "unused")[1]
+
+
+def labeled_batch(spec: StageSpec, batch: int) -> int:
+    """LAOM + supervision's labeled samples at unlabeled batch `batch`, in its config's ratio (128 per 512)."""
+    c = stage_config(spec).lapo
+    labeled = batch * c.labeled_batch_size / c.batch_size
+    if labeled != int(labeled) or labeled < 1:
+        raise ValueError(
+            f"laom_labels/lam at a batch of {batch}: its labeled batch ({c.labeled_batch_size} per {c.batch_size}) "
+            f"would be {labeled:g} samples; give a batch that makes it a whole number (a multiple of 4)"
+        )
+    return int(labeled)
+
+
 def run_stage(
     key: str,
     data_path: str,
@@ -259,39 +237,36 @@ def run_stage(
     updates: int,
     log_every: int,
     batch: Optional[int] = None,
-    compile: bool = False,
     counter: Optional[FlopCounterMode] = None,
     stop_after: Optional[int] = None,
     run_dir: Optional[str] = None,
     config: Optional[str] = None,
     args: tuple[str, ...] = (),
-    marks: Optional[dict] = None,
     functions: Optional[dict] = None,
     **top,
 ) -> WindowLog:
     """Runs one stage function of a method script for about `updates` updates (`batch` samples each; None: the
-    config's), its networks built on `device`, and returns its window log. `config`: the YAML (default the paper's),
-    `args` and `top` (top-level fields) override it; `functions` replace the script's (patched); `stop_after`: the
-    stage ends after that many logged updates; its run directory `run_dir`, else a temporary one. LAOM +
-    supervision's labeled batch keeps its ratio to the batch."""
+    config's), its networks built on `device`, in `run_dir` (None: a temporary one); returns its window log.
+    `config` (None: the paper's YAML), `args` and `top` (top-level fields, e.g. compile) override; `functions`
+    replace the script's while it runs."""
     spec = dataclasses.replace(STAGES[key], config=config or STAGES[key].config)
     args = stage_args(key, spec, tiny, data_path, batch, updates) + list(args)
-    if key == "laom_labels/lam" and batch is not None:
-        c = parse_stage_config(spec, [], device, "unused")[1].lapo
-        labeled = batch * c.labeled_batch_size / c.batch_size
-        if labeled != int(labeled) or labeled < 1:
-            raise ValueError(
-                f"{key} at a batch of {batch}: its labeled batch ({c.labeled_batch_size} per {c.batch_size}) would be "
-                f"{labeled:g} samples; give a batch that makes it a whole number (a multiple of 4)"
-            )
-        args += [f"--lapo.labeled_batch_size={int(labeled)}"]
+    if key == "laom_labels/lam" and batch is not None:  # its labeled batch keeps its ratio to the batch
+        args += [f"--lapo.labeled_batch_size={labeled_batch(spec, batch)}"]
     with tempfile.TemporaryDirectory() as tmp:
-        top |= dict(log_every=log_every, compile=compile)
-        module, cfg = parse_stage_config(spec, args, device, run_dir or tmp, **top)
-        log = WindowLog(f"{spec.section}/step", counter, stop_after, marks)
+        module, cfg = parse_stage_config(spec, args, device, run_dir or tmp, **top, log_every=log_every)
+        log = WindowLog(f"{spec.section}/step", counter, stop_after)
         run = dataclasses.replace(start_run(cfg), wandb=log)
-        functions = {"build_models": built_on(module.build_models, device), **(functions or {})}
-        with contextlib.redirect_stderr(io.StringIO()) as progress, patched(module, **functions):  # progress bars
+        # The networks built on `device` (the scripts build on the CPU and copy: LAPO's orthogonal initialisation
+        # of its 212M-parameter LAM took minutes on a CPU).
+        build = module.build_models
+
+        def build_on_device(*args, **kwargs):
+            with torch.device(device):
+                return build(*args, **kwargs)
+
+        functions = {"build_models": build_on_device, **(functions or {})}
+        with contextlib.redirect_stderr(io.StringIO()) as progress, mock.patch.multiple(module, **functions):
             inputs = []
             if spec.frozen:  # written by write_synthetic: 6 actions, 17 states, 64 px
                 frozen = module.build_models(cfg, Shapes(6, 17, 64), spec.frozen)[spec.frozen]
@@ -301,31 +276,22 @@ def run_stage(
             except EnoughUpdates:
                 pass
             except BaseException:
-                sys.stderr.write(progress.getvalue()[-4000:])
+                sys.stderr.write(progress.getvalue()[-4000:])  # the progress bars
                 raise
     return log
 
 
 def time_stage(
-    key: str,
-    data_path: str,
-    device: torch.device,
-    tiny: bool,
-    batch: Optional[int],
-    window: int,
-    windows: int,
-    compile: bool,
-    run_dir: Optional[str] = None,
-    **kwargs,
+    key: str, data_path: str, device: torch.device, tiny: bool, batch: Optional[int], window: int, windows: int, **kw
 ):
     """(seconds per update, peak GPU memory in GiB or None, seconds of the warm-up window) of a stage: one warm-up
-    window and `windows` timed ones, then the stage stops (no checkpoint written; run_dir, kwargs: run_stage's)."""
+    window and `windows` timed ones, then the stage stops (no checkpoint written; kw: run_stage's)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     updates = (windows + 1) * window
-    log = run_stage(key, data_path, device, tiny, updates, window, batch, compile, None, windows + 1, run_dir, **kwargs)
+    log = run_stage(key, data_path, device, tiny, updates, window, batch, stop_after=windows + 1, **kw)
     if len(log.times) < windows + 1:
         raise RuntimeError(f"{key}: {len(log.times)} logged windows; expected {windows + 1} (data too small?)")
     gaps = np.diff(log.times[: windows + 1]) / window
@@ -346,7 +312,7 @@ def write_stage_data(path: str, batch: int, updates: int, offset: int = 10, step
 class UpdateBenchConfig:
     method: str = "laom"  # lapo | laom
     data_path: str = "data/example-data.hdf5"  # any dataset in the released layout
-    updates: int = 40  # timed updates
+    updates: int = 40  # timed updates (with --pairs: updates per block, each block warmed up by as many first)
     warmup: int = 3  # untimed updates first (at least 1)
     batch_size: int = 32
     encoder_scale: int = 1
@@ -355,6 +321,9 @@ class UpdateBenchConfig:
     head_dim: int = 256  # LAOM's act / obs heads
     threads: int = 1
     release_adam: bool = False  # torch.optim.Adam(W) with its default implementation (the release's optimizer)
+    pairs: int = 0  # >0: that many (fp32 block, bf16 block) pairs of configs/example/<method>.yaml's stage 1 instead
+    config: Optional[str] = None  # --pairs: the YAML whose stage-1 networks are timed (None: the example config)
+    device: str = "cpu"  # --pairs: cpu or cuda
 
 
 def release_optimizer(model, kind: str, lr: float, weight_decay: Optional[float] = None) -> torch.optim.Optimizer:
@@ -362,28 +331,42 @@ def release_optimizer(model, kind: str, lr: float, weight_decay: Optional[float]
     return (torch.optim.Adam if kind == "adam" else torch.optim.AdamW)(model.parameters(), lr=lr)
 
 
+def precision_pairs(c: UpdateBenchConfig) -> None:
+    """fp32 against bf16 autocast, blocks alternating (fp32 then bf16, then bf16 then fp32, ...): the median seconds
+    per update of each and the median bf16 / fp32 ratio of the pairs (docs/FAITHFULNESS.md, "Precision on the CPU")."""
+    config = c.config or f"configs/example/{c.method}.yaml"
+    seconds, ratios = {"fp32": [], "bf16": []}, []
+    for i in range(c.pairs):
+        for precision in ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32"):
+            key, device, args = f"{c.method}/lam", torch.device(c.device), [f"--lapo.num_epochs={10**6}"]
+            kwargs = dict(config=config, args=args, precision=precision)
+            timed = time_stage(key, c.data_path, device, False, c.batch_size, c.updates, 1, **kwargs)
+            seconds[precision].append(timed[0])
+        ratios.append(seconds["bf16"][-1] / seconds["fp32"][-1])
+    fp32, bf16 = statistics.median(seconds["fp32"]), statistics.median(seconds["bf16"])
+    print(f"{c.threads} thread(s), {c.batch_size} samples per update: fp32 {fp32:.4f} s, bf16 {bf16:.4f} s (medians)")
+    print(f"bf16 / fp32 per pair: median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}")
+
+
 def main(c: UpdateBenchConfig) -> None:
     if c.method not in ("lapo", "laom"):
         raise SystemExit(f"error: --method={c.method!r}; expected lapo or laom")
     torch.set_num_threads(c.threads)
+    if c.pairs > 0:
+        return precision_pairs(c)
     sizes = dict(batch_size=c.batch_size, encoder_scale=c.encoder_scale, num_epochs=10**6)
     sizes |= dict(encoder_num_res_blocks=c.encoder_num_res_blocks)
     sizes |= dict(latent_action_dim=c.latent_action_dim or (128 if c.method == "lapo" else 1024))
     if c.method == "laom":
         sizes |= dict(act_head_dim=c.head_dim, obs_head_dim=c.head_dim)
-    marks: dict = {}  # each update's first forward and first optimizer step
-
-    def mark(part: str):
-        def hook(*_) -> None:  # a forward pre-hook that returns something replaces the input
-            marks.setdefault(part, time.perf_counter())
-
-        return hook
-
-    hooks = [register_module_forward_pre_hook(mark("fwd")), register_optimizer_step_pre_hook(mark("opt"))]
+    # The start of every module's forward and every optimizer step (a forward pre-hook returning None keeps the input).
+    fwd, opt = [], []
+    hooks = [register_module_forward_pre_hook(lambda *_: fwd.append(time.perf_counter()))]
+    hooks.append(register_optimizer_step_pre_hook(lambda *_: opt.append(time.perf_counter())))
     functions = {"make_optimizer": release_optimizer} if c.release_adam else {}
     n, args = max(1, c.warmup) + c.updates, [f"--lapo.{k}={v}" for k, v in sizes.items()]
     try:
-        log = run_stage(f"{c.method}/lam", c.data_path, torch.device("cpu"), False, n, 1, stop_after=n, marks=marks,
+        log = run_stage(f"{c.method}/lam", c.data_path, torch.device("cpu"), False, n, 1, stop_after=n,
                         args=args, functions=functions, precision="fp32")  # fmt: skip
     finally:
         for hook in hooks:
@@ -391,10 +374,14 @@ def main(c: UpdateBenchConfig) -> None:
     if len(log.times) < n:
         raise SystemExit(f"error: {c.data_path} gave {len(log.times)} updates; expected {n}")
     timed = range(n - c.updates, n)
+
+    def first(times: list, i: int) -> float:  # the first of `times` in update i (after update i - 1 was logged)
+        return times[bisect.bisect(times, log.times[i - 1])]
+
     parts = {
-        "data": [log.parts[i]["fwd"] - log.times[i - 1] for i in timed],
-        "forward_backward": [log.parts[i]["opt"] - log.parts[i]["fwd"] for i in timed],
-        "optimizer": [log.times[i] - log.parts[i]["opt"] for i in timed],
+        "data": [first(fwd, i) - log.times[i - 1] for i in timed],
+        "forward_backward": [first(opt, i) - first(fwd, i) for i in timed],
+        "optimizer": [log.times[i] - first(opt, i) for i in timed],
     }
     med = {k: statistics.median(v) for k, v in parts.items()}
     total = sum(med.values())

@@ -1,17 +1,16 @@
-"""Parameter counts of every method's networks at the paper's configs (paper Table 4), without data.
+"""Parameter counts of every method's networks at the paper's configs (paper Table 4), built on the meta device
+(nothing allocated or initialised). Prints one line per network, then Table 4's five numbers in its order (LAPO, LAOM,
+LAOM + supervision, IDM, BC actor with 8192 outputs); the paper's are 211847849, 192307136, 192479189, 192258965 and
+107541504.
 
     python -m scripts.fidelity.count_params               # humanoid-walk shapes: A = 21, S = 67, 64 px, 3 frames
     python -m scripts.fidelity.count_params --act_dim 6 --state_dim 17
-
-Prints one line per network and, last, the five numbers of Table 4 in its order (LAPO, LAOM, LAOM +
-supervision, IDM, BC actor with 8192 outputs), one per line. The paper's are 211847849, 192307136, 192479189,
-192258965 and 107541504. Networks are built on the meta device: no memory
-is allocated and nothing is initialised.
 """
 
 import argparse
 import importlib
 import json
+from pathlib import Path
 
 import pyrallis
 import torch
@@ -56,8 +55,7 @@ def main() -> None:
     for label, script, _, net in TABLE4:
         print(f"{label:<34} {counts[script][net]}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(counts, f, indent=2)
+        Path(args.json).write_text(json.dumps(counts, indent=2))
 
 
 if __name__ == "__main__":
