@@ -604,11 +604,11 @@ def _budget_axis(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def _save(fig, path: Path, **layout) -> None:
+def _save(fig, path: Path, dpi: int = 120, **layout) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout(**layout)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
