@@ -2,38 +2,31 @@
 
     python -m scripts.plot_results --runs_dir runs    # --out runs/results (the default: git-ignored, not the sources)
 
-Writes to --out: results.md (tables), scores.csv (normalised score per method / env / budget and the average over
-environments), probes.csv, novel_distractors.csv, summary.json (all of it, plus what is missing), and the figures
-scores.png (paper Fig. 1 / 8: normalised score vs label budget, one panel per environment and their average),
-probe_mse.png (Fig. 5 / 6: linear-probe MSE of latent actions to true actions, bars with std over seeds) and
-novel_distractors.png (Fig. 9a: action MSE on the evaluation set with novel distractors, IDM vs LAOM+supervision).
-A second sweep under a subfolder (e.g. runs/cross_embodied/<method>/...) is a separate "suite": its files get the
-suffix -<suite>.
+Writes to --out: results.md, scores.csv (normalised score per method / env / budget and averaged over environments),
+probes.csv, novel_distractors.csv, summary.json (all of it, and what is missing) and the figures scores.png (paper
+Fig. 1 / 8: score vs label budget), probe_mse.png and ridge_probe_mse.png (Fig. 5 / 6: probe MSE of latent to true
+actions) and novel_distractors.png (Fig. 9a: IDM vs LAOM+supervision on novel distractors). A second sweep under a
+subfolder (e.g. runs/cross_embodied/<method>/...) is a separate "suite": its files get the suffix -<suite>.
 
-How a run is identified, explicitly:
-- method, suite: from the run directory layout of scripts/sweeps, <suite...>/<method>/<env>/budget<N>|full/seed<S>,
-  when the path below --runs_dir has that form with a known method; otherwise from the config sections
-  (idm -> idm; lapo with labeled_data_path -> laom_labels; lapo with quantize -> lapo; other lapo -> laom;
-  bc only -> bc, or bc_full when its data file is not a labeled subset).
+How a run is identified, in order:
+- method, suite: from the layout of scripts/sweeps, <suite...>/<method>/<env>/budget<N>|full/seed<S>, with a known
+  method; else from the config sections (idm -> idm; lapo with labeled_data_path -> laom_labels; lapo with quantize
+  -> lapo; other lapo -> laom; bc only -> bc, or bc_full when its data file is not a labeled subset).
 - the run's data file: the labeled trajectories (decoder.data_path, else lapo.labeled_data_path; idm.data_path;
-  bc.data_path), for bc_full its full set. A relative path is read from the current directory, else from the
+  bc.data_path), for bc_full its full set; a relative path is read from the current directory, else from the
   repository root (where the runs were launched).
-- env: the data file's root attributes domain_name-task_name when the file is at hand (what the run trained and was
-  evaluated on); else its name (<env>-labeled-1000x<N>.hdf5; bc_full: <env>.hdf5); else the directory layout.
-- budget: bc_full "full"; else the file name's N; else the layout's budget<N>; else the number of trajectories in
-  the file at hand, at most the stage's max_trajectories. So the example runs (python -m train_<method>
-  --config_path configs/example/<method>.yaml, all on data/example-data.hdf5) count as cheetah-run, budget 14
-  (example-bc: bc_full, as it trains on every trajectory of its file). A run none of these places is reported and
-  left out.
+- env: the data file's root attributes domain_name-task_name when the file is at hand; else its name
+  (<env>-labeled-1000x<N>.hdf5; bc_full: <env>.hdf5); else the directory layout.
+- budget: bc_full "full"; else the file name's N; else the layout's budget<N>; else the file's number of
+  trajectories, at most the stage's max_trajectories (so the example runs on data/example-data.hdf5 count as
+  cheetah-run, budget 14; example-bc as bc_full). A run none of these places is reported and left out.
 - seed: the config's `seed`.
-Statistics: mean and population std (ddof=0) over seeds, and beside them, through rliable (`interval`, below), the
-interquartile mean with its 95% stratified bootstrap confidence interval: over seeds per environment, over seeds x
-environments (stratified by environment) for the average. Average over environments: the mean of the per-environment
-means; its std is the std over seeds of the per-seed average over environments, using the seeds present in every
-environment. The score is the run's own normalised score (return / BC-on-full-data return of paper Table 3, see
-src/evaluation.py NORMALIZING_RETURNS); for a run that recorded only a return it is computed here by the same function,
-src.evaluation.normalized_score, from the data file's attributes (when the file is not at hand, --setting
-distractors|vanilla picks the Table 3 column).
+Statistics: mean and population std over seeds, and rliable's IQM with its 95% stratified bootstrap interval
+(`interval`): over seeds per environment, over seeds x environments (stratified by environment) for the average.
+The average is the mean of the per-environment means; its std is over the per-seed averages of the seeds present in
+every environment. The score is the run's own (return / BC-on-full-data return of paper Table 3,
+src/evaluation.py); for a run that recorded only a return, src.evaluation.normalized_score from the data file's
+attributes (without the file, --setting distractors|vanilla picks the Table 3 column).
 """
 
 import csv
@@ -54,22 +47,10 @@ from src.evaluation import NORMALIZING_RETURNS, normalized_score
 from src.files import nan_to_none
 
 METHODS = ("lapo", "laom", "laom_labels", "idm", "bc", "bc_full")
-LABELS = {
-    "lapo": "LAPO",
-    "laom": "LAOM",
-    "laom_labels": "LAOM+supervision",
-    "idm": "IDM",
-    "bc": "BC",
-    "bc_full": "BC (full data)",
-}
-COLORS = {
-    "lapo": "tab:blue",
-    "laom": "tab:orange",
-    "laom_labels": "tab:red",
-    "idm": "tab:green",
-    "bc": "tab:purple",
-    "bc_full": "black",
-}
+LABELS = dict(lapo="LAPO", laom="LAOM", laom_labels="LAOM+supervision", idm="IDM", bc="BC", bc_full="BC (full data)")
+COLORS = dict(
+    lapo="tab:blue", laom="tab:orange", laom_labels="tab:red", idm="tab:green", bc="tab:purple", bc_full="black"
+)
 LATENT = ("lapo", "laom", "laom_labels")
 SHARED_LAM = ("lapo", "laom")  # one LAM per (env, seed), reused by every budget
 # Final metrics of each method (the keys its script writes into results.json "metrics").
@@ -604,11 +585,11 @@ def _budget_axis(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def _save(fig, path: Path, **layout) -> None:
+def _save(fig, path: Path, dpi: int = 120, **layout) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout(**layout)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
@@ -705,18 +686,11 @@ def write_report(
             for r in runs
         ],
     )
-    score_cols = ["suite", "method", "env", "budget", "mean", "std", "iqm", "ci_low", "ci_high", "n", "seeds"]
-    score_cols += ["return_mean", "return_std"]
-    _write_csv(out / "scores.csv", summary["scores"], score_cols)
-    probe_rows = []
-    for column, rows in summary["probes"].items():
-        probe_rows += [{**r, "metric": column} for r in rows]
-    _write_csv(
-        out / "probes.csv",
-        probe_rows,
-        ["suite", "method", "env", "budget", "metric", "mean", "std", "iqm", "ci_low", "ci_high", "n", "seeds"],
-    )
-    _write_csv(out / "novel_distractors.csv", summary["novel_distractors"], score_cols[:8])
+    cols = ["suite", "method", "env", "budget", "mean", "std", "iqm", "ci_low", "ci_high", "n", "seeds"]
+    _write_csv(out / "scores.csv", summary["scores"], cols + ["return_mean", "return_std"])
+    probe_rows = [{**r, "metric": column} for column, rows in summary["probes"].items() for r in rows]
+    _write_csv(out / "probes.csv", probe_rows, cols[:4] + ["metric"] + cols[4:])
+    _write_csv(out / "novel_distractors.csv", summary["novel_distractors"], cols[:8])
     (out / "results.md").write_text(markdown(summary, str(runs_dir), len(runs), problems, unfinished, normalize_by))
     (out / "summary.json").write_text(json.dumps(nan_to_none(summary), indent=2, default=str))
     figures, probes = [], summary["probes"]

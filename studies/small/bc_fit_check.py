@@ -1,13 +1,9 @@
 """Can the small study's BC actor fit its own training data? (studies/small/README.md, "Why no policy learns")
 
-Trains the BC actor of studies/small/configs (ResNet encoder at scale 1, one residual unit per block) on a fixed set of
-`--samples` transitions for `--updates` Adam updates of batch 32 and prints the MSE on that fixed set, for two heads:
-  - pooled: the paper's actor (src/nn.py Actor: mean over the 8 x 8 positions -> ReLU6 -> Linear), 32 numbers per
-    frame stack at scale 1;
-  - flat: the same encoder with its 8 x 8 map flattened (2048 numbers) -> ReLU6 -> Linear: not the paper's actor,
-    only a diagnostic of where the capacity goes.
-The actions' variance (the mean-action predictor's MSE) is printed beside them. A head that cannot bring the MSE of a
-few hundred memorisable samples below that variance cannot learn a policy either.
+Trains the BC actor of studies/small/configs for `--updates` Adam updates on `--samples` fixed transitions and prints
+its MSE on them beside the actions' variance (the mean action's MSE), for the paper's pooled head (src/nn.py Actor:
+32 numbers per frame stack at scale 1) and, as a diagnostic only, a flat head on the whole 8 x 8 map (2048 numbers).
+A head that cannot fit a few hundred memorisable samples cannot learn a policy either.
 
     python -m studies.small.bc_fit_check --data_path runs/small/data/cheetah-run.hdf5
 """

@@ -1,32 +1,16 @@
 """What moves each latent action: the background's change or the agent's? (studies/small)
 
-The paper's mechanism: with distractors, a latent action of (o_t, o_{t+1}) spends itself on the distractors' motion
-instead of the agent's. The distractor-state probes (src/probes.py) cannot read that at 64 px: a step's recorded
-distractor change is sub-pixel (camera), under one 8-bit level (colour) or a sign (the video's playback direction),
-and not even the pixels decode it linearly (studies/small/pixel_ceiling.py). What does change between two frames is
-the background video's picture, and the simulator's true foreground masks (collect_data --record_masks=true) say
-where the agent is. So this script intervenes: in o_{t+1} (the last frame of the next stack) it freezes
-
-    the background  where neither frame's mask is on, o_{t+1} takes o_t's pixels: the agent moves, the rest does not
-    the agent       inside the union of the two frames' masks, o_{t+1} takes o_t's pixels: the rest moves, the agent
-                    does not
-
-(and, `still`, the whole last frame) and measures how far the latent moves, on a fixed subset (`--transitions`) of
-the probes' held-out test transitions (src/probes.py's split):
-
-    step        sum ||z - z_still||^2 / sum ||z - mean z||^2: how much of the latent's variance the step's change makes
-    background  sum ||z - z_background frozen||^2 / sum ||z - z_still||^2: the background's share of that response
-    agent       the same with the agent frozen (the two shares need not add to 1: the latent is not linear)
-
-The same shares of the frame difference o_{t+1} - o_t itself (`pixels`) say how the change is split in the input.
-These shares sum squared changes over the latent's dimensions, so a per-dimension rescaling of the latent changes
-them. The same three are therefore also measured in the action probe's output (`probe_step`, `probe_background`,
-`probe_agent`): the latents mapped to predicted actions by a ridge probe, cross-fitted on the same transitions (each
-half's predictions from a probe fitted on the other half, every latent dimension standardised on the fitting half),
-which a per-dimension rescaling of the latent leaves unchanged (`action_readout`; tests/test_probes.py).
-Every LAM trained on the distracted data (which has the masks), at update 0 (the network rebuilt from the run's seed;
-for the first `--checks` seeds its action probe is checked against the one the run stored for update 0) and at the
-end (its lam.pt).
+The distractor-state probes (src/probes.py) cannot read the paper's mechanism at 64 px (a step's recorded distractor
+change is sub-pixel, under one 8-bit level or a sign; not even the pixels decode it: pixel_ceiling.py). So this
+intervenes with the true foreground masks (collect_data --record_masks=true): in o_{t+1} it freezes at o_t's pixels
+the background (outside both frames' masks), the agent (inside either), or the whole frame (`still`), and measures on
+a fixed subset of the probes' held-out test transitions: `step` = sum ||z - z_still||^2 / sum ||z - mean z||^2 (the
+step's share of the latent's variance) and `background`, `agent` = sum ||z - z_frozen||^2 / sum ||z - z_still||^2
+(each part's share of that response; they need not add to 1). `pixels`: the same shares of the frame difference. These
+sums move with a per-dimension rescaling of the latent, so `probe_<share>` measures the same in the output of a
+cross-fitted ridge probe to the actions (action_readout), which does not. Every LAM of the distracted data at update
+0 (rebuilt from the run's seed; for the first `--checks` seeds checked against the probe the run stored) and at the
+end (lam.pt).
 
     python -m studies.small.latent_sources --small_dir runs/small --out runs/small/report/latent_sources.json
 """
@@ -72,8 +56,7 @@ def frozen_frames(obs: torch.Tensor, nxt: torch.Tensor, fg: torch.Tensor) -> dic
 
 
 def moved(z: dict[str, torch.Tensor]) -> dict[str, float]:
-    """step: sum ||z - z_still||^2 / sum ||z - mean z||^2, how much of the latent's variance the step's change
-    makes; background, agent: sum ||z - z_frozen||^2 / sum ||z - z_still||^2, each part's share of that response."""
+    """The shares `step`, `background` and `agent` (module docstring) of latents z[k] [N, Z] as they are and frozen."""
     full = z["full"]
     step = ((full - z["still"]) ** 2).sum()
     out = {"step": (step / ((full - full.mean(0)) ** 2).sum()).item()}
@@ -81,10 +64,8 @@ def moved(z: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def action_readout(z: dict[str, torch.Tensor], actions: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every latent of z (as it is and frozen, [N, Z]) mapped to predicted actions [N, A] by a ridge probe fitted on
-    z["full"] -> actions, cross-fitted: the first half of the transitions is predicted by the probe of the second
-    and the other way round; every latent dimension standardised on the fitting half (so a per-dimension rescaling
-    of the latent gives the same predictions), the penalty of L2_GRID with the lowest cross-fitted MSE."""
+    """Every latent of z ([N, Z]) mapped to actions [N, A] by a ridge probe of z["full"] -> actions cross-fitted on the
+    two halves, each latent dimension standardised on the fitting half, the penalty of L2_GRID with the lowest MSE."""
     n, a = len(actions), actions.double()
     halves = (torch.arange(n // 2), torch.arange(n // 2, n))
     best = None
@@ -109,8 +90,7 @@ def action_readout(z: dict[str, torch.Tensor], actions: torch.Tensor) -> dict[st
 
 @torch.no_grad()
 def effects(label, data, masks, idx, frame_stack: int, batch_size: int, readout: bool = True) -> dict[str, float]:
-    """moved() of label(o_t, o_t+1 as it is / frozen) [B, Z] over the transitions idx (both stacks in [-1, 1]);
-    readout: the same in the action probe's output (action_readout), as probe_<share>."""
+    """moved() of label(o_t, o_t+1 as it is / frozen) over the transitions idx; readout: also as probe_<share>."""
     zs: dict[str, list] = {"full": [], "background": [], "agent": [], "still": []}
     for chunk in idx.split(batch_size):
         b = data.batch(chunk, frame_stack, next_obs=True)
@@ -126,7 +106,7 @@ def effects(label, data, masks, idx, frame_stack: int, batch_size: int, readout:
 
 
 def frame_difference(o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The last frames' difference o_t+1 - o_t, flattened: the same ratios for the input's own change."""
+    """The frame difference o_t+1 - o_t, flattened: the shares of the input's own change."""
     return (x - o).flatten(1)
 
 

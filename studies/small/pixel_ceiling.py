@@ -1,15 +1,10 @@
 """How much of each leakage target can a linear read-out of the frames themselves find? (studies/small)
 
-The leakage probes (src/probes.py) fit a ridge from a latent action of (o_t, o_{t+1}) to the action and to the
-change of the agent's and each distractor's state. A target that not even the pixels make linearly decodable cannot
-show up in any latent's probe, so this is the reference the latents' R² are read against. Features: the pixels of
-o_t and of o_{t+1} - o_t (64 x 64 x 3 each), projected to `--dims` random directions (a fixed Gaussian projection,
-then standardised on the fit set). The protocol is the probes': trajectories split whole (fit / validation / test as
-src.probes.split_trajectories), up to `--samples` fit transitions (a quarter of that for validation, all of the test
-trajectories'), one ridge per target with its penalty chosen on the validation R², R² on the test trajectories
-(per column, 1 - SSE / SSE of the fit set's mean, averaged over the columns that vary). Beside them, the probes'
-held-out canonical correlations (src/probes.py: held_out_cca) of the features with the agent (the action and the
-agent-state change) and with every distractor change: the pixel read-out baseline of the report's CCA measures.
+A target that not even the pixels make linearly decodable cannot show up in a latent's probe (src/probes.py), so this
+is the reference the latents' R² and canonical correlations are read against. Features: the pixels of o_t and of
+o_{t+1} - o_t, projected to `--dims` fixed Gaussian directions and standardised on the fit set. The probes' protocol:
+trajectories split whole (src.probes.split_trajectories), one ridge per target with its penalty chosen on validation
+R², R² on the test trajectories; and held-out canonical correlations with the agent and with the distractors.
 
     python -m studies.small.pixel_ceiling --data_path runs/small/data/cheetah-run.hdf5 --out pixel_ceiling.json
 """

@@ -1,43 +1,26 @@
-"""The report of the reduced-scale study (studies/small/reproduce.sh, studies/small/tune.sh): tuning table and
-choices, precondition checks, verdicts on the paper's findings F1-F5 from rliable intervals, figures, summary.json.
+"""The report of the small study (studies/small/reproduce.sh, tune.sh): the tuning table and choices, the
+preconditions, verdicts on the paper's findings F1-F6 and on its mechanism, figures, summary.json.
 
     python -m studies.small.report --small_dir runs/small --out runs/small/report            # the study
     python -m studies.small.report --small_dir runs/small --out runs/small/report --tuning   # the tuning only
 
-Reads results.json of the runs under <small_dir>/tune (tuning seed) and <small_dir>/runs (the seeds reported, the
-layout of studies/small/reproduce.sh). Writes to --out: results.md (every table), summary.json (the same numbers,
-machine-readable: per LAM and setting the held-out ridge-probe MSE and baseline per seed, the interval of each
-aggregate, one verdict per finding), tuning.md / tuning.json, and the figures latents.png (latent actions in 2-D,
-UMAP, PCA without umap-learn), probe_curves.png (ridge probe against updates), tuning_curves.png.
-
-Quality of latent actions is the ridge probe's MSE on held-out test trajectories divided by the MSE of predicting
-the mean action on them (the fraction of the action variance left unexplained: 1 = nothing found), so the data
-with and without distractors compare on one scale. Returns are normalised by this sweep's own BC on all data
-(the paper's normaliser at this scale). Every aggregate is an IQM with rliable's stratified bootstrap interval
-(stats.py), which with few seeds describes their spread.
-
-Learning is measured as learning: every finding compares two arms that share their seeds (and, where the
-architectures allow, their update-0 networks) by each arm's change from update 0 (the initialised network), per
-seed, with an exact two-sided sign-flip test of the difference between the arms' changes (paired over seeds, Holm
-within the family). The same paired test of the arms' values at the end and at update 0 is reported beside it. An
-arm whose measure is not better than at update 0 on the seeds (one-sided paired sign flip, p below 0.05) did not
-learn: the finding is "not readable: did not learn", never "holds" or "not shown"; a significant change in the
-other direction is "reversed". The mechanism is read from held-out canonical correlations of the latent with the
-agent and with the distractors (src/probes.py), which a rescaling of the latent's dimensions cannot change, beside
-their update-0 values and the pixel read-out (studies/small/pixel_ceiling.py).
+A latent's quality is its held-out ridge probe's MSE over the mean action's (1 = nothing found), so data with and
+without distractors compare on one scale; returns are normalised by this sweep's own BC on all data. A finding
+compares two arms that share their seeds by each arm's change from update 0 (the initialised network), with exact
+paired sign-flip tests and Holm within each family (stats.py); an arm that did not learn is "not readable", never
+"holds". The mechanism is read from held-out canonical correlations (src/probes.py), which rescaling cannot change.
 """
 
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import h5py
 import numpy as np
 import pyrallis
 
-from scripts.plot_results import Interval, interval
+from scripts.plot_results import RETURN_KEY, Interval, _md, _save, interval
 from src.files import nan_to_none, write_json
 from studies.small.stats import holm, learned, paired, paired_p, read_test, verdict
 
@@ -75,11 +58,8 @@ MECHANISM_TESTS = [("lapo_vanilla", "lapo", "agent", True), ("laom", "lapo", "ag
                    ("laom_labels", "laom", "agent", True), ("lapo_mask", "lapo", "agent", True),
                    ("laom", "lapo", "distractors", False), ("laom_labels", "laom", "distractors", False),
                    ("lapo_mask", "lapo", "distractors", False)]  # fmt: skip
-RETURN_KEY = {m: "decoder/eval_returns_mean" for m in ("lapo", "laom", "laom_labels")} | {
-    m: "bc/eval_returns_mean" for m in ("idm", "bc", "bc_full")
-}
 OTHERS = ("lapo", "laom", "idm", "bc")  # what LAOM + supervision's return is compared with (F4)
-PAPER = {"F2": 8.0}  # the paper's ratio (abstract): LAOM's probe 8x better than LAPO's
+PAPER_F2 = 8.0  # the paper's ratio (abstract): LAOM's probe 8x better than LAPO's
 
 
 @dataclass
@@ -92,17 +72,20 @@ class Config:
     latents: bool = True  # the latent picture (loads the LAM checkpoints of the first seed)
 
 
-def _read(path: Path) -> Optional[dict]:
-    f = path / "results.json"
-    return json.loads(f.read_text()) if f.exists() else None
-
-
 def _num(x) -> float:
     return float(x) if isinstance(x, int | float) and math.isfinite(x) else math.nan
 
 
-def _rel(m: dict, key: str = "lapo/ridge_probe_mse", base: str = "lapo/ridge_probe_baseline_mse") -> float:
+def _rel(m: dict, key: str = "lapo/ridge_probe_mse", base: str = "") -> float:
+    """A probe's MSE over its baseline's (by default the key with _baseline_mse for _mse)."""
+    base = base or key.replace("_mse", "_baseline_mse")
     return _num(m.get(key)) / _num(m.get(base)) if key in m and base in m else math.nan
+
+
+def _pca128(m: dict, pre: str = "lapo/") -> float:
+    """The probe on the top 128 principal components; latents of 128 dimensions or fewer (LAPO) have only the full."""
+    key = "ridge_probe_pca128_mse" if "lapo/ridge_probe_pca128_mse" in m else "ridge_probe_mse"
+    return _rel(m, pre + key, pre + "ridge_probe_baseline_mse")
 
 
 # ---------------------------------------------------------------- tuning
@@ -112,22 +95,22 @@ def tuning(small_dir: Path) -> dict:
     """Rows of every tuning run and the choice per method by its paper criterion (validation data only)."""
     rows = []
     for f in sorted((small_dir / "tune").glob("*/*/results.json")):
-        method, tag = f.parent.parent.name, f.parent.name
         r = json.loads(f.read_text())
-        m, cfg = r["metrics"], r["config"]
-        row = {"method": method, "setting": tag, "seconds": round(r.get("total_seconds", 0.0))}
+        m = r["metrics"]
+        row = {"method": f.parent.parent.name, "setting": f.parent.name, "seconds": round(r.get("total_seconds", 0.0))}
         if "lapo/ridge_probe_val_mse" in m:
-            row["init_value"] = _rel(m, "lapo/init/ridge_probe_val_mse", "lapo/init/ridge_probe_val_baseline_mse")
-            row["criterion"] = "validation ridge MSE / baseline (lower is better)"
-            row["value"] = _rel(m, "lapo/ridge_probe_val_mse", "lapo/ridge_probe_val_baseline_mse")
-            row["test_not_used"] = _rel(m)
-            curve = r["stages"]["lapo"].get("lapo/ridge_probe_curve") or []
             base = _num(m["lapo/ridge_probe_val_baseline_mse"])
-            row["curve"] = [[p[0], p[1] / base] for p in curve]
-            row["lower_is_better"] = True
+            row |= {
+                "init_value": _rel(m, "lapo/init/ridge_probe_val_mse"),
+                "criterion": "validation ridge MSE / baseline (lower is better)",
+                "value": _rel(m, "lapo/ridge_probe_val_mse"),
+                "test_not_used": _rel(m),
+                "curve": [[p[0], p[1] / base] for p in r["stages"]["lapo"].get("lapo/ridge_probe_curve") or []],
+                "lower_is_better": True,
+            }
         elif "idm/eval_action_mse" in m:
-            row["criterion"] = "validation action MSE (lower is better)"
-            row["value"], row["lower_is_better"] = _num(m["idm/eval_action_mse"]), True
+            row |= {"criterion": "validation action MSE (lower is better)", "value": _num(m["idm/eval_action_mse"])}
+            row["lower_is_better"] = True
         elif "bc/eval_returns_mean" in m:
             episodes = len(r["stages"].get("bc", {}).get("bc/eval_returns") or []) or "?"
             row["criterion"] = f"online return, {episodes} episodes (higher is better)"
@@ -135,14 +118,12 @@ def tuning(small_dir: Path) -> dict:
             row["train_loss"] = _num(m.get("bc/final_train_loss"))
         else:
             continue
-        row["config"] = {k: cfg.get(k) for k in ("seed",)}
-        rows.append(row)
+        rows.append(row | {"config": {"seed": r["config"].get("seed")}})
     choices = {}
     for method in sorted({r["method"] for r in rows} - {"precision"}):  # the precision check chooses nothing
         cand = [r for r in rows if r["method"] == method and math.isfinite(r["value"])]
         if cand:
-            best = (min if cand[0]["lower_is_better"] else max)(cand, key=lambda r: r["value"])
-            choices[method] = best["setting"]
+            choices[method] = (min if cand[0]["lower_is_better"] else max)(cand, key=lambda r: r["value"])["setting"]
     return {"rows": rows, "choices": choices}
 
 
@@ -151,10 +132,8 @@ def tuning_markdown(t: dict) -> str:
     for r in t["rows"]:
         chosen = " **chosen**" if t["choices"].get(r["method"]) == r["setting"] else ""
         test = f"{r['test_not_used']:.3f}" if "test_not_used" in r else ""
-        lines.append(
-            f"| {r['method']} | {r['setting']}{chosen} | {r['criterion']} | {r['value']:.3f} | {test} | "
-            f"{r['seconds']} |"
-        )
+        cells = [r["method"], r["setting"] + chosen, r["criterion"], f"{r['value']:.3f}", test, str(r["seconds"])]
+        lines.append(_md(cells))
     return "\n".join(lines)
 
 
@@ -162,18 +141,15 @@ def tuning_markdown(t: dict) -> str:
 
 
 def study(small_dir: Path, seeds: list[int], budget: int) -> dict:
+    """{variant: {seed: results.json | {"_dir": its folder}}}, from seed<S> or seed<S>-lam (returns not measured)."""
     runs = {}
     for v, (rel, _) in VARIANTS.items():
-        sub = "full" if v == "bc_full" else f"budget{budget}"
+        base = small_dir / "runs" / rel / ENV / ("full" if v == "bc_full" else f"budget{budget}")
         runs[v] = {}
-        for s in seeds:  # seed<S>, or seed<S>-lam: a seed whose returns were not measured (RETURN_SEEDS)
-            for d in (
-                small_dir / "runs" / rel / ENV / sub / f"seed{s}",
-                small_dir / "runs" / rel / ENV / sub / f"seed{s}-lam",
-            ):
-                if (r := _read(d)) is not None:
-                    runs[v][s] = r | {"_dir": str(d)}
-                    break
+        for s in seeds:
+            d = next((d for d in (base / f"seed{s}", base / f"seed{s}-lam") if (d / "results.json").exists()), None)
+            if d is not None:
+                runs[v][s] = json.loads((d / "results.json").read_text()) | {"_dir": str(d)}
     return runs
 
 
@@ -185,8 +161,7 @@ _INTERVALS: dict[tuple, Interval] = {}  # the bootstrap is seeded: the same valu
 
 
 def _iv(values: dict) -> Interval:
-    """IQM and bootstrap interval of the finite per-seed values, computed once per set of values (the tables and
-    the comparisons read the same ones)."""
+    """IQM and bootstrap interval of the finite per-seed values, computed once per set of values."""
     key = tuple(v for v in values.values() if math.isfinite(v))
     if key not in _INTERVALS:
         _INTERVALS[key] = interval(list(key))
@@ -197,25 +172,30 @@ def _ratio(num: Interval, den: Interval) -> float:
     return num.iqm / den.iqm if den.n and num.n and den.iqm else math.nan
 
 
+def _actions(f: h5py.File, last: int | None = None) -> np.ndarray:
+    return np.concatenate([f[k]["actions"][:last] for k in sorted((k for k in f if k.isdigit()), key=int)])
+
+
 def dataset_info(path: Path) -> dict:
     if not path.exists():
         return {}
     with h5py.File(path, "r") as f:
-        acts = np.concatenate([f[k]["actions"][:] for k in f.keys() if isinstance(f[k], h5py.Group)])
-        return {"dataset_return": _num(f.attrs.get("dataset_return")), "action_variance": float(acts.var(0).mean())}
+        return {
+            "dataset_return": _num(f.attrs.get("dataset_return")),
+            "action_variance": float(_actions(f).var(0).mean()),
+        }
 
 
 def novel_baseline(eval_path: Path, labeled_path: Path) -> dict:
-    """The novel-distractor action MSE of a head that learned nothing, in F5's units (squared errors summed over
-    the action dimensions, averaged over the transitions (o_t, o_{t+1}) of the evaluation set): predicting the
-    labeled set's mean action (what the supervised head and the IDM are trained on), and the evaluation set's own
-    mean action (the best constant)."""
+    """F5's stand-in for update 0, in its units (squared errors summed over the action dimensions, averaged over the
+    evaluation set's transitions): the labeled set's mean action (what the head and the IDM learn from), and the
+    evaluation set's own mean action (the best constant)."""
     if not eval_path.exists() or not labeled_path.exists():
         return {}
     with h5py.File(labeled_path, "r") as f:
-        mean = np.concatenate([f[k]["actions"][:] for k in f if k.isdigit()]).mean(0)
+        mean = _actions(f).mean(0)
     with h5py.File(eval_path, "r") as f:
-        acts = np.concatenate([f[k]["actions"][:-1] for k in sorted((k for k in f if k.isdigit()), key=int)])
+        acts = _actions(f, -1)
     return {
         "labeled_mean_action": float(((acts - mean) ** 2).sum(1).mean()),
         "own_mean_action": float(((acts - acts.mean(0)) ** 2).sum(1).mean()),
@@ -223,45 +203,25 @@ def novel_baseline(eval_path: Path, labeled_path: Path) -> dict:
     }
 
 
-def _pca_key(m: dict) -> str:
-    """The probe on 128 principal components; latents of 128 dimensions or fewer (LAPO) have only their full probe."""
-    return "lapo/ridge_probe_pca128_mse" if "lapo/ridge_probe_pca128_mse" in m else "lapo/ridge_probe_mse"
+def _mean_difference(x: dict, y: dict) -> float:
+    seeds, a, b = paired(x, y)
+    return float(np.mean(a - b)) if seeds else math.nan
 
 
 def compare(
-    claim: str,
-    a: str,
-    b: str,
-    measure: str,
-    va: dict,
-    vb: dict,
-    lower: bool,
-    init_a: dict | None = None,
-    init_b: dict | None = None,
-    log: bool = False,
-    paper=None,
-    reference: str = "update 0",
-    requires_learning: bool = True,
+    claim, a, b, measure, va, vb, init_a, init_b, lower=True, log=False, reference="update 0", requires_learning=True
 ) -> dict:
-    """a better than b on `measure`, the arms sharing their seeds (per-seed values {seed: value} at the end: va, vb;
-    at update 0: init_a, init_b). Per arm: the IQM and bootstrap interval at update 0 and at the end, the change per
-    seed (end - update 0, or log(end / update 0) with log=True: the factor an MSE shrinks by) and whether it learned
-    (stats.py: learned). Tests, exact two-sided sign flips over the shared seeds (stats.py: paired_p):
-    `p_change` of the difference between the arms' changes (the primary test: what training did), `p_end` of the
-    values at the end, `p_init` of the values at update 0. The verdict is set once the family's p-values are
-    adjusted (adjust). reference: what stands for update 0 where the runs record none (F5: a head that learned
-    nothing). requires_learning: the verdict needs each arm to have learned (the findings; not the mechanism's
-    measures, whose change is what they read)."""
+    """a better than b on `measure`, from per-seed values {seed: value} at the end (va, vb) and at update 0 (init_a,
+    init_b): per arm the change (end - update 0, or with log=True log(end / update 0), the factor an MSE shrank by) and
+    whether it learned; paired two-sided p of the arms' changes (the primary test), end values and update-0 values.
+    reference: what stands for update 0 where the runs record none (F5). The verdicts come from adjust."""
     ia, ib = _iv(va), _iv(vb)
     f = {"claim": claim, "a": a, "b": b, "measure": measure, "a_interval": ia.as_dict(), "b_interval": ib.as_dict(),
-         "a_per_seed": va, "b_per_seed": vb, "lower_is_better": lower, "paper_ratio": paper, "reference": reference,
+         "a_per_seed": va, "b_per_seed": vb, "lower_is_better": lower, "paper_ratio": None, "reference": reference,
          "ratio": _ratio(ib, ia) if lower else _ratio(ia, ib), "pairing": "paired over seeds",
          "requires_learning": requires_learning, "sidedness": "two-sided",
          "test": "exact sign-flip permutation test of the mean per-seed difference"}  # fmt: skip
-    seeds, x, y = paired(va, vb)
-    f["seeds_paired"] = seeds
-    f["mean_difference_end"] = float(np.mean(x - y)) if seeds else math.nan
-    f["p_end"] = paired_p(va, vb)
+    f |= {"seeds_paired": paired(va, vb)[0], "mean_difference_end": _mean_difference(va, vb), "p_end": paired_p(va, vb)}
     if init_a is None or init_b is None:
         return f | {"p_change": math.nan, "p_init": math.nan}
     f["a_init_per_seed"], f["b_init_per_seed"] = init_a, init_b
@@ -271,12 +231,9 @@ def compare(
     for arm, end, init in (("a", va, init_a), ("b", vb, init_b)):
         f[f"{arm}_learned"] = learned(init, end, lower)
         f[f"{arm}_change"] = {s: _change(end[s], init[s], log) for s in paired(end, init)[0]}
-    seeds, x, y = paired(f["a_change"], f["b_change"])
-    f["mean_difference_change"] = float(np.mean(x - y)) if seeds else math.nan
+    f["mean_difference_change"] = _mean_difference(f["a_change"], f["b_change"])
     f["p_change"] = paired_p(f["a_change"], f["b_change"])
-    seeds, x, y = paired(init_a, init_b)
-    f["mean_difference_init"] = float(np.mean(x - y)) if seeds else math.nan
-    f["p_init"] = paired_p(init_a, init_b)
+    f["mean_difference_init"], f["p_init"] = _mean_difference(init_a, init_b), paired_p(init_a, init_b)
     return f
 
 
@@ -286,161 +243,119 @@ def _change(end: float, init: float, log: bool) -> float:
     return float(math.log(end / init)) if end > 0 and init > 0 else math.nan
 
 
-def adjust(family: dict, primary: str = "change", unreadable: Optional[str] = None) -> None:
-    """Holm within the family, separately for the tests of the changes, of the end values and of the update-0
-    values (`p_<test>_holm`); each comparison's verdict from its primary test (stats.py: read_test): "not
-    readable: did not learn (<arm>)" where an arm's measure did not improve over update 0 (primary "change"),
-    "holds", "reversed", "direction only" or "not shown" otherwise; `verdict_end` the same reading of the end values.
-    unreadable: the verdict where neither side reaches DECODABLE (an ordering of two values of ~0 says nothing about
-    what either latent holds); the test's own verdict is kept as verdict_from_test."""
+def adjust(family: dict, unreadable: str | None = None) -> None:
+    """Holm within the family, separately for the tests of the changes, end values and update-0 values; each verdict
+    from the test of the change (stats.py: read_test), or "not readable: did not learn (<arm>)" where an arm that must
+    learn did not, or `unreadable` where neither side reaches DECODABLE (verdict_from_test keeps the test's)."""
     for test in ("change", "end", "init"):
-        adjusted = holm({k: f.get(f"p_{test}", math.nan) for k, f in family.items()})
-        m = sum(1 for f in family.values() if math.isfinite(f.get(f"p_{test}", math.nan)))
+        ps = {k: f.get(f"p_{test}", math.nan) for k, f in family.items()}
+        adjusted, m = holm(ps), sum(math.isfinite(p) for p in ps.values())
         for k, f in family.items():
             f[f"p_{test}_holm"], f[f"comparisons_{test}"] = adjusted[k], m
     for f in family.values():
         lower = f["lower_is_better"]
         f["verdict_end"] = read_test(f["p_end_holm"], f["mean_difference_end"], lower)
-        if primary == "end":
-            f["primary"], f["verdict"] = "end", f["verdict_end"]
-        else:
-            f["primary"] = "change"
-            f["verdict"] = read_test(f["p_change_holm"], f.get("mean_difference_change", math.nan), lower)
+        f["primary"] = "change"
+        f["verdict"] = read_test(f["p_change_holm"], f.get("mean_difference_change", math.nan), lower)
         stuck = [VARIANTS[f[arm]][1] for arm in ("a", "b")
                  if f["requires_learning"] and f.get(f"{arm}_learned", {}).get("holds") is False]  # fmt: skip
         if stuck:
             f["verdict_from_test"] = f["verdict"]
             f["verdict"] = f"not readable: did not learn ({', '.join(stuck)})"
-        a, b = Interval(**f["a_interval"]), Interval(**f["b_interval"])
-        if unreadable is not None and max(a.iqm, b.iqm) < DECODABLE:
+        if unreadable is not None and max(f["a_interval"]["iqm"], f["b_interval"]["iqm"]) < DECODABLE:
             f["verdict_from_test"], f["verdict"] = f["verdict"], unreadable
 
 
 def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
     runs = study(small_dir, seeds, budget)
-    data = small_dir / "data"
-    full, labeled = dataset_info(data / f"{ENV}.hdf5"), dataset_info(data / f"{ENV}-labeled-1000x{budget}.hdf5")
-    expert = full.get("dataset_return", math.nan)
-    baseline = novel_baseline(data / f"{ENV}-eval.hdf5", data / f"{ENV}-labeled-1000x{budget}.hdf5")
+    data, labeled_path = small_dir / "data", small_dir / "data" / f"{ENV}-labeled-1000x{budget}.hdf5"
+    expert = dataset_info(data / f"{ENV}.hdf5").get("dataset_return", math.nan)
+    var_l = dataset_info(labeled_path).get("action_variance", math.nan)
+    baseline = novel_baseline(data / f"{ENV}-eval.hdf5", labeled_path)
 
-    probes, P = {}, {}
+    def metric(v: str, key: str) -> dict:
+        return per_seed(runs, v, lambda m: _num(m.get(key)))
+
+    def series(v: str, name: str, novel: str, top1: bool = False) -> dict:
+        """lapo/leakage/<name> per seed at the end, at update 0, on the novel set (<novel>), and their intervals."""
+        keys = {"end": f"lapo/leakage/{name}", "init": f"lapo/init/leakage/{name}", "novel": f"lapo/leakage/{novel}"}
+        if top1:
+            keys |= {"end_top1": f"lapo/leakage/{name}_top1", "init_top1": f"lapo/init/leakage/{name}_top1"}
+        d = {when: metric(v, key) for when, key in keys.items()}
+        return d | {f"{w}_interval": _iv(d[w]).as_dict() for w in ("end", "init", "novel")}
+
+    probes, leakage, cca = {}, {}, {}
     for v in LAMS:
-        probes[v] = {
-            "ridge_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/ridge_probe_mse"))),
-            "ridge_baseline_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/ridge_probe_baseline_mse"))),
-            "ridge_val_baseline_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/ridge_probe_val_baseline_mse"))),
-            "novel_ridge_baseline_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/eval_ridge_probe_baseline_mse"))),
+        p = probes[v] = {
+            "ridge_mse": metric(v, "lapo/ridge_probe_mse"),
+            "ridge_baseline_mse": metric(v, "lapo/ridge_probe_baseline_mse"),
+            "ridge_val_baseline_mse": metric(v, "lapo/ridge_probe_val_baseline_mse"),
+            "novel_ridge_baseline_mse": metric(v, "lapo/eval_ridge_probe_baseline_mse"),
             "ridge_relative": per_seed(runs, v, _rel),
-            "init_ridge_relative": per_seed(
-                runs, v, lambda m: _rel(m, "lapo/init/ridge_probe_mse", "lapo/init/ridge_probe_baseline_mse")
-            ),
-            # the latents projected on their top 128 principal components (LAPO's own width: its full probe)
-            "pca128_relative": per_seed(runs, v, lambda m: _rel(m, _pca_key(m))),
-            "init_pca128_relative": per_seed(
-                runs,
-                v,
-                lambda m: _rel(m, _pca_key(m).replace("lapo/", "lapo/init/"), "lapo/init/ridge_probe_baseline_mse"),
-            ),
-            "novel_ridge_relative": per_seed(
-                runs, v, lambda m: _rel(m, "lapo/eval_ridge_probe_mse", "lapo/eval_ridge_probe_baseline_mse")
-            ),
-            "online_probe_mse": per_seed(runs, v, lambda m: _num(m.get("lapo/final_action_probe_mse"))),
-            "action_variance": per_seed(runs, v, lambda m: _num(m.get("lapo/action_variance"))),
+            "init_ridge_relative": per_seed(runs, v, lambda m: _rel(m, "lapo/init/ridge_probe_mse")),
+            "pca128_relative": per_seed(runs, v, _pca128),  # LAPO's own width: its full probe
+            "init_pca128_relative": per_seed(runs, v, lambda m: _pca128(m, "lapo/init/")),
+            "novel_ridge_relative": per_seed(runs, v, lambda m: _rel(m, "lapo/eval_ridge_probe_mse")),
+            "online_probe_mse": metric(v, "lapo/final_action_probe_mse"),
+            "action_variance": metric(v, "lapo/action_variance"),
         }
-        P[v] = _iv(probes[v]["ridge_relative"])
-        probes[v]["interval"] = P[v].as_dict()
-        probes[v]["init_interval"] = _iv(probes[v]["init_ridge_relative"]).as_dict()
-        probes[v]["novel_interval"] = _iv(probes[v]["novel_ridge_relative"]).as_dict()
-    leakage = {
-        v: {
-            t: {
-                when: per_seed(runs, v, lambda m, k=f"lapo/{pre}leakage/{t}_{sfx}": _num(m.get(k, math.nan)))
-                for when, pre, sfx in (("end", "", "r2"), ("init", "init/", "r2"), ("novel", "", "eval_r2"))
-            }
-            for t in TARGETS + SHARES
-        }
-        for v in LAMS
-    }
-    for v in LAMS:
-        for t in TARGETS + SHARES:
-            for when in ("end", "init", "novel"):
-                leakage[v][t][f"{when}_interval"] = _iv(leakage[v][t][when]).as_dict()
-    cca = {
-        v: {
-            src: {
-                when: per_seed(runs, v, lambda m, k=f"lapo/{pre}leakage/cca_{src}{sfx}": _num(m.get(k, math.nan)))
-                for when, pre, sfx in (("end", "", ""), ("init", "init/", ""), ("novel", "", "_eval"),
-                                       ("end_top1", "", "_top1"), ("init_top1", "init/", "_top1"))
-            }
-            for src in CCA_SOURCES
-        }
-        for v in LAMS
-    }  # fmt: skip
-    for v in LAMS:
+        p |= {f"{w}interval": _iv(p[f"{w}ridge_relative"]).as_dict() for w in ("", "init_", "novel_")}
+        leakage[v] = {t: series(v, f"{t}_r2", f"{t}_eval_r2") for t in TARGETS + SHARES}
+        cca[v] = {}
         for src in CCA_SOURCES:
-            d = cca[v][src]
-            for when in ("end", "init", "novel"):
-                d[f"{when}_interval"] = _iv(d[when]).as_dict()
+            d = cca[v][src] = series(v, f"cca_{src}", f"cca_{src}_eval", top1=True)
             d["change"] = learned(d["init"], d["end"], lower_is_better=False)  # per seed; p one-sided (up)
             d["p_change_two_sided"] = paired_p(d["end"], d["init"])  # paired over seeds, two-sided
-    returns = {v: per_seed(runs, v, lambda m, k=k: _num(m.get(k))) for v, k in RETURN_KEY.items()}
+    returns = {v: metric(v, k) for v, k in RETURN_KEY.items()}
     bc_full = [x for x in returns["bc_full"].values() if math.isfinite(x)]
     norm = float(np.mean(bc_full)) if bc_full else math.nan
     # a normaliser at or below zero makes every ratio meaningless: no scores then (the precondition says why)
     scores = {v: {s: x / norm if norm > 0 else math.nan for s, x in r.items()} for v, r in returns.items()}
-    novel = {
-        "laom_labels": per_seed(runs, "laom_labels", lambda m: _num(m.get("lapo/eval_action_mse"))),
-        "idm": per_seed(runs, "idm", lambda m: _num(m.get("idm/eval_action_mse"))),
-    }
-
+    novel = {"laom_labels": metric("laom_labels", "lapo/eval_action_mse"), "idm": metric("idm", "idm/eval_action_mse")}
     S = {v: _iv(scores[v]) for v in scores}
-    N = {v: _iv(novel[v]) for v in novel}
-    rel, pr = "ridge relative MSE", probes
     nothing = baseline.get("labeled_mean_action", math.nan)
 
-    def probe(a: str, b: str, claim: str, paper=None) -> dict:  # a finding read from the ridge probe
-        return compare(claim, a, b, rel, pr[a]["ridge_relative"], pr[b]["ridge_relative"], lower=True,
-                       init_a=pr[a]["init_ridge_relative"], init_b=pr[b]["init_ridge_relative"], log=True,
-                       paper=paper)  # fmt: skip
+    def probe(a: str, b: str, claim: str, k: str = "ridge", measure: str = "ridge relative MSE") -> dict:
+        pa, pb = probes[a], probes[b]  # a finding read from the ridge probe
+        return compare(claim, a, b, measure, pa[f"{k}_relative"], pb[f"{k}_relative"], pa[f"init_{k}_relative"],
+                       pb[f"init_{k}_relative"], log=True)  # fmt: skip
 
     # F5's stand-in for update 0: a head that predicts the labeled set's mean action (None without the data)
     floor = {v: {s: nothing for s in novel[v]} if math.isfinite(nothing) else None for v in novel}
     findings = {
         "F1": probe("lapo_vanilla", "lapo", "distractors hurt LAPO: its held-out ridge probe (relative MSE) is worse "
                     "with distractors"),
-        "F2": probe("laom", "lapo", "LAOM's latents beat LAPO's with distractors (ridge relative MSE)", PAPER["F2"]),
+        "F2": probe("laom", "lapo", "LAOM's latents beat LAPO's with distractors (ridge relative MSE)"),
         "F3": probe("laom_labels", "laom", "supervision improves LAOM's latents (ridge relative MSE)"),
         "F5": compare("LAOM + supervision predicts actions on novel distractors better than the IDM (Fig. 9a)",
                       "laom_labels", "idm", "action MSE on the novel-distractor set", novel["laom_labels"],
-                      novel["idm"], lower=True, init_a=floor["laom_labels"], init_b=floor["idm"], log=True,
+                      novel["idm"], floor["laom_labels"], floor["idm"], log=True,
                       reference="a head that learned nothing (the labeled set's mean action; the runs record no "
                                 "update-0 head)"),
         "F6": probe("lapo_mask", "lapo", "masked LAPO (true masks) beats LAPO with distractors (ridge relative MSE)"),
     }  # fmt: skip
+    findings["F2"]["paper_ratio"] = PAPER_F2
     adjust(findings)
     findings["F5"]["mean_action_baseline"] = nothing
-    # Descriptive, not a finding: LAOM's latents on their top 128 principal components by variance against LAPO's
-    # 128 dimensions. Keeping the directions of most variance is biased against a latent whose action lies in
-    # directions of little variance, so it is no test of width.
-    pca128 = compare("LAOM's top 128 principal components against LAPO's 128 dimensions (descriptive)", "laom", "lapo",
-                     "ridge relative MSE, 128 dimensions", pr["laom"]["pca128_relative"], pr["lapo"]["pca128_relative"],
-                     lower=True, init_a=pr["laom"]["init_pca128_relative"], init_b=pr["lapo"]["init_pca128_relative"],
-                     log=True)  # fmt: skip
+    # Descriptive, not a finding: keeping the directions of most variance is biased against a latent whose action
+    # lies in directions of little variance, so it is no test of width.
+    pca128 = probe("laom", "lapo", "LAOM's top 128 principal components against LAPO's 128 dimensions (descriptive)",
+                   k="pca128", measure="ridge relative MSE, 128 dimensions")  # fmt: skip
     adjust({"F2@128": pca128})
+    against = {o: verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS}
     findings["F4"] = {
         "claim": f"LAOM + supervision has the best normalised return at {budget} labeled trajectories",
         "a": "laom_labels", "b": "lapo, laom, idm, bc", "measure": "normalised return",
-        "verdict": _all([verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS]),
-        "against": {o: verdict(S["laom_labels"], S[o], lower_is_better=False) for o in OTHERS},
-        "a_interval": S["laom_labels"].as_dict(),
+        "verdict": next((v for v in ("not measured", "does not hold", "direction only") if v in against.values()),
+                        "holds"), "against": against, "a_interval": S["laom_labels"].as_dict(),
         "seeds": sorted(k for k, x in returns["laom_labels"].items() if math.isfinite(x)),
         "test": "none (returns of the seeds of RETURN_SEEDS only; interval separation)",
     }  # fmt: skip
     leak_tests = {
         f"{a} < {b}: {t}": compare(f"{VARIANTS[a][1]}'s latents hold less {t} motion than {VARIANTS[b][1]}'s "
                                    "(test R², lower = less leakage)", a, b, f"{t} R²", leakage[a][t]["end"],
-                                   leakage[b][t]["end"], lower=True, init_a=leakage[a][t]["init"],
-                                   init_b=leakage[b][t]["init"], requires_learning=False)
+                                   leakage[b][t]["end"], leakage[a][t]["init"], leakage[b][t]["init"],
+                                   requires_learning=False)
         for a, b, t in LEAKAGE_TESTS
     }  # fmt: skip
     adjust(leak_tests, unreadable=f"not readable (neither decodes it: R² below {DECODABLE})")
@@ -448,56 +363,42 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         f"{a} {'>' if up else '<'} {b}: {src}": compare(
             f"{VARIANTS[a][1]}'s latent has {'more' if up else 'less'} held-out canonical correlation with the "
             f"{src} than {VARIANTS[b][1]}'s", a, b, f"CCA with the {src} (mean squared held-out canonical "
-            "correlation)", cca[a][src]["end"], cca[b][src]["end"], lower=not up, init_a=cca[a][src]["init"],
-            init_b=cca[b][src]["init"], requires_learning=False)
+            "correlation)", cca[a][src]["end"], cca[b][src]["end"], cca[a][src]["init"], cca[b][src]["init"],
+            lower=not up, requires_learning=False)
         for a, b, src, up in MECHANISM_TESTS
     }  # fmt: skip
     adjust(mechanism)
-    extra = {
-        "augmentations_help_laom": verdict(P["laom"], P["laom_noaug"], lower_is_better=True),
-    }
-    # preconditions
+    laom_noaug = verdict(_iv(probes["laom"]["ridge_relative"]), _iv(probes["laom_noaug"]["ridge_relative"]), True)
+    # preconditions (holds None: not measured, no run of that kind, e.g. RETURN_SEEDS=none)
     above = [f"{v} seed {s}: {x:.3f}" for v in LAMS for s, x in probes[v]["ridge_relative"].items() if not x < 1]
     missing = [v for v in VARIANTS if len(runs[v]) < len(seeds) and not (v in OPTIONAL and not runs[v])]
     dec = {
-        v: {s: x for s, x in per_seed(runs, v, lambda m: _num(m.get("decoder/final_train_loss"))).items()
+        v: {s: x for s, x in metric(v, "decoder/final_train_loss").items()
             if "decoder/updates" in runs[v][s]["metrics"]}  # seeds that trained a decoder (RETURN_SEEDS)
         for v in ("lapo", "laom", "laom_labels")
     }  # fmt: skip
-    var_l = labeled.get("action_variance", math.nan)
     dec_bad = [f"{v} seed {s}: {x:.2f}" for v, d in dec.items() for s, x in d.items() if not x < var_l]
-    bc_full_return = float(norm)
     ran = [v for v in LAMS if runs[v]]
+    p2 = "BC on all data reaches at least half the expert's return"
     pre = {
         "every LAM's held-out ridge probe below its mean-action baseline": {
-            "holds": not above and all(probes[v]["ridge_relative"] for v in ran),
-            "exceptions": above,
-        },
-        "BC on all data reaches at least half the expert's return": {
-            "holds": bool(bc_full_return >= 0.5 * expert) if bc_full else None,
-            "bc_full_return": bc_full_return,
-            "expert": expert,
-        },
+            "holds": not above and all(probes[v]["ridge_relative"] for v in ran), "exceptions": above},
+        p2: {"holds": bool(norm >= 0.5 * expert) if bc_full else None, "bc_full_return": norm, "expert": expert},
         "each decoder's training loss below the labeled actions' variance": {
             "holds": (not dec_bad and all(dec.values())) if any(dec.values()) else None,
-            "labeled_action_variance": var_l,
-            "exceptions": dec_bad,
-            "losses": dec,
-        },
-    }  # fmt: skip  (holds None: not measured, no run of that kind, e.g. RETURN_SEEDS=none)
-    p2 = "BC on all data reaches at least half the expert's return"
+            "labeled_action_variance": var_l, "exceptions": dec_bad, "losses": dec},
+    }  # fmt: skip
     if pre[p2]["holds"] is None:  # no policy was trained: there is no return to order
         findings["F4"]["verdict"] = "not measured (no policy runs: RETURN_SEEDS)"
     elif not pre[p2]["holds"]:  # the scores are ratios to a near-zero return: no ordering can be read from them
         findings["F4"]["verdict_from_intervals"] = findings["F4"]["verdict"]
         findings["F4"]["verdict"] = "not readable (precondition 2 failed)"
-    curves = {v: {s: r["stages"]["lapo"].get("lapo/ridge_probe_curve") or [] for s, r in runs[v].items()} for v in ran}
     return {
         "seeds": seeds,
         "runs_found": {v: sorted(runs[v]) for v in VARIANTS},
         "missing": missing,
         "expert_return": expert,
-        "bc_full_return": bc_full_return,
+        "bc_full_return": norm,
         "novel_baseline": baseline,
         "probes": probes,
         "leakage": leakage,
@@ -505,31 +406,31 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
         "cca": cca,
         "mechanism_tests": mechanism,
         "pca128": pca128,
-        "probe_curves": curves,
+        "probe_curves": {
+            v: {s: r["stages"]["lapo"].get("lapo/ridge_probe_curve") or [] for s, r in runs[v].items()} for v in ran
+        },
         "returns": returns,
         "scores": {v: {"per_seed": scores[v], "interval": S[v].as_dict()} for v in scores},
-        "novel_action_mse": {v: {"per_seed": novel[v], "interval": N[v].as_dict()} for v in novel},
+        "novel_action_mse": {v: {"per_seed": novel[v], "interval": _iv(novel[v]).as_dict()} for v in novel},
         "findings": findings,
-        "other": extra,
+        "other": {"augmentations_help_laom": laom_noaug},
         "preconditions": pre,
         "_runs": runs,
     }
-
-
-def _all(vs: list[str]) -> str:
-    if "not measured" in vs:
-        return "not measured"
-    if all(v == "holds" for v in vs):
-        return "holds"
-    return "direction only" if all(v in ("holds", "direction only") for v in vs) else "does not hold"
 
 
 def _f(x, d=3) -> str:
     return f"{x:.{d}g}" if isinstance(x, float) and math.isfinite(x) else "–"
 
 
-def _p(x) -> str:
-    return f"{x:.3g}" if isinstance(x, float) and math.isfinite(x) else "–"
+def _seeds(values: dict) -> str:
+    return ", ".join(_f(x) for x in values.values())
+
+
+def _span(d: dict) -> str:
+    """IQM at update 0 → IQM [bootstrap interval] at the end."""
+    end = Interval(**d["end_interval"])
+    return f"{_f(d['init_interval']['iqm'], 2)} → {end}" if end.n else "not recorded"
 
 
 HEAD = (
@@ -538,35 +439,30 @@ HEAD = (
     "| Holm | p update 0 (two-sided, paired) | verdict |"
 )
 RULE = "|---" * 15 + "|"
+NUMBERS = "mean_difference_change p_change p_change_holm mean_difference_end p_end p_end_holm p_init".split()
 
 
 def _learned(f: dict, arm: str) -> str:
     d = f.get(f"{arm}_learned")
     if not d or not f.get("requires_learning", True):  # a measure read by its change, not gated on it
         return "–"
-    return f"{'yes' if d['holds'] else '**no**'} ({len(d['improved_seeds'])}/{d['n']}; {_p(d['p_one_sided_paired'])})"
+    return f"{'yes' if d['holds'] else '**no**'} ({len(d['improved_seeds'])}/{d['n']}; {_f(d['p_one_sided_paired'])})"
 
 
-def _finding_rows(fam: dict, label=lambda f: f["claim"]) -> list[str]:
-    """One row per comparison: each arm at update 0 → the end (IQM [bootstrap interval]), whether it learned, the
-    mean difference of the arms' changes and of their end values with their paired two-sided p-values (raw and
-    Holm-adjusted within the family), the update-0 test, the verdict."""
-    L = VARIANTS
+def _finding_rows(fam: dict, claims: bool = True) -> list[str]:
+    """One row per comparison: each arm at update 0 → the end, whether it learned, the mean differences of the arms'
+    changes and end values with their paired two-sided p (raw and Holm), the update-0 test, the verdict."""
     rows = []
     for k, f in fam.items():
         paper = f" (paper: {f['paper_ratio']:g}x better)" if f.get("paper_ratio") else ""
-        ends = []
+        cells = [(f"{k}: {f['claim']}" if claims else k) + paper, f["measure"]]
+        cells += [VARIANTS[f["a"]][1], VARIANTS[f["b"]][1]]
         for arm in ("a", "b"):
             init = f.get(f"{arm}_init_interval")
             start = _f(init["iqm"]) if init and f.get("reference", "update 0") == "update 0" else "–"
-            ends.append(f"{start} → {Interval(**f[f'{arm}_interval'])}")
-        rows.append(
-            f"| {k}{': ' + label(f) if label(f) else ''}{paper} | {f['measure']} | {L[f['a']][1]} | {L[f['b']][1]} | "
-            f"{ends[0]} | {ends[1]} | {_learned(f, 'a')} / {_learned(f, 'b')} | "
-            f"{_f(f.get('mean_difference_change', math.nan))} | {_p(f['p_change'])} | {_p(f['p_change_holm'])} | "
-            f"{_f(f['mean_difference_end'])} | {_p(f['p_end'])} | {_p(f['p_end_holm'])} | {_p(f['p_init'])} | "
-            f"**{f['verdict']}** |"
-        )
+            cells.append(f"{start} → {Interval(**f[f'{arm}_interval'])}")
+        cells.append(f"{_learned(f, 'a')} / {_learned(f, 'b')}")
+        rows.append(_md(cells + [_f(f.get(n, math.nan)) for n in NUMBERS] + [f"**{f['verdict']}**"]))
     return rows
 
 
@@ -600,17 +496,11 @@ TESTS_TEXT = (
 
 def markdown(a: dict) -> str:
     L = VARIANTS
+    ran = [v for v in LAMS if a["_runs"][v]]
     fam = {k: f for k, f in a["findings"].items() if k != "F4"}
     m = next((f["comparisons_change"] for f in fam.values()), 0)
-    out = [
-        "## Verdicts",
-        "",
-        f"Seeds {', '.join(map(str, a['seeds']))}; {m} findings in the family. {TESTS_TEXT}",
-        "",
-        HEAD.format(what="finding"),
-        RULE,
-    ]
-    out += _finding_rows(fam)
+    out = ["## Verdicts", "", f"Seeds {', '.join(map(str, a['seeds']))}; {m} findings in the family. {TESTS_TEXT}", ""]
+    out += [HEAD.format(what="finding"), RULE, *_finding_rows(fam)]
     f4 = a["findings"]["F4"]
     ib = ", ".join(f"{L[o][1]} {Interval(**a['scores'][o]['interval'])}" for o in OTHERS)
     f4_seeds = ", ".join(map(str, f4.get("seeds", []))) or "–"
@@ -627,7 +517,7 @@ def markdown(a: dict) -> str:
     out += ["", f"Descriptive, not a finding: LAOM's latents on their top 128 principal components (by variance) "
             f"against LAPO's 128 dimensions, {_f(pc['a_init_interval']['iqm'])} → {Interval(**pc['a_interval'])} "
             f"against {_f(pc['b_init_interval']['iqm'])} → {Interval(**pc['b_interval'])} (paired two-sided p of the "
-            f"end values {_p(pc['p_end'])}). Keeping the directions of most variance is biased against a latent "
+            f"end values {_f(pc['p_end'])}). Keeping the directions of most variance is biased against a latent "
             "whose action lies in directions of little variance: this is no test of width."]  # fmt: skip
     out += ["", "Other readings (interval separation only, no test): "
             + ", ".join(f"{k.replace('_', ' ')}: **{v}**" for k, v in a["other"].items()), ""]  # fmt: skip
@@ -653,23 +543,16 @@ def markdown(a: dict) -> str:
     out += ["| LAM | agent: update 0 → end | p change (two-sided, paired) | agent, novel | distractors: update 0 → end "
             "| p change (two-sided, paired) |",
             "|---|---|---|---|---|---|"]  # fmt: skip
-    for v in LAMS:
-        if not a["_runs"][v]:
-            continue
-        cells = []
-        for src in CCA_SOURCES:
-            d = a["cca"][v][src]
-            i0, i1 = Interval(**d["init_interval"]), Interval(**d["end_interval"])
-            cells += [f"{_f(i0.iqm, 2)} → {i1}" if i1.n else "not recorded", _p(d["p_change_two_sided"])]
-            if src == "agent":
-                cells.append(str(Interval(**d["novel_interval"])) if d["novel_interval"]["n"] else "–")
-        out.append(f"| {L[v][1]} | " + " | ".join(cells) + " |")
+    for v in ran:
+        agent, distractors = (a["cca"][v][src] for src in CCA_SOURCES)
+        novel = str(Interval(**agent["novel_interval"])) if agent["novel_interval"]["n"] else "–"
+        cells = [_span(agent), _f(agent["p_change_two_sided"]), novel, _span(distractors)]
+        out.append(_md([L[v][1], *cells, _f(distractors["p_change_two_sided"])]))
     mt = a["mechanism_tests"]
     out += ["", f"The paper's mechanism as {len(mt)} comparisons (one family; the verdict reads the change from "
             "update 0, no precondition of learning):", "", HEAD.format(what="comparison"), RULE]  # fmt: skip
-    out += _finding_rows(mt, label=lambda f: "")
+    out += _finding_rows(mt, claims=False)
     out += ["", "## Leakage probes and agent shares (held-out test trajectories)", ""]
-    lt = a["leakage_tests"]
     out += ["R² of a ridge probe from the latent action of (o_t, o_t+1) to each target (src/probes.py): 1 = "
             "decodable, 0 = no better than the mean; per target the IQM over seeds at update 0 (the initialised "
             "network) and at the end. The agent share (`latent_from_agent`) is the other direction, a ridge from the "
@@ -677,53 +560,34 @@ def markdown(a: dict) -> str:
             "number of the latent's agent-free dimensions, not only with what the latent holds, so it is shown, not "
             "tested; the canonical correlations above replace it.", ""]  # fmt: skip
     cols = TARGETS + ("latent_from_agent",)
-    out += ["| LAM | " + " | ".join(f"{t}: update 0 → end" for t in cols) + " |", "|---|" + "---|" * len(cols)]
-    for v in LAMS:
-        if not a["_runs"][v]:
-            continue
-        cells = []
-        for t in cols:
-            d = a["leakage"][v][t]
-            i0, i1 = Interval(**d["init_interval"]), Interval(**d["end_interval"])
-            cells.append(f"{_f(i0.iqm, 2)} → {i1}" if i1.n else "not recorded")
-        out.append(f"| {L[v][1]} | " + " | ".join(cells) + " |")
+    out += [_md(["LAM", *(f"{t}: update 0 → end" for t in cols)]), "|---|" + "---|" * len(cols)]
+    out += [_md([L[v][1], *(_span(a["leakage"][v][t]) for t in cols)]) for v in ran]
     out += ["", "Leakage comparisons (one family):", "", HEAD.format(what="comparison"), RULE]
-    out += _finding_rows(lt, label=lambda f: "")
+    out += _finding_rows(a["leakage_tests"], claims=False)
     out += ["", "## Latent-action quality per seed (ridge probe, held-out test trajectories)", ""]
     out += [
         "| LAM | MSE per seed | baseline per seed | relative at update 0 | relative: IQM [bootstrap interval] "
-        "| on 128 principal components | novel distractors, relative | online probe MSE |"
+        "| on 128 principal components | novel distractors, relative | online probe MSE |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    out.append("|---|---|---|---|---|---|---|---|")
-    for v in LAMS:
+    for v in ran:
         p = a["probes"][v]
-        if not p["ridge_mse"]:
-            continue
-        seeds = ", ".join(_f(x) for x in p["ridge_mse"].values())
-        base = ", ".join(_f(x) for x in p["ridge_baseline_mse"].values())
-        online = ", ".join(_f(x) for x in p["online_probe_mse"].values())
-        out.append(
-            f"| {L[v][1]} | {seeds} | {base} | {Interval(**p['init_interval'])} | {Interval(**p['interval'])} | "
-            f"{_iv(p['pca128_relative'])} | {Interval(**p['novel_interval'])} | {online} |"
-        )
+        ivs = [Interval(**p["init_interval"]), Interval(**p["interval"]), _iv(p["pca128_relative"])]
+        ivs.append(Interval(**p["novel_interval"]))
+        cells = [_seeds(p["ridge_mse"]), _seeds(p["ridge_baseline_mse"]), *map(str, ivs), _seeds(p["online_probe_mse"])]
+        out.append(_md([L[v][1], *cells]))
     out += [
         "",
         f"## Returns (expert: {_f(a['expert_return'], 4)}; normaliser: BC on all data, {_f(a['bc_full_return'])})",
         "",
-    ]
-    out += ["| method | return per seed | normalised: IQM [bootstrap interval] |", "|---|---|---|"]
-    for v in RETURN_KEY:
-        r = ", ".join(_f(x) for x in a["returns"][v].values())
-        out.append(f"| {L[v][1]} | {r} | {Interval(**a['scores'][v]['interval'])} |")
-    out += [
-        "",
-        "## Action MSE on novel distractors (Fig. 9a)",
-        "",
-        "| method | per seed | IQM [bootstrap interval] |",
+        "| method | return per seed | normalised: IQM [bootstrap interval] |",
         "|---|---|---|",
     ]
+    out += [_md([L[v][1], _seeds(a["returns"][v]), str(Interval(**a["scores"][v]["interval"]))]) for v in RETURN_KEY]
+    out += ["", "## Action MSE on novel distractors (Fig. 9a)", "", "| method | per seed | IQM [bootstrap interval] |"]
+    out.append("|---|---|---|")
     for v, d in a["novel_action_mse"].items():
-        out.append(f"| {L[v][1]} | {', '.join(_f(x) for x in d['per_seed'].values())} | {Interval(**d['interval'])} |")
+        out.append(_md([L[v][1], _seeds(d["per_seed"]), str(Interval(**d["interval"]))]))
     if a["missing"]:
         out += ["", f"Runs missing for some seed: {', '.join(a['missing'])}."]
     return "\n".join(out) + "\n"
@@ -732,37 +596,32 @@ def markdown(a: dict) -> str:
 def precision_markdown(t: dict) -> str:
     """The precision check of the tuning (fp32 against bf16 autocast, tuning seed): probes and wall time."""
     rows = {r["setting"]: r for r in t["rows"] if r["method"] == "precision"}
-    if not rows:
-        return ""
     out = [
         "| LAM | fp32: validation / test relative MSE | bf16: validation / test | bf16 - fp32 (test) | s fp32 / bf16 |",
         "|---|---|---|---|---|",
     ]
     for lam in ("lapo", "laom", "laom_labels"):
         a, b = rows.get(f"{lam}-fp32"), rows.get(f"{lam}-bf16")
-        if not a or not b:
-            continue
-        out.append(f"| {lam} | {a['value']:.3f} / {a['test_not_used']:.3f} | {b['value']:.3f} / "
-                   f"{b['test_not_used']:.3f} | {b['test_not_used'] - a['test_not_used']:+.3f} | "
-                   f"{a['seconds']} / {b['seconds']} |")  # fmt: skip
-    return "\n".join(out)
+        if a and b:
+            out.append(f"| {lam} | {a['value']:.3f} / {a['test_not_used']:.3f} | {b['value']:.3f} / "
+                       f"{b['test_not_used']:.3f} | {b['test_not_used'] - a['test_not_used']:+.3f} | "
+                       f"{a['seconds']} / {b['seconds']} |")  # fmt: skip
+    return "\n".join(out) if rows else ""
 
 
 # ---------------------------------------------------------------- figures
 
 
 def plot_curves(a: dict, t: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    ax = axes[0]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     for v in LAMS:
-        curves = [r["stages"]["lapo"].get("lapo/ridge_probe_curve") for r in a["_runs"][v].values()]
-        bases = [r["metrics"].get("lapo/ridge_probe_baseline_mse") for r in a["_runs"][v].values()]
-        curves = [np.array([[p[0], p[2] / b] for p in c]) for c, b in zip(curves, bases, strict=True) if c and b]
+        curves = []
+        for r in a["_runs"][v].values():
+            c, b = r["stages"]["lapo"].get("lapo/ridge_probe_curve"), r["metrics"].get("lapo/ridge_probe_baseline_mse")
+            if c and b:
+                curves.append(np.array([[p[0], p[2] / b] for p in c]))
         if not curves:
             continue
         n = min(len(c) for c in curves)
@@ -772,25 +631,18 @@ def plot_curves(a: dict, t: dict, path: Path) -> None:
     ax.axhline(1.0, color="grey", ls="--", lw=1, label="mean action")
     ax.set(xlabel="updates", ylabel="ridge probe MSE / baseline (test)", title="Reported seeds: mean, min-max band")
     ax.legend(fontsize=7)
-    ax = axes[1]
     for r in t["rows"]:
         if r.get("curve"):
             c = np.array(r["curve"])
-            ax.plot(c[:, 0], c[:, 1], marker=".", label=f"{r['method']} {r['setting']}")
-    ax.axhline(1.0, color="grey", ls="--", lw=1)
-    ax.set(xlabel="updates", ylabel="ridge probe MSE / baseline (validation)", title="Tuning seed")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            ax2.plot(c[:, 0], c[:, 1], marker=".", label=f"{r['method']} {r['setting']}")
+    ax2.axhline(1.0, color="grey", ls="--", lw=1)
+    ax2.set(xlabel="updates", ylabel="ridge probe MSE / baseline (validation)", title="Tuning seed")
+    ax2.legend(fontsize=6, ncol=2)
+    _save(fig, path)
 
 
 def plot_leakage(a: dict, path: Path) -> None:
-    """For each LAM, the test R² of each leakage target at update 0 (hatched) and at the end (solid), seeds as
-    dots: what each latent space holds, with and without distractors (the latter have no distractor to hold)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Per LAM, what its latent holds (the test R² of each leakage target) and how much of it the agent explains."""
     import matplotlib.pyplot as plt
 
     lams = [v for v in LAMS if a["_runs"][v]]
@@ -801,9 +653,7 @@ def plot_leakage(a: dict, path: Path) -> None:
                  "distractor's change", fontsize=9)  # fmt: skip
     _bars(ax2, a, lams, SHARES)
     ax2.set_title("How much of the latent the agent (or the distractors' changes) explains", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _bars(ax, a: dict, lams: list[str], targets) -> None:
@@ -832,9 +682,8 @@ def _bars(ax, a: dict, lams: list[str], targets) -> None:
 
 
 def run_lam(run_dir: Path, module: str, shapes, trained: bool = True):
-    """A finished run's LAM, built as its script builds it: with lam.pt's weights, or (trained=False) seeded as the
-    script seeds its stage 1 before it builds its networks (src/checkpoint.py), i.e. the run's update-0 network.
-    In eval mode."""
+    """A finished run's LAM in eval mode, built as its script builds it: with lam.pt's weights, or (trained=False)
+    seeded as the script seeds its stage 1 before it builds its networks (src/checkpoint.py): its update-0 network."""
     import importlib
 
     from src.checkpoint import load_checkpoint, seed_stage
@@ -850,8 +699,8 @@ def run_lam(run_dir: Path, module: str, shapes, trained: bool = True):
 
 
 def latent_points(run_dir: Path, module: str, config: dict, max_points: int = 1500):
-    """Latent actions of (o_t, o_{t+1}) on the test trajectories (the ridge probe's last tenth) of the run's own
-    data (config: the run's, from its results.json), from its finished LAM checkpoint, with the true actions."""
+    """The finished LAM's latent actions of (o_t, o_{t+1}) on the ridge probe's test trajectories of the run's own data
+    (config: its results.json's), with the true actions."""
     import torch
 
     from src.data import load_dataset, normalize_obs
@@ -869,10 +718,7 @@ def latent_points(run_dir: Path, module: str, config: dict, max_points: int = 15
     return torch.cat(zs).numpy(), data.actions[idx].numpy()
 
 
-def plot_latents(a: dict, small_dir: Path, path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot_latents(a: dict, path: Path) -> str:
     import matplotlib.pyplot as plt
 
     try:
@@ -881,17 +727,15 @@ def plot_latents(a: dict, small_dir: Path, path: Path) -> str:
         method = "UMAP"
     except ImportError:
         umap, method = None, "PCA"
-    panels = [("lapo", "train_lapo"), ("lapo_vanilla", "train_lapo"), ("laom", "train_laom"),
-              ("laom_vanilla", "train_laom")]  # fmt: skip
+    panels = {"lapo": "train_lapo", "lapo_vanilla": "train_lapo", "laom": "train_laom", "laom_vanilla": "train_laom"}
     fig, axes = plt.subplots(1, 4, figsize=(16, 4))
-    for ax, (v, module) in zip(axes, panels, strict=True):
+    for ax, (v, module) in zip(axes, panels.items(), strict=True):
         runs = a["_runs"][v]
         if not runs:
             ax.set_title(f"{VARIANTS[v][1]}: not run")
             continue
         seed = min(runs)
-        run_dir = Path(runs[seed]["_dir"])
-        z, acts = latent_points(run_dir, module, runs[seed]["config"])
+        z, acts = latent_points(Path(runs[seed]["_dir"]), module, runs[seed]["config"])
         if umap is not None:
             xy = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(z)
         else:
@@ -903,13 +747,14 @@ def plot_latents(a: dict, small_dir: Path, path: Path) -> str:
         ax.set_xticks([]), ax.set_yticks([])
         fig.colorbar(sc, ax=ax, fraction=0.046, label="true action, dim 0")
     fig.suptitle(f"Latent actions of the test trajectories, {method} to 2-D, coloured by the first true action")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return method
 
 
 def main(c: Config) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
     small_dir, out = Path(c.small_dir), Path(c.out)
     if not small_dir.is_dir():
         raise SystemExit(f"error: --small_dir={c.small_dir} is not a folder (studies/small/reproduce.sh makes it)")
@@ -921,8 +766,7 @@ def main(c: Config) -> None:
     print("choices:", t["choices"])
     if c.tuning:
         return
-    seeds = [int(s) for s in c.seeds.split()]
-    a = analyse(small_dir, seeds, c.budget)
+    a = analyse(small_dir, [int(s) for s in c.seeds.split()], c.budget)
     a["budget"] = c.budget
     # the pixel read-out baseline (studies/small/pixel_ceiling.py, run before this report)
     a["pixel_baseline"] = {
@@ -934,7 +778,7 @@ def main(c: Config) -> None:
     plot_curves(a, t, out / "probe_curves.png")
     plot_leakage(a, out / "leakage.png")
     if c.latents:
-        a["latent_projection"] = plot_latents(a, small_dir, out / "latents.png")
+        a["latent_projection"] = plot_latents(a, out / "latents.png")
     md = markdown(a)
     prec = precision_markdown(t)
     prec = f"\n## Precision check (tuning seed)\n\n{prec}\n" if prec else ""

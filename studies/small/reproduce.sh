@@ -1,47 +1,34 @@
 #!/usr/bin/env bash
-# The paper's findings and their mechanism at a scale a 2-core CPU runs (studies/small/README.md):
-# cheetah-run, 20 expert trajectories with the DCS port's built-in distractor videos (with every frame's distractor
-# state and true foreground masks) and 20 without distractors; LAPO, LAOM, LAOM + supervision, masked LAPO (true
-# masks), IDM, BC and BC on all data, 5 seeds, with the learning rates / EMA rate / supervision coefficient chosen by
-# studies/small/tune.sh on a separate tuning seed (studies/small/configs, comments).
+# shellcheck disable=SC2086  # PYTHON, EXTRA_ARGS and $curve / $common / $only may hold several words
+# The paper's findings and their mechanism at a scale a 2-core CPU runs (studies/small/README.md): cheetah-run, 20
+# expert trajectories with the DCS port's built-in distractor videos (with every frame's distractor state and true
+# foreground masks) and 20 without distractors; LAPO, LAOM, LAOM + supervision, masked LAPO (true masks), IDM, BC and
+# BC on all data, with the settings studies/small/tune.sh chose on a separate tuning seed (studies/small/configs).
 #
 #   bash studies/small/reproduce.sh                                  # -> runs/small/{data,data-vanilla,runs,report}
 #   OUT=studies/small/results bash studies/small/reproduce.sh     # how the committed report was made
 #
-# What it does, each step skipped when its output exists, so the same command resumes after an interruption:
-#   1. data, with the released cheetah-run expert ($EXPERT): $DATA/cheetah-run.hdf5 ($NUM_TRAJ trajectories of
-#      $STEPS steps, training videos, seed 0, each frame's distractor state in distractors/, true masks in
-#      cheetah-run-masks.hdf5), $DATA_VANILLA/cheetah-run.hdf5 (the same expert, seeds and count,
-#      --dcs_difficulty=vanilla: the distractor-free control), $DATA/cheetah-run-eval.hdf5 ($NUM_EVAL trajectories
-#      with the validation videos: novel distractors, seed 100), the labeled subset
-#      $DATA/cheetah-run-labeled-1000x$BUDGET.hdf5 ($BUDGET trajectories sampled among the first 80%, so the ridge
-#      probe's validation and test trajectories stay unlabeled) and $DATA/cheetah-run-val.hdf5 (the validation
-#      trajectories, for tuning the IDM);
-#   2. the runs, $LANES at a time with one thread each (scripts/jobs.sh; a run with results.json is skipped,
-#      an interrupted one resumes from its stage checkpoints), in the sweep layout scripts/plot_results.py reads:
-#      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>), the distractor-free control
-#      under $RUNS/vanilla/, masked LAPO under $RUNS/lapo_mask/ and, with NOAUG=1, LAOM without augmentations under
-#      $RUNS/noaug/ (those train the LAM only);
-#   3. the report: studies/small/pixel_ceiling.py (the pixel read-out baseline, with and without distractors),
-#      studies/small/latent_sources.py (what moves each latent: one step's change undone for the
-#      background or the agent with the true masks), studies/small/report.py (verdicts with exact permutation
-#      p-values, the leakage probes and agent shares, the preconditions, figures, summary.json) and
-#      scripts/plot_results.py (the sweep tables) into $OUT, and run-info.md (command, commit, machine, the wall
-#      time of each step).
-# Progress: a start / done line per run; a run's own log is train.log in its run directory.
-#
+# Each step is skipped when its output exists, so the same command resumes after an interruption:
+#   1. data with the released expert: $DATA/cheetah-run.hdf5 (training videos, seed 0, each frame's distractor state,
+#      true masks in cheetah-run-masks.hdf5), $DATA_VANILLA/cheetah-run.hdf5 (the same without distractors),
+#      $DATA/cheetah-run-eval.hdf5 (validation videos: novel distractors, seed 100), the labeled subset
+#      $DATA/cheetah-run-labeled-1000x$BUDGET.hdf5 (from the first 80%: the ridge probe's validation and test
+#      trajectories stay unlabeled) and $DATA/cheetah-run-val.hdf5 (the validation trajectories, the IDM's tuning);
+#   2. the runs, $LANES at a time with one thread each (scripts/jobs.sh), in the layout scripts/plot_results.py reads:
+#      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>); the LAM-only controls under
+#      $RUNS/vanilla/, $RUNS/lapo_mask/ and (NOAUG=1) $RUNS/noaug/;
+#   3. the report into $OUT: pixel_ceiling.py (with and without distractors), latent_sources.py, report.py and
+#      scripts/plot_results.py (the sweep tables), and run-info.md (command, commit, machine, each step's wall time).
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
 # SEEDS ["0 1 2 3 4 5 6 7 8 9"], RETURN_SEEDS ["none"] (the seeds that also train and evaluate the policies, e.g. "0":
 # about 12 more minutes; at this scale no policy learns, studies/small/README.md), CONFIG_DIR
-# [studies/small/configs], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast, as the committed run: about 0.6x the wall time on a CPU
-# with AVX512-BF16, 7x slower on an AVX2-only one; the study's budget plan in studies/small/README.md),
-# NOAUG [0] (1: also LAOM without augmentations), ONLY (the variants to run; unset: those the findings and the
-# mechanism compare, "lapo lapo_vanilla laom laom_labels lapo_mask laom_noaug idm bc bc_full" (laom_noaug with
-# NOAUG=1, bc and bc_full on RETURN_SEEDS); empty: all, laom_vanilla (LAOM
-# without distractors, a control no finding reads) included),
-# EXTRA_ARGS (appended to every training command), RIDGE_EVERY [155] (updates between the ridge-probe points of the
-# probe-vs-updates curves), ONLY_DATA=1 (stop after step 1).
+# [studies/small/configs], LANES [2], PYTHON [python], PRECISION [fp32] (bf16 autocast, as the committed run: about
+# 0.6x the wall time on a CPU with AVX512-BF16, 7x slower on an AVX2-only one), NOAUG [0] (1: also LAOM without
+# augmentations), ONLY (the variants to run; unset: "lapo lapo_vanilla laom laom_labels lapo_mask laom_noaug idm bc
+# bc_full", those the findings and the mechanism compare; empty: all, laom_vanilla included), EXTRA_ARGS (appended to
+# every training command), RIDGE_EVERY [155] (updates between the points of the probe curves), ONLY_DATA=1 (stop
+# after step 1).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 SMALL_DIR=${SMALL_DIR:-runs/small}
@@ -87,22 +74,16 @@ echo "# $(date '+%F %T') bash studies/small/reproduce.sh (NUM_TRAJ=$NUM_TRAJ STE
 # ---------------------------------------------------------------- 1. data
 t=$SECONDS
 collect() {  # save_path num_trajectories difficulty split seed [extra args]: every frame's distractor state too
-    # shellcheck disable=SC2086  # PYTHON may hold several words
     $PYTHON -m scripts.data_collection.collect_data --checkpoint_path="$EXPERT" --dcs_backgrounds_path=builtin \
         --save_path="$1" --num_trajectories="$2" --max_episode_steps="$STEPS" --dcs_difficulty="$3" \
         --dcs_backgrounds_split="$4" --dcs_img_hw=64 --seed="$5" --num_workers="$cores" "${@:6}"
 }
 subset() {  # save_path args...: a labeled subset of the distracted set, written whole or not at all
-    local out=$1
-    shift
-    [[ -f "$out" ]] && return 0
-    # shellcheck disable=SC2086
-    $PYTHON -m scripts.sample_labeled_data --data_path="$DATA/cheetah-run.hdf5" --save_path="$out" \
-        --chunk_size="$STEPS" "$@"
+    [[ -f "$1" ]] || $PYTHON -m scripts.sample_labeled_data --data_path="$DATA/cheetah-run.hdf5" --save_path="$1" \
+        --chunk_size="$STEPS" "${@:2}"
 }
 set -e
 echo "== data: $NUM_TRAJ distracted + $NUM_TRAJ vanilla + $NUM_EVAL evaluation trajectories of $STEPS steps (the collector resumes a partial file)"
-# the distracted set with its true foreground masks (cheetah-run-masks.hdf5: masked LAPO's)
 collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0 --record_masks=true
 collect "$DATA_VANILLA/cheetah-run.hdf5" "$NUM_TRAJ" vanilla train 0
 collect "$DATA/cheetah-run-eval.hdf5" "$NUM_EVAL" scale_easy_video_hard val 100
@@ -123,43 +104,40 @@ labeled=$DATA/cheetah-run-labeled-1000x$BUDGET.hdf5
 ev=$DATA/cheetah-run-eval.hdf5
 curve="--lapo.ridge_probe_every=$RIDGE_EVERY"
 # Every seed trains every latent-action model (F1-F3, F5); the seeds of RETURN_SEEDS also train the policies and
-# evaluate them (F4, preconditions 2-3): the returns cost about half the budget and, at this scale, no policy learns
-# (studies/small/README.md). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
+# evaluate them (F4, preconditions 2-3). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
 # with --idm_only, in their own run directories (suffix -lam), so the full runs are never confused with them.
 pick() {  # the variants ONLY names (all when ONLY is empty)
     [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]
 }
-lam_seed() {  # the run directory of a LAPO / LAOM / IDM run: seed<S>, or seed<S>-lam without its returns
-    if [[ $full_run == 1 ]]; then at "$1"; else echo "$(at "$1")-lam"; fi
-}
 for seed in $SEEDS; do
     common="--seed=$seed --precision=$PRECISION $EXTRA_ARGS"
     at() { echo "$RUNS/$1/cheetah-run/budget$BUDGET/seed$seed"; }
-    full_run=0
-    [[ " $RETURN_SEEDS " == *" $seed "* ]] && full_run=1
-    only=""
-    [[ $full_run == 1 ]] || only="--lam_only=true"
-    # the longest first, so that the two lanes end together
-    pick lapo && job "$(lam_seed lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve $only --lapo.data_path="$full" \
-        --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    pick laom_labels && job "$(lam_seed laom_labels)" train_laom_labels --config_path="$CONFIG_DIR/laom-labels.yaml" $curve $only \
-        --lapo.data_path="$full" --lapo.labeled_data_path="$labeled" --lapo.eval_data_path="$ev" \
-        --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    pick lapo_vanilla && job "$(at vanilla/lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve --lam_only=true \
-        --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
-    pick laom && job "$(lam_seed laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve $only --lapo.data_path="$full" \
-        --lapo.eval_data_path="$ev" --bc.data_path="$full" --decoder.data_path="$labeled" $common
-    pick laom_vanilla && job "$(at vanilla/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
-        --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5" $common
-    pick lapo_mask && job "$(at lapo_mask)" train_lapo_mask --config_path="$CONFIG_DIR/lapo-mask.yaml" $curve --lam_only=true \
-        --lapo.data_path="$full" --lapo.masks_path="$DATA/cheetah-run-masks.hdf5" --lapo.eval_data_path="$ev" $common
-    if [[ $NOAUG == 1 ]]; then
-        pick laom_noaug && job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve --lam_only=true \
-            --lapo.use_aug=false --lapo.data_path="$full" --lapo.eval_data_path="$ev" $common
+    lam_at=-lam  # the run directory of a LAPO / LAOM / IDM run without its returns
+    only="--lam_only=true"
+    if [[ " $RETURN_SEEDS " == *" $seed "* ]]; then
+        lam_at="" only=""
     fi
-    pick idm && job "$(lam_seed idm)" train_idm --config_path="$CONFIG_DIR/idm.yaml" ${only:+--idm_only=true} \
+    lam=(--lapo.data_path="$full" --lapo.eval_data_path="$ev")
+    policy=(--bc.data_path="$full" --decoder.data_path="$labeled")
+    vanilla=(--lam_only=true --lapo.data_path="$DATA_VANILLA/cheetah-run.hdf5")
+    # the longest first, so that the two lanes end together
+    pick lapo && job "$(at lapo)$lam_at" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve $only "${lam[@]}" \
+        "${policy[@]}" $common
+    pick laom_labels && job "$(at laom_labels)$lam_at" train_laom_labels --config_path="$CONFIG_DIR/laom-labels.yaml" \
+        $curve $only --lapo.labeled_data_path="$labeled" "${lam[@]}" "${policy[@]}" $common
+    pick lapo_vanilla && job "$(at vanilla/lapo)" train_lapo --config_path="$CONFIG_DIR/lapo.yaml" $curve "${vanilla[@]}" \
+        $common
+    pick laom && job "$(at laom)$lam_at" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve $only "${lam[@]}" \
+        "${policy[@]}" $common
+    pick laom_vanilla && job "$(at vanilla/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" $curve "${vanilla[@]}" \
+        $common
+    pick lapo_mask && job "$(at lapo_mask)" train_lapo_mask --config_path="$CONFIG_DIR/lapo-mask.yaml" $curve \
+        --lam_only=true --lapo.masks_path="$DATA/cheetah-run-masks.hdf5" "${lam[@]}" $common
+    [[ $NOAUG == 1 ]] && pick laom_noaug && job "$(at noaug/laom)" train_laom --config_path="$CONFIG_DIR/laom.yaml" \
+        $curve --lam_only=true --lapo.use_aug=false "${lam[@]}" $common
+    pick idm && job "$(at idm)$lam_at" train_idm --config_path="$CONFIG_DIR/idm.yaml" ${only:+--idm_only=true} \
         --idm.data_path="$labeled" --idm.eval_data_path="$ev" --bc.data_path="$full" $common
-    if [[ $full_run == 1 ]]; then
+    if [[ -z $only ]]; then
         pick bc && job "$(at bc)" train_bc --config_path="$CONFIG_DIR/bc.yaml" --bc.data_path="$labeled" $common
         pick bc_full && job "$RUNS/bc_full/cheetah-run/full/seed$seed" train_bc --config_path="$CONFIG_DIR/bc-full.yaml" \
             --bc.data_path="$full" $common
@@ -177,17 +155,12 @@ echo "runs: $((SECONDS - t)) s ($found of ${#queued[@]} runs finished)" | tee -a
 
 # ---------------------------------------------------------------- 3. report
 t=$SECONDS
-# shellcheck disable=SC2086
 $PYTHON -m scripts.plot_results --runs_dir "$RUNS" --out "$OUT/sweep" --normalize_by=bc_full >/dev/null || status=1
-# shellcheck disable=SC2086
 $PYTHON -m studies.small.pixel_ceiling --data_path "$DATA/cheetah-run.hdf5" --out "$OUT/pixel_ceiling.json" || status=1
-# shellcheck disable=SC2086
 $PYTHON -m studies.small.pixel_ceiling --data_path "$DATA_VANILLA/cheetah-run.hdf5" \
     --out "$OUT/pixel_ceiling_vanilla.json" || status=1
-# shellcheck disable=SC2086
 $PYTHON -m studies.small.latent_sources --small_dir "$SMALL_DIR" --seeds "$SEEDS" --budget "$BUDGET" \
     --out "$OUT/latent_sources.json" || status=1
-# shellcheck disable=SC2086
 $PYTHON -m studies.small.report --small_dir "$SMALL_DIR" --out "$OUT" --seeds "$SEEDS" --budget "$BUDGET" || status=1
 echo "report: $((SECONDS - t)) s" | tee -a "$timings"
 total=$((SECONDS - start))

@@ -1,20 +1,12 @@
 #!/usr/bin/env bash
-# Tuning of the reduced-scale study (studies/small/README.md, "Tuning"): every method's learning rate (and
-# LAOM's EMA rate) chosen at laptop scale by the paper's own criteria (Section 3, "On hyperparameters tuning"), on
-# one tuning seed ($TUNE_SEED, never reported) and validation data, never on the reported numbers:
-#   - latent action models (LAPO, LAOM, LAOM + supervision): the closed-form ridge probe's MSE on the validation
-#     trajectories (16-17 of 20; the report uses the test trajectories 18-19 and the novel-distractor set), with the
-#     probe at 4 points of training (the number of updates is read from that curve);
-#   - the IDM: its action MSE on the validation trajectories (runs/small/data/cheetah-run-val.hdf5);
-#   - BC and BC on all data: their online return over the evaluation episodes (training distractors);
-#   - latent BC and the decoders keep BC's choice (no separate grid: see the README's tuning table).
-#   - LAOM + supervision: its own learning rate (at the paper's cheetah-run coefficient 0.001), then the supervision
-#     coefficient at the chosen rate, by the validation ridge probe;
-#   - masked LAPO (true masks): its learning rate, as LAPO's;
-#   - optionally (GRIDS=precision), LAPO and LAOM at their settings in fp32 and in bf16 autocast (--precision): on a
-#     CPU with AVX512-BF16, whether bf16 changes the probes beyond seed noise. Not in the default: on this project's
-#     AVX2-only machine bf16 convolutions are about 15x slower than fp32 (studies/small/README.md).
-# The grid is below; `python -m studies.small.report --tuning` turns its results into the table of the README.
+# Tuning of the small study (studies/small/README.md, "Tuning"): learning rates (and LAOM's EMA rate, LAOM +
+# supervision's coefficient) chosen by the paper's own criteria (Section 3, "On hyperparameters tuning") on one tuning
+# seed ($TUNE_SEED, never reported) and validation data, never on the reported numbers: the latent-action models by
+# the ridge probe's MSE on the validation trajectories (with the probe at 4 points of training, which sets the number
+# of updates), the IDM by its validation action MSE, BC and BC on all data by their online return (latent BC and the
+# decoders keep BC's choice). GRIDS=precision: LAPO and LAOM at their settings in fp32 and in bf16 autocast (not in
+# the default: on an AVX2-only CPU bf16 convolutions are about 15x slower). `python -m studies.small.report --tuning`
+# turns the results into the README's table.
 #   bash studies/small/tune.sh            # after the data step of studies/small/reproduce.sh (it collects if missing)
 #   GRIDS="laom_labels lapo_mask" bash studies/small/tune.sh                  # some of the grids only
 # Settings: SMALL_DIR [runs/small], TUNE_SEED [100], BUDGET [2], LANES [2], PYTHON [python], GRIDS [lapo laom
@@ -53,35 +45,31 @@ want() { [[ " $GRIDS " == *" $1 "* ]]; }
 common="--seed=$TUNE_SEED --wandb_mode=disabled ${EXTRA_ARGS:-}"
 lam="--lam_only=true --lapo.ridge_probe_every=${RIDGE_EVERY:-155} --lapo.data_path=$D/cheetah-run.hdf5"
 labels="--lapo.labeled_data_path=$D/cheetah-run-labeled-1000x$BUDGET.hdf5"
-if want laom_labels; then
-    for lr in $LAOM_LABELS_LRS; do
-        job "$T/laom_labels/lr$lr-coef0.001" train_laom_labels --config_path=$CONFIG_DIR/laom-labels.yaml $common \
-            $lam $labels --precision=$PRECISION --lapo.learning_rate=$lr --lapo.labeled_loss_coef=0.001
-    done
-fi
-if want laom_labels_coef; then
-    for coef in $COEFS; do
-        job "$T/laom_labels/lr$COEF_LR-coef$coef" train_laom_labels --config_path=$CONFIG_DIR/laom-labels.yaml \
-            $common $lam $labels --precision=$PRECISION --lapo.learning_rate=$COEF_LR --lapo.labeled_loss_coef=$coef
-    done
-fi
-if want lapo_mask; then
-    for lr in $LAPO_MASK_LRS; do
-        job "$T/lapo_mask/lr$lr" train_lapo_mask --config_path=$CONFIG_DIR/lapo-mask.yaml $common $lam \
-            --lapo.masks_path=$D/cheetah-run-masks.hdf5 --precision=$PRECISION --lapo.learning_rate=$lr
-    done
-fi
-if want precision; then  # LAPO and LAOM at their settings (studies/small/configs), fp32 against bf16
-    for p in fp32 bf16; do
-        job "$T/precision/lapo-$p" train_lapo --config_path=$CONFIG_DIR/lapo.yaml $common $lam --precision=$p
-        job "$T/precision/laom-$p" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam --precision=$p
-    done
-fi
+want laom_labels || LAOM_LABELS_LRS=""
+want laom_labels_coef || COEFS=""
+want lapo_mask || LAPO_MASK_LRS=""
+want precision || PRECISIONS=""
 want lapo || LAPO_LRS=""
-want laom || { LAOM_LRS=""; TAUS=""; }
+want laom || TAUS="" LAOM_LRS=""
 want noaug || NOAUG_LRS=""
 want policy || POLICY_LRS=""
 want idm || IDM_LRS=""
+for lr in $LAOM_LABELS_LRS; do
+    job "$T/laom_labels/lr$lr-coef0.001" train_laom_labels --config_path=$CONFIG_DIR/laom-labels.yaml $common \
+        $lam $labels --precision=$PRECISION --lapo.learning_rate=$lr --lapo.labeled_loss_coef=0.001
+done
+for coef in $COEFS; do
+    job "$T/laom_labels/lr$COEF_LR-coef$coef" train_laom_labels --config_path=$CONFIG_DIR/laom-labels.yaml \
+        $common $lam $labels --precision=$PRECISION --lapo.learning_rate=$COEF_LR --lapo.labeled_loss_coef=$coef
+done
+for lr in $LAPO_MASK_LRS; do
+    job "$T/lapo_mask/lr$lr" train_lapo_mask --config_path=$CONFIG_DIR/lapo-mask.yaml $common $lam \
+        --lapo.masks_path=$D/cheetah-run-masks.hdf5 --precision=$PRECISION --lapo.learning_rate=$lr
+done
+for p in ${PRECISIONS-fp32 bf16}; do  # LAPO and LAOM at their settings (studies/small/configs), fp32 against bf16
+    job "$T/precision/lapo-$p" train_lapo --config_path=$CONFIG_DIR/lapo.yaml $common $lam --precision=$p
+    job "$T/precision/laom-$p" train_laom --config_path=$CONFIG_DIR/laom.yaml $common $lam --precision=$p
+done
 for lr in $LAPO_LRS; do
     job "$T/lapo/lr$lr" train_lapo --config_path=$CONFIG_DIR/lapo.yaml $common $lam --lapo.learning_rate=$lr
 done
