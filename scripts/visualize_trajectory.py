@@ -20,7 +20,10 @@ if __package__ in (None, ""):  # run as `python scripts/visualize_trajectory.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import h5py  # noqa: E402
+import matplotlib  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import animation  # noqa: E402
 
 from src.errors import UserError, cli  # noqa: E402
 
@@ -162,14 +165,10 @@ class Viewer:
         if self._timer is not None:
             self._timer.stop()
         if self.fig is not None:
-            import matplotlib.pyplot as plt
-
             plt.close(self.fig)
 
     def build_figure(self, dpi: int = 100):
         """Figure sized so that one composite pixel is one screen pixel, with a title strip on top."""
-        import matplotlib.pyplot as plt
-
         frame = self.frame()
         height, width = frame.shape[:2]
         fig = plt.figure(figsize=(width / dpi, (height + TITLE_PX) / dpi), dpi=dpi)
@@ -190,8 +189,6 @@ class Viewer:
 
     def connect(self) -> None:
         """Wire key presses and a playback timer to the figure (building it if needed)."""
-        import matplotlib.pyplot as plt
-
         if self.fig is None:
             self.build_figure()
         # Keep matplotlib's own shortcuts (q = quit, p = pan, r = home) from also acting on our keys.
@@ -205,8 +202,6 @@ class Viewer:
 
     def save(self, path: str) -> int:
         """Write one frame per step to `path` (.gif with pillow, .mp4 with ffmpeg); returns the frame count."""
-        from matplotlib import animation
-
         suffix = os.path.splitext(path)[1].lower()
         if suffix not in (".gif", ".mp4"):
             raise ViewerError(f"cannot write {path}: --save supports .gif (and .mp4 where ffmpeg exists)")
@@ -240,8 +235,6 @@ def main(argv=None) -> int:
         traj = load_trajectory(args.input, args.trajectory, args.input_blurred, args.masks, args.steps)
         viewer = Viewer(traj, scale=args.scale, fps=args.fps, loop=not args.no_loop)
         if args.save:
-            import matplotlib
-
             matplotlib.use("Agg")
             count = viewer.save(args.save)
             viewer.close()
@@ -250,9 +243,6 @@ def main(argv=None) -> int:
     except ViewerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    import matplotlib
-    import matplotlib.pyplot as plt
 
     backend = matplotlib.get_backend().lower()
     if backend in ("agg", "pdf", "ps", "svg", "cairo", "pgf", "template") or backend.endswith("inline"):
