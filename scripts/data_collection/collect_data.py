@@ -197,13 +197,11 @@ def sibling(path: Path, suffix: str) -> Path:
 
 
 def _lock_holder(fd: int, lock_path: Path) -> str:
-    """The holder of a lock file, as recorded by `output_lock` (it writes the record right after locking)."""
-    for _ in range(20):
-        try:
-            holder = json.loads(os.pread(fd, 1 << 16, 0).decode())
-            return f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}: {holder['command']}"
-        except (ValueError, KeyError, TypeError, OSError):
-            time.sleep(0.05)
+    for _ in range(20):  # the holder writes its record right after locking
+        holder = os.pread(fd, 1 << 16, 0).decode(errors="replace").strip()
+        if holder:
+            return holder
+        time.sleep(0.05)
     return f"a process that has not recorded its pid in {lock_path}"
 
 
@@ -233,11 +231,11 @@ def output_lock(path: Path):
                 break
         os.close(fd)
     try:
-        record = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S %z"))
-        record["command"] = shlex.join(getattr(sys, "orig_argv", sys.argv))
+        started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        record = f"pid {os.getpid()} on host {socket.gethostname()}, started {started}: {shlex.join(sys.orig_argv)}"
         with contextlib.suppress(OSError):  # a full disk must not stop the lock: the record only serves messages
             os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+            os.pwrite(fd, (record + "\n").encode(), 0)
         yield lock_path
     finally:
         with contextlib.suppress(OSError):
@@ -568,8 +566,6 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         except BaseException:
             abandon_output(f, discard=config.overwrite)
             raise
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
     pool = None
     try:
         with tqdm(total=config.num_trajectories, initial=start, desc="trajectories") as bar:
@@ -607,8 +603,6 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         if pool is not None:
             pool.terminate()
             pool.join()
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous_sigterm)
 
     if config.overwrite:  # the new file is complete: make it durable, then let it replace the old one
         if config.record_masks:
@@ -632,7 +626,9 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
 
 
 def main(config_class: type = Config) -> None:
-    """Command line: a user error (output in use, disk full, ...) is reported in one line, exit status 1."""
+    """Command line: SIGTERM stops it as Ctrl-C does; a user error (output in use, disk full, ...) is reported in one
+    line, exit status 1."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with user_errors():
         try:
             collect(pyrallis.parse(config_class=config_class))
