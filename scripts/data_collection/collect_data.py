@@ -132,14 +132,6 @@ def collect_trajectory(
     )
 
 
-def env_kwargs(config: Config, domain_name: str, task_name: str) -> dict:
-    """Arguments of src.envs.make_env for recording: single frames (frame_stack=1), episodes seeded at reset."""
-    kwargs = dict(domain_name=domain_name, task_name=task_name, difficulty=config.dcs_difficulty, frame_stack=1)
-    kwargs |= dict(dynamic=config.dynamic, img_hw=config.dcs_img_hw, backgrounds_path=config.dcs_backgrounds_path)
-    kwargs |= dict(backgrounds_split=config.dcs_backgrounds_split, max_episode_steps=config.max_episode_steps)
-    return kwargs | dict(camera_mode=config.dcs_camera_mode)
-
-
 def check_config(config: Config) -> None:
     """Errors a user can act on, raised before anything is loaded or written."""
     from src.dcs.constants import CAMERA_MODES, DIFFICULTIES
@@ -298,11 +290,14 @@ def count_complete(path: Path) -> int:
         return len(complete_groups(f))
 
 
-def prepare_output(path: Path, attrs: dict, num_trajectories: int) -> int | None:
-    """Check an existing output file against the command (writing nothing); return its number of complete
-    trajectories (0 for a new file), or None when it already holds all of them."""
+def open_output(path: Path, attrs: dict, num_trajectories: int) -> tuple[h5py.File, list[float]] | None:
+    """Open a new output, or resume an existing one made by the same command (incomplete groups dropped): (file,
+    returns of the complete trajectories); None, writing nothing, when the file already holds all of them."""
     if not path.exists():
-        return 0
+        f = h5py.File(path, "w")
+        f.attrs.update(attrs | dict(package_versions=package_versions(), dataset_return=float("nan")))
+        f.flush()
+        return f, []
     refuse_if_open_for_writing(path)
     try:
         with h5py.File(path, "r") as f:
@@ -324,16 +319,8 @@ def prepare_output(path: Path, attrs: dict, num_trajectories: int) -> int | None
             f"Output {path} already holds {num_complete} trajectories, more than --num_trajectories="
             f"{num_trajectories}. Use --overwrite to replace it, or another --save_path."
         )
-    return None if num_complete == num_trajectories else num_complete
-
-
-def open_output(path: Path, attrs: dict) -> tuple[h5py.File, list[float]]:
-    """Open a new output, or resume an existing one (incomplete groups dropped). Returns (file, kept returns)."""
-    if not path.exists():
-        f = h5py.File(path, "w")
-        f.attrs.update(attrs | dict(package_versions=package_versions(), dataset_return=float("nan")))
-        f.flush()
-        return f, []
+    if num_complete == num_trajectories:
+        return None
     f = h5py.File(path, "a")
     keep = complete_groups(f)
     for name in [k for k in f.keys() if k not in keep]:
@@ -521,7 +508,11 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
     domain_name, task_name = config.domain_name or expert.domain_name, config.task_name or expert.task_name
     if domain_name is None or task_name is None:
         raise ConfigError(f"Checkpoint {expert.name} does not record its task: pass --domain_name and --task_name.")
-    kwargs = env_kwargs(config, domain_name, task_name)
+    # single frames (frame_stack=1), episodes seeded at reset
+    kwargs = dict(domain_name=domain_name, task_name=task_name, difficulty=config.dcs_difficulty, frame_stack=1)
+    kwargs |= dict(dynamic=config.dynamic, img_hw=config.dcs_img_hw, backgrounds_path=config.dcs_backgrounds_path)
+    kwargs |= dict(backgrounds_split=config.dcs_backgrounds_split, max_episode_steps=config.max_episode_steps)
+    kwargs |= dict(camera_mode=config.dcs_camera_mode)
     env = make_env(**kwargs)  # raises on unknown difficulty, missing videos of the split, ...
     _, info = env.reset(seed=episode_seed(config.seed, 0))
     expert.check_fits(len(info["state"]), env.action_space.shape[0], f"{domain_name}-{task_name}")
@@ -534,21 +525,10 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
             print(f"Removed {stale}, left by an interrupted --overwrite run.")
     if config.overwrite:
         refuse_if_open_for_writing(target)
-        start, write_path = 0, partial
-    else:
-        start, write_path = prepare_output(target, attrs, config.num_trajectories), target
-        if start is None:
-            print(f"{path} is already complete ({config.num_trajectories} trajectories); nothing to do.")
-            return
-        if start:
-            print(f"Resuming {path}: {start} complete trajectories found.")
-
-    recording = (config.max_episode_steps, config.record_masks, config.record_distractors)
-    jobs = [(i, episode_seed(config.seed, i)) for i in range(start, config.num_trajectories)]
-    seconds, frames, begin = 0.0, 0, time.perf_counter()
+    write_path = partial if config.overwrite else target
     created = not write_path.exists()
     try:
-        f, returns = open_output(write_path, attrs)
+        opened = open_output(write_path, attrs, config.num_trajectories)
     except Exception as e:
         if created:
             with contextlib.suppress(FileNotFoundError):
@@ -556,6 +536,17 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         if is_disk_full(e):
             raise DiskFullError(f"no space left on device while opening {write_path}; {e}") from None
         raise
+    if opened is None:
+        print(f"{path} is already complete ({config.num_trajectories} trajectories); nothing to do.")
+        return
+    f, returns = opened
+    start = len(returns)
+    if start:
+        print(f"Resuming {path}: {start} complete trajectories found.")
+
+    recording = (config.max_episode_steps, config.record_masks, config.record_distractors)
+    jobs = [(i, episode_seed(config.seed, i)) for i in range(start, config.num_trajectories)]
+    seconds, frames, begin = 0.0, 0, time.perf_counter()
     mf = None
     if config.record_masks:
         masks_write = sibling(masks_target, PARTIAL_SUFFIX) if config.overwrite else masks_target
