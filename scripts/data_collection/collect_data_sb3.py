@@ -13,8 +13,8 @@ from scripts.data_collection.collect_data import Config, main
 
 @dataclass
 class SACConfig(Config):
-    domain_name: Optional[str] = "humanoid"
-    task_name: Optional[str] = "walk"
+    domain_name: Optional[str] = "humanoid"  # dm_control domain of the SAC expert
+    task_name: Optional[str] = "walk"  # dm_control task of the SAC expert
 
 
 if __name__ == "__main__":
