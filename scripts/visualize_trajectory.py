@@ -5,14 +5,9 @@
         --input-blurred data/example-data-blurred.hdf5 --trajectory 0
     python scripts/visualize_trajectory.py --input data/example-data.hdf5 --masks masks.hdf5 --save out.gif
 
-Dataset layout: groups "0", "1", ... each with `obs` uint8 [T, H, W, 3]. A masks file has the same groups with
-`masks` uint8 [T, H, W] (255 = foreground). Panels, left to right: original, blurred (if given), mask overlay (if
-given; the background is tinted blue and darkened, the foreground is left as is). Frames are scaled up with
-nearest-neighbour (`--scale`).
-
-Window controls: `q` quit, `p` pause/resume, `r` restart. With `--save out.gif` (or `out.mp4` where matplotlib
-finds ffmpeg) no window opens: one frame per step is written and the script exits. `--steps N` plays/saves only
-the first N steps.
+Panels, left to right: original, blurred (if given), mask overlay (if given: the background, mask < 128, tinted
+blue). Window controls: `q` quit, `p` pause/resume, `r` restart. With `--save out.gif` (or `out.mp4` where
+matplotlib finds ffmpeg) no window opens: one frame per step is written.
 """
 
 import argparse
@@ -25,7 +20,10 @@ if __package__ in (None, ""):  # run as `python scripts/visualize_trajectory.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import h5py  # noqa: E402
+import matplotlib  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import animation  # noqa: E402
 
 from src.errors import UserError, cli  # noqa: E402
 
@@ -33,7 +31,6 @@ PANEL_GAP = 4  # pixels (after scaling) of white between panels
 TITLE_PX = 28  # pixels of figure height reserved for the title
 BACKGROUND_TINT = np.array([40, 80, 200], dtype=np.float32)  # colour the mask overlay blends into the background
 TINT_WEIGHT = 0.6
-VIEWER_KEYS = ("q", "p", "r")
 
 
 class ViewerError(UserError, ValueError):
@@ -42,12 +39,10 @@ class ViewerError(UserError, ValueError):
 
 @dataclass
 class Trajectory:
-    """Frames of one trajectory: `obs` [T, H, W, 3], optional `blurred` (same shape) and `masks` [T, H, W]."""
-
     index: int
-    obs: np.ndarray
-    blurred: np.ndarray | None = None
-    masks: np.ndarray | None = None
+    obs: np.ndarray  # uint8 [T, H, W, 3]
+    blurred: np.ndarray | None = None  # as obs
+    masks: np.ndarray | None = None  # uint8 [T, H, W], 255 = foreground
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -109,20 +104,15 @@ def mask_overlay(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour upscaling of an [H, W, C] frame by an integer factor."""
-    return np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
-
-
-def composite_frame(traj: Trajectory, t: int, scale: int = 1, gap: int = PANEL_GAP) -> np.ndarray:
+def composite_frame(traj: Trajectory, t: int, scale: int = 1) -> np.ndarray:
     """Panels of step t side by side (original, blurred, mask overlay), scaled, with white gaps between them."""
     panels = [traj.obs[t]]
     if traj.blurred is not None:
         panels.append(traj.blurred[t])
     if traj.masks is not None:
         panels.append(mask_overlay(traj.obs[t], traj.masks[t]))
-    panels = [upscale(p, scale) for p in panels]
-    spacer = np.full((panels[0].shape[0], gap, 3), 255, dtype=np.uint8)
+    panels = [p.repeat(scale, axis=0).repeat(scale, axis=1) for p in panels]  # nearest-neighbour
+    spacer = np.full((panels[0].shape[0], PANEL_GAP, 3), 255, dtype=np.uint8)
     return np.concatenate([part for panel in panels for part in (spacer, panel)][1:], axis=1)
 
 
@@ -131,8 +121,7 @@ def panel_names(traj: Trajectory) -> list[str]:
 
 
 class Viewer:
-    """Playback state (step, paused, closed; `handle_key`, `advance`, `title`, `frame` need no figure) and the
-    matplotlib figure that shows it (`build_figure` on the active backend, `connect`: key presses and a timer)."""
+    """Playback state (step, paused, closed) and the matplotlib figure that shows it."""
 
     def __init__(self, traj: Trajectory, scale: int = 6, fps: float = 30.0, loop: bool = True):
         if scale < 1:
@@ -151,18 +140,15 @@ class Viewer:
     def frame(self) -> np.ndarray:
         return composite_frame(self.traj, self.step, self.scale)
 
-    def handle_key(self, key: str | None) -> bool:
-        """Apply one key press: q quits, p toggles pause, r restarts at step 0. Returns whether it was handled."""
+    def handle_key(self, key: str | None) -> None:
+        """q quits, p toggles pause, r restarts at step 0; other keys are ignored."""
         if key == "q":
             self.close()
         elif key == "p":
             self.paused = not self.paused
         elif key == "r":
             self.step = 0
-        else:
-            return False
         self.redraw()
-        return True
 
     def advance(self) -> None:
         """Move one step forward unless paused; at the end, wrap to 0 (loop) or stay on the last frame."""
@@ -179,14 +165,10 @@ class Viewer:
         if self._timer is not None:
             self._timer.stop()
         if self.fig is not None:
-            import matplotlib.pyplot as plt
-
             plt.close(self.fig)
 
     def build_figure(self, dpi: int = 100):
         """Figure sized so that one composite pixel is one screen pixel, with a title strip on top."""
-        import matplotlib.pyplot as plt
-
         frame = self.frame()
         height, width = frame.shape[:2]
         fig = plt.figure(figsize=(width / dpi, (height + TITLE_PX) / dpi), dpi=dpi)
@@ -205,44 +187,27 @@ class Viewer:
         self._title.set_text(self.title())
         self.fig.canvas.draw_idle()
 
-    def on_key_press(self, event) -> None:
-        self.handle_key(event.key)
-
     def connect(self) -> None:
         """Wire key presses and a playback timer to the figure (building it if needed)."""
-        import matplotlib.pyplot as plt
-
         if self.fig is None:
             self.build_figure()
         # Keep matplotlib's own shortcuts (q = quit, p = pan, r = home) from also acting on our keys.
         for name in [k for k in plt.rcParams if k.startswith("keymap.")]:
-            plt.rcParams[name] = [k for k in plt.rcParams[name] if k not in VIEWER_KEYS]
-        self.fig.canvas.mpl_connect("key_press_event", self.on_key_press)
+            plt.rcParams[name] = [k for k in plt.rcParams[name] if k not in ("q", "p", "r")]
+        self.fig.canvas.mpl_connect("key_press_event", lambda event: self.handle_key(event.key))
         self.fig.canvas.mpl_connect("close_event", lambda _event: setattr(self, "closed", True))
         self._timer = self.fig.canvas.new_timer(interval=max(1, int(round(1000 / self.fps))))
         self._timer.add_callback(self.advance)
         self._timer.start()
 
-    def render_rgb(self) -> np.ndarray:
-        """The figure (title and panels) as an RGB array, as it would appear on screen."""
-        if self.fig is None:
-            self.build_figure()
-        self.fig.canvas.draw()
-        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
-
     def save(self, path: str) -> int:
         """Write one frame per step to `path` (.gif with pillow, .mp4 with ffmpeg); returns the frame count."""
-        from matplotlib import animation
-
         suffix = os.path.splitext(path)[1].lower()
-        if suffix == ".gif":
-            writer = animation.PillowWriter(fps=self.fps)
-        elif suffix == ".mp4":
-            if not animation.writers.is_available("ffmpeg"):
-                raise ViewerError(f"cannot write {path}: matplotlib finds no ffmpeg writer; save as .gif instead")
-            writer = animation.FFMpegWriter(fps=self.fps)
-        else:
+        if suffix not in (".gif", ".mp4"):
             raise ViewerError(f"cannot write {path}: --save supports .gif (and .mp4 where ffmpeg exists)")
+        if suffix == ".mp4" and not animation.writers.is_available("ffmpeg"):
+            raise ViewerError(f"cannot write {path}: matplotlib finds no ffmpeg writer; save as .gif instead")
+        writer = (animation.PillowWriter if suffix == ".gif" else animation.FFMpegWriter)(fps=self.fps)
         if self.fig is None:
             self.build_figure()
         self.paused = False
@@ -254,7 +219,7 @@ class Viewer:
         return len(self.traj)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="HDF5 dataset with groups '0', '1', ... holding obs")
     parser.add_argument("--input-blurred", default=None, help="blurred copy of --input, shown beside it")
@@ -265,17 +230,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="show only the first N steps")
     parser.add_argument("--save", default=None, help="write out.gif (or out.mp4) with one frame per step, no window")
     parser.add_argument("--no-loop", action="store_true", help="stop on the last frame instead of restarting")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     try:
         traj = load_trajectory(args.input, args.trajectory, args.input_blurred, args.masks, args.steps)
         viewer = Viewer(traj, scale=args.scale, fps=args.fps, loop=not args.no_loop)
         if args.save:
-            import matplotlib
-
             matplotlib.use("Agg")
             count = viewer.save(args.save)
             viewer.close()
@@ -284,9 +243,6 @@ def main(argv=None) -> int:
     except ViewerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    import matplotlib
-    import matplotlib.pyplot as plt
 
     backend = matplotlib.get_backend().lower()
     if backend in ("agg", "pdf", "ps", "svg", "cairo", "pgf", "template") or backend.endswith("inline"):

@@ -124,14 +124,6 @@ def test_interactive_keys(files):
     assert not plt.fignum_exists(fig.number)
 
 
-def test_render_rgb_size(files):
-    traj = vt.load_trajectory(files["input"], 0, masks_path=files["mask_file"])
-    viewer = vt.Viewer(traj, scale=5)
-    rgb = viewer.render_rgb()
-    assert rgb.shape == (H * 5 + vt.TITLE_PX, 2 * W * 5 + vt.PANEL_GAP, 3)
-    viewer.close()
-
-
 def test_bad_inputs(files, tmp_path, capsys):
     with pytest.raises(vt.ViewerError, match=r"out of range for .*data\.hdf5.*0\.\.1"):
         vt.load_trajectory(files["input"], 2)

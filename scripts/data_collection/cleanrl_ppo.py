@@ -1,12 +1,10 @@
 """PPO expert on proprioceptive dm_control states, CleanRL style (one file, continuous actions).
 
-As for the paper's experts (cheetah-run, walker-run, hopper-hop): 64 envs x 128 steps per rollout, actor and
-critic MLPs with two hidden layers of 512 and Tanh, running observation normalisation (clip +-10), reward scaling by
-the running std of the discounted return, clipped to +-10; trained for 1e9 transitions. Writes `config.pt` (a plain
-dict of this config) and `checkpoint.pt` (the agent's state dict: `obs_rms.*`, `critic.*`, `actor_mean.*`,
-`actor_logstd`) into `checkpoint_path`, the format that `experts.load_expert` and `collect_data.py` load.
+As for the paper's experts (cheetah-run, walker-run, hopper-hop): 64 envs x 128 steps per rollout, MLPs with two
+hidden layers of 512 and Tanh, running observation normalisation, reward scaling by the running std of the discounted
+return, 1e9 transitions. Writes `config.pt` (this config as a dict) and `checkpoint.pt` (the agent's state dict, the
+released keys) into `checkpoint_path`, the format `experts.load_expert` loads.
 
-    python -m scripts.data_collection.cleanrl_ppo --domain=cheetah --task=run
     python -m scripts.data_collection.cleanrl_ppo --domain=walker --task=run --total_timesteps=2048 --num_envs=4
 """
 
@@ -60,8 +58,7 @@ class Config:
 
 
 class Agent(nn.Module):
-    """Gaussian policy with state-independent log-std, value critic and the observation statistics; the state dict
-    has the released keys (`actor_logstd`, `obs_rms.*`, `critic.*`, `actor_mean.*`)."""
+    """Gaussian policy with state-independent log-std, value critic and the observation statistics."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int):
         super().__init__()
@@ -73,9 +70,6 @@ class Agent(nn.Module):
             for layer, std in zip(net[::2], (np.sqrt(2), np.sqrt(2), out_std), strict=True):
                 nn.init.orthogonal_(layer.weight, std)
                 nn.init.zeros_(layer.bias)
-
-    def get_value(self, norm_obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(norm_obs)  # [B, S] -> [B, 1]
 
     def get_action_and_value(self, norm_obs: torch.Tensor, action: torch.Tensor | None = None):
         mean = self.actor_mean(norm_obs)  # [B, A]
@@ -123,7 +117,6 @@ def train(config: Config) -> None:
     shape = (config.num_steps, config.num_envs)
     obs_buf = torch.zeros((*shape, obs_dim), device=device)  # normalised states
     actions_buf = torch.zeros((*shape, action_dim), device=device)
-    # rewards: normalised, clipped
     logprobs_buf, rewards_buf, dones_buf, values_buf = (torch.zeros(shape, device=device) for _ in range(4))
 
     # Reward scaling (CleanRL's NormalizeReward): divide by the running std of the discounted return.
@@ -172,7 +165,7 @@ def train(config: Config) -> None:
 
         # Generalised advantage estimation (episode ends are treated as terminal, as in CleanRL).
         with torch.no_grad():
-            next_value = agent.get_value(next_obs).flatten()
+            next_value = agent.critic(next_obs).flatten()
             advantages = torch.zeros_like(rewards_buf)
             last_gae = 0
             for t in reversed(range(config.num_steps)):

@@ -5,21 +5,11 @@
         --max_episode_steps=100 --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=train \\
         --dcs_img_hw=64 --seed=0 --compression=gzip --num_workers=2     # data/example-data.hdf5, as it was made
 
-The released HDF5 layout with this collector's additions (docs/DATA.md: raw unclipped actions, `rewards`, each
-group's episode `seed` and `complete` mark, the root attributes of root_attrs, `distractors/` unless
---record_distractors=False). `--dcs_backgrounds_path=builtin` uses the port's built-in videos. The checkpoint is a
-PPO folder (config.pt + checkpoint.pt) or an SB3 SAC zip (no task recorded: --domain_name / --task_name, or
-collect_data_sb3.py). Trajectory i is recorded from episode_seed(seed, i): the file does not depend on --num_workers.
-
-Interruption and resume: each group is written whole, marked `complete` last and flushed (Ctrl-C or SIGTERM waits for
-the write). The same command resumes an existing file whose IDENTITY_ATTRS match (else an error, unless --overwrite):
-incomplete groups are deleted and collection continues from the first missing index; a file already complete exits 0.
-One writer per file: an exclusive flock on `<save_path>.lock` (its holder named in the refusal; the kernel frees it
-even on SIGKILL); a file another program holds open for writing is refused too. --overwrite writes
-`<save_path>.partial` and replaces the old file only when complete (an interrupted overwrite removes it). Disk full:
-each group's space is reserved first (posix_fallocate), so a full disk stops before the group with a one-line error;
-the same command resumes after freeing space. --record_masks=True also writes `<stem>-masks.hdf5` (src/masks.py,
-method "true": each frame's agent pixels by MuJoCo's segmentation), each masks group flushed before its dataset group.
+The released HDF5 layout with this collector's additions (docs/DATA.md). Trajectory i is recorded from
+episode_seed(seed, i): the file does not depend on --num_workers. Each group is written whole, marked `complete` last
+and flushed; the same command resumes a file whose root attributes match. One writer per file (a flock on
+`<save_path>.lock`); --overwrite writes `<save_path>.partial` and swaps it in when complete; each group's disk space
+is reserved first, so a full disk stops between groups. --record_masks=True also writes `<stem>-masks.hdf5`.
 """
 
 import contextlib
@@ -46,41 +36,29 @@ import torch
 from tqdm.auto import tqdm
 
 from scripts.data_collection.experts import Expert, load_expert, resolve_checkpoint
-from src.errors import ConfigError, DatasetError, MissingFileError, OutputExistsError, user_errors
+from src.errors import ConfigError, DatasetError, MissingFileError, OutputExistsError, UserError, user_errors
 
-BUILTIN_BACKGROUNDS = "builtin"
-COMPRESSIONS = ("none", "gzip", "lzf")
 COMPLETE_ATTR = "complete"  # group attribute written last: the group holds a whole trajectory
-OBS_CHUNK_STEPS = 32  # HDF5 chunk length (steps) of compressed `obs`
 LOCK_SUFFIX = ".lock"  # <save_path>.lock: the advisory lock of the output's writer
 PARTIAL_SUFFIX = ".partial"  # <save_path>.partial: the new file of an --overwrite run, until it replaces the old one
 RESERVE_MARGIN = 64 * 1024  # bytes reserved per trajectory beyond its arrays (HDF5 metadata, compression overhead)
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # wait for a group's write to end
-# Root attributes that identify what a file contains; an existing file is resumed only when all of them match.
-IDENTITY_ATTRS = tuple(
-    "domain_name task_name difficulty dynamic img_hw split background_source dcs_backgrounds_path seed "
-    "max_episode_steps expert_checkpoint collector_version dcs_camera_mode distractors_recorded".split()
-)
 # Version 2 stores the expert's raw actions (the paper's datasets). Files of version 1 (no attribute) hold actions
 # clipped to [-1, 1]; src/data.py warns when it reads one.
 COLLECTOR_VERSION = 2
-# Each frame's distractor state, one float32 dataset [T, k] per distraction in <group>/distractors/ (docs/DATA.md);
-# each dataset's attribute `columns` names its columns.
-DISTRACTORS_GROUP = "distractors"
+# <group>/distractors/<name>: each frame's distractor state, float32 [T, k]; attribute `columns` names the columns.
 DISTRACTOR_COLUMNS = {
     "background": "video,frame,direction",
     "camera": "dx,dy,dz,rx,ry,rz",
     "color": "r,g,b per material (offsets from the model's colours)",
 }
-VERSIONED_PACKAGES = ("numpy", "torch", "mujoco", "dm_control", "gymnasium", "h5py", "stable_baselines3")
 
 
 @dataclass
 class Config:
     checkpoint_path: str = ""  # PPO checkpoint folder or SB3 SAC zip (".zip" may be left out)
     checkpoint_name: str = "checkpoint.pt"  # state-dict file inside a PPO checkpoint folder
-    dcs_backgrounds_path: str = BUILTIN_BACKGROUNDS  # DAVIS-layout folder <root>/<video>/<frame>.jpg, or "builtin"
+    dcs_backgrounds_path: str = "builtin"  # DAVIS-layout folder <root>/<video>/<frame>.jpg, or "builtin"
     save_path: str = "data/dataset.hdf5"  # output HDF5 file
     num_trajectories: int = 5  # trajectories in the file
     dcs_difficulty: str = "scale_easy_video_hard"  # DCS difficulty (src/dcs/constants.py)
@@ -94,9 +72,9 @@ class Config:
     dcs_camera_mode: str = "release"  # DCS camera: "release" (the paper's data) or "corrected" (docs/FAITHFULNESS.md)
     overwrite: bool = False  # replace an existing output file (by a new one, swapped in when complete), not resume it
     compression: str = "none"  # HDF5 compression of the datasets: none, gzip or lzf
-    domain_name: Optional[str] = None  # dm_control domain; default: from the checkpoint
+    domain_name: Optional[str] = None  # dm_control domain; default: from the checkpoint (an SB3 zip has none)
     task_name: Optional[str] = None  # dm_control task; default: from the checkpoint
-    record_masks: bool = False  # also write true foreground masks to <save_path stem>-masks.hdf5
+    record_masks: bool = False  # also write true foreground masks to <save_path stem>-masks.hdf5 (src/masks.py)
     record_distractors: bool = True  # each frame's distractor state in <group>/distractors/ (docs/DATA.md)
 
 
@@ -121,8 +99,8 @@ def episode_seed(seed: int, index: int) -> int:
 def collect_trajectory(
     env, expert: Expert, seed: int, max_steps: int, record_masks: bool = False, record_distractors: bool = True
 ) -> Trajectory:
-    """One greedy episode; the expert sees info["state"], the env returns the rendered frame [H, W, 3]; with each
-    frame, optionally its true foreground mask and its distractor state (DistractingEnvironment.distractor_state)."""
+    """One greedy episode: the expert sees info["state"]; with each frame, optionally its true foreground mask and
+    its distractor state, both taken before the step, as the frame shows them."""
     if record_masks:
         from src.masks import segmentation_mask
     start = time.perf_counter()
@@ -130,9 +108,9 @@ def collect_trajectory(
     frames, states, actions, rewards, masks, distractors = [], [], [], [], [], []
     for _ in range(max_steps):
         frames.append(obs)
-        if record_distractors:  # the distractions as the frame `obs` shows them
+        if record_distractors:
             distractors.append(env.dcs_env.distractor_state())
-        if record_masks:  # the physics still holds the state `obs` was rendered from
+        if record_masks:
             masks.append(segmentation_mask(env.dcs_env.physics, env.camera_id, obs.shape[0], obs.shape[1]))
         states.append(info["state"])
         action = expert.act(info["state"][None])[0].astype(np.float32)  # [A] raw, as released; the env clips it
@@ -154,45 +132,32 @@ def collect_trajectory(
     )
 
 
-# ------------------------------------------------------------------ configuration checks (before any output)
-
-
-def env_kwargs(config: Config, domain_name: str, task_name: str) -> dict:
-    """Arguments of src.envs.make_env for recording: single frames (frame_stack=1), episodes seeded at reset."""
-    kwargs = dict(domain_name=domain_name, task_name=task_name, difficulty=config.dcs_difficulty, frame_stack=1)
-    kwargs |= dict(dynamic=config.dynamic, img_hw=config.dcs_img_hw, backgrounds_path=config.dcs_backgrounds_path)
-    kwargs |= dict(backgrounds_split=config.dcs_backgrounds_split, max_episode_steps=config.max_episode_steps)
-    return kwargs | dict(camera_mode=config.dcs_camera_mode)
-
-
 def check_config(config: Config) -> None:
     """Errors a user can act on, raised before anything is loaded or written."""
+    from src.dcs.constants import CAMERA_MODES, DIFFICULTIES
+
     if not config.checkpoint_path:
         raise ConfigError("--checkpoint_path is required (a PPO checkpoint folder or an SB3 SAC zip).")
-    if config.compression not in COMPRESSIONS:
-        raise ConfigError(f"--compression={config.compression!r}: expected one of {COMPRESSIONS}.")
     for name in ("num_trajectories", "num_workers", "max_episode_steps", "dcs_img_hw"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name}={getattr(config, name)}: expected a positive integer.")
     if config.seed < 0:
         raise ConfigError(f"--seed={config.seed}: expected a non-negative integer.")
-    from src.dcs.constants import CAMERA_MODES, DIFFICULTIES
-
-    if config.dcs_camera_mode not in CAMERA_MODES:
-        raise ConfigError(f"--dcs_camera_mode={config.dcs_camera_mode!r}: expected one of {CAMERA_MODES}.")
-    difficulties = tuple(DIFFICULTIES)
-    if config.dcs_difficulty not in difficulties:
-        raise ConfigError(f"--dcs_difficulty={config.dcs_difficulty!r}: expected one of {difficulties}.")
-    if config.dcs_backgrounds_path != BUILTIN_BACKGROUNDS and not Path(config.dcs_backgrounds_path).is_dir():
+    choices = dict(compression=("none", "gzip", "lzf"), dcs_camera_mode=CAMERA_MODES, dcs_difficulty=DIFFICULTIES)
+    for name, valid in choices.items():
+        if getattr(config, name) not in valid:
+            raise ConfigError(f"--{name}={getattr(config, name)!r}: expected one of {tuple(valid)}.")
+    if config.dcs_backgrounds_path != "builtin" and not Path(config.dcs_backgrounds_path).is_dir():
         raise MissingFileError(
             f"--dcs_backgrounds_path={config.dcs_backgrounds_path!r}: no such folder "
-            f"(expected a DAVIS-layout folder <root>/<video>/<frame>.jpg, or {BUILTIN_BACKGROUNDS!r})."
+            "(expected a DAVIS-layout folder <root>/<video>/<frame>.jpg, or 'builtin')."
         )
     resolve_checkpoint(config.checkpoint_path, config.checkpoint_name)
 
 
 def root_attrs(config: Config, domain_name: str, task_name: str) -> dict:
-    builtin = config.dcs_backgrounds_path == BUILTIN_BACKGROUNDS
+    """The file's root attributes; an existing file is resumed only when all of them match."""
+    builtin = config.dcs_backgrounds_path == "builtin"
     path = config.dcs_backgrounds_path if builtin else os.path.normpath(config.dcs_backgrounds_path)
     attrs = dict(domain_name=domain_name, task_name=task_name, difficulty=config.dcs_difficulty)
     attrs |= dict(dynamic=bool(config.dynamic), img_hw=int(config.dcs_img_hw), split=config.dcs_backgrounds_split)
@@ -205,32 +170,17 @@ def root_attrs(config: Config, domain_name: str, task_name: str) -> dict:
 
 def package_versions() -> str:
     versions = {}
-    for name in VERSIONED_PACKAGES:
+    for name in ("numpy", "torch", "mujoco", "dm_control", "gymnasium", "h5py", "stable_baselines3"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
     return json.dumps(versions, sort_keys=True)
 
 
-def _plain(value):
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-# ------------------------------------------------------------------ one writer per output file
-
-
-class CollectionError(RuntimeError):
-    """An error the command line reports in one line, without a traceback."""
-
-
-class OutputInUseError(CollectionError):
+class OutputInUseError(UserError):
     """Another process is writing the output file."""
 
 
-class DiskFullError(CollectionError):
+class DiskFullError(UserError):
     """The disk filled up; the output keeps only whole trajectories."""
 
 
@@ -239,21 +189,19 @@ def sibling(path: Path, suffix: str) -> Path:
 
 
 def _lock_holder(fd: int, lock_path: Path) -> str:
-    """The holder of a lock file, as recorded by `output_lock` (it writes the record right after locking)."""
-    for _ in range(20):
-        try:
-            holder = json.loads(os.pread(fd, 1 << 16, 0).decode())
-            return f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}: {holder['command']}"
-        except (ValueError, KeyError, TypeError, OSError):
-            time.sleep(0.05)
+    for _ in range(20):  # the holder writes its record right after locking
+        holder = os.pread(fd, 1 << 16, 0).decode(errors="replace").strip()
+        if holder:
+            return holder
+        time.sleep(0.05)
     return f"a process that has not recorded its pid in {lock_path}"
 
 
 @contextlib.contextmanager
 def output_lock(path: Path):
     """Hold an exclusive flock on `<path>.lock` for the block, or raise OutputInUseError. The kernel frees it when
-    the holder exits (a stale lock file is simply locked again); the file records its holder for the refusal message
-    and is removed, still locked, when the block ends."""
+    the holder exits, even on SIGKILL (a stale lock file is simply locked again); the file records its holder for
+    the refusal message and is removed, still locked, when the block ends."""
     lock_path = sibling(path, LOCK_SUFFIX)
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the worker processes
@@ -275,11 +223,11 @@ def output_lock(path: Path):
                 break
         os.close(fd)
     try:
-        record = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S %z"))
-        record["command"] = shlex.join(getattr(sys, "orig_argv", sys.argv))
+        started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        record = f"pid {os.getpid()} on host {socket.gethostname()}, started {started}: {shlex.join(sys.orig_argv)}"
         with contextlib.suppress(OSError):  # a full disk must not stop the lock: the record only serves messages
             os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+            os.pwrite(fd, (record + "\n").encode(), 0)
         yield lock_path
     finally:
         with contextlib.suppress(OSError):
@@ -303,9 +251,6 @@ def refuse_if_open_for_writing(path: Path) -> None:
         pass  # unreadable: checked by the caller
 
 
-# ------------------------------------------------------------------ HDF5 output
-
-
 @contextlib.contextmanager
 def signals_deferred():
     """Ctrl-C / SIGTERM received inside the block take effect (KeyboardInterrupt) only when it ends."""
@@ -313,7 +258,8 @@ def signals_deferred():
         yield
         return
     received = []
-    previous = {sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in DEFERRED_SIGNALS}
+    deferred = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in deferred}
     try:
         yield
     finally:
@@ -340,20 +286,22 @@ def complete_groups(f: h5py.File) -> list[str]:
 
 
 def count_complete(path: Path) -> int:
-    """Complete trajectories of a closed output file, read back from disk."""
     with h5py.File(path, "r") as f:
         return len(complete_groups(f))
 
 
-def prepare_output(path: Path, attrs: dict, num_trajectories: int) -> int | None:
-    """Check an existing output file against the command; return the number of complete trajectories in it
-    (0 for a new file), or None when the file already holds all of them. Writes nothing."""
+def open_output(path: Path, attrs: dict, num_trajectories: int) -> tuple[h5py.File, list[float]] | None:
+    """Open a new output, or resume an existing one made by the same command (incomplete groups dropped): (file,
+    returns of the complete trajectories); None, writing nothing, when the file already holds all of them."""
     if not path.exists():
-        return 0
+        f = h5py.File(path, "w")
+        f.attrs.update(attrs | dict(package_versions=package_versions(), dataset_return=float("nan")))
+        f.flush()
+        return f, []
     refuse_if_open_for_writing(path)
     try:
         with h5py.File(path, "r") as f:
-            existing = {k: _plain(v) for k, v in f.attrs.items()}
+            existing = {k: v.item() if isinstance(v, np.generic) else v for k, v in f.attrs.items()}
             num_complete = len(complete_groups(f))
     except OSError as e:
         raise DatasetError(f"Output {path} exists but is not a readable HDF5 file ({e}); use --overwrite.") from None
@@ -371,17 +319,8 @@ def prepare_output(path: Path, attrs: dict, num_trajectories: int) -> int | None
             f"Output {path} already holds {num_complete} trajectories, more than --num_trajectories="
             f"{num_trajectories}. Use --overwrite to replace it, or another --save_path."
         )
-    return None if num_complete == num_trajectories else num_complete
-
-
-def open_output(path: Path, attrs: dict) -> tuple[h5py.File, list[float]]:
-    """Open a new output, or resume an existing one (incomplete trailing groups dropped). Returns (file, kept
-    returns)."""
-    if not path.exists():
-        f = h5py.File(path, "w")
-        f.attrs.update(attrs | dict(package_versions=package_versions(), dataset_return=float("nan")))
-        f.flush()
-        return f, []
+    if num_complete == num_trajectories:
+        return None
     f = h5py.File(path, "a")
     keep = complete_groups(f)
     for name in [k for k in f.keys() if k not in keep]:
@@ -393,9 +332,9 @@ def open_output(path: Path, attrs: dict) -> tuple[h5py.File, list[float]]:
 
 
 def reserve_space(path: str, start: int, nbytes: int) -> None:
-    """Allocate bytes [start, start + nbytes) of the file on disk before HDF5 writes there, so that a full disk shows
-    up here (OSError ENOSPC, nothing written yet) instead of halfway through a group. Best effort: filesystems that
-    cannot preallocate are written without a reservation."""
+    """Allocate bytes [start, start + nbytes) of the file before HDF5 writes there, so that a full disk shows up
+    here (nothing written yet) instead of halfway through a group. Filesystems that cannot preallocate are written
+    without a reservation."""
     fd = os.open(path, os.O_RDWR)
     try:
         os.posix_fallocate(fd, start, nbytes)
@@ -406,38 +345,45 @@ def reserve_space(path: str, start: int, nbytes: int) -> None:
         os.close(fd)
 
 
-def write_trajectory(f: h5py.File, index: int, traj: Trajectory, returns: list[float], compression: str) -> None:
-    """Write group `index` whole, mark it complete, update dataset_return, flush. On failure the group is deleted
-    before the error propagates, so the file keeps only whole trajectories."""
-    kwargs = {} if compression == "none" else {"compression": compression}
-    obs_chunks = (min(OBS_CHUNK_STEPS, len(traj.obs)), *traj.obs.shape[1:]) if kwargs else None
-    extra = list((traj.distractors or {}).values())
-    nbytes = sum(a.nbytes for a in (traj.obs, traj.actions, traj.states, traj.rewards, *extra))
-    with signals_deferred():
-        # HDF5 appends at its end of file (get_filesize); the reservation covers the group and its metadata.
-        reserve_space(f.filename, f.id.get_filesize(), nbytes + nbytes // 64 + RESERVE_MARGIN)
-        try:
-            group = f.create_group(str(index))
-            for name in ("obs", "actions", "states", "rewards"):
-                chunks = obs_chunks if name == "obs" else None
-                group.create_dataset(name, data=getattr(traj, name), chunks=chunks, **kwargs)
-            if traj.distractors:  # vanilla data has none
-                sub = group.create_group(DISTRACTORS_GROUP)
-                for name, values in traj.distractors.items():
-                    sub.create_dataset(name, data=values, **kwargs)
-                    sub[name].attrs["columns"] = DISTRACTOR_COLUMNS.get(name, "")
-            group.attrs.update({"traj_return": traj.traj_return, "seed": traj.seed, COMPLETE_ATTR: True})  # last
-            f.attrs["dataset_return"] = float(np.mean([*returns, traj.traj_return]))
+def write_group(f: h5py.File, index: int, fill) -> None:
+    """Write group `index` with fill(group), mark it complete last, flush. On failure the group is deleted and the
+    root attributes restored before the error propagates, so the file keeps only whole trajectories."""
+    root = dict(f.attrs)
+    try:
+        group = f.create_group(str(index))
+        fill(group)
+        group.attrs[COMPLETE_ATTR] = True
+        f.flush()
+    except Exception:
+        group = None  # noqa: F841 (release the group's HDF5 id before deleting it)
+        with contextlib.suppress(Exception):
+            if str(index) in f:
+                del f[str(index)]
+            f.attrs.update(root)
             f.flush()
-        except Exception:
-            group = None  # noqa: F841 (release the group's HDF5 id before deleting it)
-            with contextlib.suppress(Exception):
-                if str(index) in f:
-                    del f[str(index)]
-                f.attrs["dataset_return"] = float(np.mean(returns)) if returns else float("nan")
-                f.flush()
-            raise
-        returns.append(traj.traj_return)
+        raise
+
+
+def write_trajectory(f: h5py.File, index: int, traj: Trajectory, returns: list[float], compression: str) -> None:
+    """Write group `index` whole with its distractors, update dataset_return and `returns`."""
+    kwargs = {} if compression == "none" else {"compression": compression}
+    distractors = traj.distractors or {}  # vanilla data has none
+    nbytes = sum(a.nbytes for a in (traj.obs, traj.actions, traj.states, traj.rewards, *distractors.values()))
+    # HDF5 appends at its end of file (get_filesize); the reservation covers the group and its metadata.
+    reserve_space(f.filename, f.id.get_filesize(), nbytes + nbytes // 64 + RESERVE_MARGIN)
+
+    def fill(group: h5py.Group) -> None:
+        for name in ("obs", "actions", "states", "rewards"):
+            chunks = (min(32, len(traj.obs)), *traj.obs.shape[1:]) if kwargs and name == "obs" else None
+            group.create_dataset(name, data=getattr(traj, name), chunks=chunks, **kwargs)
+        for name, values in distractors.items():
+            dataset = group.create_dataset(f"distractors/{name}", data=values, **kwargs)
+            dataset.attrs["columns"] = DISTRACTOR_COLUMNS.get(name, "")
+        group.attrs.update({"traj_return": traj.traj_return, "seed": traj.seed})
+        f.attrs["dataset_return"] = float(np.mean([*returns, traj.traj_return]))
+
+    write_group(f, index, fill)
+    returns.append(traj.traj_return)
 
 
 def masks_path(path: Path) -> Path:
@@ -466,19 +412,8 @@ def open_masks(path: Path, attrs: dict, dataset_groups: list[str], dataset_path:
 
 
 def write_masks(f: h5py.File, index: int, masks: np.ndarray) -> None:
-    """Write masks group `index` whole (gzip), marked complete last, flushed."""
-    with signals_deferred():
-        try:
-            group = f.create_group(str(index))
-            group.create_dataset("masks", data=masks, compression="gzip", chunks=(1, *masks.shape[1:]))
-            group.attrs[COMPLETE_ATTR] = True
-            f.flush()
-        except Exception:
-            group = None  # noqa: F841
-            with contextlib.suppress(Exception):
-                if str(index) in f:
-                    del f[str(index)]
-            raise
+    chunks = (1, *masks.shape[1:])
+    write_group(f, index, lambda group: group.create_dataset("masks", data=masks, compression="gzip", chunks=chunks))
 
 
 def close_output(f: h5py.File) -> None:
@@ -492,8 +427,7 @@ def close_output(f: h5py.File) -> None:
 
 
 def abandon_output(f: h5py.File, discard: bool) -> None:
-    """Close an output after a failure (best effort: the file keeps the groups it had flushed); `discard` removes it
-    (the partial file of an --overwrite run)."""
+    """Close an output after a failure (best effort: it keeps the groups it had flushed); `discard` removes it."""
     path = f.filename
     try:
         close_output(f)
@@ -513,16 +447,15 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-# ------------------------------------------------------------------ workers
-
 _WORKER: dict = {}
 
 
-def _init_worker(kwargs: dict, checkpoint_path: str, checkpoint_name: str, device: str) -> None:
+def _init_worker(kwargs: dict, checkpoint_path: str, checkpoint_name: str, device: str, recording: tuple) -> None:
     from src.envs import make_env
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops the pool
     torch.set_num_threads(1)  # same arithmetic in every worker and in the main process
+    _WORKER["recording"] = recording
     try:
         _WORKER["env"] = make_env(**kwargs)
         _WORKER["expert"] = load_expert(checkpoint_path, checkpoint_name, device)
@@ -530,15 +463,11 @@ def _init_worker(kwargs: dict, checkpoint_path: str, checkpoint_name: str, devic
         _WORKER["error"] = e
 
 
-def _collect_in_worker(job: tuple[int, int, int, bool, bool]) -> tuple[int, Trajectory]:
+def _collect_in_worker(job: tuple[int, int]) -> tuple[int, Trajectory]:
     if "error" in _WORKER:
         raise _WORKER["error"]
-    index, seed, max_steps, record_masks, record_distractors = job
-    traj = collect_trajectory(_WORKER["env"], _WORKER["expert"], seed, max_steps, record_masks, record_distractors)
-    return index, traj
-
-
-# ------------------------------------------------------------------ main
+    index, seed = job
+    return index, collect_trajectory(_WORKER["env"], _WORKER["expert"], seed, *_WORKER["recording"])
 
 
 def collect(config: Config) -> Path:
@@ -579,35 +508,27 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
     domain_name, task_name = config.domain_name or expert.domain_name, config.task_name or expert.task_name
     if domain_name is None or task_name is None:
         raise ConfigError(f"Checkpoint {expert.name} does not record its task: pass --domain_name and --task_name.")
-    kwargs = env_kwargs(config, domain_name, task_name)
+    # single frames (frame_stack=1), episodes seeded at reset
+    kwargs = dict(domain_name=domain_name, task_name=task_name, difficulty=config.dcs_difficulty, frame_stack=1)
+    kwargs |= dict(dynamic=config.dynamic, img_hw=config.dcs_img_hw, backgrounds_path=config.dcs_backgrounds_path)
+    kwargs |= dict(backgrounds_split=config.dcs_backgrounds_split, max_episode_steps=config.max_episode_steps)
+    kwargs |= dict(camera_mode=config.dcs_camera_mode)
     env = make_env(**kwargs)  # raises on unknown difficulty, missing videos of the split, ...
     _, info = env.reset(seed=episode_seed(config.seed, 0))
     expert.check_fits(len(info["state"]), env.action_space.shape[0], f"{domain_name}-{task_name}")
 
     attrs = root_attrs(config, domain_name, task_name)
-    partial = sibling(target, PARTIAL_SUFFIX)
-    masks_target = masks_path(target)
+    partial, masks_target = sibling(target, PARTIAL_SUFFIX), masks_path(target)
     for stale in (partial, sibling(masks_target, PARTIAL_SUFFIX)):
         if stale.exists():  # we hold the lock: no running collector owns it
             stale.unlink()
             print(f"Removed {stale}, left by an interrupted --overwrite run.")
     if config.overwrite:
         refuse_if_open_for_writing(target)
-        start, write_path = 0, partial
-    else:
-        start, write_path = prepare_output(target, attrs, config.num_trajectories), target
-        if start is None:
-            print(f"{path} is already complete ({config.num_trajectories} trajectories); nothing to do.")
-            return
-        if start:
-            print(f"Resuming {path}: {start} complete trajectories found.")
-
-    recording = (config.max_episode_steps, config.record_masks, config.record_distractors)
-    jobs = [(i, episode_seed(config.seed, i), *recording) for i in range(start, config.num_trajectories)]
-    seconds, frames, begin = 0.0, 0, time.perf_counter()
+    write_path = partial if config.overwrite else target
     created = not write_path.exists()
     try:
-        f, returns = open_output(write_path, attrs)
+        opened = open_output(write_path, attrs, config.num_trajectories)
     except Exception as e:
         if created:
             with contextlib.suppress(FileNotFoundError):
@@ -615,6 +536,17 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         if is_disk_full(e):
             raise DiskFullError(f"no space left on device while opening {write_path}; {e}") from None
         raise
+    if opened is None:
+        print(f"{path} is already complete ({config.num_trajectories} trajectories); nothing to do.")
+        return
+    f, returns = opened
+    start = len(returns)
+    if start:
+        print(f"Resuming {path}: {start} complete trajectories found.")
+
+    recording = (config.max_episode_steps, config.record_masks, config.record_distractors)
+    jobs = [(i, episode_seed(config.seed, i)) for i in range(start, config.num_trajectories)]
+    seconds, frames, begin = 0.0, 0, time.perf_counter()
     mf = None
     if config.record_masks:
         masks_write = sibling(masks_target, PARTIAL_SUFFIX) if config.overwrite else masks_target
@@ -625,36 +557,31 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         except BaseException:
             abandon_output(f, discard=config.overwrite)
             raise
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
     pool = None
     try:
         with tqdm(total=config.num_trajectories, initial=start, desc="trajectories") as bar:
             if config.num_workers == 1:
-                results = ((i, collect_trajectory(env, expert, s, n, m, d)) for i, s, n, m, d in jobs)
+                results = ((i, collect_trajectory(env, expert, s, *recording)) for i, s in jobs)
             else:
                 env.close()
-                initargs = (kwargs, config.checkpoint_path, config.checkpoint_name, device)
+                initargs = (kwargs, config.checkpoint_path, config.checkpoint_name, device, recording)
                 pool = mp.get_context("spawn").Pool(config.num_workers, initializer=_init_worker, initargs=initargs)
                 results = pool.imap(_collect_in_worker, jobs)  # in order of `jobs`
             for index, traj in results:
-                if mf is not None:  # masks first: a complete dataset group always has its masks
-                    write_masks(mf, index, traj.masks)
-                write_trajectory(f, index, traj, returns, config.compression)
+                with signals_deferred():  # Ctrl-C / SIGTERM wait for the trajectory's write
+                    if mf is not None:  # masks first: a complete dataset group always has its masks
+                        write_masks(mf, index, traj.masks)
+                    write_trajectory(f, index, traj, returns, config.compression)
                 seconds, frames = seconds + traj.seconds, frames + len(traj.obs)
                 bar.update(1)
                 bar.set_postfix(traj_return=f"{traj.traj_return:.1f}")
         close_output(f)
         if mf is not None:
-            mf.close()
+            close_output(mf)
     except BaseException as e:
-        abandon_output(f, discard=config.overwrite)
-        if mf is not None:
-            with contextlib.suppress(Exception):
-                mf.close()
-            if config.overwrite:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(masks_write)
+        for out in (f, mf):
+            if out is not None:
+                abandon_output(out, discard=config.overwrite)
         if isinstance(e, KeyboardInterrupt):
             if config.overwrite:
                 print(f"\nInterrupted: {path} is unchanged; the incomplete new file was removed.")
@@ -667,8 +594,6 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         if pool is not None:
             pool.terminate()
             pool.join()
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous_sigterm)
 
     if config.overwrite:  # the new file is complete: make it durable, then let it replace the old one
         if config.record_masks:
@@ -679,7 +604,7 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         fsync_path(target.parent)
     num_complete = count_complete(target)  # report what the file on disk holds, not what was meant to be written
     if num_complete != config.num_trajectories:
-        raise CollectionError(
+        raise DatasetError(
             f"{path} holds {num_complete} complete trajectories after writing, expected {config.num_trajectories}."
         )
     wall = time.perf_counter() - begin
@@ -691,24 +616,20 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
     )
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(config_class: type = Config) -> None:
-    """Command line: errors in CollectionError (output in use, disk full) are reported in one line, exit status 1."""
-    try:
-        with user_errors():
+    """Command line: SIGTERM stops it as Ctrl-C does; a user error (output in use, disk full, ...) is reported in one
+    line, exit status 1."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with user_errors():
+        try:
             collect(pyrallis.parse(config_class=config_class))
-    except DiskFullError as e:
-        # After a write that failed for lack of space, HDF5 may keep ids it could not close; its clean-up at
-        # interpreter exit would try to write them again (and can crash). The file is closed and checked: leave now.
-        print(f"error: {e}", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
-    except CollectionError as e:
-        sys.exit(f"error: {e}")
+        except DiskFullError as e:
+            # After a write that failed for lack of space, HDF5 may keep ids it could not close; its clean-up at
+            # interpreter exit would try to write them again (and can crash). The file is closed and checked: leave.
+            print(f"error: {e}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
 
 
 if __name__ == "__main__":

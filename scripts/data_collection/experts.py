@@ -1,22 +1,13 @@
-"""Expert policies acting on proprioceptive states: loading, acting, and the state environment they act in.
-
-Two checkpoint formats are supported, both as released with the paper:
-
-- PPO (CleanRL style, `cleanrl_ppo.py`): a folder with `config.pt` (a plain dict: domain, task, hidden_dim and the
-  PPO hyperparameters) and `checkpoint.pt` (a state dict: `obs_rms.mean/var/count`, `actor_mean.0/2/4`,
-  `critic.0/2/4`, `actor_logstd`). Greedy action = actor mean of the normalised state, NOT clipped: the
-  collector stores this raw action (as the paper's datasets do) and the environment clips what it executes.
-- SAC (stable-baselines3, `sb3_sac.py`): the zip written by `SAC.save`, loaded with `SAC.load`; greedy action =
-  `predict(deterministic=True)`.
-
-Both act on the dm_control observation dict flattened with its keys in alphabetical order (`src.envs.flatten_state`),
-which is also what `src.envs.make_env` reports as `info["state"]`.
+"""Expert policies acting on proprioceptive states, as released with the paper: loading, acting, and the state
+environment they are trained in. PPO (CleanRL style, `cleanrl_ppo.py`): a folder with `config.pt` and
+`checkpoint.pt`, greedy action = actor mean of the normalised state, NOT clipped (the collector stores this raw
+action, as the paper's datasets do; the environment clips what it executes). SAC (stable-baselines3, `sb3_sac.py`):
+the zip of `SAC.save`, greedy action = `predict(deterministic=True)`. Both act on `src.envs.flatten_state`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -24,21 +15,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from src.errors import ConfigError, MissingFileError
+from src.errors import ConfigError, MissingFileError, MissingKeyError
 
-# Normalisation of the PPO observation running statistics (as in CleanRL / gymnasium's NormalizeObservation).
-OBS_NORM_EPS = 1e-8
-OBS_NORM_CLIP = 10.0
 PPO_CONFIG_NAME = "config.pt"
 PPO_CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class DMCStateEnv(gym.Env):
     """A dm_control suite task as a gymnasium env over flattened proprioceptive states (no rendering), to train
-    experts. Episodes end only by the suite's time limit (`truncated=True`); `reset(seed=s)` reloads the task with
-    that seed, so an episode is reproducible from its seed."""
-
-    metadata = {"render_modes": []}
+    experts. `reset(seed=s)` reloads the task with that seed, so an episode is reproducible from its seed."""
 
     def __init__(self, domain_name: str, task_name: str, seed: int | None = None, dtype: np.dtype = np.float32):
         from dm_control import suite
@@ -48,22 +33,19 @@ class DMCStateEnv(gym.Env):
         self._env = suite.load(domain_name, task_name, task_kwargs={"random": seed})
         obs_size = sum(int(np.prod(spec.shape)) for spec in self._env.observation_spec().values())
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_size,), dtype=dtype)
-        action_spec = self._env.action_spec()
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=action_spec.shape, dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=self._env.action_spec().shape, dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
             self._env = self._suite.load(self.domain_name, self.task_name, task_kwargs={"random": seed})
-        time_step = self._env.reset()
-        return self._state(time_step), {}
+        return self._state(self._env.reset()), {}
 
     def step(self, action):
         time_step = self._env.step(np.clip(action, -1.0, 1.0))
-        obs = self._state(time_step)
         terminated = time_step.last() and time_step.discount == 0.0
-        truncated = time_step.last() and not terminated
-        return obs, float(time_step.reward or 0.0), terminated, truncated, {}
+        truncated = time_step.last() and not terminated  # the suite's time limit
+        return self._state(time_step), float(time_step.reward or 0.0), terminated, truncated, {}
 
     def _state(self, time_step) -> np.ndarray:
         # Imported here, after __init__ imported dm_control: src.envs sets MUJOCO_GL=egl for the pixel environments
@@ -74,17 +56,13 @@ class DMCStateEnv(gym.Env):
 
 
 class Expert:
-    """A greedy policy over proprioceptive states. `act`: [N, obs_dim] -> [N, action_dim] float32 in [-1, 1]."""
+    """A greedy policy over proprioceptive states. `act`: [N, obs_dim] -> [N, action_dim] float32."""
 
     def __init__(self, name: str, obs_dim: int, action_dim: int, domain_name: str | None, task_name: str | None):
         self.name, self.obs_dim, self.action_dim = name, obs_dim, action_dim  # name: the checkpoint, for messages
         self.domain_name, self.task_name = domain_name, task_name  # None where the checkpoint does not say (SB3 zip)
 
-    def act(self, states: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
     def check_fits(self, obs_dim: int, action_dim: int, env_name: str) -> None:
-        """Raise a clear error when the environment's state or action size differs from the checkpoint's."""
         if (obs_dim, action_dim) != (self.obs_dim, self.action_dim):
             raise ConfigError(
                 f"Checkpoint {self.name} expects states of size {self.obs_dim} and actions of size "
@@ -103,8 +81,7 @@ class RunningMeanStd(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        # x: [B, S]
-        batch_mean, batch_var, batch_count = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        batch_mean, batch_var, batch_count = x.mean(0), x.var(0, unbiased=False), x.shape[0]  # x: [B, S]
         delta = batch_mean - self.mean
         total = self.count + batch_count
         m2 = self.var * self.count + batch_var * batch_count + delta.square() * self.count * batch_count / total
@@ -113,7 +90,8 @@ class RunningMeanStd(nn.Module):
         self.count.copy_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x - self.mean) / torch.sqrt(self.var + OBS_NORM_EPS)).clamp(-OBS_NORM_CLIP, OBS_NORM_CLIP)
+        # as CleanRL / gymnasium's NormalizeObservation: eps 1e-8, clipped to +-10
+        return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-10.0, 10.0)
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -126,20 +104,19 @@ class PPOExpert(Expert):
     """Actor of a CleanRL-style PPO checkpoint: actor_mean(normalise(state)), the raw (unclipped) mean."""
 
     def __init__(self, folder: Path, checkpoint_name: str = PPO_CHECKPOINT_NAME, device: str = "cpu"):
-        config_path, checkpoint_path = folder / PPO_CONFIG_NAME, folder / checkpoint_name
-        for path in (config_path, checkpoint_path):
-            if not path.is_file():
-                raise MissingFileError(f"PPO checkpoint folder {folder} has no file {path.name}.")
-        config = torch.load(config_path, map_location=device, weights_only=True)
+        checkpoint_path = folder / checkpoint_name
+        config = torch.load(folder / PPO_CONFIG_NAME, map_location=device, weights_only=True)
         state_dict = torch.load(checkpoint_path, map_location=device, weights_only=True)
         layers = [f"actor_mean.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
-        for key in ["obs_rms.mean", "obs_rms.var", *layers]:
-            if key not in state_dict:
-                raise KeyError(f"PPO checkpoint {checkpoint_path} has no key {key!r}; found {sorted(state_dict)}.")
+        missing = [key for key in ("obs_rms.mean", "obs_rms.var", *layers) if key not in state_dict]
+        if missing:
+            raise MissingKeyError(
+                f"PPO checkpoint {checkpoint_path} has no key(s) {missing}; found {sorted(state_dict)}."
+            )
         hidden_dim, obs_dim = state_dict["actor_mean.0.weight"].shape
         action_dim = state_dict["actor_mean.4.weight"].shape[0]
         super().__init__(str(checkpoint_path), obs_dim, action_dim, config.get("domain"), config.get("task"))
-        self.config, self.device = config, torch.device(device)
+        self.device = torch.device(device)
         self.obs_rms = RunningMeanStd((obs_dim,))
         self.obs_rms.mean.copy_(state_dict["obs_rms.mean"])
         self.obs_rms.var.copy_(state_dict["obs_rms.var"])
@@ -162,10 +139,10 @@ class SACExpert(Expert):
 
         # The released zip's pickled lr_schedule does not load across Python versions; SB3 rebuilds it from
         # `learning_rate` on load, so a placeholder is enough (and it is never used for acting).
-        self.model = SAC.load(str(zip_path), device=device, custom_objects={"lr_schedule": _constant_zero})
+        self.model = SAC.load(str(zip_path), device=device, custom_objects={"lr_schedule": lambda _: 0.0})
         obs_space, action_space = self.model.observation_space, self.model.action_space
         if len(obs_space.shape) != 1 or len(action_space.shape) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"SAC checkpoint {zip_path} has observation space {obs_space} and action space {action_space}; "
                 "expected flat vectors of proprioceptive states and actions."
             )
@@ -177,32 +154,19 @@ class SACExpert(Expert):
         return np.asarray(actions, dtype=np.float32)  # the policy's action as it gives it (no extra clipping)
 
 
-def _constant_zero(_progress: float) -> float:
-    return 0.0
-
-
-@dataclass(frozen=True)
-class CheckpointRef:
-    """A resolved checkpoint: its kind ("ppo" or "sac") and the file or folder to load."""
-
-    kind: str
-    path: Path
-    checkpoint_name: str = PPO_CHECKPOINT_NAME
-
-
-def resolve_checkpoint(checkpoint_path: str | os.PathLike, checkpoint_name: str = PPO_CHECKPOINT_NAME) -> CheckpointRef:
-    """Detect the checkpoint format without loading it (a folder with `config.pt`: PPO; a `.zip` file, the suffix
-    may be left out: SB3 SAC); raise FileNotFoundError naming what is missing."""
+def resolve_checkpoint(checkpoint_path: str | os.PathLike, checkpoint_name: str = PPO_CHECKPOINT_NAME) -> tuple:
+    """(kind, path) of a checkpoint, without loading it: a folder with `config.pt` is "ppo", a `.zip` file (the
+    suffix may be left out) is "sac"; a MissingFileError names what is missing."""
     path = Path(checkpoint_path)
     if path.is_dir():
         if not (path / PPO_CONFIG_NAME).is_file() or not (path / checkpoint_name).is_file():
             raise MissingFileError(
                 f"Checkpoint folder {path} must hold {PPO_CONFIG_NAME} and {checkpoint_name} (a PPO checkpoint)."
             )
-        return CheckpointRef("ppo", path, checkpoint_name)
+        return "ppo", path
     for candidate in (path, path.with_name(path.name + ".zip")):
         if candidate.is_file() and candidate.suffix == ".zip":
-            return CheckpointRef("sac", candidate)
+            return "sac", candidate
     raise MissingFileError(
         f"No checkpoint at {path}: expected a PPO folder with {PPO_CONFIG_NAME} and {checkpoint_name}, "
         "or a stable-baselines3 SAC .zip file."
@@ -213,7 +177,5 @@ def load_expert(
     checkpoint_path: str | os.PathLike, checkpoint_name: str = PPO_CHECKPOINT_NAME, device: str = "cpu"
 ) -> Expert:
     """Load a PPO checkpoint folder or an SB3 SAC zip (format detected) as a greedy `Expert`."""
-    ref = resolve_checkpoint(checkpoint_path, checkpoint_name)
-    if ref.kind == "ppo":
-        return PPOExpert(ref.path, ref.checkpoint_name, device)
-    return SACExpert(ref.path, device)
+    kind, path = resolve_checkpoint(checkpoint_path, checkpoint_name)
+    return PPOExpert(path, checkpoint_name, device) if kind == "ppo" else SACExpert(path, device)

@@ -1,11 +1,8 @@
-"""SAC expert on proprioceptive dm_control states with stable-baselines3, default hyperparameters.
-
-The paper's humanoid-walk expert: SB3 SAC, default hyperparameters, 2e6 transitions, on the dm_control
-observation flattened with its keys in alphabetical order (float64, as in the released zip). Saves the zip that
-`experts.load_expert` and `collect_data.py` / `collect_data_sb3.py` load.
+"""SAC expert on proprioceptive dm_control states with stable-baselines3, default hyperparameters: the paper's
+humanoid-walk expert (2e6 transitions, states as float64, as in the released zip). Saves the zip that
+`experts.load_expert` loads.
 
     python -m scripts.data_collection.sb3_sac --save_path=checkpoints/sac-humanoid-walk
-    python -m scripts.data_collection.sb3_sac --total_timesteps=300 --learning_starts=100 --save_path=/tmp/sac
 """
 
 from dataclasses import dataclass
@@ -30,21 +27,14 @@ class Config:
     verbose: int = 1  # SB3 logging level
 
 
-def train(config: Config) -> SAC:
+def train(config: Config) -> None:
     device = "cuda" if config.cuda and torch.cuda.is_available() else "cpu"
     env = DMCStateEnv(config.domain, config.task, seed=config.seed, dtype=np.float64)
-    model = SAC(
-        "MlpPolicy",
-        env,
-        learning_starts=config.learning_starts,
-        seed=config.seed,
-        device=device,
-        verbose=config.verbose,
-    )
+    kwargs = dict(learning_starts=config.learning_starts, seed=config.seed, device=device, verbose=config.verbose)
+    model = SAC("MlpPolicy", env, **kwargs)
     model.learn(total_timesteps=config.total_timesteps)
     model.save(config.save_path)
     print(f"Saved {config.save_path}")
-    return model
 
 
 if __name__ == "__main__":
