@@ -1,10 +1,8 @@
 """Sample a labeled subset: N whole trajectories, without replacement, from a full dataset.
 
-Copies the root attributes and each sampled group's datasets and attributes; the new groups are renumbered
-"0" .. "N-1" in increasing original index, each with the attribute `original_traj_idx`. `dataset_return` is
-recomputed over the sampled trajectories (the source's is kept as `source_dataset_return`). Frames are copied
-`chunk_size` steps at a time, so memory stays bounded for any trajectory length. The output is written to a
-temporary file next to `save_path` and renamed when complete: an error leaves no output.
+The sampled groups are copied with their attributes and renumbered "0" .. "N-1" in increasing original index, each
+with `original_traj_idx`; `dataset_return` is recomputed over them (the source's kept as `source_dataset_return`).
+Frames are copied `chunk_size` steps at a time (bounded memory) into a temporary file renamed when complete.
 
     python -m scripts.sample_labeled_data \\
         --data_path="path/to/full/dataset" \\
@@ -26,9 +24,6 @@ from tqdm.auto import tqdm
 from src.data import REQUIRED_ROOT_ATTRS, DatasetError, check_data_file
 from src.errors import ConfigError, MissingKeyError, OutputExistsError, cli
 
-REQUIRED_DATASETS = ("obs", "actions", "states")
-REQUIRED_GROUP_ATTRS = ("traj_return",)
-
 
 @dataclass
 class Config:
@@ -38,13 +33,13 @@ class Config:
     num_trajectories: int = 2  # trajectories to sample
     seed: int = 0  # seed of the sampling
     overwrite: bool = False  # replace an existing save_path
-    first: Optional[int] = None  # sample only among the first N trajectories (None: all), e.g. to keep the ridge
-    # probe's validation and test trajectories (the last fifth, src/probes.py) out of the labeled subset
+    first: Optional[int] = None  # sample among the first N only (None: all), e.g. not the probe's last fifth
     indices: Optional[str] = None  # comma-separated trajectory numbers to copy instead of sampling, e.g. "16,17"
 
 
 def trajectory_names(f: h5py.File, path: str) -> list[str]:
-    """The trajectory groups "0" .. "n-1", checked for the datasets and attributes a labeled subset needs."""
+    """The trajectory groups "0" .. "n-1", checked for the root attributes, datasets and attributes of the released
+    layout (a MissingKeyError or a DatasetError naming the file)."""
     for key in [k for k in REQUIRED_ROOT_ATTRS if k not in f.attrs]:
         raise MissingKeyError(f"{path}: root attribute '{key}' missing (it has {list(f.attrs)}).")
     names = sorted((k for k in f.keys() if k.isdigit()), key=int)
@@ -53,10 +48,12 @@ def trajectory_names(f: h5py.File, path: str) -> list[str]:
     if names != [str(i) for i in range(len(names))]:
         raise DatasetError(f"{path}: trajectory groups are not numbered 0..{len(names) - 1}: {names[:10]} ...")
     for name, group in ((name, f[name]) for name in names):
-        for key in [k for k in REQUIRED_DATASETS if k not in group]:
+        for key in [k for k in ("obs", "actions", "states") if k not in group]:
             raise MissingKeyError(f"{path}: group '{name}' has no dataset '{key}' (it has {list(group.keys())}).")
-        for key in [k for k in REQUIRED_GROUP_ATTRS if k not in group.attrs]:
-            raise MissingKeyError(f"{path}: group '{name}' has no attribute '{key}' (it has {list(group.attrs)}).")
+        if "traj_return" not in group.attrs:
+            raise MissingKeyError(
+                f"{path}: group '{name}' has no attribute 'traj_return' (it has {list(group.attrs)})."
+            )
     return names
 
 
@@ -119,11 +116,8 @@ def sample_labeled(config: Config) -> Path:
                     for name, item in src_group.items():
                         if isinstance(item, h5py.Dataset):
                             copy_dataset(item, dst_group, name, config.chunk_size)
-                        elif isinstance(item, h5py.Group):  # e.g. distractors/ (docs/DATA.md): its datasets too
-                            sub = dst_group.create_group(name)
-                            for sub_name, sub_item in item.items():
-                                copy_dataset(sub_item, sub, sub_name, config.chunk_size)
-                                sub[sub_name].attrs.update(dict(sub_item.attrs))
+                        else:  # e.g. distractors/ (docs/DATA.md): small per-frame states, copied whole
+                            src_group.copy(item, dst_group, name=name)
                     dst_group.attrs.update(src_group.attrs)
                     dst_group.attrs["original_traj_idx"] = int(old_idx)
                     returns.append(float(src_group.attrs["traj_return"]))

@@ -4,12 +4,10 @@
     python scripts/data/download_data.py --env cheetah-run                          # full + eval + labeled, distractors
     python scripts/data/download_data.py --env all --setting vanilla --what labeled --budgets 2 128 --out data
 
-The links are the release's list (data/release-data-links.txt). Files land under the names the sweeps read:
-`<out>/<env>.hdf5` (full, 5000 trajectories, about 60 GB), `<out>/<env>-eval.hdf5` (novel distractors),
-`<out>/<env>-labeled-1000x<N>.hdf5`; the vanilla sets under `<out>/vanilla/`. A file is fetched into `<name>.partial`
-(continued with an HTTP range request after an interruption), checked (the announced size, then the released layout
-and the trajectory count of a labeled set) and only then renamed into place; a file in place is skipped. The free
-disk space is checked before the first byte is fetched.
+The links are the release's list (data/release-data-links.txt); docs/DATA.md gives the names files land under.
+A file is fetched into `<name>.partial` (continued with an HTTP range request after an interruption), checked (the
+announced size, the released layout, the trajectory count of a labeled set) and only then renamed into place; a file
+in place is skipped. The free disk space is checked before the first byte is fetched.
 """
 
 from __future__ import annotations
@@ -31,8 +29,9 @@ if __package__ in (None, ""):  # run as `python scripts/data/download_data.py`: 
 import h5py  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from scripts.sample_labeled_data import trajectory_names  # noqa: E402
 from src.data import DatasetError, read_root_attrs  # noqa: E402
-from src.errors import UserError, cli  # noqa: E402
+from src.errors import MissingKeyError, UserError, cli  # noqa: E402
 
 LINKS = Path(__file__).resolve().parents[2] / "data" / "release-data-links.txt"
 WHAT = ("full", "eval", "labeled")
@@ -66,6 +65,11 @@ class Item:
     def partial(self) -> Path:
         return self.dest.with_name(self.dest.name + ".partial")
 
+    @property
+    def have(self) -> int:
+        """Bytes fetched so far (in the .partial)."""
+        return self.partial.stat().st_size if self.partial.exists() else 0
+
 
 def read_links(path: Path) -> list[str]:
     """The URLs of a links file (one a line; blank lines and # comments skipped)."""
@@ -82,31 +86,25 @@ def parse_link(url: str, out: Path) -> Item:
     m = RELEASED_NAME.fullmatch(name)
     if m is None:
         raise DownloadError(f"{url}: not a released dataset name (<env>-<setting>-64px-5k|64px-eval|labeled-...)")
-    env = m["env"]
+    env, budget = m["env"], int(m["budget"]) if m["budget"] else None
     setting = "vanilla" if m["setting"] == "vanilla" else "distractors"
-    folder = out / "vanilla" if setting == "vanilla" else out
-    if m["budget"]:
-        what, budget, dest = "labeled", int(m["budget"]), folder / f"{env}-labeled-1000x{m['budget']}.hdf5"
-    elif m["full_or_eval"] == "eval":
-        what, budget, dest = "eval", None, folder / f"{env}-eval.hdf5"
-    else:
-        what, budget, dest = "full", None, folder / f"{env}.hdf5"
+    what = "labeled" if budget is not None else "eval" if m["full_or_eval"] == "eval" else "full"
+    suffix = {"labeled": f"-labeled-1000x{budget}", "eval": "-eval", "full": ""}[what]
+    dest = (out / "vanilla" if setting == "vanilla" else out) / f"{env}{suffix}.hdf5"
     return Item(url, env, setting, what, budget, dest)
 
 
 def select(items: list[Item], envs: list[str], settings: list[str], what: list[str], budgets: list[int] | None):
     """The items asked for; an env, a budget or a combination the release does not have is an error naming it."""
     known_envs = sorted({i.env for i in items})
-    if "all" in envs:
-        envs = known_envs
+    envs = known_envs if "all" in envs else envs
     unknown = [e for e in envs if e not in known_envs]
     if unknown:
         raise DownloadError(f"--env {' '.join(unknown)}: not in the release; choose from {known_envs} or all")
-    if budgets is not None:
-        known = sorted({i.budget for i in items if i.budget is not None})
-        bad = [b for b in budgets if b not in known]
-        if bad:
-            raise DownloadError(f"--budgets {' '.join(map(str, bad))}: the release's labeled sets hold {known}")
+    known = sorted({i.budget for i in items if i.budget is not None})
+    bad = [b for b in budgets or [] if b not in known]
+    if bad:
+        raise DownloadError(f"--budgets {' '.join(map(str, bad))}: the release's labeled sets hold {known}")
     wanted = [i for i in items if i.env in envs and i.setting in settings and i.what in what]
     chosen = [i for i in wanted if i.budget is None or budgets is None or i.budget in budgets]
     combinations = [(e, s, w) for e in envs for s in settings for w in what]
@@ -152,12 +150,8 @@ def check_free_space(items: list[Item]) -> None:
     """Refuses to start when the bytes still to fetch (sizes announced, less what the .partial files hold) do not
     fit on the disk of the output folder with SPARE_BYTES left over."""
     need: dict[Path, int] = {}
-    for item in items:
-        if item.size is None:
-            continue
-        have = item.partial.stat().st_size if item.partial.exists() else 0
-        root = item.dest.parent
-        need[root] = need.get(root, 0) + max(0, item.size - have)
+    for item in (i for i in items if i.size is not None):
+        need[item.dest.parent] = need.get(item.dest.parent, 0) + max(0, item.size - item.have)
     for root, n in need.items():
         free = shutil.disk_usage(root).free
         if n + SPARE_BYTES > free:
@@ -172,40 +166,33 @@ def check_dataset(path: Path, item: Item) -> None:
     try:
         attrs = read_root_attrs(str(path))
         with h5py.File(path, "r") as f:
-            keys = [k for k in f.keys() if k.isdigit()]
-            if not keys:
-                raise DatasetError(f"{path}: no trajectory groups ('0', '1', ...)")
-            for k in keys:
-                g = f[k]
-                missing = [name for name in ("obs", "actions", "states") if name not in g]
-                missing += ["attribute traj_return"] if "traj_return" not in g.attrs else []
-                if missing:
-                    raise DatasetError(f"{path}: trajectory '{k}' has no {', '.join(missing)}")
-    except (OSError, KeyError, RuntimeError) as e:
+            count = len(trajectory_names(f, str(path)))
+    except MissingKeyError:
+        raise
+    except (OSError, KeyError, RuntimeError) as e:  # h5py raises KeyError for a damaged object too
         raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
     env = f"{attrs['domain_name']}-{attrs['task_name']}"
     if env != item.env:
         raise DatasetError(f"{path}: its root attributes say {env}, the file name says {item.env}")
-    if item.budget is not None and len(keys) != item.budget:
-        raise DatasetError(f"{path}: {len(keys)} trajectories, a labeled-1000x{item.budget} set holds {item.budget}")
+    if item.budget is not None and count != item.budget:
+        raise DatasetError(f"{path}: {count} trajectories, a labeled-1000x{item.budget} set holds {item.budget}")
 
 
 def fetch(item: Item, timeout: float, retries: int) -> None:
     """Downloads item.url into item.partial, continuing what it holds (HTTP range requests); after a connection
     lost mid-way it continues up to `retries` times, then stops with the .partial kept for the next run."""
-    item.dest.parent.mkdir(parents=True, exist_ok=True)
     attempt = 0
     while True:
-        have = item.partial.stat().st_size if item.partial.exists() else 0
+        have = item.have
         if item.size is not None and have >= item.size:
-            if have > item.size:  # not a prefix of this file: start over
-                item.partial.unlink()
-                continue
-            return
+            if have == item.size:
+                return
+            item.partial.unlink()  # longer than the file, so not a prefix of it: start over
+            continue
         request = urllib.request.Request(item.url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as r:
-                if have and r.status != 206:  # the server sends the whole file: start over
+                if r.status != 206:  # the server sends the whole file: start over
                     have = 0
                 total = _total_size(r, have)
                 if item.size is None:
@@ -227,7 +214,7 @@ def fetch(item: Item, timeout: float, retries: int) -> None:
             if isinstance(e, urllib.error.URLError) and not have and attempt == 0:
                 raise DownloadError(f"{item.url}: cannot be reached ({e.reason})") from None
             attempt += 1
-            got = item.partial.stat().st_size if item.partial.exists() else 0
+            got = item.have
             if attempt > retries:
                 raise DownloadError(
                     f"{item.url}: interrupted at {human(got)} of {human(item.size)} ({e}); {item.partial} is kept: "
@@ -259,12 +246,12 @@ def _stream(r, item: Item, have: int) -> None:
 def download(item: Item, timeout: float, retries: int) -> None:
     """Fetches one file (resuming its .partial), verifies it and renames it into place."""
     fetch(item, timeout, retries)
-    got = item.partial.stat().st_size
+    got = item.have
     if item.size is not None and got != item.size:
         raise DownloadError(f"{item.partial}: {got} bytes, the server announced {item.size}; run again to continue")
     try:
         check_dataset(item.partial, item)
-    except DatasetError as e:
+    except (DatasetError, MissingKeyError) as e:
         item.partial.unlink()
         raise DownloadError(f"{e}; the download was removed, run the same command to fetch it again") from None
     item.partial.replace(item.dest)
@@ -274,7 +261,7 @@ def download(item: Item, timeout: float, retries: int) -> None:
 def describe(item: Item) -> str:
     """One line of the plan: destination, released name, size (and what a .partial holds already)."""
     size = human(item.size) if item.size is not None else f"size unknown ({item.size_note})"
-    partial = f", {human(item.partial.stat().st_size)} in {item.partial.name}" if item.partial.exists() else ""
+    partial = f", {human(item.have)} in {item.partial.name}" if item.partial.exists() else ""
     return f"{item.dest}  <-  {item.url.rsplit('/', 1)[-1]}  {size}{partial}"
 
 
