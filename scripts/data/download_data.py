@@ -41,6 +41,7 @@ RELEASED_NAME = re.compile(
     r"(?:64px-(?P<full_or_eval>5k|eval)|labeled-1000x(?P<budget>\d+)-64px)\.hdf5"
 )
 CHUNK = 2**20  # bytes read per network call
+BYTES_BAR = dict(unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True)  # tqdm options
 SPARE_BYTES = 2**30  # free space left over after the planned downloads
 
 
@@ -201,7 +202,11 @@ def fetch(item: Item, timeout: float, retries: int) -> None:
                     raise DownloadError(
                         f"{item.url}: the server now announces {total} bytes, before {item.size}; run again"
                     )
-                _stream(r, item, have)
+                bar = tqdm(desc=item.dest.name, total=item.size, initial=have, **BYTES_BAR)
+                with open(item.partial, "ab" if have else "wb") as f, bar:
+                    while chunk := r.read(CHUNK):
+                        f.write(chunk)
+                        bar.update(len(chunk))
             if item.size is None or item.partial.stat().st_size == item.size:
                 return
             raise ConnectionError("the connection closed before the end of the file")
@@ -235,14 +240,6 @@ def _total_size(r, have: int) -> int | None:
     return int(length) if length is not None else None
 
 
-def _stream(r, item: Item, have: int) -> None:
-    bar = dict(total=item.size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True)
-    with open(item.partial, "ab" if have else "wb") as f, tqdm(desc=item.dest.name, **bar) as bar:
-        while chunk := r.read(CHUNK):
-            f.write(chunk)
-            bar.update(len(chunk))
-
-
 def download(item: Item, timeout: float, retries: int) -> None:
     """Fetches one file (resuming its .partial), verifies it and renames it into place."""
     fetch(item, timeout, retries)
@@ -265,7 +262,7 @@ def describe(item: Item) -> str:
     return f"{item.dest}  <-  {item.url.rsplit('/', 1)[-1]}  {size}{partial}"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     envs = "cheetah-run walker-run hopper-hop humanoid-walk, or all"
     parser.add_argument("--env", nargs="+", required=True, help=envs)
@@ -277,11 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry_run", action="store_true", help="list names and sizes, fetch nothing")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds without an answer before giving up")
     parser.add_argument("--retries", type=int, default=5, help="times a lost connection is continued")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     settings = list(SETTINGS) if "both" in args.setting else args.setting
     out = Path(args.out)
     try:
