@@ -1,18 +1,15 @@
 """Pre-generate depth-based foreground masks of a dataset into a separate HDF5 file (the release's
-scripts/generate_masks_hdf5.py, reference README "Generating Foreground Masks"):
+scripts/generate_masks_hdf5.py, reference README "Generating Foreground Masks"; docs/MASKS.md):
 
     python scripts/generate_masks_hdf5.py --input data/example-data.hdf5 --output data/example-data-masks.hdf5 \\
         --encoder vits --percentile 50 [--mask-kernel 5 5] [--mask-sigma 1.0] [--threshold-alpha 0.1] \\
         [--device cpu] [--batch-size 64] [--model-path DIR] [--true-masks TRUE.hdf5] [--overwrite]
 
-Output layout (src/masks.py): the dataset's groups "0", "1", ... each with `masks` uint8 [T, H, W] (gzip) and the
-attribute `complete` written last; root attributes `source_file`, `method` ("depth") and the parameters.
-Resumable: groups already complete are skipped (an incomplete one is redone); an output whose every group is
-complete is refused unless --overwrite. Parameters of an existing output must match the command's.
-
---true-masks scores the depth masks against true masks (collect_data.py --record_masks=True): IoU per trajectory
-and overall (pixels of all frames pooled), and the IoU of the horizon baseline (everything below one row is
-foreground) at its best row, chosen on the true masks (an upper bound for that baseline).
+Each trajectory group gets `masks` uint8 [T, H, W] (gzip), then the attribute `complete`; the root attributes say how
+(`source_file`, `method` "depth", the parameters). A rerun skips the complete groups and redoes a cut one; an output
+complete, or made with other parameters, is refused unless --overwrite. --true-masks scores the depth masks against
+true masks (collect_data.py --record_masks=True): IoU per trajectory, pooled over all pixels, and that of the best
+horizon baseline (everything below one row is foreground, the row chosen on the true masks: an upper bound).
 """
 
 from __future__ import annotations

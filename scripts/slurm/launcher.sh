@@ -139,8 +139,8 @@ slurm_sweep() {  # label
                 echo "[done]   $dir (job ${ids[$i]})"
                 printf '%s\t%s\n' "$dir" "${ids[$i]}" >>"$_SWEEP_TMP/done"
             else
-                _failed "$dir" "$dir/slurm-${ids[$i]}.log" "$dir: job ${ids[$i]} ended ($(_slurm_job_state "${ids[$i]}"))" \
-                    "without results.json; log: $dir/slurm-${ids[$i]}.log"
+                _failed "$dir" "$dir/slurm-${ids[$i]}.log" "$dir: job ${ids[$i]} ended" \
+                    "($(_slurm_job_state "${ids[$i]}")) without results.json; log: $dir/slurm-${ids[$i]}.log"
             fi
         done
         _summary "$label" "$start"

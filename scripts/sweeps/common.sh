@@ -6,7 +6,7 @@
 # Settings (environment variables; defaults in brackets; docs/REPRODUCING.md):
 #   ENVS [cheetah-run walker-run hopper-hop humanoid-walk]  BUDGETS [2 4 8 16 32 64 128]  SEEDS [0 1 2]
 #   DATA_DIR [data]  RUNS_DIR [runs]  CONFIG_DIR [configs] (configs/example: the tiny example configs)
-#   CONFIG      YAML config of the method (wins over CONFIG_DIR)  [$CONFIG_DIR/<lapo|laom|laom-labels|idm|bc|bc-full>.yaml]
+#   CONFIG      the method's YAML config, over CONFIG_DIR  [$CONFIG_DIR/<lapo|laom|laom-labels|idm|bc|bc-full>.yaml]
 #   EXTRA_ARGS  appended to every command (word-split; they win over the sweep's own arguments),
 #               e.g. "--wandb_mode=online --device=cuda"  []
 #   DCS_BACKGROUNDS  DAVIS folder (or "builtin") of the evaluation environments   [as recorded in the dataset]
