@@ -72,19 +72,6 @@ _list_failed() {  # the failed runs on stderr; fails when there is one
     return 1
 }
 
-_next_job() {  # prints the next job number of the queue file $1, or fails when the queue is empty
-    local queue=$1 n total
-    total=$(wc -l <"$queue")
-    n=$(
-        exec 9>"$queue.lock"
-        flock 9
-        n=$(cat "$queue.next" 2>/dev/null || echo 1)
-        echo $((n + 1)) >"$queue.next"
-        echo "$n"
-    )
-    [[ "$n" -le "$total" ]] && echo "$n"
-}
-
 _run_one() {  # worker line gpu
     local worker=$1 line=$2 gpu=$3 dir requires cmd prefix=""
     IFS=$'\t' read -r dir requires cmd <<<"$line"
@@ -114,11 +101,12 @@ _run_one() {  # worker line gpu
     fi
 }
 
-_worker() {  # worker queue
-    local worker=$1 queue=$2 gpu="" n
+_worker() {  # worker queue: runs the jobs no other worker has claimed (mkdir is atomic), in queue order
+    local worker=$1 queue=$2 gpu="" n total
     [[ ${#_GPU_LIST[@]} -gt 0 ]] && gpu=${_GPU_LIST[$((worker % ${#_GPU_LIST[@]}))]}
-    while n=$(_next_job "$queue"); do
-        _run_one "$worker" "$(sed -n "${n}p" "$queue")" "$gpu"
+    total=$(wc -l <"$queue")
+    for ((n = 1; n <= total; n++)); do
+        mkdir "$queue.$n" 2>/dev/null && _run_one "$worker" "$(sed -n "${n}p" "$queue")" "$gpu"
     done
 }
 
@@ -134,7 +122,7 @@ run_jobs() {  # label [where]
     done
     _summary "$label" "$start"
     _list_failed || status=1
-    rm -f "$_SWEEP_TMP"/phase*
+    rm -rf "$_SWEEP_TMP"/phase*
     : >"$_SWEEP_TMP/done" && : >"$_SWEEP_TMP/skipped" && : >"$_SWEEP_TMP/failed"
     return $status
 }

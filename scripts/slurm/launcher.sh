@@ -46,16 +46,12 @@ if [[ "$DRY_RUN" != 1 ]] && ! command -v sbatch >/dev/null; then
 fi
 declare -A _SLURM_JOB_OF=()  # run directory -> its job id
 
-_slurm_active() {  # job id: whether the job is still queued, running or being requeued
-    [[ -n "$(squeue -h -j "$1" -o %i 2>/dev/null)" ]]
-}
-
 _slurm_submit_one() {  # line of the job list
     local dir requires cmd old after="" id
     IFS=$'\t' read -r dir requires cmd <<<"$1"
     _skip_done "$dir" && return 0
     old=$(cat "$dir/slurm.jobid" 2>/dev/null || true)
-    if [[ -n "$old" && "$DRY_RUN" != 1 ]] && _slurm_active "$old"; then
+    if [[ -n "$old" && "$DRY_RUN" != 1 && -n "$(squeue -h -j "$old" -o %i 2>/dev/null)" ]]; then  # queued or running
         echo "[queued] $dir: job $old (submitted earlier, still queued or running)"
         _SLURM_JOB_OF[$dir]=$old
         echo "$dir" >>"$_SWEEP_TMP/submitted"
