@@ -28,25 +28,15 @@ if [[ ! -f "$EXAMPLE" ]]; then
 fi
 mkdir -p "$DATA_DIR"
 [[ -f "$DATA_DIR/cheetah-run.hdf5" ]] || cp "$EXAMPLE" "$DATA_DIR/cheetah-run.hdf5"
-for n in $BUDGETS; do
-    out="$DATA_DIR/cheetah-run-labeled-1000x$n.hdf5"
-    # shellcheck disable=SC2086  # PYTHON may hold several words
-    [[ -f "$out" ]] || $PYTHON -m scripts.sample_labeled_data --data_path="$DATA_DIR/cheetah-run.hdf5" \
-        --save_path="$out" --chunk_size=100 --num_trajectories="$n" --seed=0
-done
 eval_set="$DATA_DIR/cheetah-run-eval.hdf5"
+[[ -f "$eval_set" ]] && EXPERT=""  # an evaluation set made before is kept, whichever way it was made
+CHUNK_SIZE=100 EVAL_TRAJECTORIES=2 EPISODE_STEPS=100 DCS_BACKGROUNDS=builtin \
+    bash scripts/data/make_labeled_sets.sh cheetah-run "${EXPERT:-}"
 if [[ ! -f "$eval_set" ]]; then
-    if [[ -n "${EXPERT:-}" ]]; then
-        # shellcheck disable=SC2086
-        $PYTHON -m scripts.data_collection.collect_data --checkpoint_path="$EXPERT" --dcs_backgrounds_path=builtin \
-            --save_path="$eval_set" --num_trajectories=2 --max_episode_steps=100 \
-            --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=val --dcs_img_hw=64 --seed=100
-    else
-        echo "note: no EXPERT given; $eval_set is a stand-in sampled from the example data (training videos)"
-        # shellcheck disable=SC2086
-        $PYTHON -m scripts.sample_labeled_data --data_path="$DATA_DIR/cheetah-run.hdf5" --save_path="$eval_set" \
-            --chunk_size=100 --num_trajectories=2 --seed=1
-    fi
+    echo "note: no EXPERT given; $eval_set is a stand-in sampled from the example data (training videos)"
+    # shellcheck disable=SC2086  # PYTHON may hold several words
+    $PYTHON -m scripts.sample_labeled_data --data_path="$DATA_DIR/cheetah-run.hdf5" --save_path="$eval_set" \
+        --chunk_size=100 --num_trajectories=2 --seed=1
 fi
 echo "data ready in $((SECONDS - start)) s"
 set +e
