@@ -37,13 +37,6 @@ def trajectory_keys(f: h5py.File) -> list[str]:
     return sorted((k for k in f.keys() if k.isdigit() and isinstance(f[k], h5py.Group)), key=int)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def depth_parser(doc: str, output: str, percentile: float) -> argparse.ArgumentParser:
     """--input, --output and the depth-mask options, shared with scripts/blur_hdf5_data.py."""
     raw = argparse.RawTextHelpFormatter  # the description's line breaks kept
@@ -57,7 +50,7 @@ def depth_parser(doc: str, output: str, percentile: float) -> argparse.ArgumentP
     alpha = "EMA weight of each frame's own threshold (1 = none)"
     parser.add_argument("--threshold-alpha", type=float, default=0.1, help=alpha)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model-path", default=None, help="local DepthAnything V2 folder (else the HF cache)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
@@ -74,6 +67,8 @@ def check_depth_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--threshold-alpha must be in (0, 1], got {args.threshold_alpha}")
     if not 0 <= args.percentile <= 100:
         parser.error(f"--percentile must be in [0, 100], got {args.percentile}")
+    if args.batch_size <= 0:
+        parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
 
 
 def depth_params(args: argparse.Namespace) -> dict:

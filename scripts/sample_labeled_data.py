@@ -73,6 +73,30 @@ def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size
         dst[start : start + chunk_size] = block
 
 
+def write_trajectories(save_path: Path, picks: list, root: dict, chunk_size: int, widths=None, subgroups=True):
+    """Writes the trajectory groups picks [(group, attributes to add)] as "0", "1", ... of save_path through a
+    temporary file renamed when complete: datasets copied chunk_size steps at a time (zero-padded on the last axis to
+    widths[name]), subgroups whole, attributes kept; at the root, `root` and dataset_return, the mean traj_return."""
+    tmp_path = save_path.with_name(save_path.name + ".tmp")
+    save_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with h5py.File(tmp_path, "w") as dst:
+            for new_idx, (src, attrs) in enumerate(tqdm(picks, desc=f"-> {save_path.name}", unit="traj")):
+                group = dst.create_group(str(new_idx))
+                for name, item in src.items():
+                    if isinstance(item, h5py.Dataset):
+                        copy_dataset(item, group, name, chunk_size, (widths or {}).get(name))
+                    elif subgroups:  # e.g. distractors/ (docs/DATA.md): small per-frame states
+                        src.copy(item, group, name=name)
+                group.attrs.update(src.attrs)
+                group.attrs.update(attrs)
+            dst.attrs.update(root)
+            dst.attrs["dataset_return"] = float(np.mean([float(src.attrs["traj_return"]) for src, _ in picks]))
+        os.replace(tmp_path, save_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
 def sample_labeled(config: Config) -> Path:
     data_path, save_path = Path(config.data_path), Path(config.save_path)
     check_data_file("--data_path", config.data_path)
@@ -83,7 +107,6 @@ def sample_labeled(config: Config) -> Path:
     if config.chunk_size < 1 or config.num_trajectories < 1:
         raise ConfigError("--chunk_size and --num_trajectories must be positive integers.")
 
-    tmp_path = save_path.with_name(save_path.name + ".tmp")
     with h5py.File(data_path, "r") as src:
         names = trajectory_names(src, str(data_path))
         if config.num_trajectories > len(names):
@@ -106,30 +129,11 @@ def sample_labeled(config: Config) -> Path:
         else:
             rng = np.random.default_rng(config.seed)
             chosen = np.sort(rng.choice(pool, size=config.num_trajectories, replace=False))
-        save_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with h5py.File(tmp_path, "w") as dst:
-                dst.attrs.update(src.attrs)
-                returns = []
-                for new_idx, old_idx in enumerate(tqdm(chosen, desc="trajectories")):
-                    src_group, dst_group = src[str(old_idx)], dst.create_group(str(new_idx))
-                    for name, item in src_group.items():
-                        if isinstance(item, h5py.Dataset):
-                            copy_dataset(item, dst_group, name, config.chunk_size)
-                        else:  # e.g. distractors/ (docs/DATA.md): small per-frame states, copied whole
-                            src_group.copy(item, dst_group, name=name)
-                    dst_group.attrs.update(src_group.attrs)
-                    dst_group.attrs["original_traj_idx"] = int(old_idx)
-                    returns.append(float(src_group.attrs["traj_return"]))
-                if "dataset_return" in src.attrs:
-                    dst.attrs["source_dataset_return"] = src.attrs["dataset_return"]
-                dst.attrs["dataset_return"] = float(np.mean(returns))
-                dst.attrs["source_num_trajectories"] = len(names)
-                dst.attrs["sample_seed"] = int(config.seed)
-            os.replace(tmp_path, save_path)
-        finally:
-            if tmp_path.exists():
-                tmp_path.unlink()
+        root = {**src.attrs, "source_num_trajectories": len(names), "sample_seed": int(config.seed)}
+        if "dataset_return" in src.attrs:
+            root["source_dataset_return"] = src.attrs["dataset_return"]
+        picks = [(src[str(i)], {"original_traj_idx": int(i)}) for i in chosen]
+        write_trajectories(save_path, picks, root, config.chunk_size)
     print(f"Saved {save_path}: {len(chosen)} of {len(names)} trajectories of {data_path}, indices {chosen.tolist()}")
     return save_path
 
