@@ -72,15 +72,6 @@ class Item:
         return self.partial.stat().st_size if self.partial.exists() else 0
 
 
-def read_links(path: Path) -> list[str]:
-    """The URLs of a links file (one a line; blank lines and # comments skipped)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DownloadError(f"cannot read the links file {path}: {e.strerror or e}") from None
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
 def parse_link(url: str, out: Path) -> Item:
     """The Item of one released URL, its destination under out in the sweep layout."""
     name = url.rsplit("/", 1)[-1]
@@ -141,10 +132,8 @@ def announced_sizes(items: list[Item], timeout: float) -> None:
 def human(n: int | None) -> str:
     if n is None:
         return "?"
-    if n < 1024:
-        return f"{n} B"
-    exponent = min(4, (int(n).bit_length() - 1) // 10)
-    return f"{n / 1024**exponent:.1f} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[exponent]}"
+    exponent = min(4, max(0, (int(n).bit_length() - 1) // 10))
+    return f"{n} B" if exponent == 0 else f"{n / 1024**exponent:.1f} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[exponent]}"
 
 
 def check_free_space(items: list[Item]) -> None:
@@ -278,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = list(SETTINGS) if "both" in args.setting else args.setting
     out = Path(args.out)
     try:
-        items = [parse_link(url, out) for url in read_links(Path(args.links))]
+        try:
+            lines = [line.strip() for line in Path(args.links).read_text().splitlines()]
+        except OSError as e:
+            raise DownloadError(f"cannot read the links file {args.links}: {e.strerror or e}") from None
+        items = [parse_link(url, out) for url in lines if url and not url.startswith("#")]  # one URL a line
         items = select(items, args.env, settings, args.what, args.budgets)
         todo = [i for i in items if not i.dest.exists()]
         announced_sizes(todo, args.timeout)
