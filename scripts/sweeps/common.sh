@@ -3,15 +3,12 @@
 # DRY_RUN=1, PYTHON) or, with LAUNCHER=slurm, as SLURM batch jobs (scripts/slurm/launcher.sh; its settings:
 # docs/DISTRIBUTED.md, "Running on a SLURM cluster").
 #
-# Settings (environment variables; defaults in brackets; docs/REPRODUCING.md):
-#   ENVS [cheetah-run walker-run hopper-hop humanoid-walk]  BUDGETS [2 4 8 16 32 64 128]  SEEDS [0 1 2]
-#   DATA_DIR [data]  RUNS_DIR [runs]  CONFIG_DIR [configs] (configs/example: the tiny example configs)
-#   CONFIG      the method's YAML config, over CONFIG_DIR  [$CONFIG_DIR/<lapo|laom|laom-labels|idm|bc|bc-full>.yaml]
-#   EXTRA_ARGS  appended to every command (word-split; they win over the sweep's own arguments),
-#               e.g. "--wandb_mode=online --device=cuda"  []
-#   DCS_BACKGROUNDS  DAVIS folder (or "builtin") of the evaluation environments   [as recorded in the dataset]
-#   RUN_NAME_PREFIX  prefix of the run names (wandb); a run is named <method>-<env>-budget<N>-seed<S>  []
-#   LAUNCHER    where the runs run: "local" (here, PARALLEL at once) or "slurm" (one SLURM batch job each)  [local]
+# Settings (environment variables, defaults below; docs/REPRODUCING.md): ENVS, BUDGETS, SEEDS, DATA_DIR, RUNS_DIR,
+# CONFIG_DIR (configs/example: the tiny example configs) or CONFIG (the method's YAML config, over CONFIG_DIR);
+# EXTRA_ARGS, appended to every command (word-split; they win over the sweep's own arguments, e.g.
+# "--wandb_mode=online --device=cuda"); DCS_BACKGROUNDS, the DAVIS folder (or "builtin") of the evaluation
+# environments [as recorded in the dataset]; RUN_NAME_PREFIX of the run names <method>-<env>-budget<N>-seed<S>
+# (wandb); LAUNCHER: "local" (here, PARALLEL at once) or "slurm" (one SLURM batch job each).
 #
 # Data naming convention (scripts/data/make_labeled_sets.sh writes it):
 #   $DATA_DIR/<env>.hdf5                   the full dataset (5000 trajectories, "unlabeled")
@@ -117,8 +114,7 @@ run_sweep() {
 # the first budget, and every other budget reuses both (--lapo.checkpoint_path, --bc.checkpoint_path): only its
 # decoder is trained (paper, Appendix E). The reusing runs skip the latent BC's diagnostic evaluation.
 sweep_reused_lam() {  # method module config
-    local method=$1 module=$2 config=$3 env seed budget base ev full lam
-    local budgets
+    local method=$1 module=$2 config=$3 env seed budget base ev full lam budgets
     read -r -a budgets <<<"$BUDGETS"
     for env in $ENVS; do
         full=$(full_data "$env")
@@ -133,8 +129,7 @@ sweep_reused_lam() {  # method module config
                 local dir phase=1 requires="" reuse=()
                 dir=$(run_dir "$method" "$env" "$budget" "$seed")
                 if [[ "$budget" != "${budgets[0]}" ]]; then
-                    phase=2
-                    requires="$base/latent_bc.pt"
+                    phase=2 requires="$base/latent_bc.pt"
                     reuse=(--lapo.checkpoint_path="$base/lam.pt" --bc.checkpoint_path="$base/latent_bc.pt"
                         --bc.eval_episodes=0)
                 fi
