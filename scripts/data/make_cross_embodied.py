@@ -9,12 +9,9 @@ decoder (or supervise LAOM). This script writes the mixture in the released layo
     python -m scripts.data.make_cross_embodied --target_env=cheetah-run --sources=a.hdf5,b.hdf5 --counts=3,2 \\
         --save_path=/tmp/mixed.hdf5
 
-Sources are checked as sample_labeled_data does and must share img_hw. `actions` and `states` are zero-padded on the
-last axis to the largest size of the sources; each group records `source_env`, `source_file`, `original_traj_idx`
-and its unpadded `act_dim` / `state_dim`. The root attributes name the TARGET environment (its evaluation is built
-from them), `mixed` = True and the `sources` (JSON); `dataset_return` mixes environments (not a meaningful score).
-Trajectories are sampled without replacement (seeded) and written source after source `chunk_size` steps at a time
-to a temporary file renamed at the end; an existing output is replaced only with --overwrite.
+The sources (checked as sample_labeled_data does) must share img_hw; `actions` and `states` are zero-padded to the
+largest size, each group records where it comes from and its unpadded sizes, and the root attributes name the TARGET
+environment (its evaluation is built from them); `dataset_return` mixes environments (not a meaningful score).
 """
 
 import json
