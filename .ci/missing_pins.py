@@ -37,8 +37,7 @@ def main(path: str) -> None:
     if other:
         print(f"note: installed at another version than {path} pins, kept: {', '.join(other)}", file=sys.stderr)
     if missing:
-        shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
-        print(f"{len(missing)} of {len(wanted)}: {shown}")
+        print(f"{len(missing)} of {len(wanted)}: {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}")
 
 
 if __name__ == "__main__":

@@ -4,20 +4,17 @@
     python scripts/blur_hdf5_data.py --input data/example-data.hdf5 --output data/example-data-blurred.hdf5 \\
         --encoder vits --percentile 30 --blur-kernel 7 7 --blur-sigma 2.0 [--masks MASKS.hdf5] [--overwrite]
 
-Foreground masks come from --masks (a masks file: depth masks of scripts/generate_masks_hdf5.py or true masks of
-collect_data.py --record_masks=True) or, without it, from DepthAnything V2 with the depth options (--encoder,
---percentile, --mask-kernel, --mask-sigma, --threshold-alpha, --model-path, as generate_masks_hdf5.py).
-Each frame becomes mask/255 * frame + (1 - mask/255) * GaussianBlur(frame) (src.masks.blur_background).
+Foreground masks come from --masks (depth masks of scripts/generate_masks_hdf5.py or true masks of collect_data.py
+--record_masks=True) or, without it, from DepthAnything V2 with generate_masks_hdf5.py's depth options. Each frame
+becomes mask/255 * frame + (1 - mask/255) * GaussianBlur(frame) (src.masks.blur_background).
 
-The output has the input's layout: every group, dataset and attribute copied, `obs` replaced by the blurred
-frames; root attributes added: `blur_method` ("gaussian"), `blur_kernel` [kh, kw], `blur_sigma`, `blur_masks`
-("true" / "depth"), `blur_source` (the masks file's name, or the depth model id). It is written as
-`<output>.partial` and renamed when whole; an existing output is refused unless --overwrite.
+The output has the input's layout with `obs` blurred, and the root attributes `blur_method` ("gaussian"),
+`blur_kernel`, `blur_sigma`, `blur_masks` ("true" / "depth") and `blur_source` (masks file or depth model id). It is
+written as `<output>.partial` and renamed when whole; an existing output is refused unless --overwrite.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -29,28 +26,9 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from scripts.generate_masks_hdf5 import (  # noqa: E402
-    add_depth_args,
-    check_depth_args,
-    depth_params,
-    trajectory_depth_masks,
-    trajectory_keys,
-)
+from scripts import generate_masks_hdf5 as gen  # noqa: E402
 from src.errors import DatasetError, MissingKeyError, check_hdf5_file, cli  # noqa: E402
 from src.masks import DEPTH_MODEL_IDS, blur_background, kernel_pair, load_depth_model  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    raw = argparse.RawTextHelpFormatter  # the description's line breaks kept
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=raw)
-    parser.add_argument("--input", required=True, help="dataset HDF5 file")
-    parser.add_argument("--output", required=True, help="blurred dataset HDF5 file to write")
-    add_depth_args(parser, percentile=30.0)
-    parser.add_argument("--blur-kernel", type=int, nargs=2, default=[7, 7], help="Gaussian kernel (odd, positive)")
-    parser.add_argument("--blur-sigma", type=float, default=2.0, help="Gaussian sigma")
-    parser.add_argument("--masks", default=None, help="masks file (depth or true); default: depth masks computed here")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    return parser
 
 
 def _copy_group(src: h5py.Group, dst: h5py.Group, obs: np.ndarray) -> None:
@@ -66,7 +44,10 @@ def _copy_group(src: h5py.Group, dst: h5py.Group, obs: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None, model=None) -> Path:
     """Write the blurred dataset; returns its path. model: an already built depth model (tests)."""
-    parser = build_parser()
+    parser = gen.depth_parser(__doc__, "blurred dataset", percentile=30.0)
+    parser.add_argument("--blur-kernel", type=int, nargs=2, default=[7, 7], help="Gaussian kernel (odd, positive)")
+    parser.add_argument("--blur-sigma", type=float, default=2.0, help="Gaussian sigma")
+    parser.add_argument("--masks", default=None, help="masks file (depth or true); default: depth masks computed here")
     args = parser.parse_args(argv)
     try:
         kernel = kernel_pair(args.blur_kernel, "--blur-kernel")
@@ -75,7 +56,7 @@ def main(argv: list[str] | None = None, model=None) -> Path:
     if args.blur_sigma <= 0:
         parser.error(f"--blur-sigma must be positive, got {args.blur_sigma}")
     if args.masks is None:
-        check_depth_args(parser, args)
+        gen.check_depth_args(parser, args)
     src, out = Path(args.input), Path(args.output)
     check_hdf5_file(f"--input {src}", src)
     if args.masks is not None:
@@ -98,10 +79,10 @@ def main(argv: list[str] | None = None, model=None) -> Path:
         else:
             model = load_depth_model(args.encoder, args.device, args.model_path, model=model)
             blur_attrs = {"blur_masks": "depth", "blur_source": DEPTH_MODEL_IDS[args.encoder]}
-            blur_attrs.update({f"blur_{k}": v for k, v in depth_params(args).items() if k != "method"})
+            blur_attrs.update({f"blur_{k}": v for k, v in gen.depth_params(args).items() if k != "method"})
         with h5py.File(src, "r") as fin, h5py.File(partial, "w") as fo:
             fo.attrs.update(fin.attrs)
-            keys = trajectory_keys(fin)
+            keys = gen.trajectory_keys(fin)
             for name, item in fin.items():  # anything beside the trajectories, copied as is
                 if name not in keys:
                     fin.copy(item, fo, name=name)
@@ -112,7 +93,7 @@ def main(argv: list[str] | None = None, model=None) -> Path:
                         raise MissingKeyError(f"{args.masks}: no masks for trajectory group '{k}' of {src}")
                     masks = masks_file[k]["masks"][()]
                 else:
-                    masks = trajectory_depth_masks(model, obs, args)
+                    masks = gen.trajectory_depth_masks(model, obs, args)
                 if masks.shape != obs.shape[:3]:
                     raise DatasetError(f"group '{k}': masks {masks.shape} do not match frames {obs.shape}")
                 _copy_group(fin[k], fo.create_group(k), blur_background(obs, masks, kernel, args.blur_sigma))

@@ -1,18 +1,15 @@
 """Pre-generate depth-based foreground masks of a dataset into a separate HDF5 file (the release's
-scripts/generate_masks_hdf5.py, reference README "Generating Foreground Masks"):
+scripts/generate_masks_hdf5.py, reference README "Generating Foreground Masks"; docs/MASKS.md):
 
     python scripts/generate_masks_hdf5.py --input data/example-data.hdf5 --output data/example-data-masks.hdf5 \\
         --encoder vits --percentile 50 [--mask-kernel 5 5] [--mask-sigma 1.0] [--threshold-alpha 0.1] \\
         [--device cpu] [--batch-size 64] [--model-path DIR] [--true-masks TRUE.hdf5] [--overwrite]
 
-Output layout (src/masks.py): the dataset's groups "0", "1", ... each with `masks` uint8 [T, H, W] (gzip) and the
-attribute `complete` written last; root attributes `source_file`, `method` ("depth") and the parameters.
-Resumable: groups already complete are skipped (an incomplete one is redone); an output whose every group is
-complete is refused unless --overwrite. Parameters of an existing output must match the command's.
-
---true-masks scores the depth masks against true masks (collect_data.py --record_masks=True): IoU per trajectory
-and overall (pixels of all frames pooled), and the IoU of the horizon baseline (everything below one row is
-foreground) at its best row, chosen on the true masks (an upper bound for that baseline).
+Each trajectory group gets `masks` uint8 [T, H, W] (gzip), then the attribute `complete`; the root attributes say how
+(`source_file`, `method` "depth", the parameters). A rerun skips the complete groups and redoes a cut one; an output
+complete, or made with other parameters, is refused unless --overwrite. --true-masks scores the depth masks against
+true masks (collect_data.py --record_masks=True): IoU per trajectory, pooled over all pixels, and that of the best
+horizon baseline (everything below one row is foreground, the row chosen on the true masks: an upper bound).
 """
 
 from __future__ import annotations
@@ -40,15 +37,12 @@ def trajectory_keys(f: h5py.File) -> list[str]:
     return sorted((k for k in f.keys() if k.isdigit() and isinstance(f[k], h5py.Group)), key=int)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def add_depth_args(parser: argparse.ArgumentParser, percentile: float) -> None:
-    """The depth-mask options shared with scripts/blur_hdf5_data.py."""
+def depth_parser(doc: str, output: str, percentile: float) -> argparse.ArgumentParser:
+    """--input, --output and the depth-mask options, shared with scripts/blur_hdf5_data.py."""
+    raw = argparse.RawTextHelpFormatter  # the description's line breaks kept
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=raw)
+    parser.add_argument("--input", required=True, help="dataset HDF5 file")
+    parser.add_argument("--output", required=True, help=f"{output} HDF5 file to write")
     parser.add_argument("--encoder", default="vits", choices=sorted(DEPTH_MODEL_IDS), help="DepthAnything V2 size")
     parser.add_argument("--percentile", type=float, default=percentile, help="per-frame depth percentile threshold")
     parser.add_argument("--mask-kernel", type=int, nargs=2, default=[5, 5], help="mask feathering kernel (odd)")
@@ -56,8 +50,10 @@ def add_depth_args(parser: argparse.ArgumentParser, percentile: float) -> None:
     alpha = "EMA weight of each frame's own threshold (1 = none)"
     parser.add_argument("--threshold-alpha", type=float, default=0.1, help=alpha)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model-path", default=None, help="local DepthAnything V2 folder (else the HF cache)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
 
 
 def check_depth_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -71,6 +67,8 @@ def check_depth_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--threshold-alpha must be in (0, 1], got {args.threshold_alpha}")
     if not 0 <= args.percentile <= 100:
         parser.error(f"--percentile must be in [0, 100], got {args.percentile}")
+    if args.batch_size <= 0:
+        parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
 
 
 def depth_params(args: argparse.Namespace) -> dict:
@@ -119,21 +117,11 @@ def score_against_true(masks_path: Path, true_path: Path) -> dict:
     return out | {"horizon_row": best, "horizon_iou": float(ious[best])}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    raw = argparse.RawTextHelpFormatter  # the description's line breaks kept
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=raw)
-    parser.add_argument("--input", required=True, help="dataset HDF5 file")
-    parser.add_argument("--output", required=True, help="masks HDF5 file to write")
-    add_depth_args(parser, percentile=50.0)
-    parser.add_argument("--true-masks", default=None, help="true masks file to score the depth masks against")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    return parser
-
-
 def main(argv: list[str] | None = None, model=None) -> dict:
     """Generate the masks; returns {"written": [...], "skipped": [...], "scores": ... or None}. model: an already
     built depth model (tests); default: load_depth_model(--encoder, --device, --model-path)."""
-    parser = build_parser()
+    parser = depth_parser(__doc__, "masks", percentile=50.0)
+    parser.add_argument("--true-masks", default=None, help="true masks file to score the depth masks against")
     args = parser.parse_args(argv)
     check_depth_args(parser, args)
     src, out = Path(args.input), Path(args.output)
@@ -146,38 +134,30 @@ def main(argv: list[str] | None = None, model=None) -> dict:
         keys = trajectory_keys(fin)
         if not keys:
             raise DatasetError(f"{src} holds no trajectory groups")
-        if out.exists() and args.overwrite:
-            out.unlink()
-        if out.exists():
-            with h5py.File(out, "r") as fo:
-                done = [k for k in keys if k in fo and fo[k].attrs.get(COMPLETE_ATTR, False)]
-                differ = [a for a, v in attrs.items() if a not in fo.attrs or not _same(fo.attrs[a], v)]
-            if differ:
+        if args.overwrite:
+            out.unlink(missing_ok=True)
+        existed = out.exists()
+        with h5py.File(out, "a") as fo:
+            skipped = [k for k in keys if k in fo and fo[k].attrs.get(COMPLETE_ATTR, False)]
+            differ = [a for a, v in attrs.items() if a not in fo.attrs or not _same(fo.attrs[a], v)]
+            if existed and differ:
                 raise SystemExit(
                     f"{out} exists with different parameters ({', '.join(differ)}): pass --overwrite to replace it"
                 )
-            if len(done) == len(keys):
+            if existed and len(skipped) == len(keys):
                 raise SystemExit(f"{out} is already complete ({len(keys)} trajectories): pass --overwrite to redo it")
-        written, skipped = [], []
-        with h5py.File(out, "a") as fo:
             fo.attrs.update(attrs)
-            todo = []
-            for k in keys:
-                if k in fo and fo[k].attrs.get(COMPLETE_ATTR, False):
-                    skipped.append(k)
-                    continue
+            written = [k for k in keys if k not in skipped]
+            if written or model is not None:
+                model = load_depth_model(args.encoder, args.device, args.model_path, model=model)
+            for k in tqdm(written, desc=f"masks {src.name}", unit="traj"):
                 if k in fo:
                     del fo[k]  # cut short by an interruption: redo
-                todo.append(k)
-            if todo or model is not None:
-                model = load_depth_model(args.encoder, args.device, args.model_path, model=model)
-            for k in tqdm(todo, desc=f"masks {src.name}", unit="traj"):
                 masks = trajectory_depth_masks(model, fin[k]["obs"][()], args)
                 group = fo.create_group(k)
                 group.create_dataset("masks", data=masks, compression="gzip", chunks=(1, *masks.shape[1:]))
                 group.attrs[COMPLETE_ATTR] = True  # written last
                 fo.flush()
-                written.append(k)
     if skipped:
         print(f"resumed {out}: {len(skipped)} trajectories already complete")
     print(f"wrote masks of {len(written)} trajectories to {out}")

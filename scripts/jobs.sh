@@ -17,13 +17,8 @@
 GPUS=${GPUS:-}
 PYTHON=${PYTHON:-python}
 DRY_RUN=${DRY_RUN:-0}
-if [[ -n "$GPUS" ]]; then
-    read -r -a _GPU_LIST <<<"$GPUS"
-    PARALLEL=${PARALLEL:-${#_GPU_LIST[@]}}
-else
-    _GPU_LIST=()
-    PARALLEL=${PARALLEL:-1}
-fi
+read -r -a _GPU_LIST <<<"$GPUS"
+PARALLEL=${PARALLEL:-$((${#_GPU_LIST[@]} > 0 ? ${#_GPU_LIST[@]} : 1))}
 # On CPU, N jobs at once share the cores instead of each starting one thread per core.
 if [[ -z "${JOB_THREADS:-}" && -z "${OMP_NUM_THREADS:-}" && -z "$GPUS" && "$PARALLEL" -gt 1 ]]; then
     _cores=$(nproc 2>/dev/null || echo 1)
@@ -49,43 +44,45 @@ job() {  # run_dir module args...
 }
 
 queued_jobs() {  # the run directories in the queue, one a line
-    local queue
-    for queue in "$_SWEEP_TMP"/phase[0-9]; do
-        [[ -f "$queue" ]] && cut -f1 "$queue"
-    done
-    return 0
+    cut -f1 "$_SWEEP_TMP"/phase[0-9] 2>/dev/null || true
 }
 
-_next_job() {  # prints the next job number of the queue file $1, or fails when the queue is empty
-    local queue=$1 n total
-    total=$(wc -l <"$queue")
-    n=$(
-        exec 9>"$queue.lock"
-        flock 9
-        n=$(cat "$queue.next" 2>/dev/null || echo 1)
-        echo $((n + 1)) >"$queue.next"
-        echo "$n"
-    )
-    [[ "$n" -le "$total" ]] && echo "$n"
+# The outcomes, shared with the SLURM launcher.
+_skip_done() {  # run_dir: true, and says so, when the run has finished (results.json)
+    [[ -f "$1/results.json" ]] || return 1
+    echo "[skip]   $1 (results.json exists)"
+    echo "$1" >>"$_SWEEP_TMP/skipped"
+}
+
+_failed() {  # run_dir reason words...: "[FAILED] words", and the run with its log or reason in the list of failures
+    printf '%s\t%s\n' "$1" "$2" >>"$_SWEEP_TMP/failed"
+    shift 2
+    echo "[FAILED] $*"
+}
+
+_summary() {  # label start
+    echo "== $1: $(wc -l <"$_SWEEP_TMP/done") finished, $(wc -l <"$_SWEEP_TMP/skipped") skipped (already done)," \
+        "$(wc -l <"$_SWEEP_TMP/failed") failed, $((SECONDS - $2)) s"
+}
+
+_list_failed() {  # the failed runs on stderr; fails when there is one
+    [[ -s "$_SWEEP_TMP/failed" ]] || return 0
+    echo "Failed runs (run directory, log or reason):" >&2
+    sed 's/^/  /' "$_SWEEP_TMP/failed" >&2
+    return 1
 }
 
 _run_one() {  # worker line gpu
-    local worker=$1 line=$2 gpu=$3 dir requires cmd
+    local worker=$1 line=$2 gpu=$3 dir requires cmd prefix=""
     IFS=$'\t' read -r dir requires cmd <<<"$line"
-    if [[ -f "$dir/results.json" ]]; then
-        echo "[skip]   $dir (results.json exists)"
-        echo "$dir" >>"$_SWEEP_TMP/skipped"
-        return 0
-    fi
-    local prefix=""
+    _skip_done "$dir" && return 0
     [[ -n "$gpu" ]] && prefix="CUDA_VISIBLE_DEVICES=$gpu "
     if [[ "$DRY_RUN" == 1 ]]; then
         echo "[dry-run] ${prefix}$cmd"
         return 0
     fi
     if [[ "$requires" != "-" && ! -f "$requires" ]]; then
-        echo "[FAILED] $dir: needs $requires, which its base run did not produce"
-        printf '%s\t%s\n' "$dir" "missing $requires" >>"$_SWEEP_TMP/failed"
+        _failed "$dir" "missing $requires" "$dir: needs $requires, which its base run did not produce"
         return 0
     fi
     mkdir -p "$dir"
@@ -100,25 +97,22 @@ _run_one() {  # worker line gpu
         echo "[done]   $dir in $((SECONDS - start)) s"
         printf '%s\t%s\n' "$dir" "$((SECONDS - start))" >>"$_SWEEP_TMP/done"
     else
-        echo "[FAILED] $dir after $((SECONDS - start)) s (exit $?); log: $log"
-        printf '%s\t%s\n' "$dir" "$log" >>"$_SWEEP_TMP/failed"
+        _failed "$dir" "$log" "$dir after $((SECONDS - start)) s (exit $?); log: $log"
     fi
 }
 
-_worker() {  # worker queue
-    local worker=$1 queue=$2 gpu="" n
-    if [[ ${#_GPU_LIST[@]} -gt 0 ]]; then
-        gpu=${_GPU_LIST[$((worker % ${#_GPU_LIST[@]}))]}
-    fi
-    while n=$(_next_job "$queue"); do
-        _run_one "$worker" "$(sed -n "${n}p" "$queue")" "$gpu"
+_worker() {  # worker queue: runs the jobs no other worker has claimed (mkdir is atomic), in queue order
+    local worker=$1 queue=$2 gpu="" n total
+    [[ ${#_GPU_LIST[@]} -gt 0 ]] && gpu=${_GPU_LIST[$((worker % ${#_GPU_LIST[@]}))]}
+    total=$(wc -l <"$queue")
+    for ((n = 1; n <= total; n++)); do
+        mkdir "$queue.$n" 2>/dev/null && _run_one "$worker" "$(sed -n "${n}p" "$queue")" "$gpu"
     done
 }
 
 run_jobs() {  # label [where]
-    local label=$1 where=${2:-} phase w start=$SECONDS total ndone nskip nfail status=0
-    total=$(queued_jobs | wc -l)
-    echo "== $label: $total runs, $PARALLEL at once${GPUS:+ on GPUs $GPUS}${where:+, runs under $where}"
+    local label=$1 where=${2:-} phase w start=$SECONDS status=0
+    echo "== $label: $(queued_jobs | wc -l) runs, $PARALLEL at once${GPUS:+ on GPUs $GPUS}${where:+, runs under $where}"
     for phase in 1 2; do
         [[ -f "$_SWEEP_TMP/phase$phase" ]] || continue
         for ((w = 0; w < PARALLEL; w++)); do
@@ -126,16 +120,9 @@ run_jobs() {  # label [where]
         done
         wait
     done
-    ndone=$(wc -l <"$_SWEEP_TMP/done")
-    nskip=$(wc -l <"$_SWEEP_TMP/skipped")
-    nfail=$(wc -l <"$_SWEEP_TMP/failed")
-    echo "== $label: $ndone finished, $nskip skipped (already done), $nfail failed, $((SECONDS - start)) s"
-    if [[ "$nfail" -gt 0 ]]; then
-        echo "Failed runs (run directory, log or reason):" >&2
-        sed 's/^/  /' "$_SWEEP_TMP/failed" >&2
-        status=1
-    fi
-    rm -f "$_SWEEP_TMP"/phase*
+    _summary "$label" "$start"
+    _list_failed || status=1
+    rm -rf "$_SWEEP_TMP"/phase*
     : >"$_SWEEP_TMP/done" && : >"$_SWEEP_TMP/skipped" && : >"$_SWEEP_TMP/failed"
     return $status
 }

@@ -1,10 +1,8 @@
 """Sample a labeled subset: N whole trajectories, without replacement, from a full dataset.
 
-Copies the root attributes and each sampled group's datasets and attributes; the new groups are renumbered
-"0" .. "N-1" in increasing original index, each with the attribute `original_traj_idx`. `dataset_return` is
-recomputed over the sampled trajectories (the source's is kept as `source_dataset_return`). Frames are copied
-`chunk_size` steps at a time, so memory stays bounded for any trajectory length. The output is written to a
-temporary file next to `save_path` and renamed when complete: an error leaves no output.
+The sampled groups are copied with their attributes and renumbered "0" .. "N-1" in increasing original index, each
+with `original_traj_idx`; `dataset_return` is recomputed over them (the source's kept as `source_dataset_return`).
+Frames are copied `chunk_size` steps at a time (bounded memory) into a temporary file renamed when complete.
 
     python -m scripts.sample_labeled_data \\
         --data_path="path/to/full/dataset" \\
@@ -26,9 +24,6 @@ from tqdm.auto import tqdm
 from src.data import REQUIRED_ROOT_ATTRS, DatasetError, check_data_file
 from src.errors import ConfigError, MissingKeyError, OutputExistsError, cli
 
-REQUIRED_DATASETS = ("obs", "actions", "states")
-REQUIRED_GROUP_ATTRS = ("traj_return",)
-
 
 @dataclass
 class Config:
@@ -38,13 +33,13 @@ class Config:
     num_trajectories: int = 2  # trajectories to sample
     seed: int = 0  # seed of the sampling
     overwrite: bool = False  # replace an existing save_path
-    first: Optional[int] = None  # sample only among the first N trajectories (None: all), e.g. to keep the ridge
-    # probe's validation and test trajectories (the last fifth, src/probes.py) out of the labeled subset
+    first: Optional[int] = None  # sample among the first N only (None: all), e.g. not the probe's last fifth
     indices: Optional[str] = None  # comma-separated trajectory numbers to copy instead of sampling, e.g. "16,17"
 
 
 def trajectory_names(f: h5py.File, path: str) -> list[str]:
-    """The trajectory groups "0" .. "n-1", checked for the datasets and attributes a labeled subset needs."""
+    """The trajectory groups "0" .. "n-1", checked for the root attributes, datasets and attributes of the released
+    layout (a MissingKeyError or a DatasetError naming the file)."""
     for key in [k for k in REQUIRED_ROOT_ATTRS if k not in f.attrs]:
         raise MissingKeyError(f"{path}: root attribute '{key}' missing (it has {list(f.attrs)}).")
     names = sorted((k for k in f.keys() if k.isdigit()), key=int)
@@ -53,10 +48,12 @@ def trajectory_names(f: h5py.File, path: str) -> list[str]:
     if names != [str(i) for i in range(len(names))]:
         raise DatasetError(f"{path}: trajectory groups are not numbered 0..{len(names) - 1}: {names[:10]} ...")
     for name, group in ((name, f[name]) for name in names):
-        for key in [k for k in REQUIRED_DATASETS if k not in group]:
+        for key in [k for k in ("obs", "actions", "states") if k not in group]:
             raise MissingKeyError(f"{path}: group '{name}' has no dataset '{key}' (it has {list(group.keys())}).")
-        for key in [k for k in REQUIRED_GROUP_ATTRS if k not in group.attrs]:
-            raise MissingKeyError(f"{path}: group '{name}' has no attribute '{key}' (it has {list(group.attrs)}).")
+        if "traj_return" not in group.attrs:
+            raise MissingKeyError(
+                f"{path}: group '{name}' has no attribute 'traj_return' (it has {list(group.attrs)})."
+            )
     return names
 
 
@@ -76,6 +73,30 @@ def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size
         dst[start : start + chunk_size] = block
 
 
+def write_trajectories(save_path: Path, picks: list, root: dict, chunk_size: int, widths=None, subgroups=True):
+    """Writes the trajectory groups picks [(group, attributes to add)] as "0", "1", ... of save_path through a
+    temporary file renamed when complete: datasets copied chunk_size steps at a time (zero-padded on the last axis to
+    widths[name]), subgroups whole, attributes kept; at the root, `root` and dataset_return, the mean traj_return."""
+    tmp_path = save_path.with_name(save_path.name + ".tmp")
+    save_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with h5py.File(tmp_path, "w") as dst:
+            for new_idx, (src, attrs) in enumerate(tqdm(picks, desc=f"-> {save_path.name}", unit="traj")):
+                group = dst.create_group(str(new_idx))
+                for name, item in src.items():
+                    if isinstance(item, h5py.Dataset):
+                        copy_dataset(item, group, name, chunk_size, (widths or {}).get(name))
+                    elif subgroups:  # e.g. distractors/ (docs/DATA.md): small per-frame states
+                        src.copy(item, group, name=name)
+                group.attrs.update(src.attrs)
+                group.attrs.update(attrs)
+            dst.attrs.update(root)
+            dst.attrs["dataset_return"] = float(np.mean([float(src.attrs["traj_return"]) for src, _ in picks]))
+        os.replace(tmp_path, save_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
 def sample_labeled(config: Config) -> Path:
     data_path, save_path = Path(config.data_path), Path(config.save_path)
     check_data_file("--data_path", config.data_path)
@@ -86,7 +107,6 @@ def sample_labeled(config: Config) -> Path:
     if config.chunk_size < 1 or config.num_trajectories < 1:
         raise ConfigError("--chunk_size and --num_trajectories must be positive integers.")
 
-    tmp_path = save_path.with_name(save_path.name + ".tmp")
     with h5py.File(data_path, "r") as src:
         names = trajectory_names(src, str(data_path))
         if config.num_trajectories > len(names):
@@ -109,33 +129,11 @@ def sample_labeled(config: Config) -> Path:
         else:
             rng = np.random.default_rng(config.seed)
             chosen = np.sort(rng.choice(pool, size=config.num_trajectories, replace=False))
-        save_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with h5py.File(tmp_path, "w") as dst:
-                dst.attrs.update(src.attrs)
-                returns = []
-                for new_idx, old_idx in enumerate(tqdm(chosen, desc="trajectories")):
-                    src_group, dst_group = src[str(old_idx)], dst.create_group(str(new_idx))
-                    for name, item in src_group.items():
-                        if isinstance(item, h5py.Dataset):
-                            copy_dataset(item, dst_group, name, config.chunk_size)
-                        elif isinstance(item, h5py.Group):  # e.g. distractors/ (docs/DATA.md): its datasets too
-                            sub = dst_group.create_group(name)
-                            for sub_name, sub_item in item.items():
-                                copy_dataset(sub_item, sub, sub_name, config.chunk_size)
-                                sub[sub_name].attrs.update(dict(sub_item.attrs))
-                    dst_group.attrs.update(src_group.attrs)
-                    dst_group.attrs["original_traj_idx"] = int(old_idx)
-                    returns.append(float(src_group.attrs["traj_return"]))
-                if "dataset_return" in src.attrs:
-                    dst.attrs["source_dataset_return"] = src.attrs["dataset_return"]
-                dst.attrs["dataset_return"] = float(np.mean(returns))
-                dst.attrs["source_num_trajectories"] = len(names)
-                dst.attrs["sample_seed"] = int(config.seed)
-            os.replace(tmp_path, save_path)
-        finally:
-            if tmp_path.exists():
-                tmp_path.unlink()
+        root = {**src.attrs, "source_num_trajectories": len(names), "sample_seed": int(config.seed)}
+        if "dataset_return" in src.attrs:
+            root["source_dataset_return"] = src.attrs["dataset_return"]
+        picks = [(src[str(i)], {"original_traj_idx": int(i)}) for i in chosen]
+        write_trajectories(save_path, picks, root, config.chunk_size)
     print(f"Saved {save_path}: {len(chosen)} of {len(names)} trajectories of {data_path}, indices {chosen.tolist()}")
     return save_path
 

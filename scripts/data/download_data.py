@@ -4,12 +4,10 @@
     python scripts/data/download_data.py --env cheetah-run                          # full + eval + labeled, distractors
     python scripts/data/download_data.py --env all --setting vanilla --what labeled --budgets 2 128 --out data
 
-The links are the release's list (data/release-data-links.txt). Files land under the names the sweeps read:
-`<out>/<env>.hdf5` (full, 5000 trajectories, about 60 GB), `<out>/<env>-eval.hdf5` (novel distractors),
-`<out>/<env>-labeled-1000x<N>.hdf5`; the vanilla sets under `<out>/vanilla/`. A file is fetched into `<name>.partial`
-(continued with an HTTP range request after an interruption), checked (the announced size, then the released layout
-and the trajectory count of a labeled set) and only then renamed into place; a file in place is skipped. The free
-disk space is checked before the first byte is fetched.
+The links are the release's list (data/release-data-links.txt); docs/DATA.md gives the names files land under.
+A file is fetched into `<name>.partial` (continued with an HTTP range request after an interruption), checked (the
+announced size, the released layout, the trajectory count of a labeled set) and only then renamed into place; a file
+in place is skipped. The free disk space is checked before the first byte is fetched.
 """
 
 from __future__ import annotations
@@ -31,8 +29,9 @@ if __package__ in (None, ""):  # run as `python scripts/data/download_data.py`: 
 import h5py  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from scripts.sample_labeled_data import trajectory_names  # noqa: E402
 from src.data import DatasetError, read_root_attrs  # noqa: E402
-from src.errors import UserError, cli  # noqa: E402
+from src.errors import MissingKeyError, UserError, cli  # noqa: E402
 
 LINKS = Path(__file__).resolve().parents[2] / "data" / "release-data-links.txt"
 WHAT = ("full", "eval", "labeled")
@@ -42,6 +41,7 @@ RELEASED_NAME = re.compile(
     r"(?:64px-(?P<full_or_eval>5k|eval)|labeled-1000x(?P<budget>\d+)-64px)\.hdf5"
 )
 CHUNK = 2**20  # bytes read per network call
+BYTES_BAR = dict(unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True)  # tqdm options
 SPARE_BYTES = 2**30  # free space left over after the planned downloads
 
 
@@ -66,14 +66,10 @@ class Item:
     def partial(self) -> Path:
         return self.dest.with_name(self.dest.name + ".partial")
 
-
-def read_links(path: Path) -> list[str]:
-    """The URLs of a links file (one a line; blank lines and # comments skipped)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DownloadError(f"cannot read the links file {path}: {e.strerror or e}") from None
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    @property
+    def have(self) -> int:
+        """Bytes fetched so far (in the .partial)."""
+        return self.partial.stat().st_size if self.partial.exists() else 0
 
 
 def parse_link(url: str, out: Path) -> Item:
@@ -82,31 +78,25 @@ def parse_link(url: str, out: Path) -> Item:
     m = RELEASED_NAME.fullmatch(name)
     if m is None:
         raise DownloadError(f"{url}: not a released dataset name (<env>-<setting>-64px-5k|64px-eval|labeled-...)")
-    env = m["env"]
+    env, budget = m["env"], int(m["budget"]) if m["budget"] else None
     setting = "vanilla" if m["setting"] == "vanilla" else "distractors"
-    folder = out / "vanilla" if setting == "vanilla" else out
-    if m["budget"]:
-        what, budget, dest = "labeled", int(m["budget"]), folder / f"{env}-labeled-1000x{m['budget']}.hdf5"
-    elif m["full_or_eval"] == "eval":
-        what, budget, dest = "eval", None, folder / f"{env}-eval.hdf5"
-    else:
-        what, budget, dest = "full", None, folder / f"{env}.hdf5"
+    what = "labeled" if budget is not None else "eval" if m["full_or_eval"] == "eval" else "full"
+    suffix = {"labeled": f"-labeled-1000x{budget}", "eval": "-eval", "full": ""}[what]
+    dest = (out / "vanilla" if setting == "vanilla" else out) / f"{env}{suffix}.hdf5"
     return Item(url, env, setting, what, budget, dest)
 
 
 def select(items: list[Item], envs: list[str], settings: list[str], what: list[str], budgets: list[int] | None):
     """The items asked for; an env, a budget or a combination the release does not have is an error naming it."""
     known_envs = sorted({i.env for i in items})
-    if "all" in envs:
-        envs = known_envs
+    envs = known_envs if "all" in envs else envs
     unknown = [e for e in envs if e not in known_envs]
     if unknown:
         raise DownloadError(f"--env {' '.join(unknown)}: not in the release; choose from {known_envs} or all")
-    if budgets is not None:
-        known = sorted({i.budget for i in items if i.budget is not None})
-        bad = [b for b in budgets if b not in known]
-        if bad:
-            raise DownloadError(f"--budgets {' '.join(map(str, bad))}: the release's labeled sets hold {known}")
+    known = sorted({i.budget for i in items if i.budget is not None})
+    bad = [b for b in budgets or [] if b not in known]
+    if bad:
+        raise DownloadError(f"--budgets {' '.join(map(str, bad))}: the release's labeled sets hold {known}")
     wanted = [i for i in items if i.env in envs and i.setting in settings and i.what in what]
     chosen = [i for i in wanted if i.budget is None or budgets is None or i.budget in budgets]
     combinations = [(e, s, w) for e in envs for s in settings for w in what]
@@ -142,22 +132,16 @@ def announced_sizes(items: list[Item], timeout: float) -> None:
 def human(n: int | None) -> str:
     if n is None:
         return "?"
-    if n < 1024:
-        return f"{n} B"
-    exponent = min(4, (int(n).bit_length() - 1) // 10)
-    return f"{n / 1024**exponent:.1f} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[exponent]}"
+    exponent = min(4, max(0, (int(n).bit_length() - 1) // 10))
+    return f"{n} B" if exponent == 0 else f"{n / 1024**exponent:.1f} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[exponent]}"
 
 
 def check_free_space(items: list[Item]) -> None:
     """Refuses to start when the bytes still to fetch (sizes announced, less what the .partial files hold) do not
     fit on the disk of the output folder with SPARE_BYTES left over."""
     need: dict[Path, int] = {}
-    for item in items:
-        if item.size is None:
-            continue
-        have = item.partial.stat().st_size if item.partial.exists() else 0
-        root = item.dest.parent
-        need[root] = need.get(root, 0) + max(0, item.size - have)
+    for item in (i for i in items if i.size is not None):
+        need[item.dest.parent] = need.get(item.dest.parent, 0) + max(0, item.size - item.have)
     for root, n in need.items():
         free = shutil.disk_usage(root).free
         if n + SPARE_BYTES > free:
@@ -172,40 +156,33 @@ def check_dataset(path: Path, item: Item) -> None:
     try:
         attrs = read_root_attrs(str(path))
         with h5py.File(path, "r") as f:
-            keys = [k for k in f.keys() if k.isdigit()]
-            if not keys:
-                raise DatasetError(f"{path}: no trajectory groups ('0', '1', ...)")
-            for k in keys:
-                g = f[k]
-                missing = [name for name in ("obs", "actions", "states") if name not in g]
-                missing += ["attribute traj_return"] if "traj_return" not in g.attrs else []
-                if missing:
-                    raise DatasetError(f"{path}: trajectory '{k}' has no {', '.join(missing)}")
-    except (OSError, KeyError, RuntimeError) as e:
+            count = len(trajectory_names(f, str(path)))
+    except MissingKeyError:
+        raise
+    except (OSError, KeyError, RuntimeError) as e:  # h5py raises KeyError for a damaged object too
         raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
     env = f"{attrs['domain_name']}-{attrs['task_name']}"
     if env != item.env:
         raise DatasetError(f"{path}: its root attributes say {env}, the file name says {item.env}")
-    if item.budget is not None and len(keys) != item.budget:
-        raise DatasetError(f"{path}: {len(keys)} trajectories, a labeled-1000x{item.budget} set holds {item.budget}")
+    if item.budget is not None and count != item.budget:
+        raise DatasetError(f"{path}: {count} trajectories, a labeled-1000x{item.budget} set holds {item.budget}")
 
 
 def fetch(item: Item, timeout: float, retries: int) -> None:
     """Downloads item.url into item.partial, continuing what it holds (HTTP range requests); after a connection
     lost mid-way it continues up to `retries` times, then stops with the .partial kept for the next run."""
-    item.dest.parent.mkdir(parents=True, exist_ok=True)
     attempt = 0
     while True:
-        have = item.partial.stat().st_size if item.partial.exists() else 0
+        have = item.have
         if item.size is not None and have >= item.size:
-            if have > item.size:  # not a prefix of this file: start over
-                item.partial.unlink()
-                continue
-            return
+            if have == item.size:
+                return
+            item.partial.unlink()  # longer than the file, so not a prefix of it: start over
+            continue
         request = urllib.request.Request(item.url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as r:
-                if have and r.status != 206:  # the server sends the whole file: start over
+                if r.status != 206:  # the server sends the whole file: start over
                     have = 0
                 total = _total_size(r, have)
                 if item.size is None:
@@ -214,7 +191,11 @@ def fetch(item: Item, timeout: float, retries: int) -> None:
                     raise DownloadError(
                         f"{item.url}: the server now announces {total} bytes, before {item.size}; run again"
                     )
-                _stream(r, item, have)
+                bar = tqdm(desc=item.dest.name, total=item.size, initial=have, **BYTES_BAR)
+                with open(item.partial, "ab" if have else "wb") as f, bar:
+                    while chunk := r.read(CHUNK):
+                        f.write(chunk)
+                        bar.update(len(chunk))
             if item.size is None or item.partial.stat().st_size == item.size:
                 return
             raise ConnectionError("the connection closed before the end of the file")
@@ -227,7 +208,7 @@ def fetch(item: Item, timeout: float, retries: int) -> None:
             if isinstance(e, urllib.error.URLError) and not have and attempt == 0:
                 raise DownloadError(f"{item.url}: cannot be reached ({e.reason})") from None
             attempt += 1
-            got = item.partial.stat().st_size if item.partial.exists() else 0
+            got = item.have
             if attempt > retries:
                 raise DownloadError(
                     f"{item.url}: interrupted at {human(got)} of {human(item.size)} ({e}); {item.partial} is kept: "
@@ -248,23 +229,15 @@ def _total_size(r, have: int) -> int | None:
     return int(length) if length is not None else None
 
 
-def _stream(r, item: Item, have: int) -> None:
-    bar = dict(total=item.size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True)
-    with open(item.partial, "ab" if have else "wb") as f, tqdm(desc=item.dest.name, **bar) as bar:
-        while chunk := r.read(CHUNK):
-            f.write(chunk)
-            bar.update(len(chunk))
-
-
 def download(item: Item, timeout: float, retries: int) -> None:
     """Fetches one file (resuming its .partial), verifies it and renames it into place."""
     fetch(item, timeout, retries)
-    got = item.partial.stat().st_size
+    got = item.have
     if item.size is not None and got != item.size:
         raise DownloadError(f"{item.partial}: {got} bytes, the server announced {item.size}; run again to continue")
     try:
         check_dataset(item.partial, item)
-    except DatasetError as e:
+    except (DatasetError, MissingKeyError) as e:
         item.partial.unlink()
         raise DownloadError(f"{e}; the download was removed, run the same command to fetch it again") from None
     item.partial.replace(item.dest)
@@ -274,11 +247,11 @@ def download(item: Item, timeout: float, retries: int) -> None:
 def describe(item: Item) -> str:
     """One line of the plan: destination, released name, size (and what a .partial holds already)."""
     size = human(item.size) if item.size is not None else f"size unknown ({item.size_note})"
-    partial = f", {human(item.partial.stat().st_size)} in {item.partial.name}" if item.partial.exists() else ""
+    partial = f", {human(item.have)} in {item.partial.name}" if item.partial.exists() else ""
     return f"{item.dest}  <-  {item.url.rsplit('/', 1)[-1]}  {size}{partial}"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     envs = "cheetah-run walker-run hopper-hop humanoid-walk, or all"
     parser.add_argument("--env", nargs="+", required=True, help=envs)
@@ -290,15 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry_run", action="store_true", help="list names and sizes, fetch nothing")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds without an answer before giving up")
     parser.add_argument("--retries", type=int, default=5, help="times a lost connection is continued")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     settings = list(SETTINGS) if "both" in args.setting else args.setting
     out = Path(args.out)
     try:
-        items = [parse_link(url, out) for url in read_links(Path(args.links))]
+        try:
+            lines = [line.strip() for line in Path(args.links).read_text().splitlines()]
+        except OSError as e:
+            raise DownloadError(f"cannot read the links file {args.links}: {e.strerror or e}") from None
+        items = [parse_link(url, out) for url in lines if url and not url.startswith("#")]  # one URL a line
         items = select(items, args.env, settings, args.what, args.budgets)
         todo = [i for i in items if not i.dest.exists()]
         announced_sizes(todo, args.timeout)

@@ -9,16 +9,12 @@ decoder (or supervise LAOM). This script writes the mixture in the released layo
     python -m scripts.data.make_cross_embodied --target_env=cheetah-run --sources=a.hdf5,b.hdf5 --counts=3,2 \\
         --save_path=/tmp/mixed.hdf5
 
-`actions` and `states` are zero-padded on the last axis to the largest size of the sources; each group records
-`source_env`, `source_file`, `original_traj_idx` and its unpadded `act_dim` / `state_dim`. The root attributes name
-the TARGET environment (an evaluation built from the file builds it), `mixed` = True and the `sources` (JSON);
-`dataset_return` mixes environments (not a meaningful score). Frames must share img_hw. Trajectories are sampled
-without replacement (seeded), written source after source `chunk_size` steps at a time to a temporary file renamed
-at the end; an existing output is replaced only with --overwrite.
+The sources (checked as sample_labeled_data does) must share img_hw; `actions` and `states` are zero-padded to the
+largest size, each group records where it comes from and its unpadded sizes, and the root attributes name the TARGET
+environment (its evaluation is built from them); `dataset_return` mixes environments (not a meaningful score).
 """
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +23,11 @@ from typing import Optional
 import h5py
 import numpy as np
 import pyrallis
-from tqdm.auto import tqdm
 
-from scripts.sample_labeled_data import copy_dataset
+from scripts.sample_labeled_data import trajectory_names, write_trajectories
 from src.dcs.constants import PAPER_ENVS
-from src.errors import ConfigError, DatasetError, MissingKeyError, OutputExistsError, check_hdf5_file, cli
+from src.errors import ConfigError, DatasetError, OutputExistsError, check_hdf5_file, cli
 
-PADDED = ("actions", "states")  # datasets zero-padded to the largest size of the sources
 SHARED_ROOT_ATTRS = ("difficulty", "dynamic", "split")  # expected equal across sources (a warning otherwise)
 
 
@@ -50,24 +44,8 @@ class Config:
     overwrite: bool = False  # replace an existing save_path
 
 
-def _env_of(f: h5py.File, path: Path) -> str:
-    try:
-        return f"{_str(f.attrs['domain_name'])}-{_str(f.attrs['task_name'])}"
-    except KeyError:
-        raise MissingKeyError(
-            f"{path}: root attributes domain_name / task_name missing (it has {list(f.attrs)})"
-        ) from None
-
-
 def _str(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _trajectories(f: h5py.File, path: Path) -> list[str]:
-    names = sorted((k for k in f.keys() if k.isdigit()), key=int)
-    if not names:
-        raise DatasetError(f"{path}: no trajectory groups ('0', '1', ...); root keys are {list(f.keys())[:10]}")
-    return names
 
 
 def source_paths(cfg: Config) -> list[Path]:
@@ -97,73 +75,46 @@ def make_cross_embodied(cfg: Config) -> Path:
         raise OutputExistsError(f"--save_path={save_path} exists; pass --overwrite to replace it")
 
     files = [h5py.File(p, "r") for p in paths]
-    tmp_path = save_path.with_name(save_path.name + ".tmp")
     try:
         # Check everything before writing anything.
         rng = np.random.default_rng(cfg.seed)
-        plan, infos, hw = [], [], None  # plan: (file index, trajectory name), in output order
-        for i, (f, p, count) in enumerate(zip(files, paths, counts, strict=True)):
-            names = _trajectories(f, p)
+        picks, infos = [], []  # picks: (trajectory group, attributes to add), in output order
+        for f, p, count in zip(files, paths, counts, strict=True):
+            names = trajectory_names(f, str(p))
             if count > len(names):
                 raise DatasetError(
                     f"{p} holds {len(names)} trajectories, {count} requested (--counts/--num_per_source)"
                 )
-            first = f[names[0]]
-            for key in ("obs", *PADDED):
-                if key not in first:
-                    raise MissingKeyError(
-                        f"{p}: group '{names[0]}' has no '{key}' dataset (it has {list(first.keys())})"
-                    )
-            img_hw = int(f.attrs["img_hw"]) if "img_hw" in f.attrs else int(first["obs"].shape[1])
-            if hw is None:
-                hw = (img_hw, paths[0])
-            elif img_hw != hw[0]:
-                raise DatasetError(
-                    f"img_hw differs: {hw[1]} has {hw[0]} px frames, {p} has {img_hw} px; resample first"
-                )
+            first, img_hw, hw = f[names[0]], int(f.attrs["img_hw"]), int(files[0].attrs["img_hw"])
+            if img_hw != hw:
+                raise DatasetError(f"img_hw differs: {paths[0]} has {hw} px frames, {p} {img_hw} px; resample first")
             for key in SHARED_ROOT_ATTRS:
                 if key in f.attrs and key in files[0].attrs and _str(f.attrs[key]) != _str(files[0].attrs[key]):
                     warnings.warn(
                         f"{key} differs: {paths[0]} {files[0].attrs[key]!r}, {p} {f.attrs[key]!r}", stacklevel=2
                     )
-            chosen = np.sort(rng.choice(len(names), size=count, replace=False))
-            plan += [(i, names[j]) for j in chosen]
             dims_of = {"act_dim": int(first["actions"].shape[-1]), "state_dim": int(first["states"].shape[-1])}
-            infos.append({"file": p.name, "env": _env_of(f, p), "trajectories": count, **dims_of})
-        dims = {"actions": max(x["act_dim"] for x in infos), "states": max(x["state_dim"] for x in infos)}
-
-        save_path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(tmp_path, "w") as dst:
-            returns = []
-            for new_idx, (i, name) in enumerate(tqdm(plan, desc=f"mixing -> {save_path.name}", unit="traj")):
-                src, info = files[i][name], infos[i]
-                g = dst.create_group(str(new_idx))
-                for key, item in src.items():
-                    if not isinstance(item, h5py.Dataset):
-                        continue
-                    if item.ndim and item.shape[0] != src["obs"].shape[0] or (key == "obs" and item.shape[1] != hw[0]):
-                        raise DatasetError(f"{paths[i]}: group '{name}' dataset '{key}' has shape {item.shape}")
-                    copy_dataset(item, g, key, cfg.chunk_size, dims[key] if key in PADDED else None)
-                g.attrs.update(src.attrs)
-                g.attrs.update(dict(source_env=info["env"], source_file=info["file"], original_traj_idx=int(name)))
-                g.attrs.update(dict(act_dim=int(src["actions"].shape[-1]), state_dim=int(src["states"].shape[-1])))
-                returns.append(float(src.attrs.get("traj_return", np.nan)))
-            domain, task = cfg.target_env.split("-", 1)
-            for key in SHARED_ROOT_ATTRS:
-                if key in files[0].attrs:
-                    dst.attrs[key] = files[0].attrs[key]
-            dst.attrs.update(dict(domain_name=domain, task_name=task, img_hw=hw[0], sources=json.dumps(infos)))
-            dst.attrs.update(dict(mixed=True, act_dim_max=dims["actions"], state_dim_max=dims["states"]))
-            dst.attrs["sample_seed"] = cfg.seed
-            dst.attrs["dataset_return"] = float(np.nanmean(returns))
-        os.replace(tmp_path, save_path)
+            env = f"{_str(f.attrs['domain_name'])}-{_str(f.attrs['task_name'])}"
+            infos.append({"file": p.name, "env": env, "trajectories": count, **dims_of})
+            for name in (names[j] for j in np.sort(rng.choice(len(names), size=count, replace=False))):
+                g = f[name]
+                for key, item in g.items():
+                    steps = isinstance(item, h5py.Dataset) and item.ndim and item.shape[0] != g["obs"].shape[0]
+                    if steps or (key == "obs" and item.shape[1] != hw):
+                        raise DatasetError(f"{p}: group '{name}' dataset '{key}' has shape {item.shape}")
+                dims = {"act_dim": int(g["actions"].shape[-1]), "state_dim": int(g["states"].shape[-1])}
+                picks.append((g, dict(source_env=env, source_file=p.name, original_traj_idx=int(name), **dims)))
+        widths = {"actions": max(x["act_dim"] for x in infos), "states": max(x["state_dim"] for x in infos)}
+        domain, task = cfg.target_env.split("-", 1)
+        root = {key: files[0].attrs[key] for key in SHARED_ROOT_ATTRS if key in files[0].attrs}
+        root.update(domain_name=domain, task_name=task, img_hw=hw, sources=json.dumps(infos), mixed=True)
+        root.update(act_dim_max=widths["actions"], state_dim_max=widths["states"], sample_seed=cfg.seed)
+        write_trajectories(save_path, picks, root, cfg.chunk_size, widths, subgroups=False)
     finally:
         for f in files:
             f.close()
-        if tmp_path.exists():
-            tmp_path.unlink()
     print(
-        f"Saved {save_path}: {len(plan)} trajectories, " + ", ".join(f"{x['trajectories']} {x['env']}" for x in infos)
+        f"Saved {save_path}: {len(picks)} trajectories, " + ", ".join(f"{x['trajectories']} {x['env']}" for x in infos)
     )
     return save_path
 

@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # The labeled subsets of every budget and the novel-distractor evaluation set of one environment, named as the
-# sweeps expect (scripts/sweeps/common.sh):
-#   $DATA_DIR/<env>-labeled-1000x<N>.hdf5  N whole trajectories sampled from $DATA_DIR/<env>.hdf5 (scripts/sample_labeled_data.py)
-#   $DATA_DIR/<env>-eval.hdf5              $EVAL_TRAJECTORIES trajectories of the expert recorded with the validation
-#                                          (novel) background videos (scripts/data_collection/collect_data.py)
-#
+# sweeps read them (scripts/sweeps/common.sh): $DATA_DIR/<env>-labeled-1000x<N>.hdf5, N whole trajectories sampled
+# from $DATA_DIR/<env>.hdf5 (scripts/sample_labeled_data.py), and $DATA_DIR/<env>-eval.hdf5, EVAL_TRAJECTORIES
+# trajectories of the expert with the validation (novel) background videos (scripts/data_collection/collect_data.py).
 #   bash scripts/data/make_labeled_sets.sh ENV [EXPERT_CHECKPOINT]
 #   DCS_BACKGROUNDS=DAVIS/JPEGImages/480p bash scripts/data/make_labeled_sets.sh walker-run <experts>/walker-run-expert
 #
@@ -14,10 +12,10 @@
 #   DATA_DIR [data]  BUDGETS [2 4 8 16 32 64 128]  SAMPLE_SEED [0]: seed of the sampling (the same for every budget)
 #   DCS_BACKGROUNDS: DAVIS folder <root>/<video>/<frame>.jpg, or "builtin" (required for the evaluation set)
 #   EVAL_TRAJECTORIES [50]  EVAL_SEED [100]: base episode seed of the evaluation set (the training set's differs)
-#   CHUNK_SIZE [1000]  NUM_WORKERS [1]: collection processes  PYTHON [python]
+#   EPISODE_STEPS [collect_data.py's]  CHUNK_SIZE [1000]  NUM_WORKERS [1]: collection processes  PYTHON [python]
 set -euo pipefail
 if [[ $# -lt 1 || $# -gt 2 ]]; then
-    sed -n '2,19p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
 fi
 env=$1
@@ -48,11 +46,11 @@ for n in $BUDGETS; do
 done
 
 if [[ -z "$expert" ]]; then
-    echo "no expert checkpoint given: $DATA_DIR/$env-eval.hdf5 (novel distractors) not made"
+    [[ -f "$DATA_DIR/$env-eval.hdf5" ]] || echo "no expert checkpoint given: $DATA_DIR/$env-eval.hdf5 not made"
     exit 0
 fi
 if [[ -z "${DCS_BACKGROUNDS:-}" ]]; then
-    echo "error: set DCS_BACKGROUNDS to the DAVIS folder (DAVIS/JPEGImages/480p) or 'builtin' for the evaluation set" >&2
+    echo "error: set DCS_BACKGROUNDS to the DAVIS folder (DAVIS/JPEGImages/480p) or 'builtin' (evaluation set)" >&2
     exit 2
 fi
 # The training datasets use difficulty scale_easy_video_hard (paper, Section 3); the validation videos are novel.
@@ -60,4 +58,5 @@ fi
 $PYTHON -m scripts.data_collection.collect_data --checkpoint_path="$expert" --domain_name="${env%%-*}" \
     --task_name="${env#*-}" --dcs_backgrounds_path="$DCS_BACKGROUNDS" --save_path="$DATA_DIR/$env-eval.hdf5" \
     --num_trajectories="$EVAL_TRAJECTORIES" --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=val \
-    --dcs_img_hw=64 --seed="$EVAL_SEED" --num_workers="$NUM_WORKERS"
+    --dcs_img_hw=64 --seed="$EVAL_SEED" --num_workers="$NUM_WORKERS" \
+    ${EPISODE_STEPS:+"--max_episode_steps=$EPISODE_STEPS"}

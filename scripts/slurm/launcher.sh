@@ -25,17 +25,17 @@ done
 [[ "$SLURM_CPUS_PER_RUN" -ge 1 ]] || _slurm_refuse "SLURM_CPUS_PER_RUN=$SLURM_CPUS_PER_RUN; expected 1 or more"
 
 _slurm_seconds() {  # a SLURM time (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) in seconds; fails on anything else
-    local t=$1 d=0 a b c
-    if [[ "$t" =~ ^([0-9]+)-(.*)$ ]]; then
-        d=${BASH_REMATCH[1]} t=${BASH_REMATCH[2]}
-        [[ "$t" =~ ^[0-9]+$ ]] && t="$t:0:0"
-        [[ "$t" =~ ^[0-9]+:[0-9]+$ ]] && t="$t:0"
+    local d=0 h=0 m=0 s=0 n='([0-9]+)'
+    if [[ $1 =~ ^$n-$n(:$n)?(:$n)?$ ]]; then
+        d=${BASH_REMATCH[1]} h=${BASH_REMATCH[2]} m=${BASH_REMATCH[4]:-0} s=${BASH_REMATCH[6]:-0}
+    elif [[ $1 =~ ^$n:$n:$n$ ]]; then
+        h=${BASH_REMATCH[1]} m=${BASH_REMATCH[2]} s=${BASH_REMATCH[3]}
+    elif [[ $1 =~ ^$n(:$n)?$ ]]; then
+        m=${BASH_REMATCH[1]} s=${BASH_REMATCH[3]:-0}
+    else
+        return 1
     fi
-    IFS=: read -r a b c <<<"$t"
-    [[ "$t" =~ ^[0-9]+(:[0-9]+){0,2}$ ]] || return 1
-    if [[ -n "$c" ]]; then echo $(((d * 24 + 10#$a) * 3600 + 10#$b * 60 + 10#$c))
-    elif [[ -n "$b" ]]; then echo $((d * 86400 + 10#$a * 60 + 10#$b))
-    else echo $((d * 86400 + 10#$a * 60)); fi
+    echo $((((10#$d * 24 + 10#$h) * 60 + 10#$m) * 60 + 10#$s))
 }
 _time=$(_slurm_seconds "$SLURM_TIME") || _slurm_refuse "SLURM_TIME=$SLURM_TIME; expected minutes, H:M:S or D-H:M:S"
 # SLURM may send the warning up to 60 s early: a job that gets it at once would requeue itself forever.
@@ -46,21 +46,12 @@ if [[ "$DRY_RUN" != 1 ]] && ! command -v sbatch >/dev/null; then
 fi
 declare -A _SLURM_JOB_OF=()  # run directory -> its job id
 
-_slurm_active() {  # job id: whether the job is still queued, running or being requeued
-    [[ -n "$(squeue -h -j "$1" -o %i 2>/dev/null)" ]]
-}
-
 _slurm_submit_one() {  # line of the job list
-    local dir requires cmd
+    local dir requires cmd old after="" id
     IFS=$'\t' read -r dir requires cmd <<<"$1"
-    if [[ -f "$dir/results.json" ]]; then
-        echo "[skip]   $dir (results.json exists)"
-        echo "$dir" >>"$_SWEEP_TMP/skipped"
-        return 0
-    fi
-    local old
+    _skip_done "$dir" && return 0
     old=$(cat "$dir/slurm.jobid" 2>/dev/null || true)
-    if [[ -n "$old" && "$DRY_RUN" != 1 ]] && _slurm_active "$old"; then
+    if [[ -n "$old" && "$DRY_RUN" != 1 && -n "$(squeue -h -j "$old" -o %i 2>/dev/null)" ]]; then  # queued or running
         echo "[queued] $dir: job $old (submitted earlier, still queued or running)"
         _SLURM_JOB_OF[$dir]=$old
         echo "$dir" >>"$_SWEEP_TMP/submitted"
@@ -72,14 +63,11 @@ _slurm_submit_one() {  # line of the job list
     [[ -n "${SLURM_ACCOUNT:-}" ]] && args+=(--account="$SLURM_ACCOUNT")
     [[ -n "${SLURM_MEM:-}" ]] && args+=(--mem="$SLURM_MEM")
     [[ "$SLURM_GPUS_PER_RUN" -gt 0 ]] && args+=(--gres="gpu:${SLURM_GPU_TYPE:+$SLURM_GPU_TYPE:}$SLURM_GPUS_PER_RUN")
-    local after=""
     if [[ "$requires" != - && ! -f "$requires" ]]; then
-        local base
-        base=$(dirname "$requires")
-        after=${_SLURM_JOB_OF[$base]:-}
+        after=${_SLURM_JOB_OF[$(dirname "$requires")]:-}
         if [[ -z "$after" ]]; then
-            echo "[FAILED] $dir: needs $requires, which its base run did not produce (and no job of it is queued)"
-            printf '%s\t%s\n' "$dir" "missing $requires" >>"$_SWEEP_TMP/failed"
+            _failed "$dir" "missing $requires" \
+                "$dir: needs $requires, which its base run did not produce (and no job of it is queued)"
             return 0
         fi
         args+=(--dependency="afterok:$after" --kill-on-invalid-dep=yes)
@@ -92,10 +80,9 @@ _slurm_submit_one() {  # line of the job list
         return 0
     fi
     mkdir -p "$dir"
-    local id
     if ! id=$(sbatch "${args[@]}" "$_SLURM_JOB_SCRIPT" "$dir" "$requires" "$cmd" 2>"$_SWEEP_TMP/sbatch.err"); then
-        echo "[FAILED] $dir: sbatch refused the job: $(cat "$_SWEEP_TMP/sbatch.err")"
-        printf '%s\t%s\n' "$dir" "sbatch: $(head -n 1 "$_SWEEP_TMP/sbatch.err")" >>"$_SWEEP_TMP/failed"
+        _failed "$dir" "sbatch: $(head -n 1 "$_SWEEP_TMP/sbatch.err")" \
+            "$dir: sbatch refused the job: $(cat "$_SWEEP_TMP/sbatch.err")"
         return 0
     fi
     id=${id%%;*}  # --parsable: "id" or "id;cluster"
@@ -112,63 +99,47 @@ _slurm_job_state() {  # job id: "STATE, exit CODE" while SLURM remembers the job
 }
 
 # Submits every job added with add_job; with SLURM_WAIT=1 waits and reports; exits non-zero if any run failed.
-slurm_sweep() {  # label total
-    local label=$1 total=$2 phase line start=$SECONDS
-    echo "== $label: $total runs, submitted to SLURM (partition $SLURM_PARTITION), runs under $RUNS_DIR"
+slurm_sweep() {  # label
+    local label=$1 line start=$SECONDS
+    echo "== $label: $(queued_jobs | wc -l) runs, submitted to SLURM (partition $SLURM_PARTITION), runs under $RUNS_DIR"
     touch "$_SWEEP_TMP/submitted"
-    for phase in 1 2; do
-        [[ -f "$_SWEEP_TMP/phase$phase" ]] || continue
-        while IFS= read -r line; do
-            _slurm_submit_one "$line"
-        done <"$_SWEEP_TMP/phase$phase"
-    done
+    while IFS= read -r line; do
+        _slurm_submit_one "$line"
+    done < <(cat "$_SWEEP_TMP"/phase[0-9] 2>/dev/null)
     [[ "$DRY_RUN" == 1 ]] && return 0
-    local dirs=() ids=() dir
+    local dirs=() ids=() dir i joined active last=""
     mapfile -t dirs <"$_SWEEP_TMP/submitted"
     for dir in "${dirs[@]}"; do ids+=("${_SLURM_JOB_OF[$dir]}"); done
-    local joined nfail
     joined=$(IFS=,; echo "${ids[*]}")
     if [[ ${#ids[@]} -gt 0 && "$SLURM_WAIT" != 1 ]]; then
         echo "== $label: jobs ${joined//,/ } submitted; watch them: squeue -j $joined (logs: <run dir>/slurm-<job>.log)."
         echo "   When they have ended, run the same sweep again: it skips the finished runs and resubmits (and resumes)"
         echo "   the others."
-    fi
-    if [[ ${#ids[@]} -gt 0 && "$SLURM_WAIT" == 1 ]]; then
+    elif [[ ${#ids[@]} -gt 0 ]]; then
         echo "== $label: waiting for jobs ${joined//,/ } (squeue -j $joined)"
-        local active last=""
         while :; do
             if ! active=$(squeue -h -j "$joined" -o "%i %T" 2>&1); then
                 # Every job has left SLURM's memory ("Invalid job id"), or the controller did not answer: try again.
                 [[ "$active" == *"Invalid job id"* ]] && break
-                sleep "$SLURM_POLL"
-                continue
-            fi
-            [[ -z "$active" ]] && break
-            if [[ "$active" != "$last" ]]; then
+            elif [[ -z "$active" ]]; then
+                break
+            elif [[ "$active" != "$last" ]]; then
                 echo "   $(date '+%T') $(tr '\n' ' ' <<<"$active")"
                 last=$active
             fi
             sleep "$SLURM_POLL"
         done
-        local i
         for i in "${!dirs[@]}"; do
             dir=${dirs[$i]}
             if [[ -f "$dir/results.json" ]]; then
                 echo "[done]   $dir (job ${ids[$i]})"
                 printf '%s\t%s\n' "$dir" "${ids[$i]}" >>"$_SWEEP_TMP/done"
             else
-                echo "[FAILED] $dir: job ${ids[$i]} ended ($(_slurm_job_state "${ids[$i]}")) without results.json;" \
-                    "log: $dir/slurm-${ids[$i]}.log"
-                printf '%s\t%s\n' "$dir" "$dir/slurm-${ids[$i]}.log" >>"$_SWEEP_TMP/failed"
+                _failed "$dir" "$dir/slurm-${ids[$i]}.log" "$dir: job ${ids[$i]} ended" \
+                    "($(_slurm_job_state "${ids[$i]}")) without results.json; log: $dir/slurm-${ids[$i]}.log"
             fi
         done
-        echo "== $label: $(wc -l <"$_SWEEP_TMP/done") finished, $(wc -l <"$_SWEEP_TMP/skipped") skipped (already" \
-            "done), $(wc -l <"$_SWEEP_TMP/failed") failed, $((SECONDS - start)) s"
+        _summary "$label" "$start"
     fi
-    nfail=$(wc -l <"$_SWEEP_TMP/failed")
-    if [[ "$nfail" -gt 0 ]]; then
-        echo "Failed runs (run directory, log or reason):" >&2
-        sed 's/^/  /' "$_SWEEP_TMP/failed" >&2
-        return 1
-    fi
+    _list_failed
 }

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # One run of a sweep as a SLURM batch job; scripts/sweeps/common.sh submits it with LAUNCHER=slurm:
 #   sbatch --requeue --signal=B:USR1@<seconds> ... scripts/slurm/run_job.sh RUN_DIR REQUIRES COMMAND
-# RUN_DIR: the run directory; REQUIRES: a file the run reuses (its base run's checkpoint), or "-"; COMMAND: the
-# training command, shell-quoted. Signals reach the run (src/stage.py: it checkpoints after the update in progress and
-# exits with 75; the same command resumes): USR1 (SLURM's warning before the time limit, or scancel --signal=USR1
-# --batch) is forwarded, then this script requeues the job, which resumes the run; TERM (time limit, preemption,
-# scancel) checkpoints and ends the job. A lost node: SLURM requeues the job (--requeue) or marks it NODE_FAIL; the
-# run resumes from its last periodic checkpoint when it starts again or the sweep is submitted again.
+# REQUIRES: a file the run reuses (its base run's checkpoint), or "-"; COMMAND: shell-quoted. Signals reach the run
+# (src/stage.py: it checkpoints after the update in progress and exits with 75; the same command resumes): USR1
+# (SLURM's warning before the time limit, or scancel --signal=USR1 --batch) is forwarded, then the job requeued, which
+# resumes the run; TERM (time limit, preemption, scancel) checkpoints and ends the job. A lost node: SLURM requeues
+# the job or marks it NODE_FAIL; the run resumes from its last periodic checkpoint when it starts again.
 set -uo pipefail
 PREEMPTED_EXIT_CODE=75  # src/stage.py PREEMPTED_EXIT_CODE
 if [[ $# -ne 3 ]]; then
@@ -17,18 +16,19 @@ dir=$1 requires=$2 cmd=$3
 # Threads of the run: the cores of the job, not of the node (unless the sweep's environment sets them).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
 job=${SLURM_JOB_ID:-none}
-echo "# $(date '+%F %T') job $job (start $((${SLURM_RESTART_COUNT:-0} + 1))) on $(hostname): $cmd"
+say() { echo "# $(date '+%F %T') job $job$*"; }  # a line of the job's log
+say " (start $((${SLURM_RESTART_COUNT:-0} + 1))) on $(hostname): $cmd"
 if [[ "$requires" != - && ! -f "$requires" ]]; then
     echo "error: $dir needs $requires, which its base run did not produce" >&2
     exit 2
 fi
 
-got=""  # the signal this script received
-pid=""
+got="" pid=""  # the signal this script received, the run's process
 # shellcheck disable=SC2317  # called by the traps below
 forward() {
     got=$1
-    printf "\n# %s job %s got SIG%s: the run checkpoints after its current update\n" "$(date "+%F %T")" "$job" "$1"
+    printf "\n"
+    say " got SIG$1: the run checkpoints after its current update"
     [[ -n "$pid" ]] && kill -s "$1" -- "-$pid" 2>/dev/null
 }
 trap 'forward USR1' USR1
@@ -49,27 +49,23 @@ for _ in $(seq 60); do
     kill -0 -- "-$pid" 2>/dev/null || break
     sleep 1
 done
-
-if [[ $status == 0 ]]; then
-    echo "# $(date '+%F %T') job $job: the run finished"
-    exit 0
-fi
+[[ $status == 0 ]] && say ": the run finished" && exit 0
 if [[ "$got" == USR1 && ($status == "$PREEMPTED_EXIT_CODE" || $status -gt 128) ]]; then
     # Stopped on the warning: checkpointed (exit 75), or killed by the signal outside a stage's update loop (it
     # resumes from the last checkpoint of the stage, or skips the stages it finished).
     # SLURM ends this incarnation of the job (SIGTERM) as it requeues it: the line comes first.
-    echo "# $(date '+%F %T') job $job: requeueing (exit $status); it starts again and resumes the run"
+    say ": requeueing (exit $status); it starts again and resumes the run"
     scontrol requeue "$job" && exit 0
     echo "error: job $job stopped on SIGUSR1 (exit $status) but could not be requeued; submit the sweep again to" \
         "resume $dir" >&2
     exit "$PREEMPTED_EXIT_CODE"
 fi
 if [[ $status == "$PREEMPTED_EXIT_CODE" ]]; then
-    echo "# $(date '+%F %T') job $job: the run checkpointed on SIG${got:-TERM} and stopped; submit the sweep again" \
-        "(or requeue the job) to resume $dir" >&2
+    say ": the run checkpointed on SIG${got:-TERM} and stopped; submit the sweep again (or requeue the job) to" \
+        "resume $dir" >&2
 elif [[ -n "$got" ]]; then
-    echo "# $(date '+%F %T') job $job: the run was stopped by SIG$got (exit $status) outside a stage's update loop;" \
-        "when the job is requeued or the sweep submitted again it resumes $dir from its last checkpoint" >&2
+    say ": the run was stopped by SIG$got (exit $status) outside a stage's update loop; when the job is requeued or" \
+        "the sweep submitted again it resumes $dir from its last checkpoint" >&2
 else
     echo "error: job $job: the run failed (exit $status); see above. Submitting the sweep again resumes $dir from" \
         "its last checkpoint" >&2

@@ -22,9 +22,7 @@ if [[ -f "$CONF" ]] && ! grep -qF "$MARK" "$CONF"; then
     cannot "$CONF exists and was not written by this script; not touching a real cluster's configuration"
 fi
 
-# Packages.
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null ||
-    ! command -v sbatch >/dev/null; then
+if [[ $(command -v slurmctld slurmd munged sbatch | wc -l) -lt 4 ]]; then  # a package missing
     command -v apt-get >/dev/null || cannot "slurmctld/slurmd/munged missing and no apt-get to install them"
     echo "setup_local_slurm: installing slurm-wlm and munge (apt-get)"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -32,6 +30,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
 fi
 
 # munge: the key (the package makes one; made here if not), the daemon.
+munge_ok() { munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; }
 mkdir -p /etc/munge /run/munge /var/lib/munge /var/log/munge
 if [[ ! -s /etc/munge/munge.key ]]; then
     dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
@@ -39,10 +38,10 @@ fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
 chmod 0700 /etc/munge
 chmod 0400 /etc/munge/munge.key
-if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
+if ! munge_ok; then
     runuser -u munge -- munged || fail "munged did not start (see /var/log/munge/munged.log)"
-    for _ in $(seq 50); do munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
-    munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 || fail "munge does not answer"
+    for _ in $(seq 50); do munge_ok && break; sleep 0.1; done
+    munge_ok || fail "munge does not answer"
 fi
 
 # slurm.conf: rewritten only when what it would say changes (a rewrite needs the daemons restarted).
@@ -85,31 +84,22 @@ PartitionName=$PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 )
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
-restart=0
-if [[ ! -f "$CONF" ]] || [[ "$(cat "$CONF")" != "$new" ]]; then
-    echo "$new" >"$CONF"
-    restart=1
-fi
 
 running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 stop() {  # pidfile: ends that daemon (a changed configuration)
-    if running "$1"; then
-        local pid
-        pid=$(cat "$1")
-        kill "$pid"
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    fi
+    running "$1" || return 0
+    local pid
+    pid=$(cat "$1")
+    kill "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 }
-if [[ $restart == 1 ]]; then
+if [[ ! -f "$CONF" ]] || [[ "$(cat "$CONF")" != "$new" ]]; then
+    echo "$new" >"$CONF"
     stop /run/slurmd.pid
     stop /run/slurmctld.pid
 fi
-if ! running /run/slurmctld.pid; then
-    slurmctld || fail "slurmctld did not start"
-fi
-if ! running /run/slurmd.pid; then
-    slurmd -N localhost || fail "slurmd did not start"
-fi
+running /run/slurmctld.pid || slurmctld || fail "slurmctld did not start"
+running /run/slurmd.pid || slurmd -N localhost || fail "slurmd did not start"
 
 # Up when the node is idle (or already running jobs) in the partition.
 for _ in $(seq 120); do

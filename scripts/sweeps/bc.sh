@@ -9,10 +9,8 @@ for env in $ENVS; do
         labeled=$(labeled_data "$env" "$budget")
         need_data "$labeled"
         for seed in $SEEDS; do
-            # shellcheck disable=SC2086  # PYTHON may hold several words
-            add_job 1 "$(run_dir bc "$env" "$budget" "$seed")" "" $PYTHON -m train_bc --config_path="$CONFIG" \
-                --seed="$seed" --bc.data_path="$labeled" \
-                ${DCS_BACKGROUNDS:+"--bc.dcs_backgrounds_path=$DCS_BACKGROUNDS"}
+            add_job 1 "$(run_dir bc "$env" "$budget" "$seed")" "" train_bc --config_path="$CONFIG" --seed="$seed" \
+                --bc.data_path="$labeled" ${DCS_BACKGROUNDS:+"--bc.dcs_backgrounds_path=$DCS_BACKGROUNDS"}
         done
     done
 done

@@ -9,8 +9,7 @@ for env in $ENVS; do
     full=$(full_data "$env")
     need_data "$full"
     for seed in $SEEDS; do
-        # shellcheck disable=SC2086  # PYTHON may hold several words
-        add_job 1 "$RUNS_DIR/bc_full/$env/full/seed$seed" "" $PYTHON -m train_bc --config_path="$CONFIG" \
+        add_job 1 "$RUNS_DIR/bc_full/$env/full/seed$seed" "" train_bc --config_path="$CONFIG" \
             --seed="$seed" --bc.data_path="$full" ${DCS_BACKGROUNDS:+"--bc.dcs_backgrounds_path=$DCS_BACKGROUNDS"}
     done
 done

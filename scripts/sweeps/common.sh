@@ -1,39 +1,14 @@
 # Shared machinery of the sweep scripts (sourced, not run): settings from environment variables, the data and run
-# naming, the job list; the jobs run through scripts/jobs.sh (one log per run, skip when results.json exists,
-# failures reported at the end) or, with LAUNCHER=slurm, as SLURM batch jobs.
+# naming, the job list. The jobs run here through scripts/jobs.sh (its settings: PARALLEL, GPUS, JOB_THREADS,
+# DRY_RUN=1, PYTHON) or, with LAUNCHER=slurm, as SLURM batch jobs (scripts/slurm/launcher.sh; its settings:
+# docs/DISTRIBUTED.md, "Running on a SLURM cluster").
 #
-# Settings (environment variables; defaults in brackets):
-#   ENVS        environments                      [cheetah-run walker-run hopper-hop humanoid-walk]
-#   BUDGETS     labeled trajectories per budget   [2 4 8 16 32 64 128]
-#   SEEDS       seeds                             [0 1 2]
-#   DATA_DIR    datasets                          [data]
-#   RUNS_DIR    run directories                   [runs]
-#   CONFIG_DIR  folder of the method configs      [configs]  (configs/example: the tiny example configs)
-#   CONFIG      YAML config of the method (wins over CONFIG_DIR)  [$CONFIG_DIR/<lapo|laom|laom-labels|idm|bc|bc-full>.yaml]
-#   PARALLEL    runs at once                      [number of GPUS, else 1]
-#   GPUS        GPU ids, e.g. "0 1 2 3": run i gets CUDA_VISIBLE_DEVICES of its worker, round robin  [none]
-#   JOB_THREADS OMP_NUM_THREADS of each local run  [OMP_NUM_THREADS; on CPU with PARALLEL > 1: cores / PARALLEL]
-#   EXTRA_ARGS  appended to every command (word-split; they win over the sweep's own arguments),
-#               e.g. "--wandb_mode=online --device=cuda"  []
-#   DCS_BACKGROUNDS  DAVIS folder (or "builtin") of the evaluation environments   [as recorded in the dataset]
-#   PYTHON      interpreter                       [python]
-#   RUN_NAME_PREFIX  prefix of the run names (wandb); a run is named <method>-<env>-budget<N>-seed<S>  []
-#   DRY_RUN=1   print the commands (and which runs would be skipped), run nothing
-#   LAUNCHER    where the runs run: "local" (here, PARALLEL at once) or "slurm" (one SLURM batch job each)  [local]
-#
-# With LAUNCHER=slurm (docs/DISTRIBUTED.md, "Running on a SLURM cluster"), each run not finished yet becomes one job of
-# scripts/slurm/run_job.sh; a run that reuses its base run's checkpoints waits for that run's job (afterok). The sweep
-# prints the job ids and exits, or with SLURM_WAIT=1 waits for them and reports like the local launcher. Settings:
-#   SLURM_PARTITION     partition (required)                                     []
-#   SLURM_TIME          time limit of each job, e.g. 24:00:00 or 2-00:00:00 (required)  []
-#   SLURM_ACCOUNT       account to charge                                        [the cluster's default]
-#   SLURM_GPUS_PER_RUN  GPUs per job (--gres=gpu:N); 0 for a CPU-only cluster    [1]
-#   SLURM_GPU_TYPE      GPU type of the gres, e.g. h100 (--gres=gpu:h100:N)      [any]
-#   SLURM_CPUS_PER_RUN  CPU cores per job (--cpus-per-task)                      [8]
-#   SLURM_MEM           memory per job, e.g. 64G (--mem)                         [the cluster's default]
-#   SLURM_SIGNAL_LEAD   seconds before the time limit at which SIGUSR1 makes the run checkpoint and requeue  [300]
-#   SLURM_EXTRA_ARGS    more sbatch arguments (word-split), e.g. "--qos=high --constraint=a100"  []
-#   SLURM_WAIT=1        wait for the jobs and report (failures: exit 1); SLURM_POLL seconds between checks  [0, 30]
+# Settings (environment variables, defaults below; docs/REPRODUCING.md): ENVS, BUDGETS, SEEDS, DATA_DIR, RUNS_DIR,
+# CONFIG_DIR (configs/example: the tiny example configs) or CONFIG (the method's YAML config, over CONFIG_DIR);
+# EXTRA_ARGS, appended to every command (word-split; they win over the sweep's own arguments, e.g.
+# "--wandb_mode=online --device=cuda"); DCS_BACKGROUNDS, the DAVIS folder (or "builtin") of the evaluation
+# environments [as recorded in the dataset]; RUN_NAME_PREFIX of the run names <method>-<env>-budget<N>-seed<S>
+# (wandb); LAUNCHER: "local" (here, PARALLEL at once) or "slurm" (one SLURM batch job each).
 #
 # Data naming convention (scripts/data/make_labeled_sets.sh writes it):
 #   $DATA_DIR/<env>.hdf5                   the full dataset (5000 trajectories, "unlabeled")
@@ -78,23 +53,20 @@ lam_data() {
     if [[ "${CROSS_EMBODIED:-0}" == 1 ]]; then echo "$DATA_DIR/$1-mixed.hdf5"; else full_data "$1"; fi
 }
 labeled_data() { echo "$DATA_DIR/$1-labeled-1000x$2.hdf5"; }
-eval_data() { echo "$DATA_DIR/$1-eval.hdf5"; }
 run_dir() { echo "$RUNS_DIR/$1/$2/budget$3/seed$4"; }  # method env budget seed
 
-# Records a dataset the sweep needs; a missing one stops the sweep before anything runs (DRY_RUN only warns).
-need_data() {
+need_data() {  # datasets the sweep needs: a missing one stops the sweep before anything runs (DRY_RUN only warns)
     local path
     for path in "$@"; do
         [[ -f "$path" ]] || _MISSING_DATA+=("$path")
     done
 }
 
-# The evaluation set of an environment if it exists (the novel-distractor metrics need it), else a warning and "".
+# The evaluation set of an environment if it exists (the novel-distractor metrics need it), else a warning and "";
+# "" with CROSS_EMBODIED=1 (the scripts require the evaluation set to have the action size of the LAM's data).
 eval_data_if_exists() {
-    local path
-    # The scripts require the evaluation set to have the LAM data's action size, which a mixture does not have.
+    local path="$DATA_DIR/$1-eval.hdf5"
     [[ "${CROSS_EMBODIED:-0}" == 1 ]] && return 0
-    path=$(eval_data "$1")
     if [[ -f "$path" ]]; then
         echo "$path"
     else
@@ -107,16 +79,14 @@ run_name() {  # run_dir: <prefix><method>-<env>-budget<N>-seed<S> (wandb, SLURM 
     echo "${RUN_NAME_PREFIX:-}${name//\//-}"
 }
 
-# add_job PHASE RUN_DIR REQUIRES COMMAND...
-#   Phase 1 runs before phase 2 (phase-2 runs reuse stage checkpoints of phase-1 runs). REQUIRES: a file that must
-#   exist before the run starts (a checkpoint it reuses), or "" for none. The run directory, seed and name are
-#   appended to the command.
+# add_job PHASE RUN_DIR REQUIRES MODULE ARGS...: queues `$PYTHON -m MODULE ARGS...` (queue_job, scripts/jobs.sh)
+# with the run directory and name appended; phase-2 runs reuse checkpoints of phase-1 runs (REQUIRES: that file, or "").
 add_job() {
-    local phase=$1 dir=$2 requires=$3
+    local phase=$1 dir=$2 requires=$3 name cmd
     shift 3
-    local name cmd
     name=$(run_name "$dir")
-    cmd="$(printf '%q ' "$@")--run_dir=$(printf '%q' "$dir") --name=$(printf '%q' "$name") $EXTRA_ARGS"
+    # shellcheck disable=SC2086  # PYTHON may hold several words
+    cmd="$(printf '%q ' $PYTHON -m "$@")--run_dir=$(printf '%q' "$dir") --name=$(printf '%q' "$name") $EXTRA_ARGS"
     queue_job "$phase" "$dir" "$requires" "$cmd"
 }
 
@@ -125,30 +95,26 @@ add_job() {
 run_sweep() {
     local label=$1
     if [[ ${#_MISSING_DATA[@]} -gt 0 ]]; then
-        local unique
-        unique=$(printf '%s\n' "${_MISSING_DATA[@]}" | sort -u)
         if [[ "$DRY_RUN" == 1 ]]; then
             echo "warning: missing datasets (a real run would stop here):" >&2
-            echo "$unique" | sed 's/^/  /' >&2
         else
             echo "error: missing datasets; make them first (scripts/data/make_labeled_sets.sh ENV):" >&2
-            echo "$unique" | sed 's/^/  /' >&2
-            exit 2
         fi
+        printf '  %s\n' "${_MISSING_DATA[@]}" | sort -u >&2
+        [[ "$DRY_RUN" == 1 ]] || exit 2
     fi
     if [[ "$LAUNCHER" == slurm ]]; then
-        slurm_sweep "$label" "$(queued_jobs | wc -l)"
-        return
+        slurm_sweep "$label"
+    else
+        run_jobs "$label" "$RUNS_DIR"
     fi
-    run_jobs "$label" "$RUNS_DIR"
 }
 
 # LAPO and LAOM: the LAM and the latent BC never see labels, so they are trained once per (env, seed), by the run of
 # the first budget, and every other budget reuses both (--lapo.checkpoint_path, --bc.checkpoint_path): only its
 # decoder is trained (paper, Appendix E). The reusing runs skip the latent BC's diagnostic evaluation.
 sweep_reused_lam() {  # method module config
-    local method=$1 module=$2 config=$3 env seed budget base ev full lam
-    local budgets
+    local method=$1 module=$2 config=$3 env seed budget base ev full lam budgets
     read -r -a budgets <<<"$BUDGETS"
     for env in $ENVS; do
         full=$(full_data "$env")
@@ -163,13 +129,11 @@ sweep_reused_lam() {  # method module config
                 local dir phase=1 requires="" reuse=()
                 dir=$(run_dir "$method" "$env" "$budget" "$seed")
                 if [[ "$budget" != "${budgets[0]}" ]]; then
-                    phase=2
-                    requires="$base/latent_bc.pt"
+                    phase=2 requires="$base/latent_bc.pt"
                     reuse=(--lapo.checkpoint_path="$base/lam.pt" --bc.checkpoint_path="$base/latent_bc.pt"
                         --bc.eval_episodes=0)
                 fi
-                # shellcheck disable=SC2086  # PYTHON may hold several words
-                add_job "$phase" "$dir" "$requires" $PYTHON -m "$module" --config_path="$config" --seed="$seed" \
+                add_job "$phase" "$dir" "$requires" "$module" --config_path="$config" --seed="$seed" \
                     --lapo.data_path="$lam" ${ev:+"--lapo.eval_data_path=$ev"} --bc.data_path="$full" \
                     --decoder.data_path="$(labeled_data "$env" "$budget")" \
                     ${DCS_BACKGROUNDS:+"--bc.dcs_backgrounds_path=$DCS_BACKGROUNDS"} \

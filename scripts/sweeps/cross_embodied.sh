@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Cross-embodied pre-training (paper, Fig. 10): for each target environment, the latent action model is trained on
-# the leave-one-out mixture of the OTHER environments ($DATA_DIR/<env>-mixed.hdf5, made first by
-#   python -m scripts.data.make_cross_embodied --target_env=<env> --data_dir=$DATA_DIR
-# if missing), while latent BC and the decoder (and LAOM's supervision) use the target's own data: the full set
-# and the labeled trajectories of each budget. Same settings as every sweep (scripts/sweeps/common.sh); runs go to
-# $RUNS_DIR/cross_embodied/<method>/<env>/budget<N>/seed<S> (a separate "suite" for scripts/plot_results.py; the
-# BC baseline of the main sweep is its reference). METHODS [laom laom_labels] (lapo works too).
-# The novel-distractor evaluation sets are not used here (their action size differs from the mixture's).
+# the leave-one-out mixture of the OTHER environments ($DATA_DIR/<env>-mixed.hdf5, made here by
+# scripts/data/make_cross_embodied.py if missing), latent BC and the decoder (and LAOM's supervision) on the target's
+# own data; no novel-distractor evaluation set (its action size differs from the mixture's). Settings as every sweep
+# (scripts/sweeps/common.sh), METHODS [laom laom_labels] (lapo works too); runs go to
+# $RUNS_DIR/cross_embodied/<method>/<env>/budget<N>/seed<S> (a suite of scripts/plot_results.py, the main BC its
+# reference).
 #   bash scripts/sweeps/cross_embodied.sh
 set -uo pipefail
 here=$(dirname "${BASH_SOURCE[0]}")

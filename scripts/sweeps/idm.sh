@@ -14,8 +14,7 @@ for env in $ENVS; do
         labeled=$(labeled_data "$env" "$budget")
         need_data "$labeled"
         for seed in $SEEDS; do
-            # shellcheck disable=SC2086  # PYTHON may hold several words
-            add_job 1 "$(run_dir idm "$env" "$budget" "$seed")" "" $PYTHON -m train_idm --config_path="$CONFIG" \
+            add_job 1 "$(run_dir idm "$env" "$budget" "$seed")" "" train_idm --config_path="$CONFIG" \
                 --seed="$seed" --idm.data_path="$labeled" ${ev:+"--idm.eval_data_path=$ev"} --bc.data_path="$full" \
                 ${DCS_BACKGROUNDS:+"--bc.dcs_backgrounds_path=$DCS_BACKGROUNDS"}
         done

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# LAOM over label budgets, seeds and environments. The LAM and latent BC are trained once per (env, seed), by the
-# run of the first budget; every other budget reuses them and trains only its decoder (paper, Appendix E).
-# With $DATA_DIR/<env>-eval.hdf5 present, the LAM's action-probe MSE on novel distractors is reported too.
+# LAOM over label budgets, seeds and environments: the LAM and latent BC trained once per (env, seed) and reused
+# by every budget (common.sh, sweep_reused_lam).
 #   bash scripts/sweeps/laom.sh                      # all budgets x seeds x envs (settings: scripts/sweeps/common.sh)
 #   ENVS=walker-run SEEDS=0 PARALLEL=2 GPUS="0 1" bash scripts/sweeps/laom.sh
 set -euo pipefail

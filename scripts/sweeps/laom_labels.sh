@@ -19,8 +19,7 @@ for env in $ENVS; do
         labeled=$(labeled_data "$env" "$budget")
         need_data "$labeled"
         for seed in $SEEDS; do
-            # shellcheck disable=SC2086  # PYTHON may hold several words
-            add_job 1 "$(run_dir laom_labels "$env" "$budget" "$seed")" "" $PYTHON -m train_laom_labels \
+            add_job 1 "$(run_dir laom_labels "$env" "$budget" "$seed")" "" train_laom_labels \
                 --config_path="$CONFIG" --seed="$seed" --lapo.data_path="$lam" --lapo.labeled_data_path="$labeled" \
                 ${ev:+"--lapo.eval_data_path=$ev"} ${coef:+"--lapo.labeled_loss_coef=$coef"} \
                 --bc.data_path="$full" --decoder.data_path="$labeled" \

@@ -1,19 +1,15 @@
 #!/usr/bin/env bash
-# A tiny sweep of every method on a laptop CPU (301 s on 2 cores, 2026-11-22: docs/REPRODUCING.md), from the example data:
-# 1 environment (cheetah-run) x 2 budgets (2 and 4 labeled trajectories) x 2 seeds, the example configs
-# (configs/example/), then the tables and figures. It exercises the whole workflow; its numbers mean nothing.
+# A tiny sweep of every method on a laptop CPU (301 s on 2 cores, 2026-11-22: docs/REPRODUCING.md) from the
+# example data: cheetah-run x 2 budgets (2 and 4 labeled trajectories) x 2 seeds with the example configs
+# (configs/example/; bc_full uses bc.yaml), then the tables and figures. It exercises the whole workflow; its numbers
+# mean nothing.
 #   bash scripts/sweeps/tiny.sh                     # -> runs/tiny/runs, tables and figures in runs/tiny/results
 #   OUT=docs/tiny-sweep bash scripts/sweeps/tiny.sh  # how docs/tiny-sweep was made
-#
-# Data, written to $TINY_DIR/data in the sweeps' naming convention (scripts/sweeps/common.sh):
-#   cheetah-run.hdf5                  a copy of data/example-data.hdf5 (14 trajectories of 100 steps)
-#   cheetah-run-labeled-1000x<N>.hdf5 N trajectories sampled from it (scripts/sample_labeled_data.py)
-#   cheetah-run-eval.hdf5             with EXPERT=<cheetah-run expert checkpoint>: 2 short trajectories recorded with
-#                                     the validation split of the built-in videos (novel distractors); without it, a
-#                                     stand-in: 2 trajectories sampled from the example data (training videos), so the
-#                                     "novel distractor" numbers of the tiny sweep are not novel.
-# bc_full uses configs/example/bc.yaml on the whole example dataset. Settings: TINY_DIR [runs/tiny], OUT
-# [$TINY_DIR/results], BUDGETS ["2 4"], SEEDS ["0 1"], PARALLEL [2], METHODS [all], EXPERT, PYTHON [python].
+# Its data, in $TINY_DIR/data: the example data as cheetah-run.hdf5, the labeled sets sampled from it, and an
+# evaluation set of 2 short trajectories recorded by EXPERT=<cheetah-run expert> with the built-in validation videos
+# or, without EXPERT, a stand-in sampled from the example data (training videos: its "novel distractor" numbers are
+# not novel). Settings: TINY_DIR [runs/tiny], OUT [$TINY_DIR/results], BUDGETS ["2 4"], SEEDS ["0 1"], PARALLEL [2],
+# METHODS [all], EXPERT, PYTHON [python].
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 TINY_DIR=${TINY_DIR:-runs/tiny}
@@ -32,25 +28,15 @@ if [[ ! -f "$EXAMPLE" ]]; then
 fi
 mkdir -p "$DATA_DIR"
 [[ -f "$DATA_DIR/cheetah-run.hdf5" ]] || cp "$EXAMPLE" "$DATA_DIR/cheetah-run.hdf5"
-for n in $BUDGETS; do
-    out="$DATA_DIR/cheetah-run-labeled-1000x$n.hdf5"
-    # shellcheck disable=SC2086  # PYTHON may hold several words
-    [[ -f "$out" ]] || $PYTHON -m scripts.sample_labeled_data --data_path="$DATA_DIR/cheetah-run.hdf5" \
-        --save_path="$out" --chunk_size=100 --num_trajectories="$n" --seed=0
-done
 eval_set="$DATA_DIR/cheetah-run-eval.hdf5"
+[[ -f "$eval_set" ]] && EXPERT=""  # an evaluation set made before is kept, whichever way it was made
+CHUNK_SIZE=100 EVAL_TRAJECTORIES=2 EPISODE_STEPS=100 DCS_BACKGROUNDS=builtin \
+    bash scripts/data/make_labeled_sets.sh cheetah-run "${EXPERT:-}"
 if [[ ! -f "$eval_set" ]]; then
-    if [[ -n "${EXPERT:-}" ]]; then
-        # shellcheck disable=SC2086
-        $PYTHON -m scripts.data_collection.collect_data --checkpoint_path="$EXPERT" --dcs_backgrounds_path=builtin \
-            --save_path="$eval_set" --num_trajectories=2 --max_episode_steps=100 \
-            --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=val --dcs_img_hw=64 --seed=100
-    else
-        echo "note: no EXPERT given; $eval_set is a stand-in sampled from the example data (training videos)"
-        # shellcheck disable=SC2086
-        $PYTHON -m scripts.sample_labeled_data --data_path="$DATA_DIR/cheetah-run.hdf5" --save_path="$eval_set" \
-            --chunk_size=100 --num_trajectories=2 --seed=1
-    fi
+    echo "note: no EXPERT given; $eval_set is a stand-in sampled from the example data (training videos)"
+    # shellcheck disable=SC2086  # PYTHON may hold several words
+    $PYTHON -m scripts.sample_labeled_data --data_path="$DATA_DIR/cheetah-run.hdf5" --save_path="$eval_set" \
+        --chunk_size=100 --num_trajectories=2 --seed=1
 fi
 echo "data ready in $((SECONDS - start)) s"
 set +e
