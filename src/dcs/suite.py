@@ -31,8 +31,8 @@ class BackgroundDistraction:
 
     On reset: a random video of the list, start frame and direction (static: that frame only). Each step (dynamic)
     the index moves by one and bounces: forward past the last frame it is clamped back to it (shown twice) and turns;
-    backward it turns on reaching frame 0 (shown once). cache_resized=False is the release's way, for benchmarks:
-    every frame of the video read and resized at each reset.
+    backward it turns on reaching frame 0 (shown once). Setting cache_resized = False gives the release's way (for
+    benchmarks): every frame of the video read and resized at each reset.
     """
 
     def __init__(self, physics, source: str, split: str, names: tuple, dynamic: bool, ground_alpha: float):
