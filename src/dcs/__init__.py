@@ -1,16 +1,7 @@
-"""Distracting Control Suite (numpy / PIL port): `load(...)` and the built-in background videos."""
+"""Distracting Control Suite (numpy / PIL port): `load(...)`; its settings in `constants`, its videos in `videos`."""
 
-from src.dcs.constants import BUILTIN, CAMERA_MODES, DIFFICULTIES, SUPPORTED_TASKS
-from src.dcs.suite import DistractingEnvironment, load
-from src.dcs.videos import builtin_video, write_builtin_as_davis
+from src.dcs.constants import DIFFICULTIES
+from src.dcs.suite import load
+from src.dcs.videos import write_builtin_as_davis
 
-__all__ = [
-    "BUILTIN",
-    "CAMERA_MODES",
-    "DIFFICULTIES",
-    "SUPPORTED_TASKS",
-    "DistractingEnvironment",
-    "builtin_video",
-    "load",
-    "write_builtin_as_davis",
-]
+__all__ = ["DIFFICULTIES", "load", "write_builtin_as_davis"]

@@ -1,7 +1,4 @@
-"""Settings of the Distracting Control Suite (Stone et al. 2021) as used by the paper (docs/FAITHFULNESS.md).
-
-The single source of truth for difficulties, video lists and per-domain settings.
-"""
+"""Settings of the Distracting Control Suite (Stone et al. 2021) as used by the paper (docs/FAITHFULNESS.md)."""
 
 # difficulty -> (scale of the camera and colour distractions, number of background videos; None = all of the split)
 DIFFICULTIES: dict[str, tuple[float, int | None]] = {
@@ -37,9 +34,8 @@ BUILTIN = "builtin"
 DEFAULT_GROUND_PLANE_ALPHA = 0.3
 GROUND_PLANE_ALPHA = {"cheetah": 1.0, "walker": 1.0, "hopper": 1.0, "reacher": 0.0}
 
-# The paper's four environments ("<domain>-<task>"), in its order (Table 3, Fig. 1 / 8): the one list for every script
-# (cross-embodied mixtures, render comparisons, sweep defaults). src/evaluation.py NORMALIZING_RETURNS has a row for
-# each, and the sweeps' default ENVS equal it (tests/test_consolidation.py checks both).
+# The paper's four environments in its order (Table 3, Fig. 1 / 8), for every script; src/evaluation.py
+# NORMALIZING_RETURNS and the sweeps' default ENVS follow it (tests/test_consolidation.py checks both).
 PAPER_ENVS = ("cheetah-run", "walker-run", "hopper-hop", "humanoid-walk")
 
 # Domains and tasks the port supports, and the camera of each domain's 64 px frames.
@@ -58,16 +54,14 @@ RENDER_CAMERA_ID = {"quadruped": 2}  # others: camera 0
 # Skybox texture side: every video frame is resized to SKYBOX_SIZE x SKYBOX_SIZE and shown on all skybox faces.
 SKYBOX_SIZE = 800
 
-# Camera distraction (multiplied by the difficulty's scale; velocities only when dynamic). Angles move +- pi/2 * scale
-# around the start, the radius from (1 - 0.5 * scale) to (1 + 1.5 * scale) times the start radius.
+# Camera distraction, times the difficulty's scale (velocities only when dynamic): angles +- pi/2 * scale around the
+# start, radius (1 - CAMERA_ZOOM_IN * scale) to (1 + CAMERA_ZOOM_OUT * scale) times the start radius.
 CAMERA_ZOOM_IN = 0.5
 CAMERA_ZOOM_OUT = 1.5
 CAMERA_VEL_STD = 0.1
 CAMERA_MAX_VEL = 0.4
 CAMERA_ROLL_STD = 3.141592653589793 / 300
 CAMERA_MAX_ROLL_VEL = 3.141592653589793 / 50
-# Camera modes: "release" clamps the angles to the upper quadrant as the released code does (humanoid's camera ends
-# up pinned on the far side of the body); "corrected" keeps every camera's angles around its start.
-CAMERA_MODES = ("release", "corrected")
+CAMERA_MODES = ("release", "corrected")  # src/dcs/suite.py CameraDistraction
 # Colour distraction: max_delta = scale; per-step std = COLOR_STEP_STD * scale when dynamic.
 COLOR_STEP_STD = 0.03

@@ -1,11 +1,9 @@
 """Distracting Control Suite: dm_control tasks with background-video, camera and colour distractions.
 
-A numpy / PIL port written for this project (no tensorflow) that behaves as the released reference code that made
-the paper's datasets (docs/FAITHFULNESS.md): difficulties, ranges and random walks, the camera's look-at point and
-upper-quadrant clamp, the bicubic pre-resized video frames and their bounce. One deliberate difference: every
-random source (physics initialisation, video choice and playback, camera and colour random walks) is drawn from
-generators derived from one episode seed, so `env.seed(s); env.reset()` gives the same frames for the same s,
-whatever happened before (the release leaves some sources unseeded).
+A numpy / PIL port (no tensorflow) that behaves as the released code that made the paper's datasets
+(docs/FAITHFULNESS.md). One deliberate difference: every random source is drawn from generators derived from one
+episode seed, so `env.seed(s); env.reset()` gives the same frames whatever came before (the release leaves some
+sources unseeded).
 """
 
 import logging
@@ -22,42 +20,24 @@ from src.dcs import constants as C  # noqa: E402
 from src.dcs.videos import check_davis_folder, select_videos, skybox_frames  # noqa: E402
 from src.errors import ConfigError  # noqa: E402
 
-# MuJoCo warnings that say nothing about this project's environments, dropped from dm_control's absl log by their
-# message: dm_control's own task XMLs (cheetah.xml, ...) set `<compiler settotalmass=...>`, which MuJoCo 3.x still
-# applies and reports as deprecated each time a model is compiled, i.e. once per environment built.
+# dm_control's own task XMLs set `<compiler settotalmass=...>`, which MuJoCo 3.x still applies and reports as
+# deprecated each time a model is compiled (once per environment built): dropped from dm_control's absl log.
 HARMLESS_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
-
-
-class _DropHarmlessWarnings(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(HARMLESS_MUJOCO_WARNINGS)
-
-
-logging.getLogger("absl").addFilter(_DropHarmlessWarnings())
+logging.getLogger("absl").addFilter(lambda record: not record.getMessage().startswith(HARMLESS_MUJOCO_WARNINGS))
 
 
 class BackgroundDistraction:
     """A video in the skybox texture (all faces show it), as the release plays it (docs/FAITHFULNESS.md).
 
-    On reset: a random video of the list (static: one random frame of it), a random start frame and direction, the
-    frames resized to the texture (bicubic). Each step (dynamic only) the index moves by one and bounces: moving
-    forward past the last frame it is clamped back to the last frame, which is therefore shown twice, and turns;
-    moving backward it turns on reaching frame 0, shown once. The current frame is written into the texture and
-    uploaded. cache_resized=False is the release's way, for benchmarks: every frame read and resized at each reset.
+    On reset: a random video of the list, start frame and direction (static: that frame only). Each step (dynamic)
+    the index moves by one and bounces: forward past the last frame it is clamped back to it (shown twice) and turns;
+    backward it turns on reaching frame 0 (shown once). Setting cache_resized = False gives the release's way (for
+    benchmarks): every frame of the video read and resized at each reset.
     """
 
-    def __init__(
-        self,
-        physics,
-        source: str,
-        split: str,
-        names: tuple[str, ...],
-        dynamic: bool,
-        ground_alpha: float,
-        cache_resized: bool = True,
-    ):
+    def __init__(self, physics, source: str, split: str, names: tuple, dynamic: bool, ground_alpha: float):
         self.source, self.split, self.names, self.dynamic = source, split, names, dynamic
-        self.cache_resized = cache_resized
+        self.cache_resized = True
         model = physics.model
         self.tex_id = model.name2id("skybox", "texture")
         side = C.SKYBOX_SIZE
@@ -68,25 +48,14 @@ class BackgroundDistraction:
         grid = model.name2id("grid", "material")
         if grid >= 0:
             model.mat_rgba[grid, 3] = ground_alpha
-        self.frames = None
-        self.video = self.index = self.direction = 0
-        self.shown = None
 
     def reset(self, physics, rng: np.random.Generator) -> None:
         self.video = int(rng.integers(len(self.names)))
-        name = self.names[self.video]
         # static backgrounds use one frame: resized on first use (the release's way only matters when dynamic)
         cache = self.cache_resized or not self.dynamic
-        frames = skybox_frames(self.source, self.split, name, C.SKYBOX_SIZE, cache=cache)
-        if self.dynamic:
-            self.frames = frames
-            self.shown = None
-            self.index = int(rng.integers(len(frames)))
-            self.direction = int(rng.choice([-1, 1]))
-        else:  # one random frame of the video
-            self.shown = int(rng.integers(len(frames)))
-            self.frames = [frames[self.shown]]
-            self.index, self.direction = 0, 0
+        self.frames = skybox_frames(self.source, self.split, self.names[self.video], C.SKYBOX_SIZE, cache=cache)
+        self.index = int(rng.integers(len(self.frames)))
+        self.direction = int(rng.choice([-1, 1])) if self.dynamic else 0
         self._apply(physics)
 
     def step(self, physics) -> None:
@@ -100,10 +69,8 @@ class BackgroundDistraction:
         self._apply(physics)
 
     def state(self) -> dict[str, np.ndarray]:
-        """The distractor's state of the current frame (docs/DATA.md, "distractors"): background [video (its index
-        in the split's list), frame (the video frame shown), direction (+1 / -1 while playing, 0 when static)]."""
-        frame = self.index if self.shown is None else self.shown
-        return {"background": np.array([self.video, frame, self.direction], dtype=np.float32)}
+        """background [video (its index in the split's list), frame shown, direction (+1 / -1; 0 when static)]."""
+        return {"background": np.array([self.video, self.index, self.direction], dtype=np.float32)}
 
     def _apply(self, physics) -> None:
         frame = self.frames[self.index]  # [SKYBOX_SIZE, SKYBOX_SIZE, 3]
@@ -114,8 +81,7 @@ class BackgroundDistraction:
 
 
 def texture_bytes(model) -> np.ndarray:
-    """The model's texture bytes: MjModel.tex_data, called tex_rgb in MuJoCo 3.2.0 (the release's pin, see
-    requirements-reference.txt)."""
+    """MjModel.tex_data, called tex_rgb in MuJoCo 3.2.0 (the release's pin, see requirements-reference.txt)."""
     return model.tex_data if hasattr(model, "tex_data") else model.tex_rgb
 
 
@@ -141,12 +107,6 @@ def _look_at_shortest(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
     axis = axis / (sin + 1e-4)
     skew = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
     return cos * np.eye(3) + sin * skew + (1 - cos) * np.outer(axis, axis)  # Rodrigues' rotation formula
-
-
-def _roll(xmat: np.ndarray, roll: float) -> np.ndarray:
-    """The camera frame rotated by roll around its viewing axis."""
-    c, s = np.cos(roll), np.sin(roll)
-    return xmat @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _rotation_vector(rot: np.ndarray) -> np.ndarray:
@@ -175,9 +135,8 @@ def _to_cartesian(s: np.ndarray) -> np.ndarray:
 
 
 def look_at_point(physics, camera_id: int) -> np.ndarray:
-    """The point a camera looks at, as the release defines it (docs/FAITHFULNESS.md): on the camera's viewing axis
-    (-z of its frame), as far from the camera as the centre of mass of body 1's subtree (the agent). The camera
-    pose is MuJoCo's own for the current physics state, not a distracted pose written earlier."""
+    """The release's look-at point: on the viewing axis (-z) of MuJoCo's own camera pose for this physics state (not a
+    distracted pose written earlier), as far from the camera as the agent (centre of mass of body 1's subtree)."""
     mujoco.mj_camlight(physics.model.ptr, physics.data.ptr)
     data = physics.data
     pos = data.cam_xpos[camera_id].copy()
@@ -188,30 +147,22 @@ def look_at_point(physics, camera_id: int) -> np.ndarray:
 class CameraDistraction:
     """Random camera position in spherical coordinates and roll, random-walking when dynamic (docs/FAITHFULNESS.md).
 
-    Tracking cameras: the position is held around the agent (centre of mass of body 1's subtree) and the camera
-    looks at its look-at point of the current step. Fixed cameras look at their initial look-at point; the release
-    holds their position around the world origin, the corrected mode around that look-at point.
-    Ranges: angles +- pi/2 * scale around the start, restricted to the upper quadrant (except reacher); radius
-    (1 - 0.5 * scale) to (1 + 1.5 * scale) times the start radius; roll +- pi/2 * scale. camera_mode "release"
-    restricts as the released code does, clamping the horizontal angle to [-pi, 0] and the vertical one to
-    [0, pi/2] after adding the ranges: a camera starting at horizontal angle pi (humanoid) is pinned at 0, the far
-    side of the body. "corrected" only caps the vertical angle at pi/2 and keeps the horizontal angle continuous
-    around its start.
+    Tracking cameras are held around the agent (centre of mass of body 1's subtree) and look at this step's look-at
+    point; fixed cameras look at their initial one, held around the world origin (release) or that point (corrected).
+    Ranges (C.CAMERA_*) are restricted to the upper quadrant except for reacher. "release" clamps as the released
+    code does, the horizontal angle to [-pi, 0] and the vertical one to [0, pi/2] after adding the ranges: a camera
+    starting at horizontal angle pi (humanoid) is pinned at 0, the far side of the body. "corrected" only caps the
+    vertical angle at pi/2 and keeps the horizontal angle continuous around its start.
     """
 
-    def __init__(
-        self, physics, camera_id: int, scale: float, dynamic: bool, upper_quadrant: bool = True, mode: str = "release"
-    ):
-        if mode not in C.CAMERA_MODES:
-            raise ConfigError(f"unknown camera mode {mode!r}; valid: {list(C.CAMERA_MODES)}")
+    def __init__(self, physics, camera_id: int, scale: float, dynamic: bool, upper_quadrant=True, mode="release"):
         self.cam, self.scale, self.upper, self.mode = camera_id, scale, upper_quadrant, mode
         model = physics.model
         tracking_modes = (int(mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM), int(mujoco.mjtCamLight.mjCAMLIGHT_TRACK))
         self.tracking = int(model.cam_mode[camera_id]) in tracking_modes
-        self.vel_std = C.CAMERA_VEL_STD * scale if dynamic else 0.0
-        self.max_vel = C.CAMERA_MAX_VEL * scale if dynamic else 0.0
-        self.roll_std = C.CAMERA_ROLL_STD * scale if dynamic else 0.0
-        self.max_roll_vel = C.CAMERA_MAX_ROLL_VEL * scale if dynamic else 0.0
+        walk = scale if dynamic else 0.0  # the random walk's scale: a static camera keeps its random start
+        self.vel_std, self.max_vel = C.CAMERA_VEL_STD * walk, C.CAMERA_MAX_VEL * walk
+        self.roll_std, self.max_roll_vel = C.CAMERA_ROLL_STD * walk, C.CAMERA_MAX_ROLL_VEL * walk
 
     def _centre(self, physics) -> np.ndarray:
         """The point the spherical coordinates are held around."""
@@ -261,9 +212,8 @@ class CameraDistraction:
         self._apply(physics)
 
     def state(self) -> dict[str, np.ndarray]:
-        """The distracted camera against the nominal one (MuJoCo's own pose of the camera for the same physics
-        state): camera [position offset x, y, z (world frame, metres), orientation offset as a rotation vector
-        x, y, z (world frame, radians: the rotation taking the nominal camera frame to the distracted one)]."""
+        """camera [position offset x, y, z (metres), rotation vector x, y, z (radians) taking the nominal camera frame
+        (MuJoCo's own for this physics state) to the distracted one], in the world frame."""
         offset = self.pose[0] - self.nominal[0]
         rotation = _rotation_vector(self.pose[1] @ self.nominal[1].T)
         return {"camera": np.concatenate([offset, rotation]).astype(np.float32)}
@@ -275,7 +225,8 @@ class CameraDistraction:
         target = look_at_point(physics, self.cam) if self.tracking else self.fixed_target
         pos = self._centre(physics) + _to_cartesian(self.pos)
         look_at = _look_at_no_roll if self.upper else _look_at_shortest
-        xmat = _roll(look_at(pos, target), self.roll)
+        c, s = np.cos(self.roll), np.sin(self.roll)  # rolled around the viewing axis
+        xmat = look_at(pos, target) @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
         physics.data.cam_xpos[self.cam] = pos
         physics.data.cam_xmat[self.cam] = xmat.reshape(-1)
         self.pose = (pos.copy(), xmat)
@@ -302,28 +253,24 @@ class ColorDistraction:
 
     def step(self, physics) -> None:
         if self.step_std > 0:
-            self.rgb = np.clip(
-                self.rgb + self.rng.normal(scale=self.step_std, size=self.rgb.shape), self.low, self.high
-            )
+            noise = self.rng.normal(scale=self.step_std, size=self.rgb.shape)
+            self.rgb = np.clip(self.rgb + noise, self.low, self.high)
             physics.model.mat_rgba[:, :3] = self.rgb
 
 
 class DistractingEnvironment(dm_env.Environment):
-    """A dm_control environment with distractions applied after every reset and step (dm_env interface).
-
-    Physics and distractions draw from generators derived from the seed given to `seed()` (or at construction);
-    each reset after `seed(s)` is reproducible. Distractions are applied to the model and to the camera pose the
-    renderer reads, so `physics.render(...)` shows them.
+    """A dm_control environment with distractions applied to the model and the camera pose after every reset and step,
+    so `physics.render(...)` shows them. Each reset after `seed(s)` (or the seed given at construction) is reproducible.
     """
 
     def __init__(self, env, distractions: list, seed: int | None = None):
-        self._env = env
-        self._distractions = distractions
+        self._env, self._distractions = env, distractions
+        self.physics, self.task = env.physics, env.task  # dm_control keeps both for the environment's life
+        self.control_timestep = env.control_timestep
         self.seed(seed)
 
     def seed(self, seed: int | None) -> None:
-        seq = np.random.SeedSequence(seed)
-        physics_seed, *children = seq.spawn(1 + len(self._distractions))
+        physics_seed, *children = np.random.SeedSequence(seed).spawn(1 + len(self._distractions))
         self._env.task._random = np.random.RandomState(physics_seed.generate_state(1)[0])
         self._rngs = [np.random.default_rng(c) for c in children]
 
@@ -346,30 +293,15 @@ class DistractingEnvironment(dm_env.Environment):
         return timestep
 
     def distractor_state(self) -> dict[str, np.ndarray]:
-        """The state of every active distraction for the frame the physics shows now (after reset / step):
-        {"background": [3], "camera": [6], "color": [3 * materials]}, float32 (docs/DATA.md, "distractors"). Empty
-        without distractions (vanilla)."""
-        out = {}
-        for d in self._distractions:
-            out |= d.state()
-        return out
+        """The active distractions' state for the frame shown now: {"background": [3], "camera": [6], "color":
+        [3 * materials]}, float32 (docs/DATA.md, "distractors"); empty for vanilla."""
+        return {key: value for d in self._distractions for key, value in d.state().items()}
 
     def observation_spec(self):
         return self._env.observation_spec()
 
     def action_spec(self):
         return self._env.action_spec()
-
-    @property
-    def physics(self):
-        return self._env.physics
-
-    @property
-    def task(self):
-        return self._env.task
-
-    def control_timestep(self) -> float:
-        return self._env.control_timestep()
 
     def close(self):
         self._env.close()
@@ -388,15 +320,9 @@ def load(
     environment_kwargs: dict | None = None,
     seed: int | None = None,
 ) -> DistractingEnvironment:
-    """A Distracting Control Suite environment.
-
-    difficulty: one of constants.DIFFICULTIES (None = vanilla). dynamic: distractions move every step.
-    background_dataset_path: a DAVIS-2017 folder, or "builtin" (also None) for the built-in videos.
-    background_dataset_videos: "train" or "val" (the novel videos). camera_id: the camera the camera distraction
-    moves (default: the domain's render camera). camera_mode: "release" (the released code's upper-quadrant clamp,
-    which pins humanoid's camera on the far side of the body) or "corrected" (angles around every camera's start);
-    see CameraDistraction. seed: the first episode's seed (see DistractingEnvironment).
-    """
+    """A Distracting Control Suite environment. difficulty: constants.DIFFICULTIES (None: vanilla); background path: a
+    DAVIS-2017 folder or "builtin" (also None); videos: "train" or "val" (novel); camera_id: default the domain's
+    render camera; camera_mode: see CameraDistraction; seed: the first episode's."""
     if domain_name not in C.SUPPORTED_TASKS or task_name not in C.SUPPORTED_TASKS[domain_name]:
         valid = ", ".join(f"{d}-{t}" for d, ts in C.SUPPORTED_TASKS.items() for t in ts)
         raise ConfigError(f"unknown domain/task {domain_name}-{task_name}; valid: {valid}")

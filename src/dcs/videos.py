@@ -1,12 +1,8 @@
-"""Background videos: a DAVIS-2017 folder, or built-in procedurally generated videos (no download needed).
+"""Background videos: a DAVIS-2017 folder (`<root>/<video name>/<frame>.jpg`) or built-in procedural videos.
 
-DAVIS layout: `<root>/<video name>/<frame>.jpg` with the DAVIS-2017 train / val video names.
-Built-in videos: each a deterministic function of (split, index): drifting multi-octave noise fields mapped
-through a random colour palette ("clouds", "water", "foliage" looking textures) with soft-edged coloured shapes
-moving across them. Train and val videos come from disjoint seeds, so val videos are novel distractors.
-Decoded / generated videos are cached per process (least recently used first out, bounded in bytes), and so are
-their frames resized to the skybox texture (`skybox_frames`): a video shown again skips both the decoding and the
-resizing, with the same pixels.
+Built-in videos are a deterministic function of (split, index): drifting multi-octave noise through a random colour
+palette with soft-edged coloured shapes moving across it; train and val come from disjoint seeds (novel distractors).
+Videos and their frames resized to the skybox are cached per process (least recently used out, bounded in bytes).
 """
 
 import os
@@ -30,16 +26,11 @@ _cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
 _skybox_cache: "OrderedDict[tuple, SkyboxFrames]" = OrderedDict()
 
 
-def split_videos(split: str) -> tuple[str, ...]:
+def select_videos(split: str, num_videos: int | None = None) -> tuple[str, ...]:
+    """The first num_videos videos of the split (None: all)."""
     if split not in VIDEO_SPLITS:
         raise ConfigError(f"unknown background split {split!r}; valid: {sorted(VIDEO_SPLITS)}")
-    return VIDEO_SPLITS[split]
-
-
-def select_videos(split: str, num_videos: int | None) -> tuple[str, ...]:
-    """The first num_videos videos of the split (None: all)."""
-    names = split_videos(split)
-    return names if num_videos is None else names[:num_videos]
+    return VIDEO_SPLITS[split][:num_videos]
 
 
 def check_davis_folder(root: str, names: tuple[str, ...]) -> None:
@@ -57,61 +48,56 @@ def check_davis_folder(root: str, names: tuple[str, ...]) -> None:
             f"{' ...' if len(missing) > 10 else ''}"
         )
     for n in names:
-        if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in (path / n).iterdir()):
-            raise MissingFileError(f"background video folder {str(path / n)!r} has no frames (.jpg / .png)")
+        _frame_files(path / n)
 
 
-def _cached(key: tuple, make) -> np.ndarray:
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
-    video = make()
-    _cache[key] = video
-    while sum(v.nbytes for v in _cache.values()) > CACHE_BYTES and len(_cache) > 1:
-        _cache.popitem(last=False)
-    return video
+def _frame_files(folder: Path) -> list[Path]:
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise MissingFileError(f"background video folder {str(folder)!r} has no frames (.jpg / .png)")
+    return files
+
+
+def _lru(cache: OrderedDict, key: tuple, make, budget: int):
+    """cache[key], made on a miss; the least recently used entries go while the entries hold over budget bytes."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    cache[key] = value = make()
+    while sum(v.nbytes for v in cache.values()) > budget and len(cache) > 1:
+        cache.popitem(last=False)
+    return value
 
 
 def video_key(source: str, split: str, name: str) -> tuple:
     """What identifies a video's frames: (builtin, split, index) or the resolved DAVIS folder."""
     if source == BUILTIN:
-        return (BUILTIN, split, split_videos(split).index(name))
+        return (BUILTIN, split, select_videos(split).index(name))
     return (str((Path(source) / name).resolve()),)
 
 
 def load_video(source: str, split: str, name: str, cache: bool = True) -> np.ndarray:
-    """uint8 [F, H, W, 3] frames of one video: from a DAVIS folder, or built-in when source is 'builtin'.
-    cache=False reads a DAVIS folder again (built-in videos are always cached: generating them is not reading)."""
+    """uint8 [F, H, W, 3] frames of one video. cache=False reads a DAVIS folder again (built-in videos are always
+    cached: generating them is not reading)."""
     key = video_key(source, split, name)
     if source == BUILTIN:
-        return _cached(key, lambda: builtin_video(split, key[2]))
-    folder = Path(source) / name
-    return _cached(key, lambda: _read_folder(folder)) if cache else _read_folder(folder)
-
-
-def _read_folder(folder: Path) -> np.ndarray:
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise MissingFileError(f"background video folder {str(folder)!r} has no frames (.jpg / .png)")
-    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
-
-
-# ---------------------------------------------------------------- frames resized to the skybox texture
+        return _lru(_cache, key, lambda: builtin_video(split, key[2]), CACHE_BYTES)
+    read = lambda: np.stack([np.asarray(Image.open(f).convert("RGB")) for f in _frame_files(Path(source) / name)])
+    return _lru(_cache, key, read, CACHE_BYTES) if cache else read()
 
 
 def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [H, W, 3] -> [size, size, 3] with PIL's default `Image.resize` resampling (bicubic), as the release
-    resizes its video frames (docs/FAITHFULNESS.md)."""
+    """uint8 [H, W, 3] -> [size, size, 3], bicubic (PIL's default), as the release resizes (docs/FAITHFULNESS.md)."""
     return np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
 
 
 class SkyboxFrames:
-    """The frames of one video resized to the skybox texture, each resized once: on first use, or all at once
-    with `resize_all()` (the release resizes every frame at reset). Either way frame i is `resize_frame(video[i])`."""
+    """A video's frames resized to the skybox texture, each on first use: frame i is `resize_frame(video[i])`."""
 
     def __init__(self, video: np.ndarray, size: int):
         self.video, self.size = video, size
         self.frames: list[np.ndarray | None] = [None] * len(video)
+        self.nbytes = len(video) * size * size * 3  # once every frame is resized: what the cache budgets for
 
     def __len__(self) -> int:
         return len(self.video)
@@ -121,35 +107,14 @@ class SkyboxFrames:
             self.frames[i] = resize_frame(self.video[i], self.size)
         return self.frames[i]
 
-    def resize_all(self) -> "SkyboxFrames":
-        for i in range(len(self)):
-            self[i]
-        return self
 
-    @property
-    def max_nbytes(self) -> int:
-        """Bytes once every frame is resized (what the cache budgets for)."""
-        return len(self) * self.size * self.size * 3
-
-
-def skybox_frames(source: str, split: str, name: str, size: int, cache: bool = True) -> SkyboxFrames:
-    """A video's frames resized to size x size. cache=True: kept across resets in a least-recently-used cache
-    (bounded by DCS_SKYBOX_CACHE_BYTES, frames resized on first use). cache=False: the release's way, every frame
-    read and resized now, nothing kept."""
+def skybox_frames(source: str, split: str, name: str, size: int, cache: bool = True) -> "SkyboxFrames | list":
+    """A video's frames resized to size x size. cache=True: kept across resets (DCS_SKYBOX_CACHE_BYTES), each frame
+    resized on first use. cache=False: the release's way, every frame read and resized now, nothing kept."""
     if not cache:
-        return SkyboxFrames(load_video(source, split, name, cache=False), size).resize_all()
+        return [resize_frame(frame, size) for frame in load_video(source, split, name, cache=False)]
     key = (*video_key(source, split, name), size)
-    if key in _skybox_cache:
-        _skybox_cache.move_to_end(key)
-        return _skybox_cache[key]
-    frames = SkyboxFrames(load_video(source, split, name), size)
-    _skybox_cache[key] = frames
-    while sum(f.max_nbytes for f in _skybox_cache.values()) > SKYBOX_CACHE_BYTES and len(_skybox_cache) > 1:
-        _skybox_cache.popitem(last=False)
-    return frames
-
-
-# ---------------------------------------------------------------- built-in procedural videos
+    return _lru(_skybox_cache, key, lambda: SkyboxFrames(load_video(source, split, name), size), SKYBOX_CACHE_BYTES)
 
 
 def _periodic_noise(rng: np.random.Generator, cells: int, size: int) -> np.ndarray:
