@@ -181,12 +181,8 @@ def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str 
     named = (FULL_RE if method == "bc_full" else LABELED_RE).match(name)
     info = data_file_info(data_path)
     attrs = info[0] if info and {"domain_name", "task_name"} <= set(info[0]) else None
-    if attrs:
-        env = f"{attrs['domain_name']}-{attrs['task_name']}"
-    elif named:
-        env = named["env"]
-    else:
-        env = layout["env"] if layout else None
+    env = named["env"] if named else (layout or {}).get("env")
+    env = f"{attrs['domain_name']}-{attrs['task_name']}" if attrs else env
     if method == "bc_full":
         budget = FULL
     elif named:
@@ -211,19 +207,11 @@ def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str 
     if metrics.get(score_key) is None:
         score_from = attrs if attrs and "difficulty" in attrs else score_attrs(env, setting)
         metrics[score_key] = normalized_score(score_from, metrics.get(RETURN_KEY[method]))
-    run = Run(
-        path=path,
-        suite=layout["suite"] if layout else "",
-        method=method,
-        env=env,
-        budget=budget,
-        seed=int(config.get("seed", layout["seed"] if layout else 0)),
-        metrics=metrics,
-        # Its own LAM unless loaded from another run's checkpoint; a run resumed after its LAM stage had finished
-        # reports that stage as skipped in its last invocation, but trained it (in an earlier one).
-        lam_trained=not config.get("lapo", {}).get("checkpoint_path"),
-    )
-    return run, None
+    seed = int(config.get("seed", layout["seed"] if layout else 0))
+    # Its own LAM unless loaded from another run's checkpoint; a run resumed after its LAM stage had finished
+    # reports that stage as skipped in its last invocation, but trained it (in an earlier one).
+    lam_trained = not config.get("lapo", {}).get("checkpoint_path")
+    return Run(path, layout["suite"] if layout else "", method, env, budget, seed, metrics, lam_trained), None
 
 
 def collect_runs(runs_dir: str | Path, setting: str = "distractors") -> tuple[list[Run], list[str], list[str]]:

@@ -88,9 +88,6 @@ def _pca128(m: dict, pre: str = "lapo/") -> float:
     return _rel(m, pre + key, pre + "ridge_probe_baseline_mse")
 
 
-# ---------------------------------------------------------------- tuning
-
-
 def tuning(small_dir: Path) -> dict:
     """Rows of every tuning run and the choice per method by its paper criterion (validation data only)."""
     rows = []
@@ -135,9 +132,6 @@ def tuning_markdown(t: dict) -> str:
         cells = [r["method"], r["setting"] + chosen, r["criterion"], f"{r['value']:.3f}", test, str(r["seconds"])]
         lines.append(_md(cells))
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- the study
 
 
 def study(small_dir: Path, seeds: list[int], budget: int) -> dict:
@@ -607,9 +601,6 @@ def precision_markdown(t: dict) -> str:
                        f"{b['test_not_used']:.3f} | {b['test_not_used'] - a['test_not_used']:+.3f} | "
                        f"{a['seconds']} / {b['seconds']} |")  # fmt: skip
     return "\n".join(out) if rows else ""
-
-
-# ---------------------------------------------------------------- figures
 
 
 def plot_curves(a: dict, t: dict, path: Path) -> None:
