@@ -125,7 +125,7 @@ class Stage:
         self.sched = objects.get("sched")
         self.started = time.perf_counter()  # the stage's wall time, for results.json
         saved = {}  # the checkpoint's loss window and final training loss, if any
-        self.start, self.done = restore_stage(self.ckpt, objects, load_from, self.device, name, run.cfg, saved)
+        self.start, self.done = restore_stage(self.ckpt, objects, load_from, name, run.cfg, saved)
         dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
         self.skipped = self.done  # nothing trained in this process
         self.guard = NanGuard(name, self.device)
