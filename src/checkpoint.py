@@ -1,9 +1,13 @@
 """Stage checkpoints and the random streams they restore: a stage's objects (modules, optimizers, schedulers), its
 update count, whether it finished and every rank's RNG states, saved atomically; restored to resume or to reuse a
-finished stage. A stage's streams are seeded from (seed, stage name) alone (seed_stage)."""
+finished stage. A stage's streams are seeded from (seed, stage name) alone (seed_stage). The one walk over a config's
+fields, to check them (src/run.py) and to compare a run's config with the one its directory or a checkpoint holds."""
 
+import dataclasses
 import hashlib
+import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +15,48 @@ import torch
 import torch.nn as nn
 
 from src import dist
-from src.config import architecture_differences
 from src.errors import UserError
-from src.files import replace_or_explain
+from src.files import json_default, replace_or_explain
+
+# Config fields that change how a run is watched, not what it trains: they may differ when a run is continued.
+NON_TRAINING_FIELDS = {"project", "group", "name", "run_dir", "wandb_mode", "log_every", "checkpoint_every"}
+NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
+
+
+def config_fields(config, prefix: str = "") -> dict:
+    """{dotted field name (`bc.batch_size`): value} of a config dataclass, or of a dict as config.json holds it."""
+    if dataclasses.is_dataclass(config):
+        config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    out = {}
+    for k, v in config.items():
+        if dataclasses.is_dataclass(v) or isinstance(v, dict):
+            out.update(config_fields(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(config_json: Path, config) -> list[str]:
+    """`field: old -> new` for each field but NON_TRAINING_FIELDS in which a run's config.json differs from `config`."""
+    old = config_fields(json.loads(config_json.read_text()))
+    new = json.loads(json.dumps(config_fields(config), default=json_default))
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in NON_TRAINING_FIELDS)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
+
+
+def architecture_differences(run_dir: Path, config) -> str:
+    """config_differences that may change a network (not paths, seeds or evaluation counts) of the run of run_dir, as
+    one clause; "" when either config is unknown or none differs."""
+    old = run_dir / "config.json"
+    if config is None or not old.exists():
+        return ""
+    try:
+        differ = config_differences(old, config)
+    except (OSError, ValueError):
+        return ""
+    differ = [d for d in differ if not re.match(r"([\w.]*\.)?(\w*_path|seed|eval_seed|eval_episodes):", d)]
+    more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
+    return f"config of its run -> this run: {'; '.join(differ[:6])}{more}" if differ else ""
 
 
 def set_seed(seed: int) -> None:
@@ -30,11 +73,9 @@ def stage_seed(seed: int, *parts) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
-def seed_stage(seed: int, *parts) -> int:
+def seed_stage(seed: int, *parts) -> None:
     """Seeds every random stream from stage_seed(seed, *parts, rank): each rank its own streams."""
-    s = stage_seed(seed, *parts, dist.rank())
-    set_seed(s)
-    return s
+    set_seed(stage_seed(seed, *parts, dist.rank()))
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
