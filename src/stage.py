@@ -280,8 +280,6 @@ class Stage:
 
 def _mean_over_ranks(metrics: dict) -> dict:
     """Each number averaged over ranks (one already computed over every rank's data comes back unchanged)."""
-    if not dist.active():
-        return metrics
     every = dist.gather_objects(metrics)  # one dict per rank, the same keys
     out = dict(metrics)
     for k, v in metrics.items():
