@@ -21,12 +21,11 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
-from src.config import RunConfig
 from src.data import Shapes, normalize_obs
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, compile_networks
 from src.optim import autocast, make_optimizer
-from src.run import Run, main, start_run
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
 
 

@@ -21,13 +21,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src import dist
-from src.config import RunConfig
 from src.data import Shapes, TrajectoryData, normalize_obs
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import Actor, ReFedMLP, ResNetEncoder, compile_networks, weight_init
 from src.optim import autocast, make_optimizer
-from src.run import Run, main, start_run
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
 
 

@@ -37,14 +37,13 @@ import torch.nn.functional as F
 
 from src import dist
 from src.augs import Augmenter
-from src.config import RunConfig
 from src.data import Shapes, TrajectoryData, load_masks, normalize_obs, stacked_masks
 from src.errors import ConfigError
 from src.evaluation import evaluate_for_dataset
 from src.nn import ActionMLP, Actor, DecoderBlock, ResNetEncoder, compile_networks, weight_init
 from src.optim import autocast, make_optimizer
 from src.probes import ProbeCurve, ridge_probe
-from src.run import Run, main, start_run
+from src.run import Run, RunConfig, main, start_run
 from src.stage import Stage
 
 

@@ -32,19 +32,19 @@ def no_gpu_note(name: str) -> Optional[str]:
     )
 
 
-def check_device(name: str, flag: str = "--device") -> torch.device:
+def check_device(name: str) -> torch.device:
     """The device `name` ("cpu", "cuda", "cuda:1", ...) if this machine has it, else a ConfigError saying why (a CPU
     build of torch, no visible GPU, an index beyond the visible GPUs) and what to do."""
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"{flag}={name}: not a device; expected auto, cpu, cuda or cuda:<index>") from None
+        raise ConfigError(f"--device={name}: not a device; expected auto, cpu, cuda or cuda:<index>") from None
     if device.type != "cuda":
         return device
     if torch.version.cuda is None:
         version = torch.__version__.split("+")[0]
         raise ConfigError(
-            f"{flag}={name}: the installed torch {torch.__version__} is a CPU build; install its CUDA build "
+            f"--device={name}: the installed torch {torch.__version__} is a CPU build; install its CUDA build "
             f"(pip install --force-reinstall torch=={version}, from PyPI; see README) or run with --device=cpu"
         )
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -52,12 +52,12 @@ def check_device(name: str, flag: str = "--device") -> torch.device:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
         raise ConfigError(
-            f"{flag}={name}: torch {torch.__version__} sees no CUDA device{hidden}; check the driver with "
+            f"--device={name}: torch {torch.__version__} sees no CUDA device{hidden}; check the driver with "
             "nvidia-smi, or run with --device=cpu"
         )
     if device.index is not None and device.index >= count:
         raise ConfigError(
-            f"{flag}={name}: {count} CUDA device{'s are' if count > 1 else ' is'} visible (cuda:0"
+            f"--device={name}: {count} CUDA device{'s are' if count > 1 else ' is'} visible (cuda:0"
             f"{f' .. cuda:{count - 1}' if count > 1 else ''}); use one of them or --device=cpu"
         )
     return device

@@ -17,7 +17,6 @@ import torch.nn as nn
 from src.errors import ConfigError
 
 _state = {"rank": 0, "world_size": 1}
-DistBackendError = tdist.DistBackendError  # what a collective raises when a peer is gone
 _LOST = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "peer", "nccl error")
 
 
@@ -81,7 +80,7 @@ def local_batch(global_batch: int, what: str = "the batch size") -> int:
 
 
 def _all_reduce(t: torch.Tensor, op=tdist.ReduceOp.SUM) -> torch.Tensor:
-    """A copy of t reduced over ranks (on the current GPU with nccl, on the CPU with gloo), on t's device."""
+    """A copy of t reduced over ranks (on the current GPU with nccl, the CPU with gloo), on t's device."""
     nccl = tdist.get_backend() == "nccl"
     out = t.detach().to(torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"), copy=True)
     tdist.all_reduce(out, op=op)
@@ -131,9 +130,9 @@ def broadcast_modules(*modules: nn.Module) -> None:
 
 @torch.no_grad()
 def average_gradients(*modules: nn.Module, samples: int | None = None) -> None:
-    """After backward, each gradient becomes its mean over ranks, as in DDP: the gradient of the loss over the global
-    batch. With `samples` (this rank's samples, where the shares can differ: an epoch's last partial batch), each
-    rank's gradient is weighted by them; the weight travels in the one all-reduce per dtype (no host sync)."""
+    """After backward, each gradient becomes its mean over ranks, as in DDP. With `samples` (this rank's samples, where
+    shares differ: an epoch's partial batch) each rank's gradient is weighted by them, within the one all-reduce per
+    dtype (no host sync)."""
     if not active():
         return
     by_dtype: dict = {}
@@ -154,7 +153,7 @@ def average_gradients(*modules: nn.Module, samples: int | None = None) -> None:
 
 def lost_peer(error: BaseException) -> bool:
     """Whether an error of a distributed run says that another rank is gone (died, lost, or stopped answering)."""
-    return isinstance(error, DistBackendError) or any(k in str(error).lower() for k in _LOST)
+    return isinstance(error, tdist.DistBackendError) or any(k in str(error).lower() for k in _LOST)
 
 
 def tell_stopped(reason: str) -> None:
@@ -167,8 +166,8 @@ def tell_stopped(reason: str) -> None:
 
 
 def _stopped(signum, frame) -> None:
-    """SIGTERM from torchrun (another rank failed) or the job system: one line, then exit (a checkpoint being written
-    is removed, never left truncated). Ignored by a rank already stopping or leaving its group (`finish`)."""
+    """SIGTERM from torchrun (another rank failed) or the job system: one line, then exit; ignored by a rank already
+    stopping or leaving its group (`finish`)."""
     if _state.get("stopping") or _state.get("leaving"):
         return
     tell_stopped("stopped by SIGTERM (another rank of this run failed, its node was lost, or the job was cancelled)")

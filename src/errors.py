@@ -143,8 +143,8 @@ def check_config_path(argv: list[str]) -> None:
 
 
 def check_hdf5_file(label: str, path: str | Path, expected: str = "an HDF5 dataset", hint: str = "") -> None:
-    """A MissingFileError when an HDF5 file the command reads is missing, a DatasetError when it is a folder or not
-    HDF5, each naming `label` (a flag, `--lapo.data_path=...`, or a description) and what was expected."""
+    """A MissingFileError (missing) or DatasetError (a folder, not HDF5) for an HDF5 file the command reads, naming
+    `label` (a flag, `--lapo.data_path=...`, or a description) and what was expected."""
     import h5py
 
     if not Path(path).exists():
@@ -163,8 +163,8 @@ def warn(message: str) -> None:
 
 @contextlib.contextmanager
 def user_errors(show: Callable[[], bool] = lambda: True):
-    """Ends the process with `error: <message>` (one line, exit status 1) on a user error raised in the block.
-    show(): whether this process prints it (in a distributed run only rank 0 does)."""
+    """Ends the process with `error: <message>` (exit status 1) on a user error raised in the block; show(): whether
+    this process prints it (in a distributed run only rank 0 does)."""
     configure_pyrallis()
     original = argparse.ArgumentParser.error
     argparse.ArgumentParser.error = _argparse_error

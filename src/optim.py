@@ -13,7 +13,6 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from src.errors import ConfigError
 
-PRECISIONS = ("auto", "bf16", "fp32")
 _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns bf16 on (None: decide per device)
 
 
@@ -21,8 +20,8 @@ def setup_backends(device: torch.device, precision: str = "auto") -> None:
     """TF32 and cudnn benchmark on, as in the reference runs on H100, and the precision of autocast(): "auto" (bf16 as
     released, on CUDA and on a CPU with native bf16 arithmetic, measured in docs/FAITHFULNESS.md, "Precision on the
     CPU"; fp32 on any other CPU), "bf16" (on any device) or "fp32" (no autocast)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision!r}; valid: {list(PRECISIONS)}")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"precision={precision!r}; valid: ['auto', 'bf16', 'fp32']")
     _precision["bf16"] = None if precision == "auto" else precision == "bf16"
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -39,8 +38,7 @@ def bf16_on(device: torch.device) -> bool:
 
 @functools.cache
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the flags of /proc/cpuinfo show native bf16 (AVX512-BF16 or AMX-BF16, which oneDNN's bf16 kernels use);
-    False where that file is missing (not Linux)."""
+    """Whether /proc/cpuinfo shows native bf16 (AVX512-BF16 or AMX-BF16, which oneDNN uses); False without it."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:

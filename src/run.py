@@ -8,13 +8,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pyrallis
 import torch
 
 from src import dist
-from src.checkpoint import seed_stage, set_seed
-from src.config import RunConfig, config_differences, config_fields
+from src.checkpoint import config_differences, config_fields, seed_stage, set_seed
 from src.data import check_compatible, check_data_file, load_dataset, trajectory_count
 from src.device import get_device, no_gpu_note, render_on
 from src.errors import ConfigError, UserError, user_errors
@@ -28,9 +28,31 @@ DATA_FIELDS = ("data_path", "eval_data_path", "labeled_data_path", "masks_path")
 POSITIVE_FIELDS = ("batch_size", "labeled_batch_size", "num_epochs", "total_updates", "frame_stack", "log_every")
 POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps", "max_trajectories")
 SEED_FIELDS = ("seed", "eval_seed")  # numpy takes 0 .. 2**32 - 1; a run adds its rank and the episode's index
-BATCH_FIELDS = ("batch_size", "labeled_batch_size")  # global batches: split over the ranks
 HEADLINE = ("final_action_probe_mse", "eval_action_mse", "eval_returns_mean", "normalized_score")
 _locks: dict = {}  # run directory -> its open, locked file (held until the process exits)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Fields every method script has at the top level of its config (CLI: --seed, --run_dir, ...)."""
+
+    project: str = "laom"  # wandb project
+    group: str = "default"  # wandb group
+    name: str = "run"  # run name (wandb and default run directory)
+    run_dir: Optional[str] = None  # where checkpoints, config and results.json go; default runs/<name>-seed<seed>
+    seed: int = 0  # global seed (data order, initialisation, augmentations)
+    device: str = "auto"  # "auto" (cuda if available, else cpu with a note), "cuda", "cuda:<index>", "cpu"
+    frames_device: str = "auto"  # where frames live: "auto" (GPU if they fit, else host memory), "cpu", "pinned"
+    wandb_mode: str = "offline"  # online / offline / disabled
+    log_every: int = 100  # updates between logged metrics (the only host syncs of a training loop)
+    checkpoint_every: int = 2000  # updates between resumable stage checkpoints
+    eval_num_envs: int = 5  # parallel evaluation environments (worker processes)
+    eval_max_episode_steps: int = 1000  # episode length of evaluation rollouts (1000 in the paper)
+    precision: str = "auto"  # training autocast: "auto" (bf16 on CUDA and a native-bf16 CPU, as released), "fp32"
+    compile: bool = False  # torch.compile the networks each stage trains (src/nn.py); off until measured on a GPU
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / f"{self.name}-seed{self.seed}"
 
 
 def check_config(config) -> None:
@@ -65,18 +87,6 @@ class RunDirInUseError(UserError, RuntimeError):
     """The run directory is held by another process."""
 
 
-def run_dir_error(run_dir: Path, error: OSError) -> ConfigError:
-    """The one-line error of a run directory that cannot be made or written."""
-    blocking = next((p for p in [run_dir, *run_dir.parents] if p.exists() and not p.is_dir()), None)
-    if blocking == run_dir:
-        return ConfigError(f"--run_dir={run_dir}: names an existing file, not a directory; give another --run_dir")
-    if blocking is not None:
-        return ConfigError(f"--run_dir={run_dir}: {blocking} is a file, not a directory; give another --run_dir")
-    return ConfigError(
-        f"--run_dir={run_dir}: cannot write there ({error.strerror}); give a --run_dir on a writable disk"
-    )
-
-
 def lock_run_dir(run_dir: Path) -> None:
     """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on it is
     refused, naming the holder."""
@@ -86,7 +96,13 @@ def lock_run_dir(run_dir: Path) -> None:
             return
         f = open(run_dir / ".lock", "a+")
     except OSError as e:
-        raise run_dir_error(run_dir, e) from None
+        blocking = next((p for p in [run_dir, *run_dir.parents] if p.exists() and not p.is_dir()), None)
+        why = f"cannot write there ({e.strerror}); give a --run_dir on a writable disk"
+        if blocking is not None:
+            why = f"{blocking} is a file, not a directory; give another --run_dir"
+        if blocking == run_dir:
+            why = "names an existing file, not a directory; give another --run_dir"
+        raise ConfigError(f"--run_dir={run_dir}: {why}") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -104,12 +120,12 @@ def lock_run_dir(run_dir: Path) -> None:
 
 
 def prepare_run_dir(run_dir: Path, config) -> None:
-    """Takes the run directory and writes the config into it (config.yaml, config.json). A directory holding a run
-    made with another config is refused, naming the fields that differ (NON_TRAINING_FIELDS may change)."""
+    """Takes the run directory and writes the config into it (config.yaml, config.json); refuses one holding a run
+    of another config, naming the fields that differ."""
     lock_run_dir(run_dir)
     old_path = run_dir / "config.json"
     if old_path.exists() and any(run_dir.glob("*.pt")):
-        differ = config_differences(json.loads(old_path.read_text()), config)
+        differ = config_differences(old_path, config)
         if differ:
             details = "; ".join(differ[:10]) + (" ..." if len(differ) > 10 else "")
             raise ConfigError(
@@ -122,8 +138,8 @@ def prepare_run_dir(run_dir: Path, config) -> None:
 
 
 class Results:
-    """results.json of a run: config, per-stage metrics and wall time, rewritten atomically after every stage. A stage
-    skipped because it finished earlier keeps the entry of the run that trained it. Only rank 0 writes."""
+    """results.json of a run: config, per-stage metrics and wall time, rewritten after every stage (by rank 0); a
+    stage skipped because it finished earlier keeps the entry of the run that trained it."""
 
     def __init__(self, run_dir: Path, config):
         self.path, self.final_path = run_dir / "results.partial.json", run_dir / "results.json"
@@ -165,13 +181,12 @@ class Run:
     results: Results
 
     def seed_stage(self, name: str) -> None:
-        """First thing in a stage, before its networks: every random stream from (seed, stage name), so a stage starts
-        the same whether the stages before it were trained, resumed, skipped or loaded."""
+        """First thing in a stage, before its networks: every random stream from (seed, stage name) alone."""
         seed_stage(self.cfg.seed, name)
 
     def load(self, path, frame_stack, max_trajectories=None, load_states=False, like=None, what="", **kw):
-        """load_dataset on the run's device, frames where --frames_device says, states only when asked (probes);
-        `like`: a dataset whose image and action sizes it must have (check_compatible, `what` naming it)."""
+        """load_dataset on the run's device and --frames_device; `like`: a dataset whose image and action sizes it
+        must have (check_compatible, `what` naming it)."""
         kw |= dict(max_trajectories=max_trajectories, load_states=load_states, frames_device=self.cfg.frames_device)
         data = load_dataset(path, self.device, frame_stack, **kw)
         if like is not None:
@@ -186,8 +201,7 @@ class Run:
 
 
 def start_run(cfg: RunConfig) -> Run:
-    """The config checked; device (on CUDA the current one, where evaluation renders too) and precision; seed + rank;
-    the run directory, wandb and results.json. Launched by torchrun it joins the process group (src/dist.py); rank 0
+    """The config checked; the device (joining the process group under torchrun), precision and seed + rank; rank 0
     takes the run directory and wandb, the others wait and log nowhere."""
     check_config(cfg)
     device = get_device(cfg.device)
@@ -202,7 +216,7 @@ def start_run(cfg: RunConfig) -> Run:
         torch.cuda.set_device(device)
         render_on(torch.cuda.current_device())
     for key, value in config_fields(cfg).items():  # a global batch must divide over the ranks
-        if key.split(".")[-1] in BATCH_FIELDS and isinstance(value, int):
+        if key.split(".")[-1] in ("batch_size", "labeled_batch_size") and isinstance(value, int):
             dist.local_batch(value, f"--{key}")
     setup_backends(device, cfg.precision)
     set_seed(cfg.seed + dist.rank())
@@ -216,9 +230,8 @@ def start_run(cfg: RunConfig) -> Run:
 
 
 class LazyWandb:
-    """Rank 0's wandb run, started when the run first trains or computes something (Stage.updates, final_metrics): a
-    rerun whose stages all finished earlier makes none. Logs before the start wait for it; without `init` (the other
-    ranks) nothing is logged."""
+    """Rank 0's wandb run, started when a stage first trains or computes (a rerun of finished stages makes none); logs
+    before the start wait for it. Without `init` (the other ranks) nothing is logged."""
 
     def __init__(self, init=None):
         self._init, self._run, self._waiting = init, None, []
@@ -241,9 +254,8 @@ class LazyWandb:
 
 
 def main(train) -> None:
-    """Runs a script's train() from the command line: Ctrl-C outside a stage's updates ends it with one line saying how
-    to resume, a user error (src/errors.py) with one line naming it, a rank that loses another with one line saying
-    so. The process group is left however the run ends, except when a peer is lost (src/dist.py)."""
+    """Runs a script's train(): Ctrl-C outside a stage's updates, a user error or a lost peer rank ends it with one
+    line saying so. The process group is left however the run ends, except when a peer is lost (src/dist.py)."""
     lost_peer = False
     try:
         with user_errors(show=dist.is_main):
@@ -255,7 +267,7 @@ def main(train) -> None:
             file=sys.stderr,
         )
         sys.exit(130)
-    except (RuntimeError, dist.DistBackendError) as e:
+    except RuntimeError as e:  # torch.distributed.DistBackendError included
         if not dist.active() or not dist.lost_peer(e):
             raise
         lost_peer = True
@@ -268,8 +280,8 @@ def main(train) -> None:
 
 
 def init_wandb(config, run_dir: Path):
-    """wandb in mode online / offline / disabled, its files under the run directory; quiet (no history panel, no sync
-    hint) so that a run's last lines are its headline metrics and results.json, unless WANDB_QUIET is set."""
+    """wandb, its files under the run directory; quiet (unless WANDB_QUIET is set) so that a run's last lines are its
+    headline metrics and results.json."""
     import wandb
 
     return wandb.init(

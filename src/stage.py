@@ -6,10 +6,9 @@
         stage.log(step, loss, mse_loss=loss)  # NaN guard; logging and checkpoints at their cadence
     stage.final_metrics(lambda: {...})      # computed once, kept beside the checkpoint, written to results.json
 
-Stopping: while a stage trains, SIGUSR1 (SLURM's warning), SIGTERM and SIGINT only set a flag; after the update in
-progress the stage checkpoints, says so and exits with PREEMPTED_EXIT_CODE (130 for Ctrl-C); the same command resumes.
-Exactness: a stage's random streams come from (seed, stage name) alone and its checkpoint holds its loss window, so a
-run interrupted anywhere, skipped or reusing another run's stages gives the uninterrupted run's numbers."""
+SIGUSR1 (SLURM's warning), SIGTERM and SIGINT only set a flag: after the update in progress the stage checkpoints and
+exits (75, or 130 for Ctrl-C). Streams seeded from (seed, stage name) and the loss window in the checkpoint make an
+interrupted, skipped or reusing run give the uninterrupted run's numbers."""
 
 import contextlib
 import itertools
@@ -46,9 +45,8 @@ def _on_stop_signal(signum, frame) -> None:
 
 
 def interrupt_point(stage: str, point: str) -> None:
-    """Test hook: LAOM_INTERRUPT_AT=<stage>:<point>[:<signal>] sends the signal (SIGINT unless named) to this process
-    at `point`: "<n>" after update n, "trained" after the last update, "final" with the final metrics computed but not
-    written, "end" once they are recorded. Tests interrupt a run at a chosen place this way, never after a time."""
+    """Test hook: LAOM_INTERRUPT_AT=<stage>:<point>[:<signal>] signals this process (SIGINT unless named) at `point`:
+    "<n>" after update n, "trained", "final" (metrics computed, not written) or "end" (recorded)."""
     at = os.environ.get("LAOM_INTERRUPT_AT", "").split(":")
     if at[:2] == [stage, point]:
         os.kill(os.getpid(), getattr(signal, at[2] if len(at) > 2 else "SIGINT"))
@@ -74,9 +72,8 @@ class NanGuard:
 
 
 def infinite_epochs(data, valid, batch_size: int, drop_last=True, flag="batch_size", seed=None, start: int = 0):
-    """Index batches, epoch after epoch (TrajectoryData.epoch), from batch `start`. Epoch e is permuted by a generator
-    seeded seed + e (None: the global random state). A batch larger than the global samples is refused, naming
-    `flag`: an epoch draws without replacement."""
+    """Index batches, epoch after epoch (TrajectoryData.epoch), from batch `start`; epoch e permuted by a generator
+    seeded seed + e (None: the global random state). A batch over the global samples is refused, naming `flag`."""
     check_batch_size(flag, batch_size, dist.total(len(valid)), data.path)
 
     def epochs():
@@ -88,8 +85,7 @@ def infinite_epochs(data, valid, batch_size: int, drop_last=True, flag="batch_si
 
 
 def finish_wandb_quietly(exit_code: int) -> None:
-    """Ends this process's wandb run, if any, with wandb's console lines silenced (an interrupted run's own line
-    stays the last)."""
+    """Ends this process's wandb run, if any, silently (an interrupted run's own line stays the last)."""
     wandb = sys.modules.get("wandb")
     if wandb is None or wandb.run is None:
         return
@@ -98,10 +94,9 @@ def finish_wandb_quietly(exit_code: int) -> None:
 
 
 class Stage:
-    """One stage: `name` is its metric prefix and config section, `objects` what its checkpoint `ckpt_name` holds (a
-    "sched" entry's learning rate is logged), `total` its updates. load_from: a finished checkpoint of another run,
-    loaded instead of training (reuse_metrics: its stored final metrics too). batch_size, updates_per_epoch and
-    epoch_samples (one epoch's samples, its partial batch included) give the logged samples/s and epoch (on_data)."""
+    """One stage: `name` is its metric prefix and config section, `objects` what its checkpoint `ckpt_name` holds,
+    `total` its updates. load_from: a finished checkpoint of another run, loaded instead of training (reuse_metrics: its
+    final metrics too). batch_size, updates_per_epoch and epoch_samples give the logged samples/s and epoch."""
 
     def __init__(
         self,
@@ -118,19 +113,17 @@ class Stage:
     ):
         if total < 1:
             raise ConfigError(f"{name}: the stage would run {total} updates; check its num_epochs / total_updates")
-        self.name, self.ckpt, self.objects, self.total = name, run.dir / ckpt_name, objects, total
-        self.cfg, self.wandb_run, self.results, self.device = run.cfg, run.wandb, run.results, run.device
-        self.load_from, self.reuse_metrics = load_from, reuse_metrics
+        self.name, self.ckpt, self.objects, self.total, self.run = name, run.dir / ckpt_name, objects, total, run
+        self.cfg, self.device, self.load_from, self.reuse_metrics = run.cfg, run.device, load_from, reuse_metrics
         self.batch_size, self.updates_per_epoch, self.epoch_samples = batch_size, updates_per_epoch, epoch_samples
         self.sched = objects.get("sched")
         self.started = time.perf_counter()  # the stage's wall time, for results.json
         saved = {}  # the checkpoint's loss window and final training loss, if any
-        self.start, self.done = restore_stage(self.ckpt, objects, load_from, self.device, name, run.cfg, saved)
+        self.start, self.done = restore_stage(self.ckpt, objects, load_from, name, run.cfg, saved)
         dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
         self.skipped = self.done  # nothing trained in this process
         self.guard = NanGuard(name, self.device)
-        # The loss summed on the device over the log window in progress, and the mean training loss over the last
-        # complete one (a final metric).
+        # The loss summed over the log window in progress; the mean loss of the last complete one (a final metric).
         self._loss_sum = None if saved.get("loss_sum") is None else saved["loss_sum"].to(self.device)
         self._loss_count = saved.get("loss_count", 0)
         self.final_train_loss = saved.get("final_train_loss")
@@ -146,10 +139,9 @@ class Stage:
     def on_data(
         cls, name, ckpt_name, objects, run, c, data, valid, drop_last=True, whole_epochs=False, reuse_metrics=False
     ):
-        """The stage of section config `c` over the samples `valid` of `data`, and its index batches. An epoch is
-        floor(N / B) batches of the global samples N (drop_last) or ceil(N / B); the stage runs c.num_epochs epochs
-        or c.total_updates updates (whole_epochs: rounded down to whole epochs, at least one, as released), under the
-        schedule objects["sched"] of objects["optim"]. A labeled batch (c.labeled_batch_size) counts in samples/s."""
+        """The stage of config section `c` over the samples `valid` of `data`, and its index batches: c.num_epochs
+        epochs of floor(N / B) (drop_last) or ceil(N / B) batches, or c.total_updates updates (whole_epochs: rounded
+        down to whole epochs, at least one, as released), under the schedule objects["sched"] of objects["optim"]."""
         samples = dist.total(len(valid))
         per_epoch = num_batches(samples, c.batch_size, drop_last)
         total = getattr(c, "total_updates", None)
@@ -171,7 +163,7 @@ class Stage:
         """The update numbers still to run; after the last one the stage's final checkpoint is written."""
         if self.done:
             return
-        self.wandb_run.start()  # the run's wandb run, once a stage trains (its lines before the progress bar)
+        self.run.wandb.start()  # once a stage trains (its lines before the progress bar)
         steps = range(self.start, self.total)
         self.bar = tqdm(steps, desc=self.name, total=self.total, initial=self.start, disable=not dist.is_main())
         self._window = time.perf_counter()
@@ -187,7 +179,10 @@ class Stage:
                 if step == self.start:  # a full update done here: its datasets' frames go to the GPU if they fit
                     place_frames(self.device, self.name)
                 interrupt_point(self.name, str(step + 1))
-                if self._preempted_after(step):
+                stop = bool(_stop_signals)
+                if dist.active():  # all ranks decide, at the logging cadence: none waits for a rank that has left
+                    stop = self.every(self.cfg.log_every, step) and dist.total(int(stop)) > 0
+                if stop:
                     self._stop(step + 1)
         finally:
             for s, handler in previous.items():
@@ -197,14 +192,14 @@ class Stage:
         interrupt_point(self.name, "trained")
 
     def _save(self, n: int) -> None:
-        """Checkpoints after update n (never a NaN loss), with the stage's loss window and final training loss."""
+        """Checkpoints after update n (never a NaN loss), with the stage's loss window."""
         self.guard.check(self.ckpt)
         loss_sum = None if self._loss_sum is None else self._loss_sum.cpu()
         extra = {"loss_sum": loss_sum, "loss_count": self._loss_count, "final_train_loss": self.final_train_loss}
         save_stage(self.ckpt, self.objects, n, done=n >= self.total, extra=extra)
 
     def _stop(self, n: int) -> None:
-        """Checkpoints after update n, says so, and exits (130 on Ctrl-C, PREEMPTED_EXIT_CODE otherwise)."""
+        """Checkpoints after update n, says so, and exits."""
         self._save(n)
         self.bar.close()
         ctrl_c = signal.SIGINT in _stop_signals
@@ -220,13 +215,6 @@ class Stage:
         code = INTERRUPTED_EXIT_CODE if ctrl_c else PREEMPTED_EXIT_CODE
         finish_wandb_quietly(code)  # wandb's own lines at exit would follow the one above
         sys.exit(code)
-
-    def _preempted_after(self, step: int) -> bool:
-        """Whether to stop after update `step`: at once in one process; distributed, when any rank got a signal,
-        decided by all ranks at the logging cadence (so none waits in a collective for a rank that has left)."""
-        if not dist.active():
-            return bool(_stop_signals)
-        return self.every(self.cfg.log_every, step) and dist.total(int(bool(_stop_signals))) > 0
 
     def every(self, num_updates: int, step: int) -> bool:
         """Whether update `step` (0-based) completes a multiple of num_updates."""
@@ -253,7 +241,7 @@ class Stage:
             if self.updates_per_epoch:
                 values[f"{self.name}/epoch"] = n / self.updates_per_epoch
             values[f"{self.name}/step"] = n
-            self.wandb_run.log(values)
+            self.run.wandb.log(values)
             self.bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
             self._window = time.perf_counter()
         if n % self.cfg.checkpoint_every == 0 and n < self.total:
@@ -265,9 +253,8 @@ class Stage:
         return epochs * self.epoch_samples + rest * self.batch_size
 
     def final_metrics(self, compute: Callable[[], dict]) -> dict:
-        """`compute()` once, seeded from (seed, stage name, "final"), when the stage was trained here (or stored none);
-        a stage finished earlier reports what it stored then, a reused one (reuse_metrics) its base run's. Logged,
-        written beside the checkpoint and into results.json; trained_updates: 0 for a stage loaded from another run."""
+        """`compute()` once, seeded from (seed, stage name, "final"), unless the stage finished earlier (its stored
+        metrics) or is reused (reuse_metrics: its base run's). Logged, written beside the checkpoint and to results."""
         path = self.ckpt.with_suffix(".metrics.json")
         stored = Path(self.load_from).with_suffix(".metrics.json") if self.load_from else path
         reuse = self.reuse_metrics if self.load_from else self.skipped
@@ -276,7 +263,7 @@ class Stage:
             metrics[f"{self.name}/trained_updates"] = 0
         elif metrics is None:
             seed_stage(self.cfg.seed, self.name, "final")  # the same draws whenever and wherever they are computed
-            self.wandb_run.start()
+            self.run.wandb.start()
             computed = compute()
             if self.final_train_loss is not None:  # mean loss of the stage's last complete log window
                 computed[f"{self.name}/final_train_loss"] = self.final_train_loss
@@ -285,16 +272,14 @@ class Stage:
             interrupt_point(self.name, "final")
             if dist.is_main():
                 write_json(path, metrics)
-        self.wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, list)})
-        self.results.stage(self.name, time.perf_counter() - self.started, metrics, skipped=self.skipped)
+        self.run.wandb.log({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        self.run.results.stage(self.name, time.perf_counter() - self.started, metrics, skipped=self.skipped)
         interrupt_point(self.name, "end")
         return metrics
 
 
 def _mean_over_ranks(metrics: dict) -> dict:
     """Each number averaged over ranks (one already computed over every rank's data comes back unchanged)."""
-    if not dist.active():
-        return metrics
     every = dist.gather_objects(metrics)  # one dict per rank, the same keys
     out = dict(metrics)
     for k, v in metrics.items():

@@ -41,7 +41,7 @@ def test_an_unfinished_stage_resumes_when_its_checkpoint_is_read_for_a_non_cpu_d
     save_stage(tmp_path / "lam.pt", {}, step=7, done=False)  # no modules: a meta module could not take values
     expected = _draws()
     _draws()  # the stream moves on; the restore must bring it back
-    start, done = restore_stage(tmp_path / "lam.pt", {}, device="meta", stage="lapo")
+    start, done = restore_stage(tmp_path / "lam.pt", {}, stage="lapo")
     assert (start, done) == (7, False)
     assert _draws() == expected
 
