@@ -108,7 +108,6 @@ def test_release_pads_and_other_sizes():
     assert release_pads(64) == (14, 17, 30)
     assert release_pads(128) == release_pads(256) == (28, 28, 30)
     assert release_pads(96) == (21, 26, 45)  # other sizes: the 64 px pads scaled with the size
-    assert Augmenter(shift_pad=4).pads(64) == (4, 17, 30)
 
 
 def test_identity_returns_the_image_exactly():
