@@ -101,9 +101,8 @@ class AugParams:
 
 class Augmenter:
     """The release's random augmentations of float images [B, C, S, S] in [-1, 1] (shape, dtype, device kept), each
-    choice drawn uniformly from `names`. `aug(images, chunks=k)` equals k calls on equal consecutive parts (the same
-    random numbers in the same order) in one pass. The release calls it once each for o_t, o_{t+k} and o_{t+1}: stage
-    1 draws each one's parameters (`draw`) and hands them over together (`apply_each`)."""
+    choice drawn uniformly from `names`. The release calls it once each for o_t, o_{t+k} and o_{t+1}: stage 1 draws
+    each one's parameters (`draw`) and hands them over together (`apply_each`)."""
 
     def __init__(self, names=AUGMENTATIONS):
         self.names = tuple(names)
@@ -111,14 +110,8 @@ class Augmenter:
         if unknown or not self.names:
             raise ConfigError(f"unknown augmentation(s) {unknown or self.names}; valid: {list(AUGMENTATIONS)}")
 
-    def sample_params(self, n: int, size: int, device=None, chunks: int = 1) -> AugParams:
-        """The parameters of `chunks` calls over n images (n divisible by chunks), drawn chunk after chunk as separate
-        calls would."""
-        if n % chunks:
-            raise ValueError(f"batch of {n} images does not split into {chunks} equal chunks")
-        return AugParams.cat([self._sample_call(n // chunks, size, device) for _ in range(chunks)])
-
-    def _sample_call(self, n: int, size: int, device) -> AugParams:
+    def sample_params(self, n: int, size: int, device=None) -> AugParams:
+        """The parameters of one call over n images, in the order one call has always drawn them."""
         shift_pad, _, persp_pad = release_pads(size)
         choice = _tables(self.names, device)[0][torch.randint(len(self.names), (n,), device=device)]
         # one angle / one corner set per call and per choice (each choice holds its own transforms in the release)
@@ -184,8 +177,8 @@ class Augmenter:
         out = self.apply(torch.cat(images), AugParams.cat(params))
         return list(out.split([len(x) for x in images]))
 
-    def __call__(self, images: torch.Tensor, chunks: int = 1) -> torch.Tensor:
-        return self.apply(images, self.sample_params(images.shape[0], images.shape[-1], images.device, chunks))
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.apply(images, self.draw(images))
 
 
 def _warp(x: torch.Tensor, maps: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
