@@ -23,8 +23,7 @@ NONE, SHIFT, ROTATE, PERSPECTIVE = range(4)  # the ops: the first four choices
 # (first op, second op) of each choice, in AUGMENTATIONS order
 _STAGES = [([AUGMENTATIONS.index(a) for a in name.split("-")] + [NONE])[:2] for name in AUGMENTATIONS]
 
-# Pads (shift, rotate, perspective) of the release, by image size. The release sets the shift and rotate pads per
-# resolution (64 px: 14 and 17; 128 / 256 px: 28 and 28) and leaves the perspective pad at its default of 30.
+# Pads (shift, rotate, perspective) the release sets per image size (perspective: torchvision's default 30).
 RELEASE_PADS = {64: (14, 17, 30), 128: (28, 28, 30), 256: (28, 28, 30)}
 
 
@@ -114,7 +113,6 @@ class Augmenter:
         """The parameters of one call over n images, in the order one call has always drawn them."""
         shift_pad, _, persp_pad = release_pads(size)
         choice = _tables(self.names, device)[0][torch.randint(len(self.names), (n,), device=device)]
-        # one angle / one corner set per call and per choice (each choice holds its own transforms in the release)
         padded = size + 2 * persp_pad
         corners = perspective_endpoints(len(AUGMENTATIONS), padded, padded, DISTORTION, device)
         return AugParams(

@@ -40,7 +40,6 @@ def _trajectory_keys(f: h5py.File, path: str) -> list[str]:
 
 
 def trajectory_count(path: str) -> int:
-    """The number of trajectories of a dataset file."""
     with h5py.File(path, "r") as f:
         return len(_trajectory_keys(f, path))
 
@@ -147,16 +146,15 @@ class TrajectoryData:
         return torch.cat(idx).to(self.index_device)
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
-        """frames[idx] for idx of any shape, delivered on `device`: uint8 [*idx.shape, 3, H, W]."""
         self.in_use = True
         return self.rows(self.frames, idx, "frames")
 
     def rows(self, source: torch.Tensor, idx: torch.Tensor, kind: str) -> torch.Tensor:
-        """source[idx] for a tensor of one row per frame (frames, masks) and idx of any shape, on `device`."""
+        """source[idx] for a tensor of one row per frame (frames, masks) and idx of any shape, on `device`; host rows
+        of a GPU run are gathered straight into a pinned buffer."""
         shape = (*idx.shape, *source.shape[1:])
         flat = idx.reshape(-1)
         if self.staging is not None and source.device.type == "cpu":
-            # Host rows, GPU compute: gathered straight into a pinned buffer, copied asynchronously.
             fill = lambda out: torch.index_select(source, 0, flat, out=out.view(-1, *source.shape[1:]))  # noqa: E731
             return self.staging.copy(kind, shape, source.dtype, fill)
         if flat.device != source.device:  # rows moved to the GPU (place_frames), host indices: copied there
@@ -179,9 +177,7 @@ class TrajectoryData:
         """Stacked observations at global indices idx: uint8 [B, 3k, H, W], oldest frame first."""
         return stack_channels(self._gather(self.stack_indices(idx, frame_stack)))
 
-    def batch(
-        self, idx: torch.Tensor, frame_stack: int, future_offset: int = 0, next_obs: bool = False
-    ) -> dict[str, torch.Tensor]:
+    def batch(self, idx: torch.Tensor, frame_stack: int, future_offset=0, next_obs=False) -> dict[str, torch.Tensor]:
         """A batch at global indices idx (t + future_offset <= T - 1): uint8 `obs` o_t [B, 3k, H, W]; `next_obs`
         o_{t+1}; with future_offset K > 0 `future_obs` o_{t+k} (k uniform in 1..K per sample) and `offsets` k [B];
         `actions` and (when loaded) `states` at t."""
@@ -326,8 +322,7 @@ def _read_floats(f: h5py.File, keys: list[str], name: str, path: str) -> torch.T
 
 
 def _read_rows(f: h5py.File, keys: list[str], lens: list[int], name: str, out: torch.Tensor, desc: str) -> None:
-    """The groups' uint8 `name` ([T, H, W, C] or [T, H, W]) read in turn into out [N, C, H, W] (through a buffer of
-    one trajectory, pinned when `out` is on the GPU)."""
+    """The groups' uint8 `name` ([T, H, W, C] or [T, H, W]) read in turn into out [N, C, H, W], through a buffer."""
     c, h, w = out.shape[1:]
     buf = torch.empty((max(lens), h, w, c), dtype=torch.uint8, pin_memory=out.device.type == "cuda")
     start = 0
@@ -432,8 +427,8 @@ def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str
 
 
 def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
-    """Foreground masks of `data`'s trajectories (`data.keys`) from a masks file (docs/MASKS.md: each group's `masks`
-    uint8 [T, H, W], 255 = foreground), aligned with its frames: uint8 [N, 1, H, W] on `data.frames_device`."""
+    """Foreground masks of `data`'s trajectories from a masks file (docs/MASKS.md), aligned with its frames: uint8
+    [N, 1, H, W] on `data.frames_device`."""
     _, _, h, w = data.frames_shape
     lens = data.traj_lens.tolist()
     with _open(path, "masks file") as f:
@@ -456,6 +451,5 @@ def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
 
 def stacked_masks(masks: torch.Tensor, data: TrajectoryData, idx: torch.Tensor, frame_stack: int) -> torch.Tensor:
     """The masks of the stacked observation at global indices idx, on `data.device`: uint8 [B, k, H, W], mask j
-    belonging to frame j (oldest first, padded like TrajectoryData.obs), i.e. to channels 3j .. 3j+2."""
-    stack = data.stack_indices(idx, frame_stack)  # [B, k]
-    return data.rows(masks, stack, "masks").squeeze(2)  # [B, k, 1, H, W] -> [B, k, H, W]
+    belonging to frame j (padded like TrajectoryData.obs), i.e. to channels 3j .. 3j+2."""
+    return data.rows(masks, data.stack_indices(idx, frame_stack), "masks").squeeze(2)  # [B, k, 1, H, W] -> [B, k, H, W]

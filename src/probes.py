@@ -242,8 +242,7 @@ def _leakage(fit, val, test, ev, path, columns: dict, act_dim: int) -> dict[str,
         val_r2 = [val.r2(w, b, mean, cols) for w, b in path]
         best = _best(val_r2)
         put(name, "_r2", val_r2[best], Moments.r2, *path[best], mean, cols)
-    # The other direction: the share of the latent the agent (and the distractors' changes) explains, and the same
-    # source's held-out canonical correlations with the latent, which rescaling cannot change.
+    # The other direction: the share of the latent each source explains, and its held-out CCA (no rescaling changes it).
     distractors = [c for k in LEAKAGE_TARGETS[2:] for c in spans.get(k, [])]
     sources = {"agent": spans["action"] + spans.get("agent_state", []), "distractors": distractors}
     for name, cols in ((k, v) for k, v in sources.items() if v):
