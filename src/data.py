@@ -390,8 +390,7 @@ def load_dataset(
         _check_steps(path, keys, lens, frame_stack, min_offset)
         actions = _read_floats(f, keys, "actions", path).to(device)
         states = _read_floats(f, keys, "states", path).to(device) if load_states else None
-    host = frames_device in ("auto", "cpu", "pinned")  # "auto" frames may go to the GPU later: place_frames
-    fdev = torch.device("cpu") if host else torch.device(frames_device)
+    fdev = torch.device("cpu" if frames_device in ("auto", "cpu", "pinned") else frames_device)  # auto: place_frames
     lens_t = torch.tensor(lens, dtype=torch.int64)
     starts = torch.cumsum(lens_t, 0) - lens_t
     data = TrajectoryData(
