@@ -23,8 +23,7 @@ NONE, SHIFT, ROTATE, PERSPECTIVE = range(4)  # the ops: the first four choices
 # (first op, second op) of each choice, in AUGMENTATIONS order
 _STAGES = [([AUGMENTATIONS.index(a) for a in name.split("-")] + [NONE])[:2] for name in AUGMENTATIONS]
 
-# Pads (shift, rotate, perspective) of the release, by image size. The release sets the shift and rotate pads per
-# resolution (64 px: 14 and 17; 128 / 256 px: 28 and 28) and leaves the perspective pad at its default of 30.
+# Pads (shift, rotate, perspective) the release sets per image size (perspective: torchvision's default 30).
 RELEASE_PADS = {64: (14, 17, 30), 128: (28, 28, 30), 256: (28, 28, 30)}
 
 
@@ -101,34 +100,19 @@ class AugParams:
 
 class Augmenter:
     """The release's random augmentations of float images [B, C, S, S] in [-1, 1] (shape, dtype, device kept), each
-    choice drawn uniformly from `names`; *_pad override release_pads. `aug(images, chunks=k)` equals k calls on equal
-    consecutive parts (the same random numbers in the same order) in one pass. The release calls it once each for
-    o_t, o_{t+k} and o_{t+1}: stage 1 draws each one's parameters (`draw`) and hands them over together (`apply_each`).
-    """
+    choice drawn uniformly from `names`. The release calls it once each for o_t, o_{t+k} and o_{t+1}: stage 1 draws
+    each one's parameters (`draw`) and hands them over together (`apply_each`)."""
 
-    def __init__(self, names=AUGMENTATIONS, shift_pad=None, rotate_pad=None, perspective_pad=None):
+    def __init__(self, names=AUGMENTATIONS):
         self.names = tuple(names)
         unknown = [n for n in self.names if n not in AUGMENTATIONS]
         if unknown or not self.names:
             raise ConfigError(f"unknown augmentation(s) {unknown or self.names}; valid: {list(AUGMENTATIONS)}")
-        self.pad_overrides = (shift_pad, rotate_pad, perspective_pad)
 
-    def pads(self, size: int) -> tuple:
-        """(shift, rotate, perspective) pads used for `size` px images."""
-        return tuple(o if o is not None else p for o, p in zip(self.pad_overrides, release_pads(size), strict=True))
-
-    def sample_params(self, n: int, size: int, device=None, chunks: int = 1) -> AugParams:
-        """Draw the parameters of `chunks` calls over n images (n divisible by chunks), chunk after chunk, each as
-        one call draws them: the random numbers, and so the result, are those of `chunks` separate calls."""
-        if n % chunks:
-            raise ValueError(f"batch of {n} images does not split into {chunks} equal chunks")
-        return AugParams.cat([self._sample_call(n // chunks, size, device) for _ in range(chunks)])
-
-    def _sample_call(self, n: int, size: int, device) -> AugParams:
+    def sample_params(self, n: int, size: int, device=None) -> AugParams:
         """The parameters of one call over n images, in the order one call has always drawn them."""
-        shift_pad, _, persp_pad = self.pads(size)
+        shift_pad, _, persp_pad = release_pads(size)
         choice = _tables(self.names, device)[0][torch.randint(len(self.names), (n,), device=device)]
-        # one angle / one corner set per call and per choice (each choice holds its own transforms in the release)
         padded = size + 2 * persp_pad
         corners = perspective_endpoints(len(AUGMENTATIONS), padded, padded, DISTORTION, device)
         return AugParams(
@@ -142,7 +126,7 @@ class Augmenter:
     def op_maps(self, params: AugParams, size: int) -> torch.Tensor:
         """[4, N, 3, 3] per-image maps of the ops (none, shift, rotate, perspective) from output pixel coordinates to
         input pixel coordinates of the unpadded image (pixel k's centre at k)."""
-        shift_pad, _, persp_pad = self.pads(size)
+        shift_pad, _, persp_pad = release_pads(size)
         device = params.shift.device
         shift = _translate(params.shift.float() - shift_pad)  # crop at offset s of the padded image
         # torchvision rotate: an output offset X from the image centre samples the input at R X, R = [[c, -s], [s, c]]
@@ -168,7 +152,7 @@ class Augmenter:
             raise ValueError(f"square images expected (as in the release), got {s} x {w}")
         x = images if images.dtype in (torch.float32, torch.float64) else images.float()
         maps = self.op_maps(params, s).to(x.dtype)  # [4 ops, N, 3, 3]
-        shift_pad, rotate_pad, persp_pad = self.pads(s)
+        shift_pad, rotate_pad, persp_pad = release_pads(s)
         stages = _tables(self.names, x.device)[1][params.choice]  # [N, 2] ops
         idx = torch.arange(n, device=x.device)
         for stage in range(2):
@@ -191,9 +175,8 @@ class Augmenter:
         out = self.apply(torch.cat(images), AugParams.cat(params))
         return list(out.split([len(x) for x in images]))
 
-    def __call__(self, images: torch.Tensor, chunks: int = 1) -> torch.Tensor:
-        params = self.sample_params(images.shape[0], images.shape[-1], images.device, chunks)
-        return self.apply(images, params)
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.apply(images, self.draw(images))
 
 
 def _warp(x: torch.Tensor, maps: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:

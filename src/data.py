@@ -1,9 +1,8 @@
 """HDF5 datasets in the released layout (docs/FAITHFULNESS.md, "data") and whole-batch sampling by tensor indexing.
 
 Frames are stored once, uint8 channels first [N, 3, H, W] (a gathered stack [B, k, 3, H, W] is a [B, 3k, H, W]
-observation without a copy); on a GPU run in host memory at first (batches reach the GPU through pinned buffers), on the
-GPU after a stage's first update if they fit (place_frames). Stacks and future frames are gathered with one indexing
-operation each, never with a per-sample `__getitem__` + collate."""
+observation without a copy); on a GPU run in host memory at first (batches go through pinned buffers), on the GPU after
+a stage's first update if they fit (place_frames). No per-sample `__getitem__` + collate."""
 
 import math
 import warnings
@@ -41,7 +40,6 @@ def _trajectory_keys(f: h5py.File, path: str) -> list[str]:
 
 
 def trajectory_count(path: str) -> int:
-    """The number of trajectories of a dataset file."""
     with h5py.File(path, "r") as f:
         return len(_trajectory_keys(f, path))
 
@@ -62,9 +60,7 @@ def _pinned_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
 
 class PinnedStaging:
     """Host -> GPU copies that do not block the host: a batch tensor is written into one of two pinned buffers of its
-    kind ("frames", "index", ...) and copied with non_blocking=True. A buffer is written again only after its last
-    copy finished (a CUDA event on the current stream, the run's device: src.run.start_run); a larger batch regrows it.
-    """
+    kind ("frames", "index", ...), copied with non_blocking=True and written again only after that copy finished."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -91,17 +87,15 @@ class PinnedStaging:
 
 @dataclass
 class TrajectoryData:
-    """All trajectories of one HDF5 file (in a distributed run this rank's share, `keys`), concatenated along time.
-
-    frames uint8 [N, 3, H, W] on frames_device, read on first use (a skipped stage reads none); masks uint8
-    [N, 1, H, W] beside them while a stage keeps them there (load_masks); actions [N, A] and states [N, S] on
-    `device`; start_of [N]: the index of each frame's trajectory start. Indices are drawn on index_device, where the
-    frames were first placed, so frames moved later (place_frames, `auto`) see the same indices and random draws."""
+    """All trajectories of one HDF5 file (in a distributed run this rank's share, `keys`), concatenated along time:
+    frames uint8 [N, 3, H, W] on frames_device, read on first use; masks [N, 1, H, W] beside them (load_masks);
+    actions [N, A], states [N, S] on `device`; start_of [N]: each frame's trajectory start. Indices are drawn on
+    index_device, where the frames were first placed, so frames moved later (place_frames) see the same draws."""
 
     path: str
     frames_shape: tuple[int, ...]
     frames_device: torch.device
-    actions: torch.Tensor | None
+    actions: torch.Tensor
     states: torch.Tensor | None
     start_of: torch.Tensor
     traj_starts: torch.Tensor
@@ -109,7 +103,7 @@ class TrajectoryData:
     attrs: dict
     device: torch.device
     keys: list[str] = field(default_factory=list)
-    staging: "PinnedStaging | None" = field(default=None, repr=False)  # host frames, CUDA compute: the copies
+    staging: PinnedStaging | None = field(default=None, repr=False)  # host frames, CUDA compute: the copies
     index_device: torch.device = torch.device("cpu")
     auto: bool = False
     masks: torch.Tensor | None = field(default=None, repr=False)
@@ -118,7 +112,7 @@ class TrajectoryData:
 
     @property
     def frames(self) -> torch.Tensor:
-        if self._frames is None:  # read where the indices are drawn: where the frames were placed at first
+        if self._frames is None:
             frames = torch.empty(self.frames_shape, dtype=torch.uint8, device=self.index_device)
             with h5py.File(self.path, "r") as f:
                 _read_rows(f, self.keys, self.traj_lens.tolist(), "obs", frames, f"loading {self.path}")
@@ -152,16 +146,15 @@ class TrajectoryData:
         return torch.cat(idx).to(self.index_device)
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
-        """frames[idx] for idx of any shape, delivered on `device`: uint8 [*idx.shape, 3, H, W]."""
         self.in_use = True
         return self.rows(self.frames, idx, "frames")
 
     def rows(self, source: torch.Tensor, idx: torch.Tensor, kind: str) -> torch.Tensor:
-        """source[idx] for a tensor of one row per frame (frames, masks) and idx of any shape, on `device`."""
+        """source[idx] for a tensor of one row per frame (frames, masks) and idx of any shape, on `device`; host rows
+        of a GPU run are gathered straight into a pinned buffer."""
         shape = (*idx.shape, *source.shape[1:])
         flat = idx.reshape(-1)
         if self.staging is not None and source.device.type == "cpu":
-            # Host rows, GPU compute: gathered straight into a pinned buffer, copied asynchronously.
             fill = lambda out: torch.index_select(source, 0, flat, out=out.view(-1, *source.shape[1:]))  # noqa: E731
             return self.staging.copy(kind, shape, source.dtype, fill)
         if flat.device != source.device:  # rows moved to the GPU (place_frames), host indices: copied there
@@ -169,8 +162,7 @@ class TrajectoryData:
         return torch.index_select(source, 0, flat).view(shape).to(self.device)  # faster than source[idx] on CPU
 
     def to_device(self, t: torch.Tensor, kind: str) -> torch.Tensor:
-        """A host tensor of a batch on `device`: through a pinned buffer of its kind when staging (a copy from
-        pageable memory would block the host), else by .to."""
+        """A host tensor of a batch on `device`, through a pinned buffer of its kind when staging."""
         if self.staging is None:
             return t.to(self.device, non_blocking=True)
         return self.staging.copy(kind, t.shape, t.dtype, lambda out: out.copy_(t))
@@ -185,12 +177,10 @@ class TrajectoryData:
         """Stacked observations at global indices idx: uint8 [B, 3k, H, W], oldest frame first."""
         return stack_channels(self._gather(self.stack_indices(idx, frame_stack)))
 
-    def batch(
-        self, idx: torch.Tensor, frame_stack: int, future_offset: int = 0, next_obs: bool = False
-    ) -> dict[str, torch.Tensor]:
+    def batch(self, idx: torch.Tensor, frame_stack: int, future_offset=0, next_obs=False) -> dict[str, torch.Tensor]:
         """A batch at global indices idx (t + future_offset <= T - 1): uint8 `obs` o_t [B, 3k, H, W]; `next_obs`
         o_{t+1}; with future_offset K > 0 `future_obs` o_{t+k} (k uniform in 1..K per sample) and `offsets` k [B];
-        `actions` and `states` at t when loaded."""
+        `actions` and (when loaded) `states` at t."""
         window = self._gather(self.stack_indices(idx, frame_stack, extra=int(next_obs)))  # [B, k(+1), 3, H, W]
         out = {"obs": stack_channels(window[:, :frame_stack])}  # views of the gathered window, no copy
         if next_obs:
@@ -200,18 +190,14 @@ class TrajectoryData:
             out["future_obs"] = self.obs(idx + k, frame_stack)
             out["offsets"] = self.to_device(k, "offsets")
         dev_idx = self.to_device(idx, "index")
-        if self.actions is not None:
-            out["actions"] = self.actions[dev_idx]
+        out["actions"] = self.actions[dev_idx]
         if self.states is not None:
             out["states"] = self.states[dev_idx]
         return out
 
-    def epoch(
-        self, valid: torch.Tensor, batch_size: int, drop_last: bool = True, generator: torch.Generator | None = None
-    ) -> Iterator[torch.Tensor]:
-        """Shuffled batches of indices from `valid`, without replacement (the permutation drawn with `generator`, on
-        valid's device); drop_last drops the last partial batch (num_batches). batch_size is the global batch: each
-        rank of a distributed run draws batch_size / world_size from its share."""
+    def epoch(self, valid: torch.Tensor, batch_size: int, drop_last=True, generator=None) -> Iterator[torch.Tensor]:
+        """Shuffled batches of indices from `valid`, without replacement; drop_last drops the last partial batch.
+        batch_size is the global batch: each rank of a distributed run draws batch_size / world_size of it."""
         batch_size = dist.local_batch(batch_size)
         perm = valid[torch.randperm(len(valid), device=valid.device, generator=generator)]
         for i in range(num_batches(len(valid), batch_size, drop_last)):
@@ -219,8 +205,7 @@ class TrajectoryData:
 
     def sample(self, valid: torch.Tensor, batch_size: int) -> torch.Tensor:
         """Indices drawn uniformly from `valid` with replacement: batch_size / world_size of the global batch."""
-        batch_size = dist.local_batch(batch_size)
-        return valid[torch.randint(0, len(valid), (batch_size,), device=valid.device)]
+        return valid[torch.randint(0, len(valid), (dist.local_batch(batch_size),), device=valid.device)]
 
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool = True) -> int:
@@ -247,8 +232,7 @@ def check_data_file(flag: str, path: str) -> None:
 
 
 def check_batch_size(flag: str, batch_size: int, count: int, path: str, with_replacement: bool = False) -> None:
-    """A batch larger than the samples it is drawn from: an error for a sampler without replacement (an epoch's
-    batch could not be that large), a one-line warning for one with replacement (each batch repeats samples)."""
+    """A batch larger than the samples it is drawn from: an error without replacement, a warning with it."""
     if batch_size > count and not with_replacement:
         raise ConfigError(
             f"{flag}={batch_size}: larger than the {count} samples it is drawn from ({path}, without replacement); "
@@ -279,13 +263,12 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-_CACHE: dict[tuple, "TrajectoryData"] = {}  # the datasets this process opened (load_dataset)
+_CACHE: dict[tuple, TrajectoryData] = {}  # the datasets this process opened (load_dataset)
 MARGIN = 0.05  # of the GPU's memory: kept free beside the moved frames and a stage's measured peak
 
 
 def watch_frames(device: torch.device) -> None:
-    """Called as a stage's updates begin (src/stage.py): no dataset counts as read by it yet, and on a GPU its peak
-    memory is measured from here."""
+    """As a stage's updates begin: no dataset counts as read by it yet; a GPU's peak memory is measured from here."""
     for d in _CACHE.values():
         d.in_use = False
     if device.type == "cuda":
@@ -293,9 +276,8 @@ def watch_frames(device: torch.device) -> None:
 
 
 def place_frames(device: torch.device, stage: str) -> None:
-    """After a stage's first update (Adam's state exists), the frames and masks it read, opened "auto" and still in
-    host memory, go to the GPU together if bytes + (measured peak - allocated now) + MARGIN of the GPU <= free memory
-    (PyTorch's cache emptied), said in one line. The indices stay on index_device: the run's numbers do not change."""
+    """After a stage's first update (Adam's state exists), the frames and masks it read, opened "auto", go to the GPU
+    together if bytes + (measured peak - allocated now) + MARGIN of the GPU <= free memory, said in one line."""
     datasets = [d for d in _CACHE.values() if d.auto and d.in_use and d.frames_device != d.device]
     if device.type != "cuda" or not datasets:
         return
@@ -340,8 +322,7 @@ def _read_floats(f: h5py.File, keys: list[str], name: str, path: str) -> torch.T
 
 
 def _read_rows(f: h5py.File, keys: list[str], lens: list[int], name: str, out: torch.Tensor, desc: str) -> None:
-    """The groups' uint8 `name` ([T, H, W, C] or [T, H, W]) read in turn into out [N, C, H, W] (through a buffer of
-    one trajectory, pinned when `out` is on the GPU)."""
+    """The groups' uint8 `name` ([T, H, W, C] or [T, H, W]) read in turn into out [N, C, H, W], through a buffer."""
     c, h, w = out.shape[1:]
     buf = torch.empty((max(lens), h, w, c), dtype=torch.uint8, pin_memory=out.device.type == "cuda")
     start = 0
@@ -356,27 +337,24 @@ def load_dataset(
     device: str | torch.device = "cpu",
     frame_stack: int = 3,
     min_offset: int = 1,
-    load_actions: bool = True,
     load_states: bool = True,
     max_trajectories: int | None = None,
     frames_device: str = "auto",
 ) -> TrajectoryData:
     """One TrajectoryData of the file's (first max_trajectories) trajectories, each at least frame_stack + min_offset
-    steps. frames_device: "auto" (host memory, then place_frames), "cpu", "pinned" (host memory: on CUDA both send
-    batches through pinned buffers) or a device. A file is read once per process: a later call with the same path,
-    device and max_trajectories that needs no more arrays reuses it. A rank of a distributed run holds the
-    trajectories i with i % world_size == rank."""
+    steps. frames_device: "auto" (host memory, then place_frames), "cpu", "pinned" (both host memory) or a device. A
+    later call with the same path, device and max_trajectories that needs no more arrays reuses the first. A rank of a
+    distributed run holds the trajectories i with i % world_size == rank."""
     device = torch.device(device)
     key = (str(Path(path).resolve()), str(device), max_trajectories)
     cached = _CACHE.get(key)
-    if cached is not None and (cached.actions is not None or not load_actions):
-        if cached.states is not None or not load_states:
-            _check_steps(path, cached.keys, cached.traj_lens.tolist(), frame_stack, min_offset)
-            return cached
+    if cached is not None and (cached.states is not None or not load_states):
+        _check_steps(path, cached.keys, cached.traj_lens.tolist(), frame_stack, min_offset)
+        return cached
     attrs = read_root_attrs(path)
     # The earlier collector of this project clipped actions to [-1, 1] (docs/FAITHFULNESS.md, "raw actions").
     old_collector = "background_source" in attrs and "collector_version" not in attrs
-    if load_actions and (old_collector or attrs.get("actions_clipped", False)):
+    if old_collector or attrs.get("actions_clipped", False):
         warnings.warn(
             f"{path}: its actions were clipped to [-1, 1] by the earlier collector (no collector_version attribute), "
             "while the paper's datasets store the expert's raw actions: action targets and action MSEs are then on "
@@ -392,7 +370,7 @@ def load_dataset(
                 "max_trajectories)"
             )
         keys = keys[dist.rank() :: dist.world_size()]  # this rank's share
-        needed = ["obs"] + (["actions"] if load_actions else []) + (["states"] if load_states else [])
+        needed = ["obs", "actions"] + (["states"] if load_states else [])
         lens, hw = [], None
         for k in keys:
             for name in needed:
@@ -410,10 +388,9 @@ def load_dataset(
                     raise DatasetError(f"{path}: group '{k}': '{name}' has {f[k][name].shape[0]} steps, obs has {n}")
             lens.append(n)
         _check_steps(path, keys, lens, frame_stack, min_offset)
-        actions = _read_floats(f, keys, "actions", path).to(device) if load_actions else None
+        actions = _read_floats(f, keys, "actions", path).to(device)
         states = _read_floats(f, keys, "states", path).to(device) if load_states else None
-    host = frames_device in ("auto", "cpu", "pinned")  # "auto" frames may go to the GPU later: place_frames
-    fdev = torch.device("cpu") if host else torch.device(frames_device)
+    fdev = torch.device("cpu" if frames_device in ("auto", "cpu", "pinned") else frames_device)  # auto: place_frames
     lens_t = torch.tensor(lens, dtype=torch.int64)
     starts = torch.cumsum(lens_t, 0) - lens_t
     data = TrajectoryData(
@@ -442,15 +419,15 @@ def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str
         raise DatasetError(
             f"{what} set {other.path} has {other.img_hw} px frames but {reference.path} has {reference.img_hw} px"
         )
-    if other.actions is not None and reference.actions is not None and other.act_dim != reference.act_dim:
+    if other.act_dim != reference.act_dim:
         raise DatasetError(
             f"{what} set {other.path} has action size {other.act_dim} but {reference.path} has {reference.act_dim}"
         )
 
 
 def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
-    """Foreground masks of `data`'s trajectories (`data.keys`) from a masks file (docs/MASKS.md: each group's `masks`
-    uint8 [T, H, W], 255 = foreground), aligned with its frames: uint8 [N, 1, H, W] on `data.frames_device`."""
+    """Foreground masks of `data`'s trajectories from a masks file (docs/MASKS.md), aligned with its frames: uint8
+    [N, 1, H, W] on `data.frames_device`."""
     _, _, h, w = data.frames_shape
     lens = data.traj_lens.tolist()
     with _open(path, "masks file") as f:
@@ -473,6 +450,5 @@ def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
 
 def stacked_masks(masks: torch.Tensor, data: TrajectoryData, idx: torch.Tensor, frame_stack: int) -> torch.Tensor:
     """The masks of the stacked observation at global indices idx, on `data.device`: uint8 [B, k, H, W], mask j
-    belonging to frame j (oldest first, padded like TrajectoryData.obs), i.e. to channels 3j .. 3j+2."""
-    stack = data.stack_indices(idx, frame_stack)  # [B, k]
-    return data.rows(masks, stack, "masks").squeeze(2)  # [B, k, 1, H, W] -> [B, k, H, W]
+    belonging to frame j (padded like TrajectoryData.obs), i.e. to channels 3j .. 3j+2."""
+    return data.rows(masks, data.stack_indices(idx, frame_stack), "masks").squeeze(2)  # [B, k, 1, H, W] -> [B, k, H, W]

@@ -24,8 +24,7 @@ from src.errors import ConfigError, DatasetError  # noqa: E402
 
 
 def flatten_state(obs: Mapping[str, np.ndarray], dtype: np.dtype = np.float32) -> np.ndarray:
-    """dm_control observation dict -> flat vector [S], keys in alphabetical order: the project's one flattening
-    (`info["state"]` below, and scripts/data_collection/experts.py's DMCStateEnv, in float64 for SAC)."""
+    """dm_control observation dict -> flat vector [S], keys in alphabetical order: the project's one flattening."""
     return np.concatenate([np.asarray(obs[k], dtype=dtype).reshape(-1) for k in sorted(obs)])
 
 
@@ -51,8 +50,7 @@ class PixelEnv(gym.Wrapper):
             self._masker = DepthMasker(model, *args)
 
     def _render(self) -> np.ndarray:
-        """The rendered frame [H, W, 3]; with blur, its background blurred as the dataset's frames were (the agent's
-        true foreground from MuJoCo's segmentation rendering)."""
+        """The rendered frame [H, W, 3]; with blur, its background blurred as the dataset's frames were."""
         frame = self.env.render()
         if self.blur is None:
             return frame
@@ -99,8 +97,7 @@ def make_env(
     blur: Mapping | None = None,
 ) -> PixelEnv:
     """A DCS environment (module docstring). backgrounds_path: a DAVIS-2017 folder or "builtin" (also None). seed: the
-    first episode's. camera_mode: "release" or "corrected" (src.dcs.suite.CameraDistraction). blur: as
-    blur_from_attrs gives, to blur each frame's background."""
+    first episode's. camera_mode: "release" or "corrected". blur: blur_from_attrs's, to blur each frame's background."""
     cam = C.RENDER_CAMERA_ID.get(domain_name, 0)
     dcs_env = load(
         domain_name, task_name, difficulty, dynamic, backgrounds_path, backgrounds_split, cam, camera_mode, seed=seed
@@ -109,9 +106,8 @@ def make_env(
 
 
 def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str | None = None) -> dict:
-    """How a dataset's frames were blurred (scripts/blur_hdf5_data.py records it in root attributes), for an
-    evaluation environment that blurs its frames the same way: with true masks from the simulator, or with depth
-    masks made by the same DepthAnything model and parameters (model_path: its local folder; None: the HF cache)."""
+    """How a dataset's frames were blurred (root attributes of scripts/blur_hdf5_data.py), for an evaluation
+    environment that blurs its frames the same way (model_path: the DepthAnything folder; None: the HF cache)."""
     if "blur_kernel" not in attrs:
         raise DatasetError(f"{path} was not blurred (no blur_kernel root attribute); eval_use_blur needs one that was")
     masks = str(attrs.get("blur_masks", "depth"))
@@ -131,9 +127,8 @@ def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str |
 
 
 def env_kwargs_from_attrs(attrs: Mapping, backgrounds_path: str | None = None, split: str | None = None, **overrides):
-    """make_env arguments that rebuild a dataset's environment from its root attributes. Built-in videos (attribute
-    background_source "builtin") are rebuilt; DAVIS ones (background_source "davis", or absent as in the paper's
-    files) need the DAVIS folder as backgrounds_path unless the difficulty is vanilla. split: default "train"."""
+    """make_env arguments that rebuild a dataset's environment from its root attributes. DAVIS backgrounds
+    (background_source "davis", or absent as in the paper's files) need the DAVIS folder as backgrounds_path."""
     missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
     if missing:
         raise KeyError(f"dataset root attribute(s) {missing} missing: cannot rebuild its environment")
@@ -151,13 +146,6 @@ def env_kwargs_from_attrs(attrs: Mapping, backgrounds_path: str | None = None, s
     kwargs |= dict(dynamic=bool(attrs["dynamic"]), img_hw=int(attrs["img_hw"]), backgrounds_path=backgrounds_path)
     camera_mode = str(attrs.get("dcs_camera_mode", "release"))  # the paper's files: the release's camera
     return kwargs | dict(backgrounds_split=split or "train", camera_mode=camera_mode) | overrides
-
-
-def egl_vendor() -> str:
-    """The vendor of the EGL display MuJoCo renders with ("NVIDIA", or "Mesa Project" for software rendering)."""
-    from dm_control._render.pyopengl import egl_ext, egl_renderer
-
-    return egl_ext.eglQueryString(egl_renderer.EGL_DISPLAY, egl_ext.EGL_VENDOR).decode()
 
 
 def make_vec_env(env_kwargs: dict, num_envs: int, seed: int, asynchronous: bool = True) -> gym.vector.VectorEnv:

@@ -21,8 +21,8 @@ NORMALIZING_RETURNS = {
 
 
 def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
-    """mean_return / the BC-on-full-data return of the environment and setting of a dataset's root attributes
-    (difficulty "vanilla": without distractors), None for other environments. The project's one normalisation."""
+    """mean_return / the BC-on-full-data return of a dataset's environment and setting (difficulty "vanilla": without
+    distractors), None for other environments."""
     env = f"{attrs['domain_name']}-{attrs['task_name']}"
     if mean_return is None or env not in NORMALIZING_RETURNS:
         return None
@@ -31,9 +31,8 @@ def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
 
 
 def evaluate_for_dataset(policy: Policy, attrs: dict, stage, run, frame_stack, device, prefix, normalize=True):
-    """Rollouts in the environment a dataset was recorded in (rebuilt from its root attributes; with the stage's
-    eval_use_blur, its frames blurred as the dataset's were) as a stage's final metrics: `<prefix>/eval_returns_mean`,
-    `_std`, `eval_returns` and, with normalize, `normalized_score`. No episodes: no environment is built."""
+    """Rollouts in the environment a dataset was recorded in (with eval_use_blur, frames blurred as its were) as a
+    stage's final metrics: `<prefix>/eval_returns_mean`, `_std`, `eval_returns`, with normalize `normalized_score`."""
     env_kwargs = {}
     if stage.eval_episodes > 0:
         from src.envs import blur_from_attrs, env_kwargs_from_attrs  # dm_control only where environments are used
@@ -52,9 +51,8 @@ def evaluate_for_dataset(policy: Policy, attrs: dict, stage, run, frame_stack, d
 
 @torch.no_grad()
 def evaluate(policy: Policy, env_kwargs: dict, num_episodes: int, seed: int, num_envs=1, device="cpu", desc="eval"):
-    """{"returns", "mean", "std"} of num_episodes episodes (episode i seeded with seed + i), num_envs worker processes
-    at a time. In a distributed run rank r runs the episodes i with i % world_size == r; every rank gets all the
-    returns, in episode order."""
+    """{"returns", "mean", "std"} of num_episodes episodes (episode i seeded with seed + i); rank r of a distributed
+    run plays the episodes i with i % world_size == r, every rank gets all the returns."""
     if num_episodes <= 0:
         return {"returns": [], "mean": None, "std": None}
     episodes = list(range(dist.rank(), num_episodes, dist.world_size()))  # this rank's share
@@ -66,7 +64,6 @@ def evaluate(policy: Policy, env_kwargs: dict, num_episodes: int, seed: int, num
 
 
 def _rollouts(policy: Policy, env_kwargs: dict, episodes: list[int], seed: int, num_envs: int, device, desc: str):
-    """The returns of the given episodes (episode i seeded with seed + i), num_envs at a time."""
     from src.envs import make_vec_env
 
     _note_software_rendering(device)
@@ -101,13 +98,12 @@ _noted: list[str] = []  # the software-rendering note, once per process
 
 
 def _note_software_rendering(device: torch.device) -> None:
-    """One line when a run that trains on CUDA renders with Mesa (no NVIDIA EGL library: outside the NVIDIA
-    container toolkit, or without `NVIDIA_DRIVER_CAPABILITIES` graphics): evaluation is then CPU-bound."""
+    """One line when a run that trains on CUDA renders with Mesa (no NVIDIA EGL library): evaluation is CPU-bound."""
     if device.type != "cuda" or _noted or os.environ.get("MUJOCO_GL", "egl") != "egl":
         return
-    from src.envs import egl_vendor
+    from dm_control._render.pyopengl import egl_ext, egl_renderer
 
-    vendor = egl_vendor()
+    vendor = egl_ext.eglQueryString(egl_renderer.EGL_DISPLAY, egl_ext.EGL_VENDOR).decode()  # "NVIDIA" or "Mesa Project"
     if "NVIDIA" not in vendor:
         _noted.append(vendor)
         tqdm.write(

@@ -1,8 +1,7 @@
 """Foreground masks and background blurring of DCS frames, shared by scripts/generate_masks_hdf5.py,
-scripts/blur_hdf5_data.py (the release's data-processing scripts) and the blurred evaluation environment: true masks
-from MuJoCo's segmentation rendering, depth masks from DepthAnything V2 (per-frame percentile threshold, EMA-smoothed)
-and the blur. Masks are uint8 [.., H, W], 255 = foreground; a masks file holds its dataset's groups, each with `masks`
-uint8 [T, H, W], and root attributes source_file, method and its parameters (docs/MASKS.md)."""
+scripts/blur_hdf5_data.py and the blurred evaluation environment: true masks from MuJoCo's segmentation rendering,
+depth masks from DepthAnything V2 (per-frame percentile threshold, EMA-smoothed) and the blur. Masks are uint8
+[.., H, W], 255 = foreground (files: docs/MASKS.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ FOREGROUND = 255
 
 
 def kernel_pair(kernel: int | Sequence[int], name: str = "kernel") -> tuple[int, int]:
-    """(kh, kw) from an int or a pair; each must be an odd positive integer (else ValueError naming the value)."""
+    """(kh, kw) from an int or a pair of odd positive integers."""
     pair = (kernel, kernel) if np.isscalar(kernel) else tuple(kernel)
     if len(pair) != 2:
         raise ConfigError(f"{name} must be one odd positive integer or two, got {kernel!r}")
@@ -83,7 +82,7 @@ def segmentation_mask(physics, camera_id: int, height: int, width: int) -> np.nd
 
 
 def normalize_depth(depth: np.ndarray) -> np.ndarray:
-    """Each frame of [T, H, W] min-max normalised to [0, 255] (float32); a constant frame becomes 0."""
+    """Each frame of [T, H, W] min-max normalised to [0, 255] (float32); a constant one becomes 0."""
     d = np.asarray(depth, dtype=np.float32)
     lo = d.min(axis=(1, 2), keepdims=True)
     span = d.max(axis=(1, 2), keepdims=True) - lo
@@ -91,8 +90,7 @@ def normalize_depth(depth: np.ndarray) -> np.ndarray:
 
 
 def ema_thresholds(raw: np.ndarray, alpha: float) -> np.ndarray:
-    """threshold_t = alpha * raw_t + (1 - alpha) * threshold_{t-1}, threshold_0 = raw_0: alpha weighs the new frame
-    (1 = no smoothing; the release's default 0.1, a "threshold alpha", smooths strongly)."""
+    """threshold_t = alpha * raw_t + (1 - alpha) * threshold_{t-1}, threshold_0 = raw_0 (alpha 1: no smoothing)."""
     if not 0.0 < alpha <= 1.0:
         raise ConfigError(f"threshold_alpha must be in (0, 1], got {alpha!r}")
     out = np.empty(len(raw), dtype=np.float64)
@@ -111,9 +109,8 @@ def _feathered(depth: np.ndarray, thresholds: np.ndarray, kernel, sigma: float) 
 def depth_masks(
     depth: np.ndarray, percentile: float, threshold_alpha: float, kernel: int | Sequence[int], sigma: float
 ) -> np.ndarray:
-    """Foreground masks uint8 [T, H, W] of ONE trajectory from its depth maps float [T, H, W] (bigger = closer):
-    per normalised frame the `percentile` of depth, EMA-smoothed along the trajectory, thresholds the foreground,
-    whose edges a Gaussian blur (kernel, sigma) feathers."""
+    """Foreground masks uint8 [T, H, W] of ONE trajectory from its depth maps [T, H, W] (bigger = closer): each
+    normalised frame's `percentile`, EMA-smoothed along the trajectory, thresholds; edges blurred (kernel, sigma)."""
     kernel_pair(kernel, "mask kernel")
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile!r}")
@@ -124,8 +121,7 @@ def depth_masks(
 
 @dataclass
 class DepthMasker:
-    """depth_masks one frame at a time, for an episode being played (evaluation of a depth-blurred dataset): frame t's
-    threshold is the EMA of frames 0..t, as in depth_masks of the whole trajectory. reset() as each episode starts."""
+    """depth_masks one frame at a time, for an episode being played (the EMA over frames 0..t); reset() per episode."""
 
     model: torch.nn.Module
     percentile: float
@@ -150,9 +146,8 @@ class DepthWeightsMissing(UserError, FileNotFoundError):
 
 
 def load_depth_model(encoder: str = "vits", device: str = "cpu", model_path: str | Path | None = None, model=None):
-    """DepthAnything V2 (transformers' DepthAnythingForDepthEstimation) in eval mode on `device`: from the folder
-    model_path (save_pretrained / snapshot layout), else from the Hugging Face cache only (no download); `model`: one
-    already built (tests)."""
+    """DepthAnything V2 in eval mode on `device`: from the folder model_path, else from the Hugging Face cache only (no
+    download); `model`: one already built."""
     if model is not None:
         return model.to(device).eval()
     from transformers import AutoModelForDepthEstimation

@@ -18,14 +18,11 @@ def encoder_channels(scale: int, deep: bool = False) -> tuple[int, ...]:
     return tuple(c * scale for c in ((16, 32, 64, 128, 256) if deep else (16, 32, 32)))
 
 
-def _out_hw(img_hw: int, blocks: int) -> int:
-    return -(-img_hw // 2**blocks)  # each block halves H and W, rounding up
-
-
 def encoder_out_dim(scale: int, deep: bool, img_hw: int) -> int:
-    """Size of the flattened encoder output for a square input of img_hw pixels."""
+    """Size of the flattened encoder output for a square input of img_hw pixels (each block halves H and W, rounding
+    up)."""
     channels = encoder_channels(scale, deep)
-    return channels[-1] * _out_hw(img_hw, len(channels)) ** 2
+    return channels[-1] * (-(-img_hw // 2 ** len(channels))) ** 2
 
 
 class ResidualUnit(nn.Module):
@@ -67,7 +64,7 @@ class DecoderBlock(EncoderBlock):
 
 
 class ResNetEncoder(nn.Module):
-    """[B, C_in, H, W] -> [B, C_out, H / 2^n, W / 2^n] (64 px, 3 blocks: 8 x 8)."""
+    """[B, C_in, H, W] -> [B, C_out, H / 2^n, W / 2^n] (64 px, 3 blocks: 8 x 8); out_dim: flattened, for img_hw px."""
 
     def __init__(self, in_channels: int, scale: int, deep: bool = False, num_res_blocks: int = 2, dropout: float = 0.0):
         super().__init__()
@@ -78,10 +75,9 @@ class ResNetEncoder(nn.Module):
         self.out_channels = self.channels[-1]
 
     def out_hw(self, img_hw: int) -> int:
-        return _out_hw(img_hw, len(self.channels))
+        return -(-img_hw // 2 ** len(self.channels))
 
     def out_dim(self, img_hw: int) -> int:
-        """Size of the flattened output for a square input of img_hw pixels."""
         return self.out_channels * self.out_hw(img_hw) ** 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,9 +102,7 @@ class ReFedMLP(nn.Module):
     """h = Block(Lin(in_dim -> H)(x)), then num_layers - 1 times h = Block(Lin(H + cond_dim -> H)([h, cond])), then
     out = Lin(H -> out_dim)(h). Re-feeding the inputs at every layer matters (paper, Appendix D)."""
 
-    def __init__(
-        self, in_dim: int, cond_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3, dropout: float = 0.0
-    ):
+    def __init__(self, in_dim: int, cond_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3, dropout=0.0):
         super().__init__()
         refed = [nn.Linear(hidden_dim + cond_dim, hidden_dim) for _ in range(num_layers - 1)]
         self.inputs = nn.ModuleList([nn.Linear(in_dim, hidden_dim), *refed])
@@ -125,9 +119,7 @@ class ReFedMLP(nn.Module):
 class Actor(nn.Module):
     """Encoder -> spatial mean -> ReLU6 -> Linear(C -> out_dim), the latent BC and the BC actor: (output, embedding)."""
 
-    def __init__(
-        self, in_channels: int, out_dim: int, scale: int, deep: bool, num_res_blocks: int, dropout: float = 0.0
-    ):
+    def __init__(self, in_channels: int, out_dim: int, scale: int, deep: bool, num_res_blocks: int, dropout=0.0):
         super().__init__()
         self.encoder = ResNetEncoder(in_channels, scale, deep, num_res_blocks, dropout)
         self.head = nn.Linear(self.encoder.out_channels, out_dim)

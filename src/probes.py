@@ -1,8 +1,7 @@
-"""Closed-form probes of a LAM's latents, at the end of stage 1 and along training (ProbeCurve). The paper's online
-probe (Sections 4-5) may be unconverged after few updates; this one is solved exactly: ridge regression from the latent
-of (o_t, o_{t+1}), unaugmented, to a_t, in float64 from sums (`Moments`). Leakage, where the data records the
-distractors (docs/DATA.md): the same fit to each of LEAKAGE_TARGETS, the share of the latent the agent (or the
-distractors) explain, and held-out ridge CCA, which no per-dimension rescaling changes (tests/test_probes.py)."""
+"""Closed-form probes of a LAM's latents, at the end of stage 1 and along training (ProbeCurve): unlike the paper's
+online probe (Sections 4-5), solved exactly: ridge regression from the latent of (o_t, o_{t+1}), unaugmented, to a_t,
+in float64 from sums (`Moments`). Leakage, where the data records the distractors (docs/DATA.md): the same fit to each
+of LEAKAGE_TARGETS, the share of the latent the agent (or the distractors) explain, and held-out ridge CCA."""
 
 import json
 import math
@@ -20,23 +19,20 @@ from src.optim import autocast
 
 Labeler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (o_t, o_{t+1}) in [-1, 1] -> latent [B, Z]
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative ridge penalties tried; the validation trajectories choose
-# Wider latents are also probed on their top PCA_DIMS principal components (`ridge_probe_pca128_mse`): latents of
-# different widths (LAOM 1024 or 8192, LAPO 128) then compare at one dimension and one sample count.
-PCA_DIMS = 128
+PCA_DIMS = 128  # wider latents are also probed on their top principal components: widths compare at one dimension
 SHARE_L2_GRID = (1e-4, 1e-2, 1.0, 100.0)  # penalties of the reverse fit (targets -> latent), on standardised targets
 CCA_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # held_out_cca's penalties on the latent's correlation matrix
 CCA_TARGET_L2 = 1e-3  # and its fixed one on the targets': collinear target columns stay invertible
 DISTRACTORS_GROUP = "distractors"  # per trajectory group: one float dataset [T, k] per distraction (docs/DATA.md)
-# Leakage targets of the transition (o_t, o_{t+1}): the action, then changes over the transition of the agent's state
-# and of each distractor's state. background: the frame advance only (its other columns, the video and the playback
-# direction, are constant over a transition except where the video bounces).
+# Leakage targets of (o_t, o_{t+1}): the action, then the changes of the agent's state and each distractor's state.
+# background: the frame advance only (the video and the playback direction are constant over a transition).
 LEAKAGE_TARGETS = ("action", "agent_state", "background", "camera", "color")
 _DISTRACTOR_COLUMNS = {"background": [1]}  # the other targets: every column
 
 
 def split_trajectories(data: TrajectoryData) -> tuple[list[int], list[int], list[int]]:
-    """(fit, validation, test) trajectory numbers: the last tenth (at least one) tests, the tenth before it (at least
-    one) chooses the ridge penalty, the rest fits."""
+    """(fit, validation, test) trajectory numbers: the last tenth (at least one) tests, the tenth before it
+    validates, the rest fits."""
     n = data.num_trajectories
     if n < 3:
         raise DatasetError(f"{data.path}: the ridge probe holds out whole trajectories, at least 3; it has {n}")
@@ -55,8 +51,7 @@ def pair_indices(data: TrajectoryData, trajectories: list[int], max_samples: int
 
 
 class Moments:
-    """Sums of z, a and their products over batches (float64): all a linear fit and its squared error need. Batches
-    (and the ranks of a distributed run) add theirs."""
+    """Sums of z, a and their products over batches and ranks (float64): all a linear fit and its error need."""
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
@@ -69,8 +64,7 @@ class Moments:
 
     @torch.no_grad()
     def collect(self, label: Labeler, data: TrajectoryData, idx, frame_stack, batch_size, device, extra) -> "Moments":
-        """The sums over the transitions idx, on every rank; the targets are the actions, then the columns of extra
-        (host float32 [N, K], row t the target of transition t) when given."""
+        """The sums over the transitions idx; the targets: the actions, then the columns of extra (host [N, K])."""
         for chunk in idx.split(batch_size):
             b = data.batch(chunk, frame_stack, next_obs=True)
             with autocast(device):
@@ -98,22 +92,20 @@ class Moments:
         return (sq.sum().clamp_min(0) / (self.sums["n"] * len(sq))).item()
 
     def r2(self, w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, cols) -> float:
-        """Out-of-sample R² of the columns `cols` against predicting `mean`, averaged over the columns that vary here
-        (NaN when none does)."""
+        """Out-of-sample R² of columns `cols` against predicting `mean`, averaged over those that vary (else NaN)."""
         sse = self.sq_errors(w, b, cols).clamp_min(0)
         base = self.sq_errors(torch.zeros_like(w), mean, cols).clamp_min(0)
         varies = base > 1e-9 * self.sums["n"]
         return (1 - sse[varies] / base[varies]).mean().item() if bool(varies.any()) else math.nan
 
     def explained(self, fit: "Moments", cols: list[int], l2: float) -> float:
-        """The share of the latents' variance here that a ridge from the target columns `cols` (standardised,
-        relative penalty l2), fitted on `fit`, explains, summed over latent dimensions (so weighted by variance)."""
+        """The share of the latents' total variance here that a ridge from the standardised target columns `cols`
+        (relative penalty l2), fitted on `fit`, explains."""
         mz, ma, _, cza, caa = _covariances(fit, cols)
         sd = caa.diagonal().clamp_min(1e-12).sqrt()
         eye = torch.eye(len(cols), dtype=caa.dtype, device=caa.device)
         w = torch.linalg.solve(caa / torch.outer(sd, sd) + l2 * eye, cza.T / sd[:, None]) / sd[:, None]  # [C, Z]
         b = mz - ma @ w
-        # sums of the transitions measured: ||z||^2, z.(a W + b) and ||a W + b||^2, from their moments
         s, n, zz = self.sums, self.sums["n"], self.sums["zz"].trace()
         cross = (w * s["za"][:, cols].T).sum() + b @ s["z"]
         pred = (w * (s["aa_full"][cols][:, cols] @ w)).sum() + 2 * b @ (w.T @ s["a"][cols]) + n * (b @ b)
@@ -148,10 +140,9 @@ def _covariances(m: Moments, cols) -> tuple[torch.Tensor, ...]:
 
 
 def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], others: tuple = ()) -> dict:
-    """Ridge CCA of the latent with the columns `cols`, fitted on `fit` (each latent dimension and target column
-    standardised by its fit-set spread; the latent's correlation matrix + l2 * I, l2 of CCA_L2_GRID with the best
-    validation score; the targets' + CCA_TARGET_L2 * I): on the test transitions the score (`cca`: mean squared
-    canonical correlation, a negative one counts 0), the first pair's correlation (`top1`); the score on `others`."""
+    """Ridge CCA of the latent with the standardised columns `cols`, fitted on `fit` (penalty of CCA_L2_GRID chosen on
+    `val`): on `test` the mean squared canonical correlation (`cca`, a negative one counts 0) and the first pair's
+    (`top1`); the score on each of `others`."""
     _, _, czz, cza, caa = _covariances(fit, cols)
     keep = caa.diagonal() > 1e-12  # a target constant on the fit set has no direction
     cols = [c for c, k in zip(cols, keep.tolist(), strict=True) if k]
@@ -165,7 +156,6 @@ def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], oth
     ka = va @ ((ea.clamp_min(0) + CCA_TARGET_L2).rsqrt()[:, None] * va.T)  # (R_aa + l2 I)^-1/2 [C, C]
 
     def score(m: Moments, l2: float) -> tuple[float, torch.Tensor]:
-        """The score and the correlations on the transitions summed in m of the canonical pairs fitted at l2."""
         kz = lambda x: vz @ ((ez.clamp_min(0) + l2).rsqrt()[:, None] * (vz.T @ x))  # noqa: E731
         a, _, bh = torch.linalg.svd(kz(rza) @ ka, full_matrices=False)
         u, v = dz[:, None] * kz(a), da[:, None] * (ka @ bh.T)  # the directions in the original units
@@ -187,13 +177,13 @@ def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], oth
 def ridge_probe(
     label: Labeler, data: TrajectoryData, frame_stack, batch_size, device, max_samples, eval_data=None, leakage=True
 ) -> dict[str, float]:
-    """The probe's metrics: `lapo/ridge_probe_mse` on the test trajectories, `..._val_mse` on the validation ones
-    (what tuning selects on), `eval_ridge_probe_mse` on eval_data, each beside its baseline (the fitted mean action);
-    with leakage, `lapo/leakage/...`. Empty when max_samples is 0 or (with a note) the data has under 3 trajectories."""
-    if max_samples <= 0:  # switched off (--lapo.ridge_probe_samples=0)
+    """`lapo/ridge_probe_mse` on the test trajectories, `..._val_mse` on the validation ones, `eval_ridge_probe_mse`
+    on eval_data, each beside its baseline (the fitted mean action); with leakage, `lapo/leakage/...`. Empty when
+    max_samples is 0 or (with a note) the data has under 3 trajectories."""
+    if max_samples <= 0:
         return {}
-    short = dist.total(int(data.num_trajectories < 3))  # ranks whose shard is too small
-    if short > 0:  # a diagnostic: skipped, never the end of a run
+    short = dist.total(int(data.num_trajectories < 3))  # ranks whose shard is too small: skipped, not an error
+    if short > 0:
         where = f" on {short} rank(s)" if dist.active() else ""
         print(f"ridge probe skipped: {data.path} holds fewer than 3 trajectories{where} (fit / validation / test)")
         return {}
@@ -252,8 +242,7 @@ def _leakage(fit, val, test, ev, path, columns: dict, act_dim: int) -> dict[str,
         val_r2 = [val.r2(w, b, mean, cols) for w, b in path]
         best = _best(val_r2)
         put(name, "_r2", val_r2[best], Moments.r2, *path[best], mean, cols)
-    # The other direction: the share of the latent the agent (and the distractors' changes) explains, and the same
-    # source's held-out canonical correlations with the latent, which rescaling cannot change.
+    # The other direction: the share of the latent each source explains, and its held-out CCA (no rescaling changes it).
     distractors = [c for k in LEAKAGE_TARGETS[2:] for c in spans.get(k, [])]
     sources = {"agent": spans["action"] + spans.get("agent_state", []), "distractors": distractors}
     for name, cols in ((k, v) for k, v in sources.items() if v):
@@ -275,15 +264,13 @@ def _best(val_r2: list[float]) -> int:
     return max(finite, key=lambda i: val_r2[i]) if finite else 0
 
 
-# The targets of the last two datasets probed (a stage's data and its evaluation set): read once per stage, not at
-# every probe point; older ones are dropped (host memory).
+# The targets of the last two datasets probed (a stage's data and its evaluation set): read once per stage.
 _LEAKAGE_CACHE: dict[tuple, tuple] = {}
 
 
 def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Tensor | None, dict[str, list[int]]]:
-    """The leakage targets but the action of every transition (o_t, o_{t+1}) of `data`: host float32 [N, K] and
-    {target: its columns}. The agent state's change where the file stores `states`; each distractor's where every
-    trajectory records it (else, unless quiet, a note says so). (None, {}) when there is none."""
+    """The leakage targets but the action of every transition of `data`: host float32 [N, K] and {target: its
+    columns}, each where every trajectory records it (else, unless quiet, a note says so); (None, {}) when none."""
     key = (str(Path(data.path).resolve()), tuple(data.keys))
     if key in _LEAKAGE_CACHE:
         return _LEAKAGE_CACHE[key]
@@ -312,9 +299,8 @@ def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Te
 
 
 class ProbeCurve:
-    """The ridge probe every `every` updates of a LAM's training, from update 0 (the random network), and the whole
-    update-0 probe (`init_metrics`: `lapo/init/<metric>`). Kept in `path` beside the stage checkpoint, so a resumed
-    stage keeps them; the probe runs in eval mode."""
+    """The ridge probe every `every` updates of a LAM's training from update 0, and the whole update-0 probe
+    (`init_metrics`), kept in `path` beside the stage checkpoint so a resumed stage keeps them."""
 
     def __init__(self, path, every: int):
         self.path, self.every = Path(path), every
@@ -323,7 +309,6 @@ class ProbeCurve:
         self._points, self._init = stored.get("points", []), stored.get("init", {})
 
     def before_training(self, stage, module: torch.nn.Module, probe: Callable[[], dict]) -> None:
-        """The probe of update 0 (a stage that resumes or was finished earlier has it already)."""
         if not (stage.done or stage.start != 0):
             self._add(0, module, probe)
 
@@ -334,7 +319,6 @@ class ProbeCurve:
             self._add(n, module, probe)
 
     def _add(self, n: int, module: torch.nn.Module, probe: Callable[[], dict]) -> None:
-        """The probe in eval mode as the point of update n (update 0: also the init probe), unless it was skipped."""
         module.eval()
         m = probe()
         module.train()
@@ -351,7 +335,6 @@ class ProbeCurve:
         return [*self._points, _point(total, final)] if self.every > 0 and final else []
 
     def init_metrics(self) -> dict:
-        """The update-0 probe as `lapo/init/<metric>` (empty when it was not measured)."""
         return {k.replace("/", "/init/", 1): v for k, v in self._init.items()}
 
 

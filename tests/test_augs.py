@@ -108,7 +108,6 @@ def test_release_pads_and_other_sizes():
     assert release_pads(64) == (14, 17, 30)
     assert release_pads(128) == release_pads(256) == (28, 28, 30)
     assert release_pads(96) == (21, 26, 45)  # other sizes: the 64 px pads scaled with the size
-    assert Augmenter(shift_pad=4).pads(64) == (4, 17, 30)
 
 
 def test_identity_returns_the_image_exactly():
@@ -172,7 +171,8 @@ def test_shift_reaches_14_px_per_axis_drawn_per_image_with_replicate_padding():
 
 def test_rotation_angles_spread_uniformly_over_90_degrees_one_angle_per_call():
     torch.manual_seed(2)
-    out = Augmenter(names=("rotate",))(coordinate_images(2000), chunks=1000)  # 1000 calls of 2 images
+    aug = Augmenter(names=("rotate",))
+    out = torch.cat([aug(x) for x in coordinate_images(2000).split(2)])  # 1000 calls of 2 images
     angles = recovered_angles(out).view(1000, 2)
     assert (angles[:, 0] - angles[:, 1]).abs().max() < 1e-2  # the images of a call share the angle
     a = angles[:, 0]
@@ -188,7 +188,7 @@ def test_angles_shared_within_a_choice_and_call_shifts_per_image():
     release holds separate transform objects per choice); separate chunks (calls) draw separately."""
     torch.manual_seed(3)
     aug = Augmenter(names=("rotate", "shift-rotate", "rotate-shift"))
-    params = aug.sample_params(600, SIZE, chunks=2)
+    params = AugParams.cat([aug.sample_params(300, SIZE) for _ in range(2)])
     out = aug.apply(coordinate_images(600), params)
     angles = recovered_angles(out)
     group_angles = []
@@ -225,7 +225,7 @@ def test_perspective_corner_sampler_follows_torchvision_get_params():
                 expected = len(v) / (hi - lo + 1)
                 assert counts.min() > 0.7 * expected and counts.max() < 1.3 * expected
     # the augmenter draws them on the 64 + 2 * 30 px padded image: corners move inwards by 0..31 px
-    table = Augmenter().sample_params(8, SIZE, chunks=8).endpoints.reshape(-1, 4, 2)
+    table = AugParams.cat([Augmenter().sample_params(1, SIZE) for _ in range(8)]).endpoints.reshape(-1, 4, 2)
     start = torch.tensor([[0, 0], [123, 0], [123, 123], [0, 123]])
     assert (table - start).abs().max() == 31 and (table - start).abs().min() == 0
 
@@ -251,25 +251,10 @@ def test_frames_of_a_stacked_image_share_its_transform():
         assert torch.allclose(whole[:, 3 * f : 3 * f + 3], aug.apply(x[:, 3 * f : 3 * f + 3], params), atol=1e-6)
 
 
-def test_chunks_in_one_pass_equal_separate_calls():
-    """aug(x, chunks=k) draws the random numbers of k calls in their order: the same images as k calls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # numerics compared on one thread
-    try:
-        x = torch.rand(15, 6, SIZE, SIZE) * 2 - 1
-        aug = Augmenter()
-        torch.manual_seed(7)
-        want = torch.cat([aug(part) for part in x.chunk(3)])
-        torch.manual_seed(7)
-        assert torch.equal(aug(x, chunks=3), want)
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_shape_dtype_and_device_are_kept(dtype):
     x = (torch.rand(12, 9, SIZE, SIZE) * 2 - 1).to(dtype)
-    out = Augmenter()(x, chunks=3)
+    out = Augmenter()(x)
     assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
 
 
@@ -277,8 +262,6 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match=r"unknown augmentation.*'flip'.*valid: \['identity', 'shift'"):
         Augmenter(names=("shift", "flip"))
     assert len(AUGMENTATIONS) == 8
-    with pytest.raises(ValueError, match="equal chunks"):
-        Augmenter()(torch.zeros(4, 3, SIZE, SIZE), chunks=3)
     with pytest.raises(ValueError, match="square"):
         Augmenter()(torch.zeros(4, 3, SIZE, 32))
 
@@ -287,10 +270,10 @@ def test_bad_arguments_are_rejected():
 def test_no_host_device_sync_on_gpu():
     aug = Augmenter()
     x = torch.rand(96, 9, SIZE, SIZE, device="cuda") * 2 - 1
-    aug(x, chunks=3)  # builds the per-device constant tables once
+    aug(x)  # builds the per-device constant tables once
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = aug(x, chunks=3)
+        out = aug(x)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == x.shape

@@ -149,7 +149,6 @@ def test_file_of_the_clipping_collector_is_read_with_a_warning(tmp_path):
         warnings.simplefilter("error")
         load_dataset(write_file(tmp_path / "new.hdf5", [8], attrs=new), frame_stack=3, min_offset=1)
         load_dataset(write_file(tmp_path / "released.hdf5", [8], attrs=released), frame_stack=3, min_offset=1)
-        load_dataset(old, frame_stack=3, min_offset=1, load_actions=False)  # no actions read: nothing to warn
 
 
 def test_epoch_keeps_the_last_partial_batch_when_asked(tmp_path):

@@ -91,7 +91,7 @@ def instrumented_run(tmp_path_factory):
     record = {"labels": [], "heads": [], "epochs": [], "aug_draws": [], "aug_passes": []}
     original_label, original_head = train_laom_labels.LAOMLabels.label, src.nn.ActionMLP.forward
     original_epochs = src.stage.infinite_epochs
-    original_draw, original_apply_each = src.augs.Augmenter._sample_call, src.augs.Augmenter.apply_each
+    original_draw, original_apply_each = src.augs.Augmenter.sample_params, src.augs.Augmenter.apply_each
 
     def draw(self, n, size, device):  # the random parameters of one release call
         record["aug_draws"].append(n)
@@ -150,7 +150,7 @@ def instrumented_run(tmp_path_factory):
         mp.setattr(train_laom_labels.LAOMLabels, "label", label)
         mp.setattr(src.nn.ActionMLP, "forward", head)
         mp.setattr(src.stage, "infinite_epochs", epochs)
-        mp.setattr(src.augs.Augmenter, "_sample_call", draw)
+        mp.setattr(src.augs.Augmenter, "sample_params", draw)
         mp.setattr(src.augs.Augmenter, "apply_each", apply_each)
         mp.setattr(sys, "argv", ["train_laom_labels", *args])
         results = train_laom_labels.train()
