@@ -52,7 +52,6 @@ class Config:
     target_kl: Optional[float] = None  # stop the epoch loop early above this approximate KL
     checkpoint_every: int = 1  # write the checkpoint every this many iterations (and at the end)
     checkpoint_path: Optional[str] = None  # output folder; default checkpoints/<domain>-<task>-expert
-    async_envs: bool = False  # step the envs in subprocesses (gymnasium AsyncVectorEnv)
     seed: int = 1  # seed of envs, torch and numpy
     cuda: bool = True  # use CUDA when available
 
@@ -79,13 +78,6 @@ class Agent(nn.Module):
         return action, dist.log_prob(action).sum(1), dist.entropy().sum(1), self.critic(norm_obs)
 
 
-def make_envs(config: Config) -> gym.vector.VectorEnv:
-    """`num_envs` state envs; finished episodes reset in the same step (final obs not needed: no bootstrapping)."""
-    fns = [lambda: DMCStateEnv(config.domain, config.task) for _ in range(config.num_envs)]
-    vector_cls = gym.vector.AsyncVectorEnv if config.async_envs else gym.vector.SyncVectorEnv
-    return vector_cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-
 def save_checkpoint(agent: Agent, config: Config) -> None:
     os.makedirs(config.checkpoint_path, exist_ok=True)
     torch.save(dataclasses.asdict(config), os.path.join(config.checkpoint_path, PPO_CONFIG_NAME))
@@ -109,7 +101,9 @@ def train(config: Config) -> None:
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if config.cuda and torch.cuda.is_available() else "cpu")
 
-    envs = make_envs(config)
+    # finished episodes reset in the same step (the final obs is not needed: no bootstrapping)
+    fns = [lambda: DMCStateEnv(config.domain, config.task)] * config.num_envs
+    envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim, action_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, action_dim, config.hidden_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
