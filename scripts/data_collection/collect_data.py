@@ -421,8 +421,7 @@ def abandon_output(f: h5py.File, discard: bool) -> None:
         with contextlib.suppress(Exception):
             f.close()
     if discard:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        Path(path).unlink(missing_ok=True)
 
 
 def fsync_path(path: Path) -> None:
@@ -515,8 +514,7 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         opened = open_output(write_path, attrs, config.num_trajectories)
     except Exception as e:
         if created:
-            with contextlib.suppress(FileNotFoundError):
-                write_path.unlink()
+            write_path.unlink(missing_ok=True)
         if is_disk_full(e):
             raise DiskFullError(f"no space left on device while opening {write_path}; {e}") from None
         raise
