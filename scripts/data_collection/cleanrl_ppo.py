@@ -10,7 +10,6 @@ released keys) into `checkpoint_path`, the format `experts.load_expert` loads.
 
 import dataclasses
 import os
-import random
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -23,6 +22,7 @@ import torch.nn as nn
 from torch.distributions.normal import Normal
 
 from scripts.data_collection.experts import PPO_CHECKPOINT_NAME, PPO_CONFIG_NAME, DMCStateEnv, RunningMeanStd, mlp
+from src.checkpoint import save_checkpoint, set_seed
 
 REWARD_CLIP = 10.0  # normalised rewards are clipped to +-REWARD_CLIP
 
@@ -78,13 +78,6 @@ class Agent(nn.Module):
         return action, dist.log_prob(action).sum(1), dist.entropy().sum(1), self.critic(norm_obs)
 
 
-def save_checkpoint(agent: Agent, config: Config) -> None:
-    os.makedirs(config.checkpoint_path, exist_ok=True)
-    torch.save(dataclasses.asdict(config), os.path.join(config.checkpoint_path, PPO_CONFIG_NAME))
-    state_dict = {k: v.detach().cpu() for k, v in agent.state_dict().items()}
-    torch.save(state_dict, os.path.join(config.checkpoint_path, PPO_CHECKPOINT_NAME))
-
-
 def train(config: Config) -> None:
     if config.checkpoint_path is None:
         config.checkpoint_path = os.path.join("checkpoints", f"{config.domain}-{config.task}-expert")
@@ -96,9 +89,7 @@ def train(config: Config) -> None:
 
         wandb.init(project=config.project, group=config.group, config=dataclasses.asdict(config))
 
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    set_seed(config.seed)
     device = torch.device("cuda" if config.cuda and torch.cuda.is_available() else "cpu")
 
     # finished episodes reset in the same step (the final obs is not needed: no bootstrapping)
@@ -213,8 +204,10 @@ def train(config: Config) -> None:
             logged = {f"charts/{k}": v for k, v in charts.items()} | {f"losses/{k}": v for k, v in losses.items()}
             wandb.log(logged, step=global_step)
         finished_returns = []
-        if iteration % config.checkpoint_every == 0 or iteration == num_iterations:
-            save_checkpoint(agent, config)
+        if iteration % config.checkpoint_every == 0 or iteration == num_iterations:  # each file written atomically
+            save_checkpoint(os.path.join(config.checkpoint_path, PPO_CONFIG_NAME), dataclasses.asdict(config))
+            state_dict = {k: v.detach().cpu() for k, v in agent.state_dict().items()}
+            save_checkpoint(os.path.join(config.checkpoint_path, PPO_CHECKPOINT_NAME), state_dict)
 
     envs.close()
     print(f"Saved {config.checkpoint_path}")

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scripts.data_collection.experts import Expert, load_expert, resolve_checkpoint
+from src.data import plain_attr
 from src.errors import ConfigError, DatasetError, MissingFileError, OutputExistsError, UserError, user_errors
 
 COMPLETE_ATTR = "complete"  # group attribute written last: the group holds a whole trajectory
@@ -297,7 +298,7 @@ def open_output(path: Path, attrs: dict, num_trajectories: int) -> tuple[h5py.Fi
     refuse_if_open_for_writing(path)
     try:
         with h5py.File(path, "r") as f:
-            existing = {k: v.item() if isinstance(v, np.generic) else v for k, v in f.attrs.items()}
+            existing = {k: plain_attr(v) for k, v in f.attrs.items()}
             num_complete = len(complete_groups(f))
     except OSError as e:
         raise DatasetError(f"Output {path} exists but is not a readable HDF5 file ({e}); use --overwrite.") from None
