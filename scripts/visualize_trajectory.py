@@ -208,9 +208,7 @@ class Viewer:
         if suffix == ".mp4" and not animation.writers.is_available("ffmpeg"):
             raise ViewerError(f"cannot write {path}: matplotlib finds no ffmpeg writer; save as .gif instead")
         writer = (animation.PillowWriter if suffix == ".gif" else animation.FFMpegWriter)(fps=self.fps)
-        if self.fig is None:
-            self.build_figure()
-        self.paused = False
+        self.build_figure()
         with writer.saving(self.fig, path, dpi=self.fig.dpi):
             for t in range(len(self.traj)):
                 self.step = t

@@ -10,7 +10,6 @@ released keys) into `checkpoint_path`, the format `experts.load_expert` loads.
 
 import dataclasses
 import os
-import random
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -23,6 +22,7 @@ import torch.nn as nn
 from torch.distributions.normal import Normal
 
 from scripts.data_collection.experts import PPO_CHECKPOINT_NAME, PPO_CONFIG_NAME, DMCStateEnv, RunningMeanStd, mlp
+from src.checkpoint import save_checkpoint, set_seed
 
 REWARD_CLIP = 10.0  # normalised rewards are clipped to +-REWARD_CLIP
 
@@ -52,7 +52,6 @@ class Config:
     target_kl: Optional[float] = None  # stop the epoch loop early above this approximate KL
     checkpoint_every: int = 1  # write the checkpoint every this many iterations (and at the end)
     checkpoint_path: Optional[str] = None  # output folder; default checkpoints/<domain>-<task>-expert
-    async_envs: bool = False  # step the envs in subprocesses (gymnasium AsyncVectorEnv)
     seed: int = 1  # seed of envs, torch and numpy
     cuda: bool = True  # use CUDA when available
 
@@ -79,20 +78,6 @@ class Agent(nn.Module):
         return action, dist.log_prob(action).sum(1), dist.entropy().sum(1), self.critic(norm_obs)
 
 
-def make_envs(config: Config) -> gym.vector.VectorEnv:
-    """`num_envs` state envs; finished episodes reset in the same step (final obs not needed: no bootstrapping)."""
-    fns = [lambda: DMCStateEnv(config.domain, config.task) for _ in range(config.num_envs)]
-    vector_cls = gym.vector.AsyncVectorEnv if config.async_envs else gym.vector.SyncVectorEnv
-    return vector_cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-
-def save_checkpoint(agent: Agent, config: Config) -> None:
-    os.makedirs(config.checkpoint_path, exist_ok=True)
-    torch.save(dataclasses.asdict(config), os.path.join(config.checkpoint_path, PPO_CONFIG_NAME))
-    state_dict = {k: v.detach().cpu() for k, v in agent.state_dict().items()}
-    torch.save(state_dict, os.path.join(config.checkpoint_path, PPO_CHECKPOINT_NAME))
-
-
 def train(config: Config) -> None:
     if config.checkpoint_path is None:
         config.checkpoint_path = os.path.join("checkpoints", f"{config.domain}-{config.task}-expert")
@@ -104,12 +89,12 @@ def train(config: Config) -> None:
 
         wandb.init(project=config.project, group=config.group, config=dataclasses.asdict(config))
 
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    set_seed(config.seed)
     device = torch.device("cuda" if config.cuda and torch.cuda.is_available() else "cpu")
 
-    envs = make_envs(config)
+    # finished episodes reset in the same step (the final obs is not needed: no bootstrapping)
+    fns = [lambda: DMCStateEnv(config.domain, config.task)] * config.num_envs
+    envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim, action_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, action_dim, config.hidden_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
@@ -219,8 +204,10 @@ def train(config: Config) -> None:
             logged = {f"charts/{k}": v for k, v in charts.items()} | {f"losses/{k}": v for k, v in losses.items()}
             wandb.log(logged, step=global_step)
         finished_returns = []
-        if iteration % config.checkpoint_every == 0 or iteration == num_iterations:
-            save_checkpoint(agent, config)
+        if iteration % config.checkpoint_every == 0 or iteration == num_iterations:  # each file written atomically
+            save_checkpoint(os.path.join(config.checkpoint_path, PPO_CONFIG_NAME), dataclasses.asdict(config))
+            state_dict = {k: v.detach().cpu() for k, v in agent.state_dict().items()}
+            save_checkpoint(os.path.join(config.checkpoint_path, PPO_CHECKPOINT_NAME), state_dict)
 
     envs.close()
     print(f"Saved {config.checkpoint_path}")

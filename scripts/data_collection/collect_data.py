@@ -23,7 +23,6 @@ import shlex
 import signal
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scripts.data_collection.experts import Expert, load_expert, resolve_checkpoint
+from src.data import plain_attr
 from src.errors import ConfigError, DatasetError, MissingFileError, OutputExistsError, UserError, user_errors
 
 COMPLETE_ATTR = "complete"  # group attribute written last: the group holds a whole trajectory
@@ -254,9 +254,6 @@ def refuse_if_open_for_writing(path: Path) -> None:
 @contextlib.contextmanager
 def signals_deferred():
     """Ctrl-C / SIGTERM received inside the block take effect (KeyboardInterrupt) only when it ends."""
-    if threading.current_thread() is not threading.main_thread():  # handlers can only be set in the main thread
-        yield
-        return
     received = []
     deferred = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in deferred}
@@ -301,7 +298,7 @@ def open_output(path: Path, attrs: dict, num_trajectories: int) -> tuple[h5py.Fi
     refuse_if_open_for_writing(path)
     try:
         with h5py.File(path, "r") as f:
-            existing = {k: v.item() if isinstance(v, np.generic) else v for k, v in f.attrs.items()}
+            existing = {k: plain_attr(v) for k, v in f.attrs.items()}
             num_complete = len(complete_groups(f))
     except OSError as e:
         raise DatasetError(f"Output {path} exists but is not a readable HDF5 file ({e}); use --overwrite.") from None
@@ -386,11 +383,6 @@ def write_trajectory(f: h5py.File, index: int, traj: Trajectory, returns: list[f
     returns.append(traj.traj_return)
 
 
-def masks_path(path: Path) -> Path:
-    """The true masks file of dataset `path`: `<stem>-masks.hdf5` beside it."""
-    return path.with_name(path.stem + "-masks.hdf5")
-
-
 def open_masks(path: Path, attrs: dict, dataset_groups: list[str], dataset_path: Path) -> h5py.File:
     """Open (or create) the masks file for writing, its groups made to match the dataset's complete ones."""
     f = h5py.File(path, "a")
@@ -409,11 +401,6 @@ def open_masks(path: Path, attrs: dict, dataset_groups: list[str], dataset_path:
         f.close()
         raise
     return f
-
-
-def write_masks(f: h5py.File, index: int, masks: np.ndarray) -> None:
-    chunks = (1, *masks.shape[1:])
-    write_group(f, index, lambda group: group.create_dataset("masks", data=masks, compression="gzip", chunks=chunks))
 
 
 def close_output(f: h5py.File) -> None:
@@ -435,8 +422,7 @@ def abandon_output(f: h5py.File, discard: bool) -> None:
         with contextlib.suppress(Exception):
             f.close()
     if discard:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        Path(path).unlink(missing_ok=True)
 
 
 def fsync_path(path: Path) -> None:
@@ -500,7 +486,7 @@ def _disk_full_message(path: Path, write_path: Path, index: int, overwrite: bool
 
 
 def _collect_locked(config: Config, path: Path, target: Path) -> None:
-    from src.envs import make_env
+    from src.envs import env_kwargs_from_attrs, make_env
 
     device = "cuda" if config.cuda and torch.cuda.is_available() else "cpu"
     torch.set_num_threads(1)
@@ -508,17 +494,15 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
     domain_name, task_name = config.domain_name or expert.domain_name, config.task_name or expert.task_name
     if domain_name is None or task_name is None:
         raise ConfigError(f"Checkpoint {expert.name} does not record its task: pass --domain_name and --task_name.")
+    attrs = root_attrs(config, domain_name, task_name)
     # single frames (frame_stack=1), episodes seeded at reset
-    kwargs = dict(domain_name=domain_name, task_name=task_name, difficulty=config.dcs_difficulty, frame_stack=1)
-    kwargs |= dict(dynamic=config.dynamic, img_hw=config.dcs_img_hw, backgrounds_path=config.dcs_backgrounds_path)
-    kwargs |= dict(backgrounds_split=config.dcs_backgrounds_split, max_episode_steps=config.max_episode_steps)
-    kwargs |= dict(camera_mode=config.dcs_camera_mode)
+    split, steps = config.dcs_backgrounds_split, config.max_episode_steps
+    kwargs = env_kwargs_from_attrs(attrs, config.dcs_backgrounds_path, split, frame_stack=1, max_episode_steps=steps)
     env = make_env(**kwargs)  # raises on unknown difficulty, missing videos of the split, ...
     _, info = env.reset(seed=episode_seed(config.seed, 0))
     expert.check_fits(len(info["state"]), env.action_space.shape[0], f"{domain_name}-{task_name}")
 
-    attrs = root_attrs(config, domain_name, task_name)
-    partial, masks_target = sibling(target, PARTIAL_SUFFIX), masks_path(target)
+    partial, masks_target = sibling(target, PARTIAL_SUFFIX), target.with_name(target.stem + "-masks.hdf5")
     for stale in (partial, sibling(masks_target, PARTIAL_SUFFIX)):
         if stale.exists():  # we hold the lock: no running collector owns it
             stale.unlink()
@@ -531,8 +515,7 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
         opened = open_output(write_path, attrs, config.num_trajectories)
     except Exception as e:
         if created:
-            with contextlib.suppress(FileNotFoundError):
-                write_path.unlink()
+            write_path.unlink(missing_ok=True)
         if is_disk_full(e):
             raise DiskFullError(f"no space left on device while opening {write_path}; {e}") from None
         raise
@@ -547,18 +530,13 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
     recording = (config.max_episode_steps, config.record_masks, config.record_distractors)
     jobs = [(i, episode_seed(config.seed, i)) for i in range(start, config.num_trajectories)]
     seconds, frames, begin = 0.0, 0, time.perf_counter()
-    mf = None
-    if config.record_masks:
-        masks_write = sibling(masks_target, PARTIAL_SUFFIX) if config.overwrite else masks_target
-        masks_attrs = dict(source_file=path.name, method="true", camera_id=int(env.camera_id))
-        masks_attrs |= dict(img_hw=int(config.dcs_img_hw), domain_name=domain_name, task_name=task_name)
-        try:
-            mf = open_masks(masks_write, masks_attrs, complete_groups(f), path)
-        except BaseException:
-            abandon_output(f, discard=config.overwrite)
-            raise
-    pool = None
+    mf = pool = None
+    masks_write = sibling(masks_target, PARTIAL_SUFFIX) if config.overwrite else masks_target
     try:
+        if config.record_masks:
+            masks_attrs = dict(source_file=path.name, method="true", camera_id=int(env.camera_id))
+            masks_attrs |= dict(img_hw=int(config.dcs_img_hw), domain_name=domain_name, task_name=task_name)
+            mf = open_masks(masks_write, masks_attrs, complete_groups(f), path)
         with tqdm(total=config.num_trajectories, initial=start, desc="trajectories") as bar:
             if config.num_workers == 1:
                 results = ((i, collect_trajectory(env, expert, s, *recording)) for i, s in jobs)
@@ -570,7 +548,8 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
             for index, traj in results:
                 with signals_deferred():  # Ctrl-C / SIGTERM wait for the trajectory's write
                     if mf is not None:  # masks first: a complete dataset group always has its masks
-                        write_masks(mf, index, traj.masks)
+                        masks = dict(data=traj.masks, compression="gzip", chunks=(1, *traj.masks.shape[1:]))
+                        write_group(mf, index, lambda group, kw=masks: group.create_dataset("masks", **kw))
                     write_trajectory(f, index, traj, returns, config.compression)
                 seconds, frames = seconds + traj.seconds, frames + len(traj.obs)
                 bar.update(1)

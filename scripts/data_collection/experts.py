@@ -8,6 +8,7 @@ the zip of `SAC.save`, greedy action = `predict(deterministic=True)`. Both act o
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import gymnasium as gym
@@ -117,18 +118,15 @@ class PPOExpert(Expert):
         action_dim = state_dict["actor_mean.4.weight"].shape[0]
         super().__init__(str(checkpoint_path), obs_dim, action_dim, config.get("domain"), config.get("task"))
         self.device = torch.device(device)
-        self.obs_rms = RunningMeanStd((obs_dim,))
-        self.obs_rms.mean.copy_(state_dict["obs_rms.mean"])
-        self.obs_rms.var.copy_(state_dict["obs_rms.var"])
-        self.actor_mean = mlp(obs_dim, hidden_dim, action_dim)
-        self.actor_mean.load_state_dict({k[11:]: v for k, v in state_dict.items() if k.startswith("actor_mean.")})
-        self.obs_rms.to(self.device).eval()
-        self.actor_mean.to(self.device).eval()
+        layers = OrderedDict(obs_rms=RunningMeanStd((obs_dim,)), actor_mean=mlp(obs_dim, hidden_dim, action_dim))
+        self.policy = nn.Sequential(layers)  # actor_mean(obs_rms(state)), its keys those of the checkpoint
+        self.policy.load_state_dict(state_dict, strict=False)  # acting needs neither the critic nor actor_logstd
+        self.policy.to(self.device).eval()
 
     @torch.no_grad()
     def act(self, states: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(np.asarray(states, dtype=np.float32), device=self.device)  # [N, S]
-        return self.actor_mean(self.obs_rms(x)).cpu().numpy()  # [N, A], raw: the environment clips what it executes
+        return self.policy(x).cpu().numpy()  # [N, A], raw: the environment clips what it executes
 
 
 class SACExpert(Expert):
