@@ -343,7 +343,7 @@ def main(cfg: DeviceBenchConfig) -> dict:
     if cuda and peak is None:
         sys.exit(f"device_bench: unknown GPU {name!r}: give its dense bf16 peak in TFLOPS with --peak_tflops=<N>")
     tiny = tiny_scale(cfg, device)
-    if not cuda and not cfg.only_flops:
+    if tiny:
         print("no CUDA device: running the CPU self-check at tiny sizes (the paper-config speed needs a GPU)")
     if cfg.only_flops:
         rows = [r for r in rows if r in STAGES]
@@ -358,22 +358,21 @@ def main(cfg: DeviceBenchConfig) -> dict:
     print(f"{'row':<30} {'status':<8} {'batch':>5} {'GFLOP/upd':>11} {'upd/s':>8} {'samples/s':>10} "
           f"{'peak GiB':>8} {'MFU':>6} {'s':>6}", flush=True)  # fmt: skip
     for row_name in rows:
-        left = cfg.time_budget_s - (time.perf_counter() - began)
-        if left <= 0:
-            results[row_name] = {"status": "skipped", "error": f"past time_budget_s={cfg.time_budget_s:g}"}
-            print_row(row_name, results[row_name])
-            continue
-        timeout = min(cfg.row_timeout_s, left + OVERRUN_S)  # a row started inside the budget may end a little past it
         started = time.perf_counter()
-        if row_name.startswith("script:"):
+        left = cfg.time_budget_s - (started - began)
+        timeout = min(cfg.row_timeout_s, left + OVERRUN_S)  # a row started inside the budget may end a little past it
+        if left <= 0:
+            row = {"status": "skipped", "error": f"past time_budget_s={cfg.time_budget_s:g}"}
+        elif row_name.startswith("script:"):
             row = script_row(row_name, cfg, tiny, timeout)
         elif row_name.startswith("resume:"):
             row = resume_row(cfg, tiny, timeout)
         else:
             row = row_subprocess(row_name, config_path, cfg.out_dir, timeout)
         row.setdefault("seconds", time.perf_counter() - started)
-        if row_name.endswith("+compile") and "flops_per_update" in results.get(row_name.removesuffix("+compile"), {}):
-            row["flops_per_update"] = results[row_name.removesuffix("+compile")]["flops_per_update"]  # the eager row's
+        eager = results.get(row_name.removesuffix("+compile"), {})
+        if row_name.endswith("+compile") and "flops_per_update" in eager:
+            row["flops_per_update"] = eager["flops_per_update"]
         if peak and "updates_per_s" in row and "flops_per_update" in row:
             row["mfu"] = row["flops_per_update"] * row["updates_per_s"] / (peak * 1e12)
         results[row_name] = row
@@ -384,7 +383,7 @@ def main(cfg: DeviceBenchConfig) -> dict:
     proj_peak = peak or cfg.projection_peak_tflops
     at_mfu = project({k: r["flops_per_update"] / (cfg.assumed_mfu * proj_peak * 1e12) for k, r in stages.items()})
     out["projection_assumed_mfu"] = {"mfu": cfg.assumed_mfu, "peak_tflops": proj_peak, "methods": at_mfu}
-    if cuda and not cfg.only_flops and not tiny:
+    if cuda and not cfg.only_flops:
         measured = {k: 1 / r["updates_per_s"] for k, r in stages.items() if "updates_per_s" in r}
         out["projection_measured_eager"] = project(measured)
     print_projection(out)

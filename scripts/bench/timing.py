@@ -138,7 +138,7 @@ STAGES = {
 STAGES["idm/idm"] = StageSpec("train_idm", "train_idm", "idm", "configs/idm.yaml")
 STAGES["idm/bc"] = StageSpec("train_idm", "train_bc", "bc", "configs/idm.yaml", "idm")
 STAGES["bc/bc"] = StageSpec("train_bc", "train_bc", "bc", "configs/bc.yaml")
-# Networks small enough for the CPU self-check (scale=tiny), by section; LAOM's LAM adds its heads.
+# Networks small enough for the CPU mode, by section; LAOM's LAM adds its heads.
 TINY = {"lapo": ["encoder_scale=1", "latent_action_dim=128"], "bc": ["encoder_scale=2"], "decoder": ["hidden_dim=64"]}
 TINY["idm"] = ["encoder_scale=1", "act_head_dim=128"]
 
