@@ -6,9 +6,11 @@
     python -m scripts.bench.benchmark --only_dcs=true       # the DCS rows only
     python -m scripts.bench.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
 
-Rows: LAOM's stage-1 batches, batched indexing on the device beside a per-sample Dataset; each method script's own
-stage 1 (scripts.bench.timing); 64 px cheetah-run frames/s of the DCS for collection and evaluation, built-in videos
-and a DAVIS-sized folder, beside the release's way (docs/SPEED.md). Results also go to --out (JSON).
+Data rows: LAOM's stage-1 batches (batch 512), batched indexing of uint8 frames on the device next to a Dataset that
+builds one sample at a time; update rows: each method script's own stage 1 (scripts.bench.timing); DCS rows: rendered
+frames/s of cheetah-run (scale_easy_video_hard, dynamic, 64 px, resets included) for collection and evaluation, on
+the built-in videos and a DAVIS-sized folder (854x480 jpgs), each beside the release's way (every frame of the video
+read and resized at each reset). Results also go to --out (JSON).
 """
 
 import os

@@ -1,10 +1,13 @@
-"""The GPU box's one prepared check (bash scripts/bench/device_check.sh OUT_DIR): per-stage speed, FLOPs and MFU at
-the paper's configs, each method script's real command line, one run stopped and resumed, the data path beside the
-release's, and the hours of the paper's runs projected next to Table 2. Rows and isolation: docs/DOCKER.md.
+"""The GPU box's one prepared check (scripts/bench/device_check.sh OUT_DIR): per-stage speed, FLOPs and MFU at the
+paper's configs, each method script's real command line run for a few updates, one run stopped and resumed, the data
+path beside the release's, and the hours of the paper's runs projected from them next to the paper's Table 2. Its
+rows, what each measures and their isolation: docs/DOCKER.md ("The GPU check").
 
+    bash scripts/bench/device_check.sh OUT_DIR                 # one H100 / H200: paper configs, bf16, under 8 min
     python -m scripts.bench.device_bench --out_dir=OUT_DIR --peak_tflops=989   # a GPU not in PEAK_BF16_TFLOPS
     python -m scripts.bench.device_bench --out_dir=OUT_DIR --device=cpu        # the CPU mode: tiny sizes
-    python -m scripts.bench.device_bench --only_flops=true --device=cpu        # paper-config FLOPs, projected hours
+    python -m scripts.bench.device_bench --only_flops=true --device=cpu        # FLOPs per update at the paper configs
+                                                               # on a CPU, and the hours they project at an assumed MFU
 """
 
 import dataclasses
@@ -52,10 +55,14 @@ ONE_RUN_BUDGET = 2  # the label budget of "one paper run"
 @dataclass
 class DeviceBenchConfig:
     out_dir: str = "runs/device_check"  # folder of device_check.json, the rows' logs and the script runs
-    device: str = "auto"  # "auto" (cuda if available, else the CPU mode at tiny sizes), "cuda", "cpu"
+    device: str = "auto"  # "auto" (cuda if available, else the CPU mode), "cuda", "cpu"
+    scale: str = "auto"  # "paper" (configs/<method>.yaml), "tiny" (CPU mode), "auto": paper on CUDA or with only_flops
     peak_tflops: Optional[float] = None  # the device's dense bf16 peak, TFLOPS (None: PEAK_BF16_TFLOPS by name)
     rows: Optional[list[str]] = None  # rows to run, in the order given (None: all of ROWS, in its order)
-    windows: int = 3  # timed windows per stage (of 10 updates, 2 tiny), after one warm-up window
+    compile: str = "both"  # "eager", "compiled" (COMPILE_STAGES only) or "both": which stage rows to run
+    window_updates: Optional[int] = None  # updates per timed window (None: 10 at paper scale, 2 tiny)
+    windows: int = 3  # timed windows per stage, after one warm-up window
+    flops_batch: Optional[int] = None  # samples per update counting FLOPs, scaled to the batch (None: 64 CUDA, 4 CPU)
     only_flops: bool = False  # count FLOPs per update and project hours; no timing, no data path, no script runs
     data_batches: int = 20  # timed batches of each data path
     assumed_mfu: float = 0.5  # MFU of the projected hours when the speed was not measured here
@@ -75,7 +82,8 @@ def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flop
     """(FLOPs, FLOPs by module) of one update of a stage at `flops_batch` samples: the counter between two logged
     updates; modules by PyTorch's names (the network's class, then its attribute path). Nothing is written."""
     with FlopCounterMode(display=False) as counter:
-        log = timing.run_stage(key, data_path, device, tiny, 2, 1, flops_batch, counter=counter, run_dir=run_dir)
+        kwargs = dict(counter=counter, stop_after=2, run_dir=run_dir)
+        log = timing.run_stage(key, data_path, device, tiny, 2, 1, flops_batch, **kwargs)
     if len(log.flops) < 2:
         raise RuntimeError(f"{key}: {len(log.flops)} logged updates while counting FLOPs; expected 2 or more")
     first, second = log.module_flops[:2]
@@ -154,13 +162,13 @@ def stage_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: boo
     samples = batch + (timing.labeled_batch(spec, batch) if key == "laom_labels/lam" else 0)  # its labeled batch too
     row = {"batch": batch, "samples_per_update": samples}
     run_dir = os.path.join(cfg.out_dir, "runs", name.replace("/", "_"))  # kept: a stage measured writes no checkpoint
-    if not compiled:  # FLOPs counted at 64 samples on a GPU (4 on a CPU), scaled to the batch
-        fb = 4 if tiny or device.type != "cuda" else 64
+    if not compiled:
+        fb = cfg.flops_batch or (64 if device.type == "cuda" and not tiny else 4)
         flops, _ = count_flops(key, stage_data(data_dir, "flops", fb, 2), device, tiny, fb, run_dir + "-flops")
         row |= {"flops_per_update": flops * batch / fb, "flops_batch": fb}
     if cfg.only_flops:
         return row
-    window = 2 if tiny else 10
+    window = cfg.window_updates or (2 if tiny else 10)
     path = stage_data(data_dir, "timing", batch, (cfg.windows + 1) * window + 1)
     kwargs = dict(compile=compiled, run_dir=run_dir)
     spu, memory, warmup = timing.time_stage(key, path, device, tiny, batch, window, cfg.windows, **kwargs)
@@ -170,7 +178,8 @@ def stage_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: boo
 
 def data_row(_, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, data_dir: str) -> dict:
     """LAOM's stage-1 batches: this project's batched indexing next to a per-sample Dataset + DataLoader."""
-    batch, window = (8, 2) if tiny else (512, 10)
+    batch = 8 if tiny else 512
+    window = cfg.window_updates or (2 if tiny else 10)
     path = stage_data(data_dir, "timing", batch, (cfg.windows + 1) * window + 1)
     data_cfg = timing.DataBenchConfig(batch_size=batch, data_batches=cfg.data_batches)
     fast, naive = timing.data_throughput(path, data_cfg, device)
@@ -209,7 +218,7 @@ def row_path(out_dir: str, name: str) -> Path:
 
 
 def tiny_scale(cfg: DeviceBenchConfig, device: torch.device) -> bool:
-    return device.type != "cuda" and not cfg.only_flops
+    return cfg.scale == "tiny" or (cfg.scale == "auto" and device.type != "cuda" and not cfg.only_flops)
 
 
 def run_command(command: list[str], log: Path, timeout: float) -> tuple[int, str]:
@@ -332,8 +341,11 @@ def main(cfg: DeviceBenchConfig) -> dict:
     began = time.perf_counter()
     rows = cfg.rows if cfg.rows is not None else ROWS
     unknown = [r for r in rows if r not in ROWS]
-    if unknown:
-        sys.exit(f"device_bench: rows must be among {ROWS} (got {unknown})")
+    if unknown or cfg.compile not in ("eager", "compiled", "both") or cfg.scale not in ("auto", "paper", "tiny"):
+        sys.exit(
+            f"device_bench: rows must be among {ROWS} (got {unknown}), compile one of eager / compiled / both "
+            f"(got {cfg.compile!r}), scale one of auto / paper / tiny (got {cfg.scale!r})"
+        )
     if cfg.row is not None:
         return one_row(cfg)
     device = get_device(cfg.device)
@@ -343,10 +355,12 @@ def main(cfg: DeviceBenchConfig) -> dict:
     if cuda and peak is None:
         sys.exit(f"device_bench: unknown GPU {name!r}: give its dense bf16 peak in TFLOPS with --peak_tflops=<N>")
     tiny = tiny_scale(cfg, device)
-    if tiny:
+    if not cuda and not cfg.only_flops:
         print("no CUDA device: running the CPU self-check at tiny sizes (the paper-config speed needs a GPU)")
     if cfg.only_flops:
         rows = [r for r in rows if r in STAGES]
+    elif cfg.compile != "both":
+        rows = [r for r in rows if not (r.endswith("+compile") if cfg.compile == "eager" else r in STAGES)]
     out_dir = Path(cfg.out_dir)
     (out_dir / "rows").mkdir(parents=True, exist_ok=True)
     config_path = (out_dir / "rows" / "config.yaml").resolve()  # the row subprocesses' config
@@ -358,21 +372,22 @@ def main(cfg: DeviceBenchConfig) -> dict:
     print(f"{'row':<30} {'status':<8} {'batch':>5} {'GFLOP/upd':>11} {'upd/s':>8} {'samples/s':>10} "
           f"{'peak GiB':>8} {'MFU':>6} {'s':>6}", flush=True)  # fmt: skip
     for row_name in rows:
-        started = time.perf_counter()
-        left = cfg.time_budget_s - (started - began)
-        timeout = min(cfg.row_timeout_s, left + OVERRUN_S)  # a row started inside the budget may end a little past it
+        left = cfg.time_budget_s - (time.perf_counter() - began)
         if left <= 0:
-            row = {"status": "skipped", "error": f"past time_budget_s={cfg.time_budget_s:g}"}
-        elif row_name.startswith("script:"):
+            results[row_name] = {"status": "skipped", "error": f"past time_budget_s={cfg.time_budget_s:g}"}
+            print_row(row_name, results[row_name])
+            continue
+        timeout = min(cfg.row_timeout_s, left + OVERRUN_S)  # a row started inside the budget may end a little past it
+        started = time.perf_counter()
+        if row_name.startswith("script:"):
             row = script_row(row_name, cfg, tiny, timeout)
         elif row_name.startswith("resume:"):
             row = resume_row(cfg, tiny, timeout)
         else:
             row = row_subprocess(row_name, config_path, cfg.out_dir, timeout)
         row.setdefault("seconds", time.perf_counter() - started)
-        eager = results.get(row_name.removesuffix("+compile"), {})
-        if row_name.endswith("+compile") and "flops_per_update" in eager:
-            row["flops_per_update"] = eager["flops_per_update"]
+        if row_name.endswith("+compile") and "flops_per_update" in results.get(row_name.removesuffix("+compile"), {}):
+            row["flops_per_update"] = results[row_name.removesuffix("+compile")]["flops_per_update"]  # the eager row's
         if peak and "updates_per_s" in row and "flops_per_update" in row:
             row["mfu"] = row["flops_per_update"] * row["updates_per_s"] / (peak * 1e12)
         results[row_name] = row
@@ -383,7 +398,7 @@ def main(cfg: DeviceBenchConfig) -> dict:
     proj_peak = peak or cfg.projection_peak_tflops
     at_mfu = project({k: r["flops_per_update"] / (cfg.assumed_mfu * proj_peak * 1e12) for k, r in stages.items()})
     out["projection_assumed_mfu"] = {"mfu": cfg.assumed_mfu, "peak_tflops": proj_peak, "methods": at_mfu}
-    if cuda and not cfg.only_flops:
+    if cuda and not cfg.only_flops and not tiny:
         measured = {k: 1 / r["updates_per_s"] for k, r in stages.items() if "updates_per_s" in r}
         out["projection_measured_eager"] = project(measured)
     print_projection(out)

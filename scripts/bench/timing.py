@@ -1,14 +1,16 @@
 """The one timer of the benchmarks: a method script's own stage function run with a window log in place of wandb
-(run_stage, time_stage), the data path beside a per-sample DataLoader, synthetic frames in the released layout.
-Its command line times a stage-1 update at the small study's sizes (studies/small/configs) on the CPU:
+(run_stage, time_stage), the data path beside a per-sample DataLoader (data_throughput), synthetic frames in the
+released layout (write_synthetic, write_stage_data). Its command line times a stage-1 update:
 
     python -m scripts.bench.timing --method=laom --updates=40                      # this project's update
     python -m scripts.bench.timing --method=laom --updates=40 --release_adam=true  # torch.optim.Adam's default kernel
     python -m scripts.bench.timing --pairs=8 --updates=4 --threads=1               # fp32 against bf16 autocast
 
-It prints the median ms per update and of its parts: data (up to the first forward), forward + backward (up to the
-first optimizer step), optimizer (the steps, the EMA, the log). --pairs times configs/example/<method>.yaml's stage 1
-in alternating fp32 and bf16 blocks of one process, so that a shared machine's drifting speed falls on both alike.
+The first form runs train_<method>.train_lam at the small study's sizes (studies/small/configs) on the CPU and prints
+the median ms per update and of its parts: data (batch and augmentations, up to the first forward), forward +
+backward (up to the first optimizer step), optimizer (the steps, the EMA, the log); compare two variants as whole
+processes, alternately under `/usr/bin/time -f %e`. --pairs times configs/example/<method>.yaml's stage 1 in
+alternating fp32 and bf16 blocks of one process, so that a shared machine's drifting speed falls on both alike.
 """
 
 import bisect
@@ -138,7 +140,7 @@ STAGES = {
 STAGES["idm/idm"] = StageSpec("train_idm", "train_idm", "idm", "configs/idm.yaml")
 STAGES["idm/bc"] = StageSpec("train_idm", "train_bc", "bc", "configs/idm.yaml", "idm")
 STAGES["bc/bc"] = StageSpec("train_bc", "train_bc", "bc", "configs/bc.yaml")
-# Networks small enough for the CPU mode, by section; LAOM's LAM adds its heads.
+# Networks small enough for the CPU self-check (scale=tiny), by section; LAOM's LAM adds its heads.
 TINY = {"lapo": ["encoder_scale=1", "latent_action_dim=128"], "bc": ["encoder_scale=2"], "decoder": ["hidden_dim=64"]}
 TINY["idm"] = ["encoder_scale=1", "act_head_dim=128"]
 
@@ -180,16 +182,17 @@ def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Opt
     sections = [f.name for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(f.type)]
     args = [f"--{s}.data_path={data_path}" for s in sections]
     s = spec.section
-    if s in ("lapo", "idm"):
-        args += [f"--{s}.eval_data_path=null"]
     if s == "lapo":
-        args += [f"--{s}.final_probe_batches=1", f"--{s}.ridge_probe_samples=0", f"--{s}.warmup_epochs=0"]
+        args += [f"--{s}.num_epochs=1", f"--{s}.final_probe_batches=1", f"--{s}.ridge_probe_samples=0"]
+        args += [f"--{s}.eval_data_path=null", f"--{s}.warmup_epochs=0"]
     if s in ("bc", "decoder"):
         args += [f"--{s}.eval_episodes=0"]
     if s in ("decoder", "idm") or key == "bc/bc":
         args += [f"--{s}.total_updates={updates}"]
     else:
         args += [f"--{s}.num_epochs=1"]
+    if s == "idm":
+        args += [f"--{s}.eval_data_path=null"]
     if key.startswith("laom_labels"):  # its decoder trains on lapo.labeled_data_path
         args += [f"--lapo.labeled_data_path={data_path}"]
     if tiny:  # every section tiny: a frozen network is built from its own section
@@ -235,22 +238,24 @@ def run_stage(
     log_every: int,
     batch: Optional[int] = None,
     counter: Optional[FlopCounterMode] = None,
+    stop_after: Optional[int] = None,
     run_dir: Optional[str] = None,
     config: Optional[str] = None,
     args: tuple[str, ...] = (),
     functions: Optional[dict] = None,
     **top,
 ) -> WindowLog:
-    """Runs one stage function of a method script, its networks built on `device`, until `updates` updates of `batch`
-    samples (None: the config's) are logged; returns its window log. `config` (None: the paper's YAML), `args` and
-    `top` (top-level fields) override; `functions` replace the script's while it runs."""
+    """Runs one stage function of a method script for about `updates` updates (`batch` samples each; None: the
+    config's), its networks built on `device`, in `run_dir` (None: a temporary one); returns its window log.
+    `config` (None: the paper's YAML), `args` and `top` (top-level fields, e.g. compile) override; `functions`
+    replace the script's while it runs."""
     spec = dataclasses.replace(STAGES[key], config=config or STAGES[key].config)
     args = stage_args(key, spec, tiny, data_path, batch, updates) + list(args)
     if key == "laom_labels/lam" and batch is not None:  # its labeled batch keeps its ratio to the batch
         args += [f"--lapo.labeled_batch_size={labeled_batch(spec, batch)}"]
     with tempfile.TemporaryDirectory() as tmp:
         module, cfg = parse_stage_config(spec, args, device, run_dir or tmp, **top, log_every=log_every)
-        log = WindowLog(f"{spec.section}/step", counter, updates // log_every)
+        log = WindowLog(f"{spec.section}/step", counter, stop_after)
         run = dataclasses.replace(start_run(cfg), wandb=log)
         # The networks built on `device` (the scripts build on the CPU and copy: LAPO's orthogonal initialisation
         # of its 212M-parameter LAM took minutes on a CPU).
@@ -286,7 +291,7 @@ def time_stage(
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     updates = (windows + 1) * window
-    log = run_stage(key, data_path, device, tiny, updates, window, batch, **kw)
+    log = run_stage(key, data_path, device, tiny, updates, window, batch, stop_after=windows + 1, **kw)
     if len(log.times) < windows + 1:
         raise RuntimeError(f"{key}: {len(log.times)} logged windows; expected {windows + 1} (data too small?)")
     gaps = np.diff(log.times[: windows + 1]) / window
@@ -317,6 +322,8 @@ class UpdateBenchConfig:
     threads: int = 1
     release_adam: bool = False  # torch.optim.Adam(W) with its default implementation (the release's optimizer)
     pairs: int = 0  # >0: that many (fp32 block, bf16 block) pairs of configs/example/<method>.yaml's stage 1 instead
+    config: Optional[str] = None  # --pairs: the YAML whose stage-1 networks are timed (None: the example config)
+    device: str = "cpu"  # --pairs: cpu or cuda
 
 
 def release_optimizer(model, kind: str, lr: float, weight_decay: Optional[float] = None) -> torch.optim.Optimizer:
@@ -327,12 +334,13 @@ def release_optimizer(model, kind: str, lr: float, weight_decay: Optional[float]
 def precision_pairs(c: UpdateBenchConfig) -> None:
     """fp32 against bf16 autocast, blocks alternating (fp32 then bf16, then bf16 then fp32, ...): the median seconds
     per update of each and the median bf16 / fp32 ratio of the pairs (docs/FAITHFULNESS.md, "Precision on the CPU")."""
-    key, cpu = f"{c.method}/lam", torch.device("cpu")
-    kwargs = dict(config=f"configs/example/{c.method}.yaml", args=[f"--lapo.num_epochs={10**6}"])
+    config = c.config or f"configs/example/{c.method}.yaml"
     seconds, ratios = {"fp32": [], "bf16": []}, []
     for i in range(c.pairs):
         for precision in ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32"):
-            timed = time_stage(key, c.data_path, cpu, False, c.batch_size, c.updates, 1, precision=precision, **kwargs)
+            key, device, args = f"{c.method}/lam", torch.device(c.device), [f"--lapo.num_epochs={10**6}"]
+            kwargs = dict(config=config, args=args, precision=precision)
+            timed = time_stage(key, c.data_path, device, False, c.batch_size, c.updates, 1, **kwargs)
             seconds[precision].append(timed[0])
         ratios.append(seconds["bf16"][-1] / seconds["fp32"][-1])
     fp32, bf16 = statistics.median(seconds["fp32"]), statistics.median(seconds["bf16"])
@@ -355,10 +363,11 @@ def main(c: UpdateBenchConfig) -> None:
     fwd, opt = [], []
     hooks = [register_module_forward_pre_hook(lambda *_: fwd.append(time.perf_counter()))]
     hooks.append(register_optimizer_step_pre_hook(lambda *_: opt.append(time.perf_counter())))
-    kw = dict(functions={"make_optimizer": release_optimizer} if c.release_adam else {}, precision="fp32")
+    functions = {"make_optimizer": release_optimizer} if c.release_adam else {}
     n, args = max(1, c.warmup) + c.updates, [f"--lapo.{k}={v}" for k, v in sizes.items()]
     try:
-        log = run_stage(f"{c.method}/lam", c.data_path, torch.device("cpu"), False, n, 1, args=args, **kw)
+        log = run_stage(f"{c.method}/lam", c.data_path, torch.device("cpu"), False, n, 1, stop_after=n,
+                        args=args, functions=functions, precision="fp32")  # fmt: skip
     finally:
         for hook in hooks:
             hook.remove()

@@ -1,8 +1,11 @@
 """Do two MuJoCo / dm_control installs render the same frames and step the same physics? (docs/RENDERING-VERSIONS.md)
 
-`render` renders the paper's tasks from fixed physics states (with --states, the other install's, written into mjData,
-never re-simulated), plain and with the DCS port's edits at fixed values, and rolls the same actions out from the first
-state. `compare` reports pixel statistics, compiled-model differences and the rollouts' divergence per task.
+The release pins mujoco 3.2.0 (dm_control 1.0.20 beside it), this project 3.17.0 (dm_control 1.0.50). `render`
+renders the paper's tasks from fixed physics states under the install that runs it; with --states, the states of the
+other install's file, written into mjData and mj_forward called (never re-simulated). Frames: "plain" (the suite task)
+and "distracted" (the DCS port's edits with fixed values: the camera orbited and rolled, material colours shifted, the
+grid translucent, the skybox texture overwritten and re-uploaded). Physics: the same actions through env.step from the
+first state. `compare` reports pixel statistics, compiled-model differences and the rollouts' divergence per task.
 
     MUJOCO_GL=egl /tmp/mj320/bin/python scripts/fidelity/compare_render_versions.py render --out /tmp/render-3.2.0.npz
     MUJOCO_GL=egl python scripts/fidelity/compare_render_versions.py render --states /tmp/render-3.2.0.npz \
@@ -52,6 +55,9 @@ quality.numquads headlight.ambient headlight.diffuse headlight.specular headligh
 map.shadowclip map.shadowscale map.fogstart map.fogend rgba.fog rgba.haze
 stat.extent stat.center stat.meansize stat.meanmass stat.meaninertia
 """.split()
+
+
+# --------------------------------------------------------------------------------------------- rendering side
 
 
 def gl_strings(physics) -> dict:
@@ -224,7 +230,7 @@ def render_task(task: str, args, ref) -> dict:
     return out | (rollout(task, args, states[0], actions) if args.physics_steps > 0 else {})
 
 
-def cmd_render(args) -> int:
+def cmd_render(args) -> None:
     from src.dcs.constants import PAPER_ENVS
 
     ref = np.load(args.states) if args.states else None
@@ -245,7 +251,9 @@ def cmd_render(args) -> int:
     np.savez_compressed(args.out, **out)
     print(json.dumps(meta, indent=1))
     print(f"wrote {args.out}")
-    return 0
+
+
+# --------------------------------------------------------------------------------------------- comparison side
 
 
 def abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -400,7 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--png_dir", help="write A / B / |A-B|x8 strips here")
     c.add_argument("--fail_above", type=int, help="exit 1 when a pixel differs by more than this")
     args = parser.parse_args(argv)
-    return cmd_render(args) if args.cmd == "render" else cmd_compare(args)
+    if args.cmd == "render":
+        cmd_render(args)
+        return 0
+    return cmd_compare(args)
 
 
 if __name__ == "__main__":

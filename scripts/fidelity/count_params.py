@@ -9,6 +9,8 @@ LAOM + supervision, IDM, BC actor with 8192 outputs); the paper's are 211847849,
 
 import argparse
 import importlib
+import json
+from pathlib import Path
 
 import pyrallis
 import torch
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--act_dim", type=int, default=21, help="action size (humanoid-walk: 21)")
     parser.add_argument("--state_dim", type=int, default=67, help="proprioceptive state size (humanoid-walk: 67)")
     parser.add_argument("--img_hw", type=int, default=64, help="frame size in pixels")
+    parser.add_argument("--json", default=None, help="also write the counts to this JSON file")
     args = parser.parse_args()
     counts = count_all(args.act_dim, args.state_dim, args.img_hw)
     for script, nets in counts.items():
@@ -51,6 +54,8 @@ def main() -> None:
     print("\nTable 4 (paper): parameters")
     for label, script, _, net in TABLE4:
         print(f"{label:<34} {counts[script][net]}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(counts, indent=2))
 
 
 if __name__ == "__main__":
