@@ -1,8 +1,5 @@
-"""HDF5 datasets in the released layout (docs/FAITHFULNESS.md, "data") and whole-batch sampling by tensor indexing.
-
-Frames are stored once, uint8 channels first [N, 3, H, W] (a gathered stack [B, k, 3, H, W] is a [B, 3k, H, W]
-observation without a copy); on a GPU run in host memory at first (batches go through pinned buffers), on the GPU after
-a stage's first update if they fit (place_frames). No per-sample `__getitem__` + collate."""
+"""HDF5 datasets in the released layout (docs/FAITHFULNESS.md, "Data"): load_dataset, whole-batch sampling by tensor
+indexing (TrajectoryData.batch), frames moved to the GPU after a stage's first update if they fit (place_frames)."""
 
 import math
 import warnings
@@ -19,13 +16,12 @@ from tqdm.auto import tqdm
 from src import dist
 from src.errors import ConfigError, DatasetError, MissingFileError, check_hdf5_file, warn
 
-# Root attributes the methods need to rebuild the evaluation environment and to check shapes.
 REQUIRED_ROOT_ATTRS = ("domain_name", "task_name", "difficulty", "dynamic", "img_hw")
 
 
 @dataclass(frozen=True)
 class Shapes:
-    """What the networks need to know of a dataset: action size, state size (None: states not loaded), image size."""
+    """Action size, state size (None: states not loaded) and image size of a dataset."""
 
     act_dim: int
     state_dim: int | None
@@ -45,7 +41,6 @@ def trajectory_count(path: str) -> int:
 
 
 def _open(path: str, what: str) -> h5py.File:
-    """An HDF5 file opened for reading; a missing or unreadable one is a one-line error naming it."""
     try:
         return h5py.File(path, "r")
     except FileNotFoundError:
@@ -59,8 +54,7 @@ def _pinned_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 class PinnedStaging:
-    """Host -> GPU copies that do not block the host: a batch tensor is written into one of two pinned buffers of its
-    kind ("frames", "index", ...), copied with non_blocking=True and written again only after that copy finished."""
+    """Non-blocking host -> GPU copies through two pinned buffers per kind, each reused once its copy finished."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -87,10 +81,9 @@ class PinnedStaging:
 
 @dataclass
 class TrajectoryData:
-    """All trajectories of one HDF5 file (in a distributed run this rank's share, `keys`), concatenated along time:
-    frames uint8 [N, 3, H, W] on frames_device, read on first use; masks [N, 1, H, W] beside them (load_masks);
-    actions [N, A], states [N, S] on `device`; start_of [N]: each frame's trajectory start. Indices are drawn on
-    index_device, where the frames were first placed, so frames moved later (place_frames) see the same draws."""
+    """One file's trajectories (this rank's share, `keys`) along time: frames uint8 [N, 3, H, W] on frames_device
+    (read on first use), actions [N, A] / states [N, S] on `device`, start_of [N] each frame's trajectory start.
+    Indices are drawn on index_device (where frames were first placed): moving frames later keeps the same draws."""
 
     path: str
     frames_shape: tuple[int, ...]
@@ -150,8 +143,7 @@ class TrajectoryData:
         return self.rows(self.frames, idx, "frames")
 
     def rows(self, source: torch.Tensor, idx: torch.Tensor, kind: str) -> torch.Tensor:
-        """source[idx] for a tensor of one row per frame (frames, masks) and idx of any shape, on `device`; host rows
-        of a GPU run are gathered straight into a pinned buffer."""
+        """source[idx] (one row per frame; idx of any shape) on `device`, via a pinned buffer for host rows."""
         shape = (*idx.shape, *source.shape[1:])
         flat = idx.reshape(-1)
         if self.staging is not None and source.device.type == "cpu":
@@ -162,14 +154,12 @@ class TrajectoryData:
         return torch.index_select(source, 0, flat).view(shape).to(self.device)  # faster than source[idx] on CPU
 
     def to_device(self, t: torch.Tensor, kind: str) -> torch.Tensor:
-        """A host tensor of a batch on `device`, through a pinned buffer of its kind when staging."""
         if self.staging is None:
             return t.to(self.device, non_blocking=True)
         return self.staging.copy(kind, t.shape, t.dtype, lambda out: out.copy_(t))
 
     def stack_indices(self, idx: torch.Tensor, frame_stack: int, extra: int = 0) -> torch.Tensor:
-        """[B] -> [B, frame_stack + extra]: indices idx - k + 1 .. idx + extra, the past ones clamped to the
-        trajectory's first frame (padding with the first frame, as the environment's frame stack does)."""
+        """[B] -> [B, k + extra]: indices idx - k + 1 .. idx + extra, clamped to the trajectory's first frame."""
         rel = torch.arange(-frame_stack + 1, extra + 1, device=idx.device)
         return torch.maximum(idx[:, None] + rel, self.start_of[idx][:, None])
 
@@ -178,9 +168,8 @@ class TrajectoryData:
         return stack_channels(self._gather(self.stack_indices(idx, frame_stack)))
 
     def batch(self, idx: torch.Tensor, frame_stack: int, future_offset=0, next_obs=False) -> dict[str, torch.Tensor]:
-        """A batch at global indices idx (t + future_offset <= T - 1): uint8 `obs` o_t [B, 3k, H, W]; `next_obs`
-        o_{t+1}; with future_offset K > 0 `future_obs` o_{t+k} (k uniform in 1..K per sample) and `offsets` k [B];
-        `actions` and (when loaded) `states` at t."""
+        """uint8 `obs` o_t [B, 3k, H, W], `next_obs` o_{t+1}, with K = future_offset > 0 `future_obs` o_{t+k} (k
+        uniform in 1..K, `offsets` [B]), `actions` and `states` at t; idx must satisfy t + K <= T - 1."""
         window = self._gather(self.stack_indices(idx, frame_stack, extra=int(next_obs)))  # [B, k(+1), 3, H, W]
         out = {"obs": stack_channels(window[:, :frame_stack])}  # views of the gathered window, no copy
         if next_obs:
@@ -196,15 +185,14 @@ class TrajectoryData:
         return out
 
     def epoch(self, valid: torch.Tensor, batch_size: int, drop_last=True, generator=None) -> Iterator[torch.Tensor]:
-        """Shuffled batches of indices from `valid`, without replacement; drop_last drops the last partial batch.
-        batch_size is the global batch: each rank of a distributed run draws batch_size / world_size of it."""
+        """Shuffled index batches from `valid` without replacement; each rank draws batch_size / world_size."""
         batch_size = dist.local_batch(batch_size)
         perm = valid[torch.randperm(len(valid), device=valid.device, generator=generator)]
         for i in range(num_batches(len(valid), batch_size, drop_last)):
             yield perm[i * batch_size : (i + 1) * batch_size]
 
     def sample(self, valid: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Indices drawn uniformly from `valid` with replacement: batch_size / world_size of the global batch."""
+        """batch_size / world_size indices drawn uniformly from `valid` with replacement."""
         return valid[torch.randint(0, len(valid), (dist.local_batch(batch_size),), device=valid.device)]
 
 
@@ -224,7 +212,6 @@ def normalize_obs(obs: torch.Tensor) -> torch.Tensor:
 
 
 def check_data_file(flag: str, path: str) -> None:
-    """A config field naming an HDF5 file (`--lapo.data_path=...`) missing or not HDF5: an error naming the field."""
     if "masks" in flag:
         return check_hdf5_file(f"{flag}={path}", path, "a masks file (scripts/generate_masks_hdf5.py makes one)")
     hint = " (scripts/data/download_data.py fetches the paper's; docs/DATA.md)"
@@ -232,7 +219,7 @@ def check_data_file(flag: str, path: str) -> None:
 
 
 def check_batch_size(flag: str, batch_size: int, count: int, path: str, with_replacement: bool = False) -> None:
-    """A batch larger than the samples it is drawn from: an error without replacement, a warning with it."""
+    """batch_size > count: an error without replacement, a warning with it."""
     if batch_size > count and not with_replacement:
         raise ConfigError(
             f"{flag}={batch_size}: larger than the {count} samples it is drawn from ({path}, without replacement); "
@@ -243,7 +230,7 @@ def check_batch_size(flag: str, batch_size: int, count: int, path: str, with_rep
 
 
 def read_root_attrs(path: str) -> dict:
-    """Root attributes of a dataset file as plain Python values; checks the required ones are present."""
+    """Root attributes as plain Python values; the required ones must be present."""
     with _open(path, "dataset file") as f:
         attrs = {k: plain_attr(v) for k, v in f.attrs.items()}
     missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
@@ -253,7 +240,6 @@ def read_root_attrs(path: str) -> dict:
 
 
 def plain_attr(v):
-    """An HDF5 attribute as a plain Python value (text, number or list)."""
     if isinstance(v, bytes):
         return v.decode()
     return v.tolist() if isinstance(v, np.generic | np.ndarray) else v  # a numpy scalar's tolist() is its item()
@@ -268,7 +254,7 @@ MARGIN = 0.05  # of the GPU's memory: kept free beside the moved frames and a st
 
 
 def watch_frames(device: torch.device) -> None:
-    """As a stage's updates begin: no dataset counts as read by it yet; a GPU's peak memory is measured from here."""
+    """At a stage's start: marks no dataset read yet and resets the GPU's peak memory statistics."""
     for d in _CACHE.values():
         d.in_use = False
     if device.type == "cuda":
@@ -276,8 +262,8 @@ def watch_frames(device: torch.device) -> None:
 
 
 def place_frames(device: torch.device, stage: str) -> None:
-    """After a stage's first update (Adam's state exists), the frames and masks it read, opened "auto", go to the GPU
-    together if bytes + (measured peak - allocated now) + MARGIN of the GPU <= free memory, said in one line."""
+    """After a stage's first update: the "auto" frames and masks it read go to the GPU if bytes + (peak - allocated)
+    + MARGIN of the GPU <= free memory; prints one line either way."""
     datasets = [d for d in _CACHE.values() if d.auto and d.in_use and d.frames_device != d.device]
     if device.type != "cuda" or not datasets:
         return
@@ -312,7 +298,7 @@ def _check_steps(path: str, keys: list[str], lens: list[int], frame_stack: int, 
 
 
 def _read_floats(f: h5py.File, keys: list[str], name: str, path: str) -> torch.Tensor:
-    """The groups' float32 `name` arrays concatenated [N, D]; a non-finite entry is an error naming it."""
+    """The groups' `name` arrays as float32 [N, D]; a non-finite entry is an error."""
     arrays = [np.asarray(f[k][name], dtype=np.float32) for k in keys]
     for k, a in zip(keys, arrays, strict=True):
         if not np.isfinite(a).all():
@@ -341,10 +327,8 @@ def load_dataset(
     max_trajectories: int | None = None,
     frames_device: str = "auto",
 ) -> TrajectoryData:
-    """One TrajectoryData of the file's (first max_trajectories) trajectories, each at least frame_stack + min_offset
-    steps. frames_device: "auto" (host memory, then place_frames), "cpu", "pinned" (both host memory) or a device. A
-    later call with the same path, device and max_trajectories that needs no more arrays reuses the first. A rank of a
-    distributed run holds the trajectories i with i % world_size == rank."""
+    """The file's (first max_trajectories) trajectories; rank r holds those with i % world_size == r. frames_device:
+    "auto" (host, then place_frames), "cpu", "pinned" or a device. Cached per (path, device, max_trajectories)."""
     device = torch.device(device)
     key = (str(Path(path).resolve()), str(device), max_trajectories)
     cached = _CACHE.get(key)
@@ -414,7 +398,6 @@ def load_dataset(
 
 
 def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str = "labeled") -> None:
-    """The labeled / evaluation set must have the unlabeled set's image size and action size."""
     if other.img_hw != reference.img_hw:
         raise DatasetError(
             f"{what} set {other.path} has {other.img_hw} px frames but {reference.path} has {reference.img_hw} px"
@@ -426,8 +409,7 @@ def check_compatible(reference: TrajectoryData, other: TrajectoryData, what: str
 
 
 def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
-    """Foreground masks of `data`'s trajectories from a masks file (docs/MASKS.md), aligned with its frames: uint8
-    [N, 1, H, W] on `data.frames_device`."""
+    """`data`'s masks from a masks file (docs/MASKS.md), uint8 [N, 1, H, W] on `data.frames_device`."""
     _, _, h, w = data.frames_shape
     lens = data.traj_lens.tolist()
     with _open(path, "masks file") as f:
@@ -449,6 +431,5 @@ def load_masks(path: str, data: TrajectoryData) -> torch.Tensor:
 
 
 def stacked_masks(masks: torch.Tensor, data: TrajectoryData, idx: torch.Tensor, frame_stack: int) -> torch.Tensor:
-    """The masks of the stacked observation at global indices idx, on `data.device`: uint8 [B, k, H, W], mask j
-    belonging to frame j (padded like TrajectoryData.obs), i.e. to channels 3j .. 3j+2."""
+    """uint8 [B, k, H, W] on `data.device`: mask j belongs to channels 3j .. 3j+2 of TrajectoryData.obs(idx)."""
     return data.rows(masks, data.stack_indices(idx, frame_stack), "masks").squeeze(2)  # [B, k, 1, H, W] -> [B, k, H, W]
