@@ -1,7 +1,6 @@
-"""Closed-form probes of a LAM's latents, at the end of stage 1 and along training (ProbeCurve): unlike the paper's
-online probe (Sections 4-5), solved exactly: ridge regression from the latent of (o_t, o_{t+1}), unaugmented, to a_t,
-in float64 from sums (`Moments`). Leakage, where the data records the distractors (docs/DATA.md): the same fit to each
-of LEAKAGE_TARGETS, the share of the latent the agent (or the distractors) explain, and held-out ridge CCA."""
+"""Closed-form ridge probes of a LAM's latents (ridge_probe; along training: ProbeCurve): latent of (o_t, o_{t+1}) ->
+a_t, solved in float64 from sums (Moments), unlike the paper's online probe. Leakage where the data records the
+distractors (docs/DATA.md): fits to LEAKAGE_TARGETS, shares of the latent explained, held-out ridge CCA."""
 
 import json
 import math
@@ -24,15 +23,13 @@ SHARE_L2_GRID = (1e-4, 1e-2, 1.0, 100.0)  # penalties of the reverse fit (target
 CCA_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # held_out_cca's penalties on the latent's correlation matrix
 CCA_TARGET_L2 = 1e-3  # and its fixed one on the targets': collinear target columns stay invertible
 DISTRACTORS_GROUP = "distractors"  # per trajectory group: one float dataset [T, k] per distraction (docs/DATA.md)
-# Leakage targets of (o_t, o_{t+1}): the action, then the changes of the agent's state and each distractor's state.
-# background: the frame advance only (the video and the playback direction are constant over a transition).
+# the action, then the changes of the agent's and each distractor's state (background: the frame advance only)
 LEAKAGE_TARGETS = ("action", "agent_state", "background", "camera", "color")
 _DISTRACTOR_COLUMNS = {"background": [1]}  # the other targets: every column
 
 
 def split_trajectories(data: TrajectoryData) -> tuple[list[int], list[int], list[int]]:
-    """(fit, validation, test) trajectory numbers: the last tenth (at least one) tests, the tenth before it
-    validates, the rest fits."""
+    """(fit, validation, test) trajectory numbers: the last tenth (>= 1) tests, the tenth before validates."""
     n = data.num_trajectories
     if n < 3:
         raise DatasetError(f"{data.path}: the ridge probe holds out whole trajectories, at least 3; it has {n}")
@@ -57,14 +54,13 @@ class Moments:
         self.sums: dict[str, torch.Tensor] = {}
 
     def add(self, z: torch.Tensor, a: torch.Tensor) -> None:
-        """One batch: latents z [B, Z] and targets a [B, A] (float64)."""
         s = {"n": torch.tensor(float(len(z)), dtype=torch.float64, device=z.device), "z": z.sum(0), "a": a.sum(0)}
         s |= {"zz": z.T @ z, "za": z.T @ a, "aa": (a * a).sum(0), "aa_full": a.T @ a}
         self.sums = s if not self.sums else {k: self.sums[k] + v for k, v in s.items()}
 
     @torch.no_grad()
     def collect(self, label: Labeler, data: TrajectoryData, idx, frame_stack, batch_size, device, extra) -> "Moments":
-        """The sums over the transitions idx; the targets: the actions, then the columns of extra (host [N, K])."""
+        """The sums over transitions idx; targets: the actions, then the columns of extra (host [N, K])."""
         for chunk in idx.split(batch_size):
             b = data.batch(chunk, frame_stack, next_obs=True)
             with autocast(device):
@@ -99,8 +95,7 @@ class Moments:
         return (1 - sse[varies] / base[varies]).mean().item() if bool(varies.any()) else math.nan
 
     def explained(self, fit: "Moments", cols: list[int], l2: float) -> float:
-        """The share of the latents' total variance here that a ridge from the standardised target columns `cols`
-        (relative penalty l2), fitted on `fit`, explains."""
+        """Share of the latents' variance here explained by a ridge from standardised targets `cols`, fit on `fit`."""
         mz, ma, _, cza, caa = _covariances(fit, cols)
         sd = caa.diagonal().clamp_min(1e-12).sqrt()
         eye = torch.eye(len(cols), dtype=caa.dtype, device=caa.device)
@@ -114,8 +109,8 @@ class Moments:
         return (1 - sse / sst).item() if sst > 1e-12 * n else math.nan
 
     def ridge_path(self, l2s: list[float], dims: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(W [Z, A], b [A]) for each relative penalty: W = (Cov(z) + l2 * mean(diag Cov(z)) I)^-1 Cov(z, a),
-        b = mean(a) - mean(z) W, from one eigendecomposition. dims: on the top `dims` principal components only."""
+        """(W [Z, A], b [A]) per penalty: W = (Cov(z) + l2 mean(diag Cov(z)) I)^-1 Cov(z, a), b = mean(a) - mean(z) W.
+        dims: on the top `dims` principal components only."""
         mz, ma, czz, cza, _ = _covariances(self, slice(None))
         evals, evecs = torch.linalg.eigh(czz)  # ascending
         if dims is not None:
@@ -140,9 +135,8 @@ def _covariances(m: Moments, cols) -> tuple[torch.Tensor, ...]:
 
 
 def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], others: tuple = ()) -> dict:
-    """Ridge CCA of the latent with the standardised columns `cols`, fitted on `fit` (penalty of CCA_L2_GRID chosen on
-    `val`): on `test` the mean squared canonical correlation (`cca`, a negative one counts 0) and the first pair's
-    (`top1`); the score on each of `others`."""
+    """Ridge CCA of the latent with columns `cols`, fit on `fit`, penalty chosen on `val`: on `test` the mean squared
+    canonical correlation (`cca`, negatives count 0) and the first one (`top1`); `others`: the score on each."""
     _, _, czz, cza, caa = _covariances(fit, cols)
     keep = caa.diagonal() > 1e-12  # a target constant on the fit set has no direction
     cols = [c for c, k in zip(cols, keep.tolist(), strict=True) if k]
@@ -162,7 +156,6 @@ def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], oth
         _, _, czz, cza, caa = _covariances(m, cols)
         cov = (u * (cza @ v)).sum(0)
         var = (u * (czz @ u)).sum(0).clamp_min(0) * (v * (caa @ v)).sum(0).clamp_min(0)
-        # a variate that does not vary here (about 1 on the fit set) correlates with nothing
         rs = torch.where(var > 1e-18, cov / var.clamp_min(1e-300).sqrt(), 0.0).clamp(-1, 1)
         return float((rs.clamp_min(0) ** 2).mean()) if len(rs) else math.nan, rs
 
@@ -177,9 +170,8 @@ def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], oth
 def ridge_probe(
     label: Labeler, data: TrajectoryData, frame_stack, batch_size, device, max_samples, eval_data=None, leakage=True
 ) -> dict[str, float]:
-    """`lapo/ridge_probe_mse` on the test trajectories, `..._val_mse` on the validation ones, `eval_ridge_probe_mse`
-    on eval_data, each beside its baseline (the fitted mean action); with leakage, `lapo/leakage/...`. Empty when
-    max_samples is 0 or (with a note) the data has under 3 trajectories."""
+    """`lapo/ridge_probe_mse` (test), `..._val_mse`, `eval_ridge_probe_mse` (eval_data), each with its mean-action
+    baseline; with leakage `lapo/leakage/...`. Empty when max_samples is 0 or a shard has < 3 trajectories."""
     if max_samples <= 0:
         return {}
     short = dist.total(int(data.num_trajectories < 3))  # ranks whose shard is too small: skipped, not an error
@@ -228,7 +220,6 @@ def ridge_probe(
 
 
 def _leakage(fit, val, test, ev, path, columns: dict, act_dim: int) -> dict[str, float]:
-    """The leakage read-outs on the test (and evaluation) transitions, each at the penalty its validation picks."""
     mean, out = fit.mean_action(), {}
 
     def put(stem: str, suffix: str, val_score: float, score: Callable[..., float], *args) -> None:
@@ -242,7 +233,6 @@ def _leakage(fit, val, test, ev, path, columns: dict, act_dim: int) -> dict[str,
         val_r2 = [val.r2(w, b, mean, cols) for w, b in path]
         best = _best(val_r2)
         put(name, "_r2", val_r2[best], Moments.r2, *path[best], mean, cols)
-    # The other direction: the share of the latent each source explains, and its held-out CCA (no rescaling changes it).
     distractors = [c for k in LEAKAGE_TARGETS[2:] for c in spans.get(k, [])]
     sources = {"agent": spans["action"] + spans.get("agent_state", []), "distractors": distractors}
     for name, cols in ((k, v) for k, v in sources.items() if v):
@@ -259,18 +249,17 @@ def _leakage(fit, val, test, ev, path, columns: dict, act_dim: int) -> dict[str,
 
 
 def _best(val_r2: list[float]) -> int:
-    """The penalty with the best validation score (the first when none is a number)."""
+    """Index of the best validation score (0 when none is a number)."""
     finite = [i for i, r in enumerate(val_r2) if not math.isnan(r)]
     return max(finite, key=lambda i: val_r2[i]) if finite else 0
 
 
-# The targets of the last two datasets probed (a stage's data and its evaluation set): read once per stage.
 _LEAKAGE_CACHE: dict[tuple, tuple] = {}
 
 
 def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Tensor | None, dict[str, list[int]]]:
-    """The leakage targets but the action of every transition of `data`: host float32 [N, K] and {target: its
-    columns}, each where every trajectory records it (else, unless quiet, a note says so); (None, {}) when none."""
+    """Non-action leakage targets of `data`'s transitions recorded by every trajectory: host float32 [N, K] and
+    {target: columns}, or (None, {}); unless quiet, prints which are missing. Caches the last two datasets."""
     key = (str(Path(data.path).resolve()), tuple(data.keys))
     if key in _LEAKAGE_CACHE:
         return _LEAKAGE_CACHE[key]
@@ -299,8 +288,7 @@ def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Te
 
 
 class ProbeCurve:
-    """The ridge probe every `every` updates of a LAM's training from update 0, and the whole update-0 probe
-    (`init_metrics`), kept in `path` beside the stage checkpoint so a resumed stage keeps them."""
+    """The ridge probe every `every` updates from update 0 and the update-0 metrics, saved in `path` for resume."""
 
     def __init__(self, path, every: int):
         self.path, self.every = Path(path), every
