@@ -1,9 +1,5 @@
-"""Image augmentations of LAOM stage 1 (paper Sec. 4), as in the released code (docs/FAITHFULNESS.md, "augmentations").
-
-Each image picks one of 8 choices: identity, shift, rotate, perspective and four "a-b" composites (a, then b). Shift
-offsets are drawn per image; rotate angles and perspective corners once per call and choice (each composite holds its
-own transforms in the release). Each op is one `grid_sample` of the unpadded image (border clamping = replicate
-padding; torchvision's fill 0 = border sampling times its warped ones mask squared): two passes over the batch."""
+"""LAOM stage 1's image augmentations as released (docs/FAITHFULNESS.md, "Augmentations"): Augmenter, each op one
+`grid_sample` of the unpadded image, two passes over the batch (docs/SPEED.md)."""
 
 import functools
 import itertools
@@ -20,24 +16,20 @@ AUGMENTATIONS = tuple(
 ROTATE_DEGREES, DISTORTION = 90.0, 0.5  # the release's RandomRotation(90) and RandomPerspective(0.5)
 
 NONE, SHIFT, ROTATE, PERSPECTIVE = range(4)  # the ops: the first four choices
-# (first op, second op) of each choice, in AUGMENTATIONS order
 _STAGES = [([AUGMENTATIONS.index(a) for a in name.split("-")] + [NONE])[:2] for name in AUGMENTATIONS]
 
-# Pads (shift, rotate, perspective) the release sets per image size (perspective: torchvision's default 30).
 RELEASE_PADS = {64: (14, 17, 30), 128: (28, 28, 30), 256: (28, 28, 30)}
 
 
 def release_pads(size: int) -> tuple:
-    """(shift, rotate, perspective) pads for `size` px images: the release's at 64 / 128 / 256 px; other sizes (the
-    release refuses them) scale the 64 px pads, so every op moves the image by the same fraction of it."""
+    """(shift, rotate, perspective) pads: the release's at 64 / 128 / 256 px, else the 64 px ones scaled."""
     if size in RELEASE_PADS:
         return RELEASE_PADS[size]
     return tuple(max(1, round(p * size / 64)) for p in RELEASE_PADS[64])
 
 
 def perspective_endpoints(n: int, width: int, height: int, distortion: float, device=None) -> torch.Tensor:
-    """[n, 4, 2] end points (x, y) of the corners topleft, topright, botright, botleft: n draws of torchvision's
-    `RandomPerspective.get_params(width, height, distortion)` (each corner moves inwards by a uniform integer)."""
+    """[n, 4, 2] corner end points (x, y), topleft first, clockwise: torchvision's `RandomPerspective.get_params`."""
     dx, dy = int(distortion * (width // 2)), int(distortion * (height // 2))
     x_lo = torch.randint(0, dx + 1, (n, 4), device=device)  # topleft / botleft x: randint(0, dx + 1)
     x_hi = torch.randint(width - dx - 1, width, (n, 4), device=device)  # topright / botright x
@@ -49,15 +41,13 @@ def perspective_endpoints(n: int, width: int, height: int, distortion: float, de
 
 
 def _translate(t: torch.Tensor) -> torch.Tensor:
-    """[..., 3, 3] translations by t[..., 0] in x and t[..., 1] in y."""
     m = torch.eye(3, dtype=t.dtype, device=t.device).repeat(*t.shape[:-1], 1, 1)
     m[..., :2, 2] = t
     return m
 
 
 def _perspective_coeffs(endpoints: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """[N, 3, 3] homographies mapping end points to start points in pixel coordinates, solved in float64 and rounded
-    to float32 as torchvision's `_get_perspective_coeffs` does. solve_ex: no error-check host sync."""
+    """[N, 3, 3] homographies end points -> start points (pixels), as torchvision's `_get_perspective_coeffs`."""
     p = endpoints.double()
     x, y = p[..., 0], p[..., 1]
     corner = torch.arange(4, device=p.device)  # start points [0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]
@@ -68,20 +58,20 @@ def _perspective_coeffs(endpoints: torch.Tensor, width: int, height: int) -> tor
     rows_y = torch.stack([zeros, zeros, zeros, x, y, ones, -sy * x, -sy * y], dim=-1)
     a = torch.stack([rows_x, rows_y], dim=2).reshape(-1, 8, 8)
     b = torch.stack([sx, sy], dim=-1).reshape(-1, 8)
-    coeffs = torch.linalg.solve_ex(a, b)[0].float()
+    coeffs = torch.linalg.solve_ex(a, b)[0].float()  # float64, rounded as torchvision; solve_ex: no host sync
     return torch.cat([coeffs, torch.ones_like(coeffs[:, :1])], dim=1).reshape(-1, 3, 3)
 
 
 @functools.lru_cache
 def _tables(names: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The choices' indices into AUGMENTATIONS and their two ops [8, 2] on `device`: one host copy, not one per call."""
+    """The choices' indices into AUGMENTATIONS and their two ops [8, 2] on `device`, cached."""
     return torch.tensor([AUGMENTATIONS.index(n) for n in names], device=device), torch.tensor(_STAGES, device=device)
 
 
 @dataclass
 class AugParams:
-    """Parameters of N images in K chunks (K release calls): choice [N] (into AUGMENTATIONS), chunk [N], shift [N, 2]
-    crop offsets (x, y); per chunk and choice: angle [K, 8] degrees, endpoints [K, 8, 4, 2] in the padded image."""
+    """N images in K calls: choice, chunk [N], shift [N, 2] crop offsets (x, y); angle [K, 8] degrees and endpoints
+    [K, 8, 4, 2] (padded image) per call and choice."""
 
     choice: torch.Tensor
     chunk: torch.Tensor
@@ -91,7 +81,6 @@ class AugParams:
 
     @staticmethod
     def cat(params: list["AugParams"]) -> "AugParams":
-        """The parameters of several draws over consecutive parts of one batch (their chunks numbered on)."""
         starts = itertools.accumulate([len(p.angle) for p in params[:-1]], initial=0)
         chunk = torch.cat([p.chunk + start for p, start in zip(params, starts, strict=True)])
         rest = {k: torch.cat([getattr(p, k) for p in params]) for k in ("choice", "shift", "angle", "endpoints")}
@@ -99,9 +88,8 @@ class AugParams:
 
 
 class Augmenter:
-    """The release's random augmentations of float images [B, C, S, S] in [-1, 1] (shape, dtype, device kept), each
-    choice drawn uniformly from `names`. The release calls it once each for o_t, o_{t+k} and o_{t+1}: stage 1 draws
-    each one's parameters (`draw`) and hands them over together (`apply_each`)."""
+    """Random augmentations of images [B, C, S, S] in [-1, 1], choices uniform over `names`. One call per
+    observation as released: stage 1 draws each call's parameters (`draw`) and applies them together (`apply_each`)."""
 
     def __init__(self, names=AUGMENTATIONS):
         self.names = tuple(names)
@@ -110,7 +98,6 @@ class Augmenter:
             raise ConfigError(f"unknown augmentation(s) {unknown or self.names}; valid: {list(AUGMENTATIONS)}")
 
     def sample_params(self, n: int, size: int, device=None) -> AugParams:
-        """The parameters of one call over n images, in the order one call has always drawn them."""
         shift_pad, _, persp_pad = release_pads(size)
         choice = _tables(self.names, device)[0][torch.randint(len(self.names), (n,), device=device)]
         padded = size + 2 * persp_pad
@@ -124,8 +111,7 @@ class Augmenter:
         )
 
     def op_maps(self, params: AugParams, size: int) -> torch.Tensor:
-        """[4, N, 3, 3] per-image maps of the ops (none, shift, rotate, perspective) from output pixel coordinates to
-        input pixel coordinates of the unpadded image (pixel k's centre at k)."""
+        """[4, N, 3, 3] maps of the ops per image: output pixel -> input pixel of the unpadded image (centre at k)."""
         shift_pad, _, persp_pad = release_pads(size)
         device = params.shift.device
         shift = _translate(params.shift.float() - shift_pad)  # crop at offset s of the padded image
@@ -135,8 +121,7 @@ class Augmenter:
         rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = a.cos(), -a.sin(), a.sin(), a.cos(), 1
         centre = torch.full((2,), (size - 1) / 2, device=device)
         rot = _translate(centre) @ rot @ _translate(-centre)
-        # torchvision perspective: the homography is applied to pixel centres at k + 0.5 and its output is read the
-        # same way (PIL's convention), in the padded image; the centre crop starts at the pad
+        # torchvision perspective: PIL's pixel centres at k + 0.5, in the padded image; the centre crop starts at pad
         padded = size + 2 * persp_pad
         h = _perspective_coeffs(params.endpoints.reshape(-1, 4, 2), padded, padded)
         to_padded = torch.full((2,), persp_pad + 0.5, device=device)
@@ -146,7 +131,6 @@ class Augmenter:
         return torch.stack([eye, shift, rot[per_call], persp[per_call]])
 
     def apply(self, images: torch.Tensor, params: AugParams) -> torch.Tensor:
-        """Augment images [N, C, S, S] with given parameters: first ops, then second ops (see the module doc)."""
         n, _, s, w = images.shape
         if s != w:
             raise ValueError(f"square images expected (as in the release), got {s} x {w}")
@@ -164,12 +148,10 @@ class Augmenter:
         return x.to(images.dtype)
 
     def draw(self, images: torch.Tensor) -> AugParams:
-        """The parameters of one call on images [N, C, S, S] (drawn now, applied later by apply / apply_each)."""
         return self.sample_params(images.shape[0], images.shape[-1], images.device)
 
     def apply_each(self, images: list[torch.Tensor], params: list[AugParams]) -> list[torch.Tensor]:
-        """images[i] augmented with params[i], as separate `apply` calls would: on a GPU in one pass (each kernel
-        launched once); on the CPU one at a time, as a whole-batch pass was 1.5x slower there (docs/SPEED.md)."""
+        """images[i] augmented with params[i]: one pass on a GPU, one call each on the CPU (faster: docs/SPEED.md)."""
         if images[0].device.type == "cpu":
             return [self.apply(x, p) for x, p in zip(images, params, strict=True)]
         out = self.apply(torch.cat(images), AugParams.cat(params))
@@ -192,9 +174,7 @@ def _warp(x: torch.Tensor, maps: torch.Tensor, pad: torch.Tensor) -> torch.Tenso
     torch.div(rows[0], rows[2], out=grid[..., 0])
     torch.div(rows[1], rows[2], out=grid[..., 1])
     grid.clamp_(-8.0, 8.0)  # finite where a homography sends a pixel far away (the mask is 0 there)
-    # Bilinear weight that falls inside the padded image (pixels -pad..s - 1 + pad) per axis, i.e. torchvision's
-    # ones-mask channel: min(u + pad + 1, s + pad - u) clamped to [0, 1], in pixels u; |g| * s / 2 = |u - (s - 1) / 2|.
-    # torchvision outputs (image sampled with zeros outside) * mask + (1 - mask) * fill 0 = border sampling * mask^2.
+    # torchvision's ones mask (bilinear weight inside the padded image, per axis); fill 0 = border sampling * mask^2
     reach = (pad + (s + 1) / 2)[:, None, None]
     mask = grid[..., 0].abs().mul_(-s / 2).add_(reach).clamp_(0, 1)
     mask.mul_(grid[..., 1].abs().mul_(-s / 2).add_(reach).clamp_(0, 1)).square_()
