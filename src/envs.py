@@ -1,9 +1,6 @@
-"""Gymnasium environments of the Distracting Control Suite, as the datasets see them (docs/FAITHFULNESS.md).
-
-`make_env`: the DCS task through shimmy's dm_control layer, pixels only: uint8 [H, W, 3k], the k last frames on
-channels, oldest first (the data loader's order), padded with the first frame at reset; actions clipped to [-1, 1];
-`info["state"]` the flat proprioceptive state (float32) experts act on and collectors store. `reset(seed=s)` reseeds
-physics and every distraction: the episode is reproducible from s."""
+"""Gymnasium DCS environments as the datasets see them (make_env, make_vec_env): uint8 [H, W, 3k], oldest frame
+first, first frame repeated at reset; actions clipped to [-1, 1]; `info["state"]` the flat float32 state.
+`reset(seed=s)` reseeds physics and every distraction: episodes are reproducible."""
 
 import functools
 import os
@@ -24,13 +21,11 @@ from src.errors import ConfigError, DatasetError  # noqa: E402
 
 
 def flatten_state(obs: Mapping[str, np.ndarray], dtype: np.dtype = np.float32) -> np.ndarray:
-    """dm_control observation dict -> flat vector [S], keys in alphabetical order: the project's one flattening."""
+    """dm_control observation dict -> flat vector [S], keys in alphabetical order."""
     return np.concatenate([np.asarray(obs[k], dtype=dtype).reshape(-1) for k in sorted(obs)])
 
 
 class PixelEnv(gym.Wrapper):
-    """Pixels-only, frame-stacked, action-clipping view of a shimmy-wrapped DCS environment."""
-
     def __init__(self, dcs_env, img_hw: int, frame_stack: int, max_episode_steps: int, camera_id: int, blur):
         render_kwargs = {"height": img_hw, "width": img_hw, "camera_id": camera_id}
         env = DmControlCompatibilityV0(dcs_env, render_mode="rgb_array", render_kwargs=render_kwargs)
@@ -50,7 +45,6 @@ class PixelEnv(gym.Wrapper):
             self._masker = DepthMasker(model, *args)
 
     def _render(self) -> np.ndarray:
-        """The rendered frame [H, W, 3]; with blur, its background blurred as the dataset's frames were."""
         frame = self.env.render()
         if self.blur is None:
             return frame
@@ -96,8 +90,8 @@ def make_env(
     camera_mode: str = "release",
     blur: Mapping | None = None,
 ) -> PixelEnv:
-    """A DCS environment (module docstring). backgrounds_path: a DAVIS-2017 folder or "builtin" (also None). seed: the
-    first episode's. camera_mode: "release" or "corrected". blur: blur_from_attrs's, to blur each frame's background."""
+    """backgrounds_path: a DAVIS-2017 folder or "builtin" (or None); seed: the first episode's; camera_mode: "release"
+    or "corrected"; blur: blur_from_attrs's, to blur each frame's background."""
     cam = C.RENDER_CAMERA_ID.get(domain_name, 0)
     dcs_env = load(
         domain_name, task_name, difficulty, dynamic, backgrounds_path, backgrounds_split, cam, camera_mode, seed=seed
@@ -106,8 +100,7 @@ def make_env(
 
 
 def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str | None = None) -> dict:
-    """How a dataset's frames were blurred (root attributes of scripts/blur_hdf5_data.py), for an evaluation
-    environment that blurs its frames the same way (model_path: the DepthAnything folder; None: the HF cache)."""
+    """make_env's `blur` redoing a blurred dataset's blur (model_path: DepthAnything folder; None: HF cache)."""
     if "blur_kernel" not in attrs:
         raise DatasetError(f"{path} was not blurred (no blur_kernel root attribute); eval_use_blur needs one that was")
     masks = str(attrs.get("blur_masks", "depth"))
@@ -127,8 +120,7 @@ def blur_from_attrs(attrs: Mapping, path: str = "the dataset", model_path: str |
 
 
 def env_kwargs_from_attrs(attrs: Mapping, backgrounds_path: str | None = None, split: str | None = None, **overrides):
-    """make_env arguments that rebuild a dataset's environment from its root attributes. DAVIS backgrounds
-    (background_source "davis", or absent as in the paper's files) need the DAVIS folder as backgrounds_path."""
+    """make_env arguments from a dataset's root attributes; DAVIS backgrounds (the paper's) need backgrounds_path."""
     missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
     if missing:
         raise KeyError(f"dataset root attribute(s) {missing} missing: cannot rebuild its environment")

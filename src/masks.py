@@ -1,7 +1,6 @@
-"""Foreground masks and background blurring of DCS frames, shared by scripts/generate_masks_hdf5.py,
-scripts/blur_hdf5_data.py and the blurred evaluation environment: true masks from MuJoCo's segmentation rendering,
-depth masks from DepthAnything V2 (per-frame percentile threshold, EMA-smoothed) and the blur. Masks are uint8
-[.., H, W], 255 = foreground (files: docs/MASKS.md)."""
+"""Foreground masks of DCS frames (segmentation_mask; DepthAnything V2: depth_masks) and background blurring
+(blur_background), for the masks / blur scripts and the blurred evaluation environment. uint8, 255 = foreground
+(docs/MASKS.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import torch.nn.functional as F
 
 from src.errors import ConfigError, UserError
 
-# DepthAnything V2 checkpoints on the Hugging Face hub, by the release's encoder names (vits .. vitg).
 DEPTH_MODEL_IDS = {
     "vits": "depth-anything/Depth-Anything-V2-Small-hf",
     "vitb": "depth-anything/Depth-Anything-V2-Base-hf",
@@ -26,7 +24,6 @@ FOREGROUND = 255
 
 
 def kernel_pair(kernel: int | Sequence[int], name: str = "kernel") -> tuple[int, int]:
-    """(kh, kw) from an int or a pair of odd positive integers."""
     pair = (kernel, kernel) if np.isscalar(kernel) else tuple(kernel)
     if len(pair) != 2:
         raise ConfigError(f"{name} must be one odd positive integer or two, got {kernel!r}")
@@ -37,8 +34,7 @@ def kernel_pair(kernel: int | Sequence[int], name: str = "kernel") -> tuple[int,
 
 
 def gaussian_blur(images: torch.Tensor, kernel: int | Sequence[int], sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of float images [N, C, H, W], along H then W, borders reflected (OpenCV's
-    BORDER_REFLECT_101; replicated where the image is smaller than the pad)."""
+    """Separable Gaussian blur of float [N, C, H, W]; borders: OpenCV's BORDER_REFLECT_101 (tiny images: replicate)."""
     n, c, h, w = images.shape
     x = images.reshape(n * c, 1, h, w)
     for k, size, along_h in zip(kernel_pair(kernel), (h, w), (True, False), strict=True):
@@ -53,8 +49,7 @@ def gaussian_blur(images: torch.Tensor, kernel: int | Sequence[int], sigma: floa
 
 
 def blur_background(frames: np.ndarray, masks: np.ndarray, kernel: int | Sequence[int], sigma: float) -> np.ndarray:
-    """Frames uint8 [N, H, W, 3] with their backgrounds blurred: mask/255 * frame + (1 - mask/255) * blurred, masks
-    uint8 [N, H, W]. Foreground pixels (mask 255) are returned unchanged, exactly."""
+    """uint8 [N, H, W, 3]: mask/255 * frame + (1 - mask/255) * blurred (masks [N, H, W]); mask 255 pixels exact."""
     frames, masks = np.asarray(frames), np.asarray(masks)
     if frames.ndim != 4 or frames.shape[-1] != 3 or masks.shape != frames.shape[:3]:
         raise ValueError(f"frames must be [N, H, W, 3] and masks [N, H, W], got {frames.shape} and {masks.shape}")
@@ -69,8 +64,7 @@ def blur_background(frames: np.ndarray, masks: np.ndarray, kernel: int | Sequenc
 
 
 def segmentation_mask(physics, camera_id: int, height: int, width: int) -> np.ndarray:
-    """The agent's true foreground, uint8 [H, W] (255 = agent), from MuJoCo's segmentation rendering: a pixel showing
-    a geom of a body other than the world body (0: floor and static scenery; the skybox has id -1)."""
+    """uint8 [H, W]: 255 where MuJoCo's segmentation shows a geom of a body other than the world body (scenery)."""
     import mujoco
 
     seg = physics.render(height=height, width=width, camera_id=camera_id, segmentation=True)  # (object id, type)
@@ -82,7 +76,7 @@ def segmentation_mask(physics, camera_id: int, height: int, width: int) -> np.nd
 
 
 def normalize_depth(depth: np.ndarray) -> np.ndarray:
-    """Each frame of [T, H, W] min-max normalised to [0, 255] (float32); a constant one becomes 0."""
+    """Each frame of [T, H, W] min-max scaled to [0, 255] (float32); a constant one becomes 0."""
     d = np.asarray(depth, dtype=np.float32)
     lo = d.min(axis=(1, 2), keepdims=True)
     span = d.max(axis=(1, 2), keepdims=True) - lo
@@ -100,7 +94,6 @@ def ema_thresholds(raw: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def _feathered(depth: np.ndarray, thresholds: np.ndarray, kernel, sigma: float) -> np.ndarray:
-    """uint8 [T, H, W]: 255 where normalised depth [T, H, W] is above its frame's threshold, edges feathered."""
     binary = (depth > thresholds[:, None, None].astype(np.float32)).astype(np.float32) * 255.0
     feathered = gaussian_blur(torch.from_numpy(binary).unsqueeze(1), kernel, sigma).squeeze(1)
     return feathered.round().clamp(0, 255).to(torch.uint8).numpy()
@@ -109,8 +102,8 @@ def _feathered(depth: np.ndarray, thresholds: np.ndarray, kernel, sigma: float) 
 def depth_masks(
     depth: np.ndarray, percentile: float, threshold_alpha: float, kernel: int | Sequence[int], sigma: float
 ) -> np.ndarray:
-    """Foreground masks uint8 [T, H, W] of ONE trajectory from its depth maps [T, H, W] (bigger = closer): each
-    normalised frame's `percentile`, EMA-smoothed along the trajectory, thresholds; edges blurred (kernel, sigma)."""
+    """uint8 [T, H, W] masks of ONE trajectory's depth maps (bigger = closer): EMA-smoothed per-frame percentile
+    thresholds, edges blurred (kernel, sigma)."""
     kernel_pair(kernel, "mask kernel")
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile!r}")
@@ -121,7 +114,7 @@ def depth_masks(
 
 @dataclass
 class DepthMasker:
-    """depth_masks one frame at a time, for an episode being played (the EMA over frames 0..t); reset() per episode."""
+    """depth_masks one frame at a time (uint8 [H, W, 3] -> [H, W]) during an episode; reset() per episode."""
 
     model: torch.nn.Module
     percentile: float
@@ -134,7 +127,6 @@ class DepthMasker:
         self.threshold = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """uint8 [H, W, 3] -> uint8 [H, W] foreground mask."""
         d = normalize_depth(depth_of_frames(self.model, frame[None], "cpu", 1))  # [1, H, W]
         raw, a = float(np.percentile(d.reshape(-1), self.percentile)), self.threshold_alpha
         self.threshold = raw if self.threshold is None else a * raw + (1.0 - a) * self.threshold
@@ -146,8 +138,7 @@ class DepthWeightsMissing(UserError, FileNotFoundError):
 
 
 def load_depth_model(encoder: str = "vits", device: str = "cpu", model_path: str | Path | None = None, model=None):
-    """DepthAnything V2 in eval mode on `device`: from the folder model_path, else from the Hugging Face cache only (no
-    download); `model`: one already built."""
+    """DepthAnything V2 in eval mode: from model_path, else the Hugging Face cache (no download), or `model`."""
     if model is not None:
         return model.to(device).eval()
     from transformers import AutoModelForDepthEstimation
@@ -175,8 +166,7 @@ def load_depth_model(encoder: str = "vits", device: str = "cpu", model_path: str
 
 @torch.no_grad()
 def depth_of_frames(model, frames: np.ndarray, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
-    """Relative depth float32 [N, H, W] (bigger = closer) of frames uint8 [N, H, W, 3]: resized (bicubic) to the
-    model's square input, normalised with ImageNet statistics (DepthAnything's), predicted, resized back (bilinear)."""
+    """Relative depth float32 [N, H, W] (bigger = closer) of uint8 frames [N, H, W, 3], at DepthAnything's input."""
     frames = np.asarray(frames)
     n, h, w, _ = frames.shape
     backbone, patch = getattr(model.config, "backbone_config", None), getattr(model.config, "patch_size", 14)
