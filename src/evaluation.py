@@ -10,8 +10,7 @@ from tqdm.auto import tqdm
 from src import dist
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # uint8 observations [N, 3k, H, W] -> actions [N, A] (any float)
-# Returns of BC on the full labeled dataset (paper, Table 3), one row per src.dcs.constants.PAPER_ENVS in its order
-# (not imported: src.dcs loads dm_control and its renderer; tests/test_consolidation.py checks the two agree).
+# BC on the full labeled data (paper, Table 3), in src.dcs.constants.PAPER_ENVS order (tests/test_consolidation.py)
 NORMALIZING_RETURNS = {
     "cheetah-run": {"distractors": 823.0, "vanilla": 840.0},
     "walker-run": {"distractors": 749.0, "vanilla": 735.0},
@@ -21,8 +20,7 @@ NORMALIZING_RETURNS = {
 
 
 def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
-    """mean_return / the BC-on-full-data return of a dataset's environment and setting (difficulty "vanilla": without
-    distractors), None for other environments."""
+    """mean_return / NORMALIZING_RETURNS of the dataset's environment and setting; None for other environments."""
     env = f"{attrs['domain_name']}-{attrs['task_name']}"
     if mean_return is None or env not in NORMALIZING_RETURNS:
         return None
@@ -31,8 +29,7 @@ def normalized_score(attrs: dict, mean_return: float | None) -> float | None:
 
 
 def evaluate_for_dataset(policy: Policy, attrs: dict, stage, run, frame_stack, device, prefix, normalize=True):
-    """Rollouts in the environment a dataset was recorded in (with eval_use_blur, frames blurred as its were) as a
-    stage's final metrics: `<prefix>/eval_returns_mean`, `_std`, `eval_returns`, with normalize `normalized_score`."""
+    """`<prefix>/eval_returns_mean`, `_std`, `eval_returns` (and `normalized_score`) in the dataset's environment."""
     env_kwargs = {}
     if stage.eval_episodes > 0:
         from src.envs import blur_from_attrs, env_kwargs_from_attrs  # dm_control only where environments are used
@@ -51,8 +48,7 @@ def evaluate_for_dataset(policy: Policy, attrs: dict, stage, run, frame_stack, d
 
 @torch.no_grad()
 def evaluate(policy: Policy, env_kwargs: dict, num_episodes: int, seed: int, num_envs=1, device="cpu", desc="eval"):
-    """{"returns", "mean", "std"} of num_episodes episodes (episode i seeded with seed + i); rank r of a distributed
-    run plays the episodes i with i % world_size == r, every rank gets all the returns."""
+    """{"returns", "mean", "std"} of episodes seeded seed + i; rank r plays i % world_size == r, all get all."""
     if num_episodes <= 0:
         return {"returns": [], "mean": None, "std": None}
     episodes = list(range(dist.rank(), num_episodes, dist.world_size()))  # this rank's share
@@ -98,7 +94,6 @@ _noted: list[str] = []  # the software-rendering note, once per process
 
 
 def _note_software_rendering(device: torch.device) -> None:
-    """One line when a run that trains on CUDA renders with Mesa (no NVIDIA EGL library): evaluation is CPU-bound."""
     if device.type != "cuda" or _noted or os.environ.get("MUJOCO_GL", "egl") != "egl":
         return
     from dm_control._render.pyopengl import egl_ext, egl_renderer

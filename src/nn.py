@@ -1,5 +1,4 @@
-"""Network blocks shared by every method (paper, Appendix D-F; docs/FAITHFULNESS.md): LAPO's IMPALA-style ResNet
-encoder and decoder blocks, the MLP with re-fed inputs of the LAOM / IDM heads, the actor and the action decoder."""
+"""Network blocks of every method (paper, Appendix D-F): ResNet encoder / decoder blocks, ReFedMLP, Actor, ActionMLP."""
 
 import torch
 import torch.nn as nn
@@ -7,7 +6,6 @@ import torch.nn.functional as F
 
 
 def weight_init(module: nn.Module) -> None:
-    """Orthogonal weights (gain 1) and zero biases for every Linear, Conv2d and ConvTranspose2d."""
     if isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
         nn.init.orthogonal_(module.weight, gain=1.0)
         if module.bias is not None:
@@ -19,8 +17,7 @@ def encoder_channels(scale: int, deep: bool = False) -> tuple[int, ...]:
 
 
 def encoder_out_dim(scale: int, deep: bool, img_hw: int) -> int:
-    """Size of the flattened encoder output for a square input of img_hw pixels (each block halves H and W, rounding
-    up)."""
+    """Flattened encoder output size for img_hw px inputs (each block halves H and W, rounding up)."""
     channels = encoder_channels(scale, deep)
     return channels[-1] * (-(-img_hw // 2 ** len(channels))) ** 2
 
@@ -40,8 +37,6 @@ class ResidualUnit(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Conv3x3 stride 2 (halves H and W), then residual units."""
-
     def __init__(self, in_channels: int, out_channels: int, num_res_blocks: int = 2, dropout: float = 0.0):
         super().__init__()
         self.conv = self._conv(in_channels, out_channels)
@@ -56,15 +51,13 @@ class EncoderBlock(nn.Module):
 
 
 class DecoderBlock(EncoderBlock):
-    """ConvTranspose2d(kernel 2, stride 2) (doubles H and W), then residual units."""
-
     @staticmethod
     def _conv(in_channels: int, out_channels: int) -> nn.Module:
         return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
 
 
 class ResNetEncoder(nn.Module):
-    """[B, C_in, H, W] -> [B, C_out, H / 2^n, W / 2^n] (64 px, 3 blocks: 8 x 8); out_dim: flattened, for img_hw px."""
+    """[B, C_in, H, W] -> [B, C_out, H / 2^n, W / 2^n] (64 px, 3 blocks: 8 x 8)."""
 
     def __init__(self, in_channels: int, scale: int, deep: bool = False, num_res_blocks: int = 2, dropout: float = 0.0):
         super().__init__()
@@ -99,8 +92,7 @@ class MLPBlock(nn.Module):
 
 
 class ReFedMLP(nn.Module):
-    """h = Block(Lin(in_dim -> H)(x)), then num_layers - 1 times h = Block(Lin(H + cond_dim -> H)([h, cond])), then
-    out = Lin(H -> out_dim)(h). Re-feeding the inputs at every layer matters (paper, Appendix D)."""
+    """MLP whose every later layer re-reads `cond`: h = Block(Lin([h, cond])) (it matters: paper, Appendix D)."""
 
     def __init__(self, in_dim: int, cond_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3, dropout=0.0):
         super().__init__()
@@ -131,8 +123,7 @@ class Actor(nn.Module):
 
 
 class ActionMLP(nn.Module):
-    """Linear(Z -> H), act, Linear(H -> H), act, Linear(H -> A): the stage-3 decoder (ReLU6) and the latent-BC debug
-    head (ReLU), with PyTorch's default initialisation, as released (docs/FAITHFULNESS.md)."""
+    """Z -> H -> H -> A MLP, PyTorch's default init: the stage-3 decoder (ReLU6), the latent-BC debug head (ReLU)."""
 
     def __init__(self, latent_dim: int, act_dim: int, hidden_dim: int = 256, activation: type[nn.Module] = nn.ReLU6):
         super().__init__()
@@ -148,8 +139,7 @@ def num_params(module: nn.Module) -> int:
 
 
 def compile_networks(enabled: bool, *networks: nn.Module) -> None:
-    """With `enabled` (the `compile` field), each parameter-holding child of each network gets a compiled forward in
-    place: the loop, the other methods and the parameter names (so the checkpoints) stay (tests/test_compile.py)."""
+    """With `enabled`, compiles each parameter-holding child in place (parameter names, so checkpoints, unchanged)."""
     if not enabled:
         return
     for network in networks:
