@@ -64,7 +64,6 @@ def _perspective_coeffs(endpoints: torch.Tensor, width: int, height: int) -> tor
 
 @functools.lru_cache
 def _tables(names: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The choices' indices into AUGMENTATIONS and their two ops [8, 2] on `device`, cached."""
     return torch.tensor([AUGMENTATIONS.index(n) for n in names], device=device), torch.tensor(_STAGES, device=device)
 
 
@@ -169,7 +168,6 @@ def _warp(x: torch.Tensor, maps: torch.Tensor, pad: torch.Tensor) -> torch.Tenso
     m = torch.cat([maps[:, :2] * (2 / s) + maps[:, 2:] * (1 / s - 1), maps[:, 2:]], dim=1)  # [N, 3, 3]
     k = torch.arange(s, dtype=x.dtype, device=x.device)
     grid = torch.empty(n, s, s, 2, dtype=x.dtype, device=x.device)
-    # each row of the map is separable in the output pixel (x, y): an outer sum of an x term and a y term
     rows = [(m[:, r, :1] * k)[:, None, :] + (m[:, r, 1:2] * k + m[:, r, 2:])[:, :, None] for r in range(3)]
     torch.div(rows[0], rows[2], out=grid[..., 0])
     torch.div(rows[1], rows[2], out=grid[..., 1])

@@ -81,9 +81,8 @@ class PinnedStaging:
 
 @dataclass
 class TrajectoryData:
-    """One file's trajectories (this rank's share, `keys`) along time: frames uint8 [N, 3, H, W] on frames_device
-    (read on first use), actions [N, A] / states [N, S] on `device`, start_of [N] each frame's trajectory start.
-    Indices are drawn on index_device (where frames were first placed): moving frames later keeps the same draws."""
+    """One file's trajectories (this rank's `keys`) along time: frames uint8 [N, 3, H, W] (read on first use), actions
+    [N, A], states [N, S], start_of [N] (trajectory start); indices live on index_device, where frames first were."""
 
     path: str
     frames_shape: tuple[int, ...]
@@ -192,12 +191,10 @@ class TrajectoryData:
             yield perm[i * batch_size : (i + 1) * batch_size]
 
     def sample(self, valid: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """batch_size / world_size indices drawn uniformly from `valid` with replacement."""
         return valid[torch.randint(0, len(valid), (dist.local_batch(batch_size),), device=valid.device)]
 
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool = True) -> int:
-    """Batches of one epoch: floor(N / B) when the last partial batch is dropped, ceil(N / B) when kept (>= 1)."""
     return max(1, num_samples // batch_size if drop_last else -(-num_samples // batch_size))
 
 
@@ -207,7 +204,6 @@ def stack_channels(frames: torch.Tensor) -> torch.Tensor:
 
 
 def normalize_obs(obs: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float in [-1, 1]: (x / 255 - 0.5) * 2."""
     return obs.float().div_(255.0).sub_(0.5).mul_(2.0)
 
 
@@ -219,7 +215,6 @@ def check_data_file(flag: str, path: str) -> None:
 
 
 def check_batch_size(flag: str, batch_size: int, count: int, path: str, with_replacement: bool = False) -> None:
-    """batch_size > count: an error without replacement, a warning with it."""
     if batch_size > count and not with_replacement:
         raise ConfigError(
             f"{flag}={batch_size}: larger than the {count} samples it is drawn from ({path}, without replacement); "
@@ -230,7 +225,6 @@ def check_batch_size(flag: str, batch_size: int, count: int, path: str, with_rep
 
 
 def read_root_attrs(path: str) -> dict:
-    """Root attributes as plain Python values; the required ones must be present."""
     with _open(path, "dataset file") as f:
         attrs = {k: plain_attr(v) for k, v in f.attrs.items()}
     missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
@@ -298,7 +292,6 @@ def _check_steps(path: str, keys: list[str], lens: list[int], frame_stack: int, 
 
 
 def _read_floats(f: h5py.File, keys: list[str], name: str, path: str) -> torch.Tensor:
-    """The groups' `name` arrays as float32 [N, D]; a non-finite entry is an error."""
     arrays = [np.asarray(f[k][name], dtype=np.float32) for k in keys]
     for k, a in zip(keys, arrays, strict=True):
         if not np.isfinite(a).all():

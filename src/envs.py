@@ -1,6 +1,5 @@
-"""Gymnasium DCS environments as the datasets see them (make_env, make_vec_env): uint8 [H, W, 3k], oldest frame
-first, first frame repeated at reset; actions clipped to [-1, 1]; `info["state"]` the flat float32 state.
-`reset(seed=s)` reseeds physics and every distraction: episodes are reproducible."""
+"""Gymnasium DCS environments as the datasets see them (make_env): uint8 [H, W, 3k], oldest frame first, first frame
+repeated at reset; actions clipped to [-1, 1]; `info["state"]` flat float32; `reset(seed=s)` reproducible."""
 
 import functools
 import os

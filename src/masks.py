@@ -1,6 +1,5 @@
-"""Foreground masks of DCS frames (segmentation_mask; DepthAnything V2: depth_masks) and background blurring
-(blur_background), for the masks / blur scripts and the blurred evaluation environment. uint8, 255 = foreground
-(docs/MASKS.md)."""
+"""Foreground masks of DCS frames (segmentation_mask; DepthAnything V2: depth_masks; uint8, 255 = foreground) and
+background blurring (blur_background), for the masks / blur scripts and blurred evaluation (docs/MASKS.md)."""
 
 from __future__ import annotations
 
@@ -76,7 +75,6 @@ def segmentation_mask(physics, camera_id: int, height: int, width: int) -> np.nd
 
 
 def normalize_depth(depth: np.ndarray) -> np.ndarray:
-    """Each frame of [T, H, W] min-max scaled to [0, 255] (float32); a constant one becomes 0."""
     d = np.asarray(depth, dtype=np.float32)
     lo = d.min(axis=(1, 2), keepdims=True)
     span = d.max(axis=(1, 2), keepdims=True) - lo
@@ -84,7 +82,6 @@ def normalize_depth(depth: np.ndarray) -> np.ndarray:
 
 
 def ema_thresholds(raw: np.ndarray, alpha: float) -> np.ndarray:
-    """threshold_t = alpha * raw_t + (1 - alpha) * threshold_{t-1}, threshold_0 = raw_0 (alpha 1: no smoothing)."""
     if not 0.0 < alpha <= 1.0:
         raise ConfigError(f"threshold_alpha must be in (0, 1], got {alpha!r}")
     out = np.empty(len(raw), dtype=np.float64)
@@ -102,8 +99,7 @@ def _feathered(depth: np.ndarray, thresholds: np.ndarray, kernel, sigma: float) 
 def depth_masks(
     depth: np.ndarray, percentile: float, threshold_alpha: float, kernel: int | Sequence[int], sigma: float
 ) -> np.ndarray:
-    """uint8 [T, H, W] masks of ONE trajectory's depth maps (bigger = closer): EMA-smoothed per-frame percentile
-    thresholds, edges blurred (kernel, sigma)."""
+    """uint8 [T, H, W] masks of ONE trajectory's depth maps (bigger = closer): EMA-smoothed percentile thresholds."""
     kernel_pair(kernel, "mask kernel")
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile!r}")

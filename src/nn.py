@@ -23,8 +23,6 @@ def encoder_out_dim(scale: int, deep: bool, img_hw: int) -> int:
 
 
 class ResidualUnit(nn.Module):
-    """x + Conv3x3(ReLU6(Dropout(Conv3x3(ReLU6(Dropout(x))))))."""
-
     def __init__(self, channels: int, dropout: float = 0.0):
         super().__init__()
         self.conv0 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
@@ -78,8 +76,6 @@ class ResNetEncoder(nn.Module):
 
 
 class MLPBlock(nn.Module):
-    """y = LayerNorm(x + Dropout(Linear(4H -> H)(ReLU6(Linear(H -> 4H)(x)))))."""
-
     def __init__(self, hidden_dim: int, dropout: float = 0.0):
         super().__init__()
         self.fc0 = nn.Linear(hidden_dim, 4 * hidden_dim)

@@ -1,6 +1,5 @@
-"""Closed-form ridge probes of a LAM's latents (ridge_probe; along training: ProbeCurve): latent of (o_t, o_{t+1}) ->
-a_t, solved in float64 from sums (Moments), unlike the paper's online probe. Leakage where the data records the
-distractors (docs/DATA.md): fits to LEAKAGE_TARGETS, shares of the latent explained, held-out ridge CCA."""
+"""Closed-form ridge probes of a LAM's latent of (o_t, o_{t+1}) to a_t in float64 (ridge_probe, ProbeCurve), and
+leakage to the distractors the data records (docs/DATA.md): fits to LEAKAGE_TARGETS, shares explained, ridge CCA."""
 
 import json
 import math
@@ -83,7 +82,6 @@ class Moments:
         return sq + 2 * b * (w.T @ s["z"]) + s["n"] * b * b
 
     def mse(self, w: torch.Tensor, b: torch.Tensor, cols=slice(None)) -> float:
-        """Mean over samples and the target columns `cols` of (a - z W - b)^2."""
         sq = self.sq_errors(w, b, cols)
         return (sq.sum().clamp_min(0) / (self.sums["n"] * len(sq))).item()
 
@@ -249,7 +247,6 @@ def _leakage(fit, val, test, ev, path, columns: dict, act_dim: int) -> dict[str,
 
 
 def _best(val_r2: list[float]) -> int:
-    """Index of the best validation score (0 when none is a number)."""
     finite = [i for i, r in enumerate(val_r2) if not math.isnan(r)]
     return max(finite, key=lambda i: val_r2[i]) if finite else 0
 
