@@ -81,8 +81,9 @@ class PinnedStaging:
 
 @dataclass
 class TrajectoryData:
-    """One file's trajectories (this rank's `keys`) along time: frames uint8 [N, 3, H, W] (read on first use), actions
-    [N, A], states [N, S], start_of [N] (trajectory start); indices live on index_device, where frames first were."""
+    """One file's trajectories (this rank's `keys`) along time: frames uint8 [N, 3, H, W] (read on first use), masks
+    [N, 1, H, W] (load_masks), actions [N, A] and states [N, S] (or None) on `device`, start_of [N] each frame's
+    trajectory start. Indices are drawn on index_device (where frames were first placed): moving frames keeps draws."""
 
     path: str
     frames_shape: tuple[int, ...]
@@ -320,8 +321,9 @@ def load_dataset(
     max_trajectories: int | None = None,
     frames_device: str = "auto",
 ) -> TrajectoryData:
-    """The file's (first max_trajectories) trajectories; rank r holds those with i % world_size == r. frames_device:
-    "auto" (host, then place_frames), "cpu", "pinned" or a device. Cached per (path, device, max_trajectories)."""
+    """The file's (first max_trajectories) trajectories, each >= frame_stack + min_offset steps; rank r holds those
+    with i % world_size == r. frames_device: "auto" (host, then place_frames), "cpu", "pinned" or a device. Cached per
+    (path, device, max_trajectories), reloaded only when states are needed and were not loaded."""
     device = torch.device(device)
     key = (str(Path(path).resolve()), str(device), max_trajectories)
     cached = _CACHE.get(key)
