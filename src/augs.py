@@ -69,8 +69,8 @@ def _tables(names: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class AugParams:
-    """N images in K calls: choice, chunk [N], shift [N, 2] crop offsets (x, y); angle [K, 8] degrees and endpoints
-    [K, 8, 4, 2] (padded image) per call and choice."""
+    """N images in K calls: choice [N] (into AUGMENTATIONS), chunk [N], shift [N, 2] crop offsets (x, y); per call and
+    choice angle [K, 8] degrees and endpoints [K, 8, 4, 2] (padded image)."""
 
     choice: torch.Tensor
     chunk: torch.Tensor
@@ -87,8 +87,8 @@ class AugParams:
 
 
 class Augmenter:
-    """Random augmentations of images [B, C, S, S] in [-1, 1], choices uniform over `names`. One call per
-    observation as released: stage 1 draws each call's parameters (`draw`) and applies them together (`apply_each`)."""
+    """Random augmentations of images [B, C, S, S] in [-1, 1] (shape, dtype, device kept), choices uniform over
+    `names`. One call per observation as released: stage 1 `draw`s each call's parameters, then `apply_each`."""
 
     def __init__(self, names=AUGMENTATIONS):
         self.names = tuple(names)

@@ -48,7 +48,7 @@ def evaluate_for_dataset(policy: Policy, attrs: dict, stage, run, frame_stack, d
 
 @torch.no_grad()
 def evaluate(policy: Policy, env_kwargs: dict, num_episodes: int, seed: int, num_envs=1, device="cpu", desc="eval"):
-    """{"returns", "mean", "std"} of episodes seeded seed + i; rank r plays i % world_size == r, all get all."""
+    """{"returns", "mean", "std"} of episodes seeded seed + i; rank r plays i % world_size == r, gets all."""
     if num_episodes <= 0:
         return {"returns": [], "mean": None, "std": None}
     episodes = list(range(dist.rank(), num_episodes, dist.world_size()))  # this rank's share

@@ -63,7 +63,7 @@ def blur_background(frames: np.ndarray, masks: np.ndarray, kernel: int | Sequenc
 
 
 def segmentation_mask(physics, camera_id: int, height: int, width: int) -> np.ndarray:
-    """uint8 [H, W]: 255 where MuJoCo's segmentation shows a geom of a body other than the world body (scenery)."""
+    """uint8 [H, W]: 255 where MuJoCo's segmentation shows a geom of a body other than the world (static scenery)."""
     import mujoco
 
     seg = physics.render(height=height, width=width, camera_id=camera_id, segmentation=True)  # (object id, type)
@@ -99,7 +99,8 @@ def _feathered(depth: np.ndarray, thresholds: np.ndarray, kernel, sigma: float) 
 def depth_masks(
     depth: np.ndarray, percentile: float, threshold_alpha: float, kernel: int | Sequence[int], sigma: float
 ) -> np.ndarray:
-    """uint8 [T, H, W] masks of ONE trajectory's depth maps (bigger = closer): EMA-smoothed percentile thresholds."""
+    """uint8 [T, H, W] masks of ONE trajectory's depth maps (bigger = closer): EMA-smoothed percentile thresholds,
+    edges blurred (kernel, sigma)."""
     kernel_pair(kernel, "mask kernel")
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile!r}")

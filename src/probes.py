@@ -1,4 +1,4 @@
-"""Closed-form ridge probes of a LAM's latent of (o_t, o_{t+1}) to a_t in float64 (ridge_probe, ProbeCurve), and
+"""Closed-form ridge probes of a LAM's latent of unaugmented (o_t, o_{t+1}) to a_t in float64 (ridge_probe, ProbeCurve);
 leakage to the distractors the data records (docs/DATA.md): fits to LEAKAGE_TARGETS, shares explained, ridge CCA."""
 
 import json
