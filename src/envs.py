@@ -1,5 +1,6 @@
-"""Gymnasium DCS environments as the datasets see them (make_env): uint8 [H, W, 3k], oldest frame first, first frame
-repeated at reset; actions clipped to [-1, 1]; `info["state"]` flat float32; `reset(seed=s)` reseeds all randomness."""
+"""Gymnasium DCS environments as the datasets see them (make_env): uint8 [H, W, 3k], oldest frame first, first
+frame repeated at reset; actions clipped to [-1, 1]; `info["state"]` flat float32; `reset(seed=s)` reseeds physics
+and distractions."""
 
 import functools
 import os
