@@ -156,7 +156,7 @@ def warn(message: str) -> None:
 
 @contextlib.contextmanager
 def user_errors(show: Callable[[], bool] = lambda: True):
-    """Ends the process with `error: <message>`, exit status 1, on a user error in the block; show(): whether to print."""
+    """Exits with `error: <message>` (status 1) on a user error in the block; show(): whether to print."""
     configure_pyrallis()
     original = argparse.ArgumentParser.error
     argparse.ArgumentParser.error = _argparse_error
