@@ -1,8 +1,6 @@
-"""One run on several processes (torchrun; docs/DISTRIBUTED.md): the process group, this process's rank and the
-collectives the method scripts need; without torchrun every helper is the identity of one process, rank 0 of 1.
-Not DistributedDataParallel: DDP synchronises only gradients of computations through the wrapped module's forward(),
-while the scripts call several of their networks' own methods per update (`lam.latent_action`, the EMA target's
-`encode`). One flat all-reduce per dtype after backward (`average_gradients`) gives the same step."""
+"""One run on several processes (torchrun; docs/DISTRIBUTED.md): process group, rank and collectives; without torchrun
+each helper is the identity of rank 0 of 1. Not DDP, which syncs only what goes through forward(): the scripts call
+their networks' own methods, so `average_gradients` all-reduces the gradients after backward (the same step)."""
 
 import datetime
 import importlib
@@ -32,12 +30,10 @@ def init(device: torch.device) -> torch.device:
     if cuda:
         torch.cuda.set_device(device)
     signal.signal(signal.SIGTERM, _stopped)
-    # Imported before the group exists: its functions take `group=group.WORLD` as a default argument. Imported after
-    # (the optimizers import it through torch._dynamo), they held the group past destroy_process_group, and its gloo
-    # threads aborted a finished rank (SIGABRT, "terminate called without an active exception").
+    # before the group exists (it binds group.WORLD as a default): imported later via torch._dynamo, it held the group
+    # past destroy_process_group and gloo threads aborted a finished rank (SIGABRT)
     importlib.import_module("torch.distributed.nn.functional")
     if not tdist.is_initialized():
-        # A rank that waits longer than this for the others (a lost node) fails with an error instead of hanging.
         timeout = datetime.timedelta(seconds=float(os.environ.get("LAOM_DIST_TIMEOUT_S", 1800)))
         kwargs = {"device_id": device} if cuda else {}
         tdist.init_process_group("nccl" if cuda else "gloo", timeout=timeout, **kwargs)
@@ -58,7 +54,6 @@ def is_main() -> bool:
 
 
 def active() -> bool:
-    """Whether more than one process takes part (collectives do something)."""
     return _state["world_size"] > 1 and tdist.is_initialized()
 
 
@@ -111,7 +106,6 @@ def any_rank(flag: torch.Tensor) -> torch.Tensor:
 
 
 def gather_objects(obj) -> list:
-    """[object of rank 0, object of rank 1, ...] on every rank."""
     if not active():
         return [obj]
     out = [None] * world_size()
@@ -130,9 +124,7 @@ def broadcast_modules(*modules: nn.Module) -> None:
 
 @torch.no_grad()
 def average_gradients(*modules: nn.Module, samples: int | None = None) -> None:
-    """After backward, each gradient becomes its mean over ranks, as in DDP. With `samples` (this rank's samples, where
-    shares differ: an epoch's partial batch) each rank's gradient is weighted by them, within the one all-reduce per
-    dtype (no host sync)."""
+    """After backward, each gradient's mean over ranks, weighted by this rank's `samples` if given; no host sync."""
     if not active():
         return
     by_dtype: dict = {}
@@ -166,8 +158,7 @@ def tell_stopped(reason: str) -> None:
 
 
 def _stopped(signum, frame) -> None:
-    """SIGTERM from torchrun (another rank failed) or the job system: one line, then exit; ignored by a rank already
-    stopping or leaving its group (`finish`)."""
+    """SIGTERM (torchrun after a rank failed, or the job system): one line, then exit; ignored when stopping/leaving."""
     if _state.get("stopping") or _state.get("leaving"):
         return
     tell_stopped("stopped by SIGTERM (another rank of this run failed, its node was lost, or the job was cancelled)")
@@ -175,8 +166,7 @@ def _stopped(signum, frame) -> None:
 
 
 def finish() -> None:
-    """Leaves the process group. A SIGTERM from then on is ignored: torchrun ends the other ranks once one has exited,
-    and an exit raised inside destroy_process_group would leave the group half torn down."""
+    """Leaves the process group, ignoring SIGTERM from then on (an exit inside destroy_process_group breaks it)."""
     _state["leaving"] = True
     if tdist.is_initialized():
         tdist.destroy_process_group()
