@@ -1,5 +1,4 @@
-"""Stage checkpoints (objects, update count, done, every rank's RNG states; atomic), streams seeded from (seed, stage
-name) alone, and the one walk over a config's fields (config_fields) to check and compare configs."""
+"""Atomic stage checkpoints with every rank's RNG states, streams seeded from (seed, stage name), config_fields."""
 
 import dataclasses
 import hashlib
@@ -16,7 +15,6 @@ from src import dist
 from src.errors import UserError
 from src.files import json_default, replace_or_explain
 
-# how a run is watched, not what it trains: may differ when a run is continued
 NON_TRAINING_FIELDS = {"project", "group", "name", "run_dir", "wandb_mode", "log_every", "checkpoint_every"}
 NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
 
@@ -69,12 +67,10 @@ def stage_seed(seed: int, *parts) -> int:
 
 
 def seed_stage(seed: int, *parts) -> None:
-    """Seeds every random stream from stage_seed(seed, *parts, rank): each rank its own streams."""
     set_seed(stage_seed(seed, *parts, dist.rank()))
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save atomically: an interrupted or failed save never leaves a truncated checkpoint or a .tmp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_or_explain(path.with_suffix(path.suffix + ".tmp"), path, lambda tmp: torch.save(state, tmp))
@@ -97,8 +93,8 @@ class CheckpointError(UserError, ValueError):
 
 
 def restore_stage(path, objects, load_from=None, stage="", config=None, extra=None) -> tuple[int, bool]:
-    """Resumes `path` or loads the modules of load_from (another run's finished stage); returns (first update, done).
-    `config`: to name differing fields in a CheckpointError; `extra` receives the saved extra state."""
+    """Resumes `path`, or loads load_from's modules (another run's finished stage); returns (first update, done) and
+    fills `extra` with the saved extra state."""
     stage = stage or Path(path).stem
     flag = f"--{stage}.checkpoint_path"
     if load_from:
@@ -154,8 +150,7 @@ def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) 
 
 
 def _state_in_param_layout(optim: torch.optim.Optimizer) -> None:
-    """Optimizer state in its parameters' memory layout: fused Adam reads pre-channels_last moments unchecked (torch
-    2.13), which would silently scramble the resumed update."""
+    """Optimizer state in its parameters' layout: fused Adam would misread pre-channels_last moments (torch 2.13)."""
     for p, state in optim.state.items():
         for key, value in state.items():
             if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():

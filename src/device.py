@@ -20,7 +20,6 @@ def get_device(name: str = "auto") -> torch.device:
 
 
 def no_gpu_note(name: str) -> Optional[str]:
-    """A note when "auto" falls back to the CPU on a CUDA build of torch (old driver, a container without GPUs)."""
     if name != "auto" or torch.version.cuda is None or torch.cuda.is_available():
         return None
     return (
@@ -31,7 +30,6 @@ def no_gpu_note(name: str) -> Optional[str]:
 
 
 def check_device(name: str) -> torch.device:
-    """The device `name` ("cpu", "cuda:1", ...) if this machine has it, else a ConfigError saying why and what to do."""
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -61,8 +59,7 @@ def check_device(name: str) -> torch.device:
 
 
 def render_on(device_index: int) -> None:
-    """Sets MUJOCO_EGL_DEVICE_ID (unless set; read when dm_control is imported) to this GPU (EGL ignores
-    CUDA_VISIBLE_DEVICES); not without NVIDIA's EGL: Mesa's has one device, a larger index stops dm_control."""
+    """Sets MUJOCO_EGL_DEVICE_ID (unless set) to this GPU; not with Mesa's EGL (one device: another index fails)."""
     if os.environ.get("MUJOCO_GL", "egl") != "egl" or not _nvidia_egl():
         return
     visible = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]

@@ -1,6 +1,4 @@
-"""One run on several processes (torchrun; docs/DISTRIBUTED.md): process group, rank and collectives; without torchrun
-each helper is the identity of rank 0 of 1. Not DDP, which syncs only what goes through forward(): the scripts call
-their networks' own methods, so `average_gradients` all-reduces the gradients after backward (the same step)."""
+"""torchrun's process group, rank and collectives, not DDP (docs/DISTRIBUTED.md); without torchrun: rank 0 of 1."""
 
 import datetime
 import importlib
@@ -30,8 +28,7 @@ def init(device: torch.device) -> torch.device:
     if cuda:
         torch.cuda.set_device(device)
     signal.signal(signal.SIGTERM, _stopped)
-    # before the group exists (it binds group.WORLD as a default): imported later via torch._dynamo, it held the group
-    # past destroy_process_group and gloo threads aborted a finished rank (SIGABRT)
+    # before the group: imported later (torch._dynamo) it outlived destroy_process_group; gloo aborted the rank
     importlib.import_module("torch.distributed.nn.functional")
     if not tdist.is_initialized():
         timeout = datetime.timedelta(seconds=float(os.environ.get("LAOM_DIST_TIMEOUT_S", 1800)))
@@ -49,7 +46,6 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """Rank 0: the process that writes checkpoints, results.json and wandb and prints."""
     return _state["rank"] == 0
 
 
@@ -75,7 +71,6 @@ def local_batch(global_batch: int, what: str = "the batch size") -> int:
 
 
 def _all_reduce(t: torch.Tensor, op=tdist.ReduceOp.SUM) -> torch.Tensor:
-    """A copy of t reduced over ranks (on the current GPU with nccl, the CPU with gloo), on t's device."""
     nccl = tdist.get_backend() == "nccl"
     out = t.detach().to(torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"), copy=True)
     tdist.all_reduce(out, op=op)
@@ -83,12 +78,10 @@ def _all_reduce(t: torch.Tensor, op=tdist.ReduceOp.SUM) -> torch.Tensor:
 
 
 def total(count: int) -> int:
-    """The sum of an integer over ranks (e.g. the valid samples of every rank's shard)."""
     return int(_all_reduce(torch.tensor(count, dtype=torch.int64))) if active() else count
 
 
 def sum_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each tensor summed over ranks (in the same order on every rank), on its own device."""
     return {k: _all_reduce(tensors[k]) for k in sorted(tensors)} if active() else tensors
 
 
@@ -101,7 +94,6 @@ def global_mean(sum_: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def any_rank(flag: torch.Tensor) -> torch.Tensor:
-    """The maximum of a scalar int64 tensor over ranks (e.g. the step of a NaN loss, -1 where there was none)."""
     return _all_reduce(flag, tdist.ReduceOp.MAX) if active() else flag
 
 
@@ -115,7 +107,6 @@ def gather_objects(obj) -> list:
 
 @torch.no_grad()
 def broadcast_modules(*modules: nn.Module) -> None:
-    """Every rank takes rank 0's parameters and buffers: a stage's networks start identical on every rank."""
     if not active():
         return
     for t in [t for m in modules for t in (*m.parameters(), *m.buffers())]:
@@ -144,12 +135,10 @@ def average_gradients(*modules: nn.Module, samples: int | None = None) -> None:
 
 
 def lost_peer(error: BaseException) -> bool:
-    """Whether an error of a distributed run says that another rank is gone (died, lost, or stopped answering)."""
     return isinstance(error, tdist.DistBackendError) or any(k in str(error).lower() for k in _LOST)
 
 
 def tell_stopped(reason: str) -> None:
-    """Says once, on stderr, why this rank stops and how to go on (the same command resumes)."""
     if _state.get("stopping"):
         return
     _state["stopping"] = True
@@ -158,7 +147,6 @@ def tell_stopped(reason: str) -> None:
 
 
 def _stopped(signum, frame) -> None:
-    """SIGTERM (torchrun after a rank failed, or the job system): one line, then exit; ignored when stopping/leaving."""
     if _state.get("stopping") or _state.get("leaving"):
         return
     tell_stopped("stopped by SIGTERM (another rank of this run failed, its node was lost, or the job was cancelled)")

@@ -1,5 +1,4 @@
-"""User errors (UserError, pyrallis or argparse errors) end a script with one `error: <message>` line, exit status 1,
-no traceback (LAOM_TRACEBACK=1 shows it); any other exception is a bug. Entry points: `user_errors`, `cli`."""
+"""User errors end a script with one `error: <message>` line, status 1 (LAOM_TRACEBACK=1: traceback): `user_errors`."""
 
 import argparse
 import ast
@@ -45,7 +44,6 @@ class MissingKeyError(UserError, KeyError):
 
 
 def strict_int(raw) -> int:
-    """An int, or a number or text of integer value (2.0, "1e5"); else a ValueError (a pyrallis parse error)."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
     with contextlib.suppress(ValueError):
@@ -74,7 +72,6 @@ def one_line(text) -> str:
 
 
 def config_path_of(argv: list[str]) -> str | None:
-    """The config file given on the command line (the last --config_path, as argparse takes it), or None."""
     path = None
     for i, arg in enumerate(argv):
         if arg.startswith("--config_path="):
@@ -118,7 +115,6 @@ def user_message(error: BaseException, argv: list[str] | None = None) -> str | N
 
 
 def check_config_path(argv: list[str]) -> None:
-    """A --config_path that is missing, or is not a YAML mapping of fields, is a ConfigError naming it."""
     path = config_path_of(argv)
     if path is None:
         return
@@ -175,6 +171,5 @@ def user_errors(show: Callable[[], bool] = lambda: True):
 
 
 def cli(fn: Callable, *args, **kwargs):
-    """fn(*args, **kwargs) as a command-line program: a user error ends it with one line (see user_errors)."""
     with user_errors():
         return fn(*args, **kwargs)

@@ -16,8 +16,7 @@ _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns b
 
 
 def setup_backends(device: torch.device, precision: str = "auto") -> None:
-    """TF32, cudnn benchmark; autocast: "auto" (bf16 on CUDA and native-bf16 CPUs, else fp32), "bf16" or "fp32".
-    As released: docs/FAITHFULNESS.md, "Precision on the CPU"."""
+    """TF32, cudnn benchmark; autocast "auto" (bf16 on CUDA / native-bf16 CPUs as released, else fp32), bf16, fp32."""
     if precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"precision={precision!r}; valid: ['auto', 'bf16', 'fp32']")
     _precision["bf16"] = None if precision == "auto" else precision == "bf16"
@@ -35,7 +34,6 @@ def bf16_on(device: torch.device) -> bool:
 
 @functools.cache
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether /proc/cpuinfo shows native bf16 (AVX512-BF16 or AMX-BF16, which oneDNN uses); False without it."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
@@ -50,13 +48,11 @@ def autocast(device: torch.device):
 
 
 def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float | None = None) -> Optimizer:
-    """Adam or AdamW; parameters with fewer than 2 dimensions (biases, norms) are never weight-decayed."""
     params = list(model.parameters())
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay or 0.0},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    # the same update to float rounding, faster: docs/FAITHFULNESS.md, "Optimisation"
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
                 for p in params)  # fmt: skip
     if kind not in ("adam", "adamw"):
@@ -75,8 +71,7 @@ DECAYS = {  # the lr's factor after warm-up, by the progress through the decay (
 def make_scheduler(
     optimizer: Optimizer, total_updates: int, warmup_updates: int, kind: str = "linear", cooldown_ratio: float = 0.0
 ) -> LambdaLR:
-    """Warm-up (update i < W at lr * i / W), then `kind` of DECAYS; cooldown_ratio > 0: decay over that last fraction
-    only ("cooldown": constant until then). As released: docs/FAITHFULNESS.md, "Optimisation"."""
+    """Warm-up (update i < W at lr * i / W), then DECAYS[kind], over the last cooldown_ratio if > 0; as released."""
     if kind not in DECAYS:
         raise ConfigError(f"unknown lr schedule {kind!r}; valid: {list(DECAYS)}")
     if not 0.0 <= cooldown_ratio <= 1.0:
@@ -100,7 +95,6 @@ def make_scheduler(
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) * target + tau * source, for every parameter and floating buffer."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
     for tb, sb in zip(target.buffers(), source.buffers(), strict=True):
         if tb.dtype.is_floating_point:

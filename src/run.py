@@ -1,5 +1,4 @@
-"""The life of a run, the same for every method script: `start_run` (config, device, seed, run directory, wandb,
-results.json) and `main` (runs train() from the command line)."""
+"""The life of a run, the same for every method script: `start_run` sets it up, `main` runs train() from the CLI."""
 
 import dataclasses
 import fcntl
@@ -83,7 +82,6 @@ class RunDirInUseError(UserError, RuntimeError):
 
 
 def lock_run_dir(run_dir: Path) -> None:
-    """Locks run_dir for this process until it exits (advisory); another process on it is refused, naming the holder."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if str(run_dir.resolve()) in _locks:  # this process holds it already (a stage run again in-process)
@@ -264,7 +262,6 @@ def main(train) -> None:
 
 
 def init_wandb(config, run_dir: Path):
-    """wandb.init, files under run_dir, quiet unless WANDB_QUIET is set (a run's last lines: its headline metrics)."""
     import wandb
 
     return wandb.init(

@@ -1,5 +1,5 @@
-"""One training stage, the same for every method script: `Stage.on_data`, then `updates()`, `log`, `final_metrics`.
-SIGUSR1, SIGTERM, SIGINT: after the update in progress the stage checkpoints and exits (75; 130 on Ctrl-C)."""
+"""One training stage for every method script: `Stage.on_data`, `updates()`, `log`, `final_metrics`. A stop signal
+checkpoints after the update in progress and exits 75 (130 on Ctrl-C): docs/RUNS.md."""
 
 import contextlib
 import itertools
@@ -36,7 +36,6 @@ def _on_stop_signal(signum, frame) -> None:
 
 
 def interrupt_point(stage: str, point: str) -> None:
-    """Test hook: LAOM_INTERRUPT_AT=<stage>:<point>[:<signal>] signals this process (default SIGINT) at `point`."""
     at = os.environ.get("LAOM_INTERRUPT_AT", "").split(":")
     if at[:2] == [stage, point]:
         os.kill(os.getpid(), getattr(signal, at[2] if len(at) > 2 else "SIGINT"))
@@ -123,8 +122,7 @@ class Stage:
     def on_data(
         cls, name, ckpt_name, objects, run, c, data, valid, drop_last=True, whole_epochs=False, reuse_metrics=False
     ):
-        """The stage of section `c` over `valid`, and its batches: c.num_epochs epochs or c.total_updates (whole_epochs:
-        rounded down to whole epochs, at least one); sets objects["sched"]. docs/FAITHFULNESS.md, "Optimisation"."""
+        """Stage of section `c` over `valid`, its batches and objects["sched"]: docs/FAITHFULNESS.md, "Optimisation"."""
         samples = dist.total(len(valid))
         per_epoch = num_batches(samples, c.batch_size, drop_last)
         total = getattr(c, "total_updates", None)
@@ -256,7 +254,6 @@ class Stage:
 
 
 def _mean_over_ranks(metrics: dict) -> dict:
-    """Each number averaged over ranks (one already computed over every rank's data comes back unchanged)."""
     every = dist.gather_objects(metrics)  # one dict per rank, the same keys
     out = dict(metrics)
     for k, v in metrics.items():
