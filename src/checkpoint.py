@@ -133,7 +133,6 @@ def _read(path: Path, what: str, todo: str) -> dict | None:
 
 
 def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) -> None:
-    """load_state_dict of each object; a missing one or another shape: a CheckpointError naming the config change."""
     for name, obj in objects.items():
         if name not in state["objects"]:
             held = sorted(state["objects"])
@@ -158,7 +157,6 @@ def _state_in_param_layout(optim: torch.optim.Optimizer) -> None:
 
 
 def _restore_rng(saved: dict | list, step: int) -> None:
-    """Rank r takes saved rank r's RNG states (CUDA: of the devices visible now); a rank beyond those seeds anew."""
     states = saved if isinstance(saved, list) else [saved]
     if dist.rank() >= len(states):
         set_seed(1_000_003 * step + dist.rank())

@@ -133,7 +133,6 @@ def check_config_path(argv: list[str]) -> None:
 
 
 def check_hdf5_file(label: str, path: str | Path, expected: str = "an HDF5 dataset", hint: str = "") -> None:
-    """A MissingFileError or DatasetError (a folder, not HDF5) for an HDF5 file, naming `label` and `expected`."""
     import h5py
 
     if not Path(path).exists():
