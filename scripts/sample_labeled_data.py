@@ -1,14 +1,8 @@
-"""Sample a labeled subset: N whole trajectories, without replacement, from a full dataset.
+"""Sample a labeled subset: N whole trajectories, without replacement, renumbered "0" .. "N-1" in original order (each
+with `original_traj_idx`; `dataset_return` recomputed), copied in chunks into a temporary file renamed when complete.
 
-The sampled groups are copied with their attributes and renumbered "0" .. "N-1" in increasing original index, each
-with `original_traj_idx`; `dataset_return` is recomputed over them (the source's kept as `source_dataset_return`).
-Frames are copied `chunk_size` steps at a time (bounded memory) into a temporary file renamed when complete.
-
-    python -m scripts.sample_labeled_data \\
-        --data_path="path/to/full/dataset" \\
-        --save_path="path/to/full/dataset-labeled-1000x$num_traj.hdf5" \\
-        --chunk_size=1000 \\
-        --num_trajectories=$num_traj
+    python -m scripts.sample_labeled_data --data_path="path/to/full/dataset" \\
+        --save_path="path/to/full/dataset-labeled-1000x$num_traj.hdf5" --chunk_size=1000 --num_trajectories=$num_traj
 """
 
 import os

@@ -1,16 +1,9 @@
-"""Throughput: the data pipeline beside a naive per-sample DataLoader, each method's stage-1 update, the DCS.
+"""Throughput: the data pipeline beside a naive per-sample DataLoader, each method's stage-1 update, the DCS (rendered
+frames/s of cheetah-run, each beside the release's way). Results also go to --out (JSON).
 
     python -m scripts.bench.benchmark                       # synthetic data in the released layout, CPU-sized models
     python -m scripts.bench.benchmark --paper_scale         # the paper's networks (use on a GPU)
-    python -m scripts.bench.benchmark --data_path data/cheetah-run.hdf5 --device cuda --paper_scale
-    python -m scripts.bench.benchmark --only_dcs=true       # the DCS rows only
     python -m scripts.bench.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
-
-Data rows: LAOM's stage-1 batches (batch 512), batched indexing of uint8 frames on the device next to a Dataset that
-builds one sample at a time; update rows: each method script's own stage 1 (scripts.bench.timing); DCS rows: rendered
-frames/s of cheetah-run (scale_easy_video_hard, dynamic, 64 px, resets included) for collection and evaluation, on
-the built-in videos and a DAVIS-sized folder (854x480 jpgs), each beside the release's way (every frame of the video
-read and resized at each reset). Results also go to --out (JSON).
 """
 
 import os

@@ -1,13 +1,9 @@
-"""The GPU box's one prepared check (scripts/bench/device_check.sh OUT_DIR): per-stage speed, FLOPs and MFU at the
-paper's configs, each method script's real command line run for a few updates, one run stopped and resumed, the data
-path beside the release's, and the hours of the paper's runs projected from them next to the paper's Table 2. Its
-rows, what each measures and their isolation: docs/DOCKER.md ("The GPU check").
+"""The GPU box's one prepared check: per-stage speed, FLOPs and MFU at the paper's configs, each method script run for a
+few updates, a stop and resume, the data path beside the release's, projected hours beside the paper's Table 2.
+Rows and what each measures: docs/DOCKER.md ("The GPU check").
 
     bash scripts/bench/device_check.sh OUT_DIR                 # one H100 / H200: paper configs, bf16, under 8 min
-    python -m scripts.bench.device_bench --out_dir=OUT_DIR --peak_tflops=989   # a GPU not in PEAK_BF16_TFLOPS
     python -m scripts.bench.device_bench --out_dir=OUT_DIR --device=cpu        # the CPU mode: tiny sizes
-    python -m scripts.bench.device_bench --only_flops=true --device=cpu        # FLOPs per update at the paper configs
-                                                               # on a CPU, and the hours they project at an assumed MFU
 """
 
 import dataclasses

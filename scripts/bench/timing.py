@@ -1,16 +1,10 @@
-"""The one timer of the benchmarks: a method script's own stage function run with a window log in place of wandb
-(run_stage, time_stage), the data path beside a per-sample DataLoader (data_throughput), synthetic frames in the
-released layout (write_synthetic, write_stage_data). Its command line times a stage-1 update:
+"""The one timer of the benchmarks: a method script's own stage run with a window log in place of wandb (run_stage,
+time_stage), the data path beside a per-sample DataLoader (data_throughput), synthetic data (write_synthetic,
+write_stage_data). Its command line prints the median ms of a stage-1 update and of its parts (data, forward +
+backward, optimizer); --pairs alternates fp32 and bf16 blocks in one process so machine drift falls on both alike.
 
     python -m scripts.bench.timing --method=laom --updates=40                      # this project's update
-    python -m scripts.bench.timing --method=laom --updates=40 --release_adam=true  # torch.optim.Adam's default kernel
     python -m scripts.bench.timing --pairs=8 --updates=4 --threads=1               # fp32 against bf16 autocast
-
-The first form runs train_<method>.train_lam at the small study's sizes (studies/small/configs) on the CPU and prints
-the median ms per update and of its parts: data (batch and augmentations, up to the first forward), forward +
-backward (up to the first optimizer step), optimizer (the steps, the EMA, the log); compare two variants as whole
-processes, alternately under `/usr/bin/time -f %e`. --pairs times configs/example/<method>.yaml's stage 1 in
-alternating fp32 and bf16 blocks of one process, so that a shared machine's drifting speed falls on both alike.
 """
 
 import bisect

@@ -1,15 +1,11 @@
-"""Collect an expert dataset: the expert acts on proprioceptive states while the DCS renders the distracted frames.
+"""Collect an expert dataset: the expert acts on proprioceptive states while the DCS renders the distracted frames, in
+the released HDF5 layout; resumable, one writer per file (docs/DATA.md). --record_masks=True also writes
+`<stem>-masks.hdf5`.
 
     python -m scripts.data_collection.collect_data --checkpoint_path=../shared/experts/cheetah-run-expert \\
         --dcs_backgrounds_path=builtin --save_path=data/example-data.hdf5 --num_trajectories=14 \\
         --max_episode_steps=100 --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=train \\
         --dcs_img_hw=64 --seed=0 --compression=gzip --num_workers=2     # data/example-data.hdf5, as it was made
-
-The released HDF5 layout with this collector's additions (docs/DATA.md). Trajectory i is recorded from
-episode_seed(seed, i): the file does not depend on --num_workers. Each group is written whole, marked `complete` last
-and flushed; the same command resumes a file whose root attributes match. One writer per file (a flock on
-`<save_path>.lock`); --overwrite writes `<save_path>.partial` and swaps it in when complete; each group's disk space
-is reserved first, so a full disk stops between groups. --record_masks=True also writes `<stem>-masks.hdf5`.
 """
 
 import contextlib

@@ -1,8 +1,6 @@
-"""Expert policies acting on proprioceptive states, as released with the paper: loading, acting, and the state
-environment they are trained in. PPO (CleanRL style, `cleanrl_ppo.py`): a folder with `config.pt` and
-`checkpoint.pt`, greedy action = actor mean of the normalised state, NOT clipped (the collector stores this raw
-action, as the paper's datasets do; the environment clips what it executes). SAC (stable-baselines3, `sb3_sac.py`):
-the zip of `SAC.save`, greedy action = `predict(deterministic=True)`. Both act on `src.envs.flatten_state`.
+"""Expert policies on proprioceptive states (`src.envs.flatten_state`), as released: PPO (`cleanrl_ppo.py`: greedy =
+actor mean of the normalised state, NOT clipped, as the datasets store it) and SAC (`sb3_sac.py`:
+`predict(deterministic=True)`); loading, acting, and the state environment.
 """
 
 from __future__ import annotations

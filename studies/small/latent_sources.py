@@ -1,16 +1,7 @@
-"""What moves each latent action: the background's change or the agent's? (studies/small)
-
-The distractor-state probes (src/probes.py) cannot read the paper's mechanism at 64 px (a step's recorded distractor
-change is sub-pixel, under one 8-bit level or a sign; not even the pixels decode it: pixel_ceiling.py). So this
-intervenes with the true foreground masks (collect_data --record_masks=true): in o_{t+1} it freezes at o_t's pixels
-the background (outside both frames' masks), the agent (inside either), or the whole frame (`still`), and measures on
-a fixed subset of the probes' held-out test transitions: `step` = sum ||z - z_still||^2 / sum ||z - mean z||^2 (the
-step's share of the latent's variance) and `background`, `agent` = sum ||z - z_frozen||^2 / sum ||z - z_still||^2
-(each part's share of that response; they need not add to 1). `pixels`: the same shares of the frame difference. These
-sums move with a per-dimension rescaling of the latent, so `probe_<share>` measures the same in the output of a
-cross-fitted ridge probe to the actions (action_readout), which does not. Every LAM of the distracted data at update
-0 (rebuilt from the run's seed; for the first `--checks` seeds checked against the probe the run stored) and at the
-end (lam.pt).
+"""What moves each latent action, the background's change or the agent's? With the true foreground masks, o_{t+1} is
+frozen at o_t's pixels outside the masks, inside them, or whole (`still`), and the latent's responses are compared,
+also through a cross-fitted action probe that rescaling cannot change (studies/small/README.md), for every LAM of the
+distracted data at update 0 and at the end.
 
     python -m studies.small.latent_sources --small_dir runs/small --out runs/small/report/latent_sources.json
 """

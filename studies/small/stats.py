@@ -1,8 +1,5 @@
-"""The small study's statistics: verdicts from rliable intervals (scripts/plot_results.py's `interval`) and from exact
-permutation tests. With few seeds the percentile bootstrap interval of the IQM is about [smallest seed, largest seed]
-(3 seeds: exactly that, and the IQM is the mean), so it describes the seeds' spread; whether one arm beats another is
-read from an exact sign-flip test over the seeds both share (scipy.stats.permutation_test, every sign pattern), with
-Holm's correction (statsmodels) within each family of comparisons.
+"""The small study's statistics: rliable intervals (with few seeds about [smallest, largest seed]: they describe the
+spread) and exact paired sign-flip tests over shared seeds, with Holm's correction within each family.
 """
 
 import math
