@@ -1,8 +1,8 @@
 """Leave-one-out cross-embodied dataset (paper, Fig. 10): trajectories of every environment except the target, in the
-released layout, zero-padded to the largest action / state size; the root attributes name the TARGET (docs/REPRODUCING.md,
-"Cross-embodied pre-training").
+released layout, zero-padded to the largest action / state size; the root attributes name the TARGET
+(docs/REPRODUCING.md, "Cross-embodied pre-training").
 
-    python -m scripts.data.make_cross_embodied --target_env=cheetah-run --data_dir=data   # -> data/cheetah-run-mixed.hdf5
+    python -m scripts.data.make_cross_embodied --target_env=cheetah-run --data_dir=data  # data/cheetah-run-mixed.hdf5
 """
 
 import json
