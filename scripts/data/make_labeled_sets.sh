@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# The labeled subsets of every budget and the novel-distractor evaluation set of one environment, named as the
-# sweeps read them (scripts/sweeps/common.sh): $DATA_DIR/<env>-labeled-1000x<N>.hdf5, N whole trajectories sampled
-# from $DATA_DIR/<env>.hdf5 (scripts/sample_labeled_data.py), and $DATA_DIR/<env>-eval.hdf5, EVAL_TRAJECTORIES
-# trajectories of the expert with the validation (novel) background videos (scripts/data_collection/collect_data.py).
+# The labeled subsets of every budget ($DATA_DIR/<env>-labeled-1000x<N>.hdf5) and the novel-distractor evaluation set
+# ($DATA_DIR/<env>-eval.hdf5) of one environment, named as scripts/sweeps/common.sh reads them.
 #   bash scripts/data/make_labeled_sets.sh ENV [EXPERT_CHECKPOINT]
 #   DCS_BACKGROUNDS=DAVIS/JPEGImages/480p bash scripts/data/make_labeled_sets.sh walker-run <experts>/walker-run-expert
 #

@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # One run of a sweep as a SLURM batch job; scripts/sweeps/common.sh submits it with LAUNCHER=slurm:
 #   sbatch --requeue --signal=B:USR1@<seconds> ... scripts/slurm/run_job.sh RUN_DIR REQUIRES COMMAND
-# REQUIRES: a file the run reuses (its base run's checkpoint), or "-"; COMMAND: shell-quoted. Signals reach the run
-# (src/stage.py: it checkpoints after the update in progress and exits with 75; the same command resumes): USR1
-# (SLURM's warning before the time limit, or scancel --signal=USR1 --batch) is forwarded, then the job requeued, which
-# resumes the run; TERM (time limit, preemption, scancel) checkpoints and ends the job. A lost node: SLURM requeues
-# the job or marks it NODE_FAIL; the run resumes from its last periodic checkpoint when it starts again.
+# REQUIRES: a file the run reuses, or "-"; COMMAND: shell-quoted. USR1 (the time-limit warning) is forwarded to the
+# run, which checkpoints and exits 75, and the job requeued (it resumes); TERM checkpoints and ends the job.
+
 set -uo pipefail
 PREEMPTED_EXIT_CODE=75  # src/stage.py PREEMPTED_EXIT_CODE
 if [[ $# -ne 3 ]]; then

@@ -1,7 +1,5 @@
-# Shared machinery of the sweep scripts (sourced, not run): settings from environment variables, the data and run
-# naming, the job list. The jobs run here through scripts/jobs.sh (its settings: PARALLEL, GPUS, JOB_THREADS,
-# DRY_RUN=1, PYTHON) or, with LAUNCHER=slurm, as SLURM batch jobs (scripts/slurm/launcher.sh; its settings:
-# docs/DISTRIBUTED.md, "Running on a SLURM cluster").
+# Shared machinery of the sweep scripts (sourced, not run): settings, data and run naming, the job list, run by
+# scripts/jobs.sh or, with LAUNCHER=slurm, as SLURM batch jobs (docs/DISTRIBUTED.md, "Running on a SLURM cluster").
 #
 # Settings (environment variables, defaults below; docs/REPRODUCING.md): ENVS, BUDGETS, SEEDS, DATA_DIR, RUNS_DIR,
 # CONFIG_DIR (configs/example: the tiny example configs) or CONFIG (the method's YAML config, over CONFIG_DIR);

@@ -1,12 +1,6 @@
 #!/usr/bin/env bash
-# Tuning of the small study (studies/small/README.md, "Tuning"): learning rates (and LAOM's EMA rate, LAOM +
-# supervision's coefficient) chosen by the paper's own criteria (Section 3, "On hyperparameters tuning") on one tuning
-# seed ($TUNE_SEED, never reported) and validation data, never on the reported numbers: the latent-action models by
-# the ridge probe's MSE on the validation trajectories (with the probe at 4 points of training, which sets the number
-# of updates), the IDM by its validation action MSE, BC and BC on all data by their online return (latent BC and the
-# decoders keep BC's choice). GRIDS=precision: LAPO and LAOM at their settings in fp32 and in bf16 autocast (not in
-# the default: on an AVX2-only CPU bf16 convolutions are about 15x slower). `python -m studies.small.report --tuning`
-# turns the results into the README's table.
+# Tuning of the small study on one tuning seed and validation data, by the paper's criteria (studies/small/README.md,
+# "Tuning"); GRIDS=precision: fp32 against bf16 autocast. `python -m studies.small.report --tuning` makes the table.
 #   bash studies/small/tune.sh            # after the data step of studies/small/reproduce.sh (it collects if missing)
 #   GRIDS="laom_labels lapo_mask" bash studies/small/tune.sh                  # some of the grids only
 # Settings: SMALL_DIR [runs/small], TUNE_SEED [100], BUDGET [2], LANES [2], PYTHON [python], GRIDS [lapo laom
