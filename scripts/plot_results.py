@@ -2,11 +2,8 @@
 
     python -m scripts.plot_results --runs_dir runs    # --out runs/results (the default: git-ignored, not the sources)
 
-Writes to --out: results.md, scores.csv (normalised score per method / env / budget and averaged over environments),
-probes.csv, novel_distractors.csv, summary.json (all of it, and what is missing) and the figures scores.png (paper
-Fig. 1 / 8: score vs label budget), probe_mse.png and ridge_probe_mse.png (Fig. 5 / 6: probe MSE of latent to true
-actions) and novel_distractors.png (Fig. 9a: IDM vs LAOM+supervision on novel distractors). A second sweep under a
-subfolder (e.g. runs/cross_embodied/<method>/...) is a separate "suite": its files get the suffix -<suite>.
+Writes results.md, the CSVs, summary.json (all of it, and what is missing) and the figures to --out
+(docs/REPRODUCING.md). A sweep under a subfolder (e.g. runs/cross_embodied/...) is a "suite": its files get -<suite>.
 
 How a run is identified, in order:
 - method, suite: from the layout of scripts/sweeps, <suite...>/<method>/<env>/budget<N>|full/seed<S>, with a known
@@ -22,11 +19,9 @@ How a run is identified, in order:
   cheetah-run, budget 14; example-bc as bc_full). A run none of these places is reported and left out.
 - seed: the config's `seed`.
 Statistics: mean and population std over seeds, and rliable's IQM with its 95% stratified bootstrap interval
-(`interval`): over seeds per environment, over seeds x environments (stratified by environment) for the average.
-The average is the mean of the per-environment means; its std is over the per-seed averages of the seeds present in
-every environment. The score is the run's own (return / BC-on-full-data return of paper Table 3,
-src/evaluation.py); for a run that recorded only a return, src.evaluation.normalized_score from the data file's
-attributes (without the file, --setting distractors|vanilla picks the Table 3 column).
+(`interval`). The average over environments is the mean of the per-environment means, its std over the per-seed
+averages of the seeds in every environment. Scores: the run's own (src/evaluation.py), else from the data file's
+attributes (without the file, --setting picks the paper's Table 3 column).
 """
 
 import csv

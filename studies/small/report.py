@@ -4,11 +4,9 @@ preconditions, verdicts on the paper's findings F1-F6 and on its mechanism, figu
     python -m studies.small.report --small_dir runs/small --out runs/small/report            # the study
     python -m studies.small.report --small_dir runs/small --out runs/small/report --tuning   # the tuning only
 
-A latent's quality is its held-out ridge probe's MSE over the mean action's (1 = nothing found), so data with and
-without distractors compare on one scale; returns are normalised by this sweep's own BC on all data. A finding
-compares two arms that share their seeds by each arm's change from update 0 (the initialised network), with exact
-paired sign-flip tests and Holm within each family (stats.py); an arm that did not learn is "not readable", never
-"holds". The mechanism is read from held-out canonical correlations (src/probes.py), which rescaling cannot change.
+Latent quality: the held-out ridge probe's MSE over the mean action's; returns over this sweep's BC on all data.
+Findings compare paired arms by each one's change from update 0, with exact sign-flip tests and Holm (stats.py); an
+arm that did not learn is "not readable". The mechanism: held-out canonical correlations (src/probes.py).
 """
 
 import json
