@@ -68,9 +68,8 @@ def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size
 
 
 def write_trajectories(save_path: Path, picks: list, root: dict, chunk_size: int, widths=None, subgroups=True):
-    """Writes the trajectory groups picks [(group, attributes to add)] as "0", "1", ... of save_path through a
-    temporary file renamed when complete: datasets copied chunk_size steps at a time (zero-padded on the last axis to
-    widths[name]), subgroups whole, attributes kept; at the root, `root` and dataset_return, the mean traj_return."""
+    """Writes picks [(group, attributes to add)] as "0", "1", ... of save_path via a temporary file: datasets in
+    chunks (zero-padded to widths[name]), subgroups whole; root: `root` and dataset_return (mean traj_return)."""
     tmp_path = save_path.with_name(save_path.name + ".tmp")
     save_path.parent.mkdir(parents=True, exist_ok=True)
     try:

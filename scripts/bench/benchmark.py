@@ -51,8 +51,7 @@ class BenchConfig(DataBenchConfig):
 
 
 def write_davis_sized(root: str, num_frames: int) -> None:
-    """A DAVIS-layout folder of the train videos with DAVIS 480p-sized frames (854 x 480 jpgs). The videos share
-    their files (hard links): each is still read and decoded from its own folder."""
+    """A DAVIS-layout folder of the train videos with 854 x 480 jpgs; the videos hard-link their files."""
     first = Path(root) / dcs_constants.DAVIS17_TRAINING_VIDEOS[0]
     first.mkdir(parents=True)
     for i, frame in enumerate(dcs_videos.builtin_video("train", 0, num_frames=num_frames)):
@@ -64,8 +63,8 @@ def write_davis_sized(root: str, num_frames: int) -> None:
 
 
 def bench_dcs(backgrounds: str, evaluation: bool, release: bool, cfg: BenchConfig) -> tuple[float, float]:
-    """Rendered 64 px frames/s of cheetah-run, resets included, caches cold; and the mean seconds of a reset (with
-    its first frame). `release`: the release's way, every frame of the chosen video read and resized at each reset."""
+    """Rendered 64 px frames/s of cheetah-run (resets included, caches cold) and the mean seconds of a reset;
+    `release`: every frame of the video read and resized at each reset."""
     dcs_videos._cache.clear()
     dcs_videos._skybox_cache.clear()
     kwargs = dict(difficulty="scale_easy_video_hard", dynamic=True, seed=cfg.seed)
@@ -143,8 +142,8 @@ def dcs_rows(cfg: BenchConfig) -> dict[str, dict]:
 
 
 def bench_update(method: str, cfg: BenchConfig, device: torch.device) -> float:
-    """Stage-1 samples/s of a method script: its own stage function on synthetic data, the median of two windows of
-    update_steps updates after a warm-up window (scripts.bench.timing; its tiny networks unless paper_scale)."""
+    """Stage-1 samples/s of a method script's own stage on synthetic data: median of two windows after a warm-up
+    (scripts.bench.timing)."""
     batch = cfg.update_batch_size or (512 if device.type == "cuda" else 64)
     key = next(k for k in STAGES if k.startswith(f"{method}/"))  # the method's first stage
     with tempfile.TemporaryDirectory() as tmp:

@@ -140,8 +140,7 @@ RESUME_EVERY = 10  # resume row: updates between periodic checkpoints; SIGTERM o
 
 
 def stage_data(data_dir: str, name: str, batch: int, updates: int) -> str:
-    """Synthetic frames for `updates` updates at `batch`, written once (to a temporary name first: a row killed
-    while writing leaves no partial file for the next one)."""
+    """Synthetic frames for `updates` updates at `batch`, written once (via a temporary name: no partial file)."""
     path = os.path.join(data_dir, f"{name}-{batch}.hdf5")
     if not os.path.exists(path):
         write_stage_data(path + ".tmp", batch, updates)
@@ -230,8 +229,7 @@ def run_command(command: list[str], log: Path, timeout: float) -> tuple[int, str
 
 
 def script_command(module: str, cfg: DeviceBenchConfig, tiny: bool, run_dir: Path) -> list:
-    """The method script's command line on its example config with the check's --device (auto: as a user runs it),
-    each stage counted in updates cut to a few."""
+    """The method script's command line on its example config with the check's --device, stages cut to a few updates."""
     command = [sys.executable, "-m", module, f"--config_path={SCRIPTS[module]}", f"--device={cfg.device}"]
     command += [f"--run_dir={run_dir}", "--wandb_mode=disabled", f"--log_every={cfg.script_updates}"]
     config_cls = importlib.import_module(module).Config

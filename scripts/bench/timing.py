@@ -239,10 +239,9 @@ def run_stage(
     functions: Optional[dict] = None,
     **top,
 ) -> WindowLog:
-    """Runs one stage function of a method script for about `updates` updates (`batch` samples each; None: the
-    config's), its networks built on `device`, in `run_dir` (None: a temporary one); returns its window log.
-    `config` (None: the paper's YAML), `args` and `top` (top-level fields, e.g. compile) override; `functions`
-    replace the script's while it runs."""
+    """Runs one stage function of a method script for about `updates` updates of `batch` (None: the config's) on
+    `device`, in `run_dir` (None: temporary); returns its window log. `config` (None: the paper's YAML), `args`, `top`
+    override; `functions` replace the script's while it runs."""
     spec = dataclasses.replace(STAGES[key], config=config or STAGES[key].config)
     args = stage_args(key, spec, tiny, data_path, batch, updates) + list(args)
     if key == "laom_labels/lam" and batch is not None:  # its labeled batch keeps its ratio to the batch
@@ -294,8 +293,7 @@ def time_stage(
 
 
 def write_stage_data(path: str, batch: int, updates: int, offset: int = 10, steps: int = 1000) -> None:
-    """Synthetic frames (released layout, 64 px) for `updates` stage-1 updates of `batch` samples: whole
-    trajectories of at most `steps` steps."""
+    """Synthetic frames (released layout, 64 px) for `updates` stage-1 updates of `batch`; trajectories <= `steps`."""
     samples = updates * batch
     length = min(steps, samples + offset + 1)
     n = math.ceil(samples / (length - offset))

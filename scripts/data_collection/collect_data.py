@@ -195,9 +195,8 @@ def _lock_holder(fd: int, lock_path: Path) -> str:
 
 @contextlib.contextmanager
 def output_lock(path: Path):
-    """Hold an exclusive flock on `<path>.lock` for the block, or raise OutputInUseError. The kernel frees it when
-    the holder exits, even on SIGKILL (a stale lock file is simply locked again); the file records its holder for
-    the refusal message and is removed, still locked, when the block ends."""
+    """Hold an exclusive flock on `<path>.lock` for the block, or raise OutputInUseError; the kernel frees it even
+    on SIGKILL. The file names its holder and is removed, still locked, when the block ends."""
     lock_path = sibling(path, LOCK_SUFFIX)
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the worker processes
@@ -263,8 +262,7 @@ def signals_deferred():
 
 
 def is_disk_full(e: BaseException) -> bool:
-    """h5py raises OSError (with errno) when raw data cannot be written, RuntimeError ("errno = 28" in the text)
-    when a metadata flush cannot."""
+    """True for h5py's no-space errors: OSError with errno, or RuntimeError with "errno = 28" in the text."""
     if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
         return True
     return isinstance(e, (OSError, RuntimeError)) and any(f"errno = {code}," in str(e) for code in DISK_FULL_ERRNOS)
@@ -325,9 +323,8 @@ def open_output(path: Path, attrs: dict, num_trajectories: int) -> tuple[h5py.Fi
 
 
 def reserve_space(path: str, start: int, nbytes: int) -> None:
-    """Allocate bytes [start, start + nbytes) of the file before HDF5 writes there, so that a full disk shows up
-    here (nothing written yet) instead of halfway through a group. Filesystems that cannot preallocate are written
-    without a reservation."""
+    """Allocate bytes [start, start + nbytes) before HDF5 writes there, so a full disk shows up before a group
+    is half written (skipped where the filesystem cannot preallocate)."""
     fd = os.open(path, os.O_RDWR)
     try:
         os.posix_fallocate(fd, start, nbytes)
@@ -453,8 +450,7 @@ def _collect_in_worker(job: tuple[int, int]) -> tuple[int, Trajectory]:
 
 
 def collect(config: Config) -> Path:
-    """Validate everything, then record the missing trajectories of `config.save_path` in index order, holding the
-    output's lock throughout."""
+    """Validate everything, then record the missing trajectories in index order, holding the output's lock."""
     check_config(config)
     path = Path(config.save_path)
     target = Path(os.path.realpath(path))  # the lock and the partial file live next to the real file
@@ -592,8 +588,7 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
 
 
 def main(config_class: type = Config) -> None:
-    """Command line: SIGTERM stops it as Ctrl-C does; a user error (output in use, disk full, ...) is reported in one
-    line, exit status 1."""
+    """Command line: SIGTERM stops it as Ctrl-C does; a user error is one line, exit status 1."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with user_errors():
         try:

@@ -63,9 +63,8 @@ def holm(ps: dict) -> dict:
 
 
 def learned(init: dict, end: dict, lower_is_better: bool) -> dict:
-    """Did a measure improve over update 0 on the seeds: per seed the change end - init, the seeds that improved, the
-    one-sided paired sign-flip p, and `holds` where p < ALPHA (with 5 seeds only when every seed improved). The
-    precondition of a finding's verdict: an arm that did not learn is not read."""
+    """Did a measure improve over update 0: per-seed change end - init, the seeds that improved, the one-sided paired
+    sign-flip p, and `holds` where p < ALPHA (with 5 seeds: only when every seed improved)."""
     seeds, x, y = paired(end, init)
     change = {s: float(e - i) for s, e, i in zip(seeds, x, y, strict=True)}
     improved = [s for s, d in change.items() if (d < 0 if lower_is_better else d > 0)]
