@@ -140,8 +140,7 @@ def labeled_data(method: str, config: dict) -> tuple[str | None, int | None]:
 
 @functools.cache
 def data_file_info(path: str | None) -> tuple[dict, int] | None:
-    """(root attributes, number of trajectories) of a data file, or None when it is not at hand (see the module
-    docstring for where a relative path is looked for)."""
+    """(root attributes, number of trajectories) of a data file, or None when not at hand (module docstring)."""
     if not path:
         return None
     candidates = [Path(path)] if Path(path).is_absolute() else [Path.cwd() / path, ROOT / path]
@@ -305,8 +304,7 @@ def _budget_key(b) -> tuple:
 
 
 def aggregate(runs: list[Run], value, budget_of=lambda r: r.budget) -> list[dict]:
-    """Rows {suite, method, env, budget, mean, std, n, seeds} of value(run) (None: left out) over seeds, plus
-    rows with env "average" (see the module docstring)."""
+    """Rows {suite, method, env, budget, mean, std, n, seeds} of value(run) (None: left out), plus env "average"."""
     groups = defaultdict(dict)  # (suite, method, budget) -> env -> seed -> value
     for r in runs:
         v = value(r)
@@ -357,8 +355,8 @@ def find_missing(runs: list[Run]) -> list[dict]:
 
 
 def normalize_by_bc_full(runs: list[Run]) -> list[str]:
-    """Replaces every run's score by return / (mean return of the bc_full runs of its suite and env); returns the
-    problems (an environment without bc_full runs, or with a non-positive mean return, gets no scores)."""
+    """Replaces each run's score by return / the mean bc_full return of its suite and env; returns the problems
+    (no bc_full runs, or a non-positive mean: no scores)."""
     refs = defaultdict(list)
     for r in runs:
         v = r.metrics.get(RETURN_KEY["bc_full"]) if r.method == "bc_full" else None

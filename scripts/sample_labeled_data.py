@@ -52,8 +52,7 @@ def trajectory_names(f: h5py.File, path: str) -> list[str]:
 
 
 def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size: int, width: int | None = None):
-    """Copy one dataset along its first axis, chunk_size rows at a time, keeping dtype, chunks and compression;
-    width: zero-pad the last axis to this size."""
+    """Copy one dataset chunk_size rows at a time, keeping dtype, chunks, compression; width: zero-pad the last axis."""
     shape = src.shape if width is None else (*src.shape[:-1], width)
     options = dict(chunks=src.chunks if width is None else None, compression_opts=src.compression_opts)
     dst = dst_group.create_dataset(name, shape=shape, dtype=src.dtype, compression=src.compression, **options)

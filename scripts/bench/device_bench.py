@@ -75,8 +75,7 @@ def peak_for(name: str) -> Optional[float]:
 
 
 def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flops_batch: int, run_dir=None):
-    """(FLOPs, FLOPs by module) of one update of a stage at `flops_batch` samples: the counter between two logged
-    updates; modules by PyTorch's names (the network's class, then its attribute path). Nothing is written."""
+    """(FLOPs, FLOPs by module name) of one update of a stage at `flops_batch` samples; nothing is written."""
     with FlopCounterMode(display=False) as counter:
         kwargs = dict(counter=counter, stop_after=2, run_dir=run_dir)
         log = timing.run_stage(key, data_path, device, tiny, 2, 1, flops_batch, **kwargs)
@@ -88,8 +87,7 @@ def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flop
 
 def paper_updates(key: str, budget: int) -> int:
     """Updates of a stage in a paper run (configs/<method>.yaml, 5000 x 1000-step data, `budget` labeled
-    trajectories), whole epochs counted by the scripts' num_batches: the last partial batch kept by LAOM's and LAOM +
-    supervision's stage 1, the IDM and the decoder, dropped by the others (docs/FAITHFULNESS.md)."""
+    trajectories), whole epochs as the scripts count them (last partial batch: docs/FAITHFULNESS.md)."""
     spec = STAGES[key]
     c = getattr(timing.stage_config(spec), spec.section)
     trajectories, steps = PAPER_DATA
@@ -149,8 +147,7 @@ def stage_data(data_dir: str, name: str, batch: int, updates: int) -> str:
 
 
 def stage_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, data_dir: str) -> dict:
-    """One stage (`<stage key>` or `<stage key>+compile`): FLOPs per update (eager rows), then seconds per update over
-    `windows` windows after a warm-up one, peak memory."""
+    """One stage (`<stage key>` or `<stage key>+compile`): FLOPs per update (eager), seconds per update, peak memory."""
     key, compiled = name.removesuffix("+compile"), name.endswith("+compile")
     spec = STAGES[key]
     batch = 8 if tiny else getattr(timing.stage_config(spec), spec.section).batch_size

@@ -144,8 +144,7 @@ class EnoughUpdates(Exception):
 
 
 class WindowLog:
-    """The wandb sink of a timed stage: at each logged update the time and the FLOPs so far (with a counter); after
-    `stop_after` logged updates it ends the stage (EnoughUpdates)."""
+    """The wandb sink of a timed stage: time and FLOPs at each logged update; ends the stage after `stop_after`."""
 
     def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None, stop_after: Optional[int] = None):
         self.step_key, self.counter, self.stop_after = step_key, counter, stop_after
@@ -170,8 +169,7 @@ class WindowLog:
 
 
 def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Optional[int], updates: int) -> list[str]:
-    """Command-line overrides of a timed stage: `data_path` everywhere, no evaluation, no probes beyond one batch,
-    `updates` updates (whole epochs where the stage counts epochs: the data is sized for it)."""
+    """Command-line overrides of a timed stage: `data_path`, no evaluation, probes on one batch, `updates` updates."""
     config_cls = importlib.import_module(spec.module).Config
     sections = [f.name for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(f.type)]
     args = [f"--{s}.data_path={data_path}" for s in sections]
@@ -277,8 +275,8 @@ def run_stage(
 def time_stage(
     key: str, data_path: str, device: torch.device, tiny: bool, batch: Optional[int], window: int, windows: int, **kw
 ):
-    """(seconds per update, peak GPU memory in GiB or None, seconds of the warm-up window) of a stage: one warm-up
-    window and `windows` timed ones, then the stage stops (no checkpoint written; kw: run_stage's)."""
+    """(seconds per update, peak GPU GiB or None, warm-up seconds) of a stage over `windows` windows after a
+    warm-up one (no checkpoint; kw: run_stage's)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

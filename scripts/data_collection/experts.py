@@ -151,8 +151,8 @@ class SACExpert(Expert):
 
 
 def resolve_checkpoint(checkpoint_path: str | os.PathLike, checkpoint_name: str = PPO_CHECKPOINT_NAME) -> tuple:
-    """(kind, path) of a checkpoint, without loading it: a folder with `config.pt` is "ppo", a `.zip` file (the
-    suffix may be left out) is "sac"; a MissingFileError names what is missing."""
+    """(kind, path) of a checkpoint without loading it: a folder with `config.pt` is "ppo", a `.zip` (suffix
+    optional) "sac"; else a MissingFileError."""
     path = Path(checkpoint_path)
     if path.is_dir():
         if not (path / PPO_CONFIG_NAME).is_file() or not (path / checkpoint_name).is_file():

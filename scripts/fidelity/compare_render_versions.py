@@ -130,8 +130,7 @@ def distract_model(physics, seed: int) -> None:
 
 
 def distract_camera(physics, cam: int) -> None:
-    """After mj_forward: the camera orbits its tracked subtree centre of mass and rolls, as the DCS camera distraction
-    (CAMERA_OFFSET in spherical coordinates)."""
+    """After mj_forward: the camera orbits its tracked subtree's centre of mass and rolls (CAMERA_OFFSET)."""
     data = physics.data
     target = np.array(data.subtree_com[int(physics.model.cam_bodyid[cam])])
     v = np.array(data.cam_xpos[cam]) - target
@@ -177,8 +176,7 @@ def make_states(env, seed: int, num_states: int, stride: int, total_actions: int
 
 
 def rollout(task: str, args, state: dict, actions: np.ndarray) -> dict:
-    """A fresh env (the plain model) from `state`, the same actions: qpos, qvel, rewards, 64 px frames of its own
-    trajectory at ROLLOUT_FRAME_STEPS."""
+    """A fresh env (plain model) from `state` with the same actions: qpos, qvel, rewards, 64 px frames."""
     env, cam, _ = load_task(task, args.seed)
     physics = env.physics
     env.reset()

@@ -55,8 +55,8 @@ def moved(z: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def action_readout(z: dict[str, torch.Tensor], actions: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every latent of z ([N, Z]) mapped to actions [N, A] by a ridge probe of z["full"] -> actions cross-fitted on the
-    two halves, each latent dimension standardised on the fitting half, the penalty of L2_GRID with the lowest MSE."""
+    """Every latent of z ([N, Z]) mapped to actions [N, A] by a ridge probe of z["full"] cross-fitted on two
+    halves (dimensions standardised on the fitting half; penalty of L2_GRID with the lowest MSE)."""
     n, a = len(actions), actions.double()
     halves = (torch.arange(n // 2), torch.arange(n // 2, n))
     best = None

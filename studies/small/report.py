@@ -179,9 +179,8 @@ def dataset_info(path: Path) -> dict:
 
 
 def novel_baseline(eval_path: Path, labeled_path: Path) -> dict:
-    """F5's stand-in for update 0, in its units (squared errors summed over the action dimensions, averaged over the
-    evaluation set's transitions): the labeled set's mean action (what the head and the IDM learn from), and the
-    evaluation set's own mean action (the best constant)."""
+    """F5's stand-in for update 0, in its units (squared errors summed over action dimensions, averaged over the
+    evaluation set): the labeled set's mean action (what the head and IDM learn from), the set's own (best constant)."""
     if not eval_path.exists() or not labeled_path.exists():
         return {}
     with h5py.File(labeled_path, "r") as f:
@@ -203,10 +202,9 @@ def _mean_difference(x: dict, y: dict) -> float:
 def compare(
     claim, a, b, measure, va, vb, init_a, init_b, lower=True, log=False, reference="update 0", requires_learning=True
 ) -> dict:
-    """a better than b on `measure`, from per-seed values {seed: value} at the end (va, vb) and at update 0 (init_a,
-    init_b): per arm the change (end - update 0, or with log=True log(end / update 0), the factor an MSE shrank by) and
-    whether it learned; paired two-sided p of the arms' changes (the primary test), end values and update-0 values.
-    reference: what stands for update 0 where the runs record none (F5). The verdicts come from adjust."""
+    """a better than b on `measure` from per-seed values {seed: value} at the end (va, vb) and update 0 (init_a,
+    init_b): per arm the change (end - init, or log(end / init) with log=True) and whether it learned; paired two-sided
+    p of the changes (primary), end and update-0 values. reference: what stands for update 0 (F5). Verdicts: adjust."""
     ia, ib = _iv(va), _iv(vb)
     f = {"claim": claim, "a": a, "b": b, "measure": measure, "a_interval": ia.as_dict(), "b_interval": ib.as_dict(),
          "a_per_seed": va, "b_per_seed": vb, "lower_is_better": lower, "paper_ratio": None, "reference": reference,
@@ -236,9 +234,8 @@ def _change(end: float, init: float, log: bool) -> float:
 
 
 def adjust(family: dict, unreadable: str | None = None) -> None:
-    """Holm within the family, separately for the tests of the changes, end values and update-0 values; each verdict
-    from the test of the change (stats.py: read_test), or "not readable: did not learn (<arm>)" where an arm that must
-    learn did not, or `unreadable` where neither side reaches DECODABLE (verdict_from_test keeps the test's)."""
+    """Holm within the family, per test (change, end, update 0); verdict from the change's test (stats.read_test), or
+    "not readable" where an arm that must learn did not, or `unreadable` where neither side reaches DECODABLE."""
     for test in ("change", "end", "init"):
         ps = {k: f.get(f"p_{test}", math.nan) for k, f in family.items()}
         adjusted, m = holm(ps), sum(math.isfinite(p) for p in ps.values())
@@ -442,8 +439,8 @@ def _learned(f: dict, arm: str) -> str:
 
 
 def _finding_rows(fam: dict, claims: bool = True) -> list[str]:
-    """One row per comparison: each arm at update 0 → the end, whether it learned, the mean differences of the arms'
-    changes and end values with their paired two-sided p (raw and Holm), the update-0 test, the verdict."""
+    """One row per comparison: each arm from update 0 to the end, learned or not, the mean differences of changes
+    and end values with paired two-sided p (raw, Holm), the update-0 test, the verdict."""
     rows = []
     for k, f in fam.items():
         paper = f" (paper: {f['paper_ratio']:g}x better)" if f.get("paper_ratio") else ""
@@ -688,7 +685,7 @@ def run_lam(run_dir: Path, module: str, shapes, trained: bool = True):
 
 
 def latent_points(run_dir: Path, module: str, config: dict, max_points: int = 1500):
-    """The finished LAM's latent actions of (o_t, o_{t+1}) on the ridge probe's test trajectories of the run's own data
+    """The finished LAM's latent actions of (o_t, o_{t+1}) on the ridge probe's test trajectories of the run's data
     (config: its results.json's), with the true actions."""
     import torch
 
