@@ -202,8 +202,7 @@ def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str 
         score_from = attrs if attrs and "difficulty" in attrs else score_attrs(env, setting)
         metrics[score_key] = normalized_score(score_from, metrics.get(RETURN_KEY[method]))
     seed = int(config.get("seed", layout["seed"] if layout else 0))
-    # Its own LAM unless loaded from another run's checkpoint; a run resumed after its LAM stage had finished
-    # reports that stage as skipped in its last invocation, but trained it (in an earlier one).
+    # Its own LAM unless loaded from another run's checkpoint (a resumed run's "skipped" LAM stage was trained).
     lam_trained = not config.get("lapo", {}).get("checkpoint_path")
     return Run(path, layout["suite"] if layout else "", method, env, budget, seed, metrics, lam_trained), None
 
@@ -274,8 +273,7 @@ def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
     if a.shape[0] == 1:  # one run: no spread to resample
         v = float(metrics.aggregate_iqm(a))
         return Interval(v, v, v, 1)
-    # rliable passes random_state on to arch, which still draws part of the resamples from numpy's global generator:
-    # seeded here for the call (and restored after), so the same scores give the same interval in any process
+    # arch draws part of rliable's resamples from numpy's global generator: seeded for the call, then restored
     state = np.random.get_state()
     np.random.seed(seed)
     try:
@@ -385,8 +383,7 @@ def summarize(runs: list[Run]) -> dict:
     for row in scores:
         other = ret.get((row["suite"], row["method"], row["env"], row["budget"]), {})
         row["return_mean"], row["return_std"] = other.get("mean", math.nan), other.get("std", math.nan)
-    # Probes: LAPO / LAOM train one LAM per (env, seed), reused by every budget: one entry ("-"), from the run
-    # that trained it. LAOM+supervision trains one LAM per budget.
+    # Probes: one entry ("-") per LAPO / LAOM LAM (per env and seed, shared by budgets); LAOM+supervision per budget.
     lam_runs = [r for r in runs if r.method in LATENT and (r.method not in SHARED_LAM or r.lam_trained)]
     probes = {}
     for column, (key, _) in PROBES.items():

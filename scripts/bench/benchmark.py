@@ -96,8 +96,7 @@ def bench_dcs(backgrounds: str, evaluation: bool, release: bool, cfg: BenchConfi
 
 
 def bench_dcs_workers(backgrounds: str, cfg: BenchConfig) -> float:
-    """Rendered frames/s of cfg.dcs_workers environments in worker processes (make_vec_env, as the evaluation with
-    eval_num_envs and the collector with --num_workers run them), resets included; the release steps one."""
+    """Rendered frames/s of cfg.dcs_workers environments in worker processes (make_vec_env), resets included."""
     kwargs = dict(domain_name="cheetah", task_name="run", difficulty="scale_easy_video_hard", dynamic=True)
     kwargs |= dict(img_hw=64, backgrounds_path=backgrounds, max_episode_steps=cfg.dcs_steps + 1)
     n = cfg.dcs_workers

@@ -34,9 +34,8 @@ from src.stage import PREEMPTED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Dense bf16 peak TFLOPS (NVIDIA's datasheets give the sparse figure, twice these) by a part of the torch.cuda device
-# name; the first match wins ("H200 NVL" and "GH200" hold "H200"), a name matching none asks for --peak_tflops. The
-# NVL / PCIe cards run lower clocks; GH200 is the SXM chip beside a Grace CPU; H100 SXM is "NVIDIA H100 80GB HBM3".
+# Dense bf16 peak TFLOPS (datasheets give sparse, twice these) by a part of the device name, first match wins ("H200
+# NVL" and "GH200" hold "H200"); a name matching none asks for --peak_tflops.
 PEAK_BF16_TFLOPS = [("H200 NVL", 835.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("GH200", 989.0)]
 PEAK_BF16_TFLOPS += [("H200", 989.0), ("H100", 989.0), ("A100", 312.0)]
 COMPILE_STAGES = ["lapo/lam", "laom/lam", "laom_labels/lam", "laom/latent_bc", "idm/idm", "bc/bc"]  # also compiled
@@ -104,8 +103,8 @@ def paper_updates(key: str, budget: int) -> int:
 
 
 def project(seconds_per_update: dict[str, float]) -> dict:
-    """Hours of one run (budget ONE_RUN_BUDGET) per method and of its Figure 8 grid, from seconds per update; LAPO's
-    and LAOM's LAM and latent BC train once per environment and seed, the other stages once per budget."""
+    """Hours of one run (ONE_RUN_BUDGET) per method and of its Figure 8 grid, from seconds per update (LAPO's and
+    LAOM's LAM and latent BC once per environment and seed, the other stages once per budget)."""
     out = {}
     for method, table2_h in PAPER_TABLE2_HOURS.items():
         keys = [k for k in STAGES if k.startswith(method + "/")]
@@ -127,9 +126,7 @@ def project(seconds_per_update: dict[str, float]) -> dict:
 # Example runs of the method scripts (the real command line, on the example data, a few updates per stage).
 SCRIPTS = {f"train_{m}": f"configs/example/{m.replace('_', '-')}.yaml"
            for m in ("lapo", "laom", "laom_labels", "idm", "bc", "lapo_mask")}  # fmt: skip
-# The rows in the order they run, the most telling first: each method's stage 1, latent BC at scale 32 (its actor
-# carries most of a latent-action run's FLOPs), BC; each script's real command line and one run stopped by SIGTERM
-# and resumed (does every script run on this GPU); the other stages; the data path; the compiled stages last.
+# The rows in the order they run, the most telling first (stage 1s, latent BC, BC, the scripts, resume, the rest).
 FIRST = ["lapo/lam", "laom/lam", "laom_labels/lam", "idm/idm", "laom/latent_bc", "bc/bc"]
 ROWS = FIRST + [f"script:{m}" for m in SCRIPTS] + ["resume:train_bc"] + [k for k in STAGES if k not in FIRST]
 ROWS += ["data_path"] + [f"{k}+compile" for k in COMPILE_STAGES]
@@ -251,8 +248,8 @@ def script_row(name: str, cfg: DeviceBenchConfig, tiny: bool, timeout: float) ->
 
 
 def resume_row(cfg: DeviceBenchConfig, tiny: bool, timeout: float) -> dict:
-    """`resume:train_bc`: BC's example run stopped by SIGTERM after its first periodic checkpoint (the preemption
-    path: checkpoint after the update in progress, exit code 75), then the same command resumes it to its end."""
+    """`resume:train_bc`: BC's example run stopped by SIGTERM after its first periodic checkpoint (exit 75), then
+    resumed to its end by the same command."""
     run_dir = Path(cfg.out_dir) / "scripts" / "resume_train_bc"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)

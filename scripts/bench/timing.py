@@ -248,8 +248,7 @@ def run_stage(
         module, cfg = parse_stage_config(spec, args, device, run_dir or tmp, **top, log_every=log_every)
         log = WindowLog(f"{spec.section}/step", counter, stop_after)
         run = dataclasses.replace(start_run(cfg), wandb=log)
-        # The networks built on `device` (the scripts build on the CPU and copy: LAPO's orthogonal initialisation
-        # of its 212M-parameter LAM took minutes on a CPU).
+        # Networks built on `device`: LAPO's orthogonal init of its 212M-parameter LAM took minutes on a CPU.
         build = module.build_models
 
         def build_on_device(*args, **kwargs):

@@ -39,8 +39,7 @@ LOCK_SUFFIX = ".lock"  # <save_path>.lock: the advisory lock of the output's wri
 PARTIAL_SUFFIX = ".partial"  # <save_path>.partial: the new file of an --overwrite run, until it replaces the old one
 RESERVE_MARGIN = 64 * 1024  # bytes reserved per trajectory beyond its arrays (HDF5 metadata, compression overhead)
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# Version 2 stores the expert's raw actions (the paper's datasets). Files of version 1 (no attribute) hold actions
-# clipped to [-1, 1]; src/data.py warns when it reads one.
+# Version 2: raw expert actions (as the paper's); version 1 (no attribute): clipped to [-1, 1], src/data.py warns.
 COLLECTOR_VERSION = 2
 # <group>/distractors/<name>: each frame's distractor state, float32 [T, k]; attribute `columns` names the columns.
 DISTRACTOR_COLUMNS = {
@@ -95,8 +94,7 @@ def episode_seed(seed: int, index: int) -> int:
 def collect_trajectory(
     env, expert: Expert, seed: int, max_steps: int, record_masks: bool = False, record_distractors: bool = True
 ) -> Trajectory:
-    """One greedy episode: the expert sees info["state"]; with each frame, optionally its true foreground mask and
-    its distractor state, both taken before the step, as the frame shows them."""
+    """One greedy episode; the expert sees info["state"]; optionally each frame's mask and distractor state."""
     if record_masks:
         from src.masks import segmentation_mask
     start = time.perf_counter()
@@ -336,8 +334,8 @@ def reserve_space(path: str, start: int, nbytes: int) -> None:
 
 
 def write_group(f: h5py.File, index: int, fill) -> None:
-    """Write group `index` with fill(group), mark it complete last, flush. On failure the group is deleted and the
-    root attributes restored before the error propagates, so the file keeps only whole trajectories."""
+    """Write group `index` with fill(group), mark it complete last, flush; on failure delete it and restore the
+    root attributes, so the file keeps only whole trajectories."""
     root = dict(f.attrs)
     try:
         group = f.create_group(str(index))
@@ -594,8 +592,7 @@ def main(config_class: type = Config) -> None:
         try:
             collect(pyrallis.parse(config_class=config_class))
         except DiskFullError as e:
-            # After a write that failed for lack of space, HDF5 may keep ids it could not close; its clean-up at
-            # interpreter exit would try to write them again (and can crash). The file is closed and checked: leave.
+            # HDF5's exit clean-up may retry (and crash on) the writes that failed; the file is closed and checked.
             print(f"error: {e}", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()

@@ -21,8 +21,8 @@ PPO_CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class DMCStateEnv(gym.Env):
-    """A dm_control suite task as a gymnasium env over flattened proprioceptive states (no rendering), to train
-    experts. `reset(seed=s)` reloads the task with that seed, so an episode is reproducible from its seed."""
+    """A dm_control task as a gymnasium env over flattened states (no rendering), to train experts; `reset(seed=s)`
+    reloads the task with that seed."""
 
     def __init__(self, domain_name: str, task_name: str, seed: int | None = None, dtype: np.dtype = np.float32):
         from dm_control import suite
@@ -47,8 +47,7 @@ class DMCStateEnv(gym.Env):
         return self._state(time_step), float(time_step.reward or 0.0), terminated, truncated, {}
 
     def _state(self, time_step) -> np.ndarray:
-        # Imported here, after __init__ imported dm_control: src.envs sets MUJOCO_GL=egl for the pixel environments
-        # when unset, and these state-only environments must keep working where dm_control finds no EGL.
+        # Imported after dm_control: src.envs sets MUJOCO_GL=egl when unset; state-only envs must work without EGL.
         from src.envs import flatten_state
 
         return flatten_state(time_step.observation, self._dtype)
@@ -133,8 +132,7 @@ class SACExpert(Expert):
     def __init__(self, zip_path: Path, device: str = "cpu"):
         from stable_baselines3 import SAC
 
-        # The released zip's pickled lr_schedule does not load across Python versions; SB3 rebuilds it from
-        # `learning_rate` on load, so a placeholder is enough (and it is never used for acting).
+        # The pickled lr_schedule does not load across Pythons; SB3 rebuilds it from learning_rate: a placeholder.
         self.model = SAC.load(str(zip_path), device=device, custom_objects={"lr_schedule": lambda _: 0.0})
         obs_space, action_space = self.model.observation_space, self.model.action_space
         if len(obs_space.shape) != 1 or len(action_space.shape) != 1:

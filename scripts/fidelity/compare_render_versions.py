@@ -37,8 +37,7 @@ DIFF_BINS = (0, 1, 2, 3, 5, 10, 20, 50, 256)  # histogram of per-value |a - b| (
 ROLLOUT_FRAME_STEPS = (0, 1, 10, 100, 250, 500, 1000)
 STATE_KEYS = ("qpos", "qvel", "act", "ctrl", "qacc_warmstart", "time")  # time last
 CAMERA_OFFSET, CAMERA_ROLL = (1.15, 0.2, -0.1), 0.05  # orbit radius factor, azimuth and polar offsets, roll (rad)
-# Compiled model fields that decide what the renderer draws (a field this version lacks is skipped), then model.vis
-# and model.stat fields (saved as vis.<field>).
+# Model fields that decide what is drawn (skipped where this version lacks them), then model.vis / model.stat (vis.*).
 MODEL_FIELDS = """
 nq nv nu na nbody ngeom ncam nlight nmat ntex nskin cam_mode cam_bodyid cam_pos cam_quat cam_poscom0 cam_pos0 cam_mat0
 cam_fovy cam_ipd cam_resolution cam_sensorsize cam_intrinsic cam_orthographic light_mode light_type light_directional

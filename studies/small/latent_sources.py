@@ -38,8 +38,8 @@ class Config:
 
 
 def frozen_frames(obs: torch.Tensor, nxt: torch.Tensor, fg: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The next stack [B, 3k, H, W] as it is, with its last frame's background or agent frozen at o_t's pixels
-    (fg: [B, 1, H, W], the agent in either frame), and with the whole last frame frozen (still)."""
+    """The next stack [B, 3k, H, W] as is, with its last frame's background or agent (fg: [B, 1, H, W]) frozen at
+    o_t's pixels, and wholly frozen (still)."""
     last_t, last_n = obs[:, -3:], nxt[:, -3:]
     lasts = {"full": last_n, "background": torch.where(fg, last_n, last_t), "agent": torch.where(fg, last_t, last_n),
              "still": last_t}  # fmt: skip

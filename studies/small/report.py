@@ -44,14 +44,12 @@ DISTRACTOR_TARGETS = ("background", "camera", "color")
 # The second family of tests: less distractor leakage than LAPO (lower test R²), for each distractor.
 LEAKAGE_TESTS = [(a, "lapo", t) for a in ("laom", "lapo_mask") for t in DISTRACTOR_TARGETS]
 DECODABLE = 0.02  # a leakage comparison is read only where one side's test R² (IQM) reaches this
-# The other direction (src/probes.py): the share of each latent's variance that the agent (action and agent-state
-# change), or the distractors' changes, explain linearly on the test trajectories.
+# The share of each latent's variance the agent's or the distractors' changes explain linearly (src/probes.py).
 SHARES = ("latent_from_agent", "latent_from_distractors")
 # Held-out canonical correlations of the latent (src/probes.py: cca_<source>), measures that rescaling cannot change.
 CCA_SOURCES = ("agent", "distractors")
-# The third family, the paper's mechanism: distractors take LAPO's latent from the agent; LAOM, supervision and the
-# true masks give it back (more canonical correlation with the agent, less with the distractors).
-# (a, b, source, higher is better)
+# The third family, the mechanism: distractors take LAPO's latent from the agent; LAOM, supervision and the true
+# masks give it back. (a, b, source, higher is better)
 MECHANISM_TESTS = [("lapo_vanilla", "lapo", "agent", True), ("laom", "lapo", "agent", True),
                    ("laom_labels", "laom", "agent", True), ("lapo_mask", "lapo", "agent", True),
                    ("laom", "lapo", "distractors", False), ("laom_labels", "laom", "distractors", False),
@@ -326,8 +324,7 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
     findings["F2"]["paper_ratio"] = PAPER_F2
     adjust(findings)
     findings["F5"]["mean_action_baseline"] = nothing
-    # Descriptive, not a finding: keeping the directions of most variance is biased against a latent whose action
-    # lies in directions of little variance, so it is no test of width.
+    # Descriptive, not a finding: top principal components are biased against actions in low-variance directions.
     pca128 = probe("laom", "lapo", "LAOM's top 128 principal components against LAPO's 128 dimensions (descriptive)",
                    k="pca128", measure="ridge relative MSE, 128 dimensions")  # fmt: skip
     adjust({"F2@128": pca128})

@@ -12,8 +12,8 @@ ALPHA = 0.05  # family-wise error rate of a report's verdicts (Holm)
 
 
 def verdict(a: Interval, b: Interval, lower_is_better: bool) -> str:
-    """Is a better than b: "holds" where the intervals separate that way (2 runs or more each), "direction only" where
-    only the IQMs order that way, "does not hold" otherwise, "not measured" without runs."""
+    """Is a better than b: "holds" (intervals separate, 2+ runs each), "direction only" (IQMs only), "does not
+    hold", or "not measured" without runs."""
     if a.n == 0 or b.n == 0:
         return "not measured"
     if (a.iqm - b.iqm) * (1.0 if lower_is_better else -1.0) >= 0:
