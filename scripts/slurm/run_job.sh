@@ -49,8 +49,7 @@ for _ in $(seq 60); do
 done
 [[ $status == 0 ]] && say ": the run finished" && exit 0
 if [[ "$got" == USR1 && ($status == "$PREEMPTED_EXIT_CODE" || $status -gt 128) ]]; then
-    # Stopped on the warning: checkpointed (exit 75), or killed by the signal outside a stage's update loop (it
-    # resumes from the last checkpoint of the stage, or skips the stages it finished).
+    # Stopped on the warning (checkpointed, or killed outside an update loop: it resumes either way); requeue it.
     # SLURM ends this incarnation of the job (SIGTERM) as it requeues it: the line comes first.
     say ": requeueing (exit $status); it starts again and resumes the run"
     scontrol requeue "$job" && exit 0

@@ -45,8 +45,7 @@ esac
 _MISSING_DATA=()
 
 full_data() { echo "$DATA_DIR/$1.hdf5"; }
-# Data of the latent-action-model stage: the full set, or with CROSS_EMBODIED=1 the leave-one-out mixture of the
-# other environments (scripts/data/make_cross_embodied.py; scripts/sweeps/cross_embodied.sh).
+# Data of the LAM stage: the full set, or with CROSS_EMBODIED=1 the leave-one-out mixture (make_cross_embodied.py).
 lam_data() {
     if [[ "${CROSS_EMBODIED:-0}" == 1 ]]; then echo "$DATA_DIR/$1-mixed.hdf5"; else full_data "$1"; fi
 }
@@ -60,8 +59,7 @@ need_data() {  # datasets the sweep needs: a missing one stops the sweep before 
     done
 }
 
-# The evaluation set of an environment if it exists (the novel-distractor metrics need it), else a warning and "";
-# "" with CROSS_EMBODIED=1 (the scripts require the evaluation set to have the action size of the LAM's data).
+# The evaluation set of an environment if it exists, else a warning and ""; "" with CROSS_EMBODIED=1 (action sizes).
 eval_data_if_exists() {
     local path="$DATA_DIR/$1-eval.hdf5"
     [[ "${CROSS_EMBODIED:-0}" == 1 ]] && return 0
@@ -88,8 +86,7 @@ add_job() {
     queue_job "$phase" "$dir" "$requires" "$cmd"
 }
 
-# Runs every job added with add_job, phase by phase, PARALLEL at once (scripts/jobs.sh) or as SLURM jobs; reports
-# failures; returns non-zero if any.
+# Runs every job added with add_job, phase by phase (scripts/jobs.sh or SLURM); returns non-zero if any failed.
 run_sweep() {
     local label=$1
     if [[ ${#_MISSING_DATA[@]} -gt 0 ]]; then
@@ -108,9 +105,8 @@ run_sweep() {
     fi
 }
 
-# LAPO and LAOM: the LAM and the latent BC never see labels, so they are trained once per (env, seed), by the run of
-# the first budget, and every other budget reuses both (--lapo.checkpoint_path, --bc.checkpoint_path): only its
-# decoder is trained (paper, Appendix E). The reusing runs skip the latent BC's diagnostic evaluation.
+# LAPO and LAOM: the LAM and latent BC see no labels: trained once per (env, seed) by the first budget's run, reused
+# by the others, which train only their decoder (paper, Appendix E) and skip the latent BC's evaluation.
 sweep_reused_lam() {  # method module config
     local method=$1 module=$2 config=$3 env seed budget base ev full lam budgets
     read -r -a budgets <<<"$BUDGETS"

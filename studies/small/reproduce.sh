@@ -93,9 +93,8 @@ full=$DATA/cheetah-run.hdf5
 labeled=$DATA/cheetah-run-labeled-1000x$BUDGET.hdf5
 ev=$DATA/cheetah-run-eval.hdf5
 curve="--lapo.ridge_probe_every=$RIDGE_EVERY"
-# Every seed trains every latent-action model (F1-F3, F5); the seeds of RETURN_SEEDS also train the policies and
-# evaluate them (F4, preconditions 2-3). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
-# with --idm_only, in their own run directories (suffix -lam), so the full runs are never confused with them.
+# Every seed trains every LAM (F1-F3, F5); the seeds of RETURN_SEEDS also train and evaluate the policies (F4). The
+# others run with --lam_only / --idm_only in run directories of their own (suffix -lam).
 pick() {  # the variants ONLY names (all when ONLY is empty)
     [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]
 }
