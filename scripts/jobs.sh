@@ -25,8 +25,7 @@ if [[ -z "${JOB_THREADS:-}" && -z "${OMP_NUM_THREADS:-}" && -z "$GPUS" && "$PARA
 fi
 JOB_THREADS=${JOB_THREADS:-${OMP_NUM_THREADS:-}}
 
-# The queue and the outcomes (the SLURM launcher, scripts/slurm/launcher.sh, reads them too): phase<N> holds one
-# line per job, RUN_DIR <tab> REQUIRES (- for none) <tab> COMMAND; done, skipped and failed one line per job.
+# The queue (phase<N>: RUN_DIR <tab> REQUIRES or - <tab> COMMAND) and outcomes; scripts/slurm/launcher.sh reads them.
 _SWEEP_TMP=$(mktemp -d "${TMPDIR:-/tmp}/jobs.XXXXXX")
 trap 'rm -rf "$_SWEEP_TMP"' EXIT
 touch "$_SWEEP_TMP/done" "$_SWEEP_TMP/skipped" "$_SWEEP_TMP/failed"

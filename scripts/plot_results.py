@@ -258,9 +258,8 @@ class Interval:
 
 
 def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
-    """IQM and its 95% bootstrap interval of scores [runs, tasks] (a 1-D array is one task); NaN when there are no
-    runs. The bootstrap is seeded (numpy's global generator too, for the call): the same scores give the same
-    interval, whatever ran before."""
+    """IQM and its 95% bootstrap interval of scores [runs, tasks] (1-D: one task); NaN without runs. Seeded (numpy's
+    global generator too, for the call): the same scores give the same interval, whatever ran before."""
     from rliable import library as rly
     from rliable import metrics
 

@@ -321,8 +321,8 @@ def release_optimizer(model, kind: str, lr: float, weight_decay: Optional[float]
 
 
 def precision_pairs(c: UpdateBenchConfig) -> None:
-    """fp32 against bf16 autocast, blocks alternating (fp32 then bf16, then bf16 then fp32, ...): the median seconds
-    per update of each and the median bf16 / fp32 ratio of the pairs (docs/FAITHFULNESS.md, "Precision on the CPU")."""
+    """fp32 against bf16 autocast in alternating blocks: median seconds per update of each, median bf16 / fp32 ratio
+    of the pairs (docs/FAITHFULNESS.md, "Precision on the CPU")."""
     config = c.config or f"configs/example/{c.method}.yaml"
     seconds, ratios = {"fp32": [], "bf16": []}, []
     for i in range(c.pairs):

@@ -665,8 +665,8 @@ def _bars(ax, a: dict, lams: list[str], targets) -> None:
 
 
 def run_lam(run_dir: Path, module: str, shapes, trained: bool = True):
-    """A finished run's LAM in eval mode, built as its script builds it: with lam.pt's weights, or (trained=False)
-    seeded as the script seeds its stage 1 before it builds its networks (src/checkpoint.py): its update-0 network."""
+    """A finished run's LAM in eval mode, built as its script builds it: lam.pt's weights, or (trained=False) its
+    update-0 network, seeded as the script's stage 1 (src/checkpoint.py)."""
     import importlib
 
     from src.checkpoint import load_checkpoint, seed_stage

@@ -21,8 +21,7 @@ T=$SMALL_DIR/tune
 if [[ ! -f $D/cheetah-run-val.hdf5 ]]; then
     ONLY_DATA=1 bash studies/small/reproduce.sh || exit $?
 fi
-# Grids (a coordinate search: learning rate first, then LAOM's EMA rate at the chosen learning rate; a choice at an
-# edge of its grid extended the grid by one point, as the README's tuning table shows).
+# Grids, searched one coordinate at a time (a choice at an edge extended its grid by one point: the README's table).
 LAPO_LRS=${LAPO_LRS:-${LAM_LRS:-"0.0003 0.001 0.003 0.01"}}
 LAOM_LRS=${LAOM_LRS:-${LAM_LRS:-"0.00001 0.00003 0.0001 0.0003 0.001 0.003"}}  # at tau 0.01 (extended down twice: edges)
 TAU_LR=${TAU_LR:-0.0003}  # LAOM's chosen learning rate
