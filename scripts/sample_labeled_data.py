@@ -32,8 +32,7 @@ class Config:
 
 
 def trajectory_names(f: h5py.File, path: str) -> list[str]:
-    """The trajectory groups "0" .. "n-1", checked for the root attributes, datasets and attributes of the released
-    layout (a MissingKeyError or a DatasetError naming the file)."""
+    """The groups "0" .. "n-1", checked for the released layout (MissingKeyError / DatasetError naming the file)."""
     for key in [k for k in REQUIRED_ROOT_ATTRS if k not in f.attrs]:
         raise MissingKeyError(f"{path}: root attribute '{key}' missing (it has {list(f.attrs)}).")
     names = sorted((k for k in f.keys() if k.isdigit()), key=int)

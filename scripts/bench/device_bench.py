@@ -248,8 +248,7 @@ def script_row(name: str, cfg: DeviceBenchConfig, tiny: bool, timeout: float) ->
 
 
 def resume_row(cfg: DeviceBenchConfig, tiny: bool, timeout: float) -> dict:
-    """`resume:train_bc`: BC's example run stopped by SIGTERM after its first periodic checkpoint (exit 75), then
-    resumed to its end by the same command."""
+    """`resume:train_bc`: BC's example run stopped by SIGTERM after its first checkpoint (exit 75), then resumed."""
     run_dir = Path(cfg.out_dir) / "scripts" / "resume_train_bc"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)

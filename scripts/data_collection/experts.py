@@ -21,8 +21,7 @@ PPO_CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class DMCStateEnv(gym.Env):
-    """A dm_control task as a gymnasium env over flattened states (no rendering), to train experts; `reset(seed=s)`
-    reloads the task with that seed."""
+    """A dm_control task as a gymnasium env over flattened states, to train experts; reset(seed=s) reloads it seeded."""
 
     def __init__(self, domain_name: str, task_name: str, seed: int | None = None, dtype: np.dtype = np.float32):
         from dm_control import suite

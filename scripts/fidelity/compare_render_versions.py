@@ -105,8 +105,8 @@ def model_params(model, xml: str) -> dict:
 
 
 def distract_model(physics, seed: int) -> None:
-    """The DCS port's model edits with fixed values (both installs apply the same): every material's RGB shifted, the
-    grid translucent, the skybox texture overwritten with a gradient and checker pattern and re-uploaded."""
+    """The DCS port's model edits with fixed values (same in both installs): materials' RGB shifted, grid
+    translucent, skybox overwritten with a gradient and checker pattern and re-uploaded."""
     import mujoco
 
     from src.dcs.constants import SKYBOX_SIZE as side  # the side of the port's skybox texture

@@ -31,8 +31,7 @@ forward() {
 }
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
-# The run in a process group of its own, led by the training process itself (exec): a signal forwarded to the group
-# reaches it and whatever it started (torchrun's workers).
+# The run leads a process group of its own (exec): a signal to the group also reaches torchrun's workers.
 eval "exec setsid $cmd" &
 pid=$!
 while :; do

@@ -2,18 +2,15 @@
 # scripts/jobs.sh or, with LAUNCHER=slurm, as SLURM batch jobs (docs/DISTRIBUTED.md, "Running on a SLURM cluster").
 #
 # Settings (environment variables, defaults below; docs/REPRODUCING.md): ENVS, BUDGETS, SEEDS, DATA_DIR, RUNS_DIR,
-# CONFIG_DIR (configs/example: the tiny example configs) or CONFIG (the method's YAML config, over CONFIG_DIR);
-# EXTRA_ARGS, appended to every command (word-split; they win over the sweep's own arguments, e.g.
-# "--wandb_mode=online --device=cuda"); DCS_BACKGROUNDS, the DAVIS folder (or "builtin") of the evaluation
-# environments [as recorded in the dataset]; RUN_NAME_PREFIX of the run names <method>-<env>-budget<N>-seed<S>
-# (wandb); LAUNCHER: "local" (here, PARALLEL at once) or "slurm" (one SLURM batch job each).
+# CONFIG_DIR (configs/example) or CONFIG (a method's YAML, over CONFIG_DIR); EXTRA_ARGS (word-split, appended to every
+# command, winning over the sweep's own); DCS_BACKGROUNDS (evaluation's DAVIS folder or "builtin" [the dataset's]);
+# RUN_NAME_PREFIX of the wandb names <method>-<env>-budget<N>-seed<S>; LAUNCHER: "local" [PARALLEL at once] or "slurm".
 #
 # Data naming convention (scripts/data/make_labeled_sets.sh writes it):
 #   $DATA_DIR/<env>.hdf5                   the full dataset (5000 trajectories, "unlabeled")
 #   $DATA_DIR/<env>-labeled-1000x<N>.hdf5  N whole labeled trajectories sampled from it
 #   $DATA_DIR/<env>-eval.hdf5              evaluation set recorded with the validation (novel) videos
-# Run layout: $RUNS_DIR/<method>/<env>/budget<N>/seed<S> (bc_full: $RUNS_DIR/bc_full/<env>/full/seed<S>), each with
-# config.yaml, results.json, stage checkpoints and train.log (stdout and stderr of the run).
+# Run layout: $RUNS_DIR/<method>/<env>/budget<N>|full/seed<S>: config.yaml, results.json, checkpoints, train.log.
 
 # The default ENVS is src/dcs/constants.py PAPER_ENVS (tests/test_consolidation.py checks that they agree).
 ENVS=${ENVS:-"cheetah-run walker-run hopper-hop humanoid-walk"}

@@ -77,8 +77,7 @@ echo "== data: $NUM_TRAJ distracted + $NUM_TRAJ vanilla + $NUM_EVAL evaluation t
 collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0 --record_masks=true
 collect "$DATA_VANILLA/cheetah-run.hdf5" "$NUM_TRAJ" vanilla train 0
 collect "$DATA/cheetah-run-eval.hdf5" "$NUM_EVAL" scale_easy_video_hard val 100
-# The ridge probe's split (src/probes.py): the last tenth of the trajectories is its test set, the tenth before
-# it its validation set; the labeled subset is drawn from the rest.
+# The probe's split (src/probes.py): last tenth test, the tenth before validation; the labeled subset from the rest.
 k=$((NUM_TRAJ / 10 > 0 ? NUM_TRAJ / 10 : 1))
 subset "$DATA/cheetah-run-labeled-1000x$BUDGET.hdf5" --num_trajectories="$BUDGET" --first=$((NUM_TRAJ - 2 * k)) --seed=0
 subset "$DATA/cheetah-run-val.hdf5" --num_trajectories="$k" \
