@@ -4,9 +4,8 @@
 #   bash scripts/data/make_labeled_sets.sh ENV [EXPERT_CHECKPOINT]
 #   DCS_BACKGROUNDS=DAVIS/JPEGImages/480p bash scripts/data/make_labeled_sets.sh walker-run <experts>/walker-run-expert
 #
-# EXPERT_CHECKPOINT: the environment's expert (PPO folder or SAC zip, as released with the paper); without it the
-# evaluation set is not made. Files that exist are kept (an interrupted evaluation set is resumed).
-# Settings (environment variables; defaults in brackets):
+# EXPERT_CHECKPOINT: the expert (PPO folder or SAC zip), needed for the evaluation set. Existing files are kept (an
+# interrupted evaluation set resumes). Settings (environment variables; defaults in brackets):
 #   DATA_DIR [data]  BUDGETS [2 4 8 16 32 64 128]  SAMPLE_SEED [0]: seed of the sampling (the same for every budget)
 #   DCS_BACKGROUNDS: DAVIS folder <root>/<video>/<frame>.jpg, or "builtin" (required for the evaluation set)
 #   EVAL_TRAJECTORIES [50]  EVAL_SEED [100]: base episode seed of the evaluation set (the training set's differs)

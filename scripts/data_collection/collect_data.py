@@ -280,8 +280,7 @@ def count_complete(path: Path) -> int:
 
 
 def open_output(path: Path, attrs: dict, num_trajectories: int) -> tuple[h5py.File, list[float]] | None:
-    """Open a new output, or resume an existing one made by the same command (incomplete groups dropped): (file,
-    returns of the complete trajectories); None, writing nothing, when the file already holds all of them."""
+    """(file, returns of complete trajectories): new, or resumed if the same command made it; None when complete."""
     if not path.exists():
         f = h5py.File(path, "w")
         f.attrs.update(attrs | dict(package_versions=package_versions(), dataset_return=float("nan")))
