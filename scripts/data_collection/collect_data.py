@@ -280,7 +280,8 @@ def count_complete(path: Path) -> int:
 
 
 def open_output(path: Path, attrs: dict, num_trajectories: int) -> tuple[h5py.File, list[float]] | None:
-    """(file, returns of complete trajectories): new, or resumed if the same command made it; None when complete."""
+    """(file, returns of complete trajectories): new, or resumed if the same command made it (incomplete groups
+    dropped); None, writing nothing, when it is complete."""
     if not path.exists():
         f = h5py.File(path, "w")
         f.attrs.update(attrs | dict(package_versions=package_versions(), dataset_return=float("nan")))
