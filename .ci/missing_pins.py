@@ -1,6 +1,5 @@
-"""The pins of a requirements file (and the files it includes with -r) that the running Python lacks: prints how many
-and their names on one line, nothing when none is missing. A pin installed at another version (the release's MuJoCo of
-requirements-reference.txt, say) is named on stderr and counts as present.
+"""Print how many pins of a requirements file (and its -r includes) the running Python lacks, and their names; nothing
+when none is missing. A pin installed at another version is named on stderr and counts as present.
 
     python3 .ci/missing_pins.py requirements-dev.txt     # e.g. "35 of 35: torch, numpy, h5py, pyrallis, ..."
 """

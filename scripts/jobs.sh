@@ -5,9 +5,8 @@
 #                                             job of phase 1 ends before phase 2 starts
 #   job RUN_DIR MODULE ARGS...                queues `$PYTHON -u -m MODULE ARGS... --run_dir=RUN_DIR` in phase 1
 #   run_jobs LABEL [WHERE]                    runs the queue, PARALLEL at once in queue order, then empties it
-# A job whose RUN_DIR holds results.json is skipped; an interrupted one resumes from its stage checkpoints (the method
-# scripts do that); each appends its output to RUN_DIR/train.log. run_jobs prints a line per job and a summary, lists
-# the failed jobs (run directory, log or reason) on stderr and returns 1 if any failed; the others still run.
+# A job whose RUN_DIR holds results.json is skipped, an interrupted one resumes; output goes to RUN_DIR/train.log.
+# run_jobs prints a line per job and a summary, the failed jobs on stderr, and returns 1 if any failed.
 # Settings (environment variables; defaults in brackets):
 #   PARALLEL     jobs at once                                    [the number of GPUS, else 1]
 #   GPUS         GPU ids, e.g. "0 1 2 3": a job gets CUDA_VISIBLE_DEVICES of its worker, round robin  [none]
@@ -26,8 +25,7 @@ if [[ -z "${JOB_THREADS:-}" && -z "${OMP_NUM_THREADS:-}" && -z "$GPUS" && "$PARA
 fi
 JOB_THREADS=${JOB_THREADS:-${OMP_NUM_THREADS:-}}
 
-# The queue and the outcomes (the SLURM launcher, scripts/slurm/launcher.sh, reads them too): phase<N> holds one
-# line per job, RUN_DIR <tab> REQUIRES (- for none) <tab> COMMAND; done, skipped and failed one line per job.
+# The queue (phase<N>: RUN_DIR <tab> REQUIRES or - <tab> COMMAND) and outcomes; scripts/slurm/launcher.sh reads them.
 _SWEEP_TMP=$(mktemp -d "${TMPDIR:-/tmp}/jobs.XXXXXX")
 trap 'rm -rf "$_SWEEP_TMP"' EXIT
 touch "$_SWEEP_TMP/done" "$_SWEEP_TMP/skipped" "$_SWEEP_TMP/failed"

@@ -2,11 +2,8 @@
 
     python -m scripts.plot_results --runs_dir runs    # --out runs/results (the default: git-ignored, not the sources)
 
-Writes to --out: results.md, scores.csv (normalised score per method / env / budget and averaged over environments),
-probes.csv, novel_distractors.csv, summary.json (all of it, and what is missing) and the figures scores.png (paper
-Fig. 1 / 8: score vs label budget), probe_mse.png and ridge_probe_mse.png (Fig. 5 / 6: probe MSE of latent to true
-actions) and novel_distractors.png (Fig. 9a: IDM vs LAOM+supervision on novel distractors). A second sweep under a
-subfolder (e.g. runs/cross_embodied/<method>/...) is a separate "suite": its files get the suffix -<suite>.
+Writes results.md, the CSVs, summary.json (all of it, and what is missing) and the figures to --out
+(docs/REPRODUCING.md). A sweep under a subfolder (e.g. runs/cross_embodied/...) is a "suite": its files get -<suite>.
 
 How a run is identified, in order:
 - method, suite: from the layout of scripts/sweeps, <suite...>/<method>/<env>/budget<N>|full/seed<S>, with a known
@@ -22,11 +19,9 @@ How a run is identified, in order:
   cheetah-run, budget 14; example-bc as bc_full). A run none of these places is reported and left out.
 - seed: the config's `seed`.
 Statistics: mean and population std over seeds, and rliable's IQM with its 95% stratified bootstrap interval
-(`interval`): over seeds per environment, over seeds x environments (stratified by environment) for the average.
-The average is the mean of the per-environment means; its std is over the per-seed averages of the seeds present in
-every environment. The score is the run's own (return / BC-on-full-data return of paper Table 3,
-src/evaluation.py); for a run that recorded only a return, src.evaluation.normalized_score from the data file's
-attributes (without the file, --setting distractors|vanilla picks the Table 3 column).
+(`interval`). The average over environments is the mean of the per-environment means, its std over the per-seed
+averages of the seeds in every environment. Scores: the run's own (src/evaluation.py), else from the data file's
+attributes (without the file, --setting picks the paper's Table 3 column).
 """
 
 import csv
@@ -145,8 +140,7 @@ def labeled_data(method: str, config: dict) -> tuple[str | None, int | None]:
 
 @functools.cache
 def data_file_info(path: str | None) -> tuple[dict, int] | None:
-    """(root attributes, number of trajectories) of a data file, or None when it is not at hand (see the module
-    docstring for where a relative path is looked for)."""
+    """(root attributes, number of trajectories) of a data file, or None when not at hand (module docstring)."""
     if not path:
         return None
     candidates = [Path(path)] if Path(path).is_absolute() else [Path.cwd() / path, ROOT / path]
@@ -208,8 +202,7 @@ def read_run(path: Path, runs_dir: Path, setting: str) -> tuple[Run | None, str 
         score_from = attrs if attrs and "difficulty" in attrs else score_attrs(env, setting)
         metrics[score_key] = normalized_score(score_from, metrics.get(RETURN_KEY[method]))
     seed = int(config.get("seed", layout["seed"] if layout else 0))
-    # Its own LAM unless loaded from another run's checkpoint; a run resumed after its LAM stage had finished
-    # reports that stage as skipped in its last invocation, but trained it (in an earlier one).
+    # Its own LAM unless loaded from another run's checkpoint (a resumed run's "skipped" LAM stage was trained).
     lam_trained = not config.get("lapo", {}).get("checkpoint_path")
     return Run(path, layout["suite"] if layout else "", method, env, budget, seed, metrics, lam_trained), None
 
@@ -265,9 +258,8 @@ class Interval:
 
 
 def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
-    """IQM and its 95% bootstrap interval of scores [runs, tasks] (a 1-D array is one task); NaN when there are no
-    runs. The bootstrap is seeded (numpy's global generator too, for the call): the same scores give the same
-    interval, whatever ran before."""
+    """IQM and its 95% bootstrap interval of scores [runs, tasks] (1-D: one task); NaN without runs. Seeded (numpy's
+    global generator too, for the call): the same scores give the same interval, whatever ran before."""
     from rliable import library as rly
     from rliable import metrics
 
@@ -280,8 +272,7 @@ def interval(scores, seed: int = 0, reps: int = REPS) -> Interval:
     if a.shape[0] == 1:  # one run: no spread to resample
         v = float(metrics.aggregate_iqm(a))
         return Interval(v, v, v, 1)
-    # rliable passes random_state on to arch, which still draws part of the resamples from numpy's global generator:
-    # seeded here for the call (and restored after), so the same scores give the same interval in any process
+    # arch draws part of rliable's resamples from numpy's global generator: seeded for the call, then restored
     state = np.random.get_state()
     np.random.seed(seed)
     try:
@@ -310,8 +301,7 @@ def _budget_key(b) -> tuple:
 
 
 def aggregate(runs: list[Run], value, budget_of=lambda r: r.budget) -> list[dict]:
-    """Rows {suite, method, env, budget, mean, std, n, seeds} of value(run) (None: left out) over seeds, plus
-    rows with env "average" (see the module docstring)."""
+    """Rows {suite, method, env, budget, mean, std, n, seeds} of value(run) (None: left out), plus env "average"."""
     groups = defaultdict(dict)  # (suite, method, budget) -> env -> seed -> value
     for r in runs:
         v = value(r)
@@ -362,8 +352,8 @@ def find_missing(runs: list[Run]) -> list[dict]:
 
 
 def normalize_by_bc_full(runs: list[Run]) -> list[str]:
-    """Replaces every run's score by return / (mean return of the bc_full runs of its suite and env); returns the
-    problems (an environment without bc_full runs, or with a non-positive mean return, gets no scores)."""
+    """Replaces each run's score by return / the mean bc_full return of its suite and env; returns the problems
+    (no bc_full runs, or a non-positive mean: no scores)."""
     refs = defaultdict(list)
     for r in runs:
         v = r.metrics.get(RETURN_KEY["bc_full"]) if r.method == "bc_full" else None
@@ -392,8 +382,7 @@ def summarize(runs: list[Run]) -> dict:
     for row in scores:
         other = ret.get((row["suite"], row["method"], row["env"], row["budget"]), {})
         row["return_mean"], row["return_std"] = other.get("mean", math.nan), other.get("std", math.nan)
-    # Probes: LAPO / LAOM train one LAM per (env, seed), reused by every budget: one entry ("-"), from the run
-    # that trained it. LAOM+supervision trains one LAM per budget.
+    # Probes: one entry ("-") per LAPO / LAOM LAM (per env and seed, shared by budgets); LAOM+supervision per budget.
     lam_runs = [r for r in runs if r.method in LATENT and (r.method not in SHARED_LAM or r.lam_trained)]
     probes = {}
     for column, (key, _) in PROBES.items():

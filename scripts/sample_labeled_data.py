@@ -1,14 +1,8 @@
-"""Sample a labeled subset: N whole trajectories, without replacement, from a full dataset.
+"""Sample a labeled subset: N whole trajectories, without replacement, renumbered "0" .. "N-1" in original order (each
+with `original_traj_idx`; `dataset_return` recomputed), copied in chunks into a temporary file renamed when complete.
 
-The sampled groups are copied with their attributes and renumbered "0" .. "N-1" in increasing original index, each
-with `original_traj_idx`; `dataset_return` is recomputed over them (the source's kept as `source_dataset_return`).
-Frames are copied `chunk_size` steps at a time (bounded memory) into a temporary file renamed when complete.
-
-    python -m scripts.sample_labeled_data \\
-        --data_path="path/to/full/dataset" \\
-        --save_path="path/to/full/dataset-labeled-1000x$num_traj.hdf5" \\
-        --chunk_size=1000 \\
-        --num_trajectories=$num_traj
+    python -m scripts.sample_labeled_data --data_path="path/to/full/dataset" \\
+        --save_path="path/to/full/dataset-labeled-1000x$num_traj.hdf5" --chunk_size=1000 --num_trajectories=$num_traj
 """
 
 import os
@@ -38,8 +32,7 @@ class Config:
 
 
 def trajectory_names(f: h5py.File, path: str) -> list[str]:
-    """The trajectory groups "0" .. "n-1", checked for the root attributes, datasets and attributes of the released
-    layout (a MissingKeyError or a DatasetError naming the file)."""
+    """The groups "0" .. "n-1", checked for the released layout (MissingKeyError / DatasetError naming the file)."""
     for key in [k for k in REQUIRED_ROOT_ATTRS if k not in f.attrs]:
         raise MissingKeyError(f"{path}: root attribute '{key}' missing (it has {list(f.attrs)}).")
     names = sorted((k for k in f.keys() if k.isdigit()), key=int)
@@ -58,8 +51,7 @@ def trajectory_names(f: h5py.File, path: str) -> list[str]:
 
 
 def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size: int, width: int | None = None):
-    """Copy one dataset along its first axis, chunk_size rows at a time, keeping dtype, chunks and compression;
-    width: zero-pad the last axis to this size."""
+    """Copy one dataset chunk_size rows at a time, keeping dtype, chunks, compression; width: zero-pad the last axis."""
     shape = src.shape if width is None else (*src.shape[:-1], width)
     options = dict(chunks=src.chunks if width is None else None, compression_opts=src.compression_opts)
     dst = dst_group.create_dataset(name, shape=shape, dtype=src.dtype, compression=src.compression, **options)
@@ -74,9 +66,8 @@ def copy_dataset(src: h5py.Dataset, dst_group: h5py.Group, name: str, chunk_size
 
 
 def write_trajectories(save_path: Path, picks: list, root: dict, chunk_size: int, widths=None, subgroups=True):
-    """Writes the trajectory groups picks [(group, attributes to add)] as "0", "1", ... of save_path through a
-    temporary file renamed when complete: datasets copied chunk_size steps at a time (zero-padded on the last axis to
-    widths[name]), subgroups whole, attributes kept; at the root, `root` and dataset_return, the mean traj_return."""
+    """Writes picks [(group, attributes to add)] as "0", "1", ... of save_path via a temporary file: datasets in
+    chunks (zero-padded to widths[name]), subgroups whole; root: `root` and dataset_return (mean traj_return)."""
     tmp_path = save_path.with_name(save_path.name + ".tmp")
     save_path.parent.mkdir(parents=True, exist_ok=True)
     try:

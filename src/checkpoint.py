@@ -1,7 +1,4 @@
-"""Stage checkpoints and the random streams they restore: a stage's objects (modules, optimizers, schedulers), its
-update count, whether it finished and every rank's RNG states, saved atomically; restored to resume or to reuse a
-finished stage. A stage's streams are seeded from (seed, stage name) alone (seed_stage). The one walk over a config's
-fields, to check them (src/run.py) and to compare a run's config with the one its directory or a checkpoint holds."""
+"""Atomic stage checkpoints with every rank's RNG states, streams seeded from (seed, stage name), config_fields."""
 
 import dataclasses
 import hashlib
@@ -18,7 +15,6 @@ from src import dist
 from src.errors import UserError
 from src.files import json_default, replace_or_explain
 
-# Config fields that change how a run is watched, not what it trains: they may differ when a run is continued.
 NON_TRAINING_FIELDS = {"project", "group", "name", "run_dir", "wandb_mode", "log_every", "checkpoint_every"}
 NON_TRAINING_FIELDS |= {"eval_num_envs", "frames_device", "device"}
 
@@ -45,8 +41,7 @@ def config_differences(config_json: Path, config) -> list[str]:
 
 
 def architecture_differences(run_dir: Path, config) -> str:
-    """config_differences that may change a network (not paths, seeds or evaluation counts) of the run of run_dir, as
-    one clause; "" when either config is unknown or none differs."""
+    """config_differences that may change a network (not paths, seeds, episodes), as one clause; "" if none/unknown."""
     old = run_dir / "config.json"
     if config is None or not old.exists():
         return ""
@@ -60,33 +55,28 @@ def architecture_differences(run_dir: Path, config) -> str:
 
 
 def set_seed(seed: int) -> None:
-    """Seeds python's random, numpy and torch (the CPU and every CUDA device)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def stage_seed(seed: int, *parts) -> int:
-    """A 32-bit seed from the run's seed and the names of one part of it (a stage, its data order, its final
-    metrics) alone: the same whatever ran earlier in the process."""
+    """A 32-bit seed from the run's seed and names (stage, "data", "final") alone, whatever ran earlier."""
     key = ":".join(str(p) for p in (seed, *parts)).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
 def seed_stage(seed: int, *parts) -> None:
-    """Seeds every random stream from stage_seed(seed, *parts, rank): each rank its own streams."""
     set_seed(stage_seed(seed, *parts, dist.rank()))
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save atomically: an interrupted or failed save never leaves a truncated checkpoint or a .tmp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_or_explain(path.with_suffix(path.suffix + ".tmp"), path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict | None:
-    """The checkpoint's state dict, read to the CPU, or None if the file does not exist."""
     path = Path(path)
     return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
 
@@ -103,10 +93,8 @@ class CheckpointError(UserError, ValueError):
 
 
 def restore_stage(path, objects, load_from=None, stage="", config=None, extra=None) -> tuple[int, bool]:
-    """Restores a stage; returns (first update to run, whether it is finished). load_from: a finished checkpoint of
-    this stage from another run, whose modules are loaded (the stage is skipped); otherwise the run's own `path` is
-    resumed, if present. `config` names the differing fields in a CheckpointError; `extra` receives the checkpoint's
-    extra state (save_stage)."""
+    """Resumes `path`, or loads load_from's modules (another run's finished stage); returns (first update, done) and
+    fills `extra` with the saved extra state."""
     stage = stage or Path(path).stem
     flag = f"--{stage}.checkpoint_path"
     if load_from:
@@ -134,7 +122,6 @@ def restore_stage(path, objects, load_from=None, stage="", config=None, extra=No
 
 
 def _read(path: Path, what: str, todo: str) -> dict | None:
-    """load_checkpoint; a file that cannot be read or is not a stage checkpoint is a CheckpointError."""
     try:
         state = load_checkpoint(path)
     except Exception as e:  # torch.load of a cut or damaged file: OSError, RuntimeError, EOFError, UnpicklingError
@@ -146,8 +133,6 @@ def _read(path: Path, what: str, todo: str) -> dict | None:
 
 
 def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) -> None:
-    """load_state_dict of every object; a missing object or another shape is a CheckpointError naming the config
-    fields that differ from those of the checkpoint's run (when its config.json is there)."""
     for name, obj in objects.items():
         if name not in state["objects"]:
             held = sorted(state["objects"])
@@ -164,9 +149,7 @@ def _load(path: Path, state: dict, objects: dict, what: str, todo: str, config) 
 
 
 def _state_in_param_layout(optim: torch.optim.Optimizer) -> None:
-    """Each tensor of the optimizer's state in its parameter's memory layout. A checkpoint written before the
-    convolutions became channels_last holds contiguous moments; torch's fused Adam reads them in the parameter's
-    element order without a check (torch 2.13), which would silently scramble the resumed update."""
+    """Optimizer state in its parameters' layout: fused Adam would misread pre-channels_last moments (torch 2.13)."""
     for p, state in optim.state.items():
         for key, value in state.items():
             if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
@@ -174,9 +157,6 @@ def _state_in_param_layout(optim: torch.optim.Optimizer) -> None:
 
 
 def _restore_rng(saved: dict | list, step: int) -> None:
-    """A resumed stage's RNG states (a distributed checkpoint holds every rank's): rank r takes rank r's, the CUDA
-    states of the devices visible now (fewer GPUs than saved: the first ones; more: the others stay as seeded); a rank
-    beyond those saved takes a fresh seed from (step, rank), as a run with another seed would."""
     states = saved if isinstance(saved, list) else [saved]
     if dist.rank() >= len(states):
         set_seed(1_000_003 * step + dist.rank())
@@ -191,8 +171,7 @@ def _restore_rng(saved: dict | list, step: int) -> None:
 
 
 def save_stage(path: Path, objects: dict, step: int, done: bool, extra: dict | None = None) -> None:
-    """Atomic stage checkpoint: the objects' state dicts, the update count, RNG states, whether it finished and
-    `extra` (the stage's own state). Every rank calls it (the RNG states of all are gathered); rank 0 writes."""
+    """Atomic stage checkpoint with every rank's RNG states and `extra`; every rank calls it, rank 0 writes."""
     states, extras = zip(*dist.gather_objects((rng_state(), extra)), strict=True)
     if not dist.is_main():
         return

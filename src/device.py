@@ -10,8 +10,7 @@ from src.errors import ConfigError
 
 
 def get_device(name: str = "auto") -> torch.device:
-    """The device `name` asks for (checked by check_device), a CUDA device's index always explicit (set_device refuses
-    a bare "cuda"): "auto" is the current CUDA device when torch sees one, else the CPU (see `no_gpu_note`)."""
+    """The checked device `name`, CUDA with an explicit index; "auto": the current CUDA device if any, else the CPU."""
     if name == "auto" and not torch.cuda.is_available():
         return torch.device("cpu")
     device = check_device("cuda" if name == "auto" else name)
@@ -21,8 +20,6 @@ def get_device(name: str = "auto") -> torch.device:
 
 
 def no_gpu_note(name: str) -> Optional[str]:
-    """One line when "auto" falls back to the CPU on a CUDA build of torch (a driver too old, a container without
-    GPUs): a paper-scale run would otherwise train on the CPU without a word."""
     if name != "auto" or torch.version.cuda is None or torch.cuda.is_available():
         return None
     return (
@@ -33,8 +30,6 @@ def no_gpu_note(name: str) -> Optional[str]:
 
 
 def check_device(name: str) -> torch.device:
-    """The device `name` ("cpu", "cuda", "cuda:1", ...) if this machine has it, else a ConfigError saying why (a CPU
-    build of torch, no visible GPU, an index beyond the visible GPUs) and what to do."""
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -64,9 +59,7 @@ def check_device(name: str) -> torch.device:
 
 
 def render_on(device_index: int) -> None:
-    """Evaluation renders on the GPU this process trains on (MUJOCO_EGL_DEVICE_ID, read when dm_control is imported,
-    unless the user set it); EGL ignores CUDA_VISIBLE_DEVICES. Without the NVIDIA EGL library nothing is set: Mesa's
-    EGL has one device, and an index beyond it would stop dm_control."""
+    """Sets MUJOCO_EGL_DEVICE_ID (unless set) to this GPU; not with Mesa's EGL (one device: another index fails)."""
     if os.environ.get("MUJOCO_GL", "egl") != "egl" or not _nvidia_egl():
         return
     visible = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]
@@ -76,7 +69,6 @@ def render_on(device_index: int) -> None:
 
 
 def _nvidia_egl() -> bool:
-    """Whether the NVIDIA EGL library (mounted by the container toolkit, installed with the driver) can be loaded."""
     try:
         ctypes.CDLL("libEGL_nvidia.so.0")
     except OSError:

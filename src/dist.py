@@ -1,8 +1,4 @@
-"""One run on several processes (torchrun; docs/DISTRIBUTED.md): the process group, this process's rank and the
-collectives the method scripts need; without torchrun every helper is the identity of one process, rank 0 of 1.
-Not DistributedDataParallel: DDP synchronises only gradients of computations through the wrapped module's forward(),
-while the scripts call several of their networks' own methods per update (`lam.latent_action`, the EMA target's
-`encode`). One flat all-reduce per dtype after backward (`average_gradients`) gives the same step."""
+"""torchrun's process group, rank and collectives, not DDP (docs/DISTRIBUTED.md); without torchrun: rank 0 of 1."""
 
 import datetime
 import importlib
@@ -32,12 +28,9 @@ def init(device: torch.device) -> torch.device:
     if cuda:
         torch.cuda.set_device(device)
     signal.signal(signal.SIGTERM, _stopped)
-    # Imported before the group exists: its functions take `group=group.WORLD` as a default argument. Imported after
-    # (the optimizers import it through torch._dynamo), they held the group past destroy_process_group, and its gloo
-    # threads aborted a finished rank (SIGABRT, "terminate called without an active exception").
+    # before the group: imported later (torch._dynamo) it outlived destroy_process_group; gloo aborted the rank
     importlib.import_module("torch.distributed.nn.functional")
     if not tdist.is_initialized():
-        # A rank that waits longer than this for the others (a lost node) fails with an error instead of hanging.
         timeout = datetime.timedelta(seconds=float(os.environ.get("LAOM_DIST_TIMEOUT_S", 1800)))
         kwargs = {"device_id": device} if cuda else {}
         tdist.init_process_group("nccl" if cuda else "gloo", timeout=timeout, **kwargs)
@@ -53,12 +46,10 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """Rank 0: the process that writes checkpoints, results.json and wandb and prints."""
     return _state["rank"] == 0
 
 
 def active() -> bool:
-    """Whether more than one process takes part (collectives do something)."""
     return _state["world_size"] > 1 and tdist.is_initialized()
 
 
@@ -80,7 +71,6 @@ def local_batch(global_batch: int, what: str = "the batch size") -> int:
 
 
 def _all_reduce(t: torch.Tensor, op=tdist.ReduceOp.SUM) -> torch.Tensor:
-    """A copy of t reduced over ranks (on the current GPU with nccl, the CPU with gloo), on t's device."""
     nccl = tdist.get_backend() == "nccl"
     out = t.detach().to(torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"), copy=True)
     tdist.all_reduce(out, op=op)
@@ -88,12 +78,10 @@ def _all_reduce(t: torch.Tensor, op=tdist.ReduceOp.SUM) -> torch.Tensor:
 
 
 def total(count: int) -> int:
-    """The sum of an integer over ranks (e.g. the valid samples of every rank's shard)."""
     return int(_all_reduce(torch.tensor(count, dtype=torch.int64))) if active() else count
 
 
 def sum_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each tensor summed over ranks (in the same order on every rank), on its own device."""
     return {k: _all_reduce(tensors[k]) for k in sorted(tensors)} if active() else tensors
 
 
@@ -106,12 +94,10 @@ def global_mean(sum_: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def any_rank(flag: torch.Tensor) -> torch.Tensor:
-    """The maximum of a scalar int64 tensor over ranks (e.g. the step of a NaN loss, -1 where there was none)."""
     return _all_reduce(flag, tdist.ReduceOp.MAX) if active() else flag
 
 
 def gather_objects(obj) -> list:
-    """[object of rank 0, object of rank 1, ...] on every rank."""
     if not active():
         return [obj]
     out = [None] * world_size()
@@ -121,7 +107,6 @@ def gather_objects(obj) -> list:
 
 @torch.no_grad()
 def broadcast_modules(*modules: nn.Module) -> None:
-    """Every rank takes rank 0's parameters and buffers: a stage's networks start identical on every rank."""
     if not active():
         return
     for t in [t for m in modules for t in (*m.parameters(), *m.buffers())]:
@@ -130,9 +115,7 @@ def broadcast_modules(*modules: nn.Module) -> None:
 
 @torch.no_grad()
 def average_gradients(*modules: nn.Module, samples: int | None = None) -> None:
-    """After backward, each gradient becomes its mean over ranks, as in DDP. With `samples` (this rank's samples, where
-    shares differ: an epoch's partial batch) each rank's gradient is weighted by them, within the one all-reduce per
-    dtype (no host sync)."""
+    """After backward, each gradient's mean over ranks, weighted by this rank's `samples` if given; no host sync."""
     if not active():
         return
     by_dtype: dict = {}
@@ -152,12 +135,10 @@ def average_gradients(*modules: nn.Module, samples: int | None = None) -> None:
 
 
 def lost_peer(error: BaseException) -> bool:
-    """Whether an error of a distributed run says that another rank is gone (died, lost, or stopped answering)."""
     return isinstance(error, tdist.DistBackendError) or any(k in str(error).lower() for k in _LOST)
 
 
 def tell_stopped(reason: str) -> None:
-    """Says once, on stderr, why this rank stops and how to go on (the same command resumes)."""
     if _state.get("stopping"):
         return
     _state["stopping"] = True
@@ -166,8 +147,6 @@ def tell_stopped(reason: str) -> None:
 
 
 def _stopped(signum, frame) -> None:
-    """SIGTERM from torchrun (another rank failed) or the job system: one line, then exit; ignored by a rank already
-    stopping or leaving its group (`finish`)."""
     if _state.get("stopping") or _state.get("leaving"):
         return
     tell_stopped("stopped by SIGTERM (another rank of this run failed, its node was lost, or the job was cancelled)")
@@ -175,8 +154,7 @@ def _stopped(signum, frame) -> None:
 
 
 def finish() -> None:
-    """Leaves the process group. A SIGTERM from then on is ignored: torchrun ends the other ranks once one has exited,
-    and an exit raised inside destroy_process_group would leave the group half torn down."""
+    """Leaves the process group, ignoring SIGTERM from then on (an exit inside destroy_process_group breaks it)."""
     _state["leaving"] = True
     if tdist.is_initialized():
         tdist.destroy_process_group()

@@ -1,7 +1,4 @@
-"""Errors the person at the terminal can act on, reported the same way by every script: one line on stderr,
-`error: <message>` naming the file, field or value, what was expected and what to do, exit status 1, no traceback
-(LAOM_TRACEBACK=1 shows it). A user error is a UserError, a pyrallis parse error or an argparse error; any other
-exception is a bug and keeps its traceback. `user_errors`, where every command line starts, also configures pyrallis."""
+"""User errors end a script with one `error: <message>` line, status 1 (LAOM_TRACEBACK=1: traceback): `user_errors`."""
 
 import argparse
 import ast
@@ -47,8 +44,6 @@ class MissingKeyError(UserError, KeyError):
 
 
 def strict_int(raw) -> int:
-    """An int, or a number or text with an integer value (2.0, "2", "1e5"); anything else (1.5, true, "abc") is a
-    ValueError, which pyrallis reports as a parse error of the field."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
     with contextlib.suppress(ValueError):
@@ -58,8 +53,6 @@ def strict_int(raw) -> int:
 
 
 class _Inspect:
-    """The inspect module as pyrallis's docstring reader sees it, except that getsource reads each class once."""
-
     def __init__(self):
         self.getsource = functools.cache(lambda obj: inspect.getsource(obj))
 
@@ -68,8 +61,7 @@ class _Inspect:
 
 
 def configure_pyrallis() -> None:
-    """Integer fields strict: pyrallis's own int() turns `--lapo.num_epochs=1.5` into 1 without a word. Each config
-    class's source read once for the help, not once per field (about 1.2 s of a script's start)."""
+    """Strict int fields (pyrallis's int() truncates 1.5); each config class's source read once for --help (~1.2 s)."""
     pyrallis.decode.register(int, strict_int)
     if not isinstance(pyrallis_docstring.inspect, _Inspect):
         pyrallis_docstring.inspect = _Inspect()
@@ -80,7 +72,6 @@ def one_line(text) -> str:
 
 
 def config_path_of(argv: list[str]) -> str | None:
-    """The config file given on the command line (the last --config_path, as argparse takes it), or None."""
     path = None
     for i, arg in enumerate(argv):
         if arg.startswith("--config_path="):
@@ -124,7 +115,6 @@ def user_message(error: BaseException, argv: list[str] | None = None) -> str | N
 
 
 def check_config_path(argv: list[str]) -> None:
-    """A --config_path that is missing, or is not a YAML mapping of fields, is a ConfigError naming it."""
     path = config_path_of(argv)
     if path is None:
         return
@@ -143,8 +133,6 @@ def check_config_path(argv: list[str]) -> None:
 
 
 def check_hdf5_file(label: str, path: str | Path, expected: str = "an HDF5 dataset", hint: str = "") -> None:
-    """A MissingFileError (missing) or DatasetError (a folder, not HDF5) for an HDF5 file the command reads, naming
-    `label` (a flag, `--lapo.data_path=...`, or a description) and what was expected."""
     import h5py
 
     if not Path(path).exists():
@@ -163,8 +151,7 @@ def warn(message: str) -> None:
 
 @contextlib.contextmanager
 def user_errors(show: Callable[[], bool] = lambda: True):
-    """Ends the process with `error: <message>` (exit status 1) on a user error raised in the block; show(): whether
-    this process prints it (in a distributed run only rank 0 does)."""
+    """Exits with `error: <message>` (status 1) on a user error in the block; show(): whether to print."""
     configure_pyrallis()
     original = argparse.ArgumentParser.error
     argparse.ArgumentParser.error = _argparse_error
@@ -183,6 +170,5 @@ def user_errors(show: Callable[[], bool] = lambda: True):
 
 
 def cli(fn: Callable, *args, **kwargs):
-    """fn(*args, **kwargs) as a command-line program: a user error ends it with one line (see user_errors)."""
     with user_errors():
         return fn(*args, **kwargs)

@@ -1,5 +1,4 @@
-"""Files written atomically (a temporary file, then a rename): an interrupted or failed write never leaves a
-truncated file behind, and its error names the file (and says when the disk is full)."""
+"""Atomic file writes (a temporary file, then a rename); an error names the file and says when the disk is full."""
 
 import dataclasses
 import errno
@@ -45,8 +44,7 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def nan_to_none(obj, strict: bool = False, key: str = ""):
-    """obj as JSON holds it (keys as text, tuples as lists), each NaN or infinite float None (JSON null); strict=True
-    raises FloatingPointError naming the first one's key path instead ("metrics.lapo/x = nan", "rows[2].mean = inf")."""
+    """obj as JSON holds it, NaN or infinite floats None; strict: a FloatingPointError naming the first's key path."""
     if isinstance(obj, float | np.floating) and not math.isfinite(obj):
         if strict:
             raise FloatingPointError(f"{key or 'value'} = {obj}")

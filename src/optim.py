@@ -1,5 +1,4 @@
-"""How a training update steps, the same in every method script: the precision of autocast, optimizers,
-learning-rate schedules and EMA targets."""
+"""How every method script's update steps: autocast precision, optimizers, learning-rate schedules, EMA targets."""
 
 import contextlib
 import functools
@@ -17,9 +16,7 @@ _precision = {"bf16": None}  # set by setup_backends: whether autocast() turns b
 
 
 def setup_backends(device: torch.device, precision: str = "auto") -> None:
-    """TF32 and cudnn benchmark on, as in the reference runs on H100, and the precision of autocast(): "auto" (bf16 as
-    released, on CUDA and on a CPU with native bf16 arithmetic, measured in docs/FAITHFULNESS.md, "Precision on the
-    CPU"; fp32 on any other CPU), "bf16" (on any device) or "fp32" (no autocast)."""
+    """TF32, cudnn benchmark; autocast "auto" (bf16 on CUDA / native-bf16 CPUs as released, else fp32), bf16, fp32."""
     if precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"precision={precision!r}; valid: ['auto', 'bf16', 'fp32']")
     _precision["bf16"] = None if precision == "auto" else precision == "bf16"
@@ -30,7 +27,6 @@ def setup_backends(device: torch.device, precision: str = "auto") -> None:
 
 
 def bf16_on(device: torch.device) -> bool:
-    """Whether autocast(device) trains in bf16 (see setup_backends)."""
     if _precision["bf16"] is not None:
         return _precision["bf16"]
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
@@ -38,7 +34,6 @@ def bf16_on(device: torch.device) -> bool:
 
 @functools.cache
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether /proc/cpuinfo shows native bf16 (AVX512-BF16 or AMX-BF16, which oneDNN uses); False without it."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
@@ -53,14 +48,11 @@ def autocast(device: torch.device):
 
 
 def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float | None = None) -> Optimizer:
-    """Adam or AdamW; parameters with fewer than 2 dimensions (biases, norms) are never weight-decayed."""
     params = list(model.parameters())
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay or 0.0},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    # The fused kernel (one pass over each parameter instead of a dozen elementwise ops) computes the same update to
-    # float rounding; 2.3x faster than the default on a 2-core CPU for a small LAOM (studies/small).
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
                 for p in params)  # fmt: skip
     if kind not in ("adam", "adamw"):
@@ -79,10 +71,7 @@ DECAYS = {  # the lr's factor after warm-up, by the progress through the decay (
 def make_scheduler(
     optimizer: Optimizer, total_updates: int, warmup_updates: int, kind: str = "linear", cooldown_ratio: float = 0.0
 ) -> LambdaLR:
-    """Update i < warmup_updates at lr * i / warmup_updates, as the released scheduler counts (2 warm-up updates of 4
-    under "linear": lr * [0, 0.5, 1, 0.5]), then "linear" (the release's) or "cosine" (the paper's text) decay to 0,
-    "constant", or "cooldown" (the released BC baseline: constant, then 1 - sqrt(progress) over the last
-    cooldown_ratio of the updates). A cooldown_ratio > 0 makes "linear" and "cosine" decay over that fraction only."""
+    """Warm-up (update i < W at lr * i / W), then DECAYS[kind], over the last cooldown_ratio if > 0; as released."""
     if kind not in DECAYS:
         raise ConfigError(f"unknown lr schedule {kind!r}; valid: {list(DECAYS)}")
     if not 0.0 <= cooldown_ratio <= 1.0:
@@ -106,7 +95,6 @@ def make_scheduler(
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) * target + tau * source, for every parameter and floating buffer."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
     for tb, sb in zip(target.buffers(), source.buffers(), strict=True):
         if tb.dtype.is_floating_point:

@@ -1,6 +1,4 @@
-"""The life of a run, the same for every method script: `start_run` checks the config, picks the device, seeds, takes
-the run directory (checked against the config, locked) and prepares wandb and results.json; `main` runs train() from
-the command line."""
+"""The life of a run, the same for every method script: `start_run` sets it up, `main` runs train() from the CLI."""
 
 import dataclasses
 import fcntl
@@ -22,9 +20,7 @@ from src.files import replace_or_explain, write_json
 from src.optim import setup_backends
 from src.stage import finish_wandb_quietly
 
-# Config fields naming an HDF5 file the run reads (datasets, foreground masks): checked when the run starts.
 DATA_FIELDS = ("data_path", "eval_data_path", "labeled_data_path", "masks_path")
-# Counts a stage needs to be at least 1 (a 0 would divide by zero or silently train nothing).
 POSITIVE_FIELDS = ("batch_size", "labeled_batch_size", "num_epochs", "total_updates", "frame_stack", "log_every")
 POSITIVE_FIELDS += ("checkpoint_every", "eval_num_envs", "eval_max_episode_steps", "max_trajectories")
 SEED_FIELDS = ("seed", "eval_seed")  # numpy takes 0 .. 2**32 - 1; a run adds its rank and the episode's index
@@ -56,9 +52,7 @@ class RunConfig:
 
 
 def check_config(config) -> None:
-    """Counts, episode counts, learning rates, weight decays, seeds and the wandb mode of every section, and the data
-    files of the stages the run trains (HDF5, at least max_trajectories long): one error naming the field before
-    anything is read or written, instead of a library's traceback or a silent no-op."""
+    """A ConfigError naming the first bad field (counts, seeds, rates, wandb mode, data files of the trained stages)."""
     skipped = {"bc", "decoder"} if getattr(config, "lam_only", False) or getattr(config, "idm_only", False) else set()
     fields = {f"--{key}": value for key, value in config_fields(config).items()}
     for flag, value in fields.items():
@@ -88,8 +82,6 @@ class RunDirInUseError(UserError, RuntimeError):
 
 
 def lock_run_dir(run_dir: Path) -> None:
-    """Makes this process the only one using run_dir (an advisory lock held until it exits); another process on it is
-    refused, naming the holder."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if str(run_dir.resolve()) in _locks:  # this process holds it already (a stage run again in-process)
@@ -120,8 +112,7 @@ def lock_run_dir(run_dir: Path) -> None:
 
 
 def prepare_run_dir(run_dir: Path, config) -> None:
-    """Takes the run directory and writes the config into it (config.yaml, config.json); refuses one holding a run
-    of another config, naming the fields that differ."""
+    """Locks run_dir, writes config.yaml and config.json; refuses a run of another config there, naming the fields."""
     lock_run_dir(run_dir)
     old_path = run_dir / "config.json"
     if old_path.exists() and any(run_dir.glob("*.pt")):
@@ -138,8 +129,7 @@ def prepare_run_dir(run_dir: Path, config) -> None:
 
 
 class Results:
-    """results.json of a run: config, per-stage metrics and wall time, rewritten after every stage (by rank 0); a
-    stage skipped because it finished earlier keeps the entry of the run that trained it."""
+    """results.json: config, each stage's metrics and wall time, rewritten after each stage; a skipped one keeps its."""
 
     def __init__(self, run_dir: Path, config):
         self.path, self.final_path = run_dir / "results.partial.json", run_dir / "results.json"
@@ -157,7 +147,6 @@ class Results:
             write_json(self.path, self.data)
 
     def finish(self) -> dict:
-        """Writes results.json (the metrics of every stage, lists aside) and prints the headline metrics."""
         for entry in self.data["stages"].values():
             self.data["metrics"].update({k: v for k, v in entry.items() if "/" in k and not isinstance(v, list)})
         self.data["total_seconds"] = sum(s.get("seconds", 0.0) for s in self.data["stages"].values())
@@ -172,8 +161,6 @@ class Results:
 
 @dataclasses.dataclass
 class Run:
-    """What every stage of a run uses: its config, directory, device, wandb run and results."""
-
     cfg: RunConfig
     dir: Path
     device: torch.device
@@ -185,8 +172,7 @@ class Run:
         seed_stage(self.cfg.seed, name)
 
     def load(self, path, frame_stack, max_trajectories=None, load_states=False, like=None, what="", **kw):
-        """load_dataset on the run's device and --frames_device; `like`: a dataset whose image and action sizes it
-        must have (check_compatible, `what` naming it)."""
+        """load_dataset on the run's devices; `like`: a dataset it must match (check_compatible, `what` naming it)."""
         kw |= dict(max_trajectories=max_trajectories, load_states=load_states, frames_device=self.cfg.frames_device)
         data = load_dataset(path, self.device, frame_stack, **kw)
         if like is not None:
@@ -201,8 +187,7 @@ class Run:
 
 
 def start_run(cfg: RunConfig) -> Run:
-    """The config checked; the device (joining the process group under torchrun), precision and seed + rank; rank 0
-    takes the run directory and wandb, the others wait and log nowhere."""
+    """Checks the config, joins torchrun's group, seeds with seed + rank; rank 0 takes the run directory and wandb."""
     check_config(cfg)
     device = get_device(cfg.device)
     if dist.launched():
@@ -211,8 +196,7 @@ def start_run(cfg: RunConfig) -> Run:
     if note and dist.is_main():
         print(note, flush=True)
     if device.type == "cuda":
-        # The current device is the run's (cuda:N without torchrun too): CUDA events, streams and caching
-        # allocator calls without a device then act on it, not on cuda:0.
+        # cuda:N current without torchrun too: CUDA calls without a device act on it, not on cuda:0
         torch.cuda.set_device(device)
         render_on(torch.cuda.current_device())
     for key, value in config_fields(cfg).items():  # a global batch must divide over the ranks
@@ -230,8 +214,7 @@ def start_run(cfg: RunConfig) -> Run:
 
 
 class LazyWandb:
-    """Rank 0's wandb run, started when a stage first trains or computes (a rerun of finished stages makes none); logs
-    before the start wait for it. Without `init` (the other ranks) nothing is logged."""
+    """Rank 0's wandb run, started when a stage first trains or computes; earlier logs wait. No `init`: logs nothing."""
 
     def __init__(self, init=None):
         self._init, self._run, self._waiting = init, None, []
@@ -254,8 +237,7 @@ class LazyWandb:
 
 
 def main(train) -> None:
-    """Runs a script's train(): Ctrl-C outside a stage's updates, a user error or a lost peer rank ends it with one
-    line saying so. The process group is left however the run ends, except when a peer is lost (src/dist.py)."""
+    """Runs train(); Ctrl-C, a user error or a lost peer rank ends it with one line. Leaves the group unless lost."""
     lost_peer = False
     try:
         with user_errors(show=dist.is_main):
@@ -280,8 +262,6 @@ def main(train) -> None:
 
 
 def init_wandb(config, run_dir: Path):
-    """wandb, its files under the run directory; quiet (unless WANDB_QUIET is set) so that a run's last lines are its
-    headline metrics and results.json."""
     import wandb
 
     return wandb.init(

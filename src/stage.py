@@ -1,14 +1,5 @@
-"""One training stage, the same machinery for every stage of every method script; the loop shows only the method.
-
-    stage, batches = Stage.on_data("bc", "bc.pt", {"actor": actor, "optim": optim}, run, c, data, valid)
-    for step in stage.updates():            # nothing when finished earlier; resumes where it stopped
-        ...                                 # next(batches), loss, backward, optim.step(), stage.sched.step()
-        stage.log(step, loss, mse_loss=loss)  # NaN guard; logging and checkpoints at their cadence
-    stage.final_metrics(lambda: {...})      # computed once, kept beside the checkpoint, written to results.json
-
-SIGUSR1 (SLURM's warning), SIGTERM and SIGINT only set a flag: after the update in progress the stage checkpoints and
-exits (75, or 130 for Ctrl-C). Streams seeded from (seed, stage name) and the loss window in the checkpoint make an
-interrupted, skipped or reusing run give the uninterrupted run's numbers."""
+"""One training stage for every method script: `Stage.on_data`, `updates()`, `log`, `final_metrics`. A stop signal
+checkpoints after the update in progress and exits 75 (130 on Ctrl-C): docs/RUNS.md."""
 
 import contextlib
 import itertools
@@ -45,8 +36,6 @@ def _on_stop_signal(signum, frame) -> None:
 
 
 def interrupt_point(stage: str, point: str) -> None:
-    """Test hook: LAOM_INTERRUPT_AT=<stage>:<point>[:<signal>] signals this process (SIGINT unless named) at `point`:
-    "<n>" after update n, "trained", "final" (metrics computed, not written) or "end" (recorded)."""
     at = os.environ.get("LAOM_INTERRUPT_AT", "").split(":")
     if at[:2] == [stage, point]:
         os.kill(os.getpid(), getattr(signal, at[2] if len(at) > 2 else "SIGINT"))
@@ -64,7 +53,6 @@ class NanGuard:
         self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
 
     def check(self, last_good: Path | None = None) -> None:
-        """Raises when the loss of any rank was not finite (one all-reduce: every rank stops at the same check)."""
         step = int(dist.any_rank(self.first_bad))
         if step >= 0:
             where = f"; the last good checkpoint is {last_good}" if last_good and last_good.exists() else ""
@@ -72,8 +60,7 @@ class NanGuard:
 
 
 def infinite_epochs(data, valid, batch_size: int, drop_last=True, flag="batch_size", seed=None, start: int = 0):
-    """Index batches, epoch after epoch (TrajectoryData.epoch), from batch `start`; epoch e permuted by a generator
-    seeded seed + e (None: the global random state). A batch over the global samples is refused, naming `flag`."""
+    """Index batches, epoch after epoch, from batch `start`; epoch e shuffled by seed + e (None: the global RNG)."""
     check_batch_size(flag, batch_size, dist.total(len(valid)), data.path)
 
     def epochs():
@@ -85,7 +72,6 @@ def infinite_epochs(data, valid, batch_size: int, drop_last=True, flag="batch_si
 
 
 def finish_wandb_quietly(exit_code: int) -> None:
-    """Ends this process's wandb run, if any, silently (an interrupted run's own line stays the last)."""
     wandb = sys.modules.get("wandb")
     if wandb is None or wandb.run is None:
         return
@@ -94,9 +80,7 @@ def finish_wandb_quietly(exit_code: int) -> None:
 
 
 class Stage:
-    """One stage: `name` is its metric prefix and config section, `objects` what its checkpoint `ckpt_name` holds,
-    `total` its updates. load_from: a finished checkpoint of another run, loaded instead of training (reuse_metrics: its
-    final metrics too). batch_size, updates_per_epoch and epoch_samples give the logged samples/s and epoch."""
+    """`name`: metric prefix and config section; load_from: another run's finished checkpoint, used, not trained."""
 
     def __init__(
         self,
@@ -123,7 +107,6 @@ class Stage:
         dist.broadcast_modules(*(m for m in objects.values() if isinstance(m, torch.nn.Module)))
         self.skipped = self.done  # nothing trained in this process
         self.guard = NanGuard(name, self.device)
-        # The loss summed over the log window in progress; the mean loss of the last complete one (a final metric).
         self._loss_sum = None if saved.get("loss_sum") is None else saved["loss_sum"].to(self.device)
         self._loss_count = saved.get("loss_count", 0)
         self.final_train_loss = saved.get("final_train_loss")
@@ -139,9 +122,7 @@ class Stage:
     def on_data(
         cls, name, ckpt_name, objects, run, c, data, valid, drop_last=True, whole_epochs=False, reuse_metrics=False
     ):
-        """The stage of config section `c` over the samples `valid` of `data`, and its index batches: c.num_epochs
-        epochs of floor(N / B) (drop_last) or ceil(N / B) batches, or c.total_updates updates (whole_epochs: rounded
-        down to whole epochs, at least one, as released), under the schedule objects["sched"] of objects["optim"]."""
+        """Stage of section `c` over `valid`, its batches and objects["sched"]: docs/FAITHFULNESS.md, "Optimisation"."""
         samples = dist.total(len(valid))
         per_epoch = num_batches(samples, c.batch_size, drop_last)
         total = getattr(c, "total_updates", None)
@@ -169,7 +150,6 @@ class Stage:
         self._window = time.perf_counter()
         _stop_signals.clear()
         main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
-        # SIGINT is left alone where it is ignored (a background job without job control)
         handled = [s for s in STOP_SIGNALS if s != signal.SIGINT or signal.getsignal(s) is signal.default_int_handler]
         previous = {s: signal.signal(s, _on_stop_signal) for s in handled} if main_thread else {}
         watch_frames(self.device)  # the frames this stage reads and its peak GPU memory, from here
@@ -192,14 +172,12 @@ class Stage:
         interrupt_point(self.name, "trained")
 
     def _save(self, n: int) -> None:
-        """Checkpoints after update n (never a NaN loss), with the stage's loss window."""
         self.guard.check(self.ckpt)
         loss_sum = None if self._loss_sum is None else self._loss_sum.cpu()
         extra = {"loss_sum": loss_sum, "loss_count": self._loss_count, "final_train_loss": self.final_train_loss}
         save_stage(self.ckpt, self.objects, n, done=n >= self.total, extra=extra)
 
     def _stop(self, n: int) -> None:
-        """Checkpoints after update n, says so, and exits."""
         self._save(n)
         self.bar.close()
         ctrl_c = signal.SIGINT in _stop_signals
@@ -217,12 +195,10 @@ class Stage:
         sys.exit(code)
 
     def every(self, num_updates: int, step: int) -> bool:
-        """Whether update `step` (0-based) completes a multiple of num_updates."""
         return (step + 1) % num_updates == 0
 
     def log(self, step: int, loss: torch.Tensor, /, **metrics) -> None:
-        """After update `step`: the NaN guard sees `loss`; at the logging cadence `metrics` (as <name>/<key>), the
-        learning rate, samples/s and epoch go to wandb; at the checkpoint cadence the stage is saved."""
+        """After update `step`: NaN guard; every log_every, `metrics` as <name>/<key> to wandb; checkpoint cadence."""
         self.guard.update(loss, step)
         d = loss.detach().float()
         self._loss_sum = d if self._loss_sum is None else self._loss_sum + d  # no host sync
@@ -253,8 +229,7 @@ class Stage:
         return epochs * self.epoch_samples + rest * self.batch_size
 
     def final_metrics(self, compute: Callable[[], dict]) -> dict:
-        """`compute()` once, seeded from (seed, stage name, "final"), unless the stage finished earlier (its stored
-        metrics) or is reused (reuse_metrics: its base run's). Logged, written beside the checkpoint and to results."""
+        """`compute()` once (seeded), else the stored or reused metrics; logged, kept by the checkpoint, in results."""
         path = self.ckpt.with_suffix(".metrics.json")
         stored = Path(self.load_from).with_suffix(".metrics.json") if self.load_from else path
         reuse = self.reuse_metrics if self.load_from else self.skipped
@@ -279,7 +254,6 @@ class Stage:
 
 
 def _mean_over_ranks(metrics: dict) -> dict:
-    """Each number averaged over ranks (one already computed over every rank's data comes back unchanged)."""
     every = dist.gather_objects(metrics)  # one dict per rank, the same keys
     out = dict(metrics)
     for k, v in metrics.items():

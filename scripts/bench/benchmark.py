@@ -1,16 +1,9 @@
-"""Throughput: the data pipeline beside a naive per-sample DataLoader, each method's stage-1 update, the DCS.
+"""Throughput: the data pipeline beside a naive per-sample DataLoader, each method's stage-1 update, the DCS (rendered
+frames/s of cheetah-run, each beside the release's way). Results also go to --out (JSON).
 
     python -m scripts.bench.benchmark                       # synthetic data in the released layout, CPU-sized models
     python -m scripts.bench.benchmark --paper_scale         # the paper's networks (use on a GPU)
-    python -m scripts.bench.benchmark --data_path data/cheetah-run.hdf5 --device cuda --paper_scale
-    python -m scripts.bench.benchmark --only_dcs=true       # the DCS rows only
     python -m scripts.bench.benchmark --only_dcs=true --dcs_way=release --dcs_workers=0   # one way per process
-
-Data rows: LAOM's stage-1 batches (batch 512), batched indexing of uint8 frames on the device next to a Dataset that
-builds one sample at a time; update rows: each method script's own stage 1 (scripts.bench.timing); DCS rows: rendered
-frames/s of cheetah-run (scale_easy_video_hard, dynamic, 64 px, resets included) for collection and evaluation, on
-the built-in videos and a DAVIS-sized folder (854x480 jpgs), each beside the release's way (every frame of the video
-read and resized at each reset). Results also go to --out (JSON).
 """
 
 import os
@@ -58,8 +51,7 @@ class BenchConfig(DataBenchConfig):
 
 
 def write_davis_sized(root: str, num_frames: int) -> None:
-    """A DAVIS-layout folder of the train videos with DAVIS 480p-sized frames (854 x 480 jpgs). The videos share
-    their files (hard links): each is still read and decoded from its own folder."""
+    """A DAVIS-layout folder of the train videos with 854 x 480 jpgs; the videos hard-link their files."""
     first = Path(root) / dcs_constants.DAVIS17_TRAINING_VIDEOS[0]
     first.mkdir(parents=True)
     for i, frame in enumerate(dcs_videos.builtin_video("train", 0, num_frames=num_frames)):
@@ -71,8 +63,8 @@ def write_davis_sized(root: str, num_frames: int) -> None:
 
 
 def bench_dcs(backgrounds: str, evaluation: bool, release: bool, cfg: BenchConfig) -> tuple[float, float]:
-    """Rendered 64 px frames/s of cheetah-run, resets included, caches cold; and the mean seconds of a reset (with
-    its first frame). `release`: the release's way, every frame of the chosen video read and resized at each reset."""
+    """Rendered 64 px frames/s of cheetah-run (resets included, caches cold) and the mean seconds of a reset;
+    `release`: every frame of the video read and resized at each reset."""
     dcs_videos._cache.clear()
     dcs_videos._skybox_cache.clear()
     kwargs = dict(difficulty="scale_easy_video_hard", dynamic=True, seed=cfg.seed)
@@ -104,8 +96,7 @@ def bench_dcs(backgrounds: str, evaluation: bool, release: bool, cfg: BenchConfi
 
 
 def bench_dcs_workers(backgrounds: str, cfg: BenchConfig) -> float:
-    """Rendered frames/s of cfg.dcs_workers environments in worker processes (make_vec_env, as the evaluation with
-    eval_num_envs and the collector with --num_workers run them), resets included; the release steps one."""
+    """Rendered frames/s of cfg.dcs_workers environments in worker processes (make_vec_env), resets included."""
     kwargs = dict(domain_name="cheetah", task_name="run", difficulty="scale_easy_video_hard", dynamic=True)
     kwargs |= dict(img_hw=64, backgrounds_path=backgrounds, max_episode_steps=cfg.dcs_steps + 1)
     n = cfg.dcs_workers
@@ -150,8 +141,8 @@ def dcs_rows(cfg: BenchConfig) -> dict[str, dict]:
 
 
 def bench_update(method: str, cfg: BenchConfig, device: torch.device) -> float:
-    """Stage-1 samples/s of a method script: its own stage function on synthetic data, the median of two windows of
-    update_steps updates after a warm-up window (scripts.bench.timing; its tiny networks unless paper_scale)."""
+    """Stage-1 samples/s of a method script's own stage on synthetic data: median of two windows after a warm-up
+    (scripts.bench.timing)."""
     batch = cfg.update_batch_size or (512 if device.type == "cuda" else 64)
     key = next(k for k in STAGES if k.startswith(f"{method}/"))  # the method's first stage
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,13 +1,9 @@
-"""The GPU box's one prepared check (scripts/bench/device_check.sh OUT_DIR): per-stage speed, FLOPs and MFU at the
-paper's configs, each method script's real command line run for a few updates, one run stopped and resumed, the data
-path beside the release's, and the hours of the paper's runs projected from them next to the paper's Table 2. Its
-rows, what each measures and their isolation: docs/DOCKER.md ("The GPU check").
+"""The GPU box's one prepared check: per-stage speed, FLOPs and MFU at the paper's configs, each method script run for a
+few updates, a stop and resume, the data path beside the release's, projected hours beside the paper's Table 2.
+Rows and what each measures: docs/DOCKER.md ("The GPU check").
 
     bash scripts/bench/device_check.sh OUT_DIR                 # one H100 / H200: paper configs, bf16, under 8 min
-    python -m scripts.bench.device_bench --out_dir=OUT_DIR --peak_tflops=989   # a GPU not in PEAK_BF16_TFLOPS
     python -m scripts.bench.device_bench --out_dir=OUT_DIR --device=cpu        # the CPU mode: tiny sizes
-    python -m scripts.bench.device_bench --only_flops=true --device=cpu        # FLOPs per update at the paper configs
-                                                               # on a CPU, and the hours they project at an assumed MFU
 """
 
 import dataclasses
@@ -38,9 +34,8 @@ from src.stage import PREEMPTED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Dense bf16 peak TFLOPS (NVIDIA's datasheets give the sparse figure, twice these) by a part of the torch.cuda device
-# name; the first match wins ("H200 NVL" and "GH200" hold "H200"), a name matching none asks for --peak_tflops. The
-# NVL / PCIe cards run lower clocks; GH200 is the SXM chip beside a Grace CPU; H100 SXM is "NVIDIA H100 80GB HBM3".
+# Dense bf16 peak TFLOPS (datasheets give sparse, twice these) by a part of the device name, first match wins ("H200
+# NVL" and "GH200" hold "H200"); a name matching none asks for --peak_tflops.
 PEAK_BF16_TFLOPS = [("H200 NVL", 835.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("GH200", 989.0)]
 PEAK_BF16_TFLOPS += [("H200", 989.0), ("H100", 989.0), ("A100", 312.0)]
 COMPILE_STAGES = ["lapo/lam", "laom/lam", "laom_labels/lam", "laom/latent_bc", "idm/idm", "bc/bc"]  # also compiled
@@ -79,8 +74,7 @@ def peak_for(name: str) -> Optional[float]:
 
 
 def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flops_batch: int, run_dir=None):
-    """(FLOPs, FLOPs by module) of one update of a stage at `flops_batch` samples: the counter between two logged
-    updates; modules by PyTorch's names (the network's class, then its attribute path). Nothing is written."""
+    """(FLOPs, FLOPs by module name) of one update of a stage at `flops_batch` samples; nothing is written."""
     with FlopCounterMode(display=False) as counter:
         kwargs = dict(counter=counter, stop_after=2, run_dir=run_dir)
         log = timing.run_stage(key, data_path, device, tiny, 2, 1, flops_batch, **kwargs)
@@ -92,8 +86,7 @@ def count_flops(key: str, data_path: str, device: torch.device, tiny: bool, flop
 
 def paper_updates(key: str, budget: int) -> int:
     """Updates of a stage in a paper run (configs/<method>.yaml, 5000 x 1000-step data, `budget` labeled
-    trajectories), whole epochs counted by the scripts' num_batches: the last partial batch kept by LAOM's and LAOM +
-    supervision's stage 1, the IDM and the decoder, dropped by the others (docs/FAITHFULNESS.md)."""
+    trajectories), whole epochs as the scripts count them (last partial batch: docs/FAITHFULNESS.md)."""
     spec = STAGES[key]
     c = getattr(timing.stage_config(spec), spec.section)
     trajectories, steps = PAPER_DATA
@@ -110,8 +103,8 @@ def paper_updates(key: str, budget: int) -> int:
 
 
 def project(seconds_per_update: dict[str, float]) -> dict:
-    """Hours of one run (budget ONE_RUN_BUDGET) per method and of its Figure 8 grid, from seconds per update; LAPO's
-    and LAOM's LAM and latent BC train once per environment and seed, the other stages once per budget."""
+    """Hours of one run (ONE_RUN_BUDGET) per method and of its Figure 8 grid, from seconds per update (LAPO's and
+    LAOM's LAM and latent BC once per environment and seed, the other stages once per budget)."""
     out = {}
     for method, table2_h in PAPER_TABLE2_HOURS.items():
         keys = [k for k in STAGES if k.startswith(method + "/")]
@@ -133,9 +126,7 @@ def project(seconds_per_update: dict[str, float]) -> dict:
 # Example runs of the method scripts (the real command line, on the example data, a few updates per stage).
 SCRIPTS = {f"train_{m}": f"configs/example/{m.replace('_', '-')}.yaml"
            for m in ("lapo", "laom", "laom_labels", "idm", "bc", "lapo_mask")}  # fmt: skip
-# The rows in the order they run, the most telling first: each method's stage 1, latent BC at scale 32 (its actor
-# carries most of a latent-action run's FLOPs), BC; each script's real command line and one run stopped by SIGTERM
-# and resumed (does every script run on this GPU); the other stages; the data path; the compiled stages last.
+# The rows in the order they run, the most telling first (stage 1s, latent BC, BC, the scripts, resume, the rest).
 FIRST = ["lapo/lam", "laom/lam", "laom_labels/lam", "idm/idm", "laom/latent_bc", "bc/bc"]
 ROWS = FIRST + [f"script:{m}" for m in SCRIPTS] + ["resume:train_bc"] + [k for k in STAGES if k not in FIRST]
 ROWS += ["data_path"] + [f"{k}+compile" for k in COMPILE_STAGES]
@@ -144,8 +135,7 @@ RESUME_EVERY = 10  # resume row: updates between periodic checkpoints; SIGTERM o
 
 
 def stage_data(data_dir: str, name: str, batch: int, updates: int) -> str:
-    """Synthetic frames for `updates` updates at `batch`, written once (to a temporary name first: a row killed
-    while writing leaves no partial file for the next one)."""
+    """Synthetic frames for `updates` updates at `batch`, written once (via a temporary name: no partial file)."""
     path = os.path.join(data_dir, f"{name}-{batch}.hdf5")
     if not os.path.exists(path):
         write_stage_data(path + ".tmp", batch, updates)
@@ -154,8 +144,7 @@ def stage_data(data_dir: str, name: str, batch: int, updates: int) -> str:
 
 
 def stage_row(name: str, cfg: DeviceBenchConfig, device: torch.device, tiny: bool, data_dir: str) -> dict:
-    """One stage (`<stage key>` or `<stage key>+compile`): FLOPs per update (eager rows), then seconds per update over
-    `windows` windows after a warm-up one, peak memory."""
+    """One stage (`<stage key>` or `<stage key>+compile`): FLOPs per update (eager), seconds per update, peak memory."""
     key, compiled = name.removesuffix("+compile"), name.endswith("+compile")
     spec = STAGES[key]
     batch = 8 if tiny else getattr(timing.stage_config(spec), spec.section).batch_size
@@ -234,8 +223,7 @@ def run_command(command: list[str], log: Path, timeout: float) -> tuple[int, str
 
 
 def script_command(module: str, cfg: DeviceBenchConfig, tiny: bool, run_dir: Path) -> list:
-    """The method script's command line on its example config with the check's --device (auto: as a user runs it),
-    each stage counted in updates cut to a few."""
+    """The method script's command line on its example config with the check's --device, stages cut to a few updates."""
     command = [sys.executable, "-m", module, f"--config_path={SCRIPTS[module]}", f"--device={cfg.device}"]
     command += [f"--run_dir={run_dir}", "--wandb_mode=disabled", f"--log_every={cfg.script_updates}"]
     config_cls = importlib.import_module(module).Config
@@ -260,8 +248,7 @@ def script_row(name: str, cfg: DeviceBenchConfig, tiny: bool, timeout: float) ->
 
 
 def resume_row(cfg: DeviceBenchConfig, tiny: bool, timeout: float) -> dict:
-    """`resume:train_bc`: BC's example run stopped by SIGTERM after its first periodic checkpoint (the preemption
-    path: checkpoint after the update in progress, exit code 75), then the same command resumes it to its end."""
+    """`resume:train_bc`: BC's example run stopped by SIGTERM after its first checkpoint (exit 75), then resumed."""
     run_dir = Path(cfg.out_dir) / "scripts" / "resume_train_bc"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)

@@ -1,16 +1,10 @@
-"""The one timer of the benchmarks: a method script's own stage function run with a window log in place of wandb
-(run_stage, time_stage), the data path beside a per-sample DataLoader (data_throughput), synthetic frames in the
-released layout (write_synthetic, write_stage_data). Its command line times a stage-1 update:
+"""The one timer of the benchmarks: a method script's own stage run with a window log in place of wandb (run_stage,
+time_stage), the data path beside a per-sample DataLoader (data_throughput), synthetic data (write_synthetic,
+write_stage_data). Its command line prints the median ms of a stage-1 update and of its parts (data, forward +
+backward, optimizer); --pairs alternates fp32 and bf16 blocks in one process so machine drift falls on both alike.
 
     python -m scripts.bench.timing --method=laom --updates=40                      # this project's update
-    python -m scripts.bench.timing --method=laom --updates=40 --release_adam=true  # torch.optim.Adam's default kernel
     python -m scripts.bench.timing --pairs=8 --updates=4 --threads=1               # fp32 against bf16 autocast
-
-The first form runs train_<method>.train_lam at the small study's sizes (studies/small/configs) on the CPU and prints
-the median ms per update and of its parts: data (batch and augmentations, up to the first forward), forward +
-backward (up to the first optimizer step), optimizer (the steps, the EMA, the log); compare two variants as whole
-processes, alternately under `/usr/bin/time -f %e`. --pairs times configs/example/<method>.yaml's stage 1 in
-alternating fp32 and bf16 blocks of one process, so that a shared machine's drifting speed falls on both alike.
 """
 
 import bisect
@@ -150,8 +144,7 @@ class EnoughUpdates(Exception):
 
 
 class WindowLog:
-    """The wandb sink of a timed stage: at each logged update the time and the FLOPs so far (with a counter); after
-    `stop_after` logged updates it ends the stage (EnoughUpdates)."""
+    """The wandb sink of a timed stage: time and FLOPs at each logged update; ends the stage after `stop_after`."""
 
     def __init__(self, step_key: str, counter: Optional[FlopCounterMode] = None, stop_after: Optional[int] = None):
         self.step_key, self.counter, self.stop_after = step_key, counter, stop_after
@@ -176,8 +169,7 @@ class WindowLog:
 
 
 def stage_args(key: str, spec: StageSpec, tiny: bool, data_path: str, batch: Optional[int], updates: int) -> list[str]:
-    """Command-line overrides of a timed stage: `data_path` everywhere, no evaluation, no probes beyond one batch,
-    `updates` updates (whole epochs where the stage counts epochs: the data is sized for it)."""
+    """Command-line overrides of a timed stage: `data_path`, no evaluation, probes on one batch, `updates` updates."""
     config_cls = importlib.import_module(spec.module).Config
     sections = [f.name for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(f.type)]
     args = [f"--{s}.data_path={data_path}" for s in sections]
@@ -245,10 +237,9 @@ def run_stage(
     functions: Optional[dict] = None,
     **top,
 ) -> WindowLog:
-    """Runs one stage function of a method script for about `updates` updates (`batch` samples each; None: the
-    config's), its networks built on `device`, in `run_dir` (None: a temporary one); returns its window log.
-    `config` (None: the paper's YAML), `args` and `top` (top-level fields, e.g. compile) override; `functions`
-    replace the script's while it runs."""
+    """Runs one stage function of a method script for about `updates` updates of `batch` (None: the config's) on
+    `device`, in `run_dir` (None: temporary); returns its window log. `config` (None: the paper's YAML), `args`, `top`
+    override; `functions` replace the script's while it runs."""
     spec = dataclasses.replace(STAGES[key], config=config or STAGES[key].config)
     args = stage_args(key, spec, tiny, data_path, batch, updates) + list(args)
     if key == "laom_labels/lam" and batch is not None:  # its labeled batch keeps its ratio to the batch
@@ -257,8 +248,7 @@ def run_stage(
         module, cfg = parse_stage_config(spec, args, device, run_dir or tmp, **top, log_every=log_every)
         log = WindowLog(f"{spec.section}/step", counter, stop_after)
         run = dataclasses.replace(start_run(cfg), wandb=log)
-        # The networks built on `device` (the scripts build on the CPU and copy: LAPO's orthogonal initialisation
-        # of its 212M-parameter LAM took minutes on a CPU).
+        # Networks built on `device`: LAPO's orthogonal init of its 212M-parameter LAM took minutes on a CPU.
         build = module.build_models
 
         def build_on_device(*args, **kwargs):
@@ -284,8 +274,8 @@ def run_stage(
 def time_stage(
     key: str, data_path: str, device: torch.device, tiny: bool, batch: Optional[int], window: int, windows: int, **kw
 ):
-    """(seconds per update, peak GPU memory in GiB or None, seconds of the warm-up window) of a stage: one warm-up
-    window and `windows` timed ones, then the stage stops (no checkpoint written; kw: run_stage's)."""
+    """(seconds per update, peak GPU GiB or None, warm-up seconds) of a stage over `windows` windows after a
+    warm-up one (no checkpoint; kw: run_stage's)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -300,8 +290,7 @@ def time_stage(
 
 
 def write_stage_data(path: str, batch: int, updates: int, offset: int = 10, steps: int = 1000) -> None:
-    """Synthetic frames (released layout, 64 px) for `updates` stage-1 updates of `batch` samples: whole
-    trajectories of at most `steps` steps."""
+    """Synthetic frames (released layout, 64 px) for `updates` stage-1 updates of `batch`; trajectories <= `steps`."""
     samples = updates * batch
     length = min(steps, samples + offset + 1)
     n = math.ceil(samples / (length - offset))
@@ -332,8 +321,8 @@ def release_optimizer(model, kind: str, lr: float, weight_decay: Optional[float]
 
 
 def precision_pairs(c: UpdateBenchConfig) -> None:
-    """fp32 against bf16 autocast, blocks alternating (fp32 then bf16, then bf16 then fp32, ...): the median seconds
-    per update of each and the median bf16 / fp32 ratio of the pairs (docs/FAITHFULNESS.md, "Precision on the CPU")."""
+    """fp32 against bf16 autocast in alternating blocks: median seconds per update of each, median bf16 / fp32 ratio
+    of the pairs (docs/FAITHFULNESS.md, "Precision on the CPU")."""
     config = c.config or f"configs/example/{c.method}.yaml"
     seconds, ratios = {"fp32": [], "bf16": []}, []
     for i in range(c.pairs):

@@ -109,8 +109,7 @@ def select(items: list[Item], envs: list[str], settings: list[str], what: list[s
 
 
 def announced_sizes(items: list[Item], timeout: float) -> None:
-    """Asks the server for each size (a HEAD request). Once a host cannot be reached, its other files are not
-    asked (no wait per file when offline): their size stays unknown with the reason."""
+    """Each file's size by a HEAD request; a host that cannot be reached is not asked again (size unknown, with why)."""
     unreachable: dict[str, str] = {}
     for item in items:
         host = urllib.request.urlparse(item.url).netloc
@@ -137,8 +136,7 @@ def human(n: int | None) -> str:
 
 
 def check_free_space(items: list[Item]) -> None:
-    """Refuses to start when the bytes still to fetch (sizes announced, less what the .partial files hold) do not
-    fit on the disk of the output folder with SPARE_BYTES left over."""
+    """Refuses to start when the bytes still to fetch do not fit on the output disk with SPARE_BYTES to spare."""
     need: dict[Path, int] = {}
     for item in (i for i in items if i.size is not None):
         need[item.dest.parent] = need.get(item.dest.parent, 0) + max(0, item.size - item.have)
@@ -169,8 +167,8 @@ def check_dataset(path: Path, item: Item) -> None:
 
 
 def fetch(item: Item, timeout: float, retries: int) -> None:
-    """Downloads item.url into item.partial, continuing what it holds (HTTP range requests); after a connection
-    lost mid-way it continues up to `retries` times, then stops with the .partial kept for the next run."""
+    """Downloads item.url into item.partial, continuing it (HTTP range), up to `retries` retries after a lost
+    connection; then stops with the .partial kept for the next run."""
     attempt = 0
     while True:
         have = item.have

@@ -1,17 +1,8 @@
-"""Leave-one-out cross-embodied dataset (paper, Fig. 10): trajectories of every environment except the target.
+"""Leave-one-out cross-embodied dataset (paper, Fig. 10): trajectories of every environment except the target, in the
+released layout, zero-padded to the largest action / state size; the root attributes name the TARGET
+(docs/REPRODUCING.md, "Cross-embodied pre-training").
 
-For the target cheetah-run, the paper samples 1666 trajectories from each of the other three environments (about 5k
-in all) and pre-trains the LAM (and latent BC) on the mixture; the target's own labeled trajectories then train the
-decoder (or supervise LAOM). This script writes the mixture in the released layout (docs/FAITHFULNESS.md, "data"):
-
-    python -m scripts.data.make_cross_embodied --target_env=cheetah-run --data_dir=data
-    # -> data/cheetah-run-mixed.hdf5 from data/walker-run.hdf5, data/hopper-hop.hdf5, data/humanoid-walk.hdf5
-    python -m scripts.data.make_cross_embodied --target_env=cheetah-run --sources=a.hdf5,b.hdf5 --counts=3,2 \\
-        --save_path=/tmp/mixed.hdf5
-
-The sources (checked as sample_labeled_data does) must share img_hw; `actions` and `states` are zero-padded to the
-largest size, each group records where it comes from and its unpadded sizes, and the root attributes name the TARGET
-environment (its evaluation is built from them); `dataset_return` mixes environments (not a meaningful score).
+    python -m scripts.data.make_cross_embodied --target_env=cheetah-run --data_dir=data  # data/cheetah-run-mixed.hdf5
 """
 
 import json

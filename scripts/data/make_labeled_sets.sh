@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
-# The labeled subsets of every budget and the novel-distractor evaluation set of one environment, named as the
-# sweeps read them (scripts/sweeps/common.sh): $DATA_DIR/<env>-labeled-1000x<N>.hdf5, N whole trajectories sampled
-# from $DATA_DIR/<env>.hdf5 (scripts/sample_labeled_data.py), and $DATA_DIR/<env>-eval.hdf5, EVAL_TRAJECTORIES
-# trajectories of the expert with the validation (novel) background videos (scripts/data_collection/collect_data.py).
+# The labeled subsets of every budget ($DATA_DIR/<env>-labeled-1000x<N>.hdf5) and the novel-distractor evaluation set
+# ($DATA_DIR/<env>-eval.hdf5) of one environment, named as scripts/sweeps/common.sh reads them.
 #   bash scripts/data/make_labeled_sets.sh ENV [EXPERT_CHECKPOINT]
 #   DCS_BACKGROUNDS=DAVIS/JPEGImages/480p bash scripts/data/make_labeled_sets.sh walker-run <experts>/walker-run-expert
 #
-# EXPERT_CHECKPOINT: the environment's expert (PPO folder or SAC zip, as released with the paper); without it the
-# evaluation set is not made. Files that exist are kept (an interrupted evaluation set is resumed).
-# Settings (environment variables; defaults in brackets):
+# EXPERT_CHECKPOINT: the expert (PPO folder or SAC zip), needed for the evaluation set. Existing files are kept (an
+# interrupted evaluation set resumes). Settings (environment variables; defaults in brackets):
 #   DATA_DIR [data]  BUDGETS [2 4 8 16 32 64 128]  SAMPLE_SEED [0]: seed of the sampling (the same for every budget)
 #   DCS_BACKGROUNDS: DAVIS folder <root>/<video>/<frame>.jpg, or "builtin" (required for the evaluation set)
 #   EVAL_TRAJECTORIES [50]  EVAL_SEED [100]: base episode seed of the evaluation set (the training set's differs)

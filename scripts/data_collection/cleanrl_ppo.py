@@ -1,9 +1,5 @@
-"""PPO expert on proprioceptive dm_control states, CleanRL style (one file, continuous actions).
-
-As for the paper's experts (cheetah-run, walker-run, hopper-hop): 64 envs x 128 steps per rollout, MLPs with two
-hidden layers of 512 and Tanh, running observation normalisation, reward scaling by the running std of the discounted
-return, 1e9 transitions. Writes `config.pt` (this config as a dict) and `checkpoint.pt` (the agent's state dict, the
-released keys) into `checkpoint_path`, the format `experts.load_expert` loads.
+"""PPO expert on proprioceptive dm_control states, CleanRL style, with the paper's experts' settings. Writes
+`config.pt` and `checkpoint.pt` (released keys) into `checkpoint_path`, as `experts.load_expert` loads them.
 
     python -m scripts.data_collection.cleanrl_ppo --domain=walker --task=run --total_timesteps=2048 --num_envs=4
 """

@@ -1,15 +1,11 @@
-"""Collect an expert dataset: the expert acts on proprioceptive states while the DCS renders the distracted frames.
+"""Collect an expert dataset: the expert acts on proprioceptive states while the DCS renders the distracted frames, in
+the released HDF5 layout; resumable, one writer per file (docs/DATA.md). --record_masks=True also writes
+`<stem>-masks.hdf5`.
 
     python -m scripts.data_collection.collect_data --checkpoint_path=../shared/experts/cheetah-run-expert \\
         --dcs_backgrounds_path=builtin --save_path=data/example-data.hdf5 --num_trajectories=14 \\
         --max_episode_steps=100 --dcs_difficulty=scale_easy_video_hard --dcs_backgrounds_split=train \\
         --dcs_img_hw=64 --seed=0 --compression=gzip --num_workers=2     # data/example-data.hdf5, as it was made
-
-The released HDF5 layout with this collector's additions (docs/DATA.md). Trajectory i is recorded from
-episode_seed(seed, i): the file does not depend on --num_workers. Each group is written whole, marked `complete` last
-and flushed; the same command resumes a file whose root attributes match. One writer per file (a flock on
-`<save_path>.lock`); --overwrite writes `<save_path>.partial` and swaps it in when complete; each group's disk space
-is reserved first, so a full disk stops between groups. --record_masks=True also writes `<stem>-masks.hdf5`.
 """
 
 import contextlib
@@ -43,8 +39,7 @@ LOCK_SUFFIX = ".lock"  # <save_path>.lock: the advisory lock of the output's wri
 PARTIAL_SUFFIX = ".partial"  # <save_path>.partial: the new file of an --overwrite run, until it replaces the old one
 RESERVE_MARGIN = 64 * 1024  # bytes reserved per trajectory beyond its arrays (HDF5 metadata, compression overhead)
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# Version 2 stores the expert's raw actions (the paper's datasets). Files of version 1 (no attribute) hold actions
-# clipped to [-1, 1]; src/data.py warns when it reads one.
+# Version 2: raw expert actions (as the paper's); version 1 (no attribute): clipped to [-1, 1], src/data.py warns.
 COLLECTOR_VERSION = 2
 # <group>/distractors/<name>: each frame's distractor state, float32 [T, k]; attribute `columns` names the columns.
 DISTRACTOR_COLUMNS = {
@@ -99,8 +94,7 @@ def episode_seed(seed: int, index: int) -> int:
 def collect_trajectory(
     env, expert: Expert, seed: int, max_steps: int, record_masks: bool = False, record_distractors: bool = True
 ) -> Trajectory:
-    """One greedy episode: the expert sees info["state"]; with each frame, optionally its true foreground mask and
-    its distractor state, both taken before the step, as the frame shows them."""
+    """One greedy episode; the expert sees info["state"]; optionally each frame's mask and distractor state."""
     if record_masks:
         from src.masks import segmentation_mask
     start = time.perf_counter()
@@ -199,9 +193,8 @@ def _lock_holder(fd: int, lock_path: Path) -> str:
 
 @contextlib.contextmanager
 def output_lock(path: Path):
-    """Hold an exclusive flock on `<path>.lock` for the block, or raise OutputInUseError. The kernel frees it when
-    the holder exits, even on SIGKILL (a stale lock file is simply locked again); the file records its holder for
-    the refusal message and is removed, still locked, when the block ends."""
+    """Hold an exclusive flock on `<path>.lock` for the block, or raise OutputInUseError; the kernel frees it even
+    on SIGKILL. The file names its holder and is removed, still locked, when the block ends."""
     lock_path = sibling(path, LOCK_SUFFIX)
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the worker processes
@@ -267,8 +260,7 @@ def signals_deferred():
 
 
 def is_disk_full(e: BaseException) -> bool:
-    """h5py raises OSError (with errno) when raw data cannot be written, RuntimeError ("errno = 28" in the text)
-    when a metadata flush cannot."""
+    """True for h5py's no-space errors: OSError with errno, or RuntimeError with "errno = 28" in the text."""
     if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
         return True
     return isinstance(e, (OSError, RuntimeError)) and any(f"errno = {code}," in str(e) for code in DISK_FULL_ERRNOS)
@@ -288,8 +280,8 @@ def count_complete(path: Path) -> int:
 
 
 def open_output(path: Path, attrs: dict, num_trajectories: int) -> tuple[h5py.File, list[float]] | None:
-    """Open a new output, or resume an existing one made by the same command (incomplete groups dropped): (file,
-    returns of the complete trajectories); None, writing nothing, when the file already holds all of them."""
+    """(file, returns of complete trajectories): new, or resumed if the same command made it (incomplete groups
+    dropped); None, writing nothing, when it is complete."""
     if not path.exists():
         f = h5py.File(path, "w")
         f.attrs.update(attrs | dict(package_versions=package_versions(), dataset_return=float("nan")))
@@ -329,9 +321,8 @@ def open_output(path: Path, attrs: dict, num_trajectories: int) -> tuple[h5py.Fi
 
 
 def reserve_space(path: str, start: int, nbytes: int) -> None:
-    """Allocate bytes [start, start + nbytes) of the file before HDF5 writes there, so that a full disk shows up
-    here (nothing written yet) instead of halfway through a group. Filesystems that cannot preallocate are written
-    without a reservation."""
+    """Allocate bytes [start, start + nbytes) before HDF5 writes there, so a full disk shows up before a group
+    is half written (skipped where the filesystem cannot preallocate)."""
     fd = os.open(path, os.O_RDWR)
     try:
         os.posix_fallocate(fd, start, nbytes)
@@ -343,8 +334,8 @@ def reserve_space(path: str, start: int, nbytes: int) -> None:
 
 
 def write_group(f: h5py.File, index: int, fill) -> None:
-    """Write group `index` with fill(group), mark it complete last, flush. On failure the group is deleted and the
-    root attributes restored before the error propagates, so the file keeps only whole trajectories."""
+    """Write group `index` with fill(group), mark it complete last, flush; on failure delete it and restore the
+    root attributes, so the file keeps only whole trajectories."""
     root = dict(f.attrs)
     try:
         group = f.create_group(str(index))
@@ -457,8 +448,7 @@ def _collect_in_worker(job: tuple[int, int]) -> tuple[int, Trajectory]:
 
 
 def collect(config: Config) -> Path:
-    """Validate everything, then record the missing trajectories of `config.save_path` in index order, holding the
-    output's lock throughout."""
+    """Validate everything, then record the missing trajectories in index order, holding the output's lock."""
     check_config(config)
     path = Path(config.save_path)
     target = Path(os.path.realpath(path))  # the lock and the partial file live next to the real file
@@ -596,15 +586,13 @@ def _collect_locked(config: Config, path: Path, target: Path) -> None:
 
 
 def main(config_class: type = Config) -> None:
-    """Command line: SIGTERM stops it as Ctrl-C does; a user error (output in use, disk full, ...) is reported in one
-    line, exit status 1."""
+    """Command line: SIGTERM stops it as Ctrl-C does; a user error is one line, exit status 1."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with user_errors():
         try:
             collect(pyrallis.parse(config_class=config_class))
         except DiskFullError as e:
-            # After a write that failed for lack of space, HDF5 may keep ids it could not close; its clean-up at
-            # interpreter exit would try to write them again (and can crash). The file is closed and checked: leave.
+            # HDF5's exit clean-up may retry (and crash on) the writes that failed; the file is closed and checked.
             print(f"error: {e}", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()

@@ -1,5 +1,4 @@
-"""collect_data.py with a stable-baselines3 SAC expert (the paper's humanoid-walk expert): an SB3 zip does not
-record its task, so the task defaults to humanoid-walk. The reference's command:
+"""collect_data.py with a stable-baselines3 SAC expert (the paper's humanoid-walk; an SB3 zip records no task).
 
     python -m scripts.data_collection.collect_data_sb3 --checkpoint_path=checkpoints/sac-humanoid-walk \\
         --dcs_backgrounds_path=DAVIS/JPEGImages/480p --save_path=data/humanoid-walk-test.hdf5 --num_trajectories=10

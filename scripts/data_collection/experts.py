@@ -1,8 +1,6 @@
-"""Expert policies acting on proprioceptive states, as released with the paper: loading, acting, and the state
-environment they are trained in. PPO (CleanRL style, `cleanrl_ppo.py`): a folder with `config.pt` and
-`checkpoint.pt`, greedy action = actor mean of the normalised state, NOT clipped (the collector stores this raw
-action, as the paper's datasets do; the environment clips what it executes). SAC (stable-baselines3, `sb3_sac.py`):
-the zip of `SAC.save`, greedy action = `predict(deterministic=True)`. Both act on `src.envs.flatten_state`.
+"""Expert policies on proprioceptive states (`src.envs.flatten_state`), as released: PPO (`cleanrl_ppo.py`: greedy =
+actor mean of the normalised state, NOT clipped, as the datasets store it) and SAC (`sb3_sac.py`:
+`predict(deterministic=True)`); loading, acting, and the state environment.
 """
 
 from __future__ import annotations
@@ -23,8 +21,7 @@ PPO_CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class DMCStateEnv(gym.Env):
-    """A dm_control suite task as a gymnasium env over flattened proprioceptive states (no rendering), to train
-    experts. `reset(seed=s)` reloads the task with that seed, so an episode is reproducible from its seed."""
+    """A dm_control task as a gymnasium env over flattened states, to train experts; reset(seed=s) reloads it seeded."""
 
     def __init__(self, domain_name: str, task_name: str, seed: int | None = None, dtype: np.dtype = np.float32):
         from dm_control import suite
@@ -49,8 +46,7 @@ class DMCStateEnv(gym.Env):
         return self._state(time_step), float(time_step.reward or 0.0), terminated, truncated, {}
 
     def _state(self, time_step) -> np.ndarray:
-        # Imported here, after __init__ imported dm_control: src.envs sets MUJOCO_GL=egl for the pixel environments
-        # when unset, and these state-only environments must keep working where dm_control finds no EGL.
+        # Imported after dm_control: src.envs sets MUJOCO_GL=egl when unset; state-only envs must work without EGL.
         from src.envs import flatten_state
 
         return flatten_state(time_step.observation, self._dtype)
@@ -135,8 +131,7 @@ class SACExpert(Expert):
     def __init__(self, zip_path: Path, device: str = "cpu"):
         from stable_baselines3 import SAC
 
-        # The released zip's pickled lr_schedule does not load across Python versions; SB3 rebuilds it from
-        # `learning_rate` on load, so a placeholder is enough (and it is never used for acting).
+        # The pickled lr_schedule does not load across Pythons; SB3 rebuilds it from learning_rate: a placeholder.
         self.model = SAC.load(str(zip_path), device=device, custom_objects={"lr_schedule": lambda _: 0.0})
         obs_space, action_space = self.model.observation_space, self.model.action_space
         if len(obs_space.shape) != 1 or len(action_space.shape) != 1:
@@ -153,8 +148,8 @@ class SACExpert(Expert):
 
 
 def resolve_checkpoint(checkpoint_path: str | os.PathLike, checkpoint_name: str = PPO_CHECKPOINT_NAME) -> tuple:
-    """(kind, path) of a checkpoint, without loading it: a folder with `config.pt` is "ppo", a `.zip` file (the
-    suffix may be left out) is "sac"; a MissingFileError names what is missing."""
+    """(kind, path) of a checkpoint without loading it: a folder with `config.pt` is "ppo", a `.zip` (suffix
+    optional) "sac"; else a MissingFileError."""
     path = Path(checkpoint_path)
     if path.is_dir():
         if not (path / PPO_CONFIG_NAME).is_file() or not (path / checkpoint_name).is_file():

@@ -1,6 +1,5 @@
-"""SAC expert on proprioceptive dm_control states with stable-baselines3, default hyperparameters: the paper's
-humanoid-walk expert (2e6 transitions, states as float64, as in the released zip). Saves the zip that
-`experts.load_expert` loads.
+"""SAC expert on proprioceptive dm_control states with stable-baselines3 defaults (the paper's humanoid-walk expert),
+saved as the zip `experts.load_expert` loads.
 
     python -m scripts.data_collection.sb3_sac --save_path=checkpoints/sac-humanoid-walk
 """

@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# Builds the Dockerfile with buildah (no daemon; chroot isolation, the host's network) with the CPU torch, then runs
-# the in-image checks: the README's quick start, 2 updates of a stage with --compile=true (Inductor builds C++ kernels
-# with the image's compiler) and the data, DCS rendering (EGL, Mesa) and one method script's tests.
+# Builds the Dockerfile with buildah (CPU torch), then runs the in-image checks (quick start, --compile=true, data,
+# DCS rendering, one method script's tests).
 #   bash scripts/docker/build_ci_image.sh             # after scripts/docker/make_base_image.sh
 # Settings: IMAGE [laom-ci], BASE_IMAGE [debian:bookworm-slim], TORCH_SPEC [torch==2.13.0+cpu], CHECKS [1] (0: build
-# only), STORAGE_DRIVER [vfs]. pip inside the build uses the builder's pip configuration (a pip.conf mounted for the
-# build, every local path it names mounted read-only; nothing of it stored in the image).
+# only), STORAGE_DRIVER [vfs]. pip inside the build uses the builder's pip configuration (not stored in the image).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 IMAGE=${IMAGE:-laom-ci}

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Makes the Dockerfile's base image from Debian's own packages (mmdebstrap, minbase + ca-certificates) and stores it
-# in buildah's local storage under the name the Dockerfile uses, so that a build needs no image registry. Returns at
-# once when the image is there.
+# Makes the Dockerfile's base image from Debian's packages (mmdebstrap) in buildah's local storage, so that a build
+# needs no image registry; returns at once when the image is there.
 #   bash scripts/docker/make_base_image.sh            # BASE_IMAGE [debian:bookworm-slim]
 # Needs root, buildah and mmdebstrap (apt-get install -y buildah mmdebstrap).
 set -euo pipefail

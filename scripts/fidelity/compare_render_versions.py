@@ -37,8 +37,7 @@ DIFF_BINS = (0, 1, 2, 3, 5, 10, 20, 50, 256)  # histogram of per-value |a - b| (
 ROLLOUT_FRAME_STEPS = (0, 1, 10, 100, 250, 500, 1000)
 STATE_KEYS = ("qpos", "qvel", "act", "ctrl", "qacc_warmstart", "time")  # time last
 CAMERA_OFFSET, CAMERA_ROLL = (1.15, 0.2, -0.1), 0.05  # orbit radius factor, azimuth and polar offsets, roll (rad)
-# Compiled model fields that decide what the renderer draws (a field this version lacks is skipped), then model.vis
-# and model.stat fields (saved as vis.<field>).
+# Model fields that decide what is drawn (skipped where this version lacks them), then model.vis / model.stat (vis.*).
 MODEL_FIELDS = """
 nq nv nu na nbody ngeom ncam nlight nmat ntex nskin cam_mode cam_bodyid cam_pos cam_quat cam_poscom0 cam_pos0 cam_mat0
 cam_fovy cam_ipd cam_resolution cam_sensorsize cam_intrinsic cam_orthographic light_mode light_type light_directional
@@ -106,8 +105,8 @@ def model_params(model, xml: str) -> dict:
 
 
 def distract_model(physics, seed: int) -> None:
-    """The DCS port's model edits with fixed values (both installs apply the same): every material's RGB shifted, the
-    grid translucent, the skybox texture overwritten with a gradient and checker pattern and re-uploaded."""
+    """The DCS port's model edits with fixed values (same in both installs): materials' RGB shifted, grid
+    translucent, skybox overwritten with a gradient and checker pattern and re-uploaded."""
     import mujoco
 
     from src.dcs.constants import SKYBOX_SIZE as side  # the side of the port's skybox texture
@@ -130,8 +129,7 @@ def distract_model(physics, seed: int) -> None:
 
 
 def distract_camera(physics, cam: int) -> None:
-    """After mj_forward: the camera orbits its tracked subtree centre of mass and rolls, as the DCS camera distraction
-    (CAMERA_OFFSET in spherical coordinates)."""
+    """After mj_forward: the camera orbits its tracked subtree's centre of mass and rolls (CAMERA_OFFSET)."""
     data = physics.data
     target = np.array(data.subtree_com[int(physics.model.cam_bodyid[cam])])
     v = np.array(data.cam_xpos[cam]) - target
@@ -177,8 +175,7 @@ def make_states(env, seed: int, num_states: int, stride: int, total_actions: int
 
 
 def rollout(task: str, args, state: dict, actions: np.ndarray) -> dict:
-    """A fresh env (the plain model) from `state`, the same actions: qpos, qvel, rewards, 64 px frames of its own
-    trajectory at ROLLOUT_FRAME_STEPS."""
+    """A fresh env (plain model) from `state` with the same actions: qpos, qvel, rewards, 64 px frames."""
     env, cam, _ = load_task(task, args.seed)
     physics = env.physics
     env.reset()

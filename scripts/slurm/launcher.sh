@@ -1,9 +1,7 @@
 # shellcheck shell=bash
-# The SLURM launcher of the sweeps (sourced by scripts/sweeps/common.sh when LAUNCHER=slurm; settings there and in
-# docs/DISTRIBUTED.md). Every run of the job list becomes one batch job of scripts/slurm/run_job.sh, in phase order;
-# a run with results.json is skipped, one whose job (<run_dir>/slurm.jobid) is queued or running is not submitted
-# twice, a phase-2 run waits for its base run's job (--dependency=afterok) unless the base checkpoint exists. Then it
-# prints the job ids, or with SLURM_WAIT=1 waits and reports per run: done or failed (state, exit code, log).
+# The SLURM launcher of the sweeps (sourced by scripts/sweeps/common.sh when LAUNCHER=slurm; docs/DISTRIBUTED.md):
+# one batch job of scripts/slurm/run_job.sh per run, in phase order, finished or queued runs skipped; prints the job
+# ids, or with SLURM_WAIT=1 waits and reports per run.
 
 _SLURM_JOB_SCRIPT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/run_job.sh"
 SLURM_GPUS_PER_RUN=${SLURM_GPUS_PER_RUN:-1}

@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # One run of a sweep as a SLURM batch job; scripts/sweeps/common.sh submits it with LAUNCHER=slurm:
 #   sbatch --requeue --signal=B:USR1@<seconds> ... scripts/slurm/run_job.sh RUN_DIR REQUIRES COMMAND
-# REQUIRES: a file the run reuses (its base run's checkpoint), or "-"; COMMAND: shell-quoted. Signals reach the run
-# (src/stage.py: it checkpoints after the update in progress and exits with 75; the same command resumes): USR1
-# (SLURM's warning before the time limit, or scancel --signal=USR1 --batch) is forwarded, then the job requeued, which
-# resumes the run; TERM (time limit, preemption, scancel) checkpoints and ends the job. A lost node: SLURM requeues
-# the job or marks it NODE_FAIL; the run resumes from its last periodic checkpoint when it starts again.
+# REQUIRES: a file the run reuses, or "-"; COMMAND: shell-quoted. USR1 (the time-limit warning) is forwarded to the
+# run, which checkpoints and exits 75, and the job requeued (it resumes); TERM checkpoints and ends the job.
+
 set -uo pipefail
 PREEMPTED_EXIT_CODE=75  # src/stage.py PREEMPTED_EXIT_CODE
 if [[ $# -ne 3 ]]; then
@@ -33,8 +31,7 @@ forward() {
 }
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
-# The run in a process group of its own, led by the training process itself (exec): a signal forwarded to the group
-# reaches it and whatever it started (torchrun's workers).
+# The run leads a process group of its own (exec): a signal to the group also reaches torchrun's workers.
 eval "exec setsid $cmd" &
 pid=$!
 while :; do
@@ -51,8 +48,7 @@ for _ in $(seq 60); do
 done
 [[ $status == 0 ]] && say ": the run finished" && exit 0
 if [[ "$got" == USR1 && ($status == "$PREEMPTED_EXIT_CODE" || $status -gt 128) ]]; then
-    # Stopped on the warning: checkpointed (exit 75), or killed by the signal outside a stage's update loop (it
-    # resumes from the last checkpoint of the stage, or skips the stages it finished).
+    # Stopped on the warning (checkpointed, or killed outside an update loop: it resumes either way); requeue it.
     # SLURM ends this incarnation of the job (SIGTERM) as it requeues it: the line comes first.
     say ": requeueing (exit $status); it starts again and resumes the run"
     scontrol requeue "$job" && exit 0

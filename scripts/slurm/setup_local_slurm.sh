@@ -2,9 +2,9 @@
 # A single-node SLURM cluster on this machine, for tests and CI: Debian's slurm-wlm (slurmctld, slurmd) and munge,
 # as root, the node "localhost" (this machine's CPUs, no GPUs) in the partition "debug", no accounting, no cgroups.
 #   sudo bash scripts/slurm/setup_local_slurm.sh      # then: sinfo; LAUNCHER=slurm SLURM_PARTITION=debug ...
-# Idempotent; no systemd (the daemons are started directly; logs in /var/log/slurm/; stop: kill the pids in
-# /run/slurmctld.pid, /run/slurmd.pid, /run/munge/munged.pid). Exit codes: 0 up; 3 cannot be set up here (not root,
-# no apt-get, or a slurm.conf this script did not write, left alone); 1 set up but did not come up (see the logs).
+# Idempotent; no systemd (logs in /var/log/slurm/; stop: kill the pids in /run/slurmctld.pid, /run/slurmd.pid,
+# /run/munge/munged.pid). Exit codes: 0 up; 3 cannot be set up here (not root, no apt-get, a slurm.conf this script
+# did not write); 1 set up but did not come up (see the logs).
 set -euo pipefail
 CONF=/etc/slurm/slurm.conf
 MARK="# written by scripts/slurm/setup_local_slurm.sh"

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Every method of the paper's main result (Fig. 1 / 8), one after the other, with the same settings
-# (scripts/sweeps/common.sh), then the figures and tables. A method's failures do not stop the others;
-# the exit status is non-zero if any run failed.
+# Every method of the paper's main result (Fig. 1 / 8), then the figures and tables (scripts/sweeps/common.sh).
+# A method's failures do not stop the others; the exit status is non-zero if any run failed.
 #   GPUS="0 1 2 3" bash scripts/sweeps/all.sh
 #   LAUNCHER=slurm SLURM_WAIT=1 ... bash scripts/sweeps/all.sh   # every job submitted at once, then waited for
 set -uo pipefail

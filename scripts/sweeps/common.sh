@@ -1,21 +1,16 @@
-# Shared machinery of the sweep scripts (sourced, not run): settings from environment variables, the data and run
-# naming, the job list. The jobs run here through scripts/jobs.sh (its settings: PARALLEL, GPUS, JOB_THREADS,
-# DRY_RUN=1, PYTHON) or, with LAUNCHER=slurm, as SLURM batch jobs (scripts/slurm/launcher.sh; its settings:
-# docs/DISTRIBUTED.md, "Running on a SLURM cluster").
+# Shared machinery of the sweep scripts (sourced, not run): settings, data and run naming, the job list, run by
+# scripts/jobs.sh or, with LAUNCHER=slurm, as SLURM batch jobs (docs/DISTRIBUTED.md, "Running on a SLURM cluster").
 #
 # Settings (environment variables, defaults below; docs/REPRODUCING.md): ENVS, BUDGETS, SEEDS, DATA_DIR, RUNS_DIR,
-# CONFIG_DIR (configs/example: the tiny example configs) or CONFIG (the method's YAML config, over CONFIG_DIR);
-# EXTRA_ARGS, appended to every command (word-split; they win over the sweep's own arguments, e.g.
-# "--wandb_mode=online --device=cuda"); DCS_BACKGROUNDS, the DAVIS folder (or "builtin") of the evaluation
-# environments [as recorded in the dataset]; RUN_NAME_PREFIX of the run names <method>-<env>-budget<N>-seed<S>
-# (wandb); LAUNCHER: "local" (here, PARALLEL at once) or "slurm" (one SLURM batch job each).
+# CONFIG_DIR (configs/example) or CONFIG (a method's YAML, over CONFIG_DIR); EXTRA_ARGS (word-split, appended to every
+# command, winning over the sweep's own); DCS_BACKGROUNDS (evaluation's DAVIS folder or "builtin" [the dataset's]);
+# RUN_NAME_PREFIX of the wandb names <method>-<env>-budget<N>-seed<S>; LAUNCHER: "local" [PARALLEL at once] or "slurm".
 #
 # Data naming convention (scripts/data/make_labeled_sets.sh writes it):
 #   $DATA_DIR/<env>.hdf5                   the full dataset (5000 trajectories, "unlabeled")
 #   $DATA_DIR/<env>-labeled-1000x<N>.hdf5  N whole labeled trajectories sampled from it
 #   $DATA_DIR/<env>-eval.hdf5              evaluation set recorded with the validation (novel) videos
-# Run layout: $RUNS_DIR/<method>/<env>/budget<N>/seed<S> (bc_full: $RUNS_DIR/bc_full/<env>/full/seed<S>), each with
-# config.yaml, results.json, stage checkpoints and train.log (stdout and stderr of the run).
+# Run layout: $RUNS_DIR/<method>/<env>/budget<N>|full/seed<S>: config.yaml, results.json, checkpoints, train.log.
 
 # The default ENVS is src/dcs/constants.py PAPER_ENVS (tests/test_consolidation.py checks that they agree).
 ENVS=${ENVS:-"cheetah-run walker-run hopper-hop humanoid-walk"}
@@ -47,8 +42,7 @@ esac
 _MISSING_DATA=()
 
 full_data() { echo "$DATA_DIR/$1.hdf5"; }
-# Data of the latent-action-model stage: the full set, or with CROSS_EMBODIED=1 the leave-one-out mixture of the
-# other environments (scripts/data/make_cross_embodied.py; scripts/sweeps/cross_embodied.sh).
+# Data of the LAM stage: the full set, or with CROSS_EMBODIED=1 the leave-one-out mixture (make_cross_embodied.py).
 lam_data() {
     if [[ "${CROSS_EMBODIED:-0}" == 1 ]]; then echo "$DATA_DIR/$1-mixed.hdf5"; else full_data "$1"; fi
 }
@@ -62,8 +56,7 @@ need_data() {  # datasets the sweep needs: a missing one stops the sweep before 
     done
 }
 
-# The evaluation set of an environment if it exists (the novel-distractor metrics need it), else a warning and "";
-# "" with CROSS_EMBODIED=1 (the scripts require the evaluation set to have the action size of the LAM's data).
+# The evaluation set of an environment if it exists, else a warning and ""; "" with CROSS_EMBODIED=1 (action sizes).
 eval_data_if_exists() {
     local path="$DATA_DIR/$1-eval.hdf5"
     [[ "${CROSS_EMBODIED:-0}" == 1 ]] && return 0
@@ -90,8 +83,7 @@ add_job() {
     queue_job "$phase" "$dir" "$requires" "$cmd"
 }
 
-# Runs every job added with add_job, phase by phase, PARALLEL at once (scripts/jobs.sh) or as SLURM jobs; reports
-# failures; returns non-zero if any.
+# Runs every job added with add_job, phase by phase (scripts/jobs.sh or SLURM); returns non-zero if any failed.
 run_sweep() {
     local label=$1
     if [[ ${#_MISSING_DATA[@]} -gt 0 ]]; then
@@ -110,9 +102,8 @@ run_sweep() {
     fi
 }
 
-# LAPO and LAOM: the LAM and the latent BC never see labels, so they are trained once per (env, seed), by the run of
-# the first budget, and every other budget reuses both (--lapo.checkpoint_path, --bc.checkpoint_path): only its
-# decoder is trained (paper, Appendix E). The reusing runs skip the latent BC's diagnostic evaluation.
+# LAPO and LAOM: the LAM and latent BC see no labels: trained once per (env, seed) by the first budget's run, reused
+# by the others, which train only their decoder (paper, Appendix E) and skip the latent BC's evaluation.
 sweep_reused_lam() {  # method module config
     local method=$1 module=$2 config=$3 env seed budget base ev full lam budgets
     read -r -a budgets <<<"$BUDGETS"

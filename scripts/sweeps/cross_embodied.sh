@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
-# Cross-embodied pre-training (paper, Fig. 10): for each target environment, the latent action model is trained on
-# the leave-one-out mixture of the OTHER environments ($DATA_DIR/<env>-mixed.hdf5, made here by
-# scripts/data/make_cross_embodied.py if missing), latent BC and the decoder (and LAOM's supervision) on the target's
-# own data; no novel-distractor evaluation set (its action size differs from the mixture's). Settings as every sweep
-# (scripts/sweeps/common.sh), METHODS [laom laom_labels] (lapo works too); runs go to
-# $RUNS_DIR/cross_embodied/<method>/<env>/budget<N>/seed<S> (a suite of scripts/plot_results.py, the main BC its
-# reference).
+# Cross-embodied pre-training (paper, Fig. 10; docs/REPRODUCING.md): the LAM on the mixture of the OTHER environments
+# (made if missing), the rest on the target's data. Settings: scripts/sweeps/common.sh, METHODS [laom laom_labels];
+# runs go to $RUNS_DIR/cross_embodied/<method>/<env>/budget<N>/seed<S>.
 #   bash scripts/sweeps/cross_embodied.sh
 set -uo pipefail
 here=$(dirname "${BASH_SOURCE[0]}")

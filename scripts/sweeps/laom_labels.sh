@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# LAOM + supervision over label budgets, seeds and environments: one LAM per budget, supervised by the budget's
-# labeled trajectories, which also train its decoder (paper, Appendix E). labeled_loss_coef is the paper's:
-# 0.001 for cheetah-run, the config's (0.01) elsewhere; LABELED_LOSS_COEF=<x> sets it for every environment.
-# With $DATA_DIR/<env>-eval.hdf5 present, the action MSE on novel distractors (paper Fig. 9a) is reported.
+# LAOM + supervision over label budgets, seeds and environments: one LAM per budget (paper, Appendix E).
+# labeled_loss_coef: 0.001 for cheetah-run, 0.01 elsewhere (the paper's); LABELED_LOSS_COEF=<x> for every environment.
 #   bash scripts/sweeps/laom_labels.sh               # all budgets x seeds x envs (settings: scripts/sweeps/common.sh)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

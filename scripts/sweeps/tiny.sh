@@ -1,14 +1,10 @@
 #!/usr/bin/env bash
-# A tiny sweep of every method on a laptop CPU (301 s on 2 cores, 2026-11-22: docs/REPRODUCING.md) from the
-# example data: cheetah-run x 2 budgets (2 and 4 labeled trajectories) x 2 seeds with the example configs
-# (configs/example/; bc_full uses bc.yaml), then the tables and figures. It exercises the whole workflow; its numbers
-# mean nothing.
+# A tiny sweep of every method on a laptop CPU from the example data (docs/REPRODUCING.md), then the tables and
+# figures: it exercises the whole workflow; its numbers mean nothing.
 #   bash scripts/sweeps/tiny.sh                     # -> runs/tiny/runs, tables and figures in runs/tiny/results
 #   OUT=docs/tiny-sweep bash scripts/sweeps/tiny.sh  # how docs/tiny-sweep was made
-# Its data, in $TINY_DIR/data: the example data as cheetah-run.hdf5, the labeled sets sampled from it, and an
-# evaluation set of 2 short trajectories recorded by EXPERT=<cheetah-run expert> with the built-in validation videos
-# or, without EXPERT, a stand-in sampled from the example data (training videos: its "novel distractor" numbers are
-# not novel). Settings: TINY_DIR [runs/tiny], OUT [$TINY_DIR/results], BUDGETS ["2 4"], SEEDS ["0 1"], PARALLEL [2],
+# Without EXPERT=<cheetah-run expert> the evaluation set is sampled from the example data (not novel distractors).
+# Settings: TINY_DIR [runs/tiny], OUT [$TINY_DIR/results], BUDGETS ["2 4"], SEEDS ["0 1"], PARALLEL [2],
 # METHODS [all], EXPERT, PYTHON [python].
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -1,9 +1,6 @@
-"""Can the small study's BC actor fit its own training data? (studies/small/README.md, "Why no policy learns")
-
-Trains the BC actor of studies/small/configs for `--updates` Adam updates on `--samples` fixed transitions and prints
-its MSE on them beside the actions' variance (the mean action's MSE), for the paper's pooled head (src/nn.py Actor:
-32 numbers per frame stack at scale 1) and, as a diagnostic only, a flat head on the whole 8 x 8 map (2048 numbers).
-A head that cannot fit a few hundred memorisable samples cannot learn a policy either.
+"""Can the small study's BC actor fit its own training data? (studies/small/README.md, "Why no policy learns"): its MSE
+on `--samples` fixed transitions after `--updates` updates beside the actions' variance, for the paper's pooled head
+and, as a diagnostic, a flat head on the whole 8 x 8 map.
 
     python -m studies.small.bc_fit_check --data_path runs/small/data/cheetah-run.hdf5
 """

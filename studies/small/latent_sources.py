@@ -1,16 +1,7 @@
-"""What moves each latent action: the background's change or the agent's? (studies/small)
-
-The distractor-state probes (src/probes.py) cannot read the paper's mechanism at 64 px (a step's recorded distractor
-change is sub-pixel, under one 8-bit level or a sign; not even the pixels decode it: pixel_ceiling.py). So this
-intervenes with the true foreground masks (collect_data --record_masks=true): in o_{t+1} it freezes at o_t's pixels
-the background (outside both frames' masks), the agent (inside either), or the whole frame (`still`), and measures on
-a fixed subset of the probes' held-out test transitions: `step` = sum ||z - z_still||^2 / sum ||z - mean z||^2 (the
-step's share of the latent's variance) and `background`, `agent` = sum ||z - z_frozen||^2 / sum ||z - z_still||^2
-(each part's share of that response; they need not add to 1). `pixels`: the same shares of the frame difference. These
-sums move with a per-dimension rescaling of the latent, so `probe_<share>` measures the same in the output of a
-cross-fitted ridge probe to the actions (action_readout), which does not. Every LAM of the distracted data at update
-0 (rebuilt from the run's seed; for the first `--checks` seeds checked against the probe the run stored) and at the
-end (lam.pt).
+"""What moves each latent action, the background's change or the agent's? With the true foreground masks, o_{t+1} is
+frozen at o_t's pixels outside the masks, inside them, or whole (`still`), and the latent's responses are compared,
+also through a cross-fitted action probe that rescaling cannot change (studies/small/README.md), for every LAM of the
+distracted data at update 0 and at the end.
 
     python -m studies.small.latent_sources --small_dir runs/small --out runs/small/report/latent_sources.json
 """
@@ -47,8 +38,8 @@ class Config:
 
 
 def frozen_frames(obs: torch.Tensor, nxt: torch.Tensor, fg: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The next stack [B, 3k, H, W] as it is, with its last frame's background or agent frozen at o_t's pixels
-    (fg: [B, 1, H, W], the agent in either frame), and with the whole last frame frozen (still)."""
+    """The next stack [B, 3k, H, W] as is, with its last frame's background or agent (fg: [B, 1, H, W]) frozen at
+    o_t's pixels, and wholly frozen (still)."""
     last_t, last_n = obs[:, -3:], nxt[:, -3:]
     lasts = {"full": last_n, "background": torch.where(fg, last_n, last_t), "agent": torch.where(fg, last_t, last_n),
              "still": last_t}  # fmt: skip
@@ -64,8 +55,8 @@ def moved(z: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def action_readout(z: dict[str, torch.Tensor], actions: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every latent of z ([N, Z]) mapped to actions [N, A] by a ridge probe of z["full"] -> actions cross-fitted on the
-    two halves, each latent dimension standardised on the fitting half, the penalty of L2_GRID with the lowest MSE."""
+    """Every latent of z ([N, Z]) mapped to actions [N, A] by a ridge probe of z["full"] cross-fitted on two
+    halves (dimensions standardised on the fitting half; penalty of L2_GRID with the lowest MSE)."""
     n, a = len(actions), actions.double()
     halves = (torch.arange(n // 2), torch.arange(n // 2, n))
     best = None

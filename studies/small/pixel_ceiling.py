@@ -1,10 +1,6 @@
-"""How much of each leakage target can a linear read-out of the frames themselves find? (studies/small)
-
-A target that not even the pixels make linearly decodable cannot show up in a latent's probe (src/probes.py), so this
-is the reference the latents' R² and canonical correlations are read against. Features: the pixels of o_t and of
-o_{t+1} - o_t, projected to `--dims` fixed Gaussian directions and standardised on the fit set. The probes' protocol:
-trajectories split whole (src.probes.split_trajectories), one ridge per target with its penalty chosen on validation
-R², R² on the test trajectories; and held-out canonical correlations with the agent and with the distractors.
+"""How much of each leakage target a linear read-out of the frames themselves finds (pixels of o_t and o_{t+1} - o_t,
+projected to `--dims` random directions), with the probes' protocol (src/probes.py): the reference for the latents' R²
+and canonical correlations.
 
     python -m studies.small.pixel_ceiling --data_path runs/small/data/cheetah-run.hdf5 --out pixel_ceiling.json
 """

@@ -4,11 +4,9 @@ preconditions, verdicts on the paper's findings F1-F6 and on its mechanism, figu
     python -m studies.small.report --small_dir runs/small --out runs/small/report            # the study
     python -m studies.small.report --small_dir runs/small --out runs/small/report --tuning   # the tuning only
 
-A latent's quality is its held-out ridge probe's MSE over the mean action's (1 = nothing found), so data with and
-without distractors compare on one scale; returns are normalised by this sweep's own BC on all data. A finding
-compares two arms that share their seeds by each arm's change from update 0 (the initialised network), with exact
-paired sign-flip tests and Holm within each family (stats.py); an arm that did not learn is "not readable", never
-"holds". The mechanism is read from held-out canonical correlations (src/probes.py), which rescaling cannot change.
+Latent quality: the held-out ridge probe's MSE over the mean action's; returns over this sweep's BC on all data.
+Findings compare paired arms by each one's change from update 0, with exact sign-flip tests and Holm (stats.py); an
+arm that did not learn is "not readable". The mechanism: held-out canonical correlations (src/probes.py).
 """
 
 import json
@@ -46,14 +44,12 @@ DISTRACTOR_TARGETS = ("background", "camera", "color")
 # The second family of tests: less distractor leakage than LAPO (lower test R²), for each distractor.
 LEAKAGE_TESTS = [(a, "lapo", t) for a in ("laom", "lapo_mask") for t in DISTRACTOR_TARGETS]
 DECODABLE = 0.02  # a leakage comparison is read only where one side's test R² (IQM) reaches this
-# The other direction (src/probes.py): the share of each latent's variance that the agent (action and agent-state
-# change), or the distractors' changes, explain linearly on the test trajectories.
+# The share of each latent's variance the agent's or the distractors' changes explain linearly (src/probes.py).
 SHARES = ("latent_from_agent", "latent_from_distractors")
 # Held-out canonical correlations of the latent (src/probes.py: cca_<source>), measures that rescaling cannot change.
 CCA_SOURCES = ("agent", "distractors")
-# The third family, the paper's mechanism: distractors take LAPO's latent from the agent; LAOM, supervision and the
-# true masks give it back (more canonical correlation with the agent, less with the distractors).
-# (a, b, source, higher is better)
+# The third family, the mechanism: distractors take LAPO's latent from the agent; LAOM, supervision and the true
+# masks give it back. (a, b, source, higher is better)
 MECHANISM_TESTS = [("lapo_vanilla", "lapo", "agent", True), ("laom", "lapo", "agent", True),
                    ("laom_labels", "laom", "agent", True), ("lapo_mask", "lapo", "agent", True),
                    ("laom", "lapo", "distractors", False), ("laom_labels", "laom", "distractors", False),
@@ -181,9 +177,8 @@ def dataset_info(path: Path) -> dict:
 
 
 def novel_baseline(eval_path: Path, labeled_path: Path) -> dict:
-    """F5's stand-in for update 0, in its units (squared errors summed over the action dimensions, averaged over the
-    evaluation set's transitions): the labeled set's mean action (what the head and the IDM learn from), and the
-    evaluation set's own mean action (the best constant)."""
+    """F5's stand-in for update 0, in its units (squared errors summed over action dimensions, averaged over the
+    evaluation set): the labeled set's mean action (what the head and IDM learn from), the set's own (best constant)."""
     if not eval_path.exists() or not labeled_path.exists():
         return {}
     with h5py.File(labeled_path, "r") as f:
@@ -205,10 +200,9 @@ def _mean_difference(x: dict, y: dict) -> float:
 def compare(
     claim, a, b, measure, va, vb, init_a, init_b, lower=True, log=False, reference="update 0", requires_learning=True
 ) -> dict:
-    """a better than b on `measure`, from per-seed values {seed: value} at the end (va, vb) and at update 0 (init_a,
-    init_b): per arm the change (end - update 0, or with log=True log(end / update 0), the factor an MSE shrank by) and
-    whether it learned; paired two-sided p of the arms' changes (the primary test), end values and update-0 values.
-    reference: what stands for update 0 where the runs record none (F5). The verdicts come from adjust."""
+    """a better than b on `measure` from per-seed values {seed: value} at the end (va, vb) and update 0 (init_a,
+    init_b): per arm the change (end - init, or log(end / init) with log=True) and whether it learned; paired two-sided
+    p of the changes (primary), end and update-0 values. reference: what stands for update 0 (F5). Verdicts: adjust."""
     ia, ib = _iv(va), _iv(vb)
     f = {"claim": claim, "a": a, "b": b, "measure": measure, "a_interval": ia.as_dict(), "b_interval": ib.as_dict(),
          "a_per_seed": va, "b_per_seed": vb, "lower_is_better": lower, "paper_ratio": None, "reference": reference,
@@ -238,9 +232,8 @@ def _change(end: float, init: float, log: bool) -> float:
 
 
 def adjust(family: dict, unreadable: str | None = None) -> None:
-    """Holm within the family, separately for the tests of the changes, end values and update-0 values; each verdict
-    from the test of the change (stats.py: read_test), or "not readable: did not learn (<arm>)" where an arm that must
-    learn did not, or `unreadable` where neither side reaches DECODABLE (verdict_from_test keeps the test's)."""
+    """Holm within the family, per test (change, end, update 0); verdict from the change's test (stats.read_test), or
+    "not readable" where an arm that must learn did not, or `unreadable` where neither side reaches DECODABLE."""
     for test in ("change", "end", "init"):
         ps = {k: f.get(f"p_{test}", math.nan) for k, f in family.items()}
         adjusted, m = holm(ps), sum(math.isfinite(p) for p in ps.values())
@@ -331,8 +324,7 @@ def analyse(small_dir: Path, seeds: list[int], budget: int) -> dict:
     findings["F2"]["paper_ratio"] = PAPER_F2
     adjust(findings)
     findings["F5"]["mean_action_baseline"] = nothing
-    # Descriptive, not a finding: keeping the directions of most variance is biased against a latent whose action
-    # lies in directions of little variance, so it is no test of width.
+    # Descriptive, not a finding: top principal components are biased against actions in low-variance directions.
     pca128 = probe("laom", "lapo", "LAOM's top 128 principal components against LAPO's 128 dimensions (descriptive)",
                    k="pca128", measure="ridge relative MSE, 128 dimensions")  # fmt: skip
     adjust({"F2@128": pca128})
@@ -444,8 +436,8 @@ def _learned(f: dict, arm: str) -> str:
 
 
 def _finding_rows(fam: dict, claims: bool = True) -> list[str]:
-    """One row per comparison: each arm at update 0 → the end, whether it learned, the mean differences of the arms'
-    changes and end values with their paired two-sided p (raw and Holm), the update-0 test, the verdict."""
+    """One row per comparison: each arm from update 0 to the end, learned or not, the mean differences of changes
+    and end values with paired two-sided p (raw, Holm), the update-0 test, the verdict."""
     rows = []
     for k, f in fam.items():
         paper = f" (paper: {f['paper_ratio']:g}x better)" if f.get("paper_ratio") else ""
@@ -673,8 +665,8 @@ def _bars(ax, a: dict, lams: list[str], targets) -> None:
 
 
 def run_lam(run_dir: Path, module: str, shapes, trained: bool = True):
-    """A finished run's LAM in eval mode, built as its script builds it: with lam.pt's weights, or (trained=False)
-    seeded as the script seeds its stage 1 before it builds its networks (src/checkpoint.py): its update-0 network."""
+    """A finished run's LAM in eval mode, built as its script builds it: lam.pt's weights, or (trained=False) its
+    update-0 network, seeded as the script's stage 1 (src/checkpoint.py)."""
     import importlib
 
     from src.checkpoint import load_checkpoint, seed_stage
@@ -690,7 +682,7 @@ def run_lam(run_dir: Path, module: str, shapes, trained: bool = True):
 
 
 def latent_points(run_dir: Path, module: str, config: dict, max_points: int = 1500):
-    """The finished LAM's latent actions of (o_t, o_{t+1}) on the ridge probe's test trajectories of the run's own data
+    """The finished LAM's latent actions of (o_t, o_{t+1}) on the ridge probe's test trajectories of the run's data
     (config: its results.json's), with the true actions."""
     import torch
 

@@ -1,24 +1,14 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2086  # PYTHON, EXTRA_ARGS and $curve / $common / $only may hold several words
-# The paper's findings and their mechanism at a scale a 2-core CPU runs (studies/small/README.md): cheetah-run, 20
-# expert trajectories with the DCS port's built-in distractor videos (with every frame's distractor state and true
-# foreground masks) and 20 without distractors; LAPO, LAOM, LAOM + supervision, masked LAPO (true masks), IDM, BC and
-# BC on all data, with the settings studies/small/tune.sh chose on a separate tuning seed (studies/small/configs).
+# The paper's findings and their mechanism at a scale a 2-core CPU runs (studies/small/README.md): cheetah-run with and
+# without distractors, every method, with the settings studies/small/tune.sh chose on a separate tuning seed.
 #
 #   bash studies/small/reproduce.sh                                  # -> runs/small/{data,data-vanilla,runs,report}
 #   OUT=studies/small/results bash studies/small/reproduce.sh     # how the committed report was made
 #
-# Each step is skipped when its output exists, so the same command resumes after an interruption:
-#   1. data with the released expert: $DATA/cheetah-run.hdf5 (training videos, seed 0, each frame's distractor state,
-#      true masks in cheetah-run-masks.hdf5), $DATA_VANILLA/cheetah-run.hdf5 (the same without distractors),
-#      $DATA/cheetah-run-eval.hdf5 (validation videos: novel distractors, seed 100), the labeled subset
-#      $DATA/cheetah-run-labeled-1000x$BUDGET.hdf5 (from the first 80%: the ridge probe's validation and test
-#      trajectories stay unlabeled) and $DATA/cheetah-run-val.hdf5 (the validation trajectories, the IDM's tuning);
-#   2. the runs, $LANES at a time with one thread each (scripts/jobs.sh), in the layout scripts/plot_results.py reads:
-#      $RUNS/<method>/cheetah-run/budget$BUDGET/seed<S> (bc_full: .../full/seed<S>); the LAM-only controls under
-#      $RUNS/vanilla/, $RUNS/lapo_mask/ and (NOAUG=1) $RUNS/noaug/;
-#   3. the report into $OUT: pixel_ceiling.py (with and without distractors), latent_sources.py, report.py and
-#      scripts/plot_results.py (the sweep tables), and run-info.md (command, commit, machine, each step's wall time).
+# Steps, each skipped when its output exists (the same command resumes): 1. the data ($DATA, $DATA_VANILLA; the
+# labeled subset from the first 80%, the probe's validation and test trajectories stay unlabeled); 2. the runs, $LANES
+# at a time (scripts/jobs.sh), in $RUNS in scripts/plot_results.py's layout; 3. the report and run-info.md into $OUT.
 # Settings (environment variables, defaults in brackets): SMALL_DIR [runs/small], OUT [$SMALL_DIR/report],
 # EXPERT [../shared/experts/cheetah-run-expert], NUM_TRAJ [20], NUM_EVAL [3], STEPS [1000], BUDGET [2],
 # SEEDS ["0 1 2 3 4 5 6 7 8 9"], RETURN_SEEDS ["none"] (the seeds that also train and evaluate the policies, e.g. "0":
@@ -87,8 +77,7 @@ echo "== data: $NUM_TRAJ distracted + $NUM_TRAJ vanilla + $NUM_EVAL evaluation t
 collect "$DATA/cheetah-run.hdf5" "$NUM_TRAJ" scale_easy_video_hard train 0 --record_masks=true
 collect "$DATA_VANILLA/cheetah-run.hdf5" "$NUM_TRAJ" vanilla train 0
 collect "$DATA/cheetah-run-eval.hdf5" "$NUM_EVAL" scale_easy_video_hard val 100
-# The ridge probe's split (src/probes.py): the last tenth of the trajectories is its test set, the tenth before
-# it its validation set; the labeled subset is drawn from the rest.
+# The probe's split (src/probes.py): last tenth test, the tenth before validation; the labeled subset from the rest.
 k=$((NUM_TRAJ / 10 > 0 ? NUM_TRAJ / 10 : 1))
 subset "$DATA/cheetah-run-labeled-1000x$BUDGET.hdf5" --num_trajectories="$BUDGET" --first=$((NUM_TRAJ - 2 * k)) --seed=0
 subset "$DATA/cheetah-run-val.hdf5" --num_trajectories="$k" \
@@ -103,9 +92,8 @@ full=$DATA/cheetah-run.hdf5
 labeled=$DATA/cheetah-run-labeled-1000x$BUDGET.hdf5
 ev=$DATA/cheetah-run-eval.hdf5
 curve="--lapo.ridge_probe_every=$RIDGE_EVERY"
-# Every seed trains every latent-action model (F1-F3, F5); the seeds of RETURN_SEEDS also train the policies and
-# evaluate them (F4, preconditions 2-3). Other seeds run LAPO / LAOM / LAOM + supervision with --lam_only and the IDM
-# with --idm_only, in their own run directories (suffix -lam), so the full runs are never confused with them.
+# Every seed trains every LAM (F1-F3, F5); the seeds of RETURN_SEEDS also train and evaluate the policies (F4). The
+# others run with --lam_only / --idm_only in run directories of their own (suffix -lam).
 pick() {  # the variants ONLY names (all when ONLY is empty)
     [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]
 }

@@ -1,8 +1,5 @@
-"""The small study's statistics: verdicts from rliable intervals (scripts/plot_results.py's `interval`) and from exact
-permutation tests. With few seeds the percentile bootstrap interval of the IQM is about [smallest seed, largest seed]
-(3 seeds: exactly that, and the IQM is the mean), so it describes the seeds' spread; whether one arm beats another is
-read from an exact sign-flip test over the seeds both share (scipy.stats.permutation_test, every sign pattern), with
-Holm's correction (statsmodels) within each family of comparisons.
+"""The small study's statistics: rliable intervals (with few seeds about [smallest, largest seed]: they describe the
+spread) and exact paired sign-flip tests over shared seeds, with Holm's correction within each family.
 """
 
 import math
@@ -15,8 +12,8 @@ ALPHA = 0.05  # family-wise error rate of a report's verdicts (Holm)
 
 
 def verdict(a: Interval, b: Interval, lower_is_better: bool) -> str:
-    """Is a better than b: "holds" where the intervals separate that way (2 runs or more each), "direction only" where
-    only the IQMs order that way, "does not hold" otherwise, "not measured" without runs."""
+    """Is a better than b: "holds" (intervals separate, 2+ runs each), "direction only" (IQMs only), "does not
+    hold", or "not measured" without runs."""
     if a.n == 0 or b.n == 0:
         return "not measured"
     if (a.iqm - b.iqm) * (1.0 if lower_is_better else -1.0) >= 0:
@@ -66,9 +63,8 @@ def holm(ps: dict) -> dict:
 
 
 def learned(init: dict, end: dict, lower_is_better: bool) -> dict:
-    """Did a measure improve over update 0 on the seeds: per seed the change end - init, the seeds that improved, the
-    one-sided paired sign-flip p, and `holds` where p < ALPHA (with 5 seeds only when every seed improved). The
-    precondition of a finding's verdict: an arm that did not learn is not read."""
+    """Did a measure improve over update 0: per-seed change end - init, the seeds that improved, the one-sided paired
+    sign-flip p, and `holds` where p < ALPHA (with 5 seeds: only when every seed improved)."""
     seeds, x, y = paired(end, init)
     change = {s: float(e - i) for s, e, i in zip(seeds, x, y, strict=True)}
     improved = [s for s, d in change.items() if (d < 0 if lower_is_better else d > 0)]

@@ -1,12 +1,6 @@
 #!/usr/bin/env bash
-# Tuning of the small study (studies/small/README.md, "Tuning"): learning rates (and LAOM's EMA rate, LAOM +
-# supervision's coefficient) chosen by the paper's own criteria (Section 3, "On hyperparameters tuning") on one tuning
-# seed ($TUNE_SEED, never reported) and validation data, never on the reported numbers: the latent-action models by
-# the ridge probe's MSE on the validation trajectories (with the probe at 4 points of training, which sets the number
-# of updates), the IDM by its validation action MSE, BC and BC on all data by their online return (latent BC and the
-# decoders keep BC's choice). GRIDS=precision: LAPO and LAOM at their settings in fp32 and in bf16 autocast (not in
-# the default: on an AVX2-only CPU bf16 convolutions are about 15x slower). `python -m studies.small.report --tuning`
-# turns the results into the README's table.
+# Tuning of the small study on one tuning seed and validation data, by the paper's criteria (studies/small/README.md,
+# "Tuning"); GRIDS=precision: fp32 against bf16 autocast. `python -m studies.small.report --tuning` makes the table.
 #   bash studies/small/tune.sh            # after the data step of studies/small/reproduce.sh (it collects if missing)
 #   GRIDS="laom_labels lapo_mask" bash studies/small/tune.sh                  # some of the grids only
 # Settings: SMALL_DIR [runs/small], TUNE_SEED [100], BUDGET [2], LANES [2], PYTHON [python], GRIDS [lapo laom
@@ -27,8 +21,7 @@ T=$SMALL_DIR/tune
 if [[ ! -f $D/cheetah-run-val.hdf5 ]]; then
     ONLY_DATA=1 bash studies/small/reproduce.sh || exit $?
 fi
-# Grids (a coordinate search: learning rate first, then LAOM's EMA rate at the chosen learning rate; a choice at an
-# edge of its grid extended the grid by one point, as the README's tuning table shows).
+# Grids, searched one coordinate at a time (a choice at an edge extended its grid by one point: the README's table).
 LAPO_LRS=${LAPO_LRS:-${LAM_LRS:-"0.0003 0.001 0.003 0.01"}}
 LAOM_LRS=${LAOM_LRS:-${LAM_LRS:-"0.00001 0.00003 0.0001 0.0003 0.001 0.003"}}  # at tau 0.01 (extended down twice: edges)
 TAU_LR=${TAU_LR:-0.0003}  # LAOM's chosen learning rate
