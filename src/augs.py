@@ -1,5 +1,4 @@
-"""LAOM stage 1's image augmentations as released (docs/FAITHFULNESS.md, "Augmentations"): Augmenter, each op one
-`grid_sample` of the unpadded image, two passes over the batch (docs/SPEED.md)."""
+"""LAOM stage 1's image augmentations as released (Augmenter): docs/FAITHFULNESS.md, "Augmentations"; docs/SPEED.md."""
 
 import functools
 import itertools
@@ -69,8 +68,7 @@ def _tables(names: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class AugParams:
-    """N images in K calls: choice [N] (into AUGMENTATIONS), chunk [N], shift [N, 2] crop offsets (x, y); per call and
-    choice angle [K, 8] degrees and endpoints [K, 8, 4, 2] (padded image)."""
+    """N images, K calls: choice, chunk [N], shift [N, 2] (x, y); angle [K, 8] degrees, endpoints [K, 8, 4, 2]."""
 
     choice: torch.Tensor
     chunk: torch.Tensor
@@ -87,8 +85,7 @@ class AugParams:
 
 
 class Augmenter:
-    """Random augmentations of images [B, C, S, S] in [-1, 1] (shape, dtype, device kept), choices uniform over
-    `names`. One call per observation as released: stage 1 `draw`s each call's parameters, then `apply_each`."""
+    """Random augmentations of images [B, C, S, S] in [-1, 1]; stage 1: `draw` per call as released, `apply_each`."""
 
     def __init__(self, names=AUGMENTATIONS):
         self.names = tuple(names)
@@ -161,8 +158,7 @@ class Augmenter:
 
 
 def _warp(x: torch.Tensor, maps: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    """Resample images x [N, C, S, S]: output pixel p takes the bilinear value at maps[i] @ p of the image
-    replicate-padded by pad[i], with torchvision's fill 0 outside that padded image."""
+    """x [N, C, S, S] resampled at maps[i] @ p, bilinear, replicate-padded by pad[i], torchvision's 0 outside it."""
     n, _, s, _ = x.shape
     # fold grid_sample's normalisation (align_corners=False: pixel k at (2k + 1) / s - 1) into the maps
     m = torch.cat([maps[:, :2] * (2 / s) + maps[:, 2:] * (1 / s - 1), maps[:, 2:]], dim=1)  # [N, 3, 3]

@@ -93,8 +93,7 @@ class CheckpointError(UserError, ValueError):
 
 
 def restore_stage(path, objects, load_from=None, stage="", config=None, extra=None) -> tuple[int, bool]:
-    """Resumes `path`, or loads load_from's modules (another run's finished stage); returns (first update, done) and
-    fills `extra` with the saved extra state."""
+    """Resumes `path` (or loads load_from's finished stage); returns (first update, done), fills `extra`."""
     stage = stage or Path(path).stem
     flag = f"--{stage}.checkpoint_path"
     if load_from:

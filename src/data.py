@@ -1,5 +1,4 @@
-"""HDF5 datasets in the released layout (docs/FAITHFULNESS.md, "Data"): load_dataset, whole-batch sampling by tensor
-indexing (TrajectoryData.batch), frames moved to the GPU after a stage's first update if they fit (place_frames)."""
+"""HDF5 datasets in the released layout (docs/FAITHFULNESS.md, "Data"): load_dataset, TrajectoryData, place_frames."""
 
 import math
 import warnings
@@ -81,9 +80,8 @@ class PinnedStaging:
 
 @dataclass
 class TrajectoryData:
-    """One file's trajectories (this rank's `keys`) along time: frames uint8 [N, 3, H, W] (read on first use), masks
-    [N, 1, H, W] (load_masks), actions [N, A] and states [N, S] (or None) on `device`, start_of [N] each frame's
-    trajectory start. Indices are drawn on index_device (where frames were first placed): moving frames keeps draws."""
+    """This rank's trajectories of one file along time: frames uint8 [N, 3, H, W], masks, actions [N, A], states [N, S]
+    (or None), start_of [N]. Indices are drawn on index_device, where frames were first placed (moves keep draws)."""
 
     path: str
     frames_shape: tuple[int, ...]
@@ -257,8 +255,7 @@ def watch_frames(device: torch.device) -> None:
 
 
 def place_frames(device: torch.device, stage: str) -> None:
-    """After a stage's first update: the "auto" frames and masks it read go to the GPU if bytes + (peak - allocated)
-    + MARGIN of the GPU <= free memory; prints one line either way."""
+    """After a stage's first update: "auto" frames go to the GPU if bytes + peak - allocated + MARGIN <= free."""
     datasets = [d for d in _CACHE.values() if d.auto and d.in_use and d.frames_device != d.device]
     if device.type != "cuda" or not datasets:
         return
@@ -321,9 +318,8 @@ def load_dataset(
     max_trajectories: int | None = None,
     frames_device: str = "auto",
 ) -> TrajectoryData:
-    """The file's (first max_trajectories) trajectories, each >= frame_stack + min_offset steps; rank r holds those
-    with i % world_size == r. frames_device: "auto" (host, then place_frames), "cpu", "pinned" or a device. Cached per
-    (path, device, max_trajectories), reloaded only when states are needed and were not loaded."""
+    """The file's (first max_trajectories) trajectories, each >= frame_stack + min_offset steps; rank r holds i % world
+    == r. frames_device: "auto" (host, then place_frames), "cpu", "pinned" or a device. Cached per (path, device, N)."""
     device = torch.device(device)
     key = (str(Path(path).resolve()), str(device), max_trajectories)
     cached = _CACHE.get(key)

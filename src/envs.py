@@ -1,6 +1,5 @@
-"""Gymnasium DCS environments as the datasets see them (make_env): uint8 [H, W, 3k], oldest frame first, first
-frame repeated at reset; actions clipped to [-1, 1]; `info["state"]` flat float32; `reset(seed=s)` reseeds physics
-and distractions."""
+"""Gymnasium DCS environments as the datasets see them (make_env): uint8 [H, W, 3k], oldest frame first (repeated at
+reset); actions clipped to [-1, 1]; `info["state"]` flat float32; `reset(seed=s)` reseeds physics and distractions."""
 
 import functools
 import os
@@ -90,8 +89,7 @@ def make_env(
     camera_mode: str = "release",
     blur: Mapping | None = None,
 ) -> PixelEnv:
-    """backgrounds_path: a DAVIS-2017 folder or "builtin" (or None); seed: the first episode's; camera_mode: "release"
-    or "corrected"; blur: blur_from_attrs's, to blur each frame's background."""
+    """backgrounds_path: DAVIS-2017 folder, "builtin" or None; seed: the first episode's; blur: blur_from_attrs's."""
     cam = C.RENDER_CAMERA_ID.get(domain_name, 0)
     dcs_env = load(
         domain_name, task_name, difficulty, dynamic, backgrounds_path, backgrounds_split, cam, camera_mode, seed=seed

@@ -1,5 +1,4 @@
-"""Foreground masks of DCS frames (segmentation_mask; DepthAnything V2: depth_masks; uint8, 255 = foreground) and
-background blurring (blur_background), for the masks / blur scripts and blurred evaluation (docs/MASKS.md)."""
+"""Foreground masks (uint8, 255 = foreground) of DCS frames and background blurring: docs/MASKS.md."""
 
 from __future__ import annotations
 
@@ -99,8 +98,7 @@ def _feathered(depth: np.ndarray, thresholds: np.ndarray, kernel, sigma: float) 
 def depth_masks(
     depth: np.ndarray, percentile: float, threshold_alpha: float, kernel: int | Sequence[int], sigma: float
 ) -> np.ndarray:
-    """uint8 [T, H, W] masks of ONE trajectory's depth maps (bigger = closer): EMA-smoothed percentile thresholds,
-    edges blurred (kernel, sigma)."""
+    """uint8 [T, H, W] masks of ONE trajectory's depth maps (bigger = closer): EMA percentile thresholds, blurred."""
     kernel_pair(kernel, "mask kernel")
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile!r}")

@@ -1,5 +1,4 @@
-"""Closed-form ridge probes of a LAM's latent of unaugmented (o_t, o_{t+1}) to a_t in float64 (ridge_probe, ProbeCurve);
-leakage to the distractors the data records (docs/DATA.md): fits to LEAKAGE_TARGETS, shares explained, ridge CCA."""
+"""Closed-form float64 ridge probes of a LAM's latent of (o_t, o_{t+1}) to a_t and to the recorded distractors."""
 
 import json
 import math
@@ -107,8 +106,7 @@ class Moments:
         return (1 - sse / sst).item() if sst > 1e-12 * n else math.nan
 
     def ridge_path(self, l2s: list[float], dims: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(W [Z, A], b [A]) per penalty: W = (Cov(z) + l2 mean(diag Cov(z)) I)^-1 Cov(z, a), b = mean(a) - mean(z) W.
-        dims: on the top `dims` principal components only."""
+        """(W [Z, A], b [A]) per l2: W = (Czz + l2 mean(diag Czz) I)^-1 Cza, b = mean(a) - mean(z) W; dims: top PCs."""
         mz, ma, czz, cza, _ = _covariances(self, slice(None))
         evals, evecs = torch.linalg.eigh(czz)  # ascending
         if dims is not None:
@@ -133,8 +131,7 @@ def _covariances(m: Moments, cols) -> tuple[torch.Tensor, ...]:
 
 
 def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], others: tuple = ()) -> dict:
-    """Ridge CCA of the latent with columns `cols`, fit on `fit`, penalty chosen on `val`: on `test` the mean squared
-    canonical correlation (`cca`, negatives count 0) and the first one (`top1`); `others`: the score on each."""
+    """Ridge CCA of the latent with `cols` (fit; penalty by val): on test mean squared (`cca`) and first (`top1`)."""
     _, _, czz, cza, caa = _covariances(fit, cols)
     keep = caa.diagonal() > 1e-12  # a target constant on the fit set has no direction
     cols = [c for c, k in zip(cols, keep.tolist(), strict=True) if k]
@@ -168,8 +165,7 @@ def held_out_cca(fit: Moments, val: Moments, test: Moments, cols: list[int], oth
 def ridge_probe(
     label: Labeler, data: TrajectoryData, frame_stack, batch_size, device, max_samples, eval_data=None, leakage=True
 ) -> dict[str, float]:
-    """`lapo/ridge_probe_mse` (test), `..._val_mse`, `eval_ridge_probe_mse` (eval_data), each with its mean-action
-    baseline; with leakage `lapo/leakage/...`. Empty when max_samples is 0 or a shard has < 3 trajectories."""
+    """lapo/ridge_probe_mse, _val_mse, eval_... with mean-action baselines and leakage; {} if no samples, < 3 trajs."""
     if max_samples <= 0:
         return {}
     short = dist.total(int(data.num_trajectories < 3))  # ranks whose shard is too small: skipped, not an error
@@ -255,8 +251,7 @@ _LEAKAGE_CACHE: dict[tuple, tuple] = {}
 
 
 def leakage_targets(data: TrajectoryData, quiet: bool = False) -> tuple[torch.Tensor | None, dict[str, list[int]]]:
-    """Non-action leakage targets of `data`'s transitions recorded by every trajectory: host float32 [N, K] and
-    {target: columns}, or (None, {}); unless quiet, prints which are missing. Caches the last two datasets."""
+    """Recorded non-action targets of `data`'s transitions: (host float32 [N, K], {target: columns}) or (None, {})."""
     key = (str(Path(data.path).resolve()), tuple(data.keys))
     if key in _LEAKAGE_CACHE:
         return _LEAKAGE_CACHE[key]

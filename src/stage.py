@@ -1,5 +1,4 @@
-"""One training stage for every method script: `Stage.on_data`, `updates()`, `log`, `final_metrics`. A stop signal
-checkpoints after the update in progress and exits 75 (130 on Ctrl-C): docs/RUNS.md."""
+"""One training stage of any method script (Stage.on_data, updates, log, final_metrics); stops: docs/RUNS.md."""
 
 import contextlib
 import itertools
